@@ -1,0 +1,198 @@
+//! The records the catalog holds.
+
+use chrono::{DateTime, Utc};
+use datagate_core::{AccessLevel, ColumnType, Mask, Sensitivity};
+use serde::{Deserialize, Serialize};
+
+/// A government department that publishes datasets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Department {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a caller supplies to create or update a department.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDepartment {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+}
+
+/// A department with the number of datasets some caller can see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepartmentSummary {
+    #[serde(flatten)]
+    pub department: Department,
+    pub dataset_count: u64,
+}
+
+/// One column of a dataset's schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: ColumnType,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Mask>,
+}
+
+/// A contact point for questions about a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Contact {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub email: String,
+}
+
+/// The descriptive metadata of a dataset, as registered and as patched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetMetadata {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub license: String,
+    #[serde(default)]
+    pub contact: Contact,
+    /// e.g. `daily`, `monthly`, `irregular`.
+    #[serde(default)]
+    pub update_frequency: String,
+    pub access_level: AccessLevel,
+    /// ISO 8601 interval, e.g. `2020-01-01/2024-12-31`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporal_coverage: Option<String>,
+    /// A place name or bounding box.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spatial_coverage: Option<String>,
+}
+
+/// A dataset registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDataset {
+    pub department: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub metadata: DatasetMetadata,
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Declared columns; empty = the schema comes from the first upload.
+    #[serde(default)]
+    pub columns: Vec<Column>,
+}
+
+/// A dataset as the catalog holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    pub department: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub metadata: DatasetMetadata,
+    pub primary_key: Vec<String>,
+    /// The schema: declared, or fixed by the first upload; empty before either.
+    pub columns: Vec<Column>,
+    pub current_version: Option<i64>,
+    pub row_count: u64,
+    pub size_bytes: u64,
+    /// Set when the dataset was unpublished; such a dataset is invisible and not queryable.
+    pub unpublished_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Whether a version's files add to the previous version's or replace them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionMode {
+    Append,
+    Replace,
+}
+
+impl VersionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Replace => "replace",
+        }
+    }
+}
+
+impl std::str::FromStr for VersionMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "append" => Ok(Self::Append),
+            "replace" => Ok(Self::Replace),
+            _ => Err(format!("unknown mode {s:?}; expected append or replace")),
+        }
+    }
+}
+
+/// One Parquet file of a version, by its path inside the warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// A committed version of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub version: i64,
+    pub mode: VersionMode,
+    pub rows_added: u64,
+    pub row_count: u64,
+    pub bytes: u64,
+    pub files: Vec<DataFile>,
+    pub columns: Vec<Column>,
+    /// Digest of the source that produced the version (used by the manifest loader).
+    pub source_digest: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// What an ingest hands to the catalog to commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewVersion {
+    /// The version the ingest started from; the commit fails with a conflict if it moved.
+    pub base_version: Option<i64>,
+    pub mode: VersionMode,
+    /// The files this upload wrote; with `Append` they are added to the base version's files.
+    pub new_files: Vec<DataFile>,
+    /// The schema of the version; fixes the dataset's columns on the first commit.
+    pub columns: Vec<Column>,
+    pub source_digest: Option<String>,
+    pub created_by: String,
+}
+
+/// A search over the datasets some caller can see.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DatasetFilter {
+    /// Open levels the caller can see; an empty list sees nothing.
+    pub visible_levels: Vec<AccessLevel>,
+    /// Words searched in title, description and tags (all must match).
+    pub q: Option<String>,
+    pub department: Option<String>,
+    pub tag: Option<String>,
+    pub access_level: Option<AccessLevel>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// One page of a dataset search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetPage {
+    pub datasets: Vec<Dataset>,
+    pub total: u64,
+}

@@ -1,0 +1,813 @@
+//! The embedded SQLite catalog.
+//!
+//! One writer connection (SQLite allows one writer at a time anyway) and a few reader
+//! connections, all in WAL mode so readers never wait for the writer. Blocking SQLite calls run
+//! on tokio's blocking pool.
+
+use crate::model::*;
+use crate::store::{CatalogError, CatalogStore, Result};
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use datagate_core::AccessLevel;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+const READERS: usize = 4;
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("../migrations/0001_catalog.sql"))])
+}
+
+/// The catalog in an SQLite database file.
+#[derive(Clone)]
+pub struct SqliteCatalog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> Self {
+        CatalogError::Backend(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for CatalogError {
+    fn from(e: serde_json::Error) -> Self {
+        CatalogError::Backend(format!("corrupt JSON in catalog: {e}"))
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                CatalogError::Backend(format!("cannot create {}: {e}", parent.display()))
+            })?;
+        }
+        let mut writer = Connection::open(path)?;
+        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CatalogError::Backend(format!(
+                "{} does not support WAL mode (got {mode})",
+                path.display()
+            )));
+        }
+        configure(&writer)?;
+        migrations()
+            .to_latest(&mut writer)
+            .map_err(|e| CatalogError::Backend(format!("migrating {}: {e}", path.display())))?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&r)?;
+            readers.push(Mutex::new(r));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let start = inner.next_reader.fetch_add(1, Ordering::Relaxed);
+            for i in 0..inner.readers.len() {
+                if let Ok(conn) = inner.readers[(start + i) % inner.readers.len()].try_lock() {
+                    return f(&conn);
+                }
+            }
+            let conn = inner.readers[start % inner.readers.len()]
+                .lock()
+                .map_err(|_| CatalogError::Backend("reader connection poisoned".into()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| CatalogError::Backend(format!("catalog task failed: {e}")))?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| CatalogError::Backend("writer connection poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| CatalogError::Backend(format!("catalog task failed: {e}")))?
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_col<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    s.parse()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn department_from_row(r: &Row<'_>) -> rusqlite::Result<Department> {
+    Ok(Department {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        description: r.get("description")?,
+        created_at: parse_ts(&r.get::<_, String>("created_at")?)?,
+        updated_at: parse_ts(&r.get::<_, String>("updated_at")?)?,
+    })
+}
+
+const DATASET_COLUMNS: &str = "d.id, d.department_id, d.name, d.title, d.description, d.tags, \
+    d.license, d.contact_name, d.contact_email, d.update_frequency, d.access_level, \
+    d.temporal_coverage, d.spatial_coverage, d.primary_key, d.current_version, \
+    d.unpublished_at, d.created_at, d.updated_at, \
+    COALESCE(v.row_count, 0) AS row_count, COALESCE(v.bytes, 0) AS size_bytes";
+
+const DATASET_FROM: &str = "datasets d LEFT JOIN versions v \
+    ON v.dataset_id = d.id AND v.version = d.current_version";
+
+struct DatasetRow {
+    id: i64,
+    dataset: Dataset,
+}
+
+fn json_list(s: &str) -> rusqlite::Result<Vec<String>> {
+    serde_json::from_str(s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn dataset_from_row(r: &Row<'_>) -> rusqlite::Result<DatasetRow> {
+    let unpublished: Option<String> = r.get("unpublished_at")?;
+    let level: String = r.get("access_level")?;
+    Ok(DatasetRow {
+        id: r.get("id")?,
+        dataset: Dataset {
+            department: r.get("department_id")?,
+            name: r.get("name")?,
+            metadata: DatasetMetadata {
+                title: r.get("title")?,
+                description: r.get("description")?,
+                tags: json_list(&r.get::<_, String>("tags")?)?,
+                license: r.get("license")?,
+                contact: Contact {
+                    name: r.get("contact_name")?,
+                    email: r.get("contact_email")?,
+                },
+                update_frequency: r.get("update_frequency")?,
+                access_level: parse_col::<AccessLevel>(&level)?,
+                temporal_coverage: r.get("temporal_coverage")?,
+                spatial_coverage: r.get("spatial_coverage")?,
+            },
+            primary_key: json_list(&r.get::<_, String>("primary_key")?)?,
+            columns: Vec::new(),
+            current_version: r.get("current_version")?,
+            row_count: r.get::<_, i64>("row_count")? as u64,
+            size_bytes: r.get::<_, i64>("size_bytes")? as u64,
+            unpublished_at: unpublished.as_deref().map(parse_ts).transpose()?,
+            created_at: parse_ts(&r.get::<_, String>("created_at")?)?,
+            updated_at: parse_ts(&r.get::<_, String>("updated_at")?)?,
+        },
+    })
+}
+
+fn load_columns(conn: &Connection, dataset_id: i64) -> Result<Vec<Column>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, data_type, description, sensitivity, mask FROM columns \
+         WHERE dataset_id = ?1 ORDER BY position",
+    )?;
+    let rows = stmt.query_map([dataset_id], |r| {
+        let mask: Option<String> = r.get(4)?;
+        Ok(Column {
+            name: r.get(0)?,
+            data_type: parse_col(&r.get::<_, String>(1)?)?,
+            description: r.get(2)?,
+            sensitivity: parse_col(&r.get::<_, String>(3)?)?,
+            mask: mask.as_deref().map(parse_col).transpose()?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn find_dataset(conn: &Connection, department: &str, name: &str) -> Result<Option<DatasetRow>> {
+    let sql = format!(
+        "SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} WHERE d.department_id = ?1 AND d.name = ?2"
+    );
+    let row = conn
+        .prepare_cached(&sql)?
+        .query_row(params![department, name], dataset_from_row)
+        .optional()?;
+    match row {
+        Some(mut row) => {
+            row.dataset.columns = load_columns(conn, row.id)?;
+            Ok(Some(row))
+        }
+        None => Ok(None),
+    }
+}
+
+fn require_dataset(conn: &Connection, department: &str, name: &str) -> Result<DatasetRow> {
+    find_dataset(conn, department, name)?
+        .ok_or_else(|| CatalogError::NotFound(format!("dataset {department}/{name}")))
+}
+
+fn insert_columns(conn: &Connection, dataset_id: i64, columns: &[Column]) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO columns (dataset_id, position, name, data_type, description, sensitivity, mask) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (i, c) in columns.iter().enumerate() {
+        stmt.execute(params![
+            dataset_id,
+            i as i64,
+            c.name,
+            c.data_type.to_string(),
+            c.description,
+            c.sensitivity.as_str(),
+            c.mask.map(|m| m.as_str()),
+        ])?;
+    }
+    Ok(())
+}
+
+fn validate_columns(columns: &[Column], primary_key: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for c in columns {
+        if c.name.is_empty() {
+            return Err(CatalogError::Invalid("a column name is empty".into()));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(CatalogError::Invalid(format!("column {:?} is declared twice", c.name)));
+        }
+        if c.sensitivity == datagate_core::Sensitivity::Masked && c.mask.is_none() {
+            return Err(CatalogError::Invalid(format!(
+                "column {:?} is masked but names no mask",
+                c.name
+            )));
+        }
+    }
+    if !columns.is_empty() {
+        for k in primary_key {
+            if !seen.contains(k.as_str()) {
+                return Err(CatalogError::Invalid(format!(
+                    "primary key column {k:?} is not a declared column"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_version(conn: &Connection, dataset_id: i64, version: i64) -> Result<Option<Version>> {
+    let v = conn
+        .prepare_cached(
+            "SELECT version, mode, rows_added, row_count, bytes, columns, source_digest, \
+             created_at, created_by FROM versions WHERE dataset_id = ?1 AND version = ?2",
+        )?
+        .query_row(params![dataset_id, version], |r| {
+            let mode: String = r.get(1)?;
+            let cols: String = r.get(5)?;
+            Ok(Version {
+                version: r.get(0)?,
+                mode: if mode == "append" {
+                    VersionMode::Append
+                } else {
+                    VersionMode::Replace
+                },
+                rows_added: r.get::<_, i64>(2)? as u64,
+                row_count: r.get::<_, i64>(3)? as u64,
+                bytes: r.get::<_, i64>(4)? as u64,
+                files: Vec::new(),
+                columns: serde_json::from_str(&cols).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+                })?,
+                source_digest: r.get(6)?,
+                created_at: parse_ts(&r.get::<_, String>(7)?)?,
+                created_by: r.get(8)?,
+            })
+        })
+        .optional()?;
+    let Some(mut v) = v else { return Ok(None) };
+    let mut stmt = conn.prepare_cached(
+        "SELECT path, rows, bytes FROM version_files WHERE dataset_id = ?1 AND version = ?2 \
+         ORDER BY position",
+    )?;
+    v.files = stmt
+        .query_map(params![dataset_id, version], |r| {
+            Ok(DataFile {
+                path: r.get(0)?,
+                rows: r.get::<_, i64>(1)? as u64,
+                bytes: r.get::<_, i64>(2)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(v))
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+}
+
+#[async_trait]
+impl CatalogStore for SqliteCatalog {
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+            .await
+    }
+
+    async fn create_department(&self, dept: NewDepartment) -> Result<Department> {
+        datagate_core::validate_name("department id", &dept.id)
+            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        self.write(move |c| {
+            let now = ts(Utc::now());
+            match c.execute(
+                "INSERT INTO departments (id, name, description, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![dept.id, dept.name, dept.description, now],
+            ) {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(CatalogError::AlreadyExists(format!("department {}", dept.id)));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(c.query_row("SELECT * FROM departments WHERE id = ?1", [&dept.id], department_from_row)?)
+        })
+        .await
+    }
+
+    async fn upsert_department(&self, dept: NewDepartment) -> Result<(Department, bool)> {
+        datagate_core::validate_name("department id", &dept.id)
+            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing = tx
+                .query_row("SELECT * FROM departments WHERE id = ?1", [&dept.id], department_from_row)
+                .optional()?;
+            let now = ts(Utc::now());
+            let changed = match &existing {
+                None => {
+                    tx.execute(
+                        "INSERT INTO departments (id, name, description, created_at, updated_at) \
+                         VALUES (?1, ?2, ?3, ?4, ?4)",
+                        params![dept.id, dept.name, dept.description, now],
+                    )?;
+                    true
+                }
+                Some(d) if d.name != dept.name || d.description != dept.description => {
+                    tx.execute(
+                        "UPDATE departments SET name = ?2, description = ?3, updated_at = ?4 WHERE id = ?1",
+                        params![dept.id, dept.name, dept.description, now],
+                    )?;
+                    true
+                }
+                Some(_) => false,
+            };
+            let d = tx.query_row("SELECT * FROM departments WHERE id = ?1", [&dept.id], department_from_row)?;
+            tx.commit()?;
+            Ok((d, changed))
+        })
+        .await
+    }
+
+    async fn get_department(&self, id: &str) -> Result<Option<Department>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT * FROM departments WHERE id = ?1", [&id], department_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_departments(&self, visible_levels: &[AccessLevel]) -> Result<Vec<DepartmentSummary>> {
+        let levels: Vec<String> = visible_levels.iter().map(|l| l.as_str().to_string()).collect();
+        self.read(move |c| {
+            let levels_json = serde_json::to_string(&levels)?;
+            let mut stmt = c.prepare_cached(
+                "SELECT dp.*, (SELECT COUNT(*) FROM datasets d WHERE d.department_id = dp.id \
+                   AND d.unpublished_at IS NULL \
+                   AND d.access_level IN (SELECT value FROM json_each(?1))) AS dataset_count \
+                 FROM departments dp ORDER BY dp.id",
+            )?;
+            let rows = stmt.query_map([levels_json], |r| {
+                Ok(DepartmentSummary {
+                    department: department_from_row(r)?,
+                    dataset_count: r.get::<_, i64>("dataset_count")? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn create_dataset(&self, ds: NewDataset) -> Result<Dataset> {
+        datagate_core::validate_name("department id", &ds.department)
+            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        datagate_core::validate_name("dataset name", &ds.name)
+            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        validate_columns(&ds.columns, &ds.primary_key)?;
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let dept_exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM departments WHERE id = ?1)",
+                [&ds.department],
+                |r| r.get(0),
+            )?;
+            if !dept_exists {
+                return Err(CatalogError::NotFound(format!("department {}", ds.department)));
+            }
+            let now = ts(Utc::now());
+            let m = &ds.metadata;
+            let res = tx.execute(
+                "INSERT INTO datasets (department_id, name, title, description, tags, license, \
+                 contact_name, contact_email, update_frequency, access_level, temporal_coverage, \
+                 spatial_coverage, primary_key, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+                params![
+                    ds.department,
+                    ds.name,
+                    m.title,
+                    m.description,
+                    serde_json::to_string(&m.tags)?,
+                    m.license,
+                    m.contact.name,
+                    m.contact.email,
+                    m.update_frequency,
+                    m.access_level.as_str(),
+                    m.temporal_coverage,
+                    m.spatial_coverage,
+                    serde_json::to_string(&ds.primary_key)?,
+                    now,
+                ],
+            );
+            match res {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(CatalogError::AlreadyExists(format!(
+                        "dataset {}/{}",
+                        ds.department, ds.name
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let id = tx.last_insert_rowid();
+            insert_columns(&tx, id, &ds.columns)?;
+            let row = require_dataset(&tx, &ds.department, &ds.name)?;
+            tx.commit()?;
+            Ok(row.dataset)
+        })
+        .await
+    }
+
+    async fn update_dataset_metadata(
+        &self,
+        department: &str,
+        name: &str,
+        metadata: DatasetMetadata,
+        primary_key: Option<Vec<String>>,
+    ) -> Result<(Dataset, bool)> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = require_dataset(&tx, &department, &name)?;
+            let pk = primary_key.unwrap_or_else(|| row.dataset.primary_key.clone());
+            validate_columns(&row.dataset.columns, &pk)?;
+            if row.dataset.metadata == metadata && row.dataset.primary_key == pk {
+                return Ok((row.dataset, false));
+            }
+            let m = &metadata;
+            tx.execute(
+                "UPDATE datasets SET title = ?2, description = ?3, tags = ?4, license = ?5, \
+                 contact_name = ?6, contact_email = ?7, update_frequency = ?8, access_level = ?9, \
+                 temporal_coverage = ?10, spatial_coverage = ?11, primary_key = ?12, updated_at = ?13 \
+                 WHERE id = ?1",
+                params![
+                    row.id,
+                    m.title,
+                    m.description,
+                    serde_json::to_string(&m.tags)?,
+                    m.license,
+                    m.contact.name,
+                    m.contact.email,
+                    m.update_frequency,
+                    m.access_level.as_str(),
+                    m.temporal_coverage,
+                    m.spatial_coverage,
+                    serde_json::to_string(&pk)?,
+                    ts(Utc::now()),
+                ],
+            )?;
+            let row = require_dataset(&tx, &department, &name)?;
+            tx.commit()?;
+            Ok((row.dataset, true))
+        })
+        .await
+    }
+
+    async fn update_column_annotations(&self, department: &str, name: &str, columns: Vec<Column>) -> Result<bool> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = require_dataset(&tx, &department, &name)?;
+            let mut changed = false;
+            for col in &columns {
+                let Some(existing) = row.dataset.columns.iter().find(|e| e.name == col.name) else {
+                    return Err(CatalogError::Invalid(format!(
+                        "dataset {department}/{name} has no column {:?}",
+                        col.name
+                    )));
+                };
+                if col.sensitivity == datagate_core::Sensitivity::Masked && col.mask.is_none() {
+                    return Err(CatalogError::Invalid(format!("column {:?} is masked but names no mask", col.name)));
+                }
+                if existing.description != col.description
+                    || existing.sensitivity != col.sensitivity
+                    || existing.mask != col.mask
+                {
+                    tx.execute(
+                        "UPDATE columns SET description = ?3, sensitivity = ?4, mask = ?5 \
+                         WHERE dataset_id = ?1 AND name = ?2",
+                        params![row.id, col.name, col.description, col.sensitivity.as_str(), col.mask.map(|m| m.as_str())],
+                    )?;
+                    changed = true;
+                }
+            }
+            if changed {
+                tx.execute("UPDATE datasets SET updated_at = ?2 WHERE id = ?1", params![row.id, ts(Utc::now())])?;
+            }
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
+    async fn get_dataset(&self, department: &str, name: &str) -> Result<Option<Dataset>> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.read(move |c| Ok(find_dataset(c, &department, &name)?.map(|r| r.dataset)))
+            .await
+    }
+
+    async fn list_datasets(&self, filter: &DatasetFilter) -> Result<DatasetPage> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let levels: Vec<&str> = filter.visible_levels.iter().map(|l| l.as_str()).collect();
+            let mut clauses = vec![
+                "d.unpublished_at IS NULL".to_string(),
+                "d.access_level IN (SELECT value FROM json_each(?1))".to_string(),
+            ];
+            let mut args: Vec<rusqlite::types::Value> = vec![serde_json::to_string(&levels)?.into()];
+            if let Some(dept) = &filter.department {
+                args.push(dept.clone().into());
+                clauses.push(format!("d.department_id = ?{}", args.len()));
+            }
+            if let Some(level) = filter.access_level {
+                args.push(level.as_str().to_string().into());
+                clauses.push(format!("d.access_level = ?{}", args.len()));
+            }
+            if let Some(tag) = &filter.tag {
+                args.push(tag.clone().into());
+                clauses.push(format!(
+                    "EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value = ?{})",
+                    args.len()
+                ));
+            }
+            if let Some(q) = &filter.q {
+                for word in q.split_whitespace() {
+                    let escaped = word.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                    args.push(format!("%{escaped}%").into());
+                    let n = args.len();
+                    clauses.push(format!(
+                        "(d.title LIKE ?{n} ESCAPE '\\' OR d.description LIKE ?{n} ESCAPE '\\' \
+                         OR EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value LIKE ?{n} ESCAPE '\\'))"
+                    ));
+                }
+            }
+            let where_sql = clauses.join(" AND ");
+            let total: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM datasets d WHERE {where_sql}"),
+                rusqlite::params_from_iter(args.iter()),
+                |r| r.get(0),
+            )?;
+            args.push((filter.limit.min(i64::MAX as u64) as i64).into());
+            let limit_n = args.len();
+            args.push((filter.offset.min(i64::MAX as u64) as i64).into());
+            let offset_n = args.len();
+            let sql = format!(
+                "SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} WHERE {where_sql} \
+                 ORDER BY d.department_id, d.name LIMIT ?{limit_n} OFFSET ?{offset_n}"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args.iter()), dataset_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut datasets = Vec::with_capacity(rows.len());
+            for mut r in rows {
+                r.dataset.columns = load_columns(c, r.id)?;
+                datasets.push(r.dataset);
+            }
+            Ok(DatasetPage { datasets, total: total as u64 })
+        })
+        .await
+    }
+
+    async fn unpublish_dataset(&self, department: &str, name: &str) -> Result<()> {
+        self.set_unpublished(department, name, Some(ts(Utc::now()))).await
+    }
+
+    async fn republish_dataset(&self, department: &str, name: &str) -> Result<()> {
+        self.set_unpublished(department, name, None).await
+    }
+
+    async fn commit_version(&self, department: &str, name: &str, nv: NewVersion) -> Result<Version> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = require_dataset(&tx, &department, &name)?;
+            if row.dataset.current_version != nv.base_version {
+                return Err(CatalogError::Conflict(format!(
+                    "dataset {department}/{name} moved from version {:?} to {:?} during the upload",
+                    nv.base_version, row.dataset.current_version
+                )));
+            }
+            if nv.columns.is_empty() {
+                return Err(CatalogError::Invalid("a version needs a schema".into()));
+            }
+            let mut files = Vec::new();
+            if nv.mode == VersionMode::Append
+                && let Some(base) = nv.base_version
+            {
+                let prev = load_version(&tx, row.id, base)?
+                    .ok_or_else(|| CatalogError::Backend(format!("version {base} is missing")))?;
+                files = prev.files;
+            }
+            files.extend(nv.new_files.iter().cloned());
+            let rows_added: u64 = nv.new_files.iter().map(|f| f.rows).sum();
+            let row_count: u64 = files.iter().map(|f| f.rows).sum();
+            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+            let number = row.dataset.current_version.unwrap_or(0) + 1;
+            // Also covers numbers of versions whose pointer was never moved (none today).
+            let number = number.max(
+                tx.query_row(
+                    "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE dataset_id = ?1",
+                    [row.id],
+                    |r| r.get::<_, i64>(0),
+                )?,
+            );
+            let now = ts(Utc::now());
+            tx.execute(
+                "INSERT INTO versions (dataset_id, version, mode, rows_added, row_count, bytes, \
+                 columns, source_digest, created_at, created_by) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    row.id,
+                    number,
+                    nv.mode.as_str(),
+                    rows_added as i64,
+                    row_count as i64,
+                    bytes as i64,
+                    serde_json::to_string(&nv.columns)?,
+                    nv.source_digest,
+                    now,
+                    nv.created_by,
+                ],
+            )?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO version_files (dataset_id, version, position, path, rows, bytes) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (i, f) in files.iter().enumerate() {
+                    stmt.execute(params![row.id, number, i as i64, f.path, f.rows as i64, f.bytes as i64])?;
+                }
+            }
+            // The dataset's schema follows its newest version: declared columns keep their
+            // annotations, new columns (a replace may add nullable ones) are appended.
+            if row.dataset.columns != nv.columns {
+                let mut merged: Vec<Column> = Vec::new();
+                for col in &nv.columns {
+                    match row.dataset.columns.iter().find(|c| c.name == col.name) {
+                        Some(existing) => merged.push(Column { data_type: col.data_type, ..existing.clone() }),
+                        None => merged.push(col.clone()),
+                    }
+                }
+                tx.execute("DELETE FROM columns WHERE dataset_id = ?1", [row.id])?;
+                insert_columns(&tx, row.id, &merged)?;
+            }
+            tx.execute(
+                "UPDATE datasets SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
+                params![row.id, number, now],
+            )?;
+            let v = load_version(&tx, row.id, number)?
+                .ok_or_else(|| CatalogError::Backend("version vanished inside its transaction".into()))?;
+            tx.commit()?;
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn get_version(&self, department: &str, name: &str, version: i64) -> Result<Option<Version>> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.read(move |c| {
+            let Some(row) = find_dataset(c, &department, &name)? else { return Ok(None) };
+            load_version(c, row.id, version)
+        })
+        .await
+    }
+
+    async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.read(move |c| {
+            let row = require_dataset(c, &department, &name)?;
+            let numbers: Vec<i64> = c
+                .prepare_cached("SELECT version FROM versions WHERE dataset_id = ?1 ORDER BY version DESC")?
+                .query_map([row.id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::with_capacity(numbers.len());
+            for n in numbers {
+                if let Some(v) = load_version(c, row.id, n)? {
+                    out.push(v);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn referenced_files(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            Ok(c.prepare("SELECT DISTINCT path FROM version_files ORDER BY path")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+}
+
+impl SqliteCatalog {
+    async fn set_unpublished(&self, department: &str, name: &str, at: Option<String>) -> Result<()> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE datasets SET unpublished_at = ?3, updated_at = ?4 \
+                 WHERE department_id = ?1 AND name = ?2",
+                params![department, name, at, ts(Utc::now())],
+            )?;
+            if n == 0 {
+                return Err(CatalogError::NotFound(format!("dataset {department}/{name}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,87 @@
+//! The catalog interface.
+
+use crate::model::*;
+use async_trait::async_trait;
+use datagate_core::AccessLevel;
+
+/// What can go wrong in a catalog operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A concurrent change won; the caller may retry from the new state.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The backend failed (I/O, corruption); not the caller's fault.
+    #[error("catalog backend error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// The catalog of departments, datasets and versions.
+///
+/// Implementations must pass [`crate::conformance`].
+#[async_trait]
+pub trait CatalogStore: Send + Sync + 'static {
+    /// Checks that the backend answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates a department; `AlreadyExists` if the id is taken.
+    async fn create_department(&self, dept: NewDepartment) -> Result<Department>;
+    /// Creates or updates a department; returns it and whether anything changed.
+    async fn upsert_department(&self, dept: NewDepartment) -> Result<(Department, bool)>;
+    async fn get_department(&self, id: &str) -> Result<Option<Department>>;
+    /// All departments, each with the number of published datasets of `visible_levels`.
+    async fn list_departments(
+        &self,
+        visible_levels: &[AccessLevel],
+    ) -> Result<Vec<DepartmentSummary>>;
+
+    /// Registers a dataset; `NotFound` if its department does not exist, `AlreadyExists` if
+    /// the name is taken in the department (an unpublished dataset keeps its name).
+    async fn create_dataset(&self, ds: NewDataset) -> Result<Dataset>;
+    /// Replaces a dataset's descriptive metadata and primary key; returns whether it changed.
+    async fn update_dataset_metadata(
+        &self,
+        department: &str,
+        name: &str,
+        metadata: DatasetMetadata,
+        primary_key: Option<Vec<String>>,
+    ) -> Result<(Dataset, bool)>;
+    /// Sets the description, sensitivity and mask of existing columns by name (types are
+    /// fixed by data); returns whether anything changed.
+    async fn update_column_annotations(
+        &self,
+        department: &str,
+        name: &str,
+        columns: Vec<Column>,
+    ) -> Result<bool>;
+    /// A dataset, published or not.
+    async fn get_dataset(&self, department: &str, name: &str) -> Result<Option<Dataset>>;
+    /// Published datasets matching the filter, ordered by department then name.
+    async fn list_datasets(&self, filter: &DatasetFilter) -> Result<DatasetPage>;
+    /// Hides a dataset; its versions and files are kept.
+    async fn unpublish_dataset(&self, department: &str, name: &str) -> Result<()>;
+    /// Makes an unpublished dataset visible again.
+    async fn republish_dataset(&self, department: &str, name: &str) -> Result<()>;
+
+    /// Commits the next version atomically; `Conflict` if the current version is no longer
+    /// `base_version`.
+    async fn commit_version(
+        &self,
+        department: &str,
+        name: &str,
+        version: NewVersion,
+    ) -> Result<Version>;
+    async fn get_version(&self, department: &str, name: &str, version: i64)
+    -> Result<Option<Version>>;
+    /// All versions, newest first.
+    async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>>;
+    /// Every file path referenced by any version of any dataset.
+    async fn referenced_files(&self) -> Result<Vec<String>>;
+}

@@ -1,0 +1,362 @@
+//! Typed configuration with documented defaults.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (`config/datagate.toml` unless
+//! `--config` names another), `DATAGATE_<SECTION>__<KEY>` environment variables, and the short
+//! forms of API.md §1 (`DATAGATE_LISTEN`, `DATAGATE_DATA_DIR`, `DATAGATE_CATALOG_MANIFESTS`,
+//! `DATAGATE_ADMIN_KEY`). Unknown keys and wrongly typed values are errors that name the source
+//! and the key, so a typo never silently falls back to a default.
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The default configuration file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/datagate.toml";
+
+/// The whole configuration. Every field has a default; see `config/datagate.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub catalog: CatalogConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Public base URL used in links (DCAT distributions, `next`); empty = derived from `Host`.
+    pub public_url: String,
+    /// A connection that has not sent its request headers within this time is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request body that stalls for this long is abandoned.
+    pub body_read_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub shutdown_grace_secs: u64,
+    /// Origins allowed by CORS; `["*"]` allows any origin (reads carry no credentials).
+    pub cors_allowed_origins: Vec<String>,
+    /// Negotiate gzip/zstd response compression by `Accept-Encoding`.
+    pub compression: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: String::new(),
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 60,
+            shutdown_grace_secs: 10,
+            cors_allowed_origins: vec!["*".to_string()],
+            compression: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Holds the catalog database, the Parquet warehouse and the audit log unless set elsewhere.
+    pub data_dir: PathBuf,
+    /// `object_store` URL of the Parquet warehouse; empty = `file://<data_dir>/warehouse`.
+    pub warehouse_url: String,
+    /// Path of the embedded SQLite catalog; empty = `<data_dir>/catalog.sqlite`.
+    pub catalog_path: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            warehouse_url: String::new(),
+            catalog_path: String::new(),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The SQLite catalog file.
+    pub fn catalog_file(&self) -> PathBuf {
+        if self.catalog_path.is_empty() {
+            self.data_dir.join("catalog.sqlite")
+        } else {
+            PathBuf::from(&self.catalog_path)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Directory of declarative manifests registered at start; empty to skip.
+    pub manifests: String,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            manifests: "catalog".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A full key (`dg_<id>_<secret>`) made an admin at start; empty = generate `admin.key`.
+    pub admin_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,datagate_server=debug`; `RUST_LOG` wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Rows per record batch while decoding.
+    pub batch_rows: usize,
+    /// Maximum rows per Parquet row group.
+    pub row_group_rows: usize,
+    /// A Parquet file is closed and a new one started past this many bytes.
+    pub target_file_bytes: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            batch_rows: 8192,
+            row_group_rows: 262_144,
+            target_file_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot be used; its message is one line naming the file and key.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Short environment variables of API.md §1 and the keys they set.
+const SHORT_ENV: [(&str, &str); 4] = [
+    ("DATAGATE_LISTEN", "server.listen"),
+    ("DATAGATE_DATA_DIR", "storage.data_dir"),
+    ("DATAGATE_CATALOG_MANIFESTS", "catalog.manifests"),
+    ("DATAGATE_ADMIN_KEY", "auth.admin_key"),
+];
+
+impl Config {
+    /// Loads the configuration: `path` if given (it must be readable), else
+    /// [`DEFAULT_CONFIG_PATH`] when it exists, else the built-in defaults; then the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = &file {
+            std::fs::read_to_string(file).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", file.display()))
+            })?;
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        // The environment is applied as one TOML-like dictionary so that the caller-supplied
+        // variables (not the process's) are used in tests.
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut overrides: Vec<(String, String, String)> = Vec::new();
+        for (name, value) in &env {
+            if let Some((_, key)) = SHORT_ENV.iter().find(|(n, _)| n == name) {
+                overrides.push((name.clone(), key.to_string(), value.clone()));
+            } else if let Some(rest) = name.strip_prefix("DATAGATE_")
+                && rest.contains("__")
+            {
+                let key = rest.to_ascii_lowercase().replace("__", ".");
+                overrides.push((name.clone(), key, value.clone()));
+            }
+        }
+        for (var, key, value) in &overrides {
+            let parsed: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            let _ = var;
+            figment = figment.merge(Serialized::default(key, parsed));
+        }
+        figment.extract::<Config>().map_err(|e| {
+            let e = e.into_iter().next().expect("figment errors are non-empty");
+            let key = e
+                .path
+                .iter()
+                .filter(|p| p.as_str() != "default")
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(".");
+            let source = describe_source(&e, file.as_deref(), &overrides, &key);
+            if key.is_empty() {
+                ConfigError(format!("invalid configuration in {source}: {}", e.kind))
+            } else {
+                ConfigError(format!(
+                    "invalid configuration in {source}: key `{key}`: {}",
+                    e.kind
+                ))
+            }
+        })
+    }
+
+    /// The warehouse URL, defaulting to `file://<data_dir>/warehouse` (made absolute).
+    pub fn warehouse_url(&self) -> Result<url::Url, ConfigError> {
+        if self.storage.warehouse_url.is_empty() {
+            let dir = absolute(&self.storage.data_dir.join("warehouse"));
+            url::Url::from_directory_path(&dir).map_err(|_| {
+                ConfigError(format!(
+                    "storage.data_dir {} cannot be turned into a file URL",
+                    self.storage.data_dir.display()
+                ))
+            })
+        } else {
+            let mut u = url::Url::parse(&self.storage.warehouse_url).map_err(|e| {
+                ConfigError(format!(
+                    "invalid configuration: key `storage.warehouse_url`: {e}"
+                ))
+            })?;
+            if !u.path().ends_with('/') {
+                let p = format!("{}/", u.path());
+                u.set_path(&p);
+            }
+            Ok(u)
+        }
+    }
+}
+
+/// Makes a path absolute against the working directory without touching the file system.
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn describe_source(
+    e: &figment::Error,
+    file: Option<&Path>,
+    overrides: &[(String, String, String)],
+    key: &str,
+) -> String {
+    if let Some((var, _, _)) = overrides.iter().rev().find(|(_, k, _)| k == key) {
+        return format!("environment variable {var}");
+    }
+    match (&e.metadata, file) {
+        (Some(md), Some(f)) if md.name.contains("TOML") => f.display().to_string(),
+        (_, Some(f)) => f.display().to_string(),
+        (_, None) => "the built-in defaults".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(contents.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn shipped_file_documents_exactly_the_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/datagate.toml");
+        let cfg = Config::load_with_env(Some(&shipped), []).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let f = write("[server]\nlisten = \"127.0.0.1:9000\"\n");
+        let cfg = Config::load_with_env(
+            Some(f.path()),
+            [
+                ("DATAGATE_DATA_DIR".to_string(), "/tmp/x".to_string()),
+                ("DATAGATE_LOG__FORMAT".to_string(), "json".to_string()),
+                ("DATAGATE_INGEST__BATCH_ROWS".to_string(), "1024".to_string()),
+                ("DATAGATE_UNRELATED".to_string(), "ignored".to_string()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listen.port(), 9000);
+        assert_eq!(cfg.storage.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert_eq!(cfg.ingest.batch_rows, 1024);
+        let cfg = Config::load_with_env(
+            Some(f.path()),
+            [("DATAGATE_LISTEN".to_string(), "0.0.0.0:7000".to_string())],
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listen.port(), 7000);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let f = write("[server]\nlisen = \"127.0.0.1:9000\"\n");
+        let err = Config::load_with_env(Some(f.path()), []).unwrap_err().0;
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains("server.lisen"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let f = write("[ingest]\nbatch_rows = \"many\"\n");
+        let err = Config::load_with_env(Some(f.path()), []).unwrap_err().0;
+        assert!(err.contains("ingest.batch_rows"), "{err}");
+        let err = Config::load_with_env(
+            None,
+            [("DATAGATE_SERVER__LISTEN".to_string(), "nowhere".to_string())],
+        )
+        .unwrap_err()
+        .0;
+        assert!(err.contains("DATAGATE_SERVER__LISTEN"), "{err}");
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/datagate.toml")), [])
+            .unwrap_err()
+            .0;
+        assert!(err.contains("/nonexistent/datagate.toml"), "{err}");
+    }
+}

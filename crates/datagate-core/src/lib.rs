@@ -1,0 +1,16 @@
+//! Shared vocabulary of datagate.
+//!
+//! Everything that more than one crate has to agree on lives here: the names of departments and
+//! datasets ([`names`]), the open levels and column sensitivities of public data ([`access`]),
+//! the column types that the catalog and the API speak ([`types`]), and the typed configuration
+//! with its loader ([`config`]). This crate has no I/O beyond reading the configuration file.
+
+pub mod access;
+pub mod config;
+pub mod names;
+pub mod types;
+
+pub use access::{AccessLevel, Mask, Sensitivity};
+pub use config::Config;
+pub use names::{DatasetRef, NameError, validate_name};
+pub use types::ColumnType;

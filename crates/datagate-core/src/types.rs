@@ -1,0 +1,218 @@
+//! Column types as the catalog and the API name them.
+//!
+//! API.md §5 fixes the spelling: Arrow type names as DataFusion prints them, in lower case —
+//! `utf8`, `int32`, `int64`, `float64`, `boolean`, `date32`, `timestamp(us)`, `decimal128(p,s)`.
+//! [`ColumnType`] is that closed vocabulary; anything a published dataset may hold maps to one.
+
+use arrow_schema::{DataType, TimeUnit};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+
+/// A column type that datagate stores and serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    Utf8,
+    Boolean,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    Float32,
+    Float64,
+    Date32,
+    /// A timestamp without time zone, in the given unit.
+    Timestamp(TimeUnit),
+    /// Exact decimal with precision and scale.
+    Decimal128(u8, i8),
+}
+
+/// A type name outside the vocabulary, or an Arrow type datagate does not store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported column type {0:?}; expected one of utf8, boolean, int8..int64, uint8..uint64, float32, float64, date32, timestamp(s|ms|us|ns), decimal128(p,s)")]
+pub struct UnsupportedType(pub String);
+
+impl ColumnType {
+    /// The Arrow type of this column.
+    pub fn to_arrow(self) -> DataType {
+        match self {
+            Self::Utf8 => DataType::Utf8,
+            Self::Boolean => DataType::Boolean,
+            Self::Int8 => DataType::Int8,
+            Self::Int16 => DataType::Int16,
+            Self::Int32 => DataType::Int32,
+            Self::Int64 => DataType::Int64,
+            Self::UInt8 => DataType::UInt8,
+            Self::UInt16 => DataType::UInt16,
+            Self::UInt32 => DataType::UInt32,
+            Self::UInt64 => DataType::UInt64,
+            Self::Float32 => DataType::Float32,
+            Self::Float64 => DataType::Float64,
+            Self::Date32 => DataType::Date32,
+            Self::Timestamp(unit) => DataType::Timestamp(unit, None),
+            Self::Decimal128(p, s) => DataType::Decimal128(p, s),
+        }
+    }
+
+    /// The column type of an Arrow type, if datagate can store it.
+    /// `LargeUtf8` and `Utf8View` are stored as `utf8`.
+    pub fn from_arrow(dt: &DataType) -> Result<Self, UnsupportedType> {
+        Ok(match dt {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::Utf8,
+            DataType::Boolean => Self::Boolean,
+            DataType::Int8 => Self::Int8,
+            DataType::Int16 => Self::Int16,
+            DataType::Int32 => Self::Int32,
+            DataType::Int64 => Self::Int64,
+            DataType::UInt8 => Self::UInt8,
+            DataType::UInt16 => Self::UInt16,
+            DataType::UInt32 => Self::UInt32,
+            DataType::UInt64 => Self::UInt64,
+            DataType::Float32 => Self::Float32,
+            DataType::Float64 => Self::Float64,
+            DataType::Date32 => Self::Date32,
+            DataType::Timestamp(unit, None) => Self::Timestamp(*unit),
+            DataType::Decimal128(p, s) => Self::Decimal128(*p, *s),
+            other => return Err(UnsupportedType(format!("{other}"))),
+        })
+    }
+}
+
+fn unit_name(unit: TimeUnit) -> &'static str {
+    match unit {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Utf8 => f.write_str("utf8"),
+            Self::Boolean => f.write_str("boolean"),
+            Self::Int8 => f.write_str("int8"),
+            Self::Int16 => f.write_str("int16"),
+            Self::Int32 => f.write_str("int32"),
+            Self::Int64 => f.write_str("int64"),
+            Self::UInt8 => f.write_str("uint8"),
+            Self::UInt16 => f.write_str("uint16"),
+            Self::UInt32 => f.write_str("uint32"),
+            Self::UInt64 => f.write_str("uint64"),
+            Self::Float32 => f.write_str("float32"),
+            Self::Float64 => f.write_str("float64"),
+            Self::Date32 => f.write_str("date32"),
+            Self::Timestamp(u) => write!(f, "timestamp({})", unit_name(*u)),
+            Self::Decimal128(p, s) => write!(f, "decimal128({p},{s})"),
+        }
+    }
+}
+
+impl FromStr for ColumnType {
+    type Err = UnsupportedType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm: String = s
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let err = || UnsupportedType(s.to_string());
+        Ok(match norm.as_str() {
+            "utf8" | "string" | "text" | "varchar" => Self::Utf8,
+            "boolean" | "bool" => Self::Boolean,
+            "int8" => Self::Int8,
+            "int16" => Self::Int16,
+            "int32" | "int" => Self::Int32,
+            "int64" | "bigint" => Self::Int64,
+            "uint8" => Self::UInt8,
+            "uint16" => Self::UInt16,
+            "uint32" => Self::UInt32,
+            "uint64" => Self::UInt64,
+            "float32" => Self::Float32,
+            "float64" | "double" => Self::Float64,
+            "date32" | "date" => Self::Date32,
+            "timestamp" => Self::Timestamp(TimeUnit::Microsecond),
+            _ => {
+                if let Some(inner) = norm
+                    .strip_prefix("timestamp(")
+                    .and_then(|r| r.strip_suffix(')'))
+                {
+                    let unit = match inner {
+                        "s" | "second" => TimeUnit::Second,
+                        "ms" | "millisecond" => TimeUnit::Millisecond,
+                        "us" | "µs" | "microsecond" => TimeUnit::Microsecond,
+                        "ns" | "nanosecond" => TimeUnit::Nanosecond,
+                        _ => return Err(err()),
+                    };
+                    Self::Timestamp(unit)
+                } else if let Some(inner) = norm
+                    .strip_prefix("decimal128(")
+                    .or_else(|| norm.strip_prefix("decimal("))
+                    .and_then(|r| r.strip_suffix(')'))
+                {
+                    let (p, s) = inner.split_once(',').ok_or_else(err)?;
+                    let p: u8 = p.parse().map_err(|_| err())?;
+                    let s: i8 = s.parse().map_err(|_| err())?;
+                    if p == 0 || p > 38 || s < 0 || s as u8 > p {
+                        return Err(err());
+                    }
+                    Self::Decimal128(p, s)
+                } else {
+                    return Err(err());
+                }
+            }
+        })
+    }
+}
+
+impl Serialize for ColumnType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names_round_trip() {
+        for name in [
+            "utf8",
+            "boolean",
+            "int32",
+            "int64",
+            "float64",
+            "date32",
+            "timestamp(us)",
+            "timestamp(ms)",
+            "decimal128(18,2)",
+        ] {
+            let t: ColumnType = name.parse().unwrap();
+            assert_eq!(t.to_string(), name);
+            assert_eq!(ColumnType::from_arrow(&t.to_arrow()).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn aliases_and_errors() {
+        assert_eq!("Decimal128(10, 2)".parse::<ColumnType>().unwrap(), ColumnType::Decimal128(10, 2));
+        assert_eq!("date".parse::<ColumnType>().unwrap(), ColumnType::Date32);
+        assert!("decimal128(2,5)".parse::<ColumnType>().is_err());
+        assert!("list<int>".parse::<ColumnType>().is_err());
+        assert!("timestamp(h)".parse::<ColumnType>().is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! Errors of the ingest path.
+
+use datagate_catalog::CatalogError;
+
+/// Why an upload was refused or failed. Every variant leaves the dataset as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The data does not fit the format or the schema; `line` is 1-based in the source text
+    /// (CSV/NDJSON), `row` 1-based among data rows (binary formats).
+    #[error("{message}")]
+    InvalidData {
+        message: String,
+        line: Option<u64>,
+        row: Option<u64>,
+        column: Option<String>,
+    },
+    /// The dataset, department or a referenced file does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Another upload committed first.
+    #[error("{0}")]
+    Conflict(String),
+    /// A manifest or request is malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// Storage or catalog failure, not the uploader's fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub fn invalid_data(message: impl Into<String>) -> Self {
+        Self::InvalidData {
+            message: message.into(),
+            line: None,
+            row: None,
+            column: None,
+        }
+    }
+}
+
+impl From<CatalogError> for IngestError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::NotFound(m) => Self::NotFound(format!("{m} not found")),
+            CatalogError::Conflict(m) => Self::Conflict(m),
+            CatalogError::AlreadyExists(m) => Self::Conflict(format!("{m} already exists")),
+            CatalogError::Invalid(m) => Self::Invalid(m),
+            CatalogError::Backend(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<object_store::Error> for IngestError {
+    fn from(e: object_store::Error) -> Self {
+        Self::Internal(format!("storage: {e}"))
+    }
+}
+
+impl From<parquet::errors::ParquetError> for IngestError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Self::Internal(format!("parquet: {e}"))
+    }
+}
+
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;

@@ -1,0 +1,152 @@
+//! The Parquet warehouse: an `object_store` location addressed by URL.
+//!
+//! Paths inside the warehouse are relative (`datasets/<dept>/<name>/<upload>/part-00000.parquet`)
+//! and are what the catalog records; [`Warehouse::file_url`] turns one into the absolute URL a
+//! query engine reads.
+
+use crate::error::{IngestError, Result};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use std::collections::HashSet;
+use std::sync::Arc;
+use url::Url;
+
+/// Where datasets' Parquet files live.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    url: Url,
+    /// The store at the root of the URL's scheme and authority (what a query engine registers).
+    root_store: Arc<dyn ObjectStore>,
+    /// The same store, rooted at the warehouse prefix.
+    store: Arc<dyn ObjectStore>,
+    /// For local warehouses, the directory (files are fsynced before a commit).
+    local_dir: Option<std::path::PathBuf>,
+}
+
+/// The prefix under which every dataset's files are written.
+pub const DATASETS_PREFIX: &str = "datasets";
+
+impl Warehouse {
+    /// Opens the warehouse at `url` (a `file://` directory is created if missing).
+    pub fn open(url: &Url) -> Result<Self> {
+        let (root_store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|_| IngestError::Invalid(format!("not a local path: {url}")))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    IngestError::Internal(format!("cannot create warehouse {}: {e}", dir.display()))
+                })?;
+                let prefix = ObjectPath::from_url_path(url.path())
+                    .map_err(|e| IngestError::Invalid(format!("warehouse URL {url}: {e}")))?;
+                let store = object_store::local::LocalFileSystem::new();
+                return Ok(Self {
+                    url: url.clone(),
+                    store: Arc::new(PrefixStore::new(store.clone(), prefix)),
+                    root_store: Arc::new(store),
+                    local_dir: Some(dir),
+                });
+            }
+            _ => {
+                let (store, prefix) = object_store::parse_url(url)
+                    .map_err(|e| IngestError::Invalid(format!("warehouse URL {url}: {e}")))?;
+                (Arc::from(store), prefix)
+            }
+        };
+        Ok(Self {
+            url: url.clone(),
+            store: Arc::new(PrefixStore::new(root_store.clone(), prefix)),
+            root_store,
+            local_dir: None,
+        })
+    }
+
+    /// The warehouse URL (ends with `/`).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The store rooted at the warehouse.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The store rooted at the URL's scheme and authority, to register with a query engine.
+    pub fn root_store(&self) -> &Arc<dyn ObjectStore> {
+        &self.root_store
+    }
+
+    /// The absolute URL of a warehouse-relative path.
+    pub fn file_url(&self, path: &str) -> Result<Url> {
+        self.url
+            .join(path)
+            .map_err(|e| IngestError::Internal(format!("bad file path {path}: {e}")))
+    }
+
+    /// Makes written files durable where the store does not do so itself (local disks).
+    pub(crate) fn sync_file(&self, path: &str) -> Result<()> {
+        if let Some(dir) = &self.local_dir {
+            let full = dir.join(path);
+            let f = std::fs::File::open(&full)
+                .map_err(|e| IngestError::Internal(format!("cannot open {path}: {e}")))?;
+            f.sync_all()
+                .map_err(|e| IngestError::Internal(format!("cannot fsync {path}: {e}")))?;
+            if let Some(parent) = full.parent()
+                && let Ok(d) = std::fs::File::open(parent)
+            {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the store answers (for readiness).
+    pub async fn ping(&self) -> Result<()> {
+        let mut list = self.store.list(Some(&ObjectPath::from(DATASETS_PREFIX)));
+        list.try_next().await?;
+        Ok(())
+    }
+
+    /// Deletes every file under `datasets/` that no version references: what failed or
+    /// killed uploads left behind. Returns how many files were removed.
+    pub async fn sweep_unreferenced(&self, referenced: &HashSet<String>) -> Result<usize> {
+        let files: Vec<_> = self
+            .store
+            .list(Some(&ObjectPath::from(DATASETS_PREFIX)))
+            .try_collect()
+            .await?;
+        let mut removed = 0;
+        for meta in files {
+            if !referenced.contains(meta.location.as_ref()) {
+                self.store.delete(&meta.location).await?;
+                removed += 1;
+            }
+        }
+        if let Some(dir) = &self.local_dir {
+            remove_empty_dirs(&dir.join(DATASETS_PREFIX));
+        }
+        Ok(removed)
+    }
+}
+
+fn remove_empty_dirs(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut empty = true;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            if remove_empty_dirs(&p) {
+                let _ = std::fs::remove_dir(&p);
+            } else {
+                empty = false;
+            }
+        } else {
+            empty = false;
+        }
+    }
+    empty
+}

@@ -1,0 +1,202 @@
+//! The JSON shapes of the API (API.md §5), with their OpenAPI schemas.
+
+use chrono::{DateTime, Utc};
+use datagate_catalog::{Column, Dataset, DepartmentSummary, Version};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+/// A department and how many datasets the caller can see in it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DepartmentOut {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub dataset_count: u64,
+}
+
+impl From<DepartmentSummary> for DepartmentOut {
+    fn from(d: DepartmentSummary) -> Self {
+        Self {
+            id: d.department.id,
+            name: d.department.name,
+            description: d.department.description,
+            dataset_count: d.dataset_count,
+        }
+    }
+}
+
+/// One column as the caller sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ColumnOut {
+    pub name: String,
+    /// Arrow type name in lower case, e.g. `utf8`, `int64`, `timestamp(us)`, `decimal128(18,2)`.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub description: String,
+    /// `public`, `masked` or `private`.
+    pub sensitivity: String,
+    /// For masked columns: `hash`, `redact`, `partial`, `year` or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<String>,
+}
+
+impl From<&Column> for ColumnOut {
+    fn from(c: &Column) -> Self {
+        Self {
+            name: c.name.clone(),
+            data_type: c.data_type.to_string(),
+            description: c.description.clone(),
+            sensitivity: c.sensitivity.as_str().to_string(),
+            mask: c.mask.map(|m| m.as_str().to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContactOut {
+    pub name: String,
+    pub email: String,
+}
+
+/// A dataset's metadata, schema and current state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DatasetOut {
+    pub department: String,
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub license: String,
+    pub contact: ContactOut,
+    pub update_frequency: String,
+    /// `open`, `conditional` or `shared`.
+    pub access_level: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temporal_coverage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spatial_coverage: Option<String>,
+    pub primary_key: Vec<String>,
+    pub schema: Vec<ColumnOut>,
+    pub current_version: Option<i64>,
+    pub row_count: u64,
+    pub size_bytes: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `self`, `rows`, `export`, `versions`.
+    pub links: BTreeMap<String, String>,
+    /// Version history, newest first (detail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<VersionOut>>,
+}
+
+impl DatasetOut {
+    pub fn new(d: &Dataset, base_url: &str) -> Self {
+        let m = &d.metadata;
+        let path = format!("{base_url}/api/v1/datasets/{}/{}", d.department, d.name);
+        let links = BTreeMap::from([
+            ("self".to_string(), path.clone()),
+            ("rows".to_string(), format!("{path}/rows")),
+            ("export".to_string(), format!("{path}/export")),
+            ("versions".to_string(), format!("{path}/versions")),
+        ]);
+        Self {
+            department: d.department.clone(),
+            name: d.name.clone(),
+            title: m.title.clone(),
+            description: m.description.clone(),
+            tags: m.tags.clone(),
+            license: m.license.clone(),
+            contact: ContactOut {
+                name: m.contact.name.clone(),
+                email: m.contact.email.clone(),
+            },
+            update_frequency: m.update_frequency.clone(),
+            access_level: m.access_level.as_str().to_string(),
+            temporal_coverage: m.temporal_coverage.clone(),
+            spatial_coverage: m.spatial_coverage.clone(),
+            primary_key: d.primary_key.clone(),
+            schema: d.columns.iter().map(ColumnOut::from).collect(),
+            current_version: d.current_version,
+            row_count: d.row_count,
+            size_bytes: d.size_bytes,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            links,
+            versions: None,
+        }
+    }
+}
+
+/// One page of the datasets the caller sees.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DatasetList {
+    pub datasets: Vec<DatasetOut>,
+    pub total: u64,
+}
+
+/// One entry of a dataset's version history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VersionOut {
+    pub version: i64,
+    /// `append` or `replace`.
+    pub mode: String,
+    pub rows_added: u64,
+    pub row_count: u64,
+    pub bytes: u64,
+    pub files: usize,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+impl From<&Version> for VersionOut {
+    fn from(v: &Version) -> Self {
+        Self {
+            version: v.version,
+            mode: v.mode.as_str().to_string(),
+            rows_added: v.rows_added,
+            row_count: v.row_count,
+            bytes: v.bytes,
+            files: v.files.len(),
+            created_at: v.created_at,
+            created_by: v.created_by.clone(),
+        }
+    }
+}
+
+/// Query parameters of `GET /api/v1/datasets`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetQuery {
+    /// Words searched in title, description and tags; all must match.
+    pub q: Option<String>,
+    /// Only this department's datasets.
+    pub department: Option<String>,
+    /// Only datasets with this tag.
+    pub tag: Option<String>,
+    /// Only this open level: `open`, `conditional` or `shared`.
+    pub access_level: Option<String>,
+    /// Page size, 1..=1000 (default 20).
+    pub limit: Option<u64>,
+    /// Entries to skip (default 0).
+    pub offset: Option<u64>,
+}
+
+/// The problem+json body of every error (RFC 9457).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub request_id: String,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Each component: `ok` or why it is not usable.
+    pub checks: BTreeMap<String, String>,
+}

@@ -1,0 +1,99 @@
+//! The layers around every route: request ids and spans, metrics, CORS, compression, and body
+//! timeouts.
+
+use crate::problem::REQUEST_ID;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use std::time::{Duration, Instant};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use tracing::Instrument;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Wraps the routes in every layer the configuration asks for.
+pub fn apply(router: Router, state: &AppState) -> Router {
+    let cfg = &state.config.server;
+    let mut router = router.layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+        cfg.body_read_timeout_secs.max(1),
+    )));
+    if cfg.compression {
+        router = router.layer(CompressionLayer::new().gzip(true).zstd(true));
+    }
+    router
+        .layer(cors(&cfg.cors_allowed_origins))
+        .layer(middleware::from_fn(request_context))
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::IF_NONE_MATCH,
+            header::ACCEPT,
+        ])
+        .expose_headers([
+            X_REQUEST_ID,
+            header::LINK,
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit"),
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderName::from_static("x-dataset-versions"),
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// A client-supplied request id is kept when it is short and printable; otherwise a UUID v7.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// Gives the request an id, a span and metrics.
+async fn request_context(req: Request, next: Next) -> Response {
+    let id = request_id(&req);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
+    let start = Instant::now();
+    let mut resp = REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span.clone()))
+        .await;
+    let elapsed = start.elapsed();
+    let status = resp.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(status, duration_ms = elapsed.as_secs_f64() * 1000.0, "answered");
+    });
+    metrics::counter!("datagate_http_requests_total",
+        "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!("datagate_http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    resp
+}

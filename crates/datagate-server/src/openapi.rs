@@ -1,0 +1,35 @@
+//! The OpenAPI 3.1 document, derived from the handlers' annotations.
+
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "datagate",
+        description = "Open-data gateway: catalog, queries and exports of a city's public data.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        crate::routes::ops::healthz,
+        crate::routes::ops::readyz,
+        crate::routes::ops::metrics,
+        crate::routes::ops::openapi,
+        crate::routes::catalog::list_departments,
+        crate::routes::catalog::list_datasets,
+        crate::routes::catalog::get_dataset,
+        crate::routes::catalog::list_versions,
+        crate::routes::dcat::data_json,
+    ),
+    tags(
+        (name = "catalog", description = "Departments and datasets"),
+        (name = "ops", description = "Health, readiness, metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON text.
+pub fn document_json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

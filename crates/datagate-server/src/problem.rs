@@ -1,0 +1,118 @@
+//! Errors as `application/problem+json` (RFC 9457), the one place client-visible errors are
+//! mapped to statuses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datagate_catalog::CatalogError;
+use serde_json::{Map, Value, json};
+
+tokio::task_local! {
+    /// The id of the request being served (set by the request-id layer).
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, or an empty string outside a request.
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// A short, stable slug; the problem `type` is `https://datagate.dev/problems/<kind>`.
+    pub kind: &'static str,
+    pub detail: String,
+    /// Extra members (`line`, `column`, `position`, ...).
+    pub extra: Map<String, Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            detail: detail.into(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        // The detail of a 5xx is logged, never sent: it may hold paths or internals.
+        tracing::error!(error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to answer; the request id identifies it in the logs",
+        )
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+
+    /// Adds a member to the problem body.
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(key.to_string(), value.into());
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "type": format!("https://datagate.dev/problems/{}", self.kind),
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "request_id": current_request_id(),
+        });
+        if let Value::Object(map) = &mut body {
+            for (k, v) in self.extra {
+                map.entry(k).or_insert(v);
+            }
+        }
+        let mut resp = (self.status, body.to_string()).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::NotFound(m) => Self::not_found(format!("{m} not found")),
+            CatalogError::AlreadyExists(m) => {
+                Self::new(StatusCode::CONFLICT, "conflict", format!("{m} already exists"))
+            }
+            CatalogError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            CatalogError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            CatalogError::Backend(m) => Self::internal(m),
+        }
+    }
+}
+
+/// The 404 of an unknown route.
+pub async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no resource at {}", uri.path()))
+}
+
+/// The 405 of a known route with another method.
+pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

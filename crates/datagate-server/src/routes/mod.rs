@@ -1,0 +1,101 @@
+//! The routes, one module per area of API.md §5.
+
+pub mod catalog;
+pub mod dcat;
+pub mod ops;
+
+use crate::problem::{self, ApiError};
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::routing::get;
+use datagate_core::AccessLevel;
+use serde::de::DeserializeOwned;
+
+/// All routes, without the layers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/api/v1/departments", get(catalog::list_departments))
+        .route("/api/v1/datasets", get(catalog::list_datasets))
+        .route("/api/v1/datasets/{dept}/{name}", get(catalog::get_dataset))
+        .route("/api/v1/datasets/{dept}/{name}/versions", get(catalog::list_versions))
+        .route("/catalog/data.json", get(dcat::data_json))
+        .fallback(problem::no_route)
+        .method_not_allowed_fallback(problem::wrong_method)
+        .with_state(state)
+}
+
+/// Who is calling. Until keys exist every caller is anonymous.
+#[derive(Debug, Clone)]
+pub struct Caller;
+
+impl Caller {
+    /// The open levels whose catalog entries this caller sees (API.md §4).
+    pub fn visible_levels(&self) -> Vec<AccessLevel> {
+        vec![AccessLevel::Open, AccessLevel::Conditional]
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        Ok(Caller)
+    }
+}
+
+/// `Query<T>` whose rejection is a problem+json 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// A `{dept}/{name}` path; names that cannot exist answer 404 like unknown ones.
+pub struct DatasetPath {
+    pub department: String,
+    pub name: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for DatasetPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((department, name)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        if datagate_core::DatasetRef::new(&department, &name).is_err() {
+            return Err(not_found_dataset(&department, &name));
+        }
+        Ok(Self { department, name })
+    }
+}
+
+/// The one answer for a dataset that does not exist or that the caller may not see.
+pub fn not_found_dataset(department: &str, name: &str) -> ApiError {
+    ApiError::not_found(format!("dataset {department}/{name} not found"))
+}
+
+/// The base URL for links: `server.public_url`, else derived from the `Host` header.
+pub fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    let configured = state.config.server.public_url.trim_end_matches('/');
+    if !configured.is_empty() {
+        return configured.to_string();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .map(str::to_string)
+        .unwrap_or_else(|| state.config.server.listen.to_string());
+    format!("http://{host}")
+}

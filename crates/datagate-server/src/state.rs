@@ -1,0 +1,18 @@
+//! What every handler can reach.
+
+use datagate_catalog::CatalogStore;
+use datagate_core::Config;
+use datagate_ingest::Publisher;
+use datagate_query::QueryEngine;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub catalog: Arc<dyn CatalogStore>,
+    pub publisher: Publisher,
+    pub engine: QueryEngine,
+    pub metrics: Option<PrometheusHandle>,
+}
