@@ -1,1 +1,12 @@
+//! Black-box tests: each spawns the real `datagate` binary on a free loopback port with a
+//! temporary data directory and talks to it over HTTP, as a user would.
+//!
+//! The binary is the one `cargo test --workspace` builds beside this test (the `datagate`
+//! crate's own CLI tests make cargo build it).
 
+mod harness;
+
+mod catalog_api;
+mod config_errors;
+mod http_behaviour;
+mod sample_catalog;

@@ -103,7 +103,11 @@ fn new_dataset(d: &str, name: &str, level: AccessLevel, cols: Vec<Column>) -> Ne
         department: d.into(),
         name: name.into(),
         metadata: meta(name, level),
-        primary_key: if cols.is_empty() { vec![] } else { vec!["id".into()] },
+        primary_key: if cols.is_empty() {
+            vec![]
+        } else {
+            vec!["id".into()]
+        },
         columns: cols,
     }
 }
@@ -129,7 +133,12 @@ fn version(base: Option<i64>, mode: VersionMode, files: Vec<DataFile>) -> NewVer
 
 pub async fn departments_round_trip(s: &dyn CatalogStore) {
     s.ping().await.unwrap();
-    assert!(s.list_departments(&AccessLevel::ALL).await.unwrap().is_empty());
+    assert!(
+        s.list_departments(&AccessLevel::ALL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let d = s.create_department(dept("transport")).await.unwrap();
     assert_eq!(d.id, "transport");
     assert_eq!(d.name, "transport 局");
@@ -141,7 +150,10 @@ pub async fn departments_round_trip(s: &dyn CatalogStore) {
         s.create_department(dept("Bad-Id")).await,
         Err(CatalogError::Invalid(_))
     ));
-    assert_eq!(s.get_department("transport").await.unwrap(), Some(d.clone()));
+    assert_eq!(
+        s.get_department("transport").await.unwrap(),
+        Some(d.clone())
+    );
     assert_eq!(s.get_department("nope").await.unwrap(), None);
     s.create_department(dept("justice")).await.unwrap();
     let ids: Vec<String> = s
@@ -172,7 +184,12 @@ pub async fn department_upsert_is_idempotent(s: &dyn CatalogStore) {
 pub async fn dataset_registration(s: &dyn CatalogStore) {
     s.create_department(dept("market")).await.unwrap();
     let ds = s
-        .create_dataset(new_dataset("market", "entities", AccessLevel::Open, columns()))
+        .create_dataset(new_dataset(
+            "market",
+            "entities",
+            AccessLevel::Open,
+            columns(),
+        ))
         .await
         .unwrap();
     assert_eq!(ds.columns, columns());
@@ -192,7 +209,8 @@ pub async fn dataset_registration(s: &dyn CatalogStore) {
 
 pub async fn dataset_errors(s: &dyn CatalogStore) {
     assert!(matches!(
-        s.create_dataset(new_dataset("ghost", "x", AccessLevel::Open, vec![])).await,
+        s.create_dataset(new_dataset("ghost", "x", AccessLevel::Open, vec![]))
+            .await,
         Err(CatalogError::NotFound(_))
     ));
     s.create_department(dept("market")).await.unwrap();
@@ -200,31 +218,39 @@ pub async fn dataset_errors(s: &dyn CatalogStore) {
         .await
         .unwrap();
     assert!(matches!(
-        s.create_dataset(new_dataset("market", "x", AccessLevel::Open, vec![])).await,
+        s.create_dataset(new_dataset("market", "x", AccessLevel::Open, vec![]))
+            .await,
         Err(CatalogError::AlreadyExists(_))
     ));
     assert!(matches!(
-        s.create_dataset(new_dataset("market", "X!", AccessLevel::Open, vec![])).await,
+        s.create_dataset(new_dataset("market", "X!", AccessLevel::Open, vec![]))
+            .await,
         Err(CatalogError::Invalid(_))
     ));
     let mut dup = columns();
     dup.push(dup[0].clone());
     assert!(matches!(
-        s.create_dataset(new_dataset("market", "dup", AccessLevel::Open, dup)).await,
+        s.create_dataset(new_dataset("market", "dup", AccessLevel::Open, dup))
+            .await,
         Err(CatalogError::Invalid(_))
     ));
     let mut no_mask = columns();
     no_mask[1].mask = None;
     assert!(matches!(
-        s.create_dataset(new_dataset("market", "nomask", AccessLevel::Open, no_mask)).await,
+        s.create_dataset(new_dataset("market", "nomask", AccessLevel::Open, no_mask))
+            .await,
         Err(CatalogError::Invalid(_))
     ));
     let mut bad_pk = new_dataset("market", "badpk", AccessLevel::Open, columns());
     bad_pk.primary_key = vec!["nope".into()];
-    assert!(matches!(s.create_dataset(bad_pk).await, Err(CatalogError::Invalid(_))));
+    assert!(matches!(
+        s.create_dataset(bad_pk).await,
+        Err(CatalogError::Invalid(_))
+    ));
     assert_eq!(s.get_dataset("market", "nomask").await.unwrap(), None);
     assert!(matches!(
-        s.update_dataset_metadata("market", "ghost", meta("g", AccessLevel::Open), None).await,
+        s.update_dataset_metadata("market", "ghost", meta("g", AccessLevel::Open), None)
+            .await,
         Err(CatalogError::NotFound(_))
     ));
 }
@@ -245,11 +271,17 @@ pub async fn metadata_updates(s: &dyn CatalogStore) {
     m.title = "空气质量".into();
     m.access_level = AccessLevel::Conditional;
     m.tags = vec!["环境".into()];
-    let (upd, changed) = s.update_dataset_metadata("env", "air", m.clone(), None).await.unwrap();
+    let (upd, changed) = s
+        .update_dataset_metadata("env", "air", m.clone(), None)
+        .await
+        .unwrap();
     assert!(changed);
     assert_eq!(upd.metadata, m);
     assert_eq!(upd.created_at, ds.created_at);
-    assert_eq!(s.get_dataset("env", "air").await.unwrap().unwrap().metadata, m);
+    assert_eq!(
+        s.get_dataset("env", "air").await.unwrap().unwrap().metadata,
+        m
+    );
 }
 
 pub async fn column_annotations(s: &dyn CatalogStore) {
@@ -258,10 +290,18 @@ pub async fn column_annotations(s: &dyn CatalogStore) {
         .await
         .unwrap();
     let mut cols = columns();
-    assert!(!s.update_column_annotations("env", "air", cols.clone()).await.unwrap());
+    assert!(
+        !s.update_column_annotations("env", "air", cols.clone())
+            .await
+            .unwrap()
+    );
     cols[1].mask = Some(Mask::Hash);
     cols[0].description = "标识".into();
-    assert!(s.update_column_annotations("env", "air", cols.clone()).await.unwrap());
+    assert!(
+        s.update_column_annotations("env", "air", cols.clone())
+            .await
+            .unwrap()
+    );
     let got = s.get_dataset("env", "air").await.unwrap().unwrap();
     assert_eq!(got.columns, cols);
     let ghost = Column {
@@ -279,7 +319,14 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
     s.create_department(dept("b")).await.unwrap();
     s.create_department(dept("empty")).await.unwrap();
     let mut levels = AccessLevel::ALL.iter().cycle();
-    for (d, n) in [("a", "one"), ("a", "two"), ("a", "three"), ("b", "four"), ("b", "five"), ("b", "six")] {
+    for (d, n) in [
+        ("a", "one"),
+        ("a", "two"),
+        ("a", "three"),
+        ("b", "four"),
+        ("b", "five"),
+        ("b", "six"),
+    ] {
         let mut ds = new_dataset(d, n, *levels.next().unwrap(), vec![]);
         if n == "five" {
             ds.metadata.description = "bus stops 公交站点 of the city".into();
@@ -288,7 +335,7 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         s.create_dataset(ds).await.unwrap();
     }
     let all = |f: DatasetFilter| DatasetFilter {
-        limit: 100,
+        limit: if f.limit == 0 { 100 } else { f.limit },
         ..f
     };
     let page = s
@@ -299,8 +346,15 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         .await
         .unwrap();
     assert_eq!(page.total, 6);
-    let names: Vec<_> = page.datasets.iter().map(|d| format!("{}/{}", d.department, d.name)).collect();
-    assert_eq!(names, ["a/one", "a/three", "a/two", "b/five", "b/four", "b/six"]);
+    let names: Vec<_> = page
+        .datasets
+        .iter()
+        .map(|d| format!("{}/{}", d.department, d.name))
+        .collect();
+    assert_eq!(
+        names,
+        ["a/one", "a/three", "a/two", "b/five", "b/four", "b/six"]
+    );
 
     // Visibility: open + conditional only.
     let visible = vec![AccessLevel::Open, AccessLevel::Conditional];
@@ -312,7 +366,11 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         .await
         .unwrap();
     assert_eq!(page.total, 4);
-    assert!(page.datasets.iter().all(|d| d.metadata.access_level != AccessLevel::Shared));
+    assert!(
+        page.datasets
+            .iter()
+            .all(|d| d.metadata.access_level != AccessLevel::Shared)
+    );
     let counts: Vec<(String, u64)> = s
         .list_departments(&visible)
         .await
@@ -320,9 +378,19 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         .into_iter()
         .map(|d| (d.department.id, d.dataset_count))
         .collect();
-    assert_eq!(counts, [("a".to_string(), 2), ("b".to_string(), 2), ("empty".to_string(), 0)]);
     assert_eq!(
-        s.list_datasets(&all(DatasetFilter::default())).await.unwrap().total,
+        counts,
+        [
+            ("a".to_string(), 2),
+            ("b".to_string(), 2),
+            ("empty".to_string(), 0)
+        ]
+    );
+    assert_eq!(
+        s.list_datasets(&all(DatasetFilter::default()))
+            .await
+            .unwrap()
+            .total,
         0,
         "no visible levels sees nothing"
     );
@@ -335,21 +403,85 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         });
         async move { s.list_datasets(&f).await.unwrap() }
     };
-    assert_eq!(by(DatasetFilter { department: Some("b".into()), ..Default::default() }).await.total, 3);
     assert_eq!(
-        by(DatasetFilter { access_level: Some(AccessLevel::Shared), ..Default::default() }).await.total,
+        by(DatasetFilter {
+            department: Some("b".into()),
+            ..Default::default()
+        })
+        .await
+        .total,
+        3
+    );
+    assert_eq!(
+        by(DatasetFilter {
+            access_level: Some(AccessLevel::Shared),
+            ..Default::default()
+        })
+        .await
+        .total,
         2
     );
-    assert_eq!(by(DatasetFilter { tag: Some("交通".into()), ..Default::default() }).await.total, 1);
-    assert_eq!(by(DatasetFilter { tag: Some("交".into()), ..Default::default() }).await.total, 0);
-    let q = by(DatasetFilter { q: Some("公交 stops".into()), ..Default::default() }).await;
+    assert_eq!(
+        by(DatasetFilter {
+            tag: Some("交通".into()),
+            ..Default::default()
+        })
+        .await
+        .total,
+        1
+    );
+    assert_eq!(
+        by(DatasetFilter {
+            tag: Some("交".into()),
+            ..Default::default()
+        })
+        .await
+        .total,
+        0
+    );
+    let q = by(DatasetFilter {
+        q: Some("公交 stops".into()),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(q.total, 1);
     assert_eq!(q.datasets[0].name, "five");
-    assert_eq!(by(DatasetFilter { q: Some("通".into()), ..Default::default() }).await.total, 1, "q searches tags");
-    assert_eq!(by(DatasetFilter { q: Some("100%".into()), ..Default::default() }).await.total, 0);
-    assert_eq!(by(DatasetFilter { q: Some("_".into()), ..Default::default() }).await.total, 0, "LIKE wildcards are literal");
+    assert_eq!(
+        by(DatasetFilter {
+            q: Some("通".into()),
+            ..Default::default()
+        })
+        .await
+        .total,
+        1,
+        "q searches tags"
+    );
+    assert_eq!(
+        by(DatasetFilter {
+            q: Some("100%".into()),
+            ..Default::default()
+        })
+        .await
+        .total,
+        0
+    );
+    assert_eq!(
+        by(DatasetFilter {
+            q: Some("_".into()),
+            ..Default::default()
+        })
+        .await
+        .total,
+        0,
+        "LIKE wildcards are literal"
+    );
     // Paging.
-    let p = by(DatasetFilter { limit: 2, offset: 3, ..Default::default() }).await;
+    let p = by(DatasetFilter {
+        limit: 2,
+        offset: 3,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(p.total, 6);
     let names: Vec<_> = p.datasets.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["five", "four"]);
@@ -362,11 +494,29 @@ pub async fn versions_append_and_replace(s: &dyn CatalogStore) {
         .unwrap();
     assert!(s.list_versions("t", "stops").await.unwrap().is_empty());
     let v1 = s
-        .commit_version("t", "stops", version(None, VersionMode::Replace, vec![file("t/stops/a/0.parquet", 10)]))
+        .commit_version(
+            "t",
+            "stops",
+            version(
+                None,
+                VersionMode::Replace,
+                vec![file("t/stops/a/0.parquet", 10)],
+            ),
+        )
         .await
         .unwrap();
-    assert_eq!((v1.version, v1.rows_added, v1.row_count, v1.bytes), (1, 10, 10, 100));
-    let mut nv = version(Some(1), VersionMode::Append, vec![file("t/stops/b/0.parquet", 5), file("t/stops/b/1.parquet", 7)]);
+    assert_eq!(
+        (v1.version, v1.rows_added, v1.row_count, v1.bytes),
+        (1, 10, 10, 100)
+    );
+    let mut nv = version(
+        Some(1),
+        VersionMode::Append,
+        vec![
+            file("t/stops/b/0.parquet", 5),
+            file("t/stops/b/1.parquet", 7),
+        ],
+    );
     nv.source_digest = Some("abc".into());
     let v2 = s.commit_version("t", "stops", nv).await.unwrap();
     assert_eq!((v2.version, v2.rows_added, v2.row_count), (2, 12, 22));
@@ -374,13 +524,30 @@ pub async fn versions_append_and_replace(s: &dyn CatalogStore) {
     assert_eq!(v2.files[0].path, "t/stops/a/0.parquet");
     assert_eq!(v2.source_digest.as_deref(), Some("abc"));
     let v3 = s
-        .commit_version("t", "stops", version(Some(2), VersionMode::Replace, vec![file("t/stops/c/0.parquet", 3)]))
+        .commit_version(
+            "t",
+            "stops",
+            version(
+                Some(2),
+                VersionMode::Replace,
+                vec![file("t/stops/c/0.parquet", 3)],
+            ),
+        )
         .await
         .unwrap();
     assert_eq!((v3.version, v3.row_count, v3.files.len()), (3, 3, 1));
     let ds = s.get_dataset("t", "stops").await.unwrap().unwrap();
-    assert_eq!((ds.current_version, ds.row_count, ds.size_bytes), (Some(3), 3, 30));
-    let history: Vec<i64> = s.list_versions("t", "stops").await.unwrap().iter().map(|v| v.version).collect();
+    assert_eq!(
+        (ds.current_version, ds.row_count, ds.size_bytes),
+        (Some(3), 3, 30)
+    );
+    let history: Vec<i64> = s
+        .list_versions("t", "stops")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
     assert_eq!(history, [3, 2, 1]);
     assert_eq!(s.get_version("t", "stops", 2).await.unwrap().unwrap(), v2);
     assert_eq!(s.get_version("t", "stops", 9).await.unwrap(), None);
@@ -389,34 +556,56 @@ pub async fn versions_append_and_replace(s: &dyn CatalogStore) {
 
 pub async fn version_conflict(s: &dyn CatalogStore) {
     s.create_department(dept("t")).await.unwrap();
-    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, vec![])).await.unwrap();
-    s.commit_version("t", "x", version(None, VersionMode::Replace, vec![file("p1", 1)]))
+    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, vec![]))
         .await
         .unwrap();
+    s.commit_version(
+        "t",
+        "x",
+        version(None, VersionMode::Replace, vec![file("p1", 1)]),
+    )
+    .await
+    .unwrap();
     let stale = s
-        .commit_version("t", "x", version(None, VersionMode::Replace, vec![file("p2", 1)]))
+        .commit_version(
+            "t",
+            "x",
+            version(None, VersionMode::Replace, vec![file("p2", 1)]),
+        )
         .await;
     assert!(matches!(stale, Err(CatalogError::Conflict(_))), "{stale:?}");
     let ds = s.get_dataset("t", "x").await.unwrap().unwrap();
     assert_eq!(ds.current_version, Some(1));
     assert_eq!(ds.columns, columns(), "the first version fixes the schema");
     assert!(matches!(
-        s.commit_version("ghost", "x", version(None, VersionMode::Replace, vec![])).await,
+        s.commit_version("ghost", "x", version(None, VersionMode::Replace, vec![]))
+            .await,
         Err(CatalogError::NotFound(_))
     ));
 }
 
 pub async fn concurrent_commits_never_lose_an_update(s: &dyn CatalogStore) {
     s.create_department(dept("t")).await.unwrap();
-    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, columns())).await.unwrap();
+    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, columns()))
+        .await
+        .unwrap();
     // Each writer retries on conflict; every append must survive.
     let writers = 8;
     let per_writer = 5;
     let tasks = (0..writers).map(|w| async move {
         for i in 0..per_writer {
             loop {
-                let base = s.get_dataset("t", "x").await.unwrap().unwrap().current_version;
-                let nv = version(base, VersionMode::Append, vec![file(&format!("w{w}/{i}"), 1)]);
+                let base = s
+                    .get_dataset("t", "x")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .current_version;
+                let nv = version(
+                    base,
+                    VersionMode::Append,
+                    vec![file(&format!("w{w}/{i}"), 1)],
+                );
                 match s.commit_version("t", "x", nv).await {
                     Ok(_) => break,
                     Err(CatalogError::Conflict(_)) => continue,
@@ -450,10 +639,16 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(fs: impl Iterator
 
 pub async fn unpublish_hides_but_keeps(s: &dyn CatalogStore) {
     s.create_department(dept("t")).await.unwrap();
-    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, columns())).await.unwrap();
-    s.commit_version("t", "x", version(None, VersionMode::Replace, vec![file("keep.parquet", 4)]))
+    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, columns()))
         .await
         .unwrap();
+    s.commit_version(
+        "t",
+        "x",
+        version(None, VersionMode::Replace, vec![file("keep.parquet", 4)]),
+    )
+    .await
+    .unwrap();
     s.unpublish_dataset("t", "x").await.unwrap();
     let f = DatasetFilter {
         visible_levels: AccessLevel::ALL.to_vec(),
@@ -461,23 +656,42 @@ pub async fn unpublish_hides_but_keeps(s: &dyn CatalogStore) {
         ..Default::default()
     };
     assert_eq!(s.list_datasets(&f).await.unwrap().total, 0);
-    assert_eq!(s.list_departments(&AccessLevel::ALL).await.unwrap()[0].dataset_count, 0);
+    assert_eq!(
+        s.list_departments(&AccessLevel::ALL).await.unwrap()[0].dataset_count,
+        0
+    );
     let ds = s.get_dataset("t", "x").await.unwrap().unwrap();
     assert!(ds.unpublished_at.is_some());
     assert_eq!(s.referenced_files().await.unwrap(), ["keep.parquet"]);
     s.republish_dataset("t", "x").await.unwrap();
     assert_eq!(s.list_datasets(&f).await.unwrap().total, 1);
-    assert!(matches!(s.unpublish_dataset("t", "ghost").await, Err(CatalogError::NotFound(_))));
+    assert!(matches!(
+        s.unpublish_dataset("t", "ghost").await,
+        Err(CatalogError::NotFound(_))
+    ));
 }
 
 pub async fn referenced_files_cover_every_version(s: &dyn CatalogStore) {
     s.create_department(dept("t")).await.unwrap();
-    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, columns())).await.unwrap();
-    s.commit_version("t", "x", version(None, VersionMode::Replace, vec![file("old.parquet", 1)]))
+    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, columns()))
         .await
         .unwrap();
-    s.commit_version("t", "x", version(Some(1), VersionMode::Replace, vec![file("new.parquet", 1)]))
-        .await
-        .unwrap();
-    assert_eq!(s.referenced_files().await.unwrap(), ["new.parquet", "old.parquet"]);
+    s.commit_version(
+        "t",
+        "x",
+        version(None, VersionMode::Replace, vec![file("old.parquet", 1)]),
+    )
+    .await
+    .unwrap();
+    s.commit_version(
+        "t",
+        "x",
+        version(Some(1), VersionMode::Replace, vec![file("new.parquet", 1)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.referenced_files().await.unwrap(),
+        ["new.parquet", "old.parquet"]
+    );
 }

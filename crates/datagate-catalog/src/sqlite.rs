@@ -64,7 +64,8 @@ impl SqliteCatalog {
             })?;
         }
         let mut writer = Connection::open(path)?;
-        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(CatalogError::Backend(format!(
                 "{} does not support WAL mode (got {mode})",
@@ -146,15 +147,18 @@ fn ts(t: DateTime<Utc>) -> String {
 fn parse_ts(s: &str) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 fn parse_col<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    s.parse()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn department_from_row(r: &Row<'_>) -> rusqlite::Result<Department> {
@@ -182,8 +186,9 @@ struct DatasetRow {
 }
 
 fn json_list(s: &str) -> rusqlite::Result<Vec<String>> {
-    serde_json::from_str(s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn dataset_from_row(r: &Row<'_>) -> rusqlite::Result<DatasetRow> {
@@ -286,7 +291,10 @@ fn validate_columns(columns: &[Column], primary_key: &[String]) -> Result<()> {
             return Err(CatalogError::Invalid("a column name is empty".into()));
         }
         if !seen.insert(c.name.as_str()) {
-            return Err(CatalogError::Invalid(format!("column {:?} is declared twice", c.name)));
+            return Err(CatalogError::Invalid(format!(
+                "column {:?} is declared twice",
+                c.name
+            )));
         }
         if c.sensitivity == datagate_core::Sensitivity::Masked && c.mask.is_none() {
             return Err(CatalogError::Invalid(format!(
@@ -328,7 +336,11 @@ fn load_version(conn: &Connection, dataset_id: i64, version: i64) -> Result<Opti
                 bytes: r.get::<_, i64>(4)? as u64,
                 files: Vec::new(),
                 columns: serde_json::from_str(&cols).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, Box::new(e))
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
                 })?,
                 source_digest: r.get(6)?,
                 created_at: parse_ts(&r.get::<_, String>(7)?)?,
@@ -362,8 +374,11 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 #[async_trait]
 impl CatalogStore for SqliteCatalog {
     async fn ping(&self) -> Result<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
-            .await
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
+        .await
     }
 
     async fn create_department(&self, dept: NewDepartment) -> Result<Department> {
@@ -378,11 +393,18 @@ impl CatalogStore for SqliteCatalog {
             ) {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
-                    return Err(CatalogError::AlreadyExists(format!("department {}", dept.id)));
+                    return Err(CatalogError::AlreadyExists(format!(
+                        "department {}",
+                        dept.id
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             }
-            Ok(c.query_row("SELECT * FROM departments WHERE id = ?1", [&dept.id], department_from_row)?)
+            Ok(c.query_row(
+                "SELECT * FROM departments WHERE id = ?1",
+                [&dept.id],
+                department_from_row,
+            )?)
         })
         .await
     }
@@ -424,14 +446,24 @@ impl CatalogStore for SqliteCatalog {
     async fn get_department(&self, id: &str) -> Result<Option<Department>> {
         let id = id.to_string();
         self.read(move |c| {
-            Ok(c.query_row("SELECT * FROM departments WHERE id = ?1", [&id], department_from_row)
-                .optional()?)
+            Ok(c.query_row(
+                "SELECT * FROM departments WHERE id = ?1",
+                [&id],
+                department_from_row,
+            )
+            .optional()?)
         })
         .await
     }
 
-    async fn list_departments(&self, visible_levels: &[AccessLevel]) -> Result<Vec<DepartmentSummary>> {
-        let levels: Vec<String> = visible_levels.iter().map(|l| l.as_str().to_string()).collect();
+    async fn list_departments(
+        &self,
+        visible_levels: &[AccessLevel],
+    ) -> Result<Vec<DepartmentSummary>> {
+        let levels: Vec<String> = visible_levels
+            .iter()
+            .map(|l| l.as_str().to_string())
+            .collect();
         self.read(move |c| {
             let levels_json = serde_json::to_string(&levels)?;
             let mut stmt = c.prepare_cached(
@@ -465,7 +497,10 @@ impl CatalogStore for SqliteCatalog {
                 |r| r.get(0),
             )?;
             if !dept_exists {
-                return Err(CatalogError::NotFound(format!("department {}", ds.department)));
+                return Err(CatalogError::NotFound(format!(
+                    "department {}",
+                    ds.department
+                )));
             }
             let now = ts(Utc::now());
             let m = &ds.metadata;
@@ -555,7 +590,12 @@ impl CatalogStore for SqliteCatalog {
         .await
     }
 
-    async fn update_column_annotations(&self, department: &str, name: &str, columns: Vec<Column>) -> Result<bool> {
+    async fn update_column_annotations(
+        &self,
+        department: &str,
+        name: &str,
+        columns: Vec<Column>,
+    ) -> Result<bool> {
         let (department, name) = (department.to_string(), name.to_string());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -569,7 +609,10 @@ impl CatalogStore for SqliteCatalog {
                     )));
                 };
                 if col.sensitivity == datagate_core::Sensitivity::Masked && col.mask.is_none() {
-                    return Err(CatalogError::Invalid(format!("column {:?} is masked but names no mask", col.name)));
+                    return Err(CatalogError::Invalid(format!(
+                        "column {:?} is masked but names no mask",
+                        col.name
+                    )));
                 }
                 if existing.description != col.description
                     || existing.sensitivity != col.sensitivity
@@ -578,13 +621,22 @@ impl CatalogStore for SqliteCatalog {
                     tx.execute(
                         "UPDATE columns SET description = ?3, sensitivity = ?4, mask = ?5 \
                          WHERE dataset_id = ?1 AND name = ?2",
-                        params![row.id, col.name, col.description, col.sensitivity.as_str(), col.mask.map(|m| m.as_str())],
+                        params![
+                            row.id,
+                            col.name,
+                            col.description,
+                            col.sensitivity.as_str(),
+                            col.mask.map(|m| m.as_str())
+                        ],
                     )?;
                     changed = true;
                 }
             }
             if changed {
-                tx.execute("UPDATE datasets SET updated_at = ?2 WHERE id = ?1", params![row.id, ts(Utc::now())])?;
+                tx.execute(
+                    "UPDATE datasets SET updated_at = ?2 WHERE id = ?1",
+                    params![row.id, ts(Utc::now())],
+                )?;
             }
             tx.commit()?;
             Ok(changed)
@@ -662,14 +714,20 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn unpublish_dataset(&self, department: &str, name: &str) -> Result<()> {
-        self.set_unpublished(department, name, Some(ts(Utc::now()))).await
+        self.set_unpublished(department, name, Some(ts(Utc::now())))
+            .await
     }
 
     async fn republish_dataset(&self, department: &str, name: &str) -> Result<()> {
         self.set_unpublished(department, name, None).await
     }
 
-    async fn commit_version(&self, department: &str, name: &str, nv: NewVersion) -> Result<Version> {
+    async fn commit_version(
+        &self,
+        department: &str,
+        name: &str,
+        nv: NewVersion,
+    ) -> Result<Version> {
         let (department, name) = (department.to_string(), name.to_string());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -697,13 +755,11 @@ impl CatalogStore for SqliteCatalog {
             let bytes: u64 = files.iter().map(|f| f.bytes).sum();
             let number = row.dataset.current_version.unwrap_or(0) + 1;
             // Also covers numbers of versions whose pointer was never moved (none today).
-            let number = number.max(
-                tx.query_row(
-                    "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE dataset_id = ?1",
-                    [row.id],
-                    |r| r.get::<_, i64>(0),
-                )?,
-            );
+            let number = number.max(tx.query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE dataset_id = ?1",
+                [row.id],
+                |r| r.get::<_, i64>(0),
+            )?);
             let now = ts(Utc::now());
             tx.execute(
                 "INSERT INTO versions (dataset_id, version, mode, rows_added, row_count, bytes, \
@@ -728,7 +784,14 @@ impl CatalogStore for SqliteCatalog {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
                 for (i, f) in files.iter().enumerate() {
-                    stmt.execute(params![row.id, number, i as i64, f.path, f.rows as i64, f.bytes as i64])?;
+                    stmt.execute(params![
+                        row.id,
+                        number,
+                        i as i64,
+                        f.path,
+                        f.rows as i64,
+                        f.bytes as i64
+                    ])?;
                 }
             }
             // The dataset's schema follows its newest version: declared columns keep their
@@ -737,7 +800,10 @@ impl CatalogStore for SqliteCatalog {
                 let mut merged: Vec<Column> = Vec::new();
                 for col in &nv.columns {
                     match row.dataset.columns.iter().find(|c| c.name == col.name) {
-                        Some(existing) => merged.push(Column { data_type: col.data_type, ..existing.clone() }),
+                        Some(existing) => merged.push(Column {
+                            data_type: col.data_type,
+                            ..existing.clone()
+                        }),
                         None => merged.push(col.clone()),
                     }
                 }
@@ -748,18 +814,26 @@ impl CatalogStore for SqliteCatalog {
                 "UPDATE datasets SET current_version = ?2, updated_at = ?3 WHERE id = ?1",
                 params![row.id, number, now],
             )?;
-            let v = load_version(&tx, row.id, number)?
-                .ok_or_else(|| CatalogError::Backend("version vanished inside its transaction".into()))?;
+            let v = load_version(&tx, row.id, number)?.ok_or_else(|| {
+                CatalogError::Backend("version vanished inside its transaction".into())
+            })?;
             tx.commit()?;
             Ok(v)
         })
         .await
     }
 
-    async fn get_version(&self, department: &str, name: &str, version: i64) -> Result<Option<Version>> {
+    async fn get_version(
+        &self,
+        department: &str,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<Version>> {
         let (department, name) = (department.to_string(), name.to_string());
         self.read(move |c| {
-            let Some(row) = find_dataset(c, &department, &name)? else { return Ok(None) };
+            let Some(row) = find_dataset(c, &department, &name)? else {
+                return Ok(None);
+            };
             load_version(c, row.id, version)
         })
         .await
@@ -770,7 +844,9 @@ impl CatalogStore for SqliteCatalog {
         self.read(move |c| {
             let row = require_dataset(c, &department, &name)?;
             let numbers: Vec<i64> = c
-                .prepare_cached("SELECT version FROM versions WHERE dataset_id = ?1 ORDER BY version DESC")?
+                .prepare_cached(
+                    "SELECT version FROM versions WHERE dataset_id = ?1 ORDER BY version DESC",
+                )?
                 .query_map([row.id], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut out = Vec::with_capacity(numbers.len());
@@ -786,16 +862,23 @@ impl CatalogStore for SqliteCatalog {
 
     async fn referenced_files(&self) -> Result<Vec<String>> {
         self.read(|c| {
-            Ok(c.prepare("SELECT DISTINCT path FROM version_files ORDER BY path")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?)
+            Ok(
+                c.prepare("SELECT DISTINCT path FROM version_files ORDER BY path")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()?,
+            )
         })
         .await
     }
 }
 
 impl SqliteCatalog {
-    async fn set_unpublished(&self, department: &str, name: &str, at: Option<String>) -> Result<()> {
+    async fn set_unpublished(
+        &self,
+        department: &str,
+        name: &str,
+        at: Option<String>,
+    ) -> Result<()> {
         let (department, name) = (department.to_string(), name.to_string());
         self.write(move |c| {
             let n = c.execute(
@@ -804,7 +887,9 @@ impl SqliteCatalog {
                 params![department, name, at, ts(Utc::now())],
             )?;
             if n == 0 {
-                return Err(CatalogError::NotFound(format!("dataset {department}/{name}")));
+                return Err(CatalogError::NotFound(format!(
+                    "dataset {department}/{name}"
+                )));
             }
             Ok(())
         })

@@ -78,8 +78,12 @@ pub trait CatalogStore: Send + Sync + 'static {
         name: &str,
         version: NewVersion,
     ) -> Result<Version>;
-    async fn get_version(&self, department: &str, name: &str, version: i64)
-    -> Result<Option<Version>>;
+    async fn get_version(
+        &self,
+        department: &str,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<Version>>;
     /// All versions, newest first.
     async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>>;
     /// Every file path referenced by any version of any dataset.

@@ -33,7 +33,11 @@ async fn reopening_keeps_data_and_settings() {
 fn rusqlite_check(path: &std::path::Path) -> (String, i64) {
     // Read the file's own settings with the sqlite3 library through a fresh connection.
     let c = rusqlite::Connection::open(path).unwrap();
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let v: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     (mode, v)
 }

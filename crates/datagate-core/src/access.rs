@@ -162,10 +162,20 @@ mod tests {
         for l in AccessLevel::ALL {
             assert_eq!(l.as_str().parse::<AccessLevel>().unwrap(), l);
         }
-        for s in [Sensitivity::Public, Sensitivity::Masked, Sensitivity::Private] {
+        for s in [
+            Sensitivity::Public,
+            Sensitivity::Masked,
+            Sensitivity::Private,
+        ] {
             assert_eq!(s.as_str().parse::<Sensitivity>().unwrap(), s);
         }
-        for m in [Mask::Hash, Mask::Redact, Mask::Partial, Mask::Year, Mask::Null] {
+        for m in [
+            Mask::Hash,
+            Mask::Redact,
+            Mask::Partial,
+            Mask::Year,
+            Mask::Null,
+        ] {
             assert_eq!(m.as_str().parse::<Mask>().unwrap(), m);
         }
         assert!("public".parse::<AccessLevel>().is_err());

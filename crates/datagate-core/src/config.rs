@@ -311,7 +311,10 @@ mod tests {
             [
                 ("DATAGATE_DATA_DIR".to_string(), "/tmp/x".to_string()),
                 ("DATAGATE_LOG__FORMAT".to_string(), "json".to_string()),
-                ("DATAGATE_INGEST__BATCH_ROWS".to_string(), "1024".to_string()),
+                (
+                    "DATAGATE_INGEST__BATCH_ROWS".to_string(),
+                    "1024".to_string(),
+                ),
                 ("DATAGATE_UNRELATED".to_string(), "ignored".to_string()),
             ],
         )

@@ -78,7 +78,17 @@ mod tests {
         for ok in ["a", "market", "air_quality_2024", &"a".repeat(63)] {
             assert!(validate_name("x", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "A", "1abc", "_x", "a-b", "a.b", "市场", &"a".repeat(64), "a b"] {
+        for bad in [
+            "",
+            "A",
+            "1abc",
+            "_x",
+            "a-b",
+            "a.b",
+            "市场",
+            &"a".repeat(64),
+            "a b",
+        ] {
             assert!(validate_name("x", bad).is_err(), "{bad}");
         }
     }

@@ -33,7 +33,9 @@ pub enum ColumnType {
 
 /// A type name outside the vocabulary, or an Arrow type datagate does not store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported column type {0:?}; expected one of utf8, boolean, int8..int64, uint8..uint64, float32, float64, date32, timestamp(s|ms|us|ns), decimal128(p,s)")]
+#[error(
+    "unsupported column type {0:?}; expected one of utf8, boolean, int8..int64, uint8..uint64, float32, float64, date32, timestamp(s|ms|us|ns), decimal128(p,s)"
+)]
 pub struct UnsupportedType(pub String);
 
 impl ColumnType {
@@ -209,7 +211,10 @@ mod tests {
 
     #[test]
     fn aliases_and_errors() {
-        assert_eq!("Decimal128(10, 2)".parse::<ColumnType>().unwrap(), ColumnType::Decimal128(10, 2));
+        assert_eq!(
+            "Decimal128(10, 2)".parse::<ColumnType>().unwrap(),
+            ColumnType::Decimal128(10, 2)
+        );
         assert_eq!("date".parse::<ColumnType>().unwrap(), ColumnType::Date32);
         assert!("decimal128(2,5)".parse::<ColumnType>().is_err());
         assert!("list<int>".parse::<ColumnType>().is_err());

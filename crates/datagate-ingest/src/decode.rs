@@ -40,8 +40,6 @@ pub struct CsvDecoder {
     opts: CsvOptions,
     header: Vec<u8>,
     body: Option<Body>,
-    /// Rows decoded into batches already handed out (the header is line 1).
-    rows_done: u64,
 }
 
 impl CsvDecoder {
@@ -51,7 +49,6 @@ impl CsvDecoder {
             opts,
             header: Vec::new(),
             body: None,
-            rows_done: 0,
         }
     }
 
@@ -75,11 +72,14 @@ impl CsvDecoder {
             }
         }
         while !chunk.is_empty() {
-            let body = self.body.as_mut().ok_or_else(|| IngestError::Internal("no body".into()))?;
+            let body = self
+                .body
+                .as_mut()
+                .ok_or_else(|| IngestError::Internal("no body".into()))?;
             let used = body
                 .decoder
                 .decode(chunk)
-                .map_err(|e| map_arrow_error(e, self.rows_done, &body.file_columns))?;
+                .map_err(|e| map_arrow_error(e, &body.file_columns))?;
             chunk = &chunk[used..];
             if used == 0 || body.decoder.capacity() == 0 {
                 if let Some(b) = self.flush_batch()? {
@@ -94,7 +94,9 @@ impl CsvDecoder {
     pub fn finish(&mut self) -> Result<Vec<RecordBatch>> {
         if self.body.is_none() {
             if self.header.iter().all(|b| b.is_ascii_whitespace()) {
-                return Err(IngestError::invalid_data("the body is empty: a header row is required"));
+                return Err(IngestError::invalid_data(
+                    "the body is empty: a header row is required",
+                ));
             }
             self.header.push(b'\n');
             self.body = Some(self.start_body()?);
@@ -104,7 +106,7 @@ impl CsvDecoder {
         if let Some(body) = self.body.as_mut() {
             body.decoder
                 .decode(&[])
-                .map_err(|e| map_arrow_error(e, self.rows_done, &body.file_columns))?;
+                .map_err(|e| map_arrow_error(e, &body.file_columns))?;
         }
         while let Some(b) = self.flush_batch()? {
             out.push(b);
@@ -113,14 +115,19 @@ impl CsvDecoder {
     }
 
     fn flush_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let Some(body) = self.body.as_mut() else { return Ok(None) };
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
         let batch = body
             .decoder
             .flush()
-            .map_err(|e| map_arrow_error(e, self.rows_done, &body.file_columns))?;
+            .map_err(|e| map_arrow_error(e, &body.file_columns))?;
         let Some(batch) = batch else { return Ok(None) };
-        self.rows_done += batch.num_rows() as u64;
-        let columns: Vec<ArrayRef> = body.order.iter().map(|i| batch.column(*i).clone()).collect();
+        let columns: Vec<ArrayRef> = body
+            .order
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
         let out = RecordBatch::try_new(self.target.clone(), columns)
             .map_err(|e| IngestError::Internal(format!("reordering columns: {e}")))?;
         Ok(Some(out))
@@ -136,7 +143,9 @@ impl CsvDecoder {
             .read_record(&mut record)
             .map_err(|e| line_error(1, None, &format!("cannot read the header row: {e}")))?;
         if !ok {
-            return Err(IngestError::invalid_data("the body is empty: a header row is required"));
+            return Err(IngestError::invalid_data(
+                "the body is empty: a header row is required",
+            ));
         }
         let mut names: Vec<String> = record.iter().map(|s| s.trim().to_string()).collect();
         if let Some(first) = names.first_mut() {
@@ -152,7 +161,11 @@ impl CsvDecoder {
                 ));
             };
             if fields.iter().any(|f: &Field| f.name() == name) {
-                return Err(line_error(1, Some(name), &format!("header column {name:?} appears twice")));
+                return Err(line_error(
+                    1,
+                    Some(name),
+                    &format!("header column {name:?} appears twice"),
+                ));
             }
             fields.push(Field::new(name, f.data_type().clone(), true));
         }
@@ -193,17 +206,22 @@ fn line_error(line: u64, column: Option<&str>, message: &str) -> IngestError {
 }
 
 /// Turns arrow's CSV error into one that names the source line and column.
-fn map_arrow_error(e: arrow::error::ArrowError, rows_done: u64, columns: &[String]) -> IngestError {
+fn map_arrow_error(e: arrow::error::ArrowError, columns: &[String]) -> IngestError {
     let msg = e.to_string();
-    // arrow numbers records from 0 within the current decoder run for value errors, and from 1
-    // for field-count errors; the header is line 1 of the source.
+    // arrow numbers data records from 0 for value errors and from 1 for field-count errors,
+    // counting from the start of the body; the header is line 1 of the source. (A quoted field
+    // spanning lines makes this the record's number rather than its physical line.)
     let after = |pat: &str| -> Option<u64> {
         let i = msg.find(pat)? + pat.len();
-        msg[i..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        msg[i..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     };
     if let Some(n) = after("for column ") {
         let column = columns.get(n as usize).cloned();
-        let line = after(" at line ").map(|l| rows_done + l + 2);
+        let line = after(" at line ").map(|l| l + 2);
         let value = msg
             .split("value '")
             .nth(1)
@@ -227,7 +245,7 @@ fn map_arrow_error(e: arrow::error::ArrowError, rows_done: u64, columns: &[Strin
         };
     }
     if let Some(l) = after("fields for line ") {
-        let line = rows_done + l + 1;
+        let line = l + 1;
         return IngestError::InvalidData {
             message: format!(
                 "line {line}: wrong number of fields (expected {})",
@@ -255,7 +273,13 @@ mod tests {
     }
 
     fn decode_all(input: &[u8], chunk: usize) -> Result<Vec<RecordBatch>> {
-        let mut d = CsvDecoder::new(schema(), CsvOptions { delimiter: b',', batch_rows: 2 });
+        let mut d = CsvDecoder::new(
+            schema(),
+            CsvOptions {
+                delimiter: b',',
+                batch_rows: 2,
+            },
+        );
         let mut out = Vec::new();
         for c in input.chunks(chunk.max(1)) {
             out.extend(d.push(c)?);
@@ -273,7 +297,14 @@ mod tests {
             assert_eq!(rows, 3, "chunk {chunk}");
             let ids: Vec<i64> = batches
                 .iter()
-                .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
                 .collect();
             assert_eq!(ids, [1, 2, 3]);
             let b = &batches[0];
@@ -288,25 +319,41 @@ mod tests {
         let input = "id,name\n1,a\n2,b\n3,c\nx,d\n";
         let err = decode_all(input.as_bytes(), 4).unwrap_err();
         match err {
-            IngestError::InvalidData { line, column, message, .. } => {
+            IngestError::InvalidData {
+                line,
+                column,
+                message,
+                ..
+            } => {
                 assert_eq!(line, Some(5), "{message}");
                 assert_eq!(column.as_deref(), Some("id"));
                 assert!(message.contains("\"x\""), "{message}");
             }
             other => panic!("{other:?}"),
         }
-        let ragged = "id,name\n1,a\n2\n";
+        let ragged = "id,name\n1,a\n2,b\n3,c\n4\n";
         match decode_all(ragged.as_bytes(), 100).unwrap_err() {
-            IngestError::InvalidData { line, message, .. } => assert_eq!(line, Some(3), "{message}"),
+            IngestError::InvalidData { line, message, .. } => {
+                assert_eq!(line, Some(5), "{message}")
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn header_must_match() {
-        for bad in ["id\n1\n", "id,name,extra\n1,a,b\n", "id,id\n1,2\n", "", "\n"] {
+        for bad in [
+            "id\n1\n",
+            "id,name,extra\n1,a,b\n",
+            "id,id\n1,2\n",
+            "",
+            "\n",
+        ] {
             assert!(
-                matches!(decode_all(bad.as_bytes(), 100), Err(IngestError::InvalidData { .. })),
+                matches!(
+                    decode_all(bad.as_bytes(), 100),
+                    Err(IngestError::InvalidData { .. })
+                ),
                 "{bad:?}"
             );
         }

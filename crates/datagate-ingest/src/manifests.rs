@@ -80,7 +80,11 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| IngestError::Invalid(format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
-        IngestError::Invalid(format!("{}: {}", path.display(), e.to_string().replace('\n', " ")))
+        IngestError::Invalid(format!(
+            "{}: {}",
+            path.display(),
+            e.to_string().replace('\n', " ")
+        ))
     })
 }
 
@@ -112,7 +116,11 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Registers every department and dataset under `root`.
-pub async fn sync(root: &Path, catalog: &Arc<dyn CatalogStore>, publisher: &Publisher) -> Result<SyncReport> {
+pub async fn sync(
+    root: &Path,
+    catalog: &Arc<dyn CatalogStore>,
+    publisher: &Publisher,
+) -> Result<SyncReport> {
     let mut report = SyncReport::default();
     for dir in sorted_entries(root)? {
         let dept_file = dir.join("department.toml");
@@ -120,7 +128,11 @@ pub async fn sync(root: &Path, catalog: &Arc<dyn CatalogStore>, publisher: &Publ
             continue;
         }
         let dm: DepartmentManifest = read_toml(&dept_file)?;
-        let dir_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let dir_name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let dept_id = dm.id.clone().unwrap_or(dir_name);
         let (_, changed) = catalog
             .upsert_department(NewDepartment {
@@ -138,7 +150,9 @@ pub async fn sync(root: &Path, catalog: &Arc<dyn CatalogStore>, publisher: &Publ
             sync_dataset(&dept_id, &file, catalog, publisher, &mut report)
                 .await
                 .map_err(|e| match e {
-                    IngestError::Invalid(m) if m.contains(&file.display().to_string()) => IngestError::Invalid(m),
+                    IngestError::Invalid(m) if m.contains(&file.display().to_string()) => {
+                        IngestError::Invalid(m)
+                    }
                     other => IngestError::Invalid(format!("{}: {other}", file.display())),
                 })?;
         }
@@ -157,7 +171,11 @@ async fn sync_dataset(
     let name = m
         .name
         .clone()
-        .or_else(|| file.file_stem().and_then(|s| s.to_str()).map(str::to_string))
+        .or_else(|| {
+            file.file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let metadata = DatasetMetadata {
         title: m.title.clone(),
@@ -185,7 +203,12 @@ async fn sync_dataset(
         }
         Some(existing) => {
             let mut changed = false;
-            if let Some(declared) = existing.columns.iter().zip(&m.columns).find(|(a, b)| a.name != b.name || a.data_type != b.data_type) {
+            if let Some(declared) = existing
+                .columns
+                .iter()
+                .zip(&m.columns)
+                .find(|(a, b)| a.name != b.name || a.data_type != b.data_type)
+            {
                 return Err(IngestError::Invalid(format!(
                     "column {:?} changed name or type ({} → {}); publish a new dataset instead",
                     declared.0.name, declared.0.data_type, declared.1.data_type
@@ -196,7 +219,9 @@ async fn sync_dataset(
                 .await?;
             changed |= meta_changed;
             if !existing.columns.is_empty() {
-                changed |= catalog.update_column_annotations(dept, &name, m.columns.clone()).await?;
+                changed |= catalog
+                    .update_column_annotations(dept, &name, m.columns.clone())
+                    .await?;
             }
             if existing.unpublished_at.is_some() {
                 catalog.republish_dataset(dept, &name).await?;
@@ -223,7 +248,11 @@ async fn sync_dataset(
         None => b',',
         Some(d) if d.len() == 1 => d.as_bytes()[0],
         Some("\\t") | Some("\t") => b'\t',
-        Some(d) => return Err(IngestError::Invalid(format!("delimiter {d:?} must be one character"))),
+        Some(d) => {
+            return Err(IngestError::Invalid(format!(
+                "delimiter {d:?} must be one character"
+            )));
+        }
     };
     let v = publisher
         .publish_file(

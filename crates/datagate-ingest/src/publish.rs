@@ -96,7 +96,8 @@ impl Publisher {
                 },
             );
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| IngestError::invalid_data(format!("reading the upload: {e}")))?;
+                let chunk = chunk
+                    .map_err(|e| IngestError::invalid_data(format!("reading the upload: {e}")))?;
                 for batch in decoder.push(&chunk)? {
                     writer.write(&batch).await?;
                 }
@@ -166,9 +167,7 @@ impl Publisher {
 }
 
 /// Reads a file as a stream of 1 MiB chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
+fn tokio_util_stream(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
     use tokio::io::AsyncReadExt;
     Box::pin(futures::stream::unfold(Some(file), |state| async move {
         let mut file = state?;

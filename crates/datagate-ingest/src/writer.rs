@@ -135,7 +135,10 @@ impl VersionWriter {
 /// Deletes warehouse files, logging (not failing) on error.
 pub async fn delete_files(warehouse: &Warehouse, paths: &[String]) {
     for p in paths {
-        if let Err(e) = warehouse.store().delete(&ObjectPath::from(p.as_str())).await
+        if let Err(e) = warehouse
+            .store()
+            .delete(&ObjectPath::from(p.as_str()))
+            .await
             && !matches!(e, object_store::Error::NotFound { .. })
         {
             tracing::warn!(path = %p, error = %e, "could not delete abandoned upload file");

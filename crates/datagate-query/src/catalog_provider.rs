@@ -46,8 +46,8 @@ impl TableSnapshot {
             .iter()
             .map(|u| ListingTableUrl::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(schema);
@@ -64,8 +64,10 @@ pub struct DatagateCatalog {
 impl DatagateCatalog {
     /// Builds the catalog from table snapshots; `departments` are listed even when empty.
     pub fn new(departments: impl IntoIterator<Item = String>, tables: Vec<TableSnapshot>) -> Self {
-        let mut schemas: BTreeMap<String, BTreeMap<String, TableSnapshot>> =
-            departments.into_iter().map(|d| (d, BTreeMap::new())).collect();
+        let mut schemas: BTreeMap<String, BTreeMap<String, TableSnapshot>> = departments
+            .into_iter()
+            .map(|d| (d, BTreeMap::new()))
+            .collect();
         for t in tables {
             schemas
                 .entry(t.department.clone())

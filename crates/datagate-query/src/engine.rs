@@ -48,7 +48,10 @@ impl QueryEngine {
 
     /// A snapshot of the published datasets of the given open levels, each at its current
     /// version.
-    pub async fn catalog_snapshot(&self, visible: &[AccessLevel]) -> Result<DatagateCatalog, QueryError> {
+    pub async fn catalog_snapshot(
+        &self,
+        visible: &[AccessLevel],
+    ) -> Result<DatagateCatalog, QueryError> {
         let page = self
             .catalog
             .list_datasets(&DatasetFilter {
@@ -66,7 +69,11 @@ impl QueryEngine {
         let mut tables = Vec::with_capacity(page.datasets.len());
         for ds in page.datasets {
             let (columns, file_urls) = match ds.current_version {
-                Some(v) => match self.catalog.get_version(&ds.department, &ds.name, v).await? {
+                Some(v) => match self
+                    .catalog
+                    .get_version(&ds.department, &ds.name, v)
+                    .await?
+                {
                     Some(version) => {
                         let urls = version
                             .files

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use datagate_catalog::{Column, Dataset, DepartmentSummary, Version};
+use datagate_core::Sensitivity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -91,7 +92,8 @@ pub struct DatasetOut {
 }
 
 impl DatasetOut {
-    pub fn new(d: &Dataset, base_url: &str) -> Self {
+    /// The dataset as a caller sees it: `private` columns only when `sees_private`.
+    pub fn new(d: &Dataset, base_url: &str, sees_private: bool) -> Self {
         let m = &d.metadata;
         let path = format!("{base_url}/api/v1/datasets/{}/{}", d.department, d.name);
         let links = BTreeMap::from([
@@ -116,7 +118,12 @@ impl DatasetOut {
             temporal_coverage: m.temporal_coverage.clone(),
             spatial_coverage: m.spatial_coverage.clone(),
             primary_key: d.primary_key.clone(),
-            schema: d.columns.iter().map(ColumnOut::from).collect(),
+            schema: d
+                .columns
+                .iter()
+                .filter(|c| sees_private || c.sensitivity != Sensitivity::Private)
+                .map(ColumnOut::from)
+                .collect(),
             current_version: d.current_version,
             row_count: d.row_count,
             size_bytes: d.size_bytes,

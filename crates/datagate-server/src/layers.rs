@@ -38,7 +38,13 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -85,7 +91,11 @@ async fn request_context(req: Request, next: Next) -> Response {
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(status, duration_ms = elapsed.as_secs_f64() * 1000.0, "answered");
+        tracing::info!(
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
     });
     metrics::counter!("datagate_http_requests_total",
         "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string())

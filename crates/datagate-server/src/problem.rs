@@ -93,9 +93,11 @@ impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
             CatalogError::NotFound(m) => Self::not_found(format!("{m} not found")),
-            CatalogError::AlreadyExists(m) => {
-                Self::new(StatusCode::CONFLICT, "conflict", format!("{m} already exists"))
-            }
+            CatalogError::AlreadyExists(m) => Self::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{m} already exists"),
+            ),
             CatalogError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             CatalogError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             CatalogError::Backend(m) => Self::internal(m),

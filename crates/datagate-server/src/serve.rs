@@ -63,7 +63,10 @@ pub async fn serve(
         }
     }
     drop(listener);
-    tracing::info!(grace_secs = cfg.shutdown_grace_secs, "shutting down: draining connections");
+    tracing::info!(
+        grace_secs = cfg.shutdown_grace_secs,
+        "shutting down: draining connections"
+    );
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(Duration::from_secs(cfg.shutdown_grace_secs)) => {

@@ -14,7 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "datagate", version, about = "Open-data gateway for public data resources")]
+#[command(
+    name = "datagate",
+    version,
+    about = "Open-data gateway for public data resources"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,15 +73,26 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => load_config(config.as_deref()).and_then(run_serve),
-        Command::Load { dataset, file, mode, delimiter, config, data_dir } => {
-            load_config(config.as_deref()).and_then(|mut cfg| {
-                if let Some(d) = data_dir {
-                    cfg.storage.data_dir = d;
-                }
-                run_load(cfg, &dataset, &file, &mode, delimiter)
-            })
-        }
-        Command::Gen { kind, rows, format, out, seed } => run_gen(kind, rows, format, &out, seed),
+        Command::Load {
+            dataset,
+            file,
+            mode,
+            delimiter,
+            config,
+            data_dir,
+        } => load_config(config.as_deref()).and_then(|mut cfg| {
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            run_load(cfg, &dataset, &file, &mode, delimiter)
+        }),
+        Command::Gen {
+            kind,
+            rows,
+            format,
+            out,
+            seed,
+        } => run_gen(kind, rows, format, &out, seed),
     };
     if let Err(e) = result {
         eprintln!("datagate: {e:#}");
@@ -95,9 +110,17 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match cfg.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Pretty => builder.init(),
     }
 }
@@ -116,20 +139,30 @@ struct Stores {
 }
 
 fn open_stores(cfg: &Config) -> Result<Stores> {
-    std::fs::create_dir_all(&cfg.storage.data_dir)
-        .with_context(|| format!("cannot create data directory {}", cfg.storage.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            cfg.storage.data_dir.display()
+        )
+    })?;
     let catalog_file = cfg.storage.catalog_file();
     let catalog = SqliteCatalog::open(&catalog_file)
         .with_context(|| format!("cannot open catalog {}", catalog_file.display()))?;
     let url = cfg.warehouse_url()?;
-    let warehouse = Warehouse::open(&url).with_context(|| format!("cannot open warehouse {url}"))?;
-    Ok(Stores { catalog: Arc::new(catalog), warehouse })
+    let warehouse =
+        Warehouse::open(&url).with_context(|| format!("cannot open warehouse {url}"))?;
+    Ok(Stores {
+        catalog: Arc::new(catalog),
+        warehouse,
+    })
 }
 
 fn run_serve(cfg: Config) -> Result<()> {
     init_logging(&cfg);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        .set_buckets(&[
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ])
         .and_then(|b| b.install_recorder())
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
@@ -179,13 +212,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -195,7 +229,13 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn run_load(cfg: Config, dataset: &str, file: &std::path::Path, mode: &str, delimiter: char) -> Result<()> {
+fn run_load(
+    cfg: Config,
+    dataset: &str,
+    file: &std::path::Path,
+    mode: &str,
+    delimiter: char,
+) -> Result<()> {
     init_logging(&cfg);
     let target = datagate_core::DatasetRef::parse_path(dataset)?;
     let mode: VersionMode = mode.parse().map_err(anyhow::Error::msg)?;
@@ -204,14 +244,17 @@ fn run_load(cfg: Config, dataset: &str, file: &std::path::Path, mode: &str, deli
     }
     runtime()?.block_on(async move {
         let stores = open_stores(&cfg)?;
-        let publisher = Publisher::new(stores.catalog.clone(), stores.warehouse, cfg.ingest.clone());
+        let publisher =
+            Publisher::new(stores.catalog.clone(), stores.warehouse, cfg.ingest.clone());
         let start = std::time::Instant::now();
         let v = publisher
             .publish_file(
                 &target.department,
                 &target.name,
                 Source {
-                    format: SourceFormat::Csv { delimiter: delimiter as u8 },
+                    format: SourceFormat::Csv {
+                        delimiter: delimiter as u8,
+                    },
                     mode,
                     digest: None,
                     created_by: "cli".to_string(),
@@ -232,19 +275,41 @@ fn run_load(cfg: Config, dataset: &str, file: &std::path::Path, mode: &str, deli
     })
 }
 
-fn run_gen(kind: datagen::Kind, rows: u64, format: datagen::GenFormat, out: &std::path::Path, seed: u64) -> Result<()> {
+fn run_gen(
+    kind: datagen::Kind,
+    rows: u64,
+    format: datagen::GenFormat,
+    out: &std::path::Path,
+    seed: u64,
+) -> Result<()> {
     let start = std::time::Instant::now();
     let written = if out.as_os_str() == "-" {
         let stdout = std::io::stdout();
-        datagen::generate(kind, rows, seed, format, std::io::BufWriter::with_capacity(1 << 20, stdout))?
+        datagen::generate(
+            kind,
+            rows,
+            seed,
+            format,
+            std::io::BufWriter::with_capacity(1 << 20, stdout),
+        )?
     } else {
         let tmp = out.with_extension("partial");
-        let f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let n = datagen::generate(kind, rows, seed, format, std::io::BufWriter::with_capacity(1 << 20, f))?;
+        let f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let n = datagen::generate(
+            kind,
+            rows,
+            seed,
+            format,
+            std::io::BufWriter::with_capacity(1 << 20, f),
+        )?;
         std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
         n
     };
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("{written} rows in {secs:.2}s ({:.0} rows/s)", written as f64 / secs.max(1e-9));
+    eprintln!(
+        "{written} rows in {secs:.2}s ({:.0} rows/s)",
+        written as f64 / secs.max(1e-9)
+    );
     Ok(())
 }

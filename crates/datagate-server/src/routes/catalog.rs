@@ -20,7 +20,10 @@ pub async fn list_departments(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<DepartmentOut>>, ApiError> {
-    let depts = state.catalog.list_departments(&caller.visible_levels()).await?;
+    let depts = state
+        .catalog
+        .list_departments(&caller.visible_levels())
+        .await?;
     Ok(Json(depts.into_iter().map(DepartmentOut::from).collect()))
 }
 
@@ -35,8 +38,10 @@ pub async fn list_datasets(
 ) -> Result<Json<DatasetList>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}"))
-            .with("parameter", "limit"));
+        return Err(
+            ApiError::bad_request(format!("limit must be between 1 and {MAX_PAGE}"))
+                .with("parameter", "limit"),
+        );
     }
     let access_level = q
         .access_level
@@ -60,7 +65,11 @@ pub async fn list_datasets(
         .await?;
     let base = base_url(&state, &headers);
     Ok(Json(DatasetList {
-        datasets: page.datasets.iter().map(|d| DatasetOut::new(d, &base)).collect(),
+        datasets: page
+            .datasets
+            .iter()
+            .map(|d| DatasetOut::new(d, &base, caller.sees_private(&d.department)))
+            .collect(),
         total: page.total,
     }))
 }
@@ -71,7 +80,11 @@ pub(crate) async fn visible_dataset(
     caller: &Caller,
     path: &DatasetPath,
 ) -> Result<Dataset, ApiError> {
-    match state.catalog.get_dataset(&path.department, &path.name).await? {
+    match state
+        .catalog
+        .get_dataset(&path.department, &path.name)
+        .await?
+    {
         Some(d)
             if d.unpublished_at.is_none()
                 && caller.visible_levels().contains(&d.metadata.access_level) =>
@@ -94,7 +107,11 @@ pub async fn get_dataset(
 ) -> Result<Json<DatasetOut>, ApiError> {
     let d = visible_dataset(&state, &caller, &path).await?;
     let versions = state.catalog.list_versions(&d.department, &d.name).await?;
-    let mut out = DatasetOut::new(&d, &base_url(&state, &headers));
+    let mut out = DatasetOut::new(
+        &d,
+        &base_url(&state, &headers),
+        caller.sees_private(&d.department),
+    );
     out.versions = Some(versions.iter().map(VersionOut::from).collect());
     Ok(Json(out))
 }

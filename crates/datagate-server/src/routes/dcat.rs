@@ -115,7 +115,10 @@ pub async fn data_json(
         .datasets
         .iter()
         .map(|d| {
-            let publisher = departments.get(&d.department).map(String::as_str).unwrap_or(&d.department);
+            let publisher = departments
+                .get(&d.department)
+                .map(String::as_str)
+                .unwrap_or(&d.department);
             dataset_entry(d, publisher, &base)
         })
         .collect();

@@ -23,7 +23,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/departments", get(catalog::list_departments))
         .route("/api/v1/datasets", get(catalog::list_datasets))
         .route("/api/v1/datasets/{dept}/{name}", get(catalog::get_dataset))
-        .route("/api/v1/datasets/{dept}/{name}/versions", get(catalog::list_versions))
+        .route(
+            "/api/v1/datasets/{dept}/{name}/versions",
+            get(catalog::list_versions),
+        )
         .route("/catalog/data.json", get(dcat::data_json))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)
@@ -38,6 +41,12 @@ impl Caller {
     /// The open levels whose catalog entries this caller sees (API.md §4).
     pub fn visible_levels(&self) -> Vec<AccessLevel> {
         vec![AccessLevel::Open, AccessLevel::Conditional]
+    }
+
+    /// Whether `private` columns of `department`'s datasets exist for this caller (its own
+    /// department and admins only).
+    pub fn sees_private(&self, _department: &str) -> bool {
+        false
     }
 }
 
@@ -94,7 +103,10 @@ pub fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
         .map(str::to_string)
         .unwrap_or_else(|| state.config.server.listen.to_string());
     format!("http://{host}")

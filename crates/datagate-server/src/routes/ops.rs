@@ -22,15 +22,25 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let catalog = state.catalog.ping().await;
     checks.insert(
         "catalog".to_string(),
-        catalog.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        catalog
+            .as_ref()
+            .map(|_| "ok".to_string())
+            .unwrap_or_else(|e| e.to_string()),
     );
     let storage = state.publisher.warehouse().ping().await;
     checks.insert(
         "storage".to_string(),
-        storage.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        storage
+            .as_ref()
+            .map(|_| "ok".to_string())
+            .unwrap_or_else(|e| e.to_string()),
     );
     let ready = catalog.is_ok() && storage.is_ok();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(Readiness { ready, checks })).into_response()
 }
 
@@ -38,9 +48,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()

@@ -2,7 +2,9 @@
 
 /// Characters of the unified social credit code (GB 32100-2015).
 const USCC_CHARS: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const USCC_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 /// Organisation code check digit (GB 11714-1997) over 8 characters.
 fn org_check(body: &[u8; 8]) -> u8 {
@@ -11,7 +13,11 @@ fn org_check(body: &[u8; 8]) -> u8 {
         .iter()
         .zip(W)
         .map(|(c, w)| {
-            let v = if c.is_ascii_digit() { (c - b'0') as u32 } else { (c - b'A') as u32 + 10 };
+            let v = if c.is_ascii_digit() {
+                (c - b'0') as u32
+            } else {
+                (c - b'A') as u32 + 10
+            };
             v * w
         })
         .sum();
@@ -55,7 +61,11 @@ pub fn id_number(region: &str, birth: chrono::NaiveDate, seq: u16) -> String {
     const W: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     const CHECK: &[u8] = b"10X98765432";
     let body = format!("{region}{}{:03}", birth.format("%Y%m%d"), seq % 1000);
-    let sum: u32 = body.bytes().zip(W).map(|(c, w)| (c - b'0') as u32 * w).sum();
+    let sum: u32 = body
+        .bytes()
+        .zip(W)
+        .map(|(c, w)| (c - b'0') as u32 * w)
+        .sum();
     let mut s = body;
     s.push(CHECK[(sum % 11) as usize] as char);
     s

@@ -50,7 +50,9 @@ fn person(g: &mut Gen, out: &mut StringBuilder) {
 }
 
 fn mobile(g: &mut Gen, out: &mut StringBuilder) {
-    let prefix = *g.pick(&[130, 131, 135, 136, 138, 139, 150, 151, 158, 159, 177, 180, 186, 188, 199]);
+    let prefix = *g.pick(&[
+        130, 131, 135, 136, 138, 139, 150, 151, 158, 159, 177, 180, 186, 188, 199,
+    ]);
     let _ = write!(out, "{prefix}");
     for _ in 0..8 {
         let _ = write!(out, "{}", g.digit());
@@ -70,7 +72,11 @@ fn address(g: &mut Gen, district: &str, out: &mut StringBuilder) {
 
 fn dec(b: Decimal128Builder, p: u8, s: i8) -> ArrayRef {
     let mut b = b;
-    Arc::new(b.finish().with_precision_and_scale(p, s).expect("constant decimal precision is valid"))
+    Arc::new(
+        b.finish()
+            .with_precision_and_scale(p, s)
+            .expect("constant decimal precision is valid"),
+    )
 }
 
 impl Kind {
@@ -231,10 +237,34 @@ fn strings(n: usize) -> StringBuilder {
 }
 
 fn market_entities(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
-    let (mut code, mut name, mut ty, mut rep, mut district, mut industry, mut addr, mut status, mut authority, mut phone) =
-        (strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n));
+    let (
+        mut code,
+        mut name,
+        mut ty,
+        mut rep,
+        mut district,
+        mut industry,
+        mut addr,
+        mut status,
+        mut authority,
+        mut phone,
+    ) = (
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+    );
     let mut capital = Decimal128Builder::with_capacity(n);
-    let (mut est, mut appr) = (Date32Builder::with_capacity(n), Date32Builder::with_capacity(n));
+    let (mut est, mut appr) = (
+        Date32Builder::with_capacity(n),
+        Date32Builder::with_capacity(n),
+    );
     for i in 0..n {
         let row = first + i as u64;
         let (dname, region) = *g.pick(DISTRICTS);
@@ -242,11 +272,22 @@ fn market_entities(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
         let individual = tname == "个体工商户";
         code.append_value(uscc(if individual { b'2' } else { b'1' }, region, row));
         let biz = g.pick(BUSINESS_WORDS);
-        let _ = write!(name, "{}{}{}{}", &dname[..dname.len() - 3], g.pick(NAME_WORDS), biz, suffix);
+        let _ = write!(
+            name,
+            "{}{}{}{}",
+            &dname[..dname.len() - 3],
+            g.pick(NAME_WORDS),
+            biz,
+            suffix
+        );
         name.append_value("");
         ty.append_value(tname);
         person(g, &mut rep);
-        let wan = if individual { g.range(1, 50) } else { g.range(10, 50_000) };
+        let wan = if individual {
+            g.range(1, 50)
+        } else {
+            g.range(10, 50_000)
+        };
         capital.append_value(wan as i128 * 1_000_000 + g.range(0, 100) as i128 * 100);
         district.append_value(dname);
         industry.append_value(g.pick(INDUSTRIES));
@@ -284,7 +325,8 @@ const STATIONS: u64 = 24;
 
 fn air_quality(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
     let mut id = arrow::array::Int64Builder::with_capacity(n);
-    let (mut sid, mut sname, mut district, mut primary, mut level) = (strings(n), strings(n), strings(n), strings(n), strings(n));
+    let (mut sid, mut sname, mut district, mut primary, mut level) =
+        (strings(n), strings(n), strings(n), strings(n), strings(n));
     let mut at = TimestampMicrosecondBuilder::with_capacity(n);
     let mut aqi = Int32Builder::with_capacity(n);
     let mut f: Vec<Float64Builder> = (0..6).map(|_| Float64Builder::with_capacity(n)).collect();
@@ -296,12 +338,23 @@ fn air_quality(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
         let _ = write!(sid, "AQ{:04}", station + 1);
         sid.append_value("");
         let (dname, _) = DISTRICTS[(station % DISTRICTS.len() as u64) as usize];
-        let _ = write!(sname, "{}{}监测站", &dname[..dname.len() - 3], STREETS[(station as usize) % STREETS.len()].trim_end_matches('路').trim_end_matches('街'));
+        let _ = write!(
+            sname,
+            "{}{}监测站",
+            &dname[..dname.len() - 3],
+            STREETS[(station as usize) % STREETS.len()]
+                .trim_end_matches('路')
+                .trim_end_matches('街')
+        );
         sname.append_value("");
         district.append_value(dname);
         at.append_value(TS_2024 + hour * HOUR_US);
         // A daily cycle plus noise keeps readings plausible.
-        let base = 35.0 + 25.0 * ((hour % 24) as f64 / 24.0 * std::f64::consts::TAU).sin().abs();
+        let base = 35.0
+            + 25.0
+                * ((hour % 24) as f64 / 24.0 * std::f64::consts::TAU)
+                    .sin()
+                    .abs();
         let pm25 = (base + g.float(-20.0, 60.0)).max(3.0);
         let pm10 = pm25 * g.float(1.2, 1.9);
         let a = (pm25 * 1.35).round() as i32;
@@ -319,7 +372,11 @@ fn air_quality(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
         if a <= 50 {
             primary.append_null();
         } else {
-            primary.append_value(if g.chance(0.6) { "PM2.5" } else { g.pick(POLLUTANTS) });
+            primary.append_value(if g.chance(0.6) {
+                "PM2.5"
+            } else {
+                g.pick(POLLUTANTS)
+            });
         }
         level.append_value(match a {
             0..=50 => "优",
@@ -346,9 +403,15 @@ fn air_quality(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
 
 fn bus_stops(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
     let (mut id, mut name, mut district) = (strings(n), strings(n), strings(n));
-    let (mut lon, mut lat) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
+    let (mut lon, mut lat) = (
+        Float64Builder::with_capacity(n),
+        Float64Builder::with_capacity(n),
+    );
     let mut lines = Int32Builder::with_capacity(n);
-    let (mut shelter, mut accessible) = (BooleanBuilder::with_capacity(n), BooleanBuilder::with_capacity(n));
+    let (mut shelter, mut accessible) = (
+        BooleanBuilder::with_capacity(n),
+        BooleanBuilder::with_capacity(n),
+    );
     for i in 0..n {
         let row = first + i as u64;
         let _ = write!(id, "BS{:06}", row + 1);
@@ -382,8 +445,15 @@ fn bus_stops(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
 }
 
 fn bus_lines(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
-    let (mut id, mut name, mut start, mut end, mut fb, mut lb, mut op) =
-        (strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n));
+    let (mut id, mut name, mut start, mut end, mut fb, mut lb, mut op) = (
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+    );
     let mut stops = Int32Builder::with_capacity(n);
     let mut km = Float64Builder::with_capacity(n);
     let mut fare = Decimal128Builder::with_capacity(n);
@@ -435,9 +505,33 @@ fn bus_lines(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
 }
 
 fn legal_aid(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
-    let (mut no, mut name, mut idn, mut phone, mut ty, mut cause, mut district, mut agency, mut lawyer, mut status) =
-        (strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n));
-    let (mut acc, mut closed) = (Date32Builder::with_capacity(n), Date32Builder::with_capacity(n));
+    let (
+        mut no,
+        mut name,
+        mut idn,
+        mut phone,
+        mut ty,
+        mut cause,
+        mut district,
+        mut agency,
+        mut lawyer,
+        mut status,
+    ) = (
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+    );
+    let (mut acc, mut closed) = (
+        Date32Builder::with_capacity(n),
+        Date32Builder::with_capacity(n),
+    );
     for i in 0..n {
         let row = first + i as u64;
         let accepted = g.range(19_358, DAY_2025); // 2023-01-01 ..
@@ -462,7 +556,11 @@ fn legal_aid(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
             status.append_value("已结案");
         } else {
             closed.append_null();
-            status.append_value(if g.chance(0.5) { "承办中" } else { "已指派" });
+            status.append_value(if g.chance(0.5) {
+                "承办中"
+            } else {
+                "已指派"
+            });
         }
     }
     vec![
@@ -482,9 +580,31 @@ fn legal_aid(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
 }
 
 fn mediation(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
-    let (mut no, mut ty, mut a, mut b, mut phone, mut committee, mut mediator, mut district, mut outcome) =
-        (strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n));
-    let (mut recv, mut concl) = (Date32Builder::with_capacity(n), Date32Builder::with_capacity(n));
+    let (
+        mut no,
+        mut ty,
+        mut a,
+        mut b,
+        mut phone,
+        mut committee,
+        mut mediator,
+        mut district,
+        mut outcome,
+    ) = (
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+    );
+    let (mut recv, mut concl) = (
+        Date32Builder::with_capacity(n),
+        Date32Builder::with_capacity(n),
+    );
     let mut amount = Decimal128Builder::with_capacity(n);
     for i in 0..n {
         let row = first + i as u64;
@@ -496,14 +616,26 @@ fn mediation(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
         person(g, &mut b);
         mobile(g, &mut phone);
         let (dname, _) = *g.pick(DISTRICTS);
-        let _ = write!(committee, "{dname}{}社区人民调解委员会", g.pick(STREETS).trim_end_matches('路').trim_end_matches('街'));
+        let _ = write!(
+            committee,
+            "{dname}{}社区人民调解委员会",
+            g.pick(STREETS)
+                .trim_end_matches('路')
+                .trim_end_matches('街')
+        );
         committee.append_value("");
         person(g, &mut mediator);
         district.append_value(dname);
         recv.append_value(received as i32);
         concl.append_value(g.range(received, received + 60) as i32);
         let success = g.chance(0.82);
-        outcome.append_value(if success { "调解成功" } else if g.chance(0.7) { "调解不成功" } else { "终止调解" });
+        outcome.append_value(if success {
+            "调解成功"
+        } else if g.chance(0.7) {
+            "调解不成功"
+        } else {
+            "终止调解"
+        });
         if success && g.chance(0.6) {
             amount.append_value(g.range(500, 300_000) as i128 * 100);
         } else {
@@ -527,8 +659,27 @@ fn mediation(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
 }
 
 fn enforcement(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
-    let (mut no, mut party, mut code, mut rep, mut violation, mut basis, mut penalty, mut authority, mut district) =
-        (strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n));
+    let (
+        mut no,
+        mut party,
+        mut code,
+        mut rep,
+        mut violation,
+        mut basis,
+        mut penalty,
+        mut authority,
+        mut district,
+    ) = (
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+    );
     let mut fine = Decimal128Builder::with_capacity(n);
     let mut date = Date32Builder::with_capacity(n);
     for i in 0..n {
@@ -536,9 +687,19 @@ fn enforcement(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
         let day = g.range(19_358, DAY_2025);
         let (dname, region) = *g.pick(DISTRICTS);
         let short = &dname[..dname.len() - 3];
-        let _ = write!(no, "{short}市监处罚〔{}〕{}号", d(day).format("%Y"), row + 1);
+        let _ = write!(
+            no,
+            "{short}市监处罚〔{}〕{}号",
+            d(day).format("%Y"),
+            row + 1
+        );
         no.append_value("");
-        let _ = write!(party, "{short}{}{}有限公司", g.pick(NAME_WORDS), g.pick(BUSINESS_WORDS));
+        let _ = write!(
+            party,
+            "{short}{}{}有限公司",
+            g.pick(NAME_WORDS),
+            g.pick(BUSINESS_WORDS)
+        );
         party.append_value("");
         code.append_value(uscc(b'1', region, 1_000_000_000 + row));
         person(g, &mut rep);
@@ -573,15 +734,26 @@ fn enforcement(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
 }
 
 fn licence_types(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
-    let (mut code, mut name, mut authority, mut holder) = (strings(n), strings(n), strings(n), strings(n));
+    let (mut code, mut name, mut authority, mut holder) =
+        (strings(n), strings(n), strings(n), strings(n));
     let mut years = Int32Builder::with_capacity(n);
     let mut since = Date32Builder::with_capacity(n);
     let mut mutual = BooleanBuilder::with_capacity(n);
-    const VARIANTS: &[&str] = &["", "（正本）", "（副本）", "（变更）", "（延续）", "（补发）", "（注销证明）", "（临时）"];
+    const VARIANTS: &[&str] = &[
+        "",
+        "（正本）",
+        "（副本）",
+        "（变更）",
+        "（延续）",
+        "（补发）",
+        "（注销证明）",
+        "（临时）",
+    ];
     for i in 0..n {
         let row = first + i as u64;
         let (base, auth, h) = LICENCE_BASES[(row % LICENCE_BASES.len() as u64) as usize];
-        let variant = VARIANTS[((row / LICENCE_BASES.len() as u64) % VARIANTS.len() as u64) as usize];
+        let variant =
+            VARIANTS[((row / LICENCE_BASES.len() as u64) % VARIANTS.len() as u64) as usize];
         let _ = write!(code, "11330100MB{:08}", row + 1);
         code.append_value("");
         let round = row / (LICENCE_BASES.len() * VARIANTS.len()) as u64;
@@ -613,9 +785,19 @@ fn licence_types(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
 }
 
 fn facilities(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
-    let (mut id, mut name, mut category, mut district, mut addr, mut hours, mut phone) =
-        (strings(n), strings(n), strings(n), strings(n), strings(n), strings(n), strings(n));
-    let (mut lon, mut lat) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
+    let (mut id, mut name, mut category, mut district, mut addr, mut hours, mut phone) = (
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+        strings(n),
+    );
+    let (mut lon, mut lat) = (
+        Float64Builder::with_capacity(n),
+        Float64Builder::with_capacity(n),
+    );
     let mut capacity = Int32Builder::with_capacity(n);
     let mut accessible = BooleanBuilder::with_capacity(n);
     for i in 0..n {
@@ -625,7 +807,13 @@ fn facilities(g: &mut Gen, first: u64, n: usize) -> Vec<ArrayRef> {
         let (cat, names) = *g.pick(FACILITY_CATEGORIES);
         let (dname, _) = *g.pick(DISTRICTS);
         let street = g.pick(STREETS);
-        let _ = write!(name, "{}{}{}", &dname[..dname.len() - 3], street.trim_end_matches('路').trim_end_matches('街'), g.pick(names));
+        let _ = write!(
+            name,
+            "{}{}{}",
+            &dname[..dname.len() - 3],
+            street.trim_end_matches('路').trim_end_matches('街'),
+            g.pick(names)
+        );
         name.append_value("");
         category.append_value(cat);
         district.append_value(dname);

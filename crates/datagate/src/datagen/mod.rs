@@ -76,16 +76,28 @@ pub fn batch(kind: Kind, seed: u64, index: u64, total_rows: u64) -> Result<Optio
     }
     let n = (total_rows - first).min(BATCH_ROWS as u64) as usize;
     // The kind is mixed in so that two shapes made with one seed do not share their draws.
-    let mut g = Gen::new(seed ^ (kind as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93), index);
+    let mut g = Gen::new(
+        seed ^ (kind as u64 + 1).wrapping_mul(0xD6E8_FEB8_6659_FD93),
+        index,
+    );
     let columns = kind.fill(&mut g, first, n);
     Ok(Some(RecordBatch::try_new(schema(kind), columns)?))
 }
 
 /// Writes `rows` rows of `kind` to `out`; returns the number of rows written.
 /// Batches are made on all cores and written in order.
-pub fn generate(kind: Kind, rows: u64, seed: u64, format: GenFormat, out: impl Write + Send) -> Result<u64> {
+pub fn generate(
+    kind: Kind,
+    rows: u64,
+    seed: u64,
+    format: GenFormat,
+    out: impl Write + Send,
+) -> Result<u64> {
     let batches = rows.div_ceil(BATCH_ROWS as u64);
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1) as u64;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1) as u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, RecordBatch)>(workers as usize * 2);
     std::thread::scope(|scope| -> Result<u64> {
         for w in 0..workers {
@@ -131,12 +143,20 @@ enum Sink<W: Write + Send> {
 impl<W: Write + Send> Sink<W> {
     fn new(format: GenFormat, out: W, schema: SchemaRef) -> Result<Self> {
         Ok(match format {
-            GenFormat::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(out)),
+            GenFormat::Csv => Sink::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(out),
+            ),
             GenFormat::Parquet => {
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
-                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(out, schema, Some(props))?)
+                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(
+                    out,
+                    schema,
+                    Some(props),
+                )?)
             }
         })
     }
@@ -178,8 +198,11 @@ mod tests {
             let text = String::from_utf8(a).unwrap();
             assert_eq!(text.lines().count(), 1001, "{kind:?}");
             // The first column is each kind's key: unique.
-            let keys: std::collections::HashSet<&str> =
-                text.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+            let keys: std::collections::HashSet<&str> = text
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').next().unwrap())
+                .collect();
             assert_eq!(keys.len(), 1000, "{kind:?}");
         }
     }
@@ -187,8 +210,16 @@ mod tests {
     #[test]
     fn parquet_round_trips_row_count() {
         let mut out = Vec::new();
-        generate(Kind::MarketEntities, 70_000, 1, GenFormat::Parquet, &mut out).unwrap();
-        let reader = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
+        generate(
+            Kind::MarketEntities,
+            70_000,
+            1,
+            GenFormat::Parquet,
+            &mut out,
+        )
+        .unwrap();
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
         use parquet::file::reader::FileReader;
         assert_eq!(reader.metadata().file_metadata().num_rows(), 70_000);
     }

@@ -1,0 +1,326 @@
+//! The catalog endpoints of API.md §5 against the sample catalog.
+
+use crate::harness::{Options, Server};
+use serde_json::Value;
+
+fn names(list: &Value) -> Vec<String> {
+    list["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["department"].as_str().unwrap(),
+                d["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn departments_count_only_visible_datasets() {
+    let s = Server::start(Options::default()).await;
+    let (status, body) = s.get_json("/api/v1/departments").await;
+    assert_eq!(status, 200);
+    let depts = body.as_array().unwrap();
+    assert!(depts.len() >= 4);
+    let justice = depts.iter().find(|d| d["id"] == "justice").unwrap();
+    assert_eq!(justice["name"], "司法局");
+    // legal_aid_cases is conditional (listed), mediation_cases is shared (not for anonymous).
+    assert_eq!(justice["dataset_count"], 1);
+    for d in depts {
+        for key in ["id", "name", "description", "dataset_count"] {
+            assert!(d.get(key).is_some(), "{key} missing in {d}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn dataset_search_filters_and_pages() {
+    let s = Server::start(Options::default()).await;
+    let (status, all) = s.get_json("/api/v1/datasets?limit=100").await;
+    assert_eq!(status, 200);
+    let all_names = names(&all);
+    assert_eq!(all["total"].as_u64().unwrap() as usize, all_names.len());
+    assert!(all_names.contains(&"justice/legal_aid_cases".to_string()));
+    assert!(
+        !all_names.contains(&"justice/mediation_cases".to_string()),
+        "shared datasets are not listed for anonymous callers"
+    );
+    assert!(all_names.len() >= 8);
+    let mut sorted = all_names.clone();
+    sorted.sort();
+    assert_eq!(sorted, all_names, "stable order");
+
+    let (_, t) = s.get_json("/api/v1/datasets?department=transport").await;
+    assert_eq!(names(&t), ["transport/bus_lines", "transport/bus_stops"]);
+    let (_, t) = s.get_json("/api/v1/datasets?tag=%E5%85%AC%E4%BA%A4").await; // 公交
+    assert_eq!(t["total"], 2);
+    let (_, q) = s.get_json("/api/v1/datasets?q=%E7%A9%BA%E6%B0%94").await; // 空气
+    assert_eq!(names(&q), ["environment/air_quality"]);
+    let (_, q) = s.get_json("/api/v1/datasets?q=bus%20fares").await;
+    assert_eq!(names(&q), ["transport/bus_lines"], "every word must match");
+    let (_, c) = s
+        .get_json("/api/v1/datasets?access_level=conditional")
+        .await;
+    assert_eq!(names(&c), ["justice/legal_aid_cases"]);
+    let (_, sh) = s.get_json("/api/v1/datasets?access_level=shared").await;
+    assert_eq!(sh["total"], 0);
+    let (_, p) = s.get_json("/api/v1/datasets?limit=3&offset=2").await;
+    assert_eq!(names(&p), all_names[2..5]);
+    assert_eq!(p["total"], all["total"]);
+
+    for bad in [
+        "limit=0",
+        "limit=100000",
+        "limit=abc",
+        "offset=-1",
+        "access_level=secret",
+        "bogus=1",
+    ] {
+        let (status, body) = s.get_json(&format!("/api/v1/datasets?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["status"], 400);
+        assert!(body["detail"].as_str().unwrap().len() > 5, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn dataset_detail_and_versions() {
+    let s = Server::start(Options::default()).await;
+    let (status, d) = s.get_json("/api/v1/datasets/market/market_entities").await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["title"], "市场主体登记信息");
+    assert_eq!(d["access_level"], "open");
+    assert_eq!(d["current_version"], 1);
+    assert_eq!(d["row_count"], 5000);
+    assert!(d["size_bytes"].as_u64().unwrap() > 10_000);
+    assert_eq!(d["primary_key"], serde_json::json!(["uscc"]));
+    let schema = d["schema"].as_array().unwrap();
+    let col = |n: &str| schema.iter().find(|c| c["name"] == n).cloned();
+    assert_eq!(
+        col("registered_capital").unwrap()["type"],
+        "decimal128(18,2)"
+    );
+    assert_eq!(col("established_date").unwrap()["type"], "date32");
+    let rep = col("legal_representative").unwrap();
+    assert_eq!(
+        (rep["sensitivity"].as_str(), rep["mask"].as_str()),
+        (Some("masked"), Some("partial"))
+    );
+    assert!(
+        col("contact_phone").is_none(),
+        "private columns are absent for outsiders"
+    );
+    assert!(
+        d["links"]["rows"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/v1/datasets/market/market_entities/rows")
+    );
+    assert!(d["links"]["export"].as_str().unwrap().starts_with(&s.base));
+    for key in [
+        "created_at",
+        "updated_at",
+        "description",
+        "tags",
+        "license",
+        "contact",
+        "update_frequency",
+    ] {
+        assert!(d.get(key).is_some(), "{key}");
+    }
+    let versions = d["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0]["mode"], "replace");
+    assert_eq!(versions[0]["row_count"], 5000);
+    assert_eq!(versions[0]["created_by"], "manifest");
+
+    let (status, v) = s
+        .get_json("/api/v1/datasets/environment/air_quality/versions")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(v[0]["version"], 1);
+    assert_eq!(v[0]["rows_added"], 4032);
+    let (_, aq) = s.get_json("/api/v1/datasets/environment/air_quality").await;
+    assert_eq!(
+        aq["schema"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "measured_at")
+            .unwrap()["type"],
+        "timestamp(us)"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_invisible_datasets_are_404_problems() {
+    let s = Server::start(Options::default()).await;
+    for path in [
+        "/api/v1/datasets/market/no_such_dataset",
+        "/api/v1/datasets/no_such_dept/market_entities",
+        "/api/v1/datasets/justice/mediation_cases",
+        "/api/v1/datasets/justice/mediation_cases/versions",
+        "/api/v1/datasets/Market/market_entities",
+        "/api/v1/datasets/market/..%2F..%2Fetc",
+        "/api/v1/nothing/here",
+    ] {
+        let r = reqwest::get(s.url(path)).await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["title"], "Not Found");
+        assert!(body["type"].as_str().unwrap().starts_with("https://"));
+        assert_eq!(body["request_id"], request_id.as_str());
+    }
+    // The invisible one answers exactly like the missing one.
+    let (_, a) = s.get_json("/api/v1/datasets/justice/mediation_cases").await;
+    let (_, b) = s.get_json("/api/v1/datasets/justice/no_such_dataset").await;
+    assert_eq!(
+        a["detail"]
+            .as_str()
+            .unwrap()
+            .replace("mediation_cases", "X"),
+        b["detail"]
+            .as_str()
+            .unwrap()
+            .replace("no_such_dataset", "X")
+    );
+}
+
+#[tokio::test]
+async fn dcat_catalog_lists_what_the_caller_sees() {
+    let s = Server::start(Options::default()).await;
+    let (status, c) = s.get_json("/catalog/data.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        c["conformsTo"],
+        "https://project-open-data.cio.gov/v1.1/schema"
+    );
+    assert_eq!(c["@type"], "dcat:Catalog");
+    let datasets = c["dataset"].as_array().unwrap();
+    let (_, listed) = s.get_json("/api/v1/datasets?limit=1000").await;
+    assert_eq!(datasets.len() as u64, listed["total"].as_u64().unwrap());
+    // Required DCAT-US 1.1 fields for every dataset.
+    for d in datasets {
+        for key in [
+            "title",
+            "description",
+            "keyword",
+            "modified",
+            "publisher",
+            "contactPoint",
+            "identifier",
+            "accessLevel",
+            "distribution",
+        ] {
+            assert!(d.get(key).is_some(), "{key} missing in {}", d["title"]);
+        }
+        assert!(["public", "restricted public"].contains(&d["accessLevel"].as_str().unwrap()));
+        assert!(
+            d["contactPoint"]["hasEmail"]
+                .as_str()
+                .unwrap()
+                .starts_with("mailto:")
+        );
+        for dist in d["distribution"].as_array().unwrap() {
+            let url = dist["downloadURL"].as_str().unwrap();
+            assert!(
+                url.starts_with(&s.base) && url.contains("/export?format="),
+                "{url}"
+            );
+            assert!(dist["mediaType"].as_str().unwrap().contains('/'));
+        }
+    }
+    let aq = datasets
+        .iter()
+        .find(|d| d["title"] == "空气质量小时监测数据")
+        .unwrap();
+    assert_eq!(aq["accrualPeriodicity"], "R/PT1H");
+    assert_eq!(aq["publisher"]["name"], "生态环境局");
+    assert!(
+        !datasets.iter().any(|d| d["title"] == "人民调解案件"),
+        "shared data is not in the public catalog"
+    );
+}
+
+#[tokio::test]
+async fn openapi_describes_the_routes() {
+    let s = Server::start(Options::default()).await;
+    let (status, doc) = s.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/departments",
+        "/api/v1/datasets",
+        "/api/v1/datasets/{dept}/{name}",
+        "/api/v1/datasets/{dept}/{name}/versions",
+        "/catalog/data.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    // Every documented GET path answers (with the sample placeholders filled in).
+    for p in paths.keys() {
+        let url = p
+            .replace("{dept}", "market")
+            .replace("{name}", "market_entities");
+        let r = reqwest::get(s.url(&url)).await.unwrap();
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+    }
+    assert!(doc["components"]["schemas"].get("DatasetOut").is_some());
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let s = Server::start(Options::default()).await;
+    let r = reqwest::get(s.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, ready) = s.get_json("/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["checks"]["catalog"], "ok");
+    for _ in 0..3 {
+        reqwest::get(s.url("/api/v1/departments")).await.unwrap();
+    }
+    reqwest::get(s.url("/api/v1/datasets/x/y")).await.unwrap();
+    let text = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("datagate_http_requests_total")
+                && l.contains("route=\"/api/v1/departments\"")
+                && l.contains("status=\"200\"")
+        })
+        .unwrap_or_else(|| panic!("no request counter for departments in:\n{text}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 3.0, "{line}");
+    assert!(text.contains("status=\"404\""), "404s are counted");
+    assert!(
+        text.contains("datagate_http_request_duration_seconds_bucket"),
+        "latency histogram"
+    );
+}

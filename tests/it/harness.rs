@@ -1,0 +1,206 @@
+//! Starting and stopping a real server.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `datagate` binary built beside this test executable.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/it-<hash> → target/<profile>/datagate
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(format!("datagate{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo test --workspace` (or `cargo build -p datagate` first)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// How to start a server.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Manifests directory; `None` = the repository's sample catalog.
+    pub manifests: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+    /// Extra command-line arguments after `serve`.
+    pub args: Vec<String>,
+}
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub base: String,
+    pub addr: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory.
+    pub async fn start(opts: Options) -> Server {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Self::start_in(&data_dir, opts).await;
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `data_dir` (kept after the server stops).
+    pub async fn start_in(data_dir: &Path, opts: Options) -> Server {
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let addr = format!("127.0.0.1:{port}");
+            let log = data_dir.with_extension(format!("{port}.log"));
+            std::fs::create_dir_all(data_dir.parent().unwrap()).unwrap();
+            let log_file = std::fs::File::create(&log).expect("log file");
+            let manifests = opts
+                .manifests
+                .clone()
+                .unwrap_or_else(|| repo_root().join("catalog"));
+            let mut cmd = Command::new(binary());
+            cmd.current_dir(repo_root())
+                .arg("serve")
+                .args(&opts.args)
+                .env("DATAGATE_LISTEN", &addr)
+                .env("DATAGATE_DATA_DIR", data_dir)
+                .env("DATAGATE_CATALOG_MANIFESTS", &manifests)
+                .env("DATAGATE_LOG__FORMAT", "json")
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(log_file);
+            for (k, v) in &opts.env {
+                cmd.env(k, v);
+            }
+            let child = cmd.spawn().expect("spawn datagate");
+            let mut server = Server {
+                base: format!("http://{addr}"),
+                addr,
+                child: Some(child),
+                log,
+                _tmp: None,
+            };
+            match server.wait_ready(Duration::from_secs(60)).await {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_err = format!("{e}\n--- server log ---\n{}", server.log_text());
+                    server.kill();
+                }
+            }
+        }
+        panic!("server did not start: {last_err}");
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+        let start = Instant::now();
+        let client = reqwest::Client::new();
+        while start.elapsed() < limit {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(format!("exited early with {status}"));
+            }
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("no answer on /healthz".into())
+    }
+
+    /// A URL on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET, returning status and JSON body (or `Null` when the body is not JSON).
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = reqwest::get(self.url(path)).await.expect("request");
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// What the server logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                self.kill();
+                panic!("server did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the binary to completion with the given arguments and environment.
+pub fn run(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> std::process::Output {
+    let mut cmd = Command::new(binary());
+    cmd.current_dir(cwd).args(args).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run datagate")
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

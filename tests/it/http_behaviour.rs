@@ -1,0 +1,203 @@
+//! What a public HTTP API owes its clients: request ids, CORS, compression, timeouts,
+//! problem+json for every error, and a clean shutdown.
+
+use crate::harness::{Options, Server};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn request_ids_are_generated_or_kept() {
+    let s = Server::start(Options::default()).await;
+    let c = reqwest::Client::new();
+    let a = c.get(s.url("/api/v1/departments")).send().await.unwrap();
+    let b = c.get(s.url("/api/v1/departments")).send().await.unwrap();
+    let id_a = a.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(id_a, b.headers()["x-request-id"].to_str().unwrap());
+    assert!(id_a.len() >= 16);
+    let mine = c
+        .get(s.url("/api/v1/departments"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.headers()["x-request-id"], "trace-abc-123");
+    // The id appears in the structured log of that request.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.log_text().contains("trace-abc-123"),
+        "request id missing from the log"
+    );
+}
+
+#[tokio::test]
+async fn cors_for_browser_apps() {
+    let s = Server::start(Options::default()).await;
+    let c = reqwest::Client::new();
+    let pre = c
+        .request(reqwest::Method::OPTIONS, s.url("/api/v1/datasets"))
+        .header("origin", "https://app.example.org")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    let get = c
+        .get(s.url("/api/v1/datasets"))
+        .header("origin", "https://app.example.org")
+        .send()
+        .await
+        .unwrap();
+    let exposed = get.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in [
+        "x-request-id",
+        "link",
+        "etag",
+        "ratelimit",
+        "ratelimit-policy",
+    ] {
+        assert!(
+            exposed.split(',').any(|e| e.trim() == h),
+            "{h} not exposed: {exposed}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cors_origins_are_configurable() {
+    let s = Server::start(Options {
+        env: vec![(
+            "DATAGATE_SERVER__CORS_ALLOWED_ORIGINS".into(),
+            "[\"https://portal.example.gov.cn\"]".into(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let ok = c
+        .get(s.url("/api/v1/departments"))
+        .header("origin", "https://portal.example.gov.cn")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://portal.example.gov.cn"
+    );
+    let other = c
+        .get(s.url("/api/v1/departments"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn responses_are_compressed_on_request() {
+    let s = Server::start(Options::default()).await;
+    let plain = reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .build()
+        .unwrap();
+    for enc in ["gzip", "zstd"] {
+        let r = plain
+            .get(s.url("/api/v1/datasets?limit=100"))
+            .header("accept-encoding", enc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-encoding"], enc);
+        let compressed = r.bytes().await.unwrap().len();
+        let raw = plain
+            .get(s.url("/api/v1/datasets?limit=100"))
+            .send()
+            .await
+            .unwrap();
+        assert!(raw.headers().get("content-encoding").is_none());
+        let raw_len = raw.bytes().await.unwrap().len();
+        assert!(compressed * 2 < raw_len, "{enc}: {compressed} vs {raw_len}");
+    }
+    // And a client that decompresses sees the same JSON.
+    let auto = reqwest::Client::new();
+    let a: serde_json::Value = auto
+        .get(s.url("/api/v1/datasets?limit=100"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: serde_json::Value = plain
+        .get(s.url("/api/v1/datasets?limit=100"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn wrong_method_is_a_405_problem() {
+    let s = Server::start(Options::default()).await;
+    let r = reqwest::Client::new()
+        .delete(s.url("/api/v1/departments"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let s = Server::start(Options {
+        env: vec![(
+            "DATAGATE_SERVER__HEADER_READ_TIMEOUT_SECS".into(),
+            "1".into(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let addr = s.addr.clone();
+    let closed_after = tokio::task::spawn_blocking(move || {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        sock.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let _ = sock.read_to_end(&mut buf);
+        start.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "connection held for {closed_after:?}"
+    );
+    // The server still serves others.
+    assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mut s = Server::start(Options::default()).await;
+    assert_eq!(reqwest::get(s.url("/healthz")).await.unwrap().status(), 200);
+    let status = s.terminate();
+    assert!(status.success(), "{status}");
+    assert!(
+        reqwest::get(s.url("/healthz")).await.is_err(),
+        "stopped accepting"
+    );
+    let log = s.log_text();
+    assert!(log.contains("shutting down"), "{log}");
+}
