@@ -82,8 +82,13 @@ impl CsvDecoder {
                 .map_err(|e| map_arrow_error(e, &body.file_columns))?;
             chunk = &chunk[used..];
             if used == 0 || body.decoder.capacity() == 0 {
-                if let Some(b) = self.flush_batch()? {
-                    out.push(b);
+                match self.flush_batch()? {
+                    Some(b) => out.push(b),
+                    // Nothing consumed and nothing to flush would loop forever.
+                    None if used == 0 => {
+                        return Err(IngestError::Internal("CSV decoder made no progress".into()));
+                    }
+                    None => {}
                 }
             }
         }

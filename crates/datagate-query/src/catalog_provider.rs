@@ -44,7 +44,7 @@ impl TableSnapshot {
         let urls = self
             .file_urls
             .iter()
-            .map(|u| ListingTableUrl::parse(u))
+            .map(ListingTableUrl::parse)
             .collect::<Result<Vec<_>, _>>()?;
         let options =
             ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");

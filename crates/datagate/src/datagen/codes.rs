@@ -40,7 +40,8 @@ pub fn uscc(kind: u8, region: &str, serial: u64) -> String {
         n /= 31;
     }
     let mut code = Vec::with_capacity(18);
-    code.push(if kind == b'2' { b'9' } else { b'9' });
+    // '9': registered by market regulation (工商); `kind` is '1' for enterprises, '2' for sole traders.
+    code.push(b'9');
     code.push(kind);
     code.extend_from_slice(region.as_bytes());
     code.extend_from_slice(&body);
