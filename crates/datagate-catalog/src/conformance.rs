@@ -12,6 +12,7 @@
 //! });
 //! ```
 
+use crate::keys::{KeyToken, NewApiKey, Role};
 use crate::model::*;
 use crate::store::{CatalogError, CatalogStore};
 use datagate_core::{AccessLevel, ColumnType, Mask, Sensitivity};
@@ -34,6 +35,7 @@ macro_rules! catalog_conformance_tests {
             concurrent_commits_never_lose_an_update,
             unpublish_hides_but_keeps,
             referenced_files_cover_every_version,
+            keys_round_trip,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -694,4 +696,55 @@ pub async fn referenced_files_cover_every_version(s: &dyn CatalogStore) {
         s.referenced_files().await.unwrap(),
         ["new.parquet", "old.parquet"]
     );
+}
+
+pub async fn keys_round_trip(s: &dyn CatalogStore) {
+    assert!(s.list_keys().await.unwrap().is_empty());
+    let token = KeyToken::generate();
+    let new = |id: &str, role: Role, department: Option<&str>| NewApiKey {
+        id: id.to_string(),
+        name: format!("{id} key"),
+        role,
+        department: department.map(str::to_string),
+        tier: "standard".into(),
+        secret_hash: token.secret_hash(),
+        created_by: "bootstrap".into(),
+        expires_at: None,
+    };
+    let k = s
+        .create_key(new(&token.id, Role::Admin, None))
+        .await
+        .unwrap();
+    assert_eq!((k.role, k.department.as_deref()), (Role::Admin, None));
+    assert!(k.is_active(chrono::Utc::now()));
+    assert!(token.matches(&k.secret_hash));
+    assert!(matches!(
+        s.create_key(new(&token.id, Role::Admin, None)).await,
+        Err(CatalogError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        s.create_key(new("p1", Role::Publisher, None)).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create_key(new("p1", Role::Publisher, Some("ghost")))
+            .await,
+        Err(CatalogError::NotFound(_))
+    ));
+    s.create_department(dept("market")).await.unwrap();
+    let p = s
+        .create_key(new("p1", Role::Publisher, Some("market")))
+        .await
+        .unwrap();
+    assert_eq!(p.department.as_deref(), Some("market"));
+    assert_eq!(s.get_key("p1").await.unwrap(), Some(p));
+    assert_eq!(s.list_keys().await.unwrap().len(), 2);
+    s.revoke_key("p1").await.unwrap();
+    let revoked = s.get_key("p1").await.unwrap().unwrap();
+    assert!(!revoked.is_active(chrono::Utc::now()));
+    assert!(matches!(
+        s.revoke_key("nope").await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert_eq!(s.get_key("nope").await.unwrap(), None);
 }

@@ -11,10 +11,12 @@
 //! pointer, so a reader sees either the old version or the new one, never a mix.
 
 pub mod conformance;
+pub mod keys;
 pub mod model;
 mod sqlite;
 mod store;
 
+pub use keys::{ApiKey, KeyToken, NewApiKey, Role};
 pub use model::*;
 pub use sqlite::SqliteCatalog;
 pub use store::{CatalogError, CatalogStore, Result};

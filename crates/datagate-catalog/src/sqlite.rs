@@ -4,6 +4,7 @@
 //! connections, all in WAL mode so readers never wait for the writer. Blocking SQLite calls run
 //! on tokio's blocking pool.
 
+use crate::keys::{ApiKey, NewApiKey, Role};
 use crate::model::*;
 use crate::store::{CatalogError, CatalogStore, Result};
 use async_trait::async_trait;
@@ -18,7 +19,10 @@ use std::sync::{Arc, Mutex};
 const READERS: usize = 4;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../migrations/0001_catalog.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../migrations/0001_catalog.sql")),
+        M::up(include_str!("../migrations/0002_keys.sql")),
+    ])
 }
 
 /// The catalog in an SQLite database file.
@@ -870,6 +874,110 @@ impl CatalogStore for SqliteCatalog {
         })
         .await
     }
+
+    async fn create_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        if (key.role == Role::Publisher) != key.department.is_some() {
+            return Err(CatalogError::Invalid(
+                "a publisher key names exactly one department; other roles name none".into(),
+            ));
+        }
+        self.write(move |c| {
+            let now = ts(Utc::now());
+            let res = c.execute(
+                "INSERT INTO api_keys (id, name, role, department, tier, secret_hash, created_at, \
+                 created_by, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    key.id,
+                    key.name,
+                    key.role.as_str(),
+                    key.department,
+                    key.tier,
+                    key.secret_hash,
+                    now,
+                    key.created_by,
+                    key.expires_at.map(ts),
+                ],
+            );
+            match res {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(CatalogError::AlreadyExists(format!("key {}", key.id)));
+                }
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+                {
+                    return Err(CatalogError::NotFound(format!(
+                        "department {}",
+                        key.department.unwrap_or_default()
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(c.query_row(
+                "SELECT * FROM api_keys WHERE id = ?1",
+                [&key.id],
+                key_from_row,
+            )?)
+        })
+        .await
+    }
+
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT * FROM api_keys WHERE id = ?1")?
+                .query_row([&id], key_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        self.read(|c| {
+            Ok(c.prepare("SELECT * FROM api_keys ORDER BY created_at, id")?
+                .query_map([], key_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, ts(Utc::now())],
+            )?;
+            if n == 0 {
+                return Err(CatalogError::NotFound(format!("key {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let opt_ts = |name: &str| -> rusqlite::Result<Option<DateTime<Utc>>> {
+        r.get::<_, Option<String>>(name)?
+            .as_deref()
+            .map(parse_ts)
+            .transpose()
+    };
+    Ok(ApiKey {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        role: r.get::<_, String>("role")?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
+        department: r.get("department")?,
+        tier: r.get("tier")?,
+        secret_hash: r.get("secret_hash")?,
+        created_at: parse_ts(&r.get::<_, String>("created_at")?)?,
+        created_by: r.get("created_by")?,
+        expires_at: opt_ts("expires_at")?,
+        revoked_at: opt_ts("revoked_at")?,
+    })
 }
 
 impl SqliteCatalog {

@@ -1,5 +1,6 @@
 //! The catalog interface.
 
+use crate::keys::{ApiKey, NewApiKey};
 use crate::model::*;
 use async_trait::async_trait;
 use datagate_core::AccessLevel;
@@ -88,4 +89,13 @@ pub trait CatalogStore: Send + Sync + 'static {
     async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>>;
     /// Every file path referenced by any version of any dataset.
     async fn referenced_files(&self) -> Result<Vec<String>>;
+
+    /// Stores a key; `AlreadyExists` if the id is taken.
+    async fn create_key(&self, key: NewApiKey) -> Result<ApiKey>;
+    /// A key by id, revoked or not.
+    async fn get_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// All keys, oldest first.
+    async fn list_keys(&self) -> Result<Vec<ApiKey>>;
+    /// Marks a key revoked; `NotFound` if there is none.
+    async fn revoke_key(&self, id: &str) -> Result<()>;
 }

@@ -5,7 +5,7 @@ mod datagen;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use datagate_catalog::{CatalogStore, SqliteCatalog, VersionMode};
+use datagate_catalog::{CatalogStore, KeyToken, NewApiKey, Role, SqliteCatalog, VersionMode};
 use datagate_core::Config;
 use datagate_core::config::LogFormat;
 use datagate_ingest::{Publisher, Source, SourceFormat, Warehouse};
@@ -169,6 +169,7 @@ fn run_serve(cfg: Config) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async move {
         let stores = open_stores(&cfg)?;
+        bootstrap_admin_key(&cfg, stores.catalog.as_ref()).await?;
         let referenced: HashSet<String> = stores.catalog.referenced_files().await?.into_iter().collect();
         let swept = stores.warehouse.sweep_unreferenced(&referenced).await?;
         if swept > 0 {
@@ -206,6 +207,69 @@ fn run_serve(cfg: Config) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// API.md §1: `DATAGATE_ADMIN_KEY` (config `auth.admin_key`) is made an admin key; without it,
+/// an empty catalog gets a generated admin key written to `<data_dir>/admin.key` (mode 0600).
+async fn bootstrap_admin_key(cfg: &Config, catalog: &dyn CatalogStore) -> Result<()> {
+    let admin = |token: &KeyToken, name: &str| NewApiKey {
+        id: token.id.clone(),
+        name: name.to_string(),
+        role: Role::Admin,
+        department: None,
+        tier: "internal".to_string(),
+        secret_hash: token.secret_hash(),
+        created_by: "bootstrap".to_string(),
+        expires_at: None,
+    };
+    if !cfg.auth.admin_key.is_empty() {
+        let token = KeyToken::parse(&cfg.auth.admin_key)
+            .map_err(|e| anyhow::anyhow!("auth.admin_key (DATAGATE_ADMIN_KEY): {e}"))?;
+        match catalog.get_key(&token.id).await? {
+            None => {
+                catalog
+                    .create_key(admin(&token, "admin (DATAGATE_ADMIN_KEY)"))
+                    .await?;
+                tracing::info!(key_id = %token.id, "admin key from DATAGATE_ADMIN_KEY registered");
+            }
+            Some(k)
+                if k.role == Role::Admin
+                    && token.matches(&k.secret_hash)
+                    && k.is_active(chrono::Utc::now()) => {}
+            Some(_) => bail!(
+                "auth.admin_key (DATAGATE_ADMIN_KEY): key id {} already exists with another secret or role, or is revoked",
+                token.id
+            ),
+        }
+        return Ok(());
+    }
+    if !catalog.list_keys().await?.is_empty() {
+        return Ok(());
+    }
+    let token = KeyToken::generate();
+    let path = cfg.storage.data_dir.join("admin.key");
+    write_secret_file(&path, &format!("{}\n", token.expose()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    catalog
+        .create_key(admin(&token, "admin (generated)"))
+        .await?;
+    tracing::warn!(key_id = %token.id, path = %path.display(), "no admin key was configured: generated one and wrote it to this file (mode 0600)");
+    Ok(())
+}
+
+/// Writes a file readable only by its owner, replacing it atomically.
+fn write_secret_file(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 async fn shutdown_signal() {
