@@ -25,6 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub ingest: IngestConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +158,21 @@ impl Default for IngestConfig {
             batch_rows: 8192,
             row_group_rows: 262_144,
             target_file_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// An upload body larger than this (compressed or not) is refused with 413 while it streams.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 10 * 1024 * 1024 * 1024,
         }
     }
 }

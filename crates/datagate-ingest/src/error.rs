@@ -14,6 +14,9 @@ pub enum IngestError {
         row: Option<u64>,
         column: Option<String>,
     },
+    /// The upload is larger than the configured limit (bytes).
+    #[error("the upload is larger than the limit of {0} bytes")]
+    TooLarge(u64),
     /// The dataset, department or a referenced file does not exist.
     #[error("{0}")]
     NotFound(String),

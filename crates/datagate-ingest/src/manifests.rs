@@ -254,12 +254,19 @@ async fn sync_dataset(
             )));
         }
     };
+    let format = SourceFormat::from_path(&data_path, delimiter).ok_or_else(|| {
+        IngestError::Invalid(format!(
+            "{}: unknown data format (use .csv, .ndjson, .parquet or .arrow)",
+            data_path.display()
+        ))
+    })?;
     let v = publisher
         .publish_file(
             dept,
             &name,
             Source {
-                format: SourceFormat::Csv { delimiter },
+                format,
+                gzip: data_path.extension().is_some_and(|e| e == "gz"),
                 mode: VersionMode::Replace,
                 digest: Some(digest),
                 created_by: "manifest".to_string(),

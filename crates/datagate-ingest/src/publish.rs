@@ -1,26 +1,71 @@
-//! Turning a byte stream into the next committed version of a dataset.
+//! Turning an upload into the next committed version of a dataset.
 
-use crate::decode::{CsvDecoder, CsvOptions};
+use crate::decode::{
+    CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder, NdjsonDecoder,
+    PushDecoder, TextFormat, conform, storable_schema,
+};
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
 use crate::writer::{VersionWriter, delete_files};
 use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use datagate_catalog::{CatalogStore, Column, Dataset, NewVersion, Version, VersionMode};
+use datagate_core::ColumnType;
 use datagate_core::config::IngestConfig;
 use futures::{Stream, StreamExt};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// The format of an upload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceFormat {
     Csv { delimiter: u8 },
+    Ndjson,
+    Parquet,
+    ArrowStream,
+}
+
+impl SourceFormat {
+    /// The format of a `Content-Type` (parameters ignored), if datagate accepts it.
+    pub fn from_content_type(content_type: &str, delimiter: u8) -> Option<Self> {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        Some(match essence.as_str() {
+            "text/csv" => Self::Csv { delimiter },
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Self::Ndjson,
+            "application/vnd.apache.parquet" => Self::Parquet,
+            "application/vnd.apache.arrow.stream" => Self::ArrowStream,
+            _ => return None,
+        })
+    }
+
+    /// The format of a file, by its extension.
+    pub fn from_path(path: &Path, delimiter: u8) -> Option<Self> {
+        let name = path.to_string_lossy().to_ascii_lowercase();
+        let name = name.strip_suffix(".gz").unwrap_or(&name);
+        Some(match Path::new(name).extension()?.to_str()? {
+            "csv" | "txt" => Self::Csv { delimiter },
+            "tsv" => Self::Csv { delimiter: b'\t' },
+            "ndjson" | "jsonl" | "json" => Self::Ndjson,
+            "parquet" => Self::Parquet,
+            "arrow" | "arrows" | "ipc" => Self::ArrowStream,
+            _ => return None,
+        })
+    }
 }
 
 /// Where an upload comes from and who sends it.
 #[derive(Debug, Clone)]
 pub struct Source {
     pub format: SourceFormat,
+    /// The body is gzip-compressed.
+    pub gzip: bool,
     pub mode: VersionMode,
     /// Digest of the source bytes, recorded with the version (lets manifests detect changes).
     pub digest: Option<String>,
@@ -43,19 +88,53 @@ pub struct Publisher {
     catalog: Arc<dyn CatalogStore>,
     warehouse: Warehouse,
     cfg: IngestConfig,
+    max_upload_bytes: u64,
+    spool_dir: PathBuf,
+    /// One lock per dataset: uploads to one dataset in this process run one at a time.
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Publisher {
-    pub fn new(catalog: Arc<dyn CatalogStore>, warehouse: Warehouse, cfg: IngestConfig) -> Self {
+    /// `spool_dir` holds Parquet uploads while they arrive (Parquet needs its footer first).
+    pub fn new(
+        catalog: Arc<dyn CatalogStore>,
+        warehouse: Warehouse,
+        cfg: IngestConfig,
+        max_upload_bytes: u64,
+        spool_dir: PathBuf,
+    ) -> Self {
         Self {
             catalog,
             warehouse,
             cfg,
+            max_upload_bytes,
+            spool_dir,
+            locks: Arc::default(),
         }
     }
 
     pub fn warehouse(&self) -> &Warehouse {
         &self.warehouse
+    }
+
+    /// Removes spool files left by a previous process.
+    pub fn sweep_spool(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.spool_dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("upload-"))
+            .filter(|e| std::fs::remove_file(e.path()).is_ok())
+            .count()
+    }
+
+    fn lock_for(&self, department: &str, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks
+            .entry(format!("{department}/{name}"))
+            .or_default()
+            .clone()
     }
 
     /// Decodes `body` and commits it as the next version of `department/name`.
@@ -65,56 +144,69 @@ impl Publisher {
         department: &str,
         name: &str,
         source: Source,
-        mut body: S,
+        body: S,
     ) -> Result<Version>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        let lock = self.lock_for(department, name);
+        let _serialised = lock.lock().await;
         let dataset = self.live_dataset(department, name).await?;
-        if dataset.columns.is_empty() {
-            return Err(IngestError::Invalid(format!(
-                "dataset {department}/{name} declares no columns"
-            )));
-        }
-        let schema = arrow_schema(&dataset.columns);
-        let mut writer = VersionWriter::new(
-            &self.warehouse,
-            department,
-            name,
-            schema.clone(),
-            &self.cfg,
-            &dataset.primary_key,
-        );
-        let decoded: Result<()> = async {
-            let SourceFormat::Csv { delimiter } = source.format;
-            let mut decoder = CsvDecoder::new(
-                schema.clone(),
-                CsvOptions {
-                    delimiter,
-                    batch_rows: self.cfg.batch_rows,
-                },
-            );
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk
-                    .map_err(|e| IngestError::invalid_data(format!("reading the upload: {e}")))?;
-                for batch in decoder.push(&chunk)? {
-                    writer.write(&batch).await?;
-                }
+        let target = (!dataset.columns.is_empty()).then(|| arrow_schema(&dataset.columns));
+        let mut sink = Sink {
+            warehouse: &self.warehouse,
+            cfg: &self.cfg,
+            dataset: &dataset,
+            writer: None,
+        };
+        let decoded = match source.format {
+            SourceFormat::Parquet => {
+                self.decode_parquet(&source, target.clone(), body, &mut sink)
+                    .await
             }
-            for batch in decoder.finish()? {
-                writer.write(&batch).await?;
+            _ => {
+                self.decode_stream(&source, target.clone(), body, &mut sink)
+                    .await
             }
-            Ok(())
-        }
-        .await;
+        };
         if let Err(e) = decoded {
-            writer.abort().await;
+            if let Some(w) = sink.writer.take() {
+                w.abort().await;
+            }
             return Err(e);
         }
-        let files = match writer.finish().await {
-            Ok(f) => f,
-            Err(e) => return Err(e),
+        let (schema, files) = match sink.writer.take() {
+            Some(w) => {
+                let schema = w.schema();
+                (schema, w.finish().await?)
+            }
+            None => match target {
+                Some(t) => (t, Vec::new()),
+                None => {
+                    return Err(IngestError::invalid_data(
+                        "the upload has no rows to infer a schema from",
+                    ));
+                }
+            },
+        };
+        let columns = if dataset.columns.is_empty() {
+            schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    Ok(Column {
+                        name: f.name().clone(),
+                        data_type: ColumnType::from_arrow(f.data_type())
+                            .map_err(|e| IngestError::invalid_data(e.to_string()))?,
+                        description: String::new(),
+                        sensitivity: Default::default(),
+                        mask: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            dataset.columns.clone()
         };
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let committed = self
@@ -126,7 +218,7 @@ impl Publisher {
                     base_version: dataset.current_version,
                     mode: source.mode,
                     new_files: files,
-                    columns: dataset.columns.clone(),
+                    columns,
                     source_digest: source.digest,
                     created_by: source.created_by,
                 },
@@ -141,19 +233,190 @@ impl Publisher {
         }
     }
 
-    /// Publishes a local file, read in chunks.
+    async fn decode_stream<S, E>(
+        &self,
+        source: &Source,
+        target: Option<SchemaRef>,
+        mut body: S,
+        sink: &mut Sink<'_>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let batch_rows = self.cfg.batch_rows;
+        let mut decoder: Box<dyn PushDecoder> = match (source.format, target) {
+            (SourceFormat::Csv { delimiter }, Some(t)) => Box::new(CsvDecoder::new(
+                t,
+                CsvOptions {
+                    delimiter,
+                    batch_rows,
+                },
+            )),
+            (SourceFormat::Csv { delimiter }, None) => {
+                Box::new(InferringDecoder::new(TextFormat::Csv(CsvOptions {
+                    delimiter,
+                    batch_rows,
+                })))
+            }
+            (SourceFormat::Ndjson, Some(t)) => Box::new(NdjsonDecoder::new(t, batch_rows)),
+            (SourceFormat::Ndjson, None) => {
+                Box::new(InferringDecoder::new(TextFormat::Ndjson { batch_rows }))
+            }
+            (SourceFormat::ArrowStream, t) => Box::new(IpcStreamDecoder::new(t)),
+            (SourceFormat::Parquet, _) => {
+                return Err(IngestError::Internal(
+                    "Parquet is not a stream format".into(),
+                ));
+            }
+        };
+        if source.gzip {
+            decoder = Box::new(GzipDecoder::new(decoder, self.max_upload_bytes));
+        }
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                IngestError::invalid_data(format!("reading the upload failed: {e}"))
+            })?;
+            received += chunk.len() as u64;
+            if received > self.max_upload_bytes {
+                return Err(IngestError::TooLarge(self.max_upload_bytes));
+            }
+            for batch in decoder.push(&chunk)? {
+                sink.write(batch).await?;
+            }
+        }
+        for batch in decoder.finish()? {
+            sink.write(batch).await?;
+        }
+        Ok(())
+    }
+
+    async fn decode_parquet<S, E>(
+        &self,
+        source: &Source,
+        target: Option<SchemaRef>,
+        mut body: S,
+        sink: &mut Sink<'_>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use std::io::Write;
+        std::fs::create_dir_all(&self.spool_dir).map_err(|e| {
+            IngestError::Internal(format!("cannot create the spool directory: {e}"))
+        })?;
+        let spool = SpoolFile(
+            self.spool_dir
+                .join(format!("upload-{}.parquet", uuid::Uuid::now_v7())),
+        );
+        let file = std::fs::File::create(&spool.0)
+            .map_err(|e| IngestError::Internal(format!("cannot create a spool file: {e}")))?;
+        let mut out: Box<dyn Write + Send> = if source.gzip {
+            Box::new(flate2::write::MultiGzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        let mut received = 0u64;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                IngestError::invalid_data(format!("reading the upload failed: {e}"))
+            })?;
+            received += chunk.len() as u64;
+            if received > self.max_upload_bytes {
+                return Err(IngestError::TooLarge(self.max_upload_bytes));
+            }
+            out.write_all(&chunk).map_err(|e| {
+                if source.gzip {
+                    IngestError::invalid_data(format!("invalid gzip data: {e}"))
+                } else {
+                    IngestError::Internal(format!("cannot spool the upload: {e}"))
+                }
+            })?;
+        }
+        out.flush().map_err(|e| {
+            IngestError::invalid_data(format!("the gzip stream is truncated or corrupt: {e}"))
+        })?;
+        drop(out);
+        if received == 0 {
+            return Err(IngestError::invalid_data("the body is empty"));
+        }
+        // Read the spooled file on a blocking thread, a batch at a time.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        let path = spool.0.clone();
+        let batch_rows = self.cfg.batch_rows;
+        let reader = tokio::task::spawn_blocking(move || {
+            let send_err = |e: IngestError| {
+                let _ = tx.blocking_send(Err(e));
+            };
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    return send_err(IngestError::Internal(format!(
+                        "cannot reopen the spool file: {e}"
+                    )));
+                }
+            };
+            let builder =
+                match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return send_err(IngestError::invalid_data(format!(
+                            "the body is not a Parquet file: {e}"
+                        )));
+                    }
+                };
+            let reader = match builder.with_batch_size(batch_rows).build() {
+                Ok(r) => r,
+                Err(e) => {
+                    return send_err(IngestError::invalid_data(format!(
+                        "unreadable Parquet file: {e}"
+                    )));
+                }
+            };
+            for batch in reader {
+                let msg = batch.map_err(|e| {
+                    IngestError::invalid_data(format!("unreadable Parquet data: {e}"))
+                });
+                if tx.blocking_send(msg).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut target = target;
+        let mut rows = 0u64;
+        while let Some(batch) = rx.recv().await {
+            let batch = batch?;
+            let t = match &target {
+                Some(t) => t.clone(),
+                None => {
+                    let t = storable_schema(&batch.schema())?;
+                    target = Some(t.clone());
+                    t
+                }
+            };
+            let b = conform(&batch, &t, rows + 1)?;
+            rows += b.num_rows() as u64;
+            sink.write(b).await?;
+        }
+        let _ = reader.await;
+        Ok(())
+    }
+
+    /// Publishes a local file, read in chunks; the format comes from `source`.
     pub async fn publish_file(
         &self,
         department: &str,
         name: &str,
         source: Source,
-        path: &std::path::Path,
+        path: &Path,
     ) -> Result<Version> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| IngestError::NotFound(format!("cannot open {}: {e}", path.display())))?;
-        let stream = tokio_util_stream(file);
-        self.publish(department, name, source, stream).await
+        self.publish(department, name, source, file_chunks(file))
+            .await
     }
 
     async fn live_dataset(&self, department: &str, name: &str) -> Result<Dataset> {
@@ -166,8 +429,44 @@ impl Publisher {
     }
 }
 
+/// Where decoded batches go: the upload's files, opened at the first batch.
+struct Sink<'a> {
+    warehouse: &'a Warehouse,
+    cfg: &'a IngestConfig,
+    dataset: &'a Dataset,
+    writer: Option<VersionWriter>,
+}
+
+impl Sink<'_> {
+    async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if self.writer.is_none() {
+            self.writer = Some(VersionWriter::new(
+                self.warehouse,
+                &self.dataset.department,
+                &self.dataset.name,
+                batch.schema(),
+                self.cfg,
+                &self.dataset.primary_key,
+            ));
+        }
+        match self.writer.as_mut() {
+            Some(w) => w.write(&batch).await,
+            None => Err(IngestError::Internal("no writer".into())),
+        }
+    }
+}
+
+/// A spooled upload, removed when dropped.
+struct SpoolFile(PathBuf);
+
+impl Drop for SpoolFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Reads a file as a stream of 1 MiB chunks.
-fn tokio_util_stream(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
+fn file_chunks(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> + Unpin {
     use tokio::io::AsyncReadExt;
     Box::pin(futures::stream::unfold(Some(file), |state| async move {
         let mut file = state?;

@@ -45,6 +45,23 @@ pub struct VersionWriter {
     rows: u64,
 }
 
+impl Drop for VersionWriter {
+    /// An upload dropped midway (the client went away) deletes what it wrote.
+    fn drop(&mut self) {
+        let mut paths: Vec<String> = self.files.drain(..).map(|f| f.path).collect();
+        if let Some((path, _)) = self.current.take() {
+            paths.push(path);
+        }
+        if paths.is_empty() {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let warehouse = self.warehouse.clone();
+            handle.spawn(async move { delete_files(&warehouse, &paths).await });
+        }
+    }
+}
+
 impl VersionWriter {
     /// Starts an upload of `department/name` with a fresh upload id.
     pub fn new(
@@ -66,6 +83,11 @@ impl VersionWriter {
             files: Vec::new(),
             rows: 0,
         }
+    }
+
+    /// The schema of the files.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
     /// Rows written so far.

@@ -25,7 +25,13 @@ async fn fixture() -> Fixture {
         Arc::new(SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap());
     let url = url::Url::from_directory_path(dir.path().join("warehouse")).unwrap();
     let warehouse = Warehouse::open(&url).unwrap();
-    let publisher = Publisher::new(catalog.clone(), warehouse.clone(), IngestConfig::default());
+    let publisher = Publisher::new(
+        catalog.clone(),
+        warehouse.clone(),
+        IngestConfig::default(),
+        u64::MAX,
+        dir.path().join("tmp"),
+    );
     let engine = QueryEngine::new(catalog.clone(), url, warehouse.root_store().clone()).unwrap();
     catalog
         .create_department(NewDepartment {
@@ -92,6 +98,7 @@ async fn publish(f: &Fixture, name: &str, mode: VersionMode, csv: &str) {
             name,
             Source {
                 format: SourceFormat::Csv { delimiter: b',' },
+                gzip: false,
                 mode,
                 digest: None,
                 created_by: "test".into(),

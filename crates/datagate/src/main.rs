@@ -32,7 +32,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Publish a local CSV file as a new version of a dataset, without HTTP.
+    /// Publish a local file (CSV, NDJSON, Parquet or Arrow, optionally .gz) as a new version
+    /// of a registered dataset, without HTTP.
     Load {
         /// The dataset, as department/name.
         dataset: String,
@@ -157,6 +158,16 @@ fn open_stores(cfg: &Config) -> Result<Stores> {
     })
 }
 
+fn publisher(cfg: &Config, stores: &Stores) -> Publisher {
+    Publisher::new(
+        stores.catalog.clone(),
+        stores.warehouse.clone(),
+        cfg.ingest.clone(),
+        cfg.limits.max_upload_bytes,
+        cfg.storage.data_dir.join("tmp"),
+    )
+}
+
 fn run_serve(cfg: Config) -> Result<()> {
     init_logging(&cfg);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -175,7 +186,11 @@ fn run_serve(cfg: Config) -> Result<()> {
         if swept > 0 {
             tracing::info!(files = swept, "removed files of unfinished uploads");
         }
-        let publisher = Publisher::new(stores.catalog.clone(), stores.warehouse.clone(), cfg.ingest.clone());
+        let publisher = publisher(&cfg, &stores);
+        let spooled = publisher.sweep_spool();
+        if spooled > 0 {
+            tracing::info!(files = spooled, "removed spool files of unfinished uploads");
+        }
         if !cfg.catalog.manifests.is_empty() {
             let dir = PathBuf::from(&cfg.catalog.manifests);
             if dir.is_dir() {
@@ -306,19 +321,23 @@ fn run_load(
     if !delimiter.is_ascii() {
         bail!("the delimiter must be one ASCII character");
     }
+    let format = SourceFormat::from_path(file, delimiter as u8).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: unknown format; use .csv, .tsv, .ndjson, .parquet or .arrow (optionally .gz)",
+            file.display()
+        )
+    })?;
     runtime()?.block_on(async move {
         let stores = open_stores(&cfg)?;
-        let publisher =
-            Publisher::new(stores.catalog.clone(), stores.warehouse, cfg.ingest.clone());
+        let publisher = publisher(&cfg, &stores);
         let start = std::time::Instant::now();
         let v = publisher
             .publish_file(
                 &target.department,
                 &target.name,
                 Source {
-                    format: SourceFormat::Csv {
-                        delimiter: delimiter as u8,
-                    },
+                    format,
+                    gzip: file.extension().is_some_and(|e| e == "gz"),
                     mode,
                     digest: None,
                     created_by: "cli".to_string(),

@@ -1,10 +1,7 @@
-//! Push-based decoding of uploaded bytes into record batches of a dataset's schema.
-//!
-//! A decoder is fed byte chunks as they arrive ([`CsvDecoder::push`]) and hands back the
-//! batches completed so far, so memory stays bounded by a batch whatever the input size.
-//! Columns are matched by name (the header), not by position, and each batch comes out in the
-//! dataset's column order. Errors carry the 1-based line of the source text and the column.
+//! CSV with a header row. Columns are matched by name (the header), not by position, and each
+//! batch comes out in the dataset's column order. Errors carry the 1-based line and the column.
 
+use super::PushDecoder;
 use crate::error::{IngestError, Result};
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -50,73 +47,6 @@ impl CsvDecoder {
             header: Vec::new(),
             body: None,
         }
-    }
-
-    /// Feeds the next chunk of input; returns the batches it completed.
-    pub fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        if self.body.is_none() {
-            match chunk.iter().position(|b| *b == b'\n') {
-                None => {
-                    self.header.extend_from_slice(chunk);
-                    if self.header.len() > 1 << 20 {
-                        return Err(line_error(1, None, "the header line is longer than 1 MiB"));
-                    }
-                    return Ok(out);
-                }
-                Some(nl) => {
-                    self.header.extend_from_slice(&chunk[..=nl]);
-                    chunk = &chunk[nl + 1..];
-                    self.body = Some(self.start_body()?);
-                }
-            }
-        }
-        while !chunk.is_empty() {
-            let body = self
-                .body
-                .as_mut()
-                .ok_or_else(|| IngestError::Internal("no body".into()))?;
-            let used = body
-                .decoder
-                .decode(chunk)
-                .map_err(|e| map_arrow_error(e, &body.file_columns))?;
-            chunk = &chunk[used..];
-            if used == 0 || body.decoder.capacity() == 0 {
-                match self.flush_batch()? {
-                    Some(b) => out.push(b),
-                    // Nothing consumed and nothing to flush would loop forever.
-                    None if used == 0 => {
-                        return Err(IngestError::Internal("CSV decoder made no progress".into()));
-                    }
-                    None => {}
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Ends the input; returns the last batches.
-    pub fn finish(&mut self) -> Result<Vec<RecordBatch>> {
-        if self.body.is_none() {
-            if self.header.iter().all(|b| b.is_ascii_whitespace()) {
-                return Err(IngestError::invalid_data(
-                    "the body is empty: a header row is required",
-                ));
-            }
-            self.header.push(b'\n');
-            self.body = Some(self.start_body()?);
-        }
-        let mut out = Vec::new();
-        // A final line without a newline is still in the decoder; an empty decode flushes it.
-        if let Some(body) = self.body.as_mut() {
-            body.decoder
-                .decode(&[])
-                .map_err(|e| map_arrow_error(e, &body.file_columns))?;
-        }
-        while let Some(b) = self.flush_batch()? {
-            out.push(b);
-        }
-        Ok(out)
     }
 
     fn flush_batch(&mut self) -> Result<Option<RecordBatch>> {
@@ -198,6 +128,73 @@ impl CsvDecoder {
             order,
             file_columns: std::mem::take(&mut names),
         })
+    }
+}
+
+impl PushDecoder for CsvDecoder {
+    fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        if self.body.is_none() {
+            match chunk.iter().position(|b| *b == b'\n') {
+                None => {
+                    self.header.extend_from_slice(chunk);
+                    if self.header.len() > 1 << 20 {
+                        return Err(line_error(1, None, "the header line is longer than 1 MiB"));
+                    }
+                    return Ok(out);
+                }
+                Some(nl) => {
+                    self.header.extend_from_slice(&chunk[..=nl]);
+                    chunk = &chunk[nl + 1..];
+                    self.body = Some(self.start_body()?);
+                }
+            }
+        }
+        while !chunk.is_empty() {
+            let body = self
+                .body
+                .as_mut()
+                .ok_or_else(|| IngestError::Internal("no body".into()))?;
+            let used = body
+                .decoder
+                .decode(chunk)
+                .map_err(|e| map_arrow_error(e, &body.file_columns))?;
+            chunk = &chunk[used..];
+            if used == 0 || body.decoder.capacity() == 0 {
+                match self.flush_batch()? {
+                    Some(b) => out.push(b),
+                    // Nothing consumed and nothing to flush would loop forever.
+                    None if used == 0 => {
+                        return Err(IngestError::Internal("CSV decoder made no progress".into()));
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        if self.body.is_none() {
+            if self.header.iter().all(|b| b.is_ascii_whitespace()) {
+                return Err(IngestError::invalid_data(
+                    "the body is empty: a header row is required",
+                ));
+            }
+            self.header.push(b'\n');
+            self.body = Some(self.start_body()?);
+        }
+        let mut out = Vec::new();
+        // A final line without a newline is still in the decoder; an empty decode flushes it.
+        if let Some(body) = self.body.as_mut() {
+            body.decoder
+                .decode(&[])
+                .map_err(|e| map_arrow_error(e, &body.file_columns))?;
+        }
+        while let Some(b) = self.flush_batch()? {
+            out.push(b);
+        }
+        Ok(out)
     }
 }
 
