@@ -46,6 +46,7 @@ pub struct Options {
 pub struct Server {
     pub base: String,
     pub addr: String,
+    data_dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -92,6 +93,7 @@ impl Server {
             let mut server = Server {
                 base: format!("http://{addr}"),
                 addr,
+                data_dir: data_dir.to_path_buf(),
                 child: Some(child),
                 log,
                 _tmp: None,
@@ -126,6 +128,11 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err("no answer on /healthz".into())
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone()
     }
 
     /// A URL on this server.

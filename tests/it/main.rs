@@ -10,4 +10,5 @@ mod admin_key;
 mod catalog_api;
 mod config_errors;
 mod http_behaviour;
+mod publishing;
 mod sample_catalog;

@@ -207,3 +207,31 @@ pub struct Readiness {
     /// Each component: `ok` or why it is not usable.
     pub checks: BTreeMap<String, String>,
 }
+
+/// The answer to an upload.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VersionCreated {
+    pub version: i64,
+    /// `append` or `replace`.
+    pub mode: String,
+    pub rows_added: u64,
+    pub row_count: u64,
+    /// Parquet files of the version.
+    pub files: usize,
+    pub bytes: u64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&Version> for VersionCreated {
+    fn from(v: &Version) -> Self {
+        Self {
+            version: v.version,
+            mode: v.mode.as_str().to_string(),
+            rows_added: v.rows_added,
+            row_count: v.row_count,
+            files: v.files.len(),
+            bytes: v.bytes,
+            created_at: v.created_at,
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! bodies; [`serve`] runs hyper with a header-read timeout and drains on shutdown.
 
 pub mod api;
+pub mod auth;
 pub mod layers;
 pub mod openapi;
 pub mod problem;

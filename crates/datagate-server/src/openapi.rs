@@ -19,9 +19,14 @@ use utoipa::OpenApi;
         crate::routes::catalog::get_dataset,
         crate::routes::catalog::list_versions,
         crate::routes::dcat::data_json,
+        crate::routes::publish::register_dataset,
+        crate::routes::publish::patch_dataset,
+        crate::routes::publish::unpublish_dataset,
+        crate::routes::publish::upload_version,
     ),
     tags(
         (name = "catalog", description = "Departments and datasets"),
+        (name = "publishing", description = "Registering datasets and uploading versions"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

@@ -80,7 +80,14 @@ impl IntoResponse for ApiError {
                 map.entry(k).or_insert(v);
             }
         }
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let mut resp = (self.status, body.to_string()).into_response();
+        if unauthorized {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"datagate\""),
+            );
+        }
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -117,4 +124,40 @@ pub async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> A
         "method-not-allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+impl From<datagate_ingest::IngestError> for ApiError {
+    fn from(e: datagate_ingest::IngestError) -> Self {
+        use datagate_ingest::IngestError as E;
+        match e {
+            E::InvalidData {
+                message,
+                line,
+                row,
+                column,
+            } => {
+                let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-data", message);
+                if let Some(l) = line {
+                    err = err.with("line", l);
+                }
+                if let Some(r) = row {
+                    err = err.with("row", r);
+                }
+                if let Some(c) = column {
+                    err = err.with("column", c);
+                }
+                err
+            }
+            E::TooLarge(limit) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("the upload is larger than the limit of {limit} bytes"),
+            )
+            .with("limit_bytes", limit),
+            E::NotFound(m) => Self::not_found(m),
+            E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            E::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            E::Internal(m) => Self::internal(m),
+        }
+    }
 }

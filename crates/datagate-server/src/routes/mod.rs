@@ -3,14 +3,15 @@
 pub mod catalog;
 pub mod dcat;
 pub mod ops;
+pub mod publish;
 
+pub use crate::auth::Caller;
 use crate::problem::{self, ApiError};
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::routing::get;
-use datagate_core::AccessLevel;
 use serde::de::DeserializeOwned;
 
 /// All routes, without the layers.
@@ -21,40 +22,24 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/api/v1/departments", get(catalog::list_departments))
-        .route("/api/v1/datasets", get(catalog::list_datasets))
-        .route("/api/v1/datasets/{dept}/{name}", get(catalog::get_dataset))
+        .route(
+            "/api/v1/datasets",
+            get(catalog::list_datasets).post(publish::register_dataset),
+        )
+        .route(
+            "/api/v1/datasets/{dept}/{name}",
+            get(catalog::get_dataset)
+                .patch(publish::patch_dataset)
+                .delete(publish::unpublish_dataset),
+        )
         .route(
             "/api/v1/datasets/{dept}/{name}/versions",
-            get(catalog::list_versions),
+            get(catalog::list_versions).post(publish::upload_version),
         )
         .route("/catalog/data.json", get(dcat::data_json))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)
         .with_state(state)
-}
-
-/// Who is calling. Until keys exist every caller is anonymous.
-#[derive(Debug, Clone)]
-pub struct Caller;
-
-impl Caller {
-    /// The open levels whose catalog entries this caller sees (API.md §4).
-    pub fn visible_levels(&self) -> Vec<AccessLevel> {
-        vec![AccessLevel::Open, AccessLevel::Conditional]
-    }
-
-    /// Whether `private` columns of `department`'s datasets exist for this caller (its own
-    /// department and admins only).
-    pub fn sees_private(&self, _department: &str) -> bool {
-        false
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = ApiError;
-    async fn from_request_parts(_parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        Ok(Caller)
-    }
 }
 
 /// `Query<T>` whose rejection is a problem+json 400.

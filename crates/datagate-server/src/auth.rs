@@ -1,0 +1,111 @@
+//! Who is calling: the `Authorization: Bearer dg_<id>_<secret>` key, or nobody.
+//!
+//! A missing header is the anonymous principal. A header that is malformed, names an unknown
+//! key, carries the wrong secret, or a revoked or expired key is 401 — the same answer in the
+//! same shape for each, and the secret is compared in constant time against a hash even when
+//! the id is unknown, so timing does not tell which.
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use datagate_catalog::{ApiKey, KeyToken, Role};
+use datagate_core::AccessLevel;
+
+/// The principal of a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Anonymous,
+    Key(ApiKey),
+}
+
+impl Caller {
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Key(k) => Some(k.role),
+        }
+    }
+
+    /// The id recorded for this caller (`anonymous` without a key).
+    pub fn id(&self) -> &str {
+        match self {
+            Caller::Anonymous => "anonymous",
+            Caller::Key(k) => &k.id,
+        }
+    }
+
+    /// The open levels whose catalog entries this caller sees (API.md §4).
+    pub fn visible_levels(&self) -> Vec<AccessLevel> {
+        match self.role() {
+            Some(Role::Admin | Role::Publisher | Role::Auditor) => AccessLevel::ALL.to_vec(),
+            Some(Role::Consumer) | None => vec![AccessLevel::Open, AccessLevel::Conditional],
+        }
+    }
+
+    /// Whether this caller administers `department`'s datasets: admins, and publishers of it.
+    pub fn manages(&self, department: &str) -> bool {
+        match self {
+            Caller::Key(k) => match k.role {
+                Role::Admin => true,
+                Role::Publisher => k.department.as_deref() == Some(department),
+                _ => false,
+            },
+            Caller::Anonymous => false,
+        }
+    }
+
+    /// Whether `private` columns of `department`'s datasets exist for this caller.
+    pub fn sees_private(&self, department: &str) -> bool {
+        self.manages(department)
+    }
+
+    /// 401 for anonymous callers, 403 for known ones, unless `allowed`.
+    pub fn require(&self, allowed: bool, what: &str) -> Result<(), ApiError> {
+        match (allowed, self) {
+            (true, _) => Ok(()),
+            (false, Caller::Anonymous) => Err(unauthorized(&format!("{what} needs an API key"))),
+            (false, Caller::Key(_)) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key may not {what}"),
+            )),
+        }
+    }
+}
+
+fn unauthorized(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+}
+
+/// A hash to compare against when the key id is unknown, so that path costs the same.
+const DUMMY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return Ok(Caller::Anonymous);
+        };
+        let bad = || unauthorized("the API key is missing, malformed, unknown, revoked or expired");
+        let value = header.to_str().map_err(|_| bad())?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or_else(bad)?;
+        let token = KeyToken::parse(token).map_err(|_| bad())?;
+        let key = state.catalog.get_key(&token.id).await?;
+        let hash = key
+            .as_ref()
+            .map(|k| k.secret_hash.as_str())
+            .unwrap_or(DUMMY_HASH);
+        let secret_ok = token.matches(hash);
+        match key {
+            Some(k) if secret_ok && k.is_active(chrono::Utc::now()) => Ok(Caller::Key(k)),
+            _ => Err(bad()),
+        }
+    }
+}

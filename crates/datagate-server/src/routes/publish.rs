@@ -1,0 +1,374 @@
+//! Publishing: register, edit and unpublish datasets; upload versions (API.md §5 "Catalog",
+//! "Ingest"). Allowed to admins and to publishers of the owning department.
+
+use super::catalog::visible_dataset;
+use super::{ApiQuery, Caller, DatasetPath, base_url};
+use crate::api::{DatasetOut, VersionCreated};
+use crate::problem::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datagate_catalog::{Column, Contact, DatasetMetadata, NewDataset, VersionMode};
+use datagate_core::AccessLevel;
+use datagate_ingest::{Source, SourceFormat};
+use futures::TryStreamExt;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use utoipa::{IntoParams, ToSchema};
+
+/// `Json<T>` whose rejection is a problem+json 400 (415 without a JSON content type).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => {
+                let status = e.status();
+                let mut err =
+                    ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()));
+                if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    err.status = status;
+                    err.kind = "unsupported-media-type";
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// `POST /api/v1/datasets`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDataset {
+    pub department: String,
+    pub name: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// `open`, `conditional` or `shared`.
+    #[schema(value_type = String)]
+    pub access_level: AccessLevel,
+    #[serde(default)]
+    pub license: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub update_frequency: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub contact: Contact,
+    pub temporal_coverage: Option<String>,
+    pub spatial_coverage: Option<String>,
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Declared columns; without them the first upload's schema is inferred and then fixed.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub columns: Vec<Column>,
+}
+
+/// Registers a dataset.
+#[utoipa::path(post, path = "/api/v1/datasets", tag = "publishing", request_body = RegisterDataset,
+    responses((status = 201, body = DatasetOut), (status = 400, body = crate::api::Problem),
+        (status = 401, body = crate::api::Problem), (status = 403, body = crate::api::Problem),
+        (status = 404, body = crate::api::Problem), (status = 409, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem)))]
+pub async fn register_dataset(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<RegisterDataset>,
+) -> Result<Response, ApiError> {
+    caller.require(
+        caller.manages(&req.department),
+        "register datasets in this department",
+    )?;
+    if datagate_core::DatasetRef::new(&req.department, &req.name).is_err() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "department and name must match ^[a-z][a-z0-9_]{0,62}$",
+        ));
+    }
+    let ds = state
+        .catalog
+        .create_dataset(NewDataset {
+            department: req.department,
+            name: req.name,
+            metadata: DatasetMetadata {
+                title: req.title,
+                description: req.description,
+                tags: req.tags,
+                license: req.license,
+                contact: req.contact,
+                update_frequency: req.update_frequency,
+                access_level: req.access_level,
+                temporal_coverage: req.temporal_coverage,
+                spatial_coverage: req.spatial_coverage,
+            },
+            primary_key: req.primary_key,
+            columns: req.columns,
+        })
+        .await?;
+    let out = DatasetOut::new(&ds, &base_url(&state, &headers), true);
+    let location = out.links.get("self").cloned().unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(out),
+    )
+        .into_response())
+}
+
+/// `PATCH /api/v1/datasets/{dept}/{name}`: any subset of the metadata, and column annotations.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchDataset {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub access_level: Option<AccessLevel>,
+    pub license: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub update_frequency: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub contact: Option<Contact>,
+    pub temporal_coverage: Option<String>,
+    pub spatial_coverage: Option<String>,
+    pub primary_key: Option<Vec<String>>,
+    /// Description, sensitivity and mask of existing columns, by name (types are fixed by data).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub columns: Option<Vec<ColumnPatch>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnPatch {
+    pub name: String,
+    pub description: Option<String>,
+    pub sensitivity: Option<datagate_core::Sensitivity>,
+    pub mask: Option<datagate_core::Mask>,
+}
+
+/// Changes a dataset's metadata.
+#[utoipa::path(patch, path = "/api/v1/datasets/{dept}/{name}", tag = "publishing", request_body = PatchDataset,
+    params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name")),
+    responses((status = 200, body = DatasetOut), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem)))]
+pub async fn patch_dataset(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    path: DatasetPath,
+    ApiJson(p): ApiJson<PatchDataset>,
+) -> Result<Json<DatasetOut>, ApiError> {
+    let ds = visible_dataset(&state, &caller, &path).await?;
+    caller.require(caller.manages(&ds.department), "edit this dataset")?;
+    let mut m = ds.metadata.clone();
+    if let Some(v) = p.title {
+        m.title = v;
+    }
+    if let Some(v) = p.description {
+        m.description = v;
+    }
+    if let Some(v) = p.access_level {
+        m.access_level = v;
+    }
+    if let Some(v) = p.license {
+        m.license = v;
+    }
+    if let Some(v) = p.tags {
+        m.tags = v;
+    }
+    if let Some(v) = p.update_frequency {
+        m.update_frequency = v;
+    }
+    if let Some(v) = p.contact {
+        m.contact = v;
+    }
+    if let Some(v) = p.temporal_coverage {
+        m.temporal_coverage = Some(v).filter(|s| !s.is_empty());
+    }
+    if let Some(v) = p.spatial_coverage {
+        m.spatial_coverage = Some(v).filter(|s| !s.is_empty());
+    }
+    if let Some(patches) = p.columns {
+        let mut cols = Vec::with_capacity(patches.len());
+        for cp in patches {
+            let Some(existing) = ds.columns.iter().find(|c| c.name == cp.name) else {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("the dataset has no column {:?}", cp.name),
+                )
+                .with("column", cp.name));
+            };
+            let mut c = existing.clone();
+            if let Some(d) = cp.description {
+                c.description = d;
+            }
+            if let Some(s) = cp.sensitivity {
+                c.sensitivity = s;
+                if s != datagate_core::Sensitivity::Masked {
+                    c.mask = None;
+                }
+            }
+            if cp.mask.is_some() {
+                c.mask = cp.mask;
+            }
+            cols.push(c);
+        }
+        state
+            .catalog
+            .update_column_annotations(&ds.department, &ds.name, cols)
+            .await?;
+    }
+    let (updated, _) = state
+        .catalog
+        .update_dataset_metadata(&ds.department, &ds.name, m, p.primary_key)
+        .await?;
+    let updated = match state
+        .catalog
+        .get_dataset(&updated.department, &updated.name)
+        .await?
+    {
+        Some(d) => d,
+        None => updated,
+    };
+    Ok(Json(DatasetOut::new(
+        &updated,
+        &base_url(&state, &headers),
+        true,
+    )))
+}
+
+/// Unpublishes a dataset: it is no longer visible or queryable; its files are kept.
+#[utoipa::path(delete, path = "/api/v1/datasets/{dept}/{name}", tag = "publishing",
+    params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name")),
+    responses((status = 204, description = "unpublished"), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem)))]
+pub async fn unpublish_dataset(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: DatasetPath,
+) -> Result<StatusCode, ApiError> {
+    let ds = visible_dataset(&state, &caller, &path).await?;
+    caller.require(caller.manages(&ds.department), "unpublish this dataset")?;
+    state
+        .catalog
+        .unpublish_dataset(&ds.department, &ds.name)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query parameters of an upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UploadQuery {
+    /// `append` (default) adds rows to the current version; `replace` starts over.
+    pub mode: Option<String>,
+    /// CSV field delimiter (one character; default `,`).
+    pub delimiter: Option<String>,
+}
+
+/// Uploads data as the next version. The body streams in CSV (`text/csv`, header row
+/// required), NDJSON (`application/x-ndjson`), Parquet (`application/vnd.apache.parquet`) or
+/// Arrow IPC stream (`application/vnd.apache.arrow.stream`), optionally with
+/// `Content-Encoding: gzip`. The version becomes visible atomically, or not at all.
+#[utoipa::path(post, path = "/api/v1/datasets/{dept}/{name}/versions", tag = "publishing",
+    params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name"), UploadQuery),
+    request_body(content = Vec<u8>, description = "the data", content_type = "text/csv"),
+    responses((status = 201, body = VersionCreated), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
+        (status = 409, body = crate::api::Problem), (status = 413, body = crate::api::Problem),
+        (status = 415, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
+pub async fn upload_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: DatasetPath,
+    ApiQuery(q): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let ds = visible_dataset(&state, &caller, &path).await?;
+    caller.require(caller.manages(&ds.department), "upload to this dataset")?;
+    let mode: VersionMode = q
+        .mode
+        .as_deref()
+        .unwrap_or("append")
+        .parse()
+        .map_err(|e: String| ApiError::bad_request(e).with("parameter", "mode"))?;
+    let delimiter = match q.delimiter.as_deref() {
+        None | Some("") => b',',
+        Some("\\t") | Some("\t") | Some("tab") => b'\t',
+        Some(d) if d.len() == 1 && d.is_ascii() => d.as_bytes()[0],
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("delimiter must be one ASCII character")
+                    .with("parameter", "delimiter"),
+            );
+        }
+    };
+    let unsupported = |detail: String| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            detail,
+        )
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = SourceFormat::from_content_type(content_type, delimiter).ok_or_else(|| {
+        unsupported(format!(
+            "Content-Type {content_type:?} is not accepted; use text/csv, application/x-ndjson, application/vnd.apache.parquet or application/vnd.apache.arrow.stream"
+        ))
+    })?;
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
+        None | Some("identity") => false,
+        Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => true,
+        Some(e) => {
+            return Err(unsupported(format!(
+                "Content-Encoding {e:?} is not accepted; use gzip"
+            )));
+        }
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > state.config.limits.max_upload_bytes
+    {
+        return Err(
+            datagate_ingest::IngestError::TooLarge(state.config.limits.max_upload_bytes).into(),
+        );
+    }
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    let v = state
+        .publisher
+        .publish(
+            &ds.department,
+            &ds.name,
+            Source {
+                format,
+                gzip,
+                mode,
+                digest: None,
+                created_by: caller.id().to_string(),
+            },
+            stream,
+        )
+        .await?;
+    tracing::info!(dataset = %format!("{}/{}", ds.department, ds.name), version = v.version, rows_added = v.rows_added, "version published");
+    Ok((StatusCode::CREATED, Json(VersionCreated::from(&v))).into_response())
+}

@@ -1,0 +1,696 @@
+//! Publishing over HTTP (API.md §5 "Catalog" and "Ingest"): register, upload, edit,
+//! unpublish, and every kind of bad upload leaving the dataset exactly as it was.
+
+use crate::harness::{Options, Server, repo_root, run};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+const ADMIN: &str = "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn options() -> Options {
+    Options {
+        manifests: Some(std::path::PathBuf::new()),
+        env: vec![
+            ("DATAGATE_ADMIN_KEY".into(), ADMIN.into()),
+            ("DATAGATE_LIMITS__MAX_UPLOAD_BYTES".into(), "1000000".into()),
+            ("DATAGATE_CATALOG_MANIFESTS".into(), String::new()),
+            // Small batches and files, so an interrupted upload has written some.
+            ("DATAGATE_INGEST__BATCH_ROWS".into(), "1024".into()),
+            ("DATAGATE_INGEST__ROW_GROUP_ROWS".into(), "1024".into()),
+            ("DATAGATE_INGEST__TARGET_FILE_BYTES".into(), "16384".into()),
+        ],
+        ..Default::default()
+    }
+}
+
+struct Api<'a> {
+    s: &'a Server,
+    c: Client,
+}
+
+impl<'a> Api<'a> {
+    fn new(s: &'a Server) -> Self {
+        // No connection reuse: a refused upload closes its connection before the body is read.
+        let c = Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        Self { s, c }
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = rb.send().await.expect("request");
+        let status = r.status();
+        let body = r.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.c.post(self.s.url(path)).bearer_auth(ADMIN).json(&body))
+            .await
+    }
+
+    async fn upload(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        self.send(
+            self.c
+                .post(self.s.url(path))
+                .bearer_auth(ADMIN)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    async fn dataset(&self, name: &str) -> Value {
+        self.send(
+            self.c
+                .get(self.s.url(&format!("/api/v1/datasets/transport/{name}")))
+                .bearer_auth(ADMIN),
+        )
+        .await
+        .1
+    }
+}
+
+fn register_body(name: &str) -> Value {
+    json!({
+        "department": "transport", "name": name, "title": "站点", "access_level": "open",
+        "license": "CC-BY-4.0", "tags": ["公交"], "update_frequency": "daily", "primary_key": ["id"],
+        "columns": [
+            {"name": "id", "type": "int64", "description": "编号"},
+            {"name": "name", "type": "utf8"},
+            {"name": "opened", "type": "date32"},
+            {"name": "fare", "type": "decimal128(5,2)"},
+        ]
+    })
+}
+
+/// The department must exist before datasets: the sample catalog is off, so make it by
+/// registering through a manifest directory.
+async fn server_with_department() -> (Server, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cat = tmp.path().join("catalog/transport");
+    std::fs::create_dir_all(&cat).unwrap();
+    std::fs::write(cat.join("department.toml"), "name = \"交通运输局\"\n").unwrap();
+    let mut opts = options();
+    opts.env.retain(|(k, _)| k != "DATAGATE_CATALOG_MANIFESTS");
+    opts.manifests = Some(tmp.path().join("catalog"));
+    let s = Server::start(opts).await;
+    (s, tmp)
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn warehouse_files(s: &Server) -> Vec<String> {
+    files_under(&s.data_dir().join("warehouse/datasets/transport"))
+}
+
+#[tokio::test]
+async fn register_upload_append_replace_and_unpublish() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    // Anonymous and bad keys cannot register.
+    let (st, body) = api
+        .send(
+            api.c
+                .post(s.url("/api/v1/datasets"))
+                .json(&register_body("stops")),
+        )
+        .await;
+    assert_eq!(st, 401, "{body}");
+    let (st, _) = api
+        .send(
+            api.c
+                .post(s.url("/api/v1/datasets"))
+                .bearer_auth(ADMIN.replace("0123", "9999"))
+                .json(&register_body("stops")),
+        )
+        .await;
+    assert_eq!(st, 401);
+    let (st, d) = api
+        .post_json("/api/v1/datasets", register_body("stops"))
+        .await;
+    assert_eq!(st, 201, "{d}");
+    assert_eq!(d["current_version"], Value::Null);
+    assert_eq!(d["schema"][3]["type"], "decimal128(5,2)");
+    let (st, _) = api
+        .post_json("/api/v1/datasets", register_body("stops"))
+        .await;
+    assert_eq!(st, 409);
+    let mut ghost = register_body("x");
+    ghost["department"] = json!("ghost");
+    assert_eq!(api.post_json("/api/v1/datasets", ghost).await.0, 404);
+    let (st, _) = api
+        .post_json("/api/v1/datasets", json!({"department": "transport"}))
+        .await;
+    assert_eq!(st, 400);
+
+    let csv = "id,name,opened,fare\n1,人民路口,2020-01-01,2.00\n2,解放路口,2021-06-30,1.50\n";
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/stops/versions?mode=append",
+            "text/csv",
+            csv,
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        (
+            v["version"].as_i64(),
+            v["rows_added"].as_i64(),
+            v["row_count"].as_i64()
+        ),
+        (Some(1), Some(2), Some(2))
+    );
+    for k in ["mode", "files", "bytes", "created_at"] {
+        assert!(v.get(k).is_some(), "{k}");
+    }
+    // Columns in another order, NDJSON, gzip.
+    let csv2 = "name,fare,opened,id\n中山路口,3.00,2022-02-02,3\n";
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/stops/versions",
+            "text/csv",
+            csv2,
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), v["version"].as_i64(), v["row_count"].as_i64()),
+        (201, Some(2), Some(3)),
+        "{v}"
+    );
+    let nd = "{\"id\":4,\"name\":\"和平路口\",\"opened\":\"2023-03-03\",\"fare\":\"2.50\"}\n{\"id\":5}\n";
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/stops/versions",
+            "application/x-ndjson",
+            nd,
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), v["row_count"].as_i64()),
+        (201, Some(5)),
+        "{v}"
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(b"id,name,opened,fare\n9,x,2024-01-01,1\n")
+        .unwrap();
+    let (st, v) = api
+        .send(
+            api.c
+                .post(s.url("/api/v1/datasets/transport/stops/versions?mode=replace"))
+                .bearer_auth(ADMIN)
+                .header("content-type", "text/csv")
+                .header("content-encoding", "gzip")
+                .body(gz.finish().unwrap()),
+        )
+        .await;
+    assert_eq!(
+        (
+            st.as_u16(),
+            v["version"].as_i64(),
+            v["row_count"].as_i64(),
+            v["mode"].as_str()
+        ),
+        (201, Some(4), Some(1), Some("replace")),
+        "{v}"
+    );
+    let (_, versions) = api
+        .send(
+            api.c
+                .get(s.url("/api/v1/datasets/transport/stops/versions")),
+        )
+        .await;
+    let history: Vec<i64> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(history, [4, 3, 2, 1]);
+    assert_eq!(versions[3]["created_by"], "admin1");
+
+    // PATCH metadata and annotations.
+    let (st, d) = api
+        .send(api.c.patch(s.url("/api/v1/datasets/transport/stops")).bearer_auth(ADMIN).json(&json!({
+            "title": "公交站点（新）", "columns": [{"name": "name", "sensitivity": "masked", "mask": "partial"}]
+        })))
+        .await;
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["title"], "公交站点（新）");
+    assert_eq!(d["schema"][1]["mask"], "partial");
+    assert_eq!(d["license"], "CC-BY-4.0", "untouched fields stay");
+    let (st, _) = api
+        .send(
+            api.c
+                .patch(s.url("/api/v1/datasets/transport/stops"))
+                .json(&json!({"title": "x"})),
+        )
+        .await;
+    assert_eq!(st, 401);
+
+    // DELETE unpublishes: gone for everyone, files kept.
+    let files = warehouse_files(&s);
+    let (st, _) = api
+        .send(
+            api.c
+                .delete(s.url("/api/v1/datasets/transport/stops"))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+    assert_eq!(st, 204);
+    assert_eq!(
+        api.send(api.c.get(s.url("/api/v1/datasets/transport/stops")))
+            .await
+            .0,
+        404
+    );
+    let (st, _) = api
+        .upload("/api/v1/datasets/transport/stops/versions", "text/csv", csv)
+        .await;
+    assert_eq!(st, 404);
+    assert_eq!(warehouse_files(&s), files);
+}
+
+#[tokio::test]
+async fn first_upload_fixes_an_inferred_schema() {
+    let (s, tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let mut body = register_body("lines");
+    body.as_object_mut().unwrap().remove("columns");
+    body["primary_key"] = json!([]);
+    assert_eq!(api.post_json("/api/v1/datasets", body).await.0, 201);
+    let pq = tmp.path().join("lines.parquet");
+    let out = run(
+        &[
+            "gen",
+            "bus_lines",
+            "--rows",
+            "3000",
+            "--format",
+            "parquet",
+            "--out",
+            pq.to_str().unwrap(),
+        ],
+        &[],
+        &repo_root(),
+    );
+    assert!(out.status.success());
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/lines/versions",
+            "application/vnd.apache.parquet",
+            std::fs::read(&pq).unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), v["row_count"].as_i64()),
+        (201, Some(3000)),
+        "{v}"
+    );
+    let d = api.dataset("lines").await;
+    let types: Vec<String> = d["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        types.contains(&"fare:decimal128(5,2)".to_string()),
+        "{types:?}"
+    );
+    assert!(types.contains(&"stop_count:int32".to_string()), "{types:?}");
+    // Fixed now: an upload of another shape is refused.
+    let (st, e) = api
+        .upload(
+            "/api/v1/datasets/transport/lines/versions",
+            "text/csv",
+            "a,b\n1,2\n",
+        )
+        .await;
+    assert_eq!(st, 422, "{e}");
+
+    // CSV inference.
+    let mut body = register_body("csvinfer");
+    body.as_object_mut().unwrap().remove("columns");
+    body["primary_key"] = json!([]);
+    api.post_json("/api/v1/datasets", body).await;
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/csvinfer/versions",
+            "text/csv",
+            "id,name,ok,opened\n1,a,true,2020-01-01\n2,b,false,2020-01-02\n",
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let d = api.dataset("csvinfer").await;
+    let types: Vec<&str> = d["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["int64", "utf8", "boolean", "date32"]);
+}
+
+#[tokio::test]
+async fn bad_uploads_leave_the_dataset_exactly_as_before() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    assert_eq!(
+        api.post_json("/api/v1/datasets", register_body("stops"))
+            .await
+            .0,
+        201
+    );
+    let good = "id,name,opened,fare\n1,a,2020-01-01,2.00\n2,b,2020-01-02,2.00\n";
+    assert_eq!(
+        api.upload(
+            "/api/v1/datasets/transport/stops/versions",
+            "text/csv",
+            good
+        )
+        .await
+        .0,
+        201
+    );
+    let before = api.dataset("stops").await;
+    let files_before = warehouse_files(&s);
+    let mut truncated_gz = {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(good.repeat(50).as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    truncated_gz.truncate(truncated_gz.len() / 2);
+    let big = format!(
+        "id,name,opened,fare\n{}",
+        "3,cccccccccccccccccccc,2020-01-03,2.00\n".repeat(40_000)
+    );
+
+    struct Case {
+        what: &'static str,
+        ct: &'static str,
+        gzip: bool,
+        body: Vec<u8>,
+        status: u16,
+        line: Option<u64>,
+        column: Option<&'static str>,
+    }
+    let case = |what, ct, body: &[u8], status, line, column| Case {
+        what,
+        ct,
+        gzip: false,
+        body: body.to_vec(),
+        status,
+        line,
+        column,
+    };
+    let mut cases = vec![
+        case("ragged row", "text/csv", b"id,name,opened,fare\n1,a,2020-01-01,2.00\n2,b\n", 422, Some(3), None),
+        case("bad quoting", "text/csv", b"id,name,opened,fare\n1,\"a,2020-01-01,2.00\n", 422, None, None),
+        case("wrong type", "text/csv", b"id,name,opened,fare\n1,a,2020-01-01,2.00\n2,b,2020-01-02,2.00\nthree,c,2020-01-03,1.00\n", 422, Some(4), Some("id")),
+        case("bad date", "text/csv", b"id,name,opened,fare\n1,a,2020-13-45,2.00\n", 422, Some(2), Some("opened")),
+        case("missing declared column", "text/csv", b"id,name,fare\n1,a,2.00\n", 422, Some(1), Some("opened")),
+        case("unknown column", "text/csv", b"id,name,opened,fare,extra\n1,a,2020-01-01,2.00,x\n", 422, Some(1), Some("extra")),
+        case("invalid utf-8", "text/csv", b"id,name,opened,fare\n1,\xff\xfe,2020-01-01,2.00\n", 422, None, None),
+        case("ndjson wrong type", "application/x-ndjson", b"{\"id\":1}\n{\"id\":\"x\"}\n", 422, Some(2), None),
+        case("not parquet", "application/vnd.apache.parquet", b"PAR1 this is not parquet at all", 422, None, None),
+        case("not arrow", "application/vnd.apache.arrow.stream", b"\x00\x01\x02 nope", 422, None, None),
+        case("empty body", "text/csv", b"", 422, None, None),
+        case("empty ndjson", "application/x-ndjson", b"", 422, None, None),
+        case("empty parquet", "application/vnd.apache.parquet", b"", 422, None, None),
+        case("unsupported content type", "application/xml", b"<rows/>", 415, None, None),
+        case("no content type", "", b"id\n1\n", 415, None, None),
+        case("over the size limit", "text/csv", big.as_bytes(), 413, None, None),
+    ];
+    cases.push(Case {
+        what: "truncated gzip",
+        ct: "text/csv",
+        gzip: true,
+        body: truncated_gz,
+        status: 422,
+        line: None,
+        column: None,
+    });
+    for c in cases {
+        let mut rb = api
+            .c
+            .post(s.url("/api/v1/datasets/transport/stops/versions"))
+            .bearer_auth(ADMIN)
+            .body(c.body);
+        if !c.ct.is_empty() {
+            rb = rb.header("content-type", c.ct);
+        }
+        if c.gzip {
+            rb = rb.header("content-encoding", "gzip");
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), c.status, "{}", c.what);
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{}",
+            c.what
+        );
+        let body: Value = r.json().await.unwrap();
+        if let Some(l) = c.line {
+            assert_eq!(body["line"], l, "{}: {body}", c.what);
+        }
+        if let Some(col) = c.column {
+            assert_eq!(body["column"], col, "{}: {body}", c.what);
+        }
+        assert!(
+            !body["detail"].as_str().unwrap_or("").is_empty(),
+            "{}",
+            c.what
+        );
+        assert_eq!(
+            api.dataset("stops").await,
+            before,
+            "{}: the dataset changed",
+            c.what
+        );
+    }
+    // 404s.
+    assert_eq!(
+        api.upload("/api/v1/datasets/transport/nope/versions", "text/csv", good)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.upload("/api/v1/datasets/nope/stops/versions", "text/csv", good)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.upload(
+            "/api/v1/datasets/transport/stops/versions?mode=merge",
+            "text/csv",
+            good
+        )
+        .await
+        .0,
+        400
+    );
+    // Nothing was left behind (dropped uploads are deleted in the background).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(warehouse_files(&s), files_before);
+    assert_eq!(api.dataset("stops").await, before);
+}
+
+#[tokio::test]
+async fn concurrent_uploads_lose_nothing() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    assert_eq!(
+        api.post_json("/api/v1/datasets", register_body("stops"))
+            .await
+            .0,
+        201
+    );
+    let uploads = (0..6).map(|i| {
+        let api = &api;
+        async move {
+            let csv = format!("id,name,opened,fare\n{i},n{i},2020-01-01,1.00\n");
+            api.upload("/api/v1/datasets/transport/stops/versions", "text/csv", csv)
+                .await
+        }
+    });
+    let results = futures_join(uploads).await;
+    for (st, v) in &results {
+        assert!(*st == 201 || *st == 409, "{st} {v}");
+    }
+    let ok = results.iter().filter(|(st, _)| *st == 201).count() as i64;
+    let d = api.dataset("stops").await;
+    assert_eq!(
+        d["row_count"].as_i64(),
+        Some(ok),
+        "every committed append is in the dataset"
+    );
+    assert_eq!(d["current_version"].as_i64(), Some(ok));
+}
+
+async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = fs.collect();
+    let mut out = Vec::new();
+    // Start all before awaiting any.
+    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => done[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.extend(done.into_iter().flatten());
+    out
+}
+
+/// Sends headers and part of a body, then lets the caller decide what happens next.
+fn partial_upload(addr: &str, total: usize, sent: &[u8]) -> std::net::TcpStream {
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        sock,
+        "POST /api/v1/datasets/transport/stops/versions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: text/csv\r\nContent-Length: {total}\r\n\r\n"
+    )
+    .unwrap();
+    sock.write_all(sent).unwrap();
+    sock.flush().unwrap();
+    sock
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_leaves_nothing() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    assert_eq!(
+        api.post_json("/api/v1/datasets", register_body("stops"))
+            .await
+            .0,
+        201
+    );
+    let before = api.dataset("stops").await;
+    let rows: String = (0..30_000)
+        .map(|i| format!("{i},name{i},2020-01-01,{}.00\n", i % 97))
+        .collect();
+    let sent = format!("id,name,opened,fare\n{rows}");
+    let sock = partial_upload(&s.addr, sent.len() + 1000, sent.as_bytes());
+    // Wait until the upload has written files, then go away.
+    let start = std::time::Instant::now();
+    while warehouse_files(&s).is_empty() && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !warehouse_files(&s).is_empty(),
+        "the upload never wrote a file: {}",
+        s.log_text()
+    );
+    drop(sock);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(api.dataset("stops").await, before);
+    assert!(warehouse_files(&s).is_empty(), "{:?}", warehouse_files(&s));
+}
+
+#[tokio::test]
+async fn sigkill_mid_upload_keeps_the_previous_version_and_sweeps_orphans() {
+    let (mut s, tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    assert_eq!(
+        api.post_json("/api/v1/datasets", register_body("stops"))
+            .await
+            .0,
+        201
+    );
+    let good = "id,name,opened,fare\n1,a,2020-01-01,2.00\n";
+    assert_eq!(
+        api.upload(
+            "/api/v1/datasets/transport/stops/versions",
+            "text/csv",
+            good
+        )
+        .await
+        .0,
+        201
+    );
+    let before = api.dataset("stops").await;
+    let files_before = warehouse_files(&s);
+    // Enough rows to make the server open its Parquet file, but not finish.
+    let rows: String = (0..30_000)
+        .map(|i| format!("{i},name{i},2020-01-01,{}.00\n", i % 97))
+        .collect();
+    let sent = format!("id,name,opened,fare\n{rows}");
+    let mut sock = partial_upload(&s.addr, sent.len() + 1000, sent.as_bytes());
+    let start = std::time::Instant::now();
+    while warehouse_files(&s).len() <= files_before.len()
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.kill();
+    assert!(
+        warehouse_files(&s).len() > files_before.len(),
+        "the interrupted upload should have left files for the sweep to remove"
+    );
+    let mut buf = Vec::new();
+    let _ = sock.read_to_end(&mut buf);
+    let data_dir = s.data_dir();
+    let mut opts = options();
+    opts.env.retain(|(k, _)| k != "DATAGATE_CATALOG_MANIFESTS");
+    opts.manifests = Some(tmp.path().join("catalog"));
+    let s2 = Server::start_in(&data_dir, opts).await;
+    let api2 = Api::new(&s2);
+    let after = api2.dataset("stops").await;
+    let strip = |v: &Value| v.to_string().replace(&s.base, "").replace(&s2.base, "");
+    assert_eq!(strip(&after), strip(&before));
+    assert_eq!(warehouse_files(&s2), files_before, "orphans swept at start");
+    assert!(files_under(&data_dir.join("tmp")).is_empty());
+    // And the dataset still reads and accepts uploads.
+    assert_eq!(
+        api2.upload(
+            "/api/v1/datasets/transport/stops/versions",
+            "text/csv",
+            good
+        )
+        .await
+        .0,
+        201
+    );
+}
