@@ -694,3 +694,55 @@ async fn sigkill_mid_upload_keeps_the_previous_version_and_sweeps_orphans() {
         201
     );
 }
+
+#[tokio::test]
+async fn retention_keeps_the_newest_versions_and_deletes_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cat = tmp.path().join("catalog/transport");
+    std::fs::create_dir_all(&cat).unwrap();
+    std::fs::write(cat.join("department.toml"), "name = \"交通运输局\"\n").unwrap();
+    let mut opts = options();
+    opts.env.retain(|(k, _)| k != "DATAGATE_CATALOG_MANIFESTS");
+    opts.env
+        .push(("DATAGATE_INGEST__RETAIN_VERSIONS".into(), "2".into()));
+    opts.manifests = Some(tmp.path().join("catalog"));
+    let s = Server::start(opts).await;
+    let api = Api::new(&s);
+    assert_eq!(
+        api.post_json("/api/v1/datasets", register_body("stops"))
+            .await
+            .0,
+        201
+    );
+    for i in 0..4 {
+        let csv = format!("id,name,opened,fare\n{i},v{i},2020-01-01,1.00\n");
+        let (st, v) = api
+            .upload(
+                "/api/v1/datasets/transport/stops/versions?mode=replace",
+                "text/csv",
+                csv,
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let (_, versions) = api
+        .send(
+            api.c
+                .get(s.url("/api/v1/datasets/transport/stops/versions")),
+        )
+        .await;
+    let kept: Vec<i64> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(kept, [4, 3]);
+    assert_eq!(
+        warehouse_files(&s).len(),
+        2,
+        "one file per kept replace version: {:?}",
+        warehouse_files(&s)
+    );
+    assert_eq!(api.dataset("stops").await["row_count"], 1);
+}

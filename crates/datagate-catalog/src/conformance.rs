@@ -36,6 +36,7 @@ macro_rules! catalog_conformance_tests {
             unpublish_hides_but_keeps,
             referenced_files_cover_every_version,
             keys_round_trip,
+            retention_forgets_old_versions,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -747,4 +748,70 @@ pub async fn keys_round_trip(s: &dyn CatalogStore) {
         Err(CatalogError::NotFound(_))
     ));
     assert_eq!(s.get_key("nope").await.unwrap(), None);
+}
+
+pub async fn retention_forgets_old_versions(s: &dyn CatalogStore) {
+    s.create_department(dept("t")).await.unwrap();
+    s.create_dataset(new_dataset("t", "x", AccessLevel::Open, columns()))
+        .await
+        .unwrap();
+    s.commit_version(
+        "t",
+        "x",
+        version(None, VersionMode::Replace, vec![file("a", 1)]),
+    )
+    .await
+    .unwrap();
+    s.commit_version(
+        "t",
+        "x",
+        version(Some(1), VersionMode::Append, vec![file("b", 1)]),
+    )
+    .await
+    .unwrap();
+    s.commit_version(
+        "t",
+        "x",
+        version(Some(2), VersionMode::Replace, vec![file("c", 1)]),
+    )
+    .await
+    .unwrap();
+    s.commit_version(
+        "t",
+        "x",
+        version(Some(3), VersionMode::Append, vec![file("d", 1)]),
+    )
+    .await
+    .unwrap();
+    // Keeping 2 (versions 4 = c+d and 3 = c) forgets 1 (a) and 2 (a+b).
+    let mut gone = s.expire_versions("t", "x", 2).await.unwrap();
+    gone.sort();
+    assert_eq!(gone, ["a", "b"]);
+    let left: Vec<i64> = s
+        .list_versions("t", "x")
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(left, [4, 3]);
+    assert_eq!(s.referenced_files().await.unwrap(), ["c", "d"]);
+    assert!(
+        s.expire_versions("t", "x", 2).await.unwrap().is_empty(),
+        "idempotent"
+    );
+    // New versions keep counting up.
+    let v = s
+        .commit_version(
+            "t",
+            "x",
+            version(Some(4), VersionMode::Append, vec![file("e", 1)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v.version, 5);
+    assert!(matches!(
+        s.expire_versions("t", "ghost", 1).await,
+        Err(CatalogError::NotFound(_))
+    ));
 }

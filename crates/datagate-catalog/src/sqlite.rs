@@ -864,6 +864,45 @@ impl CatalogStore for SqliteCatalog {
         .await
     }
 
+    async fn expire_versions(
+        &self,
+        department: &str,
+        name: &str,
+        keep: u64,
+    ) -> Result<Vec<String>> {
+        let (department, name) = (department.to_string(), name.to_string());
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = require_dataset(&tx, &department, &name)?;
+            let expired: Vec<i64> = tx
+                .prepare("SELECT version FROM versions WHERE dataset_id = ?1 ORDER BY version DESC LIMIT -1 OFFSET ?2")?
+                .query_map(params![row.id, keep.min(i64::MAX as u64) as i64], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut candidates = std::collections::BTreeSet::new();
+            for v in &expired {
+                let mut stmt = tx.prepare_cached("SELECT path FROM version_files WHERE dataset_id = ?1 AND version = ?2")?;
+                for p in stmt.query_map(params![row.id, v], |r| r.get::<_, String>(0))? {
+                    candidates.insert(p?);
+                }
+                tx.execute("DELETE FROM versions WHERE dataset_id = ?1 AND version = ?2", params![row.id, v])?;
+            }
+            let mut unreferenced = Vec::new();
+            for p in candidates {
+                let still: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM version_files WHERE path = ?1)",
+                    [&p],
+                    |r| r.get(0),
+                )?;
+                if !still {
+                    unreferenced.push(p);
+                }
+            }
+            tx.commit()?;
+            Ok(unreferenced)
+        })
+        .await
+    }
+
     async fn referenced_files(&self) -> Result<Vec<String>> {
         self.read(|c| {
             Ok(

@@ -87,6 +87,10 @@ pub trait CatalogStore: Send + Sync + 'static {
     ) -> Result<Option<Version>>;
     /// All versions, newest first.
     async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>>;
+    /// Forgets all but the newest `keep` versions of a dataset; returns the file paths that no
+    /// remaining version of any dataset references (the caller deletes them).
+    async fn expire_versions(&self, department: &str, name: &str, keep: u64)
+    -> Result<Vec<String>>;
     /// Every file path referenced by any version of any dataset.
     async fn referenced_files(&self) -> Result<Vec<String>>;
 

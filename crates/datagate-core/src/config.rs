@@ -150,6 +150,8 @@ pub struct IngestConfig {
     pub row_group_rows: usize,
     /// A Parquet file is closed and a new one started past this many bytes.
     pub target_file_bytes: u64,
+    /// Versions kept per dataset (older ones are forgotten and their files deleted); 0 keeps all.
+    pub retain_versions: u64,
 }
 
 impl Default for IngestConfig {
@@ -158,6 +160,7 @@ impl Default for IngestConfig {
             batch_rows: 8192,
             row_group_rows: 262_144,
             target_file_bytes: 256 * 1024 * 1024,
+            retain_versions: 0,
         }
     }
 }

@@ -225,11 +225,35 @@ impl Publisher {
             )
             .await;
         match committed {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                self.apply_retention(department, name).await;
+                Ok(v)
+            }
             Err(e) => {
                 delete_files(&self.warehouse, &paths).await;
                 Err(e.into())
             }
+        }
+    }
+
+    /// Forgets versions beyond `ingest.retain_versions` and deletes the files only they used.
+    /// Failures are logged: the new version is committed either way, and the start-up sweep
+    /// removes files left behind.
+    async fn apply_retention(&self, department: &str, name: &str) {
+        if self.cfg.retain_versions == 0 {
+            return;
+        }
+        match self
+            .catalog
+            .expire_versions(department, name, self.cfg.retain_versions)
+            .await
+        {
+            Ok(paths) if !paths.is_empty() => {
+                delete_files(&self.warehouse, &paths).await;
+                tracing::info!(dataset = %format!("{department}/{name}"), files = paths.len(), "retention removed old versions' files");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "applying version retention failed"),
         }
     }
 
