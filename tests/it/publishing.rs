@@ -746,3 +746,96 @@ async fn retention_keeps_the_newest_versions_and_deletes_the_rest() {
     );
     assert_eq!(api.dataset("stops").await["row_count"], 1);
 }
+
+#[tokio::test]
+async fn a_replace_may_add_nullable_columns() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    assert_eq!(
+        api.post_json("/api/v1/datasets", register_body("stops"))
+            .await
+            .0,
+        201
+    );
+    let v1 = "id,name,opened,fare\n1,a,2020-01-01,2.00\n";
+    assert_eq!(
+        api.upload("/api/v1/datasets/transport/stops/versions", "text/csv", v1)
+            .await
+            .0,
+        201
+    );
+    // An append may not add columns.
+    let extra = "id,name,opened,fare,shelter\n2,b,2020-01-02,2.00,true\n";
+    let (st, e) = api
+        .upload(
+            "/api/v1/datasets/transport/stops/versions?mode=append",
+            "text/csv",
+            extra,
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), e["column"].as_str()),
+        (422, Some("shelter")),
+        "{e}"
+    );
+    // A replace may, and keeps the declared columns' types and annotations.
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/stops/versions?mode=replace",
+            "text/csv",
+            extra,
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let d = api.dataset("stops").await;
+    let schema: Vec<String> = d["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        schema,
+        [
+            "id:int64",
+            "name:utf8",
+            "opened:date32",
+            "fare:decimal128(5,2)",
+            "shelter:boolean"
+        ]
+    );
+    assert_eq!(d["schema"][0]["description"], "编号");
+    // A replace that breaks a declared column's type is refused.
+    let bad = "id,name,opened,fare,shelter\nx,b,2020-01-02,2.00,true\n";
+    let (st, e) = api
+        .upload(
+            "/api/v1/datasets/transport/stops/versions?mode=replace",
+            "text/csv",
+            bad,
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), e["column"].as_str()),
+        (422, Some("id")),
+        "{e}"
+    );
+    // Later appends carry the new column.
+    let next = "id,name,opened,fare,shelter\n3,c,2020-01-03,2.00,false\n";
+    assert_eq!(
+        api.upload(
+            "/api/v1/datasets/transport/stops/versions",
+            "text/csv",
+            next
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(api.dataset("stops").await["row_count"], 2);
+}

@@ -2,7 +2,7 @@
 
 use crate::decode::{
     CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder, NdjsonDecoder,
-    PushDecoder, TextFormat, conform, storable_schema,
+    PushDecoder, TextFormat, conform, extend_schema, storable_schema,
 };
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
@@ -190,7 +190,9 @@ impl Publisher {
                 }
             },
         };
-        let columns = if dataset.columns.is_empty() {
+        // The version's columns are what was written; the catalog keeps the annotations of the
+        // columns it knows and appends new ones (a replace may add nullable columns).
+        let columns = {
             schema
                 .fields()
                 .iter()
@@ -205,8 +207,6 @@ impl Publisher {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?
-        } else {
-            dataset.columns.clone()
         };
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let committed = self
@@ -269,25 +269,31 @@ impl Publisher {
         E: std::fmt::Display,
     {
         let batch_rows = self.cfg.batch_rows;
+        let replace = source.mode == VersionMode::Replace;
+        let csv = |delimiter| CsvOptions {
+            delimiter,
+            batch_rows,
+        };
         let mut decoder: Box<dyn PushDecoder> = match (source.format, target) {
-            (SourceFormat::Csv { delimiter }, Some(t)) => Box::new(CsvDecoder::new(
-                t,
-                CsvOptions {
-                    delimiter,
-                    batch_rows,
-                },
-            )),
-            (SourceFormat::Csv { delimiter }, None) => {
-                Box::new(InferringDecoder::new(TextFormat::Csv(CsvOptions {
-                    delimiter,
-                    batch_rows,
-                })))
+            // A replace may add nullable columns: the ones the dataset lacks are inferred.
+            (SourceFormat::Csv { delimiter }, Some(t)) if replace => Box::new(
+                InferringDecoder::extending(TextFormat::Csv(csv(delimiter)), Some(t)),
+            ),
+            (SourceFormat::Csv { delimiter }, Some(t)) => {
+                Box::new(CsvDecoder::new(t, csv(delimiter)))
             }
+            (SourceFormat::Csv { delimiter }, None) => {
+                Box::new(InferringDecoder::new(TextFormat::Csv(csv(delimiter))))
+            }
+            (SourceFormat::Ndjson, Some(t)) if replace => Box::new(InferringDecoder::extending(
+                TextFormat::Ndjson { batch_rows },
+                Some(t),
+            )),
             (SourceFormat::Ndjson, Some(t)) => Box::new(NdjsonDecoder::new(t, batch_rows)),
             (SourceFormat::Ndjson, None) => {
                 Box::new(InferringDecoder::new(TextFormat::Ndjson { batch_rows }))
             }
-            (SourceFormat::ArrowStream, t) => Box::new(IpcStreamDecoder::new(t)),
+            (SourceFormat::ArrowStream, t) => Box::new(IpcStreamDecoder::new(t, replace)),
             (SourceFormat::Parquet, _) => {
                 return Err(IngestError::Internal(
                     "Parquet is not a stream format".into(),
@@ -413,6 +419,11 @@ impl Publisher {
         while let Some(batch) = rx.recv().await {
             let batch = batch?;
             let t = match &target {
+                Some(t) if source.mode == VersionMode::Replace && rows == 0 => {
+                    let t = extend_schema(t, &batch.schema())?;
+                    target = Some(t.clone());
+                    t
+                }
                 Some(t) => t.clone(),
                 None => {
                     let t = storable_schema(&batch.schema())?;

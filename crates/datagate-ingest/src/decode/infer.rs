@@ -3,6 +3,9 @@
 //! The leading rows are buffered (at most [`INFER_ROWS`] lines or [`INFER_BYTES`]), a schema is
 //! inferred from them with arrow's inference, mapped onto datagate's column types, and the
 //! buffered bytes are replayed into the real decoder. The schema is then fixed by the commit.
+//!
+//! The same path serves a `replace` that adds columns: with a `base` schema, columns of the
+//! base keep their types (and must all be present), and only the new columns are inferred.
 
 use super::{CsvDecoder, CsvOptions, NdjsonDecoder, PushDecoder};
 use crate::error::{IngestError, Result};
@@ -24,21 +27,43 @@ pub enum TextFormat {
 /// Buffers the head of the input, infers the schema, then decodes with it.
 pub struct InferringDecoder {
     format: TextFormat,
+    /// Columns whose types are already fixed; the inferred schema extends them.
+    base: Option<SchemaRef>,
     head: Vec<u8>,
     inner: Option<Box<dyn PushDecoder>>,
 }
 
 impl InferringDecoder {
     pub fn new(format: TextFormat) -> Self {
+        Self::extending(format, None)
+    }
+
+    /// Infers only the columns that `base` does not have; base columns keep their types.
+    pub fn extending(format: TextFormat, base: Option<SchemaRef>) -> Self {
         Self {
             format,
+            base,
             head: Vec::new(),
             inner: None,
         }
     }
 
     fn start(&mut self) -> Result<Vec<RecordBatch>> {
-        let schema = infer(&self.format, &self.head)?;
+        let inferred = infer(&self.format, &self.head)?;
+        let schema = match &self.base {
+            None => inferred,
+            Some(base) => {
+                // Base columns first, in their order and types; then the new ones, as inferred.
+                let mut fields: Vec<Field> =
+                    base.fields().iter().map(|f| f.as_ref().clone()).collect();
+                for f in inferred.fields() {
+                    if base.field_with_name(f.name()).is_err() {
+                        fields.push(f.as_ref().clone());
+                    }
+                }
+                Arc::new(Schema::new(fields))
+            }
+        };
         let mut inner: Box<dyn PushDecoder> = match self.format {
             TextFormat::Csv(opts) => Box::new(CsvDecoder::new(schema, opts)),
             TextFormat::Ndjson { batch_rows } => Box::new(NdjsonDecoder::new(schema, batch_rows)),

@@ -14,15 +14,18 @@ pub struct IpcStreamDecoder {
     decoder: StreamDecoder,
     rows: u64,
     seen_bytes: bool,
+    /// A `replace` may add columns: the first batch extends the target.
+    may_add_columns: bool,
 }
 
 impl IpcStreamDecoder {
-    pub fn new(target: Option<SchemaRef>) -> Self {
+    pub fn new(target: Option<SchemaRef>, may_add_columns: bool) -> Self {
         Self {
             target,
             decoder: StreamDecoder::new(),
             rows: 0,
             seen_bytes: false,
+            may_add_columns,
         }
     }
 }
@@ -45,6 +48,11 @@ impl PushDecoder for IpcStreamDecoder {
             match decoded {
                 Some(batch) => {
                     let target = match &self.target {
+                        Some(t) if self.may_add_columns && self.rows == 0 => {
+                            let t = super::extend_schema(t, &batch.schema())?;
+                            self.target = Some(t.clone());
+                            t
+                        }
                         Some(t) => t.clone(),
                         None => {
                             let t = super::storable_schema(&batch.schema())?;

@@ -42,6 +42,20 @@ impl PushDecoder for Box<dyn PushDecoder> {
     }
 }
 
+/// The dataset's schema extended by the columns of `source` it does not have (for a `replace`
+/// that adds columns); new columns get their storable type and are nullable.
+pub fn extend_schema(target: &SchemaRef, source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
+    let storable = storable_schema(source)?;
+    let mut fields: Vec<arrow::datatypes::Field> =
+        target.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for f in storable.fields() {
+        if target.field_with_name(f.name()).is_err() {
+            fields.push(f.as_ref().clone());
+        }
+    }
+    Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
 /// Brings a batch of a self-describing format (Parquet, Arrow) to the dataset's schema:
 /// columns by name, extra columns refused, missing ones refused, values cast without loss.
 /// `first_row` is the 1-based number of the batch's first row in the upload.
