@@ -839,3 +839,56 @@ async fn a_replace_may_add_nullable_columns() {
     );
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
+
+#[tokio::test]
+async fn an_oversized_chunked_upload_is_refused_while_streaming() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    assert_eq!(
+        api.post_json("/api/v1/datasets", register_body("stops"))
+            .await
+            .0,
+        201
+    );
+    let before = api.dataset("stops").await;
+    // No Content-Length: 64 KiB chunks until well past the 1,000,000-byte limit.
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sent.clone();
+    let chunks = futures_util_stream(move |i| {
+        let chunk = if i == 0 {
+            "id,name,opened,fare\n".to_string()
+        } else {
+            "1,abcdefghijklmnopqrstuvwxyz,2020-01-01,1.00\n".repeat(1500)
+        };
+        counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        (i < 400).then_some(chunk)
+    });
+    let r = api
+        .c
+        .post(s.url("/api/v1/datasets/transport/stops/versions"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+    }
+    assert!(
+        sent.load(std::sync::atomic::Ordering::Relaxed) < 20_000_000,
+        "the server read the whole body before refusing it"
+    );
+    assert_eq!(api.dataset("stops").await, before);
+}
+
+/// A stream of string chunks made by `f(i)` until it returns `None`.
+fn futures_util_stream(
+    mut f: impl FnMut(usize) -> Option<String> + Send + 'static,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    let mut i = 0;
+    futures::stream::poll_fn(move |_| {
+        let item = f(i).map(|s| Ok(s.into_bytes()));
+        i += 1;
+        std::task::Poll::Ready(item)
+    })
+}
