@@ -93,12 +93,18 @@ fn register_body(name: &str) -> Value {
 /// The department must exist before datasets: the sample catalog is off, so make it by
 /// registering through a manifest directory.
 async fn server_with_department() -> (Server, tempfile::TempDir) {
+    server_with_department_and(&[]).await
+}
+
+async fn server_with_department_and(env: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
     let cat = tmp.path().join("catalog/transport");
     std::fs::create_dir_all(&cat).unwrap();
     std::fs::write(cat.join("department.toml"), "name = \"交通运输局\"\n").unwrap();
     let mut opts = options();
     opts.env.retain(|(k, _)| k != "DATAGATE_CATALOG_MANIFESTS");
+    opts.env
+        .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     opts.manifests = Some(tmp.path().join("catalog"));
     let s = Server::start(opts).await;
     (s, tmp)
@@ -624,7 +630,11 @@ async fn a_client_that_disconnects_leaves_nothing() {
         s.log_text()
     );
     drop(sock);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The server notices the broken body and deletes what the upload wrote.
+    let start = std::time::Instant::now();
+    while !warehouse_files(&s).is_empty() && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(api.dataset("stops").await, before);
     assert!(warehouse_files(&s).is_empty(), "{:?}", warehouse_files(&s));
 }
@@ -697,16 +707,7 @@ async fn sigkill_mid_upload_keeps_the_previous_version_and_sweeps_orphans() {
 
 #[tokio::test]
 async fn retention_keeps_the_newest_versions_and_deletes_the_rest() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cat = tmp.path().join("catalog/transport");
-    std::fs::create_dir_all(&cat).unwrap();
-    std::fs::write(cat.join("department.toml"), "name = \"交通运输局\"\n").unwrap();
-    let mut opts = options();
-    opts.env.retain(|(k, _)| k != "DATAGATE_CATALOG_MANIFESTS");
-    opts.env
-        .push(("DATAGATE_INGEST__RETAIN_VERSIONS".into(), "2".into()));
-    opts.manifests = Some(tmp.path().join("catalog"));
-    let s = Server::start(opts).await;
+    let (s, _tmp) = server_with_department_and(&[("DATAGATE_INGEST__RETAIN_VERSIONS", "2")]).await;
     let api = Api::new(&s);
     assert_eq!(
         api.post_json("/api/v1/datasets", register_body("stops"))

@@ -304,14 +304,7 @@ impl Publisher {
             decoder = Box::new(GzipDecoder::new(decoder, self.max_upload_bytes));
         }
         let mut received = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                IngestError::invalid_data(format!("reading the upload failed: {e}"))
-            })?;
-            received += chunk.len() as u64;
-            if received > self.max_upload_bytes {
-                return Err(IngestError::TooLarge(self.max_upload_bytes));
-            }
+        while let Some(chunk) = next_chunk(&mut body, &mut received, self.max_upload_bytes).await? {
             for batch in decoder.push(&chunk)? {
                 sink.write(batch).await?;
             }
@@ -349,14 +342,7 @@ impl Publisher {
             Box::new(file)
         };
         let mut received = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                IngestError::invalid_data(format!("reading the upload failed: {e}"))
-            })?;
-            received += chunk.len() as u64;
-            if received > self.max_upload_bytes {
-                return Err(IngestError::TooLarge(self.max_upload_bytes));
-            }
+        while let Some(chunk) = next_chunk(&mut body, &mut received, self.max_upload_bytes).await? {
             out.write_all(&chunk).map_err(|e| {
                 if source.gzip {
                     IngestError::invalid_data(format!("invalid gzip data: {e}"))
@@ -462,6 +448,24 @@ impl Publisher {
             ))),
         }
     }
+}
+
+/// The next chunk of an upload, counted against the size limit as it arrives.
+async fn next_chunk<S, E>(body: &mut S, received: &mut u64, limit: u64) -> Result<Option<Bytes>>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let Some(chunk) = body.next().await else {
+        return Ok(None);
+    };
+    let chunk =
+        chunk.map_err(|e| IngestError::invalid_data(format!("reading the upload failed: {e}")))?;
+    *received += chunk.len() as u64;
+    if *received > limit {
+        return Err(IngestError::TooLarge(limit));
+    }
+    Ok(Some(chunk))
 }
 
 /// Where decoded batches go: the upload's files, opened at the first batch.
