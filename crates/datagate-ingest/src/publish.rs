@@ -10,7 +10,7 @@ use crate::writer::{VersionWriter, delete_files};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use datagate_catalog::{CatalogStore, Column, Dataset, NewVersion, Version, VersionMode};
+use datagate_catalog::{CatalogStore, Column, DataFile, Dataset, NewVersion, Version, VersionMode};
 use datagate_core::ColumnType;
 use datagate_core::config::IngestConfig;
 use futures::{Stream, StreamExt};
@@ -171,16 +171,11 @@ impl Publisher {
             }
         };
         if let Err(e) = decoded {
-            if let Some(w) = sink.writer.take() {
-                w.abort().await;
-            }
+            sink.cancel().await;
             return Err(e);
         }
-        let (schema, files) = match sink.writer.take() {
-            Some(w) => {
-                let schema = w.schema();
-                (schema, w.finish().await?)
-            }
+        let (schema, files) = match sink.finish().await? {
+            Some(done) => done,
             None => match target {
                 Some(t) => (t, Vec::new()),
                 None => {
@@ -468,30 +463,123 @@ where
     Ok(Some(chunk))
 }
 
-/// Where decoded batches go: the upload's files, opened at the first batch.
+/// Where decoded batches go: a writer task, started at the first batch, that encodes them as
+/// Parquet while the request task keeps decoding (so the two use two cores). A sink dropped
+/// before [`Sink::finish`] (the client went away) tells the writer to stop; it deletes its files
+/// once its in-flight write is over, so no file lands after the deletion.
 struct Sink<'a> {
     warehouse: &'a Warehouse,
     cfg: &'a IngestConfig,
     dataset: &'a Dataset,
-    writer: Option<VersionWriter>,
+    writer: Option<WriterTask>,
+}
+
+struct WriterTask {
+    schema: SchemaRef,
+    tx: tokio::sync::mpsc::Sender<RecordBatch>,
+    handle: tokio::task::JoinHandle<Result<Vec<DataFile>>>,
+    aborted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sink<'_> {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if self.writer.is_none() {
-            self.writer = Some(VersionWriter::new(
+            let mut w = VersionWriter::new(
                 self.warehouse,
                 &self.dataset.department,
                 &self.dataset.name,
                 batch.schema(),
                 self.cfg,
                 &self.dataset.primary_key,
-            ));
+            );
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+            let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let stop = aborted.clone();
+            let handle = tokio::spawn(async move {
+                let is_aborted = || stop.load(std::sync::atomic::Ordering::SeqCst);
+                while let Some(b) = rx.recv().await {
+                    if is_aborted() {
+                        break;
+                    }
+                    if let Err(e) = w.write(&b).await {
+                        w.abort().await;
+                        return Err(e);
+                    }
+                }
+                if is_aborted() {
+                    w.abort().await;
+                    return Err(IngestError::Internal("the upload was abandoned".into()));
+                }
+                w.finish().await
+            });
+            self.writer = Some(WriterTask {
+                schema: batch.schema(),
+                tx,
+                handle,
+                aborted,
+            });
         }
-        match self.writer.as_mut() {
-            Some(w) => w.write(&batch).await,
-            None => Err(IngestError::Internal("no writer".into())),
+        let Some(task) = self.writer.as_mut() else {
+            return Err(IngestError::Internal("no writer".into()));
+        };
+        if task.tx.send(batch).await.is_err() {
+            // The writer stopped: its result says why.
+            return match self.writer.take() {
+                Some(t) => match t.handle.await {
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(_)) => Err(IngestError::Internal(
+                        "the Parquet writer stopped early".into(),
+                    )),
+                    Err(e) => Err(IngestError::Internal(format!(
+                        "the Parquet writer failed: {e}"
+                    ))),
+                },
+                None => Err(IngestError::Internal("no writer".into())),
+            };
         }
+        Ok(())
+    }
+
+    /// Closes the files; returns their schema and list (`None` if no batch came).
+    async fn finish(&mut self) -> Result<Option<(SchemaRef, Vec<DataFile>)>> {
+        let Some(WriterTask {
+            schema, tx, handle, ..
+        }) = self.writer.take()
+        else {
+            return Ok(None);
+        };
+        drop(tx);
+        match handle.await {
+            Ok(files) => Ok(Some((schema, files?))),
+            Err(e) => Err(IngestError::Internal(format!(
+                "the Parquet writer failed: {e}"
+            ))),
+        }
+    }
+
+    /// Stops the writer and waits until it has deleted what it wrote.
+    async fn cancel(&mut self) {
+        if let Some(task) = self.writer.take() {
+            task.aborted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(task.tx);
+            let _ = task.handle.await;
+        }
+    }
+
+    /// Tells the writer to stop and delete what it wrote (it finishes on its own).
+    fn abort(&mut self) {
+        if let Some(task) = self.writer.take() {
+            task.aborted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(task.tx);
+        }
+    }
+}
+
+impl Drop for Sink<'_> {
+    fn drop(&mut self) {
+        self.abort();
     }
 }
 
