@@ -85,7 +85,7 @@ pub fn batch(kind: Kind, seed: u64, index: u64, total_rows: u64) -> Result<Optio
 }
 
 /// Writes `rows` rows of `kind` to `out`; returns the number of rows written.
-/// Batches are made on all cores and written in order.
+/// Batches are made (and, for CSV, formatted) on all cores and written in order.
 pub fn generate(
     kind: Kind,
     rows: u64,
@@ -98,85 +98,101 @@ pub fn generate(
         .map(|n| n.get())
         .unwrap_or(1)
         .max(1) as u64;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, RecordBatch)>(workers as usize * 2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Result<Piece>)>(workers as usize * 2);
     std::thread::scope(|scope| -> Result<u64> {
         for w in 0..workers {
             let tx = tx.clone();
             scope.spawn(move || {
                 let mut i = w;
                 while i < batches {
-                    match batch(kind, seed, i, rows) {
-                        Ok(Some(b)) => {
-                            if tx.send((i, b)).is_err() {
-                                return;
-                            }
-                        }
-                        _ => return,
+                    let piece = match batch(kind, seed, i, rows) {
+                        Ok(Some(b)) => Piece::make(format, b, i == 0),
+                        Ok(None) => return,
+                        Err(e) => Err(e),
+                    };
+                    let failed = piece.is_err();
+                    if tx.send((i, piece)).is_err() || failed {
+                        return;
                     }
                     i += workers;
                 }
             });
         }
         drop(tx);
-        let mut sink = Sink::new(format, out, schema(kind))?;
-        let mut pending = std::collections::BTreeMap::new();
-        let mut next = 0u64;
-        let mut written = 0u64;
-        for (i, b) in rx {
-            pending.insert(i, b);
-            while let Some(b) = pending.remove(&next) {
-                written += b.num_rows() as u64;
-                sink.write(&b)?;
-                next += 1;
-            }
-        }
-        sink.finish()?;
-        Ok(written)
-    })
-}
-
-enum Sink<W: Write + Send> {
-    Csv(arrow::csv::Writer<W>),
-    Parquet(parquet::arrow::ArrowWriter<W>),
-}
-
-impl<W: Write + Send> Sink<W> {
-    fn new(format: GenFormat, out: W, schema: SchemaRef) -> Result<Self> {
-        Ok(match format {
-            GenFormat::Csv => Sink::Csv(
-                arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(out),
-            ),
+        let mut sink = match format {
             GenFormat::Parquet => {
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
                 Sink::Parquet(parquet::arrow::ArrowWriter::try_new(
                     out,
-                    schema,
+                    schema(kind),
                     Some(props),
                 )?)
             }
-        })
-    }
-    fn write(&mut self, b: &RecordBatch) -> Result<()> {
-        match self {
-            Sink::Csv(w) => w.write(b).context("writing CSV")?,
-            Sink::Parquet(w) => w.write(b).context("writing Parquet")?,
-        }
-        Ok(())
-    }
-    fn finish(self) -> Result<()> {
-        match self {
-            Sink::Csv(w) => {
-                w.into_inner().flush()?;
+            GenFormat::Csv => Sink::Csv(out),
+        };
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next = 0u64;
+        let mut written = 0u64;
+        for (i, piece) in rx {
+            pending.insert(i, piece?);
+            while let Some(piece) = pending.remove(&next) {
+                written += piece.rows as u64;
+                match (&piece.body, &mut sink) {
+                    (PieceBody::Csv(bytes), Sink::Csv(w)) => {
+                        w.write_all(bytes).context("writing CSV")?
+                    }
+                    (PieceBody::Batch(b), Sink::Parquet(w)) => {
+                        w.write(b).context("writing Parquet")?
+                    }
+                    _ => anyhow::bail!("a piece of the wrong format"),
+                }
+                next += 1;
             }
+        }
+        match sink {
+            Sink::Csv(mut w) => w.flush()?,
             Sink::Parquet(w) => {
                 w.close()?;
             }
         }
-        Ok(())
+        Ok(written)
+    })
+}
+
+enum Sink<W: Write + Send> {
+    Csv(W),
+    Parquet(parquet::arrow::ArrowWriter<W>),
+}
+
+/// One batch ready to write: CSV text (formatted on the worker), or a batch for Parquet.
+struct Piece {
+    rows: usize,
+    body: PieceBody,
+}
+
+enum PieceBody {
+    Csv(Vec<u8>),
+    Batch(RecordBatch),
+}
+
+impl Piece {
+    fn make(format: GenFormat, batch: RecordBatch, first: bool) -> Result<Piece> {
+        let rows = batch.num_rows();
+        let body = match format {
+            GenFormat::Csv => {
+                let mut buf = Vec::with_capacity(rows * 128);
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(first)
+                    .build(&mut buf);
+                w.write(&batch).context("formatting CSV")?;
+                drop(w);
+                PieceBody::Csv(buf)
+            }
+            GenFormat::Parquet => PieceBody::Batch(batch),
+        };
+        Ok(Piece { rows, body })
     }
 }
 
