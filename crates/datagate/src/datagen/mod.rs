@@ -163,7 +163,7 @@ pub fn generate(
 
 enum Sink<W: Write + Send> {
     Csv(W),
-    Parquet(parquet::arrow::ArrowWriter<W>),
+    Parquet(Box<parquet::arrow::ArrowWriter<W>>),
 }
 
 /// One batch ready to write: CSV text (formatted on the worker), or a batch for Parquet.
