@@ -124,11 +124,8 @@ pub fn generate(
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
-                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(
-                    out,
-                    schema(kind),
-                    Some(props),
-                )?)
+                let writer = parquet::arrow::ArrowWriter::try_new(out, schema(kind), Some(props))?;
+                Sink::Parquet(Box::new(writer))
             }
             GenFormat::Csv => Sink::Csv(out),
         };
