@@ -42,7 +42,7 @@ upload() { # file → "seconds peak_rss_kib parquet_bytes"
     -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
   local t0 t1
   t0=$(date +%s.%N)
-  curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' --data-binary "@$file" \
+  curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$file" \
     "127.0.0.1:$PORT/api/v1/datasets/market/entities/versions?mode=replace" >"$WORK/answer.json"
   t1=$(date +%s.%N)
   local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
