@@ -66,6 +66,21 @@ impl<'a> Api<'a> {
         .await
     }
 
+    /// Registers `transport/<name>` with the declared columns of [`register_body`].
+    async fn register(&self, name: &str) {
+        let (st, body) = self
+            .post_json("/api/v1/datasets", register_body(name))
+            .await;
+        assert_eq!(st, 201, "{body}");
+    }
+
+    /// Appends CSV to `transport/<name>`, expecting success.
+    async fn append_csv(&self, name: &str, csv: &str) {
+        let path = format!("/api/v1/datasets/transport/{name}/versions");
+        let (st, body) = self.upload(&path, "text/csv", csv.to_string()).await;
+        assert_eq!(st, 201, "{body}");
+    }
+
     async fn dataset(&self, name: &str) -> Value {
         self.send(
             self.c
@@ -388,23 +403,9 @@ async fn first_upload_fixes_an_inferred_schema() {
 async fn bad_uploads_leave_the_dataset_exactly_as_before() {
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    assert_eq!(
-        api.post_json("/api/v1/datasets", register_body("stops"))
-            .await
-            .0,
-        201
-    );
+    api.register("stops").await;
     let good = "id,name,opened,fare\n1,a,2020-01-01,2.00\n2,b,2020-01-02,2.00\n";
-    assert_eq!(
-        api.upload(
-            "/api/v1/datasets/transport/stops/versions",
-            "text/csv",
-            good
-        )
-        .await
-        .0,
-        201
-    );
+    api.append_csv("stops", good).await;
     let before = api.dataset("stops").await;
     let files_before = warehouse_files(&s);
     let mut truncated_gz = {
@@ -535,12 +536,7 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
 async fn concurrent_uploads_lose_nothing() {
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    assert_eq!(
-        api.post_json("/api/v1/datasets", register_body("stops"))
-            .await
-            .0,
-        201
-    );
+    api.register("stops").await;
     let uploads = (0..6).map(|i| {
         let api = &api;
         async move {
@@ -607,12 +603,7 @@ fn partial_upload(addr: &str, total: usize, sent: &[u8]) -> std::net::TcpStream 
 async fn a_client_that_disconnects_leaves_nothing() {
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    assert_eq!(
-        api.post_json("/api/v1/datasets", register_body("stops"))
-            .await
-            .0,
-        201
-    );
+    api.register("stops").await;
     let before = api.dataset("stops").await;
     let rows: String = (0..30_000)
         .map(|i| format!("{i},name{i},2020-01-01,{}.00\n", i % 97))
@@ -643,23 +634,9 @@ async fn a_client_that_disconnects_leaves_nothing() {
 async fn sigkill_mid_upload_keeps_the_previous_version_and_sweeps_orphans() {
     let (mut s, tmp) = server_with_department().await;
     let api = Api::new(&s);
-    assert_eq!(
-        api.post_json("/api/v1/datasets", register_body("stops"))
-            .await
-            .0,
-        201
-    );
+    api.register("stops").await;
     let good = "id,name,opened,fare\n1,a,2020-01-01,2.00\n";
-    assert_eq!(
-        api.upload(
-            "/api/v1/datasets/transport/stops/versions",
-            "text/csv",
-            good
-        )
-        .await
-        .0,
-        201
-    );
+    api.append_csv("stops", good).await;
     let before = api.dataset("stops").await;
     let files_before = warehouse_files(&s);
     // Enough rows to make the server open its Parquet file, but not finish.
@@ -709,12 +686,7 @@ async fn sigkill_mid_upload_keeps_the_previous_version_and_sweeps_orphans() {
 async fn retention_keeps_the_newest_versions_and_deletes_the_rest() {
     let (s, _tmp) = server_with_department_and(&[("DATAGATE_INGEST__RETAIN_VERSIONS", "2")]).await;
     let api = Api::new(&s);
-    assert_eq!(
-        api.post_json("/api/v1/datasets", register_body("stops"))
-            .await
-            .0,
-        201
-    );
+    api.register("stops").await;
     for i in 0..4 {
         let csv = format!("id,name,opened,fare\n{i},v{i},2020-01-01,1.00\n");
         let (st, v) = api
@@ -752,12 +724,7 @@ async fn retention_keeps_the_newest_versions_and_deletes_the_rest() {
 async fn a_replace_may_add_nullable_columns() {
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    assert_eq!(
-        api.post_json("/api/v1/datasets", register_body("stops"))
-            .await
-            .0,
-        201
-    );
+    api.register("stops").await;
     let v1 = "id,name,opened,fare\n1,a,2020-01-01,2.00\n";
     assert_eq!(
         api.upload("/api/v1/datasets/transport/stops/versions", "text/csv", v1)
@@ -828,16 +795,7 @@ async fn a_replace_may_add_nullable_columns() {
     );
     // Later appends carry the new column.
     let next = "id,name,opened,fare,shelter\n3,c,2020-01-03,2.00,false\n";
-    assert_eq!(
-        api.upload(
-            "/api/v1/datasets/transport/stops/versions",
-            "text/csv",
-            next
-        )
-        .await
-        .0,
-        201
-    );
+    api.append_csv("stops", next).await;
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
 
@@ -845,12 +803,7 @@ async fn a_replace_may_add_nullable_columns() {
 async fn an_oversized_chunked_upload_is_refused_while_streaming() {
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    assert_eq!(
-        api.post_json("/api/v1/datasets", register_body("stops"))
-            .await
-            .0,
-        201
-    );
+    api.register("stops").await;
     let before = api.dataset("stops").await;
     // No Content-Length: 64 KiB chunks until well past the 1,000,000-byte limit.
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
