@@ -846,3 +846,32 @@ fn futures_util_stream(
         std::task::Poll::Ready(item)
     })
 }
+
+#[tokio::test]
+async fn only_admins_create_departments() {
+    let s = Server::start(options()).await;
+    let api = Api::new(&s);
+    let body = json!({"id": "culture", "name": "文化广电旅游局", "description": "文旅"});
+    let (st, _) = api
+        .send(api.c.post(s.url("/api/v1/departments")).json(&body))
+        .await;
+    assert_eq!(st, 401);
+    let (st, d) = api.post_json("/api/v1/departments", body.clone()).await;
+    assert_eq!(st, 201, "{d}");
+    assert_eq!(
+        (d["id"].as_str(), d["dataset_count"].as_u64()),
+        (Some("culture"), Some(0))
+    );
+    assert_eq!(api.post_json("/api/v1/departments", body).await.0, 409);
+    let (st, _) = api
+        .post_json("/api/v1/departments", json!({"id": "Bad Id", "name": "x"}))
+        .await;
+    assert_eq!(st, 422);
+    let (_, list) = api.send(api.c.get(s.url("/api/v1/departments"))).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == "culture")
+    );
+}

@@ -19,6 +19,7 @@ use utoipa::OpenApi;
         crate::routes::catalog::get_dataset,
         crate::routes::catalog::list_versions,
         crate::routes::dcat::data_json,
+        crate::routes::publish::create_department,
         crate::routes::publish::register_dataset,
         crate::routes::publish::patch_dataset,
         crate::routes::publish::unpublish_dataset,

@@ -21,7 +21,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route("/api/v1/departments", get(catalog::list_departments))
+        .route(
+            "/api/v1/departments",
+            get(catalog::list_departments).post(publish::create_department),
+        )
         .route(
             "/api/v1/datasets",
             get(catalog::list_datasets).post(publish::register_dataset),

@@ -372,3 +372,45 @@ pub async fn upload_version(
     tracing::info!(dataset = %format!("{}/{}", ds.department, ds.name), version = v.version, rows_added = v.rows_added, "version published");
     Ok((StatusCode::CREATED, Json(VersionCreated::from(&v))).into_response())
 }
+
+/// `POST /api/v1/departments`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDepartmentBody {
+    /// Matches `^[a-z][a-z0-9_]{0,62}$`.
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Creates a department (admins only).
+#[utoipa::path(post, path = "/api/v1/departments", tag = "publishing", request_body = NewDepartmentBody,
+    responses((status = 201, body = crate::api::DepartmentOut), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem), (status = 409, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem)))]
+pub async fn create_department(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<NewDepartmentBody>,
+) -> Result<Response, ApiError> {
+    caller.require(
+        caller.role() == Some(datagate_catalog::Role::Admin),
+        "create departments",
+    )?;
+    let d = state
+        .catalog
+        .create_department(datagate_catalog::NewDepartment {
+            id: req.id,
+            name: req.name,
+            description: req.description,
+        })
+        .await?;
+    let out = crate::api::DepartmentOut {
+        id: d.id,
+        name: d.name,
+        description: d.description,
+        dataset_count: 0,
+    };
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
