@@ -363,3 +363,57 @@ mod tests {
         assert!(nulls[0].column(0).is_null(0));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::DataType;
+    use proptest::prelude::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    proptest! {
+        /// However the bytes are split into chunks, and whatever the names hold (delimiters,
+        /// quotes, non-ASCII), decoding gives back exactly the rows that were written.
+        #[test]
+        fn chunking_never_changes_the_rows(
+            rows in proptest::collection::vec((any::<i64>(), "[a-z张王,\" ]{1,12}"), 0..60),
+            cuts in proptest::collection::vec(1usize..40, 1..20),
+            batch_rows in 1usize..8,
+        ) {
+            let mut w = ::csv::Writer::from_writer(Vec::new());
+            w.write_record(["name", "id"]).unwrap();
+            for (id, name) in &rows {
+                w.write_record([name.as_str(), &id.to_string()]).unwrap();
+            }
+            let bytes = w.into_inner().unwrap();
+            let mut d = CsvDecoder::new(schema(), CsvOptions { delimiter: b',', batch_rows });
+            let mut batches = Vec::new();
+            let mut rest = bytes.as_slice();
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                batches.extend(d.push(&rest[..n]).unwrap());
+                rest = &rest[n..];
+                i += 1;
+            }
+            batches.extend(d.finish().unwrap());
+            let mut got = Vec::new();
+            for b in &batches {
+                prop_assert!(b.num_rows() <= batch_rows);
+                let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                let names = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                for r in 0..b.num_rows() {
+                    got.push((ids.value(r), names.value(r).to_string()));
+                }
+            }
+            prop_assert_eq!(got, rows);
+        }
+    }
+}
