@@ -193,3 +193,29 @@ mod tests {
         assert!(run("\n\n", 10).is_err());
     }
 }
+
+#[cfg(test)]
+mod messages {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    #[test]
+    fn wrong_type_names_line_column_and_value() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("opened", DataType::Date32, true),
+        ]));
+        let mut d = NdjsonDecoder::new(schema, 10);
+        let input = "{\"id\":1,\"opened\":\"2020-01-01\"}\n{\"id\":2,\"opened\":\"soon\"}\n";
+        let err = d.push(input.as_bytes()).and_then(|_| d.finish()).unwrap_err();
+        match err {
+            IngestError::InvalidData { line, column, message, .. } => {
+                assert_eq!(line, Some(2), "{message}");
+                assert_eq!(column.as_deref(), Some("opened"), "{message}");
+                assert!(message.contains("soon"), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}
