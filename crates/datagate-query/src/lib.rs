@@ -7,6 +7,7 @@
 //! in a DataFusion `SessionContext` with no other catalogs and no URL tables.
 
 pub mod catalog_provider;
+pub mod encode;
 pub mod engine;
 
 pub use catalog_provider::{DatagateCatalog, TableSnapshot};

@@ -208,9 +208,17 @@ mod messages {
         ]));
         let mut d = NdjsonDecoder::new(schema, 10);
         let input = "{\"id\":1,\"opened\":\"2020-01-01\"}\n{\"id\":2,\"opened\":\"soon\"}\n";
-        let err = d.push(input.as_bytes()).and_then(|_| d.finish()).unwrap_err();
+        let err = d
+            .push(input.as_bytes())
+            .and_then(|_| d.finish())
+            .unwrap_err();
         match err {
-            IngestError::InvalidData { line, column, message, .. } => {
+            IngestError::InvalidData {
+                line,
+                column,
+                message,
+                ..
+            } => {
                 assert_eq!(line, Some(2), "{message}");
                 assert_eq!(column.as_deref(), Some("opened"), "{message}");
                 assert!(message.contains("soon"), "{message}");

@@ -1,0 +1,467 @@
+//! Streaming encoders of query results: JSON (the API envelope), NDJSON, CSV, Arrow IPC stream
+//! and Parquet.
+//!
+//! An encoder turns each record batch into the bytes to send now and, at the end, a trailer; it
+//! never holds more than a batch (Parquet: at most one bounded row group), so a response can be
+//! streamed whatever the result size. Types are preserved: integers stay numbers, timestamps are
+//! ISO 8601, decimals keep their exact digits.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use datagate_core::ColumnType;
+
+/// A result format (API.md §5 "Formats").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Ndjson,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [
+        Self::Json,
+        Self::Ndjson,
+        Self::Csv,
+        Self::Arrow,
+        Self::Parquet,
+    ];
+
+    /// The `format=` parameter value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Ndjson => "ndjson",
+            Self::Csv => "csv",
+            Self::Arrow => "arrow",
+            Self::Parquet => "parquet",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Ndjson => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Arrow => "application/vnd.apache.arrow.stream",
+            Self::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    /// From a `format=` value.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The first acceptable format of an `Accept` header (`*/*` and absent mean JSON).
+    pub fn from_accept(accept: &str) -> Option<Self> {
+        for part in accept.split(',') {
+            let essence = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            let found = match essence.as_str() {
+                "application/json" | "*/*" | "application/*" | "" => Some(Self::Json),
+                "application/x-ndjson" | "application/ndjson" => Some(Self::Ndjson),
+                "text/csv" | "text/*" => Some(Self::Csv),
+                "application/vnd.apache.arrow.stream" => Some(Self::Arrow),
+                "application/vnd.apache.parquet" => Some(Self::Parquet),
+                _ => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
+
+/// What the JSON envelope says after the rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trailer {
+    pub row_count: u64,
+    pub truncated: bool,
+    /// URL of the next page, for `rows` pages with more rows.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("encoding the result failed: {0}")]
+pub struct EncodeError(String);
+
+impl From<arrow::error::ArrowError> for EncodeError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<parquet::errors::ParquetError> for EncodeError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Encodes a stream of batches of one schema.
+pub trait Encoder: Send {
+    /// The bytes for `batch`, to send now (may be empty).
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError>;
+    /// The closing bytes.
+    fn finish(&mut self, trailer: &Trailer) -> Result<Bytes, EncodeError>;
+}
+
+/// An encoder of `format` for results of `schema`; the first bytes (JSON column list, CSV
+/// header, Arrow schema) come with the first call.
+pub fn encoder(format: Format, schema: SchemaRef) -> Result<Box<dyn Encoder>, EncodeError> {
+    Ok(match format {
+        Format::Json => Box::new(JsonEnvelope::new(schema)),
+        Format::Ndjson => Box::new(Ndjson),
+        Format::Csv => Box::new(Csv {
+            header_sent: false,
+            schema,
+        }),
+        Format::Arrow => Box::new(ArrowStream {
+            writer: arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)?,
+        }),
+        Format::Parquet => Box::new(ParquetEncoder::new(schema)?),
+    })
+}
+
+/// The API's type name of an Arrow type.
+pub fn type_name(dt: &arrow::datatypes::DataType) -> String {
+    ColumnType::from_arrow(dt)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| dt.to_string().to_ascii_lowercase())
+}
+
+fn ndjson_rows(batch: &RecordBatch) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(batch.num_rows() * 64);
+    let mut w = arrow::json::writer::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::LineDelimited>(&mut out);
+    w.write(batch)?;
+    w.finish()?;
+    drop(w);
+    Ok(out)
+}
+
+struct JsonEnvelope {
+    schema: SchemaRef,
+    started: bool,
+    rows: u64,
+}
+
+impl JsonEnvelope {
+    fn new(schema: SchemaRef) -> Self {
+        Self {
+            schema,
+            started: false,
+            rows: 0,
+        }
+    }
+
+    fn head(&mut self) -> Vec<u8> {
+        self.started = true;
+        let columns: Vec<serde_json::Value> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| serde_json::json!({"name": f.name(), "type": type_name(f.data_type())}))
+            .collect();
+        format!(
+            "{{\"columns\":{},\"rows\":[",
+            serde_json::Value::Array(columns)
+        )
+        .into_bytes()
+    }
+}
+
+impl Encoder for JsonEnvelope {
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        let mut out = if self.started {
+            Vec::new()
+        } else {
+            self.head()
+        };
+        if batch.num_rows() == 0 {
+            return Ok(out.into());
+        }
+        let lines = ndjson_rows(batch)?;
+        // One object per line (JSON escapes newlines inside strings): join them with commas.
+        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if self.rows > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(line);
+            self.rows += 1;
+        }
+        Ok(out.into())
+    }
+
+    fn finish(&mut self, t: &Trailer) -> Result<Bytes, EncodeError> {
+        let mut out = if self.started {
+            Vec::new()
+        } else {
+            self.head()
+        };
+        let tail =
+            serde_json::json!({"row_count": t.row_count, "truncated": t.truncated, "next": t.next});
+        let tail = tail.to_string();
+        // `tail` is `{...}`: splice its members after the rows.
+        out.extend_from_slice(b"],");
+        out.extend_from_slice(&tail.as_bytes()[1..]);
+        Ok(out.into())
+    }
+}
+
+struct Ndjson;
+
+impl Encoder for Ndjson {
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        Ok(ndjson_rows(batch)?.into())
+    }
+    fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
+        Ok(Bytes::new())
+    }
+}
+
+struct Csv {
+    header_sent: bool,
+    schema: SchemaRef,
+}
+
+impl Encoder for Csv {
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        let mut out = Vec::with_capacity(batch.num_rows() * 64);
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(!self.header_sent)
+            .build(&mut out);
+        w.write(batch)?;
+        drop(w);
+        self.header_sent = true;
+        Ok(out.into())
+    }
+    fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
+        if self.header_sent {
+            return Ok(Bytes::new());
+        }
+        // An empty result still has its header.
+        self.batch(&RecordBatch::new_empty(self.schema.clone()))
+    }
+}
+
+struct ArrowStream {
+    writer: arrow::ipc::writer::StreamWriter<Vec<u8>>,
+}
+
+impl Encoder for ArrowStream {
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        self.writer.write(batch)?;
+        Ok(std::mem::take(self.writer.get_mut()).into())
+    }
+    fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
+        self.writer.finish()?;
+        Ok(std::mem::take(self.writer.get_mut()).into())
+    }
+}
+
+/// Row groups are flushed at this encoded size, so memory stays bounded.
+const PARQUET_ROW_GROUP_BYTES: usize = 16 << 20;
+
+struct ParquetEncoder {
+    writer: Option<parquet::arrow::ArrowWriter<Vec<u8>>>,
+}
+
+impl ParquetEncoder {
+    fn new(schema: SchemaRef) -> Result<Self, EncodeError> {
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build();
+        Ok(Self {
+            writer: Some(parquet::arrow::ArrowWriter::try_new(
+                Vec::new(),
+                schema,
+                Some(props),
+            )?),
+        })
+    }
+}
+
+impl Encoder for ParquetEncoder {
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        let Some(w) = self.writer.as_mut() else {
+            return Err(EncodeError("the Parquet writer is closed".into()));
+        };
+        w.write(batch)?;
+        if w.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
+            w.flush()?;
+        }
+        // The writer counts what it wrote itself; taking the bytes out keeps memory bounded.
+        Ok(std::mem::take(w.inner_mut()).into())
+    }
+    fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
+        let Some(mut w) = self.writer.take() else {
+            return Ok(Bytes::new());
+        };
+        w.flush()?;
+        let mut out = std::mem::take(w.inner_mut());
+        out.extend(w.into_inner()?);
+        Ok(out.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        ArrayRef, BooleanArray, Date32Array, Decimal128Array, Int64Array, StringArray,
+        TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("opened", DataType::Date32, true),
+            Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("capital", DataType::Decimal128(18, 2), true),
+            Field::new("ok", DataType::Boolean, true),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![Some(9_007_199_254_740_993), None])),
+            Arc::new(StringArray::from(vec![Some("张三,\"引号\"\n换行"), None])),
+            Arc::new(Date32Array::from(vec![Some(19_723), None])),
+            Arc::new(TimestampMicrosecondArray::from(vec![
+                Some(1_704_067_200_123_456),
+                None,
+            ])),
+            Arc::new(
+                Decimal128Array::from(vec![Some(123_456_789_012_345_678i128), None])
+                    .with_precision_and_scale(18, 2)
+                    .unwrap(),
+            ),
+            Arc::new(BooleanArray::from(vec![Some(true), None])),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    }
+
+    fn encode(format: Format, batches: &[RecordBatch], trailer: &Trailer) -> Vec<u8> {
+        let mut e = encoder(format, batch().schema()).unwrap();
+        let mut out = Vec::new();
+        for b in batches {
+            out.extend_from_slice(&e.batch(b).unwrap());
+        }
+        out.extend_from_slice(&e.finish(trailer).unwrap());
+        out
+    }
+
+    #[test]
+    fn json_envelope_preserves_types() {
+        let t = Trailer {
+            row_count: 4,
+            truncated: true,
+            next: Some("http://x/next".into()),
+        };
+        let bytes = encode(Format::Json, &[batch(), batch()], &t);
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            v["columns"][4],
+            serde_json::json!({"name": "capital", "type": "decimal128(18,2)"})
+        );
+        assert_eq!(v["columns"][3]["type"], "timestamp(us)");
+        let rows = v["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.contains("9007199254740993"),
+            "integers beyond 2^53 stay exact: {text}"
+        );
+        assert!(
+            text.contains("1234567890123456.78"),
+            "decimals keep their digits: {text}"
+        );
+        assert_eq!(rows[0]["name"], "张三,\"引号\"\n换行");
+        assert_eq!(rows[0]["opened"], "2024-01-01");
+        assert!(
+            rows[0]["at"]
+                .as_str()
+                .unwrap()
+                .starts_with("2024-01-01T00:00:00.123456")
+        );
+        assert_eq!(rows[0]["ok"], true);
+        assert!(rows[1]["id"].is_null());
+        assert_eq!(
+            (v["row_count"].as_u64(), v["truncated"].as_bool()),
+            (Some(4), Some(true))
+        );
+        assert_eq!(v["next"], "http://x/next");
+        // An empty result is still a whole envelope.
+        let empty: serde_json::Value =
+            serde_json::from_slice(&encode(Format::Json, &[], &Trailer::default())).unwrap();
+        assert_eq!(empty["rows"], serde_json::json!([]));
+        assert_eq!(empty["columns"].as_array().unwrap().len(), 6);
+        assert!(empty["next"].is_null());
+    }
+
+    #[test]
+    fn ndjson_and_csv() {
+        let nd =
+            String::from_utf8(encode(Format::Ndjson, &[batch()], &Trailer::default())).unwrap();
+        let lines: Vec<serde_json::Value> = nd
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["id"], 9_007_199_254_740_993i64);
+        let csv = encode(Format::Csv, &[batch(), batch()], &Trailer::default());
+        let mut r = ::csv::ReaderBuilder::new().from_reader(csv.as_slice());
+        assert_eq!(
+            r.headers().unwrap().iter().collect::<Vec<_>>(),
+            ["id", "name", "opened", "at", "capital", "ok"]
+        );
+        let recs: Vec<_> = r.records().map(|r| r.unwrap()).collect();
+        assert_eq!(recs.len(), 4, "one header, four rows");
+        assert_eq!(&recs[0][1], "张三,\"引号\"\n换行");
+        assert_eq!(&recs[0][4], "1234567890123456.78");
+        let empty = String::from_utf8(encode(Format::Csv, &[], &Trailer::default())).unwrap();
+        assert_eq!(empty.trim(), "id,name,opened,at,capital,ok");
+    }
+
+    #[test]
+    fn arrow_and_parquet_round_trip() {
+        let arrow = encode(Format::Arrow, &[batch(), batch()], &Trailer::default());
+        let reader = arrow::ipc::reader::StreamReader::try_new(arrow.as_slice(), None).unwrap();
+        let back: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(back, vec![batch(), batch()]);
+        let pq = encode(Format::Parquet, &[batch(), batch()], &Trailer::default());
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(Bytes::from(pq))
+                .unwrap()
+                .build()
+                .unwrap();
+        let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows, 4);
+    }
+
+    #[test]
+    fn formats_by_name_and_accept() {
+        for f in Format::ALL {
+            assert_eq!(Format::from_name(f.name()), Some(f));
+            assert_eq!(Format::from_accept(f.content_type()), Some(f));
+        }
+        assert_eq!(
+            Format::from_accept("text/html, */*;q=0.1"),
+            Some(Format::Json)
+        );
+        assert_eq!(Format::from_accept("text/html"), None);
+        assert_eq!(Format::from_name("xml"), None);
+    }
+}
