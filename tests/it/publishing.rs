@@ -125,6 +125,22 @@ async fn server_with_department_and(env: &[(&str, &str)]) -> (Server, tempfile::
     (s, tmp)
 }
 
+/// `name:type` of each column of a dataset's schema.
+fn schema_of(d: &Value) -> Vec<String> {
+    d["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c["name"].as_str().unwrap(),
+                c["type"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 fn files_under(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -349,18 +365,7 @@ async fn first_upload_fixes_an_inferred_schema() {
         "{v}"
     );
     let d = api.dataset("lines").await;
-    let types: Vec<String> = d["schema"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            format!(
-                "{}:{}",
-                c["name"].as_str().unwrap(),
-                c["type"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let types: Vec<String> = schema_of(&d);
     assert!(
         types.contains(&"fare:decimal128(5,2)".to_string()),
         "{types:?}"
@@ -756,18 +761,7 @@ async fn a_replace_may_add_nullable_columns() {
         .await;
     assert_eq!(st, 201, "{v}");
     let d = api.dataset("stops").await;
-    let schema: Vec<String> = d["schema"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            format!(
-                "{}:{}",
-                c["name"].as_str().unwrap(),
-                c["type"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let schema: Vec<String> = schema_of(&d);
     assert_eq!(
         schema,
         [

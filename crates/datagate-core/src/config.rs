@@ -230,11 +230,10 @@ impl Config {
                 overrides.push((name.clone(), key, value.clone()));
             }
         }
-        for (var, key, value) in &overrides {
+        for (_, key, value) in &overrides {
             let parsed: figment::value::Value = value
                 .parse()
                 .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
-            let _ = var;
             figment = figment.merge(Serialized::default(key, parsed));
         }
         figment.extract::<Config>().map_err(|e| {

@@ -142,7 +142,7 @@ pub struct DatasetList {
     pub total: u64,
 }
 
-/// One entry of a dataset's version history.
+/// One entry of a dataset's version history; also the answer to an upload.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionOut {
     pub version: i64,
@@ -206,32 +206,4 @@ pub struct Readiness {
     pub ready: bool,
     /// Each component: `ok` or why it is not usable.
     pub checks: BTreeMap<String, String>,
-}
-
-/// The answer to an upload.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct VersionCreated {
-    pub version: i64,
-    /// `append` or `replace`.
-    pub mode: String,
-    pub rows_added: u64,
-    pub row_count: u64,
-    /// Parquet files of the version.
-    pub files: usize,
-    pub bytes: u64,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<&Version> for VersionCreated {
-    fn from(v: &Version) -> Self {
-        Self {
-            version: v.version,
-            mode: v.mode.as_str().to_string(),
-            rows_added: v.rows_added,
-            row_count: v.row_count,
-            files: v.files.len(),
-            bytes: v.bytes,
-            created_at: v.created_at,
-        }
-    }
 }

@@ -3,7 +3,7 @@
 
 use super::catalog::visible_dataset;
 use super::{ApiQuery, Caller, DatasetPath, base_url};
-use crate::api::{DatasetOut, VersionCreated};
+use crate::api::{DatasetOut, VersionOut};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -284,7 +284,7 @@ pub struct UploadQuery {
 #[utoipa::path(post, path = "/api/v1/datasets/{dept}/{name}/versions", tag = "publishing",
     params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name"), UploadQuery),
     request_body(content = Vec<u8>, description = "the data", content_type = "text/csv"),
-    responses((status = 201, body = VersionCreated), (status = 401, body = crate::api::Problem),
+    responses((status = 201, body = VersionOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
         (status = 409, body = crate::api::Problem), (status = 413, body = crate::api::Problem),
         (status = 415, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
@@ -370,7 +370,7 @@ pub async fn upload_version(
         )
         .await?;
     tracing::info!(dataset = %format!("{}/{}", ds.department, ds.name), version = v.version, rows_added = v.rows_added, "version published");
-    Ok((StatusCode::CREATED, Json(VersionCreated::from(&v))).into_response())
+    Ok((StatusCode::CREATED, Json(VersionOut::from(&v))).into_response())
 }
 
 /// `POST /api/v1/departments`.
