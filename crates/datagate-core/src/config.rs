@@ -170,12 +170,34 @@ impl Default for IngestConfig {
 pub struct LimitsConfig {
     /// An upload body larger than this (compressed or not) is refused with 413 while it streams.
     pub max_upload_bytes: u64,
+    /// The largest `limit` a `rows` page may ask for.
+    pub max_page_rows: u64,
+    /// Rows a query answers at most; beyond them the answer says `truncated: true`.
+    pub max_query_rows: u64,
+    /// Memory one query may reserve for sorts, joins and aggregates; beyond it the query fails
+    /// with 422 while others keep running.
+    pub query_memory_bytes: u64,
+    /// Time a `rows` page or a query may take (504 beyond); `timeout_ms` can only lower it.
+    pub query_timeout_ms: u64,
+    /// Time an export may take; 0 = no limit.
+    pub export_timeout_secs: u64,
+    /// Longest accepted SQL text (and `where` expression), in bytes.
+    pub max_sql_bytes: usize,
+    /// Deepest accepted nesting of a SQL expression or statement.
+    pub max_expr_depth: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_upload_bytes: 10 * 1024 * 1024 * 1024,
+            max_page_rows: 10_000,
+            max_query_rows: 100_000,
+            query_memory_bytes: 256 * 1024 * 1024,
+            query_timeout_ms: 30_000,
+            export_timeout_secs: 3_600,
+            max_sql_bytes: 65_536,
+            max_expr_depth: 64,
         }
     }
 }

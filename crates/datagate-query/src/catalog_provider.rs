@@ -1,17 +1,26 @@
 //! The `datagate` catalog provider: departments as schemas, datasets as tables.
+//!
+//! A [`DatagateCatalog`] is built per request and holds only the datasets that request may read.
+//! Tables are resolved lazily: the list of readable datasets comes from one catalog query, and a
+//! dataset's version and files are looked up only when a query names it, once per request.
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::DataFusionError;
-use datagate_catalog::Column;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datagate_catalog::{CatalogStore, Column, Dataset};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::sync::OnceCell;
+use url::Url;
 
 /// One dataset at one version, as a table.
 #[derive(Debug, Clone)]
@@ -36,6 +45,11 @@ impl TableSnapshot {
         ))
     }
 
+    /// `department.name`, as written in SQL and in `X-Dataset-Versions`.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.department, self.name)
+    }
+
     fn provider(&self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
         let schema = self.schema();
         if self.file_urls.is_empty() {
@@ -55,6 +69,151 @@ impl TableSnapshot {
     }
 }
 
+/// A dataset's table: the Parquet files of one version, carrying which dataset and version it
+/// is so a plan can say what it read (see [`crate::plan_info`]).
+#[derive(Debug)]
+pub struct DatasetTable {
+    snapshot: TableSnapshot,
+    inner: Arc<dyn TableProvider>,
+}
+
+impl DatasetTable {
+    pub fn new(snapshot: TableSnapshot) -> Result<Self, DataFusionError> {
+        let inner = snapshot.provider()?;
+        Ok(Self { snapshot, inner })
+    }
+
+    pub fn snapshot(&self) -> &TableSnapshot {
+        &self.snapshot
+    }
+}
+
+#[async_trait]
+impl TableProvider for DatasetTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        self.inner.scan(state, projection, filters, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>, DataFusionError> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+}
+
+/// Where table files are found: the catalog store and the warehouse URL.
+#[derive(Clone)]
+pub(crate) struct Resolver {
+    pub catalog: Arc<dyn CatalogStore>,
+    pub warehouse_url: Url,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("warehouse_url", &self.warehouse_url.as_str())
+            .finish()
+    }
+}
+
+impl Resolver {
+    /// The snapshot of `dataset` at `version` (its current version when `None`); `Ok(None)`
+    /// when that version does not exist (or was expired by retention).
+    pub async fn snapshot(
+        &self,
+        dataset: &Dataset,
+        version: Option<i64>,
+    ) -> Result<Option<TableSnapshot>, crate::QueryError> {
+        let Some(v) = version.or(dataset.current_version) else {
+            return Ok(Some(TableSnapshot {
+                department: dataset.department.clone(),
+                name: dataset.name.clone(),
+                version: None,
+                columns: dataset.columns.clone(),
+                file_urls: Vec::new(),
+            }));
+        };
+        let Some(found) = self
+            .catalog
+            .get_version(&dataset.department, &dataset.name, v)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let file_urls = found
+            .files
+            .iter()
+            .map(|f| {
+                self.warehouse_url
+                    .join(&f.path)
+                    .map(|u| u.to_string())
+                    .map_err(|e| crate::QueryError::Internal(format!("bad file path: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(TableSnapshot {
+            department: dataset.department.clone(),
+            name: dataset.name.clone(),
+            version: Some(found.version),
+            columns: found.columns,
+            file_urls,
+        }))
+    }
+}
+
+/// A table of the catalog: known by its catalog entry, resolved on first use.
+#[derive(Debug)]
+enum Entry {
+    Lazy {
+        dataset: Box<Dataset>,
+        resolver: Resolver,
+        table: OnceCell<Arc<DatasetTable>>,
+    },
+    Resolved(Arc<DatasetTable>),
+}
+
+impl Entry {
+    async fn table(&self) -> Result<Arc<DatasetTable>, DataFusionError> {
+        match self {
+            Entry::Resolved(t) => Ok(t.clone()),
+            Entry::Lazy {
+                dataset,
+                resolver,
+                table,
+            } => table
+                .get_or_try_init(|| async {
+                    let snapshot = resolver
+                        .snapshot(dataset, None)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?
+                        .ok_or_else(|| {
+                            DataFusionError::Execution(format!(
+                                "the current version of {}.{} is gone",
+                                dataset.department, dataset.name
+                            ))
+                        })?;
+                    Ok(Arc::new(DatasetTable::new(snapshot)?))
+                })
+                .await
+                .cloned(),
+        }
+    }
+}
+
 /// The `datagate` catalog of one request.
 #[derive(Debug, Default)]
 pub struct DatagateCatalog {
@@ -62,17 +221,52 @@ pub struct DatagateCatalog {
 }
 
 impl DatagateCatalog {
-    /// Builds the catalog from table snapshots; `departments` are listed even when empty.
+    /// A catalog of resolved table snapshots; `departments` are listed even when empty.
     pub fn new(departments: impl IntoIterator<Item = String>, tables: Vec<TableSnapshot>) -> Self {
-        let mut schemas: BTreeMap<String, BTreeMap<String, TableSnapshot>> = departments
+        let mut entries: Vec<(String, String, Entry)> = Vec::new();
+        for t in tables {
+            let (d, n) = (t.department.clone(), t.name.clone());
+            match DatasetTable::new(t) {
+                Ok(table) => entries.push((d, n, Entry::Resolved(Arc::new(table)))),
+                Err(e) => tracing::warn!(error = %e, "table {d}.{n} left out of the catalog"),
+            }
+        }
+        Self::from_entries(departments, entries)
+    }
+
+    /// A catalog of `datasets` at their current versions, resolved when first named.
+    pub(crate) fn lazy(
+        departments: impl IntoIterator<Item = String>,
+        datasets: Vec<Dataset>,
+        resolver: &Resolver,
+    ) -> Self {
+        let entries = datasets
+            .into_iter()
+            .map(|d| {
+                (
+                    d.department.clone(),
+                    d.name.clone(),
+                    Entry::Lazy {
+                        dataset: Box::new(d),
+                        resolver: resolver.clone(),
+                        table: OnceCell::new(),
+                    },
+                )
+            })
+            .collect();
+        Self::from_entries(departments, entries)
+    }
+
+    fn from_entries(
+        departments: impl IntoIterator<Item = String>,
+        entries: Vec<(String, String, Entry)>,
+    ) -> Self {
+        let mut schemas: BTreeMap<String, BTreeMap<String, Entry>> = departments
             .into_iter()
             .map(|d| (d, BTreeMap::new()))
             .collect();
-        for t in tables {
-            schemas
-                .entry(t.department.clone())
-                .or_default()
-                .insert(t.name.clone(), t);
+        for (d, n, e) in entries {
+            schemas.entry(d).or_default().insert(n, e);
         }
         Self {
             schemas: schemas
@@ -82,9 +276,20 @@ impl DatagateCatalog {
         }
     }
 
-    /// The snapshot of `department.name`, if visible.
-    pub fn table(&self, department: &str, name: &str) -> Option<&TableSnapshot> {
-        self.schemas.get(department)?.tables.get(name)
+    /// The table `department.name`, if this catalog holds it.
+    pub async fn table(
+        &self,
+        department: &str,
+        name: &str,
+    ) -> Result<Option<Arc<DatasetTable>>, DataFusionError> {
+        match self
+            .schemas
+            .get(department)
+            .and_then(|s| s.tables.get(name))
+        {
+            Some(e) => e.table().await.map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -103,7 +308,7 @@ impl CatalogProvider for DatagateCatalog {
 /// One department's datasets.
 #[derive(Debug)]
 pub struct DepartmentSchema {
-    tables: BTreeMap<String, TableSnapshot>,
+    tables: BTreeMap<String, Entry>,
 }
 
 #[async_trait]
@@ -114,7 +319,7 @@ impl SchemaProvider for DepartmentSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         match self.tables.get(name) {
-            Some(t) => Ok(Some(t.provider()?)),
+            Some(e) => Ok(Some(e.table().await? as Arc<dyn TableProvider>)),
             None => Ok(None),
         }
     }

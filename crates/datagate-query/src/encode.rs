@@ -51,6 +51,17 @@ impl Format {
         }
     }
 
+    /// The file extension of an export in this format.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Ndjson => "ndjson",
+            Self::Csv => "csv",
+            Self::Arrow => "arrows",
+            Self::Parquet => "parquet",
+        }
+    }
+
     /// From a `format=` value.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL

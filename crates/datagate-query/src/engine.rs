@@ -1,31 +1,76 @@
 //! Building per-request query sessions over the catalog.
+//!
+//! Every request gets its own DataFusion `SessionContext`: its only catalog is `datagate`,
+//! holding the datasets the principal may read; its memory pool is the per-query limit; nothing
+//! spills to disk; no URL tables and no table functions exist. The shared parts (object stores,
+//! the Parquet metadata and statistics caches) come from one base runtime.
 
-use crate::CATALOG_NAME;
-use crate::catalog_provider::{DatagateCatalog, TableSnapshot};
+use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
+use crate::policy::Principal;
+use crate::{CATALOG_NAME, QueryError};
+use datafusion::common::config::ConfigNonZeroUsize;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datagate_catalog::{CatalogError, CatalogStore, DatasetFilter};
+use datagate_catalog::{CatalogStore, Dataset, DatasetFilter};
 use datagate_core::AccessLevel;
+use datagate_core::config::LimitsConfig;
 use object_store::ObjectStore;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Duration;
 use url::Url;
 
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    DataFusion(#[from] datafusion::error::DataFusionError),
-    #[error("{0}")]
-    Internal(String),
+/// The limits every query runs under (config `[limits]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryLimits {
+    pub max_page_rows: u64,
+    pub max_query_rows: u64,
+    pub memory_bytes: u64,
+    pub timeout: Duration,
+    /// `None`: exports may run as long as they stream.
+    pub export_timeout: Option<Duration>,
+    pub max_sql_bytes: usize,
+    pub max_expr_depth: usize,
+}
+
+impl From<&LimitsConfig> for QueryLimits {
+    fn from(c: &LimitsConfig) -> Self {
+        Self {
+            max_page_rows: c.max_page_rows,
+            max_query_rows: c.max_query_rows,
+            memory_bytes: c.query_memory_bytes,
+            timeout: Duration::from_millis(c.query_timeout_ms),
+            export_timeout: (c.export_timeout_secs > 0)
+                .then(|| Duration::from_secs(c.export_timeout_secs)),
+            max_sql_bytes: c.max_sql_bytes,
+            max_expr_depth: c.max_expr_depth.max(1),
+        }
+    }
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        (&LimitsConfig::default()).into()
+    }
 }
 
 /// Shared state from which request sessions are built.
 #[derive(Clone)]
 pub struct QueryEngine {
     catalog: Arc<dyn CatalogStore>,
-    warehouse_url: Url,
+    resolver: Resolver,
     runtime: Arc<RuntimeEnv>,
+    limits: QueryLimits,
+}
+
+/// One request's DataFusion session and the limits it runs under.
+pub struct RequestSession {
+    pub ctx: SessionContext,
+    pub limits: QueryLimits,
 }
 
 impl QueryEngine {
@@ -34,23 +79,54 @@ impl QueryEngine {
         catalog: Arc<dyn CatalogStore>,
         warehouse_url: Url,
         root_store: Arc<dyn ObjectStore>,
+        limits: QueryLimits,
     ) -> Result<Self, QueryError> {
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
         let mut base = warehouse_url.clone();
         base.set_path("/");
         runtime.register_object_store(&base, root_store);
         Ok(Self {
+            resolver: Resolver {
+                catalog: catalog.clone(),
+                warehouse_url,
+            },
             catalog,
-            warehouse_url,
             runtime,
+            limits,
         })
     }
 
-    /// A snapshot of the published datasets of the given open levels, each at its current
-    /// version.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    /// A catalog of the published datasets of the given open levels, each at its current
+    /// version (resolved when a query names it).
     pub async fn catalog_snapshot(
         &self,
         visible: &[AccessLevel],
+    ) -> Result<DatagateCatalog, QueryError> {
+        self.catalog_where(visible, |_| true).await
+    }
+
+    /// The catalog of everything `principal` may read, at current versions.
+    pub async fn readable_catalog(
+        &self,
+        principal: &Principal,
+    ) -> Result<DatagateCatalog, QueryError> {
+        self.catalog_where(&principal.visible_levels(), |d| principal.reads(d))
+            .await
+    }
+
+    async fn catalog_where(
+        &self,
+        visible: &[AccessLevel],
+        keep: impl Fn(&Dataset) -> bool,
     ) -> Result<DatagateCatalog, QueryError> {
         let page = self
             .catalog
@@ -66,51 +142,110 @@ impl QueryEngine {
             .await?
             .into_iter()
             .map(|d| d.department.id);
-        let mut tables = Vec::with_capacity(page.datasets.len());
-        for ds in page.datasets {
-            let (columns, file_urls) = match ds.current_version {
-                Some(v) => match self
-                    .catalog
-                    .get_version(&ds.department, &ds.name, v)
-                    .await?
-                {
-                    Some(version) => {
-                        let urls = version
-                            .files
-                            .iter()
-                            .map(|f| self.file_url(&f.path))
-                            .collect::<Result<Vec<_>, _>>()?;
-                        (version.columns, urls)
-                    }
-                    None => (ds.columns.clone(), Vec::new()),
-                },
-                None => (ds.columns.clone(), Vec::new()),
-            };
-            tables.push(TableSnapshot {
-                department: ds.department,
-                name: ds.name,
-                version: ds.current_version,
-                columns,
-                file_urls,
-            });
+        let datasets = page.datasets.into_iter().filter(|d| keep(d)).collect();
+        Ok(DatagateCatalog::lazy(departments, datasets, &self.resolver))
+    }
+
+    /// The one dataset a `rows` or `export` request reads, at `version` (current when `None`):
+    /// 404 when the principal may not see it (or it or the version does not exist), 403 when it
+    /// sees it but may not read its data.
+    pub async fn readable_dataset(
+        &self,
+        principal: &Principal,
+        department: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<(Dataset, TableSnapshot), QueryError> {
+        let not_found = || QueryError::NotFound(format!("dataset {department}/{name} not found"));
+        let dataset = self
+            .catalog
+            .get_dataset(department, name)
+            .await?
+            .filter(|d| d.unpublished_at.is_none())
+            .filter(|d| principal.sees_entry(d.metadata.access_level))
+            .ok_or_else(not_found)?;
+        if !principal.reads(&dataset) {
+            return Err(QueryError::Forbidden(format!(
+                "the data of {department}/{name} is {}: reading it needs an approved application",
+                dataset.metadata.access_level.as_str()
+            )));
         }
-        Ok(DatagateCatalog::new(departments, tables))
+        let snapshot = self
+            .resolver
+            .snapshot(&dataset, version)
+            .await?
+            .ok_or_else(|| {
+                QueryError::NotFound(format!(
+                    "version {} of {department}/{name} not found",
+                    version.unwrap_or_default()
+                ))
+            })?;
+        Ok((dataset, snapshot))
     }
 
-    fn file_url(&self, path: &str) -> Result<String, QueryError> {
-        self.warehouse_url
-            .join(path)
-            .map(|u| u.to_string())
-            .map_err(|e| QueryError::Internal(format!("bad file path {path}: {e}")))
+    /// A request session over `catalog`, under the configured limits. `ordered` asks for one
+    /// partition so rows come in file order (stable paging without a sort key).
+    pub fn request_session(
+        &self,
+        catalog: DatagateCatalog,
+        ordered: bool,
+    ) -> Result<RequestSession, QueryError> {
+        let pool = TrackConsumersPool::new(
+            GreedyMemoryPool::new(self.limits.memory_bytes as usize),
+            NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+        );
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let mut config = self.config();
+        if ordered {
+            config = config
+                .with_target_partitions(1)
+                .with_repartition_file_scans(false);
+        }
+        Ok(RequestSession {
+            ctx: self.context(config, runtime, catalog),
+            limits: self.limits.clone(),
+        })
     }
 
-    /// A session whose only catalog is `datagate`, holding `catalog`.
+    /// A session over `catalog` without per-request limits (tests, tools).
     pub fn session(&self, catalog: DatagateCatalog) -> SessionContext {
-        let config = SessionConfig::new()
+        self.context(self.config(), self.runtime.clone(), catalog)
+    }
+
+    fn config(&self) -> SessionConfig {
+        let mut config = SessionConfig::new()
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(config, self.runtime.clone());
+        let options = config.options_mut();
+        let depth = self.limits.max_expr_depth;
+        if let Ok(limit) = ConfigNonZeroUsize::try_new(depth) {
+            options.sql_parser.recursion_limit = limit;
+        }
+        options.sql_parser.collect_spans = true;
+        // API types are utf8: keep casts and string literals out of the view types.
+        options.sql_parser.map_string_types_to_utf8view = false;
+        options.execution.parquet.schema_force_view_types = false;
+        config
+    }
+
+    fn context(
+        &self,
+        config: SessionConfig,
+        runtime: Arc<RuntimeEnv>,
+        catalog: DatagateCatalog,
+    ) -> SessionContext {
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            // No table functions: nothing reads files or generates rows outside the catalog.
+            .with_table_functions(HashMap::new())
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
         ctx
     }

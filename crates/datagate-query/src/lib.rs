@@ -1,17 +1,29 @@
-//! The DataFusion side of datagate.
+//! The DataFusion side of datagate: per-request sessions, access policy, SQL and REST planning,
+//! read-only verification, limits and streaming encoders.
 //!
-//! [`DatagateCatalog`] is the `datagate` SQL catalog: each department a schema, each dataset a
-//! table over the Parquet files of one pinned version. It is a snapshot built per request from
-//! the catalog store ([`QueryEngine::catalog_snapshot`]) holding only what that request may
-//! read, so narrowing what a caller sees happens in one place. [`QueryEngine::session`] wraps it
-//! in a DataFusion `SessionContext` with no other catalogs and no URL tables.
+//! A request's principal ([`policy::Principal`]) decides which datasets its session catalog
+//! ([`DatagateCatalog`]) holds, so narrowing what a caller sees happens in one place; a
+//! [`QueryEngine`] builds that session ([`QueryEngine::request_session`]) with the per-query
+//! memory pool and without URL tables or table functions. Requests become plans through
+//! [`sql::plan_sql`] (one read-only statement) or [`rows::plan_rows`] (a page or an export, with
+//! the `where` translator of [`filter`]); [`execute`] runs a plan and streams it through an
+//! [`encode`] format; [`plan_info`] says which dataset versions a plan read.
 
 pub mod catalog_provider;
 pub mod encode;
 pub mod engine;
+pub mod error;
+pub mod execute;
+pub mod filter;
+pub mod plan_info;
+pub mod policy;
+pub mod rows;
+pub mod sql;
 
-pub use catalog_provider::{DatagateCatalog, TableSnapshot};
-pub use engine::{QueryEngine, QueryError};
+pub use catalog_provider::{DatagateCatalog, DatasetTable, TableSnapshot};
+pub use engine::{QueryEngine, QueryLimits, RequestSession};
+pub use error::{Position, QueryError};
+pub use policy::Principal;
 
 /// The SQL catalog name (API.md §2).
 pub const CATALOG_NAME: &str = "datagate";

@@ -32,7 +32,13 @@ async fn fixture() -> Fixture {
         u64::MAX,
         dir.path().join("tmp"),
     );
-    let engine = QueryEngine::new(catalog.clone(), url, warehouse.root_store().clone()).unwrap();
+    let engine = QueryEngine::new(
+        catalog.clone(),
+        url,
+        warehouse.root_store().clone(),
+        Default::default(),
+    )
+    .unwrap();
     catalog
         .create_department(NewDepartment {
             id: "transport".into(),
@@ -200,7 +206,13 @@ async fn a_snapshot_stays_on_its_version() {
         .await
         .unwrap();
     assert_eq!(
-        snapshot.table("transport", "stops").unwrap().version,
+        snapshot
+            .table("transport", "stops")
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot()
+            .version,
         Some(1)
     );
     let old = f.engine.session(snapshot);

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use datagate_catalog::{ApiKey, KeyToken, Role};
 use datagate_core::AccessLevel;
+use datagate_query::Principal;
 
 /// The principal of a request.
 #[derive(Debug, Clone)]
@@ -36,29 +37,32 @@ impl Caller {
         }
     }
 
-    /// The open levels whose catalog entries this caller sees (API.md §4).
-    pub fn visible_levels(&self) -> Vec<AccessLevel> {
-        match self.role() {
-            Some(Role::Admin | Role::Publisher | Role::Auditor) => AccessLevel::ALL.to_vec(),
-            Some(Role::Consumer) | None => vec![AccessLevel::Open, AccessLevel::Conditional],
+    /// The principal the query side decides access for (API.md §4 lives in
+    /// [`datagate_query::policy`]).
+    pub fn principal(&self) -> Principal {
+        match self {
+            Caller::Anonymous => Principal::ANONYMOUS,
+            Caller::Key(k) => Principal {
+                key_id: Some(k.id.clone()),
+                role: Some(k.role),
+                department: k.department.clone(),
+            },
         }
+    }
+
+    /// The open levels whose catalog entries this caller sees.
+    pub fn visible_levels(&self) -> Vec<AccessLevel> {
+        self.principal().visible_levels()
     }
 
     /// Whether this caller administers `department`'s datasets: admins, and publishers of it.
     pub fn manages(&self, department: &str) -> bool {
-        match self {
-            Caller::Key(k) => match k.role {
-                Role::Admin => true,
-                Role::Publisher => k.department.as_deref() == Some(department),
-                _ => false,
-            },
-            Caller::Anonymous => false,
-        }
+        self.principal().manages(department)
     }
 
     /// Whether `private` columns of `department`'s datasets exist for this caller.
     pub fn sees_private(&self, department: &str) -> bool {
-        self.manages(department)
+        self.principal().sees_private(department)
     }
 
     /// 401 for anonymous callers, 403 for known ones, unless `allowed`.

@@ -24,10 +24,15 @@ use utoipa::OpenApi;
         crate::routes::publish::patch_dataset,
         crate::routes::publish::unpublish_dataset,
         crate::routes::publish::upload_version,
+        crate::routes::data::rows,
+        crate::routes::data::export,
+        crate::routes::data::query_post,
+        crate::routes::data::query_get,
     ),
     tags(
         (name = "catalog", description = "Departments and datasets"),
         (name = "publishing", description = "Registering datasets and uploading versions"),
+        (name = "data", description = "Rows, exports and read-only SQL"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

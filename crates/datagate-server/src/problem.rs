@@ -161,3 +161,47 @@ impl From<datagate_ingest::IngestError> for ApiError {
         }
     }
 }
+
+impl From<datagate_query::QueryError> for ApiError {
+    fn from(e: datagate_query::QueryError) -> Self {
+        use datagate_query::QueryError as E;
+        match e {
+            E::Invalid {
+                message,
+                position,
+                parameter,
+            } => {
+                let mut err = Self::new(StatusCode::BAD_REQUEST, "invalid-query", message);
+                if let Some(p) = position {
+                    err = err
+                        .with("line", p.line)
+                        .with("column", p.column)
+                        .with("position", json!({"line": p.line, "column": p.column}));
+                }
+                if let Some(name) = parameter {
+                    err = err.with("parameter", name);
+                }
+                err
+            }
+            E::NotFound(m) => Self::not_found(m),
+            E::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            E::MemoryLimit { limit, detail } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "query-memory-limit",
+                format!(
+                    "the query needs more memory than its limit of {limit} bytes; narrow it \
+                     (filter, fewer columns, smaller groups) ({detail})"
+                ),
+            )
+            .with("limit_bytes", limit),
+            E::Timeout(ms) => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "query-timeout",
+                format!("the query ran past its time limit of {ms} ms"),
+            )
+            .with("limit_ms", ms),
+            E::Catalog(c) => c.into(),
+            E::Internal(m) => Self::internal(m),
+        }
+    }
+}

@@ -129,6 +129,9 @@ fn init_logging(cfg: &Config) {
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Query planning recurses over the plan; room to spare keeps deep (but accepted)
+        // queries far from the guard page. Only touched pages are committed.
+        .thread_stack_size(16 * 1024 * 1024)
         .build()
         .context("starting the async runtime")
 }
@@ -206,6 +209,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             stores.catalog.clone(),
             stores.warehouse.url().clone(),
             stores.warehouse.root_store().clone(),
+            (&cfg.limits).into(),
         )?;
         let state = datagate_server::AppState {
             config: Arc::new(cfg.clone()),

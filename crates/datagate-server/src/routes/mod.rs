@@ -1,6 +1,7 @@
 //! The routes, one module per area of API.md §5.
 
 pub mod catalog;
+pub mod data;
 pub mod dcat;
 pub mod ops;
 pub mod publish;
@@ -8,8 +9,10 @@ pub mod publish;
 pub use crate::auth::Caller;
 use crate::problem::{self, ApiError};
 use crate::state::AppState;
+use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::get;
 use serde::de::DeserializeOwned;
@@ -39,6 +42,9 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/datasets/{dept}/{name}/versions",
             get(catalog::list_versions).post(publish::upload_version),
         )
+        .route("/api/v1/datasets/{dept}/{name}/rows", get(data::rows))
+        .route("/api/v1/datasets/{dept}/{name}/export", get(data::export))
+        .route("/api/v1/query", get(data::query_get).post(data::query_post))
         .route("/catalog/data.json", get(dcat::data_json))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)
@@ -55,6 +61,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|Query(v)| ApiQuery(v))
             .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// `Json<T>` whose rejection is a problem+json 400 (415 without a JSON content type).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => {
+                let status = e.status();
+                let mut err =
+                    ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()));
+                if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+                    err.status = status;
+                    err.kind = "unsupported-media-type";
+                }
+                Err(err)
+            }
+        }
     }
 }
 

@@ -2,13 +2,13 @@
 //! "Ingest"). Allowed to admins and to publishers of the owning department.
 
 use super::catalog::visible_dataset;
-use super::{ApiQuery, Caller, DatasetPath, base_url};
+use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::api::{DatasetOut, VersionOut};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datagate_catalog::{Column, Contact, DatasetMetadata, NewDataset, VersionMode};
@@ -16,30 +16,7 @@ use datagate_core::AccessLevel;
 use datagate_ingest::{Source, SourceFormat};
 use futures::TryStreamExt;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use utoipa::{IntoParams, ToSchema};
-
-/// `Json<T>` whose rejection is a problem+json 400 (415 without a JSON content type).
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(e) => {
-                let status = e.status();
-                let mut err =
-                    ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()));
-                if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-                    err.status = status;
-                    err.kind = "unsupported-media-type";
-                }
-                Err(err)
-            }
-        }
-    }
-}
 
 /// `POST /api/v1/datasets`.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,0 +1,188 @@
+//! What can go wrong with a query, in the terms a client is answered in.
+//!
+//! DataFusion's errors are sorted here once ([`QueryError::from_datafusion`]): what the query
+//! itself got wrong is [`QueryError::Invalid`] (with the position when known), a memory-pool
+//! refusal is [`QueryError::MemoryLimit`], and only storage and internal failures are
+//! [`QueryError::Internal`], whose text is logged, never sent.
+
+use datafusion::error::DataFusionError;
+use datagate_catalog::CatalogError;
+
+/// Where in the SQL (or `where` text) a problem is, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// A malformed or refused query (400).
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        position: Option<Position>,
+        /// The request parameter at fault (`where`, `order`, `select`, ...), when there is one.
+        parameter: Option<&'static str>,
+    },
+    /// An unknown or invisible dataset or version (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// A dataset the caller sees but may not read (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The query needed more memory than its limit (422).
+    #[error("the query needs more memory than its limit of {limit} bytes: {detail}")]
+    MemoryLimit { limit: u64, detail: String },
+    /// The query ran past its time limit (504).
+    #[error("the query ran past its time limit of {0} ms")]
+    Timeout(u64),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Storage or internal failures; the text is for the logs.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            position: None,
+            parameter: None,
+        }
+    }
+
+    pub fn invalid_at(message: impl Into<String>, position: Option<Position>) -> Self {
+        Self::Invalid {
+            message: message.into(),
+            position,
+            parameter: None,
+        }
+    }
+
+    /// Names the request parameter an `Invalid` error is about.
+    pub fn in_parameter(self, name: &'static str) -> Self {
+        match self {
+            Self::Invalid {
+                message, position, ..
+            } => Self::Invalid {
+                message: format!("{name}: {message}"),
+                position,
+                parameter: Some(name),
+            },
+            other => other,
+        }
+    }
+
+    /// Sorts a DataFusion error; `memory_limit` is quoted when the memory pool refused.
+    pub fn from_datafusion(e: DataFusionError, memory_limit: u64) -> Self {
+        let position = e
+            .diagnostic()
+            .and_then(|d| d.span)
+            .filter(|s| s.start.line > 0)
+            .map(|s| Position {
+                line: s.start.line,
+                column: s.start.column,
+            });
+        let root = e.find_root();
+        match root {
+            DataFusionError::ResourcesExhausted(m) => Self::MemoryLimit {
+                limit: memory_limit,
+                detail: first_line(m),
+            },
+            DataFusionError::SQL(parser_error, _) => {
+                let message = parser_error.to_string();
+                let position = position.or_else(|| parser_position(&message));
+                Self::invalid_at(clean(&message), position)
+            }
+            DataFusionError::Plan(m)
+            | DataFusionError::NotImplemented(m)
+            | DataFusionError::Configuration(m)
+            | DataFusionError::Execution(m) => Self::invalid_at(clean(m), position),
+            DataFusionError::SchemaError(s, _) => Self::invalid_at(clean(&s.to_string()), position),
+            // Arrow errors at run time come from the query's own expressions (a bad cast, a
+            // division by zero, an overflow).
+            DataFusionError::ArrowError(a, _) => match a.as_ref() {
+                arrow::error::ArrowError::IoError(..)
+                | arrow::error::ArrowError::ExternalError(_) => Self::Internal(e.to_string()),
+                other => Self::invalid_at(clean(&other.to_string()), position),
+            },
+            DataFusionError::External(inner) => match inner.downcast_ref::<QueryError>() {
+                Some(QueryError::Catalog(c)) => Self::Internal(c.to_string()),
+                Some(q) => Self::Internal(q.to_string()),
+                None => Self::Internal(e.to_string()),
+            },
+            _ => Self::Internal(e.to_string()),
+        }
+    }
+
+    /// Whether the client is at fault (a 4xx), as opposed to the server.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(
+            self,
+            Self::Internal(_) | Self::Catalog(CatalogError::Backend(_))
+        )
+    }
+}
+
+fn first_line(m: &str) -> String {
+    m.lines().next().unwrap_or_default().to_string()
+}
+
+/// DataFusion's messages, without the internal-bug boilerplate or backtraces.
+fn clean(m: &str) -> String {
+    let m = m
+        .split(DataFusionError::BACK_TRACE_SEP)
+        .next()
+        .unwrap_or_default();
+    m.trim().to_string()
+}
+
+/// sqlparser writes positions as `... at Line: 1, Column: 8`.
+fn parser_position(message: &str) -> Option<Position> {
+    let at = message.rfind("Line: ")?;
+    let rest = &message[at + "Line: ".len()..];
+    let (line, rest) = rest.split_once(',')?;
+    let column = rest.trim().strip_prefix("Column: ")?;
+    let column: String = column.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some(Position {
+        line: line.trim().parse().ok()?,
+        column: column.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parser_positions_are_read_from_messages() {
+        assert_eq!(
+            parser_position(
+                "sql parser error: Expected: end of statement, found: x at Line: 3, Column: 17"
+            ),
+            Some(Position {
+                line: 3,
+                column: 17
+            })
+        );
+        assert_eq!(parser_position("no position here"), None);
+    }
+
+    #[test]
+    fn memory_refusals_and_plan_errors_are_sorted() {
+        let e = DataFusionError::ResourcesExhausted("Failed to allocate".into()).context("x");
+        assert!(matches!(
+            QueryError::from_datafusion(e, 10),
+            QueryError::MemoryLimit { limit: 10, .. }
+        ));
+        let e = DataFusionError::Plan("table 'x' not found".into());
+        assert!(matches!(
+            QueryError::from_datafusion(e, 10),
+            QueryError::Invalid { .. }
+        ));
+        let e = DataFusionError::IoError(std::io::Error::other("disk"));
+        assert!(!QueryError::from_datafusion(e, 10).is_client_error());
+    }
+}

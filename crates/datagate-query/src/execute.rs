@@ -1,0 +1,288 @@
+//! Running a plan and streaming its encoded result.
+//!
+//! [`start`] plans physically, starts execution and waits for the first batch, all within the
+//! deadline, so the errors that happen early (bad casts, memory refusals, timeouts) still get
+//! their own status. [`stream_encoded`] then moves the stream to a task that encodes batch by
+//! batch into a small channel: memory stays at a few batches whatever the result size, the
+//! client's disconnect (the receiver dropped) cancels the query at once, and an error after the
+//! first bytes ends the body with an error so the transfer fails visibly instead of looking
+//! complete.
+
+use crate::encode::{self, Format, Trailer};
+use crate::engine::RequestSession;
+use crate::error::QueryError;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A query that has produced its first batch (or finished without one).
+pub struct Started {
+    pub schema: SchemaRef,
+    first: Option<RecordBatch>,
+    stream: SendableRecordBatchStream,
+    memory_limit: u64,
+    deadline: Option<Instant>,
+    timeout_ms: u64,
+    _in_flight: InFlight,
+}
+
+/// Counts a running query in the `datagate_queries_in_flight` gauge for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        metrics::gauge!("datagate_queries_in_flight").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("datagate_queries_in_flight").decrement(1.0);
+    }
+}
+
+/// Wraps `plan` in a limit of `rows` (not for `EXPLAIN`, whose plan must stay the root).
+pub fn limit_plan(plan: LogicalPlan, rows: u64) -> Result<LogicalPlan, QueryError> {
+    if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+        return Ok(plan);
+    }
+    let fetch = usize::try_from(rows).unwrap_or(usize::MAX);
+    LogicalPlanBuilder::from(plan)
+        .limit(0, Some(fetch))
+        .and_then(|b| b.build())
+        .map_err(|e| QueryError::Internal(e.to_string()))
+}
+
+/// Starts `plan` and waits for its first batch, all before `deadline`.
+pub async fn start(
+    session: &RequestSession,
+    plan: LogicalPlan,
+    deadline: Option<Instant>,
+) -> Result<Started, QueryError> {
+    let memory_limit = session.limits.memory_bytes;
+    let timeout_ms = deadline
+        .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64)
+        .unwrap_or(0);
+    let in_flight = InFlight::new();
+    let run = async {
+        let df = session
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
+        let first = match stream.next().await {
+            Some(Ok(batch)) => Some(batch),
+            Some(Err(e)) => return Err(QueryError::from_datafusion(e, memory_limit)),
+            None => None,
+        };
+        Ok((stream, first))
+    };
+    let (stream, first) = match deadline {
+        Some(d) => tokio::time::timeout_at(d, run)
+            .await
+            .map_err(|_| QueryError::Timeout(timeout_ms))??,
+        None => run.await?,
+    };
+    Ok(Started {
+        schema: stream.schema(),
+        first,
+        stream,
+        memory_limit,
+        deadline,
+        timeout_ms,
+        _in_flight: in_flight,
+    })
+}
+
+/// How many rows a response carries at most, and what its trailer says when more exist.
+#[derive(Debug, Clone, Default)]
+pub struct RowCap {
+    /// `None`: no cap (exports).
+    pub rows: Option<u64>,
+    /// A `rows` page: the next page's URL, sent when more rows follow.
+    pub next_if_more: Option<String>,
+    /// A query: say `truncated: true` when more rows follow.
+    pub truncate: bool,
+}
+
+/// How a streamed response ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed,
+    /// The client went away before the end; the query was cancelled.
+    Disconnected,
+    /// The query failed after the first bytes were sent.
+    Failed(String),
+}
+
+/// What a streamed response did, reported when it ends.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The error ending a body whose query failed mid-stream.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StreamError(pub String);
+
+/// Encodes `started` in `format`, batch by batch, into the returned channel. `on_end` is called
+/// once with what was sent and how it ended; `bytes_sent` counts encoded bytes as they leave.
+pub fn stream_encoded(
+    started: Started,
+    format: Format,
+    cap: RowCap,
+    bytes_sent: Arc<AtomicU64>,
+    on_end: impl FnOnce(Report) + Send + 'static,
+) -> Result<mpsc::Receiver<Result<Bytes, StreamError>>, QueryError> {
+    let encoder = encode::encoder(format, started.schema.clone())
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(4);
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let report = pump(started, encoder, cap, &tx, &bytes_sent).await;
+            match &report.outcome {
+                Outcome::Failed(e) => {
+                    tracing::error!(error = %e, rows = report.rows, "query failed mid-stream");
+                    let _ = tx.send(Err(StreamError(e.clone()))).await;
+                }
+                Outcome::Disconnected => {
+                    tracing::info!(rows = report.rows, "client went away; query cancelled")
+                }
+                Outcome::Completed => {}
+            }
+            on_end(report);
+        },
+        span,
+    ));
+    Ok(rx)
+}
+
+async fn pump(
+    started: Started,
+    mut encoder: Box<dyn encode::Encoder>,
+    cap: RowCap,
+    tx: &mpsc::Sender<Result<Bytes, StreamError>>,
+    bytes_sent: &AtomicU64,
+) -> Report {
+    let Started {
+        first,
+        mut stream,
+        memory_limit,
+        deadline,
+        timeout_ms,
+        _in_flight,
+        ..
+    } = started;
+    let mut report = Report {
+        outcome: Outcome::Completed,
+        rows: 0,
+        bytes: 0,
+    };
+    let mut seen: u64 = 0;
+    let send = |bytes: Bytes, report: &mut Report| {
+        let n = bytes.len() as u64;
+        let tx = tx.clone();
+        report.bytes += n;
+        bytes_sent.fetch_add(n, Ordering::Relaxed);
+        async move { bytes.is_empty() || tx.send(Ok(bytes)).await.is_ok() }
+    };
+    let mut next = first;
+    let mut first_round = true;
+    loop {
+        let batch = match next.take() {
+            Some(b) => Some(b),
+            None if first_round => None,
+            None => {
+                let wait = async {
+                    match deadline {
+                        Some(d) => tokio::time::timeout_at(d, stream.next()).await.ok(),
+                        None => Some(stream.next().await),
+                    }
+                };
+                tokio::select! {
+                    r = wait => match r {
+                        None => {
+                            report.outcome = Outcome::Failed(
+                                QueryError::Timeout(timeout_ms).to_string(),
+                            );
+                            return report;
+                        }
+                        Some(None) => None,
+                        Some(Some(Ok(b))) => Some(b),
+                        Some(Some(Err(e))) => {
+                            let e = QueryError::from_datafusion(e, memory_limit);
+                            report.outcome = Outcome::Failed(e.to_string());
+                            return report;
+                        }
+                    },
+                    _ = tx.closed() => {
+                        report.outcome = Outcome::Disconnected;
+                        return report;
+                    }
+                }
+            }
+        };
+        first_round = false;
+        // An empty result ends here; `finish` still writes its head (columns, header, schema).
+        let Some(mut batch) = batch else {
+            break;
+        };
+        seen += batch.num_rows() as u64;
+        let mut over = false;
+        if let Some(limit) = cap.rows
+            && seen > limit
+        {
+            let keep = batch.num_rows() as u64 - (seen - limit);
+            batch = batch.slice(0, keep as usize);
+            over = true;
+        }
+        report.rows += batch.num_rows() as u64;
+        let bytes = match encoder.batch(&batch) {
+            Ok(b) => b,
+            Err(e) => {
+                report.outcome = Outcome::Failed(e.to_string());
+                return report;
+            }
+        };
+        if !send(bytes, &mut report).await {
+            report.outcome = Outcome::Disconnected;
+            return report;
+        }
+        if over {
+            break;
+        }
+    }
+    let more = cap.rows.is_some_and(|limit| seen > limit);
+    let trailer = Trailer {
+        row_count: report.rows,
+        truncated: more && cap.truncate,
+        next: if more { cap.next_if_more.clone() } else { None },
+    };
+    // Dropping the stream here stops the query even when rows beyond the cap were coming.
+    drop(stream);
+    match encoder.finish(&trailer) {
+        Ok(bytes) => {
+            if !send(bytes, &mut report).await {
+                report.outcome = Outcome::Disconnected;
+            }
+        }
+        Err(e) => report.outcome = Outcome::Failed(e.to_string()),
+    }
+    report
+}

@@ -1,0 +1,254 @@
+//! The REST side of querying: a `rows` page or an `export`, translated into a DataFusion plan
+//! through the DataFrame API (never through SQL text).
+//!
+//! Paging is stable: a page is ordered by the requested columns, then by the primary key (or,
+//! without one, by every column), so ties never reorder between pages; without `order` and
+//! without a primary key rows come in file order from a single-partition session. `next` links
+//! pin the version, so a new version landing mid-way never shifts a page.
+
+use crate::catalog_provider::TableSnapshot;
+use crate::engine::RequestSession;
+use crate::error::QueryError;
+use crate::filter::{parse_where, resolve_column};
+use crate::{CATALOG_NAME, filter};
+use datafusion::common::{Column, TableReference};
+use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr};
+use datafusion::sql::sqlparser::ast::Expr as SqlExpr;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+/// The parameters of a `rows` or `export` request that shape the result.
+#[derive(Debug, Clone, Default)]
+pub struct RowsRequest {
+    /// Comma-separated column names.
+    pub select: Option<String>,
+    /// A boolean SQL expression over the dataset's columns.
+    pub filter: Option<String>,
+    /// `col [asc|desc] [nulls first|last], ...` (pages only).
+    pub order: Option<String>,
+}
+
+/// A page (`limit` rows from `offset`) or the whole result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paging {
+    Page { limit: u64, offset: u64 },
+    Export,
+}
+
+impl RowsRequest {
+    /// Whether the page needs a single-partition session to come in a stable (file) order.
+    pub fn needs_file_order(&self, primary_key: &[String], paging: Paging) -> bool {
+        matches!(paging, Paging::Page { .. }) && self.order.is_none() && primary_key.is_empty()
+    }
+}
+
+/// Plans `request` over `snapshot` in `session`. A page fetches one row more than its `limit`,
+/// so the encoder can tell whether a next page exists.
+pub async fn plan_rows(
+    session: &RequestSession,
+    snapshot: &TableSnapshot,
+    primary_key: &[String],
+    request: &RowsRequest,
+    paging: Paging,
+) -> Result<LogicalPlan, QueryError> {
+    let memory = session.limits.memory_bytes;
+    let df_err = |e| QueryError::from_datafusion(e, memory);
+    let table = TableReference::full(
+        CATALOG_NAME,
+        snapshot.department.as_str(),
+        snapshot.name.as_str(),
+    );
+    let mut df = session.ctx.table(table).await.map_err(df_err)?;
+    // The schema as this session's table yields it (what the caller may see).
+    let schema = df.schema().as_arrow().clone();
+
+    if let Some(text) = request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
+        let state = session.ctx.state();
+        let predicate = parse_where(
+            text,
+            &schema,
+            state.scalar_functions(),
+            session.limits.max_sql_bytes,
+            session.limits.max_expr_depth,
+        )
+        .map_err(|e| e.in_parameter("where"))?;
+        df = df
+            .filter(predicate)
+            .map_err(|e| df_err(e).in_parameter("where"))?;
+    }
+
+    if let Paging::Page { .. } = paging {
+        let mut sorts = match request.order.as_deref().filter(|t| !t.trim().is_empty()) {
+            Some(text) => parse_order(text, &schema, session.limits.max_sql_bytes)
+                .map_err(|e| e.in_parameter("order"))?,
+            None => Vec::new(),
+        };
+        if !sorts.is_empty() || !primary_key.is_empty() {
+            let tie_breakers: Vec<String> = if primary_key.is_empty() {
+                schema.fields().iter().map(|f| f.name().clone()).collect()
+            } else {
+                primary_key.to_vec()
+            };
+            for name in tie_breakers {
+                if schema.field_with_name(&name).is_err() {
+                    continue;
+                }
+                let already = sorts
+                    .iter()
+                    .any(|s| matches!(&s.expr, Expr::Column(c) if c.name == name));
+                if !already {
+                    sorts.push(column(&name).sort(true, false));
+                }
+            }
+            df = df
+                .sort(sorts)
+                .map_err(|e| df_err(e).in_parameter("order"))?;
+        }
+    }
+
+    if let Some(text) = request.select.as_deref().filter(|t| !t.trim().is_empty()) {
+        let columns = parse_select(text, &schema).map_err(|e| e.in_parameter("select"))?;
+        df = df
+            .select(columns.iter().map(|c| column(c)).collect::<Vec<_>>())
+            .map_err(|e| df_err(e).in_parameter("select"))?;
+    }
+
+    if let Paging::Page { limit, offset } = paging {
+        let skip = usize::try_from(offset)
+            .map_err(|_| QueryError::invalid("offset is too large").in_parameter("offset"))?;
+        let fetch = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+        df = df.limit(skip, Some(fetch)).map_err(df_err)?;
+    }
+    Ok(df.into_unoptimized_plan())
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// `a, "Mixed Case", c` → the column names, each checked against `schema`.
+pub fn parse_select(
+    text: &str,
+    schema: &arrow::datatypes::Schema,
+) -> Result<Vec<String>, QueryError> {
+    let mut out = Vec::new();
+    for raw in split_names(text)? {
+        let (name, quoted) = match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            Some(inner) => (inner.replace("\"\"", "\""), true),
+            None => (raw.to_string(), false),
+        };
+        if name.is_empty() {
+            return Err(QueryError::invalid("an empty column name"));
+        }
+        let resolved = resolve_column(schema, &name, quoted, None)?;
+        if !out.contains(&resolved) {
+            out.push(resolved);
+        }
+    }
+    Ok(out)
+}
+
+/// Splits on commas outside double quotes.
+fn split_names(text: &str) -> Result<Vec<&str>, QueryError> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(text[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err(QueryError::invalid("an unclosed double quote"));
+    }
+    parts.push(text[start..].trim());
+    Ok(parts)
+}
+
+/// `col [asc|desc] [nulls first|last], ...` → sort expressions over columns of `schema`.
+pub fn parse_order(
+    text: &str,
+    schema: &arrow::datatypes::Schema,
+    max_bytes: usize,
+) -> Result<Vec<SortExpr>, QueryError> {
+    if text.len() > max_bytes {
+        return Err(QueryError::invalid("the order is too long"));
+    }
+    filter::check_nesting(text, 64)?;
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(16)
+        .try_with_sql(text)
+        .map_err(|e| QueryError::invalid(e.to_string()))?;
+    let items = parser
+        .parse_comma_separated(Parser::parse_order_by_expr)
+        .map_err(|e| QueryError::invalid(e.to_string()))?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(QueryError::invalid(format!(
+            "unexpected `{}`; order is `column [asc|desc] [nulls first|last], ...`",
+            next.token
+        )));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let SqlExpr::Identifier(ident) = &item.expr else {
+                return Err(QueryError::invalid(format!(
+                    "order names columns only, not `{}`",
+                    item.expr
+                )));
+            };
+            if item.with_fill.is_some() {
+                return Err(QueryError::invalid("WITH FILL is not supported"));
+            }
+            let name = resolve_column(schema, &filter::sql_name(ident), true, None)?;
+            let asc = item.options.asc.unwrap_or(true);
+            // Nulls sort last ascending and first descending unless asked otherwise.
+            let nulls_first = item.options.nulls_first.unwrap_or(!asc);
+            Ok(column(&name).sort(asc, nulls_first))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("Name Zh", DataType::Utf8, true),
+        ])
+    }
+
+    #[test]
+    fn select_lists_resolve_quoted_and_plain_names() {
+        assert_eq!(
+            parse_select("id, \"Name Zh\"", &schema()).unwrap(),
+            vec!["id", "Name Zh"]
+        );
+        assert_eq!(parse_select("ID", &schema()).unwrap(), vec!["id"]);
+        assert!(parse_select("id, nope", &schema()).is_err());
+        assert!(parse_select("id,,", &schema()).is_err());
+        assert!(parse_select("\"id", &schema()).is_err());
+        assert!(parse_select("id; DROP TABLE x", &schema()).is_err());
+    }
+
+    #[test]
+    fn orders_parse_directions_and_refuse_expressions() {
+        let s = parse_order("id desc, \"Name Zh\" asc nulls first", &schema(), 1000).unwrap();
+        assert_eq!(s.len(), 2);
+        assert!(!s[0].asc && s[0].nulls_first);
+        assert!(s[1].asc && s[1].nulls_first);
+        for bad in ["id + 1", "nope", "id desc; DROP", "(SELECT 1)", "id desc, "] {
+            assert!(parse_order(bad, &schema(), 1000).is_err(), "{bad}");
+        }
+    }
+}

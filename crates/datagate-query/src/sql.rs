@@ -1,0 +1,286 @@
+//! Read-only SQL: one `SELECT` (with `WITH`, `UNION`, joins, window functions) or `EXPLAIN` of
+//! one, over `department.dataset` tables, planned and verified before anything runs.
+//!
+//! Three gates, each answering 400: the statement kind is checked on the parsed AST (DDL, DML,
+//! `COPY`, `SET`, `PREPARE` and several statements are refused by name); every `FROM` item must
+//! be a dataset name, a subquery or a join (no table functions, no file paths or URLs); and the
+//! logical plan is verified with `SQLOptions` denying DDL, DML and statements. Tables the
+//! caller may not read are not in its session catalog, so naming one fails as "not found".
+
+use crate::engine::RequestSession;
+use crate::error::{Position, QueryError};
+use datafusion::common::ScalarValue;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    ObjectName, ObjectNamePart, Statement, TableFactor, Visit, Visitor,
+};
+use std::ops::ControlFlow;
+
+/// Parses, checks and plans `sql` in `session`; `params` fill `$1..$n`.
+pub async fn plan_sql(
+    session: &RequestSession,
+    sql: &str,
+    params: &[serde_json::Value],
+) -> Result<LogicalPlan, QueryError> {
+    let statement = parse_readonly(
+        sql,
+        session.limits.max_sql_bytes,
+        session.limits.max_expr_depth,
+    )?;
+    let memory = session.limits.memory_bytes;
+    let plan = session
+        .ctx
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(|e| QueryError::from_datafusion(e, memory))?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| QueryError::invalid(format!("only read-only queries are allowed: {e}")))?;
+    if params.is_empty() {
+        return Ok(plan);
+    }
+    let values = params
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json_param(i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    plan.with_param_values(values)
+        .map_err(|e| QueryError::from_datafusion(e, memory).in_parameter("params"))
+}
+
+/// Parses `sql` into exactly one read-only statement, or says why not.
+pub fn parse_readonly(
+    sql: &str,
+    max_bytes: usize,
+    max_depth: usize,
+) -> Result<DFStatement, QueryError> {
+    if sql.len() > max_bytes {
+        return Err(QueryError::invalid(format!(
+            "the SQL text is {} bytes; at most {max_bytes} are accepted",
+            sql.len()
+        )));
+    }
+    crate::filter::check_nesting(sql, max_depth * 16)?;
+    let mut statements = DFParserBuilder::new(sql)
+        .with_recursion_limit(max_depth)
+        .build()
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| QueryError::from_datafusion(e, 0))?;
+    if statements.len() > 1 {
+        return Err(QueryError::invalid(format!(
+            "one statement per query: found {}",
+            statements.len()
+        )));
+    }
+    let statement = statements
+        .pop_front()
+        .ok_or_else(|| QueryError::invalid("the query is empty"))?;
+    check_statement(&statement)?;
+    Ok(statement)
+}
+
+fn check_statement(statement: &DFStatement) -> Result<(), QueryError> {
+    match statement {
+        DFStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(q) => match q.visit(&mut FromGuard) {
+                ControlFlow::Break(e) => Err(e),
+                ControlFlow::Continue(()) => Ok(()),
+            },
+            other => Err(refused(&statement_kind(&other.to_string()))),
+        },
+        DFStatement::Explain(e) => check_statement(&e.statement),
+        DFStatement::CreateExternalTable(_) => Err(refused("CREATE EXTERNAL TABLE")),
+        DFStatement::CopyTo(_) => Err(refused("COPY")),
+        DFStatement::Reset(_) => Err(refused("RESET")),
+    }
+}
+
+fn refused(kind: &str) -> QueryError {
+    QueryError::invalid(format!(
+        "only a read-only SELECT (with WITH, UNION, joins, window functions) or EXPLAIN of one \
+         is allowed; {kind} is refused"
+    ))
+}
+
+/// The statement's leading keywords (`INSERT`, `CREATE TABLE`, ...), for messages.
+fn statement_kind(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().take(2).collect();
+    match words.as_slice() {
+        [first, second]
+            if matches!(
+                first.to_ascii_uppercase().as_str(),
+                "CREATE" | "DROP" | "ALTER" | "SHOW"
+            ) =>
+        {
+            format!(
+                "{} {}",
+                first.to_ascii_uppercase(),
+                second.to_ascii_uppercase()
+            )
+        }
+        [first, ..] => first.to_ascii_uppercase(),
+        [] => "this statement".into(),
+    }
+}
+
+/// Refuses `FROM` items that are not datasets, subqueries or joins.
+struct FromGuard;
+
+impl Visitor for FromGuard {
+    type Break = QueryError;
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<QueryError> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args,
+                version,
+                json_path,
+                sample,
+                ..
+            } => {
+                if args.is_some() {
+                    return ControlFlow::Break(QueryError::invalid_at(
+                        format!("table functions are not allowed: {name}"),
+                        name_position(name),
+                    ));
+                }
+                if version.is_some() || json_path.is_some() || sample.is_some() {
+                    return ControlFlow::Break(QueryError::invalid_at(
+                        format!("table modifiers are not supported on {name}"),
+                        name_position(name),
+                    ));
+                }
+                for part in &name.0 {
+                    let ObjectNamePart::Identifier(ident) = part else {
+                        return ControlFlow::Break(QueryError::invalid_at(
+                            format!("{name} is not a table name"),
+                            name_position(name),
+                        ));
+                    };
+                    let looks_like_location = ident.quote_style == Some('\'')
+                        || ident.value.contains('/')
+                        || ident.value.contains(':');
+                    if looks_like_location {
+                        return ControlFlow::Break(QueryError::invalid_at(
+                            format!(
+                                "files and URLs cannot be queried ({}); tables are department.dataset",
+                                ident.value
+                            ),
+                            name_position(name),
+                        ));
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+            TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => {
+                ControlFlow::Continue(())
+            }
+            TableFactor::TableFunction { .. } | TableFactor::Function { .. } => {
+                ControlFlow::Break(QueryError::invalid("table functions are not allowed"))
+            }
+            _ => ControlFlow::Break(QueryError::invalid(
+                "only datasets (department.dataset), subqueries and joins may appear in FROM",
+            )),
+        }
+    }
+}
+
+fn name_position(name: &ObjectName) -> Option<Position> {
+    let ObjectNamePart::Identifier(first) = name.0.first()? else {
+        return None;
+    };
+    let start = first.span.start;
+    (start.line > 0).then_some(Position {
+        line: start.line,
+        column: start.column,
+    })
+}
+
+fn json_param(index: usize, value: &serde_json::Value) -> Result<ScalarValue, QueryError> {
+    use serde_json::Value;
+    Ok(match value {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => ScalarValue::Int64(Some(i)),
+            None => ScalarValue::Float64(n.as_f64()),
+        },
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Array(_) | Value::Object(_) => {
+            return Err(QueryError::invalid(format!(
+                "params[{index}] must be a string, number, boolean or null"
+            ))
+            .in_parameter("params"));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(sql: &str) -> Result<(), String> {
+        parse_readonly(sql, 65_536, 64)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn selects_and_explains_pass() {
+        for sql in [
+            "SELECT 1",
+            "SELECT * FROM market.entities WHERE district = 'x'",
+            "WITH t AS (SELECT 1 AS a) SELECT a FROM t UNION ALL SELECT 2",
+            "SELECT a, row_number() OVER (ORDER BY a) FROM (SELECT 1 AS a) s",
+            "EXPLAIN SELECT * FROM market.entities",
+            "SELECT * FROM market.a JOIN market.b ON a.id = b.id",
+        ] {
+            assert_eq!(check(sql), Ok(()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn writes_files_and_functions_are_refused() {
+        for (sql, says) in [
+            ("INSERT INTO market.a VALUES (1)", "INSERT"),
+            ("CREATE TABLE t AS SELECT 1", "CREATE TABLE"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc'",
+                "CREATE EXTERNAL TABLE",
+            ),
+            ("COPY (SELECT 1) TO '/tmp/x.csv'", "COPY"),
+            ("SET datafusion.execution.batch_size = 1", "SET"),
+            ("EXPLAIN DELETE FROM market.a", "DELETE"),
+            ("SELECT 1; SELECT 2", "one statement"),
+            ("SELECT * FROM '/etc/passwd'", "files and URLs"),
+            ("SELECT * FROM 's3://bucket/x.parquet'", "files and URLs"),
+            ("SELECT * FROM generate_series(1, 10)", "table functions"),
+            (
+                "SELECT * FROM (SELECT * FROM range(5)) t",
+                "table functions",
+            ),
+            (
+                "SELECT * FROM market.a WHERE id IN (SELECT * FROM generate_series(1,2))",
+                "table functions",
+            ),
+        ] {
+            let err = check(sql).expect_err(sql);
+            assert!(err.contains(says), "{sql}: {err}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_and_long_text_are_refused() {
+        let deep = format!("SELECT {}1{}", "(".repeat(10_000), ")".repeat(10_000));
+        assert!(check(&deep).is_err());
+        let long = format!("SELECT '{}'", "x".repeat(70_000));
+        assert!(check(&long).unwrap_err().contains("bytes"));
+    }
+}

@@ -1,0 +1,523 @@
+//! The open-data API (API.md §5 "Data"): a page of rows, a whole-dataset export, and read-only
+//! SQL, each streamed from DataFusion straight to the socket in the requested format.
+//!
+//! Every handler follows the same steps: resolve what the caller may read (a per-request
+//! session catalog), plan, answer 304 when `If-None-Match` matches the tag of the plan's
+//! dataset versions (nothing runs), start the query and wait for its first batch (so early
+//! errors keep their status), then stream.
+
+use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
+use crate::problem::ApiError;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datagate_query::encode::Format;
+use datagate_query::execute::{self, RowCap};
+use datagate_query::plan_info::{self, DatasetRead};
+use datagate_query::rows::{self, Paging, RowsRequest};
+use datagate_query::{DatagateCatalog, QueryError, sql};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+use tokio::time::Instant;
+use utoipa::{IntoParams, ToSchema};
+
+/// Rows a page has when `limit` is not given.
+const DEFAULT_PAGE_ROWS: u64 = 100;
+
+/// Parameters of `rows` (and, without `order`, `limit`, `offset`, of `export`).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RowsParams {
+    /// Comma-separated columns (double-quote names with commas, spaces or capitals).
+    pub select: Option<String>,
+    /// A boolean SQL expression over the dataset's columns.
+    #[serde(rename = "where")]
+    #[param(rename = "where")]
+    pub filter: Option<String>,
+    /// `col [asc|desc] [nulls first|last], ...`; rows otherwise come in primary-key order.
+    pub order: Option<String>,
+    /// Rows per page: default 100, at most `limits.max_page_rows`.
+    pub limit: Option<String>,
+    /// Rows to skip.
+    pub offset: Option<String>,
+    /// The version to read (the current one when absent); `next` links pin it.
+    pub version: Option<String>,
+    /// `json`, `ndjson`, `csv`, `arrow` or `parquet` (else by `Accept`).
+    pub format: Option<String>,
+    /// Lowers the server's time limit for this request.
+    pub timeout_ms: Option<String>,
+}
+
+/// `GET /api/v1/datasets/{dept}/{name}/rows`: one page.
+#[utoipa::path(get, path = "/api/v1/datasets/{dept}/{name}/rows", tag = "data",
+    params(("dept" = String, Path), ("name" = String, Path), RowsParams),
+    responses(
+        (status = 200, description = "the page, in the negotiated format"),
+        (status = 304, description = "unchanged since the given ETag"),
+        (status = 400, body = crate::api::Problem), (status = 403, body = crate::api::Problem),
+        (status = 404, body = crate::api::Problem), (status = 406, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem), (status = 504, body = crate::api::Problem)))]
+pub async fn rows(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: DatasetPath,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<RowsParams>,
+) -> Result<Response, ApiError> {
+    let limits = state.engine.limits().clone();
+    let format = negotiate(p.format.as_deref(), &headers)?;
+    let limit = number("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE_ROWS);
+    if limit > limits.max_page_rows {
+        return Err(ApiError::bad_request(format!(
+            "limit must be at most {} (use export for whole datasets)",
+            limits.max_page_rows
+        ))
+        .with("parameter", "limit")
+        .with("max", limits.max_page_rows));
+    }
+    let offset = number("offset", p.offset.as_deref())?.unwrap_or(0);
+    let version =
+        number("version", p.version.as_deref())?.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+    let deadline = deadline(Some(limits.timeout), p.timeout_ms.as_deref())?;
+    let principal = caller.principal();
+    let (dataset, snapshot) = state
+        .engine
+        .readable_dataset(&principal, &path.department, &path.name, version)
+        .await?;
+    let request = RowsRequest {
+        select: p.select.clone(),
+        filter: p.filter.clone(),
+        order: p.order.clone(),
+    };
+    let paging = Paging::Page { limit, offset };
+    let read = vec![DatasetRead {
+        name: snapshot.qualified_name(),
+        version: snapshot.version,
+    }];
+    let tag = plan_info::etag(
+        &[
+            "rows",
+            &snapshot.qualified_name(),
+            p.select.as_deref().unwrap_or(""),
+            p.filter.as_deref().unwrap_or(""),
+            p.order.as_deref().unwrap_or(""),
+            &limit.to_string(),
+            &offset.to_string(),
+            format.name(),
+            &principal.view_tag(),
+        ],
+        &read,
+    );
+    if let Some(not_modified) = not_modified(&headers, &tag, &read) {
+        return Ok(not_modified);
+    }
+    let session = state.engine.request_session(
+        DatagateCatalog::new([snapshot.department.clone()], vec![snapshot.clone()]),
+        request.needs_file_order(&dataset.primary_key, paging),
+    )?;
+    let plan = within(
+        deadline,
+        &limits,
+        rows::plan_rows(&session, &snapshot, &dataset.primary_key, &request, paging),
+    )
+    .await?;
+    let started = execute::start(&session, plan, deadline).await?;
+    let next = next_page_url(&state, &headers, &path, &p, limit, offset, snapshot.version);
+    let cap = RowCap {
+        rows: Some(limit),
+        next_if_more: Some(next),
+        truncate: false,
+    };
+    stream_response(started, format, cap, &read, Some(&tag), None)
+}
+
+/// `GET /api/v1/datasets/{dept}/{name}/export`: the whole (filtered, projected) dataset.
+#[utoipa::path(get, path = "/api/v1/datasets/{dept}/{name}/export", tag = "data",
+    params(("dept" = String, Path), ("name" = String, Path), RowsParams),
+    responses(
+        (status = 200, description = "the dataset as an attachment, streamed"),
+        (status = 304, description = "unchanged since the given ETag"),
+        (status = 400, body = crate::api::Problem), (status = 403, body = crate::api::Problem),
+        (status = 404, body = crate::api::Problem), (status = 406, body = crate::api::Problem)))]
+pub async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: DatasetPath,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<RowsParams>,
+) -> Result<Response, ApiError> {
+    for (name, given) in [
+        ("order", &p.order),
+        ("limit", &p.limit),
+        ("offset", &p.offset),
+    ] {
+        if given.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "{name} applies to rows pages, not to exports"
+            ))
+            .with("parameter", name));
+        }
+    }
+    let limits = state.engine.limits().clone();
+    let format = negotiate(p.format.as_deref(), &headers)?;
+    let version =
+        number("version", p.version.as_deref())?.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+    let deadline = deadline(limits.export_timeout, p.timeout_ms.as_deref())?;
+    let principal = caller.principal();
+    let (dataset, snapshot) = state
+        .engine
+        .readable_dataset(&principal, &path.department, &path.name, version)
+        .await?;
+    let request = RowsRequest {
+        select: p.select.clone(),
+        filter: p.filter.clone(),
+        order: None,
+    };
+    let read = vec![DatasetRead {
+        name: snapshot.qualified_name(),
+        version: snapshot.version,
+    }];
+    let tag = plan_info::etag(
+        &[
+            "export",
+            &snapshot.qualified_name(),
+            p.select.as_deref().unwrap_or(""),
+            p.filter.as_deref().unwrap_or(""),
+            format.name(),
+            &principal.view_tag(),
+        ],
+        &read,
+    );
+    if let Some(not_modified) = not_modified(&headers, &tag, &read) {
+        return Ok(not_modified);
+    }
+    let session = state.engine.request_session(
+        DatagateCatalog::new([snapshot.department.clone()], vec![snapshot.clone()]),
+        false,
+    )?;
+    let plan = within(
+        deadline,
+        &limits,
+        rows::plan_rows(
+            &session,
+            &snapshot,
+            &dataset.primary_key,
+            &request,
+            Paging::Export,
+        ),
+    )
+    .await?;
+    let started = execute::start(&session, plan, deadline).await?;
+    let filename = format!(
+        "{}-{}-v{}.{}",
+        snapshot.department,
+        snapshot.name,
+        snapshot.version.unwrap_or(0),
+        format.extension()
+    );
+    stream_response(
+        started,
+        format,
+        RowCap::default(),
+        &read,
+        Some(&tag),
+        Some(&filename),
+    )
+}
+
+/// `POST /api/v1/query`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// One read-only statement; tables are `department.dataset`.
+    pub sql: String,
+    /// Values of `$1..$n`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub params: Vec<serde_json::Value>,
+    /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`.
+    pub format: Option<String>,
+    /// Lowers the server's time limit for this query.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `GET /api/v1/query` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParams {
+    /// One read-only statement.
+    pub sql: String,
+    pub format: Option<String>,
+    pub timeout_ms: Option<String>,
+}
+
+/// `POST /api/v1/query`: one read-only statement.
+#[utoipa::path(post, path = "/api/v1/query", tag = "data", request_body = QueryBody,
+    responses(
+        (status = 200, description = "the result, in the negotiated format"),
+        (status = 400, body = crate::api::Problem), (status = 406, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem), (status = 504, body = crate::api::Problem)))]
+pub async fn query_post(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<QueryBody>,
+) -> Result<Response, ApiError> {
+    let timeout = body.timeout_ms.map(|t| t.to_string());
+    run_query(
+        &state,
+        &caller,
+        &headers,
+        &body.sql,
+        &body.params,
+        body.format.as_deref(),
+        timeout.as_deref(),
+        false,
+    )
+    .await
+}
+
+/// `GET /api/v1/query?sql=`: the same, cacheable (`ETag`, `If-None-Match`).
+#[utoipa::path(get, path = "/api/v1/query", tag = "data", params(QueryParams),
+    responses(
+        (status = 200, description = "the result, in the negotiated format"),
+        (status = 304, description = "unchanged since the given ETag"),
+        (status = 400, body = crate::api::Problem), (status = 406, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem), (status = 504, body = crate::api::Problem)))]
+pub async fn query_get(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<QueryParams>,
+) -> Result<Response, ApiError> {
+    run_query(
+        &state,
+        &caller,
+        &headers,
+        &p.sql,
+        &[],
+        p.format.as_deref(),
+        p.timeout_ms.as_deref(),
+        true,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_query(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    text: &str,
+    params: &[serde_json::Value],
+    format: Option<&str>,
+    timeout_ms: Option<&str>,
+    cacheable: bool,
+) -> Result<Response, ApiError> {
+    let limits = state.engine.limits().clone();
+    let format = negotiate(format, headers)?;
+    let deadline = deadline(Some(limits.timeout), timeout_ms)?;
+    let principal = caller.principal();
+    let catalog = state.engine.readable_catalog(&principal).await?;
+    let session = state.engine.request_session(catalog, false)?;
+    let plan = within(deadline, &limits, sql::plan_sql(&session, text, params)).await?;
+    let read = plan_info::datasets_read(&plan);
+    let tag = cacheable.then(|| {
+        let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        plan_info::etag(
+            &[
+                "query",
+                &normalised,
+                format.name(),
+                &limits.max_query_rows.to_string(),
+                &principal.view_tag(),
+            ],
+            &read,
+        )
+    });
+    if let Some(tag) = &tag
+        && let Some(not_modified) = not_modified(headers, tag, &read)
+    {
+        return Ok(not_modified);
+    }
+    let plan = execute::limit_plan(plan, limits.max_query_rows.saturating_add(1))?;
+    let started = execute::start(&session, plan, deadline).await?;
+    let cap = RowCap {
+        rows: Some(limits.max_query_rows),
+        next_if_more: None,
+        truncate: true,
+    };
+    stream_response(started, format, cap, &read, tag.as_deref(), None)
+}
+
+/// The format from `format=`, else from `Accept` (JSON when neither says).
+fn negotiate(param: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
+    if let Some(name) = param.filter(|n| !n.is_empty()) {
+        return Format::from_name(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "unknown format {name:?}; use json, ndjson, csv, arrow or parquet"
+            ))
+            .with("parameter", "format")
+        });
+    }
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return Ok(Format::Json);
+    };
+    let accept = accept.to_str().unwrap_or("");
+    Format::from_accept(accept).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "not-acceptable",
+            format!(
+                "none of {accept:?} can be produced; use application/json, \
+                 application/x-ndjson, text/csv, application/vnd.apache.arrow.stream or \
+                 application/vnd.apache.parquet"
+            ),
+        )
+    })
+}
+
+/// A non-negative whole number parameter.
+fn number(name: &'static str, value: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    v.trim().parse::<u64>().map(Some).map_err(|_| {
+        ApiError::bad_request(format!("{name} must be a whole number ≥ 0, not {v:?}"))
+            .with("parameter", name)
+    })
+}
+
+/// The deadline: the server's limit, lowered (never raised) by `timeout_ms`.
+fn deadline(server: Option<Duration>, asked: Option<&str>) -> Result<Option<Instant>, ApiError> {
+    let asked = number("timeout_ms", asked)?;
+    if asked == Some(0) {
+        return Err(
+            ApiError::bad_request("timeout_ms must be at least 1").with("parameter", "timeout_ms")
+        );
+    }
+    let limit = match (server, asked.map(Duration::from_millis)) {
+        (Some(s), Some(a)) => Some(s.min(a)),
+        (s, a) => s.or(a),
+    };
+    Ok(limit.map(|l| Instant::now() + l))
+}
+
+/// Runs a planning step within the deadline.
+async fn within<T>(
+    deadline: Option<Instant>,
+    limits: &datagate_query::QueryLimits,
+    step: impl Future<Output = Result<T, QueryError>>,
+) -> Result<T, QueryError> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, step)
+            .await
+            .map_err(|_| QueryError::Timeout(limits.timeout.as_millis() as u64))?,
+        None => step.await,
+    }
+}
+
+/// 304 when `If-None-Match` names `tag`.
+fn not_modified(headers: &HeaderMap, tag: &str, read: &[DatasetRead]) -> Option<Response> {
+    let given = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    if !plan_info::if_none_match(given, tag) {
+        return None;
+    }
+    let mut resp = StatusCode::NOT_MODIFIED.into_response();
+    set_data_headers(resp.headers_mut(), read, Some(tag));
+    Some(resp)
+}
+
+fn set_data_headers(h: &mut HeaderMap, read: &[DatasetRead], tag: Option<&str>) {
+    if let Ok(v) = HeaderValue::from_str(&plan_info::versions_header(read)) {
+        h.insert("x-dataset-versions", v);
+    }
+    if let Some(v) = tag.and_then(|t| HeaderValue::from_str(t).ok()) {
+        h.insert(header::ETAG, v);
+    }
+    // The answer depends on the key (what it may read, which columns are masked) and format.
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("Authorization, Accept"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+}
+
+fn stream_response(
+    started: execute::Started,
+    format: Format,
+    cap: RowCap,
+    read: &[DatasetRead],
+    tag: Option<&str>,
+    attachment: Option<&str>,
+) -> Result<Response, ApiError> {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let started_at = Instant::now();
+    let rx = execute::stream_encoded(started, format, cap, bytes, move |report| {
+        tracing::info!(
+            rows = report.rows,
+            bytes = report.bytes,
+            outcome = ?report.outcome,
+            elapsed_ms = started_at.elapsed().as_millis() as u64,
+            "data response ended"
+        );
+        metrics::counter!("datagate_data_bytes_total").increment(report.bytes);
+        metrics::counter!("datagate_data_rows_total").increment(report.rows);
+    })?;
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    set_data_headers(h, read, tag);
+    if let Some(name) = attachment
+        && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+/// The URL of the page after this one, pinned to the version read.
+fn next_page_url(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &DatasetPath,
+    p: &RowsParams,
+    limit: u64,
+    offset: u64,
+    version: Option<i64>,
+) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("select", &p.select),
+        ("where", &p.filter),
+        ("order", &p.order),
+        ("format", &p.format),
+        ("timeout_ms", &p.timeout_ms),
+    ] {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    q.append_pair("limit", &limit.to_string());
+    q.append_pair("offset", &offset.saturating_add(limit).to_string());
+    if let Some(v) = version {
+        q.append_pair("version", &v.to_string());
+    }
+    format!(
+        "{}/api/v1/datasets/{}/{}/rows?{}",
+        base_url(state, headers),
+        path.department,
+        path.name,
+        q.finish()
+    )
+}
