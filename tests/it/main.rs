@@ -9,6 +9,8 @@ mod harness;
 mod admin_key;
 mod catalog_api;
 mod config_errors;
+mod data_api;
 mod http_behaviour;
 mod publishing;
+mod query_deny;
 mod sample_catalog;

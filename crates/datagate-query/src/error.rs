@@ -126,8 +126,14 @@ impl QueryError {
     }
 }
 
+/// The first line of a memory-pool message, without its (internal) consumer listing.
 fn first_line(m: &str) -> String {
-    m.lines().next().unwrap_or_default().to_string()
+    let line = m.lines().next().unwrap_or_default();
+    line.split(" with top memory consumers")
+        .next()
+        .unwrap_or(line)
+        .trim()
+        .to_string()
 }
 
 /// DataFusion's messages, without the internal-bug boilerplate or backtraces.

@@ -22,14 +22,42 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// When a request must be done, and the limit it was given (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub limit_ms: u64,
+}
+
+impl Deadline {
+    pub fn after(limit: std::time::Duration) -> Self {
+        Self {
+            at: Instant::now() + limit,
+            limit_ms: limit.as_millis() as u64,
+        }
+    }
+
+    /// Runs `step` before the deadline, or fails with [`QueryError::Timeout`].
+    pub async fn run<T>(
+        deadline: Option<Deadline>,
+        step: impl Future<Output = Result<T, QueryError>>,
+    ) -> Result<T, QueryError> {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d.at, step)
+                .await
+                .map_err(|_| QueryError::Timeout(d.limit_ms))?,
+            None => step.await,
+        }
+    }
+}
+
 /// A query that has produced its first batch (or finished without one).
 pub struct Started {
     pub schema: SchemaRef,
     first: Option<RecordBatch>,
     stream: SendableRecordBatchStream,
     memory_limit: u64,
-    deadline: Option<Instant>,
-    timeout_ms: u64,
+    deadline: Option<Deadline>,
     _in_flight: InFlight,
 }
 
@@ -65,12 +93,9 @@ pub fn limit_plan(plan: LogicalPlan, rows: u64) -> Result<LogicalPlan, QueryErro
 pub async fn start(
     session: &RequestSession,
     plan: LogicalPlan,
-    deadline: Option<Instant>,
+    deadline: Option<Deadline>,
 ) -> Result<Started, QueryError> {
     let memory_limit = session.limits.memory_bytes;
-    let timeout_ms = deadline
-        .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64)
-        .unwrap_or(0);
     let in_flight = InFlight::new();
     let run = async {
         let df = session
@@ -89,19 +114,13 @@ pub async fn start(
         };
         Ok((stream, first))
     };
-    let (stream, first) = match deadline {
-        Some(d) => tokio::time::timeout_at(d, run)
-            .await
-            .map_err(|_| QueryError::Timeout(timeout_ms))??,
-        None => run.await?,
-    };
+    let (stream, first) = Deadline::run(deadline, run).await?;
     Ok(Started {
         schema: stream.schema(),
         first,
         stream,
         memory_limit,
         deadline,
-        timeout_ms,
         _in_flight: in_flight,
     })
 }
@@ -185,7 +204,6 @@ async fn pump(
         mut stream,
         memory_limit,
         deadline,
-        timeout_ms,
         _in_flight,
         ..
     } = started;
@@ -209,9 +227,17 @@ async fn pump(
             Some(b) => Some(b),
             None if first_round => None,
             None => {
+                // A timeout only fires while waiting; a stream that is always ready is checked
+                // against the clock between batches.
+                if deadline.is_some_and(|d| Instant::now() >= d.at) {
+                    report.outcome = Outcome::Failed(
+                        QueryError::Timeout(deadline.map_or(0, |d| d.limit_ms)).to_string(),
+                    );
+                    return report;
+                }
                 let wait = async {
                     match deadline {
-                        Some(d) => tokio::time::timeout_at(d, stream.next()).await.ok(),
+                        Some(d) => tokio::time::timeout_at(d.at, stream.next()).await.ok(),
                         None => Some(stream.next().await),
                     }
                 };
@@ -219,7 +245,8 @@ async fn pump(
                     r = wait => match r {
                         None => {
                             report.outcome = Outcome::Failed(
-                                QueryError::Timeout(timeout_ms).to_string(),
+                                QueryError::Timeout(deadline.map_or(0, |d| d.limit_ms))
+                                    .to_string(),
                             );
                             return report;
                         }

@@ -14,10 +14,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datagate_query::encode::Format;
-use datagate_query::execute::{self, RowCap};
+use datagate_query::execute::{self, Deadline, RowCap};
 use datagate_query::plan_info::{self, DatasetRead};
 use datagate_query::rows::{self, Paging, RowsRequest};
-use datagate_query::{DatagateCatalog, QueryError, sql};
+use datagate_query::{DatagateCatalog, sql};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -119,9 +119,8 @@ pub async fn rows(
         DatagateCatalog::new([snapshot.department.clone()], vec![snapshot.clone()]),
         request.needs_file_order(&dataset.primary_key, paging),
     )?;
-    let plan = within(
+    let plan = Deadline::run(
         deadline,
-        &limits,
         rows::plan_rows(&session, &snapshot, &dataset.primary_key, &request, paging),
     )
     .await?;
@@ -199,9 +198,8 @@ pub async fn export(
         DatagateCatalog::new([snapshot.department.clone()], vec![snapshot.clone()]),
         false,
     )?;
-    let plan = within(
+    let plan = Deadline::run(
         deadline,
-        &limits,
         rows::plan_rows(
             &session,
             &snapshot,
@@ -324,7 +322,7 @@ async fn run_query(
     let principal = caller.principal();
     let catalog = state.engine.readable_catalog(&principal).await?;
     let session = state.engine.request_session(catalog, false)?;
-    let plan = within(deadline, &limits, sql::plan_sql(&session, text, params)).await?;
+    let plan = Deadline::run(deadline, sql::plan_sql(&session, text, params)).await?;
     let read = plan_info::datasets_read(&plan);
     let tag = cacheable.then(|| {
         let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -393,7 +391,7 @@ fn number(name: &'static str, value: Option<&str>) -> Result<Option<u64>, ApiErr
 }
 
 /// The deadline: the server's limit, lowered (never raised) by `timeout_ms`.
-fn deadline(server: Option<Duration>, asked: Option<&str>) -> Result<Option<Instant>, ApiError> {
+fn deadline(server: Option<Duration>, asked: Option<&str>) -> Result<Option<Deadline>, ApiError> {
     let asked = number("timeout_ms", asked)?;
     if asked == Some(0) {
         return Err(
@@ -404,21 +402,7 @@ fn deadline(server: Option<Duration>, asked: Option<&str>) -> Result<Option<Inst
         (Some(s), Some(a)) => Some(s.min(a)),
         (s, a) => s.or(a),
     };
-    Ok(limit.map(|l| Instant::now() + l))
-}
-
-/// Runs a planning step within the deadline.
-async fn within<T>(
-    deadline: Option<Instant>,
-    limits: &datagate_query::QueryLimits,
-    step: impl Future<Output = Result<T, QueryError>>,
-) -> Result<T, QueryError> {
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, step)
-            .await
-            .map_err(|_| QueryError::Timeout(limits.timeout.as_millis() as u64))?,
-        None => step.await,
-    }
+    Ok(limit.map(Deadline::after))
 }
 
 /// 304 when `If-None-Match` names `tag`.
@@ -468,9 +452,9 @@ fn stream_response(
         metrics::counter!("datagate_data_bytes_total").increment(report.bytes);
         metrics::counter!("datagate_data_rows_total").increment(report.rows);
     })?;
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    // `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
+    let mut rx = rx;
+    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
     h.insert(

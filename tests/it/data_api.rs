@@ -1,0 +1,583 @@
+//! The open-data API (API.md §5 "Data"): rows pages, exports and read-only SQL, checked against
+//! the sample catalog's CSV files as ground truth.
+
+use crate::harness::{Options, Server, repo_root};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn options(extra: &[(&str, &str)]) -> Options {
+    let mut env = vec![("DATAGATE_ADMIN_KEY".to_string(), ADMIN.to_string())];
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    Options {
+        env,
+        ..Default::default()
+    }
+}
+
+/// The sample CSV of `dept/name` as records (header first).
+fn sample_csv(dept: &str, name: &str) -> Vec<csv::StringRecord> {
+    let path = repo_root().join(format!("catalog/{dept}/{name}.csv"));
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .unwrap();
+    r.records().map(|r| r.unwrap()).collect()
+}
+
+fn column_values(records: &[csv::StringRecord], column: &str) -> Vec<String> {
+    let i = records[0].iter().position(|h| h == column).unwrap();
+    records[1..].iter().map(|r| r[i].to_string()).collect()
+}
+
+async fn get(c: &Client, url: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let r = c.get(url).send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn query(c: &Client, s: &Server, body: Value) -> (StatusCode, Value) {
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn strings(rows: &Value, column: &str) -> Vec<String> {
+    rows["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[column].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn paging_is_complete_ordered_and_pinned_while_a_version_lands() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    let truth = sample_csv("transport", "bus_stops");
+    let expected: Vec<String> = {
+        let mut ids = column_values(&truth, "stop_id");
+        ids.sort();
+        ids
+    };
+
+    // The first page: primary-key order, a `next` link pinned to version 1.
+    let r = c
+        .get(s.url("/api/v1/datasets/transport/bus_stops/rows?limit=700&select=stop_id,district"))
+        .send()
+        .await
+        .unwrap();
+    let (st, h) = (r.status(), r.headers().clone());
+    let text = r.text().await.unwrap();
+    let page: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(h["x-dataset-versions"], "transport.bus_stops=1");
+    assert_eq!(
+        page["columns"],
+        json!([{"name": "stop_id", "type": "utf8"}, {"name": "district", "type": "utf8"}])
+    );
+    let mut seen = strings(&page, "stop_id");
+    assert_eq!(page["row_count"], 700);
+    let mut next = page["next"].as_str().unwrap().to_string();
+    assert!(
+        next.contains("version=1") && next.contains("offset=700"),
+        "{next}"
+    );
+
+    // A new version lands mid-way (the same rows again, appended).
+    let body = std::fs::read(repo_root().join("catalog/transport/bus_stops.csv")).unwrap();
+    let r = c
+        .post(s.url("/api/v1/datasets/transport/bus_stops/versions?mode=append"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // Following `next` reads version 1 to its end: nothing skipped, nothing repeated.
+    loop {
+        let (st, h, page) = get(&c, &next).await;
+        assert_eq!(st, 200, "{page}");
+        assert_eq!(h["x-dataset-versions"], "transport.bus_stops=1");
+        seen.extend(strings(&page, "stop_id"));
+        match page["next"].as_str() {
+            Some(n) => next = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected, "pages in primary-key order, each row once");
+
+    // Without `version`, the current version (2) is read, twice as long.
+    let (_, h, page) = get(
+        &c,
+        &s.url("/api/v1/datasets/transport/bus_stops/rows?limit=1&offset=5999"),
+    )
+    .await;
+    assert_eq!(h["x-dataset-versions"], "transport.bus_stops=2");
+    assert_eq!(page["row_count"], 1);
+    assert!(page["next"].is_null());
+}
+
+#[tokio::test]
+async fn filters_selects_orders_and_formats_match_the_source_data() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    let truth = sample_csv("transport", "bus_lines");
+    let h = &truth[0];
+    let col = |name: &str| h.iter().position(|x| x == name).unwrap();
+    let (stops, km, id) = (col("stop_count"), col("length_km"), col("line_id"));
+
+    // where + order + select against the CSV.
+    let mut expected: Vec<(i64, String)> = truth[1..]
+        .iter()
+        .filter(|r| r[stops].parse::<i64>().unwrap() >= 20 && r[km].parse::<f64>().unwrap() < 15.0)
+        .map(|r| (r[stops].parse().unwrap(), r[id].to_string()))
+        .collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let url = s.url(
+        "/api/v1/datasets/transport/bus_lines/rows?select=line_id,stop_count\
+         &where=stop_count%20%3E%3D%2020%20AND%20length_km%20%3C%2015&order=stop_count%20desc&limit=10000",
+    );
+    let (st, _, page) = get(&c, &url).await;
+    assert_eq!(st, 200, "{page}");
+    let got: Vec<(i64, String)> = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["stop_count"].as_i64().unwrap(),
+                r["line_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected, "ties broken by the primary key");
+
+    // The same rows in every format.
+    let n = expected.len();
+    let base = s.url(
+        "/api/v1/datasets/transport/bus_lines/export?select=line_id,stop_count\
+         &where=stop_count%20%3E%3D%2020%20AND%20length_km%20%3C%2015",
+    );
+    let csv_text = c
+        .get(format!("{base}&format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv_text.lines().count(), n + 1);
+    assert_eq!(csv_text.lines().next(), Some("line_id,stop_count"));
+    let ndjson = c
+        .get(&base)
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ndjson.headers()["content-type"], "application/x-ndjson");
+    let ndjson = ndjson.text().await.unwrap();
+    assert_eq!(ndjson.lines().count(), n);
+    let first: Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
+    assert!(
+        first["stop_count"].is_i64(),
+        "integers stay numbers: {first}"
+    );
+
+    let arrow = c.get(format!("{base}&format=arrow")).send().await.unwrap();
+    assert!(
+        arrow.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"transport-bus_lines-v1.arrows\"")
+    );
+    let bytes = arrow.bytes().await.unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, n);
+
+    let parquet_bytes = c
+        .get(format!("{base}&format=parquet"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet_bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, n);
+
+    // A whole export has every row.
+    let all = c
+        .get(s.url("/api/v1/datasets/transport/bus_lines/export?format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(all.lines().count(), truth.len());
+}
+
+#[tokio::test]
+async fn sql_joins_params_caps_and_limits() {
+    let s = Server::start(options(&[
+        ("DATAGATE_LIMITS__MAX_QUERY_ROWS", "50"),
+        ("DATAGATE_LIMITS__QUERY_MEMORY_BYTES", "33554432"),
+    ]))
+    .await;
+    let c = Client::new();
+    let truth = sample_csv("market", "market_entities");
+    let districts: BTreeSet<String> = column_values(&truth, "district").into_iter().collect();
+
+    // An aggregate matches the source.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "SELECT district, count(*) AS n FROM market.market_entities GROUP BY district ORDER BY district"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let got: BTreeSet<String> = strings(&body, "district").into_iter().collect();
+    assert_eq!(got, districts);
+    let total: i64 = body["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["n"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total as usize, truth.len() - 1);
+
+    // A join across departments, with positional parameters.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({
+            "sql": "SELECT count(*) AS n FROM market.enforcement_decisions d \
+                    JOIN market.market_entities e ON d.party_uscc = e.uscc WHERE e.district = $1 AND d.fine_amount > $2",
+            "params": [districts.iter().next().unwrap(), 0]
+        }),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body["rows"][0]["n"].is_i64());
+
+    // Past the row cap: exactly the cap, and `truncated`.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "SELECT uscc FROM market.market_entities"}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(body["row_count"], 50);
+    assert_eq!(body["rows"].as_array().unwrap().len(), 50);
+    assert_eq!(body["truncated"], true);
+
+    // EXPLAIN is a query too.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "EXPLAIN SELECT * FROM transport.bus_lines WHERE stop_count > 3"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+
+    // Over the memory limit: 422, and the server keeps serving.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "SELECT a.uscc || b.uscc AS k, count(*) AS n FROM market.market_entities a \
+                        CROSS JOIN market.market_entities b GROUP BY 1 ORDER BY 2 DESC, 1"}),
+    )
+    .await;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(
+        body["type"],
+        "https://datagate.dev/problems/query-memory-limit"
+    );
+
+    // Over the time limit: 504 within about the limit.
+    let started = Instant::now();
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "SELECT max(a.uscc || b.uscc || c.uscc) FROM market.market_entities a \
+                        CROSS JOIN market.market_entities b CROSS JOIN market.market_entities c",
+               "timeout_ms": 300}),
+    )
+    .await;
+    assert_eq!(st, 504, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(body["limit_ms"], 300);
+
+    // SQL errors are 400s with a position, never 500s.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "SELECT nope FROM transport.bus_lines"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("nope"));
+    let (st, body) = query(&c, &s, json!({"sql": "SELECT 1\nFROM FROM x"})).await;
+    assert_eq!(st, 400);
+    assert_eq!(
+        (&body["line"], &body["column"]),
+        (&json!(2), &json!(6)),
+        "{body}"
+    );
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "SELECT CAST(line_name AS INT) FROM transport.bus_lines"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+
+    // Still serving.
+    let (st, _) = query(&c, &s, json!({"sql": "SELECT 1"})).await;
+    assert_eq!(st, 200);
+}
+
+#[tokio::test]
+async fn etags_answer_304_without_running_and_change_with_versions() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    for path in [
+        "/api/v1/datasets/transport/bus_lines/rows?limit=5",
+        "/api/v1/datasets/transport/bus_lines/export?format=csv",
+        "/api/v1/query?sql=SELECT%20count(*)%20FROM%20transport.bus_lines",
+    ] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        if r.status() != 200 {
+            panic!("{path}: {}", r.text().await.unwrap());
+        }
+        let tag = r.headers()["etag"].to_str().unwrap().to_string();
+        assert!(tag.starts_with("W/\""), "{tag}");
+        assert_eq!(r.headers()["x-dataset-versions"], "transport.bus_lines=1");
+        let again = c
+            .get(s.url(path))
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path}");
+        assert_eq!(again.headers()["etag"], tag.as_str());
+        assert!(again.bytes().await.unwrap().is_empty());
+        // Another format is another representation.
+        let other_path = if path.contains("format=csv") {
+            path.replace("format=csv", "format=ndjson")
+        } else {
+            format!("{path}&format=ndjson")
+        };
+        let other = c
+            .get(s.url(&other_path))
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other.status(), 200, "{path}");
+    }
+    // A new version changes the tag.
+    let path = "/api/v1/datasets/transport/bus_lines/rows?limit=5";
+    let before = c.get(s.url(path)).send().await.unwrap().headers()["etag"].clone();
+    let body = std::fs::read(repo_root().join("catalog/transport/bus_lines.csv")).unwrap();
+    let r = c
+        .post(s.url("/api/v1/datasets/transport/bus_lines/versions?mode=replace"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .get(s.url(path))
+        .header("if-none-match", before.to_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-dataset-versions"], "transport.bus_lines=2");
+    assert_ne!(r.headers()["etag"], before);
+}
+
+#[tokio::test]
+async fn bad_parameters_are_clear_400s() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    let rows = "/api/v1/datasets/transport/bus_lines/rows";
+    for (query, status, parameter) in [
+        ("?limit=100000000", 400, Some("limit")),
+        ("?limit=-1", 400, Some("limit")),
+        ("?offset=-5", 400, Some("offset")),
+        ("?offset=abc", 400, Some("offset")),
+        ("?select=line_id,nope", 400, Some("select")),
+        ("?where=nope%20%3D%201", 400, Some("where")),
+        ("?where=line_id%20%3D", 400, Some("where")),
+        ("?where=stop_count", 400, Some("where")),
+        ("?order=nope", 400, Some("order")),
+        ("?order=stop_count%20sideways", 400, Some("order")),
+        ("?format=xlsx", 400, Some("format")),
+        ("?version=99", 404, None),
+        ("?version=x", 400, Some("version")),
+        ("?timeout_ms=0", 400, Some("timeout_ms")),
+        ("?bogus=1", 400, None),
+    ] {
+        let (st, h, body) = get(&c, &s.url(&format!("{rows}{query}"))).await;
+        assert_eq!(st.as_u16(), status, "{query}: {body}");
+        assert_eq!(h["content-type"], "application/problem+json", "{query}");
+        if let Some(p) = parameter {
+            assert_eq!(body["parameter"], p, "{query}: {body}");
+        }
+    }
+    // The position of a bad column inside `where`.
+    let (_, _, body) = get(
+        &c,
+        &s.url(&format!(
+            "{rows}?where=stop_count%20%3E%201%20AND%20nope%20%3D%202"
+        )),
+    )
+    .await;
+    assert_eq!(body["column"], 20, "{body}");
+    // An Accept nothing can satisfy.
+    let r = c
+        .get(s.url(rows))
+        .header("accept", "application/xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    // Unknown and invisible datasets.
+    for path in [
+        "/api/v1/datasets/transport/nope/rows",
+        "/api/v1/datasets/justice/mediation_cases/rows",
+        "/api/v1/datasets/justice/mediation_cases/export",
+    ] {
+        let (st, _, _) = get(&c, &s.url(path)).await;
+        assert_eq!(st, 404, "{path}");
+    }
+    // A conditional dataset is listed for everyone, but its data needs a grant.
+    let (st, _, _) = get(&c, &s.url("/api/v1/datasets/justice/legal_aid_cases/rows")).await;
+    assert_eq!(st, 403);
+}
+
+/// The body of a response, or the error that ended it.
+async fn read_body(r: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut r = r;
+    let mut out = Vec::new();
+    loop {
+        match r.chunk().await {
+            Ok(Some(c)) => out.extend_from_slice(&c),
+            Ok(None) => return Ok(out),
+            Err(e) => return Err(format!("{e} after {} bytes", out.len())),
+        }
+    }
+}
+
+async fn queries_in_flight(s: &Server) -> f64 {
+    let text = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("datagate_queries_in_flight"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn streams_cancel_on_disconnect_and_fail_visibly_mid_stream() {
+    let s = Server::start(options(&[(
+        "DATAGATE_LIMITS__MAX_QUERY_ROWS",
+        "1000000000",
+    )]))
+    .await;
+    let c = Client::new();
+    let cross = "SELECT a.uscc, b.uscc AS other FROM market.market_entities a \
+                 CROSS JOIN market.market_entities b";
+
+    // The first bytes leave long before the 25M-row result exists; dropping the response
+    // cancels the query.
+    let started = Instant::now();
+    let mut r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": cross, "format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(queries_in_flight(&s).await, 1.0);
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while queries_in_flight(&s).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the query kept running after the disconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A failure after the first rows aborts the body: the client never sees a complete,
+    // "successful" result.
+    let failing = "SELECT CAST(CASE WHEN n < 20000 THEN '1' ELSE 'boom' END AS INT) AS v FROM \
+                   (SELECT row_number() OVER () AS n FROM market.market_entities a \
+                    CROSS JOIN market.market_entities b) t";
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": failing, "format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let outcome = read_body(r).await;
+    assert!(
+        outcome.is_err(),
+        "a truncated body must fail the transfer: {:?}\n{}",
+        outcome.map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(200)..]).into_owned()),
+        s.log_text()
+    );
+
+    // A time limit reached mid-stream also aborts.
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": cross, "format": "ndjson", "timeout_ms": 700}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(read_body(r).await.is_err());
+    let log = s.log_text();
+    assert!(
+        log.contains("query failed mid-stream"),
+        "logged with the request id"
+    );
+
+    let (st, _) = query(&c, &s, json!({"sql": "SELECT 1"})).await;
+    assert_eq!(st, 200);
+}
