@@ -11,6 +11,7 @@ mod catalog_api;
 mod config_errors;
 mod data_api;
 mod http_behaviour;
+mod masking;
 mod publishing;
 mod query_deny;
 mod sample_catalog;

@@ -4,19 +4,25 @@
 //! Tables are resolved lazily: the list of readable datasets comes from one catalog query, and a
 //! dataset's version and files are looked up only when a query names it, once per request.
 
+use crate::masking::{self, MaskKey};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
+use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::common::TableReference;
 use datafusion::datasource::TableType;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datagate_catalog::{CatalogStore, Column, Dataset};
+use datagate_core::Sensitivity;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
@@ -32,6 +38,9 @@ pub struct TableSnapshot {
     pub columns: Vec<Column>,
     /// Absolute URLs of the version's Parquet files.
     pub file_urls: Vec<String>,
+    /// Whether the reader sees every column as published (the owning department, admins);
+    /// otherwise masked columns come through their masks and private ones are absent.
+    pub sees_all: bool,
 }
 
 impl TableSnapshot {
@@ -50,7 +59,7 @@ impl TableSnapshot {
         format!("{}.{}", self.department, self.name)
     }
 
-    fn provider(&self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+    fn raw_provider(&self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
         let schema = self.schema();
         if self.file_urls.is_empty() {
             return Ok(Arc::new(EmptyTable::new(schema)));
@@ -79,8 +88,52 @@ pub struct DatasetTable {
 
 impl DatasetTable {
     pub fn new(snapshot: TableSnapshot) -> Result<Self, DataFusionError> {
-        let inner = snapshot.provider()?;
+        let inner = snapshot.raw_provider()?;
         Ok(Self { snapshot, inner })
+    }
+
+    /// The table a reader gets: the dataset itself, or — for readers who do not see every
+    /// column — a view over it serving masked columns through their masks, without private
+    /// columns. The view is inlined into every plan, so nothing above it sees a raw value.
+    pub fn for_reader(
+        snapshot: TableSnapshot,
+        key: &MaskKey,
+    ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
+        let restricted = !snapshot.sees_all
+            && snapshot
+                .columns
+                .iter()
+                .any(|c| c.sensitivity != Sensitivity::Public);
+        let columns = snapshot.columns.clone();
+        let table = TableReference::full(
+            crate::CATALOG_NAME,
+            snapshot.department.as_str(),
+            snapshot.name.as_str(),
+        );
+        let raw: Arc<dyn TableProvider> = Arc::new(Self::new(snapshot)?);
+        if !restricted {
+            return Ok(raw);
+        }
+        let exprs: Vec<Expr> = columns
+            .iter()
+            .filter_map(|c| {
+                let column = Expr::Column(datafusion::common::Column::new(
+                    Some(table.clone()),
+                    &c.name,
+                ));
+                match masking::outside_view(c.sensitivity, c.mask)? {
+                    None => Some(column),
+                    Some(mask) => Some(
+                        masking::masked_expr(column, &c.data_type.to_arrow(), mask, key)
+                            .alias(&c.name),
+                    ),
+                }
+            })
+            .collect();
+        let plan = LogicalPlanBuilder::scan(table, provider_as_source(raw), None)?
+            .project(exprs)?
+            .build()?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
     }
 
     pub fn snapshot(&self) -> &TableSnapshot {
@@ -121,6 +174,7 @@ impl TableProvider for DatasetTable {
 pub(crate) struct Resolver {
     pub catalog: Arc<dyn CatalogStore>,
     pub warehouse_url: Url,
+    pub mask_key: MaskKey,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -138,6 +192,7 @@ impl Resolver {
         &self,
         dataset: &Dataset,
         version: Option<i64>,
+        sees_all: bool,
     ) -> Result<Option<TableSnapshot>, crate::QueryError> {
         let Some(v) = version.or(dataset.current_version) else {
             return Ok(Some(TableSnapshot {
@@ -146,6 +201,7 @@ impl Resolver {
                 version: None,
                 columns: dataset.columns.clone(),
                 file_urls: Vec::new(),
+                sees_all,
             }));
         };
         let Some(found) = self
@@ -165,12 +221,26 @@ impl Resolver {
                     .map_err(|e| crate::QueryError::Internal(format!("bad file path: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A version fixes names and types; sensitivity and masks are the dataset's current
+        // annotations, so a column marked sensitive today is masked in old versions too.
+        let columns = found
+            .columns
+            .into_iter()
+            .map(|mut c| {
+                if let Some(a) = dataset.columns.iter().find(|a| a.name == c.name) {
+                    c.sensitivity = a.sensitivity;
+                    c.mask = a.mask;
+                }
+                c
+            })
+            .collect();
         Ok(Some(TableSnapshot {
             department: dataset.department.clone(),
             name: dataset.name.clone(),
             version: Some(found.version),
-            columns: found.columns,
+            columns,
             file_urls,
+            sees_all,
         }))
     }
 }
@@ -180,24 +250,42 @@ impl Resolver {
 enum Entry {
     Lazy {
         dataset: Box<Dataset>,
+        sees_all: bool,
         resolver: Resolver,
-        table: OnceCell<Arc<DatasetTable>>,
+        table: OnceCell<Resolved>,
     },
-    Resolved(Arc<DatasetTable>),
+    Resolved(Resolved),
+}
+
+/// A table as its reader gets it, and the snapshot it reads.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub snapshot: TableSnapshot,
+    pub provider: Arc<dyn TableProvider>,
+}
+
+impl Resolved {
+    fn new(snapshot: TableSnapshot, key: &MaskKey) -> Result<Self, DataFusionError> {
+        Ok(Self {
+            provider: DatasetTable::for_reader(snapshot.clone(), key)?,
+            snapshot,
+        })
+    }
 }
 
 impl Entry {
-    async fn table(&self) -> Result<Arc<DatasetTable>, DataFusionError> {
+    async fn table(&self) -> Result<Resolved, DataFusionError> {
         match self {
             Entry::Resolved(t) => Ok(t.clone()),
             Entry::Lazy {
                 dataset,
+                sees_all,
                 resolver,
                 table,
             } => table
                 .get_or_try_init(|| async {
                     let snapshot = resolver
-                        .snapshot(dataset, None)
+                        .snapshot(dataset, None, *sees_all)
                         .await
                         .map_err(|e| DataFusionError::External(Box::new(e)))?
                         .ok_or_else(|| {
@@ -206,7 +294,7 @@ impl Entry {
                                 dataset.department, dataset.name
                             ))
                         })?;
-                    Ok(Arc::new(DatasetTable::new(snapshot)?))
+                    Resolved::new(snapshot, &resolver.mask_key)
                 })
                 .await
                 .cloned(),
@@ -222,12 +310,16 @@ pub struct DatagateCatalog {
 
 impl DatagateCatalog {
     /// A catalog of resolved table snapshots; `departments` are listed even when empty.
-    pub fn new(departments: impl IntoIterator<Item = String>, tables: Vec<TableSnapshot>) -> Self {
+    pub fn new(
+        departments: impl IntoIterator<Item = String>,
+        tables: Vec<TableSnapshot>,
+        key: &MaskKey,
+    ) -> Self {
         let mut entries: Vec<(String, String, Entry)> = Vec::new();
         for t in tables {
             let (d, n) = (t.department.clone(), t.name.clone());
-            match DatasetTable::new(t) {
-                Ok(table) => entries.push((d, n, Entry::Resolved(Arc::new(table)))),
+            match Resolved::new(t, key) {
+                Ok(table) => entries.push((d, n, Entry::Resolved(table))),
                 Err(e) => tracing::warn!(error = %e, "table {d}.{n} left out of the catalog"),
             }
         }
@@ -237,17 +329,18 @@ impl DatagateCatalog {
     /// A catalog of `datasets` at their current versions, resolved when first named.
     pub(crate) fn lazy(
         departments: impl IntoIterator<Item = String>,
-        datasets: Vec<Dataset>,
+        datasets: Vec<(Dataset, bool)>,
         resolver: &Resolver,
     ) -> Self {
         let entries = datasets
             .into_iter()
-            .map(|d| {
+            .map(|(d, sees_all)| {
                 (
                     d.department.clone(),
                     d.name.clone(),
                     Entry::Lazy {
                         dataset: Box::new(d),
+                        sees_all,
                         resolver: resolver.clone(),
                         table: OnceCell::new(),
                     },
@@ -281,7 +374,7 @@ impl DatagateCatalog {
         &self,
         department: &str,
         name: &str,
-    ) -> Result<Option<Arc<DatasetTable>>, DataFusionError> {
+    ) -> Result<Option<Resolved>, DataFusionError> {
         match self
             .schemas
             .get(department)
@@ -319,7 +412,7 @@ impl SchemaProvider for DepartmentSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         match self.tables.get(name) {
-            Some(e) => Ok(Some(e.table().await? as Arc<dyn TableProvider>)),
+            Some(e) => Ok(Some(e.table().await?.provider)),
             None => Ok(None),
         }
     }

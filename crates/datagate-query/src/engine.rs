@@ -6,6 +6,7 @@
 //! the Parquet metadata and statistics caches) come from one base runtime.
 
 use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
+use crate::masking::MaskKey;
 use crate::policy::Principal;
 use crate::{CATALOG_NAME, QueryError};
 use datafusion::common::config::ConfigNonZeroUsize;
@@ -80,6 +81,7 @@ impl QueryEngine {
         warehouse_url: Url,
         root_store: Arc<dyn ObjectStore>,
         limits: QueryLimits,
+        mask_key: MaskKey,
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(
@@ -94,6 +96,7 @@ impl QueryEngine {
             resolver: Resolver {
                 catalog: catalog.clone(),
                 warehouse_url,
+                mask_key,
             },
             catalog,
             runtime,
@@ -111,7 +114,7 @@ impl QueryEngine {
         &self,
         visible: &[AccessLevel],
     ) -> Result<DatagateCatalog, QueryError> {
-        self.catalog_where(visible, |_| true).await
+        self.catalog_where(visible, |_| Some(true)).await
     }
 
     /// The catalog of everything `principal` may read, at current versions.
@@ -119,14 +122,18 @@ impl QueryEngine {
         &self,
         principal: &Principal,
     ) -> Result<DatagateCatalog, QueryError> {
-        self.catalog_where(&principal.visible_levels(), |d| principal.reads(d))
-            .await
+        self.catalog_where(&principal.visible_levels(), |d| {
+            principal
+                .reads(d)
+                .then(|| principal.sees_private(&d.department))
+        })
+        .await
     }
 
     async fn catalog_where(
         &self,
         visible: &[AccessLevel],
-        keep: impl Fn(&Dataset) -> bool,
+        keep: impl Fn(&Dataset) -> Option<bool>,
     ) -> Result<DatagateCatalog, QueryError> {
         let page = self
             .catalog
@@ -142,7 +149,12 @@ impl QueryEngine {
             .await?
             .into_iter()
             .map(|d| d.department.id);
-        let datasets = page.datasets.into_iter().filter(|d| keep(d)).collect();
+        // `keep` says whether a dataset is in, and whether its reader sees every column.
+        let datasets = page
+            .datasets
+            .into_iter()
+            .filter_map(|d| keep(&d).map(|all| (d, all)))
+            .collect();
         Ok(DatagateCatalog::lazy(departments, datasets, &self.resolver))
     }
 
@@ -172,7 +184,7 @@ impl QueryEngine {
         }
         let snapshot = self
             .resolver
-            .snapshot(&dataset, version)
+            .snapshot(&dataset, version, principal.sees_private(department))
             .await?
             .ok_or_else(|| {
                 QueryError::NotFound(format!(
@@ -181,6 +193,15 @@ impl QueryEngine {
                 ))
             })?;
         Ok((dataset, snapshot))
+    }
+
+    /// The catalog of one resolved dataset (a `rows` or `export` request).
+    pub fn dataset_catalog(&self, snapshot: &TableSnapshot) -> DatagateCatalog {
+        DatagateCatalog::new(
+            [snapshot.department.clone()],
+            vec![snapshot.clone()],
+            &self.resolver.mask_key,
+        )
     }
 
     /// A request session over `catalog`, under the configured limits. `ordered` asks for one

@@ -15,6 +15,7 @@ pub mod engine;
 pub mod error;
 pub mod execute;
 pub mod filter;
+pub mod masking;
 pub mod plan_info;
 pub mod policy;
 pub mod rows;
@@ -23,6 +24,7 @@ pub mod sql;
 pub use catalog_provider::{DatagateCatalog, DatasetTable, TableSnapshot};
 pub use engine::{QueryEngine, QueryLimits, RequestSession};
 pub use error::{Position, QueryError};
+pub use masking::MaskKey;
 pub use policy::Principal;
 
 /// The SQL catalog name (API.md §2).

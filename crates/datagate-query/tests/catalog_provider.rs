@@ -37,6 +37,7 @@ async fn fixture() -> Fixture {
         url,
         warehouse.root_store().clone(),
         Default::default(),
+        datagate_query::MaskKey::random(),
     )
     .unwrap();
     catalog
@@ -211,7 +212,7 @@ async fn a_snapshot_stays_on_its_version() {
             .await
             .unwrap()
             .unwrap()
-            .snapshot()
+            .snapshot
             .version,
         Some(1)
     );

@@ -51,6 +51,34 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run one read-only SQL statement in-process over a data directory, with the gateway's
+    /// planner, limits and encoders, as an admin; the result goes to standard output.
+    Query {
+        /// The statement (tables are department.dataset).
+        sql: String,
+        /// json, ndjson, csv, arrow or parquet.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Run the statement this many times and report the median and fastest time on
+        /// standard error (the result is written once).
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the configuration).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Manage API keys in a data directory's catalog (the server need not run).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Write deterministic synthetic rows of one dataset shape.
     Gen {
         /// The dataset shape.
@@ -70,6 +98,32 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Create a key and print it (the only time its secret is shown).
+    Create {
+        /// A name saying whose key it is.
+        #[arg(long)]
+        name: String,
+        /// admin, publisher, consumer or auditor.
+        #[arg(long)]
+        role: String,
+        /// The department of a publisher key.
+        #[arg(long)]
+        department: Option<String>,
+        /// The rate-limit tier.
+        #[arg(long, default_value = "standard")]
+        tier: String,
+        /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id; effective on its next request.
+    Revoke { id: String },
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -86,6 +140,28 @@ fn main() {
                 cfg.storage.data_dir = d;
             }
             run_load(cfg, &dataset, &file, &mode, delimiter)
+        }),
+        Command::Query {
+            sql,
+            format,
+            repeat,
+            config,
+            data_dir,
+        } => load_config(config.as_deref()).and_then(|mut cfg| {
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            run_query(cfg, &sql, &format, repeat)
+        }),
+        Command::Key {
+            action,
+            config,
+            data_dir,
+        } => load_config(config.as_deref()).and_then(|mut cfg| {
+            if let Some(d) = data_dir {
+                cfg.storage.data_dir = d;
+            }
+            run_key(cfg, action)
         }),
         Command::Gen {
             kind,
@@ -210,6 +286,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             stores.warehouse.url().clone(),
             stores.warehouse.root_store().clone(),
             (&cfg.limits).into(),
+            mask_key(&cfg)?,
         )?;
         let state = datagate_server::AppState {
             config: Arc::new(cfg.clone()),
@@ -274,6 +351,25 @@ async fn bootstrap_admin_key(cfg: &Config, catalog: &dyn CatalogStore) -> Result
         .await?;
     tracing::warn!(key_id = %token.id, path = %path.display(), "no admin key was configured: generated one and wrote it to this file (mode 0600)");
     Ok(())
+}
+
+/// The key of `hash` masks: `<data_dir>/mask.key` (hex, mode 0600), created on first use. It
+/// must outlive restarts, or hashed values would change under the consumers joining on them.
+fn mask_key(cfg: &Config) -> Result<datagate_query::MaskKey> {
+    let path = cfg.storage.data_dir.join("mask.key");
+    if !path.exists() {
+        let mut bytes = [0u8; 32];
+        rand::fill(&mut bytes);
+        write_secret_file(&path, &format!("{}\n", hex::encode(bytes)))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("{}: not 64 hex digits", path.display()))?;
+    Ok(datagate_query::MaskKey::new(bytes))
 }
 
 /// Writes a file readable only by its owner, replacing it atomically.
@@ -358,6 +454,128 @@ fn run_load(
             v.files.len(),
             start.elapsed().as_secs_f64()
         );
+        Ok(())
+    })
+}
+
+fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
+    runtime()?.block_on(async move {
+        let stores = open_stores(&cfg)?;
+        match action {
+            KeyAction::Create {
+                name,
+                role,
+                department,
+                tier,
+                expires_at,
+            } => {
+                let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+                if (role == Role::Publisher) != department.is_some() {
+                    bail!("a publisher key needs --department, and only a publisher key takes one");
+                }
+                if let Some(d) = &department
+                    && stores.catalog.get_department(d).await?.is_none()
+                {
+                    bail!("no department {d}");
+                }
+                let expires_at = expires_at
+                    .map(|e| chrono::DateTime::parse_from_rfc3339(&e).map(|t| t.to_utc()))
+                    .transpose()
+                    .context("--expires-at must be RFC 3339")?;
+                let token = KeyToken::generate();
+                let key = stores
+                    .catalog
+                    .create_key(NewApiKey {
+                        id: token.id.clone(),
+                        name,
+                        role,
+                        department,
+                        tier,
+                        secret_hash: token.secret_hash(),
+                        created_by: "cli".into(),
+                        expires_at,
+                    })
+                    .await?;
+                eprintln!(
+                    "key {} ({}) created; the secret is shown only now",
+                    key.id,
+                    key.role.as_str()
+                );
+                println!("{}", token.expose());
+            }
+            KeyAction::List => {
+                for k in stores.catalog.list_keys().await? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        k.id,
+                        k.role.as_str(),
+                        k.department.as_deref().unwrap_or("-"),
+                        k.tier,
+                        if k.revoked_at.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        },
+                        k.name
+                    );
+                }
+            }
+            KeyAction::Revoke { id } => {
+                stores.catalog.revoke_key(&id).await?;
+                eprintln!("key {id} revoked");
+            }
+        }
+        Ok(())
+    })
+}
+
+fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
+    use datagate_query::execute::{self, RowCap};
+    use std::io::Write;
+    let format = datagate_query::encode::Format::from_name(format)
+        .ok_or_else(|| anyhow::anyhow!("unknown format {format}"))?;
+    runtime()?.block_on(async move {
+        let stores = open_stores(&cfg)?;
+        let engine = datagate_query::QueryEngine::new(
+            stores.catalog.clone(),
+            stores.warehouse.url().clone(),
+            stores.warehouse.root_store().clone(),
+            (&cfg.limits).into(),
+            mask_key(&cfg)?,
+        )?;
+        let admin = datagate_query::Principal {
+            key_id: Some("cli".into()),
+            role: Some(Role::Admin),
+            department: None,
+        };
+        let mut times = Vec::new();
+        for run in 0..repeat.max(1) {
+            let start = std::time::Instant::now();
+            let session = engine.request_session(engine.readable_catalog(&admin).await?, false)?;
+            let plan = datagate_query::sql::plan_sql(&session, sql, &[]).await?;
+            let started = execute::start(&session, plan, None).await?;
+            let cap = RowCap::default();
+            let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let mut rx = execute::stream_encoded(started, format, cap, bytes, |_| {})?;
+            let mut out = std::io::stdout().lock();
+            while let Some(chunk) = rx.recv().await {
+                let chunk = chunk.map_err(|e| anyhow::anyhow!("{e}"))?;
+                if run == 0 {
+                    out.write_all(&chunk)?;
+                }
+            }
+            out.flush()?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        if repeat > 1 {
+            times.sort_by(f64::total_cmp);
+            eprintln!(
+                "runs={} median_ms={:.2} min_ms={:.2}",
+                times.len(),
+                times[times.len() / 2],
+                times[0]
+            );
+        }
         Ok(())
     })
 }

@@ -17,7 +17,7 @@ use datagate_query::encode::Format;
 use datagate_query::execute::{self, Deadline, RowCap};
 use datagate_query::plan_info::{self, DatasetRead};
 use datagate_query::rows::{self, Paging, RowsRequest};
-use datagate_query::{DatagateCatalog, sql};
+use datagate_query::sql;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -116,7 +116,7 @@ pub async fn rows(
         return Ok(not_modified);
     }
     let session = state.engine.request_session(
-        DatagateCatalog::new([snapshot.department.clone()], vec![snapshot.clone()]),
+        state.engine.dataset_catalog(&snapshot),
         request.needs_file_order(&dataset.primary_key, paging),
     )?;
     let plan = Deadline::run(
@@ -194,10 +194,9 @@ pub async fn export(
     if let Some(not_modified) = not_modified(&headers, &tag, &read) {
         return Ok(not_modified);
     }
-    let session = state.engine.request_session(
-        DatagateCatalog::new([snapshot.department.clone()], vec![snapshot.clone()]),
-        false,
-    )?;
+    let session = state
+        .engine
+        .request_session(state.engine.dataset_catalog(&snapshot), false)?;
     let plan = Deadline::run(
         deadline,
         rows::plan_rows(

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Queries and exports through the gateway, beside DuckDB (PyPI, in-process) and DataFusion
+# in-process in the same binary (`datagate query`), on the same Parquet files of a generated
+# market-entity dataset published through ingest, in the same run:
+#   - point lookup by primary key, filtered aggregate (GROUP BY district over a date range),
+#     top-N: median latency of RUNS runs each (targets: point < 2x DuckDB, aggregate < 1.5x
+#     DuckDB, HTTP over in-process DataFusion < 1.2x for the aggregate);
+#   - full CSV and Parquet export: rows/s beside DuckDB COPY ... TO of the same query (target
+#     >= 0.7x) and the server's peak RSS during each export (target < 256 MiB);
+#   - 64 concurrent clients asking rows?limit=10 of a small dataset: requests/s, p50, p99.
+#
+#   benches/query_vs_duckdb.sh [ROWS]        (default 10,000,000; RUNS=7 in the environment)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-10000000}"
+RUNS="${RUNS:-7}"
+python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb
+cargo build --release -q -p datagate
+cargo bench -q --bench http_load --no-run 2>/dev/null
+BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
+WORK="$(mktemp -d)"
+DATA="$WORK/data"
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BASE="http://127.0.0.1:$PORT"
+COLUMNS=$(python3 - <<'PY'
+import json, tomllib
+m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
+print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
+PY
+)
+
+start_server() {
+  DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$DATA" DATAGATE_ADMIN_KEY="$KEY" \
+    DATAGATE_LOG__LEVEL=warn DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 \
+    "$BIN" serve 2>>"$WORK/server.log" &
+  SERVER_PID=$!
+  for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && return; sleep 0.1; done
+  echo "server did not start" >&2; cat "$WORK/server.log" >&2; exit 1
+}
+stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; }
+peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status"; }
+
+echo "generating and publishing $ROWS rows..." >&2
+"$BIN" gen market_entities --rows "$ROWS" --out "$WORK/entities.csv" 2>/dev/null
+POINT_KEY=$(awk -F, -v n=$(( ROWS * 7 / 10 + 2 )) 'NR == n {print $1; exit}' "$WORK/entities.csv")
+start_server
+curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
+  -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
+curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities.csv" \
+  "$BASE/api/v1/datasets/market/entities/versions?mode=replace" >/dev/null
+rm -f "$WORK/entities.csv"
+stop_server
+FILES=$(find "$DATA/warehouse/datasets/market/entities" -name '*.parquet' | sort | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))')
+
+POINT="SELECT * FROM market.entities WHERE uscc = '$POINT_KEY'"
+AGG="SELECT district, count(*) AS n, sum(registered_capital) AS capital FROM market.entities WHERE established_date BETWEEN DATE '2010-01-01' AND DATE '2015-12-31' GROUP BY district ORDER BY district"
+TOPN="SELECT uscc, entity_name, registered_capital FROM market.entities ORDER BY registered_capital DESC, uscc LIMIT 10"
+
+# In-process DataFusion, the same planner and encoders, no HTTP (server stopped: no contention).
+inproc() { "$BIN" query --data-dir "$DATA" --repeat "$RUNS" --format json "$1" 2>&1 >/dev/null | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p'; }
+IN_POINT=$(inproc "$POINT"); IN_AGG=$(inproc "$AGG"); IN_TOPN=$(inproc "$TOPN")
+
+duck_query() { # sql → median ms
+  python3 - "$FILES" "$RUNS" "$1" <<'PY'
+import duckdb, json, statistics, sys, time
+files, runs, sql = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+con = duckdb.connect()
+con.execute(f"CREATE VIEW entities AS SELECT * FROM read_parquet({files!r})")
+sql = sql.replace("market.entities", "entities")
+con.execute(sql).fetchall()
+times = []
+for _ in range(runs):
+    t = time.perf_counter(); con.execute(sql).fetchall(); times.append((time.perf_counter() - t) * 1000)
+print(f"{statistics.median(times):.2f}")
+PY
+}
+DUCK_POINT=$(duck_query "$POINT"); DUCK_AGG=$(duck_query "$AGG"); DUCK_TOPN=$(duck_query "$TOPN")
+
+start_server
+http_query() { # sql → median ms over HTTP (POST /api/v1/query, keep-alive, JSON)
+  python3 - "$PORT" "$RUNS" "$1" <<'PY'
+import http.client, json, statistics, sys, time
+port, runs, sql = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port)
+body = json.dumps({"sql": sql})
+def once():
+    c.request("POST", "/api/v1/query", body, {"content-type": "application/json"})
+    r = c.getresponse(); data = r.read()
+    assert r.status == 200, data
+once()
+times = []
+for _ in range(runs):
+    t = time.perf_counter(); once(); times.append((time.perf_counter() - t) * 1000)
+print(f"{statistics.median(times):.2f}")
+PY
+}
+HTTP_POINT=$(http_query "$POINT"); HTTP_AGG=$(http_query "$AGG"); HTTP_TOPN=$(http_query "$TOPN")
+stop_server
+
+export_run() { # format → "seconds peak_rss_mib bytes" (a fresh server per export)
+  start_server
+  local t0 t1 bytes
+  t0=$(date +%s.%N)
+  bytes=$(curl -sf "$BASE/api/v1/datasets/market/entities/export?format=$1" | wc -c)
+  t1=$(date +%s.%N)
+  local rss; rss=$(peak_rss_mib)
+  stop_server
+  echo "$(python3 -c "print($t1-$t0)") $rss $bytes"
+}
+read -r CSV_S CSV_RSS CSV_BYTES < <(export_run csv)
+read -r PQ_S PQ_RSS PQ_BYTES < <(export_run parquet)
+read -r DUCK_CSV_S DUCK_PQ_S < <(python3 - "$FILES" "$WORK" <<'PY'
+import duckdb, json, sys, time
+files, work = json.loads(sys.argv[1]), sys.argv[2]
+con = duckdb.connect()
+out = []
+for fmt, opts in (("csv", "(HEADER)"), ("parquet", "(FORMAT parquet, COMPRESSION zstd)")):
+    t = time.perf_counter()
+    con.execute(f"COPY (SELECT * FROM read_parquet({files!r})) TO '{work}/duck.{fmt}' {opts}")
+    out.append(time.perf_counter() - t)
+print(*out)
+PY
+)
+
+start_server
+LOAD=$(cargo bench -q --bench http_load -- "$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10" 64 10)
+HEALTH=$(cargo bench -q --bench http_load -- "$BASE/healthz" 64 5)
+stop_server
+
+python3 - "$ROWS" "$RUNS" "$IN_POINT" "$IN_AGG" "$IN_TOPN" "$DUCK_POINT" "$DUCK_AGG" "$DUCK_TOPN" \
+  "$HTTP_POINT" "$HTTP_AGG" "$HTTP_TOPN" "$CSV_S" "$CSV_RSS" "$CSV_BYTES" "$PQ_S" "$PQ_RSS" "$PQ_BYTES" \
+  "$DUCK_CSV_S" "$DUCK_PQ_S" "$LOAD" "$HEALTH" <<'PY'
+import sys
+a = sys.argv[1:]
+rows, runs = int(a[0]), int(a[1])
+inp, duck, http = [float(x) for x in a[2:5]], [float(x) for x in a[5:8]], [float(x) for x in a[8:11]]
+csv_s, csv_rss, csv_bytes, pq_s, pq_rss, pq_bytes = float(a[11]), int(a[12]), int(a[13]), float(a[14]), int(a[15]), int(a[16])
+duck_csv, duck_pq = float(a[17]), float(a[18])
+load, health = a[19], a[20]
+print(f"market_entities, {rows:,} rows, median of {runs} runs (ms)")
+print(f"{'query':18} {'gateway HTTP':>13} {'DataFusion':>11} {'DuckDB':>9} {'HTTP/DuckDB':>12} {'HTTP/in-proc':>13}")
+for name, h, i, d, target in zip(("point lookup", "filtered agg", "top-N"), http, inp, duck, ("< 2x", "< 1.5x", "")):
+    print(f"{name:18} {h:13.2f} {i:11.2f} {d:9.2f} {h/d:11.2f}x {h/i:12.2f}x  {target}")
+print("(targets: point < 2x DuckDB, aggregate < 1.5x DuckDB, aggregate HTTP/in-process < 1.2x)")
+print()
+print(f"{'full export':18} {'seconds':>9} {'rows/s':>12} {'MiB':>8} {'peak RSS MiB':>13} {'DuckDB s':>9} {'ratio':>7}")
+for name, s, rss, b, d in (("CSV", csv_s, csv_rss, csv_bytes, duck_csv), ("Parquet", pq_s, pq_rss, pq_bytes, duck_pq)):
+    print(f"{name:18} {s:9.2f} {rows/s:12,.0f} {b/2**20:8.0f} {rss:13} {d:9.2f} {d/s:6.2f}x")
+print("(ratio = gateway rows/s over DuckDB COPY rows/s, target >= 0.7x; peak RSS target < 256 MiB)")
+print()
+print(f"64 clients, rows?limit=10 of transport.bus_lines, 10 s: {load}")
+print(f"64 clients, /healthz (HTTP ceiling, same machine), 5 s: {health}")
+PY

@@ -1,0 +1,218 @@
+//! Column sensitivity below the query: a publisher of another department reads the shared
+//! `justice.mediation_cases` with masked names, years for dates and no private phone, whatever
+//! path it takes; the owning department and admins read it as published.
+
+use crate::harness::{Options, Server, repo_root, run};
+use reqwest::Client;
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashSet};
+
+const ADMIN: &str = "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn key(s: &Server, role: &str, department: &str) -> String {
+    let data_dir = s.data_dir();
+    let out = run(
+        &[
+            "key",
+            "create",
+            "--name",
+            "test",
+            "--role",
+            role,
+            "--department",
+            department,
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
+        &[],
+        &repo_root(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+async fn sql(c: &Client, s: &Server, key: &str, sql: &str) -> (u16, String) {
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .bearer_auth(key)
+        .json(&json!({"sql": sql, "format": "ndjson"}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The sample's party names and phones that appear nowhere in its public columns (a mediator
+/// may share a party's name; that is not a leak).
+struct Secrets {
+    values: HashSet<String>,
+    lengths: BTreeSet<usize>,
+}
+
+impl Secrets {
+    fn load() -> Self {
+        let path = repo_root().join("catalog/justice/mediation_cases.csv");
+        let mut r = csv::Reader::from_path(path).unwrap();
+        let h = r.headers().unwrap().clone();
+        let sensitive: Vec<usize> = ["party_a_name", "party_b_name", "party_a_phone"]
+            .iter()
+            .map(|n| h.iter().position(|x| x == *n).unwrap())
+            .collect();
+        let (mut values, mut public) = (HashSet::new(), String::new());
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            for (i, v) in rec.iter().enumerate() {
+                if sensitive.contains(&i) {
+                    values.insert(v.to_string());
+                } else if i != h.iter().position(|x| x == "concluded_date").unwrap() {
+                    public.push_str(v);
+                    public.push('|');
+                }
+            }
+        }
+        values.retain(|v| v.chars().count() >= 2 && !public.contains(v.as_str()));
+        let lengths = values.iter().map(|v| v.chars().count()).collect();
+        Self { values, lengths }
+    }
+
+    /// The first original value found in `text`.
+    fn leaked_in(&self, text: &str) -> Option<String> {
+        let chars: Vec<char> = text.chars().collect();
+        for n in &self.lengths {
+            for w in chars.windows(*n) {
+                let s: String = w.iter().collect();
+                if self.values.contains(&s) {
+                    return Some(s);
+                }
+            }
+        }
+        None
+    }
+}
+
+#[tokio::test]
+async fn masked_and_private_columns_hold_on_every_path() {
+    let s = Server::start(Options {
+        env: vec![("DATAGATE_ADMIN_KEY".into(), ADMIN.into())],
+        ..Default::default()
+    })
+    .await;
+    let c = Client::new();
+    let outsider = key(&s, "publisher", "market");
+    let owner = key(&s, "publisher", "justice");
+    let secrets = Secrets::load();
+    assert!(secrets.values.len() > 1000, "{}", secrets.values.len());
+
+    // The owner and admins read it as published.
+    for k in [&owner, &ADMIN.to_string()] {
+        let (st, body) = sql(
+            &c,
+            &s,
+            k,
+            "SELECT party_a_name, party_a_phone FROM justice.mediation_cases",
+        )
+        .await;
+        assert_eq!(st, 200, "{body}");
+        assert!(
+            secrets.leaked_in(&body).is_some(),
+            "the owner sees originals"
+        );
+    }
+
+    // An outsider: masked values and no private column, through every path.
+    let (st, body) = sql(
+        &c,
+        &s,
+        &outsider,
+        "SELECT * FROM justice.mediation_cases LIMIT 5",
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let first: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert!(
+        first.get("party_a_phone").is_none(),
+        "private column absent: {first}"
+    );
+    assert!(
+        first["party_a_name"].as_str().unwrap().contains('*'),
+        "{first}"
+    );
+    if let Some(d) = first["concluded_date"].as_str() {
+        assert!(d.ends_with("-01-01"), "dates to the year: {d}");
+    }
+    let probes = [
+        "SELECT party_a_name, party_b_name FROM justice.mediation_cases",
+        "SELECT min(party_a_name), max(party_b_name) FROM justice.mediation_cases",
+        "SELECT party_a_name FROM justice.mediation_cases WHERE party_a_name LIKE '张%'",
+        "SELECT count(*) AS n FROM justice.mediation_cases WHERE party_a_name = '张伟'",
+        "SELECT substr(party_a_name, 1, 2) AS s, length(party_a_name) AS l FROM justice.mediation_cases",
+        "SELECT CAST(party_a_name AS INT) FROM justice.mediation_cases",
+        "SELECT party_a_phone FROM justice.mediation_cases",
+        "SELECT m.party_a_name FROM justice.mediation_cases m JOIN justice.mediation_cases n ON m.party_a_name = n.party_b_name LIMIT 3000",
+        "EXPLAIN SELECT * FROM justice.mediation_cases WHERE party_a_name = 'x'",
+        "SELECT string_agg(party_a_name, ',') FROM justice.mediation_cases",
+    ];
+    for probe in probes {
+        let (st, body) = sql(&c, &s, &outsider, probe).await;
+        assert!(st == 200 || st == 400, "{probe}: {st} {body}");
+        assert_eq!(secrets.leaked_in(&body), None, "{probe}");
+    }
+    // A filter on the original value finds nothing: filters see masked values only.
+    let (_, body) = sql(
+        &c,
+        &s,
+        &outsider,
+        &format!(
+            "SELECT count(*) AS n FROM justice.mediation_cases WHERE party_a_name = '{}'",
+            secrets.values.iter().find(|v| !v.starts_with('1')).unwrap()
+        ),
+    )
+    .await;
+    assert!(body.contains("\"n\":0"), "{body}");
+    // Exports and rows pages too, in every format.
+    for format in ["json", "ndjson", "csv", "arrow", "parquet"] {
+        for path in [
+            format!("/api/v1/datasets/justice/mediation_cases/export?format={format}"),
+            format!("/api/v1/datasets/justice/mediation_cases/rows?limit=1000&format={format}"),
+        ] {
+            let r = c
+                .get(s.url(&path))
+                .bearer_auth(&outsider)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let bytes = r.bytes().await.unwrap();
+            // Parquet pages are compressed: decode them to look at the values.
+            let text = if format == "parquet" {
+                let batches: Vec<_> =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                        .unwrap()
+                        .build()
+                        .unwrap()
+                        .map(|b| b.unwrap())
+                        .collect();
+                arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string()
+            } else {
+                String::from_utf8_lossy(&bytes).into_owned()
+            };
+            assert_eq!(secrets.leaked_in(&text), None, "{path}");
+        }
+    }
+    // `where` on a private column is an unknown column for an outsider.
+    let r = c
+        .get(s.url(
+            "/api/v1/datasets/justice/mediation_cases/rows?where=party_a_phone%20IS%20NOT%20NULL",
+        ))
+        .bearer_auth(&outsider)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
