@@ -12,6 +12,7 @@
 //! });
 //! ```
 
+use crate::grants::{ApplicationFilter, ApplicationStatus, Decision, GrantFilter, NewApplication};
 use crate::keys::{KeyToken, NewApiKey, Role};
 use crate::model::*;
 use crate::store::{CatalogError, CatalogStore};
@@ -37,6 +38,7 @@ macro_rules! catalog_conformance_tests {
             referenced_files_cover_every_version,
             keys_round_trip,
             retention_forgets_old_versions,
+            applications_and_grants,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -814,4 +816,135 @@ pub async fn retention_forgets_old_versions(s: &dyn CatalogStore) {
         s.expire_versions("t", "ghost", 1).await,
         Err(CatalogError::NotFound(_))
     ));
+}
+
+/// Applications are filed, decided once (approval makes a grant), listed by applicant,
+/// department and status; grants are listed and revoked, each transition with who and when.
+pub async fn applications_and_grants(s: &dyn CatalogStore) {
+    s.create_department(dept("justice")).await.unwrap();
+    s.create_dataset(new_dataset(
+        "justice",
+        "aid",
+        AccessLevel::Conditional,
+        vec![],
+    ))
+    .await
+    .unwrap();
+    for id in ["c1", "c2"] {
+        s.create_key(NewApiKey {
+            id: id.into(),
+            name: id.into(),
+            role: Role::Consumer,
+            department: None,
+            tier: "standard".into(),
+            secret_hash: KeyToken::generate().secret_hash(),
+            created_by: "test".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    }
+    let apply = |who: &str| NewApplication {
+        department: "justice".into(),
+        dataset: "aid".into(),
+        applicant: who.into(),
+        purpose: "research on legal aid coverage".into(),
+    };
+    let a1 = s.create_application(apply("c1")).await.unwrap();
+    let a2 = s.create_application(apply("c2")).await.unwrap();
+    assert_eq!(a1.status, ApplicationStatus::Pending);
+    assert!(a1.decided_by.is_none() && a1.decided_at.is_none());
+    assert!(matches!(
+        s.create_application(NewApplication {
+            dataset: "ghost".into(),
+            ..apply("c1")
+        })
+        .await,
+        Err(CatalogError::NotFound(_))
+    ));
+    let mine = s
+        .list_applications(&ApplicationFilter {
+            applicant: Some("c1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(mine, vec![a1.clone()]);
+
+    let expires = chrono::Utc::now() + chrono::Duration::days(30);
+    let (approved, grant) = s
+        .decide_application(
+            &a1.id,
+            Decision::Approve {
+                expires_at: Some(expires),
+            },
+            "publisher-justice",
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.status, ApplicationStatus::Approved);
+    assert_eq!(approved.decided_by.as_deref(), Some("publisher-justice"));
+    assert!(approved.decided_at.is_some());
+    let grant = grant.expect("an approval makes a grant");
+    assert_eq!(
+        (grant.key_id.as_str(), grant.dataset.as_str()),
+        ("c1", "aid")
+    );
+    assert!(grant.is_active(chrono::Utc::now()));
+    assert!(!grant.is_active(expires + chrono::Duration::seconds(1)));
+    assert!(matches!(
+        s.decide_application(&a1.id, Decision::Reject { reason: "x".into() }, "admin")
+            .await,
+        Err(CatalogError::Conflict(_))
+    ));
+    let (rejected, none) = s
+        .decide_application(
+            &a2.id,
+            Decision::Reject {
+                reason: "purpose too vague".into(),
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    assert_eq!(rejected.reason.as_deref(), Some("purpose too vague"));
+    assert!(matches!(
+        s.decide_application("nope", Decision::Reject { reason: "x".into() }, "admin")
+            .await,
+        Err(CatalogError::NotFound(_))
+    ));
+    let pending = s
+        .list_applications(&ApplicationFilter {
+            status: Some(ApplicationStatus::Pending),
+            department: Some("justice".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(pending.is_empty());
+
+    let grants = s
+        .list_grants(&GrantFilter {
+            key_id: Some("c1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(grants, vec![grant.clone()]);
+    let revoked = s.revoke_grant(&grant.id, "admin").await.unwrap();
+    assert!(revoked.revoked_at.is_some() && !revoked.is_active(chrono::Utc::now()));
+    assert_eq!(revoked.revoked_by.as_deref(), Some("admin"));
+    let again = s.revoke_grant(&grant.id, "someone else").await.unwrap();
+    assert_eq!(
+        again.revoked_by.as_deref(),
+        Some("admin"),
+        "the first revocation stays"
+    );
+    assert!(matches!(
+        s.revoke_grant("nope", "admin").await,
+        Err(CatalogError::NotFound(_))
+    ));
+    assert_eq!(s.get_grant(&grant.id).await.unwrap(), Some(again));
+    assert_eq!(s.get_application(&a2.id).await.unwrap(), Some(rejected));
 }

@@ -11,11 +11,15 @@
 //! pointer, so a reader sees either the old version or the new one, never a mix.
 
 pub mod conformance;
+pub mod grants;
 pub mod keys;
 pub mod model;
 mod sqlite;
 mod store;
 
+pub use grants::{
+    Application, ApplicationFilter, ApplicationStatus, Decision, Grant, GrantFilter, NewApplication,
+};
 pub use keys::{ApiKey, KeyToken, NewApiKey, Role};
 pub use model::*;
 pub use sqlite::SqliteCatalog;

@@ -4,6 +4,9 @@
 //! connections, all in WAL mode so readers never wait for the writer. Blocking SQLite calls run
 //! on tokio's blocking pool.
 
+use crate::grants::{
+    Application, ApplicationFilter, ApplicationStatus, Decision, Grant, GrantFilter, NewApplication,
+};
 use crate::keys::{ApiKey, NewApiKey, Role};
 use crate::model::*;
 use crate::store::{CatalogError, CatalogStore, Result};
@@ -22,6 +25,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../migrations/0001_catalog.sql")),
         M::up(include_str!("../migrations/0002_keys.sql")),
+        M::up(include_str!("../migrations/0003_applications_grants.sql")),
     ])
 }
 
@@ -994,6 +998,224 @@ impl CatalogStore for SqliteCatalog {
         })
         .await
     }
+
+    async fn create_application(&self, app: NewApplication) -> Result<Application> {
+        self.write(move |c| {
+            let id = uuid::Uuid::now_v7().to_string();
+            let res = c.execute(
+                "INSERT INTO applications (id, department, dataset, applicant, purpose, status, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
+                params![
+                    id,
+                    app.department,
+                    app.dataset,
+                    app.applicant,
+                    app.purpose,
+                    ts(Utc::now())
+                ],
+            );
+            match res {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+                {
+                    return Err(CatalogError::NotFound(format!(
+                        "dataset {}/{} or key {}",
+                        app.department, app.dataset, app.applicant
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(c.query_row(
+                "SELECT * FROM applications WHERE id = ?1",
+                [&id],
+                application_from_row,
+            )?)
+        })
+        .await
+    }
+
+    async fn get_application(&self, id: &str) -> Result<Option<Application>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT * FROM applications WHERE id = ?1")?
+                    .query_row([&id], application_from_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn list_applications(&self, filter: &ApplicationFilter) -> Result<Vec<Application>> {
+        let f = filter.clone();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT * FROM applications WHERE (?1 IS NULL OR applicant = ?1) \
+                 AND (?2 IS NULL OR department = ?2) AND (?3 IS NULL OR status = ?3) \
+                 ORDER BY created_at DESC, id DESC",
+            )?
+            .query_map(
+                params![f.applicant, f.department, f.status.map(|s| s.as_str())],
+                application_from_row,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn decide_application(
+        &self,
+        id: &str,
+        decision: Decision,
+        by: &str,
+    ) -> Result<(Application, Option<Grant>)> {
+        let (id, by) = (id.to_string(), by.to_string());
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            let app = tx
+                .query_row(
+                    "SELECT * FROM applications WHERE id = ?1",
+                    [&id],
+                    application_from_row,
+                )
+                .optional()?
+                .ok_or_else(|| CatalogError::NotFound(format!("application {id}")))?;
+            if app.status != ApplicationStatus::Pending {
+                return Err(CatalogError::Conflict(format!(
+                    "application {id} was already {}",
+                    app.status.as_str()
+                )));
+            }
+            let now = ts(Utc::now());
+            let mut grant_id = None;
+            match &decision {
+                Decision::Approve { expires_at } => {
+                    tx.execute(
+                        "UPDATE applications SET status = 'approved', decided_by = ?2, \
+                         decided_at = ?3 WHERE id = ?1",
+                        params![id, by, now],
+                    )?;
+                    let gid = uuid::Uuid::now_v7().to_string();
+                    tx.execute(
+                        "INSERT INTO grants (id, application_id, key_id, department, dataset, \
+                         created_at, created_by, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            gid,
+                            id,
+                            app.applicant,
+                            app.department,
+                            app.dataset,
+                            now,
+                            by,
+                            expires_at.map(ts)
+                        ],
+                    )?;
+                    grant_id = Some(gid);
+                }
+                Decision::Reject { reason } => {
+                    tx.execute(
+                        "UPDATE applications SET status = 'rejected', decided_by = ?2, \
+                         decided_at = ?3, reason = ?4 WHERE id = ?1",
+                        params![id, by, now, reason],
+                    )?;
+                }
+            }
+            let app = tx.query_row(
+                "SELECT * FROM applications WHERE id = ?1",
+                [&id],
+                application_from_row,
+            )?;
+            let grant = match grant_id {
+                Some(g) => Some(tx.query_row(
+                    "SELECT * FROM grants WHERE id = ?1",
+                    [&g],
+                    grant_from_row,
+                )?),
+                None => None,
+            };
+            tx.commit()?;
+            Ok((app, grant))
+        })
+        .await
+    }
+
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>> {
+        let id = id.to_string();
+        self.read(move |c| {
+            Ok(c.prepare_cached("SELECT * FROM grants WHERE id = ?1")?
+                .query_row([&id], grant_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>> {
+        let f = filter.clone();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT * FROM grants WHERE (?1 IS NULL OR key_id = ?1) \
+                 AND (?2 IS NULL OR department = ?2) ORDER BY created_at DESC, id DESC",
+            )?
+            .query_map(params![f.key_id, f.department], grant_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_grant(&self, id: &str, by: &str) -> Result<Grant> {
+        let (id, by) = (id.to_string(), by.to_string());
+        self.write(move |c| {
+            c.execute(
+                "UPDATE grants SET revoked_at = ?2, revoked_by = ?3 \
+                 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, ts(Utc::now()), by],
+            )?;
+            c.query_row("SELECT * FROM grants WHERE id = ?1", [&id], grant_from_row)
+                .optional()?
+                .ok_or_else(|| CatalogError::NotFound(format!("grant {id}")))
+        })
+        .await
+    }
+}
+
+fn opt_ts(r: &Row<'_>, name: &str) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    r.get::<_, Option<String>>(name)?
+        .as_deref()
+        .map(parse_ts)
+        .transpose()
+}
+
+fn application_from_row(r: &Row<'_>) -> rusqlite::Result<Application> {
+    Ok(Application {
+        id: r.get("id")?,
+        department: r.get("department")?,
+        dataset: r.get("dataset")?,
+        applicant: r.get("applicant")?,
+        purpose: r.get("purpose")?,
+        status: r.get::<_, String>("status")?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
+        created_at: parse_ts(&r.get::<_, String>("created_at")?)?,
+        decided_by: r.get("decided_by")?,
+        decided_at: opt_ts(r, "decided_at")?,
+        reason: r.get("reason")?,
+    })
+}
+
+fn grant_from_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: r.get("id")?,
+        application_id: r.get("application_id")?,
+        key_id: r.get("key_id")?,
+        department: r.get("department")?,
+        dataset: r.get("dataset")?,
+        created_at: parse_ts(&r.get::<_, String>("created_at")?)?,
+        created_by: r.get("created_by")?,
+        expires_at: opt_ts(r, "expires_at")?,
+        revoked_at: opt_ts(r, "revoked_at")?,
+        revoked_by: r.get("revoked_by")?,
+    })
 }
 
 fn key_from_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {

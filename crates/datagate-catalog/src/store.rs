@@ -1,5 +1,6 @@
 //! The catalog interface.
 
+use crate::grants::{Application, ApplicationFilter, Decision, Grant, GrantFilter, NewApplication};
 use crate::keys::{ApiKey, NewApiKey};
 use crate::model::*;
 use async_trait::async_trait;
@@ -102,4 +103,24 @@ pub trait CatalogStore: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<ApiKey>>;
     /// Marks a key revoked; `NotFound` if there is none.
     async fn revoke_key(&self, id: &str) -> Result<()>;
+
+    /// Files an application (pending); `NotFound` if the dataset or key does not exist.
+    async fn create_application(&self, app: NewApplication) -> Result<Application>;
+    async fn get_application(&self, id: &str) -> Result<Option<Application>>;
+    /// Applications matching `filter`, newest first.
+    async fn list_applications(&self, filter: &ApplicationFilter) -> Result<Vec<Application>>;
+    /// Approves (creating the grant) or rejects a pending application, recording `by`;
+    /// `Conflict` if it was already decided, `NotFound` if there is none.
+    async fn decide_application(
+        &self,
+        id: &str,
+        decision: Decision,
+        by: &str,
+    ) -> Result<(Application, Option<Grant>)>;
+    async fn get_grant(&self, id: &str) -> Result<Option<Grant>>;
+    /// Grants matching `filter` (revoked and expired ones included), newest first.
+    async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>>;
+    /// Revokes a grant, recording `by`; `NotFound` if there is none. Revoking twice keeps the
+    /// first revocation.
+    async fn revoke_grant(&self, id: &str, by: &str) -> Result<Grant>;
 }

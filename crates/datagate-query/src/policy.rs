@@ -15,6 +15,8 @@ pub struct Principal {
     pub role: Option<Role>,
     /// The department a publisher key is bound to.
     pub department: Option<String>,
+    /// `(department, dataset)` of the conditional datasets an active grant opens to this key.
+    pub grants: Vec<(String, String)>,
 }
 
 impl Principal {
@@ -22,6 +24,7 @@ impl Principal {
         key_id: None,
         role: None,
         department: None,
+        grants: Vec::new(),
     };
 
     /// The open levels whose catalog entries this principal sees.
@@ -52,15 +55,21 @@ impl Principal {
     }
 
     /// Whether this principal may read the data of `dataset` (API.md §4): open data is for
-    /// everyone; conditional data for its own department and admins (grants come with the
-    /// applications workflow); shared data for publishers of any department and admins.
+    /// everyone; conditional data for keys holding an active grant, its own department and
+    /// admins; shared data for publishers of any department and admins.
     pub fn reads(&self, dataset: &Dataset) -> bool {
         if dataset.unpublished_at.is_some() {
             return false;
         }
         match dataset.metadata.access_level {
             AccessLevel::Open => true,
-            AccessLevel::Conditional => self.manages(&dataset.department),
+            AccessLevel::Conditional => {
+                self.manages(&dataset.department)
+                    || self
+                        .grants
+                        .iter()
+                        .any(|(d, n)| *d == dataset.department && *n == dataset.name)
+            }
             AccessLevel::Shared => matches!(self.role, Some(Role::Admin | Role::Publisher)),
         }
     }
@@ -85,6 +94,7 @@ mod tests {
             key_id: Some("k".into()),
             role: Some(role),
             department: department.map(str::to_string),
+            grants: Vec::new(),
         }
     }
 

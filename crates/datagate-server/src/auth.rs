@@ -5,12 +5,13 @@
 //! same shape for each, and the secret is compared in constant time against a hash even when
 //! the id is unknown, so timing does not tell which.
 
+use crate::authz::{Action, allowed};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use datagate_catalog::{ApiKey, KeyToken, Role};
+use datagate_catalog::{ApiKey, Grant, GrantFilter, KeyToken, Role};
 use datagate_core::AccessLevel;
 use datagate_query::Principal;
 
@@ -18,14 +19,15 @@ use datagate_query::Principal;
 #[derive(Debug, Clone)]
 pub enum Caller {
     Anonymous,
-    Key(ApiKey),
+    /// A valid key, with the grants active for it at the time of the request.
+    Key(Box<ApiKey>, Vec<Grant>),
 }
 
 impl Caller {
     pub fn role(&self) -> Option<Role> {
         match self {
             Caller::Anonymous => None,
-            Caller::Key(k) => Some(k.role),
+            Caller::Key(k, _) => Some(k.role),
         }
     }
 
@@ -33,7 +35,7 @@ impl Caller {
     pub fn id(&self) -> &str {
         match self {
             Caller::Anonymous => "anonymous",
-            Caller::Key(k) => &k.id,
+            Caller::Key(k, _) => &k.id,
         }
     }
 
@@ -42,10 +44,14 @@ impl Caller {
     pub fn principal(&self) -> Principal {
         match self {
             Caller::Anonymous => Principal::ANONYMOUS,
-            Caller::Key(k) => Principal {
+            Caller::Key(k, grants) => Principal {
                 key_id: Some(k.id.clone()),
                 role: Some(k.role),
                 department: k.department.clone(),
+                grants: grants
+                    .iter()
+                    .map(|g| (g.department.clone(), g.dataset.clone()))
+                    .collect(),
             },
         }
     }
@@ -65,12 +71,38 @@ impl Caller {
         self.principal().sees_private(department)
     }
 
+    /// The key, if any.
+    pub fn key(&self) -> Option<&ApiKey> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::Key(k, _) => Some(k),
+        }
+    }
+
+    /// The caller's active grants.
+    pub fn grants(&self) -> &[Grant] {
+        match self {
+            Caller::Anonymous => &[],
+            Caller::Key(_, g) => g,
+        }
+    }
+
+    /// Checks `action` against the authorisation table ([`crate::authz`]): 401 for anonymous
+    /// callers, 403 for keys whose role does not allow it.
+    pub fn authorize(&self, action: Action<'_>) -> Result<(), ApiError> {
+        let (role, department) = match self {
+            Caller::Anonymous => (None, None),
+            Caller::Key(k, _) => (Some(k.role), k.department.as_deref()),
+        };
+        self.require(allowed(role, department, action), action.describe())
+    }
+
     /// 401 for anonymous callers, 403 for known ones, unless `allowed`.
     pub fn require(&self, allowed: bool, what: &str) -> Result<(), ApiError> {
         match (allowed, self) {
             (true, _) => Ok(()),
             (false, Caller::Anonymous) => Err(unauthorized(&format!("{what} needs an API key"))),
-            (false, Caller::Key(_)) => Err(ApiError::new(
+            (false, Caller::Key(..)) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("this key may not {what}"),
@@ -107,8 +139,26 @@ impl FromRequestParts<AppState> for Caller {
             .map(|k| k.secret_hash.as_str())
             .unwrap_or(DUMMY_HASH);
         let secret_ok = token.matches(hash);
+        let now = chrono::Utc::now();
         match key {
-            Some(k) if secret_ok && k.is_active(chrono::Utc::now()) => Ok(Caller::Key(k)),
+            Some(k) if secret_ok && k.is_active(now) => {
+                // Grants are read on every request, so a revocation holds at once.
+                let grants = if k.role == Role::Consumer {
+                    state
+                        .catalog
+                        .list_grants(&GrantFilter {
+                            key_id: Some(k.id.clone()),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_iter()
+                        .filter(|g| g.is_active(now))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(Caller::Key(Box::new(k), grants))
+            }
             _ => Err(bad()),
         }
     }

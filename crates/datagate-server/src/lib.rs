@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod layers;
 pub mod openapi;
 pub mod problem;

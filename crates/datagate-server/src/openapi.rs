@@ -28,11 +28,23 @@ use utoipa::OpenApi;
         crate::routes::data::export,
         crate::routes::data::query_post,
         crate::routes::data::query_get,
+        crate::routes::applications::apply,
+        crate::routes::applications::list_applications,
+        crate::routes::applications::approve,
+        crate::routes::applications::reject,
+        crate::routes::applications::list_grants,
+        crate::routes::applications::revoke_grant,
+        crate::routes::keys::create_key,
+        crate::routes::keys::list_keys,
+        crate::routes::keys::revoke_key,
+        crate::routes::keys::me,
     ),
     tags(
         (name = "catalog", description = "Departments and datasets"),
         (name = "publishing", description = "Registering datasets and uploading versions"),
         (name = "data", description = "Rows, exports and read-only SQL"),
+        (name = "access", description = "Applications for conditional datasets, and grants"),
+        (name = "keys", description = "API keys and the caller's principal"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]

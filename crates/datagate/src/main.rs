@@ -547,6 +547,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
             key_id: Some("cli".into()),
             role: Some(Role::Admin),
             department: None,
+            grants: Vec::new(),
         };
         let mut times = Vec::new();
         for run in 0..repeat.max(1) {

@@ -1,8 +1,10 @@
 //! The routes, one module per area of API.md §5.
 
+pub mod applications;
 pub mod catalog;
 pub mod data;
 pub mod dcat;
+pub mod keys;
 pub mod ops;
 pub mod publish;
 
@@ -14,7 +16,7 @@ use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
 /// All routes, without the layers.
@@ -45,6 +47,27 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/datasets/{dept}/{name}/rows", get(data::rows))
         .route("/api/v1/datasets/{dept}/{name}/export", get(data::export))
         .route("/api/v1/query", get(data::query_get).post(data::query_post))
+        .route(
+            "/api/v1/datasets/{dept}/{name}/applications",
+            post(applications::apply),
+        )
+        .route("/api/v1/applications", get(applications::list_applications))
+        .route(
+            "/api/v1/applications/{id}/approve",
+            post(applications::approve),
+        )
+        .route(
+            "/api/v1/applications/{id}/reject",
+            post(applications::reject),
+        )
+        .route("/api/v1/grants", get(applications::list_grants))
+        .route(
+            "/api/v1/grants/{id}",
+            axum::routing::delete(applications::revoke_grant),
+        )
+        .route("/api/v1/keys", get(keys::list_keys).post(keys::create_key))
+        .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route("/api/v1/me", get(keys::me))
         .route("/catalog/data.json", get(dcat::data_json))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)

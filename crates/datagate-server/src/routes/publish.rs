@@ -4,6 +4,7 @@
 use super::catalog::visible_dataset;
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::api::{DatasetOut, VersionOut};
+use crate::authz::Action;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -61,10 +62,9 @@ pub async fn register_dataset(
     headers: HeaderMap,
     ApiJson(req): ApiJson<RegisterDataset>,
 ) -> Result<Response, ApiError> {
-    caller.require(
-        caller.manages(&req.department),
-        "register datasets in this department",
-    )?;
+    caller.authorize(Action::ManageDataset {
+        department: &req.department,
+    })?;
     if datagate_core::DatasetRef::new(&req.department, &req.name).is_err() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -146,7 +146,9 @@ pub async fn patch_dataset(
     ApiJson(p): ApiJson<PatchDataset>,
 ) -> Result<Json<DatasetOut>, ApiError> {
     let ds = visible_dataset(&state, &caller, &path).await?;
-    caller.require(caller.manages(&ds.department), "edit this dataset")?;
+    caller.authorize(Action::ManageDataset {
+        department: &ds.department,
+    })?;
     let mut m = ds.metadata.clone();
     if let Some(v) = p.title {
         m.title = v;
@@ -236,7 +238,9 @@ pub async fn unpublish_dataset(
     path: DatasetPath,
 ) -> Result<StatusCode, ApiError> {
     let ds = visible_dataset(&state, &caller, &path).await?;
-    caller.require(caller.manages(&ds.department), "unpublish this dataset")?;
+    caller.authorize(Action::ManageDataset {
+        department: &ds.department,
+    })?;
     state
         .catalog
         .unpublish_dataset(&ds.department, &ds.name)
@@ -274,7 +278,9 @@ pub async fn upload_version(
     body: Body,
 ) -> Result<Response, ApiError> {
     let ds = visible_dataset(&state, &caller, &path).await?;
-    caller.require(caller.manages(&ds.department), "upload to this dataset")?;
+    caller.authorize(Action::ManageDataset {
+        department: &ds.department,
+    })?;
     let mode: VersionMode = q
         .mode
         .as_deref()
@@ -371,10 +377,7 @@ pub async fn create_department(
     caller: Caller,
     ApiJson(req): ApiJson<NewDepartmentBody>,
 ) -> Result<Response, ApiError> {
-    caller.require(
-        caller.role() == Some(datagate_catalog::Role::Admin),
-        "create departments",
-    )?;
+    caller.authorize(Action::CreateDepartment)?;
     let d = state
         .catalog
         .create_department(datagate_catalog::NewDepartment {

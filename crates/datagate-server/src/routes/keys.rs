@@ -1,0 +1,208 @@
+//! API keys (admin) and the caller's own principal (API.md §5 "Keys").
+
+use super::{ApiJson, Caller};
+use crate::authz::Action;
+use crate::problem::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use datagate_catalog::{ApiKey, KeyToken, NewApiKey, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /api/v1/keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyBody {
+    /// Whose key it is (a person, an application).
+    pub name: String,
+    /// `admin`, `publisher`, `consumer` or `auditor`.
+    pub role: String,
+    /// The department of a publisher key (and only of one).
+    pub department: Option<String>,
+    /// The rate-limit tier (default `standard`; `internal` for departments).
+    pub tier: Option<String>,
+    /// When the key stops working (RFC 3339).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A key as listed: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyOut {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub department: Option<String>,
+    pub tier: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<ApiKey> for KeyOut {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            name: k.name,
+            role: k.role.as_str().into(),
+            department: k.department,
+            tier: k.tier,
+            created_at: k.created_at,
+            created_by: k.created_by,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+/// A new key: the full key string is in `key`, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub key: String,
+    #[serde(flatten)]
+    pub info: KeyOut,
+}
+
+/// Creates a key; its secret is answered once and only its hash is kept.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKeyBody,
+    responses((status = 201, body = CreatedKey), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewKeyBody>,
+) -> Result<Response, ApiError> {
+    caller.authorize(Action::ManageKeys)?;
+    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
+    let role: Role = body.role.parse().map_err(invalid)?;
+    if (role == Role::Publisher) != body.department.is_some() {
+        return Err(invalid(
+            "a publisher key names its department; other roles name none".into(),
+        ));
+    }
+    if body.expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(invalid("expires_at is in the past".into()));
+    }
+    if body.name.trim().is_empty() {
+        return Err(invalid("name is empty".into()));
+    }
+    let token = KeyToken::generate();
+    let key = state
+        .catalog
+        .create_key(NewApiKey {
+            id: token.id.clone(),
+            name: body.name,
+            role,
+            department: body.department,
+            tier: body.tier.unwrap_or_else(|| match role {
+                Role::Admin | Role::Publisher => "internal".into(),
+                _ => "standard".into(),
+            }),
+            secret_hash: token.secret_hash(),
+            created_by: caller.id().to_string(),
+            expires_at: body.expires_at,
+        })
+        .await?;
+    tracing::info!(key_id = %key.id, role = key.role.as_str(), "key created");
+    let out = CreatedKey {
+        key: token.expose(),
+        info: key.into(),
+    };
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Lists keys, never their secrets.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, body = [KeyOut]), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem)))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<KeyOut>>, ApiError> {
+    caller.authorize(Action::ManageKeys)?;
+    let keys = state.catalog.list_keys().await?;
+    Ok(Json(keys.into_iter().map(KeyOut::from).collect()))
+}
+
+/// Revokes a key; its next request gets 401.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem)))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.authorize(Action::ManageKeys)?;
+    state.catalog.revoke_key(&id).await?;
+    tracing::info!(key_id = %id, "key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller as the gateway sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// The key id, or `anonymous`.
+    pub principal: String,
+    /// `admin`, `publisher`, `consumer`, `auditor` or `anonymous`.
+    pub role: String,
+    pub department: Option<String>,
+    pub tier: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub limits: MeLimits,
+    /// Active grants: `department/dataset` with their expiry.
+    pub grants: Vec<MeGrant>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeLimits {
+    pub max_page_rows: u64,
+    pub max_query_rows: u64,
+    pub query_timeout_ms: u64,
+    pub query_memory_bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeGrant {
+    pub id: String,
+    pub dataset: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The caller's principal, role, department, tier, limits and grants.
+#[utoipa::path(get, path = "/api/v1/me", tag = "keys",
+    responses((status = 200, body = Me), (status = 401, body = crate::api::Problem)))]
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Json<Me> {
+    let l = &state.config.limits;
+    let key = caller.key();
+    Json(Me {
+        principal: caller.id().to_string(),
+        role: caller
+            .role()
+            .map_or("anonymous", |r| r.as_str())
+            .to_string(),
+        department: key.and_then(|k| k.department.clone()),
+        tier: key.map_or_else(|| "anonymous".to_string(), |k| k.tier.clone()),
+        expires_at: key.and_then(|k| k.expires_at),
+        limits: MeLimits {
+            max_page_rows: l.max_page_rows,
+            max_query_rows: l.max_query_rows,
+            query_timeout_ms: l.query_timeout_ms,
+            query_memory_bytes: l.query_memory_bytes,
+        },
+        grants: caller
+            .grants()
+            .iter()
+            .map(|g| MeGrant {
+                id: g.id.clone(),
+                dataset: format!("{}/{}", g.department, g.dataset),
+                expires_at: g.expires_at,
+            })
+            .collect(),
+    })
+}
