@@ -282,7 +282,10 @@ async fn openapi_describes_the_routes() {
         );
     }
     // Every documented GET path answers (with the sample placeholders filled in).
-    for p in paths.keys() {
+    for (p, ops) in paths {
+        if ops.get("get").is_none() {
+            continue;
+        }
         let mut url = p
             .replace("{dept}", "market")
             .replace("{name}", "market_entities");
