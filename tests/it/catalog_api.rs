@@ -296,7 +296,11 @@ async fn openapi_describes_the_routes() {
         // Keys, applications and grants need a key: anonymous callers get 401.
         let needs_key = ["/api/v1/keys", "/api/v1/applications", "/api/v1/grants"];
         let expected_401 = needs_key.contains(&url.as_str()) && r.status() == 401;
-        assert!(r.status().is_success() || expected_401, "{url}: {}", r.status());
+        assert!(
+            r.status().is_success() || expected_401,
+            "{url}: {}",
+            r.status()
+        );
     }
     assert!(doc["components"]["schemas"].get("DatasetOut").is_some());
 }

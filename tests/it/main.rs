@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod access;
 mod admin_key;
 mod catalog_api;
 mod config_errors;

@@ -44,6 +44,9 @@ const DENIED: &[&str] = &[
     "SHOW ALL",
     "BEGIN",
     "COMMIT",
+    // Plans with file statistics (raw minima and maxima)
+    "EXPLAIN VERBOSE SELECT * FROM transport.bus_lines",
+    "EXPLAIN ANALYZE VERBOSE SELECT * FROM transport.bus_lines",
     // Several statements
     "SELECT 1; SELECT 2",
     "SELECT * FROM transport.bus_lines; DROP TABLE transport.bus_lines",

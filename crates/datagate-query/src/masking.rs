@@ -205,6 +205,7 @@ pub fn outside_view(sensitivity: Sensitivity, mask: Option<Mask>) -> Option<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Array;
     use proptest::prelude::*;
 
     #[test]
@@ -229,6 +230,36 @@ mod tests {
         assert_ne!(hash_value(&k1, "张三"), hash_value(&k2, "张三"));
         assert_ne!(hash_value(&k1, "张三"), hash_value(&k1, "张四"));
         assert_eq!(hash_value(&k1, "").len(), 32);
+    }
+
+    #[test]
+    fn mask_functions_keep_nulls_and_mask_every_value() {
+        use arrow::datatypes::Field;
+        let input: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("张三"),
+            None,
+            Some(""),
+            Some("13812341234"),
+        ]));
+        for mask in [Mask::Hash, Mask::Partial] {
+            let f = MaskFunction::udf(mask, &MaskKey::new([3; 32]));
+            let out = f
+                .invoke_with_args(ScalarFunctionArgs {
+                    args: vec![ColumnarValue::Array(input.clone())],
+                    arg_fields: vec![Arc::new(Field::new("x", DataType::Utf8, true))],
+                    number_rows: 4,
+                    return_field: Arc::new(Field::new("y", DataType::Utf8, true)),
+                    config_options: Default::default(),
+                })
+                .unwrap();
+            let ColumnarValue::Array(a) = out else {
+                panic!("an array in, an array out")
+            };
+            let a = arrow::array::as_string_array(&a);
+            assert!(a.is_null(1), "NULL stays NULL");
+            assert_ne!(a.value(0), "张三");
+            assert_ne!(a.value(3), "13812341234");
+        }
     }
 
     proptest! {

@@ -94,7 +94,17 @@ fn check_statement(statement: &DFStatement) -> Result<(), QueryError> {
             },
             other => Err(refused(&statement_kind(&other.to_string()))),
         },
-        DFStatement::Explain(e) => check_statement(&e.statement),
+        DFStatement::Explain(e) => {
+            // Verbose plans and statistics print the files' column minima and maxima, which
+            // are raw values of masked columns.
+            if e.options.verbose || e.options.show_statistics == Some(true) {
+                return Err(QueryError::invalid(
+                    "EXPLAIN VERBOSE and plan statistics are not available; use EXPLAIN or \
+                     EXPLAIN ANALYZE",
+                ));
+            }
+            check_statement(&e.statement)
+        }
         DFStatement::CreateExternalTable(_) => Err(refused("CREATE EXTERNAL TABLE")),
         DFStatement::CopyTo(_) => Err(refused("COPY")),
         DFStatement::Reset(_) => Err(refused("RESET")),
@@ -259,6 +269,8 @@ mod tests {
             ("SET datafusion.execution.batch_size = 1", "SET"),
             ("EXPLAIN DELETE FROM market.a", "DELETE"),
             ("SELECT 1; SELECT 2", "one statement"),
+            ("EXPLAIN VERBOSE SELECT 1", "VERBOSE"),
+            ("EXPLAIN ANALYZE VERBOSE SELECT 1", "VERBOSE"),
             ("SELECT * FROM '/etc/passwd'", "files and URLs"),
             ("SELECT * FROM 's3://bucket/x.parquet'", "files and URLs"),
             ("SELECT * FROM generate_series(1, 10)", "table functions"),
