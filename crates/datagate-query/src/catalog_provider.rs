@@ -38,6 +38,8 @@ pub struct TableSnapshot {
     pub columns: Vec<Column>,
     /// Absolute URLs of the version's Parquet files.
     pub file_urls: Vec<String>,
+    /// The dataset's primary key (its columns carry bloom filters).
+    pub primary_key: Vec<String>,
     /// Whether the reader sees every column as published (the owning department, admins);
     /// otherwise masked columns come through their masks and private ones are absent.
     pub sees_all: bool,
@@ -201,6 +203,7 @@ impl Resolver {
                 version: None,
                 columns: dataset.columns.clone(),
                 file_urls: Vec::new(),
+                primary_key: dataset.primary_key.clone(),
                 sees_all,
             }));
         };
@@ -240,6 +243,7 @@ impl Resolver {
             version: Some(found.version),
             columns,
             file_urls,
+            primary_key: dataset.primary_key.clone(),
             sees_all,
         }))
     }

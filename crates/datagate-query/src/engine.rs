@@ -9,11 +9,13 @@ use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
 use crate::masking::MaskKey;
 use crate::policy::Principal;
 use crate::{CATALOG_NAME, QueryError};
+use datafusion::catalog::MemoryCatalogProviderList;
 use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datagate_catalog::{CatalogStore, Dataset, DatasetFilter};
 use datagate_core::AccessLevel;
@@ -66,6 +68,8 @@ pub struct QueryEngine {
     resolver: Resolver,
     runtime: Arc<RuntimeEnv>,
     limits: QueryLimits,
+    /// Functions, planners and rules registered once; each request starts from a clone.
+    base_state: SessionState,
 }
 
 /// One request's DataFusion session and the limits it runs under.
@@ -92,7 +96,15 @@ impl QueryEngine {
         let mut base = warehouse_url.clone();
         base.set_path("/");
         runtime.register_object_store(&base, root_store);
+        let base_state = SessionStateBuilder::new()
+            .with_config(SessionConfig::new())
+            .with_runtime_env(runtime.clone())
+            .with_default_features()
+            // No table functions: nothing reads files or generates rows outside the catalog.
+            .with_table_functions(HashMap::new())
+            .build();
         Ok(Self {
+            base_state,
             resolver: Resolver {
                 catalog: catalog.clone(),
                 warehouse_url,
@@ -259,12 +271,11 @@ impl QueryEngine {
         runtime: Arc<RuntimeEnv>,
         catalog: DatagateCatalog,
     ) -> SessionContext {
-        let state = SessionStateBuilder::new()
+        // A fresh catalog list per request: the base state's must never hold a request's catalog.
+        let state = SessionStateBuilder::new_from_existing(self.base_state.clone())
             .with_config(config)
             .with_runtime_env(runtime)
-            .with_default_features()
-            // No table functions: nothing reads files or generates rows outside the catalog.
-            .with_table_functions(HashMap::new())
+            .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));

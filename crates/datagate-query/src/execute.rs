@@ -97,6 +97,16 @@ pub async fn start(
 ) -> Result<Started, QueryError> {
     let memory_limit = session.limits.memory_bytes;
     let in_flight = InFlight::new();
+    if crate::plan_info::looks_up_primary_key(&plan) {
+        // Late materialisation: the key column is decoded first and the other columns only
+        // for the rows that match, in the row groups the bloom filters leave. (For broad
+        // filters it costs more than it saves, so it is not the default.)
+        let state = session.ctx.state_ref();
+        let mut state = state.write();
+        let parquet = &mut state.config_mut().options_mut().execution.parquet;
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
+    }
     let run = async {
         let df = session
             .ctx

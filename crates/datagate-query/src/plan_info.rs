@@ -2,9 +2,10 @@
 //! the `X-Dataset-Versions` header, the `ETag`, and later the audit record use it.
 
 use crate::catalog_provider::DatasetTable;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -33,6 +34,46 @@ pub fn datasets_read(plan: &LogicalPlan) -> Vec<DatasetRead> {
         .into_iter()
         .map(|(name, version)| DatasetRead { name, version })
         .collect()
+}
+
+/// Whether `plan` looks a row up by primary key (`pk = literal` or `pk IN (literals)` on a
+/// dataset whose key that is): such a query is worth decoding its filter column first.
+pub fn looks_up_primary_key(plan: &LogicalPlan) -> bool {
+    let mut keys = std::collections::HashSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = provider.downcast_ref::<DatasetTable>()
+        {
+            keys.extend(table.snapshot().primary_key.iter().cloned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if keys.is_empty() {
+        return false;
+    }
+    let is_key = |e: &Expr| matches!(e, Expr::Column(c) if keys.contains(&c.name));
+    let is_literal = |e: &Expr| matches!(e, Expr::Literal(..) | Expr::Placeholder(_));
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Filter(filter) = node {
+            let _ = filter.predicate.apply(|e| {
+                found |= match e {
+                    Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+                        (is_key(&b.left) && is_literal(&b.right))
+                            || (is_literal(&b.left) && is_key(&b.right))
+                    }
+                    Expr::InList(l) => {
+                        !l.negated && is_key(&l.expr) && l.list.iter().all(is_literal)
+                    }
+                    _ => false,
+                };
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// The `X-Dataset-Versions` value: `dept.name=V[, ...]` (0 for a dataset with no data yet).

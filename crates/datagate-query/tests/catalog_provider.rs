@@ -302,3 +302,87 @@ async fn parquet_files_are_laid_out_for_reads() {
         "page index"
     );
 }
+
+#[tokio::test]
+async fn request_sessions_never_share_catalogs() {
+    let f = fixture().await;
+    publish(&f, "stops", VersionMode::Replace, "id,name\n1,a\n").await;
+    publish(&f, "depots", VersionMode::Replace, "id,name\n1,x\n").await;
+    let narrow = f
+        .engine
+        .request_session(
+            f.engine
+                .catalog_snapshot(&[AccessLevel::Open])
+                .await
+                .unwrap(),
+            false,
+        )
+        .unwrap();
+    let wide = f
+        .engine
+        .request_session(
+            f.engine.catalog_snapshot(&AccessLevel::ALL).await.unwrap(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        count(&sql(&wide.ctx, "SELECT count(*) FROM transport.depots").await),
+        1
+    );
+    // Built from the same base state, the narrow session still has only its own catalog.
+    let err = narrow
+        .ctx
+        .sql("SELECT count(*) FROM transport.depots")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not found"), "{err}");
+    assert_eq!(narrow.ctx.catalog_names(), ["datagate"]);
+    let again = f
+        .engine
+        .request_session(
+            f.engine
+                .catalog_snapshot(&[AccessLevel::Open])
+                .await
+                .unwrap(),
+            false,
+        )
+        .unwrap();
+    assert!(
+        again
+            .ctx
+            .sql("SELECT * FROM transport.depots")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn primary_key_lookups_are_recognised() {
+    let f = fixture().await;
+    publish(&f, "stops", VersionMode::Replace, "id,name\n1,a\n").await;
+    let ctx = f.engine.session(
+        f.engine
+            .catalog_snapshot(&[AccessLevel::Open])
+            .await
+            .unwrap(),
+    );
+    for (q, lookup) in [
+        ("SELECT * FROM transport.stops WHERE id = 1", true),
+        (
+            "SELECT name FROM transport.stops WHERE 7 = id AND name <> 'x'",
+            true,
+        ),
+        ("SELECT * FROM transport.stops WHERE id IN (1, 2, 3)", true),
+        ("SELECT * FROM transport.stops WHERE id > 1", false),
+        ("SELECT * FROM transport.stops WHERE name = 'a'", false),
+        ("SELECT * FROM transport.stops WHERE id NOT IN (1)", false),
+        ("SELECT count(*) FROM transport.stops", false),
+    ] {
+        let plan = ctx.sql(q).await.unwrap().into_unoptimized_plan();
+        assert_eq!(
+            datagate_query::plan_info::looks_up_primary_key(&plan),
+            lookup,
+            "{q}"
+        );
+    }
+}
