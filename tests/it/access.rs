@@ -284,6 +284,28 @@ async fn the_authorisation_matrix_follows_the_access_table() {
                     "{ctx}: {body}"
                 );
             }
+            // Managing the dataset (here: a metadata edit) is for its department and admins;
+            // what a caller cannot see stays 404.
+            let manages =
+                matches!(who, Who::Admin) || (*who == Who::PublisherOwn && dept == "justice");
+            let (st, body) = api
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/api/v1/datasets/{dept}/{name}"),
+                    *key,
+                    Some(json!({"update_frequency": "monthly"})),
+                )
+                .await;
+            let expected = if !see {
+                404
+            } else if manages {
+                200
+            } else if key.is_none() {
+                401
+            } else {
+                403
+            };
+            assert_eq!(status(st), expected, "{ctx}: PATCH {body}");
             checked += 1;
         }
     }
