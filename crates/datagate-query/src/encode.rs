@@ -282,7 +282,8 @@ impl Encoder for ArrowStream {
     }
 }
 
-/// Row groups are flushed at this encoded size, so memory stays bounded.
+/// A row group is flushed once the writer holds this much memory (encoded pages and the
+/// buffers of the page in progress), so memory stays bounded whatever the result size.
 const PARQUET_ROW_GROUP_BYTES: usize = 16 << 20;
 
 struct ParquetEncoder {
@@ -310,7 +311,7 @@ impl Encoder for ParquetEncoder {
             return Err(EncodeError("the Parquet writer is closed".into()));
         };
         w.write(batch)?;
-        if w.in_progress_size() >= PARQUET_ROW_GROUP_BYTES {
+        if w.memory_size() >= PARQUET_ROW_GROUP_BYTES {
             w.flush()?;
         }
         // The writer counts what it wrote itself; taking the bytes out keeps memory bounded.

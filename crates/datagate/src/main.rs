@@ -135,34 +135,21 @@ fn main() {
             delimiter,
             config,
             data_dir,
-        } => load_config(config.as_deref()).and_then(|mut cfg| {
-            if let Some(d) = data_dir {
-                cfg.storage.data_dir = d;
-            }
-            run_load(cfg, &dataset, &file, &mode, delimiter)
-        }),
+        } => load_config_in(config.as_deref(), data_dir)
+            .and_then(|cfg| run_load(cfg, &dataset, &file, &mode, delimiter)),
         Command::Query {
             sql,
             format,
             repeat,
             config,
             data_dir,
-        } => load_config(config.as_deref()).and_then(|mut cfg| {
-            if let Some(d) = data_dir {
-                cfg.storage.data_dir = d;
-            }
-            run_query(cfg, &sql, &format, repeat)
-        }),
+        } => load_config_in(config.as_deref(), data_dir)
+            .and_then(|cfg| run_query(cfg, &sql, &format, repeat)),
         Command::Key {
             action,
             config,
             data_dir,
-        } => load_config(config.as_deref()).and_then(|mut cfg| {
-            if let Some(d) = data_dir {
-                cfg.storage.data_dir = d;
-            }
-            run_key(cfg, action)
-        }),
+        } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_key(cfg, action)),
         Command::Gen {
             kind,
             rows,
@@ -182,6 +169,15 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
         eprintln!("datagate: {e}");
         std::process::exit(2)
     })
+}
+
+/// The configuration with `--data-dir`, when given, overriding `storage.data_dir`.
+fn load_config_in(path: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> Result<Config> {
+    let mut cfg = load_config(path)?;
+    if let Some(d) = data_dir {
+        cfg.storage.data_dir = d;
+    }
+    Ok(cfg)
 }
 
 fn init_logging(cfg: &Config) {

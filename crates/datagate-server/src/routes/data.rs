@@ -68,70 +68,51 @@ pub async fn rows(
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<RowsParams>,
 ) -> Result<Response, ApiError> {
-    let limits = state.engine.limits().clone();
-    let format = negotiate(p.format.as_deref(), &headers)?;
+    let max = state.engine.limits().max_page_rows;
     let limit = number("limit", p.limit.as_deref())?.unwrap_or(DEFAULT_PAGE_ROWS);
-    if limit > limits.max_page_rows {
+    if limit > max {
         return Err(ApiError::bad_request(format!(
-            "limit must be at most {} (use export for whole datasets)",
-            limits.max_page_rows
+            "limit must be at most {max} (use export for whole datasets)"
         ))
         .with("parameter", "limit")
-        .with("max", limits.max_page_rows));
+        .with("max", max));
     }
     let offset = number("offset", p.offset.as_deref())?.unwrap_or(0);
-    let version =
-        number("version", p.version.as_deref())?.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-    let deadline = deadline(Some(limits.timeout), p.timeout_ms.as_deref())?;
-    let principal = caller.principal();
-    let (dataset, snapshot) = state
-        .engine
-        .readable_dataset(&principal, &path.department, &path.name, version)
-        .await?;
-    let request = RowsRequest {
-        select: p.select.clone(),
-        filter: p.filter.clone(),
-        order: p.order.clone(),
-    };
-    let paging = Paging::Page { limit, offset };
-    let read = vec![DatasetRead {
-        name: snapshot.qualified_name(),
-        version: snapshot.version,
-    }];
-    let tag = plan_info::etag(
-        &[
-            "rows",
-            &snapshot.qualified_name(),
-            p.select.as_deref().unwrap_or(""),
-            p.filter.as_deref().unwrap_or(""),
-            p.order.as_deref().unwrap_or(""),
-            &limit.to_string(),
-            &offset.to_string(),
-            format.name(),
-            &principal.view_tag(),
-        ],
-        &read,
-    );
-    if let Some(not_modified) = not_modified(&headers, &tag, &read) {
-        return Ok(not_modified);
-    }
-    let session = state.engine.request_session(
-        state.engine.dataset_catalog(&snapshot),
-        request.needs_file_order(&dataset.primary_key, paging),
-    )?;
-    let plan = Deadline::run(
-        deadline,
-        rows::plan_rows(&session, &snapshot, &dataset.primary_key, &request, paging),
+    let read = match read_dataset(
+        &state,
+        &caller,
+        &path,
+        &headers,
+        &p,
+        Paging::Page { limit, offset },
     )
-    .await?;
-    let started = execute::start(&session, plan, deadline).await?;
-    let next = next_page_url(&state, &headers, &path, &p, limit, offset, snapshot.version);
+    .await?
+    {
+        Ok(read) => read,
+        Err(not_modified) => return Ok(not_modified),
+    };
+    let next = next_page_url(
+        &state,
+        &headers,
+        &path,
+        &p,
+        limit,
+        offset,
+        read.snapshot.version,
+    );
     let cap = RowCap {
         rows: Some(limit),
         next_if_more: Some(next),
         truncate: false,
     };
-    stream_response(started, format, cap, &read, Some(&tag), None)
+    stream_response(
+        read.started,
+        read.format,
+        cap,
+        &read.read,
+        Some(&read.tag),
+        None,
+    )
 }
 
 /// `GET /api/v1/datasets/{dept}/{name}/export`: the whole (filtered, projected) dataset.
@@ -161,11 +142,59 @@ pub async fn export(
             .with("parameter", name));
         }
     }
+    let read = match read_dataset(&state, &caller, &path, &headers, &p, Paging::Export).await? {
+        Ok(read) => read,
+        Err(not_modified) => return Ok(not_modified),
+    };
+    let snapshot = &read.snapshot;
+    let filename = format!(
+        "{}-{}-v{}.{}",
+        snapshot.department,
+        snapshot.name,
+        snapshot.version.unwrap_or(0),
+        read.format.extension()
+    );
+    stream_response(
+        read.started,
+        read.format,
+        RowCap::default(),
+        &read.read,
+        Some(&read.tag),
+        Some(&filename),
+    )
+}
+
+/// A `rows` page or an export, started: its first batch is in hand.
+struct StartedRead {
+    started: execute::Started,
+    snapshot: datagate_query::TableSnapshot,
+    format: Format,
+    read: Vec<DatasetRead>,
+    tag: String,
+}
+
+/// The steps `rows` and `export` share: resolve what the caller may read of the dataset, answer
+/// 304 when `If-None-Match` names the tag (the `Err` side), else plan and start.
+async fn read_dataset(
+    state: &AppState,
+    caller: &Caller,
+    path: &DatasetPath,
+    headers: &HeaderMap,
+    p: &RowsParams,
+    paging: Paging,
+) -> Result<Result<StartedRead, Response>, ApiError> {
     let limits = state.engine.limits().clone();
-    let format = negotiate(p.format.as_deref(), &headers)?;
+    let format = negotiate(p.format.as_deref(), headers)?;
     let version =
         number("version", p.version.as_deref())?.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-    let deadline = deadline(limits.export_timeout, p.timeout_ms.as_deref())?;
+    let (timeout, shape) = match paging {
+        Paging::Page { limit, offset } => (
+            Some(limits.timeout),
+            format!("rows limit={limit} offset={offset}"),
+        ),
+        Paging::Export => (limits.export_timeout, "export".to_string()),
+    };
+    let deadline = deadline(timeout, p.timeout_ms.as_deref())?;
     let principal = caller.principal();
     let (dataset, snapshot) = state
         .engine
@@ -174,7 +203,7 @@ pub async fn export(
     let request = RowsRequest {
         select: p.select.clone(),
         filter: p.filter.clone(),
-        order: None,
+        order: p.order.clone(),
     };
     let read = vec![DatasetRead {
         name: snapshot.qualified_name(),
@@ -182,48 +211,36 @@ pub async fn export(
     }];
     let tag = plan_info::etag(
         &[
-            "export",
+            &shape,
             &snapshot.qualified_name(),
             p.select.as_deref().unwrap_or(""),
             p.filter.as_deref().unwrap_or(""),
+            p.order.as_deref().unwrap_or(""),
             format.name(),
             &principal.view_tag(),
         ],
         &read,
     );
-    if let Some(not_modified) = not_modified(&headers, &tag, &read) {
-        return Ok(not_modified);
+    if let Some(not_modified) = not_modified(headers, &tag, &read) {
+        return Ok(Err(not_modified));
     }
-    let session = state
-        .engine
-        .request_session(state.engine.dataset_catalog(&snapshot), false)?;
+    let session = state.engine.request_session(
+        state.engine.dataset_catalog(&snapshot),
+        request.needs_file_order(&dataset.primary_key, paging),
+    )?;
     let plan = Deadline::run(
         deadline,
-        rows::plan_rows(
-            &session,
-            &snapshot,
-            &dataset.primary_key,
-            &request,
-            Paging::Export,
-        ),
+        rows::plan_rows(&session, &snapshot, &dataset.primary_key, &request, paging),
     )
     .await?;
     let started = execute::start(&session, plan, deadline).await?;
-    let filename = format!(
-        "{}-{}-v{}.{}",
-        snapshot.department,
-        snapshot.name,
-        snapshot.version.unwrap_or(0),
-        format.extension()
-    );
-    stream_response(
+    Ok(Ok(StartedRead {
         started,
+        snapshot,
         format,
-        RowCap::default(),
-        &read,
-        Some(&tag),
-        Some(&filename),
-    )
+        read,
+        tag,
+    }))
 }
 
 /// `POST /api/v1/query`.
