@@ -1,4 +1,4 @@
-//! The `datagate` command line: `gen` and `load`.
+//! The `datagate` command line: `gen`, `load` and `key`.
 //!
 //! These tests also make `cargo test --workspace` build the binary that the black-box tests
 //! in the repository's root `tests/` spawn.
@@ -144,4 +144,44 @@ fn load_appends_versions_offline() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn keys_are_created_listed_and_revoked_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let out = datagate()
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("DATAGATE_CATALOG_MANIFESTS", "")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (ok, key, _) = run(&["key", "create", "--name", "app", "--role", "consumer"]);
+    assert!(ok);
+    let key = key.trim();
+    assert!(key.starts_with("dg_"), "{key}");
+    let id = key.split('_').nth(1).unwrap();
+    let secret = key.rsplit('_').next().unwrap();
+    let (ok, list, _) = run(&["key", "list"]);
+    assert!(ok);
+    assert!(
+        list.contains(id) && list.contains("active") && !list.contains(secret),
+        "{list}"
+    );
+    let (ok, _, err) = run(&["key", "create", "--name", "p", "--role", "publisher"]);
+    assert!(!ok && err.contains("--department"), "{err}");
+    let (ok, _, _) = run(&["key", "revoke", id]);
+    assert!(ok);
+    let (_, list, _) = run(&["key", "list"]);
+    assert!(list.contains("revoked"), "{list}");
+    let (ok, _, err) = run(&["key", "revoke", "nosuchkey"]);
+    assert!(!ok && err.contains("not found"), "{err}");
 }
