@@ -230,12 +230,13 @@ async fn pump(
         bytes_sent.fetch_add(n, Ordering::Relaxed);
         async move { bytes.is_empty() || tx.send(Ok(bytes)).await.is_ok() }
     };
+    // `start` already read the stream's first item: `None` there means the stream has ended.
+    let stream_ended = first.is_none();
     let mut next = first;
-    let mut first_round = true;
     loop {
         let batch = match next.take() {
             Some(b) => Some(b),
-            None if first_round => None,
+            None if stream_ended => None,
             None => {
                 // A timeout only fires while waiting; a stream that is always ready is checked
                 // against the clock between batches.
@@ -275,7 +276,6 @@ async fn pump(
                 }
             }
         };
-        first_round = false;
         // An empty result ends here; `finish` still writes its head (columns, header, schema).
         let Some(mut batch) = batch else {
             break;

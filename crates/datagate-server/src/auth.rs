@@ -61,11 +61,6 @@ impl Caller {
         self.principal().visible_levels()
     }
 
-    /// Whether this caller administers `department`'s datasets: admins, and publishers of it.
-    pub fn manages(&self, department: &str) -> bool {
-        self.principal().manages(department)
-    }
-
     /// Whether `private` columns of `department`'s datasets exist for this caller.
     pub fn sees_private(&self, department: &str) -> bool {
         self.principal().sees_private(department)
