@@ -40,7 +40,13 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Extra command-line arguments after `serve`.
     pub args: Vec<String>,
+    /// Keep the shipped fair-use tiers. By default every tier is made generous (no rate,
+    /// concurrency or byte limit to speak of) so tests of other features are not throttled;
+    /// fair-use tests set this or override the tiers in `env`.
+    pub shipped_limits: bool,
 }
+
+const TIERS: [&str; 4] = ["ANONYMOUS", "STANDARD", "PREMIUM", "INTERNAL"];
 
 /// A running server; killed when dropped.
 pub struct Server {
@@ -86,6 +92,18 @@ impl Server {
                 .env_remove("RUST_LOG")
                 .stdout(Stdio::null())
                 .stderr(log_file);
+            if !opts.shipped_limits {
+                for tier in TIERS {
+                    for (key, value) in [
+                        ("REQUESTS", "1000000"),
+                        ("BURST", "1000000"),
+                        ("MAX_CONCURRENT_QUERIES", "0"),
+                        ("DAILY_BYTES", "0"),
+                    ] {
+                        cmd.env(format!("DATAGATE_TIERS__{tier}__{key}"), value);
+                    }
+                }
+            }
             for (k, v) in &opts.env {
                 cmd.env(k, v);
             }
@@ -154,6 +172,22 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the exit status.
+    /// The server process's id while it runs.
+    #[allow(dead_code)] // used by the flood test binary
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The server's resident memory in KiB (Linux), while it runs.
+    #[allow(dead_code)] // used by the flood test binary
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     pub fn terminate(&mut self) -> ExitStatus {
         let child = self.child.as_mut().expect("running");
         let _ = Command::new("kill")

@@ -11,6 +11,7 @@ mod admin_key;
 mod catalog_api;
 mod config_errors;
 mod data_api;
+mod fair_use;
 mod http_behaviour;
 mod masking;
 mod publishing;

@@ -39,6 +39,7 @@ macro_rules! catalog_conformance_tests {
             keys_round_trip,
             retention_forgets_old_versions,
             applications_and_grants,
+            key_tiers_and_daily_usage,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -947,4 +948,62 @@ pub async fn applications_and_grants(s: &dyn CatalogStore) {
     ));
     assert_eq!(s.get_grant(&grant.id).await.unwrap(), Some(again));
     assert_eq!(s.get_application(&a2.id).await.unwrap(), Some(rejected));
+}
+
+pub async fn key_tiers_and_daily_usage(s: &dyn CatalogStore) {
+    let token = KeyToken::generate();
+    s.create_key(NewApiKey {
+        id: token.id.clone(),
+        name: "c".into(),
+        role: Role::Consumer,
+        department: None,
+        tier: "standard".into(),
+        secret_hash: token.secret_hash(),
+        created_by: "bootstrap".into(),
+        expires_at: None,
+    })
+    .await
+    .unwrap();
+    let k = s.set_key_tier(&token.id, "premium").await.unwrap();
+    assert_eq!(k.tier, "premium");
+    assert_eq!(s.get_key(&token.id).await.unwrap().unwrap().tier, "premium");
+    assert!(matches!(
+        s.set_key_tier("nope", "premium").await,
+        Err(CatalogError::NotFound(_))
+    ));
+
+    let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+    assert!(s.load_usage(day(26)).await.unwrap().is_empty());
+    s.save_usage(
+        day(26),
+        vec![("key:a".into(), 10), ("ip:127.0.0.1".into(), 5)],
+    )
+    .await
+    .unwrap();
+    // A counter never goes down, even when a stale value is saved late.
+    s.save_usage(
+        day(26),
+        vec![("key:a".into(), 7), ("key:b".into(), u64::MAX)],
+    )
+    .await
+    .unwrap();
+    let mut got = s.load_usage(day(26)).await.unwrap();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("ip:127.0.0.1".to_string(), 5),
+            ("key:a".to_string(), 10),
+            ("key:b".to_string(), i64::MAX as u64),
+        ]
+    );
+    // A new day starts from zero and forgets the old one.
+    s.save_usage(day(27), vec![("key:a".into(), 1)])
+        .await
+        .unwrap();
+    assert!(s.load_usage(day(26)).await.unwrap().is_empty());
+    assert_eq!(
+        s.load_usage(day(27)).await.unwrap(),
+        vec![("key:a".to_string(), 1)]
+    );
 }

@@ -31,6 +31,15 @@ impl Role {
             Self::Auditor => "auditor",
         }
     }
+
+    /// The fair-use tier a new key of this role gets unless one is named: departments' keys
+    /// are `internal`, the others `standard`.
+    pub fn default_tier(self) -> &'static str {
+        match self {
+            Self::Admin | Self::Publisher => "internal",
+            Self::Consumer | Self::Auditor => "standard",
+        }
+    }
 }
 
 impl FromStr for Role {

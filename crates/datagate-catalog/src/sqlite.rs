@@ -11,7 +11,7 @@ use crate::keys::{ApiKey, NewApiKey, Role};
 use crate::model::*;
 use crate::store::{CatalogError, CatalogStore, Result};
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use datagate_core::AccessLevel;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
@@ -26,6 +26,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0001_catalog.sql")),
         M::up(include_str!("../migrations/0002_keys.sql")),
         M::up(include_str!("../migrations/0003_applications_grants.sql")),
+        M::up(include_str!("../migrations/0004_daily_usage.sql")),
     ])
 }
 
@@ -994,6 +995,53 @@ impl CatalogStore for SqliteCatalog {
             if n == 0 {
                 return Err(CatalogError::NotFound(format!("key {id}")));
             }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_key_tier(&self, id: &str, tier: &str) -> Result<ApiKey> {
+        let (id, tier) = (id.to_string(), tier.to_string());
+        self.write(move |c| {
+            let n = c.execute(
+                "UPDATE api_keys SET tier = ?2 WHERE id = ?1",
+                params![id, tier],
+            )?;
+            if n == 0 {
+                return Err(CatalogError::NotFound(format!("key {id}")));
+            }
+            Ok(c.prepare_cached("SELECT * FROM api_keys WHERE id = ?1")?
+                .query_row([&id], key_from_row)?)
+        })
+        .await
+    }
+
+    async fn load_usage(&self, day: NaiveDate) -> Result<Vec<(String, u64)>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare("SELECT caller, bytes FROM daily_usage WHERE day = ?1")?;
+            let rows = stmt.query_map([day.to_string()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn save_usage(&self, day: NaiveDate, usage: Vec<(String, u64)>) -> Result<()> {
+        self.write(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO daily_usage (day, caller, bytes) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (day, caller) DO UPDATE SET bytes = MAX(bytes, excluded.bytes)",
+                )?;
+                for (caller, bytes) in &usage {
+                    let bytes = i64::try_from(*bytes).unwrap_or(i64::MAX);
+                    upsert.execute(params![day.to_string(), caller, bytes])?;
+                }
+            }
+            tx.execute("DELETE FROM daily_usage WHERE day < ?1", [day.to_string()])?;
+            tx.commit()?;
             Ok(())
         })
         .await

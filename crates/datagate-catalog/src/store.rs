@@ -4,6 +4,7 @@ use crate::grants::{Application, ApplicationFilter, Decision, Grant, GrantFilter
 use crate::keys::{ApiKey, NewApiKey};
 use crate::model::*;
 use async_trait::async_trait;
+use chrono::NaiveDate;
 use datagate_core::AccessLevel;
 
 /// What can go wrong in a catalog operation.
@@ -103,6 +104,14 @@ pub trait CatalogStore: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<ApiKey>>;
     /// Marks a key revoked; `NotFound` if there is none.
     async fn revoke_key(&self, id: &str) -> Result<()>;
+    /// Moves a key to another fair-use tier; `NotFound` if there is none.
+    async fn set_key_tier(&self, id: &str, tier: &str) -> Result<ApiKey>;
+
+    /// Bytes served on `day` (UTC) per caller (`key:<id>` or `ip:<addr>`), as last saved.
+    async fn load_usage(&self, day: NaiveDate) -> Result<Vec<(String, u64)>>;
+    /// Saves `day`'s counters (a counter never goes down: the larger of the stored and the
+    /// given value is kept) and forgets earlier days.
+    async fn save_usage(&self, day: NaiveDate, usage: Vec<(String, u64)>) -> Result<()>;
 
     /// Files an application (pending); `NotFound` if the dataset or key does not exist.
     async fn create_application(&self, app: NewApplication) -> Result<Application>;

@@ -9,14 +9,15 @@
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/datagate.toml";
 
 /// The whole configuration. Every field has a default; see `config/datagate.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -26,6 +27,11 @@ pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
     pub limits: LimitsConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub admission: AdmissionConfig,
+    /// Fair-use tiers by name (API.md §5 "Rate limits"); keys name theirs, anonymous callers
+    /// get `anonymous`.
+    pub tiers: BTreeMap<String, TierConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -202,6 +208,153 @@ impl Default for LimitsConfig {
     }
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            catalog: CatalogConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            ingest: IngestConfig::default(),
+            limits: LimitsConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            admission: AdmissionConfig::default(),
+            tiers: default_tiers(),
+        }
+    }
+}
+
+/// How callers are told apart and how limiter state is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Peers (addresses or CIDR ranges) trusted to say who the client is in
+    /// `client_ip_header`; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// The header a trusted proxy puts the client address in (`X-Forwarded-For` style: the
+    /// right-most address that is not itself a trusted proxy is the client).
+    pub client_ip_header: String,
+    /// Limiter entries of callers idle long enough to be back at a full burst are dropped this
+    /// often, so memory follows the active callers, not every caller ever seen.
+    pub prune_interval_secs: u64,
+    /// Bytes served per caller today are written to the catalog this often (and at shutdown).
+    pub usage_flush_secs: u64,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            client_ip_header: "x-forwarded-for".to_string(),
+            prune_interval_secs: 60,
+            usage_flush_secs: 10,
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    /// The trusted proxies, parsed (a bare address is a one-address range).
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "invalid configuration: key `rate_limits.trusted_proxies`: \
+                             {s:?} is neither an IP address nor a CIDR range"
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Load shedding: how much work runs at once, whoever asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// Queries (rows pages, exports, SQL) running at once over all callers; beyond it 503.
+    pub max_in_flight_queries: u32,
+    /// Uploads running at once over all callers; beyond it 503.
+    pub max_in_flight_uploads: u32,
+    /// The `Retry-After` of a 503 when the gateway is full.
+    pub retry_after_secs: u64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_in_flight_queries: 64,
+            max_in_flight_uploads: 8,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// One fair-use tier: a request rate (GCRA), concurrent queries and bytes per day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierConfig {
+    /// Requests allowed per `window_secs`, replenished evenly over the window.
+    pub requests: u32,
+    /// The window of `requests`, in seconds.
+    pub window_secs: u64,
+    /// Requests that may come at once after a quiet spell (at least 1).
+    pub burst: u32,
+    /// Queries (rows pages, exports, SQL) one caller may run at once; 0 = no cap.
+    pub max_concurrent_queries: u32,
+    /// Response bytes one caller may be sent per UTC day; 0 = no cap.
+    pub daily_bytes: u64,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+impl TierConfig {
+    const fn new(requests: u32, burst: u32, queries: u32, daily_bytes: u64) -> Self {
+        Self {
+            requests,
+            window_secs: 60,
+            burst,
+            max_concurrent_queries: queries,
+            daily_bytes,
+        }
+    }
+
+    pub const fn anonymous() -> Self {
+        Self::new(60, 20, 2, GIB)
+    }
+    pub fn standard() -> Self {
+        Self::new(600, 60, 4, 10 * GIB)
+    }
+    pub fn premium() -> Self {
+        Self::new(6_000, 300, 16, 100 * GIB)
+    }
+    pub fn internal() -> Self {
+        Self::new(60_000, 2_000, 32, 0)
+    }
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// The tier of callers without a key; it must exist.
+pub const ANONYMOUS_TIER: &str = "anonymous";
+
+fn default_tiers() -> BTreeMap<String, TierConfig> {
+    BTreeMap::from([
+        (ANONYMOUS_TIER.to_string(), TierConfig::anonymous()),
+        ("standard".to_string(), TierConfig::standard()),
+        ("premium".to_string(), TierConfig::premium()),
+        ("internal".to_string(), TierConfig::internal()),
+    ])
+}
+
 /// A configuration that cannot be used; its message is one line naming the file and key.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -258,7 +411,7 @@ impl Config {
                 .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
             figment = figment.merge(Serialized::default(key, parsed));
         }
-        figment.extract::<Config>().map_err(|e| {
+        let config = figment.extract::<Config>().map_err(|e| {
             let e = e.into_iter().next().expect("figment errors are non-empty");
             let key = e
                 .path
@@ -276,7 +429,47 @@ impl Config {
                     e.kind
                 ))
             }
-        })
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: tiers that can admit something, proxies that parse.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.tiers.contains_key(ANONYMOUS_TIER) {
+            return Err(ConfigError(format!(
+                "invalid configuration: tier `tiers.{ANONYMOUS_TIER}` is missing; callers \
+                 without a key need it"
+            )));
+        }
+        for (name, t) in &self.tiers {
+            for (key, value) in [
+                ("requests", u64::from(t.requests)),
+                ("window_secs", t.window_secs),
+                ("burst", u64::from(t.burst)),
+            ] {
+                if value == 0 {
+                    return Err(ConfigError(format!(
+                        "invalid configuration: key `tiers.{name}.{key}` must be at least 1"
+                    )));
+                }
+            }
+        }
+        self.rate_limits.trusted_networks()?;
+        Ok(())
+    }
+
+    /// The tier called `name`; unknown names (a key whose tier was removed from the
+    /// configuration) get the anonymous tier's limits, the strictest safe choice.
+    pub fn tier(&self, name: &str) -> (&str, &TierConfig) {
+        match self.tiers.get_key_value(name) {
+            Some((n, t)) => (n.as_str(), t),
+            None => {
+                static FALLBACK: TierConfig = TierConfig::anonymous();
+                let t = self.tiers.get(ANONYMOUS_TIER).unwrap_or(&FALLBACK);
+                (ANONYMOUS_TIER, t)
+            }
+        }
     }
 
     /// The warehouse URL, defaulting to `file://<data_dir>/warehouse` (made absolute).
@@ -401,5 +594,49 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(err.contains("/nonexistent/datagate.toml"), "{err}");
+    }
+
+    #[test]
+    fn tiers_merge_and_validate() {
+        let cfg = Config::load_with_env(
+            None,
+            [
+                (
+                    "DATAGATE_TIERS__ANONYMOUS__BURST".to_string(),
+                    "3".to_string(),
+                ),
+                (
+                    "DATAGATE_TIERS__GOLD__REQUESTS".to_string(),
+                    "5".to_string(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.tiers["anonymous"].burst, 3);
+        assert_eq!(
+            cfg.tiers["anonymous"].requests, 60,
+            "other keys keep their defaults"
+        );
+        assert_eq!(cfg.tiers["gold"].requests, 5);
+        assert_eq!(cfg.tier("gold").0, "gold");
+        assert_eq!(
+            cfg.tier("no-such-tier"),
+            ("anonymous", &cfg.tiers["anonymous"])
+        );
+
+        let f = write("[tiers.standard]\nburst = 0\n");
+        let err = Config::load_with_env(Some(f.path()), []).unwrap_err().0;
+        assert!(err.contains("tiers.standard.burst"), "{err}");
+        let f = write("[rate_limits]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy\"]\n");
+        let err = Config::load_with_env(Some(f.path()), []).unwrap_err().0;
+        assert!(
+            err.contains("rate_limits.trusted_proxies") && err.contains("proxy"),
+            "{err}"
+        );
+        let mut cfg = Config::default();
+        cfg.tiers.remove("anonymous");
+        assert!(cfg.validate().unwrap_err().0.contains("tiers.anonymous"));
+        assert_eq!(cfg.tier("standard").0, "standard");
+        assert_eq!(cfg.tier("x").1, &TierConfig::anonymous());
     }
 }

@@ -11,6 +11,6 @@ pub mod names;
 pub mod types;
 
 pub use access::{AccessLevel, Mask, Sensitivity};
-pub use config::Config;
+pub use config::{ANONYMOUS_TIER, Config, TierConfig};
 pub use names::{DatasetRef, NameError, validate_name};
 pub use types::ColumnType;

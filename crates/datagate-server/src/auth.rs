@@ -9,8 +9,8 @@ use crate::authz::{Action, allowed};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use datagate_catalog::{ApiKey, Grant, GrantFilter, KeyToken, Role};
 use datagate_core::AccessLevel;
 use datagate_query::Principal;
@@ -116,45 +116,54 @@ const DUMMY_HASH: &str = "000000000000000000000000000000000000000000000000000000
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// The caller the fair-use layer identified, or (outside it) authenticated here.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
-            return Ok(Caller::Anonymous);
-        };
-        let bad = || unauthorized("the API key is missing, malformed, unknown, revoked or expired");
-        let value = header.to_str().map_err(|_| bad())?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or_else(bad)?;
-        let token = KeyToken::parse(token).map_err(|_| bad())?;
-        let key = state.catalog.get_key(&token.id).await?;
-        let hash = key
-            .as_ref()
-            .map(|k| k.secret_hash.as_str())
-            .unwrap_or(DUMMY_HASH);
-        let secret_ok = token.matches(hash);
-        let now = chrono::Utc::now();
-        match key {
-            Some(k) if secret_ok && k.is_active(now) => {
-                // Grants are read on every request, so a revocation holds at once.
-                let grants = if k.role == Role::Consumer {
-                    state
-                        .catalog
-                        .list_grants(&GrantFilter {
-                            key_id: Some(k.id.clone()),
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_iter()
-                        .filter(|g| g.is_active(now))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                Ok(Caller::Key(Box::new(k), grants))
-            }
-            _ => Err(bad()),
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
         }
+        authenticate(&parts.headers, state).await
+    }
+}
+
+/// The caller a request's `Authorization` header proves, or a 401.
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Caller, ApiError> {
+    let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Ok(Caller::Anonymous);
+    };
+    let bad = || unauthorized("the API key is missing, malformed, unknown, revoked or expired");
+    let value = header.to_str().map_err(|_| bad())?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .ok_or_else(bad)?;
+    let token = KeyToken::parse(token).map_err(|_| bad())?;
+    let key = state.catalog.get_key(&token.id).await?;
+    let hash = key
+        .as_ref()
+        .map(|k| k.secret_hash.as_str())
+        .unwrap_or(DUMMY_HASH);
+    let secret_ok = token.matches(hash);
+    let now = chrono::Utc::now();
+    match key {
+        Some(k) if secret_ok && k.is_active(now) => {
+            // Grants are read on every request, so a revocation holds at once.
+            let grants = if k.role == Role::Consumer {
+                state
+                    .catalog
+                    .list_grants(&GrantFilter {
+                        key_id: Some(k.id.clone()),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_iter()
+                    .filter(|g| g.is_active(now))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok(Caller::Key(Box::new(k), grants))
+        }
+        _ => Err(bad()),
     }
 }

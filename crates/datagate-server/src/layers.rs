@@ -1,5 +1,5 @@
-//! The layers around every route: request ids and spans, metrics, CORS, compression, and body
-//! timeouts.
+//! The layers around every route: request ids and spans, metrics, CORS, compression, fair use
+//! (rate limits, quotas, admission), and body timeouts.
 
 use crate::problem::REQUEST_ID;
 use crate::state::AppState;
@@ -19,9 +19,15 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Wraps the routes in every layer the configuration asks for.
 pub fn apply(router: Router, state: &AppState) -> Router {
     let cfg = &state.config.server;
-    let mut router = router.layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
-        cfg.body_read_timeout_secs.max(1),
-    )));
+    // Inside compression, so the bytes counted against daily quotas are the encoders' bytes.
+    let mut router = router
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
+            cfg.body_read_timeout_secs.max(1),
+        )))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::fair_use::fair_use,
+        ));
     if cfg.compression {
         router = router.layer(CompressionLayer::new().gzip(true).zstd(true));
     }

@@ -37,6 +37,7 @@ use utoipa::OpenApi;
         crate::routes::keys::create_key,
         crate::routes::keys::list_keys,
         crate::routes::keys::revoke_key,
+        crate::routes::keys::update_key,
         crate::routes::keys::me,
     ),
     tags(

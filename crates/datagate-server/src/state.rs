@@ -1,5 +1,6 @@
 //! What every handler can reach.
 
+use crate::fair_use::FairUse;
 use datagate_catalog::CatalogStore;
 use datagate_core::Config;
 use datagate_ingest::Publisher;
@@ -15,4 +16,5 @@ pub struct AppState {
     pub publisher: Publisher,
     pub engine: QueryEngine,
     pub metrics: Option<PrometheusHandle>,
+    pub fair_use: Arc<FairUse>,
 }

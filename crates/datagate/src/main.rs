@@ -111,9 +111,10 @@ enum KeyAction {
         /// The department of a publisher key.
         #[arg(long)]
         department: Option<String>,
-        /// The rate-limit tier.
-        #[arg(long, default_value = "standard")]
-        tier: String,
+        /// The fair-use tier (a `tiers.<name>` of the configuration); default `internal` for
+        /// admins and publishers, `standard` for others.
+        #[arg(long)]
+        tier: Option<String>,
         /// Expiry, RFC 3339 (e.g. 2027-01-01T00:00:00Z).
         #[arg(long)]
         expires_at: Option<String>,
@@ -122,6 +123,8 @@ enum KeyAction {
     List,
     /// Revoke a key by id; effective on its next request.
     Revoke { id: String },
+    /// Move a key to another fair-use tier; effective on its next request.
+    SetTier { id: String, tier: String },
 }
 
 fn main() {
@@ -284,18 +287,27 @@ fn run_serve(cfg: Config) -> Result<()> {
             (&cfg.limits).into(),
             mask_key(&cfg)?,
         )?;
+        let config = Arc::new(cfg.clone());
+        let fair_use = Arc::new(
+            datagate_server::fair_use::FairUse::new(config.clone(), stores.catalog.as_ref())
+                .await
+                .context("loading today's byte counters")?,
+        );
+        fair_use.spawn_maintenance(stores.catalog.clone());
         let state = datagate_server::AppState {
-            config: Arc::new(cfg.clone()),
-            catalog: stores.catalog,
+            config,
+            catalog: stores.catalog.clone(),
             publisher,
             engine,
             metrics,
+            fair_use: fair_use.clone(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
         tracing::info!(address = %listener.local_addr()?, data_dir = %cfg.storage.data_dir.display(), "datagate listening");
         datagate_server::serve(listener, state, shutdown_signal()).await?;
+        fair_use.save_usage(stores.catalog.as_ref()).await;
         tracing::info!("stopped");
         Ok(())
     })
@@ -454,6 +466,17 @@ fn run_load(
     })
 }
 
+fn check_tier(cfg: &Config, tier: &str) -> Result<()> {
+    if !cfg.tiers.contains_key(tier) {
+        let known: Vec<&str> = cfg.tiers.keys().map(String::as_str).collect();
+        bail!(
+            "no tier {tier:?} in the configuration; tiers: {}",
+            known.join(", ")
+        );
+    }
+    Ok(())
+}
+
 fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
     runtime()?.block_on(async move {
         let stores = open_stores(&cfg)?;
@@ -478,6 +501,8 @@ fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
                     .map(|e| chrono::DateTime::parse_from_rfc3339(&e).map(|t| t.to_utc()))
                     .transpose()
                     .context("--expires-at must be RFC 3339")?;
+                let tier = tier.unwrap_or_else(|| role.default_tier().to_string());
+                check_tier(&cfg, &tier)?;
                 let token = KeyToken::generate();
                 let key = stores
                     .catalog
@@ -519,6 +544,11 @@ fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
             KeyAction::Revoke { id } => {
                 stores.catalog.revoke_key(&id).await?;
                 eprintln!("key {id} revoked");
+            }
+            KeyAction::SetTier { id, tier } => {
+                check_tier(&cfg, &tier)?;
+                stores.catalog.set_key_tier(&id, &tier).await?;
+                eprintln!("key {id} is now in tier {tier}");
             }
         }
         Ok(())

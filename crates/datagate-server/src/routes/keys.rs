@@ -2,14 +2,17 @@
 
 use super::{ApiJson, Caller};
 use crate::authz::Action;
+use crate::fair_use::CallerId;
 use crate::problem::ApiError;
 use crate::state::AppState;
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use datagate_catalog::{ApiKey, KeyToken, NewApiKey, Role};
+use datagate_core::ANONYMOUS_TIER;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -90,6 +93,8 @@ pub async fn create_key(
     if body.name.trim().is_empty() {
         return Err(invalid("name is empty".into()));
     }
+    let tier = body.tier.unwrap_or_else(|| role.default_tier().to_string());
+    known_tier(&state, &tier)?;
     let token = KeyToken::generate();
     let key = state
         .catalog
@@ -98,10 +103,7 @@ pub async fn create_key(
             name: body.name,
             role,
             department: body.department,
-            tier: body.tier.unwrap_or_else(|| match role {
-                Role::Admin | Role::Publisher => "internal".into(),
-                _ => "standard".into(),
-            }),
+            tier,
             secret_hash: token.secret_hash(),
             created_by: caller.id().to_string(),
             expires_at: body.expires_at,
@@ -144,6 +146,57 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// 422 unless `tier` is configured.
+fn known_tier(state: &AppState, tier: &str) -> Result<(), ApiError> {
+    if state.config.tiers.contains_key(tier) {
+        return Ok(());
+    }
+    let known: Vec<&str> = state.config.tiers.keys().map(String::as_str).collect();
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        format!("no tier {tier:?}; configured tiers: {}", known.join(", ")),
+    )
+    .with("parameter", "tier"))
+}
+
+/// `PATCH /api/v1/keys/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    /// Another fair-use tier (a `tiers.<name>` of the configuration).
+    pub tier: Option<String>,
+}
+
+/// Changes a key's tier; its next request is limited by the new one.
+#[utoipa::path(patch, path = "/api/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path)), request_body = KeyPatch,
+    responses((status = 200, body = KeyOut), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem)))]
+pub async fn update_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<KeyPatch>,
+) -> Result<Json<KeyOut>, ApiError> {
+    caller.authorize(Action::ManageKeys)?;
+    let key = match body.tier {
+        Some(tier) => {
+            known_tier(&state, &tier)?;
+            let key = state.catalog.set_key_tier(&id, &tier).await?;
+            tracing::info!(key_id = %id, tier = %tier, "key tier changed");
+            key
+        }
+        None => state
+            .catalog
+            .get_key(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("key {id} not found")))?,
+    };
+    Ok(Json(key.into()))
+}
+
 /// The caller as the gateway sees it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
@@ -165,6 +218,22 @@ pub struct MeLimits {
     pub max_query_rows: u64,
     pub query_timeout_ms: u64,
     pub query_memory_bytes: u64,
+    /// The caller's tier.
+    pub tier: MeTier,
+}
+
+/// The caller's fair-use tier and where it stands today.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeTier {
+    pub requests: u32,
+    pub window_secs: u64,
+    pub burst: u32,
+    /// 0 = no cap.
+    pub max_concurrent_queries: u32,
+    /// 0 = no cap.
+    pub daily_bytes: u64,
+    /// Bytes of data sent to this caller since 00:00 UTC.
+    pub bytes_used_today: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -177,9 +246,16 @@ pub struct MeGrant {
 /// The caller's principal, role, department, tier, limits and grants.
 #[utoipa::path(get, path = "/api/v1/me", tag = "keys",
     responses((status = 200, body = Me), (status = 401, body = crate::api::Problem)))]
-pub async fn me(State(state): State<AppState>, caller: Caller) -> Json<Me> {
+pub async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+    who: Option<Extension<CallerId>>,
+) -> Json<Me> {
     let l = &state.config.limits;
     let key = caller.key();
+    let (tier, t) = state
+        .config
+        .tier(key.map_or(ANONYMOUS_TIER, |k| k.tier.as_str()));
     Json(Me {
         principal: caller.id().to_string(),
         role: caller
@@ -187,13 +263,21 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Json<Me> {
             .map_or("anonymous", |r| r.as_str())
             .to_string(),
         department: key.and_then(|k| k.department.clone()),
-        tier: key.map_or_else(|| "anonymous".to_string(), |k| k.tier.clone()),
+        tier: tier.to_string(),
         expires_at: key.and_then(|k| k.expires_at),
         limits: MeLimits {
             max_page_rows: l.max_page_rows,
             max_query_rows: l.max_query_rows,
             query_timeout_ms: l.query_timeout_ms,
             query_memory_bytes: l.query_memory_bytes,
+            tier: MeTier {
+                requests: t.requests,
+                window_secs: t.window_secs,
+                burst: t.burst,
+                max_concurrent_queries: t.max_concurrent_queries,
+                daily_bytes: t.daily_bytes,
+                bytes_used_today: who.map_or(0, |Extension(w)| state.fair_use.bytes_used_today(&w)),
+            },
         },
         grants: caller
             .grants()

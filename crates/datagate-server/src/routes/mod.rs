@@ -66,7 +66,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(applications::revoke_grant),
         )
         .route("/api/v1/keys", get(keys::list_keys).post(keys::create_key))
-        .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke_key))
+        .route(
+            "/api/v1/keys/{id}",
+            axum::routing::delete(keys::revoke_key).patch(keys::update_key),
+        )
         .route("/api/v1/me", get(keys::me))
         .route("/catalog/data.json", get(dcat::data_json))
         .fallback(problem::no_route)
