@@ -3,6 +3,8 @@
 //!
 //!     cargo bench --bench http_load -- URL [CONCURRENCY=64] [SECONDS=10] [EXPECT_STATUS=200]
 //!
+//! With `AUTH_KEY` in the environment, every request carries `Authorization: Bearer $AUTH_KEY`.
+//!
 //! Prints one line: `requests=N errors=E rps=R p50_ms=A p99_ms=B` (errors: transport failures
 //! or another status). The clients share the machine with the server: on a 2-core machine the
 //! figure is a floor of what the server does alone.
@@ -28,8 +30,10 @@ fn main() {
     rt.block_on(async move {
         let end = Instant::now() + Duration::from_secs(seconds);
         let mut tasks = Vec::new();
+        let auth = std::env::var("AUTH_KEY").ok().filter(|k| !k.is_empty());
         for _ in 0..concurrency {
             let url = url.clone();
+            let auth = auth.clone();
             tasks.push(tokio::spawn(async move {
                 let client = reqwest::Client::builder()
                     .pool_max_idle_per_host(1)
@@ -38,7 +42,11 @@ fn main() {
                 let (mut lat, mut errors) = (Vec::new(), 0u64);
                 while Instant::now() < end {
                     let t = Instant::now();
-                    match client.get(&url).send().await {
+                    let mut req = client.get(&url);
+                    if let Some(k) = &auth {
+                        req = req.bearer_auth(k);
+                    }
+                    match req.send().await {
                         Ok(r) if r.status().as_u16() == expect => match r.bytes().await {
                             Ok(_) => lat.push(t.elapsed().as_micros() as u64),
                             Err(_) => errors += 1,

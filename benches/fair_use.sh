@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The refusal path of fair use end to end, beside the HTTP ceiling in the same run:
+#   - /healthz (no auth, no limiter, no body work): the most requests/s this server and
+#     client pair reach on this machine;
+#   - an anonymous caller over its tier (the tier made 1 request per hour, so every request
+#     after the first is refused): 429 problem+json with RateLimit headers and Retry-After;
+#   - a caller whose key is over its tier: the same, after a catalog lookup of the key;
+#   - for scale, rows?limit=10 of a small dataset under a generous tier (the admitted path).
+# Target: the refusal path at least 0.5x the /healthz rate.
+#
+#   benches/fair_use.sh [CLIENTS=64] [SECONDS=10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS="${1:-64}"
+SECS="${2:-10}"
+cargo build --release -q -p datagate
+cargo bench -q --bench http_load --no-run 2>/dev/null
+BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+ADMIN="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BASE="http://127.0.0.1:$PORT"
+
+DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" DATAGATE_ADMIN_KEY="$ADMIN" \
+  DATAGATE_LOG__LEVEL=warn \
+  DATAGATE_TIERS__ANONYMOUS__REQUESTS=1 DATAGATE_TIERS__ANONYMOUS__WINDOW_SECS=3600 \
+  DATAGATE_TIERS__ANONYMOUS__BURST=1 \
+  DATAGATE_TIERS__STANDARD__REQUESTS=1 DATAGATE_TIERS__STANDARD__WINDOW_SECS=3600 \
+  DATAGATE_TIERS__STANDARD__BURST=1 \
+  DATAGATE_TIERS__PREMIUM__REQUESTS=100000000 DATAGATE_TIERS__PREMIUM__BURST=100000000 \
+  DATAGATE_TIERS__PREMIUM__MAX_CONCURRENT_QUERIES=0 DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000 \
+  "$BIN" serve 2>>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+key() { curl -sf -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  "$BASE/api/v1/keys" -d "{\"name\":\"bench\",\"role\":\"consumer\",\"tier\":\"$1\"}" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'; }
+LIMITED_KEY=$(key standard)
+FREE_KEY=$(key premium)
+
+load() { # url status [key] → "rps p50 p99"
+  AUTH_KEY="${3:-}" cargo bench -q --bench http_load -- "$1" "$CLIENTS" "$SECS" "$2" 2>/dev/null \
+    | sed -n 's/.*requests=\([0-9]*\) errors=\([0-9]*\) rps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*/\3 \4 \5 \2/p'
+}
+HEALTH=$(load "$BASE/healthz" 200)
+ANON=$(load "$BASE/api/v1/datasets" 429)
+KEYED=$(load "$BASE/api/v1/datasets" 429 "$LIMITED_KEY")
+ROWS=$(load "$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10" 200 "$FREE_KEY")
+
+echo
+echo "fair use, $CLIENTS clients x ${SECS} s each, client and server on this machine ($(nproc) cores):"
+echo "| path | req/s | p50 ms | p99 ms | errors | vs /healthz |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+row() { read -r rps p50 p99 err <<<"$2"; printf "| %s | %.0f | %.2f | %.2f | %s | %.2fx |\n" "$1" "$rps" "$p50" "$p99" "$err" "$(python3 -c "print($rps / ${HEALTH%% *})")"; }
+row "/healthz (ceiling)" "$HEALTH"
+row "429, anonymous over its tier" "$ANON"
+row "429, key over its tier" "$KEYED"
+row "200, rows?limit=10 (admitted)" "$ROWS"

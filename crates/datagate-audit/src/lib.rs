@@ -1,0 +1,23 @@
+//! The datagate audit trail (API.md §5 "Audit"): who read what, when, how much — and proof
+//! that nothing in the log was changed, removed or reordered.
+//!
+//! - [`record`]: the record and its canonical, hash-chained line encoding;
+//! - [`log`]: the append-only log of segment files with group commit (one `fdatasync` per
+//!   batch of concurrent appends), fail-closed on a write error, tail recovery on open;
+//! - [`checkpoint`]: Ed25519-signed `(seq, hash, time)` checkpoints;
+//! - [`verify`]: recomputes the chain and checkpoints, offline too, naming the first bad `seq`;
+//! - [`reader`]: records for review, and as Arrow for SQL over `audit.events`.
+
+pub mod checkpoint;
+pub mod error;
+pub mod log;
+pub mod reader;
+pub mod record;
+pub mod segment;
+pub mod verify;
+
+pub use checkpoint::Checkpoint;
+pub use error::{AuditError, Result};
+pub use log::{AuditLog, LogOptions, Recovery};
+pub use record::{DatasetVersion, Event, Kind, Record};
+pub use verify::{Verdict, verify_dir};

@@ -1,0 +1,578 @@
+//! The append-only audit log with group commit.
+//!
+//! One writer thread owns the open segment. Requests hand it events through a channel and wait
+//! on a oneshot; the writer takes every event waiting (up to a batch), chains and encodes them,
+//! writes them with one `write` and makes them durable with one `fdatasync`, then answers them
+//! all. So concurrent requests share an fsync instead of queueing for their own, and nothing is
+//! held in memory beyond the batch being written.
+//!
+//! A failed write or fsync puts the log in a failed state for good (no retry: after a failed
+//! fsync the kernel may already have dropped the dirty pages, so retrying could report
+//! durability that is not there — the "fsyncgate" lesson). Every later append fails at once;
+//! the server answers 503 and `/readyz` reports the log. A restart re-opens and recovers.
+//!
+//! Opening recovers the tail: a torn last record (a crash mid-write) is cut off, the cut is
+//! itself recorded, and the chain resumes from the last whole record.
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::error::{AuditError, Result};
+use crate::record::{self, Event, GENESIS_HASH, Kind};
+use crate::segment::{list_segments, segment_name, split_lines, sync_dir};
+use chrono::Utc;
+use ed25519_dalek::SigningKey;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the log is kept.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub dir: PathBuf,
+    /// A segment is sealed and the next one started past this many bytes.
+    pub segment_max_bytes: u64,
+    /// A checkpoint is signed after this many records...
+    pub checkpoint_every_records: u64,
+    /// ...or this long after the last one, whichever comes first (and at shutdown).
+    pub checkpoint_every: Duration,
+    /// The most records written with one fsync.
+    pub max_batch: usize,
+}
+
+impl LogOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_max_bytes: 64 * 1024 * 1024,
+            checkpoint_every_records: 10_000,
+            checkpoint_every: Duration::from_secs(60),
+            max_batch: 4096,
+        }
+    }
+}
+
+/// The file of signed checkpoints in an audit directory.
+pub const CHECKPOINTS_FILE: &str = "checkpoints.jsonl";
+/// The signing key in an audit directory.
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+
+/// What opening found.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// The last whole record: `(seq, hash)`; `(0, GENESIS)` for an empty log.
+    pub head_seq: u64,
+    /// Bytes of a torn record cut from the last segment.
+    pub cut_bytes: u64,
+}
+
+enum Msg {
+    Append(Box<Event>, tokio::sync::oneshot::Sender<Result<u64>>),
+    Close(std::sync::mpsc::Sender<()>),
+}
+
+struct Shared {
+    failed: Mutex<Option<String>>,
+    head: Mutex<(u64, String)>,
+    checkpoint: Mutex<Option<Checkpoint>>,
+}
+
+/// The audit log; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    public_key: String,
+    dir: PathBuf,
+}
+
+impl AuditLog {
+    /// Opens (creating or recovering) the log in `opts.dir` and starts its writer.
+    pub fn open(opts: LogOptions) -> Result<(Self, Recovery)> {
+        std::fs::create_dir_all(&opts.dir)?;
+        let key = checkpoint::load_or_create_key(&opts.dir.join(SIGNING_KEY_FILE))?;
+        let checkpoints_path = opts.dir.join(CHECKPOINTS_FILE);
+        trim_torn_line(&checkpoints_path)?;
+        let latest = checkpoint::read_checkpoints(&checkpoints_path)?.pop();
+        let (segment_index, seq, prev, cut) = recover(&opts.dir)?;
+        let path = opts.dir.join(segment_name(segment_index));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        sync_dir(&opts.dir)?;
+        let segment_bytes = file.metadata()?.len();
+        let checkpoints = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&checkpoints_path)?;
+        let shared = Arc::new(Shared {
+            failed: Mutex::new(None),
+            head: Mutex::new((seq, prev.clone())),
+            checkpoint: Mutex::new(latest),
+        });
+        let public_key = hex::encode(key.verifying_key().to_bytes());
+        let (tx, rx) = channel();
+        let writer = Writer {
+            opts: opts.clone(),
+            key,
+            file,
+            segment_index,
+            segment_bytes,
+            checkpoints,
+            seq,
+            prev,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            shared: shared.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))?;
+        let log = Self {
+            tx,
+            shared,
+            public_key,
+            dir: opts.dir,
+        };
+        if cut > 0 {
+            tracing::warn!(
+                bytes = cut,
+                after_seq = seq,
+                "audit log: cut a torn record left by a crash"
+            );
+            log.append_detached(recovery_event(cut, seq));
+        }
+        Ok((
+            log,
+            Recovery {
+                head_seq: seq,
+                cut_bytes: cut,
+            },
+        ))
+    }
+
+    /// Appends `event` and waits until it is durable; its `seq`.
+    pub async fn append(&self, event: Event) -> Result<u64> {
+        let rx = self.submit(event)?;
+        rx.await
+            .map_err(|_| AuditError::Failed("the audit writer stopped".into()))?
+    }
+
+    /// Hands `event` to the writer without waiting (it is durable with the next batch); for
+    /// records that need not hold anything back, like the end of a response already sent.
+    pub fn append_detached(&self, event: Event) {
+        if let Ok(rx) = self.submit(event) {
+            drop(rx);
+        }
+    }
+
+    fn submit(&self, event: Event) -> Result<tokio::sync::oneshot::Receiver<Result<u64>>> {
+        if let Some(why) = self.failed() {
+            return Err(AuditError::Failed(why));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Msg::Append(Box::new(event), tx))
+            .map_err(|_| AuditError::Failed("the audit writer stopped".into()))?;
+        Ok(rx)
+    }
+
+    /// Why the log is failed, if it is.
+    pub fn failed(&self) -> Option<String> {
+        self.shared
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last durable record: `(seq, hash)`.
+    pub fn head(&self) -> (u64, String) {
+        self.shared
+            .head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The latest signed checkpoint.
+    pub fn latest_checkpoint(&self) -> Option<Checkpoint> {
+        self.shared
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The Ed25519 public key (hex) checkpoints are signed with.
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes what is queued, signs a final checkpoint, syncs and stops the writer.
+    pub fn close(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Close(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Cuts a torn last line (no newline) off a line file.
+fn trim_torn_line(path: &Path) -> Result<()> {
+    let data = match std::fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let (_, end) = split_lines(&data);
+    if end < data.len() {
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.set_len(end as u64)?;
+        f.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Finds the head of the log in `dir`: `(segment to append to, seq, hash, bytes cut)`.
+///
+/// Only a torn tail of the open segment is cut: an unfinished last line, and whole lines after
+/// the last record that are not records at all (a crash can leave garbage there). A line that
+/// reads as a record but fails its hash is never cut: that is evidence for `verify`.
+fn recover(dir: &Path) -> Result<(u64, u64, String, u64)> {
+    let segments = list_segments(dir)?;
+    let Some((last_index, _)) = segments.last().cloned() else {
+        return Ok((1, 0, GENESIS_HASH.to_string(), 0));
+    };
+    let mut head: Option<(u64, String)> = None;
+    let mut cut = 0u64;
+    for (i, (_, path)) in segments.iter().enumerate().rev() {
+        let data = std::fs::read(path)?;
+        let (lines, complete_end) = split_lines(&data);
+        let open_segment = i == segments.len() - 1;
+        let mut keep_end = complete_end;
+        let mut cutting = open_segment;
+        for (offset, line) in lines.iter().rev() {
+            match record::decode(line) {
+                Ok(r) => {
+                    head = Some((r.seq, r.hash));
+                    break;
+                }
+                Err(record::LineError::Unreadable(_)) if cutting => keep_end = *offset,
+                Err(_) => cutting = false,
+            }
+        }
+        if open_segment && keep_end < data.len() {
+            let f = OpenOptions::new().write(true).open(path)?;
+            f.set_len(keep_end as u64)?;
+            f.sync_all()?;
+            cut = (data.len() - keep_end) as u64;
+        }
+        if head.is_some() {
+            break;
+        }
+    }
+    let (seq, hash) = head.unwrap_or((0, GENESIS_HASH.to_string()));
+    Ok((last_index, seq, hash, cut))
+}
+
+struct Writer {
+    opts: LogOptions,
+    key: SigningKey,
+    file: File,
+    segment_index: u64,
+    segment_bytes: u64,
+    checkpoints: File,
+    seq: u64,
+    prev: String,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        let mut buf = Vec::with_capacity(1 << 20);
+        loop {
+            let wait = self
+                .opts
+                .checkpoint_every
+                .saturating_sub(self.last_checkpoint.elapsed())
+                .max(Duration::from_millis(1));
+            let first = match rx.recv_timeout(wait) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.since_checkpoint > 0 {
+                        self.guard(|w| w.checkpoint());
+                    } else {
+                        self.last_checkpoint = Instant::now();
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.finish();
+                    return;
+                }
+            };
+            let mut batch = Vec::new();
+            let mut close = None;
+            match first {
+                Msg::Append(e, tx) => batch.push((e, tx)),
+                Msg::Close(tx) => close = Some(tx),
+            }
+            while close.is_none() && batch.len() < self.opts.max_batch {
+                match rx.try_recv() {
+                    Ok(Msg::Append(e, tx)) => batch.push((e, tx)),
+                    Ok(Msg::Close(tx)) => close = Some(tx),
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.write_batch(batch, &mut buf);
+            }
+            if let Some(done) = close {
+                self.finish();
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.shared
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs an I/O step; a failure fails the log for good.
+    fn guard(&mut self, step: impl FnOnce(&mut Self) -> std::io::Result<()>) -> bool {
+        if self.failed().is_some() {
+            return false;
+        }
+        match step(self) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "audit log write failed; the log is now failed and audited requests get 503 until a restart");
+                *self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("write failed: {e}"));
+                false
+            }
+        }
+    }
+
+    fn write_batch(
+        &mut self,
+        batch: Vec<(Box<Event>, tokio::sync::oneshot::Sender<Result<u64>>)>,
+        buf: &mut Vec<u8>,
+    ) {
+        if let Some(why) = self.failed() {
+            for (_, tx) in batch {
+                let _ = tx.send(Err(AuditError::Failed(why.clone())));
+            }
+            return;
+        }
+        buf.clear();
+        let now = Utc::now();
+        let (mut seq, mut prev) = (self.seq, self.prev.clone());
+        let mut seqs = Vec::with_capacity(batch.len());
+        for (event, _) in &batch {
+            seq += 1;
+            let (line, hash) = record::encode(seq, &now, event, &prev);
+            buf.extend_from_slice(&line);
+            prev = hash;
+            seqs.push(seq);
+        }
+        let ok = self.guard(|w| {
+            if w.segment_bytes > 0 && w.segment_bytes + buf.len() as u64 > w.opts.segment_max_bytes
+            {
+                w.roll()?;
+            }
+            w.file.write_all(buf)?;
+            w.file.sync_data()?;
+            w.segment_bytes += buf.len() as u64;
+            Ok(())
+        });
+        if !ok {
+            let why = self.failed().unwrap_or_default();
+            for (_, tx) in batch {
+                let _ = tx.send(Err(AuditError::Failed(why.clone())));
+            }
+            return;
+        }
+        self.seq = seq;
+        self.prev = prev.clone();
+        *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = (seq, prev);
+        self.since_checkpoint += seqs.len() as u64;
+        for ((_, tx), seq) in batch.into_iter().zip(seqs) {
+            let _ = tx.send(Ok(seq));
+        }
+        if self.since_checkpoint >= self.opts.checkpoint_every_records
+            || self.last_checkpoint.elapsed() >= self.opts.checkpoint_every
+        {
+            self.guard(|w| w.checkpoint());
+        }
+    }
+
+    /// Seals the open segment and starts the next.
+    fn roll(&mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        let next = self.segment_index + 1;
+        let path = self.opts.dir.join(segment_name(next));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        sync_dir(&self.opts.dir).map_err(std::io::Error::other)?;
+        self.file = file;
+        self.segment_index = next;
+        self.segment_bytes = 0;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> std::io::Result<()> {
+        let cp = Checkpoint::sign(&self.key, self.seq, &self.prev, Utc::now());
+        let mut line = serde_json::to_vec(&cp).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.checkpoints.write_all(&line)?;
+        self.checkpoints.sync_data()?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        *self
+            .shared
+            .checkpoint
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(cp);
+        Ok(())
+    }
+
+    fn finish(&mut self) {
+        if self.seq > 0 && self.since_checkpoint > 0 {
+            self.guard(|w| w.checkpoint());
+        }
+        self.guard(|w| w.file.sync_all());
+    }
+}
+
+/// The record a recovery leaves in the log about the bytes it cut.
+pub fn recovery_event(cut_bytes: u64, head_seq: u64) -> Event {
+    Event {
+        kind: Some(Kind::Log),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        action: "audit.recover".into(),
+        key_id: "datagate".into(),
+        error: Some(format!(
+            "cut {cut_bytes} bytes of a torn record after seq {head_seq} (a crash during a write)"
+        )),
+        count: 1,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::verify_dir;
+
+    fn event(i: usize) -> Event {
+        Event {
+            kind: Some(Kind::Request),
+            event_id: format!("e{i}"),
+            path: "/api/v1/datasets".into(),
+            status: 200,
+            count: 1,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_appends_share_fsyncs_and_chain_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = AuditLog::open(LogOptions::new(tmp.path())).unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..64 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..50 {
+                    seqs.push(log.append(event(w * 1000 + i)).await.unwrap());
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            let seqs = t.await.unwrap();
+            assert!(
+                seqs.windows(2).all(|p| p[0] < p[1]),
+                "one writer's records in order"
+            );
+            all.extend(seqs);
+        }
+        all.sort();
+        assert_eq!(
+            all,
+            (1..=3200).collect::<Vec<u64>>(),
+            "every append got its own seq"
+        );
+        assert_eq!(log.head().0, 3200);
+        log.close();
+        let v = verify_dir(tmp.path(), None, None).unwrap();
+        assert!(v.ok && v.events == 3200, "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_recorded_and_the_chain_resumes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = AuditLog::open(LogOptions::new(tmp.path())).unwrap();
+        for i in 0..5 {
+            log.append(event(i)).await.unwrap();
+        }
+        drop(log); // a crash: no close, no shutdown checkpoint
+        let seg = tmp.path().join(segment_name(1));
+        let mut data = std::fs::read(&seg).unwrap();
+        let whole = data.len();
+        data.extend_from_slice(b"{\"seq\":6,\"ts\":\"2026-11-27T");
+        std::fs::write(&seg, &data).unwrap();
+        let (log, rec) = AuditLog::open(LogOptions::new(tmp.path())).unwrap();
+        assert_eq!(
+            (rec.head_seq, rec.cut_bytes),
+            (5, (data.len() - whole) as u64)
+        );
+        let seq = log.append(event(9)).await.unwrap();
+        assert_eq!(seq, 7, "seq 6 is the record of the cut");
+        log.close();
+        let v = verify_dir(tmp.path(), None, None).unwrap();
+        assert!(v.ok, "{v:?}");
+        let mut kinds = Vec::new();
+        crate::reader::for_each_record(tmp.path(), |r| kinds.push((r.seq, r.event.action)))
+            .unwrap();
+        assert_eq!(kinds[5], (6, "audit.recover".to_string()));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_failed_write_fails_the_log_for_good() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LogOptions::new(tmp.path());
+        opts.segment_max_bytes = 600;
+        let (log, _) = AuditLog::open(opts).unwrap();
+        // The next segment is a device that refuses every write (ENOSPC).
+        std::os::unix::fs::symlink("/dev/full", tmp.path().join(segment_name(2))).unwrap();
+        let mut failed = None;
+        for i in 0..20 {
+            if let Err(e) = log.append(event(i)).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(failed, Some(AuditError::Failed(_))), "{failed:?}");
+        assert!(log.failed().is_some());
+        // No retry: later appends fail at once, even though nothing changed.
+        assert!(matches!(
+            log.append(event(99)).await,
+            Err(AuditError::Failed(_))
+        ));
+    }
+}

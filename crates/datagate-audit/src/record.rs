@@ -1,0 +1,204 @@
+//! The audit record (API.md §5 "Audit") and its canonical encoding.
+//!
+//! On disk a record is one line of JSON: the record's fields in a fixed order, then `hash`.
+//! `hash` is the SHA-256 (hex) of the exact bytes of the line without its `,"hash":"…"` member,
+//! and those bytes include `prev_hash`, the hash of the record before; so changing any byte of
+//! a record, or removing or reordering records, breaks the chain. The first record's
+//! `prev_hash` is 64 zeros.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `prev_hash` of the first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a record stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A whole request that sent no data (catalog, keys, refusals...): written before the
+    /// answer leaves.
+    Request,
+    /// A data request about to stream: durable before its first byte leaves.
+    Begin,
+    /// The end of a data request (same `event_id` as its begin): rows, bytes, outcome.
+    End,
+    /// Identical refusals of one caller within one second, counted in `count`.
+    Refusals,
+    /// Something the log itself did: recovery from a torn tail, start, shutdown.
+    Log,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Request => "request",
+            Kind::Begin => "begin",
+            Kind::End => "end",
+            Kind::Refusals => "refusals",
+            Kind::Log => "log",
+        }
+    }
+}
+
+/// A dataset a request read, at the version read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetVersion {
+    /// `department.dataset`.
+    pub name: String,
+    pub version: Option<i64>,
+}
+
+/// What a request tells the log; the log adds `seq`, `ts`, `prev_hash` and `hash`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Event {
+    pub kind: Option<Kind>,
+    pub event_id: String,
+    pub request_id: String,
+    /// The key id, or `anonymous`.
+    pub key_id: String,
+    pub role: String,
+    pub department: Option<String>,
+    pub tier: String,
+    pub client_ip: String,
+    pub user_agent: String,
+    pub method: String,
+    pub path: String,
+    /// What was done, e.g. `read.rows`, `read.query`, `catalog.list`, `publish.upload`.
+    pub action: String,
+    pub datasets: Vec<DatasetVersion>,
+    pub query_text: Option<String>,
+    pub query_sha256: Option<String>,
+    pub status: u16,
+    pub error: Option<String>,
+    pub rows_returned: u64,
+    pub bytes_returned: u64,
+    pub duration_ms: u64,
+    /// For `end`: `completed`, `disconnected` or `failed`.
+    pub outcome: Option<String>,
+    /// How many requests this record stands for (more than 1 only for `refusals`).
+    pub count: u64,
+}
+
+/// A record as stored: the event, its place in the chain, and its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+    #[serde(flatten)]
+    pub event: Event,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The part of a record its hash covers, in its canonical order.
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    ts: &'a DateTime<Utc>,
+    #[serde(flatten)]
+    event: &'a Event,
+    prev_hash: &'a str,
+}
+
+/// The marker between a record's body and its hash on a line.
+const HASH_MEMBER: &[u8] = b",\"hash\":\"";
+
+/// Encodes a record: returns its line (with the trailing newline) and its hash.
+pub fn encode(seq: u64, ts: &DateTime<Utc>, event: &Event, prev_hash: &str) -> (Vec<u8>, String) {
+    let mut line = serde_json::to_vec(&Body {
+        seq,
+        ts,
+        event,
+        prev_hash,
+    })
+    .unwrap_or_default();
+    debug_assert_eq!(line.last(), Some(&b'}'));
+    line.pop();
+    let hash = hex::encode(Sha256::digest([line.as_slice(), b"}"].concat()));
+    line.extend_from_slice(HASH_MEMBER);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}\n");
+    (line, hash)
+}
+
+/// Why a line is not a good record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// Not a record at all (torn, garbage).
+    Unreadable(String),
+    /// A record whose bytes do not hash to its `hash`.
+    HashMismatch,
+}
+
+/// Decodes one line (without its newline) and checks its own hash.
+pub fn decode(line: &[u8]) -> Result<Record, LineError> {
+    let record: Record =
+        serde_json::from_slice(line).map_err(|e| LineError::Unreadable(e.to_string()))?;
+    let at = line
+        .windows(HASH_MEMBER.len())
+        .rposition(|w| w == HASH_MEMBER)
+        .ok_or_else(|| LineError::Unreadable("no hash member".into()))?;
+    let body = [&line[..at], b"}"].concat();
+    // The line must end exactly with the hash member: `,"hash":"<64 hex>"}`.
+    let tail = &line[at + HASH_MEMBER.len()..];
+    if tail.len() != 66 || &tail[64..] != b"\"}" || tail[..64] != *record.hash.as_bytes() {
+        return Err(LineError::HashMismatch);
+    }
+    if hex::encode(Sha256::digest(&body)) != record.hash {
+        return Err(LineError::HashMismatch);
+    }
+    Ok(record)
+}
+
+/// SHA-256 (hex) of a query's text, as records carry it.
+pub fn query_sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> Event {
+        Event {
+            kind: Some(Kind::Request),
+            event_id: "e1".into(),
+            request_id: "r1".into(),
+            key_id: "anonymous".into(),
+            method: "GET".into(),
+            path: "/api/v1/datasets".into(),
+            status: 200,
+            count: 1,
+            datasets: vec![DatasetVersion {
+                name: "transport.bus_lines".into(),
+                version: Some(1),
+            }],
+            query_text: Some("SELECT '\"hash\":\"' -- 路".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn round_trip_and_hash_covers_every_byte() {
+        let ts = Utc::now();
+        let (line, hash) = encode(7, &ts, &event(), GENESIS_HASH);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let body = &line[..line.len() - 1];
+        let r = decode(body).unwrap();
+        assert_eq!(
+            (r.seq, r.ts, &r.event, r.hash.as_str()),
+            (7, ts, &event(), hash.as_str())
+        );
+        assert_eq!(r.prev_hash, GENESIS_HASH);
+        for i in 0..body.len() {
+            let mut bad = body.to_vec();
+            bad[i] ^= 0x01;
+            assert!(decode(&bad).is_err(), "flipping byte {i} went unnoticed");
+        }
+    }
+}
