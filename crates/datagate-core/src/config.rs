@@ -29,6 +29,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rate_limits: RateLimitsConfig,
     pub admission: AdmissionConfig,
+    pub audit: AuditConfig,
     /// Fair-use tiers by name (API.md §5 "Rate limits"); keys name theirs, anonymous callers
     /// get `anonymous`.
     pub tiers: BTreeMap<String, TierConfig>,
@@ -89,6 +90,15 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
+    /// The audit log's directory.
+    pub fn audit_dir(&self, audit: &AuditConfig) -> PathBuf {
+        if audit.dir.is_empty() {
+            self.data_dir.join("audit")
+        } else {
+            PathBuf::from(&audit.dir)
+        }
+    }
+
     /// The SQLite catalog file.
     pub fn catalog_file(&self) -> PathBuf {
         if self.catalog_path.is_empty() {
@@ -220,6 +230,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             admission: AdmissionConfig::default(),
+            audit: AuditConfig::default(),
             tiers: default_tiers(),
         }
     }
@@ -290,6 +301,31 @@ impl Default for AdmissionConfig {
             max_in_flight_queries: 64,
             max_in_flight_uploads: 8,
             retry_after_secs: 1,
+        }
+    }
+}
+
+/// The audit log (API.md §5 "Audit").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Directory of the log's segments, checkpoints and signing key; empty = `<data_dir>/audit`.
+    pub dir: String,
+    /// A segment is sealed (never written again) and the next started past this many bytes.
+    pub segment_max_bytes: u64,
+    /// A signed checkpoint is written after this many records...
+    pub checkpoint_every_records: u64,
+    /// ...or this many seconds, whichever comes first, and at shutdown.
+    pub checkpoint_every_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            dir: String::new(),
+            segment_max_bytes: 64 * 1024 * 1024,
+            checkpoint_every_records: 10_000,
+            checkpoint_every_secs: 60,
         }
     }
 }

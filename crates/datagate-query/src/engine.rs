@@ -9,7 +9,7 @@ use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
 use crate::masking::MaskKey;
 use crate::policy::Principal;
 use crate::{CATALOG_NAME, QueryError};
-use datafusion::catalog::MemoryCatalogProviderList;
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -223,6 +223,15 @@ impl QueryEngine {
         catalog: DatagateCatalog,
         ordered: bool,
     ) -> Result<RequestSession, QueryError> {
+        self.request_session_over(Arc::new(catalog), ordered)
+    }
+
+    /// [`QueryEngine::request_session`] over any catalog (the audit log's `audit.events`).
+    pub fn request_session_over(
+        &self,
+        catalog: Arc<dyn CatalogProvider>,
+        ordered: bool,
+    ) -> Result<RequestSession, QueryError> {
         let pool = TrackConsumersPool::new(
             GreedyMemoryPool::new(self.limits.memory_bytes as usize),
             NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
@@ -245,7 +254,7 @@ impl QueryEngine {
 
     /// A session over `catalog` without per-request limits (tests, tools).
     pub fn session(&self, catalog: DatagateCatalog) -> SessionContext {
-        self.context(self.config(), self.runtime.clone(), catalog)
+        self.context(self.config(), self.runtime.clone(), Arc::new(catalog))
     }
 
     fn config(&self) -> SessionConfig {
@@ -269,7 +278,7 @@ impl QueryEngine {
         &self,
         config: SessionConfig,
         runtime: Arc<RuntimeEnv>,
-        catalog: DatagateCatalog,
+        catalog: Arc<dyn CatalogProvider>,
     ) -> SessionContext {
         // A fresh catalog list per request: the base state's must never hold a request's catalog.
         let state = SessionStateBuilder::new_from_existing(self.base_state.clone())
@@ -278,7 +287,7 @@ impl QueryEngine {
             .with_catalog_list(Arc::new(MemoryCatalogProviderList::new()))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
+        ctx.register_catalog(CATALOG_NAME, catalog);
         ctx
     }
 }

@@ -31,7 +31,12 @@ pub fn apply(router: Router, state: &AppState) -> Router {
     if cfg.compression {
         router = router.layer(CompressionLayer::new().gzip(true).zstd(true));
     }
+    // Outside fair use, so its refusals are recorded; inside the request id.
     router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::audit,
+        ))
         .layer(cors(&cfg.cors_allowed_origins))
         .layer(middleware::from_fn(request_context))
 }

@@ -39,6 +39,11 @@ use utoipa::OpenApi;
         crate::routes::keys::revoke_key,
         crate::routes::keys::update_key,
         crate::routes::keys::me,
+        crate::routes::audit::events,
+        crate::routes::audit::query,
+        crate::routes::audit::verify,
+        crate::routes::audit::checkpoint,
+        crate::routes::audit::public_key,
     ),
     tags(
         (name = "catalog", description = "Departments and datasets"),

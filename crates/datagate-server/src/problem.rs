@@ -16,6 +16,10 @@ pub fn current_request_id() -> String {
     REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
 }
 
+/// The detail of an error response, kept for the audit record.
+#[derive(Debug, Clone)]
+pub struct ProblemDetail(pub String);
+
 /// An error answered to the client.
 #[derive(Debug)]
 pub struct ApiError {
@@ -82,6 +86,8 @@ impl IntoResponse for ApiError {
         }
         let unauthorized = self.status == StatusCode::UNAUTHORIZED;
         let mut resp = (self.status, body.to_string()).into_response();
+        // For the audit record's `error`.
+        resp.extensions_mut().insert(ProblemDetail(self.detail));
         if unauthorized {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -1,6 +1,7 @@
 //! What every handler can reach.
 
 use crate::fair_use::FairUse;
+use datagate_audit::AuditLog;
 use datagate_catalog::CatalogStore;
 use datagate_core::Config;
 use datagate_ingest::Publisher;
@@ -17,4 +18,7 @@ pub struct AppState {
     pub engine: QueryEngine,
     pub metrics: Option<PrometheusHandle>,
     pub fair_use: Arc<FairUse>,
+    pub audit: AuditLog,
+    /// Refusals counted per caller and second for the audit log.
+    pub refusals: Arc<crate::audit::RefusalCounter>,
 }

@@ -69,6 +69,16 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Work with the audit log of a data directory (the server need not run).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the configuration).
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
     /// Manage API keys in a data directory's catalog (the server need not run).
     Key {
         #[command(subcommand)]
@@ -95,6 +105,22 @@ enum Command {
         /// Seed: the same seed gives the same bytes.
         #[arg(long, default_value_t = 20240101)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Recompute the hash chain over every segment and check every signed checkpoint; works
+    /// offline on a copy. Prints the verdict as JSON; exits 1 when the log is not intact.
+    Verify {
+        /// A checkpoint saved earlier (the JSON of GET /api/v1/audit/checkpoint) that the log
+        /// must still extend.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The Ed25519 public key (hex) to check signatures with; default: the key in the
+        /// audit directory.
+        #[arg(long)]
+        public_key: Option<String>,
     },
 }
 
@@ -153,6 +179,11 @@ fn main() {
             config,
             data_dir,
         } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_key(cfg, action)),
+        Command::Audit {
+            action,
+            config,
+            data_dir,
+        } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_audit(cfg, action)),
         Command::Gen {
             kind,
             rows,
@@ -287,6 +318,18 @@ fn run_serve(cfg: Config) -> Result<()> {
             (&cfg.limits).into(),
             mask_key(&cfg)?,
         )?;
+        let audit_dir = cfg.storage.audit_dir(&cfg.audit);
+        let (audit, recovery) = datagate_audit::AuditLog::open(datagate_audit::LogOptions {
+            dir: audit_dir.clone(),
+            segment_max_bytes: cfg.audit.segment_max_bytes.max(4096),
+            checkpoint_every_records: cfg.audit.checkpoint_every_records.max(1),
+            checkpoint_every: std::time::Duration::from_secs(cfg.audit.checkpoint_every_secs.max(1)),
+            max_batch: 4096,
+        })
+        .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
+        tracing::info!(dir = %audit_dir.display(), head_seq = recovery.head_seq, cut_bytes = recovery.cut_bytes, "audit log open");
+        let refusals = Arc::new(datagate_server::audit::RefusalCounter::default());
+        datagate_server::audit::spawn_refusal_flusher(refusals.clone(), audit.clone());
         let config = Arc::new(cfg.clone());
         let fair_use = Arc::new(
             datagate_server::fair_use::FairUse::new(config.clone(), stores.catalog.as_ref())
@@ -301,6 +344,8 @@ fn run_serve(cfg: Config) -> Result<()> {
             engine,
             metrics,
             fair_use: fair_use.clone(),
+            audit: audit.clone(),
+            refusals: refusals.clone(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
@@ -308,6 +353,8 @@ fn run_serve(cfg: Config) -> Result<()> {
         tracing::info!(address = %listener.local_addr()?, data_dir = %cfg.storage.data_dir.display(), "datagate listening");
         datagate_server::serve(listener, state, shutdown_signal()).await?;
         fair_use.save_usage(stores.catalog.as_ref()).await;
+        refusals.flush_all(&audit);
+        audit.close();
         tracing::info!("stopped");
         Ok(())
     })
@@ -464,6 +511,37 @@ fn run_load(
         );
         Ok(())
     })
+}
+
+fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
+    match action {
+        AuditAction::Verify {
+            checkpoint,
+            public_key,
+        } => {
+            let dir = cfg.storage.audit_dir(&cfg.audit);
+            if !dir.is_dir() {
+                bail!("no audit log at {}", dir.display());
+            }
+            let given = checkpoint
+                .map(|f| -> Result<datagate_audit::Checkpoint> {
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a checkpoint", f.display()))
+                })
+                .transpose()?;
+            let key = public_key
+                .map(|k| datagate_audit::checkpoint::parse_public_key(&k))
+                .transpose()?;
+            let verdict = datagate_audit::verify_dir(&dir, key.as_ref(), given.as_ref())?;
+            println!("{}", serde_json::to_string_pretty(&verdict)?);
+            if !verdict.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
 }
 
 fn check_tier(cfg: &Config, tier: &str) -> Result<()> {

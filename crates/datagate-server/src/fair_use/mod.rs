@@ -20,6 +20,7 @@ pub mod client_ip;
 pub mod limiter;
 pub mod usage;
 
+use crate::audit::AuditSubject;
 use crate::auth::Caller;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -181,7 +182,7 @@ pub async fn fair_use(State(state): State<AppState>, req: Request, next: Next) -
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     let client_ip = fair.client_ip(peer, req.headers());
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let caller = crate::auth::authenticate(&parts.headers, &state).await;
     // A bad key is limited as what it proves to be: an anonymous client at its address.
     let (tier_asked, who) = match &caller {
@@ -189,6 +190,40 @@ pub async fn fair_use(State(state): State<AppState>, req: Request, next: Next) -
         _ => (ANONYMOUS_TIER, CallerId::Ip(client_ip)),
     };
     let (tier, limits) = fair.config.tier(tier_asked);
+    let tier = tier.to_string();
+    let subject = match &caller {
+        Ok(Caller::Key(k, _)) => AuditSubject {
+            key_id: k.id.clone(),
+            role: k.role.as_str().to_string(),
+            department: k.department.clone(),
+            tier: tier.clone(),
+            client_ip: client_ip.to_string(),
+        },
+        _ => AuditSubject {
+            key_id: "anonymous".to_string(),
+            role: "anonymous".to_string(),
+            department: None,
+            tier: tier.clone(),
+            client_ip: client_ip.to_string(),
+        },
+    };
+    let mut resp = admit(fair, caller, who, &tier, limits, parts, body, next).await;
+    resp.extensions_mut().insert(subject);
+    resp
+}
+
+/// Steps 2 to 4 of the module documentation, for an identified caller.
+#[allow(clippy::too_many_arguments)]
+async fn admit(
+    fair: &FairUse,
+    caller: Result<Caller, ApiError>,
+    who: CallerId,
+    tier: &str,
+    limits: &datagate_core::TierConfig,
+    mut parts: axum::http::request::Parts,
+    body: Body,
+    next: Next,
+) -> Response {
     let tier = tier.to_string();
     let rate = fair.limiter.check(&tier, &who);
     if let Some(d) = rate.as_ref().filter(|d| !d.allowed) {

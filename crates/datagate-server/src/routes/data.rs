@@ -7,12 +7,14 @@
 //! errors keep their status), then stream.
 
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
+use crate::audit::DataAccess;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use datagate_audit::DatasetVersion;
 use datagate_query::encode::Format;
 use datagate_query::execute::{self, Deadline, RowCap};
 use datagate_query::plan_info::{self, DatasetRead};
@@ -112,6 +114,7 @@ pub async fn rows(
         &read.read,
         Some(&read.tag),
         None,
+        None,
     )
 }
 
@@ -161,6 +164,7 @@ pub async fn export(
         &read.read,
         Some(&read.tag),
         Some(&filename),
+        None,
     )
 }
 
@@ -365,11 +369,19 @@ async fn run_query(
         next_if_more: None,
         truncate: true,
     };
-    stream_response(started, format, cap, &read, tag.as_deref(), None)
+    stream_response(
+        started,
+        format,
+        cap,
+        &read,
+        tag.as_deref(),
+        None,
+        Some(text),
+    )
 }
 
 /// The format from `format=`, else from `Accept` (JSON when neither says).
-fn negotiate(param: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
+pub(crate) fn negotiate(param: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
     if let Some(name) = param.filter(|n| !n.is_empty()) {
         return Format::from_name(name).ok_or_else(|| {
             ApiError::bad_request(format!(
@@ -447,6 +459,7 @@ fn set_data_headers(h: &mut HeaderMap, read: &[DatasetRead], tag: Option<&str>) 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
+#[allow(clippy::too_many_arguments)]
 fn stream_response(
     started: execute::Started,
     format: Format,
@@ -454,9 +467,11 @@ fn stream_response(
     read: &[DatasetRead],
     tag: Option<&str>,
     attachment: Option<&str>,
+    query_text: Option<&str>,
 ) -> Result<Response, ApiError> {
     let bytes = Arc::new(AtomicU64::new(0));
     let started_at = Instant::now();
+    let (report_tx, report_rx) = tokio::sync::oneshot::channel();
     let rx = execute::stream_encoded(started, format, cap, bytes, move |report| {
         tracing::info!(
             rows = report.rows,
@@ -467,6 +482,7 @@ fn stream_response(
         );
         metrics::counter!("datagate_data_bytes_total").increment(report.bytes);
         metrics::counter!("datagate_data_rows_total").increment(report.rows);
+        let _ = report_tx.send(report);
     })?;
     // `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
     let mut rx = rx;
@@ -478,11 +494,44 @@ fn stream_response(
         HeaderValue::from_static(format.content_type()),
     );
     set_data_headers(h, read, tag);
+    resp.extensions_mut().insert(DataAccess {
+        datasets: read
+            .iter()
+            .map(|d| DatasetVersion {
+                name: d.name.clone(),
+                version: d.version,
+            })
+            .collect(),
+        query_text: query_text.map(str::to_string),
+        report: report_rx,
+    });
+    let h = resp.headers_mut();
     if let Some(name) = attachment
         && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
     {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
+    Ok(resp)
+}
+
+/// An audit-trail answer streamed like data (no dataset versions, no caching).
+pub(crate) fn stream_audit(
+    started: execute::Started,
+    format: Format,
+    query_text: Option<&str>,
+) -> Result<Response, ApiError> {
+    let mut resp = stream_response(
+        started,
+        format,
+        RowCap::default(),
+        &[],
+        None,
+        None,
+        query_text,
+    )?;
+    resp.headers_mut().remove("x-dataset-versions");
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
 

@@ -1,6 +1,7 @@
 //! The routes, one module per area of API.md §5.
 
 pub mod applications;
+pub mod audit;
 pub mod catalog;
 pub mod data;
 pub mod dcat;
@@ -71,6 +72,11 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(keys::revoke_key).patch(keys::update_key),
         )
         .route("/api/v1/me", get(keys::me))
+        .route("/api/v1/audit/events", get(audit::events))
+        .route("/api/v1/audit/query", post(audit::query))
+        .route("/api/v1/audit/verify", get(audit::verify))
+        .route("/api/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/api/v1/audit/public-key", get(audit::public_key))
         .route("/catalog/data.json", get(dcat::data_json))
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)

@@ -35,7 +35,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             .map(|_| "ok".to_string())
             .unwrap_or_else(|e| e.to_string()),
     );
-    let ready = catalog.is_ok() && storage.is_ok();
+    let audit = state.audit.failed();
+    checks.insert(
+        "audit".to_string(),
+        audit.clone().unwrap_or_else(|| "ok".to_string()),
+    );
+    let ready = catalog.is_ok() && storage.is_ok() && audit.is_none();
     let status = if ready {
         StatusCode::OK
     } else {

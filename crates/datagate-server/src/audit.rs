@@ -1,0 +1,349 @@
+//! The audit layer (API.md §5 "Audit"): every request under `/api/` and `/catalog/` leaves a
+//! record in the audit log, refused ones included, and nothing leaves the gateway before the
+//! record that announces it is durable.
+//!
+//! - A request that sends no data gets one `request` record, durable before its answer leaves.
+//! - A data response (rows, export, SQL) gets a `begin` record — with the dataset versions the
+//!   plan read, put in the response by the handler ([`DataAccess`]) — durable before its first
+//!   byte, and an `end` record when the stream ends: rows, bytes, duration, and whether it
+//!   completed, the client disconnected, or it failed.
+//! - Identical refusals (429) of one caller on one route within one second are written once
+//!   in full and then counted: one `refusals` record per second carries the count of the rest,
+//!   so a flood cannot flood the log, and no refusal goes uncounted.
+//! - If the log cannot be written, audited requests get 503 and no data (fail-closed).
+//!
+//! Who the caller was comes from the fair-use layer ([`AuditSubject`]), which identifies it.
+
+use crate::problem::{ApiError, ProblemDetail, current_request_id};
+use crate::state::AppState;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use datagate_audit::{AuditLog, DatasetVersion, Event, Kind};
+use datagate_query::execute::{Outcome, Report};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Who made a request, as the fair-use layer identified it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSubject {
+    pub key_id: String,
+    pub role: String,
+    pub department: Option<String>,
+    pub tier: String,
+    pub client_ip: String,
+}
+
+/// What a data response reads, set by the data handlers on their streaming responses.
+pub struct DataAccess {
+    pub datasets: Vec<DatasetVersion>,
+    pub query_text: Option<String>,
+    /// The encoder's report when the stream ends.
+    pub report: tokio::sync::oneshot::Receiver<Report>,
+}
+
+// `Response` extensions must be `Clone`; the receiver is taken out once.
+impl Clone for DataAccess {
+    fn clone(&self) -> Self {
+        let (_, report) = tokio::sync::oneshot::channel();
+        Self {
+            datasets: self.datasets.clone(),
+            query_text: self.query_text.clone(),
+            report,
+        }
+    }
+}
+
+/// Counts refusals per caller, route and second (see the module documentation).
+#[derive(Default)]
+pub struct RefusalCounter {
+    seen: Mutex<HashMap<(String, String, u16), Window>>,
+}
+
+struct Window {
+    second: u64,
+    /// Refusals in this second after the first (which was written in full).
+    more: u64,
+    template: Event,
+}
+
+impl RefusalCounter {
+    /// Whether this refusal is to be written in full (the first of its second).
+    fn first_of_second(&self, event: &Event, log: &AuditLog) -> bool {
+        let key = (
+            event.key_id.clone() + "|" + &event.client_ip,
+            event.action.clone(),
+            event.status,
+        );
+        let now = unix_secs();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get_mut(&key) {
+            Some(w) if w.second == now => {
+                w.more += 1;
+                false
+            }
+            Some(w) => {
+                flush(w, log);
+                w.second = now;
+                w.template = event.clone();
+                true
+            }
+            None => {
+                seen.insert(
+                    key,
+                    Window {
+                        second: now,
+                        more: 0,
+                        template: event.clone(),
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Writes every count (at shutdown).
+    pub fn flush_all(&self, log: &AuditLog) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        for w in seen.values_mut() {
+            flush(w, log);
+        }
+        seen.clear();
+    }
+
+    /// Writes the counts of past seconds and forgets quiet callers (every second).
+    pub fn flush_past(&self, log: &AuditLog) {
+        let now = unix_secs();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, w| {
+            if w.second < now {
+                flush(w, log);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+fn flush(w: &mut Window, log: &AuditLog) {
+    if w.more > 0 {
+        let mut e = w.template.clone();
+        e.kind = Some(Kind::Refusals);
+        e.event_id = uuid::Uuid::now_v7().to_string();
+        e.request_id = String::new();
+        e.count = w.more;
+        e.duration_ms = 0;
+        log.append_detached(e);
+        w.more = 0;
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Flushes refusal counts every second for as long as the log lives.
+pub fn spawn_refusal_flusher(counter: Arc<RefusalCounter>, log: AuditLog) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            counter.flush_past(&log);
+        }
+    });
+}
+
+/// The action a route stands for.
+fn action_of(method: &Method, route: &str) -> String {
+    let m = method.as_str();
+    let a = match (m, route) {
+        ("GET", "/api/v1/departments") => "catalog.departments",
+        ("POST", "/api/v1/departments") => "catalog.create_department",
+        ("GET", "/api/v1/datasets") => "catalog.datasets",
+        ("POST", "/api/v1/datasets") => "catalog.register",
+        ("GET", "/api/v1/datasets/{dept}/{name}") => "catalog.dataset",
+        ("PATCH", "/api/v1/datasets/{dept}/{name}") => "catalog.update",
+        ("DELETE", "/api/v1/datasets/{dept}/{name}") => "catalog.unpublish",
+        ("GET", "/api/v1/datasets/{dept}/{name}/versions") => "catalog.versions",
+        ("POST", "/api/v1/datasets/{dept}/{name}/versions") => "publish.upload",
+        ("GET", "/api/v1/datasets/{dept}/{name}/rows") => "data.rows",
+        ("GET", "/api/v1/datasets/{dept}/{name}/export") => "data.export",
+        ("GET" | "POST", "/api/v1/query") => "data.query",
+        ("POST", "/api/v1/datasets/{dept}/{name}/applications") => "access.apply",
+        ("GET", "/api/v1/applications") => "access.applications",
+        ("POST", "/api/v1/applications/{id}/approve") => "access.approve",
+        ("POST", "/api/v1/applications/{id}/reject") => "access.reject",
+        ("GET", "/api/v1/grants") => "access.grants",
+        ("DELETE", "/api/v1/grants/{id}") => "access.revoke_grant",
+        ("POST", "/api/v1/keys") => "keys.create",
+        ("GET", "/api/v1/keys") => "keys.list",
+        ("DELETE", "/api/v1/keys/{id}") => "keys.revoke",
+        ("PATCH", "/api/v1/keys/{id}") => "keys.update",
+        ("GET", "/api/v1/me") => "keys.me",
+        ("GET", "/api/v1/audit/events") => "audit.events",
+        ("POST", "/api/v1/audit/query") => "audit.query",
+        ("GET", "/api/v1/audit/verify") => "audit.verify",
+        ("GET", "/api/v1/audit/checkpoint") => "audit.checkpoint",
+        ("GET", "/api/v1/audit/public-key") => "audit.public_key",
+        ("GET", "/catalog/data.json") => "catalog.dcat",
+        _ => return format!("other {m} {route}"),
+    };
+    a.to_string()
+}
+
+/// The dataset a `/api/v1/datasets/{dept}/{name}...` request names.
+fn dataset_of(route: &str, path: &str) -> Vec<DatasetVersion> {
+    if !route.starts_with("/api/v1/datasets/{dept}/{name}") {
+        return Vec::new();
+    }
+    let mut parts = path.trim_start_matches('/').split('/').skip(3);
+    match (parts.next(), parts.next()) {
+        (Some(d), Some(n)) => vec![DatasetVersion {
+            name: format!("{d}.{n}"),
+            version: None,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn unavailable(why: &str) -> Response {
+    let mut resp = ApiError::unavailable(format!(
+        "the audit log cannot be written ({why}); no access is possible without a record — \
+         an operator must restart the gateway"
+    ))
+    .with("component", "audit")
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    resp
+}
+
+/// The middleware; see the module documentation.
+pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !(path.starts_with("/api/") || path.starts_with("/catalog/")) {
+        return next.run(req).await;
+    }
+    let log = state.audit.clone();
+    if let Some(why) = log.failed() {
+        return unavailable(&why);
+    }
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| path.to_string(), |p| p.as_str().to_string());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(512)
+        .collect::<String>();
+    let datasets = dataset_of(&route, req.uri().path());
+    let mut resp = next.run(req).await;
+    let subject = resp
+        .extensions_mut()
+        .remove::<AuditSubject>()
+        .unwrap_or_default();
+    let access = resp.extensions_mut().remove::<DataAccess>();
+    let status = resp.status().as_u16();
+    let mut event = Event {
+        kind: Some(Kind::Request),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        request_id: current_request_id(),
+        key_id: if subject.key_id.is_empty() {
+            "anonymous".to_string()
+        } else {
+            subject.key_id
+        },
+        role: if subject.role.is_empty() {
+            "anonymous".to_string()
+        } else {
+            subject.role
+        },
+        department: subject.department,
+        tier: subject.tier,
+        client_ip: subject.client_ip,
+        user_agent,
+        method: method.to_string(),
+        path: path_and_query,
+        action: action_of(&method, &route),
+        datasets,
+        status,
+        error: resp
+            .extensions()
+            .get::<ProblemDetail>()
+            .map(|d| d.0.clone()),
+        count: 1,
+        ..Default::default()
+    };
+    match access {
+        Some(access) if resp.status() == StatusCode::OK => {
+            event.kind = Some(Kind::Begin);
+            event.datasets = access.datasets;
+            event.query_sha256 = access
+                .query_text
+                .as_deref()
+                .map(datagate_audit::record::query_sha256);
+            event.query_text = access.query_text;
+            event.duration_ms = start.elapsed().as_millis() as u64;
+            let timer = Instant::now();
+            let begun = log.append(event.clone()).await;
+            metrics::histogram!("datagate_audit_wait_seconds")
+                .record(timer.elapsed().as_secs_f64());
+            if let Err(e) = begun {
+                // Dropping the response cancels the query: no data leaves.
+                return unavailable(&e.to_string());
+            }
+            let report = access.report;
+            tokio::spawn(async move {
+                let report = report.await.ok();
+                let mut end = event;
+                end.kind = Some(Kind::End);
+                end.duration_ms = start.elapsed().as_millis() as u64;
+                match report {
+                    Some(r) => {
+                        end.rows_returned = r.rows;
+                        end.bytes_returned = r.bytes;
+                        let (outcome, error) = match r.outcome {
+                            Outcome::Completed => ("completed", None),
+                            Outcome::Disconnected => ("disconnected", None),
+                            Outcome::Failed(e) => ("failed", Some(e)),
+                        };
+                        end.outcome = Some(outcome.to_string());
+                        end.error = error;
+                    }
+                    None => end.outcome = Some("disconnected".to_string()),
+                }
+                log.append_detached(end);
+            });
+            resp
+        }
+        _ => {
+            event.duration_ms = start.elapsed().as_millis() as u64;
+            if status == 429 && !state.refusals.first_of_second(&event, &log) {
+                return resp;
+            }
+            let timer = Instant::now();
+            let written = log.append(event).await;
+            metrics::histogram!("datagate_audit_wait_seconds")
+                .record(timer.elapsed().as_secs_f64());
+            match written {
+                Ok(_) => resp,
+                Err(e) => unavailable(&e.to_string()),
+            }
+        }
+    }
+}
