@@ -8,6 +8,7 @@ mod harness;
 
 mod access;
 mod admin_key;
+mod audit;
 mod catalog_api;
 mod config_errors;
 mod data_api;

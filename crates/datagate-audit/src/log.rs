@@ -73,6 +73,8 @@ enum Msg {
 }
 
 struct Shared {
+    /// Batches written, each with one fsync.
+    batches: std::sync::atomic::AtomicU64,
     failed: Mutex<Option<String>>,
     head: Mutex<(u64, String)>,
     checkpoint: Mutex<Option<Checkpoint>>,
@@ -105,6 +107,7 @@ impl AuditLog {
             .append(true)
             .open(&checkpoints_path)?;
         let shared = Arc::new(Shared {
+            batches: std::sync::atomic::AtomicU64::new(0),
             failed: Mutex::new(None),
             head: Mutex::new((seq, prev.clone())),
             checkpoint: Mutex::new(latest),
@@ -183,6 +186,13 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Batches written so far (each made durable with one fsync).
+    pub fn batches_written(&self) -> u64 {
+        self.shared
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The last durable record: `(seq, hash)`.
@@ -404,6 +414,9 @@ impl Writer {
             }
             return;
         }
+        self.shared
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.seq = seq;
         self.prev = prev.clone();
         *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = (seq, prev);

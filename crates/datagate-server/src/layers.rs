@@ -116,5 +116,11 @@ async fn request_context(req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
+    if status == 413 {
+        // The rest of the refused body is never read: say the connection ends, so a client
+        // does not reuse it for its next request.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
