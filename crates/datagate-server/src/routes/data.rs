@@ -485,8 +485,24 @@ fn stream_response(
         let _ = report_tx.send(report);
     })?;
     // `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
+    // An error is held back for one poll: the server then flushes the head and the data
+    // already encoded (the begin record's fsync may have let several chunks queue up), so the
+    // client sees a 200 whose body breaks, not a connection closed before any answer.
     let mut rx = rx;
-    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut held_error = None;
+    let body = futures::stream::poll_fn(move |cx| {
+        if let Some(e) = held_error.take() {
+            return std::task::Poll::Ready(Some(e));
+        }
+        match rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                held_error = Some(Err(e));
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+            other => other,
+        }
+    });
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();
     h.insert(
