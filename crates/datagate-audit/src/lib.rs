@@ -6,8 +6,10 @@
 //!   batch of concurrent appends), fail-closed on a write error, tail recovery on open;
 //! - [`checkpoint`]: Ed25519-signed `(seq, hash, time)` checkpoints;
 //! - [`verify`]: recomputes the chain and checkpoints, offline too, naming the first bad `seq`;
+//! - [`archive`]: byte-for-byte copies of sealed segments in an object store, verifiable alone;
 //! - [`reader`]: records for review, and as Arrow for SQL over `audit.events`.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod error;
 pub mod log;

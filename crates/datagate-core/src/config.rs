@@ -317,6 +317,11 @@ pub struct AuditConfig {
     pub checkpoint_every_records: u64,
     /// ...or this many seconds, whichever comes first, and at shutdown.
     pub checkpoint_every_secs: u64,
+    /// `object_store` URL where sealed segments, checkpoints and the public key are copied
+    /// (e.g. `s3://bucket/audit/` or `file:///backup/audit/`); empty = no archive.
+    pub archive_url: String,
+    /// How often new sealed segments are copied to the archive.
+    pub archive_every_secs: u64,
 }
 
 impl Default for AuditConfig {
@@ -326,6 +331,8 @@ impl Default for AuditConfig {
             segment_max_bytes: 64 * 1024 * 1024,
             checkpoint_every_records: 10_000,
             checkpoint_every_secs: 60,
+            archive_url: String::new(),
+            archive_every_secs: 300,
         }
     }
 }

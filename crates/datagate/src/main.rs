@@ -121,6 +121,10 @@ enum AuditAction {
         /// audit directory.
         #[arg(long)]
         public_key: Option<String>,
+        /// An audit directory to verify (e.g. a fetched archive) instead of the data
+        /// directory's.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -328,6 +332,24 @@ fn run_serve(cfg: Config) -> Result<()> {
         })
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
         tracing::info!(dir = %audit_dir.display(), head_seq = recovery.head_seq, cut_bytes = recovery.cut_bytes, "audit log open");
+        if !cfg.audit.archive_url.is_empty() {
+            let url = url::Url::parse(&cfg.audit.archive_url)
+                .context("invalid configuration: key `audit.archive_url`")?;
+            let archive = datagate_audit::archive::Archive::open(&url)
+                .with_context(|| format!("cannot open the audit archive {url}"))?;
+            let (log, every) = (audit.clone(), cfg.audit.archive_every_secs.max(1));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+                loop {
+                    tick.tick().await;
+                    match archive.sync(log.dir(), log.public_key()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(segments = n, "audit segments archived"),
+                        Err(e) => tracing::warn!(error = %e, "audit archive failed; retrying later"),
+                    }
+                }
+            });
+        }
         let refusals = Arc::new(datagate_server::audit::RefusalCounter::default());
         datagate_server::audit::spawn_refusal_flusher(refusals.clone(), audit.clone());
         let config = Arc::new(cfg.clone());
@@ -518,8 +540,9 @@ fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
         AuditAction::Verify {
             checkpoint,
             public_key,
+            dir,
         } => {
-            let dir = cfg.storage.audit_dir(&cfg.audit);
+            let dir = dir.unwrap_or_else(|| cfg.storage.audit_dir(&cfg.audit));
             if !dir.is_dir() {
                 bail!("no audit log at {}", dir.display());
             }
