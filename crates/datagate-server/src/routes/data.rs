@@ -14,6 +14,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use datagate_audit::DatasetVersion;
 use datagate_query::encode::Format;
 use datagate_query::execute::{self, Deadline, RowCap};
@@ -21,8 +22,11 @@ use datagate_query::plan_info::{self, DatasetRead};
 use datagate_query::rows::{self, Paging, RowsRequest};
 use datagate_query::sql;
 use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
 use utoipa::{IntoParams, ToSchema};
@@ -237,6 +241,8 @@ async fn read_dataset(
         rows::plan_rows(&session, &snapshot, &dataset.primary_key, &request, paging),
     )
     .await?;
+    // What the plan's table scans read (the audit record's datasets): the pinned snapshot.
+    let read = plan_info::datasets_read(&plan);
     let started = execute::start(&session, plan, deadline).await?;
     Ok(Ok(StartedRead {
         started,
@@ -485,20 +491,25 @@ fn stream_response(
         let _ = report_tx.send(report);
     })?;
     // `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
-    // An error is held back for one poll: the server then flushes the head and the data
-    // already encoded (the begin record's fsync may have let several chunks queue up), so the
-    // client sees a 200 whose body breaks, not a connection closed before any answer.
+    // An error is held back a moment so the server writes out the head and the rows already
+    // encoded first (the begin record's fsync may have let the encoder run ahead to the error,
+    // and compression holds data until it is polled again): the client then sees a 200 whose
+    // body breaks, not a connection closed before any answer.
     let mut rx = rx;
-    let mut held_error = None;
+    let mut held: Option<(StreamItem, Pin<Box<tokio::time::Sleep>>)> = None;
     let body = futures::stream::poll_fn(move |cx| {
-        if let Some(e) = held_error.take() {
-            return std::task::Poll::Ready(Some(e));
+        if let Some((_, delay)) = held.as_mut() {
+            if delay.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            return Poll::Ready(held.take().map(|(e, _)| e));
         }
         match rx.poll_recv(cx) {
-            std::task::Poll::Ready(Some(Err(e))) => {
-                held_error = Some(Err(e));
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
+            Poll::Ready(Some(Err(e))) => {
+                let mut delay = Box::pin(tokio::time::sleep(Duration::from_millis(100)));
+                let _ = delay.as_mut().poll(cx);
+                held = Some((Err(e), delay));
+                Poll::Pending
             }
             other => other,
         }
@@ -550,6 +561,9 @@ pub(crate) fn stream_audit(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
+
+/// One item of a response body stream.
+type StreamItem = Result<Bytes, execute::StreamError>;
 
 /// The URL of the page after this one, pinned to the version read.
 fn next_page_url(
