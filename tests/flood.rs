@@ -5,12 +5,9 @@
 #[allow(dead_code)]
 mod harness;
 
-use harness::{Options, Server};
+use harness::{Options, Server, admin_env, new_key};
 use reqwest::Client;
-use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-const ADMIN: &str = "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// 200 connections hammer the gateway with requests that are refused, for 30 s
 /// (`DATAGATE_FLOOD_SECS` changes it); a well-behaved key keeps being served quickly and the
@@ -22,33 +19,18 @@ async fn a_flood_of_refused_requests_leaves_others_served_and_memory_flat() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let s = Server::start(Options {
-        env: [("DATAGATE_ADMIN_KEY", ADMIN)]
-            .into_iter()
-            .chain([
-                // Behind a trusted proxy (the test itself): every flooder is its own address.
-                ("DATAGATE_RATE_LIMITS__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
-                ("DATAGATE_TIERS__ANONYMOUS__REQUESTS", "1"),
-                ("DATAGATE_TIERS__ANONYMOUS__WINDOW_SECS", "3600"),
-                ("DATAGATE_TIERS__ANONYMOUS__BURST", "1"),
-            ])
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        env: admin_env(&[
+            // Behind a trusted proxy (the test itself): every flooder is its own address.
+            ("DATAGATE_RATE_LIMITS__TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+            ("DATAGATE_TIERS__ANONYMOUS__REQUESTS", "1"),
+            ("DATAGATE_TIERS__ANONYMOUS__WINDOW_SECS", "3600"),
+            ("DATAGATE_TIERS__ANONYMOUS__BURST", "1"),
+        ]),
         ..Default::default()
     })
     .await;
     let c = Client::new();
-    let r = c
-        .post(s.url("/api/v1/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "well-behaved", "role": "consumer"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let good_key = r.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let good_key = new_key(&s, "consumer", None).await;
     let end = Instant::now() + Duration::from_secs(secs);
     let mut flood = Vec::new();
     for i in 0..200u32 {

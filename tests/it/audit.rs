@@ -3,35 +3,12 @@
 //! verification through the API and offline (tampering named at its first bad seq, a kept
 //! checkpoint still extended); review by events and SQL, for auditors only.
 
-use crate::harness::{Options, Server, copy_dir, run};
+use crate::harness::{ADMIN, Options, Server, admin_env as env, copy_dir, new_key, run};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-
-const ADMIN: &str = "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v = vec![("DATAGATE_ADMIN_KEY".to_string(), ADMIN.to_string())];
-    v.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    v
-}
-
-async fn new_key(s: &Server, c: &Client, role: &str, tier: &str) -> String {
-    let r = c
-        .post(s.url("/api/v1/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "audit test", "role": role, "tier": tier}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// Every record of the log in `data_dir`, read from the segment files.
 fn records(data_dir: &Path) -> Vec<Value> {
@@ -68,8 +45,8 @@ async fn every_request_of_every_outcome_leaves_exactly_one_record() {
     })
     .await;
     let c = Client::new();
-    let consumer = new_key(&s, &c, "consumer", "standard").await;
-    let limited = new_key(&s, &c, "consumer", "premium").await;
+    let consumer = new_key(&s, "consumer", Some("standard")).await;
+    let limited = new_key(&s, "consumer", Some("premium")).await;
     let publisher = {
         let r = c
             .post(s.url("/api/v1/keys"))
@@ -367,8 +344,8 @@ async fn auditors_review_verify_and_keep_checkpoints() {
     })
     .await;
     let c = Client::new();
-    let auditor = new_key(&s, &c, "auditor", "standard").await;
-    let consumer = new_key(&s, &c, "consumer", "standard").await;
+    let auditor = new_key(&s, "auditor", Some("standard")).await;
+    let consumer = new_key(&s, "consumer", Some("standard")).await;
     for _ in 0..6 {
         let r = c
             .get(s.url("/api/v1/datasets/transport/bus_lines/rows?limit=2"))

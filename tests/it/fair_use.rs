@@ -3,33 +3,10 @@
 //! shedding, the daily byte quota across a restart, and a flood of refused requests that leaves
 //! a well-behaved client served and the server's memory flat.
 
-use crate::harness::{Options, Server};
+use crate::harness::{ADMIN, Options, Server, admin_env as env, new_key};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-const ADMIN: &str = "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut v = vec![("DATAGATE_ADMIN_KEY".to_string(), ADMIN.to_string())];
-    v.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    v
-}
-
-async fn new_key(s: &Server, c: &Client, role: &str) -> String {
-    let r = c
-        .post(s.url("/api/v1/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "fair-use test", "role": role}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<Value>().await.unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// `"tier";q=..;w=..` and `"tier";r=..;t=..` parsed into (name, {param: value}).
 fn parse_item(v: &str) -> (String, std::collections::HashMap<String, u64>) {
@@ -183,8 +160,8 @@ async fn keys_are_limited_independently_and_an_admin_changes_a_tier() {
     .await;
     let c = Client::new();
     let (a, b) = (
-        new_key(&s, &c, "consumer").await,
-        new_key(&s, &c, "consumer").await,
+        new_key(&s, "consumer", None).await,
+        new_key(&s, "consumer", None).await,
     );
     let get = |key: &str| {
         c.get(s.url("/api/v1/datasets"))
@@ -271,9 +248,9 @@ async fn concurrency_cap_and_load_shedding_leave_catalog_reads_fast() {
     .await;
     let c = Client::new();
     let keys = [
-        new_key(&s, &c, "consumer").await,
-        new_key(&s, &c, "consumer").await,
-        new_key(&s, &c, "consumer").await,
+        new_key(&s, "consumer", None).await,
+        new_key(&s, "consumer", None).await,
+        new_key(&s, "consumer", None).await,
     ];
     let query = |key: &str| {
         c.post(s.url("/api/v1/query"))
@@ -379,8 +356,8 @@ async fn daily_byte_quota_completes_the_started_export_and_survives_a_restart() 
     let mut s = Server::start_in(&data_dir, opts.clone()).await;
     let c = Client::new();
     let (a, b) = (
-        new_key(&s, &c, "consumer").await,
-        new_key(&s, &c, "consumer").await,
+        new_key(&s, "consumer", None).await,
+        new_key(&s, "consumer", None).await,
     );
     // An export far larger than the quota starts within it, so it completes.
     let r = c

@@ -245,3 +245,37 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The admin key the fair-use, audit and flood tests start servers with.
+#[allow(dead_code)] // not every test binary uses it
+pub const ADMIN: &str =
+    "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// `DATAGATE_ADMIN_KEY` = [`ADMIN`] and `pairs`, as server environment.
+#[allow(dead_code)]
+pub fn admin_env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut v = vec![("DATAGATE_ADMIN_KEY".to_string(), ADMIN.to_string())];
+    v.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    v
+}
+
+/// A new key of `role` (in `tier`, else the role's default), created by [`ADMIN`].
+#[allow(dead_code)]
+pub async fn new_key(s: &Server, role: &str, tier: Option<&str>) -> String {
+    let mut body = serde_json::json!({"name": "test key", "role": role});
+    if let Some(t) = tier {
+        body["tier"] = t.into();
+    }
+    let r = reqwest::Client::new()
+        .post(s.url("/api/v1/keys"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<serde_json::Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
