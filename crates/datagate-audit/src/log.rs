@@ -61,7 +61,7 @@ pub const SIGNING_KEY_FILE: &str = "signing.key";
 /// What opening found.
 #[derive(Debug, Clone, Default)]
 pub struct Recovery {
-    /// The last whole record: `(seq, hash)`; `(0, GENESIS)` for an empty log.
+    /// The `seq` of the last whole record (0 for an empty log).
     pub head_seq: u64,
     /// Bytes of a torn record cut from the last segment.
     pub cut_bytes: u64,
@@ -78,6 +78,15 @@ struct Shared {
     failed: Mutex<Option<String>>,
     head: Mutex<(u64, String)>,
     checkpoint: Mutex<Option<Checkpoint>>,
+}
+
+impl Shared {
+    fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// The audit log; cheap to clone.
@@ -181,11 +190,7 @@ impl AuditLog {
 
     /// Why the log is failed, if it is.
     pub fn failed(&self) -> Option<String> {
-        self.shared
-            .failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.failed()
     }
 
     /// Batches written so far (each made durable with one fsync).
@@ -352,11 +357,7 @@ impl Writer {
     }
 
     fn failed(&self) -> Option<String> {
-        self.shared
-            .failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.failed()
     }
 
     /// Runs an I/O step; a failure fails the log for good.

@@ -51,8 +51,6 @@ pub fn split_lines(data: &[u8]) -> (Vec<(usize, &[u8])>, usize) {
 
 /// Makes a new directory entry durable (after creating or renaming a file in `dir`).
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
     std::fs::File::open(dir)?.sync_all()?;
-    let _ = dir;
     Ok(())
 }
