@@ -315,13 +315,28 @@ async fn sql_joins_params_caps_and_limits() {
         "https://datagate.dev/problems/query-memory-limit"
     );
 
-    // Over the time limit: 504 within about the limit.
-    let started = Instant::now();
+    // Over the cost budget (5,000³ row pairs): 422 before anything runs.
     let (st, body) = query(
         &c,
         &s,
         json!({"sql": "SELECT max(a.uscc || b.uscc || c.uscc) FROM market.market_entities a \
                         CROSS JOIN market.market_entities b CROSS JOIN market.market_entities c",
+               "timeout_ms": 300}),
+    )
+    .await;
+    assert_eq!(st, 422, "{body}");
+    assert_eq!(
+        body["type"],
+        "https://datagate.dev/problems/query-over-limit"
+    );
+
+    // Over the time limit: 504 within about the limit.
+    let started = Instant::now();
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+                        SELECT count(*) FROM r",
                "timeout_ms": 300}),
     )
     .await;

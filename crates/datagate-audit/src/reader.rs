@@ -30,6 +30,7 @@ pub fn for_each_record(dir: &Path, mut f: impl FnMut(Record)) -> Result<()> {
 pub fn events_schema() -> SchemaRef {
     let text = |n: &str| Field::new(n, DataType::Utf8, true);
     let int = |n: &str| Field::new(n, DataType::Int64, false);
+    let nullable_int = |n: &str| Field::new(n, DataType::Int64, true);
     Arc::new(Schema::new(vec![
         Field::new("seq", DataType::UInt64, false),
         Field::new(
@@ -57,6 +58,7 @@ pub fn events_schema() -> SchemaRef {
         int("rows_returned"),
         int("bytes_returned"),
         int("duration_ms"),
+        nullable_int("cpu_ms"),
         text("outcome"),
         int("count"),
         text("prev_hash"),
@@ -117,6 +119,12 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
         int(&|r| r.event.rows_returned),
         int(&|r| r.event.bytes_returned),
         int(&|r| r.event.duration_ms),
+        Arc::new(
+            records
+                .iter()
+                .map(|r| r.event.cpu_ms.map(|c| i64::try_from(c).unwrap_or(i64::MAX)))
+                .collect::<Int64Array>(),
+        ),
         text(&|r| r.event.outcome.clone()),
         int(&|r| r.event.count),
         text(&|r| s(&r.prev_hash)),

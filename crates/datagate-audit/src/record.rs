@@ -77,7 +77,12 @@ pub struct Event {
     pub rows_returned: u64,
     pub bytes_returned: u64,
     pub duration_ms: u64,
-    /// For `end`: `completed`, `disconnected` or `failed`.
+    /// For `end`: thread CPU time the query used on the query executor, in milliseconds.
+    /// Absent from records of other kinds (and from records written before it existed), so
+    /// their lines, and hashes, are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// For `end`: `completed`, `disconnected`, `failed` or `cancelled` (stopped at shutdown).
     pub outcome: Option<String>,
     /// How many requests this record stands for (more than 1 only for `refusals`).
     pub count: u64,

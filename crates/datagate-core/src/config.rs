@@ -27,6 +27,7 @@ pub struct Config {
     pub log: LogConfig,
     pub ingest: IngestConfig,
     pub limits: LimitsConfig,
+    pub query: QueryConfig,
     pub rate_limits: RateLimitsConfig,
     pub admission: AdmissionConfig,
     pub audit: AuditConfig,
@@ -201,6 +202,28 @@ pub struct LimitsConfig {
     pub max_sql_bytes: usize,
     /// Deepest accepted nesting of a SQL expression or statement.
     pub max_expr_depth: usize,
+    /// Deepest accepted nesting of logic (`NOT`, `AND`, `OR`, `CASE`) in one expression: the
+    /// optimizer's boolean rewrites grow exponentially with it.
+    pub max_logic_depth: usize,
+    /// Expression nodes one statement (or `where`) may hold, function arguments included.
+    pub max_expr_nodes: usize,
+    /// Tables (dataset references) one statement may name, subqueries and CTEs included.
+    pub max_statement_tables: usize,
+    /// Common table expressions one statement may define.
+    pub max_statement_ctes: usize,
+    /// Largest value (bytes) a string function (`repeat`, `lpad`, `rpad`, `replace`,
+    /// `concat`, ...) may build; a larger one is refused with 422 before it is allocated.
+    pub max_value_bytes: u64,
+    /// Largest batch of values (bytes) such a function may build at once; a larger one is
+    /// refused with 422 before it is allocated.
+    pub max_batch_bytes: u64,
+    /// Row pairs a cross join or nested-loop join may compare (rows of one side times rows of
+    /// the other, from the pinned versions' statistics); beyond it the plan is refused with
+    /// 422 before it runs. Multiplied by the caller's tier `query_budget`.
+    pub max_join_pairs: u64,
+    /// Rows a full sort or window may take as input (estimated from the pinned versions'
+    /// statistics); beyond it the plan is refused with 422. Multiplied by `query_budget`.
+    pub max_sort_rows: u64,
 }
 
 impl Default for LimitsConfig {
@@ -214,6 +237,14 @@ impl Default for LimitsConfig {
             export_timeout_secs: 3_600,
             max_sql_bytes: 65_536,
             max_expr_depth: 64,
+            max_logic_depth: 16,
+            max_expr_nodes: 4_096,
+            max_statement_tables: 32,
+            max_statement_ctes: 32,
+            max_value_bytes: 1024 * 1024,
+            max_batch_bytes: 64 * 1024 * 1024,
+            max_join_pairs: 100_000_000,
+            max_sort_rows: 20_000_000,
         }
     }
 }
@@ -228,12 +259,44 @@ impl Default for Config {
             log: LogConfig::default(),
             ingest: IngestConfig::default(),
             limits: LimitsConfig::default(),
+            query: QueryConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             admission: AdmissionConfig::default(),
             audit: AuditConfig::default(),
             tiers: default_tiers(),
         }
     }
+}
+
+/// The query executor: the thread pools every plan is planned and executed on, apart from the
+/// threads that serve connections, health checks, the catalog and the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Threads of the query pool; 0 = one per core.
+    pub threads: usize,
+    /// Share of those threads (0 to 1, at least one thread) that callers of tiers with
+    /// `query_pool = "public"` (anonymous, standard) may use together.
+    pub public_share: f64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            public_share: 0.5,
+        }
+    }
+}
+
+/// Which part of the query pool a tier's queries run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryPool {
+    /// Every query thread.
+    Reserved,
+    /// The `query.public_share` of them, shared by all public callers.
+    Public,
 }
 
 /// How callers are told apart and how limiter state is kept.
@@ -351,6 +414,12 @@ pub struct TierConfig {
     pub max_concurrent_queries: u32,
     /// Response bytes one caller may be sent per UTC day; 0 = no cap.
     pub daily_bytes: u64,
+    /// The query threads this tier's queries run on: `public` (a share, with every other
+    /// public caller) or `reserved` (all of them).
+    pub query_pool: QueryPool,
+    /// Multiplies the cost budgets of `[limits]` (`max_join_pairs`, `max_sort_rows`) for this
+    /// tier's queries.
+    pub query_budget: u64,
 }
 
 impl Default for TierConfig {
@@ -360,27 +429,36 @@ impl Default for TierConfig {
 }
 
 impl TierConfig {
-    const fn new(requests: u32, burst: u32, queries: u32, daily_bytes: u64) -> Self {
+    const fn new(
+        requests: u32,
+        burst: u32,
+        queries: u32,
+        daily_bytes: u64,
+        query_pool: QueryPool,
+        query_budget: u64,
+    ) -> Self {
         Self {
             requests,
             window_secs: 60,
             burst,
             max_concurrent_queries: queries,
             daily_bytes,
+            query_pool,
+            query_budget,
         }
     }
 
     pub const fn anonymous() -> Self {
-        Self::new(60, 20, 2, GIB)
+        Self::new(60, 20, 2, GIB, QueryPool::Public, 1)
     }
     pub fn standard() -> Self {
-        Self::new(600, 60, 4, 10 * GIB)
+        Self::new(600, 60, 4, 10 * GIB, QueryPool::Public, 4)
     }
     pub fn premium() -> Self {
-        Self::new(6_000, 300, 16, 100 * GIB)
+        Self::new(6_000, 300, 16, 100 * GIB, QueryPool::Reserved, 16)
     }
     pub fn internal() -> Self {
-        Self::new(60_000, 2_000, 32, 0)
+        Self::new(60_000, 2_000, 32, 0, QueryPool::Reserved, 64)
     }
 }
 
@@ -490,6 +568,7 @@ impl Config {
                 ("requests", u64::from(t.requests)),
                 ("window_secs", t.window_secs),
                 ("burst", u64::from(t.burst)),
+                ("query_budget", t.query_budget),
             ] {
                 if value == 0 {
                     return Err(ConfigError(format!(
@@ -497,6 +576,11 @@ impl Config {
                     )));
                 }
             }
+        }
+        if !(0.0..=1.0).contains(&self.query.public_share) {
+            return Err(ConfigError(
+                "invalid configuration: key `query.public_share` must be between 0 and 1".into(),
+            ));
         }
         self.rate_limits.trusted_networks()?;
         Ok(())

@@ -6,8 +6,11 @@
 //! the Parquet metadata and statistics caches) come from one base runtime.
 
 use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
+use crate::complexity::Complexity;
+use crate::executor::QueryExecutor;
 use crate::masking::MaskKey;
 use crate::policy::Principal;
+use crate::size_caps::{self, SizeCaps};
 use crate::{CATALOG_NAME, QueryError};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::config::ConfigNonZeroUsize;
@@ -38,6 +41,23 @@ pub struct QueryLimits {
     pub export_timeout: Option<Duration>,
     pub max_sql_bytes: usize,
     pub max_expr_depth: usize,
+    /// What a statement may hold before it is planned.
+    pub complexity: Complexity,
+    /// What string functions may build.
+    pub size_caps: SizeCaps,
+    /// Cost budgets checked before a plan runs (already multiplied by the caller's tier).
+    pub max_join_pairs: u64,
+    pub max_sort_rows: u64,
+}
+
+impl QueryLimits {
+    /// These limits with the cost budgets multiplied by a tier's `query_budget`.
+    pub fn with_budget(mut self, multiplier: u64) -> Self {
+        let m = multiplier.max(1);
+        self.max_join_pairs = self.max_join_pairs.saturating_mul(m);
+        self.max_sort_rows = self.max_sort_rows.saturating_mul(m);
+        self
+    }
 }
 
 impl From<&LimitsConfig> for QueryLimits {
@@ -51,6 +71,18 @@ impl From<&LimitsConfig> for QueryLimits {
                 .then(|| Duration::from_secs(c.export_timeout_secs)),
             max_sql_bytes: c.max_sql_bytes,
             max_expr_depth: c.max_expr_depth.max(1),
+            complexity: Complexity {
+                max_logic_depth: c.max_logic_depth.max(1),
+                max_expr_nodes: c.max_expr_nodes.max(1),
+                max_tables: c.max_statement_tables.max(1),
+                max_ctes: c.max_statement_ctes,
+            },
+            size_caps: SizeCaps {
+                value_bytes: c.max_value_bytes,
+                batch_bytes: c.max_batch_bytes,
+            },
+            max_join_pairs: c.max_join_pairs,
+            max_sort_rows: c.max_sort_rows,
         }
     }
 }
@@ -70,12 +102,25 @@ pub struct QueryEngine {
     limits: QueryLimits,
     /// Functions, planners and rules registered once; each request starts from a clone.
     base_state: SessionState,
+    executor: QueryExecutor,
 }
 
 /// One request's DataFusion session and the limits it runs under.
 pub struct RequestSession {
     pub ctx: SessionContext,
     pub limits: QueryLimits,
+    /// Whether the caller may see the engine's internals (file paths in `EXPLAIN`, engine
+    /// settings): admins only.
+    pub internals: bool,
+}
+
+impl RequestSession {
+    /// The session with the cost budgets of a tier's `query_budget`, and internals shown or not.
+    pub fn for_caller(mut self, query_budget: u64, internals: bool) -> Self {
+        self.limits = self.limits.with_budget(query_budget);
+        self.internals = internals;
+        self
+    }
 }
 
 impl QueryEngine {
@@ -86,6 +131,7 @@ impl QueryEngine {
         root_store: Arc<dyn ObjectStore>,
         limits: QueryLimits,
         mask_key: MaskKey,
+        executor: QueryExecutor,
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(
@@ -96,15 +142,18 @@ impl QueryEngine {
         let mut base = warehouse_url.clone();
         base.set_path("/");
         runtime.register_object_store(&base, root_store);
-        let base_state = SessionStateBuilder::new()
+        let mut base_state = SessionStateBuilder::new()
             .with_config(SessionConfig::new())
             .with_runtime_env(runtime.clone())
             .with_default_features()
             // No table functions: nothing reads files or generates rows outside the catalog.
             .with_table_functions(HashMap::new())
             .build();
+        size_caps::register(&mut base_state, limits.size_caps)
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
         Ok(Self {
             base_state,
+            executor,
             resolver: Resolver {
                 catalog: catalog.clone(),
                 warehouse_url,
@@ -118,6 +167,11 @@ impl QueryEngine {
 
     pub fn limits(&self) -> &QueryLimits {
         &self.limits
+    }
+
+    /// The pools every plan is planned and executed on.
+    pub fn executor(&self) -> &QueryExecutor {
+        &self.executor
     }
 
     /// A catalog of the published datasets of the given open levels, each at its current
@@ -249,6 +303,7 @@ impl QueryEngine {
         Ok(RequestSession {
             ctx: self.context(config, runtime, catalog),
             limits: self.limits.clone(),
+            internals: false,
         })
     }
 

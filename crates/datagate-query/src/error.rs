@@ -37,6 +37,17 @@ pub enum QueryError {
     /// The query ran past its time limit (504).
     #[error("the query ran past its time limit of {0} ms")]
     Timeout(u64),
+    /// The query is beyond a cost or size budget: refused before it runs, or stopped before an
+    /// allocation beyond its caps (422).
+    #[error("{0}")]
+    OverLimit(String),
+    /// The gateway is shutting down and stopped the query (503).
+    #[error("the gateway is shutting down; the query was stopped")]
+    ShuttingDown,
+    /// The engine panicked while running the query (caught: only this request fails). Size
+    /// overflows inside Arrow are the query's doing (422); anything else is a server bug (500).
+    #[error("the query failed inside the engine: {message}")]
+    Panicked { message: String, overflow: bool },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// Storage or internal failures; the text is for the logs.
@@ -59,6 +70,18 @@ impl QueryError {
             position,
             parameter: None,
         }
+    }
+
+    /// A caught panic, sorted by its message.
+    pub fn panicked(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = crate::executor::panic_message(payload.as_ref());
+        tracing::error!(panic = %message, "query panicked; the request fails, the gateway goes on");
+        metrics::counter!("datagate_query_panics_total").increment(1);
+        let lower = message.to_ascii_lowercase();
+        let overflow = ["overflow", "capacity", "too large", "exceeds"]
+            .iter()
+            .any(|w| lower.contains(w));
+        Self::Panicked { message, overflow }
     }
 
     /// Names the request parameter an `Invalid` error is about.
@@ -104,11 +127,21 @@ impl QueryError {
             // Arrow errors at run time come from the query's own expressions (a bad cast, a
             // division by zero, an overflow).
             DataFusionError::ArrowError(a, _) => match a.as_ref() {
+                arrow::error::ArrowError::ExternalError(inner) if inner.is::<regex::Error>() => {
+                    Self::invalid_at(format!("invalid regular expression: {inner}"), position)
+                }
                 arrow::error::ArrowError::IoError(..)
                 | arrow::error::ArrowError::ExternalError(_) => Self::Internal(e.to_string()),
                 other => Self::invalid_at(clean(&other.to_string()), position),
             },
+            // A pattern that does not compile is the query's fault, whichever rule met it.
+            DataFusionError::External(inner)
+                if inner.is::<regex::Error>() || inner.is::<regex_syntax::Error>() =>
+            {
+                Self::invalid_at(format!("invalid regular expression: {inner}"), position)
+            }
             DataFusionError::External(inner) => match inner.downcast_ref::<QueryError>() {
+                Some(QueryError::OverLimit(m)) => Self::OverLimit(m.clone()),
                 Some(QueryError::Catalog(c)) => Self::Internal(c.to_string()),
                 Some(q) => Self::Internal(q.to_string()),
                 None => Self::Internal(e.to_string()),
@@ -121,7 +154,12 @@ impl QueryError {
     pub fn is_client_error(&self) -> bool {
         !matches!(
             self,
-            Self::Internal(_) | Self::Catalog(CatalogError::Backend(_))
+            Self::Internal(_)
+                | Self::Catalog(CatalogError::Backend(_))
+                | Self::Panicked {
+                    overflow: false,
+                    ..
+                }
         )
     }
 }
@@ -188,6 +226,18 @@ mod tests {
             QueryError::from_datafusion(e, 10),
             QueryError::Invalid { .. }
         ));
+        let syntax = regex_syntax::Parser::new().parse("(").unwrap_err();
+        let e = DataFusionError::External(Box::new(syntax)).context("Invalid regex");
+        assert!(QueryError::from_datafusion(e, 10).is_client_error());
+        let bad = regex::Regex::new("(").unwrap_err();
+        let e = DataFusionError::External(Box::new(bad.clone())).context("Invalid regex");
+        assert!(QueryError::from_datafusion(e, 10).is_client_error());
+        let e = DataFusionError::ArrowError(
+            Box::new(arrow::error::ArrowError::ExternalError(Box::new(bad))),
+            None,
+        )
+        .context("Invalid regex");
+        assert!(QueryError::from_datafusion(e, 10).is_client_error());
         let e = DataFusionError::IoError(std::io::Error::other("disk"));
         assert!(!QueryError::from_datafusion(e, 10).is_client_error());
     }

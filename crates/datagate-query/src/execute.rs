@@ -1,21 +1,29 @@
 //! Running a plan and streaming its encoded result.
 //!
-//! [`start`] plans physically, starts execution and waits for the first batch, all within the
-//! deadline, so the errors that happen early (bad casts, memory refusals, timeouts) still get
-//! their own status. [`stream_encoded`] then moves the stream to a task that encodes batch by
+//! [`start`] plans physically, checks the plan's [`cost`](crate::cost) against the caller's
+//! budgets, starts execution and waits for the first batch, all within the deadline, so the
+//! errors that happen early (bad casts, memory refusals, budgets, timeouts) still get their own
+//! status. It is meant to run on the query executor ([`crate::Lane::run`]).
+//! [`stream_encoded`] then moves the stream to a task on the same lane that encodes batch by
 //! batch into a small channel: memory stays at a few batches whatever the result size, the
-//! client's disconnect (the receiver dropped) cancels the query at once, and an error after the
-//! first bytes ends the body with an error so the transfer fails visibly instead of looking
-//! complete.
+//! client's disconnect (the receiver dropped) cancels the query at once, a panic fails only
+//! this response, and an error after the first bytes ends the body with an error so the
+//! transfer fails visibly instead of looking complete.
+//!
+//! For callers who may not see the engine's internals, `EXPLAIN` output names no warehouse
+//! files.
 
 use crate::encode::{self, Format, Trailer};
 use crate::engine::RequestSession;
 use crate::error::QueryError;
+use crate::executor::{Lane, catch_panic};
+use arrow::array::{ArrayRef, AsArray, StringArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,16 +115,26 @@ pub async fn start(
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
     }
+    let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+    let budget = crate::cost::Budget {
+        max_join_pairs: session.limits.max_join_pairs,
+        max_sort_rows: session.limits.max_sort_rows,
+    };
     let run = async {
+        let df_err = |e| QueryError::from_datafusion(e, memory_limit);
         let df = session
             .ctx
             .execute_logical_plan(plan)
             .await
-            .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
-        let mut stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
+            .map_err(df_err)?;
+        let task = df.task_ctx();
+        let physical = df.create_physical_plan().await.map_err(df_err)?;
+        crate::cost::check(&physical, &budget)?;
+        let mut stream =
+            datafusion::physical_plan::execute_stream(physical, Arc::new(task)).map_err(df_err)?;
+        if explain && !session.internals {
+            stream = hide_files(stream);
+        }
         let first = match stream.next().await {
             Some(Ok(batch)) => Some(batch),
             Some(Err(e)) => return Err(QueryError::from_datafusion(e, memory_limit)),
@@ -133,6 +151,13 @@ pub async fn start(
         deadline,
         _in_flight: in_flight,
     })
+}
+
+impl Started {
+    /// The deadline the query runs under.
+    pub fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
 }
 
 /// How many rows a response carries at most, and what its trailer says when more exist.
@@ -162,6 +187,9 @@ pub struct Report {
     pub outcome: Outcome,
     pub rows: u64,
     pub bytes: u64,
+    /// Thread CPU time of the request's work on the query executor (planning, execution and
+    /// encoding as polled by the request's own tasks), in microseconds.
+    pub cpu_micros: u64,
 }
 
 /// The error ending a body whose query failed mid-stream.
@@ -169,9 +197,11 @@ pub struct Report {
 #[error("{0}")]
 pub struct StreamError(pub String);
 
-/// Encodes `started` in `format`, batch by batch, into the returned channel. `on_end` is called
-/// once with what was sent and how it ended; `bytes_sent` counts encoded bytes as they leave.
+/// Encodes `started` in `format`, batch by batch, into the returned channel, on `lane`. `on_end`
+/// is called once with what was sent and how it ended; `bytes_sent` counts encoded bytes as
+/// they leave.
 pub fn stream_encoded(
+    lane: &Lane,
     started: Started,
     format: Format,
     cap: RowCap,
@@ -182,9 +212,18 @@ pub fn stream_encoded(
         .map_err(|e| QueryError::Internal(e.to_string()))?;
     let (tx, rx) = mpsc::channel(4);
     let span = tracing::Span::current();
-    tokio::spawn(tracing::Instrument::instrument(
+    let charged = lane.clone();
+    lane.spawn(tracing::Instrument::instrument(
         async move {
-            let report = pump(started, encoder, cap, &tx, &bytes_sent).await;
+            let mut report = catch_panic(pump(started, encoder, cap, &tx, &bytes_sent))
+                .await
+                .unwrap_or_else(|e| Report {
+                    outcome: Outcome::Failed(e.to_string()),
+                    rows: 0,
+                    bytes: bytes_sent.load(Ordering::Relaxed),
+                    cpu_micros: 0,
+                });
+            report.cpu_micros = charged.cpu_time().as_micros() as u64;
             match &report.outcome {
                 Outcome::Failed(e) => {
                     tracing::error!(error = %e, rows = report.rows, "query failed mid-stream");
@@ -221,6 +260,7 @@ async fn pump(
         outcome: Outcome::Completed,
         rows: 0,
         bytes: 0,
+        cpu_micros: 0,
     };
     let mut seen: u64 = 0;
     let send = |bytes: Bytes, report: &mut Report| {
@@ -322,4 +362,81 @@ async fn pump(
         Err(e) => report.outcome = Outcome::Failed(e.to_string()),
     }
     report
+}
+
+/// `EXPLAIN` output without the warehouse's file names (`file_groups={N groups: [...]}`).
+fn hide_files(stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let hidden = stream.map(|batch| {
+        let batch = batch?;
+        let columns = batch
+            .columns()
+            .iter()
+            .map(|c| match c.as_string_opt::<i32>() {
+                Some(text) => Arc::new(
+                    text.iter()
+                        .map(|v| v.map(without_files))
+                        .collect::<StringArray>(),
+                ) as ArrayRef,
+                None => c.clone(),
+            })
+            .collect();
+        Ok(RecordBatch::try_new(batch.schema(), columns)?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, hidden))
+}
+
+/// `text` with every `file_groups={...}` listing reduced to its group count.
+fn without_files(text: &str) -> String {
+    const MARK: &str = "file_groups={";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let body = &rest[at + MARK.len()..];
+        // The listing ends at the brace that closes the one opened by the mark.
+        let mut depth = 1usize;
+        let mut end = body.len();
+        for (i, ch) in body.char_indices() {
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let count = body[..end].split(':').next().unwrap_or("").trim();
+        out.push_str(&rest[..at]);
+        out.push_str(MARK);
+        out.push_str(count);
+        out.push_str(": [files hidden]}");
+        rest = body.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_listings_lose_their_file_names() {
+        let plan = "DataSourceExec: file_groups={2 groups: [[data/warehouse/a/v1/p-0.parquet:0..10], \
+                    [data/warehouse/a/v1/p-1.parquet]]}, projection=[x], file_type=parquet";
+        let hidden = without_files(plan);
+        assert_eq!(
+            hidden,
+            "DataSourceExec: file_groups={2 groups: [files hidden]}, projection=[x], \
+             file_type=parquet"
+        );
+        assert_eq!(
+            without_files("ProjectionExec: expr=[x]"),
+            "ProjectionExec: expr=[x]"
+        );
+    }
 }

@@ -52,13 +52,25 @@ pub fn parse_where(
     max_bytes: usize,
     max_depth: usize,
 ) -> Result<Expr, QueryError> {
+    let ast = parse_where_text(text, max_bytes, max_depth, max_depth)?;
+    translate_where(&ast, schema, functions, max_depth)
+}
+
+/// Parses `text` as one SQL expression, within `max_bytes`, `max_depth` and `max_not` nested
+/// `NOT`s (see [`check_nesting`]).
+pub fn parse_where_text(
+    text: &str,
+    max_bytes: usize,
+    max_depth: usize,
+    max_not: usize,
+) -> Result<sql::Expr, QueryError> {
     if text.len() > max_bytes {
         return Err(QueryError::invalid(format!(
             "the expression is {} bytes; at most {max_bytes} are accepted",
             text.len()
         )));
     }
-    check_nesting(text, max_depth * 4)?;
+    check_nesting(text, max_depth * 4, max_not)?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(max_depth)
@@ -72,13 +84,23 @@ pub fn parse_where(
             position(next.span.start),
         ));
     }
+    Ok(ast)
+}
+
+/// Translates a parsed `where` into a DataFusion expression over `schema`'s columns.
+pub fn translate_where(
+    ast: &sql::Expr,
+    schema: &Schema,
+    functions: &HashMap<String, Arc<ScalarUDF>>,
+    max_depth: usize,
+) -> Result<Expr, QueryError> {
     Translator {
         schema,
         functions,
         depth: 0,
         max_depth: max_depth * 4,
     }
-    .expr(&ast)
+    .expr(ast)
 }
 
 /// Resolves a column name as written (quoted: exactly; unquoted: exactly, else in lower case).
@@ -117,7 +139,12 @@ pub fn sql_name(ident: &sql::Ident) -> String {
 /// `max`: a chain of operators nests as deep as it is long, and a tree that deep must never be
 /// built, walked or dropped. Each open parenthesis and each operator since the last separator
 /// at the same level counts one.
-pub fn check_nesting(text: &str, max: usize) -> Result<(), QueryError> {
+///
+/// `NOT`s are counted apart and refused beyond `max_not` levels: sqlparser's time grows
+/// exponentially with nested `NOT (...)` (40 levels: 20 ms; 60: hours), so such a text must
+/// not reach it. A `NOT` reaches to the end of its operand: the closing parenthesis of its
+/// level, or a separator (`,`, `AND`, `OR`, a clause keyword) there.
+pub fn check_nesting(text: &str, max: usize, max_not: usize) -> Result<(), QueryError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
@@ -125,7 +152,55 @@ pub fn check_nesting(text: &str, max: usize) -> Result<(), QueryError> {
     // Operators seen at each open parenthesis level since its last separator.
     let mut levels: Vec<usize> = vec![0];
     let mut depth: usize = 0;
+    // `NOT`s open at each level, and in all.
+    let mut nots: Vec<usize> = vec![0];
+    let mut not_depth: usize = 0;
+    let end_nots = |nots: &mut Vec<usize>, not_depth: &mut usize| {
+        let last = nots.last_mut().map(std::mem::take).unwrap_or(0);
+        *not_depth = not_depth.saturating_sub(last);
+    };
     for t in &tokens {
+        match &t.token {
+            Token::Comma => end_nots(&mut nots, &mut not_depth),
+            Token::LParen => nots.push(0),
+            Token::RParen if nots.len() > 1 => {
+                not_depth = not_depth.saturating_sub(nots.pop().unwrap_or(0));
+            }
+            Token::Word(w) if w.keyword == Keyword::NOT => {
+                if let Some(n) = nots.last_mut() {
+                    *n += 1;
+                }
+                not_depth += 1;
+                if not_depth > max_not {
+                    return Err(QueryError::invalid_at(
+                        format!(
+                            "NOT is nested more than {max_not} levels deep \
+                             (limits.max_logic_depth); simplify the condition"
+                        ),
+                        position(t.span.start),
+                    ));
+                }
+            }
+            Token::Word(w)
+                if matches!(
+                    w.keyword,
+                    Keyword::AND
+                        | Keyword::OR
+                        | Keyword::SELECT
+                        | Keyword::FROM
+                        | Keyword::WHERE
+                        | Keyword::HAVING
+                        | Keyword::ON
+                        | Keyword::WHEN
+                        | Keyword::THEN
+                        | Keyword::ELSE
+                        | Keyword::END
+                ) =>
+            {
+                end_nots(&mut nots, &mut not_depth)
+            }
+            _ => {}
+        }
         let counts = match &t.token {
             Token::LParen => {
                 levels.push(0);

@@ -6,24 +6,34 @@
 //! [`QueryEngine`] builds that session ([`QueryEngine::request_session`]) with the per-query
 //! memory pool and without URL tables or table functions. Requests become plans through
 //! [`sql::plan_sql`] (one read-only statement) or [`rows::plan_rows`] (a page or an export, with
-//! the `where` translator of [`filter`]); [`execute`] runs a plan and streams it through an
-//! [`encode`] format; [`plan_info`] says which dataset versions a plan read.
+//! the `where` translator of [`filter`]), both measured first by [`complexity`]; [`execute`]
+//! checks a plan's [`cost`] and runs it, streaming it through an [`encode`] format;
+//! [`plan_info`] says which dataset versions a plan read.
+//!
+//! Isolation: every plan is planned and executed on the [`executor`]'s pools, never on the
+//! threads that serve connections; string functions that size their output from their
+//! arguments are capped ([`size_caps`]); a panic fails one request, not the gateway.
 
 pub mod catalog_provider;
+pub mod complexity;
+pub mod cost;
 pub mod encode;
 pub mod engine;
 pub mod error;
 pub mod execute;
+pub mod executor;
 pub mod filter;
 pub mod masking;
 pub mod plan_info;
 pub mod policy;
 pub mod rows;
+pub mod size_caps;
 pub mod sql;
 
 pub use catalog_provider::{DatagateCatalog, DatasetTable, TableSnapshot};
 pub use engine::{QueryEngine, QueryLimits, RequestSession};
 pub use error::{Position, QueryError};
+pub use executor::{Lane, QueryExecutor};
 pub use masking::MaskKey;
 pub use policy::Principal;
 

@@ -9,7 +9,7 @@
 use crate::catalog_provider::TableSnapshot;
 use crate::engine::RequestSession;
 use crate::error::QueryError;
-use crate::filter::{parse_where, resolve_column};
+use crate::filter::{parse_where_text, resolve_column, translate_where};
 use crate::{CATALOG_NAME, filter};
 use datafusion::common::{Column, TableReference};
 use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr};
@@ -65,13 +65,22 @@ pub async fn plan_rows(
 
     if let Some(text) = request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
         let state = session.ctx.state();
-        let predicate = parse_where(
+        let limits = &session.limits;
+        let predicate = parse_where_text(
             text,
-            &schema,
-            state.scalar_functions(),
-            session.limits.max_sql_bytes,
-            session.limits.max_expr_depth,
+            limits.max_sql_bytes,
+            limits.max_expr_depth,
+            limits.complexity.max_logic_depth,
         )
+        .and_then(|ast| {
+            crate::complexity::check_expr(&ast, &limits.complexity)?;
+            translate_where(
+                &ast,
+                &schema,
+                state.scalar_functions(),
+                limits.max_expr_depth,
+            )
+        })
         .map_err(|e| e.in_parameter("where"))?;
         df = df
             .filter(predicate)
@@ -179,7 +188,7 @@ pub fn parse_order(
     if text.len() > max_bytes {
         return Err(QueryError::invalid("the order is too long"));
     }
-    filter::check_nesting(text, 64)?;
+    filter::check_nesting(text, 64, 0)?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(16)

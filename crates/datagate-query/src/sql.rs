@@ -7,7 +7,8 @@
 //! logical plan is verified with `SQLOptions` denying DDL, DML and statements. Tables the
 //! caller may not read are not in its session catalog, so naming one fails as "not found".
 
-use crate::engine::RequestSession;
+use crate::complexity::Complexity;
+use crate::engine::{QueryLimits, RequestSession};
 use crate::error::{Position, QueryError};
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SQLOptions;
@@ -24,11 +25,7 @@ pub async fn plan_sql(
     sql: &str,
     params: &[serde_json::Value],
 ) -> Result<LogicalPlan, QueryError> {
-    let statement = parse_readonly(
-        sql,
-        session.limits.max_sql_bytes,
-        session.limits.max_expr_depth,
-    )?;
+    let statement = parse_readonly(sql, &session.limits, session.internals)?;
     let memory = session.limits.memory_bytes;
     let plan = session
         .ctx
@@ -54,19 +51,22 @@ pub async fn plan_sql(
         .map_err(|e| QueryError::from_datafusion(e, memory).in_parameter("params"))
 }
 
-/// Parses `sql` into exactly one read-only statement, or says why not.
+/// Parses `sql` into exactly one read-only statement within `limits` (size, nesting and
+/// [`complexity`](crate::complexity)), or says why not. Engine settings
+/// (`information_schema.df_settings`) are readable only when `internals` (admins).
 pub fn parse_readonly(
     sql: &str,
-    max_bytes: usize,
-    max_depth: usize,
+    limits: &QueryLimits,
+    internals: bool,
 ) -> Result<DFStatement, QueryError> {
+    let (max_bytes, max_depth) = (limits.max_sql_bytes, limits.max_expr_depth);
     if sql.len() > max_bytes {
         return Err(QueryError::invalid(format!(
             "the SQL text is {} bytes; at most {max_bytes} are accepted",
             sql.len()
         )));
     }
-    crate::filter::check_nesting(sql, max_depth * 16)?;
+    crate::filter::check_nesting(sql, max_depth * 16, limits.complexity.max_logic_depth)?;
     let mut statements = DFParserBuilder::new(sql)
         .with_recursion_limit(max_depth)
         .build()
@@ -81,16 +81,20 @@ pub fn parse_readonly(
     let statement = statements
         .pop_front()
         .ok_or_else(|| QueryError::invalid("the query is empty"))?;
-    check_statement(&statement)?;
+    check_statement(&statement, &limits.complexity, internals)?;
     Ok(statement)
 }
 
-fn check_statement(statement: &DFStatement) -> Result<(), QueryError> {
+fn check_statement(
+    statement: &DFStatement,
+    limits: &Complexity,
+    internals: bool,
+) -> Result<(), QueryError> {
     match statement {
         DFStatement::Statement(s) => match s.as_ref() {
-            Statement::Query(q) => match q.visit(&mut FromGuard) {
+            Statement::Query(q) => match q.visit(&mut FromGuard { internals }) {
                 ControlFlow::Break(e) => Err(e),
-                ControlFlow::Continue(()) => Ok(()),
+                ControlFlow::Continue(()) => crate::complexity::check_statement(s, limits),
             },
             other => Err(refused(&statement_kind(&other.to_string()))),
         },
@@ -103,7 +107,7 @@ fn check_statement(statement: &DFStatement) -> Result<(), QueryError> {
                      EXPLAIN ANALYZE",
                 ));
             }
-            check_statement(&e.statement)
+            check_statement(&e.statement, limits, internals)
         }
         DFStatement::CreateExternalTable(_) => Err(refused("CREATE EXTERNAL TABLE")),
         DFStatement::CopyTo(_) => Err(refused("COPY")),
@@ -139,8 +143,11 @@ fn statement_kind(text: &str) -> String {
     }
 }
 
-/// Refuses `FROM` items that are not datasets, subqueries or joins.
-struct FromGuard;
+/// Refuses `FROM` items that are not datasets, subqueries or joins, and engine settings
+/// unless `internals`.
+struct FromGuard {
+    internals: bool,
+}
 
 impl Visitor for FromGuard {
     type Break = QueryError;
@@ -177,6 +184,14 @@ impl Visitor for FromGuard {
                     let looks_like_location = ident.quote_style == Some('\'')
                         || ident.value.contains('/')
                         || ident.value.contains(':');
+                    let settings =
+                        ident.value.eq_ignore_ascii_case("df_settings") && name.0.len() > 1;
+                    if settings && !self.internals {
+                        return ControlFlow::Break(QueryError::invalid_at(
+                            format!("table '{name}' not found"),
+                            name_position(name),
+                        ));
+                    }
                     if looks_like_location {
                         return ControlFlow::Break(QueryError::invalid_at(
                             format!(
@@ -237,9 +252,24 @@ mod tests {
     use super::*;
 
     fn check(sql: &str) -> Result<(), String> {
-        parse_readonly(sql, 65_536, 64)
+        parse_readonly(sql, &QueryLimits::default(), false)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn engine_settings_are_for_admins_only() {
+        let sql = "SELECT * FROM information_schema.df_settings";
+        assert!(check(sql).unwrap_err().contains("not found"));
+        assert!(parse_readonly(sql, &QueryLimits::default(), true).is_ok());
+        // Refused on the tokens: sqlparser alone would take hours over 60 nested `NOT (`.
+        let nested = format!("SELECT {}true{}", "NOT (".repeat(60), ")".repeat(60));
+        let t = std::time::Instant::now();
+        assert!(check(&nested).unwrap_err().contains("max_logic_depth"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        // Many NOTs side by side are not nested.
+        let side = format!("SELECT {}", vec!["NOT (1 = 2)"; 40].join(" AND "));
+        check(&side).unwrap();
     }
 
     #[test]

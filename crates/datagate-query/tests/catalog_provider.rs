@@ -38,6 +38,7 @@ async fn fixture() -> Fixture {
         warehouse.root_store().clone(),
         Default::default(),
         datagate_query::MaskKey::random(),
+        datagate_query::QueryExecutor::new(&Default::default()).unwrap(),
     )
     .unwrap();
     catalog

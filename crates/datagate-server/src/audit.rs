@@ -56,6 +56,51 @@ impl Clone for DataAccess {
     }
 }
 
+/// Audit records still to be written — of requests being answered, and `end` records of data
+/// responses still streaming — so shutdown can wait for them before the log closes.
+#[derive(Default)]
+pub struct PendingEnds {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One record still to be written; dropped once it is handed to the log.
+pub struct PendingEnd(Arc<PendingEnds>);
+
+impl Drop for PendingEnd {
+    fn drop(&mut self) {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl PendingEnds {
+    fn begin(self: &Arc<Self>) -> PendingEnd {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        PendingEnd(self.clone())
+    }
+
+    /// Waits until every pending record was handed to the log, or `limit` passed.
+    pub async fn wait_idle(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let idle = self.idle.notified();
+                if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+}
+
 /// Counts refusals per caller, route and second (see the module documentation).
 #[derive(Default)]
 pub struct RefusalCounter {
@@ -233,6 +278,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Some(why) = log.failed() {
         return unavailable(&why);
     }
+    let _pending = state.audit_ends.begin();
     let start = Instant::now();
     let method = req.method().clone();
     let route = req
@@ -308,7 +354,9 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 return unavailable(&e.to_string());
             }
             let report = access.report;
+            let pending = state.audit_ends.begin();
             tokio::spawn(async move {
+                let _pending = pending;
                 let report = report.await.ok();
                 let mut end = event;
                 end.kind = Some(Kind::End);
@@ -317,6 +365,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                     Some(r) => {
                         end.rows_returned = r.rows;
                         end.bytes_returned = r.bytes;
+                        end.cpu_ms = Some(r.cpu_micros / 1000);
                         let (outcome, error) = match r.outcome {
                             Outcome::Completed => ("completed", None),
                             Outcome::Disconnected => ("disconnected", None),
@@ -325,7 +374,11 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                         end.outcome = Some(outcome.to_string());
                         end.error = error;
                     }
-                    None => end.outcome = Some("disconnected".to_string()),
+                    // The pump was dropped without reporting: the executor stopped at shutdown.
+                    None => {
+                        end.outcome = Some("cancelled".to_string());
+                        end.error = Some("the gateway shut down while the query ran".into());
+                    }
                 }
                 log.append_detached(end);
             });

@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use std::time::{Duration, Instant};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -20,7 +21,10 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn apply(router: Router, state: &AppState) -> Router {
     let cfg = &state.config.server;
     // Inside compression, so the bytes counted against daily quotas are the encoders' bytes.
+    // Innermost: a handler that panics answers a problem (and is audited) instead of dropping
+    // the connection.
     let mut router = router
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(
             cfg.body_read_timeout_secs.max(1),
         )))
@@ -39,6 +43,15 @@ pub fn apply(router: Router, state: &AppState) -> Router {
         ))
         .layer(cors(&cfg.cors_allowed_origins))
         .layer(middleware::from_fn(request_context))
+}
+
+/// The answer of a handler that panicked: a 500 problem whose detail stays in the log.
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = datagate_query::executor::panic_message(payload.as_ref());
+    metrics::counter!("datagate_handler_panics_total").increment(1);
+    axum::response::IntoResponse::into_response(crate::problem::ApiError::internal(format!(
+        "handler panicked: {message}"
+    )))
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -206,6 +206,21 @@ impl From<datagate_query::QueryError> for ApiError {
                 format!("the query ran past its time limit of {ms} ms"),
             )
             .with("limit_ms", ms),
+            E::ShuttingDown => Self::unavailable("the gateway is shutting down; retry"),
+            E::OverLimit(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "query-over-limit", m),
+            E::Panicked {
+                overflow: true,
+                message,
+            } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "query-over-limit",
+                format!(
+                    "the query produced a value or batch too large for the engine ({}); narrow \
+                     it (shorter strings, fewer rows per group)",
+                    message.lines().next().unwrap_or_default()
+                ),
+            ),
+            E::Panicked { message, .. } => Self::internal(format!("query panicked: {message}")),
             E::Catalog(c) => c.into(),
             E::Internal(m) => Self::internal(m),
         }

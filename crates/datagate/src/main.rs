@@ -321,6 +321,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             stores.warehouse.root_store().clone(),
             (&cfg.limits).into(),
             mask_key(&cfg)?,
+            datagate_query::QueryExecutor::new(&cfg.query)?,
         )?;
         let audit_dir = cfg.storage.audit_dir(&cfg.audit);
         let (audit, recovery) = datagate_audit::AuditLog::open(datagate_audit::LogOptions {
@@ -368,12 +369,19 @@ fn run_serve(cfg: Config) -> Result<()> {
             fair_use: fair_use.clone(),
             audit: audit.clone(),
             refusals: refusals.clone(),
+            audit_ends: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
         tracing::info!(address = %listener.local_addr()?, data_dir = %cfg.storage.data_dir.display(), "datagate listening");
+        let executor = state.engine.executor().clone();
+        let ends = state.audit_ends.clone();
         datagate_server::serve(listener, state, shutdown_signal()).await?;
+        // Queries still running after the grace period are dropped where they stand; their
+        // `end` records say they were cancelled.
+        executor.shutdown();
+        ends.wait_idle(std::time::Duration::from_secs(2)).await;
         fair_use.save_usage(stores.catalog.as_ref()).await;
         refusals.flush_all(&audit);
         audit.close();
@@ -669,6 +677,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
             stores.warehouse.root_store().clone(),
             (&cfg.limits).into(),
             mask_key(&cfg)?,
+            datagate_query::QueryExecutor::new(&cfg.query)?,
         )?;
         let admin = datagate_query::Principal {
             key_id: Some("cli".into()),
@@ -676,15 +685,27 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
             department: None,
             grants: Vec::new(),
         };
+        // The operator's own queries: the internal tier's budgets, on the reserved pool.
+        let budget = cfg.tier("internal").1.query_budget;
+        let lane = engine
+            .executor()
+            .lane(datagate_core::config::QueryPool::Reserved, "cli", None);
         let mut times = Vec::new();
         for run in 0..repeat.max(1) {
             let start = std::time::Instant::now();
-            let session = engine.request_session(engine.readable_catalog(&admin).await?, false)?;
-            let plan = datagate_query::sql::plan_sql(&session, sql, &[]).await?;
-            let started = execute::start(&session, plan, None).await?;
+            let session = engine
+                .request_session(engine.readable_catalog(&admin).await?, false)?
+                .for_caller(budget, true);
+            let sql = sql.to_string();
+            let started = lane
+                .run(async move {
+                    let plan = datagate_query::sql::plan_sql(&session, &sql, &[]).await?;
+                    execute::start(&session, plan, None).await
+                })
+                .await?;
             let cap = RowCap::default();
             let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let mut rx = execute::stream_encoded(started, format, cap, bytes, |_| {})?;
+            let mut rx = execute::stream_encoded(&lane, started, format, cap, bytes, |_| {})?;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = rx.recv().await {
                 let chunk = chunk.map_err(|e| anyhow::anyhow!("{e}"))?;

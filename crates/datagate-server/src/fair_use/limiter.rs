@@ -159,6 +159,7 @@ mod tests {
                 burst,
                 max_concurrent_queries: 0,
                 daily_bytes: 0,
+                ..TierConfig::default()
             },
         )])
     }

@@ -10,7 +10,9 @@
 //!    ([`admission`], 429 `concurrency`), and sheds load when the gateway runs its maximum of
 //!    queries or uploads (503 with `Retry-After`);
 //! 4. answers with `RateLimit-Policy` and `RateLimit` on every response, and counts the bytes of
-//!    data responses as they leave, holding the admission permit until the body is done.
+//!    data responses as they leave, holding the admission permit until the body is done and the
+//!    query's work on the executor has stopped ([`QueryTicket`]): a query whose client left, or
+//!    that answered 504 while its planning still ran, counts until it really stops.
 //!
 //! Rate limits and admission are kept apart: a rate is about fairness over time, admission
 //! about how much work runs now. Catalog reads and health checks never wait for queries.
@@ -26,14 +28,16 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 use admission::{Admission, Permit, Refusal, Work};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use client_ip::ClientIp;
 use datagate_catalog::CatalogStore;
+use datagate_core::config::QueryPool;
 use datagate_core::{ANONYMOUS_TIER, Config};
+use datagate_query::{Lane, QueryExecutor};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use limiter::{RateDecision, RequestLimiter};
 use std::fmt;
@@ -74,6 +78,58 @@ impl fmt::Display for CallerId {
             Self::Key(id) => write!(f, "key:{id}"),
             Self::Ip(ip) => write!(f, "ip:{ip}"),
         }
+    }
+}
+
+/// What a data handler runs its query with: the caller's tier, the pool and cost budget of that
+/// tier, and the admission permit, which the query's work holds as long as its response body.
+#[derive(Clone)]
+pub struct QueryTicket {
+    pub tier: String,
+    pub pool: QueryPool,
+    pub budget: u64,
+    permit: Option<Arc<Permit>>,
+}
+
+impl QueryTicket {
+    /// The executor lane of this request's query work.
+    pub fn lane(&self, executor: &QueryExecutor) -> Lane {
+        let hold = self
+            .permit
+            .clone()
+            .map(|p| p as Arc<dyn std::any::Any + Send + Sync>);
+        executor.lane(self.pool, &self.tier, hold)
+    }
+
+    /// A ticket without a permit, for a caller of `tier` (work that is not admitted per request).
+    pub fn unadmitted(config: &Config, tier: &str) -> Self {
+        let (name, limits) = config.tier(tier);
+        Self {
+            tier: name.to_string(),
+            pool: limits.query_pool,
+            budget: limits.query_budget,
+            permit: None,
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for QueryTicket {
+    type Rejection = ApiError;
+
+    /// The ticket the fair-use layer issued, or (outside it) one for the caller's tier.
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        if let Some(ticket) = parts.extensions.get::<QueryTicket>() {
+            return Ok(ticket.clone());
+        }
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let tier = match &caller {
+            Caller::Key(k, _) => k.tier.as_str(),
+            Caller::Anonymous => ANONYMOUS_TIER,
+        };
+        Ok(Self::unadmitted(&state.config, tier))
     }
 }
 
@@ -247,7 +303,7 @@ async fn admit(
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string());
     let work = route.as_deref().and_then(|r| work_of(&parts.method, r));
-    let mut permit: Option<Permit> = None;
+    let mut permit: Option<Arc<Permit>> = None;
     let mut counter: Option<Arc<UsageCounter>> = None;
     if let Some(work) = work {
         if work == Work::Query && limits.daily_bytes > 0 {
@@ -272,7 +328,7 @@ async fn admit(
             .admission
             .admit(work, &who, limits.max_concurrent_queries)
         {
-            Ok(p) => permit = Some(p),
+            Ok(p) => permit = Some(Arc::new(p)),
             Err(Refusal::CallerBusy { limit }) => {
                 let err = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -309,6 +365,12 @@ async fn admit(
     }
     parts.extensions.insert(caller);
     parts.extensions.insert(who);
+    parts.extensions.insert(QueryTicket {
+        tier: tier.clone(),
+        pool: limits.query_pool,
+        budget: limits.query_budget,
+        permit: permit.clone(),
+    });
     let resp = next.run(Request::from_parts(parts, body)).await;
     let resp = with_rate_headers(resp, &tier, rate.as_ref());
     if permit.is_none() && counter.is_none() {
@@ -363,7 +425,7 @@ fn with_rate_headers(mut resp: Response, tier: &str, rate: Option<&RateDecision>
 struct Metered {
     inner: Body,
     counter: Option<Arc<UsageCounter>>,
-    _permit: Option<Permit>,
+    _permit: Option<Arc<Permit>>,
 }
 
 impl HttpBody for Metered {

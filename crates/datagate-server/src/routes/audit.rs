@@ -5,9 +5,10 @@
 //! Records are served through the same DataFusion path as the data API (formats, limits,
 //! streaming): the log's segments, sealed and open, are read as the table `audit.events`.
 
-use super::data::{negotiate, stream_audit};
+use super::data::{is_admin, negotiate, on_lane, stream_audit};
 use super::{ApiJson, ApiQuery, Caller};
 use crate::authz::Action;
+use crate::fair_use::QueryTicket;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -96,6 +97,7 @@ fn time_param(name: &'static str, v: &str) -> Result<Expr, ApiError> {
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
+    ticket: QueryTicket,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<EventsParams>,
 ) -> Result<Response, ApiError> {
@@ -138,15 +140,17 @@ pub async fn events(
                 .or(padded.like(lit(exact))),
         );
     }
-    let session = audit_session(&state).await?;
+    let session = audit_session(&state)
+        .await?
+        .for_caller(ticket.budget, false);
     let plan = events_plan(&session.ctx, filters, limit, p.offset.unwrap_or(0)).await?;
-    let started = execute::start(
-        &session,
-        plan,
-        Some(Deadline::after(state.engine.limits().timeout)),
-    )
+    let deadline = Some(Deadline::after(state.engine.limits().timeout));
+    let lane = ticket.lane(state.engine.executor());
+    let started = on_lane(&lane, deadline, async move {
+        execute::start(&session, plan, deadline).await
+    })
     .await?;
-    stream_audit(started, format, None)
+    stream_audit(&lane, started, format, None)
 }
 
 async fn events_plan(
@@ -192,6 +196,7 @@ pub struct AuditQueryBody {
 pub async fn query(
     State(state): State<AppState>,
     caller: Caller,
+    ticket: QueryTicket,
     headers: HeaderMap,
     ApiJson(body): ApiJson<AuditQueryBody>,
 ) -> Result<Response, ApiError> {
@@ -199,15 +204,18 @@ pub async fn query(
     let format = negotiate(body.format.as_deref(), &headers)?;
     let limits = state.engine.limits().clone();
     let deadline = Some(Deadline::after(limits.timeout));
-    let session = audit_session(&state).await?;
-    let plan = Deadline::run(
-        deadline,
-        datagate_query::sql::plan_sql(&session, &body.sql, &[]),
-    )
+    let session = audit_session(&state)
+        .await?
+        .for_caller(ticket.budget, is_admin(&caller.principal()));
+    let lane = ticket.lane(state.engine.executor());
+    let sql = body.sql.clone();
+    let started = on_lane(&lane, deadline, async move {
+        let plan = datagate_query::sql::plan_sql(&session, &sql, &[]).await?;
+        let plan = execute::limit_plan(plan, limits.max_query_rows)?;
+        execute::start(&session, plan, deadline).await
+    })
     .await?;
-    let plan = execute::limit_plan(plan, limits.max_query_rows)?;
-    let started = execute::start(&session, plan, deadline).await?;
-    stream_audit(started, format, Some(&body.sql))
+    stream_audit(&lane, started, format, Some(&body.sql))
 }
 
 /// `GET /api/v1/audit/verify`.

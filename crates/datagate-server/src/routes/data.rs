@@ -8,6 +8,7 @@
 
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::audit::DataAccess;
+use crate::fair_use::QueryTicket;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
@@ -21,6 +22,7 @@ use datagate_query::execute::{self, Deadline, RowCap};
 use datagate_query::plan_info::{self, DatasetRead};
 use datagate_query::rows::{self, Paging, RowsRequest};
 use datagate_query::sql;
+use datagate_query::{Lane, QueryError};
 use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
@@ -70,6 +72,7 @@ pub struct RowsParams {
 pub async fn rows(
     State(state): State<AppState>,
     caller: Caller,
+    ticket: QueryTicket,
     path: DatasetPath,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<RowsParams>,
@@ -87,6 +90,7 @@ pub async fn rows(
     let read = match read_dataset(
         &state,
         &caller,
+        &ticket,
         &path,
         &headers,
         &p,
@@ -112,6 +116,7 @@ pub async fn rows(
         truncate: false,
     };
     stream_response(
+        &read.lane,
         read.started,
         read.format,
         cap,
@@ -133,6 +138,7 @@ pub async fn rows(
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
+    ticket: QueryTicket,
     path: DatasetPath,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<RowsParams>,
@@ -149,7 +155,17 @@ pub async fn export(
             .with("parameter", name));
         }
     }
-    let read = match read_dataset(&state, &caller, &path, &headers, &p, Paging::Export).await? {
+    let read = match read_dataset(
+        &state,
+        &caller,
+        &ticket,
+        &path,
+        &headers,
+        &p,
+        Paging::Export,
+    )
+    .await?
+    {
         Ok(read) => read,
         Err(not_modified) => return Ok(not_modified),
     };
@@ -162,6 +178,7 @@ pub async fn export(
         read.format.extension()
     );
     stream_response(
+        &read.lane,
         read.started,
         read.format,
         RowCap::default(),
@@ -174,6 +191,7 @@ pub async fn export(
 
 /// A `rows` page or an export, started: its first batch is in hand.
 struct StartedRead {
+    lane: Lane,
     started: execute::Started,
     snapshot: datagate_query::TableSnapshot,
     format: Format,
@@ -186,6 +204,7 @@ struct StartedRead {
 async fn read_dataset(
     state: &AppState,
     caller: &Caller,
+    ticket: &QueryTicket,
     path: &DatasetPath,
     headers: &HeaderMap,
     p: &RowsParams,
@@ -232,19 +251,25 @@ async fn read_dataset(
     if let Some(not_modified) = not_modified(headers, &tag, &read) {
         return Ok(Err(not_modified));
     }
-    let session = state.engine.request_session(
-        state.engine.dataset_catalog(&snapshot),
-        request.needs_file_order(&dataset.primary_key, paging),
-    )?;
-    let plan = Deadline::run(
-        deadline,
-        rows::plan_rows(&session, &snapshot, &dataset.primary_key, &request, paging),
-    )
+    let session = state
+        .engine
+        .request_session(
+            state.engine.dataset_catalog(&snapshot),
+            request.needs_file_order(&dataset.primary_key, paging),
+        )?
+        .for_caller(ticket.budget, is_admin(&principal));
+    let lane = ticket.lane(state.engine.executor());
+    let (table, primary_key) = (snapshot.clone(), dataset.primary_key.clone());
+    let (read, started) = on_lane(&lane, deadline, async move {
+        let plan = rows::plan_rows(&session, &table, &primary_key, &request, paging).await?;
+        // What the plan's table scans read (the audit record's datasets): the pinned snapshot.
+        let read = plan_info::datasets_read(&plan);
+        let started = execute::start(&session, plan, deadline).await?;
+        Ok((read, started))
+    })
     .await?;
-    // What the plan's table scans read (the audit record's datasets): the pinned snapshot.
-    let read = plan_info::datasets_read(&plan);
-    let started = execute::start(&session, plan, deadline).await?;
     Ok(Ok(StartedRead {
+        lane,
         started,
         snapshot,
         format,
@@ -288,6 +313,7 @@ pub struct QueryParams {
 pub async fn query_post(
     State(state): State<AppState>,
     caller: Caller,
+    ticket: QueryTicket,
     headers: HeaderMap,
     ApiJson(body): ApiJson<QueryBody>,
 ) -> Result<Response, ApiError> {
@@ -295,6 +321,7 @@ pub async fn query_post(
     run_query(
         &state,
         &caller,
+        &ticket,
         &headers,
         &body.sql,
         &body.params,
@@ -315,12 +342,14 @@ pub async fn query_post(
 pub async fn query_get(
     State(state): State<AppState>,
     caller: Caller,
+    ticket: QueryTicket,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<QueryParams>,
 ) -> Result<Response, ApiError> {
     run_query(
         &state,
         &caller,
+        &ticket,
         &headers,
         &p.sql,
         &[],
@@ -335,6 +364,7 @@ pub async fn query_get(
 async fn run_query(
     state: &AppState,
     caller: &Caller,
+    ticket: &QueryTicket,
     headers: &HeaderMap,
     text: &str,
     params: &[serde_json::Value],
@@ -347,9 +377,18 @@ async fn run_query(
     let deadline = deadline(Some(limits.timeout), timeout_ms)?;
     let principal = caller.principal();
     let catalog = state.engine.readable_catalog(&principal).await?;
-    let session = state.engine.request_session(catalog, false)?;
-    let plan = Deadline::run(deadline, sql::plan_sql(&session, text, params)).await?;
-    let read = plan_info::datasets_read(&plan);
+    let session = state
+        .engine
+        .request_session(catalog, false)?
+        .for_caller(ticket.budget, is_admin(&principal));
+    let lane = ticket.lane(state.engine.executor());
+    let (sql_text, params) = (text.to_string(), params.to_vec());
+    let (session, plan, read) = on_lane(&lane, deadline, async move {
+        let plan = sql::plan_sql(&session, &sql_text, &params).await?;
+        let read = plan_info::datasets_read(&plan);
+        Ok((session, plan, read))
+    })
+    .await?;
     let tag = cacheable.then(|| {
         let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
         plan_info::etag(
@@ -369,13 +408,17 @@ async fn run_query(
         return Ok(not_modified);
     }
     let plan = execute::limit_plan(plan, limits.max_query_rows.saturating_add(1))?;
-    let started = execute::start(&session, plan, deadline).await?;
+    let started = on_lane(&lane, deadline, async move {
+        execute::start(&session, plan, deadline).await
+    })
+    .await?;
     let cap = RowCap {
         rows: Some(limits.max_query_rows),
         next_if_more: None,
         truncate: true,
     };
     stream_response(
+        &lane,
         started,
         format,
         cap,
@@ -384,6 +427,21 @@ async fn run_query(
         None,
         Some(text),
     )
+}
+
+/// Runs `work` on `lane` (the query executor), answering 504 at `deadline` from this side
+/// whatever the executor is doing; returning early aborts the work.
+pub(crate) async fn on_lane<T: Send + 'static>(
+    lane: &Lane,
+    deadline: Option<Deadline>,
+    work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(Deadline::run(deadline, lane.run(work)).await?)
+}
+
+/// Whether `principal` may see the engine's internals (file paths in `EXPLAIN`, settings).
+pub(crate) fn is_admin(principal: &datagate_query::Principal) -> bool {
+    principal.role == Some(datagate_catalog::Role::Admin)
 }
 
 /// The format from `format=`, else from `Accept` (JSON when neither says).
@@ -467,6 +525,7 @@ fn set_data_headers(h: &mut HeaderMap, read: &[DatasetRead], tag: Option<&str>) 
 
 #[allow(clippy::too_many_arguments)]
 fn stream_response(
+    lane: &Lane,
     started: execute::Started,
     format: Format,
     cap: RowCap,
@@ -478,10 +537,12 @@ fn stream_response(
     let bytes = Arc::new(AtomicU64::new(0));
     let started_at = Instant::now();
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
-    let rx = execute::stream_encoded(started, format, cap, bytes, move |report| {
+    let deadline = started.deadline();
+    let rx = execute::stream_encoded(lane, started, format, cap, bytes, move |report| {
         tracing::info!(
             rows = report.rows,
             bytes = report.bytes,
+            cpu_ms = report.cpu_micros / 1000,
             outcome = ?report.outcome,
             elapsed_ms = started_at.elapsed().as_millis() as u64,
             "data response ended"
@@ -495,8 +556,11 @@ fn stream_response(
     // encoded first (the begin record's fsync may have let the encoder run ahead to the error,
     // and compression holds data until it is polled again): the client then sees a 200 whose
     // body breaks, not a connection closed before any answer.
-    let mut rx = rx;
+    // The deadline is kept on this side too: the executor's own timer cannot fire while a
+    // hostile operator keeps its threads busy, but the client is answered all the same.
+    let mut rx = Some(rx);
     let mut held: Option<(StreamItem, Pin<Box<tokio::time::Sleep>>)> = None;
+    let mut expires = deadline.map(|d| (d.limit_ms, Box::pin(tokio::time::sleep_until(d.at))));
     let body = futures::stream::poll_fn(move |cx| {
         if let Some((_, delay)) = held.as_mut() {
             if delay.as_mut().poll(cx).is_pending() {
@@ -504,7 +568,20 @@ fn stream_response(
             }
             return Poll::Ready(held.take().map(|(e, _)| e));
         }
-        match rx.poll_recv(cx) {
+        let Some(receiver) = rx.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some((limit_ms, at)) = expires.as_mut()
+            && at.as_mut().poll(cx).is_ready()
+        {
+            // Dropping the receiver tells the pump to stop.
+            let limit_ms = *limit_ms;
+            rx = None;
+            expires = None;
+            let e = execute::StreamError(QueryError::Timeout(limit_ms).to_string());
+            return Poll::Ready(Some(Err(e)));
+        }
+        match receiver.poll_recv(cx) {
             Poll::Ready(Some(Err(e))) => {
                 let mut delay = Box::pin(tokio::time::sleep(Duration::from_millis(100)));
                 let _ = delay.as_mut().poll(cx);
@@ -543,11 +620,13 @@ fn stream_response(
 
 /// An audit-trail answer streamed like data (no dataset versions, no caching).
 pub(crate) fn stream_audit(
+    lane: &Lane,
     started: execute::Started,
     format: Format,
     query_text: Option<&str>,
 ) -> Result<Response, ApiError> {
     let mut resp = stream_response(
+        lane,
         started,
         format,
         RowCap::default(),

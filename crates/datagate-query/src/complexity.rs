@@ -1,0 +1,301 @@
+//! Bounds on a statement's size, checked on the parsed text before anything is planned.
+//!
+//! Planning is not free and cannot be interrupted: DataFusion's boolean rewrites grow
+//! exponentially with nested `NOT`s (46 levels plan for 13 s), a 500-table join plans for most
+//! of a minute, 2,000 CTEs take gigabytes. So a statement (or a `rows` `where`) is measured
+//! first and refused with 400 when it holds more than [`Complexity`] allows:
+//! - logic depth: `NOT`, `AND`, `OR`, `XOR`, `CASE` and `IS [NOT] TRUE/FALSE` nested in one
+//!   another — a run of the same `AND` (or `OR`) counts once, so long flat conditions pass;
+//! - expression nodes, function arguments and list items included;
+//! - table references (datasets, subqueries' tables and CTE references alike), and CTEs.
+
+use crate::error::{Position, QueryError};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectName,
+    Query, Spanned, Statement, UnaryOperator, Value, Visit, Visitor,
+};
+use std::ops::ControlFlow;
+
+/// What a statement may hold (config `[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Complexity {
+    pub max_logic_depth: usize,
+    pub max_expr_nodes: usize,
+    pub max_tables: usize,
+    pub max_ctes: usize,
+}
+
+/// Measures `statement` against `limits`.
+pub fn check_statement(statement: &Statement, limits: &Complexity) -> Result<(), QueryError> {
+    run(statement, limits)
+}
+
+/// Measures one expression (a `rows` `where`) against `limits`.
+pub fn check_expr(expr: &Expr, limits: &Complexity) -> Result<(), QueryError> {
+    run(expr, limits)
+}
+
+fn run(node: &impl Visit, limits: &Complexity) -> Result<(), QueryError> {
+    let mut meter = Meter {
+        limits,
+        nodes: 0,
+        tables: 0,
+        ctes: 0,
+        logic: Vec::new(),
+        depth: 0,
+    };
+    match node.visit(&mut meter) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The kind of logic node an expression is, for the depth count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Logic {
+    /// Not a logic node (parentheses, comparisons, values...): transparent.
+    None,
+    And,
+    Or,
+    /// `NOT`, `XOR`, `CASE`, `IS TRUE`...: every one counts.
+    Other,
+}
+
+fn logic_of(e: &Expr) -> Logic {
+    match e {
+        Expr::BinaryOp {
+            op: BinaryOperator::And,
+            ..
+        } => Logic::And,
+        Expr::BinaryOp {
+            op: BinaryOperator::Or,
+            ..
+        } => Logic::Or,
+        Expr::BinaryOp {
+            op: BinaryOperator::Xor,
+            ..
+        }
+        | Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            ..
+        }
+        | Expr::Case { .. }
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsUnknown(_)
+        | Expr::IsNotUnknown(_) => Logic::Other,
+        _ => Logic::None,
+    }
+}
+
+struct Meter<'a> {
+    limits: &'a Complexity,
+    nodes: usize,
+    tables: usize,
+    ctes: usize,
+    /// The logic kind of every open expression, innermost last.
+    logic: Vec<(Logic, bool)>,
+    depth: usize,
+}
+
+impl Meter<'_> {
+    fn refuse(&self, what: String, at: Option<Position>) -> ControlFlow<QueryError> {
+        ControlFlow::Break(QueryError::invalid_at(what, at))
+    }
+}
+
+fn position_of(e: &impl Spanned) -> Option<Position> {
+    let start = e.span().start;
+    (start.line > 0).then_some(Position {
+        line: start.line,
+        column: start.column,
+    })
+}
+
+impl Visitor for Meter<'_> {
+    type Break = QueryError;
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<QueryError> {
+        self.nodes += 1;
+        if self.nodes > self.limits.max_expr_nodes {
+            return self.refuse(
+                format!(
+                    "the statement has more than {} expression nodes (limits.max_expr_nodes); \
+                     split it or shorten its lists",
+                    self.limits.max_expr_nodes
+                ),
+                position_of(expr),
+            );
+        }
+        if let Expr::Function(f) = expr
+            && let Some(e) = too_many_centroids(f)
+        {
+            return ControlFlow::Break(e);
+        }
+        let kind = logic_of(expr);
+        // The nearest enclosing logic node decides whether this one adds a level.
+        let parent = self
+            .logic
+            .iter()
+            .rev()
+            .find(|(k, _)| *k != Logic::None)
+            .map(|(k, _)| *k);
+        let counts = match kind {
+            Logic::None => false,
+            Logic::And | Logic::Or => parent != Some(kind),
+            Logic::Other => true,
+        };
+        if counts {
+            self.depth += 1;
+            if self.depth > self.limits.max_logic_depth {
+                return self.refuse(
+                    format!(
+                        "logic (NOT, AND/OR alternations, CASE) is nested more than {} levels \
+                         deep (limits.max_logic_depth); simplify the condition",
+                        self.limits.max_logic_depth
+                    ),
+                    position_of(expr),
+                );
+            }
+        }
+        self.logic.push((kind, counts));
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<QueryError> {
+        if let Some((_, true)) = self.logic.pop() {
+            self.depth -= 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<QueryError> {
+        self.tables += 1;
+        if self.tables > self.limits.max_tables {
+            return self.refuse(
+                format!(
+                    "the statement names more than {} tables (limits.max_statement_tables)",
+                    self.limits.max_tables
+                ),
+                position_of(relation),
+            );
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<QueryError> {
+        if let Some(with) = &query.with {
+            self.ctes += with.cte_tables.len();
+            if self.ctes > self.limits.max_ctes {
+                return self.refuse(
+                    format!(
+                        "the statement defines more than {} common table expressions \
+                         (limits.max_statement_ctes)",
+                        self.limits.max_ctes
+                    ),
+                    None,
+                );
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Centroids an `approx_percentile_cont` may keep; the engine allocates them up front, so a
+/// huge count aborts the process or overflows ("capacity overflow").
+pub const MAX_CENTROIDS: u64 = 100_000;
+
+/// `approx_percentile_cont(x, p, centroids)` (and `_with_weight(x, w, p, centroids)`) with
+/// a centroid count over [`MAX_CENTROIDS`].
+fn too_many_centroids(f: &Function) -> Option<QueryError> {
+    let name = f.name.0.last()?.as_ident()?.value.to_ascii_lowercase();
+    let at = match name.as_str() {
+        "approx_percentile_cont" => 2,
+        "approx_percentile_cont_with_weight" => 3,
+        _ => return None,
+    };
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) = list.args.get(at)
+    else {
+        return None;
+    };
+    let Value::Number(n, _) = &v.value else {
+        return None;
+    };
+    let over = n.parse::<f64>().map_or(true, |c| c > MAX_CENTROIDS as f64);
+    over.then(|| {
+        QueryError::OverLimit(format!(
+            "{name}() may keep at most {MAX_CENTROIDS} centroids, not {n}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    const LIMITS: Complexity = Complexity {
+        max_logic_depth: 16,
+        max_expr_nodes: 4096,
+        max_tables: 32,
+        max_ctes: 32,
+    };
+
+    fn check(sql: &str) -> Result<(), String> {
+        let statement = Parser::new(&GenericDialect {})
+            .with_recursion_limit(10_000)
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statement())
+            .map_err(|e| e.to_string())?;
+        check_statement(&statement, &LIMITS).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn nested_logic_is_refused_but_long_flat_conditions_pass() {
+        let nots = format!("SELECT {}true{}", "NOT (".repeat(17), ")".repeat(17));
+        assert!(check(&nots).unwrap_err().contains("max_logic_depth"));
+        let ok_nots = format!("SELECT {}true{}", "NOT (".repeat(16), ")".repeat(16));
+        check(&ok_nots).unwrap();
+        let flat = format!("SELECT 1 WHERE {}", vec!["1 = 1"; 500].join(" AND "));
+        check(&flat).unwrap();
+        let mut alternating = "x = 1".to_string();
+        for i in 0..20 {
+            let op = if i % 2 == 0 { "AND" } else { "OR" };
+            alternating = format!("({alternating} {op} y = {i})");
+        }
+        let err = check(&format!("SELECT 1 FROM t WHERE {alternating}")).unwrap_err();
+        assert!(err.contains("max_logic_depth"), "{err}");
+    }
+
+    #[test]
+    fn many_nodes_tables_and_ctes_are_refused() {
+        let args = format!("SELECT concat({})", vec!["a"; 5000].join(", "));
+        assert!(check(&args).unwrap_err().contains("max_expr_nodes"));
+        let tables = format!(
+            "SELECT count(*) FROM {}",
+            (0..33)
+                .map(|i| format!("d.t t{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(check(&tables).unwrap_err().contains("max_statement_tables"));
+        let ctes = format!(
+            "WITH {} SELECT 1",
+            (0..33)
+                .map(|i| format!("c{i} AS (SELECT 1)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(check(&ctes).unwrap_err().contains("max_statement_ctes"));
+        let centroids = "SELECT approx_percentile_cont(x, 0.5, 9223372036854775807) FROM t";
+        assert!(check(centroids).unwrap_err().contains("centroids"));
+        check("SELECT approx_percentile_cont(x, 0.5, 100) FROM t").unwrap();
+        check("WITH a AS (SELECT * FROM d.t) SELECT * FROM a JOIN d.u ON a.x = u.x").unwrap();
+    }
+}

@@ -1,0 +1,409 @@
+//! Caps on what string functions may build, checked before they allocate.
+//!
+//! `repeat`, `lpad`, `rpad`, `replace`, `concat` and `concat_ws` size their output from their
+//! arguments, outside the memory pool: `repeat('x', 2000000000)` would allocate 2 GB in one
+//! value, and `lpad(col, 1000000)` over a few thousand rows overflows Arrow's 32-bit offsets.
+//! Each is registered wrapped in [`SizeCapped`], which computes the output's size from the
+//! arguments of every batch (exactly for `repeat`, `lpad`, `rpad`; as an upper bound for the
+//! others) and refuses with [`QueryError::OverLimit`] (422, naming the function) when one value
+//! would exceed `limits.max_value_bytes` or the batch `limits.max_batch_bytes`. Everything else
+//! is the wrapped function's own behaviour.
+
+use crate::error::QueryError;
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, FieldRef, Int64Type};
+use datafusion::common::{DataFusionError, ExprSchema, Result, ScalarValue};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::StructFieldMapping;
+use datafusion::logical_expr::interval_arithmetic::Interval;
+use datafusion::logical_expr::preimage::PreimageResult;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
+use datafusion::logical_expr::udf_eq::UdfEq;
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature,
+};
+use std::sync::Arc;
+
+/// How a function's output size follows from its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Growth {
+    /// `repeat(s, n)`: `len(s) × n`.
+    Repeat,
+    /// `lpad(s, n [, fill])`, `rpad`: `n` characters.
+    Pad,
+    /// `replace(s, from, to)`: every match of `from` (or every gap, when empty) becomes `to`.
+    Replace,
+    /// `concat(a, b, ...)`: the sum of the arguments.
+    Concat,
+    /// `concat_ws(sep, a, b, ...)`: the sum, with a separator between each.
+    ConcatWs,
+}
+
+const CAPPED: [(&str, Growth); 6] = [
+    ("repeat", Growth::Repeat),
+    ("lpad", Growth::Pad),
+    ("rpad", Growth::Pad),
+    ("replace", Growth::Replace),
+    ("concat", Growth::Concat),
+    ("concat_ws", Growth::ConcatWs),
+];
+
+/// The byte caps of [`SizeCapped`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SizeCaps {
+    pub value_bytes: u64,
+    pub batch_bytes: u64,
+}
+
+/// Replaces the functions that grow their output from their arguments with capped ones.
+pub fn register(state: &mut SessionState, caps: SizeCaps) -> Result<()> {
+    for (name, growth) in CAPPED {
+        let Some(udf) = state.scalar_functions().get(name).cloned() else {
+            continue;
+        };
+        let capped = SizeCapped {
+            inner: UdfEq::from(udf.inner().clone()),
+            growth,
+            caps,
+        };
+        state.register_udf(Arc::new(ScalarUDF::new_from_shared_impl(Arc::new(capped))))?;
+    }
+    Ok(())
+}
+
+/// A string function whose output is sized before it is built; see the module documentation.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SizeCapped {
+    inner: UdfEq<Arc<dyn ScalarUDFImpl>>,
+    growth: Growth,
+    caps: SizeCaps,
+}
+
+impl SizeCapped {
+    fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
+        let rows = args.number_rows.max(1);
+        let a = &args.args;
+        let mut largest: u64 = 0;
+        let mut total: u64 = 0;
+        let mut add = |bytes: u64| {
+            largest = largest.max(bytes);
+            total = total.saturating_add(bytes);
+        };
+        match self.growth {
+            Growth::Repeat | Growth::Pad => {
+                let (Some(s), Some(n)) = (a.first(), a.get(1)) else {
+                    return Ok(());
+                };
+                let wide =
+                    self.growth == Growth::Pad && (a.iter().any(|v| !is_ascii(v)) || a.len() < 2);
+                for i in 0..rows {
+                    let Some(n) = int_at(n, i)? else { continue };
+                    let n = n.max(0) as u64;
+                    let bytes = match self.growth {
+                        Growth::Repeat => str_len_at(s, i).saturating_mul(n),
+                        _ => n.saturating_mul(if wide { 4 } else { 1 }),
+                    };
+                    add(bytes);
+                }
+            }
+            Growth::Replace => {
+                let (Some(s), Some(from), Some(to)) = (a.first(), a.get(1), a.get(2)) else {
+                    return Ok(());
+                };
+                for i in 0..rows {
+                    let (s, from, to) = (str_len_at(s, i), str_len_at(from, i), str_len_at(to, i));
+                    // An empty pattern matches between every two characters.
+                    let matches = s.checked_div(from).unwrap_or(s + 1);
+                    add(s.saturating_add(matches.saturating_mul(to)));
+                }
+            }
+            Growth::Concat | Growth::ConcatWs => {
+                let (sep, parts) = match self.growth {
+                    Growth::ConcatWs => (a.first(), a.get(1..).unwrap_or_default()),
+                    _ => (None, a.as_slice()),
+                };
+                for i in 0..rows {
+                    let mut bytes: u64 = parts.iter().map(|p| str_len_at(p, i)).sum();
+                    if let Some(sep) = sep {
+                        bytes = bytes
+                            .saturating_add(str_len_at(sep, i).saturating_mul(parts.len() as u64));
+                    }
+                    add(bytes);
+                }
+            }
+        }
+        let name = self.inner.name();
+        if largest > self.caps.value_bytes {
+            return Err(over_limit(format!(
+                "{name}() would build a value of {largest} bytes; at most {} bytes per value \
+                 are allowed (limits.max_value_bytes)",
+                self.caps.value_bytes
+            )));
+        }
+        if total > self.caps.batch_bytes {
+            return Err(over_limit(format!(
+                "{name}() would build {total} bytes for one batch of {rows} rows; at most {} \
+                 bytes are allowed (limits.max_batch_bytes): shorten the values or filter \
+                 the rows first",
+                self.caps.batch_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn over_limit(message: String) -> DataFusionError {
+    DataFusionError::External(Box::new(QueryError::OverLimit(message)))
+}
+
+/// The byte length of a string argument at row `i` (0 for nulls and non-strings).
+fn str_len_at(v: &ColumnarValue, i: usize) -> u64 {
+    match v {
+        ColumnarValue::Scalar(s) => scalar_str(s).map_or(0, |s| s.len() as u64),
+        ColumnarValue::Array(a) => array_str_len(a, i),
+    }
+}
+
+fn scalar_str(s: &ScalarValue) -> Option<&str> {
+    match s {
+        ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => v.as_deref(),
+        _ => None,
+    }
+}
+
+fn array_str_len(a: &ArrayRef, i: usize) -> u64 {
+    if i >= a.len() || a.is_null(i) {
+        return 0;
+    }
+    match a.data_type() {
+        DataType::Utf8 => a.as_string::<i32>().value(i).len() as u64,
+        DataType::LargeUtf8 => a.as_string::<i64>().value(i).len() as u64,
+        DataType::Utf8View => a.as_string_view().value(i).len() as u64,
+        _ => 0,
+    }
+}
+
+fn is_ascii(v: &ColumnarValue) -> bool {
+    match v {
+        ColumnarValue::Scalar(s) => scalar_str(s).is_none_or(str::is_ascii),
+        ColumnarValue::Array(a) => match a.data_type() {
+            DataType::Utf8 => a.as_string::<i32>().values().is_ascii(),
+            DataType::LargeUtf8 => a.as_string::<i64>().values().is_ascii(),
+            DataType::Utf8View => a.as_string_view().iter().flatten().all(str::is_ascii),
+            _ => true,
+        },
+    }
+}
+
+/// An integer argument at row `i` (`None` for nulls).
+fn int_at(v: &ColumnarValue, i: usize) -> Result<Option<i64>> {
+    match v {
+        ColumnarValue::Scalar(s) => Ok(match s.cast_to(&DataType::Int64)? {
+            ScalarValue::Int64(n) => n,
+            _ => None,
+        }),
+        ColumnarValue::Array(a) => {
+            if i >= a.len() || a.is_null(i) {
+                return Ok(None);
+            }
+            match a.as_primitive_opt::<Int64Type>() {
+                Some(ints) => Ok(Some(ints.value(i))),
+                None => {
+                    let one = arrow::compute::cast(&a.slice(i, 1), &DataType::Int64)?;
+                    Ok(one
+                        .as_primitive_opt::<Int64Type>()
+                        .filter(|x| !x.is_null(0))
+                        .map(|x| x.value(0)))
+                }
+            }
+        }
+    }
+}
+
+#[warn(clippy::missing_trait_methods)] // Delegates, so it should implement every trait method.
+impl ScalarUDFImpl for SizeCapped {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn display_name(&self, args: &[Expr]) -> Result<String> {
+        #[expect(deprecated)]
+        self.inner.display_name(args)
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        self.inner.schema_name(args)
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn is_nullable(&self, args: &[Expr], schema: &dyn ExprSchema) -> bool {
+        #[expect(deprecated)]
+        self.inner.is_nullable(args, schema)
+    }
+
+    fn is_strict(&self) -> bool {
+        self.inner.is_strict()
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.check(&args)?;
+        self.inner.invoke_with_args(args)
+    }
+
+    fn with_updated_config(&self, _config: &ConfigOptions) -> Option<ScalarUDF> {
+        None
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        // `concat` of literals is merged while planning, without `invoke`: leave literals
+        // too large together to be checked (and refused) when evaluated.
+        if matches!(self.growth, Growth::Concat | Growth::ConcatWs) {
+            let literal_bytes: u64 = args
+                .iter()
+                .filter_map(|a| match a {
+                    Expr::Literal(v, _) => scalar_str(v).map(|s| s.len() as u64),
+                    _ => None,
+                })
+                .sum();
+            if literal_bytes > self.caps.value_bytes {
+                return Ok(ExprSimplifyResult::Original(args));
+            }
+        }
+        self.inner.simplify(args, info)
+    }
+
+    fn preimage(
+        &self,
+        args: &[Expr],
+        lit_expr: &Expr,
+        info: &SimplifyContext,
+    ) -> Result<PreimageResult> {
+        self.inner.preimage(args, lit_expr, info)
+    }
+
+    fn conditional_arguments<'a>(
+        &self,
+        args: &'a [Expr],
+    ) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
+        self.inner.conditional_arguments(args)
+    }
+
+    fn short_circuits(&self) -> bool {
+        self.inner.short_circuits()
+    }
+
+    fn evaluate_bounds(&self, input: &[&Interval]) -> Result<Interval> {
+        self.inner.evaluate_bounds(input)
+    }
+
+    fn propagate_constraints(
+        &self,
+        interval: &Interval,
+        inputs: &[&Interval],
+    ) -> Result<Option<Vec<Interval>>> {
+        self.inner.propagate_constraints(interval, inputs)
+    }
+
+    fn struct_field_mapping(
+        &self,
+        literal_args: &[Option<ScalarValue>],
+    ) -> Option<StructFieldMapping> {
+        self.inner.struct_field_mapping(literal_args)
+    }
+
+    fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
+        self.inner.output_ordering(inputs)
+    }
+
+    fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> Result<bool> {
+        self.inner.preserves_lex_ordering(inputs)
+    }
+
+    fn strictly_order_preserving(&self, inputs: &[ExprProperties]) -> Result<bool> {
+        self.inner.strictly_order_preserving(inputs)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+
+    fn placement(&self, args: &[ExpressionPlacement]) -> ExpressionPlacement {
+        self.inner.placement(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    async fn run(sql: &str) -> Result<(), String> {
+        let mut state = SessionContext::new().state();
+        register(
+            &mut state,
+            SizeCaps {
+                value_bytes: 1000,
+                batch_bytes: 10_000,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let ctx = SessionContext::new_with_state(state);
+        let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
+        df.collect().await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn values_and_batches_over_the_caps_are_refused_before_they_are_built() {
+        for sql in [
+            "SELECT repeat('x', 2000000000)",
+            "SELECT repeat('ab', 501)",
+            "SELECT lpad('a', 1001)",
+            "SELECT rpad('a', 300, '中')",
+            "SELECT replace(repeat('a', 100), 'a', repeat('b', 100))",
+            "SELECT replace('abc', '', repeat('b', 500))",
+            "SELECT concat(repeat('a', 600), repeat('b', 600))",
+            "SELECT lpad(v, 900) FROM (VALUES ('a'), ('b'), ('c'), ('d'), ('e'), ('f'), ('g'), \
+             ('h'), ('i'), ('j'), ('k'), ('l')) t(v)",
+        ] {
+            let err = run(sql).await.expect_err(sql);
+            assert!(err.contains("at most"), "{sql}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn values_within_the_caps_are_built_as_before() {
+        for sql in [
+            "SELECT repeat('ab', 500)",
+            "SELECT lpad('a', 1000, 'xy')",
+            "SELECT rpad('中', 250, '文')",
+            "SELECT replace('aaa', 'a', 'bb')",
+            "SELECT concat('a', NULL, 'b'), concat_ws('-', 'a', 'b')",
+            "SELECT repeat(NULL, 5), lpad('a', NULL)",
+        ] {
+            run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+}
