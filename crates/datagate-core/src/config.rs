@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub cors_allowed_origins: Vec<String>,
     /// Negotiate gzip/zstd response compression by `Accept-Encoding`.
     pub compression: bool,
+    /// Threads that accept connections and serve requests (health, catalog, audit, limits,
+    /// encoding hand-off); 0 = one per core. Queries run on `[query]`'s threads instead.
+    pub threads: usize,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +68,7 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 10,
             cors_allowed_origins: vec!["*".to_string()],
             compression: true,
+            threads: 0,
         }
     }
 }

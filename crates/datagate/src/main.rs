@@ -237,7 +237,16 @@ fn init_logging(cfg: &Config) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(0)
+}
+
+/// The async runtime with `threads` workers (0 = one per core).
+fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    builder
         .enable_all()
         // Query planning recurses over the plan; room to spare keeps deep (but accepted)
         // queries far from the guard page. Only touched pages are committed.
@@ -290,7 +299,7 @@ fn run_serve(cfg: Config) -> Result<()> {
         .and_then(|b| b.install_recorder())
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
-    let rt = runtime()?;
+    let rt = runtime_with(cfg.server.threads)?;
     rt.block_on(async move {
         let stores = open_stores(&cfg)?;
         bootstrap_admin_key(&cfg, stores.catalog.as_ref()).await?;
