@@ -76,7 +76,6 @@ async fn add_numbers(s: &Server) {
 fn corpus() -> Vec<(String, &'static [u16])> {
     const REFUSED: &[u16] = &[400];
     const OVER: &[u16] = &[422];
-    const TIMED_OUT: &[u16] = &[504];
     const ANY: &[u16] = &[400, 422, 504];
     let t = "market.numbers";
     let nots = format!("SELECT {}true{}", "NOT (".repeat(60), ")".repeat(60));
@@ -122,9 +121,10 @@ fn corpus() -> Vec<(String, &'static [u16])> {
         (format!("SELECT a.* FROM {t} a, {t} b, {t} c WHERE a.id + b.id = c.id LIMIT 10"), OVER),
         (format!("SELECT count(a.id * e.id) FROM {t} a, {t} b, {t} c, {t} d, {t} e"), OVER),
         (format!("SELECT sum(x) FROM (SELECT a.id + b.id AS x FROM {t} a, {t} b UNION ALL SELECT 1)"), OVER),
-        // Recursion without a stop: stopped by the deadline.
-        ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r".into(), TIMED_OUT),
+        // Recursion without a stop: stopped at the tier's iteration budget (or the deadline).
+        ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r".into(), OVER),
         ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n FROM r) SELECT n FROM r ORDER BY n".into(), ANY),
+        (format!("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r, {t}"), ANY),
         // Functions that size their output from their arguments.
         ("SELECT repeat('x', 2000000000)".into(), OVER),
         ("SELECT lpad('x', 2000000000)".into(), OVER),
@@ -276,7 +276,8 @@ async fn every_hostile_query_is_answered_with_a_problem_and_the_gateway_keeps_se
     stop.store(true, Ordering::Relaxed);
     let (worst, failed, count) = probes.await.unwrap();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(count > 10, "only {count} probes ran");
+    // (Most statements are refused within milliseconds, so the corpus may take only seconds.)
+    assert!(count >= 2, "only {count} probes ran");
     assert_eq!(
         failed, 0,
         "{failed} of {count} health/catalog probes failed"
@@ -381,7 +382,8 @@ async fn hostile_rows_and_exports_are_refused_the_same_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_department_key_stays_fast_while_eight_anonymous_hostile_queries_run() {
     let s = Server::start(Options {
-        env: server_env(&[]),
+        // Recursion without an iteration budget: those queries run until their deadline.
+        env: server_env(&[("DATAGATE_LIMITS__MAX_RECURSION_DEPTH", "1000000000000")]),
         ..Default::default()
     })
     .await;
@@ -466,7 +468,8 @@ async fn a_department_key_stays_fast_while_eight_anonymous_hostile_queries_run()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_stops_running_queries_within_the_grace_period_and_audits_them() {
     let mut s = Server::start(Options {
-        env: server_env(&[]),
+        // Recursion without an iteration budget: the query runs until something stops it.
+        env: server_env(&[("DATAGATE_LIMITS__MAX_RECURSION_DEPTH", "1000000000000")]),
         ..Default::default()
     })
     .await;

@@ -315,6 +315,23 @@ async fn sql_joins_params_caps_and_limits() {
         "https://datagate.dev/problems/query-memory-limit"
     );
 
+    // Recursion without a stop: 422 at the iteration budget.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
+                        SELECT count(*) FROM r"}),
+    )
+    .await;
+    assert_eq!(st, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_recursion_depth"),
+        "{body}"
+    );
+
     // Over the cost budget (5,000³ row pairs): 422 before anything runs.
     let (st, body) = query(
         &c,
@@ -335,8 +352,8 @@ async fn sql_joins_params_caps_and_limits() {
     let (st, body) = query(
         &c,
         &s,
-        json!({"sql": "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) \
-                        SELECT count(*) FROM r",
+        json!({"sql": "SELECT max(a.uscc || b.uscc) FROM market.market_entities a \
+                        CROSS JOIN market.market_entities b",
                "timeout_ms": 300}),
     )
     .await;

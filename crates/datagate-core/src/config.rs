@@ -228,6 +228,9 @@ pub struct LimitsConfig {
     /// Rows a full sort or window may take as input (estimated from the pinned versions'
     /// statistics); beyond it the plan is refused with 422. Multiplied by `query_budget`.
     pub max_sort_rows: u64,
+    /// Iterations a recursive query (`WITH RECURSIVE`) may run; beyond them it fails with 422.
+    /// Multiplied by `query_budget`.
+    pub max_recursion_depth: u64,
 }
 
 impl Default for LimitsConfig {
@@ -249,6 +252,7 @@ impl Default for LimitsConfig {
             max_batch_bytes: 64 * 1024 * 1024,
             max_join_pairs: 100_000_000,
             max_sort_rows: 20_000_000,
+            max_recursion_depth: 1_000,
         }
     }
 }
@@ -282,6 +286,9 @@ pub struct QueryConfig {
     /// Share of those threads (0 to 1, at least one thread) that callers of tiers with
     /// `query_pool = "public"` (anonymous, standard) may use together.
     pub public_share: f64,
+    /// Nice value (0 to 19) of the public threads: when both pools are busy, the kernel gives
+    /// the reserved threads and the HTTP threads the larger share of the cores.
+    pub public_nice: i32,
 }
 
 impl Default for QueryConfig {
@@ -289,6 +296,7 @@ impl Default for QueryConfig {
         Self {
             threads: 0,
             public_share: 0.5,
+            public_nice: 10,
         }
     }
 }
@@ -580,6 +588,11 @@ impl Config {
                     )));
                 }
             }
+        }
+        if !(0..=19).contains(&self.query.public_nice) {
+            return Err(ConfigError(
+                "invalid configuration: key `query.public_nice` must be between 0 and 19".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.query.public_share) {
             return Err(ConfigError(

@@ -48,6 +48,7 @@ pub struct QueryLimits {
     /// Cost budgets checked before a plan runs (already multiplied by the caller's tier).
     pub max_join_pairs: u64,
     pub max_sort_rows: u64,
+    pub max_recursion_depth: u64,
 }
 
 impl QueryLimits {
@@ -56,6 +57,7 @@ impl QueryLimits {
         let m = multiplier.max(1);
         self.max_join_pairs = self.max_join_pairs.saturating_mul(m);
         self.max_sort_rows = self.max_sort_rows.saturating_mul(m);
+        self.max_recursion_depth = self.max_recursion_depth.saturating_mul(m);
         self
     }
 }
@@ -83,6 +85,7 @@ impl From<&LimitsConfig> for QueryLimits {
             },
             max_join_pairs: c.max_join_pairs,
             max_sort_rows: c.max_sort_rows,
+            max_recursion_depth: c.max_recursion_depth,
         }
     }
 }

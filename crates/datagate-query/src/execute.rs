@@ -130,6 +130,8 @@ pub async fn start(
         let task = df.task_ctx();
         let physical = df.create_physical_plan().await.map_err(df_err)?;
         crate::cost::check(&physical, &budget)?;
+        let physical =
+            crate::recursion::limit_recursion(physical, session.limits.max_recursion_depth)?;
         let mut stream =
             datafusion::physical_plan::execute_stream(physical, Arc::new(task)).map_err(df_err)?;
         if explain && !session.internals {

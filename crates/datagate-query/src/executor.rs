@@ -4,9 +4,9 @@
 //!
 //! Two pools share the machine's cores: `reserved` (every core) runs the queries of keys whose
 //! tier has `query_pool = "reserved"` (departments, premium keys); `public` (a configured share
-//! of the cores, at least one thread) runs those of anonymous and standard callers, so a few
-//! heavy public queries cannot take every core from a department's key, and none can take the
-//! HTTP side's.
+//! of the cores, at least one thread, at a lower scheduling priority) runs those of anonymous
+//! and standard callers, so a few heavy public queries cannot take every core from a
+//! department's key, and none can take the HTTP side's.
 //!
 //! A request's work is a [`Lane`]: the pool it runs on, its tier, a CPU-time account and
 //! whatever must stay held while any of its work runs (the admission permit). Work started
@@ -46,9 +46,11 @@ struct Pool {
 }
 
 impl Pool {
-    fn start(name: &str, threads: usize) -> Result<Self, QueryError> {
+    /// A pool of `threads` workers whose threads run at `nice` (0: the process's priority).
+    fn start(name: &str, threads: usize, nice: i32) -> Result<Self, QueryError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
+            .on_thread_start(move || lower_priority(nice))
             .max_blocking_threads(threads.max(2) * 4)
             .thread_name(name)
             // Planning recurses over deep (but accepted) plans.
@@ -93,8 +95,8 @@ impl QueryExecutor {
         let public = ((threads as f64 * share).round() as usize).clamp(1, threads);
         Ok(Self {
             inner: Arc::new(Pools {
-                reserved: Pool::start("dg-query", threads)?,
-                public: Pool::start("dg-query-public", public)?,
+                reserved: Pool::start("dg-query", threads, 0)?,
+                public: Pool::start("dg-query-public", public, config.public_nice)?,
             }),
         })
     }
@@ -242,6 +244,23 @@ impl<F: Future> Future for CpuTimed<F> {
     }
 }
 
+/// Lowers the calling thread's scheduling priority to `nice` (Linux: nice values are per
+/// thread), so that when both pools are busy the kernel gives the reserved pool's threads, and
+/// the HTTP threads, the larger share of the cores.
+fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: plain system calls on the calling thread's own id.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    if rc != 0 {
+        tracing::warn!(nice, "could not lower the public query threads' priority");
+    }
+}
+
 /// CPU time of the calling thread, in nanoseconds.
 fn thread_cpu_nanos() -> u64 {
     let mut ts = libc::timespec {
@@ -267,6 +286,7 @@ mod tests {
         QueryExecutor::new(&QueryConfig {
             threads: 2,
             public_share: 0.5,
+            public_nice: 10,
         })
         .unwrap()
     }
@@ -280,6 +300,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(name.as_deref(), Some("dg-query-public"));
+        let nice = lane
+            .run(async {
+                // SAFETY: plain system calls on the calling thread's own id.
+                Ok(unsafe {
+                    let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                    libc::getpriority(libc::PRIO_PROCESS, tid)
+                })
+            })
+            .await
+            .unwrap();
+        assert_eq!(nice, 10, "public threads run at the configured nice value");
         let err = lane
             .run(async {
                 let v: Vec<u8> = Vec::new();

@@ -7,7 +7,8 @@
 //! memory pool and without URL tables or table functions. Requests become plans through
 //! [`sql::plan_sql`] (one read-only statement) or [`rows::plan_rows`] (a page or an export, with
 //! the `where` translator of [`filter`]), both measured first by [`complexity`]; [`execute`]
-//! checks a plan's [`cost`] and runs it, streaming it through an [`encode`] format;
+//! checks a plan's [`cost`], bounds its [`recursion`] and runs it, streaming it through an
+//! [`encode`] format;
 //! [`plan_info`] says which dataset versions a plan read.
 //!
 //! Isolation: every plan is planned and executed on the [`executor`]'s pools, never on the
@@ -26,6 +27,7 @@ pub mod filter;
 pub mod masking;
 pub mod plan_info;
 pub mod policy;
+pub mod recursion;
 pub mod rows;
 pub mod size_caps;
 pub mod sql;

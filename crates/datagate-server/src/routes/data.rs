@@ -68,7 +68,8 @@ pub struct RowsParams {
         (status = 304, description = "unchanged since the given ETag"),
         (status = 400, body = crate::api::Problem), (status = 403, body = crate::api::Problem),
         (status = 404, body = crate::api::Problem), (status = 406, body = crate::api::Problem),
-        (status = 422, body = crate::api::Problem), (status = 504, body = crate::api::Problem)))]
+        (status = 422, body = crate::api::Problem), (status = 503, body = crate::api::Problem),
+        (status = 504, body = crate::api::Problem)))]
 pub async fn rows(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,7 +135,9 @@ pub async fn rows(
         (status = 200, description = "the dataset as an attachment, streamed"),
         (status = 304, description = "unchanged since the given ETag"),
         (status = 400, body = crate::api::Problem), (status = 403, body = crate::api::Problem),
-        (status = 404, body = crate::api::Problem), (status = 406, body = crate::api::Problem)))]
+        (status = 404, body = crate::api::Problem), (status = 406, body = crate::api::Problem),
+        (status = 422, body = crate::api::Problem), (status = 503, body = crate::api::Problem),
+        (status = 504, body = crate::api::Problem)))]
 pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -309,7 +312,8 @@ pub struct QueryParams {
     responses(
         (status = 200, description = "the result, in the negotiated format"),
         (status = 400, body = crate::api::Problem), (status = 406, body = crate::api::Problem),
-        (status = 422, body = crate::api::Problem), (status = 504, body = crate::api::Problem)))]
+        (status = 422, body = crate::api::Problem), (status = 503, body = crate::api::Problem),
+        (status = 504, body = crate::api::Problem)))]
 pub async fn query_post(
     State(state): State<AppState>,
     caller: Caller,
@@ -338,7 +342,8 @@ pub async fn query_post(
         (status = 200, description = "the result, in the negotiated format"),
         (status = 304, description = "unchanged since the given ETag"),
         (status = 400, body = crate::api::Problem), (status = 406, body = crate::api::Problem),
-        (status = 422, body = crate::api::Problem), (status = 504, body = crate::api::Problem)))]
+        (status = 422, body = crate::api::Problem), (status = 503, body = crate::api::Problem),
+        (status = 504, body = crate::api::Problem)))]
 pub async fn query_get(
     State(state): State<AppState>,
     caller: Caller,
