@@ -284,7 +284,8 @@ pub struct QueryConfig {
     /// Threads of the query pool; 0 = one per core.
     pub threads: usize,
     /// Share of those threads (0 to 1, at least one thread) that callers of tiers with
-    /// `query_pool = "public"` (anonymous, standard) may use together.
+    /// `query_pool = "public"` (anonymous, standard) may use together. By default all of them,
+    /// at `public_nice`: public queries use idle cores, and yield them under contention.
     pub public_share: f64,
     /// Nice value (0 to 19) of the public threads: when both pools are busy, the kernel gives
     /// the reserved threads and the HTTP threads the larger share of the cores.
@@ -295,7 +296,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         Self {
             threads: 0,
-            public_share: 0.5,
+            public_share: 1.0,
             public_nice: 10,
         }
     }
