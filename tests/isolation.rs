@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The tests of this binary run one at a time: each measures latencies that another's hostile
+/// load would distort.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Rows of the `market.numbers` dataset the corpus joins with itself.
 const ROWS: usize = 20_000;
 const TIMEOUT_MS: u64 = 2_000;
@@ -220,6 +224,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_hostile_query_is_answered_with_a_problem_and_the_gateway_keeps_serving() {
+    let _serial = SERIAL.lock().await;
     let in_flight = MAX_IN_FLIGHT.to_string();
     let s = Server::start(Options {
         env: server_env(&[("DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES", &in_flight)]),
@@ -327,6 +332,7 @@ async fn s_get_json(s: &Server, path: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_rows_and_exports_are_refused_the_same_way() {
+    let _serial = SERIAL.lock().await;
     let s = Server::start(Options {
         env: server_env(&[]),
         ..Default::default()
@@ -381,6 +387,7 @@ async fn hostile_rows_and_exports_are_refused_the_same_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_department_key_stays_fast_while_eight_anonymous_hostile_queries_run() {
+    let _serial = SERIAL.lock().await;
     let s = Server::start(Options {
         // Recursion without an iteration budget: those queries run until their deadline.
         env: server_env(&[("DATAGATE_LIMITS__MAX_RECURSION_DEPTH", "1000000000000")]),
@@ -467,6 +474,7 @@ async fn a_department_key_stays_fast_while_eight_anonymous_hostile_queries_run()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_stops_running_queries_within_the_grace_period_and_audits_them() {
+    let _serial = SERIAL.lock().await;
     let mut s = Server::start(Options {
         // Recursion without an iteration budget: the query runs until something stops it.
         env: server_env(&[("DATAGATE_LIMITS__MAX_RECURSION_DEPTH", "1000000000000")]),
@@ -516,6 +524,7 @@ async fn sigterm_stops_running_queries_within_the_grace_period_and_audits_them()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn explain_hides_files_and_settings_stay_private_outside_the_admin_role() {
+    let _serial = SERIAL.lock().await;
     let s = Server::start(Options {
         env: server_env(&[]),
         ..Default::default()
