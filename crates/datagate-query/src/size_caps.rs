@@ -3,6 +3,8 @@
 //! `repeat`, `lpad`, `rpad`, `replace`, `concat` and `concat_ws` size their output from their
 //! arguments, outside the memory pool: `repeat('x', 2000000000)` would allocate 2 GB in one
 //! value, and `lpad(col, 1000000)` over a few thousand rows overflows Arrow's 32-bit offsets.
+//! `levenshtein` builds little but works `len(a) × len(b)` steps without yielding, so it is
+//! bounded by the pairs it compares per batch.
 //! Each is registered wrapped in [`SizeCapped`], which computes the output's size from the
 //! arguments of every batch (exactly for `repeat`, `lpad`, `rpad`; as an upper bound for the
 //! others) and refuses with [`QueryError::OverLimit`] (422, naming the function) when one value
@@ -41,15 +43,19 @@ enum Growth {
     Concat,
     /// `concat_ws(sep, a, b, ...)`: the sum, with a separator between each.
     ConcatWs,
+    /// `levenshtein(a, b)`: no output to speak of, but `len(a) × len(b)` steps in one call that
+    /// never yields; bounded by [`SizeCaps::pairs`].
+    Pairs,
 }
 
-const CAPPED: [(&str, Growth); 6] = [
+const CAPPED: [(&str, Growth); 7] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
     ("replace", Growth::Replace),
     ("concat", Growth::Concat),
     ("concat_ws", Growth::ConcatWs),
+    ("levenshtein", Growth::Pairs),
 ];
 
 /// The byte caps of [`SizeCapped`].
@@ -57,6 +63,14 @@ const CAPPED: [(&str, Growth); 6] = [
 pub struct SizeCaps {
     pub value_bytes: u64,
     pub batch_bytes: u64,
+}
+
+impl SizeCaps {
+    /// Character pairs a quadratic function may compare for one batch: eight per byte of the
+    /// batch cap (with the default 64 MiB, about half a billion: a second or so of one core).
+    pub fn pairs(&self) -> u64 {
+        self.batch_bytes.saturating_mul(8)
+    }
 }
 
 /// Replaces the functions that grow their output from their arguments with capped ones.
@@ -119,6 +133,23 @@ impl SizeCapped {
                     // An empty pattern matches between every two characters.
                     let matches = s.checked_div(from).unwrap_or(s + 1);
                     add(s.saturating_add(matches.saturating_mul(to)));
+                }
+            }
+            Growth::Pairs => {
+                let (Some(a), Some(b)) = (a.first(), a.get(1)) else {
+                    return Ok(());
+                };
+                let pairs: u64 = (0..rows)
+                    .map(|i| str_len_at(a, i).saturating_mul(str_len_at(b, i)))
+                    .fold(0, u64::saturating_add);
+                let most = self.caps.pairs();
+                if pairs > most {
+                    return Err(over_limit(format!(
+                        "{}() would compare {pairs} character pairs for one batch of {rows} \
+                         rows; at most {most} are allowed (8 × limits.max_batch_bytes): \
+                         compare shorter values",
+                        self.inner.name()
+                    )));
                 }
             }
             Growth::Concat | Growth::ConcatWs => {
@@ -385,6 +416,7 @@ mod tests {
             "SELECT replace(repeat('a', 100), 'a', repeat('b', 100))",
             "SELECT replace('abc', '', repeat('b', 500))",
             "SELECT concat(repeat('a', 600), repeat('b', 600))",
+            "SELECT levenshtein(a, b) FROM (VALUES (repeat('x', 300), repeat('y', 300))) t(a, b)",
             "SELECT lpad(v, 900) FROM (VALUES ('a'), ('b'), ('c'), ('d'), ('e'), ('f'), ('g'), \
              ('h'), ('i'), ('j'), ('k'), ('l')) t(v)",
         ] {
@@ -402,6 +434,7 @@ mod tests {
             "SELECT replace('aaa', 'a', 'bb')",
             "SELECT concat('a', NULL, 'b'), concat_ws('-', 'a', 'b')",
             "SELECT repeat(NULL, 5), lpad('a', NULL)",
+            "SELECT levenshtein(a, b) FROM (VALUES (repeat('x', 200), repeat('y', 200))) t(a, b)",
         ] {
             run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
