@@ -139,6 +139,7 @@ fn corpus() -> Vec<(String, &'static [u16])> {
         ("SELECT replace(repeat('a', 1000), 'a', repeat('b', 10000))".into(), OVER),
         ("SELECT strpos(repeat('a', 40000000), repeat('a', 50000) || 'b')".into(), OVER),
         ("SELECT repeat('a', 50000000) ~ 'b'".into(), OVER),
+        ("SELECT to_char(now(), repeat('%c', 500000))".into(), OVER),
         // Quadratic without yielding: 10¹² steps in one call, first tried while planning.
         ("SELECT levenshtein(lpad('a', 1000000, 'x'), lpad('b', 1000000, 'y'))".into(), OVER),
         ("SELECT approx_percentile_cont(line_count, 0.5, 9223372036854775807) FROM transport.bus_lines".into(), OVER),

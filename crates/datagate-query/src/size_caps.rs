@@ -3,7 +3,7 @@
 //! `repeat`, `lpad`, `rpad`, `replace`, `concat` and `concat_ws` size their output from their
 //! arguments, outside the memory pool: `repeat('x', 2000000000)` would allocate 2 GB in one
 //! value, and `lpad(col, 1000000)` over a few thousand rows overflows Arrow's 32-bit offsets.
-//! `levenshtein` builds little but works `len(a) × len(b)` steps without yielding, so it is
+//! `to_char` prints up to 16 bytes per byte of its format. `levenshtein` builds little but works `len(a) × len(b)` steps without yielding, so it is
 //! bounded by the pairs it compares per batch.
 //! Each is registered wrapped in [`SizeCapped`], which computes the output's size from the
 //! arguments of every batch (exactly for `repeat`, `lpad`, `rpad`; as an upper bound for the
@@ -46,9 +46,12 @@ enum Growth {
     /// `levenshtein(a, b)`: no output to speak of, but `len(a) × len(b)` steps in one call that
     /// never yields; bounded by [`SizeCaps::pairs`].
     Pairs,
+    /// `to_char(value, format)` (alias `date_format`): every two-byte specifier can print up to
+    /// 32 bytes (`%+`), so at most 16 bytes per byte of the format.
+    Format,
 }
 
-const CAPPED: [(&str, Growth); 7] = [
+const CAPPED: [(&str, Growth); 8] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
@@ -56,6 +59,7 @@ const CAPPED: [(&str, Growth); 7] = [
     ("concat", Growth::Concat),
     ("concat_ws", Growth::ConcatWs),
     ("levenshtein", Growth::Pairs),
+    ("to_char", Growth::Format),
 ];
 
 /// The byte caps of [`SizeCapped`].
@@ -133,6 +137,14 @@ impl SizeCapped {
                     // An empty pattern matches between every two characters.
                     let matches = s.checked_div(from).unwrap_or(s + 1);
                     add(s.saturating_add(matches.saturating_mul(to)));
+                }
+            }
+            Growth::Format => {
+                let Some(format) = a.get(1) else {
+                    return Ok(());
+                };
+                for i in 0..rows {
+                    add(str_len_at(format, i).saturating_mul(16));
                 }
             }
             Growth::Pairs => {
@@ -435,6 +447,7 @@ mod tests {
             "SELECT concat('a', NULL, 'b'), concat_ws('-', 'a', 'b')",
             "SELECT repeat(NULL, 5), lpad('a', NULL)",
             "SELECT levenshtein(a, b) FROM (VALUES (repeat('x', 200), repeat('y', 200))) t(a, b)",
+            "SELECT to_char(TIMESTAMP '2020-01-01 00:00:00', repeat('%Y', 30))",
         ] {
             run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
