@@ -473,6 +473,17 @@ async fn a_department_key_stays_fast_while_eight_anonymous_hostile_queries_run()
             .any(|l| l.starts_with("datagate_query_cpu_microseconds_total{tier=\"anonymous\"}")),
         "per-tier CPU time is reported"
     );
+    let public_cpu = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("datagate_query_pool_cpu_microseconds_total{pool=\"public\"} ")
+        })
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        public_cpu > 1e6,
+        "the public pool's CPU time is reported: {public_cpu} µs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,6 +13,8 @@
 //! through [`Lane::run`] is aborted when its handle is dropped (deadline, disconnect); a panic
 //! inside it becomes [`QueryError::Panicked`] for that request only; its CPU time (thread CPU
 //! time of each poll) is added to the lane and to `datagate_query_cpu_microseconds_total{tier}`.
+//! That counts the request's own tasks; `datagate_query_pool_cpu_microseconds_total{pool}`
+//! counts everything each pool's workers did, the tasks DataFusion spawns for a plan included.
 
 use crate::error::QueryError;
 use datagate_core::config::{QueryConfig, QueryPool};
@@ -26,6 +28,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
+
+thread_local! {
+    /// Thread CPU time when this pool worker last woke up.
+    static BUSY_SINCE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// The pools queries run on; cheap to clone.
 #[derive(Clone)]
@@ -47,12 +54,26 @@ struct Pool {
 
 impl Pool {
     /// A pool of `threads` workers whose threads run at `nice` (0: the process's priority).
-    fn start(name: &str, threads: usize, nice: i32) -> Result<Self, QueryError> {
+    fn start(name: &'static str, threads: usize, nice: i32) -> Result<Self, QueryError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
-            .on_thread_start(move || lower_priority(nice))
+            .on_thread_start(move || {
+                lower_priority(nice);
+                BUSY_SINCE.set(thread_cpu_nanos());
+            })
+            // All CPU of the pool's workers, the tasks DataFusion spawns for a plan included.
+            .on_thread_unpark(|| BUSY_SINCE.set(thread_cpu_nanos()))
+            .on_thread_park(move || {
+                let used = thread_cpu_nanos().saturating_sub(BUSY_SINCE.get());
+                metrics::counter!("datagate_query_pool_cpu_microseconds_total", "pool" => name)
+                    .increment(used / 1_000);
+            })
             .max_blocking_threads(threads.max(2) * 4)
-            .thread_name(name)
+            .thread_name(if name == "public" {
+                "dg-query-public"
+            } else {
+                "dg-query"
+            })
             // Planning recurses over deep (but accepted) plans.
             .thread_stack_size(16 * 1024 * 1024)
             .enable_all()
@@ -95,8 +116,8 @@ impl QueryExecutor {
         let public = ((threads as f64 * share).round() as usize).clamp(1, threads);
         Ok(Self {
             inner: Arc::new(Pools {
-                reserved: Pool::start("dg-query", threads, 0)?,
-                public: Pool::start("dg-query-public", public, config.public_nice)?,
+                reserved: Pool::start("reserved", threads, 0)?,
+                public: Pool::start("public", public, config.public_nice)?,
             }),
         })
     }
