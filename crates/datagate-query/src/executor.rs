@@ -69,11 +69,7 @@ impl Pool {
                     .increment(used / 1_000);
             })
             .max_blocking_threads(threads.max(2) * 4)
-            .thread_name(if name == "public" {
-                "dg-query-public"
-            } else {
-                "dg-query"
-            })
+            .thread_name(format!("dg-query-{name}"))
             // Planning recurses over deep (but accepted) plans.
             .thread_stack_size(16 * 1024 * 1024)
             .enable_all()

@@ -27,6 +27,12 @@ impl Principal {
         grants: Vec::new(),
     };
 
+    /// Whether this principal may see the engine's internals: warehouse file paths in
+    /// `EXPLAIN`, engine settings (admins only).
+    pub fn sees_internals(&self) -> bool {
+        self.role == Some(Role::Admin)
+    }
+
     /// The open levels whose catalog entries this principal sees.
     pub fn visible_levels(&self) -> Vec<AccessLevel> {
         match self.role {

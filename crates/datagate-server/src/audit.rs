@@ -59,15 +59,15 @@ impl Clone for DataAccess {
 /// Audit records still to be written — of requests being answered, and `end` records of data
 /// responses still streaming — so shutdown can wait for them before the log closes.
 #[derive(Default)]
-pub struct PendingEnds {
+pub struct PendingRecords {
     count: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
 }
 
 /// One record still to be written; dropped once it is handed to the log.
-pub struct PendingEnd(Arc<PendingEnds>);
+pub struct PendingRecord(Arc<PendingRecords>);
 
-impl Drop for PendingEnd {
+impl Drop for PendingRecord {
     fn drop(&mut self) {
         if self
             .0
@@ -80,10 +80,10 @@ impl Drop for PendingEnd {
     }
 }
 
-impl PendingEnds {
-    fn begin(self: &Arc<Self>) -> PendingEnd {
+impl PendingRecords {
+    fn begin(self: &Arc<Self>) -> PendingRecord {
         self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        PendingEnd(self.clone())
+        PendingRecord(self.clone())
     }
 
     /// Waits until every pending record was handed to the log, or `limit` passed.
@@ -278,7 +278,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
     if let Some(why) = log.failed() {
         return unavailable(&why);
     }
-    let _pending = state.audit_ends.begin();
+    let _pending = state.audit_pending.begin();
     let start = Instant::now();
     let method = req.method().clone();
     let route = req
@@ -354,7 +354,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 return unavailable(&e.to_string());
             }
             let report = access.report;
-            let pending = state.audit_ends.begin();
+            let pending = state.audit_pending.begin();
             tokio::spawn(async move {
                 let _pending = pending;
                 let report = report.await.ok();

@@ -21,6 +21,6 @@ pub struct AppState {
     pub audit: AuditLog,
     /// Refusals counted per caller and second for the audit log.
     pub refusals: Arc<crate::audit::RefusalCounter>,
-    /// Data responses whose `end` record is still to be written.
-    pub audit_ends: Arc<crate::audit::PendingEnds>,
+    /// Audit records still to be written (requests being answered, `end` records of streams).
+    pub audit_pending: Arc<crate::audit::PendingRecords>,
 }

@@ -378,19 +378,19 @@ fn run_serve(cfg: Config) -> Result<()> {
             fair_use: fair_use.clone(),
             audit: audit.clone(),
             refusals: refusals.clone(),
-            audit_ends: Default::default(),
+            audit_pending: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
         tracing::info!(address = %listener.local_addr()?, data_dir = %cfg.storage.data_dir.display(), "datagate listening");
         let executor = state.engine.executor().clone();
-        let ends = state.audit_ends.clone();
+        let pending = state.audit_pending.clone();
         datagate_server::serve(listener, state, shutdown_signal()).await?;
         // Queries still running after the grace period are dropped where they stand; their
         // `end` records say they were cancelled.
         executor.shutdown();
-        ends.wait_idle(std::time::Duration::from_secs(2)).await;
+        pending.wait_idle(std::time::Duration::from_secs(2)).await;
         fair_use.save_usage(stores.catalog.as_ref()).await;
         refusals.flush_all(&audit);
         audit.close();

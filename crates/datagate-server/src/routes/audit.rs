@@ -5,7 +5,7 @@
 //! Records are served through the same DataFusion path as the data API (formats, limits,
 //! streaming): the log's segments, sealed and open, are read as the table `audit.events`.
 
-use super::data::{is_admin, negotiate, on_lane, stream_audit};
+use super::data::{negotiate, on_lane, stream_audit};
 use super::{ApiJson, ApiQuery, Caller};
 use crate::authz::Action;
 use crate::fair_use::QueryTicket;
@@ -206,7 +206,7 @@ pub async fn query(
     let deadline = Some(Deadline::after(limits.timeout));
     let session = audit_session(&state)
         .await?
-        .for_caller(ticket.budget, is_admin(&caller.principal()));
+        .for_caller(ticket.budget, caller.principal().sees_internals());
     let lane = ticket.lane(state.engine.executor());
     let sql = body.sql.clone();
     let started = on_lane(&lane, deadline, async move {

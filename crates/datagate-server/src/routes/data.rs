@@ -260,7 +260,7 @@ async fn read_dataset(
             state.engine.dataset_catalog(&snapshot),
             request.needs_file_order(&dataset.primary_key, paging),
         )?
-        .for_caller(ticket.budget, is_admin(&principal));
+        .for_caller(ticket.budget, principal.sees_internals());
     let lane = ticket.lane(state.engine.executor());
     let (table, primary_key) = (snapshot.clone(), dataset.primary_key.clone());
     let (read, started) = on_lane(&lane, deadline, async move {
@@ -385,7 +385,7 @@ async fn run_query(
     let session = state
         .engine
         .request_session(catalog, false)?
-        .for_caller(ticket.budget, is_admin(&principal));
+        .for_caller(ticket.budget, principal.sees_internals());
     let lane = ticket.lane(state.engine.executor());
     let (sql_text, params) = (text.to_string(), params.to_vec());
     let (session, plan, read) = on_lane(&lane, deadline, async move {
@@ -442,11 +442,6 @@ pub(crate) async fn on_lane<T: Send + 'static>(
     work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
 ) -> Result<T, ApiError> {
     Ok(Deadline::run(deadline, lane.run(work)).await?)
-}
-
-/// Whether `principal` may see the engine's internals (file paths in `EXPLAIN`, settings).
-pub(crate) fn is_admin(principal: &datagate_query::Principal) -> bool {
-    principal.role == Some(datagate_catalog::Role::Admin)
 }
 
 /// The format from `format=`, else from `Accept` (JSON when neither says).
