@@ -290,6 +290,11 @@ pub struct QueryConfig {
     /// Nice value (0 to 19) of the public threads: when both pools are busy, the kernel gives
     /// the reserved threads and the HTTP threads the larger share of the cores.
     pub public_nice: i32,
+    /// Decoded bytes of small dataset versions kept in memory so their pages are slices, not
+    /// Parquet decodes; 0 turns the cache off.
+    pub page_cache_bytes: u64,
+    /// Versions with more rows than this are not cached: their pages seek in the files.
+    pub page_cache_max_rows: u64,
 }
 
 impl Default for QueryConfig {
@@ -298,6 +303,8 @@ impl Default for QueryConfig {
             threads: 0,
             public_share: 1.0,
             public_nice: 10,
+            page_cache_bytes: 128 * 1024 * 1024,
+            page_cache_max_rows: 200_000,
         }
     }
 }

@@ -36,8 +36,11 @@ pub struct TableSnapshot {
     /// The pinned version; `None` for a dataset with no data yet (an empty table).
     pub version: Option<i64>,
     pub columns: Vec<Column>,
-    /// Absolute URLs of the version's Parquet files.
+    /// Absolute URLs of the version's Parquet files, in storage order (by path: the order
+    /// DataFusion reads them in, and the order of uploads).
     pub file_urls: Vec<String>,
+    /// Rows of each file of `file_urls`, as the catalog recorded them at ingest.
+    pub file_rows: Vec<u64>,
     /// The dataset's primary key (its columns carry bloom filters).
     pub primary_key: Vec<String>,
     /// Whether the reader sees every column as published (the owning department, admins);
@@ -54,6 +57,11 @@ impl TableSnapshot {
                 .map(|c| Field::new(&c.name, c.data_type.to_arrow(), true))
                 .collect::<Vec<_>>(),
         ))
+    }
+
+    /// Rows of the version (0 for a dataset with no data yet).
+    pub fn rows(&self) -> u64 {
+        self.file_rows.iter().sum()
     }
 
     /// `department.name`, as written in SQL and in `X-Dataset-Versions`.
@@ -203,6 +211,7 @@ impl Resolver {
                 version: None,
                 columns: dataset.columns.clone(),
                 file_urls: Vec::new(),
+                file_rows: Vec::new(),
                 primary_key: dataset.primary_key.clone(),
                 sees_all,
             }));
@@ -214,8 +223,9 @@ impl Resolver {
         else {
             return Ok(None);
         };
-        let file_urls = found
-            .files
+        let mut files = found.files.iter().collect::<Vec<_>>();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let file_urls = files
             .iter()
             .map(|f| {
                 self.warehouse_url
@@ -224,6 +234,7 @@ impl Resolver {
                     .map_err(|e| crate::QueryError::Internal(format!("bad file path: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let file_rows = files.iter().map(|f| f.rows).collect();
         // A version fixes names and types; sensitivity and masks are the dataset's current
         // annotations, so a column marked sensitive today is masked in old versions too.
         let columns = found
@@ -243,6 +254,7 @@ impl Resolver {
             version: Some(found.version),
             columns,
             file_urls,
+            file_rows,
             primary_key: dataset.primary_key.clone(),
             sees_all,
         }))

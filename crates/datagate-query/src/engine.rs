@@ -9,6 +9,7 @@ use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
 use crate::complexity::Complexity;
 use crate::executor::QueryExecutor;
 use crate::masking::MaskKey;
+use crate::pages::{PageCacheLimits, PageServer};
 use crate::policy::Principal;
 use crate::size_caps::{self, SizeCaps};
 use crate::{CATALOG_NAME, QueryError};
@@ -106,6 +107,9 @@ pub struct QueryEngine {
     /// Functions, planners and rules registered once; each request starts from a clone.
     base_state: SessionState,
     executor: QueryExecutor,
+    /// Pages served without planning (`crate::pages`).
+    pages: Arc<PageServer>,
+    root_store: Arc<dyn ObjectStore>,
 }
 
 /// One request's DataFusion session and the limits it runs under.
@@ -144,9 +148,9 @@ impl QueryEngine {
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let mut base = warehouse_url.clone();
         base.set_path("/");
-        runtime.register_object_store(&base, root_store);
+        runtime.register_object_store(&base, root_store.clone());
         let mut base_state = SessionStateBuilder::new()
-            .with_config(SessionConfig::new())
+            .with_config(Self::session_config(&limits))
             .with_runtime_env(runtime.clone())
             .with_default_features()
             // No table functions: nothing reads files or generates rows outside the catalog.
@@ -154,7 +158,15 @@ impl QueryEngine {
             .build();
         size_caps::register(&mut base_state, limits.size_caps)
             .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let pages = Arc::new(PageServer::new(
+            root_store.clone(),
+            base_state.clone(),
+            mask_key.clone(),
+            PageCacheLimits::default(),
+        ));
         Ok(Self {
+            pages,
+            root_store,
             base_state,
             executor,
             resolver: Resolver {
@@ -166,6 +178,22 @@ impl QueryEngine {
             runtime,
             limits,
         })
+    }
+
+    /// The engine with the page cache sized as configured (`query.page_cache_*`).
+    pub fn with_page_cache(mut self, limits: PageCacheLimits) -> Self {
+        self.pages = Arc::new(PageServer::new(
+            self.root_store.clone(),
+            self.base_state.clone(),
+            self.resolver.mask_key.clone(),
+            limits,
+        ));
+        self
+    }
+
+    /// Pages served without planning.
+    pub fn pages(&self) -> Arc<PageServer> {
+        self.pages.clone()
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -316,12 +344,16 @@ impl QueryEngine {
     }
 
     fn config(&self) -> SessionConfig {
+        Self::session_config(&self.limits)
+    }
+
+    fn session_config(limits: &QueryLimits) -> SessionConfig {
         let mut config = SessionConfig::new()
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
             .with_information_schema(true);
         let options = config.options_mut();
-        let depth = self.limits.max_expr_depth;
+        let depth = limits.max_expr_depth;
         if let Ok(limit) = ConfigNonZeroUsize::try_new(depth) {
             options.sql_parser.recursion_limit = limit;
         }

@@ -156,6 +156,26 @@ pub async fn start(
 }
 
 impl Started {
+    /// A result already in memory (a page served without planning, [`crate::pages`]).
+    pub fn from_batches(
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        memory_limit: u64,
+        deadline: Option<Deadline>,
+    ) -> Self {
+        let mut batches = batches.into_iter();
+        let first = batches.next();
+        let rest = futures::stream::iter(batches.map(Ok));
+        Self {
+            stream: Box::pin(RecordBatchStreamAdapter::new(schema.clone(), rest)),
+            schema,
+            first,
+            memory_limit,
+            deadline,
+            _in_flight: InFlight::new(),
+        }
+    }
+
     /// The deadline the query runs under.
     pub fn deadline(&self) -> Option<Deadline> {
         self.deadline

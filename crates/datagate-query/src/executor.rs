@@ -304,6 +304,7 @@ mod tests {
             threads: 2,
             public_share: 0.5,
             public_nice: 10,
+            ..Default::default()
         })
         .unwrap()
     }

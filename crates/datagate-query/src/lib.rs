@@ -9,7 +9,8 @@
 //! the `where` translator of [`filter`]), both measured first by [`complexity`]; [`execute`]
 //! checks a plan's [`cost`], bounds its [`recursion`] and runs it, streaming it through an
 //! [`encode`] format;
-//! [`plan_info`] says which dataset versions a plan read.
+//! [`plan_info`] says which dataset versions a plan read. The common `rows` pages skip planning:
+//! [`pages`] serves them from a cache of small decoded versions or by seeking in large ones.
 //!
 //! Isolation: every plan is planned and executed on the [`executor`]'s pools, never on the
 //! threads that serve connections; string functions that size their output from their
@@ -25,6 +26,7 @@ pub mod execute;
 pub mod executor;
 pub mod filter;
 pub mod masking;
+pub mod pages;
 pub mod plan_info;
 pub mod policy;
 pub mod recursion;

@@ -1,22 +1,28 @@
 //! The REST side of querying: a `rows` page or an `export`, translated into a DataFusion plan
 //! through the DataFrame API (never through SQL text).
 //!
-//! Paging is stable: a page is ordered by the requested columns, then by the primary key (or,
-//! without one, by every column), so ties never reorder between pages; without `order` and
-//! without a primary key rows come in file order from a single-partition session. `next` links
-//! pin the version, so a new version landing mid-way never shifts a page.
+//! Paging is stable. Without `order`, a page comes in the version's storage order (its files by
+//! path — the order they were uploaded in — and each file's rows as written), read from a
+//! single-partition session: nothing is sorted, so a first page costs the same whatever the
+//! dataset's size. With `order`, rows are sorted by the requested columns, then by the primary
+//! key (or, without one, by every column), so ties never reorder between pages. `next` links pin
+//! the version, and a pinned version's order never changes, so following them never skips or
+//! repeats a row. [`crate::pages`] serves the common pages without planning at all, in the same
+//! order.
 
 use crate::catalog_provider::TableSnapshot;
-use crate::engine::RequestSession;
+use crate::engine::{QueryLimits, RequestSession};
 use crate::error::QueryError;
 use crate::filter::{parse_where_text, resolve_column, translate_where};
 use crate::{CATALOG_NAME, filter};
 use datafusion::common::{Column, TableReference};
-use datafusion::logical_expr::{Expr, LogicalPlan, SortExpr};
+use datafusion::logical_expr::{Expr, LogicalPlan, ScalarUDF, SortExpr};
 use datafusion::sql::sqlparser::ast::Expr as SqlExpr;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The parameters of a `rows` or `export` request that shape the result.
 #[derive(Debug, Clone, Default)]
@@ -37,10 +43,78 @@ pub enum Paging {
 }
 
 impl RowsRequest {
-    /// Whether the page needs a single-partition session to come in a stable (file) order.
-    pub fn needs_file_order(&self, primary_key: &[String], paging: Paging) -> bool {
-        matches!(paging, Paging::Page { .. }) && self.order.is_none() && primary_key.is_empty()
+    /// Whether the page comes in storage order, from a single-partition session.
+    pub fn needs_file_order(&self, paging: Paging) -> bool {
+        matches!(paging, Paging::Page { .. }) && self.order().is_none()
     }
+
+    /// `where`, unless blank.
+    pub fn filter(&self) -> Option<&str> {
+        self.filter.as_deref().filter(|t| !t.trim().is_empty())
+    }
+
+    /// `order`, unless blank.
+    pub fn order(&self) -> Option<&str> {
+        self.order.as_deref().filter(|t| !t.trim().is_empty())
+    }
+
+    /// `select`, unless blank.
+    pub fn select(&self) -> Option<&str> {
+        self.select.as_deref().filter(|t| !t.trim().is_empty())
+    }
+}
+
+/// The `where` of a request as an expression over `schema` (what the reader sees), checked
+/// against the complexity limits.
+pub fn where_expr(
+    text: &str,
+    schema: &arrow::datatypes::Schema,
+    functions: &HashMap<String, Arc<ScalarUDF>>,
+    limits: &QueryLimits,
+) -> Result<Expr, QueryError> {
+    parse_where_text(
+        text,
+        limits.max_sql_bytes,
+        limits.max_expr_depth,
+        limits.complexity.max_logic_depth,
+    )
+    .and_then(|ast| {
+        crate::complexity::check_expr(&ast, &limits.complexity)?;
+        translate_where(&ast, schema, functions, limits.max_expr_depth)
+    })
+    .map_err(|e| e.in_parameter("where"))
+}
+
+/// A page's sort: the requested `order`, then the primary key (or every column) to break ties;
+/// empty without `order` (storage order).
+pub fn page_sorts(
+    request: &RowsRequest,
+    schema: &arrow::datatypes::Schema,
+    primary_key: &[String],
+    max_sql_bytes: usize,
+) -> Result<Vec<SortExpr>, QueryError> {
+    let Some(text) = request.order() else {
+        return Ok(Vec::new());
+    };
+    let mut sorts =
+        parse_order(text, schema, max_sql_bytes).map_err(|e| e.in_parameter("order"))?;
+    let tie_breakers: Vec<String> = if primary_key.is_empty() {
+        schema.fields().iter().map(|f| f.name().clone()).collect()
+    } else {
+        primary_key.to_vec()
+    };
+    for name in tie_breakers {
+        if schema.field_with_name(&name).is_err() {
+            continue;
+        }
+        let already = sorts
+            .iter()
+            .any(|s| matches!(&s.expr, Expr::Column(c) if c.name == name));
+        if !already {
+            sorts.push(column(&name).sort(true, false));
+        }
+    }
+    Ok(sorts)
 }
 
 /// Plans `request` over `snapshot` in `session`. A page fetches one row more than its `limit`,
@@ -63,60 +137,24 @@ pub async fn plan_rows(
     // The schema as this session's table yields it (what the caller may see).
     let schema = df.schema().as_arrow().clone();
 
-    if let Some(text) = request.filter.as_deref().filter(|t| !t.trim().is_empty()) {
+    if let Some(text) = request.filter() {
         let state = session.ctx.state();
-        let limits = &session.limits;
-        let predicate = parse_where_text(
-            text,
-            limits.max_sql_bytes,
-            limits.max_expr_depth,
-            limits.complexity.max_logic_depth,
-        )
-        .and_then(|ast| {
-            crate::complexity::check_expr(&ast, &limits.complexity)?;
-            translate_where(
-                &ast,
-                &schema,
-                state.scalar_functions(),
-                limits.max_expr_depth,
-            )
-        })
-        .map_err(|e| e.in_parameter("where"))?;
+        let predicate = where_expr(text, &schema, state.scalar_functions(), &session.limits)?;
         df = df
             .filter(predicate)
             .map_err(|e| df_err(e).in_parameter("where"))?;
     }
 
     if let Paging::Page { .. } = paging {
-        let mut sorts = match request.order.as_deref().filter(|t| !t.trim().is_empty()) {
-            Some(text) => parse_order(text, &schema, session.limits.max_sql_bytes)
-                .map_err(|e| e.in_parameter("order"))?,
-            None => Vec::new(),
-        };
-        if !sorts.is_empty() || !primary_key.is_empty() {
-            let tie_breakers: Vec<String> = if primary_key.is_empty() {
-                schema.fields().iter().map(|f| f.name().clone()).collect()
-            } else {
-                primary_key.to_vec()
-            };
-            for name in tie_breakers {
-                if schema.field_with_name(&name).is_err() {
-                    continue;
-                }
-                let already = sorts
-                    .iter()
-                    .any(|s| matches!(&s.expr, Expr::Column(c) if c.name == name));
-                if !already {
-                    sorts.push(column(&name).sort(true, false));
-                }
-            }
+        let sorts = page_sorts(request, &schema, primary_key, session.limits.max_sql_bytes)?;
+        if !sorts.is_empty() {
             df = df
                 .sort(sorts)
                 .map_err(|e| df_err(e).in_parameter("order"))?;
         }
     }
 
-    if let Some(text) = request.select.as_deref().filter(|t| !t.trim().is_empty()) {
+    if let Some(text) = request.select() {
         let columns = parse_select(text, &schema).map_err(|e| e.in_parameter("select"))?;
         df = df
             .select(columns.iter().map(|c| column(c)).collect::<Vec<_>>())

@@ -331,7 +331,11 @@ fn run_serve(cfg: Config) -> Result<()> {
             (&cfg.limits).into(),
             mask_key(&cfg)?,
             datagate_query::QueryExecutor::new(&cfg.query)?,
-        )?;
+        )?
+        .with_page_cache(datagate_query::pages::PageCacheLimits {
+            bytes: cfg.query.page_cache_bytes,
+            max_rows: cfg.query.page_cache_max_rows,
+        });
         let audit_dir = cfg.storage.audit_dir(&cfg.audit);
         let (audit, recovery) = datagate_audit::AuditLog::open(datagate_audit::LogOptions {
             dir: audit_dir.clone(),

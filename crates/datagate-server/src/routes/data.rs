@@ -46,7 +46,8 @@ pub struct RowsParams {
     #[serde(rename = "where")]
     #[param(rename = "where")]
     pub filter: Option<String>,
-    /// `col [asc|desc] [nulls first|last], ...`; rows otherwise come in primary-key order.
+    /// `col [asc|desc] [nulls first|last], ...`; rows otherwise come in storage order (the
+    /// order they were uploaded in).
     pub order: Option<String>,
     /// Rows per page: default 100, at most `limits.max_page_rows`.
     pub limit: Option<String>,
@@ -254,14 +255,45 @@ async fn read_dataset(
     if let Some(not_modified) = not_modified(headers, &tag, &read) {
         return Ok(Err(not_modified));
     }
+    let lane = ticket.lane(state.engine.executor());
+    if let Paging::Page { .. } = paging {
+        // Most pages need no plan: a slice of a cached small version, or a seek.
+        let pages = state.engine.pages();
+        let (table, primary_key, request) = (
+            snapshot.clone(),
+            dataset.primary_key.clone(),
+            request.clone(),
+        );
+        let page = on_lane(&lane, deadline, async move {
+            pages
+                .page(&table, &primary_key, &request, paging, &limits)
+                .await
+        })
+        .await?;
+        if let Some(page) = page {
+            let started = execute::Started::from_batches(
+                page.schema,
+                page.batches,
+                state.engine.limits().memory_bytes,
+                deadline,
+            );
+            return Ok(Ok(StartedRead {
+                lane,
+                started,
+                snapshot,
+                format,
+                read,
+                tag,
+            }));
+        }
+    }
     let session = state
         .engine
         .request_session(
             state.engine.dataset_catalog(&snapshot),
-            request.needs_file_order(&dataset.primary_key, paging),
+            request.needs_file_order(paging),
         )?
         .for_caller(ticket.budget, principal.sees_internals());
-    let lane = ticket.lane(state.engine.executor());
     let (table, primary_key) = (snapshot.clone(), dataset.primary_key.clone());
     let (read, started) = on_lane(&lane, deadline, async move {
         let plan = rows::plan_rows(&session, &table, &primary_key, &request, paging).await?;

@@ -1,0 +1,670 @@
+//! Pages without planning: the `rows` pages most requests ask for, served straight from the
+//! version's storage order.
+//!
+//! Building a DataFusion session and planning even a trivial query costs far more CPU than
+//! encoding ten rows, and a page of a small Parquet table decoded the whole table every time.
+//! Here:
+//! - a page of a **small version** (at most `query.page_cache_max_rows` rows) is a slice of its
+//!   decoded rows, kept in a memory-bounded cache (`query.page_cache_bytes`, least recently used
+//!   out first) per dataset, version and reader's view (masked columns already masked, private
+//!   ones absent). `where` and `order` on it are evaluated on those rows with the expressions
+//!   and comparators DataFusion itself uses;
+//! - a page of a **large version** without `where` or `order` is a seek: the catalog's per-file
+//!   row counts and each file's Parquet metadata and page index (cached) locate the rows, and
+//!   only the pages holding them are decoded, so the page at offset 1,000,000 costs what the
+//!   first page costs.
+//!
+//! Anything else (`where` or `order` on a large version, exports, SQL) is planned as before.
+//! Both ways give the same rows in the same order (the tests compare them); where this path
+//! cannot be sure (an expression it cannot evaluate, a file whose row count disagrees with the
+//! catalog) it declines and the planned path answers.
+
+use crate::catalog_provider::TableSnapshot;
+use crate::engine::QueryLimits;
+use crate::error::QueryError;
+use crate::masking::{self, MaskKey};
+use crate::rows::{self, Paging, RowsRequest};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, new_null_array};
+use arrow::compute::{SortColumn, SortOptions, cast, concat_batches, filter_record_batch};
+use arrow::compute::{lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use bytes::Bytes;
+use datafusion::common::DFSchema;
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, SortExpr};
+use datafusion::physical_expr::PhysicalExpr;
+use datagate_core::Sensitivity;
+use futures::FutureExt;
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+use object_store::{GetOptions, GetRange, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
+};
+use parquet::arrow::async_reader::{
+    AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStreamBuilder,
+};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+/// How much the page cache may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCacheLimits {
+    /// Decoded bytes of all cached versions together; 0 turns the cache off.
+    pub bytes: u64,
+    /// Versions with more rows are never cached (their pages are seeks).
+    pub max_rows: u64,
+}
+
+impl Default for PageCacheLimits {
+    fn default() -> Self {
+        Self {
+            bytes: 128 << 20,
+            max_rows: 200_000,
+        }
+    }
+}
+
+/// Parquet metadata (with page indexes) kept for this many files at most.
+const METADATA_ENTRIES: usize = 4096;
+
+/// A page, read without planning: the rows (one more than the page when more follow) and
+/// their schema.
+pub struct Page {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Whether it came from the cache of decoded versions.
+    pub cached: bool,
+}
+
+/// Serves pages without planning; shared by all requests.
+pub struct PageServer {
+    store: Arc<dyn ObjectStore>,
+    /// Functions and type coercion for `where`, as every session has them.
+    state: SessionState,
+    mask_key: MaskKey,
+    limits: PageCacheLimits,
+    versions: Mutex<HashMap<VersionKey, Arc<Slot>>>,
+    clock: AtomicU64,
+    metadata: Mutex<HashMap<String, Arc<ArrowReaderMetadata>>>,
+}
+
+impl std::fmt::Debug for PageServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageServer")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// A cached version: which dataset, version and view.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct VersionKey {
+    table: String,
+    version: i64,
+    /// The reader's view: whether it sees everything, and the columns' current annotations.
+    view: String,
+}
+
+/// A cache entry, loaded once however many requests ask for it at the same time.
+#[derive(Default)]
+struct Slot {
+    /// `None`: decoded, the version was over the cache's share (pages are seeks).
+    table: OnceCell<Option<RecordBatch>>,
+    last_used: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl PageServer {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        state: SessionState,
+        mask_key: MaskKey,
+        limits: PageCacheLimits,
+    ) -> Self {
+        Self {
+            store,
+            state,
+            mask_key,
+            limits,
+            versions: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
+            metadata: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The page `request` asks for, or `None` when it has to be planned.
+    pub async fn page(
+        &self,
+        snapshot: &TableSnapshot,
+        primary_key: &[String],
+        request: &RowsRequest,
+        paging: Paging,
+        limits: &QueryLimits,
+    ) -> Result<Option<Page>, QueryError> {
+        let Paging::Page { limit, offset } = paging else {
+            return Ok(None);
+        };
+        if snapshot.file_urls.is_empty() || snapshot.file_urls.len() != snapshot.file_rows.len() {
+            return Ok(None);
+        }
+        let view = View::new(snapshot, &self.mask_key, &self.state)?;
+        let select = match request.select() {
+            Some(text) => {
+                Some(rows::parse_select(text, &view.out).map_err(|e| e.in_parameter("select"))?)
+            }
+            None => None,
+        };
+        let want = limit.saturating_add(1);
+        if self.limits.bytes > 0
+            && snapshot.rows() <= self.limits.max_rows
+            && let Some(table) = self.cached(snapshot, &view).await?
+        {
+            let Some(batch) =
+                self.slice_of(table, &view, request, primary_key, offset, want, limits)?
+            else {
+                return Ok(None);
+            };
+            let batch = project(&batch, select.as_deref())?;
+            return Ok(Some(Page {
+                schema: batch.schema(),
+                batches: vec![batch],
+                cached: true,
+            }));
+        }
+        if request.filter().is_some() || request.order().is_some() {
+            return Ok(None);
+        }
+        let columns = match &select {
+            Some(names) => names
+                .iter()
+                .map(|n| view.out.index_of(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| QueryError::Internal(e.to_string()))?,
+            None => (0..view.out.fields().len()).collect(),
+        };
+        let Some(batches) = self.seek(snapshot, &view, &columns, offset, want).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Page {
+            schema: view.projected(&columns),
+            batches,
+            cached: false,
+        }))
+    }
+
+    /// The decoded version in the reader's view, from the cache or loaded into it; `None` when
+    /// it is too large to keep.
+    async fn cached(
+        &self,
+        snapshot: &TableSnapshot,
+        view: &View,
+    ) -> Result<Option<RecordBatch>, QueryError> {
+        let key = VersionKey {
+            table: snapshot.qualified_name(),
+            version: snapshot.version.unwrap_or_default(),
+            view: view.tag.clone(),
+        };
+        let slot = {
+            let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+            versions.entry(key).or_default().clone()
+        };
+        slot.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        let mut loaded = false;
+        let table = slot
+            .table
+            .get_or_try_init(|| async {
+                loaded = true;
+                let all: Vec<usize> = (0..view.out.fields().len()).collect();
+                let batches = self
+                    .seek(snapshot, view, &all, 0, snapshot.rows())
+                    .await?
+                    .ok_or_else(|| {
+                        QueryError::Internal(format!(
+                            "the files of {} disagree with the catalog's row counts",
+                            snapshot.qualified_name()
+                        ))
+                    })?;
+                let batch = concat_batches(&view.out, &batches)
+                    .map_err(|e| QueryError::Internal(e.to_string()))?;
+                let bytes = batch.get_array_memory_size() as u64;
+                slot.bytes.store(bytes, Ordering::Relaxed);
+                Ok::<_, QueryError>((bytes <= self.limits.bytes / 2).then_some(batch))
+            })
+            .await?
+            .clone();
+        if loaded {
+            metrics::counter!("datagate_page_cache_loads_total").increment(1);
+            self.evict();
+        } else {
+            metrics::counter!("datagate_page_cache_hits_total").increment(1);
+        }
+        Ok(table)
+    }
+
+    /// Drops the least recently used versions until the cache is within its bytes.
+    fn evict(&self) {
+        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let held = |s: &Slot| match s.table.get() {
+            Some(Some(_)) => s.bytes.load(Ordering::Relaxed),
+            _ => 0,
+        };
+        let mut total: u64 = versions.values().map(|s| held(s)).sum();
+        while total > self.limits.bytes {
+            let Some(oldest) = versions
+                .iter()
+                .filter(|(_, s)| held(s) > 0)
+                .min_by_key(|(_, s)| s.last_used.load(Ordering::Relaxed))
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(slot) = versions.remove(&oldest) {
+                total -= held(&slot);
+            }
+        }
+        // Versions found too large are remembered as such, but not without bound.
+        if versions.len() > METADATA_ENTRIES {
+            versions.retain(|_, s| held(s) > 0);
+        }
+        metrics::gauge!("datagate_page_cache_bytes").set(total as f64);
+    }
+
+    /// A page of a decoded version: `where`, then `order`, then `offset` and `want` rows.
+    /// `None` when `where` cannot be evaluated here (the planned path then reports it).
+    #[allow(clippy::too_many_arguments)]
+    fn slice_of(
+        &self,
+        table: RecordBatch,
+        view: &View,
+        request: &RowsRequest,
+        primary_key: &[String],
+        offset: u64,
+        want: u64,
+        limits: &QueryLimits,
+    ) -> Result<Option<RecordBatch>, QueryError> {
+        let mut batch = table;
+        if let Some(text) = request.filter() {
+            let expr = rows::where_expr(text, &view.out, self.state.scalar_functions(), limits)?;
+            let Some(kept) = self.filter(&batch, expr) else {
+                return Ok(None);
+            };
+            batch = kept;
+        }
+        let rows = batch.num_rows();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(rows);
+        let len = usize::try_from(want)
+            .unwrap_or(usize::MAX)
+            .min(rows - start);
+        let sorts = rows::page_sorts(request, &view.out, primary_key, limits.max_sql_bytes)?;
+        if sorts.is_empty() {
+            return Ok(Some(batch.slice(start, len)));
+        }
+        let Some(columns) = sort_columns(&batch, &sorts) else {
+            return Ok(None);
+        };
+        let Ok(indices) = lexsort_to_indices(&columns, Some(start + len)) else {
+            return Ok(None);
+        };
+        let indices = indices.slice(start, len);
+        take_record_batch(&batch, &indices)
+            .map(Some)
+            .map_err(|e| QueryError::Internal(e.to_string()))
+    }
+
+    /// The rows of `batch` for which `expr` is true, evaluated as DataFusion's filter does
+    /// (coerced, nulls dropped); `None` when it cannot be evaluated here.
+    fn filter(&self, batch: &RecordBatch, expr: Expr) -> Option<RecordBatch> {
+        let schema = DFSchema::try_from(batch.schema().as_ref().clone()).ok()?;
+        let physical = self.state.create_physical_expr(expr, &schema).ok()?;
+        let mask = physical
+            .evaluate(batch)
+            .ok()?
+            .into_array(batch.num_rows())
+            .ok()?;
+        let mask = mask.as_boolean_opt()?;
+        filter_record_batch(batch, mask).ok()
+    }
+
+    /// `want` rows from row `offset` of the version in storage order, in the view's `columns`,
+    /// decoding only the Parquet pages that hold them. `None` when a file's row count is not
+    /// what the catalog says.
+    async fn seek(
+        &self,
+        snapshot: &TableSnapshot,
+        view: &View,
+        columns: &[usize],
+        offset: u64,
+        want: u64,
+    ) -> Result<Option<Vec<RecordBatch>>, QueryError> {
+        let err = |e: parquet::errors::ParquetError| QueryError::Internal(e.to_string());
+        let mut out = Vec::new();
+        let (mut file_start, mut position, mut remaining) = (0u64, offset, want);
+        for (url, &rows) in snapshot.file_urls.iter().zip(&snapshot.file_rows) {
+            if remaining == 0 {
+                break;
+            }
+            let file_end = file_start + rows;
+            if position >= file_end {
+                file_start = file_end;
+                continue;
+            }
+            let local = position - file_start;
+            let take = remaining.min(rows - local);
+            let (reader, metadata) = self.open(url).await?;
+            if metadata.metadata().file_metadata().num_rows() as u64 != rows {
+                return Ok(None);
+            }
+            // The row groups holding [local, local + take), and where the first one starts.
+            let (mut groups, mut first_start, mut group_start) = (Vec::new(), None, 0u64);
+            for (i, group) in metadata.metadata().row_groups().iter().enumerate() {
+                let group_end = group_start + group.num_rows() as u64;
+                if group_end > local && group_start < local + take {
+                    groups.push(i);
+                    first_start.get_or_insert(group_start);
+                }
+                group_start = group_end;
+            }
+            let skip = local - first_start.unwrap_or(0);
+            let mut selectors = Vec::with_capacity(2);
+            if skip > 0 {
+                selectors.push(RowSelector::skip(skip as usize));
+            }
+            selectors.push(RowSelector::select(take as usize));
+            let file_schema = metadata.schema().clone();
+            let roots: Vec<usize> = columns
+                .iter()
+                .filter_map(|&c| file_schema.index_of(view.source_name(c)).ok())
+                .collect();
+            let mask = ProjectionMask::roots(metadata.parquet_schema(), roots);
+            let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+                .with_row_groups(groups)
+                .with_row_selection(RowSelection::from(selectors))
+                .with_projection(mask)
+                .with_batch_size((take as usize).clamp(1, 8192))
+                .build()
+                .map_err(err)?;
+            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(err)?;
+            for raw in batches {
+                out.push(view.apply(&raw, columns)?);
+            }
+            remaining -= take;
+            position += take;
+            file_start = file_end;
+        }
+        Ok(Some(out))
+    }
+
+    /// A reader of the file at `url` and its metadata with page indexes (cached).
+    async fn open(&self, url: &str) -> Result<(StoreReader, ArrowReaderMetadata), QueryError> {
+        let parsed = url::Url::parse(url).map_err(|e| QueryError::Internal(e.to_string()))?;
+        let path = StorePath::from_url_path(parsed.path())
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        let mut reader = StoreReader {
+            store: self.store.clone(),
+            path,
+        };
+        let known = self
+            .metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .cloned();
+        let metadata = match known {
+            Some(m) => m,
+            None => {
+                let options =
+                    ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+                let m = Arc::new(
+                    ArrowReaderMetadata::load_async(&mut reader, options)
+                        .await
+                        .map_err(|e| QueryError::Internal(e.to_string()))?,
+                );
+                let mut cache = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= METADATA_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert(url.to_string(), m.clone());
+                m
+            }
+        };
+        Ok((reader, metadata.as_ref().clone()))
+    }
+}
+
+/// The sort columns of `sorts` (plain columns) over `batch`.
+fn sort_columns(batch: &RecordBatch, sorts: &[SortExpr]) -> Option<Vec<SortColumn>> {
+    sorts
+        .iter()
+        .map(|s| {
+            let Expr::Column(c) = &s.expr else {
+                return None;
+            };
+            let index = batch.schema().index_of(&c.name).ok()?;
+            Some(SortColumn {
+                values: batch.column(index).clone(),
+                options: Some(SortOptions {
+                    descending: !s.asc,
+                    nulls_first: s.nulls_first,
+                }),
+            })
+        })
+        .collect()
+}
+
+/// `batch` with only the `select`ed columns, in that order.
+fn project(batch: &RecordBatch, select: Option<&[String]>) -> Result<RecordBatch, QueryError> {
+    let Some(names) = select else {
+        return Ok(batch.clone());
+    };
+    let indices = names
+        .iter()
+        .map(|n| batch.schema().index_of(n))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|i| batch.project(&i))
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    Ok(indices)
+}
+
+/// What a reader sees of a dataset's table, as `DatasetTable::for_reader` defines it: every
+/// column, or masked columns through their masks and no private ones.
+struct View {
+    /// The table's declared columns (the files are read into these types).
+    raw: SchemaRef,
+    /// The reader's columns.
+    out: SchemaRef,
+    /// For each of `out`: its column in `raw` and the mask computing it, if masked.
+    columns: Vec<(usize, Option<Arc<dyn PhysicalExpr>>)>,
+    /// Tells views apart in the cache.
+    tag: String,
+}
+
+impl View {
+    fn new(
+        snapshot: &TableSnapshot,
+        key: &MaskKey,
+        state: &SessionState,
+    ) -> Result<Self, QueryError> {
+        let raw = snapshot.schema();
+        let restricted = !snapshot.sees_all
+            && snapshot
+                .columns
+                .iter()
+                .any(|c| c.sensitivity != Sensitivity::Public);
+        let internal = |e: datafusion::error::DataFusionError| QueryError::Internal(e.to_string());
+        let raw_df = DFSchema::try_from(raw.as_ref().clone()).map_err(internal)?;
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        let mut tag = String::from(if restricted { "restricted" } else { "all" });
+        for (i, c) in snapshot.columns.iter().enumerate() {
+            let raw_field = raw.field(i);
+            if !restricted {
+                fields.push(raw_field.clone());
+                columns.push((i, None));
+                continue;
+            }
+            tag.push_str(&format!("|{}:{:?}:{:?}", c.name, c.sensitivity, c.mask));
+            match masking::outside_view(c.sensitivity, c.mask) {
+                None => {}
+                Some(None) => {
+                    fields.push(raw_field.clone());
+                    columns.push((i, None));
+                }
+                Some(Some(mask)) => {
+                    let column = Expr::Column(datafusion::common::Column::new_unqualified(&c.name));
+                    let expr = masking::masked_expr(column, raw_field.data_type(), mask, key);
+                    let physical = state
+                        .create_physical_expr(expr, &raw_df)
+                        .map_err(internal)?;
+                    let data_type = physical.data_type(&raw).map_err(internal)?;
+                    fields.push(Field::new(&c.name, data_type, true));
+                    columns.push((i, Some(physical)));
+                }
+            }
+        }
+        Ok(Self {
+            raw,
+            out: Arc::new(Schema::new(fields)),
+            columns,
+            tag,
+        })
+    }
+
+    /// The name in the files of the column behind the view's column `i`.
+    fn source_name(&self, i: usize) -> &str {
+        self.raw.field(self.columns[i].0).name()
+    }
+
+    /// The schema of the view's `columns`.
+    fn projected(&self, columns: &[usize]) -> SchemaRef {
+        Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|&c| self.out.field(c).clone())
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The view's `columns` of rows read from a file (in the file's types, with any subset of
+    /// the table's columns): cast to the table's types, missing columns null (as DataFusion
+    /// adapts files to a table's schema), then masked.
+    fn apply(
+        &self,
+        file_batch: &RecordBatch,
+        columns: &[usize],
+    ) -> Result<RecordBatch, QueryError> {
+        let internal = |e: String| QueryError::Internal(e);
+        let rows = file_batch.num_rows();
+        let needed: Vec<usize> = columns.iter().map(|&c| self.columns[c].0).collect();
+        let raw_columns: Vec<ArrayRef> = self
+            .raw
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                let found = needed
+                    .contains(&i)
+                    .then(|| file_batch.column_by_name(field.name()))
+                    .flatten();
+                match found {
+                    Some(a) if a.data_type() == field.data_type() => Ok(a.clone()),
+                    Some(a) => cast(a, field.data_type()).map_err(|e| e.to_string()),
+                    None => Ok(new_null_array(field.data_type(), rows)),
+                }
+            })
+            .collect::<Result<_, _>>()
+            .map_err(internal)?;
+        let raw = RecordBatch::try_new(self.raw.clone(), raw_columns)
+            .map_err(|e| internal(e.to_string()))?;
+        let out = columns
+            .iter()
+            .map(|&c| match &self.columns[c] {
+                (i, None) => Ok(raw.column(*i).clone()),
+                (_, Some(mask)) => mask
+                    .evaluate(&raw)
+                    .and_then(|v| v.into_array(rows))
+                    .map_err(|e| e.to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        RecordBatch::try_new(self.projected(columns), out).map_err(|e| internal(e.to_string()))
+    }
+}
+
+/// Reads a Parquet file's byte ranges from the warehouse's object store.
+struct StoreReader {
+    store: Arc<dyn ObjectStore>,
+    path: StorePath,
+}
+
+fn store_error(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for StoreReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(store_error)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(store_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_via_suffix_and_finish(self)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+impl MetadataSuffixFetch for &mut StoreReader {
+    fn fetch_suffix(&mut self, suffix: usize) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let options = GetOptions {
+            range: Some(GetRange::Suffix(suffix as u64)),
+            ..Default::default()
+        };
+        async move {
+            let found = self
+                .store
+                .get_opts(&self.path, options)
+                .await
+                .map_err(store_error)?;
+            found.bytes().await.map_err(store_error)
+        }
+        .boxed()
+    }
+}
