@@ -145,6 +145,66 @@ async fn responses_are_compressed_on_request() {
 }
 
 #[tokio::test]
+async fn exports_prefer_zstd_and_parquet_is_never_compressed_twice() {
+    let s = Server::start(Options::default()).await;
+    let plain = reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .build()
+        .unwrap();
+    let export = |format: &str| {
+        s.url(&format!(
+            "/api/v1/datasets/transport/bus_stops/export?format={format}"
+        ))
+    };
+    // What browsers and Python `requests` send: zstd wins at equal q.
+    let r = plain
+        .get(export("csv"))
+        .header("accept-encoding", "gzip, deflate, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "zstd");
+    let body = r.bytes().await.unwrap();
+    let csv = zstd_decode(&body);
+    let raw = plain
+        .get(export("csv"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        csv,
+        raw.to_vec(),
+        "the zstd body decodes to the plain export"
+    );
+    // Parquet is compressed inside already: it goes out as it is, whatever the client accepts.
+    let r = plain
+        .get(export("parquet"))
+        .header("accept-encoding", "gzip, deflate, zstd")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-encoding").is_none());
+    let body = r.bytes().await.unwrap();
+    assert_eq!(&body[..4], b"PAR1");
+}
+
+fn zstd_decode(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(data)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
 async fn wrong_method_is_a_405_problem() {
     let s = Server::start(Options::default()).await;
     let r = reqwest::Client::new()

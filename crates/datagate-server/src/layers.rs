@@ -9,8 +9,10 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use std::time::{Duration, Instant};
+use tower_http::CompressionLevel;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tracing::Instrument;
@@ -33,7 +35,19 @@ pub fn apply(router: Router, state: &AppState) -> Router {
             crate::fair_use::fair_use,
         ));
     if cfg.compression {
-        router = router.layer(CompressionLayer::new().gzip(true).zstd(true));
+        // The fastest levels, so compression keeps pace with the encoders on one core (zstd
+        // is preferred when the client accepts it at the same q); Parquet bodies are compressed
+        // already (zstd inside) and go out as they are.
+        let predicate = DefaultPredicate::new().and(NotForContentType::const_new(
+            datagate_query::encode::Format::Parquet.content_type(),
+        ));
+        router = router.layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .zstd(true)
+                .quality(CompressionLevel::Fastest)
+                .compress_when(predicate),
+        );
     }
     // Outside fair use, so its refusals are recorded; inside the request id.
     router
