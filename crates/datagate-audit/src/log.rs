@@ -16,7 +16,7 @@
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::error::{AuditError, Result};
-use crate::record::{self, Event, GENESIS_HASH, Kind};
+use crate::record::{self, EncodedEvent, Event, GENESIS_HASH, Kind};
 use crate::segment::{list_segments, segment_name, split_lines, sync_dir};
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
@@ -68,7 +68,7 @@ pub struct Recovery {
 }
 
 enum Msg {
-    Append(Box<Event>, tokio::sync::oneshot::Sender<Result<u64>>),
+    Append(EncodedEvent, tokio::sync::oneshot::Sender<Result<u64>>),
     Close(std::sync::mpsc::Sender<()>),
 }
 
@@ -182,8 +182,9 @@ impl AuditLog {
             return Err(AuditError::Failed(why));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // Serialized here, on the caller's thread: the writer only chains and hashes.
         self.tx
-            .send(Msg::Append(Box::new(event), tx))
+            .send(Msg::Append(EncodedEvent::new(&event), tx))
             .map_err(|_| AuditError::Failed("the audit writer stopped".into()))?;
         Ok(rx)
     }
@@ -378,7 +379,7 @@ impl Writer {
 
     fn write_batch(
         &mut self,
-        batch: Vec<(Box<Event>, tokio::sync::oneshot::Sender<Result<u64>>)>,
+        batch: Vec<(EncodedEvent, tokio::sync::oneshot::Sender<Result<u64>>)>,
         buf: &mut Vec<u8>,
     ) {
         if let Some(why) = self.failed() {
@@ -388,16 +389,23 @@ impl Writer {
             return;
         }
         buf.clear();
-        let now = Utc::now();
-        let (mut seq, mut prev) = (self.seq, self.prev.clone());
-        let mut seqs = Vec::with_capacity(batch.len());
+        let ts_json = serde_json::to_vec(&Utc::now()).unwrap_or_default();
+        let mut prev = [0u8; 32];
+        if hex::decode_to_slice(&self.prev, &mut prev).is_err() {
+            let why = format!("the chain head is not a hash: {:?}", self.prev);
+            *self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+            for (_, tx) in batch {
+                let _ = tx.send(Err(AuditError::Failed(why.clone())));
+            }
+            return;
+        }
+        let first_seq = self.seq + 1;
+        let mut seq = self.seq;
         for (event, _) in &batch {
             seq += 1;
-            let (line, hash) = record::encode(seq, &now, event, &prev);
-            buf.extend_from_slice(&line);
-            prev = hash;
-            seqs.push(seq);
+            prev = record::append_line(buf, seq, &ts_json, event, &prev);
         }
+        let prev = hex::encode(prev);
         let ok = self.guard(|w| {
             if w.segment_bytes > 0 && w.segment_bytes + buf.len() as u64 > w.opts.segment_max_bytes
             {
@@ -421,8 +429,8 @@ impl Writer {
         self.seq = seq;
         self.prev = prev.clone();
         *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = (seq, prev);
-        self.since_checkpoint += seqs.len() as u64;
-        for ((_, tx), seq) in batch.into_iter().zip(seqs) {
+        self.since_checkpoint += seq - first_seq + 1;
+        for ((_, tx), seq) in batch.into_iter().zip(first_seq..) {
             let _ = tx.send(Ok(seq));
         }
         if self.since_checkpoint >= self.opts.checkpoint_every_records

@@ -131,6 +131,59 @@ pub fn encode(seq: u64, ts: &DateTime<Utc>, event: &Event, prev_hash: &str) -> (
     (line, hash)
 }
 
+/// An event's members encoded by whoever submits it (so the log's one writer thread does not
+/// serialize): the JSON object's members without its braces, exactly as [`encode`] places them
+/// between `ts` and `prev_hash`.
+#[derive(Debug, Clone)]
+pub struct EncodedEvent(Vec<u8>);
+
+impl EncodedEvent {
+    pub fn new(event: &Event) -> Self {
+        let mut bytes = serde_json::to_vec(event).unwrap_or_default();
+        // `{...}` → `...`
+        bytes.pop();
+        if !bytes.is_empty() {
+            bytes.remove(0);
+        }
+        Self(bytes)
+    }
+}
+
+/// Appends the line of the record (`seq`, `ts` already JSON-encoded, the event, `prev_hash`)
+/// to `out` — the same bytes [`encode`] gives — and returns its hash.
+pub fn append_line(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts_json: &[u8],
+    event: &EncodedEvent,
+    prev_hash: &[u8; 32],
+) -> [u8; 32] {
+    let start = out.len();
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    out.extend_from_slice(b",\"ts\":");
+    out.extend_from_slice(ts_json);
+    if !event.0.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(&event.0);
+    }
+    out.extend_from_slice(b",\"prev_hash\":\"");
+    let mut hex_buf = [0u8; 64];
+    hex::encode_to_slice(prev_hash, &mut hex_buf).unwrap_or_default();
+    out.extend_from_slice(&hex_buf);
+    out.push(b'"');
+    let hash: [u8; 32] = Sha256::new()
+        .chain_update(&out[start..])
+        .chain_update(b"}")
+        .finalize()
+        .into();
+    hex::encode_to_slice(hash, &mut hex_buf).unwrap_or_default();
+    out.extend_from_slice(HASH_MEMBER);
+    out.extend_from_slice(&hex_buf);
+    out.extend_from_slice(b"\"}\n");
+    hash
+}
+
 /// Why a line is not a good record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LineError {
@@ -185,6 +238,41 @@ mod tests {
             }],
             query_text: Some("SELECT '\"hash\":\"' -- 路".into()),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn lines_built_from_encoded_events_are_the_canonical_lines() {
+        let ts = Utc::now();
+        let ts_json = serde_json::to_vec(&ts).unwrap();
+        let mut events = vec![event(), Event::default()];
+        events.push(Event {
+            kind: Some(Kind::End),
+            cpu_ms: Some(12),
+            outcome: Some("completed".into()),
+            datasets: vec![],
+            error: Some("a \"quoted\" \n error".into()),
+            ..event()
+        });
+        let mut prev = GENESIS_HASH.to_string();
+        for (seq, e) in events.iter().enumerate() {
+            let (want, want_hash) = encode(seq as u64 + 1, &ts, e, &prev);
+            let mut prev_bytes = [0u8; 32];
+            hex::decode_to_slice(&prev, &mut prev_bytes).unwrap();
+            let mut got = b"earlier bytes".to_vec();
+            let hash = append_line(
+                &mut got,
+                seq as u64 + 1,
+                &ts_json,
+                &EncodedEvent::new(e),
+                &prev_bytes,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&got[13..]),
+                String::from_utf8_lossy(&want)
+            );
+            assert_eq!(hex::encode(hash), want_hash);
+            prev = want_hash;
         }
     }
 
