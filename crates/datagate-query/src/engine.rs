@@ -330,6 +330,12 @@ impl QueryEngine {
             config = config
                 .with_target_partitions(1)
                 .with_repartition_file_scans(false);
+            // With statistics, a scan under a LIMIT keeps only the first files whose row counts
+            // cover it — first in the order their metadata arrived, which is not storage order
+            // (DataFusion lists and stats files concurrently, then sorts the kept ones by path).
+            // Without them, every file is kept, sorted by path, and read in turn until the
+            // limit is met.
+            config.options_mut().execution.collect_statistics = false;
         }
         Ok(RequestSession {
             ctx: self.context(config, runtime, catalog),

@@ -62,6 +62,10 @@ pub struct PageCacheLimits {
     pub bytes: u64,
     /// Versions with more rows are never cached (their pages are seeks).
     pub max_rows: u64,
+    /// Rows of a cached block of a large version's file. A page of a large version decodes
+    /// the block holding it once (with the dictionary pages its columns need, which cost the
+    /// most); the next pages there, and every client asking for the same page, are slices.
+    pub block_rows: u64,
 }
 
 impl Default for PageCacheLimits {
@@ -69,6 +73,7 @@ impl Default for PageCacheLimits {
         Self {
             bytes: 128 << 20,
             max_rows: 200_000,
+            block_rows: 8192,
         }
     }
 }
@@ -92,7 +97,7 @@ pub struct PageServer {
     state: SessionState,
     mask_key: MaskKey,
     limits: PageCacheLimits,
-    versions: Mutex<HashMap<VersionKey, Arc<Slot>>>,
+    entries: Mutex<HashMap<CacheKey, Arc<Slot>>>,
     clock: AtomicU64,
     metadata: Mutex<HashMap<String, Arc<ArrowReaderMetadata>>>,
 }
@@ -105,19 +110,26 @@ impl std::fmt::Debug for PageServer {
     }
 }
 
-/// A cached version: which dataset, version and view.
+/// What the cache holds: whole small versions (in a reader's view), and blocks of rows of
+/// large versions' files (as stored; views are applied per page).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct VersionKey {
-    table: String,
-    version: i64,
-    /// The reader's view: whether it sees everything, and the columns' current annotations.
-    view: String,
+enum CacheKey {
+    Version {
+        table: String,
+        version: i64,
+        /// The reader's view: whether it sees everything, and the columns' current annotations.
+        view: String,
+    },
+    Block {
+        url: String,
+        index: u64,
+    },
 }
 
 /// A cache entry, loaded once however many requests ask for it at the same time.
 #[derive(Default)]
 struct Slot {
-    /// `None`: decoded, the version was over the cache's share (pages are seeks).
+    /// `None`: decoded, the version was over the cache's share (its pages are seeks).
     table: OnceCell<Option<RecordBatch>>,
     last_used: AtomicU64,
     bytes: AtomicU64,
@@ -135,7 +147,7 @@ impl PageServer {
             state,
             mask_key,
             limits,
-            versions: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::new()),
             clock: AtomicU64::new(0),
             metadata: Mutex::new(HashMap::new()),
         }
@@ -191,7 +203,10 @@ impl PageServer {
                 .map_err(|e| QueryError::Internal(e.to_string()))?,
             None => (0..view.out.fields().len()).collect(),
         };
-        let Some(batches) = self.seek(snapshot, &view, &columns, offset, want).await? else {
+        let Some(batches) = self
+            .seek(snapshot, &view, &columns, offset, want, true)
+            .await?
+        else {
             return Ok(None);
         };
         Ok(Some(Page {
@@ -208,19 +223,11 @@ impl PageServer {
         snapshot: &TableSnapshot,
         view: &View,
     ) -> Result<Option<RecordBatch>, QueryError> {
-        let key = VersionKey {
+        let slot = self.slot(CacheKey::Version {
             table: snapshot.qualified_name(),
             version: snapshot.version.unwrap_or_default(),
             view: view.tag.clone(),
-        };
-        let slot = {
-            let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-            versions.entry(key).or_default().clone()
-        };
-        slot.last_used.store(
-            self.clock.fetch_add(1, Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        });
         let mut loaded = false;
         let table = slot
             .table
@@ -228,7 +235,7 @@ impl PageServer {
                 loaded = true;
                 let all: Vec<usize> = (0..view.out.fields().len()).collect();
                 let batches = self
-                    .seek(snapshot, view, &all, 0, snapshot.rows())
+                    .seek(snapshot, view, &all, 0, snapshot.rows(), false)
                     .await?
                     .ok_or_else(|| {
                         QueryError::Internal(format!(
@@ -253,9 +260,25 @@ impl PageServer {
         Ok(table)
     }
 
-    /// Drops the least recently used versions until the cache is within its bytes.
+    /// The cache entry of `key`, marked as just used.
+    fn slot(&self, key: CacheKey) -> Arc<Slot> {
+        let slot = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        slot.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        slot
+    }
+
+    /// Drops the least recently used entries until the cache is within its bytes.
     fn evict(&self) {
-        let mut versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut versions = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let held = |s: &Slot| match s.table.get() {
             Some(Some(_)) => s.bytes.load(Ordering::Relaxed),
             _ => 0,
@@ -337,9 +360,10 @@ impl PageServer {
         filter_record_batch(batch, mask).ok()
     }
 
-    /// `want` rows from row `offset` of the version in storage order, in the view's `columns`,
-    /// decoding only the Parquet pages that hold them. `None` when a file's row count is not
-    /// what the catalog says.
+    /// `want` rows from row `offset` of the version in storage order, in the view's `columns`.
+    /// `blocks`: through the cache of decoded blocks (pages); otherwise decoding just those
+    /// rows (loading a whole small version). `None` when a file's row count is not what the
+    /// catalog says.
     async fn seek(
         &self,
         snapshot: &TableSnapshot,
@@ -347,8 +371,8 @@ impl PageServer {
         columns: &[usize],
         offset: u64,
         want: u64,
+        blocks: bool,
     ) -> Result<Option<Vec<RecordBatch>>, QueryError> {
-        let err = |e: parquet::errors::ParquetError| QueryError::Internal(e.to_string());
         let mut out = Vec::new();
         let (mut file_start, mut position, mut remaining) = (0u64, offset, want);
         for (url, &rows) in snapshot.file_urls.iter().zip(&snapshot.file_rows) {
@@ -362,48 +386,133 @@ impl PageServer {
             }
             let local = position - file_start;
             let take = remaining.min(rows - local);
-            let (reader, metadata) = self.open(url).await?;
-            if metadata.metadata().file_metadata().num_rows() as u64 != rows {
-                return Ok(None);
-            }
-            // The row groups holding [local, local + take), and where the first one starts.
-            let (mut groups, mut first_start, mut group_start) = (Vec::new(), None, 0u64);
-            for (i, group) in metadata.metadata().row_groups().iter().enumerate() {
-                let group_end = group_start + group.num_rows() as u64;
-                if group_end > local && group_start < local + take {
-                    groups.push(i);
-                    first_start.get_or_insert(group_start);
+            if blocks {
+                let block_rows = self.limits.block_rows.max(1);
+                let mut at = local;
+                while at < local + take {
+                    let index = at / block_rows;
+                    let Some(block) = self.block(url, rows, index).await? else {
+                        return Ok(None);
+                    };
+                    let from = at - index * block_rows;
+                    let n = (local + take - at).min(block.num_rows() as u64 - from);
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    out.push(view.apply(&block.slice(from as usize, n as usize), columns)?);
+                    at += n;
                 }
-                group_start = group_end;
-            }
-            let skip = local - first_start.unwrap_or(0);
-            let mut selectors = Vec::with_capacity(2);
-            if skip > 0 {
-                selectors.push(RowSelector::skip(skip as usize));
-            }
-            selectors.push(RowSelector::select(take as usize));
-            let file_schema = metadata.schema().clone();
-            let roots: Vec<usize> = columns
-                .iter()
-                .filter_map(|&c| file_schema.index_of(view.source_name(c)).ok())
-                .collect();
-            let mask = ProjectionMask::roots(metadata.parquet_schema(), roots);
-            let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
-                .with_row_groups(groups)
-                .with_row_selection(RowSelection::from(selectors))
-                .with_projection(mask)
-                .with_batch_size((take as usize).clamp(1, 8192))
-                .build()
-                .map_err(err)?;
-            let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(err)?;
-            for raw in batches {
-                out.push(view.apply(&raw, columns)?);
+            } else {
+                let names: Vec<&str> = columns.iter().map(|&c| view.source_name(c)).collect();
+                let Some(batches) = self.read_rows(url, rows, local, take, Some(&names)).await?
+                else {
+                    return Ok(None);
+                };
+                for raw in batches {
+                    out.push(view.apply(&raw, columns)?);
+                }
             }
             remaining -= take;
             position += take;
             file_start = file_end;
         }
         Ok(Some(out))
+    }
+
+    /// Block `index` of the file at `url` (of `rows` rows), every column as stored, from the
+    /// cache or decoded into it.
+    async fn block(
+        &self,
+        url: &str,
+        rows: u64,
+        index: u64,
+    ) -> Result<Option<RecordBatch>, QueryError> {
+        let slot = self.slot(CacheKey::Block {
+            url: url.to_string(),
+            index,
+        });
+        let mut loaded = false;
+        let block = slot
+            .table
+            .get_or_try_init(|| async {
+                loaded = true;
+                let block_rows = self.limits.block_rows.max(1);
+                let start = index * block_rows;
+                let n = block_rows.min(rows.saturating_sub(start));
+                let Some(batches) = self.read_rows(url, rows, start, n, None).await? else {
+                    return Ok::<_, QueryError>(None);
+                };
+                let Some(first) = batches.first() else {
+                    return Ok(None);
+                };
+                let batch = concat_batches(&first.schema(), &batches)
+                    .map_err(|e| QueryError::Internal(e.to_string()))?;
+                slot.bytes
+                    .store(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+                Ok(Some(batch))
+            })
+            .await?
+            .clone();
+        if loaded {
+            metrics::counter!("datagate_page_cache_loads_total").increment(1);
+            self.evict();
+        } else {
+            metrics::counter!("datagate_page_cache_hits_total").increment(1);
+        }
+        Ok(block)
+    }
+
+    /// Rows `[start, start + n)` of the file at `url` (of `rows` rows, as the catalog says), in
+    /// the columns named (all when `None`), decoding only the pages that hold them. `None`
+    /// when the file does not have `rows` rows.
+    async fn read_rows(
+        &self,
+        url: &str,
+        rows: u64,
+        start: u64,
+        n: u64,
+        names: Option<&[&str]>,
+    ) -> Result<Option<Vec<RecordBatch>>, QueryError> {
+        let err = |e: parquet::errors::ParquetError| QueryError::Internal(e.to_string());
+        let (reader, metadata) = self.open(url).await?;
+        if metadata.metadata().file_metadata().num_rows() as u64 != rows {
+            return Ok(None);
+        }
+        // The row groups holding [start, start + n), and where the first one starts.
+        let (mut groups, mut first_start, mut group_start) = (Vec::new(), None, 0u64);
+        for (i, group) in metadata.metadata().row_groups().iter().enumerate() {
+            let group_end = group_start + group.num_rows() as u64;
+            if group_end > start && group_start < start + n {
+                groups.push(i);
+                first_start.get_or_insert(group_start);
+            }
+            group_start = group_end;
+        }
+        let skip = start - first_start.unwrap_or(0);
+        let mut selectors = Vec::with_capacity(2);
+        if skip > 0 {
+            selectors.push(RowSelector::skip(skip as usize));
+        }
+        selectors.push(RowSelector::select(n as usize));
+        let mask = match names {
+            Some(names) => {
+                let file_schema = metadata.schema().clone();
+                let roots: Vec<usize> = names
+                    .iter()
+                    .filter_map(|name| file_schema.index_of(name).ok())
+                    .collect();
+                ProjectionMask::roots(metadata.parquet_schema(), roots)
+            }
+            None => ProjectionMask::all(),
+        };
+        let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+            .with_row_groups(groups)
+            .with_row_selection(RowSelection::from(selectors))
+            .with_projection(mask)
+            .with_batch_size((n as usize).clamp(1, 8192))
+            .build()
+            .map_err(err)?;
+        Ok(Some(stream.try_collect().await.map_err(err)?))
     }
 
     /// A reader of the file at `url` and its metadata with page indexes (cached).

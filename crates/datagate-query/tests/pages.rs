@@ -161,9 +161,11 @@ async fn fixture() -> Fixture {
     };
     Fixture {
         cached: engine(PageCacheLimits::default()),
+        // Blocks of 50 rows: pages cross blocks, row groups and files.
         seeking: engine(PageCacheLimits {
-            bytes: 0,
+            bytes: 1 << 20,
             max_rows: 0,
+            block_rows: 50,
         }),
         _dir: dir,
     }
@@ -272,6 +274,7 @@ async fn pages_without_planning_are_the_planned_pages() {
             (10, 0),
             (1, 63),
             (2, 63),
+            (120, 40),
             (100, 650),
             (100, 699),
             (70, 1_390),

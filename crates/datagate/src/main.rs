@@ -335,6 +335,7 @@ fn run_serve(cfg: Config) -> Result<()> {
         .with_page_cache(datagate_query::pages::PageCacheLimits {
             bytes: cfg.query.page_cache_bytes,
             max_rows: cfg.query.page_cache_max_rows,
+            ..Default::default()
         });
         let audit_dir = cfg.storage.audit_dir(&cfg.audit);
         let (audit, recovery) = datagate_audit::AuditLog::open(datagate_audit::LogOptions {
