@@ -15,7 +15,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub catalog: Arc<dyn CatalogStore>,
     pub publisher: Publisher,
-    pub engine: QueryEngine,
+    /// Shared: cloning `AppState` (every extractor does) must not clone the engine's session state.
+    pub engine: Arc<QueryEngine>,
     pub metrics: Option<PrometheusHandle>,
     pub fair_use: Arc<FairUse>,
     pub audit: AuditLog,

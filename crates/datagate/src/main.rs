@@ -378,7 +378,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             config,
             catalog: stores.catalog.clone(),
             publisher,
-            engine,
+            engine: Arc::new(engine),
             metrics,
             fair_use: fair_use.clone(),
             audit: audit.clone(),
