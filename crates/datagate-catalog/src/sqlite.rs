@@ -15,9 +15,11 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use datagate_core::AccessLevel;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 const READERS: usize = 4;
 
@@ -41,6 +43,65 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    cache: ReadCache,
+}
+
+/// A change made by another process (the CLI on the same file) shows within this long.
+const READ_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Entries kept at most per map (cleared when full).
+const READ_CACHE_ENTRIES: usize = 10_000;
+
+/// The answers of `get_dataset` and `get_version` — the look-ups every data request makes —
+/// kept until this catalog next writes anything (every write bumps `generation`), and at most
+/// [`READ_CACHE_TTL`] for writes by other processes.
+#[derive(Default)]
+struct ReadCache {
+    generation: AtomicU64,
+    datasets: Mutex<HashMap<(String, String), Cached<Option<Dataset>>>>,
+    versions: Mutex<HashMap<(String, String, i64), Cached<Option<Version>>>>,
+}
+
+struct Cached<T> {
+    generation: u64,
+    at: Instant,
+    value: T,
+}
+
+impl ReadCache {
+    fn get<K: std::hash::Hash + Eq, T: Clone>(
+        &self,
+        map: &Mutex<HashMap<K, Cached<T>>>,
+        key: &K,
+    ) -> Option<T> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let map = map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|c| c.generation == generation && c.at.elapsed() < READ_CACHE_TTL)
+            .map(|c| c.value.clone())
+    }
+
+    /// Keeps `value`, read while the catalog was at `generation` (taken before the read, so a
+    /// write landing meanwhile leaves the entry stale, never wrong).
+    fn put<K: std::hash::Hash + Eq, T>(
+        &self,
+        map: &Mutex<HashMap<K, Cached<T>>>,
+        key: K,
+        generation: u64,
+        value: T,
+    ) {
+        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= READ_CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(
+            key,
+            Cached {
+                generation,
+                at: Instant::now(),
+                value,
+            },
+        );
+    }
 }
 
 impl From<rusqlite::Error> for CatalogError {
@@ -100,6 +161,7 @@ impl SqliteCatalog {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                cache: ReadCache::default(),
             }),
         })
     }
@@ -142,7 +204,10 @@ impl SqliteCatalog {
                 .writer
                 .lock()
                 .map_err(|_| CatalogError::Backend("writer connection poisoned".into()))?;
-            f(&mut conn)
+            let done = f(&mut conn);
+            // Whatever it did (even a failed write may have changed something first).
+            inner.cache.generation.fetch_add(1, Ordering::AcqRel);
+            done
         })
         .await
         .map_err(|e| CatalogError::Backend(format!("catalog task failed: {e}")))?
@@ -654,9 +719,18 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn get_dataset(&self, department: &str, name: &str) -> Result<Option<Dataset>> {
-        let (department, name) = (department.to_string(), name.to_string());
-        self.read(move |c| Ok(find_dataset(c, &department, &name)?.map(|r| r.dataset)))
-            .await
+        let cache = &self.inner.cache;
+        let key = (department.to_string(), name.to_string());
+        if let Some(found) = cache.get(&cache.datasets, &key) {
+            return Ok(found);
+        }
+        let generation = cache.generation.load(Ordering::Acquire);
+        let (department, name) = key.clone();
+        let found = self
+            .read(move |c| Ok(find_dataset(c, &department, &name)?.map(|r| r.dataset)))
+            .await?;
+        cache.put(&cache.datasets, key, generation, found.clone());
+        Ok(found)
     }
 
     async fn list_datasets(&self, filter: &DatasetFilter) -> Result<DatasetPage> {
@@ -838,14 +912,23 @@ impl CatalogStore for SqliteCatalog {
         name: &str,
         version: i64,
     ) -> Result<Option<Version>> {
-        let (department, name) = (department.to_string(), name.to_string());
-        self.read(move |c| {
-            let Some(row) = find_dataset(c, &department, &name)? else {
-                return Ok(None);
-            };
-            load_version(c, row.id, version)
-        })
-        .await
+        let cache = &self.inner.cache;
+        let key = (department.to_string(), name.to_string(), version);
+        if let Some(found) = cache.get(&cache.versions, &key) {
+            return Ok(found);
+        }
+        let generation = cache.generation.load(Ordering::Acquire);
+        let (department, name) = (key.0.clone(), key.1.clone());
+        let found = self
+            .read(move |c| {
+                let Some(row) = find_dataset(c, &department, &name)? else {
+                    return Ok(None);
+                };
+                load_version(c, row.id, version)
+            })
+            .await?;
+        cache.put(&cache.versions, key, generation, found.clone());
+        Ok(found)
     }
 
     async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>> {
