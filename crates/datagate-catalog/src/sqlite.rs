@@ -57,9 +57,11 @@ const READ_CACHE_ENTRIES: usize = 10_000;
 #[derive(Default)]
 struct ReadCache {
     generation: AtomicU64,
-    datasets: Mutex<HashMap<(String, String), Cached<Option<Dataset>>>>,
-    versions: Mutex<HashMap<(String, String, i64), Cached<Option<Version>>>>,
+    datasets: CacheMap<(String, String), Option<Dataset>>,
+    versions: CacheMap<(String, String, i64), Option<Version>>,
 }
+
+type CacheMap<K, T> = Mutex<HashMap<K, Cached<T>>>;
 
 struct Cached<T> {
     generation: u64,
@@ -68,11 +70,7 @@ struct Cached<T> {
 }
 
 impl ReadCache {
-    fn get<K: std::hash::Hash + Eq, T: Clone>(
-        &self,
-        map: &Mutex<HashMap<K, Cached<T>>>,
-        key: &K,
-    ) -> Option<T> {
+    fn get<K: std::hash::Hash + Eq, T: Clone>(&self, map: &CacheMap<K, T>, key: &K) -> Option<T> {
         let generation = self.generation.load(Ordering::Acquire);
         let map = map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(key)
@@ -84,7 +82,7 @@ impl ReadCache {
     /// write landing meanwhile leaves the entry stale, never wrong).
     fn put<K: std::hash::Hash + Eq, T>(
         &self,
-        map: &Mutex<HashMap<K, Cached<T>>>,
+        map: &CacheMap<K, T>,
         key: K,
         generation: u64,
         value: T,
