@@ -33,6 +33,7 @@ pub mod recursion;
 pub mod rows;
 pub mod size_caps;
 pub mod sql;
+pub mod stored_export;
 
 pub use catalog_provider::{DatagateCatalog, DatasetTable, TableSnapshot};
 pub use engine::{QueryEngine, QueryLimits, RequestSession};

@@ -117,11 +117,13 @@ pub async fn rows(
         next_if_more: Some(next),
         truncate: false,
     };
+    let Source::Query(started, _) = read.started else {
+        return Err(ApiError::internal("a rows page was not a query"));
+    };
     stream_response(
         &read.lane,
-        read.started,
+        Source::Query(started, cap),
         read.format,
-        cap,
         &read.read,
         Some(&read.tag),
         None,
@@ -185,7 +187,6 @@ pub async fn export(
         &read.lane,
         read.started,
         read.format,
-        RowCap::default(),
         &read.read,
         Some(&read.tag),
         Some(&filename),
@@ -193,10 +194,18 @@ pub async fn export(
     )
 }
 
-/// A `rows` page or an export, started: its first batch is in hand.
+/// Where a response's body comes from.
+pub(crate) enum Source {
+    /// A query, started (its first batch in hand), encoded as it streams, under a row cap.
+    Query(execute::Started, RowCap),
+    /// A whole version's stored Parquet files, copied as one file (`stored_export`).
+    Stored(Vec<std::path::PathBuf>),
+}
+
+/// A `rows` page or an export, started: its first batch is in hand (or its files found).
 struct StartedRead {
     lane: Lane,
-    started: execute::Started,
+    started: Source,
     snapshot: datagate_query::TableSnapshot,
     format: Format,
     read: Vec<DatasetRead>,
@@ -279,13 +288,29 @@ async fn read_dataset(
             );
             return Ok(Ok(StartedRead {
                 lane,
-                started,
+                started: Source::Query(started, RowCap::default()),
                 snapshot,
                 format,
                 read,
                 tag,
             }));
         }
+    }
+    if paging == Paging::Export
+        && format == Format::Parquet
+        && request.select().is_none()
+        && request.filter().is_none()
+        && let Some(files) = datagate_query::stored_export::copyable(&snapshot)
+    {
+        // The whole version as stored: its row groups are copied, not re-encoded.
+        return Ok(Ok(StartedRead {
+            lane,
+            started: Source::Stored(files),
+            snapshot,
+            format,
+            read,
+            tag,
+        }));
     }
     let session = state
         .engine
@@ -305,7 +330,7 @@ async fn read_dataset(
     .await?;
     Ok(Ok(StartedRead {
         lane,
-        started,
+        started: Source::Query(started, RowCap::default()),
         snapshot,
         format,
         read,
@@ -456,9 +481,8 @@ async fn run_query(
     };
     stream_response(
         &lane,
-        started,
+        Source::Query(started, cap),
         format,
-        cap,
         &read,
         tag.as_deref(),
         None,
@@ -555,12 +579,10 @@ fn set_data_headers(h: &mut HeaderMap, read: &[DatasetRead], tag: Option<&str>) 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
-#[allow(clippy::too_many_arguments)]
 fn stream_response(
     lane: &Lane,
-    started: execute::Started,
+    source: Source,
     format: Format,
-    cap: RowCap,
     read: &[DatasetRead],
     tag: Option<&str>,
     attachment: Option<&str>,
@@ -569,8 +591,11 @@ fn stream_response(
     let bytes = Arc::new(AtomicU64::new(0));
     let started_at = Instant::now();
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
-    let deadline = started.deadline();
-    let rx = execute::stream_encoded(lane, started, format, cap, bytes, move |report| {
+    let deadline = match &source {
+        Source::Query(started, _) => started.deadline(),
+        Source::Stored(_) => None,
+    };
+    let on_end = move |report: execute::Report| {
         tracing::info!(
             rows = report.rows,
             bytes = report.bytes,
@@ -582,7 +607,15 @@ fn stream_response(
         metrics::counter!("datagate_data_bytes_total").increment(report.bytes);
         metrics::counter!("datagate_data_rows_total").increment(report.rows);
         let _ = report_tx.send(report);
-    })?;
+    };
+    let rx = match source {
+        Source::Query(started, cap) => {
+            execute::stream_encoded(lane, started, format, cap, bytes, on_end)?
+        }
+        Source::Stored(files) => {
+            datagate_query::stored_export::stream_copy(lane, files, bytes, on_end)
+        }
+    };
     // `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
     // An error is held back a moment so the server writes out the head and the rows already
     // encoded first (the begin record's fsync may have let the encoder run ahead to the error,
@@ -659,9 +692,8 @@ pub(crate) fn stream_audit(
 ) -> Result<Response, ApiError> {
     let mut resp = stream_response(
         lane,
-        started,
+        Source::Query(started, RowCap::default()),
         format,
-        RowCap::default(),
         &[],
         None,
         None,
