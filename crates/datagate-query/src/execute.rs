@@ -105,10 +105,11 @@ pub async fn start(
 ) -> Result<Started, QueryError> {
     let memory_limit = session.limits.memory_bytes;
     let in_flight = InFlight::new();
-    if crate::plan_info::looks_up_primary_key(&plan) {
-        // Late materialisation: the key column is decoded first and the other columns only
-        // for the rows that match, in the row groups the bloom filters leave. (For broad
-        // filters it costs more than it saves, so it is not the default.)
+    if crate::plan_info::looks_up_primary_key(&plan) || crate::plan_info::keeps_top_rows(&plan) {
+        // Late materialisation: the key column (or, for a top-N, the sort columns against the
+        // running top N) is decoded first and the other columns only for the rows that match,
+        // in the row groups the bloom filters leave. (For broad filters it costs more than it
+        // saves, so it is not the default.)
         let state = session.ctx.state_ref();
         let mut state = state.write();
         let parquet = &mut state.config_mut().options_mut().execution.parquet;

@@ -76,6 +76,28 @@ pub fn looks_up_primary_key(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// Whether `plan` keeps the first few rows of a sort (`ORDER BY ... LIMIT n`, a top-N): its
+/// scan is worth filtering as it decodes, so the other columns are decoded only for rows that
+/// can still enter the top N (DataFusion's dynamic filter from the running top N).
+pub fn keeps_top_rows(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Limit(limit) = node {
+            let mut input = limit.input.as_ref();
+            while let LogicalPlan::Projection(p) = input {
+                input = p.input.as_ref();
+            }
+            let small = matches!(
+                limit.get_fetch_type(),
+                Ok(datafusion::logical_expr::FetchType::Literal(Some(n))) if n <= 10_000
+            );
+            found |= small && matches!(input, LogicalPlan::Sort(_));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 /// The `X-Dataset-Versions` value: `dept.name=V[, ...]` (0 for a dataset with no data yet).
 pub fn versions_header(read: &[DatasetRead]) -> String {
     read.iter()
