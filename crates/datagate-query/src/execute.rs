@@ -220,6 +220,44 @@ pub struct Report {
 #[error("{0}")]
 pub struct StreamError(pub String);
 
+/// A small result already in memory, encoded at once (no executor, no channel): the chunks of
+/// its body and the rows they hold, under `cap` as [`stream_encoded`] applies it.
+pub fn encode_now(
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    format: Format,
+    cap: RowCap,
+) -> Result<(Vec<Bytes>, u64), QueryError> {
+    let internal = |e: encode::EncodeError| QueryError::Internal(e.to_string());
+    let mut encoder = encode::encoder(format, schema).map_err(internal)?;
+    let (mut chunks, mut seen, mut rows) = (Vec::new(), 0u64, 0u64);
+    for batch in batches {
+        let before = seen;
+        seen += batch.num_rows() as u64;
+        let keep = cap.rows.map_or(batch.num_rows() as u64, |limit| {
+            limit.saturating_sub(before).min(batch.num_rows() as u64)
+        });
+        rows += keep;
+        chunks.push(
+            encoder
+                .batch(&batch.slice(0, keep as usize))
+                .map_err(internal)?,
+        );
+        if keep < batch.num_rows() as u64 {
+            break;
+        }
+    }
+    let more = cap.rows.is_some_and(|limit| seen > limit);
+    let trailer = Trailer {
+        row_count: rows,
+        truncated: more && cap.truncate,
+        next: if more { cap.next_if_more } else { None },
+    };
+    chunks.push(encoder.finish(&trailer).map_err(internal)?);
+    chunks.retain(|c| !c.is_empty());
+    Ok((chunks, rows))
+}
+
 /// Encodes `started` in `format`, batch by batch, into the returned channel, on `lane`. `on_end`
 /// is called once with what was sent and how it ended; `bytes_sent` counts encoded bytes as
 /// they leave.

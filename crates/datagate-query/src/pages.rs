@@ -216,6 +216,69 @@ impl PageServer {
         }))
     }
 
+    /// A plain page (no `where`, no `order`, at most `max_rows` rows) of a version already in
+    /// the cache, without waiting for anything: a slice, cheap enough to take on the thread
+    /// that serves the connection. `None` when it is not that.
+    pub fn ready_page(
+        &self,
+        snapshot: &TableSnapshot,
+        request: &RowsRequest,
+        paging: Paging,
+        max_rows: u64,
+    ) -> Result<Option<Page>, QueryError> {
+        let Paging::Page { limit, offset } = paging else {
+            return Ok(None);
+        };
+        if limit > max_rows
+            || request.filter().is_some()
+            || request.order().is_some()
+            || snapshot.file_urls.is_empty()
+            || self.limits.bytes == 0
+            || snapshot.rows() > self.limits.max_rows
+        {
+            return Ok(None);
+        }
+        let view = View::new(snapshot, &self.mask_key, &self.state)?;
+        let key = CacheKey::Version {
+            table: snapshot.qualified_name(),
+            version: snapshot.version.unwrap_or_default(),
+            view: view.tag.clone(),
+        };
+        let slot = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let Some(Some(table)) = slot.as_ref().and_then(|s| s.table.get()) else {
+            return Ok(None);
+        };
+        if let Some(slot) = &slot {
+            slot.last_used.store(
+                self.clock.fetch_add(1, Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
+        let select = match request.select() {
+            Some(text) => {
+                Some(rows::parse_select(text, &view.out).map_err(|e| e.in_parameter("select"))?)
+            }
+            None => None,
+        };
+        let rows = table.num_rows();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(rows);
+        let len = usize::try_from(limit.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(rows - start);
+        let batch = project(&table.slice(start, len), select.as_deref())?;
+        metrics::counter!("datagate_page_cache_hits_total").increment(1);
+        Ok(Some(Page {
+            schema: batch.schema(),
+            batches: vec![batch],
+            cached: true,
+        }))
+    }
+
     /// The decoded version in the reader's view, from the cache or loaded into it; `None` when
     /// it is too large to keep.
     async fn cached(

@@ -117,12 +117,14 @@ pub async fn rows(
         next_if_more: Some(next),
         truncate: false,
     };
-    let Source::Query(started, _) = read.started else {
-        return Err(ApiError::internal("a rows page was not a query"));
+    let source = match read.started {
+        Source::Query(started, _) => Source::Query(started, cap),
+        Source::Page(page, _) => Source::Page(page, cap),
+        Source::Stored(_) => return Err(ApiError::internal("a rows page was not a query")),
     };
     stream_response(
         &read.lane,
-        Source::Query(started, cap),
+        source,
         read.format,
         &read.read,
         Some(&read.tag),
@@ -198,9 +200,15 @@ pub async fn export(
 pub(crate) enum Source {
     /// A query, started (its first batch in hand), encoded as it streams, under a row cap.
     Query(execute::Started, RowCap),
+    /// A small page already in memory, encoded at once on this thread, under a row cap.
+    Page(datagate_query::pages::Page, RowCap),
     /// A whole version's stored Parquet files, copied as one file (`stored_export`).
     Stored(Vec<std::path::PathBuf>),
 }
+
+/// Pages of cached versions up to this many rows are sliced and encoded on the thread that
+/// serves the connection (microseconds); larger ones, and everything else, on the executor.
+const INLINE_PAGE_ROWS: u64 = 1000;
 
 /// A `rows` page or an export, started: its first batch is in hand (or its files found).
 struct StartedRead {
@@ -265,6 +273,21 @@ async fn read_dataset(
         return Ok(Err(not_modified));
     }
     let lane = ticket.lane(state.engine.executor());
+    if let Some(page) =
+        state
+            .engine
+            .pages()
+            .ready_page(&snapshot, &request, paging, INLINE_PAGE_ROWS)?
+    {
+        return Ok(Ok(StartedRead {
+            lane,
+            started: Source::Page(page, RowCap::default()),
+            snapshot,
+            format,
+            read,
+            tag,
+        }));
+    }
     if let Paging::Page { .. } = paging {
         // Most pages need no plan: a slice of a cached small version, or a seek.
         let pages = state.engine.pages();
@@ -593,7 +616,7 @@ fn stream_response(
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
     let deadline = match &source {
         Source::Query(started, _) => started.deadline(),
-        Source::Stored(_) => None,
+        Source::Page(..) | Source::Stored(_) => None,
     };
     let on_end = move |report: execute::Report| {
         tracing::info!(
@@ -611,6 +634,23 @@ fn stream_response(
     let rx = match source {
         Source::Query(started, cap) => {
             execute::stream_encoded(lane, started, format, cap, bytes, on_end)?
+        }
+        Source::Page(page, cap) => {
+            let (chunks, rows) = execute::encode_now(page.schema, &page.batches, format, cap)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(chunks.len().max(1));
+            let mut sent = 0u64;
+            for chunk in chunks {
+                sent += chunk.len() as u64;
+                let _ = tx.try_send(Ok(chunk));
+            }
+            bytes.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            on_end(execute::Report {
+                outcome: execute::Outcome::Completed,
+                rows,
+                bytes: sent,
+                cpu_micros: 0,
+            });
+            rx
         }
         Source::Stored(files) => {
             datagate_query::stored_export::stream_copy(lane, files, bytes, on_end)
