@@ -291,36 +291,56 @@ impl PageServer {
             version: snapshot.version.unwrap_or_default(),
             view: view.tag.clone(),
         });
+        self.load_or_hit(slot, || async {
+            let all: Vec<usize> = (0..view.out.fields().len()).collect();
+            let batches = self
+                .seek(snapshot, view, &all, 0, snapshot.rows(), false)
+                .await?
+                .ok_or_else(|| {
+                    QueryError::Internal(format!(
+                        "the files of {} disagree with the catalog's row counts",
+                        snapshot.qualified_name()
+                    ))
+                })?;
+            let batch = concat_batches(&view.out, &batches)
+                .map_err(|e| QueryError::Internal(e.to_string()))?;
+            let keep = batch.get_array_memory_size() as u64 <= self.limits.bytes / 2;
+            Ok(keep.then_some(batch))
+        })
+        .await
+    }
+
+    /// The value of `slot`, loaded by `load` unless it already is (`None`: loaded, not kept);
+    /// counted as a hit or a load, and the cache brought back within its bytes after a load.
+    async fn load_or_hit<F, Fut>(
+        &self,
+        slot: Arc<Slot>,
+        load: F,
+    ) -> Result<Option<RecordBatch>, QueryError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<RecordBatch>, QueryError>>,
+    {
         let mut loaded = false;
-        let table = slot
+        let value = slot
             .table
-            .get_or_try_init(|| async {
+            .get_or_try_init(|| {
                 loaded = true;
-                let all: Vec<usize> = (0..view.out.fields().len()).collect();
-                let batches = self
-                    .seek(snapshot, view, &all, 0, snapshot.rows(), false)
-                    .await?
-                    .ok_or_else(|| {
-                        QueryError::Internal(format!(
-                            "the files of {} disagree with the catalog's row counts",
-                            snapshot.qualified_name()
-                        ))
-                    })?;
-                let batch = concat_batches(&view.out, &batches)
-                    .map_err(|e| QueryError::Internal(e.to_string()))?;
-                let bytes = batch.get_array_memory_size() as u64;
-                slot.bytes.store(bytes, Ordering::Relaxed);
-                Ok::<_, QueryError>((bytes <= self.limits.bytes / 2).then_some(batch))
+                load()
             })
             .await?
             .clone();
         if loaded {
+            if let Some(batch) = &value {
+                slot.bytes
+                    .store(batch.get_array_memory_size() as u64, Ordering::Relaxed);
+            }
             metrics::counter!("datagate_page_cache_loads_total").increment(1);
             self.evict();
         } else {
             metrics::counter!("datagate_page_cache_hits_total").increment(1);
         }
-        Ok(table)
+        Ok(value)
     }
 
     /// The cache entry of `key`, marked as just used.
@@ -494,35 +514,21 @@ impl PageServer {
             url: url.to_string(),
             index,
         });
-        let mut loaded = false;
-        let block = slot
-            .table
-            .get_or_try_init(|| async {
-                loaded = true;
-                let block_rows = self.limits.block_rows.max(1);
-                let start = index * block_rows;
-                let n = block_rows.min(rows.saturating_sub(start));
-                let Some(batches) = self.read_rows(url, rows, start, n, None).await? else {
-                    return Ok::<_, QueryError>(None);
-                };
-                let Some(first) = batches.first() else {
-                    return Ok(None);
-                };
-                let batch = concat_batches(&first.schema(), &batches)
-                    .map_err(|e| QueryError::Internal(e.to_string()))?;
-                slot.bytes
-                    .store(batch.get_array_memory_size() as u64, Ordering::Relaxed);
-                Ok(Some(batch))
-            })
-            .await?
-            .clone();
-        if loaded {
-            metrics::counter!("datagate_page_cache_loads_total").increment(1);
-            self.evict();
-        } else {
-            metrics::counter!("datagate_page_cache_hits_total").increment(1);
-        }
-        Ok(block)
+        self.load_or_hit(slot, || async {
+            let block_rows = self.limits.block_rows.max(1);
+            let start = index * block_rows;
+            let n = block_rows.min(rows.saturating_sub(start));
+            let Some(batches) = self.read_rows(url, rows, start, n, None).await? else {
+                return Ok(None);
+            };
+            let Some(first) = batches.first() else {
+                return Ok(None);
+            };
+            concat_batches(&first.schema(), &batches)
+                .map(Some)
+                .map_err(|e| QueryError::Internal(e.to_string()))
+        })
+        .await
     }
 
     /// Rows `[start, start + n)` of the file at `url` (of `rows` rows, as the catalog says), in
