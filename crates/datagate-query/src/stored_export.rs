@@ -46,6 +46,31 @@ pub fn copyable(snapshot: &TableSnapshot) -> Option<Vec<PathBuf>> {
         .collect()
 }
 
+/// Whether `files` can be merged by copying: every footer readable and one Parquet schema
+/// (checked before the answer's head is sent; otherwise the export goes through the engine).
+pub async fn mergeable(files: &[PathBuf]) -> bool {
+    let files = files.to_vec();
+    let check = move || {
+        let mut first = None;
+        for path in &files {
+            let file = File::open(path).ok()?;
+            let metadata = ParquetMetaDataReader::new().parse_and_finish(&file).ok()?;
+            let schema = metadata.file_metadata().schema_descr().root_schema_ptr();
+            match &first {
+                None => first = Some(schema),
+                Some(seen) if *seen != schema => return None,
+                Some(_) => {}
+            }
+        }
+        Some(())
+    };
+    tokio::task::spawn_blocking(check)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+}
+
 /// Streams the files, merged into one Parquet file, into the returned channel; `on_end` is
 /// called once with what was sent. The copy runs on the blocking pool (it is file I/O); the
 /// request's lane is held until it ends.

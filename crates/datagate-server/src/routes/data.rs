@@ -324,6 +324,7 @@ async fn read_dataset(
         && request.select().is_none()
         && request.filter().is_none()
         && let Some(files) = datagate_query::stored_export::copyable(&snapshot)
+        && datagate_query::stored_export::mergeable(&files).await
     {
         // The whole version as stored: its row groups are copied, not re-encoded.
         return Ok(Ok(StartedRead {
