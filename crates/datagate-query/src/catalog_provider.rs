@@ -59,6 +59,16 @@ impl TableSnapshot {
         ))
     }
 
+    /// Whether its reader gets a view (masked columns through their masks, private ones
+    /// absent) rather than the columns as stored.
+    pub fn restricted(&self) -> bool {
+        !self.sees_all
+            && self
+                .columns
+                .iter()
+                .any(|c| c.sensitivity != Sensitivity::Public)
+    }
+
     /// Rows of the version (0 for a dataset with no data yet).
     pub fn rows(&self) -> u64 {
         self.file_rows.iter().sum()
@@ -109,11 +119,7 @@ impl DatasetTable {
         snapshot: TableSnapshot,
         key: &MaskKey,
     ) -> Result<Arc<dyn TableProvider>, DataFusionError> {
-        let restricted = !snapshot.sees_all
-            && snapshot
-                .columns
-                .iter()
-                .any(|c| c.sensitivity != Sensitivity::Public);
+        let restricted = snapshot.restricted();
         let columns = snapshot.columns.clone();
         let table = TableReference::full(
             crate::CATALOG_NAME,

@@ -33,7 +33,6 @@ use datafusion::common::DFSchema;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, SortExpr};
 use datafusion::physical_expr::PhysicalExpr;
-use datagate_core::Sensitivity;
 use futures::FutureExt;
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
@@ -169,12 +168,7 @@ impl PageServer {
             return Ok(None);
         }
         let view = View::new(snapshot, &self.mask_key, &self.state)?;
-        let select = match request.select() {
-            Some(text) => {
-                Some(rows::parse_select(text, &view.out).map_err(|e| e.in_parameter("select"))?)
-            }
-            None => None,
-        };
+        let select = view.select(request)?;
         let want = limit.saturating_add(1);
         if self.limits.bytes > 0
             && snapshot.rows() <= self.limits.max_rows
@@ -259,17 +253,8 @@ impl PageServer {
                 Ordering::Relaxed,
             );
         }
-        let select = match request.select() {
-            Some(text) => {
-                Some(rows::parse_select(text, &view.out).map_err(|e| e.in_parameter("select"))?)
-            }
-            None => None,
-        };
-        let rows = table.num_rows();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(rows);
-        let len = usize::try_from(limit.saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(rows - start);
+        let select = view.select(request)?;
+        let (start, len) = window(table.num_rows(), offset, limit.saturating_add(1));
         let batch = project(&table.slice(start, len), select.as_deref())?;
         metrics::counter!("datagate_page_cache_hits_total").increment(1);
         Ok(Some(Page {
@@ -408,11 +393,7 @@ impl PageServer {
             };
             batch = kept;
         }
-        let rows = batch.num_rows();
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(rows);
-        let len = usize::try_from(want)
-            .unwrap_or(usize::MAX)
-            .min(rows - start);
+        let (start, len) = window(batch.num_rows(), offset, want);
         let sorts = rows::page_sorts(request, &view.out, primary_key, limits.max_sql_bytes)?;
         if sorts.is_empty() {
             return Ok(Some(batch.slice(start, len)));
@@ -621,6 +602,15 @@ impl PageServer {
     }
 }
 
+/// The rows `[start, start + len)` of `rows` rows that `want` rows from `offset` cover.
+fn window(rows: usize, offset: u64, want: u64) -> (usize, usize) {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(rows);
+    let len = usize::try_from(want)
+        .unwrap_or(usize::MAX)
+        .min(rows - start);
+    (start, len)
+}
+
 /// The sort columns of `sorts` (plain columns) over `batch`.
 fn sort_columns(batch: &RecordBatch, sorts: &[SortExpr]) -> Option<Vec<SortColumn>> {
     sorts
@@ -675,13 +665,10 @@ impl View {
         state: &SessionState,
     ) -> Result<Self, QueryError> {
         let raw = snapshot.schema();
-        let restricted = !snapshot.sees_all
-            && snapshot
-                .columns
-                .iter()
-                .any(|c| c.sensitivity != Sensitivity::Public);
+        let restricted = snapshot.restricted();
         let internal = |e: datafusion::error::DataFusionError| QueryError::Internal(e.to_string());
-        let raw_df = DFSchema::try_from(raw.as_ref().clone()).map_err(internal)?;
+        // Only masked columns need the schema as DataFusion sees it (built once, if at all).
+        let mut raw_df = None;
         let mut fields = Vec::new();
         let mut columns = Vec::new();
         let mut tag = String::from(if restricted { "restricted" } else { "all" });
@@ -703,7 +690,15 @@ impl View {
                     let column = Expr::Column(datafusion::common::Column::new_unqualified(&c.name));
                     let expr = masking::masked_expr(column, raw_field.data_type(), mask, key);
                     let physical = state
-                        .create_physical_expr(expr, &raw_df)
+                        .create_physical_expr(
+                            expr,
+                            match &raw_df {
+                                Some(df) => df,
+                                None => raw_df.insert(
+                                    DFSchema::try_from(raw.as_ref().clone()).map_err(internal)?,
+                                ),
+                            },
+                        )
                         .map_err(internal)?;
                     let data_type = physical.data_type(&raw).map_err(internal)?;
                     fields.push(Field::new(&c.name, data_type, true));
@@ -717,6 +712,14 @@ impl View {
             columns,
             tag,
         })
+    }
+
+    /// The columns `select` names, checked against what the reader sees (`None`: all).
+    fn select(&self, request: &RowsRequest) -> Result<Option<Vec<String>>, QueryError> {
+        request
+            .select()
+            .map(|text| rows::parse_select(text, &self.out).map_err(|e| e.in_parameter("select")))
+            .transpose()
     }
 
     /// The name in the files of the column behind the view's column `i`.

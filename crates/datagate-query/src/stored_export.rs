@@ -12,7 +12,6 @@ use crate::catalog_provider::TableSnapshot;
 use crate::execute::{Outcome, Report, StreamError};
 use crate::executor::Lane;
 use bytes::Bytes;
-use datagate_core::Sensitivity;
 use parquet::column::writer::ColumnCloseResult;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
@@ -31,12 +30,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// The local files of `snapshot`, when an export of it may be a copy of them for a reader
 /// with this view; `None` when it has to go through the engine.
 pub fn copyable(snapshot: &TableSnapshot) -> Option<Vec<PathBuf>> {
-    let restricted = !snapshot.sees_all
-        && snapshot
-            .columns
-            .iter()
-            .any(|c| c.sensitivity != Sensitivity::Public);
-    if restricted || snapshot.file_urls.is_empty() {
+    if snapshot.restricted() || snapshot.file_urls.is_empty() {
         return None;
     }
     snapshot
