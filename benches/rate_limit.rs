@@ -11,8 +11,8 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
 use datagate_core::TierConfig;
-use datagate_server::fair_use::CallerId;
-use datagate_server::fair_use::limiter::RequestLimiter;
+use datagate_access::CallerId;
+use datagate_access::fair_use::limiter::RequestLimiter;
 use governor::clock::FakeRelativeClock;
 use std::collections::BTreeMap;
 use std::hint::black_box;

@@ -31,9 +31,42 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub admission: AdmissionConfig,
     pub audit: AuditConfig,
+    pub flight: FlightConfig,
     /// Fair-use tiers by name (API.md §5 "Rate limits"); keys name theirs, anonymous callers
     /// get `anonymous`.
     pub tiers: BTreeMap<String, TierConfig>,
+}
+
+/// The Arrow Flight SQL listener (API.md §1 "Flight SQL").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    /// Address of the Flight SQL listener, e.g. `127.0.0.1:50051`; empty = no listener.
+    pub listen: String,
+    /// PEM certificate chain and private key: both set = the listener speaks TLS only.
+    pub tls_cert: String,
+    pub tls_key: String,
+    /// A statement's ticket (and a prepared statement left open) is kept this long for the key
+    /// that asked for it.
+    pub ticket_ttl_secs: u64,
+    /// Tickets and prepared statements held per caller at most; the oldest are dropped.
+    pub max_handles_per_caller: usize,
+    /// Rows of parameters bound to a prepared statement at once at most (each row is one
+    /// execution).
+    pub max_parameter_rows: usize,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            ticket_ttl_secs: 300,
+            max_handles_per_caller: 64,
+            max_parameter_rows: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +304,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             admission: AdmissionConfig::default(),
             audit: AuditConfig::default(),
+            flight: FlightConfig::default(),
             tiers: default_tiers(),
         }
     }
@@ -502,8 +536,9 @@ fn default_tiers() -> BTreeMap<String, TierConfig> {
 pub struct ConfigError(pub String);
 
 /// Short environment variables of API.md §1 and the keys they set.
-const SHORT_ENV: [(&str, &str); 4] = [
+const SHORT_ENV: [(&str, &str); 5] = [
     ("DATAGATE_LISTEN", "server.listen"),
+    ("DATAGATE_FLIGHT_LISTEN", "flight.listen"),
     ("DATAGATE_DATA_DIR", "storage.data_dir"),
     ("DATAGATE_CATALOG_MANIFESTS", "catalog.manifests"),
     ("DATAGATE_ADMIN_KEY", "auth.admin_key"),

@@ -21,7 +21,8 @@ use arrow::array::{ArrayRef, AsArray, StringArray};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
@@ -97,14 +98,26 @@ pub fn limit_plan(plan: LogicalPlan, rows: u64) -> Result<LogicalPlan, QueryErro
         .map_err(|e| QueryError::Internal(e.to_string()))
 }
 
-/// Starts `plan` and waits for its first batch, all before `deadline`.
-pub async fn start(
+/// A plan made physical and checked against the caller's budgets, not started yet.
+pub struct Physical {
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    explain: bool,
+}
+
+impl Physical {
+    /// The schema of the batches the plan will produce, exactly.
+    pub fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+}
+
+/// Plans `plan` physically and checks its [`cost`](crate::cost) and recursion depth.
+pub async fn plan_physical(
     session: &RequestSession,
     plan: LogicalPlan,
-    deadline: Option<Deadline>,
-) -> Result<Started, QueryError> {
+) -> Result<Physical, QueryError> {
     let memory_limit = session.limits.memory_bytes;
-    let in_flight = InFlight::new();
     if crate::plan_info::looks_up_primary_key(&plan) || crate::plan_info::keeps_top_rows(&plan) {
         // Late materialisation: the key column (or, for a top-N, the sort columns against the
         // running top N) is decoded first and the other columns only for the rows that match,
@@ -121,21 +134,54 @@ pub async fn start(
         max_join_pairs: session.limits.max_join_pairs,
         max_sort_rows: session.limits.max_sort_rows,
     };
+    let df_err = |e| QueryError::from_datafusion(e, memory_limit);
+    let df = session
+        .ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(df_err)?;
+    let task = Arc::new(df.task_ctx());
+    let physical = df.create_physical_plan().await.map_err(df_err)?;
+    crate::cost::check(&physical, &budget)?;
+    let plan = crate::recursion::limit_recursion(physical, session.limits.max_recursion_depth)?;
+    Ok(Physical {
+        plan,
+        task,
+        explain,
+    })
+}
+
+/// Starts `plan` and waits for its first batch, all before `deadline`.
+pub async fn start(
+    session: &RequestSession,
+    plan: LogicalPlan,
+    deadline: Option<Deadline>,
+) -> Result<Started, QueryError> {
+    let in_flight = InFlight::new();
+    let physical = Deadline::run(deadline, plan_physical(session, plan)).await?;
+    start_inner(session, physical, deadline, in_flight).await
+}
+
+/// Starts a plan made by [`plan_physical`] and waits for its first batch before `deadline`.
+pub async fn start_physical(
+    session: &RequestSession,
+    physical: Physical,
+    deadline: Option<Deadline>,
+) -> Result<Started, QueryError> {
+    start_inner(session, physical, deadline, InFlight::new()).await
+}
+
+async fn start_inner(
+    session: &RequestSession,
+    physical: Physical,
+    deadline: Option<Deadline>,
+    in_flight: InFlight,
+) -> Result<Started, QueryError> {
+    let memory_limit = session.limits.memory_bytes;
     let run = async {
-        let df_err = |e| QueryError::from_datafusion(e, memory_limit);
-        let df = session
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(df_err)?;
-        let task = df.task_ctx();
-        let physical = df.create_physical_plan().await.map_err(df_err)?;
-        crate::cost::check(&physical, &budget)?;
-        let physical =
-            crate::recursion::limit_recursion(physical, session.limits.max_recursion_depth)?;
-        let mut stream =
-            datafusion::physical_plan::execute_stream(physical, Arc::new(task)).map_err(df_err)?;
-        if explain && !session.internals {
+        let mut stream = datafusion::physical_plan::execute_stream(physical.plan, physical.task)
+            .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
+        if physical.explain && !session.internals {
             stream = hide_files(stream);
         }
         let first = match stream.next().await {
@@ -258,6 +304,44 @@ pub fn encode_now(
     Ok((chunks, rows))
 }
 
+/// What a streamed result is turned into as it leaves: the encoder of an HTTP body, or a
+/// Flight stream's messages.
+pub trait BatchSink: Send + 'static {
+    /// One message on the wire.
+    type Item: Send + 'static;
+    /// The messages for `batch`, to send now.
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<Self::Item>, String>;
+    /// The closing messages.
+    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<Self::Item>, String>;
+    /// The bytes `item` puts on the wire (counted into the caller's daily bytes).
+    fn size(item: &Self::Item) -> u64;
+}
+
+/// An [`encode::Encoder`] as a sink of body chunks.
+struct Chunks(Box<dyn encode::Encoder>);
+
+impl BatchSink for Chunks {
+    type Item = Bytes;
+
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<Bytes>, String> {
+        self.0
+            .batch(batch)
+            .map(|b| vec![b])
+            .map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<Bytes>, String> {
+        self.0
+            .finish(trailer)
+            .map(|b| vec![b])
+            .map_err(|e| e.to_string())
+    }
+
+    fn size(item: &Bytes) -> u64 {
+        item.len() as u64
+    }
+}
+
 /// Encodes `started` in `format`, batch by batch, into the returned channel, on `lane`. `on_end`
 /// is called once with what was sent and how it ended; `bytes_sent` counts encoded bytes as
 /// they leave.
@@ -271,12 +355,33 @@ pub fn stream_encoded(
 ) -> Result<mpsc::Receiver<Result<Bytes, StreamError>>, QueryError> {
     let encoder = encode::encoder(format, started.schema.clone())
         .map_err(|e| QueryError::Internal(e.to_string()))?;
+    Ok(stream_into(
+        lane,
+        started,
+        Chunks(encoder),
+        cap,
+        bytes_sent,
+        on_end,
+    ))
+}
+
+/// Turns `started` into `sink`'s messages, batch by batch, into the returned channel, on
+/// `lane`: the same pump as [`stream_encoded`] (cancel on drop, deadline between batches, a
+/// mid-stream error as the last item) for any wire format.
+pub fn stream_into<S: BatchSink>(
+    lane: &Lane,
+    started: Started,
+    sink: S,
+    cap: RowCap,
+    bytes_sent: Arc<AtomicU64>,
+    on_end: impl FnOnce(Report) + Send + 'static,
+) -> mpsc::Receiver<Result<S::Item, StreamError>> {
     let (tx, rx) = mpsc::channel(4);
     let span = tracing::Span::current();
     let charged = lane.clone();
     lane.spawn(tracing::Instrument::instrument(
         async move {
-            let mut report = catch_panic(pump(started, encoder, cap, &tx, &bytes_sent))
+            let mut report = catch_panic(pump(started, sink, cap, &tx, &bytes_sent))
                 .await
                 .unwrap_or_else(|e| Report {
                     outcome: Outcome::Failed(e.to_string()),
@@ -299,14 +404,14 @@ pub fn stream_encoded(
         },
         span,
     ));
-    Ok(rx)
+    rx
 }
 
-async fn pump(
+async fn pump<S: BatchSink>(
     started: Started,
-    mut encoder: Box<dyn encode::Encoder>,
+    mut encoder: S,
     cap: RowCap,
-    tx: &mpsc::Sender<Result<Bytes, StreamError>>,
+    tx: &mpsc::Sender<Result<S::Item, StreamError>>,
     bytes_sent: &AtomicU64,
 ) -> Report {
     let Started {
@@ -324,12 +429,19 @@ async fn pump(
         cpu_micros: 0,
     };
     let mut seen: u64 = 0;
-    let send = |bytes: Bytes, report: &mut Report| {
-        let n = bytes.len() as u64;
+    let send = |items: Vec<S::Item>, report: &mut Report| {
+        let n: u64 = items.iter().map(S::size).sum();
         let tx = tx.clone();
         report.bytes += n;
         bytes_sent.fetch_add(n, Ordering::Relaxed);
-        async move { bytes.is_empty() || tx.send(Ok(bytes)).await.is_ok() }
+        async move {
+            for item in items {
+                if S::size(&item) > 0 && tx.send(Ok(item)).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
     };
     // `start` already read the stream's first item: `None` there means the stream has ended.
     let stream_ended = first.is_none();
@@ -394,7 +506,7 @@ async fn pump(
         let bytes = match encoder.batch(&batch) {
             Ok(b) => b,
             Err(e) => {
-                report.outcome = Outcome::Failed(e.to_string());
+                report.outcome = Outcome::Failed(e);
                 return report;
             }
         };
@@ -420,7 +532,7 @@ async fn pump(
                 report.outcome = Outcome::Disconnected;
             }
         }
-        Err(e) => report.outcome = Outcome::Failed(e.to_string()),
+        Err(e) => report.outcome = Outcome::Failed(e),
     }
     report
 }

@@ -25,6 +25,21 @@ pub async fn plan_sql(
     sql: &str,
     params: &[serde_json::Value],
 ) -> Result<LogicalPlan, QueryError> {
+    let values = params
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json_param(i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    plan_sql_values(session, sql, values).await
+}
+
+/// [`plan_sql`] with the parameters as Arrow scalars (Flight SQL binds them as record batches).
+/// Without values, `$n` placeholders stay in the plan (a prepared statement's template).
+pub async fn plan_sql_values(
+    session: &RequestSession,
+    sql: &str,
+    values: Vec<ScalarValue>,
+) -> Result<LogicalPlan, QueryError> {
     let statement = parse_readonly(sql, &session.limits, session.internals)?;
     let memory = session.limits.memory_bytes;
     let plan = session
@@ -39,14 +54,9 @@ pub async fn plan_sql(
         .with_allow_statements(false)
         .verify_plan(&plan)
         .map_err(|e| QueryError::invalid(format!("only read-only queries are allowed: {e}")))?;
-    if params.is_empty() {
+    if values.is_empty() {
         return Ok(plan);
     }
-    let values = params
-        .iter()
-        .enumerate()
-        .map(|(i, v)| json_param(i, v))
-        .collect::<Result<Vec<_>, _>>()?;
     plan.with_param_values(values)
         .map_err(|e| QueryError::from_datafusion(e, memory).in_parameter("params"))
 }

@@ -20,11 +20,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use datagate_audit::{AuditLog, DatasetVersion, Event, Kind};
-use datagate_query::execute::{Outcome, Report};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use datagate_audit::{DatasetVersion, Event, Kind};
+use datagate_query::execute::Report;
+use std::time::Instant;
 
 /// Who made a request, as the fair-use layer identified it.
 #[derive(Debug, Clone, Default)]
@@ -54,153 +52,6 @@ impl Clone for DataAccess {
             report,
         }
     }
-}
-
-/// Audit records still to be written — of requests being answered, and `end` records of data
-/// responses still streaming — so shutdown can wait for them before the log closes.
-#[derive(Default)]
-pub struct PendingRecords {
-    count: std::sync::atomic::AtomicUsize,
-    idle: tokio::sync::Notify,
-}
-
-/// One record still to be written; dropped once it is handed to the log.
-pub struct PendingRecord(Arc<PendingRecords>);
-
-impl Drop for PendingRecord {
-    fn drop(&mut self) {
-        if self
-            .0
-            .count
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-impl PendingRecords {
-    fn begin(self: &Arc<Self>) -> PendingRecord {
-        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        PendingRecord(self.clone())
-    }
-
-    /// Waits until every pending record was handed to the log, or `limit` passed.
-    pub async fn wait_idle(&self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
-            loop {
-                let idle = self.idle.notified();
-                if self.count.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                    return;
-                }
-                idle.await;
-            }
-        })
-        .await;
-    }
-}
-
-/// Counts refusals per caller, route and second (see the module documentation).
-#[derive(Default)]
-pub struct RefusalCounter {
-    seen: Mutex<HashMap<(String, String, u16), Window>>,
-}
-
-struct Window {
-    second: u64,
-    /// Refusals in this second after the first (which was written in full).
-    more: u64,
-    template: Event,
-}
-
-impl RefusalCounter {
-    /// Whether this refusal is to be written in full (the first of its second).
-    fn first_of_second(&self, event: &Event, log: &AuditLog) -> bool {
-        let key = (
-            event.key_id.clone() + "|" + &event.client_ip,
-            event.action.clone(),
-            event.status,
-        );
-        let now = unix_secs();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        match seen.get_mut(&key) {
-            Some(w) if w.second == now => {
-                w.more += 1;
-                false
-            }
-            Some(w) => {
-                flush(w, log);
-                w.second = now;
-                w.template = event.clone();
-                true
-            }
-            None => {
-                seen.insert(
-                    key,
-                    Window {
-                        second: now,
-                        more: 0,
-                        template: event.clone(),
-                    },
-                );
-                true
-            }
-        }
-    }
-
-    /// Writes every count (at shutdown).
-    pub fn flush_all(&self, log: &AuditLog) {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        for w in seen.values_mut() {
-            flush(w, log);
-        }
-        seen.clear();
-    }
-
-    /// Writes the counts of past seconds and forgets quiet callers (every second).
-    pub fn flush_past(&self, log: &AuditLog) {
-        let now = unix_secs();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, w| {
-            if w.second < now {
-                flush(w, log);
-                false
-            } else {
-                true
-            }
-        });
-    }
-}
-
-fn flush(w: &mut Window, log: &AuditLog) {
-    if w.more > 0 {
-        let mut e = w.template.clone();
-        e.kind = Some(Kind::Refusals);
-        e.event_id = uuid::Uuid::now_v7().to_string();
-        e.request_id = String::new();
-        e.count = w.more;
-        e.duration_ms = 0;
-        log.append_detached(e);
-        w.more = 0;
-    }
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Flushes refusal counts every second for as long as the log lives.
-pub fn spawn_refusal_flusher(counter: Arc<RefusalCounter>, log: AuditLog) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            counter.flush_past(&log);
-        }
-    });
 }
 
 /// The action a route stands for.
@@ -358,28 +209,12 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
             tokio::spawn(async move {
                 let _pending = pending;
                 let report = report.await.ok();
-                let mut end = event;
-                end.kind = Some(Kind::End);
-                end.duration_ms = start.elapsed().as_millis() as u64;
-                match report {
-                    Some(r) => {
-                        end.rows_returned = r.rows;
-                        end.bytes_returned = r.bytes;
-                        end.cpu_ms = Some(r.cpu_micros / 1000);
-                        let (outcome, error) = match r.outcome {
-                            Outcome::Completed => ("completed", None),
-                            Outcome::Disconnected => ("disconnected", None),
-                            Outcome::Failed(e) => ("failed", Some(e)),
-                        };
-                        end.outcome = Some(outcome.to_string());
-                        end.error = error;
-                    }
-                    // The pump was dropped without reporting: the executor stopped at shutdown.
-                    None => {
-                        end.outcome = Some("cancelled".to_string());
-                        end.error = Some("the gateway shut down while the query ran".into());
-                    }
-                }
+                let end = datagate_access::trail::end_record(
+                    &event,
+                    report,
+                    start.elapsed(),
+                    "disconnected",
+                );
                 log.append_detached(end);
             });
             resp

@@ -3,14 +3,13 @@
 //! Routes (API.md §5) live under [`routes`], one module per area; every error a client can see
 //! is an [`ApiError`] rendered as `application/problem+json` in one place ([`problem`]). The
 //! layers around the routes ([`layers`]) give each request an `X-Request-Id` and a `tracing`
-//! span, write the audit record of every request ([`audit`]), apply fair use ([`fair_use`]: rate limits by tier, byte quotas, admission control),
+//! span, write the audit record of every request ([`audit`]), apply fair use ([`fair_use`]: rate limits by tier, byte quotas, admission control, decided by `datagate_access`),
 //! record Prometheus metrics, negotiate compression, answer CORS, and time out stalled
 //! bodies; [`serve`] runs hyper with a header-read timeout and drains on shutdown.
 
 pub mod api;
 pub mod audit;
 pub mod auth;
-pub mod authz;
 pub mod fair_use;
 pub mod layers;
 pub mod openapi;

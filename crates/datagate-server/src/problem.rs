@@ -118,6 +118,17 @@ impl From<CatalogError> for ApiError {
     }
 }
 
+impl From<datagate_access::Denied> for ApiError {
+    fn from(e: datagate_access::Denied) -> Self {
+        use datagate_access::Denied;
+        match e {
+            Denied::Unauthenticated(m) => Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m),
+            Denied::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "forbidden", m),
+            Denied::Catalog(e) => e.into(),
+        }
+    }
+}
+
 /// The 404 of an unknown route.
 pub async fn no_route(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no resource at {}", uri.path()))

@@ -1,6 +1,8 @@
 //! What every handler can reach.
 
-use crate::fair_use::FairUse;
+use crate::fair_use::client_ip::ClientIp;
+use datagate_access::FairUse;
+use datagate_access::trail::PendingRecords;
 use datagate_audit::AuditLog;
 use datagate_catalog::CatalogStore;
 use datagate_core::Config;
@@ -19,9 +21,11 @@ pub struct AppState {
     pub engine: Arc<QueryEngine>,
     pub metrics: Option<PrometheusHandle>,
     pub fair_use: Arc<FairUse>,
+    /// Where a request comes from (behind trusted proxies, their forwarding header).
+    pub client_ip: Arc<ClientIp>,
     pub audit: AuditLog,
     /// Refusals counted per caller and second for the audit log.
-    pub refusals: Arc<crate::audit::RefusalCounter>,
+    pub refusals: Arc<datagate_access::trail::RefusalCounter>,
     /// Audit records still to be written (requests being answered, `end` records of streams).
-    pub audit_pending: Arc<crate::audit::PendingRecords>,
+    pub audit_pending: Arc<PendingRecords>,
 }

@@ -365,11 +365,11 @@ fn run_serve(cfg: Config) -> Result<()> {
                 }
             });
         }
-        let refusals = Arc::new(datagate_server::audit::RefusalCounter::default());
-        datagate_server::audit::spawn_refusal_flusher(refusals.clone(), audit.clone());
+        let refusals = Arc::new(datagate_access::trail::RefusalCounter::default());
+        datagate_access::trail::spawn_refusal_flusher(refusals.clone(), audit.clone());
         let config = Arc::new(cfg.clone());
         let fair_use = Arc::new(
-            datagate_server::fair_use::FairUse::new(config.clone(), stores.catalog.as_ref())
+            datagate_access::FairUse::new(config.clone(), stores.catalog.as_ref())
                 .await
                 .context("loading today's byte counters")?,
         );
@@ -381,6 +381,10 @@ fn run_serve(cfg: Config) -> Result<()> {
             engine: Arc::new(engine),
             metrics,
             fair_use: fair_use.clone(),
+            client_ip: Arc::new(datagate_server::fair_use::client_ip::ClientIp::new(
+                cfg.rate_limits.trusted_networks().unwrap_or_default(),
+                &cfg.rate_limits.client_ip_header,
+            )),
             audit: audit.clone(),
             refusals: refusals.clone(),
             audit_pending: Default::default(),

@@ -6,7 +6,7 @@
 //! their department's, admins all; anything else is 404.
 
 use super::{ApiJson, ApiQuery, Caller, DatasetPath};
-use crate::authz::Action;
+use datagate_access::Action;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;

@@ -7,8 +7,8 @@
 
 use super::data::{negotiate, on_lane, stream_audit};
 use super::{ApiJson, ApiQuery, Caller};
-use crate::authz::Action;
-use crate::fair_use::QueryTicket;
+use datagate_access::Action;
+use datagate_access::QueryTicket;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;

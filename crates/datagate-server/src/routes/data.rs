@@ -8,7 +8,7 @@
 
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::audit::DataAccess;
-use crate::fair_use::QueryTicket;
+use datagate_access::QueryTicket;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::body::Body;

@@ -1,8 +1,8 @@
 //! API keys (admin) and the caller's own principal (API.md §5 "Keys").
 
 use super::{ApiJson, Caller};
-use crate::authz::Action;
-use crate::fair_use::CallerId;
+use datagate_access::Action;
+use datagate_access::CallerId;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Extension;

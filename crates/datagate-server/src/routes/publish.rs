@@ -4,7 +4,7 @@
 use super::catalog::visible_dataset;
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::api::{DatasetOut, VersionOut};
-use crate::authz::Action;
+use datagate_access::Action;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;

@@ -1,5 +1,5 @@
 //! Who may do what: one table of (role × action), consulted by every handler through
-//! [`Caller::authorize`](crate::auth::Caller::authorize).
+//! [`Caller::authorize`](crate::caller::Caller::authorize).
 //!
 //! Reading data is not in this table: whether a dataset is visible and readable depends on its
 //! open level and the caller's grants, and is decided by [`datagate_query::policy`] when the
