@@ -10,9 +10,9 @@
 //! callers are idle long enough to be back at a full burst, then `shrink_to_fit`).
 
 use criterion::{BenchmarkId, Criterion, criterion_group};
-use datagate_core::TierConfig;
 use datagate_access::CallerId;
 use datagate_access::fair_use::limiter::RequestLimiter;
+use datagate_core::TierConfig;
 use governor::clock::FakeRelativeClock;
 use std::collections::BTreeMap;
 use std::hint::black_box;

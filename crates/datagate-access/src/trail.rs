@@ -7,10 +7,10 @@
 //! log closes.
 
 use datagate_audit::{AuditLog, Event, Kind};
-use std::collections::HashMap;
-use std::sync::Mutex;
 use datagate_query::execute::{Outcome, Report};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -191,4 +191,3 @@ pub fn spawn_refusal_flusher(counter: Arc<RefusalCounter>, log: AuditLog) {
         }
     });
 }
-

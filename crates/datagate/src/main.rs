@@ -395,7 +395,22 @@ fn run_serve(cfg: Config) -> Result<()> {
         tracing::info!(address = %listener.local_addr()?, data_dir = %cfg.storage.data_dir.display(), "datagate listening");
         let executor = state.engine.executor().clone();
         let pending = state.audit_pending.clone();
-        datagate_server::serve(listener, state, shutdown_signal()).await?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let flight = start_flight(&cfg, &state, stop_rx).await?;
+        let stop = async move {
+            shutdown_signal().await;
+            let _ = stop_tx.send(true);
+        };
+        datagate_server::serve(listener, state, stop).await?;
+        if let Some(flight) = flight {
+            let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs.max(1));
+            match tokio::time::timeout(grace, flight).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the Flight SQL listener failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the Flight SQL listener panicked"),
+                Err(_) => tracing::warn!("Flight SQL streams still open after the grace period"),
+            }
+        }
         // Queries still running after the grace period are dropped where they stand; their
         // `end` records say they were cancelled.
         executor.shutdown();
@@ -406,6 +421,46 @@ fn run_serve(cfg: Config) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Starts the Flight SQL listener when `flight.listen` is set (API.md §1), on the same
+/// engine, fair use and audit log as the HTTP server; it stops when `stop` turns true.
+async fn start_flight(
+    cfg: &Config,
+    state: &datagate_server::AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<tokio::task::JoinHandle<Result<(), datagate_flight::TransportError>>>> {
+    let listen = cfg.flight.listen.trim();
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (flight.listen)"))?;
+    let tls = match (cfg.flight.tls_cert.as_str(), cfg.flight.tls_key.as_str()) {
+        ("", "") => None,
+        (cert, key) if !cert.is_empty() && !key.is_empty() => Some((
+            std::fs::read(cert).with_context(|| format!("cannot read flight.tls_cert {cert}"))?,
+            std::fs::read(key).with_context(|| format!("cannot read flight.tls_key {key}"))?,
+        )),
+        _ => bail!("invalid configuration: flight.tls_cert and flight.tls_key go together"),
+    };
+    let gateway = std::sync::Arc::new(datagate_flight::FlightGateway::new(
+        state.config.clone(),
+        state.catalog.clone(),
+        state.engine.clone(),
+        state.fair_use.clone(),
+        state.audit.clone(),
+        state.refusals.clone(),
+        state.audit_pending.clone(),
+    ));
+    tracing::info!(address = %listener.local_addr()?, tls = tls.is_some(), "Flight SQL listening");
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Ok(Some(tokio::spawn(datagate_flight::serve(
+        listener, gateway, tls, shutdown,
+    ))))
 }
 
 /// API.md §1: `DATAGATE_ADMIN_KEY` (config `auth.admin_key`) is made an admin key; without it,

@@ -183,7 +183,12 @@ impl FairUse {
 
     /// Admits `work` of `who` under `tier` (already counted by [`FairUse::count_request`]):
     /// the permit and byte counter it runs with, or why not.
-    pub fn admit(&self, work: Option<Work>, who: &CallerId, tier: &str) -> Result<Admitted, Refused> {
+    pub fn admit(
+        &self,
+        work: Option<Work>,
+        who: &CallerId,
+        tier: &str,
+    ) -> Result<Admitted, Refused> {
         let (tier, limits) = self.config.tier(tier);
         let mut admitted = Admitted {
             ticket: ticket(tier, limits, None),

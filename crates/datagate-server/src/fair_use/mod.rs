@@ -156,14 +156,18 @@ async fn admit(
 /// with `Retry-After`.
 fn refused(refusal: Refused, tier: &str, rate: Option<&RateDecision>) -> Response {
     let err = match refusal.kind {
-        RefusedKind::RateLimited => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", refusal.detail)
-        }
-        RefusedKind::QuotaExceeded { used, daily_bytes } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", refusal.detail)
-                .with("bytes_used", used)
-                .with("daily_bytes", daily_bytes)
-        }
+        RefusedKind::RateLimited => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            refusal.detail,
+        ),
+        RefusedKind::QuotaExceeded { used, daily_bytes } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota-exceeded",
+            refusal.detail,
+        )
+        .with("bytes_used", used)
+        .with("daily_bytes", daily_bytes),
         RefusedKind::TooManyConcurrent { limit } => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too-many-concurrent-queries",

@@ -6,7 +6,6 @@
 //! their department's, admins all; anything else is 404.
 
 use super::{ApiJson, ApiQuery, Caller, DatasetPath};
-use datagate_access::Action;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -14,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use datagate_access::Action;
 use datagate_catalog::{
     Application, ApplicationFilter, ApplicationStatus, Decision, Grant, GrantFilter,
     NewApplication, Role,

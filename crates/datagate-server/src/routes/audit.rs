@@ -7,8 +7,6 @@
 
 use super::data::{negotiate, on_lane, stream_audit};
 use super::{ApiJson, ApiQuery, Caller};
-use datagate_access::Action;
-use datagate_access::QueryTicket;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -20,6 +18,8 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
+use datagate_access::Action;
+use datagate_access::QueryTicket;
 use datagate_audit::{Checkpoint, Verdict, reader};
 use datagate_query::RequestSession;
 use datagate_query::execute::{self, Deadline};

@@ -8,7 +8,6 @@
 
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::audit::DataAccess;
-use datagate_access::QueryTicket;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
@@ -16,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use datagate_access::QueryTicket;
 use datagate_audit::DatasetVersion;
 use datagate_query::encode::Format;
 use datagate_query::execute::{self, Deadline, RowCap};

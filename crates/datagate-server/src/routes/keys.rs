@@ -1,8 +1,6 @@
 //! API keys (admin) and the caller's own principal (API.md §5 "Keys").
 
 use super::{ApiJson, Caller};
-use datagate_access::Action;
-use datagate_access::CallerId;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Extension;
@@ -11,6 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use datagate_access::Action;
+use datagate_access::CallerId;
 use datagate_catalog::{ApiKey, KeyToken, NewApiKey, Role};
 use datagate_core::ANONYMOUS_TIER;
 use serde::{Deserialize, Serialize};

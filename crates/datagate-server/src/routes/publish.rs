@@ -4,7 +4,6 @@
 use super::catalog::visible_dataset;
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::api::{DatasetOut, VersionOut};
-use datagate_access::Action;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -12,6 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use datagate_access::Action;
 use datagate_catalog::{Column, Contact, DatasetMetadata, NewDataset, VersionMode};
 use datagate_core::AccessLevel;
 use datagate_ingest::{Source, SourceFormat};
