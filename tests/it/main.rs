@@ -13,6 +13,7 @@ mod catalog_api;
 mod config_errors;
 mod data_api;
 mod fair_use;
+mod flight;
 mod http_behaviour;
 mod masking;
 mod publishing;

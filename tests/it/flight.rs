@@ -1,0 +1,394 @@
+//! Arrow Flight SQL (API.md §1 "Flight SQL"): the second front door, held to the first.
+//!
+//! The Rust tests replay the call sequences of the Flight SQL JDBC driver (a Bearer handshake,
+//! every statement prepared, `getTables` with schemas) and check the protocol's promises
+//! (FlightInfo schema = DoGet schema, tickets bound to their key, gRPC codes, rate limits per
+//! RPC). `adbc_driver_against_the_gateway` runs the real Python ADBC driver
+//! (`tests/flight/adbc_client.py`) against the same server and compares every answer with the
+//! HTTP API's.
+
+use crate::harness::{ADMIN, Options, Server, admin_env, free_port, new_key, repo_root};
+use arrow::datatypes::{DataType, Schema};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo};
+use arrow_flight::{FlightDescriptor, FlightInfo, HandshakeRequest, IpcMessage, Ticket};
+use futures::TryStreamExt;
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+struct Flight {
+    server: Server,
+    uri: String,
+}
+
+async fn start(extra: &[(&str, &str)], shipped_limits: bool) -> Flight {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut env = admin_env(&[("DATAGATE_FLIGHT_LISTEN", listen.as_str())]);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let server = Server::start(Options {
+        env,
+        shipped_limits,
+        ..Default::default()
+    })
+    .await;
+    Flight {
+        server,
+        uri: format!("http://{listen}"),
+    }
+}
+
+async fn channel(f: &Flight) -> Channel {
+    for _ in 0..50 {
+        if let Ok(c) = Channel::from_shared(f.uri.clone()).unwrap().connect().await {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no Flight SQL listener at {}", f.uri);
+}
+
+async fn sql_client(f: &Flight, key: &str) -> FlightSqlServiceClient<Channel> {
+    let mut c = FlightSqlServiceClient::new(channel(f).await);
+    c.set_token(key.to_string());
+    c
+}
+
+/// `req` with `key` as its bearer token (none when `key` is empty: the anonymous principal).
+fn bearer<T>(mut req: Request<T>, key: &str) -> Request<T> {
+    if key.is_empty() {
+        return req;
+    }
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
+fn schema_of(info: &FlightInfo) -> Schema {
+    Schema::try_from(IpcMessage(info.schema.clone())).unwrap()
+}
+
+async fn publisher_key(s: &Server, department: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(s.url("/api/v1/keys"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": "flight test", "role": "publisher", "department": department}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    r.json::<serde_json::Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The JDBC driver's sequence: handshake with a Bearer header (the token comes back in
+/// `authorization`), metadata, `getTables` with schemas, every statement prepared.
+#[tokio::test]
+async fn the_jdbc_call_sequence() {
+    let f = start(&[], false).await;
+    let outsider = publisher_key(&f.server, "market").await;
+
+    // Handshake with Bearer: answered with the bearer token.
+    let mut raw = FlightServiceClient::new(channel(&f).await);
+    let hello = HandshakeRequest {
+        protocol_version: 0,
+        payload: Default::default(),
+    };
+    let resp = raw
+        .handshake(bearer(Request::new(futures::stream::iter(vec![hello])), &outsider))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.metadata().get("authorization").unwrap().to_str().unwrap(),
+        format!("Bearer {outsider}")
+    );
+    assert!(resp.metadata().get("x-request-id").is_some());
+
+    let mut c = sql_client(&f, &outsider).await;
+    // GetSqlInfo: a read-only server named datagate.
+    let info = c
+        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly])
+        .await
+        .unwrap();
+    let batches: Vec<_> = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("datagate"), "{text}");
+    assert!(text.contains("true"), "{text}");
+
+    // getTables with schemas: only what this key reads, typed as it sees it.
+    let tables = c
+        .get_tables(CommandGetTables {
+            catalog: Some("datagate".into()),
+            db_schema_filter_pattern: Some("justice".into()),
+            table_name_filter_pattern: Some("%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let batches: Vec<_> = c
+        .do_get(tables.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let names = batch
+        .column_by_name("table_name")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap();
+    let names: Vec<_> = names.iter().flatten().collect();
+    // A publisher of another department reads the shared dataset, not the conditional one.
+    assert_eq!(names, vec!["mediation_cases"]);
+    let schema_bytes = batch
+        .column_by_name("table_schema")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap()
+        .value(0)
+        .to_vec();
+    let table_schema = Schema::try_from(IpcMessage(schema_bytes.into())).unwrap();
+    assert!(table_schema.field_with_name("party_a_phone").is_err(), "private column listed");
+    assert_eq!(
+        table_schema.field_with_name("party_a_name").unwrap().data_type(),
+        &DataType::Utf8
+    );
+
+    // Every statement prepared: the dataset schema, a handle, then GetFlightInfo and DoGet.
+    let mut prepared = c
+        .prepare("SELECT * FROM justice.mediation_cases ORDER BY case_no".into(), None)
+        .await
+        .unwrap();
+    let dataset_schema = prepared.dataset_schema().unwrap().clone();
+    assert!(dataset_schema.field_with_name("party_a_phone").is_err());
+    let info = prepared.execute().await.unwrap();
+    let announced = schema_of(&info);
+    let stream = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    let batches: Vec<_> = stream.try_collect().await.unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 4000);
+    // Names, types and nullability: FlightInfo = DoGet = the prepared statement's schema.
+    assert_eq!(batches[0].schema().as_ref(), &announced);
+    assert_eq!(announced, dataset_schema);
+    let first_name = batches[0]
+        .column_by_name("party_a_name")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
+    assert!(first_name.contains('*'), "masked: {first_name}");
+    prepared.close().await.unwrap();
+}
+
+async fn statement_info(f: &Flight, key: &str, sql: &str) -> Result<FlightInfo, tonic::Status> {
+    let mut raw = FlightServiceClient::new(channel(f).await);
+    let cmd = CommandStatementQuery {
+        query: sql.into(),
+        transaction_id: None,
+    };
+    let desc = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    raw.get_flight_info(bearer(Request::new(desc), key))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn do_get_rows(f: &Flight, key: &str, ticket: Ticket) -> Result<usize, tonic::Status> {
+    let mut raw = FlightServiceClient::new(channel(f).await);
+    let stream = raw.do_get(bearer(Request::new(ticket), key)).await?.into_inner();
+    let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(arrow_flight::error::FlightError::from),
+    )
+    .try_collect()
+    .await
+    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(batches.iter().map(|b| b.num_rows()).sum())
+}
+
+/// A ticket is the asking key's: another key replaying it is told it does not exist, and it
+/// runs once.
+#[tokio::test]
+async fn tickets_belong_to_the_key_that_asked() {
+    let f = start(&[], false).await;
+    let alice = new_key(&f.server, "consumer", None).await;
+    let bob = new_key(&f.server, "consumer", None).await;
+    let info = statement_info(&f, &alice, "SELECT * FROM transport.bus_lines")
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let stolen = do_get_rows(&f, &bob, ticket.clone()).await.unwrap_err();
+    assert_eq!(stolen.code(), Code::NotFound, "{stolen}");
+    let anonymous = do_get_rows(&f, "", ticket.clone()).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::NotFound);
+    assert_eq!(do_get_rows(&f, &alice, ticket.clone()).await.unwrap(), 1200);
+    let again = do_get_rows(&f, &alice, ticket).await.unwrap_err();
+    assert_eq!(again.code(), Code::NotFound);
+}
+
+/// gRPC codes for a client's mistakes (never `Internal`), GetSchema, and the refusals.
+#[tokio::test]
+async fn codes_get_schema_and_refusals() {
+    let f = start(&[], false).await;
+    let consumer = new_key(&f.server, "consumer", None).await;
+
+    let bad_key = "dg_nobody_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let e = statement_info(&f, bad_key, "SELECT 1").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    assert!(e.metadata().get("x-request-id").is_some());
+
+    let e = statement_info(&f, &consumer, "SELECT * FROM justice.legal_aid_cases")
+        .await
+        .unwrap_err();
+    let missing = statement_info(&f, &consumer, "SELECT * FROM justice.nothing_here")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), missing.code());
+    assert_eq!(
+        e.message().replace("legal_aid_cases", "X"),
+        missing.message().replace("nothing_here", "X")
+    );
+
+    let e = statement_info(&f, &consumer, "SELECT line_id FROM transport.bus_lines WHERE WHERE")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("line 1, column"), "{}", e.message());
+
+    let e = statement_info(&f, &consumer, "DROP TABLE transport.bus_lines")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+
+    // GetSchema: the schema a statement would have, as this caller sees it.
+    let mut raw = FlightServiceClient::new(channel(&f).await);
+    let sql = "SELECT line_id, fare, night_line FROM transport.bus_lines";
+    let cmd = CommandStatementQuery {
+        query: sql.into(),
+        transaction_id: None,
+    };
+    let desc = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+    let schema = raw
+        .get_schema(bearer(Request::new(desc), &consumer))
+        .await
+        .unwrap()
+        .into_inner();
+    let schema = Schema::try_from(IpcMessage(schema.schema)).unwrap();
+    let info = statement_info(&f, &consumer, sql).await.unwrap();
+    assert_eq!(schema, schema_of(&info));
+    assert_eq!(schema.fields().len(), 3);
+
+    // Updates, transactions, Substrait: refused with a message.
+    let mut c = sql_client(&f, &consumer).await;
+    let e = c
+        .execute_update("DELETE FROM transport.bus_lines".into(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    let e = c.begin_transaction().await.unwrap_err();
+    assert!(e.to_string().contains("transactions"), "{e}");
+}
+
+/// Rate limits count every RPC, as HTTP requests: over the tier's burst, `ResourceExhausted`
+/// with the retry hint in the metadata; refusals are audited.
+#[tokio::test]
+async fn rate_limits_count_rpcs() {
+    let f = start(
+        &[
+            ("DATAGATE_TIERS__ANONYMOUS__REQUESTS", "3"),
+            ("DATAGATE_TIERS__ANONYMOUS__WINDOW_SECS", "60"),
+            ("DATAGATE_TIERS__ANONYMOUS__BURST", "3"),
+        ],
+        true,
+    )
+    .await;
+    let mut codes = Vec::new();
+    let mut last = None;
+    for _ in 0..5 {
+        match statement_info(&f, "", "SELECT 1 AS one").await {
+            Ok(_) => codes.push(Code::Ok),
+            Err(e) => {
+                codes.push(e.code());
+                last = Some(e);
+            }
+        }
+    }
+    assert!(codes.contains(&Code::ResourceExhausted), "{codes:?}");
+    let e = last.unwrap();
+    let retry: u64 = e
+        .metadata()
+        .get("retry-after")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+}
+
+/// The real Python ADBC driver: see `tests/flight/adbc_client.py`.
+#[tokio::test]
+async fn adbc_driver_against_the_gateway() {
+    let f = start(
+        &[
+            ("DATAGATE_LIMITS__MAX_JOIN_PAIRS", "100000000"),
+            ("DATAGATE_LIMITS__QUERY_TIMEOUT_MS", "300000"),
+        ],
+        false,
+    )
+    .await;
+    let consumer = new_key(&f.server, "consumer", None).await;
+    let outsider = publisher_key(&f.server, "market").await;
+    let pid = f.server.pid().unwrap().to_string();
+    let uri = f.uri.replace("http://", "grpc://");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-W")
+            .arg("ignore")
+            .arg(repo_root().join("tests/flight/adbc_client.py"))
+            .env("FLIGHT_URI", uri)
+            .env("HTTP_BASE", f.server.base.clone())
+            .env("ADMIN_KEY", ADMIN)
+            .env("CONSUMER_KEY", consumer)
+            .env("OUTSIDER_KEY", outsider)
+            .env("SERVER_PID", pid)
+            .output()
+            .map(|o| (o, f))
+    })
+    .await
+    .unwrap();
+    let (out, f) = out.expect("python3 runs (scripts/test.sh installs the ADBC driver)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "the ADBC checks failed:\n{stdout}\n{stderr}\n--- server log tail ---\n{}",
+        f.server
+            .log_text()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
