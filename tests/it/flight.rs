@@ -99,11 +99,18 @@ async fn the_jdbc_call_sequence() {
         payload: Default::default(),
     };
     let resp = raw
-        .handshake(bearer(Request::new(futures::stream::iter(vec![hello])), &outsider))
+        .handshake(bearer(
+            Request::new(futures::stream::iter(vec![hello])),
+            &outsider,
+        ))
         .await
         .unwrap();
     assert_eq!(
-        resp.metadata().get("authorization").unwrap().to_str().unwrap(),
+        resp.metadata()
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap(),
         format!("Bearer {outsider}")
     );
     assert!(resp.metadata().get("x-request-id").is_some());
@@ -111,7 +118,10 @@ async fn the_jdbc_call_sequence() {
     let mut c = sql_client(&f, &outsider).await;
     // GetSqlInfo: a read-only server named datagate.
     let info = c
-        .get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly])
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
         .await
         .unwrap();
     let batches: Vec<_> = c
@@ -164,15 +174,24 @@ async fn the_jdbc_call_sequence() {
         .value(0)
         .to_vec();
     let table_schema = Schema::try_from(IpcMessage(schema_bytes.into())).unwrap();
-    assert!(table_schema.field_with_name("party_a_phone").is_err(), "private column listed");
+    assert!(
+        table_schema.field_with_name("party_a_phone").is_err(),
+        "private column listed"
+    );
     assert_eq!(
-        table_schema.field_with_name("party_a_name").unwrap().data_type(),
+        table_schema
+            .field_with_name("party_a_name")
+            .unwrap()
+            .data_type(),
         &DataType::Utf8
     );
 
     // Every statement prepared: the dataset schema, a handle, then GetFlightInfo and DoGet.
     let mut prepared = c
-        .prepare("SELECT * FROM justice.mediation_cases ORDER BY case_no".into(), None)
+        .prepare(
+            "SELECT * FROM justice.mediation_cases ORDER BY case_no".into(),
+            None,
+        )
         .await
         .unwrap();
     let dataset_schema = prepared.dataset_schema().unwrap().clone();
@@ -215,7 +234,10 @@ async fn statement_info(f: &Flight, key: &str, sql: &str) -> Result<FlightInfo, 
 
 async fn do_get_rows(f: &Flight, key: &str, ticket: Ticket) -> Result<usize, tonic::Status> {
     let mut raw = FlightServiceClient::new(channel(f).await);
-    let stream = raw.do_get(bearer(Request::new(ticket), key)).await?.into_inner();
+    let stream = raw
+        .do_get(bearer(Request::new(ticket), key))
+        .await?
+        .into_inner();
     let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         stream.map_err(arrow_flight::error::FlightError::from),
     )
@@ -268,9 +290,13 @@ async fn codes_get_schema_and_refusals() {
         missing.message().replace("nothing_here", "X")
     );
 
-    let e = statement_info(&f, &consumer, "SELECT line_id FROM transport.bus_lines WHERE WHERE")
-        .await
-        .unwrap_err();
+    let e = statement_info(
+        &f,
+        &consumer,
+        "SELECT line_id FROM transport.bus_lines WHERE WHERE",
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("line 1, column"), "{}", e.message());
 
@@ -391,4 +417,217 @@ async fn adbc_driver_against_the_gateway() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Daily bytes and concurrency count Flight transfers like HTTP responses: the bytes of the
+/// encoded batches go to the caller's one daily counter, and an open `DoGet` stream holds one
+/// of its tier's concurrent queries.
+#[tokio::test]
+async fn daily_bytes_and_concurrency_hold_across_both_doors() {
+    let f = start(
+        &[
+            ("DATAGATE_TIERS__STANDARD__DAILY_BYTES", "50000"),
+            ("DATAGATE_TIERS__PREMIUM__MAX_CONCURRENT_QUERIES", "1"),
+            ("DATAGATE_LIMITS__MAX_JOIN_PAIRS", "100000000"),
+            ("DATAGATE_LIMITS__QUERY_TIMEOUT_MS", "300000"),
+        ],
+        false,
+    )
+    .await;
+    let small = new_key(&f.server, "consumer", Some("standard")).await;
+    // 1,200 rows: well over the 50,000 bytes of the day, counted as they leave.
+    let info = statement_info(&f, &small, "SELECT * FROM transport.bus_lines")
+        .await
+        .unwrap();
+    let rows = do_get_rows(&f, &small, info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1200);
+    let info = statement_info(&f, &small, "SELECT 1 AS one").await.unwrap();
+    let e = do_get_rows(&f, &small, info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert_eq!(
+        e.metadata()
+            .get("x-violated-policy")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "daily-bytes"
+    );
+    // The HTTP door sees the same counter.
+    let r = reqwest::Client::new()
+        .post(f.server.url("/api/v1/query"))
+        .bearer_auth(&small)
+        .json(&serde_json::json!({"sql": "SELECT 1 AS one"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let me: serde_json::Value = reqwest::Client::new()
+        .get(f.server.url("/api/v1/me"))
+        .bearer_auth(&small)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let used = me["limits"]["tier"]["bytes_used_today"].as_u64().unwrap();
+    assert!(used > 50_000, "{me}");
+
+    // One query at once: an open stream (10M rows, far beyond the transport's windows) holds it.
+    let busy = new_key(&f.server, "consumer", Some("premium")).await;
+    let big = "SELECT m.uscc, f.facility_id FROM market.market_entities m \
+               CROSS JOIN govservice.public_facilities f";
+    let info = statement_info(&f, &busy, big).await.unwrap();
+    let mut raw = FlightServiceClient::new(channel(&f).await);
+    let mut open = raw
+        .do_get(bearer(
+            Request::new(info.endpoint[0].ticket.clone().unwrap()),
+            &busy,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(open.message().await.unwrap().is_some());
+    let info = statement_info(&f, &busy, "SELECT 1 AS one").await.unwrap();
+    let e = do_get_rows(&f, &busy, info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert_eq!(
+        e.metadata()
+            .get("x-violated-policy")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "concurrency"
+    );
+    // Closing the stream gives the slot back.
+    drop(open);
+    let mut freed = false;
+    for _ in 0..50 {
+        let info = statement_info(&f, &busy, "SELECT 1 AS one").await.unwrap();
+        if do_get_rows(&f, &busy, info.endpoint[0].ticket.clone().unwrap())
+            .await
+            .is_ok()
+        {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the slot of a closed stream was not given back");
+}
+
+/// `flight.tls_cert` and `flight.tls_key`: the listener speaks TLS only.
+#[tokio::test]
+async fn tls_listener() {
+    // A test CA and a server certificate it signed for `localhost` (rustls refuses a
+    // self-signed CA as the server's own certificate).
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (ca, ca_key, cert, key) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"));
+    let (csr, ext) = (p("server.csr"), p("server.ext"));
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<&str>> = vec![
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=datagate test CA"],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    for (i, args) in steps.iter().enumerate() {
+        let mut cmd = std::process::Command::new("openssl");
+        cmd.args(args).current_dir(dir.path());
+        if i == 0 {
+            cmd.args(["-keyout", &ca_key, "-out", &ca]);
+        }
+        let out = cmd.output().expect("openssl makes the test certificates");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let f = start(
+        &[
+            ("DATAGATE_FLIGHT__TLS_CERT", cert.as_str()),
+            ("DATAGATE_FLIGHT__TLS_KEY", key.as_str()),
+        ],
+        false,
+    )
+    .await;
+    let consumer = new_key(&f.server, "consumer", None).await;
+    let pem = std::fs::read(&ca).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+        .domain_name("localhost");
+    let uri = f.uri.replace("http://", "https://");
+    let mut secure = Err(String::new());
+    for _ in 0..50 {
+        let endpoint = Channel::from_shared(uri.clone())
+            .unwrap()
+            .tls_config(tls.clone())
+            .unwrap();
+        secure = endpoint.connect().await.map_err(|e| format!("{e:?}"));
+        if secure.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut c = FlightSqlServiceClient::new(secure.expect("a TLS connection"));
+    c.set_token(consumer.clone());
+    let info = c
+        .execute("SELECT count(*) AS n FROM transport.bus_stops".into(), None)
+        .await
+        .unwrap();
+    let batches: Vec<_> = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(batches[0].num_rows(), 1);
+    // Plain text is refused on a TLS listener.
+    let plain = statement_info(&f, &consumer, "SELECT 1").await;
+    assert!(plain.is_err());
 }
