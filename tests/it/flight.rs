@@ -443,8 +443,8 @@ async fn daily_bytes_and_concurrency_hold_across_both_doors() {
         .await
         .unwrap();
     assert_eq!(rows, 1200);
-    let info = statement_info(&f, &small, "SELECT 1 AS one").await.unwrap();
-    let e = do_get_rows(&f, &small, info.endpoint[0].ticket.clone().unwrap())
+    // Over the quota, even planning is refused (as HTTP refuses the query before it runs).
+    let e = statement_info(&f, &small, "SELECT 1 AS one")
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
@@ -492,11 +492,11 @@ async fn daily_bytes_and_concurrency_hold_across_both_doors() {
         .unwrap()
         .into_inner();
     assert!(open.message().await.unwrap().is_some());
-    let info = statement_info(&f, &busy, "SELECT 1 AS one").await.unwrap();
-    let e = do_get_rows(&f, &busy, info.endpoint[0].ticket.clone().unwrap())
+    let e = statement_info(&f, &busy, "SELECT 1 AS one")
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.metadata().get("retry-after").is_some());
     assert_eq!(
         e.metadata()
             .get("x-violated-policy")
@@ -509,11 +509,9 @@ async fn daily_bytes_and_concurrency_hold_across_both_doors() {
     drop(open);
     let mut freed = false;
     for _ in 0..50 {
-        let info = statement_info(&f, &busy, "SELECT 1 AS one").await.unwrap();
-        if do_get_rows(&f, &busy, info.endpoint[0].ticket.clone().unwrap())
-            .await
-            .is_ok()
-        {
+        if let Ok(info) = statement_info(&f, &busy, "SELECT 1 AS one").await {
+            let rows = do_get_rows(&f, &busy, info.endpoint[0].ticket.clone().unwrap()).await;
+            assert_eq!(rows.unwrap(), 1);
             freed = true;
             break;
         }

@@ -38,9 +38,10 @@ use arrow_flight::{
     IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::common::ScalarValue;
+use datagate_access::fair_use::admission::Work;
 use datagate_audit::DatasetVersion;
 use datagate_query::execute::{self, Deadline};
-use datagate_query::{QueryError, sql};
+use datagate_query::{QueryError, RequestSession, sql};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use std::pin::Pin;
@@ -85,47 +86,57 @@ fn one_batch(
 }
 
 impl FlightGateway {
-    /// Plans `text` for `call` with `values` for `$1..$n`, on the query executor within the
-    /// time limit: the checks of `POST /api/v1/query`, then the physical plan.
+    /// Runs `work` on a session of `call`'s readable catalog, on the query executor within the
+    /// time limit. Planning is data work, admitted like an HTTP query (the caller's queries at
+    /// once, its bytes for the day).
+    async fn in_session<T, F, Fut>(&self, call: &Call, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(RequestSession) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>> + Send + 'static,
+    {
+        let admitted = self
+            .fair_use
+            .admit(Some(Work::Query), &call.who, &call.tier)
+            .map_err(|r| status::refused(&r))?;
+        let ticket = admitted.ticket;
+        let principal = call.caller.principal();
+        let catalog = self
+            .engine
+            .readable_catalog(&principal)
+            .await
+            .map_err(status::query)?;
+        let session = self
+            .engine
+            .request_session(catalog, false)
+            .map_err(status::query)?
+            .for_caller(ticket.budget, principal.sees_internals());
+        let lane = ticket.lane(self.engine.executor());
+        Deadline::run(self.deadline(call), lane.run(work(session)))
+            .await
+            .map_err(status::query)
+    }
+
+    /// Plans `text` for `call` with `values` for `$1..$n`: the checks of `POST /api/v1/query`,
+    /// then the physical plan, whose schema is exactly what `DoGet` will send.
     pub(crate) async fn plan(
         &self,
         call: &Call,
         text: &str,
         values: Vec<ScalarValue>,
-        physical: bool,
-    ) -> Result<(Option<Planned>, SchemaRef), QueryError> {
-        let principal = call.caller.principal();
-        let catalog = self.engine.readable_catalog(&principal).await?;
-        let ticket = datagate_access::QueryTicket::unadmitted(&self.config, &call.tier);
-        let session = self
-            .engine
-            .request_session(catalog, false)?
-            .for_caller(ticket.budget, principal.sees_internals());
-        let lane = ticket.lane(self.engine.executor());
-        let deadline = self.deadline(call);
+    ) -> Result<Planned, Status> {
         let sql_text = text.to_string();
-        Deadline::run(
-            deadline,
-            lane.run(async move {
-                let plan = sql::plan_sql_values(&session, &sql_text, values).await?;
-                let read = datagate_query::plan_info::datasets_read(&plan);
-                if !physical {
-                    let schema = Arc::new(plan.schema().as_arrow().clone());
-                    return Ok((None, schema));
-                }
-                let physical = execute::plan_physical(&session, plan).await?;
-                let schema = physical.schema();
-                Ok((
-                    Some(Planned {
-                        session,
-                        physical,
-                        read,
-                        sql: sql_text,
-                    }),
-                    schema,
-                ))
-            }),
-        )
+        self.in_session(call, move |session| async move {
+            let plan = sql::plan_sql_values(&session, &sql_text, values).await?;
+            let read = datagate_query::plan_info::datasets_read(&plan);
+            let physical = execute::plan_physical(&session, plan).await?;
+            Ok(Planned {
+                session,
+                physical,
+                read,
+                sql: sql_text,
+            })
+        })
         .await
     }
 
@@ -137,11 +148,8 @@ impl FlightGateway {
         values: Vec<ScalarValue>,
         datasets: &mut Vec<DatasetVersion>,
     ) -> Result<(FlightEndpoint, SchemaRef), Status> {
-        let (planned, schema) = self
-            .plan(call, text, values, true)
-            .await
-            .map_err(status::query)?;
-        let planned = planned.ok_or_else(|| Status::internal("no plan was made"))?;
+        let planned = self.plan(call, text, values).await?;
+        let schema = planned.physical.schema();
         datasets.extend(versions(&planned.read));
         let handle = self.handles().hold_planned(&call.who, planned);
         let ticket = TicketStatementQuery {
@@ -387,21 +395,8 @@ impl FlightSqlService for FlightGateway {
             if query.transaction_id.is_some() {
                 return Err(Status::unimplemented("datagate has no transactions"));
             }
-            let (_, template) = self
-                .plan(&call, &query.query, Vec::new(), false)
-                .await
-                .map_err(status::query)?;
-            let parameter_schema =
-                parameter_schema(&self.parameter_types(&call, &query.query).await?);
-            let dataset_schema = if parameter_schema.fields().is_empty() {
-                // Without parameters the exact schema DoGet will send is known now.
-                self.plan(&call, &query.query, Vec::new(), true)
-                    .await
-                    .map_err(status::query)?
-                    .1
-            } else {
-                template
-            };
+            let (dataset_schema, types) = self.describe(&call, &query.query).await?;
+            let parameter_schema = parameter_schema(&types);
             let result = ActionCreatePreparedStatementResult {
                 prepared_statement_handle: bytes::Bytes::new(),
                 dataset_schema: ipc_schema(&dataset_schema)?,
@@ -919,36 +914,29 @@ impl FlightGateway {
         self.metadata_stream(call, schema, batch).await
     }
 
-    /// The `$n` placeholders of `text` and the types the plan infers for them.
-    async fn parameter_types(
+    /// What a prepared statement returns and takes: the result schema (exactly `DoGet`'s when
+    /// it takes no parameters, the logical plan's otherwise) and the `$n` placeholders with the
+    /// types the plan infers for them.
+    async fn describe(
         &self,
         call: &Call,
         text: &str,
-    ) -> Result<Vec<(usize, Option<DataType>)>, Status> {
-        let principal = call.caller.principal();
-        let catalog = self
-            .engine
-            .readable_catalog(&principal)
-            .await
-            .map_err(status::query)?;
-        let ticket = datagate_access::QueryTicket::unadmitted(&self.config, &call.tier);
-        let session = self
-            .engine
-            .request_session(catalog, false)
-            .map_err(status::query)?
-            .for_caller(ticket.budget, principal.sees_internals());
-        let lane = ticket.lane(self.engine.executor());
+    ) -> Result<(SchemaRef, Vec<(usize, Option<DataType>)>), Status> {
         let sql_text = text.to_string();
-        let types = Deadline::run(
-            self.deadline(call),
-            lane.run(async move {
+        let (schema, types) = self
+            .in_session(call, move |session| async move {
                 let plan = sql::plan_sql_values(&session, &sql_text, Vec::new()).await?;
-                plan.get_parameter_types()
-                    .map_err(|e| QueryError::from_datafusion(e, 0))
-            }),
-        )
-        .await
-        .map_err(status::query)?;
+                let types = plan
+                    .get_parameter_types()
+                    .map_err(|e| QueryError::from_datafusion(e, 0))?;
+                let schema = if types.is_empty() {
+                    execute::plan_physical(&session, plan).await?.schema()
+                } else {
+                    Arc::new(plan.schema().as_arrow().clone())
+                };
+                Ok((schema, types))
+            })
+            .await?;
         let mut numbered = Vec::new();
         for (name, ty) in types {
             let n = name.trim_start_matches('$').parse::<usize>().map_err(|_| {
@@ -957,7 +945,7 @@ impl FlightGateway {
             numbered.push((n, ty));
         }
         numbered.sort_by_key(|(n, _)| *n);
-        Ok(numbered)
+        Ok((schema, numbered))
     }
 }
 

@@ -3,7 +3,7 @@
 //! schema as planned for the caller, a prepared statement's result schema, a metadata
 //! command's documented shape.
 
-use crate::{FlightGateway, metadata, status, tagged};
+use crate::{FlightGateway, metadata, tagged};
 use arrow::datatypes::Schema;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::flight_service_server::FlightService;
@@ -39,13 +39,12 @@ impl Service {
         let command = Command::try_from(message)
             .map_err(|e| Status::invalid_argument(format!("not a Flight SQL command: {e}")))?;
         Ok(match command {
-            Command::CommandStatementQuery(q) => {
-                self.0
-                    .plan(call, &q.query, Vec::new(), true)
-                    .await
-                    .map_err(status::query)?
-                    .1
-            }
+            Command::CommandStatementQuery(q) => self
+                .0
+                .plan(call, &q.query, Vec::new())
+                .await?
+                .physical
+                .schema(),
             Command::CommandPreparedStatementQuery(p) => {
                 let handle = String::from_utf8_lossy(&p.prepared_statement_handle).into_owned();
                 self.0

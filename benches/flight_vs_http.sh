@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# A whole 10M-row table read three ways in one run, each into an Arrow table in the client
+# (this machine is shared and noisy: only same-run ratios count):
+#   - Flight SQL through the real ADBC driver: `SELECT * FROM market.entities`, fetch_arrow_table;
+#   - the HTTP Arrow export of the same version (`/export?format=arrow`), read by pyarrow;
+#   - DuckDB in-process reading the same Parquet files.
+# Targets: Flight >= 1.5x the HTTP Arrow export and >= 0.8x DuckDB (rows/s), server peak RSS
+# < 256 MiB. Median of RUNS runs each.
+#
+#   benches/flight_vs_http.sh [ROWS]      (default 10,000,000; RUNS=3)
+#
+# Needs python3 with the packages of tests/requirements.txt and duckdb (installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROWS="${1:-10000000}"
+RUNS="${RUNS:-3}"
+python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb==2.0.1
+python3 -c 'import adbc_driver_flightsql, pyarrow' 2>/dev/null ||
+  pip install -q --root-user-action=ignore -r tests/requirements.txt
+cargo build --release -q -p datagate
+BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
+WORK="$(mktemp -d)"
+DATA="$WORK/data"
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+FLIGHT_PORT=$(free_port)
+BASE="http://127.0.0.1:$PORT"
+COLUMNS=$(python3 - <<'PY'
+import json, tomllib
+m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
+print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
+PY
+)
+
+DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_FLIGHT_LISTEN="127.0.0.1:$FLIGHT_PORT" \
+  DATAGATE_DATA_DIR="$DATA" DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LOG__LEVEL=warn \
+  DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 \
+  "$BIN" serve 2>>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+
+echo "generating and publishing $ROWS market_entities rows..." >&2
+"$BIN" gen market_entities --rows "$ROWS" --out "$WORK/entities.csv" 2>/dev/null
+curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
+  -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
+curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities.csv" \
+  "$BASE/api/v1/datasets/market/entities/versions?mode=replace" >/dev/null
+rm -f "$WORK/entities.csv"
+FILES=$(find "$DATA/warehouse/datasets/market/entities" -name '*.parquet' | sort | paste -sd,)
+
+python3 - "$BASE" "grpc://127.0.0.1:$FLIGHT_PORT" "$KEY" "$FILES" "$ROWS" "$RUNS" "$SERVER_PID" <<'PY'
+import statistics, sys, time, urllib.request
+import adbc_driver_flightsql.dbapi as flightsql
+import duckdb, pyarrow as pa, pyarrow.ipc
+
+base, flight_uri, key, files, rows, runs, pid = sys.argv[1:]
+rows, runs = int(rows), int(runs)
+files = files.split(",")
+
+def peak_rss_mib():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+
+def http_export():
+    req = urllib.request.Request(f"{base}/api/v1/datasets/market/entities/export?format=arrow")
+    with urllib.request.urlopen(req) as r:
+        return pa.ipc.open_stream(r).read_all()
+
+conn = flightsql.connect(flight_uri, db_kwargs={"adbc.flight.sql.authorization_header": "Bearer " + key},
+                         autocommit=True)
+def flight():
+    with conn.cursor() as cur:
+        cur.execute("SELECT * FROM market.entities")
+        return cur.fetch_arrow_table()
+
+duck = duckdb.connect()
+def duckdb_read():
+    return duck.sql(f"SELECT * FROM read_parquet({files!r})").fetch_arrow_table()
+
+def timed(fn):
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        table = fn()
+        out.append(time.perf_counter() - t)
+        assert table.num_rows == rows, (fn.__name__, table.num_rows)
+        del table
+    return statistics.median(out)
+
+results = {}
+for name, fn in [("http", http_export), ("flight", flight), ("duckdb", duckdb_read)]:
+    results[name] = timed(fn)
+rss = peak_rss_mib()
+rate = {k: rows / v for k, v in results.items()}
+print(f"\n{rows:,} rows, median of {runs} runs, each read into an Arrow table in the client\n")
+print("| reader | seconds | rows/s | Flight ratio | target |")
+print("| --- | ---: | ---: | ---: | --- |")
+print(f"| Flight SQL (ADBC) | {results['flight']:.2f} | {rate['flight']:,.0f} | — | — |")
+print(f"| HTTP Arrow export | {results['http']:.2f} | {rate['http']:,.0f} | {rate['flight'] / rate['http']:.2f}x | >= 1.5x |")
+print(f"| DuckDB over the Parquet files | {results['duckdb']:.2f} | {rate['duckdb']:,.0f} | {rate['flight'] / rate['duckdb']:.2f}x | >= 0.8x |")
+print(f"\nserver peak RSS over all reads: {rss} MiB (target < 256 MiB)")
+PY
