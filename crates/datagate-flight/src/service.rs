@@ -165,31 +165,26 @@ impl FlightGateway {
         &self.handles
     }
 
-    /// A `FlightInfo` whose ticket is the metadata command itself (run at `DoGet`).
-    fn metadata_info(
+    /// `GetFlightInfo` of a metadata command: a `FlightInfo` of `schema` whose ticket is the
+    /// command itself (run at `DoGet`).
+    async fn metadata_info(
+        &self,
+        request: Request<FlightDescriptor>,
         command: impl ProstMessageExt,
-        schema: &Schema,
-        descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo, Status> {
+        schema: SchemaRef,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let call = self.gate(&request, "GetFlightInfo").await?;
         let ticket = Ticket {
             ticket: command.as_any().encode_to_vec().into(),
         };
-        FlightInfo::new()
-            .try_with_schema(schema)
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
             .map_err(|e| Status::internal(e.to_string()))
             .map(|i| {
                 i.with_endpoint(FlightEndpoint::new().with_ticket(ticket))
-                    .with_descriptor(descriptor)
-            })
-    }
-
-    async fn metadata_answer(
-        &self,
-        call: Call,
-        action: &str,
-        result: Result<FlightInfo, Status>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let answer = self.answered(&call, action, &[], result).await?;
+                    .with_descriptor(request.into_inner())
+            });
+        let answer = self.answered(&call, "flight.metadata", &[], info).await?;
         Ok(tagged(&call, Response::new(answer)))
     }
 
@@ -488,10 +483,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
         let schema = query.into_builder().schema();
-        let info = Self::metadata_info(query, &schema, request.into_inner());
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, schema).await
     }
 
     async fn do_get_catalogs(
@@ -512,10 +505,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
         let schema = query.clone().into_builder().schema();
-        let info = Self::metadata_info(query, &schema, request.into_inner());
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, schema).await
     }
 
     async fn do_get_schemas(
@@ -540,10 +531,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
         let schema = query.clone().into_builder().schema();
-        let info = Self::metadata_info(query, &schema, request.into_inner());
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, schema).await
     }
 
     async fn do_get_tables(
@@ -569,10 +558,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
         let schema = query.into_builder().schema();
-        let info = Self::metadata_info(query, &schema, request.into_inner());
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, schema).await
     }
 
     async fn do_get_table_types(
@@ -593,10 +580,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
         let schema = query.clone().into_builder(metadata::sql_info()).schema();
-        let info = Self::metadata_info(query, &schema, request.into_inner());
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, schema).await
     }
 
     async fn do_get_sql_info(
@@ -616,10 +601,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
         let schema = query.into_builder(metadata::xdbc_info()).schema();
-        let info = Self::metadata_info(query, &schema, request.into_inner());
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, schema).await
     }
 
     async fn do_get_xdbc_type_info(
@@ -639,13 +622,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
-        let info = Self::metadata_info(
-            query,
-            &metadata::primary_keys_schema(),
-            request.into_inner(),
-        );
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, metadata::primary_keys_schema())
+            .await
     }
 
     async fn do_get_primary_keys(
@@ -664,13 +642,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
-        let info = Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        );
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, metadata::foreign_keys_schema())
+            .await
     }
 
     async fn do_get_exported_keys(
@@ -686,13 +659,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
-        let info = Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        );
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, metadata::foreign_keys_schema())
+            .await
     }
 
     async fn do_get_imported_keys(
@@ -708,13 +676,8 @@ impl FlightSqlService for FlightGateway {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let call = self.gate(&request, "GetFlightInfo").await?;
-        let info = Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        );
-        self.metadata_answer(call, "flight.metadata", info).await
+        self.metadata_info(request, query, metadata::foreign_keys_schema())
+            .await
     }
 
     async fn do_get_cross_reference(
