@@ -629,3 +629,88 @@ async fn tls_listener() {
     let plain = statement_info(&f, &consumer, "SELECT 1").await;
     assert!(plain.is_err());
 }
+
+/// Several rows of parameters bound to one prepared statement run as several executions, one
+/// endpoint each, in order; every RPC is counted in the metrics.
+#[tokio::test]
+async fn parameter_rows_run_as_executions() {
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    let f = start(&[], false).await;
+    let consumer = new_key(&f.server, "consumer", None).await;
+    let mut c = sql_client(&f, &consumer).await;
+    let mut prepared = c
+        .prepare(
+            "SELECT line_id FROM transport.bus_lines WHERE stop_count = $1 ORDER BY line_id".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let params = prepared.parameter_schema().unwrap().clone();
+    assert_eq!(params.fields().len(), 1);
+    assert_eq!(params.field(0).name(), "$1");
+    let counts = [10i64, 20, 30];
+    let batch = RecordBatch::try_from_iter([(
+        "$1",
+        std::sync::Arc::new(Int64Array::from(counts.to_vec())) as arrow::array::ArrayRef,
+    )])
+    .unwrap();
+    prepared.set_parameters(batch).unwrap();
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(info.endpoint.len(), 3);
+    let http = reqwest::Client::new();
+    for (endpoint, count) in info.endpoint.iter().zip(counts) {
+        let batches: Vec<_> = c
+            .do_get(endpoint.ticket.clone().unwrap())
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let got: Vec<String> = batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                ids.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect();
+        let body: serde_json::Value = http
+            .post(f.server.url("/api/v1/query"))
+            .bearer_auth(&consumer)
+            .json(&serde_json::json!({
+                "sql": "SELECT line_id FROM transport.bus_lines WHERE stop_count = $1 ORDER BY line_id",
+                "params": [count],
+            }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let want: Vec<String> = body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["line_id"].as_str().unwrap().to_string())
+            .collect();
+        assert!(!want.is_empty(), "stop_count = {count} matches some lines");
+        assert_eq!(got, want, "stop_count = {count}");
+    }
+    prepared.close().await.unwrap();
+    let metrics = http
+        .get(f.server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("datagate_flight_requests_total{rpc=\"DoGet\",code=\"Ok\"}"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("flight"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

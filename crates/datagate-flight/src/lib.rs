@@ -343,7 +343,13 @@ pub async fn serve(
         builder =
             builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Result streams are large and latency-sensitive at once: no Nagle delay on small frames
+    // (headers, window updates), and windows wide enough that loopback and LAN clients are
+    // not throttled by round trips.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    builder = builder
+        .initial_connection_window_size(16 * 1024 * 1024)
+        .initial_stream_window_size(8 * 1024 * 1024);
     builder
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
