@@ -839,13 +839,13 @@ impl FlightSqlService for FlightGateway {
 
 impl FlightGateway {
     /// An RPC datagate does not serve: `Unimplemented` with `why`, audited.
-    async fn refuse<T, R>(
+    async fn refuse<T: RpcOf, R>(
         &self,
         request: &Request<T>,
         action: &str,
         why: &str,
     ) -> Result<R, Status> {
-        let call = self.gate(request, "Refused").await?;
+        let call = self.gate(request, T::RPC).await?;
         self.answered(
             &call,
             action,
@@ -856,8 +856,12 @@ impl FlightGateway {
     }
 
     /// A request datagate cannot read: `InvalidArgument` with `why`, audited.
-    async fn refuse_invalid<T, R>(&self, request: &Request<T>, why: &str) -> Result<R, Status> {
-        let call = self.gate(request, "Invalid").await?;
+    async fn refuse_invalid<T: RpcOf, R>(
+        &self,
+        request: &Request<T>,
+        why: &str,
+    ) -> Result<R, Status> {
+        let call = self.gate(request, T::RPC).await?;
         self.answered(
             &call,
             "flight.invalid",
@@ -910,6 +914,27 @@ impl FlightGateway {
         numbered.sort_by_key(|(n, _)| *n);
         Ok((schema, numbered))
     }
+}
+
+/// The RPC a request message arrives by (for the metrics and the audit record's path).
+trait RpcOf {
+    const RPC: &'static str;
+}
+
+impl RpcOf for FlightDescriptor {
+    const RPC: &'static str = "GetFlightInfo";
+}
+
+impl RpcOf for Ticket {
+    const RPC: &'static str = "DoGet";
+}
+
+impl RpcOf for PeekableFlightDataStream {
+    const RPC: &'static str = "DoPut";
+}
+
+impl RpcOf for Action {
+    const RPC: &'static str = "DoAction";
 }
 
 /// The parameter schema of a prepared statement: `$1..$n`, typed where the plan says.
