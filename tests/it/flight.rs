@@ -7,7 +7,10 @@
 //! (`tests/flight/adbc_client.py`) against the same server and compares every answer with the
 //! HTTP API's.
 
-use crate::harness::{ADMIN, Options, Server, admin_env, free_port, new_key, repo_root};
+use crate::harness::{
+    ADMIN, Options, Server, admin_env, free_port, new_key, new_key_with, repo_root,
+};
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -71,18 +74,19 @@ fn schema_of(info: &FlightInfo) -> Schema {
 }
 
 async fn publisher_key(s: &Server, department: &str) -> String {
-    let r = reqwest::Client::new()
-        .post(s.url("/api/v1/keys"))
-        .bearer_auth(ADMIN)
-        .json(&serde_json::json!({"name": "flight test", "role": "publisher", "department": department}))
-        .send()
+    let body =
+        serde_json::json!({"name": "flight test", "role": "publisher", "department": department});
+    new_key_with(s, body).await
+}
+
+/// Every batch of the first endpoint of `info`.
+async fn fetch(c: &mut FlightSqlServiceClient<Channel>, info: &FlightInfo) -> Vec<RecordBatch> {
+    c.do_get(info.endpoint[0].ticket.clone().unwrap())
         .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    r.json::<serde_json::Value>().await.unwrap()["key"]
-        .as_str()
         .unwrap()
-        .to_string()
+        .try_collect()
+        .await
+        .unwrap()
 }
 
 /// The JDBC driver's sequence: handshake with a Bearer header (the token comes back in
@@ -124,13 +128,7 @@ async fn the_jdbc_call_sequence() {
         ])
         .await
         .unwrap();
-    let batches: Vec<_> = c
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut c, &info).await;
     let text = arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()
         .to_string();
@@ -148,13 +146,7 @@ async fn the_jdbc_call_sequence() {
         })
         .await
         .unwrap();
-    let batches: Vec<_> = c
-        .do_get(tables.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut c, &tables).await;
     let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
     let names = batch
         .column_by_name("table_name")
@@ -617,13 +609,7 @@ async fn tls_listener() {
         .execute("SELECT count(*) AS n FROM transport.bus_stops".into(), None)
         .await
         .unwrap();
-    let batches: Vec<_> = c
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut c, &info).await;
     assert_eq!(batches[0].num_rows(), 1);
     // Plain text is refused on a TLS listener.
     let plain = statement_info(&f, &consumer, "SELECT 1").await;
@@ -634,7 +620,7 @@ async fn tls_listener() {
 /// endpoint each, in order; every RPC is counted in the metrics.
 #[tokio::test]
 async fn parameter_rows_run_as_executions() {
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::array::{Int64Array, StringArray};
     let f = start(&[], false).await;
     let consumer = new_key(&f.server, "consumer", None).await;
     let mut c = sql_client(&f, &consumer).await;

@@ -266,6 +266,12 @@ pub async fn new_key(s: &Server, role: &str, tier: Option<&str>) -> String {
     if let Some(t) = tier {
         body["tier"] = t.into();
     }
+    new_key_with(s, body).await
+}
+
+/// A new key as `body` (`POST /api/v1/keys`) asks, created by [`ADMIN`].
+#[allow(dead_code)]
+pub async fn new_key_with(s: &Server, body: serde_json::Value) -> String {
     let r = reqwest::Client::new()
         .post(s.url("/api/v1/keys"))
         .bearer_auth(ADMIN)
