@@ -205,9 +205,13 @@ def one_audit_pair_per_statement():
     sql = f"SELECT line_id, '{marker}' AS m FROM transport.bus_lines"
     with bearer(CONSUMER) as conn:
         rows = query(conn, sql).num_rows
-    time.sleep(0.5)
-    events = [e for e in audit_events() if marker in (e.get("query_text") or "")]
-    kinds = sorted(e["kind"] for e in events)
+    deadline = time.time() + 15
+    while True:
+        events = [e for e in audit_events() if marker in (e.get("query_text") or "")]
+        kinds = sorted(e["kind"] for e in events)
+        if kinds == ["begin", "end"] or time.time() > deadline:
+            break
+        time.sleep(0.2)
     assert kinds == ["begin", "end"], kinds
     begin, end = sorted(events, key=lambda e: e["kind"])
     assert begin["request_id"] == end["request_id"] and begin["request_id"]
