@@ -281,6 +281,31 @@ async fn openapi_describes_the_routes() {
             "{p} missing from the OpenAPI document"
         );
     }
+    // Parameters are where the document says: a path parameter is a `{name}` of its path, and
+    // the rows, export, query, catalog, audit and upload options are query parameters.
+    let mut query_params = 0;
+    for (p, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let (name, place) = (
+                    param["name"].as_str().unwrap(),
+                    param["in"].as_str().unwrap(),
+                );
+                match place {
+                    "path" => assert!(
+                        p.contains(&format!("{{{name}}}")),
+                        "{method} {p}: `{name}` declared as a path parameter"
+                    ),
+                    "query" => query_params += 1,
+                    other => panic!("{method} {p}: `{name}` in {other}"),
+                }
+            }
+        }
+    }
+    assert!(
+        query_params >= 30,
+        "{query_params} query parameters documented"
+    );
     // Every documented GET path answers (with the sample placeholders filled in).
     for (p, ops) in paths {
         if ops.get("get").is_none() {

@@ -173,6 +173,7 @@ impl From<&Version> for VersionOut {
 
 /// Query parameters of `GET /api/v1/datasets`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetQuery {
     /// Words searched in title, description and tags; all must match.

@@ -43,6 +43,7 @@ pub struct RejectBody {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ApplicationsQuery {
     /// `pending`, `approved` or `rejected`.

@@ -57,6 +57,7 @@ async fn audit_session(state: &AppState) -> Result<RequestSession, ApiError> {
 
 /// Filters of `GET /api/v1/audit/events`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsParams {
     /// Records at or after this time (RFC 3339).

@@ -38,6 +38,7 @@ const DEFAULT_PAGE_ROWS: u64 = 100;
 
 /// Parameters of `rows` (and, without `order`, `limit`, `offset`, of `export`).
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RowsParams {
     /// Comma-separated columns (double-quote names with commas, spaces or capitals).
@@ -380,6 +381,7 @@ pub struct QueryBody {
 
 /// `GET /api/v1/query` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct QueryParams {
     /// One read-only statement.

@@ -250,6 +250,7 @@ pub async fn unpublish_dataset(
 
 /// Query parameters of an upload.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// `append` (default) adds rows to the current version; `replace` starts over.
