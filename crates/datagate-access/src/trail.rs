@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The `end` record of a transfer announced by `begin`, `elapsed` after it started. `None`:
-/// the transfer's work was dropped without reporting (the executor stopped at shutdown).
+/// the transfer's work was dropped without reporting (the executor stopped at shutdown); the
+/// record then carries `bytes_sent`, the bytes counted as they left (rows are not known).
 /// `client_left` names the outcome of a transfer its client stopped: `disconnected` for an
 /// HTTP body, `cancelled` for a Flight stream (a client cancels by dropping it).
 pub fn end_record(
@@ -23,6 +24,7 @@ pub fn end_record(
     report: Option<Report>,
     elapsed: Duration,
     client_left: &str,
+    bytes_sent: u64,
 ) -> Event {
     let mut end = begin.clone();
     end.kind = Some(Kind::End);
@@ -41,6 +43,7 @@ pub fn end_record(
             end.error = error;
         }
         None => {
+            end.bytes_returned = bytes_sent;
             end.outcome = Some("cancelled".to_string());
             end.error = Some("the gateway shut down while the query ran".into());
         }
@@ -190,4 +193,57 @@ pub fn spawn_refusal_flusher(counter: Arc<RefusalCounter>, log: AuditLog) {
             counter.flush_past(&log);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datagate_query::execute::Outcome;
+
+    fn begin() -> Event {
+        Event {
+            kind: Some(Kind::Begin),
+            action: "data.query".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_end_record_says_what_was_sent_and_how_it_ended() {
+        let report = Report {
+            outcome: Outcome::Disconnected,
+            rows: 7,
+            bytes: 700,
+            cpu_micros: 3_000,
+        };
+        let end = end_record(
+            &begin(),
+            Some(report),
+            Duration::from_millis(5),
+            "cancelled",
+            1,
+        );
+        assert_eq!(end.kind, Some(Kind::End));
+        assert_eq!((end.rows_returned, end.bytes_returned), (7, 700));
+        assert_eq!(end.outcome.as_deref(), Some("cancelled"));
+        assert_eq!(end.cpu_ms, Some(3));
+        assert_eq!(end.duration_ms, 5);
+        let failed = Report {
+            outcome: Outcome::Failed("boom".into()),
+            rows: 1,
+            bytes: 2,
+            cpu_micros: 0,
+        };
+        let end = end_record(&begin(), Some(failed), Duration::ZERO, "disconnected", 0);
+        assert_eq!(end.outcome.as_deref(), Some("failed"));
+        assert_eq!(end.error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn a_transfer_stopped_at_shutdown_keeps_the_bytes_counted_so_far() {
+        let end = end_record(&begin(), None, Duration::from_secs(1), "disconnected", 4096);
+        assert_eq!(end.outcome.as_deref(), Some("cancelled"));
+        assert_eq!(end.bytes_returned, 4096);
+        assert!(end.error.unwrap().contains("shut down"));
+    }
 }

@@ -163,12 +163,13 @@ impl FlightGateway {
         }
         let (report_tx, report_rx) = tokio::sync::oneshot::channel::<Report>();
         let schema = started.schema.clone();
+        let bytes_sent = Arc::new(AtomicU64::new(0));
         let mut rx = execute::stream_into(
             &lane,
             started,
             FlightSink::new(schema),
             RowCap::default(),
-            Arc::new(AtomicU64::new(0)),
+            bytes_sent.clone(),
             move |report| {
                 metrics::counter!("datagate_data_bytes_total").increment(report.bytes);
                 metrics::counter!("datagate_data_rows_total").increment(report.rows);
@@ -181,7 +182,14 @@ impl FlightGateway {
         tokio::spawn(async move {
             let _pending = pending;
             let report = report_rx.await.ok();
-            log.append_detached(end_record(&begin, report, since.elapsed(), "cancelled"));
+            let sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
+            log.append_detached(end_record(
+                &begin,
+                report,
+                since.elapsed(),
+                "cancelled",
+                sent,
+            ));
         });
         self.count_rpc(&call, tonic::Code::Ok);
         let counter = admitted.counter;

@@ -40,6 +40,8 @@ pub struct DataAccess {
     pub query_text: Option<String>,
     /// The encoder's report when the stream ends.
     pub report: tokio::sync::oneshot::Receiver<Report>,
+    /// Bytes encoded so far (what the `end` record says if the report never comes).
+    pub bytes_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 // `Response` extensions must be `Clone`; the receiver is taken out once.
@@ -50,6 +52,7 @@ impl Clone for DataAccess {
             datasets: self.datasets.clone(),
             query_text: self.query_text.clone(),
             report,
+            bytes_sent: self.bytes_sent.clone(),
         }
     }
 }
@@ -204,7 +207,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 // Dropping the response cancels the query: no data leaves.
                 return unavailable(&e.to_string());
             }
-            let report = access.report;
+            let (report, bytes_sent) = (access.report, access.bytes_sent);
             let pending = state.audit_pending.begin();
             tokio::spawn(async move {
                 let _pending = pending;
@@ -214,6 +217,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                     report,
                     start.elapsed(),
                     "disconnected",
+                    bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
                 );
                 log.append_detached(end);
             });

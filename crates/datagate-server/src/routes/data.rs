@@ -615,6 +615,7 @@ fn stream_response(
     query_text: Option<&str>,
 ) -> Result<Response, ApiError> {
     let bytes = Arc::new(AtomicU64::new(0));
+    let bytes_seen = bytes.clone();
     let started_at = Instant::now();
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
     let deadline = match &source {
@@ -716,6 +717,7 @@ fn stream_response(
             .collect(),
         query_text: query_text.map(str::to_string),
         report: report_rx,
+        bytes_sent: bytes_seen,
     });
     let h = resp.headers_mut();
     if let Some(name) = attachment
