@@ -8,13 +8,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    -r tests/requirements.txt
+PIP_ARGS=(--quiet --disable-pip-version-check --root-user-action=ignore)
+# Not root and not in a virtualenv: install for this user instead of the system.
+if [ "$(id -u)" != 0 ] && [ -z "${VIRTUAL_ENV:-}" ]; then PIP_ARGS+=(--user); fi
+python3 -m pip install "${PIP_ARGS[@]}" -r tests/requirements.txt
 python3 -c "import adbc_driver_flightsql, pyarrow" # fail here, loudly, if the install did not take
 
 if ! command -v openssl >/dev/null; then
-    apt-get update -qq
-    apt-get install -y -qq openssl
+    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq openssl
 fi
 
 exec cargo test --workspace "$@"
