@@ -51,7 +51,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
-/// How a statement is read: not at all (DDL, DML), by anyone else, or by Substrait.
+/// The answer to updates and ingest: data changes go through the HTTP publishing API.
 const READ_ONLY: &str = "datagate is read-only: publish and change data through the HTTP API \
                          (POST /api/v1/datasets/{dept}/{name}/versions)";
 

@@ -73,20 +73,15 @@ impl BatchSink for FlightSink {
         let size = batch.get_array_memory_size();
         let parts = size.div_ceil(MESSAGE_BYTES).clamp(1, rows.max(1));
         let per_part = rows.div_ceil(parts).max(1);
-        let mut offset = 0;
-        while offset < rows || (rows == 0 && offset == 0) {
-            let len = per_part.min(rows - offset);
-            let part = batch.slice(offset, len);
+        // An empty batch is still one (empty) message.
+        for offset in (0..rows.max(1)).step_by(per_part) {
+            let part = batch.slice(offset, per_part.min(rows - offset));
             let (dictionaries, data) = self
                 .generator
                 .encode(&part, &mut self.tracker, &self.options, &mut self.context)
                 .map_err(|e| e.to_string())?;
             out.extend(dictionaries.into_iter().map(FlightData::from));
             out.push(data.into());
-            if rows == 0 {
-                break;
-            }
-            offset += len;
         }
         Ok(out)
     }
