@@ -37,7 +37,7 @@ pub fn end_record(
             let (outcome, error) = match r.outcome {
                 Outcome::Completed => ("completed", None),
                 Outcome::Disconnected => (client_left, None),
-                Outcome::Failed(e) => ("failed", Some(e)),
+                Outcome::Failed(e) => ("failed", Some(e.message)),
             };
             end.outcome = Some(outcome.to_string());
             end.error = error;
@@ -229,7 +229,7 @@ mod tests {
         assert_eq!(end.cpu_ms, Some(3));
         assert_eq!(end.duration_ms, 5);
         let failed = Report {
-            outcome: Outcome::Failed("boom".into()),
+            outcome: Outcome::Failed(datagate_query::execute::StreamError::internal("boom")),
             rows: 1,
             bytes: 2,
             cpu_micros: 0,

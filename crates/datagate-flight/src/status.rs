@@ -7,6 +7,7 @@
 use datagate_access::Denied;
 use datagate_access::fair_use::{Refused, RefusedKind};
 use datagate_query::QueryError;
+use datagate_query::execute::{FailureKind, StreamError};
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
@@ -90,12 +91,41 @@ pub fn refused(r: &Refused) -> Status {
 }
 
 /// The error that ended a stream after its first batch.
-pub fn mid_stream(message: &str) -> Status {
-    if message.contains("time limit") {
-        Status::deadline_exceeded(message.to_string())
-    } else if message.contains("memory") {
-        Status::resource_exhausted(message.to_string())
-    } else {
-        Status::internal(message.to_string())
+pub fn mid_stream(e: StreamError) -> Status {
+    match e.kind {
+        FailureKind::Timeout => Status::deadline_exceeded(e.message),
+        FailureKind::OverLimit => Status::resource_exhausted(e.message),
+        FailureKind::Internal => Status::internal(e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn a_stream_ends_with_the_code_of_its_failure() {
+        let cases = [
+            (QueryError::Timeout(5), Code::DeadlineExceeded),
+            (
+                QueryError::MemoryLimit {
+                    limit: 1,
+                    detail: "sort".into(),
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                QueryError::OverLimit("too wide".into()),
+                Code::ResourceExhausted,
+            ),
+            (QueryError::Internal("disk".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = mid_stream(StreamError::from(error));
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
     }
 }

@@ -199,7 +199,7 @@ impl FlightGateway {
                     std::task::Poll::Ready(Some(Ok(data)))
                 }
                 std::task::Poll::Ready(Some(Err(e))) => {
-                    std::task::Poll::Ready(Some(Err(status::mid_stream(&e.0))))
+                    std::task::Poll::Ready(Some(Err(status::mid_stream(e))))
                 }
                 std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
                 std::task::Poll::Pending => std::task::Poll::Pending,

@@ -247,7 +247,7 @@ pub enum Outcome {
     /// The client went away before the end; the query was cancelled.
     Disconnected,
     /// The query failed after the first bytes were sent.
-    Failed(String),
+    Failed(StreamError),
 }
 
 /// What a streamed response did, reported when it ends.
@@ -261,10 +261,50 @@ pub struct Report {
     pub cpu_micros: u64,
 }
 
-/// The error ending a body whose query failed mid-stream.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StreamError(pub String);
+/// The error ending a body whose query failed mid-stream: its message, and what kind of failure
+/// it was, so each front door can say it in its own codes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct StreamError {
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+/// The kinds of mid-stream failure a client can tell apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The query ran past its time limit.
+    Timeout,
+    /// The query went beyond its memory or size caps (the query's doing, not the gateway's).
+    OverLimit,
+    /// Anything else: storage, encoding, the engine.
+    Internal,
+}
+
+impl StreamError {
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            kind: FailureKind::Internal,
+        }
+    }
+}
+
+impl From<QueryError> for StreamError {
+    fn from(e: QueryError) -> Self {
+        let kind = match &e {
+            QueryError::Timeout(_) => FailureKind::Timeout,
+            QueryError::MemoryLimit { .. }
+            | QueryError::OverLimit(_)
+            | QueryError::Panicked { overflow: true, .. } => FailureKind::OverLimit,
+            _ => FailureKind::Internal,
+        };
+        Self {
+            message: e.to_string(),
+            kind,
+        }
+    }
+}
 
 /// A small result already in memory, encoded at once (no executor, no channel): the chunks of
 /// its body and the rows they hold, under `cap` as [`stream_encoded`] applies it.
@@ -384,7 +424,7 @@ pub fn stream_into<S: BatchSink>(
             let mut report = catch_panic(pump(started, sink, cap, &tx, &bytes_sent))
                 .await
                 .unwrap_or_else(|e| Report {
-                    outcome: Outcome::Failed(e.to_string()),
+                    outcome: Outcome::Failed(e.into()),
                     rows: 0,
                     bytes: bytes_sent.load(Ordering::Relaxed),
                     cpu_micros: 0,
@@ -393,7 +433,7 @@ pub fn stream_into<S: BatchSink>(
             match &report.outcome {
                 Outcome::Failed(e) => {
                     tracing::error!(error = %e, rows = report.rows, "query failed mid-stream");
-                    let _ = tx.send(Err(StreamError(e.clone()))).await;
+                    let _ = tx.send(Err(e.clone())).await;
                 }
                 Outcome::Disconnected => {
                     tracing::info!(rows = report.rows, "client went away; query cancelled")
@@ -455,7 +495,7 @@ async fn pump<S: BatchSink>(
                 // against the clock between batches.
                 if deadline.is_some_and(|d| Instant::now() >= d.at) {
                     report.outcome = Outcome::Failed(
-                        QueryError::Timeout(deadline.map_or(0, |d| d.limit_ms)).to_string(),
+                        QueryError::Timeout(deadline.map_or(0, |d| d.limit_ms)).into(),
                     );
                     return report;
                 }
@@ -469,8 +509,7 @@ async fn pump<S: BatchSink>(
                     r = wait => match r {
                         None => {
                             report.outcome = Outcome::Failed(
-                                QueryError::Timeout(deadline.map_or(0, |d| d.limit_ms))
-                                    .to_string(),
+                                QueryError::Timeout(deadline.map_or(0, |d| d.limit_ms)).into(),
                             );
                             return report;
                         }
@@ -478,7 +517,7 @@ async fn pump<S: BatchSink>(
                         Some(Some(Ok(b))) => Some(b),
                         Some(Some(Err(e))) => {
                             let e = QueryError::from_datafusion(e, memory_limit);
-                            report.outcome = Outcome::Failed(e.to_string());
+                            report.outcome = Outcome::Failed(e.into());
                             return report;
                         }
                     },
@@ -506,7 +545,7 @@ async fn pump<S: BatchSink>(
         let bytes = match encoder.batch(&batch) {
             Ok(b) => b,
             Err(e) => {
-                report.outcome = Outcome::Failed(e);
+                report.outcome = Outcome::Failed(StreamError::internal(e));
                 return report;
             }
         };
@@ -532,7 +571,7 @@ async fn pump<S: BatchSink>(
                 report.outcome = Outcome::Disconnected;
             }
         }
-        Err(e) => report.outcome = Outcome::Failed(e),
+        Err(e) => report.outcome = Outcome::Failed(StreamError::internal(e)),
     }
     report
 }

@@ -91,8 +91,9 @@ pub fn stream_copy(
             Err(Failure::Disconnected) => (Outcome::Disconnected, 0),
             Err(Failure::Other(e)) => {
                 tracing::error!(error = %e, "a stored-Parquet export failed");
-                let _ = tx.blocking_send(Err(StreamError(e.clone())));
-                (Outcome::Failed(e), 0)
+                let failure = StreamError::internal(e);
+                let _ = tx.blocking_send(Err(failure.clone()));
+                (Outcome::Failed(failure), 0)
             }
         };
         on_end(Report {

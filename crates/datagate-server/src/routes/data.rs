@@ -687,7 +687,7 @@ fn stream_response(
             let limit_ms = *limit_ms;
             rx = None;
             expires = None;
-            let e = execute::StreamError(QueryError::Timeout(limit_ms).to_string());
+            let e = execute::StreamError::from(QueryError::Timeout(limit_ms));
             return Poll::Ready(Some(Err(e)));
         }
         match receiver.poll_recv(cx) {
