@@ -7,15 +7,23 @@
 //! - [`checkpoint`]: Ed25519-signed `(seq, hash, time)` checkpoints;
 //! - [`verify`]: recomputes the chain and checkpoints, offline too, naming the first bad `seq`;
 //! - [`archive`]: byte-for-byte copies of sealed segments in an object store, verifiable alone;
-//! - [`reader`]: records for review, and as Arrow for SQL over `audit.events`.
+//! - [`reader`]: records for review, and as Arrow rows of `audit.events`;
+//! - [`columnar`]: the Parquet copy of sealed segments, by UTC day, converted in the background;
+//! - [`table`]: `audit.events` for DataFusion over that copy plus the segments not converted yet;
+//! - [`usage`]: reads and downloads per dataset, counted as records are appended;
+//! - [`retention`]: moving old segments and their Parquet days to the archive.
 
 pub mod archive;
 pub mod checkpoint;
+pub mod columnar;
 pub mod error;
 pub mod log;
 pub mod reader;
 pub mod record;
+pub mod retention;
 pub mod segment;
+pub mod table;
+pub mod usage;
 pub mod verify;
 
 pub use checkpoint::Checkpoint;

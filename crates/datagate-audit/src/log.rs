@@ -12,12 +12,21 @@
 //! the server answers 503 and `/readyz` reports the log. A restart re-opens and recovers.
 //!
 //! Opening recovers the tail: a torn last record (a crash mid-write) is cut off, the cut is
-//! itself recorded, and the chain resumes from the last whole record.
+//! itself recorded, and the chain resumes from the last whole record. A `begin` whose `end` was
+//! accepted but not yet durable at a crash gets a recovered `end` (outcome `unknown`), so no
+//! transfer silently drops out of the auditor's view or the usage figures.
+//!
+//! Sealing a segment signs a checkpoint at its last record (so a log whose oldest segments moved
+//! to the archive still verifies from a signed anchor) and wakes the converter thread, which
+//! writes the segment's Parquet copy ([`crate::columnar`]).
 
 use crate::checkpoint::{self, Checkpoint};
+use crate::columnar::{ColumnarIndex, read_segment};
 use crate::error::{AuditError, Result};
 use crate::record::{self, EncodedEvent, Event, GENESIS_HASH, Kind};
 use crate::segment::{list_segments, segment_name, split_lines, sync_dir};
+use crate::table::EventsTable;
+use crate::usage::UsageCounters;
 use chrono::Utc;
 use ed25519_dalek::SigningKey;
 use std::fs::{File, OpenOptions};
@@ -96,6 +105,9 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     public_key: String,
     dir: PathBuf,
+    columnar: Arc<ColumnarIndex>,
+    events: Arc<EventsTable>,
+    usage: Arc<UsageCounters>,
 }
 
 impl AuditLog {
@@ -122,8 +134,25 @@ impl AuditLog {
             checkpoint: Mutex::new(latest),
         });
         let public_key = hex::encode(key.verifying_key().to_bytes());
+        let columnar = Arc::new(ColumnarIndex::load(&opts.dir)?);
+        let usage = Arc::new(UsageCounters::default());
+        for m in columnar.snapshot() {
+            usage.add_summary(&m.usage);
+        }
+        let (lost_ends, unconverted) = scan_unconverted(&opts.dir, &columnar, &usage)?;
+        let (convert_tx, convert_rx) = channel::<()>();
+        {
+            let columnar = columnar.clone();
+            std::thread::Builder::new()
+                .name("audit-columnar".into())
+                .spawn(move || run_converter(&columnar, convert_rx))?;
+        }
+        if unconverted > 1 {
+            let _ = convert_tx.send(());
+        }
         let (tx, rx) = channel();
         let writer = Writer {
+            convert: convert_tx,
             opts: opts.clone(),
             key,
             file,
@@ -144,6 +173,9 @@ impl AuditLog {
             shared,
             public_key,
             dir: opts.dir,
+            events: Arc::new(EventsTable::new(columnar.clone())),
+            columnar,
+            usage,
         };
         if cut > 0 {
             tracing::warn!(
@@ -152,6 +184,15 @@ impl AuditLog {
                 "audit log: cut a torn record left by a crash"
             );
             log.append_detached(recovery_event(cut, seq));
+        }
+        if !lost_ends.is_empty() {
+            tracing::warn!(
+                transfers = lost_ends.len(),
+                "audit log: transfers whose end was not recorded before a crash get an end with outcome unknown"
+            );
+        }
+        for begin in lost_ends {
+            log.append_detached(recovered_end(begin));
         }
         Ok((
             log,
@@ -164,27 +205,33 @@ impl AuditLog {
 
     /// Appends `event` and waits until it is durable; its `seq`.
     pub async fn append(&self, event: Event) -> Result<u64> {
-        let rx = self.submit(event)?;
-        rx.await
-            .map_err(|_| AuditError::Failed("the audit writer stopped".into()))?
+        let counts = crate::columnar::usage_kind(&event).is_some();
+        let rx = self.submit(&event)?;
+        let seq = rx
+            .await
+            .map_err(|_| AuditError::Failed("the audit writer stopped".into()))??;
+        if counts {
+            self.usage.add_event(&event, Utc::now().date_naive());
+        }
+        Ok(seq)
     }
 
     /// Hands `event` to the writer without waiting (it is durable with the next batch); for
     /// records that need not hold anything back, like the end of a response already sent.
     pub fn append_detached(&self, event: Event) {
-        if let Ok(rx) = self.submit(event) {
+        if let Ok(rx) = self.submit(&event) {
             drop(rx);
         }
     }
 
-    fn submit(&self, event: Event) -> Result<tokio::sync::oneshot::Receiver<Result<u64>>> {
+    fn submit(&self, event: &Event) -> Result<tokio::sync::oneshot::Receiver<Result<u64>>> {
         if let Some(why) = self.failed() {
             return Err(AuditError::Failed(why));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Serialized here, on the caller's thread: the writer only chains and hashes.
         self.tx
-            .send(Msg::Append(EncodedEvent::new(&event), tx))
+            .send(Msg::Append(EncodedEvent::new(event), tx))
             .map_err(|_| AuditError::Failed("the audit writer stopped".into()))?;
         Ok(rx)
     }
@@ -226,6 +273,21 @@ impl AuditLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The converted segments.
+    pub fn columnar(&self) -> &Arc<ColumnarIndex> {
+        &self.columnar
+    }
+
+    /// The table `audit.events` over this log.
+    pub fn events_table(&self) -> Arc<EventsTable> {
+        self.events.clone()
+    }
+
+    /// Reads and downloads per dataset.
+    pub fn usage(&self) -> &UsageCounters {
+        &self.usage
     }
 
     /// Writes what is queued, signs a final checkpoint, syncs and stops the writer.
@@ -296,6 +358,8 @@ fn recover(dir: &Path) -> Result<(u64, u64, String, u64)> {
 }
 
 struct Writer {
+    /// Wakes the converter when a segment is sealed.
+    convert: Sender<()>,
     opts: LogOptions,
     key: SigningKey,
     file: File,
@@ -440,9 +504,12 @@ impl Writer {
         }
     }
 
-    /// Seals the open segment and starts the next.
+    /// Seals the open segment (with a checkpoint at its last record) and starts the next.
     fn roll(&mut self) -> std::io::Result<()> {
         self.file.sync_all()?;
+        if self.since_checkpoint > 0 {
+            self.checkpoint()?;
+        }
         let next = self.segment_index + 1;
         let path = self.opts.dir.join(segment_name(next));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
@@ -450,6 +517,7 @@ impl Writer {
         self.file = file;
         self.segment_index = next;
         self.segment_bytes = 0;
+        let _ = self.convert.send(());
         Ok(())
     }
 
@@ -474,6 +542,83 @@ impl Writer {
             self.guard(|w| w.checkpoint());
         }
         self.guard(|w| w.file.sync_all());
+    }
+}
+
+/// Segments not converted yet: their records are counted into `usage`, and the `begin`s among
+/// the last two segments' records that have no `end` are returned (in a log just opened nothing
+/// is in flight, so those are transfers whose end a crash lost; a clean shutdown writes every
+/// end). Also returns how many segments are not converted.
+fn scan_unconverted(
+    dir: &Path,
+    columnar: &ColumnarIndex,
+    usage: &UsageCounters,
+) -> Result<(Vec<Event>, usize)> {
+    let segments = list_segments(dir)?;
+    let recent = segments.len().saturating_sub(2);
+    let mut begins: Vec<Event> = Vec::new();
+    let mut ended = std::collections::HashSet::new();
+    let mut unconverted = 0;
+    for (i, (index, path)) in segments.iter().enumerate() {
+        let converted = columnar.contains(*index);
+        if converted && i < recent {
+            continue;
+        }
+        let (records, _) = read_segment(path)?;
+        if !converted {
+            unconverted += 1;
+            for r in &records {
+                usage.add_record(r);
+            }
+        }
+        if i >= recent {
+            for r in records {
+                match r.event.kind {
+                    Some(Kind::Begin) => begins.push(r.event),
+                    Some(Kind::End) => {
+                        ended.insert(r.event.event_id);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    begins.retain(|b| !ended.contains(&b.event_id));
+    Ok((begins, unconverted))
+}
+
+/// The `end` a transfer gets when its own was lost in a crash.
+pub fn recovered_end(begin: Event) -> Event {
+    Event {
+        kind: Some(Kind::End),
+        outcome: Some("unknown".into()),
+        error: Some(
+            "the gateway stopped before this transfer's end was recorded; rows and bytes are unknown"
+                .into(),
+        ),
+        rows_returned: 0,
+        bytes_returned: 0,
+        cpu_ms: None,
+        ..begin
+    }
+}
+
+/// The converter thread: converts every sealed segment lacking its Parquet copy, then waits to
+/// be woken by the next seal. A failed conversion is logged and tried again at the next wake
+/// (the JSON segment stays authoritative meanwhile).
+fn run_converter(columnar: &ColumnarIndex, wake: Receiver<()>) {
+    loop {
+        match columnar.catch_up() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(segments = n, "audit segments converted to Parquet"),
+            Err(e) => {
+                tracing::warn!(error = %e, "audit Parquet conversion failed; retrying at the next seal")
+            }
+        }
+        if wake.recv().is_err() {
+            return;
+        }
+        while wake.try_recv().is_ok() {}
     }
 }
 

@@ -1,12 +1,19 @@
 //! Reading the log for review: every record, filtered, and as Arrow for SQL over
 //! `audit.events`. Sealed segments and the open one are read alike (an unfinished last line of
 //! the open segment is not a record yet and is skipped).
+//!
+//! [`to_batch`] and [`from_batch`] are exact inverses: a record turned into a row of
+//! `audit.events` (the columnar copy's rows) and back re-encodes to the very line it came from,
+//! which is how `verify` proves a Parquet row equals its chained record.
 
 use crate::error::Result;
-use crate::record::{self, Record};
+use crate::record::{self, DatasetVersion, Event, Kind, Record};
 use crate::segment::{list_segments, split_lines};
-use arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray, UInt64Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, StringArray, TimestampNanosecondArray, UInt64Array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt64Type};
 use arrow::record_batch::RecordBatch;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,7 +42,7 @@ pub fn events_schema() -> SchemaRef {
         Field::new("seq", DataType::UInt64, false),
         Field::new(
             "ts",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
             false,
         ),
         text("kind"),
@@ -82,8 +89,10 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
     let cols: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(records.iter().map(|r| r.seq))),
         Arc::new(
-            TimestampMicrosecondArray::from_iter_values(
-                records.iter().map(|r| r.ts.timestamp_micros()),
+            TimestampNanosecondArray::from_iter_values(
+                records
+                    .iter()
+                    .map(|r| r.ts.timestamp_nanos_opt().unwrap_or(i64::MAX)),
             )
             .with_timezone("UTC"),
         ),
@@ -132,4 +141,194 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
     ];
     RecordBatch::try_new(events_schema(), cols)
         .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))
+}
+
+/// Records from rows of [`events_schema`] (or a projection holding every column): the inverse
+/// of [`to_batch`]. A row that cannot be a record (a column missing or of another type, a bad
+/// `kind` or `datasets` value) is an error naming its `seq` where known.
+pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
+    let bad = |m: String| crate::error::AuditError::Invalid(m);
+    let column = |name: &str| -> Result<&ArrayRef> {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| bad(format!("the column {name} is missing")))
+    };
+    let text = |name: &str| -> Result<&StringArray> {
+        column(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad(format!("the column {name} is not text")))
+    };
+    let int = |name: &str| -> Result<&Int64Array> {
+        column(name)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| bad(format!("the column {name} is not Int64")))
+    };
+    let seq = column("seq")?
+        .as_primitive_opt::<UInt64Type>()
+        .ok_or_else(|| bad("the column seq is not UInt64".into()))?;
+    let ts = column("ts")?
+        .as_primitive_opt::<TimestampNanosecondType>()
+        .ok_or_else(|| bad("the column ts is not a nanosecond timestamp".into()))?;
+    let names = [
+        "kind",
+        "event_id",
+        "request_id",
+        "key_id",
+        "role",
+        "department",
+        "tier",
+        "client_ip",
+        "user_agent",
+        "method",
+        "path",
+        "action",
+        "datasets",
+        "query_text",
+        "query_sha256",
+        "error",
+        "outcome",
+        "prev_hash",
+        "hash",
+    ];
+    let texts: Vec<&StringArray> = names.iter().map(|n| text(n)).collect::<Result<_>>()?;
+    let t = |col: usize, row: usize| -> Option<String> {
+        let a = texts[col];
+        (!a.is_null(row)).then(|| a.value(row).to_string())
+    };
+    let ints: Vec<&Int64Array> = [
+        "status",
+        "rows_returned",
+        "bytes_returned",
+        "duration_ms",
+        "cpu_ms",
+        "count",
+    ]
+    .iter()
+    .map(|n| int(n))
+    .collect::<Result<_>>()?;
+    let u = |col: usize, row: usize| -> Option<u64> {
+        let a = ints[col];
+        (!a.is_null(row)).then(|| u64::try_from(a.value(row)).unwrap_or(0))
+    };
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let s = seq.value(row);
+        let at = |m: &str| bad(format!("row of seq {s}: {m}"));
+        let kind = match t(0, row).as_deref() {
+            None => None,
+            Some("request") => Some(Kind::Request),
+            Some("begin") => Some(Kind::Begin),
+            Some("end") => Some(Kind::End),
+            Some("refusals") => Some(Kind::Refusals),
+            Some("log") => Some(Kind::Log),
+            Some(other) => return Err(at(&format!("unknown kind {other:?}"))),
+        };
+        let datasets = match t(12, row) {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|d| match d.rsplit_once('@') {
+                    Some((name, v)) => v
+                        .parse::<i64>()
+                        .map(|v| DatasetVersion {
+                            name: name.to_string(),
+                            version: Some(v),
+                        })
+                        .map_err(|_| at(&format!("bad dataset {d:?}"))),
+                    None => Ok(DatasetVersion {
+                        name: d.to_string(),
+                        version: None,
+                    }),
+                })
+                .collect::<Result<_>>()?,
+        };
+        let status = u(0, row).unwrap_or(0);
+        let event = Event {
+            kind,
+            event_id: t(1, row).unwrap_or_default(),
+            request_id: t(2, row).unwrap_or_default(),
+            key_id: t(3, row).unwrap_or_default(),
+            role: t(4, row).unwrap_or_default(),
+            department: t(5, row),
+            tier: t(6, row).unwrap_or_default(),
+            client_ip: t(7, row).unwrap_or_default(),
+            user_agent: t(8, row).unwrap_or_default(),
+            method: t(9, row).unwrap_or_default(),
+            path: t(10, row).unwrap_or_default(),
+            action: t(11, row).unwrap_or_default(),
+            datasets,
+            query_text: t(13, row),
+            query_sha256: t(14, row),
+            status: u16::try_from(status).map_err(|_| at("status out of range"))?,
+            error: t(15, row),
+            rows_returned: u(1, row).unwrap_or(0),
+            bytes_returned: u(2, row).unwrap_or(0),
+            duration_ms: u(3, row).unwrap_or(0),
+            cpu_ms: u(4, row),
+            outcome: t(16, row),
+            count: u(5, row).unwrap_or(0),
+        };
+        out.push(Record {
+            seq: s,
+            ts: chrono::DateTime::from_timestamp_nanos(ts.value(row)),
+            event,
+            prev_hash: t(17, row).unwrap_or_default(),
+            hash: t(18, row).unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{GENESIS_HASH, encode};
+
+    #[test]
+    fn rows_turn_back_into_the_exact_lines() {
+        let mut prev = GENESIS_HASH.to_string();
+        let mut records = Vec::new();
+        let mut lines = Vec::new();
+        for i in 0..4u64 {
+            let event = Event {
+                kind: [Some(Kind::Begin), Some(Kind::End), None, Some(Kind::Log)][i as usize],
+                event_id: format!("e{i}"),
+                key_id: "k1".into(),
+                department: (i % 2 == 0).then(|| "transport".into()),
+                datasets: match i {
+                    0 => vec![DatasetVersion {
+                        name: "transport.bus_lines".into(),
+                        version: Some(3),
+                    }],
+                    1 => vec![
+                        DatasetVersion {
+                            name: "a.b".into(),
+                            version: None,
+                        },
+                        DatasetVersion {
+                            name: "c.d".into(),
+                            version: Some(1),
+                        },
+                    ],
+                    _ => vec![],
+                },
+                query_text: Some("SELECT '路' -- \"x\"".into()),
+                cpu_ms: (i == 1).then_some(7),
+                outcome: (i == 1).then(|| "completed".into()),
+                status: 200,
+                count: 1,
+                ..Default::default()
+            };
+            let ts = chrono::Utc::now();
+            let (line, hash) = encode(i + 1, &ts, &event, &prev);
+            records.push(crate::record::decode(&line[..line.len() - 1]).unwrap());
+            lines.push(line);
+            prev = hash;
+        }
+        let back = from_batch(&to_batch(&records).unwrap()).unwrap();
+        assert_eq!(back, records);
+        for (r, line) in back.iter().zip(&lines) {
+            assert_eq!(&encode(r.seq, &r.ts, &r.event, &r.prev_hash).0, line);
+        }
+    }
 }

@@ -3,9 +3,15 @@
 //! checkpoint and the key that signs them.
 //!
 //! Records are served through the same DataFusion path as the data API (formats, limits,
-//! streaming): the log's segments, sealed and open, are read as the table `audit.events`.
+//! streaming): the log is read as the table `audit.events` — the Parquet copy of sealed
+//! segments plus the segments not converted yet (`datagate_audit::table`).
+//!
+//! `GET /api/v1/audit/events` pages newest-first by seek: it reads the unconverted tail, then
+//! converted segments newest-first in growing groups, each a `seq`-bounded query that prunes
+//! every other segment before opening a file, and stops once the page is full; the `next` link
+//! carries `before=<last seq>`, so a later page never rescans what an earlier one skipped.
 
-use super::data::{negotiate, on_lane, stream_audit};
+use super::data::{negotiate, on_lane, stream_audit, stream_audit_page};
 use super::{ApiJson, ApiQuery, Caller};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -13,8 +19,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -22,7 +30,7 @@ use datagate_access::Action;
 use datagate_access::QueryTicket;
 use datagate_audit::{Checkpoint, Verdict, reader};
 use datagate_query::RequestSession;
-use datagate_query::execute::{self, Deadline};
+use datagate_query::execute::{self, Deadline, RowCap};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -32,21 +40,14 @@ const DEFAULT_EVENTS: u64 = 100;
 const MAX_EVENTS: u64 = 10_000;
 
 /// A request session whose catalog holds `audit.events`: every record of the log.
-async fn audit_session(state: &AppState) -> Result<RequestSession, ApiError> {
-    let dir = state.audit.dir().to_path_buf();
-    let batch = tokio::task::spawn_blocking(move || {
-        let mut records = Vec::new();
-        reader::for_each_record(&dir, |r| records.push(r))?;
-        reader::to_batch(&records)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::internal)?;
-    let table = MemTable::try_new(reader::events_schema(), vec![vec![batch]])
-        .map_err(ApiError::internal)?;
+fn audit_session(state: &AppState) -> Result<RequestSession, ApiError> {
     let schema = MemorySchemaProvider::new();
-    datafusion::catalog::SchemaProvider::register_table(&schema, "events".into(), Arc::new(table))
-        .map_err(ApiError::internal)?;
+    datafusion::catalog::SchemaProvider::register_table(
+        &schema,
+        "events".into(),
+        state.audit.events_table(),
+    )
+    .map_err(ApiError::internal)?;
     let catalog = MemoryCatalogProvider::new();
     datafusion::catalog::CatalogProvider::register_schema(&catalog, "audit", Arc::new(schema))
         .map_err(ApiError::internal)?;
@@ -74,7 +75,10 @@ pub struct EventsParams {
     pub status: Option<u16>,
     /// Records per page (default 100, at most 10,000).
     pub limit: Option<u64>,
+    /// Records to skip (prefer `before`: the `next` link of a page carries it).
     pub offset: Option<u64>,
+    /// Only records with a smaller `seq` (the seek cursor of the `next` link).
+    pub before: Option<u64>,
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet`.
     pub format: Option<String>,
 }
@@ -141,41 +145,170 @@ pub async fn events(
                 .or(padded.like(lit(exact))),
         );
     }
-    let session = audit_session(&state)
-        .await?
-        .for_caller(ticket.budget, false);
-    let plan = events_plan(&session.ctx, filters, limit, p.offset.unwrap_or(0)).await?;
+    let offset = p.offset.unwrap_or(0);
+    let session = audit_session(&state)?.for_caller(ticket.budget, false);
+    let windows = seek_windows(&state, p.before);
     let deadline = Some(Deadline::after(state.engine.limits().timeout));
     let lane = ticket.lane(state.engine.executor());
-    let started = on_lane(&lane, deadline, async move {
-        execute::start(&session, plan, deadline).await
+    // One more than the page, to know whether a next page exists.
+    let wanted =
+        usize::try_from(offset.saturating_add(limit).saturating_add(1)).unwrap_or(usize::MAX);
+    let ctx = session.ctx.clone();
+    let memory = session.limits.memory_bytes;
+    let df_err = move |e| datagate_query::QueryError::from_datafusion(e, memory);
+    let batches = on_lane(&lane, deadline, async move {
+        let mut got: Vec<RecordBatch> = Vec::new();
+        let mut rows = 0usize;
+        for (lo, hi) in windows {
+            let mut window = filters.clone();
+            window.push(col("seq").gt_eq(lit(lo)));
+            window.push(col("seq").lt_eq(lit(hi)));
+            let plan = events_plan(&ctx, window, wanted - rows)
+                .await
+                .map_err(df_err)?;
+            let part = ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(df_err)?
+                .collect()
+                .await
+                .map_err(df_err)?;
+            rows += part.iter().map(|b| b.num_rows()).sum::<usize>();
+            got.extend(part.into_iter().filter(|b| b.num_rows() > 0));
+            if rows >= wanted {
+                break;
+            }
+        }
+        Ok::<_, datagate_query::QueryError>(got)
     })
     .await?;
-    stream_audit(&lane, started, format, None)
+    let batches = skip_rows(batches, usize::try_from(offset).unwrap_or(usize::MAX));
+    let last_seq = page_last_seq(&batches, usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = last_seq.map(|seq| events_next_url(&state, &headers, &p, limit, seq));
+    let page = datagate_query::pages::Page {
+        schema: reader::events_schema(),
+        batches,
+        cached: false,
+    };
+    stream_audit_page(
+        &lane,
+        page,
+        RowCap {
+            rows: Some(limit),
+            next_if_more: next,
+            truncate: false,
+        },
+        format,
+    )
+}
+
+/// The `seq` windows a newest-first page reads, newest first: the records after the last
+/// converted segment (the decoded tail), then converted segments in groups of 1, 2, 4, ...
+/// (so a page found near the head reads one segment, and a rare filter still finishes in few
+/// queries). Windows wholly at or after `before` are left out.
+fn seek_windows(state: &AppState, before: Option<u64>) -> Vec<(u64, u64)> {
+    let converted: Vec<(u64, u64)> = state
+        .audit
+        .columnar()
+        .snapshot()
+        .iter()
+        .filter(|m| !m.archived && m.records > 0)
+        .map(|m| (m.first_seq, m.last_seq))
+        .collect();
+    let top = before.map_or(u64::MAX, |b| b.saturating_sub(1));
+    let mut windows = Vec::new();
+    let tail_from = converted.last().map_or(0, |c| c.1 + 1);
+    if tail_from <= top {
+        windows.push((tail_from, top));
+    }
+    let mut rest: Vec<(u64, u64)> = converted.into_iter().rev().filter(|c| c.0 <= top).collect();
+    let mut group = 1;
+    while !rest.is_empty() {
+        let take: Vec<(u64, u64)> = rest.drain(..group.min(rest.len())).collect();
+        let hi = take.first().map_or(0, |c| c.1).min(top);
+        let lo = take.last().map_or(0, |c| c.0);
+        windows.push((lo, hi));
+        group *= 2;
+    }
+    windows
+}
+
+fn skip_rows(batches: Vec<RecordBatch>, mut skip: usize) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for b in batches {
+        if skip >= b.num_rows() {
+            skip -= b.num_rows();
+            continue;
+        }
+        out.push(b.slice(skip, b.num_rows() - skip));
+        skip = 0;
+    }
+    out
+}
+
+/// The `seq` of the page's last row when more rows follow it (the page holds `limit` rows
+/// and `batches` more).
+fn page_last_seq(batches: &[RecordBatch], limit: usize) -> Option<u64> {
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if limit == 0 || total <= limit {
+        return None;
+    }
+    let mut at = limit - 1;
+    for b in batches {
+        if at < b.num_rows() {
+            let seq = b.column_by_name("seq")?.as_primitive_opt::<UInt64Type>()?;
+            return Some(seq.value(at));
+        }
+        at -= b.num_rows();
+    }
+    None
+}
+
+/// The URL of the page after one that ended at `last_seq`.
+fn events_next_url(
+    state: &AppState,
+    headers: &HeaderMap,
+    p: &EventsParams,
+    limit: u64,
+    last_seq: u64,
+) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [
+        ("from", &p.from),
+        ("to", &p.to),
+        ("principal", &p.principal),
+        ("dataset", &p.dataset),
+        ("action", &p.action),
+        ("format", &p.format),
+    ] {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    if let Some(s) = p.status {
+        q.append_pair("status", &s.to_string());
+    }
+    q.append_pair("limit", &limit.to_string());
+    q.append_pair("before", &last_seq.to_string());
+    format!(
+        "{}/api/v1/audit/events?{}",
+        super::base_url(state, headers),
+        q.finish()
+    )
 }
 
 async fn events_plan(
     ctx: &SessionContext,
     filters: Vec<Expr>,
-    limit: u64,
-    offset: u64,
-) -> Result<datafusion::logical_expr::LogicalPlan, ApiError> {
-    let mut df = ctx
-        .table("datagate.audit.events")
-        .await
-        .map_err(ApiError::internal)?;
+    limit: usize,
+) -> Result<datafusion::logical_expr::LogicalPlan, datafusion::error::DataFusionError> {
+    let mut df = ctx.table("datagate.audit.events").await?;
     for f in filters {
-        df = df.filter(f).map_err(ApiError::internal)?;
+        df = df.filter(f)?;
     }
     let df = df
-        .sort(vec![col("seq").sort(false, false)])
-        .and_then(|df| {
-            df.limit(
-                usize::try_from(offset).unwrap_or(usize::MAX),
-                Some(usize::try_from(limit).unwrap_or(usize::MAX)),
-            )
-        })
-        .map_err(ApiError::internal)?;
+        .sort(vec![col("seq").sort(false, false)])?
+        .limit(0, Some(limit))?;
     Ok(df.into_unoptimized_plan())
 }
 
@@ -205,9 +338,8 @@ pub async fn query(
     let format = negotiate(body.format.as_deref(), &headers)?;
     let limits = state.engine.limits().clone();
     let deadline = Some(Deadline::after(limits.timeout));
-    let session = audit_session(&state)
-        .await?
-        .for_caller(ticket.budget, caller.principal().sees_internals());
+    let session =
+        audit_session(&state)?.for_caller(ticket.budget, caller.principal().sees_internals());
     let lane = ticket.lane(state.engine.executor());
     let sql = body.sql.clone();
     let started = on_lane(&lane, deadline, async move {

@@ -750,6 +750,20 @@ pub(crate) fn stream_audit(
     Ok(resp)
 }
 
+/// A page of audit records already in memory, under `cap` (its `next` link).
+pub(crate) fn stream_audit_page(
+    lane: &Lane,
+    page: datagate_query::pages::Page,
+    cap: RowCap,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let mut resp = stream_response(lane, Source::Page(page, cap), format, &[], None, None, None)?;
+    resp.headers_mut().remove("x-dataset-versions");
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
 /// One item of a response body stream.
 type StreamItem = Result<Bytes, execute::StreamError>;
 

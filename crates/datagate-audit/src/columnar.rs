@@ -1,0 +1,422 @@
+//! The columnar copy of the log: every sealed segment is also written as Parquet, one file per
+//! UTC day it spans (`columnar/day=YYYY-MM-DD/segment-NNNNNN.parquet`), sorted by `seq` (so by
+//! time), zstd-compressed, with page-level statistics and page indexes on every column. SQL over
+//! `audit.events` reads these files (pruned by day, by `seq` and by statistics) and decodes only
+//! the segments not converted yet — in practice the open one.
+//!
+//! The JSON-lines chain stays the evidence; the Parquet copy is an index of it, and `verify`
+//! proves each of its rows re-encodes to the chained line of its `seq`.
+//!
+//! A segment's conversion is durable and idempotent: each day file is written under a temporary
+//! name, synced and renamed; then the segment's *marker* (`columnar/segment-NNNNNN.json`: its
+//! files, seq range and usage summary) is written the same way. Only a segment with a marker is
+//! read from Parquet; a crash anywhere before the marker leaves the JSON segment authoritative,
+//! and the next start converts it again (overwriting whatever the crash left).
+
+use crate::error::{AuditError, Result};
+use crate::reader;
+use crate::record::{self, Event, Kind, Record};
+use crate::segment::{list_segments, segment_name, split_lines, sync_dir};
+use chrono::{DateTime, NaiveDate, Utc};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The directory of the columnar copy, inside the audit directory.
+pub const COLUMNAR_DIR: &str = "columnar";
+
+/// Rows per Parquet row group: small enough that a month's or a principal's query skips most
+/// of a day by statistics, large enough to compress well.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// One Parquet file of a segment: the segment's records of one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayFile {
+    pub day: NaiveDate,
+    /// Relative to the audit directory.
+    pub path: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// Reads and downloads of one dataset on one day (begin records of 2xx data requests).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayUsage {
+    pub day: NaiveDate,
+    /// `department.dataset`.
+    pub dataset: String,
+    pub reads: u64,
+    pub downloads: u64,
+}
+
+/// A converted segment: what its marker file says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentIndex {
+    pub segment: u64,
+    /// The JSON segment's file name.
+    pub source: String,
+    pub records: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_ts: Option<DateTime<Utc>>,
+    pub last_ts: Option<DateTime<Utc>>,
+    /// Bytes of the JSON segment.
+    pub source_bytes: u64,
+    pub files: Vec<DayFile>,
+    pub usage: Vec<DayUsage>,
+    /// Moved to the archive by retention: its files are no longer here (the marker stays, so
+    /// usage totals and verification know where its records went).
+    #[serde(default)]
+    pub archived: bool,
+}
+
+impl SegmentIndex {
+    /// Parquet bytes of the segment.
+    pub fn parquet_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.bytes).sum()
+    }
+}
+
+/// The marker file name of segment `index`.
+pub fn marker_name(index: u64) -> String {
+    format!("segment-{index:06}.json")
+}
+
+fn day_dir(day: NaiveDate) -> String {
+    format!("{COLUMNAR_DIR}/day={}", day.format("%Y-%m-%d"))
+}
+
+/// A record's day and whether it is a download, when it is a read or a download of the
+/// datasets it names.
+pub fn usage_of(r: &Record) -> Option<(NaiveDate, bool)> {
+    usage_kind(&r.event).map(|download| (r.ts.date_naive(), download))
+}
+
+/// Whether an event is a read (`Some(false)`) or a download (`Some(true)`) of its datasets.
+pub fn usage_kind(e: &Event) -> Option<bool> {
+    if e.kind != Some(Kind::Begin) || e.status >= 400 {
+        return None;
+    }
+    match e.action.as_str() {
+        "data.export" => Some(true),
+        "data.rows" | "data.query" => Some(false),
+        _ => None,
+    }
+}
+
+/// The usage summary of some records, per (day, dataset).
+pub fn summarize_usage<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<DayUsage> {
+    let mut by: BTreeMap<(NaiveDate, String), (u64, u64)> = BTreeMap::new();
+    for r in records {
+        let Some((day, download)) = usage_of(r) else {
+            continue;
+        };
+        for d in &r.event.datasets {
+            let e = by.entry((day, d.name.clone())).or_default();
+            if download {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
+    }
+    by.into_iter()
+        .map(|((day, dataset), (reads, downloads))| DayUsage {
+            day,
+            dataset,
+            reads,
+            downloads,
+        })
+        .collect()
+}
+
+/// The good records of a segment file, in order (lines that are not good records are left to
+/// `verify`, as the reader does).
+pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64)> {
+    let data = std::fs::read(path)?;
+    let (lines, _) = split_lines(&data);
+    let records = lines
+        .into_iter()
+        .filter_map(|(_, l)| record::decode(l).ok())
+        .collect();
+    Ok((records, data.len() as u64))
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: 0,
+            descending: false,
+            nulls_first: false,
+        }]))
+        .build()
+}
+
+/// Writes `bytes` to `path` durably: a temporary file, synced, renamed, directory synced.
+fn write_durably(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| AuditError::Invalid(format!("{} has no directory", path.display())))?;
+    std::fs::create_dir_all(dir)?;
+    // A name of its own, so two converters (the gateway's and `datagate audit index`) never
+    // write one temporary file; both rename identical content into place.
+    let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut f = std::fs::File::create(&tmp)?;
+    write(&mut f)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)?;
+    Ok(())
+}
+
+/// Converts sealed segment `index` of the log in `dir`: its day files, then its marker.
+/// Running it again (after a crash at any point) gives the same files.
+pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
+    let source = segment_name(index);
+    let (records, source_bytes) = read_segment(&dir.join(&source))?;
+    let mut days: BTreeMap<NaiveDate, Vec<Record>> = BTreeMap::new();
+    for r in &records {
+        days.entry(r.ts.date_naive()).or_default().push(r.clone());
+    }
+    let mut files = Vec::new();
+    for (day, rows) in days {
+        let rel = format!("{}/segment-{index:06}.parquet", day_dir(day));
+        let path = dir.join(&rel);
+        let batch = reader::to_batch(&rows)?;
+        write_durably(&path, |f| {
+            let mut w = ArrowWriter::try_new(
+                f.try_clone()?,
+                reader::events_schema(),
+                Some(writer_properties()),
+            )
+            .map_err(|e| AuditError::Invalid(e.to_string()))?;
+            w.write(&batch)
+                .and_then(|_| w.close().map(|_| ()))
+                .map_err(|e| AuditError::Invalid(e.to_string()))
+        })?;
+        files.push(DayFile {
+            day,
+            bytes: std::fs::metadata(&path)?.len(),
+            path: rel,
+            rows: rows.len() as u64,
+            first_seq: rows.first().map_or(0, |r| r.seq),
+            last_seq: rows.last().map_or(0, |r| r.seq),
+        });
+    }
+    let marker = SegmentIndex {
+        segment: index,
+        source,
+        records: records.len() as u64,
+        first_seq: records.first().map_or(0, |r| r.seq),
+        last_seq: records.last().map_or(0, |r| r.seq),
+        first_ts: records.first().map(|r| r.ts),
+        last_ts: records.last().map(|r| r.ts),
+        source_bytes,
+        files,
+        usage: summarize_usage(&records),
+        archived: false,
+    };
+    write_marker(dir, &marker)?;
+    Ok(marker)
+}
+
+/// Writes (or rewrites) a segment's marker durably.
+pub fn write_marker(dir: &Path, marker: &SegmentIndex) -> Result<()> {
+    let json = serde_json::to_vec_pretty(marker).map_err(|e| AuditError::Invalid(e.to_string()))?;
+    write_durably(
+        &dir.join(COLUMNAR_DIR).join(marker_name(marker.segment)),
+        |f| Ok(f.write_all(&json)?),
+    )
+}
+
+/// The markers in `dir`, by segment.
+pub fn read_markers(dir: &Path) -> Result<BTreeMap<u64, SegmentIndex>> {
+    let mut out = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir.join(COLUMNAR_DIR)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !(name.starts_with("segment-") && name.ends_with(".json")) {
+            continue;
+        }
+        let data = std::fs::read(entry.path())?;
+        let marker: SegmentIndex = serde_json::from_slice(&data)
+            .map_err(|e| AuditError::Invalid(format!("{name}: {e}")))?;
+        out.insert(marker.segment, marker);
+    }
+    Ok(out)
+}
+
+/// Removes what an interrupted conversion left (temporary files) under the columnar directory.
+fn sweep_temporaries(dir: &Path) -> Result<()> {
+    let root = dir.join(COLUMNAR_DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(());
+    };
+    let mut dirs = vec![root.clone()];
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            dirs.push(entry.path());
+        }
+    }
+    for d in dirs {
+        for entry in std::fs::read_dir(&d)?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "tmp") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The converted segments, kept in memory and shared by the converter and the readers.
+#[derive(Debug, Default)]
+pub struct ColumnarIndex {
+    dir: PathBuf,
+    segments: Mutex<BTreeMap<u64, Arc<SegmentIndex>>>,
+}
+
+impl ColumnarIndex {
+    /// Loads the markers in `dir` (sweeping what a crash left half-written).
+    pub fn load(dir: &Path) -> Result<Self> {
+        sweep_temporaries(dir)?;
+        let segments = read_markers(dir)?
+            .into_iter()
+            .map(|(k, v)| (k, Arc::new(v)))
+            .collect();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segments: Mutex::new(segments),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every converted segment (archived ones too), oldest first.
+    pub fn snapshot(&self) -> Vec<Arc<SegmentIndex>> {
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn contains(&self, segment: u64) -> bool {
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&segment)
+    }
+
+    pub fn insert(&self, marker: SegmentIndex) {
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(marker.segment, Arc::new(marker));
+    }
+
+    /// Converts every sealed segment (all but the last) that has no marker yet, oldest first;
+    /// returns how many were converted.
+    pub fn catch_up(&self) -> Result<usize> {
+        let segments = list_segments(&self.dir)?;
+        let sealed = &segments[..segments.len().saturating_sub(1)];
+        let mut done = 0;
+        for (index, _) in sealed {
+            if self.contains(*index) {
+                continue;
+            }
+            let marker = convert_segment(&self.dir, *index)?;
+            self.insert(marker);
+            done += 1;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{AuditLog, LogOptions};
+    use crate::record::DatasetVersion;
+
+    pub(crate) fn event(i: usize) -> Event {
+        Event {
+            kind: Some(if i % 3 == 0 {
+                Kind::Begin
+            } else {
+                Kind::Request
+            }),
+            event_id: format!("e{i}"),
+            key_id: format!("k{}", i % 4),
+            action: if i % 3 == 0 {
+                "data.rows".into()
+            } else {
+                "catalog.datasets".into()
+            },
+            datasets: vec![DatasetVersion {
+                name: format!("d{}.t", i % 2),
+                version: Some(1),
+            }],
+            status: 200,
+            count: 1,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn sealed_segments_are_converted_with_markers_and_usage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LogOptions::new(tmp.path());
+        opts.segment_max_bytes = 4096;
+        let (log, _) = AuditLog::open(opts).unwrap();
+        for i in 0..60 {
+            log.append(event(i)).await.unwrap();
+        }
+        log.close();
+        let index = ColumnarIndex::load(tmp.path()).unwrap();
+        index.catch_up().unwrap();
+        let markers = index.snapshot();
+        let segments = list_segments(tmp.path()).unwrap();
+        assert_eq!(markers.len(), segments.len() - 1, "every sealed segment");
+        let mut seq = 1;
+        for m in &markers {
+            assert_eq!(m.first_seq, seq);
+            seq = m.last_seq + 1;
+            let rows: u64 = m.files.iter().map(|f| f.rows).sum();
+            assert_eq!(rows, m.records);
+            for f in &m.files {
+                assert!(tmp.path().join(&f.path).exists());
+            }
+        }
+        let reads: u64 = markers
+            .iter()
+            .flat_map(|m| m.usage.iter())
+            .map(|u| u.reads)
+            .sum();
+        let want = (1..seq).filter(|s| (s - 1) % 3 == 0).count() as u64;
+        assert_eq!(reads, want, "one read per begin of data.rows");
+        // Idempotent: a second conversion of a segment writes the same marker.
+        let again = convert_segment(tmp.path(), markers[0].segment).unwrap();
+        assert_eq!(again.files, markers[0].files);
+    }
+}

@@ -1,0 +1,301 @@
+//! `audit.events` as a DataFusion table: the Parquet files of converted segments plus the
+//! records of segments not converted yet (the open one, and a sealed one the converter has not
+//! reached), decoded per query — the open segment incrementally, from where the last query
+//! stopped.
+//!
+//! Filters on `seq` and `ts` prune whole segments and day files before any file is opened;
+//! every filter also goes down to the Parquet scan (row groups and pages by statistics), and
+//! DataFusion applies it exactly above. Memory per query is the query's own (bounded by the
+//! session's memory pool) plus the decoded open segment, which `audit.segment_max_bytes` bounds.
+
+use crate::columnar::{ColumnarIndex, read_segment};
+use crate::reader;
+use crate::segment::{list_segments, split_lines};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use datafusion::catalog::Session;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::scalar::ScalarValue;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Arc, Mutex};
+
+/// The decoded prefix of the open segment, kept between queries.
+#[derive(Debug, Default)]
+struct Tail {
+    segment: u64,
+    /// Bytes of the segment decoded so far (whole lines).
+    offset: u64,
+    batches: Vec<RecordBatch>,
+}
+
+/// The table `audit.events` of the log in one directory.
+#[derive(Debug)]
+pub struct EventsTable {
+    index: Arc<ColumnarIndex>,
+    tail: Mutex<Tail>,
+}
+
+/// Inclusive bounds on `seq` and on `ts` (nanoseconds) read off a query's filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub seq: (u64, u64),
+    pub ts: (i64, i64),
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            seq: (0, u64::MAX),
+            ts: (i64::MIN, i64::MAX),
+        }
+    }
+}
+
+impl Bounds {
+    /// The bounds the conjunctions in `filters` imply (others are ignored: they only narrow).
+    pub fn of(filters: &[Expr]) -> Self {
+        let mut b = Self::default();
+        for f in filters {
+            b.narrow(f);
+        }
+        b
+    }
+
+    fn narrow(&mut self, e: &Expr) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+            if let Expr::Between(between) = e
+                && !between.negated
+                && let Expr::Column(c) = between.expr.as_ref()
+            {
+                let (lo, hi) = (between.low.as_ref(), between.high.as_ref());
+                if let (Expr::Literal(lo, _), Expr::Literal(hi, _)) = (lo, hi) {
+                    self.apply(&c.name, Operator::GtEq, lo);
+                    self.apply(&c.name, Operator::LtEq, hi);
+                }
+            }
+            return;
+        };
+        if *op == Operator::And {
+            self.narrow(left);
+            self.narrow(right);
+            return;
+        }
+        match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(c), Expr::Literal(v, _)) => self.apply(&c.name, *op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) => {
+                if let Some(op) = op.swap() {
+                    self.apply(&c.name, op, v)
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn apply(&mut self, column: &str, op: Operator, v: &ScalarValue) {
+        match column {
+            "seq" => {
+                let v = match v {
+                    ScalarValue::UInt64(Some(v)) => *v as i128,
+                    ScalarValue::Int64(Some(v)) => *v as i128,
+                    ScalarValue::Int32(Some(v)) => *v as i128,
+                    ScalarValue::UInt32(Some(v)) => *v as i128,
+                    _ => return,
+                };
+                let clamp = |x: i128| x.clamp(0, u64::MAX as i128) as u64;
+                let (lo, hi) = &mut self.seq;
+                match op {
+                    Operator::Eq => {
+                        *lo = (*lo).max(clamp(v));
+                        *hi = (*hi).min(clamp(v));
+                    }
+                    Operator::Gt => *lo = (*lo).max(clamp(v + 1)),
+                    Operator::GtEq => *lo = (*lo).max(clamp(v)),
+                    Operator::Lt => *hi = (*hi).min(clamp(v - 1)),
+                    Operator::LtEq => *hi = (*hi).min(clamp(v)),
+                    _ => {}
+                }
+            }
+            "ts" => {
+                let v = match v {
+                    ScalarValue::TimestampNanosecond(Some(v), _) => *v as i128,
+                    ScalarValue::TimestampMicrosecond(Some(v), _) => *v as i128 * 1_000,
+                    ScalarValue::TimestampMillisecond(Some(v), _) => *v as i128 * 1_000_000,
+                    ScalarValue::TimestampSecond(Some(v), _) => *v as i128 * 1_000_000_000,
+                    _ => return,
+                };
+                let clamp = |x: i128| x.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+                let (lo, hi) = &mut self.ts;
+                // Sub-nanosecond literals do not exist, so `>` and `<` move by one.
+                match op {
+                    Operator::Eq => {
+                        *lo = (*lo).max(clamp(v));
+                        *hi = (*hi).min(clamp(v));
+                    }
+                    Operator::Gt => *lo = (*lo).max(clamp(v + 1)),
+                    Operator::GtEq => *lo = (*lo).max(clamp(v)),
+                    Operator::Lt => *hi = (*hi).min(clamp(v - 1)),
+                    Operator::LtEq => *hi = (*hi).min(clamp(v)),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a day (UTC) may hold rows within the `ts` bounds.
+    pub fn has_day(&self, day: NaiveDate) -> bool {
+        let start = day
+            .and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_utc().timestamp_nanos_opt());
+        let end = day
+            .succ_opt()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .and_then(|t| t.and_utc().timestamp_nanos_opt());
+        start.is_none_or(|s| s <= self.ts.1) && end.is_none_or(|e| e > self.ts.0)
+    }
+
+    /// Whether a seq range may hold rows within the `seq` bounds.
+    pub fn has_seqs(&self, first: u64, last: u64) -> bool {
+        first <= self.seq.1 && last >= self.seq.0
+    }
+}
+
+impl EventsTable {
+    pub fn new(index: Arc<ColumnarIndex>) -> Self {
+        Self {
+            index,
+            tail: Mutex::new(Tail::default()),
+        }
+    }
+
+    /// The Parquet files a query with `bounds` reads (absolute paths).
+    pub fn files(&self, bounds: &Bounds) -> Vec<String> {
+        let dir = self.index.dir();
+        self.index
+            .snapshot()
+            .iter()
+            .filter(|m| !m.archived && bounds.has_seqs(m.first_seq, m.last_seq))
+            .flat_map(|m| m.files.iter())
+            .filter(|f| bounds.has_day(f.day) && bounds.has_seqs(f.first_seq, f.last_seq))
+            .map(|f| dir.join(&f.path).to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The records of segments not converted yet, as batches (the open segment's decoded
+    /// incrementally and kept).
+    pub fn unconverted(&self) -> crate::Result<Vec<RecordBatch>> {
+        let dir = self.index.dir();
+        let segments = list_segments(dir)?;
+        let Some((open, open_path)) = segments.last().cloned() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (index, path) in &segments[..segments.len() - 1] {
+            if !self.index.contains(*index) {
+                let (records, _) = read_segment(path)?;
+                out.push(reader::to_batch(&records)?);
+            }
+        }
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.segment != open {
+            *tail = Tail {
+                segment: open,
+                ..Tail::default()
+            };
+        }
+        let mut file = std::fs::File::open(&open_path)?;
+        file.seek(SeekFrom::Start(tail.offset))?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data)?;
+        let (lines, end) = split_lines(&data);
+        if !lines.is_empty() {
+            let records: Vec<_> = lines
+                .into_iter()
+                .filter_map(|(_, l)| crate::record::decode(l).ok())
+                .collect();
+            tail.batches.push(reader::to_batch(&records)?);
+            tail.offset += end as u64;
+        }
+        out.extend(tail.batches.iter().cloned());
+        Ok(out)
+    }
+
+    fn listing(&self, files: Vec<String>) -> DfResult<Option<ListingTable>> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let urls = files
+            .iter()
+            .map(ListingTableUrl::parse)
+            .collect::<DfResult<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(reader::events_schema());
+        Ok(Some(ListingTable::try_new(config)?))
+    }
+}
+
+#[async_trait]
+impl TableProvider for EventsTable {
+    fn schema(&self) -> SchemaRef {
+        reader::events_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let bounds = Bounds::of(filters);
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if let Some(listing) = self.listing(self.files(&bounds))? {
+            inputs.push(listing.scan(state, projection, filters, limit).await?);
+        }
+        let tail = self
+            .unconverted()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let tail: Vec<RecordBatch> = tail.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if !tail.is_empty() {
+            inputs.push(MemorySourceConfig::try_new_exec(
+                &[tail],
+                reader::events_schema(),
+                projection.cloned(),
+            )?);
+        }
+        if inputs.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(reader::events_schema().project(p)?),
+                None => reader::events_schema(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        UnionExec::try_new(inputs)
+    }
+}
