@@ -9,6 +9,7 @@ mod harness;
 mod access;
 mod admin_key;
 mod audit;
+mod audit_scale;
 mod catalog_api;
 mod config_errors;
 mod data_api;

@@ -75,6 +75,15 @@ impl Archive {
         Ok(copied)
     }
 
+    /// Writes `data` at `rel` (a path relative to the audit directory, e.g. a Parquet day file).
+    pub async fn put_relative(&self, rel: &str, data: Vec<u8>) -> Result<()> {
+        let mut target = self.prefix.clone();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            target = target.join(part);
+        }
+        self.put(&target, data).await
+    }
+
     async fn put(&self, target: &ObjectPath, data: Vec<u8>) -> Result<()> {
         self.store
             .put(target, PutPayload::from(data))

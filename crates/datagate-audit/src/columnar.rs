@@ -354,7 +354,7 @@ impl ColumnarIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::log::{AuditLog, LogOptions};
     use crate::record::DatasetVersion;

@@ -11,7 +11,8 @@
 //! - [`columnar`]: the Parquet copy of sealed segments, by UTC day, converted in the background;
 //! - [`table`]: `audit.events` for DataFusion over that copy plus the segments not converted yet;
 //! - [`usage`]: reads and downloads per dataset, counted as records are appended;
-//! - [`retention`]: moving old segments and their Parquet days to the archive.
+//! - [`retention`]: moving old segments and their Parquet days to the archive;
+//! - [`synthetic`]: realistic logs of any size for benchmarks.
 
 pub mod archive;
 pub mod checkpoint;
@@ -22,6 +23,7 @@ pub mod reader;
 pub mod record;
 pub mod retention;
 pub mod segment;
+pub mod synthetic;
 pub mod table;
 pub mod usage;
 pub mod verify;
@@ -30,4 +32,4 @@ pub use checkpoint::Checkpoint;
 pub use error::{AuditError, Result};
 pub use log::{AuditLog, LogOptions, Recovery};
 pub use record::{DatasetVersion, Event, Kind, Record};
-pub use verify::{Verdict, verify_dir};
+pub use verify::{Verdict, verify_dir, verify_dirs};

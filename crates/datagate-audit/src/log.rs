@@ -718,6 +718,70 @@ mod tests {
         assert_eq!(kinds[5], (6, "audit.recover".to_string()));
     }
 
+    #[tokio::test]
+    async fn a_begin_whose_end_a_crash_lost_gets_a_recovered_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (log, _) = AuditLog::open(LogOptions::new(tmp.path())).unwrap();
+        let begin = |id: &str| Event {
+            kind: Some(Kind::Begin),
+            event_id: id.into(),
+            key_id: "k1".into(),
+            action: "data.export".into(),
+            datasets: vec![crate::record::DatasetVersion {
+                name: "transport.stops".into(),
+                version: Some(2),
+            }],
+            status: 200,
+            count: 1,
+            ..Default::default()
+        };
+        log.append(begin("done")).await.unwrap();
+        log.append(Event {
+            kind: Some(Kind::End),
+            outcome: Some("completed".into()),
+            ..begin("done")
+        })
+        .await
+        .unwrap();
+        log.append(begin("lost")).await.unwrap();
+        assert_eq!(
+            log.usage()
+                .get("transport.stops", Utc::now().date_naive())
+                .downloads_30d,
+            2
+        );
+        drop(log); // a crash before the end of "lost" was written
+        let (log, _) = AuditLog::open(LogOptions::new(tmp.path())).unwrap();
+        // Usage is rebuilt from the log on open.
+        assert_eq!(
+            log.usage()
+                .get("transport.stops", Utc::now().date_naive())
+                .downloads_total,
+            2
+        );
+        log.close();
+        let mut ends = Vec::new();
+        crate::reader::for_each_record(tmp.path(), |r| {
+            if r.event.kind == Some(Kind::End) {
+                ends.push((r.event.event_id, r.event.outcome, r.event.datasets.len()));
+            }
+        })
+        .unwrap();
+        assert_eq!(
+            ends,
+            vec![
+                ("done".to_string(), Some("completed".to_string()), 1),
+                ("lost".to_string(), Some("unknown".to_string()), 1),
+            ]
+        );
+        // A second restart adds nothing: every begin has its end now.
+        let (log, _) = AuditLog::open(LogOptions::new(tmp.path())).unwrap();
+        let head = log.head().0;
+        log.close();
+        assert_eq!(head, 4);
+        assert!(verify_dir(tmp.path(), None, None).unwrap().ok);
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_failed_write_fails_the_log_for_good() {

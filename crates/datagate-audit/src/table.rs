@@ -299,3 +299,65 @@ impl TableProvider for EventsTable {
         UnionExec::try_new(inputs)
     }
 }
+
+/// `audit_datasets(datasets)`: the dataset names of a record's `datasets` value
+/// (`dept.name@version,...`) as a list, versions dropped — for `unnest` in usage reports.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct DatasetNames {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl Default for DatasetNames {
+    fn default() -> Self {
+        Self {
+            signature: datafusion::logical_expr::Signature::exact(
+                vec![arrow::datatypes::DataType::Utf8],
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for DatasetNames {
+    fn name(&self) -> &str {
+        "audit_datasets"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _args: &[arrow::datatypes::DataType],
+    ) -> DfResult<arrow::datatypes::DataType> {
+        Ok(arrow::datatypes::DataType::new_list(
+            arrow::datatypes::DataType::Utf8,
+            true,
+        ))
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> DfResult<datafusion::logical_expr::ColumnarValue> {
+        use arrow::array::{Array, AsArray, ListBuilder, StringBuilder};
+        let arrays = datafusion::logical_expr::ColumnarValue::values_to_arrays(&args.args)?;
+        let input = arrays[0].as_string::<i32>();
+        let mut out = ListBuilder::new(StringBuilder::new());
+        for i in 0..input.len() {
+            if input.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            for d in input.value(i).split(',').filter(|d| !d.is_empty()) {
+                out.values()
+                    .append_value(d.rsplit_once('@').map_or(d, |(name, _)| name));
+            }
+            out.append(true);
+        }
+        Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
+            out.finish(),
+        )))
+    }
+}

@@ -439,6 +439,10 @@ pub struct AuditConfig {
     pub archive_url: String,
     /// How often new sealed segments are copied to the archive.
     pub archive_every_secs: u64,
+    /// Segments whose records are all older than this many days move to the archive (JSON,
+    /// Parquet copy and marker) and leave the local directory; 0 = keep everything. Needs
+    /// `archive_url`.
+    pub retain_days: u64,
 }
 
 impl Default for AuditConfig {
@@ -450,6 +454,7 @@ impl Default for AuditConfig {
             checkpoint_every_secs: 60,
             archive_url: String::new(),
             archive_every_secs: 300,
+            retain_days: 0,
         }
     }
 }

@@ -89,6 +89,29 @@ pub struct DatasetOut {
     /// Version history, newest first (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<VersionOut>>,
+    /// How much the dataset is read, from the audit log.
+    pub usage: UsageOut,
+}
+
+/// Reads and downloads of a dataset, counted from the audit log: a read is a 2xx rows page or
+/// SQL query that read it, a download a 2xx export.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct UsageOut {
+    pub reads_30d: u64,
+    pub downloads_30d: u64,
+    pub reads_total: u64,
+    pub downloads_total: u64,
+}
+
+impl From<datagate_audit::usage::DatasetUsage> for UsageOut {
+    fn from(u: datagate_audit::usage::DatasetUsage) -> Self {
+        Self {
+            reads_30d: u.reads_30d,
+            downloads_30d: u.downloads_30d,
+            reads_total: u.reads_total,
+            downloads_total: u.downloads_total,
+        }
+    }
 }
 
 impl DatasetOut {
@@ -131,7 +154,18 @@ impl DatasetOut {
             updated_at: d.updated_at,
             links,
             versions: None,
+            usage: UsageOut::default(),
         }
+    }
+
+    /// With the dataset's usage counters from `log`.
+    pub fn with_usage(mut self, log: &datagate_audit::AuditLog) -> Self {
+        let name = format!("{}.{}", self.department, self.name);
+        self.usage = log
+            .usage()
+            .get(&name, chrono::Utc::now().date_naive())
+            .into();
+        self
     }
 }
 
@@ -188,6 +222,9 @@ pub struct DatasetQuery {
     pub limit: Option<u64>,
     /// Entries to skip (default 0).
     pub offset: Option<u64>,
+    /// `name` (by department, then name: the default), `updated` (newest first), `title`, or
+    /// `reads` (most read in the last 30 days first, then most read ever).
+    pub sort: Option<String>,
 }
 
 /// The problem+json body of every error (RFC 9457).

@@ -87,6 +87,7 @@ fn action_of(method: &Method, route: &str) -> String {
         ("GET", "/api/v1/audit/events") => "audit.events",
         ("POST", "/api/v1/audit/query") => "audit.query",
         ("GET", "/api/v1/audit/verify") => "audit.verify",
+        ("GET", "/api/v1/audit/usage") => "audit.usage",
         ("GET", "/api/v1/audit/checkpoint") => "audit.checkpoint",
         ("GET", "/api/v1/audit/public-key") => "audit.public_key",
         ("GET", "/catalog/data.json") => "catalog.dcat",

@@ -42,6 +42,7 @@ use utoipa::OpenApi;
         crate::routes::audit::events,
         crate::routes::audit::query,
         crate::routes::audit::verify,
+        crate::routes::audit::usage,
         crate::routes::audit::checkpoint,
         crate::routes::audit::public_key,
     ),

@@ -122,7 +122,35 @@ enum AuditAction {
         #[arg(long)]
         public_key: Option<String>,
         /// An audit directory to verify (e.g. a fetched archive) instead of the data
-        /// directory's.
+        /// directory's; give it more than once to verify a log spread over several (the local
+        /// directory and the archive its old segments moved to).
+        #[arg(long)]
+        dir: Vec<PathBuf>,
+    },
+    /// Write a synthetic audit log (realistic mix of principals, datasets, actions and sizes,
+    /// timestamps spread from --from to --to) into an empty directory, for benchmarks.
+    Gen {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long, default_value = "2025-01-01T00:00:00Z")]
+        from: String,
+        #[arg(long, default_value = "2026-01-01T00:00:00Z")]
+        to: String,
+        #[arg(long, default_value_t = 64 * 1024 * 1024)]
+        segment_bytes: u64,
+        #[arg(long, default_value_t = 5000)]
+        principals: u32,
+        #[arg(long, default_value_t = 300)]
+        datasets: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Write the Parquet copy of every sealed segment that lacks one (the gateway does this in
+    /// the background; this is for an offline copy, or after changing the audit directory).
+    Index {
+        /// The audit directory; default: the data directory's.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -347,7 +375,13 @@ fn run_serve(cfg: Config) -> Result<()> {
         })
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
         tracing::info!(dir = %audit_dir.display(), head_seq = recovery.head_seq, cut_bytes = recovery.cut_bytes, "audit log open");
+        if cfg.audit.retain_days > 0 && cfg.audit.archive_url.is_empty() {
+            bail!(
+                "invalid configuration: key `audit.retain_days` moves old segments to the archive; set `audit.archive_url` too"
+            );
+        }
         if !cfg.audit.archive_url.is_empty() {
+            let retain_days = cfg.audit.retain_days;
             let url = url::Url::parse(&cfg.audit.archive_url)
                 .context("invalid configuration: key `audit.archive_url`")?;
             let archive = datagate_audit::archive::Archive::open(&url)
@@ -361,6 +395,21 @@ fn run_serve(cfg: Config) -> Result<()> {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(segments = n, "audit segments archived"),
                         Err(e) => tracing::warn!(error = %e, "audit archive failed; retrying later"),
+                    }
+                    if retain_days > 0 {
+                        let moved = datagate_audit::retention::apply(
+                            log.columnar(),
+                            &archive,
+                            log.public_key(),
+                            retain_days,
+                            chrono::Utc::now(),
+                        )
+                        .await;
+                        match moved {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(segments = n, "audit segments past retention moved to the archive"),
+                            Err(e) => tracing::warn!(error = %e, "audit retention failed; retrying later"),
+                        }
                     }
                 }
             });
@@ -623,9 +672,15 @@ fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
             public_key,
             dir,
         } => {
-            let dir = dir.unwrap_or_else(|| cfg.storage.audit_dir(&cfg.audit));
-            if !dir.is_dir() {
-                bail!("no audit log at {}", dir.display());
+            let dirs = if dir.is_empty() {
+                vec![cfg.storage.audit_dir(&cfg.audit)]
+            } else {
+                dir
+            };
+            for dir in &dirs {
+                if !dir.is_dir() {
+                    bail!("no audit log at {}", dir.display());
+                }
             }
             let given = checkpoint
                 .map(|f| -> Result<datagate_audit::Checkpoint> {
@@ -638,11 +693,66 @@ fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
             let key = public_key
                 .map(|k| datagate_audit::checkpoint::parse_public_key(&k))
                 .transpose()?;
-            let verdict = datagate_audit::verify_dir(&dir, key.as_ref(), given.as_ref())?;
+            let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
+            let verdict = datagate_audit::verify_dirs(&dirs, key.as_ref(), given.as_ref())?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
             if !verdict.ok {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        AuditAction::Gen {
+            dir,
+            records,
+            from,
+            to,
+            segment_bytes,
+            principals,
+            datasets,
+            seed,
+        } => {
+            let time = |s: &str| -> Result<chrono::DateTime<chrono::Utc>> {
+                Ok(chrono::DateTime::parse_from_rfc3339(s)
+                    .with_context(|| format!("{s} is not an RFC 3339 time"))?
+                    .to_utc())
+            };
+            let started = std::time::Instant::now();
+            datagate_audit::synthetic::generate(
+                &dir,
+                &datagate_audit::synthetic::Shape {
+                    records,
+                    from: time(&from)?,
+                    to: time(&to)?,
+                    segment_max_bytes: segment_bytes.max(4096),
+                    principals,
+                    datasets,
+                    seed,
+                },
+            )?;
+            println!(
+                "{}",
+                serde_json::json!({"records": records, "seconds": started.elapsed().as_secs_f64()})
+            );
+            Ok(())
+        }
+        AuditAction::Index { dir } => {
+            let dir = dir.unwrap_or_else(|| cfg.storage.audit_dir(&cfg.audit));
+            if !dir.is_dir() {
+                bail!("no audit log at {}", dir.display());
+            }
+            let index = datagate_audit::columnar::ColumnarIndex::load(&dir)?;
+            let started = std::time::Instant::now();
+            let done = index.catch_up()?;
+            let records: u64 = index.snapshot().iter().map(|m| m.records).sum();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "converted_segments": done,
+                    "segments_with_parquet": index.snapshot().len(),
+                    "records_in_parquet": records,
+                    "seconds": started.elapsed().as_secs_f64(),
+                })
+            );
             Ok(())
         }
     }

@@ -351,6 +351,113 @@ pub async fn query(
     stream_audit(&lane, started, format, Some(&body.sql))
 }
 
+/// Parameters of `GET /api/v1/audit/usage`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    /// `dataset`, `principal` (the key id), `department` (the department of the datasets
+    /// read) or `day` (UTC). Required.
+    pub group_by: Option<String>,
+    /// Records at or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// Records before this time (RFC 3339).
+    pub to: Option<String>,
+    /// `json`, `ndjson`, `csv`, `arrow` or `parquet`.
+    pub format: Option<String>,
+}
+
+/// The SQL of a usage report: per group, reads (2xx rows pages and SQL queries), downloads
+/// (2xx exports) — counted by their `begin` records — and the rows and bytes their `end`
+/// records say were sent (a transfer a crash cut short counts with an `end` of outcome
+/// `unknown` and no rows).
+fn usage_sql(group_by: &str, from: Option<i64>, to: Option<i64>) -> Option<String> {
+    let (key, unnest) = match group_by {
+        "dataset" => ("dataset", true),
+        "department" => ("split_part(dataset, '.', 1)", true),
+        "principal" => ("key_id", false),
+        "day" => ("CAST(ts AS DATE)", false),
+        _ => return None,
+    };
+    let mut filter = "kind IN ('begin', 'end') AND status < 400 \
+        AND action IN ('data.rows', 'data.query', 'data.export')"
+        .to_string();
+    if let Some(f) = from {
+        filter.push_str(&format!(" AND ts >= to_timestamp_nanos({f})"));
+    }
+    if let Some(t) = to {
+        filter.push_str(&format!(" AND ts < to_timestamp_nanos({t})"));
+    }
+    let source = if unnest {
+        format!(
+            "(SELECT *, unnest(audit_datasets(datasets)) AS dataset \
+             FROM datagate.audit.events WHERE {filter} AND datasets IS NOT NULL)"
+        )
+    } else {
+        format!("(SELECT * FROM datagate.audit.events WHERE {filter})")
+    };
+    Some(format!(
+        "SELECT {key} AS {group_by}, \
+           sum(CASE WHEN kind = 'begin' AND action <> 'data.export' THEN 1 ELSE 0 END) AS reads, \
+           sum(CASE WHEN kind = 'begin' AND action = 'data.export' THEN 1 ELSE 0 END) AS downloads, \
+           sum(CASE WHEN kind = 'end' THEN rows_returned ELSE 0 END) AS rows, \
+           sum(CASE WHEN kind = 'end' THEN bytes_returned ELSE 0 END) AS bytes \
+         FROM {source} AS e GROUP BY 1 ORDER BY 1"
+    ))
+}
+
+/// Reads, downloads, rows and bytes per dataset, principal, department or day, from the log.
+#[utoipa::path(get, path = "/api/v1/audit/usage", tag = "audit", params(UsageParams),
+    responses((status = 200, description = "one row per group: reads, downloads, rows, bytes"),
+        (status = 400, body = crate::api::Problem), (status = 401, body = crate::api::Problem),
+        (status = 403, body = crate::api::Problem)))]
+pub async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    ticket: QueryTicket,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<UsageParams>,
+) -> Result<Response, ApiError> {
+    caller.authorize(Action::ReadAudit)?;
+    let format = negotiate(p.format.as_deref(), &headers)?;
+    let nanos = |name: &'static str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
+        v.as_deref()
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(v)
+                    .ok()
+                    .and_then(|t| t.timestamp_nanos_opt())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!("{name} must be an RFC 3339 time"))
+                            .with("parameter", name)
+                    })
+            })
+            .transpose()
+    };
+    let (from, to) = (nanos("from", &p.from)?, nanos("to", &p.to)?);
+    let group_by = p.group_by.as_deref().unwrap_or_default();
+    let sql = usage_sql(group_by, from, to).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "group_by must be dataset, principal, department or day (got {group_by:?})"
+        ))
+        .with("parameter", "group_by")
+    })?;
+    let limits = state.engine.limits().clone();
+    let deadline = Some(Deadline::after(limits.timeout));
+    let session = audit_session(&state)?.for_caller(ticket.budget, true);
+    session
+        .ctx
+        .register_udf(datafusion::logical_expr::ScalarUDF::from(
+            datagate_audit::table::DatasetNames::default(),
+        ));
+    let lane = ticket.lane(state.engine.executor());
+    let started = on_lane(&lane, deadline, async move {
+        let plan = datagate_query::sql::plan_sql(&session, &sql, &[]).await?;
+        execute::start(&session, plan, deadline).await
+    })
+    .await?;
+    stream_audit(&lane, started, format, None)
+}
+
 /// `GET /api/v1/audit/verify`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VerifyOut {
@@ -360,6 +467,8 @@ pub struct VerifyOut {
     #[schema(value_type = Option<Object>)]
     pub head: Option<datagate_audit::verify::Head>,
     pub checkpoints: u64,
+    /// Rows of the Parquet copy proven equal to their chained records.
+    pub columnar_rows: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_bad_seq: Option<u64>,
     /// `modified`, `missing`, `reordered`, `truncated`, `bad-signature`.
@@ -376,6 +485,7 @@ impl From<Verdict> for VerifyOut {
             events: v.events,
             head: v.head,
             checkpoints: v.checkpoints,
+            columnar_rows: v.columnar_rows,
             first_bad_seq: v.first_bad_seq,
             reason: v.reason,
             detail: v.detail,

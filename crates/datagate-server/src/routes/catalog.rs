@@ -12,6 +12,8 @@ use datagate_core::AccessLevel;
 
 const DEFAULT_PAGE: u64 = 20;
 const MAX_PAGE: u64 = 1000;
+/// The most datasets a sorted listing sorts.
+const SORTED_MAX: u64 = 100_000;
 
 /// The departments, with the number of datasets the caller sees in each.
 #[utoipa::path(get, path = "/api/v1/departments", tag = "catalog",
@@ -50,26 +52,58 @@ pub async fn list_datasets(
         .map(|s| s.parse::<AccessLevel>())
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()).with("parameter", "access_level"))?;
+    let sort = match q.sort.as_deref().filter(|s| !s.is_empty()) {
+        None | Some("name") => None,
+        Some(s @ ("updated" | "title" | "reads")) => Some(s),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown sort {other:?}; use name, updated, title or reads"
+            ))
+            .with("parameter", "sort"));
+        }
+    };
+    let offset = q.offset.unwrap_or(0);
     let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
-    let page = state
-        .catalog
-        .list_datasets(&DatasetFilter {
-            visible_levels: caller.visible_levels(),
-            q: non_empty(q.q),
-            department: non_empty(q.department),
-            tag: non_empty(q.tag),
-            access_level,
-            limit,
-            offset: q.offset.unwrap_or(0),
-        })
-        .await?;
+    let mut filter = DatasetFilter {
+        visible_levels: caller.visible_levels(),
+        q: non_empty(q.q),
+        department: non_empty(q.department),
+        tag: non_empty(q.tag),
+        access_level,
+        limit,
+        offset,
+    };
+    if sort.is_some() {
+        // Every match, sorted here, then paged (a city catalog is thousands of entries).
+        filter.limit = SORTED_MAX;
+        filter.offset = 0;
+    }
+    let page = state.catalog.list_datasets(&filter).await?;
     let base = base_url(&state, &headers);
+    let mut datasets: Vec<DatasetOut> = page
+        .datasets
+        .iter()
+        .map(|d| {
+            DatasetOut::new(d, &base, caller.sees_private(&d.department)).with_usage(&state.audit)
+        })
+        .collect();
+    if let Some(sort) = sort {
+        match sort {
+            "updated" => datasets.sort_by_key(|d| std::cmp::Reverse(d.updated_at)),
+            "title" => datasets.sort_by(|a, b| a.title.cmp(&b.title)),
+            _ => datasets.sort_by(|a, b| {
+                (b.usage.reads_30d, b.usage.reads_total)
+                    .cmp(&(a.usage.reads_30d, a.usage.reads_total))
+            }),
+        }
+        datasets = datasets
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
+    }
     Ok(Json(DatasetList {
-        datasets: page
-            .datasets
-            .iter()
-            .map(|d| DatasetOut::new(d, &base, caller.sees_private(&d.department)))
-            .collect(),
+        datasets,
         total: page.total,
     }))
 }
@@ -113,7 +147,7 @@ pub async fn get_dataset(
         caller.sees_private(&d.department),
     );
     out.versions = Some(versions.iter().map(VersionOut::from).collect());
-    Ok(Json(out))
+    Ok(Json(out.with_usage(&state.audit)))
 }
 
 /// A dataset's version history, newest first.

@@ -49,7 +49,12 @@ fn distributions(d: &Dataset, base: &str) -> Vec<Value> {
     .collect()
 }
 
-fn dataset_entry(d: &Dataset, publisher: &str, base: &str) -> Value {
+fn dataset_entry(
+    d: &Dataset,
+    publisher: &str,
+    base: &str,
+    usage: datagate_audit::usage::DatasetUsage,
+) -> Value {
     let m = &d.metadata;
     let mut e = json!({
         "@type": "dcat:Dataset",
@@ -83,6 +88,9 @@ fn dataset_entry(d: &Dataset, publisher: &str, base: &str) -> Value {
     if let Some(s) = &m.spatial_coverage {
         obj.insert("spatial".into(), json!(s));
     }
+    // Not a DCAT-US field (extensions are allowed): reads and downloads from the audit log,
+    // as Socrata and Opendatasoft publish them.
+    obj.insert("usage".into(), json!(usage));
     e
 }
 
@@ -119,7 +127,15 @@ pub async fn data_json(
                 .get(&d.department)
                 .map(String::as_str)
                 .unwrap_or(&d.department);
-            dataset_entry(d, publisher, &base)
+            dataset_entry(
+                d,
+                publisher,
+                &base,
+                state.audit.usage().get(
+                    &format!("{}.{}", d.department, d.name),
+                    chrono::Utc::now().date_naive(),
+                ),
+            )
         })
         .collect();
     Ok(Json(json!({

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/events", get(audit::events))
         .route("/api/v1/audit/query", post(audit::query))
         .route("/api/v1/audit/verify", get(audit::verify))
+        .route("/api/v1/audit/usage", get(audit::usage))
         .route("/api/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/api/v1/audit/public-key", get(audit::public_key))
         .route("/catalog/data.json", get(dcat::data_json))

@@ -92,7 +92,7 @@ pub async fn register_dataset(
             columns: req.columns,
         })
         .await?;
-    let out = DatasetOut::new(&ds, &base_url(&state, &headers), true);
+    let out = DatasetOut::new(&ds, &base_url(&state, &headers), true).with_usage(&state.audit);
     let location = out.links.get("self").cloned().unwrap_or_default();
     Ok((
         StatusCode::CREATED,
@@ -220,11 +220,9 @@ pub async fn patch_dataset(
         Some(d) => d,
         None => updated,
     };
-    Ok(Json(DatasetOut::new(
-        &updated,
-        &base_url(&state, &headers),
-        true,
-    )))
+    Ok(Json(
+        DatasetOut::new(&updated, &base_url(&state, &headers), true).with_usage(&state.audit),
+    ))
 }
 
 /// Unpublishes a dataset: it is no longer visible or queryable; its files are kept.
