@@ -147,6 +147,17 @@ enum AuditAction {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Durable appends per second through the log's writer at a number of concurrent writers
+    /// (each append returns once fdatasync'ed), into a fresh directory; for benchmarks.
+    #[command(hide = true)]
+    AppendRate {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        writers: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Write the Parquet copy of every sealed segment that lacks one (the gateway does this in
     /// the background; this is for an offline copy, or after changing the audit directory).
     Index {
@@ -732,6 +743,56 @@ fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
             println!(
                 "{}",
                 serde_json::json!({"records": records, "seconds": started.elapsed().as_secs_f64()})
+            );
+            Ok(())
+        }
+        AuditAction::AppendRate {
+            dir,
+            writers,
+            seconds,
+        } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let (log, _) = datagate_audit::AuditLog::open(datagate_audit::LogOptions::new(&dir))?;
+            let records = rt.block_on(async {
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+                let tasks: Vec<_> = (0..writers)
+                    .map(|w| {
+                        let log = log.clone();
+                        tokio::spawn(async move {
+                            let mut n = 0u64;
+                            while std::time::Instant::now() < end {
+                                let event = datagate_audit::Event {
+                                    kind: Some(datagate_audit::Kind::Request),
+                                    event_id: format!("{w}-{n}"),
+                                    key_id: format!("k{w:05}"),
+                                    role: "consumer".into(),
+                                    method: "GET".into(),
+                                    path: "/api/v1/datasets/transport/bus_lines/rows?limit=10"
+                                        .into(),
+                                    action: "data.rows".into(),
+                                    status: 200,
+                                    count: 1,
+                                    ..Default::default()
+                                };
+                                if log.append(event).await.is_err() {
+                                    break;
+                                }
+                                n += 1;
+                            }
+                            n
+                        })
+                    })
+                    .collect();
+                let mut total = 0;
+                for t in tasks {
+                    total += t.await.unwrap_or(0);
+                }
+                total
+            });
+            log.close();
+            println!(
+                "{}",
+                serde_json::json!({"writers": writers, "records_per_sec": records as f64 / seconds as f64})
             );
             Ok(())
         }
