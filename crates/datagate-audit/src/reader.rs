@@ -75,7 +75,8 @@ pub fn events_schema() -> SchemaRef {
 
 /// Records as one Arrow batch of [`events_schema`].
 pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
-    let text = |f: &dyn Fn(&Record) -> Option<String>| -> ArrayRef {
+    // Borrowed, not cloned: a conversion builds millions of cells.
+    let text = |f: &dyn for<'r> Fn(&'r Record) -> Option<&'r str>| -> ArrayRef {
         Arc::new(records.iter().map(f).collect::<StringArray>())
     };
     let int = |f: &dyn Fn(&Record) -> u64| -> ArrayRef {
@@ -85,7 +86,9 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
                 .map(|r| i64::try_from(f(r)).unwrap_or(i64::MAX)),
         ))
     };
-    let s = |v: &str| Some(v.to_string());
+    fn s(v: &str) -> Option<&str> {
+        Some(v)
+    }
     let cols: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(records.iter().map(|r| r.seq))),
         Arc::new(
@@ -96,35 +99,40 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
             )
             .with_timezone("UTC"),
         ),
-        text(&|r| r.event.kind.map(|k| k.as_str().to_string())),
+        text(&|r| r.event.kind.map(|k| k.as_str())),
         text(&|r| s(&r.event.event_id)),
         text(&|r| s(&r.event.request_id)),
         text(&|r| s(&r.event.key_id)),
         text(&|r| s(&r.event.role)),
-        text(&|r| r.event.department.clone()),
+        text(&|r| r.event.department.as_deref()),
         text(&|r| s(&r.event.tier)),
         text(&|r| s(&r.event.client_ip)),
         text(&|r| s(&r.event.user_agent)),
         text(&|r| s(&r.event.method)),
         text(&|r| s(&r.event.path)),
         text(&|r| s(&r.event.action)),
-        text(&|r| {
-            (!r.event.datasets.is_empty()).then(|| {
-                r.event
-                    .datasets
-                    .iter()
-                    .map(|d| match d.version {
-                        Some(v) => format!("{}@{v}", d.name),
-                        None => d.name.clone(),
+        Arc::new(
+            records
+                .iter()
+                .map(|r| {
+                    (!r.event.datasets.is_empty()).then(|| {
+                        r.event
+                            .datasets
+                            .iter()
+                            .map(|d| match d.version {
+                                Some(v) => format!("{}@{v}", d.name),
+                                None => d.name.clone(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(",")
                     })
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-        }),
-        text(&|r| r.event.query_text.clone()),
-        text(&|r| r.event.query_sha256.clone()),
+                })
+                .collect::<StringArray>(),
+        ),
+        text(&|r| r.event.query_text.as_deref()),
+        text(&|r| r.event.query_sha256.as_deref()),
         int(&|r| u64::from(r.event.status)),
-        text(&|r| r.event.error.clone()),
+        text(&|r| r.event.error.as_deref()),
         int(&|r| r.event.rows_returned),
         int(&|r| r.event.bytes_returned),
         int(&|r| r.event.duration_ms),
@@ -134,7 +142,7 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
                 .map(|r| r.event.cpu_ms.map(|c| i64::try_from(c).unwrap_or(i64::MAX)))
                 .collect::<Int64Array>(),
         ),
-        text(&|r| r.event.outcome.clone()),
+        text(&|r| r.event.outcome.as_deref()),
         int(&|r| r.event.count),
         text(&|r| s(&r.prev_hash)),
         text(&|r| s(&r.hash)),

@@ -240,8 +240,14 @@ impl EventsTable {
             .iter()
             .map(ListingTableUrl::parse)
             .collect::<DfResult<Vec<_>>>()?;
-        let options =
-            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        // Filters are evaluated inside the Parquet scan (late materialization): a principal's or
+        // a dataset's records are found reading that column, and only their rows of the wide
+        // columns (query text, user agent, hashes) are decoded.
+        let mut parquet = datafusion::config::TableParquetOptions::default();
+        parquet.global.pushdown_filters = true;
+        parquet.global.reorder_filters = true;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_options(parquet)))
+            .with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(reader::events_schema());

@@ -89,6 +89,10 @@ struct SegmentCheck {
     good: u64,
     /// Every `seq` in the segment (good or not), to tell "missing" from "reordered".
     seqs: Vec<u64>,
+    /// How many records the segment holds and the smallest and largest `seq` among them (kept
+    /// after `seqs` is dropped, so memory does not grow with the log).
+    records: u64,
+    seq_range: Option<(u64, u64)>,
     /// Hashes at the seqs a checkpoint names.
     wanted: HashMap<u64, [u8; 32]>,
     columnar_rows: u64,
@@ -159,7 +163,7 @@ pub fn verify_dirs(
     let mut chain_broken = false;
     let mut start: Option<u64> = None;
     for (i, (job, check)) in jobs.iter().zip(&checks).enumerate() {
-        events += check.seqs.len() as u64;
+        events += check.records;
         let next_seq = head.map_or(1, |h: (u64, [u8; 32])| h.0 + 1);
         let at_start = |p: &Problem| {
             let mut p = p.clone();
@@ -228,7 +232,10 @@ pub fn verify_dirs(
             Some((seq, hash)) => {
                 let expected = seq + 1;
                 if first_seq != expected {
-                    let later = checks[i..].iter().any(|c| c.seqs.contains(&expected));
+                    let later = checks[i..].iter().any(|c| {
+                        c.seq_range
+                            .is_some_and(|(lo, hi)| (lo..=hi).contains(&expected))
+                    });
                     let (reason, detail) = if first_seq < expected || later {
                         (
                             "reordered",
@@ -506,6 +513,14 @@ fn check_segment(job: &SegmentJob, wanted: &HashSet<u64>) -> Result<SegmentCheck
         expected = Some(seq + 1);
         prev = Some(hash);
     }
+    out.records = out.seqs.len() as u64;
+    out.seq_range = out
+        .seqs
+        .iter()
+        .min()
+        .zip(out.seqs.iter().max())
+        .map(|(a, b)| (*a, *b));
+    out.seqs = Vec::new();
     // A first record that is itself bad: its problem has seq 0 — the record the segment should
     // start with, which only the linking knows.
     if let (Some((dir, marker)), Some((first_seq, _))) = (&job.marker, out.first)
