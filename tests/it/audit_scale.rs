@@ -95,7 +95,16 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
     let audit_dir = s.data_dir().join("audit");
     let converted = converted(&audit_dir).await;
     assert!(converted >= 3, "several sealed segments: {converted}");
-    let truth = json_records(&audit_dir);
+    // An `end` is written once its response has left: wait for the last ones.
+    let mut truth = json_records(&audit_dir);
+    for _ in 0..100 {
+        let kinds = |k: &str| truth.iter().filter(|r| r["kind"] == k).count();
+        if kinds("begin") == kinds("end") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        truth = json_records(&audit_dir);
+    }
     let head = truth.last().unwrap()["seq"].as_u64().unwrap();
 
     // Newest first, by seek: every record up to the head exactly once, in order.

@@ -158,8 +158,16 @@ fn read_segment_with(
 }
 
 fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+    let mut b = WriterProperties::builder();
+    // Columns unique to each record: no dictionary (it would only be tried and dropped) and no
+    // statistics (no filter narrows by their min/max); every other column keeps both.
+    for unique in ["event_id", "request_id", "prev_hash", "hash"] {
+        let c = parquet::schema::types::ColumnPath::from(unique);
+        b = b
+            .set_column_dictionary_enabled(c.clone(), false)
+            .set_column_statistics_enabled(c, EnabledStatistics::None);
+    }
+    b.set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(vec![SortingColumn {

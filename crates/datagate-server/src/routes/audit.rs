@@ -159,7 +159,9 @@ pub async fn events(
     let batches = on_lane(&lane, deadline, async move {
         let mut got: Vec<RecordBatch> = Vec::new();
         let mut rows = 0usize;
-        for (lo, hi) in windows {
+        let (mut windows, mut scanned) = (windows, 0u64);
+        while let Some((lo, hi)) = windows.next(rows, wanted, scanned) {
+            scanned += hi.saturating_sub(lo) + 1;
             let mut window = filters.clone();
             window.push(col("seq").gt_eq(lit(lo)));
             window.push(col("seq").lt_eq(lit(hi)));
@@ -203,10 +205,48 @@ pub async fn events(
 }
 
 /// The `seq` windows a newest-first page reads, newest first: the records after the last
-/// converted segment (the decoded tail), then converted segments in groups of 1, 2, 4, ...
-/// (so a page found near the head reads one segment, and a rare filter still finishes in few
-/// queries). Windows wholly at or after `before` are left out.
-fn seek_windows(state: &AppState, before: Option<u64>) -> Vec<(u64, u64)> {
+/// converted segment (the decoded tail), then groups of converted segments sized by what the
+/// windows so far found — as many segments as the hit rate says the rest of the page needs,
+/// with a margin (at least double the last group while nothing was found) — so a page near
+/// the head reads one segment and a rare filter still finishes in few queries.
+struct Windows {
+    tail: Option<(u64, u64)>,
+    /// Converted segments at or before the cursor, newest first: `(first_seq, last_seq)`.
+    rest: std::collections::VecDeque<(u64, u64)>,
+    top: u64,
+    group: usize,
+}
+
+impl Windows {
+    fn next(&mut self, found: usize, wanted: usize, scanned: u64) -> Option<(u64, u64)> {
+        if let Some(t) = self.tail.take() {
+            return Some(t);
+        }
+        if self.rest.is_empty() {
+            return None;
+        }
+        let per_segment = self
+            .rest
+            .front()
+            .map_or(1, |(lo, hi)| hi.saturating_sub(*lo) + 1)
+            .max(1);
+        self.group = if found > 0 && scanned > 0 {
+            let rate = found as f64 / scanned as f64;
+            let need = (wanted - found) as f64 / rate * 1.25;
+            ((need / per_segment as f64).ceil() as usize).max(1)
+        } else {
+            (self.group * 2).max(1)
+        }
+        .min(self.rest.len());
+        let take: Vec<(u64, u64)> = self.rest.drain(..self.group).collect();
+        let hi = take.first().map_or(0, |c| c.1).min(self.top);
+        let lo = take.last().map_or(0, |c| c.0);
+        Some((lo, hi))
+    }
+}
+
+/// The windows of a page ending before `before` (all records when `None`).
+fn seek_windows(state: &AppState, before: Option<u64>) -> Windows {
     let converted: Vec<(u64, u64)> = state
         .audit
         .columnar()
@@ -215,22 +255,16 @@ fn seek_windows(state: &AppState, before: Option<u64>) -> Vec<(u64, u64)> {
         .filter(|m| !m.archived && m.records > 0)
         .map(|m| (m.first_seq, m.last_seq))
         .collect();
-    let top = before.map_or(u64::MAX, |b| b.saturating_sub(1));
-    let mut windows = Vec::new();
+    // Records appended after this point are after the page's first query: not in this page.
+    let head = state.audit.head().0;
+    let top = before.map_or(head, |b| b.saturating_sub(1).min(head));
     let tail_from = converted.last().map_or(0, |c| c.1 + 1);
-    if tail_from <= top {
-        windows.push((tail_from, top));
+    Windows {
+        tail: (tail_from <= top).then_some((tail_from, top)),
+        rest: converted.into_iter().rev().filter(|c| c.0 <= top).collect(),
+        top,
+        group: 0,
     }
-    let mut rest: Vec<(u64, u64)> = converted.into_iter().rev().filter(|c| c.0 <= top).collect();
-    let mut group = 1;
-    while !rest.is_empty() {
-        let take: Vec<(u64, u64)> = rest.drain(..group.min(rest.len())).collect();
-        let hi = take.first().map_or(0, |c| c.1).min(top);
-        let lo = take.last().map_or(0, |c| c.0);
-        windows.push((lo, hi));
-        group *= 2;
-    }
-    windows
 }
 
 fn skip_rows(batches: Vec<RecordBatch>, mut skip: usize) -> Vec<RecordBatch> {
