@@ -54,6 +54,21 @@ async fn converted(audit_dir: &Path) -> usize {
     panic!("the sealed segments were not converted");
 }
 
+/// A result's rows as `key column -> number column`.
+fn keyed(result: &Value, key: &str, number: &str) -> BTreeMap<String, u64> {
+    result["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r[key].as_str().unwrap().to_string(),
+                r[number].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 async fn sql(c: &Client, s: &Server, key: &str, sql: &str) -> Value {
     let r = c
         .post(s.url("/api/v1/audit/query"))
@@ -111,15 +126,7 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
     let mut url = s.url(&format!("/api/v1/audit/events?limit=7&before={}", head + 1));
     let mut seen = Vec::new();
     loop {
-        let page: Value = c
-            .get(&url)
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = s.get_json_as(&auditor, &url).await;
         let rows = page["rows"].as_array().unwrap();
         assert!(rows.len() <= 7);
         seen.extend(rows.iter().map(|r| r["seq"].as_u64().unwrap()));
@@ -156,15 +163,7 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
         head + 1
     ));
     loop {
-        let page: Value = c
-            .get(&url)
-            .bearer_auth(&auditor)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = s.get_json_as(&auditor, &url).await;
         got.extend(page["rows"].as_array().unwrap().iter().map(|r| {
             assert_eq!(r["key_id"], id.as_str());
             r["seq"].as_u64().unwrap()
@@ -212,15 +211,9 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
             }
         }
     }
-    let usage: Value = c
-        .get(s.url("/api/v1/audit/usage?group_by=dataset"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage: Value = s
+        .get_json_as(&auditor, "/api/v1/audit/usage?group_by=dataset")
+        .await;
     let got: BTreeMap<String, (u64, u64, u64)> = usage["rows"]
         .as_array()
         .unwrap()
@@ -282,15 +275,7 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
     assert_eq!(r.status(), 403, "usage is for auditors");
 
     // Verification proves the Parquet copy too.
-    let v: Value = c
-        .get(s.url("/api/v1/audit/verify"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get_json_as(ADMIN, "/api/v1/audit/verify").await;
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["columnar_rows"].as_u64().unwrap() > 0, "{v}");
 }
@@ -361,15 +346,7 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
     converted(&audit_dir).await;
     let c = Client::new();
     let auditor = new_key(&s, "auditor", Some("internal")).await;
-    let v: Value = c
-        .get(s.url("/api/v1/audit/verify"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = s.get_json_as(&auditor, "/api/v1/audit/verify").await;
     assert_eq!(v["ok"], true, "{v}");
     let r = sql(
         &c,
@@ -431,17 +408,7 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
     }
     assert!(!want.is_empty());
     let got = sql(&c, &s, &auditor, &format!("SELECT key_id, sum(bytes_returned) AS b FROM audit.events WHERE ts >= '2025-11-01T00:00:00Z' AND ts < '2025-12-01T00:00:00Z' AND kind = 'end' AND datasets LIKE '{dataset}@%' GROUP BY key_id")).await;
-    let got: BTreeMap<String, u64> = got["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["key_id"].as_str().unwrap().to_string(),
-                r["b"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let got = keyed(&got, "key_id", "b");
     assert_eq!(got, want);
     // 3. Distinct principals refused with 403 in a month, and the newest such record.
     let refused: Vec<&Value> = truth
@@ -464,17 +431,7 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
         }
     }
     let got = sql(&c, &s, &auditor, "SELECT CAST(CAST(ts AS DATE) AS VARCHAR) AS day, sum(count) AS n FROM audit.events WHERE kind = 'refusals' AND ts >= '2026-02-01T00:00:00Z' AND ts < '2026-02-08T00:00:00Z' GROUP BY 1").await;
-    let got: BTreeMap<String, u64> = got["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["day"].as_str().unwrap().to_string(),
-                r["n"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let got = keyed(&got, "day", "n");
     assert_eq!(got, want);
     // 5. A principal's newest 50 records via the events API equal the JSON lines'.
     let key = "k00008";
@@ -485,18 +442,15 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
         .take(50)
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
-    let page: Value = c
-        .get(s.url(&format!(
-            "/api/v1/audit/events?principal={key}&limit=50&before={}",
-            RECORDS + 1
-        )))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = s
+        .get_json_as(
+            &auditor,
+            &format!(
+                "/api/v1/audit/events?principal={key}&limit=50&before={}",
+                RECORDS + 1
+            ),
+        )
+        .await;
     let got: Vec<u64> = page["rows"]
         .as_array()
         .unwrap()
@@ -517,25 +471,12 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
                 .or_default() += 1;
         }
     }
-    let usage: Value = c
-        .get(s.url("/api/v1/audit/usage?group_by=dataset&to=2026-06-02T00:00:00Z"))
-        .bearer_auth(&auditor)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let got: BTreeMap<String, u64> = usage["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["dataset"].as_str().unwrap().to_string(),
-                r["reads"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let usage: Value = s
+        .get_json_as(
+            &auditor,
+            "/api/v1/audit/usage?group_by=dataset&to=2026-06-02T00:00:00Z",
+        )
+        .await;
+    let got = keyed(&usage, "dataset", "reads");
     assert_eq!(got, want);
 }

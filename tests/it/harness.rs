@@ -158,6 +158,25 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// GETs `path_or_url` (a path, or a whole URL such as a `next` link) with `key`; the JSON
+    /// body, whatever the status.
+    pub async fn get_json_as(&self, key: &str, path_or_url: &str) -> serde_json::Value {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            self.url(path_or_url)
+        };
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// GET, returning status and JSON body (or `Null` when the body is not JSON).
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = reqwest::get(self.url(path)).await.expect("request");

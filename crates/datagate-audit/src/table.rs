@@ -113,19 +113,9 @@ impl Bounds {
                     ScalarValue::UInt32(Some(v)) => *v as i128,
                     _ => return,
                 };
+                let (lo, hi) = narrow(self.seq.0 as i128, self.seq.1 as i128, op, v);
                 let clamp = |x: i128| x.clamp(0, u64::MAX as i128) as u64;
-                let (lo, hi) = &mut self.seq;
-                match op {
-                    Operator::Eq => {
-                        *lo = (*lo).max(clamp(v));
-                        *hi = (*hi).min(clamp(v));
-                    }
-                    Operator::Gt => *lo = (*lo).max(clamp(v + 1)),
-                    Operator::GtEq => *lo = (*lo).max(clamp(v)),
-                    Operator::Lt => *hi = (*hi).min(clamp(v - 1)),
-                    Operator::LtEq => *hi = (*hi).min(clamp(v)),
-                    _ => {}
-                }
+                self.seq = (clamp(lo), clamp(hi));
             }
             "ts" => {
                 let v = match v {
@@ -135,20 +125,9 @@ impl Bounds {
                     ScalarValue::TimestampSecond(Some(v), _) => *v as i128 * 1_000_000_000,
                     _ => return,
                 };
+                let (lo, hi) = narrow(self.ts.0 as i128, self.ts.1 as i128, op, v);
                 let clamp = |x: i128| x.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
-                let (lo, hi) = &mut self.ts;
-                // Sub-nanosecond literals do not exist, so `>` and `<` move by one.
-                match op {
-                    Operator::Eq => {
-                        *lo = (*lo).max(clamp(v));
-                        *hi = (*hi).min(clamp(v));
-                    }
-                    Operator::Gt => *lo = (*lo).max(clamp(v + 1)),
-                    Operator::GtEq => *lo = (*lo).max(clamp(v)),
-                    Operator::Lt => *hi = (*hi).min(clamp(v - 1)),
-                    Operator::LtEq => *hi = (*hi).min(clamp(v)),
-                    _ => {}
-                }
+                self.ts = (clamp(lo), clamp(hi));
             }
             _ => {}
         }
@@ -169,6 +148,18 @@ impl Bounds {
     /// Whether a seq range may hold rows within the `seq` bounds.
     pub fn has_seqs(&self, first: u64, last: u64) -> bool {
         first <= self.seq.1 && last >= self.seq.0
+    }
+}
+
+/// Inclusive bounds `lo..=hi` narrowed by `column <op> v` (integers: `>` and `<` move by one).
+fn narrow(lo: i128, hi: i128, op: Operator, v: i128) -> (i128, i128) {
+    match op {
+        Operator::Eq => (lo.max(v), hi.min(v)),
+        Operator::Gt => (lo.max(v + 1), hi),
+        Operator::GtEq => (lo.max(v), hi),
+        Operator::Lt => (lo, hi.min(v - 1)),
+        Operator::LtEq => (lo, hi.min(v)),
+        _ => (lo, hi),
     }
 }
 
@@ -365,5 +356,35 @@ impl datafusion::logical_expr::ScalarUDFImpl for DatasetNames {
         Ok(datafusion::logical_expr::ColumnarValue::Array(Arc::new(
             out.finish(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn bounds_are_read_off_conjunctions_either_way_round() {
+        let ts = |n: i64| {
+            lit(ScalarValue::TimestampNanosecond(
+                Some(n),
+                Some("UTC".into()),
+            ))
+        };
+        let b = Bounds::of(&[
+            col("seq").gt(lit(10u64)).and(lit(50u64).gt_eq(col("seq"))),
+            col("ts").gt_eq(ts(1_000)),
+            col("ts").lt(ts(5_000)),
+            col("key_id").eq(lit("k1")),
+        ]);
+        assert_eq!(b.seq, (11, 50));
+        assert_eq!(b.ts, (1_000, 4_999));
+        assert!(b.has_seqs(40, 60) && !b.has_seqs(51, 60) && !b.has_seqs(1, 10));
+        let day = |s: &str| s.parse::<NaiveDate>().unwrap();
+        assert!(b.has_day(day("1970-01-01")) && !b.has_day(day("1970-01-02")));
+        // Nothing read off a disjunction or another column: no bounds.
+        let none = Bounds::of(&[col("seq").lt(lit(5u64)).or(col("seq").gt(lit(9u64)))]);
+        assert_eq!(none, Bounds::default());
     }
 }
