@@ -1,7 +1,7 @@
 //! `audit.events` as a DataFusion table: the Parquet files of converted segments plus the
-//! records of segments not converted yet (the open one, and a sealed one the converter has not
-//! reached), decoded per query — the open segment incrementally, from where the last query
-//! stopped.
+//! records of segments not converted yet — the open one, decoded incrementally from where the
+//! last query stopped and kept, and any sealed ones the converter has not reached (a backlog
+//! after an upgrade), streamed one segment at a time.
 //!
 //! Filters on `seq` and `ts` prune whole segments and day files before any file is opened;
 //! every filter also goes down to the Parquet scan (row groups and pages by statistics), and
@@ -26,9 +26,13 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// The decoded prefix of the open segment, kept between queries.
@@ -151,6 +155,34 @@ impl Bounds {
     }
 }
 
+/// Sealed JSON segments read as a stream, one segment decoded at a time.
+#[derive(Debug)]
+struct SegmentStream {
+    paths: Vec<PathBuf>,
+}
+
+impl PartitionStream for SegmentStream {
+    fn schema(&self) -> &SchemaRef {
+        static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+        SCHEMA.get_or_init(reader::events_schema)
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        let batches = futures::stream::iter(self.paths.clone()).map(|path| {
+            read_segment(&path)
+                .and_then(|(records, _)| reader::to_batch(&records))
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            reader::events_schema(),
+            batches,
+        ))
+    }
+}
+
 /// Inclusive bounds `lo..=hi` narrowed by `column <op> v` (integers: `>` and `<` move by one).
 fn narrow(lo: i128, hi: i128, op: Operator, v: i128) -> (i128, i128) {
     match op {
@@ -184,8 +216,19 @@ impl EventsTable {
             .collect()
     }
 
-    /// The records of segments not converted yet, as batches (the open segment's decoded
-    /// incrementally and kept).
+    /// Sealed segments the converter has not reached yet (a backlog after an upgrade or a
+    /// converter failure): read by the query one segment at a time, never all at once.
+    fn sealed_unconverted(&self) -> crate::Result<Vec<PathBuf>> {
+        let segments = list_segments(self.index.dir())?;
+        Ok(segments[..segments.len().saturating_sub(1)]
+            .iter()
+            .filter(|(index, _)| !self.index.contains(*index))
+            .map(|(_, path)| path.clone())
+            .collect())
+    }
+
+    /// The records of the open segment, as batches: decoded incrementally (from where the last
+    /// query stopped) and kept.
     pub fn unconverted(&self) -> crate::Result<Vec<RecordBatch>> {
         let dir = self.index.dir();
         let segments = list_segments(dir)?;
@@ -193,12 +236,6 @@ impl EventsTable {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for (index, path) in &segments[..segments.len() - 1] {
-            if !self.index.contains(*index) {
-                let (records, _) = read_segment(path)?;
-                out.push(reader::to_batch(&records)?);
-            }
-        }
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         if tail.segment != open {
             *tail = Tail {
@@ -275,9 +312,20 @@ impl TableProvider for EventsTable {
         if let Some(listing) = self.listing(self.files(&bounds))? {
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
-        let tail = self
-            .unconverted()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let external = |e: crate::AuditError| DataFusionError::External(Box::new(e));
+        let backlog = self.sealed_unconverted().map_err(external)?;
+        if !backlog.is_empty() {
+            let stream: Arc<dyn PartitionStream> = Arc::new(SegmentStream { paths: backlog });
+            inputs.push(Arc::new(StreamingTableExec::try_new(
+                reader::events_schema(),
+                vec![stream],
+                projection,
+                Vec::<datafusion::physical_expr::LexOrdering>::new(),
+                false,
+                None,
+            )?));
+        }
+        let tail = self.unconverted().map_err(external)?;
         let tail: Vec<RecordBatch> = tail.into_iter().filter(|b| b.num_rows() > 0).collect();
         if !tail.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
@@ -363,6 +411,63 @@ impl datafusion::logical_expr::ScalarUDFImpl for DatasetNames {
 mod tests {
     use super::*;
     use datafusion::logical_expr::{col, lit};
+
+    async fn count(table: Arc<EventsTable>) -> (i64, i64) {
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_table("events", table).unwrap();
+        let batches = ctx
+            .sql("SELECT count(*), count(DISTINCT seq) FROM events WHERE key_id <> 'nobody'")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let c = |i: usize| {
+            batches[0]
+                .column(i)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap()
+                .value(0)
+        };
+        (c(0), c(1))
+    }
+
+    #[tokio::test]
+    async fn every_record_once_before_during_and_after_conversion() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::synthetic::generate(
+            tmp.path(),
+            &crate::synthetic::Shape {
+                records: 3000,
+                from: "2026-01-01T00:00:00Z".parse().unwrap(),
+                to: "2026-01-20T00:00:00Z".parse().unwrap(),
+                segment_max_bytes: 200_000,
+                principals: 20,
+                datasets: 5,
+                seed: 3,
+            },
+        )
+        .unwrap();
+        let index = Arc::new(ColumnarIndex::load(tmp.path()).unwrap());
+        // A backlog: nothing converted, every sealed segment streamed.
+        assert_eq!(
+            count(Arc::new(EventsTable::new(index.clone()))).await,
+            (3000, 3000)
+        );
+        // Half converted.
+        let segments = list_segments(tmp.path()).unwrap();
+        assert!(segments.len() > 4);
+        for (i, _) in &segments[..segments.len() / 2] {
+            index.insert(crate::columnar::convert_segment(tmp.path(), *i).unwrap());
+        }
+        assert_eq!(
+            count(Arc::new(EventsTable::new(index.clone()))).await,
+            (3000, 3000)
+        );
+        index.catch_up().unwrap();
+        assert_eq!(count(Arc::new(EventsTable::new(index))).await, (3000, 3000));
+    }
 
     #[test]
     fn bounds_are_read_off_conjunctions_either_way_round() {
