@@ -40,11 +40,9 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 pub fn split_lines(data: &[u8]) -> (Vec<(usize, &[u8])>, usize) {
     let mut lines = Vec::new();
     let mut start = 0;
-    for (i, b) in data.iter().enumerate() {
-        if *b == b'\n' {
-            lines.push((start, &data[start..i]));
-            start = i + 1;
-        }
+    for i in memchr::memchr_iter(b'\n', data) {
+        lines.push((start, &data[start..i]));
+        start = i + 1;
     }
     (lines, start)
 }
