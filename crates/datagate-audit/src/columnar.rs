@@ -16,7 +16,7 @@
 use crate::error::{AuditError, Result};
 use crate::reader;
 use crate::record::{self, Event, Kind, Record};
-use crate::segment::{list_segments, segment_name, split_lines, sync_dir};
+use crate::segment::{list_numbered, list_segments, segment_name, split_lines, sync_dir};
 use chrono::{DateTime, NaiveDate, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -277,21 +277,10 @@ pub fn write_marker(dir: &Path, marker: &SegmentIndex) -> Result<()> {
 /// The markers in `dir`, by segment.
 pub fn read_markers(dir: &Path) -> Result<BTreeMap<u64, SegmentIndex>> {
     let mut out = BTreeMap::new();
-    let entries = match std::fs::read_dir(dir.join(COLUMNAR_DIR)) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !(name.starts_with("segment-") && name.ends_with(".json")) {
-            continue;
-        }
-        let data = std::fs::read(entry.path())?;
+    for (_, path) in list_numbered(&dir.join(COLUMNAR_DIR), ".json")? {
+        let data = std::fs::read(&path)?;
         let marker: SegmentIndex = serde_json::from_slice(&data)
-            .map_err(|e| AuditError::Invalid(format!("{name}: {e}")))?;
+            .map_err(|e| AuditError::Invalid(format!("{}: {e}", path.display())))?;
         out.insert(marker.segment, marker);
     }
     Ok(out)
@@ -368,9 +357,19 @@ impl ColumnarIndex {
             .insert(marker.segment, Arc::new(marker));
     }
 
-    /// Converts every sealed segment (all but the last) that has no marker yet, on one thread
-    /// per core when there is a backlog; returns how many were converted.
-    pub fn catch_up(&self) -> Result<usize> {
+    /// The marker of `segment`, if it is converted.
+    pub fn get(&self, segment: u64) -> Option<Arc<SegmentIndex>> {
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&segment)
+            .cloned()
+    }
+
+    /// Converts every sealed segment (all but the last) that has no marker yet, on up to
+    /// `threads` threads; returns how many were converted. The gateway's converter uses one
+    /// (conversion must not take the cores that serve requests); `datagate audit index` all.
+    pub fn catch_up(&self, threads: usize) -> Result<usize> {
         let segments = list_segments(&self.dir)?;
         let sealed = &segments[..segments.len().saturating_sub(1)];
         let todo: Vec<u64> = sealed
@@ -378,9 +377,7 @@ impl ColumnarIndex {
             .map(|(i, _)| *i)
             .filter(|i| !self.contains(*i))
             .collect();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(todo.len());
+        let threads = threads.max(1).min(todo.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let failed: Mutex<Option<AuditError>> = Mutex::new(None);
         std::thread::scope(|scope| {
@@ -448,7 +445,7 @@ pub(crate) mod tests {
         }
         log.close();
         let index = ColumnarIndex::load(tmp.path()).unwrap();
-        index.catch_up().unwrap();
+        index.catch_up(2).unwrap();
         let markers = index.snapshot();
         let segments = list_segments(tmp.path()).unwrap();
         assert_eq!(markers.len(), segments.len() - 1, "every sealed segment");

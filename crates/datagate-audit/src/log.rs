@@ -139,16 +139,13 @@ impl AuditLog {
         for m in columnar.snapshot() {
             usage.add_summary(&m.usage);
         }
-        let (lost_ends, unconverted) = scan_unconverted(&opts.dir, &columnar, &usage)?;
+        let (lost_ends, backlog) = scan_recent(&opts.dir, &columnar, &usage)?;
         let (convert_tx, convert_rx) = channel::<()>();
         {
-            let columnar = columnar.clone();
+            let (columnar, usage) = (columnar.clone(), usage.clone());
             std::thread::Builder::new()
                 .name("audit-columnar".into())
-                .spawn(move || run_converter(&columnar, convert_rx))?;
-        }
-        if unconverted > 1 {
-            let _ = convert_tx.send(());
+                .spawn(move || run_converter(&columnar, &usage, backlog, convert_rx))?;
         }
         let (tx, rx) = channel();
         let writer = Writer {
@@ -545,46 +542,43 @@ impl Writer {
     }
 }
 
-/// Segments not converted yet: their records are counted into `usage`, and the `begin`s among
-/// the last two segments' records that have no `end` are returned (in a log just opened nothing
-/// is in flight, so those are transfers whose end a crash lost; a clean shutdown writes every
-/// end). Also returns how many segments are not converted.
-fn scan_unconverted(
+/// What opening reads of the log: the open segment's records are counted into `usage` (every
+/// other segment is counted from its marker's summary — now, or by the converter once it
+/// converts the ones still waiting, returned as the backlog), and the `begin`s of the last two
+/// segments that have no `end` are returned (in a log just opened nothing is in flight, so
+/// those are transfers whose end a crash lost; a clean shutdown writes every end). Nothing
+/// older is read: opening costs at most two segments, whatever the log's length.
+fn scan_recent(
     dir: &Path,
     columnar: &ColumnarIndex,
     usage: &UsageCounters,
-) -> Result<(Vec<Event>, usize)> {
+) -> Result<(Vec<Event>, std::collections::HashSet<u64>)> {
     let segments = list_segments(dir)?;
-    let recent = segments.len().saturating_sub(2);
+    let sealed = segments.len().saturating_sub(1);
+    let backlog = segments[..sealed]
+        .iter()
+        .map(|(index, _)| *index)
+        .filter(|index| !columnar.contains(*index))
+        .collect();
     let mut begins: Vec<Event> = Vec::new();
     let mut ended = std::collections::HashSet::new();
-    let mut unconverted = 0;
-    for (i, (index, path)) in segments.iter().enumerate() {
-        let converted = columnar.contains(*index);
-        if converted && i < recent {
-            continue;
-        }
+    for (i, (_, path)) in segments.iter().enumerate().skip(sealed.saturating_sub(1)) {
         let (records, _) = read_segment(path)?;
-        if !converted {
-            unconverted += 1;
-            for r in &records {
-                usage.add_record(r);
+        for r in records {
+            if i == sealed {
+                usage.add_record(&r);
             }
-        }
-        if i >= recent {
-            for r in records {
-                match r.event.kind {
-                    Some(Kind::Begin) => begins.push(r.event),
-                    Some(Kind::End) => {
-                        ended.insert(r.event.event_id);
-                    }
-                    _ => {}
+            match r.event.kind {
+                Some(Kind::Begin) => begins.push(r.event),
+                Some(Kind::End) => {
+                    ended.insert(r.event.event_id);
                 }
+                _ => {}
             }
         }
     }
     begins.retain(|b| !ended.contains(&b.event_id));
-    Ok((begins, unconverted))
+    Ok((begins, backlog))
 }
 
 /// The `end` a transfer gets when its own was lost in a crash.
@@ -603,12 +597,27 @@ pub fn recovered_end(begin: Event) -> Event {
     }
 }
 
-/// The converter thread: converts every sealed segment lacking its Parquet copy, then waits to
-/// be woken by the next seal. A failed conversion is logged and tried again at the next wake
-/// (the JSON segment stays authoritative meanwhile).
-fn run_converter(columnar: &ColumnarIndex, wake: Receiver<()>) {
+/// The converter thread: converts every sealed segment lacking its Parquet copy, on one thread,
+/// then waits to be woken by the next seal. A failed conversion is logged and tried again at
+/// the next wake (the JSON segment stays authoritative meanwhile). Segments that were waiting
+/// when the log opened (`backlog`) are counted into `usage` from their summaries as they are
+/// converted; segments sealed since were counted as their records were appended.
+fn run_converter(
+    columnar: &ColumnarIndex,
+    usage: &UsageCounters,
+    mut backlog: std::collections::HashSet<u64>,
+    wake: Receiver<()>,
+) {
     loop {
-        match columnar.catch_up() {
+        let converted = columnar.catch_up(1);
+        backlog.retain(|segment| match columnar.get(*segment) {
+            Some(marker) => {
+                usage.add_summary(&marker.usage);
+                false
+            }
+            None => true,
+        });
+        match converted {
             Ok(0) => {}
             Ok(n) => tracing::debug!(segments = n, "audit segments converted to Parquet"),
             Err(e) => {
@@ -780,6 +789,46 @@ mod tests {
         log.close();
         assert_eq!(head, 4);
         assert!(verify_dir(tmp.path(), None, None).unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_counted_by_the_converter_not_read_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LogOptions::new(tmp.path());
+        opts.segment_max_bytes = 2048;
+        let (log, _) = AuditLog::open(opts.clone()).unwrap();
+        let read = Event {
+            kind: Some(Kind::Begin),
+            action: "data.rows".into(),
+            datasets: vec![crate::record::DatasetVersion {
+                name: "transport.stops".into(),
+                version: Some(1),
+            }],
+            status: 200,
+            count: 1,
+            ..Default::default()
+        };
+        for i in 0..40 {
+            log.append(Event {
+                event_id: format!("r{i}"),
+                ..read.clone()
+            })
+            .await
+            .unwrap();
+        }
+        log.close();
+        // As after an upgrade: no Parquet copy at all.
+        let _ = std::fs::remove_dir_all(tmp.path().join(crate::columnar::COLUMNAR_DIR));
+        let (log, _) = AuditLog::open(opts).unwrap();
+        let today = Utc::now().date_naive();
+        for _ in 0..200 {
+            if log.usage().get("transport.stops", today).reads_total == 40 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(log.usage().get("transport.stops", today).reads_total, 40);
+        log.close();
     }
 
     #[cfg(target_os = "linux")]

@@ -94,7 +94,7 @@ mod tests {
         for i in 0..80 {
             log.append(crate::columnar::tests::event(i)).await.unwrap();
         }
-        log.columnar().catch_up().unwrap();
+        log.columnar().catch_up(2).unwrap();
         let markers = log.columnar().snapshot();
         assert!(markers.len() >= 4);
         // Keep one day, as of a day after the third segment's last record: the first three go.
@@ -128,7 +128,7 @@ mod tests {
         assert!(v.ok, "{v:?}");
         assert!(v.events < 80);
         // ...and local plus archive from the first record, Parquet copies included.
-        let both = verify_dirs(&[&dir, &archive_dir], None, None).unwrap();
+        let both = verify_dirs(&[&dir, &archive_dir], None, None, 2).unwrap();
         assert!(both.ok, "{both:?}");
         assert_eq!(both.events, log.head().0);
         // A retired segment doctored in the archive is caught.
@@ -136,7 +136,7 @@ mod tests {
         let mut data = std::fs::read(&seg).unwrap();
         data[30] ^= 1;
         std::fs::write(&seg, data).unwrap();
-        let bad = verify_dirs(&[&dir, &archive_dir], None, None).unwrap();
+        let bad = verify_dirs(&[&dir, &archive_dir], None, None, 2).unwrap();
         assert!(!bad.ok);
         assert_eq!(bad.first_bad_seq, Some(markers[1].first_seq));
     }

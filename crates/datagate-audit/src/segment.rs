@@ -12,6 +12,11 @@ pub fn segment_name(index: u64) -> String {
 
 /// The segments in `dir`, in order.
 pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    list_numbered(dir, ".jsonl")
+}
+
+/// The files `segment-NNNNNN<suffix>` in `dir` (none when `dir` does not exist), by number.
+pub fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -24,7 +29,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let Some(index) = name
             .to_str()
             .and_then(|n| n.strip_prefix("segment-"))
-            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|n| n.strip_suffix(suffix))
             .and_then(|n| n.parse::<u64>().ok())
         else {
             continue;

@@ -217,7 +217,7 @@ mod tests {
         let v = crate::verify_dir(tmp.path(), None, None).unwrap();
         assert!(v.ok && v.events == 5000, "{v:?}");
         let index = crate::columnar::ColumnarIndex::load(tmp.path()).unwrap();
-        index.catch_up().unwrap();
+        index.catch_up(2).unwrap();
         let v = crate::verify_dir(tmp.path(), None, None).unwrap();
         assert!(v.ok && v.columnar_rows > 0, "{v:?}");
         let days: std::collections::BTreeSet<_> = index

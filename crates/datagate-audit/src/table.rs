@@ -465,7 +465,7 @@ mod tests {
             count(Arc::new(EventsTable::new(index.clone()))).await,
             (3000, 3000)
         );
-        index.catch_up().unwrap();
+        index.catch_up(2).unwrap();
         assert_eq!(count(Arc::new(EventsTable::new(index))).await, (3000, 3000));
     }
 

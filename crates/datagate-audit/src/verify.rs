@@ -8,7 +8,8 @@
 //! copy must hold each of the segment's records once, in order. So a changed value, a dropped
 //! row or a swapped file in the copy is named like a changed segment.
 //!
-//! Segments are checked in parallel (one thread per core), each read once, and only a few
+//! Segments are checked in parallel (on as many threads as the caller gives: all cores offline,
+//! one in the gateway, so a verification never takes the cores that serve requests), each read once, and only a few
 //! hashes per segment are kept: memory stays flat whatever the log's length. A log whose
 //! oldest segments are gone (moved to the archive) verifies from the signed checkpoint at the
 //! record before its first one.
@@ -68,7 +69,7 @@ pub fn verify_dir(
     public_key: Option<&VerifyingKey>,
     given: Option<&Checkpoint>,
 ) -> Result<Verdict> {
-    verify_dirs(&[dir], public_key, given)
+    verify_dirs(&[dir], public_key, given, 1)
 }
 
 /// A segment to check: its file and, if converted, its marker and the directory it lives in.
@@ -85,8 +86,6 @@ struct SegmentCheck {
     first: Option<(u64, [u8; 32])>,
     /// `(seq, hash)` of the last record of its good prefix.
     last: Option<(u64, [u8; 32])>,
-    /// Records of its good prefix.
-    good: u64,
     /// Every `seq` in the segment (good or not), to tell "missing" from "reordered".
     seqs: Vec<u64>,
     /// How many records the segment holds and the smallest and largest `seq` among them (kept
@@ -101,11 +100,12 @@ struct SegmentCheck {
 
 /// Verifies the log spread over `dirs` (e.g. the audit directory and a fetched archive): their
 /// segments, markers and checkpoints are taken together (a segment in several directories is
-/// read from the first).
+/// read from the first), checking segments on up to `threads` threads.
 pub fn verify_dirs(
     dirs: &[&Path],
     public_key: Option<&VerifyingKey>,
     given: Option<&Checkpoint>,
+    threads: usize,
 ) -> Result<Verdict> {
     let mut segments: BTreeMap<u64, PathBuf> = BTreeMap::new();
     let mut markers: BTreeMap<u64, (PathBuf, SegmentIndex)> = BTreeMap::new();
@@ -152,7 +152,7 @@ pub fn verify_dirs(
             marker: markers.remove(&index),
         })
         .collect();
-    let checks = check_segments(&jobs, &wanted)?;
+    let checks = check_segments(&jobs, &wanted, threads)?;
 
     // Link the segments into one chain.
     let mut problems: Vec<Problem> = Vec::new();
@@ -354,11 +354,13 @@ pub fn verify_dirs(
     })
 }
 
-/// Checks every segment, on as many threads as there are cores.
-fn check_segments(jobs: &[SegmentJob], wanted: &HashSet<u64>) -> Result<Vec<SegmentCheck>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs.len().max(1));
+/// Checks every segment, on up to `threads` threads.
+fn check_segments(
+    jobs: &[SegmentJob],
+    wanted: &HashSet<u64>,
+    threads: usize,
+) -> Result<Vec<SegmentCheck>> {
+    let threads = threads.max(1).min(jobs.len().max(1));
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Result<SegmentCheck>>>> =
         std::sync::Mutex::new((0..jobs.len()).map(|_| None).collect());
@@ -509,7 +511,6 @@ fn check_segment(job: &SegmentJob, wanted: &HashSet<u64>) -> Result<SegmentCheck
         }
         hashes.push(hash);
         out.last = Some((seq, hash));
-        out.good += 1;
         expected = Some(seq + 1);
         prev = Some(hash);
     }
@@ -822,7 +823,7 @@ mod tests {
     ) -> (tempfile::TempDir, PathBuf, Vec<SegmentIndex>) {
         let (t, dir) = log_of(n, segment_bytes);
         let index = crate::columnar::ColumnarIndex::load(&dir).unwrap();
-        index.catch_up().unwrap();
+        index.catch_up(2).unwrap();
         let markers = index.snapshot().iter().map(|m| (**m).clone()).collect();
         (t, dir, markers)
     }

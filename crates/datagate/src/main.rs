@@ -705,7 +705,8 @@ fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
                 .map(|k| datagate_audit::checkpoint::parse_public_key(&k))
                 .transpose()?;
             let dirs: Vec<&std::path::Path> = dirs.iter().map(PathBuf::as_path).collect();
-            let verdict = datagate_audit::verify_dirs(&dirs, key.as_ref(), given.as_ref())?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let verdict = datagate_audit::verify_dirs(&dirs, key.as_ref(), given.as_ref(), cores)?;
             println!("{}", serde_json::to_string_pretty(&verdict)?);
             if !verdict.ok {
                 std::process::exit(1);
@@ -803,7 +804,8 @@ fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
             }
             let index = datagate_audit::columnar::ColumnarIndex::load(&dir)?;
             let started = std::time::Instant::now();
-            let done = index.catch_up()?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let done = index.catch_up(cores)?;
             let records: u64 = index.snapshot().iter().map(|m| m.records).sum();
             println!(
                 "{}",
