@@ -515,68 +515,9 @@ async fn daily_bytes_and_concurrency_hold_across_both_doors() {
 /// `flight.tls_cert` and `flight.tls_key`: the listener speaks TLS only.
 #[tokio::test]
 async fn tls_listener() {
-    // A test CA and a server certificate it signed for `localhost` (rustls refuses a
-    // self-signed CA as the server's own certificate).
     let dir = tempfile::tempdir().unwrap();
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let (ca, ca_key, cert, key) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"));
-    let (csr, ext) = (p("server.csr"), p("server.ext"));
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let steps: Vec<Vec<&str>> = vec![
-        [
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=datagate test CA"],
-        ]
-        .concat(),
-        [
-            &["req"][..],
-            &ec,
-            &["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr],
-        ]
-        .concat(),
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &cert,
-        ],
-    ];
-    for (i, args) in steps.iter().enumerate() {
-        let mut cmd = std::process::Command::new("openssl");
-        cmd.args(args).current_dir(dir.path());
-        if i == 0 {
-            cmd.args(["-keyout", &ca_key, "-out", &ca]);
-        }
-        let out = cmd.output().expect("openssl makes the test certificates");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let crate::harness::Certificates { ca, cert, key } =
+        crate::harness::test_certificates(dir.path());
     let f = start(
         &[
             ("DATAGATE_FLIGHT__TLS_CERT", cert.as_str()),

@@ -24,6 +24,18 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// A directory under the target directory for what a test leaves to look at (reports,
+/// screenshots): `target/<profile>/test-artifacts/<name>`, created.
+pub fn artifacts(name: &str) -> PathBuf {
+    let dir = binary()
+        .parent()
+        .expect("target dir")
+        .join("test-artifacts")
+        .join(name);
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    dir
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -44,6 +56,9 @@ pub struct Options {
     /// concurrency or byte limit to speak of) so tests of other features are not throttled;
     /// fair-use tests set this or override the tiers in `env`.
     pub shipped_limits: bool,
+    /// The server speaks TLS (`server.tls_cert` in `env`) with a certificate this CA (PEM
+    /// file) signed for `localhost`: `base` is `https://localhost:<port>`.
+    pub tls_ca: Option<String>,
 }
 
 const TIERS: [&str; 4] = ["ANONYMOUS", "STANDARD", "PREMIUM", "INTERNAL"];
@@ -108,15 +123,22 @@ impl Server {
                 cmd.env(k, v);
             }
             let child = cmd.spawn().expect("spawn datagate");
+            let base = match &opts.tls_ca {
+                Some(_) => format!("https://localhost:{port}"),
+                None => format!("http://{addr}"),
+            };
             let mut server = Server {
-                base: format!("http://{addr}"),
+                base,
                 addr,
                 data_dir: data_dir.to_path_buf(),
                 child: Some(child),
                 log,
                 _tmp: None,
             };
-            match server.wait_ready(Duration::from_secs(60)).await {
+            match server
+                .wait_ready(Duration::from_secs(60), opts.tls_ca.as_deref())
+                .await
+            {
                 Ok(()) => return server,
                 Err(e) => {
                     last_err = format!("{e}\n--- server log ---\n{}", server.log_text());
@@ -127,9 +149,14 @@ impl Server {
         panic!("server did not start: {last_err}");
     }
 
-    async fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
+    async fn wait_ready(&mut self, limit: Duration, ca: Option<&str>) -> Result<(), String> {
         let start = Instant::now();
-        let client = reqwest::Client::new();
+        let mut client = reqwest::Client::builder();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).expect("the test CA");
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+        }
+        let client = client.build().unwrap();
         while start.elapsed() < limit {
             if let Some(status) = self
                 .child
@@ -188,6 +215,13 @@ impl Server {
     /// What the server logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines the server logged.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -303,4 +337,76 @@ pub async fn new_key_with(s: &Server, body: serde_json::Value) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// PEM files of a test CA and a server certificate it signed for `localhost`.
+pub struct Certificates {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// Makes [`Certificates`] in `dir` with openssl (installed by scripts/test.sh). rustls refuses
+/// a self-signed CA as the server's own certificate, hence the two steps.
+pub fn test_certificates(dir: &Path) -> Certificates {
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (ca, ca_key, cert, key) = (p("ca.pem"), p("ca.key"), p("cert.pem"), p("key.pem"));
+    let (csr, ext) = (p("server.csr"), p("server.ext"));
+    std::fs::write(
+        &ext,
+        "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: Vec<Vec<&str>> = vec![
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=datagate test CA"],
+            &["-keyout", &ca_key, "-out", &ca],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &["-subj", "/CN=localhost", "-keyout", &key, "-out", &csr],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl makes the test certificates");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Certificates { ca, cert, key }
 }

@@ -287,6 +287,9 @@ pub fn read_markers(dir: &Path) -> Result<BTreeMap<u64, SegmentIndex>> {
 }
 
 /// Removes what an interrupted conversion left (temporary files) under the columnar directory.
+/// A temporary file untouched this long was left by a crash, not by a converter at work.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 fn sweep_temporaries(dir: &Path) -> Result<()> {
     let root = dir.join(COLUMNAR_DIR);
     let Ok(entries) = std::fs::read_dir(&root) else {
@@ -300,7 +303,15 @@ fn sweep_temporaries(dir: &Path) -> Result<()> {
     }
     for d in dirs {
         for entry in std::fs::read_dir(&d)?.flatten() {
-            if entry.path().extension().is_some_and(|e| e == "tmp") {
+            // Only what no converter is still writing: another one (the gateway's, or
+            // `datagate audit index` beside it) may be mid-file right now.
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMPORARY);
+            if stale && entry.path().extension().is_some_and(|e| e == "tmp") {
                 std::fs::remove_file(entry.path())?;
             }
         }

@@ -76,8 +76,21 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Public base URL used in links (DCAT distributions, `next`); empty = derived from `Host`.
     pub public_url: String,
-    /// A connection that has not sent its request headers within this time is closed.
+    /// A request's headers must arrive within this time of their first byte (of the
+    /// connection's opening, for its first request), else the connection is closed.
     pub header_read_timeout_secs: u64,
+    /// A keep-alive connection idle (no request in flight, nothing sent) this long is closed.
+    pub keep_alive_idle_secs: u64,
+    /// Open connections above which idle keep-alive connections are closed and a connection
+    /// still sending its headers gets one second to finish them.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; beyond it, 431.
+    pub max_header_bytes: usize,
+    /// PEM certificate chain; with `tls_key`, the listener speaks TLS only (HTTP/2 and
+    /// HTTP/1.1 by ALPN). Empty = plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
     /// A request body that stalls for this long is abandoned.
     pub body_read_timeout_secs: u64,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
@@ -97,6 +110,11 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             public_url: String::new(),
             header_read_timeout_secs: 10,
+            keep_alive_idle_secs: 75,
+            max_connections: 4096,
+            max_header_bytes: 65536,
+            tls_cert: String::new(),
+            tls_key: String::new(),
             body_read_timeout_secs: 60,
             shutdown_grace_secs: 10,
             cors_allowed_origins: vec!["*".to_string()],
@@ -645,6 +663,17 @@ impl Config {
         if !(0.0..=1.0).contains(&self.query.public_share) {
             return Err(ConfigError(
                 "invalid configuration: key `query.public_share` must be between 0 and 1".into(),
+            ));
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            return Err(ConfigError(
+                "invalid configuration: keys `server.tls_cert` and `server.tls_key` go together"
+                    .into(),
+            ));
+        }
+        if self.server.max_header_bytes < 8192 {
+            return Err(ConfigError(
+                "invalid configuration: key `server.max_header_bytes` must be at least 8192".into(),
             ));
         }
         self.rate_limits.trusted_networks()?;

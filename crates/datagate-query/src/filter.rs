@@ -19,7 +19,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,13 +70,14 @@ pub fn parse_where_text(
             text.len()
         )));
     }
-    check_nesting(text, max_depth * 4, max_not)?;
+    let limit = format!("limits.max_expr_depth = {max_depth}");
+    check_nesting(text, max_depth * 4, max_not, &limit)?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(max_depth)
         .try_with_sql(text)
-        .map_err(parser_error)?;
-    let ast = parser.parse_expr().map_err(parser_error)?;
+        .map_err(|e| parser_error(e, &limit))?;
+    let ast = parser.parse_expr().map_err(|e| parser_error(e, &limit))?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(QueryError::invalid_at(
@@ -144,7 +145,15 @@ pub fn sql_name(ident: &sql::Ident) -> String {
 /// exponentially with nested `NOT (...)` (40 levels: 20 ms; 60: hours), so such a text must
 /// not reach it. A `NOT` reaches to the end of its operand: the closing parenthesis of its
 /// level, or a separator (`,`, `AND`, `OR`, a clause keyword) there.
-pub fn check_nesting(text: &str, max: usize, max_not: usize) -> Result<(), QueryError> {
+///
+/// `limit` names the configured limit `max` comes from, for the message (e.g.
+/// `limits.max_expr_depth = 64`).
+pub fn check_nesting(
+    text: &str,
+    max: usize,
+    max_not: usize,
+    limit: &str,
+) -> Result<(), QueryError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, text)
         .tokenize_with_location()
@@ -282,12 +291,19 @@ pub fn check_nesting(text: &str, max: usize, max_not: usize) -> Result<(), Query
         }
         if depth > max {
             return Err(QueryError::invalid_at(
-                format!("the expression nests too deeply (more than {max} levels)"),
+                format!("the expression nests too deeply ({limit}); simplify it"),
                 position(t.span.start),
             ));
         }
     }
     Ok(())
+}
+
+/// The problem for text that nests deeper than `limit` allows.
+pub(crate) fn too_deep(limit: &str) -> QueryError {
+    QueryError::invalid(format!(
+        "the expression nests too deeply ({limit}); simplify it"
+    ))
 }
 
 fn position(l: datafusion::sql::sqlparser::tokenizer::Location) -> Option<Position> {
@@ -297,7 +313,14 @@ fn position(l: datafusion::sql::sqlparser::tokenizer::Location) -> Option<Positi
     })
 }
 
-fn parser_error(e: datafusion::sql::sqlparser::parser::ParserError) -> QueryError {
+/// A parser error as a problem; running into the recursion limit says which configured limit.
+pub(crate) fn parser_error(
+    e: datafusion::sql::sqlparser::parser::ParserError,
+    limit: &str,
+) -> QueryError {
+    if matches!(e, ParserError::RecursionLimitExceeded) {
+        return too_deep(limit);
+    }
     let e = datafusion::error::DataFusionError::SQL(Box::new(e), None);
     QueryError::from_datafusion(e, 0)
 }
@@ -314,7 +337,7 @@ impl Translator<'_> {
         self.depth += 1;
         if self.depth > self.max_depth {
             return Err(QueryError::invalid(format!(
-                "the expression nests deeper than {} levels",
+                "the expression nests deeper than {} levels (limits.max_expr_depth)",
                 self.max_depth
             )));
         }

@@ -226,7 +226,7 @@ pub fn parse_order(
     if text.len() > max_bytes {
         return Err(QueryError::invalid("the order is too long"));
     }
-    filter::check_nesting(text, 64, 0)?;
+    filter::check_nesting(text, 64, 0, "an order lists columns")?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(16)

@@ -10,6 +10,7 @@
 use crate::complexity::Complexity;
 use crate::engine::{QueryLimits, RequestSession};
 use crate::error::{Position, QueryError};
+use datafusion::common::DataFusionError;
 use datafusion::common::ScalarValue;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
@@ -17,6 +18,7 @@ use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     ObjectName, ObjectNamePart, Statement, TableFactor, Visit, Visitor,
 };
+use datafusion::sql::sqlparser::parser::ParserError;
 use std::ops::ControlFlow;
 
 /// Parses, checks and plans `sql` in `session`; `params` fill `$1..$n`.
@@ -76,12 +78,23 @@ pub fn parse_readonly(
             sql.len()
         )));
     }
-    crate::filter::check_nesting(sql, max_depth * 16, limits.complexity.max_logic_depth)?;
+    let limit = format!("limits.max_expr_depth = {max_depth}");
+    crate::filter::check_nesting(
+        sql,
+        max_depth * 16,
+        limits.complexity.max_logic_depth,
+        &limit,
+    )?;
     let mut statements = DFParserBuilder::new(sql)
         .with_recursion_limit(max_depth)
         .build()
         .and_then(|mut p| p.parse_statements())
-        .map_err(|e| QueryError::from_datafusion(e, 0))?;
+        .map_err(|e| match e {
+            DataFusionError::SQL(e, _) if matches!(*e, ParserError::RecursionLimitExceeded) => {
+                crate::filter::too_deep(&limit)
+            }
+            e => QueryError::from_datafusion(e, 0),
+        })?;
     if statements.len() > 1 {
         return Err(QueryError::invalid(format!(
             "one statement per query: found {}",

@@ -227,8 +227,18 @@ pub struct DatasetQuery {
     pub sort: Option<String>,
 }
 
-/// The problem+json body of every error (RFC 9457).
+/// The problem+json body of every error (RFC 9457); fields that help may follow (`line`,
+/// `column`, `position`, `parameter`, `violated_policies`, ...).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "https://datagate.dev/problems/invalid-query",
+    "title": "Bad Request",
+    "status": 400,
+    "detail": "unknown column `distrct` (did you mean `district`?)",
+    "request_id": "01a22af0-16cf-7520-bf03-2e40f1ca9161",
+    "line": 1,
+    "column": 8
+}))]
 pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,
@@ -244,4 +254,33 @@ pub struct Readiness {
     pub ready: bool,
     /// Each component: `ok` or why it is not usable.
     pub checks: BTreeMap<String, String>,
+}
+
+/// A result's column as the JSON format describes it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ResultColumn {
+    pub name: String,
+    /// Arrow type name in lower case.
+    #[serde(rename = "type")]
+    pub data_type: String,
+}
+
+/// A page or a query result in the JSON format (`format=json`); the other formats carry the
+/// same rows as NDJSON lines, CSV, an Arrow IPC stream or a Parquet file.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "columns": [{"name": "district", "type": "utf8"}, {"name": "n", "type": "int64"}],
+    "rows": [{"district": "东城区", "n": 42}],
+    "next": null,
+    "row_count": 1,
+    "truncated": false
+}))]
+pub struct DataPage {
+    pub columns: Vec<ResultColumn>,
+    pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// The next page's URL, or null on the last page.
+    pub next: Option<String>,
+    pub row_count: u64,
+    /// True when a query's result was cut at the row or byte limit.
+    pub truncated: bool,
 }

@@ -35,3 +35,22 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Calle
         .ok_or_else(|| ApiError::from(Denied::Unauthenticated(BAD_KEY.to_string())))?;
     Ok(datagate_access::caller::authenticate(Some(token), state.catalog.as_ref()).await?)
 }
+
+/// A caller with a valid key. Operations no anonymous caller may perform take this extractor
+/// first, so an anonymous request is answered 401 before its path or body is looked at (not
+/// 404 for a path it may not see, not 400 for a body it may not send).
+pub struct KeyHolder(pub Caller);
+
+impl FromRequestParts<AppState> for KeyHolder {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Anonymous => Err(Denied::Unauthenticated(
+                "this operation needs an API key (Authorization: Bearer dg_...)".to_string(),
+            )
+            .into()),
+            caller => Ok(Self(caller)),
+        }
+    }
+}

@@ -5,7 +5,8 @@
 //! layers around the routes ([`layers`]) give each request an `X-Request-Id` and a `tracing`
 //! span, write the audit record of every request ([`audit`]), apply fair use ([`fair_use`]: rate limits by tier, byte quotas, admission control, decided by `datagate_access`),
 //! record Prometheus metrics, negotiate compression, answer CORS, and time out stalled
-//! bodies; [`serve`] runs hyper with a header-read timeout and drains on shutdown.
+//! bodies; [`serve`] runs hyper (HTTP/1.1; HTTP/2 over [`tls`]) with a watchdog per connection
+//! (head timeout, keep-alive idle limit, connection pressure) and drains on shutdown.
 
 pub mod api;
 pub mod audit;
@@ -17,6 +18,7 @@ pub mod problem;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod tls;
 
 pub use problem::ApiError;
 pub use serve::serve;

@@ -16,6 +16,22 @@ pub fn current_request_id() -> String {
     REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
 }
 
+/// The largest JSON request body accepted (bytes); uploads stream and have their own limit
+/// (`limits.max_upload_bytes`).
+pub const JSON_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Whether `e` (or what caused it) is the body-timeout layer giving up on a stalled body.
+pub fn caused_by_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// The detail of an error response, kept for the audit record.
 #[derive(Debug, Clone)]
 pub struct ProblemDetail(pub String);
@@ -61,6 +77,28 @@ impl ApiError {
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+
+    /// 413 for a JSON body over [`JSON_BODY_LIMIT`].
+    pub fn json_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("the JSON body is larger than the limit of {JSON_BODY_LIMIT} bytes"),
+        )
+        .with("limit_bytes", JSON_BODY_LIMIT)
+    }
+
+    /// 408 for a request body that stalled past `server.body_read_timeout_secs`.
+    pub fn body_stalled(timeout_secs: u64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            format!(
+                "the request body stalled: nothing arrived for {timeout_secs} s \
+                 (server.body_read_timeout_secs)"
+            ),
+        )
     }
 
     /// Adds a member to the problem body.

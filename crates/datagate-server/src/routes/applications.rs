@@ -5,7 +5,7 @@
 //! revoked, effective at once. Consumers see their own applications and grants, publishers
 //! their department's, admins all; anything else is 404.
 
-use super::{ApiJson, ApiQuery, Caller, DatasetPath};
+use super::{ApiJson, ApiQuery, Caller, DatasetPath, KeyHolder};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -62,7 +62,7 @@ fn invalid(m: impl Into<String>) -> ApiError {
         (status = 422, body = crate::api::Problem)))]
 pub async fn apply(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     path: DatasetPath,
     ApiJson(body): ApiJson<ApplyBody>,
 ) -> Result<Response, ApiError> {
@@ -113,7 +113,7 @@ fn in_scope(caller: &Caller, applicant_or_key: &str, department: &str) -> bool {
         (status = 401, body = crate::api::Problem), (status = 403, body = crate::api::Problem)))]
 pub async fn list_applications(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     ApiQuery(q): ApiQuery<ApplicationsQuery>,
 ) -> Result<Json<Vec<Application>>, ApiError> {
     caller.authorize(Action::ListApplications)?;
@@ -156,7 +156,7 @@ async fn decidable(state: &AppState, caller: &Caller, id: &str) -> Result<Applic
         (status = 409, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
 pub async fn approve(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
@@ -193,7 +193,7 @@ pub async fn approve(
         (status = 409, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
 pub async fn reject(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RejectBody>,
 ) -> Result<Json<Application>, ApiError> {
@@ -221,7 +221,7 @@ pub async fn reject(
         (status = 403, body = crate::api::Problem)))]
 pub async fn list_grants(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
 ) -> Result<Json<Vec<Grant>>, ApiError> {
     caller.authorize(Action::ListApplications)?;
     let (key_id, department) = scope(&caller);
@@ -240,7 +240,7 @@ pub async fn list_grants(
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem)))]
 pub async fn revoke_grant(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     Path(id): Path<String>,
 ) -> Result<Json<Grant>, ApiError> {
     caller.authorize(Action::ListApplications)?;

@@ -12,7 +12,7 @@
 //! carries `before=<last seq>`, so a later page never rescans what an earlier one skipped.
 
 use super::data::{negotiate, on_lane, stream_audit, stream_audit_page};
-use super::{ApiJson, ApiQuery, Caller};
+use super::{ApiJson, ApiQuery, KeyHolder};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -101,7 +101,7 @@ fn time_param(name: &'static str, v: &str) -> Result<Expr, ApiError> {
         (status = 403, body = crate::api::Problem)))]
 pub async fn events(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     ticket: QueryTicket,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<EventsParams>,
@@ -363,7 +363,7 @@ pub struct AuditQueryBody {
         (status = 403, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
 pub async fn query(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     ticket: QueryTicket,
     headers: HeaderMap,
     ApiJson(body): ApiJson<AuditQueryBody>,
@@ -447,7 +447,7 @@ fn usage_sql(group_by: &str, from: Option<i64>, to: Option<i64>) -> Option<Strin
         (status = 403, body = crate::api::Problem)))]
 pub async fn usage(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     ticket: QueryTicket,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<UsageParams>,
@@ -533,7 +533,7 @@ impl From<Verdict> for VerifyOut {
         (status = 403, body = crate::api::Problem)))]
 pub async fn verify(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
 ) -> Result<Json<VerifyOut>, ApiError> {
     caller.authorize(Action::ReadAudit)?;
     let dir = state.audit.dir().to_path_buf();
@@ -573,7 +573,7 @@ impl From<Checkpoint> for CheckpointOut {
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem)))]
 pub async fn checkpoint(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
 ) -> Result<Json<CheckpointOut>, ApiError> {
     caller.authorize(Action::ReadAudit)?;
     state
@@ -597,7 +597,7 @@ pub struct PublicKeyOut {
         (status = 403, body = crate::api::Problem)))]
 pub async fn public_key(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
 ) -> Result<Json<PublicKeyOut>, ApiError> {
     caller.authorize(Action::ReadAudit)?;
     Ok(Json(PublicKeyOut {

@@ -1,6 +1,6 @@
 //! API keys (admin) and the caller's own principal (API.md §5 "Keys").
 
-use super::{ApiJson, Caller};
+use super::{ApiJson, Caller, KeyHolder};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Extension;
@@ -76,7 +76,7 @@ pub struct CreatedKey {
         (status = 403, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
 pub async fn create_key(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     ApiJson(body): ApiJson<NewKeyBody>,
 ) -> Result<Response, ApiError> {
     caller.authorize(Action::ManageKeys)?;
@@ -123,7 +123,7 @@ pub async fn create_key(
         (status = 403, body = crate::api::Problem)))]
 pub async fn list_keys(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
 ) -> Result<Json<Vec<KeyOut>>, ApiError> {
     caller.authorize(Action::ManageKeys)?;
     let keys = state.catalog.list_keys().await?;
@@ -137,7 +137,7 @@ pub async fn list_keys(
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.authorize(Action::ManageKeys)?;
@@ -176,7 +176,7 @@ pub struct KeyPatch {
         (status = 422, body = crate::api::Problem)))]
 pub async fn update_key(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<KeyPatch>,
 ) -> Result<Json<KeyOut>, ApiError> {

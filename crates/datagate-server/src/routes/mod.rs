@@ -9,7 +9,7 @@ pub mod keys;
 pub mod ops;
 pub mod publish;
 
-pub use crate::auth::Caller;
+pub use crate::auth::{Caller, KeyHolder};
 use crate::problem::{self, ApiError};
 use crate::state::AppState;
 use axum::Json;
@@ -79,9 +79,33 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/api/v1/audit/public-key", get(audit::public_key))
         .route("/catalog/data.json", get(dcat::data_json))
+        .merge(injected_faults())
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::wrong_method)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            problem::JSON_BODY_LIMIT,
+        ))
         .with_state(state)
+}
+
+/// Routes that fail on purpose, for the tests of what happens then: only in debug builds and
+/// only with `DATAGATE_TEST_FAULTS=1` in the environment; a release build has none.
+fn injected_faults() -> Router<AppState> {
+    let wanted =
+        cfg!(debug_assertions) && std::env::var("DATAGATE_TEST_FAULTS").is_ok_and(|v| v == "1");
+    if !wanted {
+        return Router::new();
+    }
+    tracing::warn!("DATAGATE_TEST_FAULTS=1: the fault-injection routes are on");
+    Router::new().route(
+        "/api/v1/_faults/panic",
+        get(|| async {
+            if true {
+                panic!("injected fault: a handler panicked on purpose");
+            }
+            "unreachable"
+        }),
+    )
 }
 
 /// `Query<T>` whose rejection is a problem+json 400.
@@ -100,23 +124,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 /// `Json<T>` whose rejection is a problem+json 400 (415 without a JSON content type).
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(e) => {
-                let status = e.status();
-                let mut err =
-                    ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()));
-                if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-                    err.status = status;
-                    err.kind = "unsupported-media-type";
-                }
-                Err(err)
-            }
+            Err(e) => Err(json_rejection(
+                &e,
+                state.config.server.body_read_timeout_secs,
+            )),
         }
     }
+}
+
+/// The problem for a JSON body that could not be read: 415 without a JSON content type, 413
+/// over the body limit, 408 when the body stalled past `server.body_read_timeout_secs`, 400
+/// for anything malformed.
+fn json_rejection(e: &axum::extract::rejection::JsonRejection, timeout_secs: u64) -> ApiError {
+    let mut err = ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()));
+    let status = e.status();
+    if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        err.status = status;
+        err.kind = "unsupported-media-type";
+    } else if status == StatusCode::PAYLOAD_TOO_LARGE {
+        err = ApiError::json_too_large();
+    } else if problem::caused_by_body_timeout(e) {
+        err = ApiError::body_stalled(timeout_secs);
+    }
+    err
 }
 
 /// A `{dept}/{name}` path; names that cannot exist answer 404 like unknown ones.

@@ -2,7 +2,7 @@
 //! "Ingest"). Allowed to admins and to publishers of the owning department.
 
 use super::catalog::visible_dataset;
-use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
+use super::{ApiJson, ApiQuery, DatasetPath, KeyHolder, base_url};
 use crate::api::{DatasetOut, VersionOut};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -17,6 +17,8 @@ use datagate_core::AccessLevel;
 use datagate_ingest::{Source, SourceFormat};
 use futures::TryStreamExt;
 use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use utoipa::{IntoParams, ToSchema};
 
 /// `POST /api/v1/datasets`.
@@ -58,7 +60,7 @@ pub struct RegisterDataset {
         (status = 422, body = crate::api::Problem)))]
 pub async fn register_dataset(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     headers: HeaderMap,
     ApiJson(req): ApiJson<RegisterDataset>,
 ) -> Result<Response, ApiError> {
@@ -140,7 +142,7 @@ pub struct ColumnPatch {
         (status = 422, body = crate::api::Problem)))]
 pub async fn patch_dataset(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     headers: HeaderMap,
     path: DatasetPath,
     ApiJson(p): ApiJson<PatchDataset>,
@@ -232,7 +234,7 @@ pub async fn patch_dataset(
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem)))]
 pub async fn unpublish_dataset(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     path: DatasetPath,
 ) -> Result<StatusCode, ApiError> {
     let ds = visible_dataset(&state, &caller, &path).await?;
@@ -270,7 +272,7 @@ pub struct UploadQuery {
         (status = 415, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
 pub async fn upload_version(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     path: DatasetPath,
     ApiQuery(q): ApiQuery<UploadQuery>,
     headers: HeaderMap,
@@ -335,8 +337,17 @@ pub async fn upload_version(
             datagate_ingest::IngestError::TooLarge(state.config.limits.max_upload_bytes).into(),
         );
     }
-    let stream = body.into_data_stream().map_err(|e| e.to_string());
-    let v = state
+    // A body that stalls past `server.body_read_timeout_secs` answers 408, not the 422 of a
+    // body that is not data.
+    let stalled = Arc::new(AtomicBool::new(false));
+    let seen = stalled.clone();
+    let stream = body.into_data_stream().map_err(move |e| {
+        if crate::problem::caused_by_body_timeout(&e) {
+            seen.store(true, Ordering::Relaxed);
+        }
+        e.to_string()
+    });
+    let published = state
         .publisher
         .publish(
             &ds.department,
@@ -350,7 +361,13 @@ pub async fn upload_version(
             },
             stream,
         )
-        .await?;
+        .await;
+    if published.is_err() && stalled.load(Ordering::Relaxed) {
+        return Err(ApiError::body_stalled(
+            state.config.server.body_read_timeout_secs,
+        ));
+    }
+    let v = published?;
     tracing::info!(dataset = %format!("{}/{}", ds.department, ds.name), version = v.version, rows_added = v.rows_added, "version published");
     Ok((StatusCode::CREATED, Json(VersionOut::from(&v))).into_response())
 }
@@ -373,7 +390,7 @@ pub struct NewDepartmentBody {
         (status = 422, body = crate::api::Problem)))]
 pub async fn create_department(
     State(state): State<AppState>,
-    caller: Caller,
+    KeyHolder(caller): KeyHolder,
     ApiJson(req): ApiJson<NewDepartmentBody>,
 ) -> Result<Response, ApiError> {
     caller.authorize(Action::CreateDepartment)?;
