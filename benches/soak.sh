@@ -19,14 +19,14 @@ trap cleanup EXIT
 KEY="dg_soak_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"
-# Generous tiers for the keys; the anonymous tier keeps its shipped limits, so refusals (429)
-# are part of the traffic. Versions are kept to 5 per dataset so uploads do not fill the disk.
+# Generous tiers for the keys (reads go out with a consumer key, `standard`); the anonymous
+# tier keeps its shipped limits, so refusals (429) are part of the traffic. Versions are kept to 5 per dataset so uploads do not fill the disk.
 env DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" \
     DATAGATE_LOG__LEVEL=warn DATAGATE_INGEST__RETAIN_VERSIONS=5 \
     DATAGATE_TIERS__INTERNAL__REQUESTS=10000000 DATAGATE_TIERS__INTERNAL__BURST=100000 \
     DATAGATE_TIERS__INTERNAL__DAILY_BYTES=0 \
     DATAGATE_TIERS__STANDARD__REQUESTS=10000000 DATAGATE_TIERS__STANDARD__BURST=100000 \
-    DATAGATE_TIERS__STANDARD__DAILY_BYTES=0 \
+    DATAGATE_TIERS__STANDARD__DAILY_BYTES=0 DATAGATE_TIERS__STANDARD__MAX_CONCURRENT_QUERIES=16 \
     "$BIN" serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done

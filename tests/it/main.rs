@@ -15,6 +15,7 @@ mod config_errors;
 mod connections;
 mod data_api;
 mod fair_use;
+mod faults;
 mod flight;
 mod http_behaviour;
 mod masking;

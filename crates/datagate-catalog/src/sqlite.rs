@@ -104,7 +104,19 @@ impl ReadCache {
 
 impl From<rusqlite::Error> for CatalogError {
     fn from(e: rusqlite::Error) -> Self {
-        CatalogError::Backend(e.to_string())
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(
+                C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::ReadOnly
+                | C::DiskFull
+                | C::CannotOpen
+                | C::SystemIoFailure
+                | C::PermissionDenied,
+            ) => CatalogError::Unavailable(e.to_string()),
+            _ => CatalogError::Backend(e.to_string()),
+        }
     }
 }
 

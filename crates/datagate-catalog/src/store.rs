@@ -19,6 +19,10 @@ pub enum CatalogError {
     Conflict(String),
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The backend cannot be used right now (locked past the busy timeout, read-only, full,
+    /// unreadable); nothing committed is lost and it may come back.
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
     /// The backend failed (I/O, corruption); not the caller's fault.
     #[error("catalog backend error: {0}")]
     Backend(String),

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod config;
+pub mod fault;
 pub mod names;
 pub mod types;
 

@@ -42,6 +42,10 @@ pub fn query(e: QueryError) -> Status {
             message.lines().next().unwrap_or_default()
         )),
         E::Catalog(c) => catalog(c),
+        E::StorageUnavailable(m) => {
+            tracing::error!(error = %m, "the warehouse is unavailable");
+            Status::unavailable("the warehouse cannot be read right now; try again later")
+        }
         e @ (E::Panicked { .. } | E::Internal(_)) => {
             tracing::error!(error = %e, "flight query failed");
             Status::internal(e.to_string())
@@ -57,7 +61,7 @@ pub fn catalog(e: datagate_catalog::CatalogError) -> Status {
         C::AlreadyExists(m) => Status::already_exists(format!("{m} already exists")),
         C::Conflict(m) => Status::aborted(m),
         C::Invalid(m) => Status::invalid_argument(m),
-        C::Backend(m) => {
+        C::Backend(m) | C::Unavailable(m) => {
             tracing::error!(error = %m, "catalog failed");
             Status::unavailable(format!("the catalog cannot be read: {m}"))
         }

@@ -26,12 +26,31 @@ pub enum IngestError {
     /// A manifest or request is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The storage (warehouse or spool) is full; the operator must make room.
+    #[error("{0}")]
+    StorageFull(String),
+    /// The storage or the catalog cannot be used right now (read-only, unreadable, locked,
+    /// gone); it may come back without anything being lost.
+    #[error("{0}")]
+    Unavailable(String),
     /// Storage or catalog failure, not the uploader's fault.
     #[error("{0}")]
     Internal(String),
 }
 
+pub use datagate_core::fault::StorageFault;
+
 impl IngestError {
+    /// A storage failure while doing `what`: full, unavailable, or internal by what `e` says.
+    pub fn storage(what: &str, e: &(dyn std::error::Error + 'static)) -> Self {
+        let message = format!("{what}: {e}");
+        match StorageFault::of(e) {
+            Some(StorageFault::Full) => Self::StorageFull(message),
+            Some(StorageFault::Unavailable) => Self::Unavailable(message),
+            None => Self::Internal(message),
+        }
+    }
+
     pub fn invalid_data(message: impl Into<String>) -> Self {
         Self::InvalidData {
             message: message.into(),
@@ -49,6 +68,7 @@ impl From<CatalogError> for IngestError {
             CatalogError::Conflict(m) => Self::Conflict(m),
             CatalogError::AlreadyExists(m) => Self::Conflict(format!("{m} already exists")),
             CatalogError::Invalid(m) => Self::Invalid(m),
+            CatalogError::Unavailable(m) => Self::Unavailable(m),
             CatalogError::Backend(m) => Self::Internal(m),
         }
     }
@@ -56,13 +76,13 @@ impl From<CatalogError> for IngestError {
 
 impl From<object_store::Error> for IngestError {
     fn from(e: object_store::Error) -> Self {
-        Self::Internal(format!("storage: {e}"))
+        Self::storage("storage", &e)
     }
 }
 
 impl From<parquet::errors::ParquetError> for IngestError {
     fn from(e: parquet::errors::ParquetError) -> Self {
-        Self::Internal(format!("parquet: {e}"))
+        Self::storage("parquet", &e)
     }
 }
 

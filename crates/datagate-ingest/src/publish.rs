@@ -322,15 +322,14 @@ impl Publisher {
         E: std::fmt::Display,
     {
         use std::io::Write;
-        std::fs::create_dir_all(&self.spool_dir).map_err(|e| {
-            IngestError::Internal(format!("cannot create the spool directory: {e}"))
-        })?;
+        std::fs::create_dir_all(&self.spool_dir)
+            .map_err(|e| IngestError::storage("cannot create the spool directory", &e))?;
         let spool = SpoolFile(
             self.spool_dir
                 .join(format!("upload-{}.parquet", uuid::Uuid::now_v7())),
         );
         let file = std::fs::File::create(&spool.0)
-            .map_err(|e| IngestError::Internal(format!("cannot create a spool file: {e}")))?;
+            .map_err(|e| IngestError::storage("cannot create a spool file", &e))?;
         let mut out: Box<dyn Write + Send> = if source.gzip {
             Box::new(flate2::write::MultiGzDecoder::new(file))
         } else {
@@ -339,10 +338,10 @@ impl Publisher {
         let mut received = 0u64;
         while let Some(chunk) = next_chunk(&mut body, &mut received, self.max_upload_bytes).await? {
             out.write_all(&chunk).map_err(|e| {
-                if source.gzip {
+                if source.gzip && crate::error::StorageFault::of_io(&e).is_none() {
                     IngestError::invalid_data(format!("invalid gzip data: {e}"))
                 } else {
-                    IngestError::Internal(format!("cannot spool the upload: {e}"))
+                    IngestError::storage("cannot spool the upload", &e)
                 }
             })?;
         }

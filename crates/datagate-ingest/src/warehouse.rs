@@ -37,7 +37,7 @@ impl Warehouse {
                     .to_file_path()
                     .map_err(|_| IngestError::Invalid(format!("not a local path: {url}")))?;
                 std::fs::create_dir_all(&dir).map_err(|e| {
-                    IngestError::Internal(format!("cannot create warehouse {}: {e}", dir.display()))
+                    IngestError::storage(&format!("cannot create warehouse {}", dir.display()), &e)
                 })?;
                 let prefix = ObjectPath::from_url_path(url.path())
                     .map_err(|e| IngestError::Invalid(format!("warehouse URL {url}: {e}")))?;
@@ -90,9 +90,9 @@ impl Warehouse {
         if let Some(dir) = &self.local_dir {
             let full = dir.join(path);
             let f = std::fs::File::open(&full)
-                .map_err(|e| IngestError::Internal(format!("cannot open {path}: {e}")))?;
+                .map_err(|e| IngestError::storage(&format!("cannot open {path}"), &e))?;
             f.sync_all()
-                .map_err(|e| IngestError::Internal(format!("cannot fsync {path}: {e}")))?;
+                .map_err(|e| IngestError::storage(&format!("cannot fsync {path}"), &e))?;
             if let Some(parent) = full.parent()
                 && let Ok(d) = std::fs::File::open(parent)
             {

@@ -112,6 +112,28 @@ impl DatasetTable {
         Ok(Self { snapshot, inner })
     }
 
+    /// Fails with the store's `NotFound` when a file of the version is missing. DataFusion's
+    /// listing takes a missing file for an empty directory and would answer no rows: a
+    /// warehouse gone or damaged must be an error (503), never a silently empty dataset.
+    async fn require_files(&self, state: &dyn Session) -> Result<(), DataFusionError> {
+        let Some(first) = self.snapshot.file_urls.first() else {
+            return Ok(());
+        };
+        let url = ListingTableUrl::parse(first)?;
+        let store = state.runtime_env().object_store(&url)?;
+        let checks = self.snapshot.file_urls.iter().map(|u| {
+            let store = store.clone();
+            async move {
+                let path = ListingTableUrl::parse(u)?.prefix().clone();
+                object_store::ObjectStoreExt::head(store.as_ref(), &path)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| DataFusionError::ObjectStore(Box::new(e)))
+            }
+        });
+        futures::future::try_join_all(checks).await.map(|_| ())
+    }
+
     /// The table a reader gets: the dataset itself, or — for readers who do not see every
     /// column — a view over it serving masked columns through their masks, without private
     /// columns. The view is inlined into every plan, so nothing above it sees a raw value.
@@ -174,6 +196,7 @@ impl TableProvider for DatasetTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        self.require_files(state).await?;
         self.inner.scan(state, projection, filters, limit).await
     }
 

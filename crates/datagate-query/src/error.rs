@@ -50,6 +50,10 @@ pub enum QueryError {
     Panicked { message: String, overflow: bool },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The warehouse cannot be read right now (files missing, unreadable, the store down): 503,
+    /// nothing is lost; the text is for the logs.
+    #[error("{0}")]
+    StorageUnavailable(String),
     /// Storage or internal failures; the text is for the logs.
     #[error("{0}")]
     Internal(String),
@@ -109,6 +113,9 @@ impl QueryError {
                 column: s.start.column,
             });
         let root = e.find_root();
+        if storage_unavailable(root) {
+            return Self::StorageUnavailable(e.to_string());
+        }
         match root {
             DataFusionError::ResourcesExhausted(m) => Self::MemoryLimit {
                 limit: memory_limit,
@@ -155,12 +162,28 @@ impl QueryError {
         !matches!(
             self,
             Self::Internal(_)
-                | Self::Catalog(CatalogError::Backend(_))
+                | Self::StorageUnavailable(_)
+                | Self::Catalog(CatalogError::Backend(_) | CatalogError::Unavailable(_))
                 | Self::Panicked {
                     overflow: false,
                     ..
                 }
         )
+    }
+}
+
+/// Whether `e` is the warehouse failing (a file missing or unreadable), not the query.
+fn storage_unavailable(e: &DataFusionError) -> bool {
+    use datagate_core::fault::StorageFault;
+    match e {
+        DataFusionError::ObjectStore(os) => {
+            matches!(**os, object_store::Error::NotFound { .. })
+                || StorageFault::of(os.as_ref()).is_some()
+        }
+        DataFusionError::IoError(io) => StorageFault::of_io(io).is_some(),
+        DataFusionError::ParquetError(p) => StorageFault::of(p.as_ref()).is_some(),
+        DataFusionError::External(inner) => StorageFault::of(inner.as_ref()).is_some(),
+        _ => false,
     }
 }
 

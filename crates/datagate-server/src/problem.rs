@@ -45,7 +45,12 @@ pub struct ApiError {
     pub detail: String,
     /// Extra members (`line`, `column`, `position`, ...).
     pub extra: Map<String, Value>,
+    /// Sent as `Retry-After` when set.
+    pub retry_after_secs: Option<u64>,
 }
+
+/// The `Retry-After` of a 503 for unusable storage.
+const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
@@ -54,6 +59,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             extra: Map::new(),
+            retry_after_secs: None,
         }
     }
 
@@ -77,6 +83,32 @@ impl ApiError {
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+    }
+
+    /// 507: the storage is full; nothing of the request was kept. The detail (with paths)
+    /// goes to the log only.
+    pub fn storage_full(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "storage full");
+        metrics::counter!("datagate_storage_faults_total", "fault" => "full").increment(1);
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "storage-full",
+            "the gateway's storage is full; nothing of this request was kept. Try again later",
+        )
+    }
+
+    /// 503 with `Retry-After`: `what` (the catalog, the warehouse) cannot be used right now;
+    /// nothing committed is lost. The detail goes to the log only.
+    pub fn storage_unavailable(what: &str, detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "{what} is unavailable");
+        metrics::counter!("datagate_storage_faults_total", "fault" => "unavailable").increment(1);
+        let mut err = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{what} cannot be used right now; nothing committed is lost. Try again later"),
+        );
+        err.retry_after_secs = Some(STORAGE_RETRY_AFTER_SECS);
+        err
     }
 
     /// 413 for a JSON body over [`JSON_BODY_LIMIT`].
@@ -136,6 +168,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }
@@ -151,6 +187,7 @@ impl From<CatalogError> for ApiError {
             ),
             CatalogError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             CatalogError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            CatalogError::Unavailable(m) => Self::storage_unavailable("the catalog", m),
             CatalogError::Backend(m) => Self::internal(m),
         }
     }
@@ -212,6 +249,8 @@ impl From<datagate_ingest::IngestError> for ApiError {
             E::NotFound(m) => Self::not_found(m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             E::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            E::StorageFull(m) => Self::storage_full(m),
+            E::Unavailable(m) => Self::storage_unavailable("the storage", m),
             E::Internal(m) => Self::internal(m),
         }
     }
@@ -271,6 +310,7 @@ impl From<datagate_query::QueryError> for ApiError {
             ),
             E::Panicked { message, .. } => Self::internal(format!("query panicked: {message}")),
             E::Catalog(c) => c.into(),
+            E::StorageUnavailable(m) => Self::storage_unavailable("the warehouse", m),
             E::Internal(m) => Self::internal(m),
         }
     }

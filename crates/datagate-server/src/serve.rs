@@ -171,6 +171,8 @@ struct Activity {
     head_pending: AtomicBool,
     /// When the pending head began, or the connection went idle (ms since `start`).
     since_ms: AtomicU64,
+    /// The watchdog cut the connection: close at once, without lingering.
+    cut: AtomicBool,
 }
 
 impl Activity {
@@ -180,6 +182,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             head_pending: AtomicBool::new(true),
             since_ms: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
         }
     }
 
@@ -264,7 +267,7 @@ impl Conn {
         let _open = OpenGuard(self.open.clone());
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched {
-            inner: stream,
+            inner: Some(stream),
             activity: activity.clone(),
         });
         let (app, peer) = (self.app.clone(), self.peer);
@@ -314,6 +317,7 @@ impl Conn {
                         }
                         Verdict::Close => {}
                         Verdict::Drop => {
+                            activity.cut.store(true, Ordering::Release);
                             metrics::counter!("datagate_connections_timed_out_total").increment(1);
                             tracing::debug!(%peer, "request head not received in time; connection closed");
                             return;
@@ -325,20 +329,58 @@ impl Conn {
     }
 }
 
-/// A connection's byte stream that tells its [`Activity`] when bytes arrive.
-struct Watched<S> {
-    inner: S,
+/// A connection's byte stream that tells its [`Activity`] when bytes arrive, and lingers when
+/// it is closed (see [`linger`]).
+struct Watched<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    inner: Option<S>,
     activity: Arc<Activity>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Watched<S> {
+    fn io(&mut self) -> Pin<&mut S> {
+        Pin::new(self.inner.as_mut().expect("the stream lives until drop"))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Watched<S> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.inner.take()
+            && !self.activity.cut.load(Ordering::Acquire)
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(linger(stream));
+        }
+    }
+}
+
+/// Reads and discards what the client still sends before the socket is closed (nginx's
+/// lingering close). An answer given before the request body was read (413, 422 with its line,
+/// 507, 408) would otherwise be lost: closing a socket with unread data resets it, and the
+/// reset discards the answer on its way to the client. Bounded: 2 s without data, 30 s or
+/// 64 MiB in all.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The client sees the end of the answer at once; only its sending side is drained.
+    let _ = tokio::time::timeout(Duration::from_secs(2), stream.shutdown()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut drained = 0usize;
+    while Instant::now() < deadline && drained < 64 << 20 {
+        match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let result = self.io().poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.activity.read();
         }
@@ -346,21 +388,21 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.io().poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.io().poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.io().poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -368,11 +410,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 }
 
