@@ -343,6 +343,8 @@ async fn a_warehouse_gone_answers_503_and_serves_again_when_it_returns() {
     for p in [
         path,
         "/api/v1/datasets/environment/air_quality/rows?limit=5&where=aqi%20%3E%2050",
+        "/api/v1/datasets/environment/air_quality/rows?limit=5&offset=100",
+        "/api/v1/query?sql=select%20count(*)%20from%20environment.air_quality",
     ] {
         let r = reqwest::get(s.url(p)).await.unwrap();
         assert_eq!(r.status(), 503, "{p}");

@@ -35,6 +35,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Small batches the open segment's decoded prefix may end in before they are merged.
+const MAX_SMALL_BATCHES: usize = 16;
+/// A batch of the decoded prefix with this many rows is no longer merged.
+const MERGED_ROWS: usize = 4096;
+
 /// The decoded prefix of the open segment, kept between queries.
 #[derive(Debug, Default)]
 struct Tail {
@@ -255,6 +260,25 @@ impl EventsTable {
                 .collect();
             tail.batches.push(reader::to_batch(&records)?);
             tail.offset += end as u64;
+            // Queries a few records apart each add a batch of a few rows, whose buffers cost
+            // far more than the rows: the small batches at the end are merged once there are
+            // more than a handful (a merged batch stops growing at MERGED_ROWS).
+            let small = tail
+                .batches
+                .iter()
+                .rev()
+                .take_while(|b| b.num_rows() < MERGED_ROWS)
+                .count();
+            if small > MAX_SMALL_BATCHES {
+                let at = tail.batches.len() - small;
+                let one =
+                    arrow::compute::concat_batches(&tail.batches[at].schema(), &tail.batches[at..])
+                        .map_err(|e| {
+                            crate::AuditError::Invalid(format!("merging audit batches: {e}"))
+                        })?;
+                tail.batches.truncate(at);
+                tail.batches.push(one);
+            }
         }
         out.extend(tail.batches.iter().cloned());
         Ok(out)

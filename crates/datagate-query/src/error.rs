@@ -172,17 +172,42 @@ impl QueryError {
     }
 }
 
+/// Whether `e`, or what caused it, is an object missing from the store or an I/O fault.
+pub(crate) fn storage_fault(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if matches!(
+            c.downcast_ref::<object_store::Error>(),
+            Some(object_store::Error::NotFound { .. })
+        ) {
+            return true;
+        }
+        cause = c.source();
+    }
+    datagate_core::fault::StorageFault::of(e).is_some()
+}
+
+impl QueryError {
+    /// A Parquet read that failed: the warehouse's fault (503) when a file is missing or
+    /// unreadable, else internal.
+    pub fn from_parquet(e: parquet::errors::ParquetError) -> Self {
+        if storage_fault(&e) {
+            Self::StorageUnavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
 /// Whether `e` is the warehouse failing (a file missing or unreadable), not the query.
 fn storage_unavailable(e: &DataFusionError) -> bool {
     use datagate_core::fault::StorageFault;
+    let faulty = storage_fault;
     match e {
-        DataFusionError::ObjectStore(os) => {
-            matches!(**os, object_store::Error::NotFound { .. })
-                || StorageFault::of(os.as_ref()).is_some()
-        }
+        DataFusionError::ObjectStore(os) => faulty(os.as_ref()),
         DataFusionError::IoError(io) => StorageFault::of_io(io).is_some(),
-        DataFusionError::ParquetError(p) => StorageFault::of(p.as_ref()).is_some(),
-        DataFusionError::External(inner) => StorageFault::of(inner.as_ref()).is_some(),
+        DataFusionError::ParquetError(p) => faulty(p.as_ref()),
+        DataFusionError::External(inner) => faulty(inner.as_ref()),
         _ => false,
     }
 }

@@ -523,7 +523,7 @@ impl PageServer {
         n: u64,
         names: Option<&[&str]>,
     ) -> Result<Option<Vec<RecordBatch>>, QueryError> {
-        let err = |e: parquet::errors::ParquetError| QueryError::Internal(e.to_string());
+        let err = QueryError::from_parquet;
         let (reader, metadata) = self.open(url).await?;
         if metadata.metadata().file_metadata().num_rows() as u64 != rows {
             return Ok(None);
@@ -588,7 +588,7 @@ impl PageServer {
                 let m = Arc::new(
                     ArrowReaderMetadata::load_async(&mut reader, options)
                         .await
-                        .map_err(|e| QueryError::Internal(e.to_string()))?,
+                        .map_err(QueryError::from_parquet)?,
                 );
                 let mut cache = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= METADATA_ENTRIES {

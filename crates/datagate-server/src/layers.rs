@@ -121,6 +121,12 @@ async fn request_context(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().clone();
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
     let start = Instant::now();
     let mut resp = REQUEST_ID
@@ -143,9 +149,9 @@ async fn request_context(req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(X_REQUEST_ID, v);
     }
-    if status == 413 {
-        // The rest of the refused body is never read: say the connection ends, so a client
-        // does not reuse it for its next request.
+    if status == 413 || (has_body && status >= 400) {
+        // The rest of a refused body may never be read, and then the connection ends: say so,
+        // so a client does not send its next request on a connection being closed.
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -269,7 +269,9 @@ pub struct UploadQuery {
     responses((status = 201, body = VersionOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
         (status = 409, body = crate::api::Problem), (status = 413, body = crate::api::Problem),
-        (status = 415, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
+        (status = 415, body = crate::api::Problem), (status = 422, body = crate::api::Problem),
+        (status = 507, description = "the gateway's storage is full; nothing was kept",
+            body = crate::api::Problem)))]
 pub async fn upload_version(
     State(state): State<AppState>,
     KeyHolder(caller): KeyHolder,

@@ -1,0 +1,37 @@
+//! The CSV decoders, with a declared schema and with inference, fed in two chunks split where
+//! the input says: any bytes give batches or an error naming the line; never a panic.
+#![no_main]
+
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datagate_ingest::decode::{CsvDecoder, CsvOptions, InferringDecoder, PushDecoder, TextFormat};
+use libfuzzer_sys::fuzz_target;
+use std::sync::Arc;
+
+fn feed(decoder: &mut dyn PushDecoder, data: &[u8], split: usize) {
+    let (a, b) = data.split_at(split.min(data.len()));
+    if decoder.push(a).is_ok() && decoder.push(b).is_ok() {
+        let _ = decoder.finish();
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&split, data)) = data.split_first() else {
+        return;
+    };
+    let split = usize::from(split) * data.len() / 256;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("fare", DataType::Decimal128(7, 2), true),
+        Field::new("day", DataType::Date32, true),
+        Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("ok", DataType::Boolean, true),
+    ]));
+    let opts = CsvOptions {
+        delimiter: b',',
+        batch_rows: 64,
+    };
+    feed(&mut CsvDecoder::new(schema, opts.clone()), data, split);
+    feed(&mut InferringDecoder::new(TextFormat::Csv(opts)), data, split);
+});
