@@ -8,13 +8,13 @@ use crate::harness::{ADMIN, Options, Server, admin_env, artifacts, repo_root};
 use serde_json::Value;
 use std::process::Command;
 
-/// Runs `python3 -c <code> <args>` and returns (success, stdout + stderr).
-fn python(code: &str, args: &[&str]) -> (bool, String) {
+/// Runs `python3 -c <code> <args>` in `dir` and returns (success, stdout + stderr).
+fn python(dir: &std::path::Path, code: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new("python3")
         .arg("-c")
         .arg(code)
         .args(args)
-        .current_dir(repo_root())
+        .current_dir(dir)
         .output()
         .expect("python3 runs (scripts/test.sh installs tests/requirements.txt)");
     let text = format!(
@@ -34,6 +34,7 @@ async fn an_openapi_31_validator_accepts_the_document() {
     let file = dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
     let (ok, out) = python(
+        &repo_root(),
         "import sys; from openapi_spec_validator import validate; \
          from openapi_spec_validator.readers import read_from_filename; \
          d, _ = read_from_filename(sys.argv[1]); validate(d); print('valid')",
@@ -150,7 +151,9 @@ fn fuzz(base: &str, key: &str, selection: &[&str], report: &std::path::Path) -> 
     ];
     args.extend(selection.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    // In the artifacts directory: schemathesis keeps a cache where it runs.
     python(
+        report.parent().expect("the report's directory"),
         "import sys; from schemathesis.cli import schemathesis; \
          sys.argv = ['st'] + sys.argv[1:]; schemathesis()",
         &refs,
