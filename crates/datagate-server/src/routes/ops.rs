@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
 
 /// 200 as soon as the process serves.
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "serving")))]
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "serving", body = String, content_type = "text/plain")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
