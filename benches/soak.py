@@ -21,6 +21,9 @@ BASE, ADMIN, PID, AUDIT_DIR = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.ar
 MINUTES = float(sys.argv[5])
 WORKERS = int(os.environ.get("WORKERS", "8"))
 REPORT = os.environ.get("REPORT", "")
+# To find what a drift comes from: ONLY=rows,sql keeps those kinds of traffic, SKIP=upload drops them.
+ONLY = {k for k in os.environ.get("ONLY", "").split(",") if k}
+SKIP = {k for k in os.environ.get("SKIP", "").split(",") if k}
 
 H = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -67,7 +70,7 @@ def operations(publisher, consumer):
             r = s.get(r.json()["next"])
         return r
 
-    return [
+    ops = [
         # (weight, name, function)
         (20, "catalog", lambda s: s.get(f"{BASE}/api/v1/datasets?limit=20&sort=reads")),
         (10, "detail", lambda s: s.get(f"{BASE}/api/v1/datasets/environment/air_quality")),
@@ -89,6 +92,7 @@ def operations(publisher, consumer):
         (5, "anon", lambda s: s.get(f"{BASE}/api/v1/datasets/transport/bus_lines/rows?limit=10",
                                     headers={"Authorization": None})),
     ]
+    return [op for op in ops if (not ONLY or op[1] in ONLY) and op[1] not in SKIP]
 
 
 class Stats:
@@ -135,10 +139,12 @@ def worker(ops, stats, stop, consumer):
         stats.add(time.perf_counter() - t, status)
 
 
-def rss_kib():
+def rss_kib(field="VmRSS"):
+    """The server's resident memory in KiB: VmRSS (all), RssAnon (heap, stacks) or RssFile
+    (mapped files: the binary, and what the kernel counts of files it maps)."""
     with open(f"/proc/{PID}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 
@@ -175,7 +181,7 @@ def main():
         t.start()
     rows = []
     print(f"{'min':>4} {'requests':>9} {'req/s':>7} {'5xx':>4} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'RSS MiB':>8} {'fds':>5} {'audit MiB':>9}  statuses", flush=True)
+          f"{'RSS MiB':>8} {'anon MiB':>8} {'fds':>5} {'audit MiB':>9}  statuses", flush=True)
     start = time.time()
     minute = 0
     while time.time() - start < MINUTES * 60:
@@ -185,12 +191,12 @@ def main():
         row = {
             "minute": minute, "requests": count, "rps": count / 60, "errors_5xx": e5, "failures": fail,
             "p50_ms": pct(lat, 0.50) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
-            "rss_mib": rss_kib() / 1024, "fds": fds(), "audit_mib": dir_bytes(AUDIT_DIR) / 2**20,
+            "rss_mib": rss_kib() / 1024, "anon_mib": rss_kib("RssAnon") / 1024, "fds": fds(), "audit_mib": dir_bytes(AUDIT_DIR) / 2**20,
             "statuses": by_status,
         }
         rows.append(row)
         print(f"{minute:>4} {count:>9} {row['rps']:>7.0f} {e5:>4} {fail:>4} {row['p50_ms']:>8.1f} "
-              f"{row['p99_ms']:>8.1f} {row['rss_mib']:>8.1f} {row['fds']:>5} {row['audit_mib']:>9.1f}  "
+              f"{row['p99_ms']:>8.1f} {row['rss_mib']:>8.1f} {row['anon_mib']:>8.1f} {row['fds']:>5} {row['audit_mib']:>9.1f}  "
               + " ".join(f"{k}:{v}" for k, v in sorted(by_status.items())), flush=True)
     stop.set()
     for t in threads:

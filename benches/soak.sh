@@ -5,7 +5,9 @@
 # the drift after warm-up (second half against first half) and fails on any 5xx or failed
 # request. Not part of the test suite; run on demand:
 #
-#   benches/soak.sh [MINUTES]        (WORKERS=8 client threads; REPORT=file.json keeps the rows)
+#   benches/soak.sh [MINUTES]        (WORKERS=8 client threads; REPORT=file.json keeps the rows;
+#                                     ONLY=rows,sql or SKIP=upload pick the kinds of traffic;
+#                                     SERVER_WRAP="heaptrack -o /tmp/dg" runs the server under a tool)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES="${1:-30}"
@@ -27,7 +29,7 @@ env DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DI
     DATAGATE_TIERS__INTERNAL__DAILY_BYTES=0 \
     DATAGATE_TIERS__STANDARD__REQUESTS=10000000 DATAGATE_TIERS__STANDARD__BURST=100000 \
     DATAGATE_TIERS__STANDARD__DAILY_BYTES=0 DATAGATE_TIERS__STANDARD__MAX_CONCURRENT_QUERIES=16 \
-    "$BIN" serve >"$WORK/server.log" 2>&1 &
+    ${SERVER_WRAP:-} "$BIN" serve >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done
 echo "soak: $MINUTES min of mixed traffic against $BASE (pid $SERVER_PID), $(nproc) cores"
