@@ -20,6 +20,7 @@ mod flight;
 mod http_behaviour;
 mod masking;
 mod openapi_contract;
+mod portal;
 mod publishing;
 mod query_deny;
 mod sample_catalog;

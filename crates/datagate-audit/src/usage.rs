@@ -86,6 +86,23 @@ impl UsageCounters {
         }
     }
 
+    /// Reads and downloads of `dataset` on each of the last [`WINDOW_DAYS`] days up to `today`,
+    /// oldest first, days without any included (as zeros).
+    pub fn daily(&self, dataset: &str, today: NaiveDate) -> Vec<(NaiveDate, u64, u64)> {
+        let map = self.by_dataset.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = map.get(dataset);
+        (0..WINDOW_DAYS)
+            .rev()
+            .map(|back| {
+                let day = today - Duration::days(back);
+                let (r, d) = counts
+                    .and_then(|c| c.days.get(&day).copied())
+                    .unwrap_or((0, 0));
+                (day, r, d)
+            })
+            .collect()
+    }
+
     /// The counters of `dataset` (`department.name`) as of `today`.
     pub fn get(&self, dataset: &str, today: NaiveDate) -> DatasetUsage {
         let map = self.by_dataset.lock().unwrap_or_else(|p| p.into_inner());

@@ -32,9 +32,35 @@ pub struct Config {
     pub admission: AdmissionConfig,
     pub audit: AuditConfig,
     pub flight: FlightConfig,
+    pub portal: PortalConfig,
     /// Fair-use tiers by name (API.md §5 "Rate limits"); keys name theirs, anonymous callers
     /// get `anonymous`.
     pub tiers: BTreeMap<String, TierConfig>,
+}
+
+/// The portal: the website at `/` (API.md §5 Ops).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    /// Serve the portal at `/`; off = `/` answers 404 like any unknown path.
+    pub enabled: bool,
+    /// A signed-in session ends after this long without a page view.
+    pub session_idle_secs: u64,
+    /// A session ends this long after sign-in, however active.
+    pub session_max_secs: u64,
+    /// Signed-in sessions held at most; the least recently used end first.
+    pub max_sessions: usize,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            session_idle_secs: 3600,
+            session_max_secs: 12 * 3600,
+            max_sessions: 10_000,
+        }
+    }
 }
 
 /// The Arrow Flight SQL listener (API.md §1 "Flight SQL").
@@ -323,6 +349,7 @@ impl Default for Config {
             admission: AdmissionConfig::default(),
             audit: AuditConfig::default(),
             flight: FlightConfig::default(),
+            portal: PortalConfig::default(),
             tiers: default_tiers(),
         }
     }

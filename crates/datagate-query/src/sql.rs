@@ -63,6 +63,30 @@ pub async fn plan_sql_values(
         .map_err(|e| QueryError::from_datafusion(e, memory).in_parameter("params"))
 }
 
+/// sqlparser gives no position when the text ends too early ("found: EOF"): the position is
+/// then just past the last character, where the missing part belongs.
+fn at_end_if_unplaced(e: QueryError, sql: &str) -> QueryError {
+    match e {
+        QueryError::Invalid {
+            message,
+            position: None,
+            parameter,
+        } if message.ends_with("found: EOF") => {
+            let line = sql.trim_end().lines().count().max(1);
+            let last = sql.trim_end().lines().last().unwrap_or("");
+            QueryError::Invalid {
+                message,
+                position: Some(crate::error::Position {
+                    line: u64::try_from(line).unwrap_or(u64::MAX),
+                    column: u64::try_from(last.chars().count() + 1).unwrap_or(u64::MAX),
+                }),
+                parameter,
+            }
+        }
+        other => other,
+    }
+}
+
 /// Parses `sql` into exactly one read-only statement within `limits` (size, nesting and
 /// [`complexity`](crate::complexity)), or says why not. Engine settings
 /// (`information_schema.df_settings`) are readable only when `internals` (admins).
@@ -93,7 +117,7 @@ pub fn parse_readonly(
             DataFusionError::SQL(e, _) if matches!(*e, ParserError::RecursionLimitExceeded) => {
                 crate::filter::too_deep(&limit)
             }
-            e => QueryError::from_datafusion(e, 0),
+            e => at_end_if_unplaced(QueryError::from_datafusion(e, 0), sql),
         })?;
     if statements.len() > 1 {
         return Err(QueryError::invalid(format!(
@@ -293,6 +317,23 @@ mod tests {
         // Many NOTs side by side are not nested.
         let side = format!("SELECT {}", vec!["NOT (1 = 2)"; 40].join(" AND "));
         check(&side).unwrap();
+    }
+
+    #[test]
+    fn a_statement_that_ends_too_early_is_placed_at_its_end() {
+        let e = parse_readonly(
+            "SELECT *\nFROM t\nWHERE (  ",
+            &QueryLimits::default(),
+            false,
+        )
+        .unwrap_err();
+        match e {
+            QueryError::Invalid { position, .. } => assert_eq!(
+                position,
+                Some(crate::error::Position { line: 3, column: 8 })
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

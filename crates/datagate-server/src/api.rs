@@ -95,12 +95,23 @@ pub struct DatasetOut {
 
 /// Reads and downloads of a dataset, counted from the audit log: a read is a 2xx rows page or
 /// SQL query that read it, a download a 2xx export.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct UsageOut {
     pub reads_30d: u64,
     pub downloads_30d: u64,
     pub reads_total: u64,
     pub downloads_total: u64,
+    /// Dataset detail only: each of the last 30 days (UTC), oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<Vec<DayUsageOut>>,
+}
+
+/// A dataset's reads and downloads on one day.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DayUsageOut {
+    pub day: chrono::NaiveDate,
+    pub reads: u64,
+    pub downloads: u64,
 }
 
 impl From<datagate_audit::usage::DatasetUsage> for UsageOut {
@@ -110,6 +121,7 @@ impl From<datagate_audit::usage::DatasetUsage> for UsageOut {
             downloads_30d: u.downloads_30d,
             reads_total: u.reads_total,
             downloads_total: u.downloads_total,
+            daily: None,
         }
     }
 }
@@ -165,6 +177,22 @@ impl DatasetOut {
             .usage()
             .get(&name, chrono::Utc::now().date_naive())
             .into();
+        self
+    }
+
+    /// With the per-day series of the last 30 days as well (dataset detail).
+    pub fn with_daily_usage(mut self, log: &datagate_audit::AuditLog) -> Self {
+        let name = format!("{}.{}", self.department, self.name);
+        let days = log.usage().daily(&name, chrono::Utc::now().date_naive());
+        self.usage.daily = Some(
+            days.into_iter()
+                .map(|(day, reads, downloads)| DayUsageOut {
+                    day,
+                    reads,
+                    downloads,
+                })
+                .collect(),
+        );
         self
     }
 }

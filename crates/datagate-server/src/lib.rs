@@ -1,4 +1,4 @@
-//! The datagate HTTP server.
+//! The datagate HTTP server: the API and the portal (the website at `/`, [`portal`]).
 //!
 //! Routes (API.md §5) live under [`routes`], one module per area; every error a client can see
 //! is an [`ApiError`] rendered as `application/problem+json` in one place ([`problem`]). The
@@ -14,6 +14,7 @@ pub mod auth;
 pub mod fair_use;
 pub mod layers;
 pub mod openapi;
+pub mod portal;
 pub mod problem;
 pub mod routes;
 pub mod serve;

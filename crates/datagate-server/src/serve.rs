@@ -32,10 +32,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-/// The full application: routes and layers.
+/// The full application: the API routes and the portal, in the layers. The portal sends its
+/// requests to this same application (see [`crate::portal::client`]), so it gets a handle to
+/// it once built.
 pub fn app(state: AppState) -> axum::Router {
-    let router = crate::routes::router(state.clone());
-    crate::layers::apply(router, &state)
+    let api = crate::portal::client::Api::default();
+    let router =
+        crate::routes::router(state.clone()).merge(crate::portal::router(&state, api.clone()));
+    let app = crate::layers::apply(router, &state);
+    api.set(app.clone());
+    app
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting and gives

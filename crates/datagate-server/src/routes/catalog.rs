@@ -147,7 +147,9 @@ pub async fn get_dataset(
         caller.sees_private(&d.department),
     );
     out.versions = Some(versions.iter().map(VersionOut::from).collect());
-    Ok(Json(out.with_usage(&state.audit)))
+    Ok(Json(
+        out.with_usage(&state.audit).with_daily_usage(&state.audit),
+    ))
 }
 
 /// A dataset's version history, newest first.

@@ -1,0 +1,610 @@
+//! The portal (`GET /` and its pages) on a running binary, page by page and role by role: what
+//! each visitor sees and does not see, sessions, CSRF, escaping, the security headers, and
+//! that its reads are the API's (same bytes, same refusals, same audit).
+
+use crate::harness::{ADMIN, Options, Server, admin_env, new_key, new_key_with};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Client, Response, redirect};
+use serde_json::{Value, json};
+
+fn client() -> Client {
+    Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn start() -> Server {
+    Server::start(Options {
+        env: admin_env(&[]),
+        ..Options::default()
+    })
+    .await
+}
+
+/// A page as a visitor with `cookie` (or none) and `lang`.
+async fn page(s: &Server, path: &str, cookie: Option<&str>) -> (u16, HeaderMap, String) {
+    let mut r = client().get(s.url(path));
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+/// A form POST from a page of the site itself.
+async fn post_form(
+    s: &Server,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> Response {
+    let mut r = client()
+        .post(s.url(path))
+        .header(header::ORIGIN, s.base.clone())
+        .form(form);
+    if let Some(c) = cookie {
+        r = r.header(header::COOKIE, c);
+    }
+    r.send().await.unwrap()
+}
+
+/// Signs in with `key`; the session cookie (`name=value`).
+async fn sign_in(s: &Server, key: &str) -> String {
+    let r = post_form(s, "/signin", None, &[("key", key), ("next", "/me")]).await;
+    assert_eq!(r.status(), 303, "sign-in answers a redirect");
+    assert_eq!(r.headers()[header::LOCATION], "/me");
+    let set = r.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(set.starts_with("dg_session="), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(
+        !set.contains(key) && !set.contains(&key[3..15]),
+        "the key is never in the cookie"
+    );
+    set.split(';').next().unwrap().to_string()
+}
+
+async fn api_json(s: &Server, key: Option<&str>, path: &str) -> Value {
+    let mut r = Client::new().get(s.url(path));
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    let r = r.send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Text as the templates escape it (numeric character references).
+fn escaped(s: &str) -> String {
+    s.replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+fn assert_security_headers(h: &HeaderMap) {
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    for part in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(h.contains_key(header::REFERRER_POLICY));
+}
+
+#[tokio::test]
+async fn the_catalog_page_shows_what_the_api_lists_for_anonymous_visitors() {
+    let s = start().await;
+    let (status, headers, html) = page(&s, "/", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_security_headers(&headers);
+    assert!(html.contains("<html lang=\"zh-CN\">"), "Chinese first");
+    assert!(html.contains("无条件开放") && html.contains("有条件开放"));
+    let listed = api_json(&s, None, "/api/v1/datasets?limit=100").await;
+    let datasets = listed["datasets"].as_array().unwrap();
+    assert!(datasets.len() >= 8);
+    for d in datasets {
+        assert!(
+            html.contains(&escaped(d["title"].as_str().unwrap())),
+            "{} missing",
+            d["title"]
+        );
+    }
+    // The shared dataset is in the admin's listing, never on the anonymous page.
+    let shared = api_json(&s, Some(ADMIN), "/api/v1/datasets/justice/mediation_cases").await;
+    assert!(!html.contains(&escaped(shared["title"].as_str().unwrap())));
+    assert!(!html.contains("mediation_cases"));
+
+    // Search, a facet, sorting and the language switch.
+    let (_, _, found) = page(&s, "/?q=%E5%85%AC%E4%BA%A4", None).await; // 公交
+    let bus = api_json(&s, None, "/api/v1/datasets?q=%E5%85%AC%E4%BA%A4").await;
+    assert!(bus["total"].as_u64().unwrap() >= 1);
+    assert!(found.contains(&format!("<strong>{}</strong>", bus["total"])));
+    let (_, _, conditional) = page(&s, "/?access_level=conditional", None).await;
+    assert!(
+        conditional.contains("<strong>1</strong>"),
+        "one conditional dataset"
+    );
+    assert!(
+        conditional.contains("aria-current=\"true\""),
+        "the chosen facet entry is marked"
+    );
+    let (_, _, sorted) = page(&s, "/?sort=title", None).await;
+    assert!(sorted.contains("<option value=\"title\" selected>"));
+    let (_, headers, english) = page(&s, "/?lang=en", None).await;
+    assert!(english.contains("<html lang=\"en\">") && english.contains("Data catalog"));
+    assert!(
+        headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("lang=en")
+    );
+    let r = client()
+        .get(s.url("/"))
+        .header(header::ACCEPT_LANGUAGE, "en-GB,en;q=0.9")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().contains("Open level"));
+
+    // Assets come from the binary, under content-hashed names, cached for a year.
+    let css = html
+        .split("href=\"/assets/")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(css.starts_with("style.") && css.ends_with(".css"));
+    let r = client()
+        .get(s.url(&format!("/assets/{css}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(
+        client()
+            .get(s.url("/assets/style.0000.css"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_dataset_page_previews_downloads_and_offers_snippets() {
+    let s = start().await;
+    let (status, headers, html) = page(&s, "/datasets/transport/bus_lines", None).await;
+    assert_eq!(status, 200);
+    assert_security_headers(&headers);
+    let d = api_json(&s, None, "/api/v1/datasets/transport/bus_lines").await;
+    for c in d["schema"].as_array().unwrap() {
+        assert!(html.contains(&format!(
+            "<code>{}</code>",
+            escaped(c["name"].as_str().unwrap())
+        )));
+    }
+    // The preview is the rows API's first page.
+    let rows = api_json(
+        &s,
+        None,
+        "/api/v1/datasets/transport/bus_lines/rows?limit=20",
+    )
+    .await;
+    for row in rows["rows"].as_array().unwrap() {
+        for v in row.as_object().unwrap().values() {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => "NULL".into(),
+                other => other.to_string(),
+            };
+            assert!(html.contains(&escaped(&text)), "preview lacks {text}");
+        }
+    }
+    assert!(
+        html.contains("page=limit"),
+        "a next link carries the API's next page"
+    );
+    for f in ["csv", "json", "ndjson", "parquet", "arrow"] {
+        assert!(
+            html.contains(&format!("/download/transport/bus_lines?format={f}\"")),
+            "{f}"
+        );
+    }
+    assert!(
+        html.contains("read_parquet(") && html.contains("pd.read_csv(") && html.contains("curl")
+    );
+    assert!(html.contains("<svg class=\"chart\""), "reads per day");
+
+    // A filter narrows the preview; a bad one shows the API's message and keeps the page.
+    let first_col = d["schema"][0]["name"].as_str().unwrap();
+    let (st, _, bad) = page(
+        &s,
+        "/datasets/transport/bus_lines?where=nonsense+%3E+1",
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(bad.contains("notice error"), "the bad filter is reported");
+    let (_, _, sorted) = page(
+        &s,
+        &format!("/datasets/transport/bus_lines?order={first_col}+desc"),
+        None,
+    )
+    .await;
+    assert!(sorted.contains(" ▼"));
+
+    // A download is the export API's bytes, as an attachment.
+    let via_portal = client()
+        .get(s.url("/download/transport/bus_lines?format=csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via_portal.status(), 200);
+    assert!(
+        via_portal.headers()[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let portal_bytes = via_portal.bytes().await.unwrap();
+    let api_bytes = Client::new()
+        .get(s.url("/api/v1/datasets/transport/bus_lines/export?format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(portal_bytes, api_bytes);
+    assert!(!portal_bytes.is_empty());
+
+    // Unknown and invisible datasets are the API's 404.
+    assert_eq!(
+        page(&s, "/datasets/justice/mediation_cases", None).await.0,
+        404
+    );
+    assert_eq!(page(&s, "/datasets/nobody/nothing", None).await.0, 404);
+}
+
+#[tokio::test]
+async fn sessions_start_with_a_key_end_on_sign_out_and_when_the_key_is_revoked() {
+    let s = start().await;
+    // Refusals: a bad key, and any POST not from this site.
+    let r = post_form(&s, "/signin", None, &[("key", "dg_nope_00")]).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("notice error"));
+    let consumer = new_key(&s, "consumer", None).await;
+    let r = client()
+        .post(s.url("/signin"))
+        .form(&[("key", consumer.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no Origin: refused");
+    let r = client()
+        .post(s.url("/signin"))
+        .header(header::ORIGIN, "http://evil.example")
+        .form(&[("key", consumer.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another site's form: refused");
+
+    let cookie = sign_in(&s, &consumer).await;
+    let (st, _, me) = page(&s, "/me", Some(&cookie)).await;
+    assert_eq!(st, 200);
+    assert!(me.contains("consumer"), "the role is shown");
+    assert!(me.contains("standard"), "the tier is shown");
+
+    // Sign-out ends the session: the same cookie is anonymous afterwards.
+    let r = post_form(&s, "/signout", Some(&cookie), &[]).await;
+    assert_eq!(r.status(), 303);
+    let (st, h, _) = page(&s, "/me", Some(&cookie)).await;
+    assert_eq!(st, 303);
+    assert!(h[header::LOCATION].to_str().unwrap().starts_with("/signin"));
+
+    // Revoking the key ends its sessions at the next page.
+    let cookie = sign_in(&s, &consumer).await;
+    let id = consumer.split('_').nth(1).unwrap();
+    let r = Client::new()
+        .delete(s.url(&format!("/api/v1/keys/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (st, h, _) = page(&s, "/", Some(&cookie)).await;
+    assert_eq!(st, 303);
+    assert!(h[header::LOCATION].to_str().unwrap().contains("expired=1"));
+    let (st, _, html) = page(&s, "/", Some(&cookie)).await;
+    assert_eq!(st, 200, "afterwards the visitor is anonymous");
+    assert!(html.contains("/signin"));
+}
+
+#[tokio::test]
+async fn conditional_data_needs_an_application_and_shared_data_is_masked_as_in_the_api() {
+    let s = start().await;
+    let consumer = new_key(&s, "consumer", None).await;
+    let cookie = sign_in(&s, &consumer).await;
+    // A conditional dataset without a grant: the apply form, no preview.
+    let (st, _, html) = page(&s, "/datasets/justice/legal_aid_cases", Some(&cookie)).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("action=\"/datasets/justice/legal_aid_cases/apply\""));
+    assert!(!html.contains("preview pages"));
+    let (_, _, anon) = page(&s, "/datasets/justice/legal_aid_cases", None).await;
+    assert!(
+        anon.contains("/signin?next="),
+        "anonymous visitors are asked to sign in"
+    );
+    let r = post_form(
+        &s,
+        "/datasets/justice/legal_aid_cases/apply",
+        Some(&cookie),
+        &[("purpose", "研究")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("applied=1")
+    );
+    let apps = api_json(&s, Some(&consumer), "/api/v1/applications").await;
+    let app = apps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["purpose"] == "研究")
+        .expect("the application");
+    let (_, _, me) = page(&s, "/me", Some(&cookie)).await;
+    assert!(me.contains("研究"), "my applications list it");
+
+    // The justice publisher approves through the API; the consumer's preview then shows
+    // exactly the API's masked rows, and no private column.
+    let publisher = new_key_with(
+        &s,
+        json!({"name": "justice", "role": "publisher", "department": "justice"}),
+    )
+    .await;
+    let r = Client::new()
+        .post(s.url(&format!(
+            "/api/v1/applications/{}/approve",
+            app["id"].as_str().unwrap()
+        )))
+        .bearer_auth(&publisher)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let (_, _, html) = page(&s, "/datasets/justice/legal_aid_cases", Some(&cookie)).await;
+    let rows = api_json(
+        &s,
+        Some(&consumer),
+        "/api/v1/datasets/justice/legal_aid_cases/rows?limit=20",
+    )
+    .await;
+    let visible: Vec<String> = rows["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    for row in rows["rows"].as_array().unwrap() {
+        for c in &visible {
+            if let Value::String(v) = &row[c] {
+                assert!(html.contains(&escaped(v)), "masked preview lacks {v}");
+            }
+        }
+    }
+    let full = api_json(&s, Some(ADMIN), "/api/v1/datasets/justice/legal_aid_cases").await;
+    for c in full["schema"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        if c["sensitivity"] == "private" {
+            assert!(
+                !html.contains(&format!(">{name}<")),
+                "private column {name} shown"
+            );
+        }
+    }
+    let raw = api_json(
+        &s,
+        Some(ADMIN),
+        "/api/v1/datasets/justice/legal_aid_cases/rows?limit=20",
+    )
+    .await;
+    for c in full["schema"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["sensitivity"] != "public")
+    {
+        let name = c["name"].as_str().unwrap();
+        for row in raw["rows"].as_array().unwrap() {
+            if let Value::String(v) = &row[name]
+                && v.chars().count() > 3
+            {
+                assert!(
+                    !html.contains(&escaped(v)),
+                    "raw value of {name} shown: {v}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn hostile_titles_and_values_are_shown_as_text() {
+    let s = start().await;
+    let admin = |r: reqwest::RequestBuilder| r.bearer_auth(ADMIN);
+    let c = Client::new();
+    let r = admin(c.post(s.url("/api/v1/datasets")))
+        .json(&json!({
+            "department": "transport", "name": "hostile", "title": "<script>alert(1)</script>",
+            "description": "\"><img src=x onerror=alert(2)>", "access_level": "open",
+            "tags": ["<b>x</b>"],
+            "columns": [{"name": "v", "type": "utf8"}]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = admin(c.post(s.url("/api/v1/datasets/transport/hostile/versions")))
+        .header(header::CONTENT_TYPE, "text/csv")
+        .body("v\n<script>alert(3)</script>\n\"<img src=x onerror=alert(4)>\"\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    for path in [
+        "/",
+        "/datasets/transport/hostile",
+        "/sql?q=select+*+from+transport.hostile",
+    ] {
+        let (st, _, html) = page(&s, path, None).await;
+        assert_eq!(st, 200, "{path}");
+        assert!(!html.contains("<script>alert"), "{path}");
+        assert!(!html.contains("<img src=x"), "{path}");
+        assert!(!html.contains("<b>x</b>"), "{path}");
+        assert!(
+            html.contains(&escaped("<script>alert(")),
+            "{path} shows the text"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_sql_console_runs_through_the_query_api_and_marks_errors() {
+    let s = start().await;
+    let (st, _, html) = page(&s, "/sql", None).await;
+    assert_eq!(st, 200);
+    assert!(
+        html.contains("<code>transport.bus_lines</code>"),
+        "readable tables listed"
+    );
+    assert!(
+        !html.contains("justice.mediation_cases"),
+        "shared tables are not"
+    );
+
+    let sql = "SELECT count(*) AS n FROM transport.bus_lines";
+    let (_, _, html) = page(&s, &format!("/sql?q={}", urlencode(sql)), None).await;
+    let api = Client::new()
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": sql}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let n = api["rows"][0]["n"].to_string();
+    assert!(
+        html.contains(&format!("<td class=\"num\">{n}</td>")),
+        "the count {n}"
+    );
+    assert!(html.contains("/sql/download?q="), "the result downloads");
+
+    // An error: message, line and column, and the character marked.
+    let bad = "SELECT *\nFROM transport.bus_lines\nWHERE (";
+    let (st, _, html) = page(&s, &format!("/sql?q={}", urlencode(bad)), None).await;
+    assert_eq!(st, 200);
+    assert!(html.contains("notice error"));
+    assert!(html.contains("line 3"), "the position is given");
+    assert!(html.contains("<mark>"), "the position is marked");
+    // Refused statements are the API's refusals.
+    let (_, _, html) = page(&s, "/sql?q=DROP+TABLE+transport.bus_lines", None).await;
+    assert!(html.contains("notice error"));
+    // EXPLAIN shows a plan.
+    let (_, _, html) = page(&s, &format!("/sql?q={}&explain=1", urlencode(sql)), None).await;
+    assert!(html.contains("plan"), "EXPLAIN answers a plan");
+
+    // The download is the query API's result.
+    let r = client()
+        .get(s.url(&format!("/sql/download?q={}&format=csv", urlencode(sql))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), format!("n\n{n}\n"));
+}
+
+#[tokio::test]
+async fn what_the_portal_reads_is_audited_like_an_api_call() {
+    let s = start().await;
+    let consumer = new_key(&s, "consumer", None).await;
+    let cookie = sign_in(&s, &consumer).await;
+    let (st, _, _) = page(&s, "/datasets/environment/air_quality", Some(&cookie)).await;
+    assert_eq!(st, 200);
+    let id = consumer.split('_').nth(1).unwrap();
+    let mut found = false;
+    for _ in 0..50 {
+        let events = api_json(
+            &s,
+            Some(ADMIN),
+            &format!("/api/v1/audit/events?principal={id}&dataset=environment/air_quality&action=data.rows&limit=10"),
+        )
+        .await;
+        found = events["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key_id"] == id);
+        if found {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        found,
+        "the preview's read is in the audit log under the visitor's key"
+    );
+}
+
+#[tokio::test]
+async fn the_portal_can_be_turned_off() {
+    let s = Server::start(Options {
+        env: vec![("DATAGATE_PORTAL__ENABLED".into(), "false".into())],
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(page(&s, "/", None).await.0, 404);
+    assert_eq!(page(&s, "/api/v1/datasets", None).await.0, 200);
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
