@@ -21,6 +21,7 @@ mod http_behaviour;
 mod masking;
 mod openapi_contract;
 mod portal;
+mod portal_browser;
 mod publishing;
 mod query_deny;
 mod sample_catalog;

@@ -1,0 +1,278 @@
+"""The portal's journeys in a real browser (Debian chromium through chromedriver, Selenium).
+
+Run by tests/it/portal_browser.rs against a running gateway:
+
+    python3 tests/browser/journeys.py BASE_URL ADMIN_KEY CONSUMER_KEY PUBLISHER_KEY OUT_DIR
+
+Each journey drives the pages as a person would (typing, clicking links and buttons) and checks
+what the page shows against the API's own answers. Any JavaScript dialog (alert, confirm,
+prompt) opened by page content fails the run: hostile titles and values must stay text.
+Screenshots of every page at 375 px and 1440 px wide are saved in OUT_DIR. Exits non-zero on the
+first failure, with the page's URL and a screenshot of it.
+"""
+
+import hashlib
+import json
+import os
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+BASE, ADMIN, CONSUMER, PUBLISHER, OUT = sys.argv[1:6]
+DOWNLOADS = os.path.join(OUT, "downloads")
+os.makedirs(DOWNLOADS, exist_ok=True)
+
+
+def api(path, key=None, method="GET", body=None):
+    req = urllib.request.Request(BASE + path, method=method)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    data = None
+    if body is not None:
+        if isinstance(body, (dict, list)):
+            data = json.dumps(body).encode()
+            req.add_header("Content-Type", "application/json")
+        else:
+            data, ctype = body
+            req.add_header("Content-Type", ctype)
+    with urllib.request.urlopen(req, data=data) as r:
+        raw = r.read()
+        return json.loads(raw) if r.headers.get_content_type().endswith("json") else raw
+
+
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1440,1000", "--lang=zh-CN"]:
+        opts.add_argument(a)
+    opts.add_experimental_option("prefs", {
+        "download.default_directory": DOWNLOADS, "download.prompt_for_download": False,
+        "intl.accept_languages": "zh-CN,zh"})
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    d.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": DOWNLOADS})
+    d.set_page_load_timeout(30)
+    return d
+
+
+class Journey:
+    def __init__(self, name):
+        self.name = name
+        self.d = browser()
+        self.wait = WebDriverWait(self.d, 15)
+
+    def open(self, path):
+        self.d.get(BASE + path)
+        self.no_dialog()
+
+    def no_dialog(self):
+        try:
+            alert = self.d.switch_to.alert
+            text = alert.text
+            alert.dismiss()
+            self.fail(f"a JavaScript dialog opened: {text!r}")
+        except NoAlertPresentException:
+            pass
+
+    def el(self, css):
+        return self.wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+    def navigating(self, action):
+        """Runs `action` (a click or a submit) and waits until the next page replaced this one."""
+        old = self.d.find_element(By.TAG_NAME, "html")
+        action()
+        self.wait.until(EC.staleness_of(old))
+        self.el("body")
+        self.no_dialog()
+
+    def click_text(self, text):
+        link = self.wait.until(EC.element_to_be_clickable((By.PARTIAL_LINK_TEXT, text)))
+        self.navigating(link.click)
+
+    def click(self, css):
+        self.navigating(self.el(css).click)
+
+    def body(self):
+        return self.d.find_element(By.TAG_NAME, "body").text
+
+    def check(self, cond, what):
+        if not cond:
+            self.fail(what)
+
+    def fail(self, what):
+        shot = os.path.join(OUT, f"FAILED-{self.name}.png")
+        try:
+            self.d.save_screenshot(shot)
+        except Exception:
+            pass
+        print(f"FAIL [{self.name}] {what}\n  at {self.d.current_url}\n  screenshot {shot}", flush=True)
+        self.d.quit()
+        sys.exit(1)
+
+    def shots(self, label):
+        """Screenshots of the current page at phone and desktop widths (full page height)."""
+        for width in (375, 1440):
+            self.d.set_window_size(width, 900)
+            height = self.d.execute_script("return document.documentElement.scrollHeight")
+            self.d.set_window_size(width, min(max(height, 600), 4000))
+            self.d.save_screenshot(os.path.join(OUT, f"{label}-{width}.png"))
+            overflow = self.d.execute_script(
+                "return document.documentElement.scrollWidth > window.innerWidth + 1")
+            self.check(not overflow or width > 375 or label in WIDE_OK,
+                       f"{label} scrolls sideways at {width} px")
+        self.d.set_window_size(1440, 1000)
+
+    def done(self):
+        self.d.quit()
+        print(f"ok   [{self.name}]", flush=True)
+
+
+# Pages whose tables may scroll inside their own box at 375 px (the page itself must not).
+WIDE_OK = set()
+
+
+def anonymous():
+    j = Journey("anonymous")
+    j.open("/")
+    j.check(j.d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN", "html lang")
+    j.shots("catalog")
+    # Search, then a facet.
+    box = j.el("#q")
+    box.clear()
+    box.send_keys("公交")
+    j.click("form.search button[type=submit]")
+    found = api("/api/v1/datasets?q=" + urllib.parse.quote("公交"))
+    j.check(str(found["total"]) in j.el(".toolbar strong").text, "search result count")
+    j.click_text("无条件开放")
+    j.check("aria-current" in j.d.page_source, "the facet is marked")
+    # The dataset, its preview, a filter.
+    j.click_text("公交线路")
+    j.el("table")
+    j.shots("dataset")
+    rows = api("/api/v1/datasets/transport/bus_lines/rows?limit=20")
+    first = rows["rows"][0]
+    j.check(str(first["line_name"]) in j.body(), "the preview shows the API's first row")
+    where = j.el("#where")
+    where.send_keys("night_line = true")
+    j.navigating(where.submit)
+    j.el("table")
+    night = api("/api/v1/datasets/transport/bus_lines/rows?limit=20&where=" + urllib.parse.quote("night_line = true"))
+    cells = [td.text for td in j.d.find_elements(By.CSS_SELECTOR, "#main table tbody tr td")]
+    for r in night["rows"]:
+        j.check(str(r["line_name"]) in cells, f"filtered preview lacks {r['line_name']}")
+    # Download the CSV: the bytes are the export API's.
+    for f in os.listdir(DOWNLOADS):
+        os.remove(os.path.join(DOWNLOADS, f))
+    j.d.find_element(By.CSS_SELECTOR, "p.downloads a[href*='format=csv']").click()
+    path = None
+    for _ in range(100):
+        done = [f for f in os.listdir(DOWNLOADS) if f.endswith(".csv")]
+        if done:
+            path = os.path.join(DOWNLOADS, done[0])
+            break
+        time.sleep(0.1)
+    j.check(path is not None, "the CSV download arrived")
+    exported = api("/api/v1/datasets/transport/bus_lines/export?format=csv")
+    with open(path, "rb") as fh:
+        got = fh.read()
+    j.check(hashlib.sha256(got).digest() == hashlib.sha256(exported).digest(),
+            f"downloaded CSV ({len(got)} bytes) differs from the export ({len(exported)} bytes)")
+    # The SQL console: an error, marked; then the fix.
+    j.open("/sql")
+    sql = j.el("#q")
+    sql.clear()
+    sql.send_keys("SELECT line_name FROM transport.bus_lines WHERE (")
+    j.click("form button.primary")
+    mark = j.el(".sql-source mark")
+    j.check(mark.is_displayed(), "the error position is marked")
+    j.check("line 1" in j.el(".notice.error").text, "the error says where")
+    j.shots("sql-error")
+    sql = j.el("#q")
+    sql.clear()
+    sql.send_keys("SELECT count(*) AS n FROM transport.bus_lines")
+    j.click("form button.primary")
+    n = api("/api/v1/query", method="POST", body={"sql": "SELECT count(*) AS n FROM transport.bus_lines"})["rows"][0]["n"]
+    j.check(j.el("#main table td.num").text == str(n), "the fixed query's result")
+    j.shots("sql")
+    # English by the switch.
+    j.click_text("English")
+    j.check(j.d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en", "switched to English")
+    j.done()
+
+
+def consumer_applies_and_reads_masked():
+    j = Journey("consumer")
+    j.open("/signin?next=/me")
+    j.shots("signin")
+    j.el("#key").send_keys(CONSUMER)
+    j.click("form button.primary")
+    j.check("/me" in j.d.current_url, "signed in, on my access")
+    j.shots("me")
+    j.check("dg_session" not in j.d.execute_script("return document.cookie"),
+            "the session cookie is HttpOnly (not visible to scripts)")
+    j.open("/datasets/justice/legal_aid_cases")
+    purpose = j.el("#purpose")
+    purpose.send_keys("法律援助服务研究")
+    j.navigating(purpose.submit)
+    j.el(".notice.ok")
+    j.shots("apply")
+    # The justice publisher approves (through the API until the department pages exist).
+    apps = api("/api/v1/applications", PUBLISHER)
+    pending = [a for a in apps if a["purpose"] == "法律援助服务研究"]
+    j.check(pending, "the publisher sees the application")
+    api(f"/api/v1/applications/{pending[0]['id']}/approve", PUBLISHER, "POST", {})
+    j.open("/datasets/justice/legal_aid_cases")
+    j.el("#main table tbody")
+    masked = api("/api/v1/datasets/justice/legal_aid_cases/rows?limit=20", CONSUMER)
+    cells = [td.text for td in j.d.find_elements(By.CSS_SELECTOR, "#main table tbody td")]
+    for r in masked["rows"][:5]:
+        for c in masked["columns"]:
+            v = r[c["name"]]
+            if isinstance(v, str) and v:
+                j.check(v in cells, f"masked preview lacks {v!r}")
+    raw = api("/api/v1/datasets/justice/legal_aid_cases/rows?limit=20", ADMIN)
+    shown = set(cells)
+    hidden = {c["name"] for c in raw["columns"]} - {c["name"] for c in masked["columns"]}
+    for r in raw["rows"]:
+        for name in hidden:
+            v = r[name]
+            j.check(not (isinstance(v, str) and len(v) > 3 and v in shown), f"private {name} shown")
+    j.shots("dataset-granted")
+    j.done()
+
+
+def hostile():
+    # A dataset whose title, description, tag and values are markup.
+    api("/api/v1/datasets", ADMIN, "POST", {
+        "department": "transport", "name": "hostile", "title": "<script>alert(1)</script>",
+        "description": "\"><img src=x onerror=alert(2)>", "access_level": "open",
+        "tags": ["<svg onload=alert(3)>"], "columns": [{"name": "v", "type": "utf8"}]})
+    api("/api/v1/datasets/transport/hostile/versions", ADMIN, "POST",
+        (b"v\n<script>alert(4)</script>\n\"<img src=x onerror=alert(5)>\"\n", "text/csv"))
+    j = Journey("hostile")
+    for path in ["/", "/datasets/transport/hostile", "/sql?q=" + urllib.parse.quote("SELECT * FROM transport.hostile")]:
+        j.open(path)
+        time.sleep(0.3)
+        j.no_dialog()
+        j.check("<script>alert(1)</script>" in j.body() or path.startswith("/sql"),
+                f"{path}: the hostile title shows as text")
+    j.done()
+
+
+def main():
+    anonymous()
+    consumer_applies_and_reads_masked()
+    hostile()
+    print("all journeys passed", flush=True)
+
+
+if __name__ == "__main__":
+    main()
