@@ -24,7 +24,7 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, ADMIN, CONSUMER, PUBLISHER, OUT = sys.argv[1:6]
 DOWNLOADS = os.path.join(OUT, "downloads")
@@ -208,8 +208,14 @@ def anonymous():
     j.done()
 
 
-def consumer_applies_and_reads_masked():
-    j = Journey("consumer")
+def sign_in(j, key, then):
+    j.open("/signin?next=" + urllib.parse.quote(then))
+    j.el("#key").send_keys(key)
+    j.click("form button.primary")
+
+
+def consumer_applies():
+    j = Journey("consumer-applies")
     j.open("/signin?next=/me")
     j.shots("signin")
     j.el("#key").send_keys(CONSUMER)
@@ -224,12 +230,74 @@ def consumer_applies_and_reads_masked():
     j.navigating(purpose.submit)
     j.el(".notice.ok")
     j.shots("apply")
-    # The justice publisher approves (through the API until the department pages exist).
-    apps = api("/api/v1/applications", PUBLISHER)
-    pending = [a for a in apps if a["purpose"] == "法律援助服务研究"]
-    j.check(pending, "the publisher sees the application")
-    api(f"/api/v1/applications/{pending[0]['id']}/approve", PUBLISHER, "POST", {})
-    j.open("/datasets/justice/legal_aid_cases")
+    j.done()
+
+
+def publisher():
+    j = Journey("publisher")
+    sign_in(j, PUBLISHER, "/publish")
+    j.check(j.d.current_url.endswith("/publish/justice"), "a publisher lands on their department")
+    j.shots("publish")
+    # Approve the consumer's application, with an expiry date.
+    card = [c for c in j.d.find_elements(By.CSS_SELECTOR, ".card") if "法律援助服务研究" in c.text]
+    j.check(card, "the pending application is listed")
+    card[0].find_element(By.CSS_SELECTOR, "input[type=date]").send_keys("12312099")
+    j.navigating(card[0].find_element(By.CSS_SELECTOR, "button.primary").click)
+    j.check("notice=approved" in j.d.current_url, "approved")
+    # Register a dataset with a masked column.
+    j.el("#r-name").send_keys("hearings")
+    j.el("#r-title").send_keys("庭审排期")
+    j.el("#r-pk").send_keys("id")
+    j.el("input[name=col0_name]").send_keys("id")
+    Select(j.el("select[name=col0_type]")).select_by_visible_text("int64")
+    j.el("input[name=col1_name]").send_keys("party")
+    Select(j.el("select[name=col1_sensitivity]")).select_by_value("masked")
+    Select(j.el("select[name=col1_mask]")).select_by_visible_text("partial")
+    j.el("input[name=col2_name]").send_keys("room")
+    j.click("form[action$='/register'] button.primary")
+    j.check(j.d.current_url.endswith("/publish/justice/hearings?notice=registered"), "registered")
+    # A 50 MB CSV, with the progress bar reaching 100% and the new version visible.
+    big = os.path.join(OUT, "hearings-50mb.csv")
+    rows = 0
+    with open(big, "w") as fh:
+        fh.write("id,party,room\n")
+        while fh.tell() < 50 * 2**20:
+            fh.write(f"{rows},当事人{rows % 9973},第{rows % 40}法庭\n")
+            rows += 1
+    j.el("#file").send_keys(big)
+    j.el("#upload button.primary").click()
+    WebDriverWait(j.d, 600).until(
+        lambda d: d.find_element(By.ID, "upload-result").get_attribute("class") in ("notice ok", "notice error"))
+    result = j.el("#upload-result")
+    j.check(result.get_attribute("class") == "notice ok", f"the upload was refused: {result.text}")
+    j.check(j.el("#progress").get_attribute("value") == "100", "the progress bar reached 100%")
+    j.check(j.el("#progress-text").text == "100%", "the progress label says 100%")
+    d = api("/api/v1/datasets/justice/hearings", PUBLISHER)
+    j.check(d["row_count"] == rows, f"the version holds {d['row_count']} rows, not {rows}")
+    j.check(str(rows) in result.text, "the page says how many rows the version has")
+    j.shots("upload")
+    # A bad CSV: the API's 422 shown with its line and column; nothing kept.
+    bad = os.path.join(OUT, "hearings-bad.csv")
+    with open(bad, "w") as fh:
+        fh.write("id,party,room\n1,甲,第1法庭\nnot-a-number,乙,第2法庭\n")
+    j.el("#file").send_keys(bad)
+    j.el("#upload button.primary").click()
+    WebDriverWait(j.d, 60).until(
+        lambda d: "422" in d.find_element(By.ID, "upload-result").text)
+    text = j.el("#upload-result").text
+    j.check("line 3" in text, f"the error says the line: {text}")
+    j.check("column" in text, f"the error says the column: {text}")
+    j.check(api("/api/v1/datasets/justice/hearings", PUBLISHER)["row_count"] == rows, "nothing of the bad file kept")
+    j.shots("upload-error")
+    # The version is visible on the public page.
+    j.open("/datasets/justice/hearings")
+    j.check(str(rows) in j.body(), "the new version's row count on the dataset page")
+    j.done()
+
+
+def consumer_reads_masked():
+    j = Journey("consumer-reads")
+    sign_in(j, CONSUMER, "/datasets/justice/legal_aid_cases")
     j.el("#main table tbody")
     masked = api("/api/v1/datasets/justice/legal_aid_cases/rows?limit=20", CONSUMER)
     cells = [td.text for td in j.d.find_elements(By.CSS_SELECTOR, "#main table tbody td")]
@@ -269,7 +337,9 @@ def hostile():
 
 def main():
     anonymous()
-    consumer_applies_and_reads_masked()
+    consumer_applies()
+    publisher()
+    consumer_reads_masked()
     hostile()
     print("all journeys passed", flush=True)
 

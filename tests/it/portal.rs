@@ -608,3 +608,235 @@ async fn the_portal_can_be_turned_off() {
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+#[tokio::test]
+async fn department_pages_register_upload_decide_and_unpublish_through_the_api() {
+    let s = start().await;
+    let publisher = new_key_with(
+        &s,
+        json!({"name": "justice", "role": "publisher", "department": "justice"}),
+    )
+    .await;
+    let consumer = new_key(&s, "consumer", None).await;
+    // Only the department's publishers and admins.
+    let (st, h, _) = page(&s, "/publish", None).await;
+    assert_eq!(st, 303);
+    assert!(h[header::LOCATION].to_str().unwrap().starts_with("/signin"));
+    let outsider = sign_in(&s, &consumer).await;
+    assert_eq!(page(&s, "/publish", Some(&outsider)).await.0, 403);
+    assert_eq!(page(&s, "/publish/justice", Some(&outsider)).await.0, 403);
+    let cookie = sign_in(&s, &publisher).await;
+    let (st, h, _) = page(&s, "/publish", Some(&cookie)).await;
+    assert_eq!(st, 303);
+    assert_eq!(h[header::LOCATION], "/publish/justice");
+    assert_eq!(
+        page(&s, "/publish/market", Some(&cookie)).await.0,
+        403,
+        "another department"
+    );
+    let (st, _, html) = page(&s, "/publish/justice", Some(&cookie)).await;
+    assert_eq!(st, 200);
+    assert!(
+        html.contains("<code>mediation_cases</code>"),
+        "the department's shared dataset is listed"
+    );
+    assert!(
+        html.contains("href=\"/publish\""),
+        "the navigation offers publishing"
+    );
+
+    // Register with declared columns (one masked).
+    let r = post_form(
+        &s,
+        "/publish/justice/register",
+        Some(&cookie),
+        &[
+            ("name", "hearings"),
+            ("title", "庭审排期"),
+            ("access_level", "open"),
+            ("license", "CC-BY-4.0"),
+            ("tags", "庭审, 排期"),
+            ("update_frequency", "daily"),
+            ("primary_key", "id"),
+            ("col0_name", "id"),
+            ("col0_type", "int64"),
+            ("col0_sensitivity", "public"),
+            ("col1_name", "party"),
+            ("col1_type", "utf8"),
+            ("col1_sensitivity", "masked"),
+            ("col1_mask", "partial"),
+            ("col2_name", ""),
+            ("col2_type", "utf8"),
+            ("col2_sensitivity", "public"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        "/publish/justice/hearings?notice=registered"
+    );
+    let d = api_json(&s, Some(&publisher), "/api/v1/datasets/justice/hearings").await;
+    assert_eq!(d["title"], "庭审排期");
+    assert_eq!(d["tags"], json!(["庭审", "排期"]));
+    assert_eq!(d["schema"][1]["sensitivity"], "masked");
+    assert_eq!(d["schema"][1]["mask"], "partial");
+    // A refused registration comes back with the API's reason.
+    let r = post_form(
+        &s,
+        "/publish/justice/register",
+        Some(&cookie),
+        &[
+            ("name", "hearings"),
+            ("title", "x"),
+            ("access_level", "open"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("error=")
+    );
+
+    // Upload (what the page's script sends): the API's answer as it is.
+    let upload = |body: &'static str| {
+        client()
+            .post(s.url("/publish/justice/hearings/upload?mode=append"))
+            .header(header::ORIGIN, s.base.clone())
+            .header(header::COOKIE, cookie.clone())
+            .header(header::CONTENT_TYPE, "text/csv")
+            .body(body)
+            .send()
+    };
+    let r = upload("id,party\n1,张三丰\n2,李四光\n").await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["row_count"], 2);
+    let r = upload("id,party\n3,王五\nnot a number,赵六\n")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["line"], 3, "{p}");
+    assert_eq!(
+        api_json(&s, None, "/api/v1/datasets/justice/hearings").await["row_count"],
+        2,
+        "nothing of the bad file kept"
+    );
+    let r = client()
+        .post(s.url("/publish/justice/hearings/upload"))
+        .header(header::ORIGIN, "http://evil.example")
+        .header(header::COOKIE, cookie.clone())
+        .body("id,party\n9,x\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a cross-site upload is refused");
+
+    // Edit metadata and a column's sensitivity.
+    let r = post_form(
+        &s,
+        "/publish/justice/hearings/edit",
+        Some(&cookie),
+        &[
+            ("title", "庭审排期表"),
+            ("access_level", "conditional"),
+            ("tags", "庭审"),
+            ("update_frequency", "weekly"),
+            ("sens:id", "public"),
+            ("sens:party", "private"),
+            ("mask:party", "partial"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let d = api_json(&s, Some(&publisher), "/api/v1/datasets/justice/hearings").await;
+    assert_eq!(
+        (d["title"].as_str(), d["access_level"].as_str()),
+        (Some("庭审排期表"), Some("conditional"))
+    );
+    assert_eq!(d["schema"][1]["sensitivity"], "private");
+
+    // The applications queue: approve with an expiry, then revoke the grant.
+    let r = Client::new()
+        .post(s.url("/api/v1/datasets/justice/hearings/applications"))
+        .bearer_auth(&consumer)
+        .json(&json!({"purpose": "排期研究"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, _, html) = page(&s, "/publish/justice", Some(&cookie)).await;
+    assert!(
+        html.contains("排期研究"),
+        "the pending application is listed"
+    );
+    let app = api_json(&s, Some(&publisher), "/api/v1/applications?status=pending").await;
+    let id = app[0]["id"].as_str().unwrap().to_string();
+    let r = post_form(
+        &s,
+        &format!("/publish/applications/{id}/approve"),
+        Some(&cookie),
+        &[("department", "justice"), ("expires", "2099-12-31")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let grants = api_json(&s, Some(&publisher), "/api/v1/grants").await;
+    let grant = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["dataset"] == "hearings")
+        .unwrap();
+    assert!(
+        grant["expires_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2099-12-31")
+    );
+    let rows = Client::new()
+        .get(s.url("/api/v1/datasets/justice/hearings/rows"))
+        .bearer_auth(&consumer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rows.status(), 200, "the grant opens the data");
+    let r = post_form(
+        &s,
+        &format!("/publish/grants/{}/revoke", grant["id"].as_str().unwrap()),
+        Some(&cookie),
+        &[("department", "justice")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let rows = Client::new()
+        .get(s.url("/api/v1/datasets/justice/hearings/rows"))
+        .bearer_auth(&consumer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rows.status(), 403, "revoked");
+
+    // Unpublish.
+    let r = post_form(
+        &s,
+        "/publish/justice/hearings/unpublish",
+        Some(&cookie),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        Client::new()
+            .get(s.url("/api/v1/datasets/justice/hearings"))
+            .bearer_auth(&consumer)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}

@@ -2,8 +2,11 @@
 //! (`tests/browser/journeys.py`; chromium, chromium-driver and selenium are installed by
 //! `scripts/test.sh`). The journeys: anonymous search → facet → dataset → filtered preview →
 //! CSV download equal to the export API's bytes → SQL console error, marked, then fixed →
-//! English; a consumer signs in, applies for a conditional dataset, is approved and previews
-//! exactly the API's masked rows; hostile titles and values open no dialog. Screenshots of
+//! English; a consumer signs in and applies for a conditional dataset; the department's
+//! publisher approves it on the department page, registers a dataset with a masked column,
+//! uploads a 50 MB CSV (the progress bar reaches 100%, the version is visible) and a bad CSV
+//! (its line and column shown, nothing kept); the consumer then previews exactly the API's
+//! masked rows; hostile titles and values open no dialog. Screenshots of
 //! each page at 375 and 1440 px land in `test-artifacts/portal-browser`.
 
 use crate::harness::{Options, Server, admin_env, artifacts, new_key, new_key_with, repo_root};

@@ -46,6 +46,21 @@ impl Api {
         content_type: Option<&str>,
         body: Body,
     ) -> Response {
+        let headers: Vec<(header::HeaderName, &str)> = content_type
+            .map(|c| vec![(header::CONTENT_TYPE, c)])
+            .unwrap_or_default();
+        self.send_with(from, method, uri, &headers, body).await
+    }
+
+    /// [`Api::send`] with the body's headers (`Content-Type`, `Content-Encoding`) given.
+    pub async fn send_with(
+        &self,
+        from: &Caller,
+        method: Method,
+        uri: &str,
+        body_headers: &[(header::HeaderName, &str)],
+        body: Body,
+    ) -> Response {
         let Some(app) = self.0.get() else {
             return problem_response(StatusCode::SERVICE_UNAVAILABLE, "the API is not ready");
         };
@@ -65,8 +80,10 @@ impl Api {
         {
             headers.insert(header::AUTHORIZATION, v);
         }
-        if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
-            headers.insert(header::CONTENT_TYPE, ct);
+        for (name, value) in body_headers {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(name.clone(), v);
+            }
         }
         if let Some(peer) = from.peer {
             req.extensions_mut().insert(ConnectInfo(peer));

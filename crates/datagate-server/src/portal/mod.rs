@@ -18,6 +18,7 @@ pub mod assets;
 pub mod client;
 pub mod i18n;
 mod pages;
+mod publish;
 pub mod session;
 
 use crate::state::AppState;
@@ -61,6 +62,18 @@ pub fn router(state: &AppState, api: Api) -> Router {
         .route("/sql", get(pages::sql))
         .route("/sql/download", get(pages::sql_download))
         .route("/me", get(pages::me))
+        .route("/publish", get(publish::home))
+        .route("/publish/{dept}", get(publish::department))
+        .route("/publish/{dept}/register", post(publish::register))
+        .route("/publish/{dept}/{name}", get(publish::dataset))
+        .route("/publish/{dept}/{name}/edit", post(publish::edit))
+        .route("/publish/{dept}/{name}/unpublish", post(publish::unpublish))
+        .route("/publish/{dept}/{name}/upload", post(publish::upload))
+        .route(
+            "/publish/applications/{id}/{decision}",
+            post(publish::decide),
+        )
+        .route("/publish/grants/{id}/revoke", post(publish::revoke_grant))
         .route("/signin", get(pages::signin_form).post(pages::signin))
         .route("/signout", post(pages::signout))
         .route("/assets/{name}", get(assets::serve))

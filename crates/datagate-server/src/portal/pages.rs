@@ -48,7 +48,7 @@ fn enc(s: &str) -> String {
 }
 
 /// `path?k=v&...` from pairs, leaving out empty values.
-fn link(path: &str, pairs: &[(&str, &str)]) -> String {
+pub(super) fn link(path: &str, pairs: &[(&str, &str)]) -> String {
     let q: Vec<String> = pairs
         .iter()
         .filter(|(_, v)| !v.is_empty())
@@ -78,7 +78,7 @@ fn switch_lang(here: &str, lang: Lang) -> String {
 
 /// The page's layout data: asks the API who the visitor is (a refused key ends the session:
 /// the visitor is sent to sign in again).
-async fn base(portal: &Portal, v: &Visitor, title: &str) -> Result<Base, Response> {
+pub(super) async fn base(portal: &Portal, v: &Visitor, title: &str) -> Result<Base, Response> {
     let who = match &v.caller.key {
         None => None,
         Some(key) => match portal.api.get::<Value>(&v.caller, "/api/v1/me").await {
@@ -103,7 +103,7 @@ async fn base(portal: &Portal, v: &Visitor, title: &str) -> Result<Base, Respons
     })
 }
 
-fn signed_out_redirect(v: &Visitor) -> Response {
+pub(super) fn signed_out_redirect(v: &Visitor) -> Response {
     let mut resp =
         Redirect::to(&link("/signin", &[("expired", "1"), ("next", &v.here)])).into_response();
     clear_session_cookie(&mut resp, v.secure);
@@ -115,7 +115,7 @@ fn plain_error(status: StatusCode, detail: &str) -> Response {
 }
 
 /// A rendered page; remembers a language chosen with `?lang=` in a cookie.
-fn html(v: &Visitor, status: StatusCode, page: &impl Template) -> Response {
+pub(super) fn html(v: &Visitor, status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(body) => {
             let mut resp = (
@@ -155,7 +155,7 @@ struct ErrorPage {
 }
 
 /// An API refusal as a page (its status kept).
-fn error_page(v: &Visitor, base: Base, a: &Answer) -> Response {
+pub(super) fn error_page(v: &Visitor, base: Base, a: &Answer) -> Response {
     let page = ErrorPage {
         base,
         status: a.status.as_u16(),
