@@ -2,7 +2,7 @@
 
 Run by tests/it/portal_browser.rs against a running gateway:
 
-    python3 tests/browser/journeys.py BASE_URL ADMIN_KEY CONSUMER_KEY PUBLISHER_KEY OUT_DIR
+    python3 tests/browser/journeys.py BASE_URL ADMIN_KEY CONSUMER_KEY PUBLISHER_KEY AUDITOR_KEY OUT_DIR
 
 Each journey drives the pages as a person would (typing, clicking links and buttons) and checks
 what the page shows against the API's own answers. Any JavaScript dialog (alert, confirm,
@@ -26,7 +26,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-BASE, ADMIN, CONSUMER, PUBLISHER, OUT = sys.argv[1:6]
+BASE, ADMIN, CONSUMER, PUBLISHER, AUDITOR, OUT = sys.argv[1:7]
 DOWNLOADS = os.path.join(OUT, "downloads")
 os.makedirs(DOWNLOADS, exist_ok=True)
 
@@ -317,6 +317,27 @@ def consumer_reads_masked():
     j.done()
 
 
+def auditor():
+    j = Journey("auditor")
+    sign_in(j, AUDITOR, "/audit")
+    consumer_id = CONSUMER.split("_")[1]
+    box = j.el("#a-principal")
+    box.send_keys(consumer_id)
+    j.click("form.filters button.primary")
+    rows = j.d.find_elements(By.CSS_SELECTOR, "#log tbody tr")
+    expected = api(f"/api/v1/audit/events?principal={consumer_id}&limit=50", AUDITOR)["rows"]
+    j.check(len(rows) == len(expected) and len(rows) > 0, f"{len(rows)} log rows, the API has {len(expected)}")
+    for r in rows:
+        j.check(consumer_id in r.text, "only the consumer's records")
+    j.shots("audit")
+    j.click("form.inline button.secondary")
+    verdict = j.el("#verdict")
+    j.check("ok" in verdict.get_attribute("class").split(), f"the chain verifies: {verdict.text}")
+    j.check(len(j.d.find_elements(By.CSS_SELECTOR, "svg.chart rect")) > 0, "the charts have bars")
+    j.shots("audit-verified")
+    j.done()
+
+
 def hostile():
     # A dataset whose title, description, tag and values are markup.
     api("/api/v1/datasets", ADMIN, "POST", {
@@ -340,6 +361,7 @@ def main():
     consumer_applies()
     publisher()
     consumer_reads_masked()
+    auditor()
     hostile()
     print("all journeys passed", flush=True)
 

@@ -840,3 +840,100 @@ async fn department_pages_register_upload_decide_and_unpublish_through_the_api()
         404
     );
 }
+
+#[tokio::test]
+async fn audit_pages_filter_verify_chart_and_report_through_the_audit_api() {
+    // A checkpoint every few records, so there is one to download.
+    let s = Server::start(Options {
+        env: admin_env(&[("DATAGATE_AUDIT__CHECKPOINT_EVERY_RECORDS", "5")]),
+        ..Options::default()
+    })
+    .await;
+    let auditor = new_key(&s, "auditor", None).await;
+    let consumer = new_key(&s, "consumer", None).await;
+    // Some traffic of the consumer's.
+    for _ in 0..3 {
+        let r = Client::new()
+            .get(s.url("/api/v1/datasets/transport/bus_lines/rows?limit=5"))
+            .bearer_auth(&consumer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let outsider = sign_in(&s, &consumer).await;
+    assert_eq!(
+        page(&s, "/audit", Some(&outsider)).await.0,
+        403,
+        "consumers may not read the log"
+    );
+    let cookie = sign_in(&s, &auditor).await;
+    let (st, _, html) = page(&s, "/audit", Some(&cookie)).await;
+    assert_eq!(st, 200);
+    assert!(
+        html.contains("href=\"/audit\""),
+        "the navigation offers the audit pages"
+    );
+    assert!(html.contains("<table id=\"log\">"));
+    let id = consumer.split('_').nth(1).unwrap();
+    let (_, _, filtered) = page(
+        &s,
+        &format!("/audit?principal={id}&action=data.rows"),
+        Some(&cookie),
+    )
+    .await;
+    let api = api_json(
+        &s,
+        Some(&auditor),
+        &format!("/api/v1/audit/events?principal={id}&action=data.rows&limit=50"),
+    )
+    .await;
+    let n = api["rows"].as_array().unwrap().len();
+    assert!(n >= 3, "{api}");
+    assert_eq!(
+        filtered.matches("<td>data.rows</td>").count(),
+        n,
+        "the page shows the API's records"
+    );
+    assert!(filtered.contains("transport.bus_lines"));
+    assert!(
+        !filtered.contains("<td>catalog."),
+        "only the filtered action"
+    );
+    let (_, _, verified) = page(&s, "/audit?verify=1", Some(&cookie)).await;
+    assert!(verified.contains("id=\"verdict\""));
+    assert!(verified.contains("notice ok"), "the chain verifies");
+    assert!(verified.contains("<svg class=\"chart\""), "charts");
+    let r = client()
+        .get(s.url("/audit/checkpoint"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    for report in [
+        "reads-by-dataset-7d",
+        "refusals-by-principal",
+        "bytes-by-principal",
+        "sql-queries-today",
+    ] {
+        let (st, _, html) = page(&s, &format!("/audit?report={report}"), Some(&cookie)).await;
+        assert_eq!(st, 200);
+        let section = &html[html.find("id=\"report\"").expect("the report")..];
+        assert!(
+            !section.contains("notice error"),
+            "{report}: {}",
+            &section[..section.len().min(600)]
+        );
+        assert!(
+            section.contains("<th scope=\"col\">"),
+            "{report} has columns"
+        );
+    }
+}

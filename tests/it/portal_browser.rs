@@ -6,7 +6,8 @@
 //! publisher approves it on the department page, registers a dataset with a masked column,
 //! uploads a 50 MB CSV (the progress bar reaches 100%, the version is visible) and a bad CSV
 //! (its line and column shown, nothing kept); the consumer then previews exactly the API's
-//! masked rows; hostile titles and values open no dialog. Screenshots of
+//! masked rows; an auditor filters the log to that consumer (the API's records), verifies the
+//! chain and sees the charts; hostile titles and values open no dialog. Screenshots of
 //! each page at 375 and 1440 px land in `test-artifacts/portal-browser`.
 
 use crate::harness::{Options, Server, admin_env, artifacts, new_key, new_key_with, repo_root};
@@ -26,13 +27,20 @@ async fn the_portal_journeys_pass_in_chromium() {
         json!({"name": "justice", "role": "publisher", "department": "justice"}),
     )
     .await;
+    let auditor = new_key(&s, "auditor", None).await;
     let out = artifacts("portal-browser");
     // Nothing left from an earlier run (a stale FAILED-*.png would mislead).
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let run = Command::new("python3")
         .arg(repo_root().join("tests/browser/journeys.py"))
-        .args([&s.base, crate::harness::ADMIN, &consumer, &publisher])
+        .args([
+            &s.base,
+            crate::harness::ADMIN,
+            &consumer,
+            &publisher,
+            &auditor,
+        ])
         .arg(&out)
         .output()
         .expect("python3 runs (scripts/test.sh installs selenium, chromium and chromedriver)");

@@ -15,6 +15,7 @@
 //! `SameSite=Strict` session cookie.
 
 pub mod assets;
+mod audit;
 pub mod client;
 pub mod i18n;
 mod pages;
@@ -62,6 +63,9 @@ pub fn router(state: &AppState, api: Api) -> Router {
         .route("/sql", get(pages::sql))
         .route("/sql/download", get(pages::sql_download))
         .route("/me", get(pages::me))
+        .route("/audit", get(audit::log))
+        .route("/audit/checkpoint", get(audit::checkpoint))
+        .route("/audit/public-key", get(audit::public_key))
         .route("/publish", get(publish::home))
         .route("/publish/{dept}", get(publish::department))
         .route("/publish/{dept}/register", post(publish::register))

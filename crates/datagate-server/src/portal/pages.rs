@@ -200,7 +200,7 @@ async fn department_names(portal: &Portal, caller: &Caller) -> HashMap<String, S
         .unwrap_or_default()
 }
 
-fn text(v: &Value) -> String {
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -212,7 +212,7 @@ fn day(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
 
-fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut x = n as f64;
     let mut u = 0;
@@ -509,9 +509,9 @@ pub struct DatasetParams {
 }
 
 pub struct Cell {
-    text: String,
-    null: bool,
-    num: bool,
+    pub(super) text: String,
+    pub(super) null: bool,
+    pub(super) num: bool,
 }
 
 fn cell(v: &Value) -> Cell {
@@ -535,13 +535,13 @@ fn cell(v: &Value) -> Cell {
 }
 
 /// A JSON result page's rows as cells, in the order of its columns.
-fn cells(columns: &[String], rows: &[Value]) -> Vec<Vec<Cell>> {
+pub(super) fn cells(columns: &[String], rows: &[Value]) -> Vec<Vec<Cell>> {
     rows.iter()
         .map(|r| columns.iter().map(|c| cell(&r[c.as_str()])).collect())
         .collect()
 }
 
-fn column_names(page: &Value) -> Vec<String> {
+pub(super) fn column_names(page: &Value) -> Vec<String> {
     page["columns"]
         .as_array()
         .map(|cs| cs.iter().map(|c| text(&c["name"])).collect())
@@ -582,39 +582,38 @@ pub struct VersionRow {
 }
 
 pub struct Bar {
-    x: u32,
-    y: u32,
-    w: u32,
-    h: u32,
-    title: String,
+    pub(super) x: u32,
+    pub(super) y: u32,
+    pub(super) w: u32,
+    pub(super) h: u32,
+    pub(super) title: String,
 }
 
 pub struct Chart {
-    label: String,
-    width: u32,
-    height: u32,
-    bars: Vec<Bar>,
-    first: String,
-    last: String,
-    max: u64,
+    pub(super) label: String,
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) bars: Vec<Bar>,
+    pub(super) first: String,
+    pub(super) last: String,
+    pub(super) max: u64,
 }
 
-/// Reads per day as bars (server-drawn SVG; each bar's count is in its title, the axis is
-/// labelled with the first and last day and the maximum).
-fn reads_chart(lang: Lang, d: &DatasetOut) -> Chart {
-    let days = d.usage.daily.clone().unwrap_or_default();
+/// A bar chart of `points` (label, value), server-drawn SVG: each bar's value is in its title,
+/// the axis is labelled with the first and last label and the maximum.
+pub(super) fn bar_chart(label: String, points: &[(String, u64)]) -> Chart {
     let (width, height, top, bottom) = (600u32, 120u32, 14u32, 14u32);
-    let max = days.iter().map(|x| x.reads).max().unwrap_or(0);
-    let slot = width / u32::try_from(days.len().max(1)).unwrap_or(1);
-    let bars = days
+    let max = points.iter().map(|p| p.1).max().unwrap_or(0);
+    let slot = width / u32::try_from(points.len().max(1)).unwrap_or(1);
+    let bars = points
         .iter()
         .enumerate()
-        .map(|(i, x)| {
+        .map(|(i, (name, value))| {
             let span = u64::from(height - top - bottom);
             let h = if max == 0 {
                 0
             } else {
-                (x.reads * span).div_ceil(max)
+                (value * span).div_ceil(max)
             };
             let h = u32::try_from(h).unwrap_or(0);
             Bar {
@@ -622,19 +621,34 @@ fn reads_chart(lang: Lang, d: &DatasetOut) -> Chart {
                 y: height - bottom - h,
                 w: slot.saturating_sub(2).max(1),
                 h,
-                title: format!("{}: {}", x.day, x.reads),
+                title: format!("{name}: {value}"),
             }
         })
         .collect();
     Chart {
-        label: format!("{} — {}", lang.s("ds.reads_chart"), d.title),
+        label,
         width,
         height,
         bars,
-        first: days.first().map(|x| x.day.to_string()).unwrap_or_default(),
-        last: days.last().map(|x| x.day.to_string()).unwrap_or_default(),
+        first: points.first().map(|p| p.0.clone()).unwrap_or_default(),
+        last: points.last().map(|p| p.0.clone()).unwrap_or_default(),
         max,
     }
+}
+
+/// Reads per day of the last 30 days.
+fn reads_chart(lang: Lang, d: &DatasetOut) -> Chart {
+    let points: Vec<(String, u64)> = d
+        .usage
+        .daily
+        .iter()
+        .flatten()
+        .map(|x| (x.day.to_string(), x.reads))
+        .collect();
+    bar_chart(
+        format!("{} — {}", lang.s("ds.reads_chart"), d.title),
+        &points,
+    )
 }
 
 #[derive(Template)]
@@ -987,7 +1001,7 @@ fn extension(format: &str) -> &'static str {
 }
 
 /// An API answer streamed to the visitor as a file; a refusal as an error page.
-async fn pass_through(portal: &Portal, v: &Visitor, uri: &str, file: &str) -> Response {
+pub(super) async fn pass_through(portal: &Portal, v: &Visitor, uri: &str, file: &str) -> Response {
     let resp = portal
         .api
         .send(&v.caller, Method::GET, uri, None, Body::empty())
