@@ -1,6 +1,6 @@
 //! Faults under the gateway, made real by the tests: a full disk (a small tmpfs mounted for the
 //! test) during an upload and under the audit log, the catalog database locked by another
-//! process, the warehouse's files gone. Each is answered with a problem (507 or 503 with
+//! process or on a read-only file system, the warehouse's files gone. Each is answered with a problem (507 or 503 with
 //! `Retry-After`), loses nothing committed, and recovers: by itself once the fault is gone, or,
 //! for the audit log, with an operator restart.
 
@@ -324,6 +324,91 @@ async fn a_catalog_locked_by_another_process_answers_503_then_recovers() {
     )
     .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_catalog_serves_reads_answers_503_to_changes_and_recovers_after_a_restart() {
+    let disk = SmallDisk::mount("64m");
+    let catalog = disk.path.join("catalog.sqlite");
+    let data = tempfile::tempdir().unwrap();
+    let opts = Options {
+        env: admin_env(&[("DATAGATE_STORAGE__CATALOG_PATH", catalog.to_str().unwrap())]),
+        ..Default::default()
+    };
+    let total = |v: Value| v["total"].as_u64().unwrap();
+    // A first run makes the catalog; then its file system is remounted read-only (as a failing
+    // disk is) and the gateway started on it.
+    let mut first = Server::start_in(&data.path().join("data"), opts.clone()).await;
+    let before = total(
+        call(&first, reqwest::Method::GET, "/api/v1/datasets", None)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert!(first.terminate().success());
+    let remount = |mode: &str| {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&disk.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    remount("ro");
+    let s = Server::start_in(&data.path().join("data"), opts.clone()).await;
+    let r = call(&s, reqwest::Method::GET, "/api/v1/datasets", None).await;
+    assert_eq!(r.status(), 200, "reads are served");
+    assert_eq!(total(r.json().await.unwrap()), before);
+    let rows = call(
+        &s,
+        reqwest::Method::GET,
+        "/api/v1/datasets/transport/bus_lines/rows?limit=3",
+        None,
+    )
+    .await;
+    assert_eq!(rows.status(), 200, "data is served");
+    let r = call(
+        &s,
+        reqwest::Method::POST,
+        "/api/v1/datasets",
+        Some(scratch_dataset("readonly")),
+    )
+    .await;
+    let (status, retry) = (r.status(), r.headers().contains_key("retry-after"));
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(retry, "{body}");
+    assert!(
+        !body.contains(disk.path.to_str().unwrap()),
+        "no path in the answer: {body}"
+    );
+    // The disk is writable again. SQLite keeps a process's connections to a database that
+    // opened read-only read-only (they share one read-only WAL index), so writes return with an
+    // operator restart, as for the audit log; nothing was lost meanwhile.
+    remount("rw");
+    drop(s);
+    let s = Server::start_in(&data.path().join("data"), opts).await;
+    let r = call(
+        &s,
+        reqwest::Method::POST,
+        "/api/v1/datasets",
+        Some(scratch_dataset("readonly")),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let after = total(
+        call(&s, reqwest::Method::GET, "/api/v1/datasets", None)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(after, before + 1, "nothing lost, one added");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
