@@ -338,6 +338,19 @@ def auditor():
     j.done()
 
 
+def admin():
+    j = Journey("admin")
+    sign_in(j, ADMIN, "/admin")
+    j.el("#k-name").send_keys("数据分析组")
+    Select(j.el("#k-role")).select_by_visible_text("consumer")
+    j.click("form[action='/admin/keys'] button.primary")
+    key = j.el("#new-key code").text
+    j.check(key.startswith("dg_"), f"the new key is shown: {key!r}")
+    j.check(api("/api/v1/me", key)["role"] == "consumer", "the new key works")
+    j.shots("admin")
+    j.done()
+
+
 def hostile():
     # A dataset whose title, description, tag and values are markup.
     api("/api/v1/datasets", ADMIN, "POST", {
@@ -362,6 +375,7 @@ def main():
     publisher()
     consumer_reads_masked()
     auditor()
+    admin()
     hostile()
     print("all journeys passed", flush=True)
 

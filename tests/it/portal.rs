@@ -937,3 +937,106 @@ async fn audit_pages_filter_verify_chart_and_report_through_the_audit_api() {
         );
     }
 }
+
+#[tokio::test]
+async fn admin_pages_issue_retier_and_revoke_keys_and_create_departments() {
+    let s = start().await;
+    let consumer = new_key(&s, "consumer", None).await;
+    let outsider = sign_in(&s, &consumer).await;
+    assert_eq!(
+        page(&s, "/admin", Some(&outsider)).await.0,
+        403,
+        "admins only"
+    );
+    let cookie = sign_in(&s, ADMIN).await;
+    let (st, _, html) = page(&s, "/admin", Some(&cookie)).await;
+    assert_eq!(st, 200);
+    assert!(
+        html.contains("href=\"/admin\""),
+        "the navigation offers administration"
+    );
+    assert!(html.contains("<table id=\"keys\">"));
+    // A new key is shown once, on the answer to the form, and works.
+    let r = post_form(
+        &s,
+        "/admin/keys",
+        Some(&cookie),
+        &[("name", "分析师"), ("role", "auditor"), ("tier", "premium")],
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let html = r.text().await.unwrap();
+    let shown = html
+        .split("id=\"new-key\"")
+        .nth(1)
+        .unwrap()
+        .split("<code>")
+        .nth(1)
+        .unwrap()
+        .split("</code>")
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(shown.starts_with("dg_"), "{shown}");
+    let me = api_json(&s, Some(&shown), "/api/v1/me").await;
+    assert_eq!(
+        (me["role"].as_str(), me["tier"].as_str()),
+        (Some("auditor"), Some("premium"))
+    );
+    let (_, _, again) = page(&s, "/admin", Some(&cookie)).await;
+    assert!(!again.contains(&shown), "never shown again");
+    // Change its tier, then revoke it.
+    let id = shown.split('_').nth(1).unwrap();
+    let r = post_form(
+        &s,
+        &format!("/admin/keys/{id}/tier"),
+        Some(&cookie),
+        &[("tier", "standard")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        api_json(&s, Some(&shown), "/api/v1/me").await["tier"],
+        "standard"
+    );
+    let r = post_form(&s, &format!("/admin/keys/{id}/revoke"), Some(&cookie), &[]).await;
+    assert_eq!(r.status(), 303);
+    let r = Client::new()
+        .get(s.url("/api/v1/me"))
+        .bearer_auth(&shown)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "revoked");
+    // A department.
+    let r = post_form(
+        &s,
+        "/admin/departments",
+        Some(&cookie),
+        &[("id", "water"), ("name", "水务局")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let depts = api_json(&s, None, "/api/v1/departments").await;
+    assert!(
+        depts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == "water" && d["name"] == "水务局")
+    );
+    // A refusal comes back with the API's reason.
+    let r = post_form(
+        &s,
+        "/admin/departments",
+        Some(&cookie),
+        &[("id", "water"), ("name", "again")],
+    )
+    .await;
+    assert!(
+        r.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("error=")
+    );
+}

@@ -7,7 +7,8 @@
 //! uploads a 50 MB CSV (the progress bar reaches 100%, the version is visible) and a bad CSV
 //! (its line and column shown, nothing kept); the consumer then previews exactly the API's
 //! masked rows; an auditor filters the log to that consumer (the API's records), verifies the
-//! chain and sees the charts; hostile titles and values open no dialog. Screenshots of
+//! chain and sees the charts; an admin issues a key (shown once, working); hostile titles and
+//! values open no dialog. Screenshots of
 //! each page at 375 and 1440 px land in `test-artifacts/portal-browser`.
 
 use crate::harness::{Options, Server, admin_env, artifacts, new_key, new_key_with, repo_root};

@@ -222,6 +222,7 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("me.tier", "等级", "Tier"),
     ("me.title", "我的权限", "My access"),
     ("me.unlimited", "不限", "unlimited"),
+    ("nav.admin", "系统管理", "Admin"),
     ("nav.api", "API 文档", "API"),
     ("nav.audit", "审计", "Audit"),
     ("nav.catalog", "数据目录", "Catalog"),

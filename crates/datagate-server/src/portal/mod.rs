@@ -14,6 +14,7 @@
 //! refused unless its `Origin` (or `Referer`) is this site ([`same_origin`]), on top of the
 //! `SameSite=Strict` session cookie.
 
+mod admin;
 pub mod assets;
 mod audit;
 pub mod client;
@@ -63,6 +64,11 @@ pub fn router(state: &AppState, api: Api) -> Router {
         .route("/sql", get(pages::sql))
         .route("/sql/download", get(pages::sql_download))
         .route("/me", get(pages::me))
+        .route("/admin", get(admin::page))
+        .route("/admin/keys", post(admin::create_key))
+        .route("/admin/keys/{id}/tier", post(admin::change_tier))
+        .route("/admin/keys/{id}/revoke", post(admin::revoke_key))
+        .route("/admin/departments", post(admin::create_department))
         .route("/audit", get(audit::log))
         .route("/audit/checkpoint", get(audit::checkpoint))
         .route("/audit/public-key", get(audit::public_key))
