@@ -1040,3 +1040,30 @@ async fn admin_pages_issue_retier_and_revoke_keys_and_create_departments() {
             .contains("error=")
     );
 }
+
+#[tokio::test]
+async fn every_page_carries_the_security_headers() {
+    let s = start().await;
+    let cookie = sign_in(&s, ADMIN).await;
+    for path in [
+        "/",
+        "/?q=x&sort=title",
+        "/datasets/transport/bus_lines",
+        "/datasets/nobody/nothing",
+        "/sql",
+        "/sql?q=SELECT+1",
+        "/signin",
+        "/me",
+        "/publish/transport",
+        "/publish/transport/bus_lines",
+        "/audit",
+        "/admin",
+    ] {
+        let (st, h, _) = page(&s, path, Some(&cookie)).await;
+        assert!(st == 200 || st == 404, "{path}: {st}");
+        assert_security_headers(&h);
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+    }
+    let (_, h, _) = page(&s, "/signin", None).await;
+    assert_security_headers(&h);
+}
