@@ -125,9 +125,48 @@ impl Warehouse {
             }
         }
         if let Some(dir) = &self.local_dir {
+            removed += remove_staging_files(&dir.join(DATASETS_PREFIX));
             remove_empty_dirs(&dir.join(DATASETS_PREFIX));
         }
         Ok(removed)
+    }
+}
+
+/// Removes the staging files of object_store's local file system (`<name>#<n>`: a write that
+/// was killed before its rename). Its listings never show them, so the sweep above cannot.
+fn remove_staging_files(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            removed += remove_staging_files(&p);
+        } else if is_staging_name(&e.file_name().to_string_lossy())
+            && std::fs::remove_file(&p).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(stem, n)| {
+        !stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+#[cfg(test)]
+mod staging_tests {
+    #[test]
+    fn staging_names_are_recognised() {
+        assert!(super::is_staging_name("part-00007.parquet#1"));
+        assert!(super::is_staging_name("part-00000.parquet#12"));
+        assert!(!super::is_staging_name("part-00000.parquet"));
+        assert!(!super::is_staging_name("a#b"));
+        assert!(!super::is_staging_name("#1"));
     }
 }
 
