@@ -3,11 +3,10 @@
 //! refuses anyone but an admin, and so does this page.
 
 use super::client::Answer;
-use super::pages::{Base, base, error_page, html, link, signed_out_redirect, text};
+use super::pages::{Base, base, enc, error_page, html, link, signed_out_redirect, text};
 use super::{Portal, Visitor};
 use askama::Template;
 use axum::Form;
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -192,24 +191,10 @@ pub async fn revoke_key(
     Path(id): Path<String>,
 ) -> Response {
     let uri = format!("/api/v1/keys/{}", enc(&id));
-    let resp = portal
-        .api
-        .send(&v.caller, Method::DELETE, &uri, None, Body::empty())
-        .await;
-    if resp.status().is_success() {
-        return Redirect::to("/admin?notice=revoked").into_response();
+    match portal.api.delete(&v.caller, &uri).await {
+        Ok(()) => Redirect::to("/admin?notice=revoked").into_response(),
+        Err(a) => back(&v, &a),
     }
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    back(
-        &v,
-        &Answer {
-            status,
-            problem: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        },
-    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,8 +220,4 @@ pub async fn create_department(
         Ok(_) => Redirect::to("/admin?notice=department").into_response(),
         Err(a) => back(&v, &a),
     }
-}
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -94,6 +94,18 @@ impl Api {
         }
     }
 
+    /// A `DELETE` whose answer matters only by its status: the problem when it is refused.
+    pub async fn delete(&self, from: &Caller, uri: &str) -> Result<(), Answer> {
+        let resp = self
+            .send(from, Method::DELETE, uri, None, Body::empty())
+            .await;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(answer_of(resp).await)
+        }
+    }
+
     /// A GET whose JSON answer is read into `T`; any other answer is an [`Answer`] error.
     pub async fn get<T: DeserializeOwned>(&self, from: &Caller, uri: &str) -> Result<T, Answer> {
         let resp = self.send(from, Method::GET, uri, None, Body::empty()).await;
@@ -149,6 +161,18 @@ impl Answer {
     /// A number field of the problem (`line`, `column`, `position`).
     pub fn number(&self, field: &str) -> Option<u64> {
         self.problem.get(field).and_then(Value::as_u64)
+    }
+}
+
+/// A refusal's status and problem document (non-JSON bodies give a null problem).
+pub async fn answer_of(resp: Response) -> Answer {
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    Answer {
+        status,
+        problem: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     }
 }
 

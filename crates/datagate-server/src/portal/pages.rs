@@ -43,7 +43,7 @@ pub struct Base {
     pub switch_lang: String,
 }
 
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -1023,13 +1023,8 @@ pub(super) async fn pass_through(portal: &Portal, v: &Visitor, uri: &str, file: 
         }
         return Response::from_parts(parts, body);
     }
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    let problem = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let a = Answer { status, problem };
-    if status == StatusCode::UNAUTHORIZED {
+    let a = super::client::answer_of(resp).await;
+    if a.status == StatusCode::UNAUTHORIZED {
         if let Some(key) = &v.caller.key {
             portal.sessions.end_key(key);
         }

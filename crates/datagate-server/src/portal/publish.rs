@@ -5,12 +5,11 @@
 //! reason) and the grants (revoke). Every change is the API's own request, as the visitor.
 
 use super::client::Answer;
-use super::pages::{Base, base, error_page, html, link, signed_out_redirect};
+use super::pages::{Base, base, enc, error_page, html, link, signed_out_redirect};
 use super::{Portal, Visitor};
 use crate::api::{DatasetList, DatasetOut};
 use askama::Template;
 use axum::Form;
-use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -31,10 +30,6 @@ pub const TYPES: [&str; 9] = [
     "float32",
 ];
 pub const MASKS: [&str; 5] = ["partial", "hash", "redact", "year", "null"];
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 /// The department a visitor manages: a publisher's own; for admins, the one asked for.
 async fn managed(portal: &Portal, v: &Visitor) -> Result<(String, Option<String>), Response> {
@@ -413,26 +408,10 @@ pub async fn unpublish(
     Path((dept, name)): Path<(String, String)>,
 ) -> Response {
     let uri = format!("/api/v1/datasets/{}/{}", enc(&dept), enc(&name));
-    let resp = portal
-        .api
-        .send(&v.caller, Method::DELETE, &uri, None, Body::empty())
-        .await;
     let back = format!("/publish/{}", enc(&dept));
-    if resp.status().is_success() {
-        return Redirect::to(&format!("{back}?notice=unpublished")).into_response();
-    }
-    let a = answer_of(resp).await;
-    after_refusal(&v, &format!("{back}/{}", enc(&name)), &a)
-}
-
-async fn answer_of(resp: Response) -> Answer {
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    Answer {
-        status,
-        problem: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    match portal.api.delete(&v.caller, &uri).await {
+        Ok(()) => Redirect::to(&format!("{back}?notice=unpublished")).into_response(),
+        Err(a) => after_refusal(&v, &format!("{back}/{}", enc(&name)), &a),
     }
 }
 
@@ -523,13 +502,8 @@ pub async fn revoke_grant(
 ) -> Response {
     let back = format!("/publish/{}", enc(&f.department));
     let uri = format!("/api/v1/grants/{}", enc(&id));
-    let resp = portal
-        .api
-        .send(&v.caller, Method::DELETE, &uri, None, Body::empty())
-        .await;
-    if resp.status().is_success() {
-        return Redirect::to(&format!("{back}?notice=revoked")).into_response();
+    match portal.api.delete(&v.caller, &uri).await {
+        Ok(()) => Redirect::to(&format!("{back}?notice=revoked")).into_response(),
+        Err(a) => after_refusal(&v, &back, &a),
     }
-    let a = answer_of(resp).await;
-    after_refusal(&v, &back, &a)
 }
