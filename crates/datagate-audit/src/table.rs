@@ -32,7 +32,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Small batches the open segment's decoded prefix may end in before they are merged.
@@ -47,6 +47,13 @@ struct Tail {
     /// Bytes of the segment decoded so far (whole lines).
     offset: u64,
     batches: Vec<RecordBatch>,
+}
+
+/// What one query reads: Parquet files, sealed segments not converted yet, the open segment.
+struct Sources {
+    files: Vec<String>,
+    backlog: Vec<PathBuf>,
+    open: Option<(u64, PathBuf)>,
 }
 
 /// The table `audit.events` of the log in one directory.
@@ -208,38 +215,48 @@ impl EventsTable {
         }
     }
 
-    /// The Parquet files a query with `bounds` reads (absolute paths).
-    pub fn files(&self, bounds: &Bounds) -> Vec<String> {
+    /// What a query reads, taken as one consistent picture of a log that keeps moving: the
+    /// segment files are listed first and the converted ones read after, so a segment the
+    /// converter finishes in between is read from Parquet, one sealed in between is still read
+    /// from its JSON lines, and no record is read twice or missed.
+    fn sources(&self, bounds: &Bounds) -> crate::Result<Sources> {
+        let listed = list_segments(self.index.dir())?;
+        let converted = self.index.snapshot();
+        let is_converted = |i: u64| converted.iter().any(|m| m.segment == i);
         let dir = self.index.dir();
-        self.index
-            .snapshot()
+        let files = converted
             .iter()
             .filter(|m| !m.archived && bounds.has_seqs(m.first_seq, m.last_seq))
             .flat_map(|m| m.files.iter())
             .filter(|f| bounds.has_day(f.day) && bounds.has_seqs(f.first_seq, f.last_seq))
             .map(|f| dir.join(&f.path).to_string_lossy().into_owned())
-            .collect()
+            .collect();
+        let mut unconverted: Vec<(u64, PathBuf)> = listed
+            .into_iter()
+            .filter(|(i, _)| !is_converted(*i))
+            .collect();
+        // The newest unconverted segment is the open one (unless it was sealed since the
+        // listing; then it is decoded like the open one all the same, which is still right).
+        let open = match unconverted.last() {
+            Some((i, _)) if self.tail_may_follow(*i) => unconverted.pop(),
+            _ => None,
+        };
+        Ok(Sources {
+            files,
+            backlog: unconverted.into_iter().map(|(_, p)| p).collect(),
+            open,
+        })
     }
 
-    /// Sealed segments the converter has not reached yet (a backlog after an upgrade or a
-    /// converter failure): read by the query one segment at a time, never all at once.
-    fn sealed_unconverted(&self) -> crate::Result<Vec<PathBuf>> {
-        let segments = list_segments(self.index.dir())?;
-        Ok(segments[..segments.len().saturating_sub(1)]
-            .iter()
-            .filter(|(index, _)| !self.index.contains(*index))
-            .map(|(_, path)| path.clone())
-            .collect())
+    /// Whether the kept decoded prefix may move to `segment`: not when it already follows a
+    /// newer one (a query that listed the segments just before a seal; it streams instead).
+    fn tail_may_follow(&self, segment: u64) -> bool {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner()).segment <= segment
     }
 
     /// The records of the open segment, as batches: decoded incrementally (from where the last
     /// query stopped) and kept.
-    pub fn unconverted(&self) -> crate::Result<Vec<RecordBatch>> {
-        let dir = self.index.dir();
-        let segments = list_segments(dir)?;
-        let Some((open, open_path)) = segments.last().cloned() else {
-            return Ok(Vec::new());
-        };
+    fn decode_open(&self, open: u64, open_path: &Path) -> crate::Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         if tail.segment != open {
@@ -248,7 +265,7 @@ impl EventsTable {
                 ..Tail::default()
             };
         }
-        let mut file = std::fs::File::open(&open_path)?;
+        let mut file = std::fs::File::open(open_path)?;
         file.seek(SeekFrom::Start(tail.offset))?;
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
@@ -332,14 +349,16 @@ impl TableProvider for EventsTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let bounds = Bounds::of(filters);
+        let external = |e: crate::AuditError| DataFusionError::External(Box::new(e));
+        let sources = self.sources(&bounds).map_err(external)?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(listing) = self.listing(self.files(&bounds))? {
+        if let Some(listing) = self.listing(sources.files)? {
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
-        let external = |e: crate::AuditError| DataFusionError::External(Box::new(e));
-        let backlog = self.sealed_unconverted().map_err(external)?;
-        if !backlog.is_empty() {
-            let stream: Arc<dyn PartitionStream> = Arc::new(SegmentStream { paths: backlog });
+        if !sources.backlog.is_empty() {
+            let stream: Arc<dyn PartitionStream> = Arc::new(SegmentStream {
+                paths: sources.backlog,
+            });
             inputs.push(Arc::new(StreamingTableExec::try_new(
                 reader::events_schema(),
                 vec![stream],
@@ -349,7 +368,10 @@ impl TableProvider for EventsTable {
                 None,
             )?));
         }
-        let tail = self.unconverted().map_err(external)?;
+        let tail = match &sources.open {
+            Some((segment, path)) => self.decode_open(*segment, path).map_err(external)?,
+            None => Vec::new(),
+        };
         let tail: Vec<RecordBatch> = tail.into_iter().filter(|b| b.num_rows() > 0).collect();
         if !tail.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
