@@ -232,6 +232,66 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
     assert_eq!(got, want);
     assert_eq!(want["transport.bus_lines"].1, 6, "six exports");
 
+    // One principal's reads of one dataset, per day: the same counts from that reader's records.
+    let reader = truth
+        .iter()
+        .find(|r| {
+            r["key_id"] != "anonymous" && r["key_id"] != "admin" && r["action"] == "data.export"
+        })
+        .unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut mine = (0u64, 0u64, 0u64);
+    for r in &truth {
+        let data =
+            ["data.rows", "data.query", "data.export"].contains(&r["action"].as_str().unwrap());
+        let bus = r["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "transport.bus_lines");
+        if !data || !bus || r["key_id"] != reader.as_str() || r["status"].as_u64().unwrap() >= 400 {
+            continue;
+        }
+        match (r["kind"].as_str().unwrap(), r["action"].as_str().unwrap()) {
+            ("begin", "data.export") => mine.1 += 1,
+            ("begin", _) => mine.0 += 1,
+            ("end", _) => mine.2 += r["bytes_returned"].as_u64().unwrap(),
+            _ => {}
+        }
+    }
+    assert!(mine.0 > 0 && mine.1 > 0, "{mine:?}");
+    let per_day: Value = s
+        .get_json_as(
+            &auditor,
+            &format!(
+                "/api/v1/audit/usage?group_by=day&dataset=transport.bus_lines&principal={reader}"
+            ),
+        )
+        .await;
+    let sum = |m: &str| -> u64 {
+        per_day["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[m].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("reads"), sum("downloads"), sum("bytes")),
+        mine,
+        "{per_day}"
+    );
+    // The filters are parameters, not SQL text.
+    let odd: Value = s
+        .get_json_as(
+            &auditor,
+            "/api/v1/audit/usage?group_by=principal&dataset=x%27%20OR%20%271%27%3D%271",
+        )
+        .await;
+    assert_eq!(odd["rows"].as_array().unwrap().len(), 0, "{odd}");
+
     // The public counters in the dataset detail and the listing, sorted by most read.
     let (_, d) = s.get_json("/api/v1/datasets/transport/bus_lines").await;
     assert_eq!(

@@ -152,6 +152,51 @@ async fn the_catalog_page_shows_what_the_api_lists_for_anonymous_visitors() {
         conditional.contains("aria-current=\"true\""),
         "the chosen facet entry is marked"
     );
+    // The format facet: what each dataset's current version was published as. The sample
+    // catalog is CSV; bus lines republished as Parquet (its own export) move to "Parquet".
+    let (_, _, csv_only) = page(&s, "/?format=csv", None).await;
+    assert!(csv_only.contains(&format!("<strong>{}</strong>", datasets.len())));
+    let parquet = client()
+        .get(s.url("/api/v1/datasets/transport/bus_lines/export?format=parquet"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let r = client()
+        .post(s.url("/api/v1/datasets/transport/bus_lines/versions?mode=replace"))
+        .bearer_auth(ADMIN)
+        .header(header::CONTENT_TYPE, "application/vnd.apache.parquet")
+        .body(parquet)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, _, all) = page(&s, "/", None).await;
+    let facet_entry = |html: &str, label: &str| {
+        html.split(&format!(">{label}</a> <span class=\"count\">"))
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .map(str::to_string)
+    };
+    assert_eq!(facet_entry(&all, "Parquet").as_deref(), Some("1"), "{all}");
+    assert_eq!(
+        facet_entry(&all, "CSV"),
+        Some((datasets.len() - 1).to_string())
+    );
+    let (_, _, parquet_only) = page(&s, "/?format=parquet", None).await;
+    assert!(parquet_only.contains("<strong>1</strong>"));
+    let bus_lines = api_json(&s, None, "/api/v1/datasets/transport/bus_lines").await;
+    assert_eq!(bus_lines["source_format"], "parquet");
+    assert!(parquet_only.contains(&escaped(bus_lines["title"].as_str().unwrap())));
+    let (_, _, history) = page(&s, "/datasets/transport/bus_lines", None).await;
+    assert!(
+        history.contains("<td>Parquet</td>") && history.contains("<td>CSV</td>"),
+        "each version says what it was published as"
+    );
+
     let (_, _, sorted) = page(&s, "/?sort=title", None).await;
     assert!(sorted.contains("<option value=\"title\" selected>"));
     let (_, headers, english) = page(&s, "/?lang=en", None).await;
@@ -904,6 +949,24 @@ async fn audit_pages_filter_verify_chart_and_report_through_the_audit_api() {
     assert!(verified.contains("id=\"verdict\""));
     assert!(verified.contains("notice ok"), "the chain verifies");
     assert!(verified.contains("<svg class=\"chart\""), "charts");
+    // Filtered to one principal and one dataset, the charts are theirs.
+    let (_, _, theirs) = page(
+        &s,
+        &format!("/audit?principal={id}&dataset=transport.bus_lines"),
+        Some(&cookie),
+    )
+    .await;
+    assert!(
+        theirs.contains(&format!("— transport.bus_lines, {id}")),
+        "chart titles name the dataset and principal"
+    );
+    let per_day = api_json(
+        &s,
+        Some(&auditor),
+        &format!("/api/v1/audit/usage?group_by=day&dataset=transport.bus_lines&principal={id}"),
+    )
+    .await;
+    assert_eq!(per_day["rows"][0]["reads"], 3, "{per_day}");
     let r = client()
         .get(s.url("/audit/checkpoint"))
         .header(header::COOKIE, &cookie)

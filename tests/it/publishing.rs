@@ -244,10 +244,15 @@ async fn register_upload_append_replace_and_unpublish() {
         )
         .await;
     assert_eq!(
-        (st.as_u16(), v["row_count"].as_i64()),
-        (201, Some(5)),
+        (
+            st.as_u16(),
+            v["row_count"].as_i64(),
+            v["source_format"].as_str()
+        ),
+        (201, Some(5), Some("ndjson")),
         "{v}"
     );
+    assert_eq!(api.dataset("stops").await["source_format"], "ndjson");
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(b"id,name,opened,fare\n9,x,2024-01-01,1\n")
         .unwrap();

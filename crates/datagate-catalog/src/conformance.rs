@@ -133,6 +133,7 @@ fn version(base: Option<i64>, mode: VersionMode, files: Vec<DataFile>) -> NewVer
         new_files: files,
         columns: columns(),
         source_digest: None,
+        source_format: Some("csv".into()),
         created_by: "tester".into(),
     }
 }
@@ -524,11 +525,19 @@ pub async fn versions_append_and_replace(s: &dyn CatalogStore) {
         ],
     );
     nv.source_digest = Some("abc".into());
+    nv.source_format = Some("parquet".into());
     let v2 = s.commit_version("t", "stops", nv).await.unwrap();
     assert_eq!((v2.version, v2.rows_added, v2.row_count), (2, 12, 22));
     assert_eq!(v2.files.len(), 3);
     assert_eq!(v2.files[0].path, "t/stops/a/0.parquet");
     assert_eq!(v2.source_digest.as_deref(), Some("abc"));
+    assert_eq!(v2.source_format.as_deref(), Some("parquet"));
+    let d = s.get_dataset("t", "stops").await.unwrap().unwrap();
+    assert_eq!(
+        d.source_format.as_deref(),
+        Some("parquet"),
+        "the current version's format"
+    );
     let v3 = s
         .commit_version(
             "t",

@@ -104,6 +104,9 @@ pub struct Dataset {
     pub current_version: Option<i64>,
     pub row_count: u64,
     pub size_bytes: u64,
+    /// The format the current version was uploaded in (`csv`, `ndjson`, `parquet`, `arrow`).
+    #[serde(default)]
+    pub source_format: Option<String>,
     /// Set when the dataset was unpublished; such a dataset is invisible and not queryable.
     pub unpublished_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -160,6 +163,9 @@ pub struct Version {
     pub source_digest: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
+    /// The format the version was uploaded in (`csv`, `ndjson`, `parquet`, `arrow`).
+    #[serde(default)]
+    pub source_format: Option<String>,
 }
 
 /// What an ingest hands to the catalog to commit.
@@ -173,6 +179,9 @@ pub struct NewVersion {
     /// The schema of the version; fixes the dataset's columns on the first commit.
     pub columns: Vec<Column>,
     pub source_digest: Option<String>,
+    /// The format the upload came in (`csv`, `ndjson`, `parquet`, `arrow`).
+    #[serde(default)]
+    pub source_format: Option<String>,
     pub created_by: String,
 }
 

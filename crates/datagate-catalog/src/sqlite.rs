@@ -29,6 +29,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0002_keys.sql")),
         M::up(include_str!("../migrations/0003_applications_grants.sql")),
         M::up(include_str!("../migrations/0004_daily_usage.sql")),
+        M::up(include_str!("../migrations/0005_version_source_format.sql")),
     ])
 }
 
@@ -259,7 +260,8 @@ const DATASET_COLUMNS: &str = "d.id, d.department_id, d.name, d.title, d.descrip
     d.license, d.contact_name, d.contact_email, d.update_frequency, d.access_level, \
     d.temporal_coverage, d.spatial_coverage, d.primary_key, d.current_version, \
     d.unpublished_at, d.created_at, d.updated_at, \
-    COALESCE(v.row_count, 0) AS row_count, COALESCE(v.bytes, 0) AS size_bytes";
+    COALESCE(v.row_count, 0) AS row_count, COALESCE(v.bytes, 0) AS size_bytes, \
+    v.source_format AS source_format";
 
 const DATASET_FROM: &str = "datasets d LEFT JOIN versions v \
     ON v.dataset_id = d.id AND v.version = d.current_version";
@@ -302,6 +304,7 @@ fn dataset_from_row(r: &Row<'_>) -> rusqlite::Result<DatasetRow> {
             current_version: r.get("current_version")?,
             row_count: r.get::<_, i64>("row_count")? as u64,
             size_bytes: r.get::<_, i64>("size_bytes")? as u64,
+            source_format: r.get("source_format")?,
             unpublished_at: unpublished.as_deref().map(parse_ts).transpose()?,
             created_at: parse_ts(&r.get::<_, String>("created_at")?)?,
             updated_at: parse_ts(&r.get::<_, String>("updated_at")?)?,
@@ -403,7 +406,7 @@ fn load_version(conn: &Connection, dataset_id: i64, version: i64) -> Result<Opti
     let v = conn
         .prepare_cached(
             "SELECT version, mode, rows_added, row_count, bytes, columns, source_digest, \
-             created_at, created_by FROM versions WHERE dataset_id = ?1 AND version = ?2",
+             created_at, created_by, source_format FROM versions WHERE dataset_id = ?1 AND version = ?2",
         )?
         .query_row(params![dataset_id, version], |r| {
             let mode: String = r.get(1)?;
@@ -429,6 +432,7 @@ fn load_version(conn: &Connection, dataset_id: i64, version: i64) -> Result<Opti
                 source_digest: r.get(6)?,
                 created_at: parse_ts(&r.get::<_, String>(7)?)?,
                 created_by: r.get(8)?,
+                source_format: r.get(9)?,
             })
         })
         .optional()?;
@@ -856,8 +860,8 @@ impl CatalogStore for SqliteCatalog {
             let now = ts(Utc::now());
             tx.execute(
                 "INSERT INTO versions (dataset_id, version, mode, rows_added, row_count, bytes, \
-                 columns, source_digest, created_at, created_by) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 columns, source_digest, created_at, created_by, source_format) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     row.id,
                     number,
@@ -869,6 +873,7 @@ impl CatalogStore for SqliteCatalog {
                     nv.source_digest,
                     now,
                     nv.created_by,
+                    nv.source_format,
                 ],
             )?;
             {

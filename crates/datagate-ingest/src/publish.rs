@@ -45,6 +45,16 @@ impl SourceFormat {
         })
     }
 
+    /// The format's name as the catalog records it: `csv`, `ndjson`, `parquet` or `arrow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Csv { .. } => "csv",
+            Self::Ndjson => "ndjson",
+            Self::Parquet => "parquet",
+            Self::ArrowStream => "arrow",
+        }
+    }
+
     /// The format of a file, by its extension.
     pub fn from_path(path: &Path, delimiter: u8) -> Option<Self> {
         let name = path.to_string_lossy().to_ascii_lowercase();
@@ -215,6 +225,7 @@ impl Publisher {
                     new_files: files,
                     columns,
                     source_digest: source.digest,
+                    source_format: Some(source.format.name().to_string()),
                     created_by: source.created_by,
                 },
             )

@@ -82,6 +82,10 @@ pub struct DatasetOut {
     pub current_version: Option<i64>,
     pub row_count: u64,
     pub size_bytes: u64,
+    /// The format the department uploaded the current version in: `csv`, `ndjson`, `parquet`
+    /// or `arrow` (every dataset is served in all five export formats whatever this is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// `self`, `rows`, `export`, `versions`.
@@ -162,6 +166,7 @@ impl DatasetOut {
             current_version: d.current_version,
             row_count: d.row_count,
             size_bytes: d.size_bytes,
+            source_format: d.source_format.clone(),
             created_at: d.created_at,
             updated_at: d.updated_at,
             links,
@@ -214,6 +219,9 @@ pub struct VersionOut {
     pub row_count: u64,
     pub bytes: u64,
     pub files: usize,
+    /// The format the version was uploaded in: `csv`, `ndjson`, `parquet` or `arrow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_format: Option<String>,
     pub created_at: DateTime<Utc>,
     pub created_by: String,
 }
@@ -227,6 +235,7 @@ impl From<&Version> for VersionOut {
             row_count: v.row_count,
             bytes: v.bytes,
             files: v.files.len(),
+            source_format: v.source_format.clone(),
             created_at: v.created_at,
             created_by: v.created_by.clone(),
         }

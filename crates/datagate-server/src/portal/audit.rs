@@ -225,15 +225,20 @@ pub async fn log(
         )
     };
 
-    // Requests and bytes per day (the last 30 days), and the top datasets and principals.
+    // Requests and bytes per day (the last 30 days), and the top datasets and principals —
+    // of one dataset and/or one principal when the log is filtered to them.
     let since = (chrono::Utc::now() - chrono::Duration::days(30))
         .format("%Y-%m-%dT00:00:00Z")
         .to_string();
     let usage = |group: &'static str| {
-        let uri = link(
-            "/api/v1/audit/usage",
-            &[("group_by", group), ("from", &since)],
-        );
+        let mut pairs = vec![("group_by", group), ("from", since.as_str())];
+        if !p.dataset.trim().is_empty() {
+            pairs.push(("dataset", p.dataset.trim()));
+        }
+        if !p.principal.trim().is_empty() {
+            pairs.push(("principal", p.principal.trim()));
+        }
+        let uri = link("/api/v1/audit/usage", &pairs);
         let portal = portal.clone();
         let caller = v.caller.clone();
         async move { portal.api.get::<Value>(&caller, &uri).await.ok() }
@@ -252,15 +257,21 @@ pub async fn log(
         points.sort();
         points
     };
+    // "Reads per day — justice.legal_aid_cases, k_3f…": the title says whose series it is.
+    let scope: Vec<&str> = [p.dataset.trim(), p.principal.trim()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    let titled = |key: &str| {
+        if scope.is_empty() {
+            lang.s(key).to_string()
+        } else {
+            format!("{} — {}", lang.s(key), scope.join(", "))
+        }
+    };
     let charts = vec![
-        bar_chart(
-            lang.s("audit.reads_per_day").into(),
-            &series(&by_day, "reads"),
-        ),
-        bar_chart(
-            lang.s("audit.bytes_per_day").into(),
-            &series(&by_day, "bytes"),
-        ),
+        bar_chart(titled("audit.reads_per_day"), &series(&by_day, "reads")),
+        bar_chart(titled("audit.bytes_per_day"), &series(&by_day, "bytes")),
     ];
     let top = |page: &Option<Value>| -> Vec<TopRow> {
         let mut reads = series(page, "reads");

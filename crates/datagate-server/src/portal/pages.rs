@@ -243,6 +243,8 @@ pub struct CatalogParams {
     #[serde(default)]
     frequency: String,
     #[serde(default)]
+    format: String,
+    #[serde(default)]
     sort: String,
     #[serde(default)]
     page: String,
@@ -256,6 +258,7 @@ impl CatalogParams {
             ("access_level", self.access_level.clone()),
             ("tag", self.tag.clone()),
             ("frequency", self.frequency.clone()),
+            ("format", self.format.clone()),
             ("sort", self.sort.clone()),
         ]
     }
@@ -288,6 +291,7 @@ pub struct Card {
     rows: u64,
     updated: String,
     reads_30d: u64,
+    format: Option<&'static str>,
     tags: Vec<String>,
 }
 
@@ -353,6 +357,7 @@ pub async fn catalog(
         .filter(|d| p.access_level.is_empty() || d.access_level == p.access_level)
         .filter(|d| p.tag.is_empty() || d.tags.contains(&p.tag))
         .filter(|d| p.frequency.is_empty() || d.update_frequency == p.frequency)
+        .filter(|d| p.format.is_empty() || d.source_format.as_deref() == Some(p.format.as_str()))
         .collect();
 
     // Facet counts over the matching datasets; choosing an entry filters, choosing it again
@@ -414,6 +419,13 @@ pub async fn catalog(
             },
             &|f| f.to_string(),
         ),
+        facet(
+            lang.s("facet.format"),
+            "format",
+            &p.format,
+            &|d| d.source_format.iter().cloned().collect(),
+            &|f| format_label(f).to_string(),
+        ),
     ];
 
     let mut sorted = matches;
@@ -445,6 +457,7 @@ pub async fn catalog(
             rows: d.row_count,
             updated: day(&d.updated_at),
             reads_30d: d.usage.reads_30d,
+            format: d.source_format.as_deref().map(format_label),
             tags: d.tags.clone(),
         })
         .collect();
@@ -572,9 +585,21 @@ pub struct ApplyBox {
     action: String,
 }
 
+/// How the portal names an upload format the catalog records (`csv`, `ndjson`, ...).
+fn format_label(format: &str) -> &'static str {
+    match format {
+        "csv" => "CSV",
+        "ndjson" => "NDJSON",
+        "parquet" => "Parquet",
+        "arrow" => "Arrow",
+        _ => "—",
+    }
+}
+
 pub struct VersionRow {
     version: i64,
     mode: String,
+    format: &'static str,
     rows: u64,
     bytes: String,
     created: String,
@@ -805,6 +830,14 @@ pub async fn dataset(
         (lang.s("ds.license"), d.license.clone()),
         (lang.s("ds.frequency"), d.update_frequency.clone()),
         (
+            lang.s("ds.format"),
+            d.source_format
+                .as_deref()
+                .map(format_label)
+                .unwrap_or("—")
+                .to_string(),
+        ),
+        (
             lang.s("ds.contact"),
             format!("{} <{}>", d.contact.name, d.contact.email),
         ),
@@ -825,6 +858,11 @@ pub async fn dataset(
         .map(|ver| VersionRow {
             version: ver.version,
             mode: ver.mode.clone(),
+            format: ver
+                .source_format
+                .as_deref()
+                .map(format_label)
+                .unwrap_or("—"),
             rows: ver.row_count,
             bytes: human_bytes(ver.bytes),
             created: ver.created_at.format("%Y-%m-%d %H:%M").to_string(),

@@ -397,15 +397,29 @@ pub struct UsageParams {
     pub from: Option<String>,
     /// Records before this time (RFC 3339).
     pub to: Option<String>,
+    /// Only reads of this dataset (`department.name`).
+    pub dataset: Option<String>,
+    /// Only this principal's reads (a key id).
+    pub principal: Option<String>,
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet`.
     pub format: Option<String>,
+}
+
+/// What a usage report counts: a time range, one dataset, one principal (each optional).
+#[derive(Debug, Default)]
+struct UsageFilter {
+    from: Option<i64>,
+    to: Option<i64>,
+    dataset: Option<String>,
+    principal: Option<String>,
 }
 
 /// The SQL of a usage report: per group, reads (2xx rows pages and SQL queries), downloads
 /// (2xx exports) — counted by their `begin` records — and the rows and bytes their `end`
 /// records say were sent (a transfer a crash cut short counts with an `end` of outcome
 /// `unknown` and no rows).
-fn usage_sql(group_by: &str, from: Option<i64>, to: Option<i64>) -> Option<String> {
+/// The dataset and principal are `$n` parameters, returned beside the text.
+fn usage_sql(group_by: &str, f: &UsageFilter) -> Option<(String, Vec<serde_json::Value>)> {
     let (key, unnest) = match group_by {
         "dataset" => ("dataset", true),
         "department" => ("split_part(dataset, '.', 1)", true),
@@ -416,13 +430,24 @@ fn usage_sql(group_by: &str, from: Option<i64>, to: Option<i64>) -> Option<Strin
     let mut filter = "kind IN ('begin', 'end') AND status < 400 \
         AND action IN ('data.rows', 'data.query', 'data.export')"
         .to_string();
-    if let Some(f) = from {
-        filter.push_str(&format!(" AND ts >= to_timestamp_nanos({f})"));
+    let mut params = Vec::new();
+    if let Some(from) = f.from {
+        filter.push_str(&format!(" AND ts >= to_timestamp_nanos({from})"));
     }
-    if let Some(t) = to {
-        filter.push_str(&format!(" AND ts < to_timestamp_nanos({t})"));
+    if let Some(to) = f.to {
+        filter.push_str(&format!(" AND ts < to_timestamp_nanos({to})"));
     }
-    let source = if unnest {
+    if let Some(principal) = &f.principal {
+        params.push(serde_json::Value::from(principal.as_str()));
+        filter.push_str(&format!(" AND key_id = ${}", params.len()));
+    }
+    // One dataset: its name among the record's datasets (a query may read several).
+    let mut outer = String::new();
+    if let Some(dataset) = &f.dataset {
+        params.push(serde_json::Value::from(dataset.as_str()));
+        outer = format!("WHERE dataset = ${}", params.len());
+    }
+    let source = if unnest || f.dataset.is_some() {
         format!(
             "(SELECT *, unnest(audit_datasets(datasets)) AS dataset \
              FROM datagate.audit.events WHERE {filter} AND datasets IS NOT NULL)"
@@ -430,14 +455,15 @@ fn usage_sql(group_by: &str, from: Option<i64>, to: Option<i64>) -> Option<Strin
     } else {
         format!("(SELECT * FROM datagate.audit.events WHERE {filter})")
     };
-    Some(format!(
+    let sql = format!(
         "SELECT {key} AS {group_by}, \
            sum(CASE WHEN kind = 'begin' AND action <> 'data.export' THEN 1 ELSE 0 END) AS reads, \
            sum(CASE WHEN kind = 'begin' AND action = 'data.export' THEN 1 ELSE 0 END) AS downloads, \
            sum(CASE WHEN kind = 'end' THEN rows_returned ELSE 0 END) AS rows, \
            sum(CASE WHEN kind = 'end' THEN bytes_returned ELSE 0 END) AS bytes \
-         FROM {source} AS e GROUP BY 1 ORDER BY 1"
-    ))
+         FROM {source} AS e {outer} GROUP BY 1 ORDER BY 1"
+    );
+    Some((sql, params))
 }
 
 /// Reads, downloads, rows and bytes per dataset, principal, department or day, from the log.
@@ -467,9 +493,14 @@ pub async fn usage(
             })
             .transpose()
     };
-    let (from, to) = (nanos("from", &p.from)?, nanos("to", &p.to)?);
+    let filter = UsageFilter {
+        from: nanos("from", &p.from)?,
+        to: nanos("to", &p.to)?,
+        dataset: p.dataset.filter(|d| !d.is_empty()),
+        principal: p.principal.filter(|k| !k.is_empty()),
+    };
     let group_by = p.group_by.as_deref().unwrap_or_default();
-    let sql = usage_sql(group_by, from, to).ok_or_else(|| {
+    let (sql, params) = usage_sql(group_by, &filter).ok_or_else(|| {
         ApiError::bad_request(format!(
             "group_by must be dataset, principal, department or day (got {group_by:?})"
         ))
@@ -485,7 +516,7 @@ pub async fn usage(
         ));
     let lane = ticket.lane(state.engine.executor());
     let started = on_lane(&lane, deadline, async move {
-        let plan = datagate_query::sql::plan_sql(&session, &sql, &[]).await?;
+        let plan = datagate_query::sql::plan_sql(&session, &sql, &params).await?;
         execute::start(&session, plan, deadline).await
     })
     .await?;
