@@ -22,7 +22,9 @@ import urllib.request
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -369,7 +371,116 @@ def hostile():
     j.done()
 
 
+# WCAG 2.1 contrast of every visible text on the page against the background it is painted on
+# (backgrounds composed up the tree; SVG text by its fill): 4.5:1, or 3:1 for large text.
+CONTRAST_JS = r"""
+const parse = c => { const m = c && c.match(/rgba?\(([^)]+)\)/); if (!m) return null;
+  const p = m[1].split(',').map(parseFloat); return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; };
+const over = (top, under) => ({r: top.r * top.a + under.r * (1 - top.a), g: top.g * top.a + under.g * (1 - top.a),
+  b: top.b * top.a + under.b * (1 - top.a), a: 1});
+const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+const background = el => { const layers = [];
+  for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor);
+    if (c && c.a > 0) { layers.push(c); if (c.a >= 1) break; } }
+  let out = {r: 255, g: 255, b: 255, a: 1};
+  for (let i = layers.length - 1; i >= 0; i--) out = over(layers[i], out);
+  return out; };
+const bad = [], seen = new Set();
+const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walk.nextNode()) {
+  const el = walk.currentNode.parentElement;
+  if (!walk.currentNode.textContent.trim() || seen.has(el)) continue;
+  seen.add(el);
+  const cs = getComputedStyle(el), box = el.getBoundingClientRect();
+  if (cs.visibility === 'hidden' || cs.display === 'none' || box.width === 0 || box.right < 0 || box.bottom < 0) continue;
+  if (el.closest('title, script, style, option')) continue;
+  const inSvg = el instanceof SVGElement;
+  const bg = background(inSvg ? el.closest('svg') : el);
+  const fg = over(parse(inSvg ? cs.fill : cs.color) || {r: 0, g: 0, b: 0, a: 1}, bg);
+  const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+  const ratio = (hi + 0.05) / (lo + 0.05);
+  const size = parseFloat(cs.fontSize), bold = parseInt(cs.fontWeight) >= 700;
+  const need = (size >= 24 || (size >= 18.66 && bold)) ? 3 : 4.5;
+  if (ratio < need) bad.push(`${ratio.toFixed(2)} < ${need}: <${el.tagName.toLowerCase()} class="${el.className.baseVal ?? el.className}"> ${el.textContent.trim().slice(0, 40)}`);
+}
+return bad;
+"""
+
+# Form controls without a label (a <label for>, a wrapping label, aria-label or -labelledby), and
+# buttons and links without an accessible name.
+LABELS_JS = r"""
+const out = [];
+for (const e of document.querySelectorAll('input, select, textarea')) {
+  if (['hidden', 'submit', 'button'].includes(e.type)) continue;
+  if ((e.labels && e.labels.length) || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby')) continue;
+  out.push(e.outerHTML.slice(0, 120));
+}
+for (const e of document.querySelectorAll('button, a[href]')) {
+  if (!(e.textContent.trim() || e.getAttribute('aria-label') || e.getAttribute('title'))) out.push(e.outerHTML.slice(0, 120));
+}
+return out;
+"""
+
+
+def accessible():
+    """Keyboard only: skip link, search, a dataset, its preview filter. Then every page's
+    contrast and labels, for the public and for a signed-in admin."""
+    j = Journey("accessible")
+    j.open("/")
+    keys = ActionChains(j.d)
+
+    def tab_to(test, what, limit=60):
+        for _ in range(limit):
+            ActionChains(j.d).send_keys(Keys.TAB).perform()
+            if j.d.execute_script(test):
+                focused = j.d.switch_to.active_element
+                outline = j.d.execute_script(
+                    "const s = getComputedStyle(arguments[0]); return s.outlineStyle + ' ' + s.outlineWidth",
+                    focused)
+                j.check(not outline.startswith("none") and not outline.endswith(" 0px"),
+                        f"{what}: focus is not visible ({outline})")
+                return focused
+        j.fail(f"{what} is not reachable with Tab")
+
+    tab_to("return document.activeElement.classList.contains('skip')", "the skip link")
+    box = j.d.execute_script("return document.activeElement.getBoundingClientRect()")
+    j.check(box["left"] >= 0 and box["top"] >= 0, "the focused skip link is on screen")
+    keys.send_keys(Keys.ENTER).perform()
+    j.check(j.d.current_url.endswith("#main"), "the skip link goes to the content")
+    tab_to("return document.activeElement.id === 'q'", "the search box")
+    ActionChains(j.d).send_keys("公交").perform()
+    j.navigating(lambda: ActionChains(j.d).send_keys(Keys.ENTER).perform())
+    j.check("q=" in j.d.current_url, "Enter in the search box searches")
+    tab_to("return !!document.activeElement.closest('.card h3')", "a dataset in the results")
+    j.navigating(lambda: ActionChains(j.d).send_keys(Keys.ENTER).perform())
+    j.check("/datasets/" in j.d.current_url, "Enter on a card opens the dataset")
+    tab_to("return document.activeElement.id === 'where'", "the preview's filter")
+    ActionChains(j.d).send_keys("night_line = true").perform()
+    j.navigating(lambda: ActionChains(j.d).send_keys(Keys.ENTER).perform())
+    j.check("where=" in j.d.current_url, "Enter in the filter filters the preview")
+
+    def audit_page(path):
+        j.open(path)
+        j.el("main")
+        low = j.d.execute_script(CONTRAST_JS)
+        j.check(not low, f"{path}: text below WCAG AA contrast: {low[:5]}")
+        unlabelled = j.d.execute_script(LABELS_JS)
+        j.check(not unlabelled, f"{path}: controls without a label or name: {unlabelled[:5]}")
+
+    for path in ["/", "/?lang=en", "/datasets/transport/bus_lines", "/datasets/justice/legal_aid_cases",
+                 "/sql?q=" + urllib.parse.quote("SELECT 1 AS one"), "/sql?q=" + urllib.parse.quote("SELECT ("),
+                 "/signin", "/datasets/transport/no_such_dataset"]:
+        audit_page(path)
+    sign_in(j, ADMIN, "/me")
+    for path in ["/me", "/publish", "/publish/transport", "/publish/transport/bus_lines", "/audit",
+                 "/audit?verify=1&report=bytes-by-principal", "/admin"]:
+        audit_page(path)
+    j.done()
+
+
 def main():
+    accessible()
     anonymous()
     consumer_applies()
     publisher()
