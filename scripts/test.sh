@@ -6,7 +6,9 @@
 #   - openssl, which makes the TLS tests' certificates; curl, the client of the disk-full test;
 #   - schemathesis and openapi-spec-validator (tests/requirements.txt) for the OpenAPI tests;
 #   - Debian's chromium and chromium-driver (pinned below), a CJK font for the screenshots, and
-#     selenium (tests/requirements.txt) for the portal's browser journeys (tests/browser/).
+#     selenium (tests/requirements.txt) for the portal's browser journeys (tests/browser/);
+#   - Debian's PostgreSQL server (pinned below) for the shared catalog's tests, which start their
+#     own server on a free port (tests/support/postgres.rs); the package's own cluster is unused.
 # The disk-full tests mount small tmpfs file systems, so the suite runs as root (as CI does).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh --test it flight`).
 set -euo pipefail
@@ -38,5 +40,17 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
     fi
 fi
 chromium --version && chromedriver --version
+
+POSTGRESQL_VERSION="${POSTGRESQL_VERSION:-15.18-0+deb12u1}"
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+        "postgresql-15=$POSTGRESQL_VERSION" "postgresql-client-15=$POSTGRESQL_VERSION"; then
+        echo "warning: postgresql-15 $POSTGRESQL_VERSION is no longer in the archive; installing the current build" >&2
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-15 postgresql-client-15
+    fi
+fi
+ls /usr/lib/postgresql/*/bin/postgres
 
 exec cargo test --workspace "$@"

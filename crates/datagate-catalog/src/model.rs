@@ -1,5 +1,6 @@
 //! The records the catalog holds.
 
+use crate::store::{CatalogError, Result};
 use chrono::{DateTime, Utc};
 use datagate_core::{AccessLevel, ColumnType, Mask, Sensitivity};
 use serde::{Deserialize, Serialize};
@@ -204,4 +205,37 @@ pub struct DatasetFilter {
 pub struct DatasetPage {
     pub datasets: Vec<Dataset>,
     pub total: u64,
+}
+
+/// Checks declared columns: names present and unique, masked columns naming a mask, and every
+/// primary-key column declared (when columns are declared). Every backend checks the same way.
+pub(crate) fn validate_columns(columns: &[Column], primary_key: &[String]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for c in columns {
+        if c.name.is_empty() {
+            return Err(CatalogError::Invalid("a column name is empty".into()));
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(CatalogError::Invalid(format!(
+                "column {:?} is declared twice",
+                c.name
+            )));
+        }
+        if c.sensitivity == datagate_core::Sensitivity::Masked && c.mask.is_none() {
+            return Err(CatalogError::Invalid(format!(
+                "column {:?} is masked but names no mask",
+                c.name
+            )));
+        }
+    }
+    if !columns.is_empty() {
+        for k in primary_key {
+            if !seen.contains(k.as_str()) {
+                return Err(CatalogError::Invalid(format!(
+                    "primary key column {k:?} is not a declared column"
+                )));
+            }
+        }
+    }
+    Ok(())
 }

@@ -8,13 +8,13 @@ use crate::grants::{
     Application, ApplicationFilter, ApplicationStatus, Decision, Grant, GrantFilter, NewApplication,
 };
 use crate::keys::{ApiKey, NewApiKey, Role};
+use crate::model::validate_columns;
 use crate::model::*;
 use crate::store::{CatalogError, CatalogStore, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use datagate_core::AccessLevel;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
-use rusqlite_migration::{M, Migrations};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,16 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const READERS: usize = 4;
-
-fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![
-        M::up(include_str!("../migrations/0001_catalog.sql")),
-        M::up(include_str!("../migrations/0002_keys.sql")),
-        M::up(include_str!("../migrations/0003_applications_grants.sql")),
-        M::up(include_str!("../migrations/0004_daily_usage.sql")),
-        M::up(include_str!("../migrations/0005_version_source_format.sql")),
-    ])
-}
 
 /// The catalog in an SQLite database file.
 #[derive(Clone)]
@@ -154,7 +144,7 @@ impl SqliteCatalog {
             )));
         }
         configure(&writer)?;
-        migrations()
+        crate::migrations::sqlite()
             .to_latest(&mut writer)
             .map_err(|e| CatalogError::Backend(format!("migrating {}: {e}", path.display())))?;
         let mut readers = Vec::with_capacity(READERS);
@@ -367,37 +357,6 @@ fn insert_columns(conn: &Connection, dataset_id: i64, columns: &[Column]) -> Res
             c.sensitivity.as_str(),
             c.mask.map(|m| m.as_str()),
         ])?;
-    }
-    Ok(())
-}
-
-fn validate_columns(columns: &[Column], primary_key: &[String]) -> Result<()> {
-    let mut seen = std::collections::HashSet::new();
-    for c in columns {
-        if c.name.is_empty() {
-            return Err(CatalogError::Invalid("a column name is empty".into()));
-        }
-        if !seen.insert(c.name.as_str()) {
-            return Err(CatalogError::Invalid(format!(
-                "column {:?} is declared twice",
-                c.name
-            )));
-        }
-        if c.sensitivity == datagate_core::Sensitivity::Masked && c.mask.is_none() {
-            return Err(CatalogError::Invalid(format!(
-                "column {:?} is masked but names no mask",
-                c.name
-            )));
-        }
-    }
-    if !columns.is_empty() {
-        for k in primary_key {
-            if !seen.contains(k.as_str()) {
-                return Err(CatalogError::Invalid(format!(
-                    "primary key column {k:?} is not a declared column"
-                )));
-            }
-        }
     }
     Ok(())
 }
