@@ -20,7 +20,8 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import (NoAlertPresentException, StaleElementReferenceException,
+                                        WebDriverException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -91,7 +92,21 @@ class Journey:
         """Runs `action` (a click or a submit) and waits until the next page replaced this one."""
         old = self.d.find_element(By.TAG_NAME, "html")
         action()
-        self.wait.until(EC.staleness_of(old))
+
+        def replaced(_):
+            # chromedriver reports an element of a page already gone either as stale or, during
+            # the swap, as "does not belong to the document": both mean the next page is here.
+            try:
+                old.is_enabled()
+                return False
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as e:
+                if "does not belong to the document" in str(e):
+                    return True
+                raise
+
+        self.wait.until(replaced)
         self.el("body")
         self.no_dialog()
 

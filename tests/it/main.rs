@@ -5,12 +5,17 @@
 //! crate's own CLI tests make cargo build it).
 
 mod harness;
+#[path = "../support/postgres.rs"]
+mod pg;
+#[path = "../support/s3.rs"]
+mod s3;
 
 mod access;
 mod admin_key;
 mod audit;
 mod audit_scale;
 mod catalog_api;
+mod cluster;
 mod config_errors;
 mod connections;
 mod data_api;

@@ -25,7 +25,7 @@ pub struct Archive {
 impl Archive {
     /// The archive at `url` (`file:///...`, or another scheme `object_store` knows).
     pub fn open(url: &url::Url) -> Result<Self> {
-        let (store, prefix): (Box<dyn ObjectStore>, ObjectPath) = match url.scheme() {
+        let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match url.scheme() {
             "file" => {
                 let dir = url
                     .to_file_path()
@@ -33,14 +33,11 @@ impl Archive {
                 std::fs::create_dir_all(&dir)?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| AuditError::Invalid(e.to_string()))?;
-                (Box::new(fs), ObjectPath::default())
+                (Arc::new(fs), ObjectPath::default())
             }
-            _ => object_store::parse_url(url).map_err(|e| AuditError::Invalid(e.to_string()))?,
+            _ => datagate_core::storage::open_url(url).map_err(AuditError::Invalid)?,
         };
-        Ok(Self {
-            store: Arc::from(store),
-            prefix,
-        })
+        Ok(Self { store, prefix })
     }
 
     fn path(&self, name: &str) -> ObjectPath {
@@ -64,7 +61,7 @@ impl Archive {
                 Err(e) => return Err(AuditError::Invalid(format!("archive: {e}"))),
             }
             let data = tokio::fs::read(path).await?;
-            self.put(&target, data).await?;
+            self.put_new(&target, data).await?;
             copied += 1;
         }
         if let Ok(data) = tokio::fs::read(dir.join(CHECKPOINTS_FILE)).await {
@@ -82,6 +79,39 @@ impl Archive {
             target = target.join(part);
         }
         self.put(&target, data).await
+    }
+
+    /// Writes a sealed segment, which must never be rewritten: a conditional put (S3's
+    /// `If-None-Match: *`). If the archive already holds it (another sync got there first) the
+    /// copy must be the same bytes; a different segment under that name is refused, loudly.
+    async fn put_new(&self, target: &ObjectPath, data: Vec<u8>) -> Result<()> {
+        let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self
+            .store
+            .put_opts(target, PutPayload::from(data.clone()), opts)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let existing = self
+                    .store
+                    .get(target)
+                    .await
+                    .map_err(|e| AuditError::Invalid(format!("archive: {e}")))?
+                    .bytes()
+                    .await
+                    .map_err(|e| AuditError::Invalid(format!("archive: {e}")))?;
+                if existing.as_ref() == data.as_slice() {
+                    Ok(())
+                } else {
+                    Err(AuditError::Invalid(format!(
+                        "archive: {target} already holds a different segment; refusing to \
+                         overwrite it (two gateways with one audit.node_id?)"
+                    )))
+                }
+            }
+            Err(e) => Err(AuditError::Invalid(format!("archive: {e}"))),
+        }
     }
 
     async fn put(&self, target: &ObjectPath, data: Vec<u8>) -> Result<()> {

@@ -983,31 +983,34 @@ pub async fn key_tiers_and_daily_usage(s: &dyn CatalogStore) {
 
     let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
     assert!(s.load_usage(day(26)).await.unwrap().is_empty());
-    s.save_usage(
+    s.add_usage(
         day(26),
         vec![("key:a".into(), 10), ("ip:127.0.0.1".into(), 5)],
     )
     .await
     .unwrap();
-    // A counter never goes down, even when a stale value is saved late.
-    s.save_usage(
+    // Gateways add what they served: the counters are sums, saturating.
+    s.add_usage(
         day(26),
         vec![("key:a".into(), 7), ("key:b".into(), u64::MAX)],
     )
     .await
     .unwrap();
+    s.add_usage(day(26), vec![("key:b".into(), 1)])
+        .await
+        .unwrap();
     let mut got = s.load_usage(day(26)).await.unwrap();
     got.sort();
     assert_eq!(
         got,
         vec![
             ("ip:127.0.0.1".to_string(), 5),
-            ("key:a".to_string(), 10),
+            ("key:a".to_string(), 17),
             ("key:b".to_string(), i64::MAX as u64),
         ]
     );
     // A new day starts from zero and forgets the old one.
-    s.save_usage(day(27), vec![("key:a".into(), 1)])
+    s.add_usage(day(27), vec![("key:a".into(), 1)])
         .await
         .unwrap();
     assert!(s.load_usage(day(26)).await.unwrap().is_empty());

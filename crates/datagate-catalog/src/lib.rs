@@ -17,6 +17,7 @@ pub mod keys;
 pub mod migrations;
 pub mod model;
 mod postgres;
+pub mod rates;
 mod sqlite;
 mod store;
 

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(3, "0003_applications_grants"),
     migration!(4, "0004_daily_usage"),
     migration!(5, "0005_version_source_format"),
+    migration!(6, "0006_shared_rate_state"),
 ];
 
 /// The newest schema this binary knows.

@@ -347,10 +347,65 @@ fn now() -> DateTime<Utc> {
 }
 
 #[async_trait]
+impl crate::rates::SharedRates for PostgresCatalog {
+    async fn take(
+        &self,
+        caller: &str,
+        period: Duration,
+        burst: u32,
+    ) -> Result<crate::rates::SharedRate> {
+        let period_us = (period.as_micros().min(i64::MAX as u128) as i64).max(1);
+        let capacity = period_us.saturating_mul(i64::from(burst.max(1)));
+        let c = self.client().await?;
+        // One statement: take the request if the caller's state allows it; either way read
+        // the state as it was (a data-modifying CTE's change is not visible to its statement).
+        let stmt = c
+            .prepare_cached(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us), \
+                 taken AS ( \
+                   INSERT INTO rate_state AS s (caller, tat_us) SELECT $1, now.us + $2 FROM now \
+                   ON CONFLICT (caller) DO UPDATE \
+                     SET tat_us = GREATEST(s.tat_us, (SELECT us FROM now)) + $2 \
+                     WHERE GREATEST(s.tat_us, (SELECT us FROM now)) + $2 - (SELECT us FROM now) <= $3 \
+                   RETURNING tat_us) \
+                 SELECT (SELECT tat_us FROM taken) AS taken, \
+                        (SELECT tat_us FROM rate_state WHERE caller = $1) AS before, \
+                        (SELECT us FROM now) AS now",
+            )
+            .await?;
+        let r = c
+            .query_one(&stmt, &[&caller, &period_us, &capacity])
+            .await?;
+        let now: i64 = get(&r, "now")?;
+        Ok(match get::<Option<i64>>(&r, "taken")? {
+            Some(tat) => crate::rates::decide(true, tat, now, period, burst),
+            None => {
+                let before = get::<Option<i64>>(&r, "before")?.unwrap_or(now);
+                crate::rates::decide(false, before, now, period, burst)
+            }
+        })
+    }
+
+    async fn prune(&self) -> Result<u64> {
+        let c = self.client().await?;
+        Ok(c.execute(
+            "DELETE FROM rate_state \
+             WHERE tat_us < (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+            &[],
+        )
+        .await?)
+    }
+}
+
+#[async_trait]
 impl CatalogStore for PostgresCatalog {
     async fn ping(&self) -> Result<()> {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())
+    }
+
+    fn shared_rates(&self) -> Option<&dyn crate::rates::SharedRates> {
+        Some(self)
     }
 
     async fn create_department(&self, dept: NewDepartment) -> Result<Department> {
@@ -1012,7 +1067,7 @@ impl CatalogStore for PostgresCatalog {
         .collect())
     }
 
-    async fn save_usage(&self, day: NaiveDate, usage: Vec<(String, u64)>) -> Result<()> {
+    async fn add_usage(&self, day: NaiveDate, usage: Vec<(String, u64)>) -> Result<()> {
         let (callers, bytes): (Vec<String>, Vec<i64>) = usage
             .into_iter()
             .map(|(c, b)| (c, i64::try_from(b).unwrap_or(i64::MAX)))
@@ -1022,8 +1077,9 @@ impl CatalogStore for PostgresCatalog {
         tx.execute(
             "INSERT INTO daily_usage (day, caller, bytes) \
              SELECT $1, caller, bytes FROM unnest($2::text[], $3::bigint[]) AS u(caller, bytes) \
-             ON CONFLICT (day, caller) DO UPDATE \
-               SET bytes = GREATEST(daily_usage.bytes, excluded.bytes)",
+             ON CONFLICT (day, caller) DO UPDATE SET bytes = \
+               CASE WHEN daily_usage.bytes > 9223372036854775807 - excluded.bytes \
+                    THEN 9223372036854775807 ELSE daily_usage.bytes + excluded.bytes END",
             &[&day, &callers, &bytes],
         )
         .await?;

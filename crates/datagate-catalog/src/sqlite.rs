@@ -1084,13 +1084,15 @@ impl CatalogStore for SqliteCatalog {
         .await
     }
 
-    async fn save_usage(&self, day: NaiveDate, usage: Vec<(String, u64)>) -> Result<()> {
+    async fn add_usage(&self, day: NaiveDate, usage: Vec<(String, u64)>) -> Result<()> {
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut upsert = tx.prepare_cached(
                     "INSERT INTO daily_usage (day, caller, bytes) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (day, caller) DO UPDATE SET bytes = MAX(bytes, excluded.bytes)",
+                     ON CONFLICT (day, caller) DO UPDATE SET bytes = \
+                       CASE WHEN bytes > 9223372036854775807 - excluded.bytes \
+                            THEN 9223372036854775807 ELSE bytes + excluded.bytes END",
                 )?;
                 for (caller, bytes) in &usage {
                     let bytes = i64::try_from(*bytes).unwrap_or(i64::MAX);

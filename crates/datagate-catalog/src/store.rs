@@ -38,6 +38,12 @@ pub trait CatalogStore: Send + Sync + 'static {
     /// Checks that the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;
 
+    /// The request-rate state this catalog shares between gateways, if it is shared (a
+    /// PostgreSQL catalog); `None` for one gateway alone.
+    fn shared_rates(&self) -> Option<&dyn crate::rates::SharedRates> {
+        None
+    }
+
     /// Creates a department; `AlreadyExists` if the id is taken.
     async fn create_department(&self, dept: NewDepartment) -> Result<Department>;
     /// Creates or updates a department; returns it and whether anything changed.
@@ -111,11 +117,13 @@ pub trait CatalogStore: Send + Sync + 'static {
     /// Moves a key to another fair-use tier; `NotFound` if there is none.
     async fn set_key_tier(&self, id: &str, tier: &str) -> Result<ApiKey>;
 
-    /// Bytes served on `day` (UTC) per caller (`key:<id>` or `ip:<addr>`), as last saved.
+    /// Bytes served on `day` (UTC) per caller (`key:<id>` or `ip:<addr>`), by every gateway
+    /// on this catalog.
     async fn load_usage(&self, day: NaiveDate) -> Result<Vec<(String, u64)>>;
-    /// Saves `day`'s counters (a counter never goes down: the larger of the stored and the
-    /// given value is kept) and forgets earlier days.
-    async fn save_usage(&self, day: NaiveDate, usage: Vec<(String, u64)>) -> Result<()>;
+    /// Adds bytes served on `day` to the callers' counters (saturating at `i64::MAX`) and
+    /// forgets earlier days. Each gateway adds what it served since its last call, so the
+    /// counters are the cluster's sums.
+    async fn add_usage(&self, day: NaiveDate, bytes: Vec<(String, u64)>) -> Result<()>;
 
     /// Files an application (pending); `NotFound` if the dataset or key does not exist.
     async fn create_application(&self, app: NewApplication) -> Result<Application>;

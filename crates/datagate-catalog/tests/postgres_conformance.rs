@@ -141,3 +141,34 @@ async fn commits_from_two_gateways_on_one_base_one_wins_one_conflicts() {
         "every winner kept, no loser half-written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_rate_is_shared_by_every_gateway() {
+    use datagate_catalog::rates::SharedRates;
+    use std::time::Duration;
+    let url = pg::server().fresh_database();
+    let a = PostgresCatalog::connect(&url, 2).await.unwrap();
+    let b = PostgresCatalog::connect(&url, 2).await.unwrap();
+    let period = Duration::from_secs(10);
+    // A burst of 5, taken alternately on two gateways: 5 pass, the 6th waits a period.
+    let mut allowed = 0;
+    for i in 0..6 {
+        let gw: &dyn SharedRates = if i % 2 == 0 { &a } else { &b };
+        let r = gw.take("standard/key:k1", period, 5).await.unwrap();
+        if r.allowed {
+            allowed += 1;
+            assert_eq!(r.remaining, 4 - i as u32, "take {i}");
+        } else {
+            let wait = r.retry_after.unwrap();
+            assert!(wait > Duration::from_secs(9) && wait <= period, "{wait:?}");
+        }
+    }
+    assert_eq!(allowed, 5);
+    // Another caller is not affected; pruning keeps callers still ahead of their rate.
+    assert!(a.take("standard/key:k2", period, 5).await.unwrap().allowed);
+    assert_eq!(b.prune().await.unwrap(), 0);
+    let short = Duration::from_millis(1);
+    a.take("standard/key:k3", short, 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(b.prune().await.unwrap(), 1, "k3 is back at a full burst");
+}

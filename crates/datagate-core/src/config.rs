@@ -2,8 +2,8 @@
 //!
 //! Sources, later ones winning: built-in defaults, the TOML file (`config/datagate.toml` unless
 //! `--config` names another), `DATAGATE_<SECTION>__<KEY>` environment variables, and the short
-//! forms of API.md §1 (`DATAGATE_LISTEN`, `DATAGATE_DATA_DIR`, `DATAGATE_CATALOG_MANIFESTS`,
-//! `DATAGATE_ADMIN_KEY`). Unknown keys and wrongly typed values are errors that name the source
+//! forms of API.md §1 (`DATAGATE_LISTEN`, `DATAGATE_DATA_DIR`, `DATAGATE_CATALOG_URL`,
+//! `DATAGATE_CATALOG_MANIFESTS`, `DATAGATE_ADMIN_KEY`). Unknown keys and wrongly typed values are errors that name the source
 //! and the key, so a typo never silently falls back to a default.
 
 use figment::Figment;
@@ -159,6 +159,11 @@ pub struct StorageConfig {
     pub warehouse_url: String,
     /// Path of the embedded SQLite catalog; empty = `<data_dir>/catalog.sqlite`.
     pub catalog_path: String,
+    /// The catalog database: empty = the embedded SQLite file (`catalog_path`);
+    /// `postgres://user:pass@host:port/db` = a PostgreSQL catalog shared by several gateways.
+    pub catalog_url: String,
+    /// Connections to a PostgreSQL catalog, at most.
+    pub catalog_pool_size: usize,
 }
 
 impl Default for StorageConfig {
@@ -167,6 +172,8 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("data"),
             warehouse_url: String::new(),
             catalog_path: String::new(),
+            catalog_url: String::new(),
+            catalog_pool_size: 16,
         }
     }
 }
@@ -250,6 +257,10 @@ pub struct IngestConfig {
     pub target_file_bytes: u64,
     /// Versions kept per dataset (older ones are forgotten and their files deleted); 0 keeps all.
     pub retain_versions: u64,
+    /// With a shared (PostgreSQL) catalog, files no version names are deleted once they are
+    /// older than this, at start and then this often: longer than the longest upload, whose
+    /// files another gateway may be writing. One gateway alone deletes them at start.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for IngestConfig {
@@ -259,6 +270,7 @@ impl Default for IngestConfig {
             row_group_rows: 262_144,
             target_file_bytes: 256 * 1024 * 1024,
             retain_versions: 0,
+            orphan_grace_secs: 3600,
         }
     }
 }
@@ -413,6 +425,21 @@ pub struct RateLimitsConfig {
     pub prune_interval_secs: u64,
     /// Bytes served per caller today are written to the catalog this often (and at shutdown).
     pub usage_flush_secs: u64,
+    /// With a shared (PostgreSQL) catalog, request rates hold for the cluster through it; when
+    /// that state cannot be read: `open` serves on each gateway's own limiter (a caller may get
+    /// up to N times its rate over N gateways), `closed` answers 503 until it is back.
+    pub shared_failure: SharedFailure,
+}
+
+/// What a gateway does when the rate state it shares with others cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedFailure {
+    /// Keep serving, limited by this gateway's own limiter.
+    #[default]
+    Open,
+    /// Refuse with 503 and `Retry-After`.
+    Closed,
 }
 
 impl Default for RateLimitsConfig {
@@ -422,6 +449,7 @@ impl Default for RateLimitsConfig {
             client_ip_header: "x-forwarded-for".to_string(),
             prune_interval_secs: 60,
             usage_flush_secs: 10,
+            shared_failure: SharedFailure::Open,
         }
     }
 }
@@ -586,10 +614,11 @@ fn default_tiers() -> BTreeMap<String, TierConfig> {
 pub struct ConfigError(pub String);
 
 /// Short environment variables of API.md §1 and the keys they set.
-const SHORT_ENV: [(&str, &str); 5] = [
+const SHORT_ENV: [(&str, &str); 6] = [
     ("DATAGATE_LISTEN", "server.listen"),
     ("DATAGATE_FLIGHT_LISTEN", "flight.listen"),
     ("DATAGATE_DATA_DIR", "storage.data_dir"),
+    ("DATAGATE_CATALOG_URL", "storage.catalog_url"),
     ("DATAGATE_CATALOG_MANIFESTS", "catalog.manifests"),
     ("DATAGATE_ADMIN_KEY", "auth.admin_key"),
 ];

@@ -136,7 +136,7 @@ impl FlightGateway {
         if let Some(why) = self.audit.failed() {
             return Err(audit_unavailable(&why));
         }
-        let (_, verdict) = self.fair_use.count_request(&call.tier, &call.who);
+        let (_, verdict) = self.fair_use.count_request(&call.tier, &call.who).await;
         if let Err(refusal) = verdict {
             let status = status::refused(&refusal);
             return self

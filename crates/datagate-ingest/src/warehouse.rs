@@ -49,11 +49,8 @@ impl Warehouse {
                     local_dir: Some(dir),
                 });
             }
-            _ => {
-                let (store, prefix) = object_store::parse_url(url)
-                    .map_err(|e| IngestError::Invalid(format!("warehouse URL {url}: {e}")))?;
-                (Arc::from(store), prefix)
-            }
+            _ => datagate_core::storage::open_url(url)
+                .map_err(|e| IngestError::Invalid(format!("warehouse URL {e}")))?,
         };
         Ok(Self {
             url: url.clone(),
@@ -109,19 +106,40 @@ impl Warehouse {
         Ok(())
     }
 
-    /// Deletes every file under `datasets/` that no version references: what failed or
-    /// killed uploads left behind. Returns how many files were removed.
-    pub async fn sweep_unreferenced(&self, referenced: &HashSet<String>) -> Result<usize> {
+    /// Deletes every file under `datasets/` that no version references and that is older than
+    /// `min_age`: what failed or killed uploads left behind. Returns how many were removed.
+    ///
+    /// One gateway alone sweeps with no minimum age (only it writes, and it sweeps before it
+    /// serves). Gateways sharing a catalog and a store sweep only files older than the longest
+    /// upload (`ingest.orphan_grace_secs`), because another gateway's upload in progress has
+    /// written files its commit has not named yet. The files are listed before the catalog is
+    /// read, so a commit landing in between keeps its files.
+    pub async fn sweep_unreferenced(
+        &self,
+        catalog: &dyn datagate_catalog::CatalogStore,
+        min_age: std::time::Duration,
+    ) -> Result<usize> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
         let files: Vec<_> = self
             .store
             .list(Some(&ObjectPath::from(DATASETS_PREFIX)))
+            .try_filter(|meta| std::future::ready(min_age.is_zero() || meta.last_modified < cutoff))
             .try_collect()
             .await?;
+        let referenced: HashSet<String> = catalog
+            .referenced_files()
+            .await
+            .map_err(|e| IngestError::Internal(format!("reading the catalog's files: {e}")))?
+            .into_iter()
+            .collect();
         let mut removed = 0;
         for meta in files {
             if !referenced.contains(meta.location.as_ref()) {
-                self.store.delete(&meta.location).await?;
-                removed += 1;
+                match self.store.delete(&meta.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         if let Some(dir) = &self.local_dir {

@@ -5,11 +5,10 @@ mod datagen;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use datagate_catalog::{CatalogStore, KeyToken, NewApiKey, Role, SqliteCatalog, VersionMode};
+use datagate_catalog::{CatalogStore, KeyToken, NewApiKey, Role, VersionMode};
 use datagate_core::Config;
 use datagate_core::config::LogFormat;
 use datagate_ingest::{Publisher, Source, SourceFormat, Warehouse};
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -95,6 +94,16 @@ enum Command {
         config: Option<PathBuf>,
         /// Data directory (overrides the configuration).
         #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Apply the catalog's pending schema changes (SQLite or PostgreSQL, by
+    /// `storage.catalog_url`) and exit. `serve` applies them too; this lets an operator
+    /// upgrade the shared catalog once before rolling out new gateways.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the configuration).
+        #[arg(long)]
         data_dir: Option<PathBuf>,
     },
     /// Write deterministic synthetic rows of one dataset shape.
@@ -235,6 +244,9 @@ fn main() {
             config,
             data_dir,
         } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_audit(cfg, action)),
+        Command::Migrate { config, data_dir } => {
+            load_config_in(config.as_deref(), data_dir).and_then(run_migrate)
+        }
         Command::Gen {
             kind,
             rows,
@@ -308,23 +320,37 @@ struct Stores {
     warehouse: Warehouse,
 }
 
-fn open_stores(cfg: &Config) -> Result<Stores> {
+async fn open_stores(cfg: &Config) -> Result<Stores> {
     std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
             cfg.storage.data_dir.display()
         )
     })?;
-    let catalog_file = cfg.storage.catalog_file();
-    let catalog = SqliteCatalog::open(&catalog_file)
-        .with_context(|| format!("cannot open catalog {}", catalog_file.display()))?;
+    let catalog = open_catalog(cfg).await?;
     let url = cfg.warehouse_url()?;
     let warehouse =
         Warehouse::open(&url).with_context(|| format!("cannot open warehouse {url}"))?;
-    Ok(Stores {
-        catalog: Arc::new(catalog),
-        warehouse,
-    })
+    Ok(Stores { catalog, warehouse })
+}
+
+/// The catalog `storage.catalog_url` names (the embedded SQLite file when empty), migrated.
+async fn open_catalog(cfg: &Config) -> Result<Arc<dyn CatalogStore>> {
+    let catalog_file = cfg.storage.catalog_file();
+    let url = cfg.storage.catalog_url.trim();
+    datagate_catalog::open(url, &catalog_file, cfg.storage.catalog_pool_size)
+        .await
+        .with_context(|| {
+            if url.is_empty() {
+                format!("cannot open catalog {}", catalog_file.display())
+            } else {
+                // The URL without its password.
+                format!(
+                    "cannot open catalog postgres://{}",
+                    url.rsplit('@').next().unwrap_or_default()
+                )
+            }
+        })
 }
 
 fn publisher(cfg: &Config, stores: &Stores) -> Publisher {
@@ -335,6 +361,23 @@ fn publisher(cfg: &Config, stores: &Stores) -> Publisher {
         cfg.limits.max_upload_bytes,
         cfg.storage.data_dir.join("tmp"),
     )
+}
+
+fn run_migrate(cfg: Config) -> Result<()> {
+    runtime()?.block_on(async move {
+        let catalog = open_catalog(&cfg).await?;
+        catalog.ping().await?;
+        let backend = if cfg.storage.catalog_url.trim().is_empty() {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        };
+        println!(
+            "catalog schema is at version {} ({backend})",
+            datagate_catalog::migrations::latest()
+        );
+        Ok(())
+    })
 }
 
 fn run_serve(cfg: Config) -> Result<()> {
@@ -348,12 +391,31 @@ fn run_serve(cfg: Config) -> Result<()> {
         .ok();
     let rt = runtime_with(cfg.server.threads)?;
     rt.block_on(async move {
-        let stores = open_stores(&cfg)?;
+        let stores = open_stores(&cfg).await?;
         bootstrap_admin_key(&cfg, stores.catalog.as_ref()).await?;
-        let referenced: HashSet<String> = stores.catalog.referenced_files().await?.into_iter().collect();
-        let swept = stores.warehouse.sweep_unreferenced(&referenced).await?;
+        let shared = !cfg.storage.catalog_url.trim().is_empty();
+        let grace = std::time::Duration::from_secs(if shared { cfg.ingest.orphan_grace_secs } else { 0 });
+        let swept = stores.warehouse.sweep_unreferenced(stores.catalog.as_ref(), grace).await?;
         if swept > 0 {
             tracing::info!(files = swept, "removed files of unfinished uploads");
+        }
+        if shared {
+            // Gateways sharing the store keep sweeping: a replica killed mid-upload may never
+            // start again to sweep what it left.
+            let (warehouse, catalog) = (stores.warehouse.clone(), stores.catalog.clone());
+            let every = grace.max(std::time::Duration::from_secs(60));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    match warehouse.sweep_unreferenced(catalog.as_ref(), grace).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(files = n, "removed files of unfinished uploads"),
+                        Err(e) => tracing::warn!(error = %e, "warehouse sweep failed; retrying later"),
+                    }
+                }
+            });
         }
         let publisher = publisher(&cfg, &stores);
         let spooled = publisher.sweep_spool();
@@ -439,7 +501,8 @@ fn run_serve(cfg: Config) -> Result<()> {
         let fair_use = Arc::new(
             datagate_access::FairUse::new(config.clone(), stores.catalog.as_ref())
                 .await
-                .context("loading today's byte counters")?,
+                .context("loading today's byte counters")?
+                .with_shared_rates(stores.catalog.clone()),
         );
         fair_use.spawn_maintenance(stores.catalog.clone());
         let state = datagate_server::AppState {
@@ -654,7 +717,7 @@ fn run_load(
         )
     })?;
     runtime()?.block_on(async move {
-        let stores = open_stores(&cfg)?;
+        let stores = open_stores(&cfg).await?;
         let publisher = publisher(&cfg, &stores);
         let start = std::time::Instant::now();
         let v = publisher
@@ -842,7 +905,7 @@ fn check_tier(cfg: &Config, tier: &str) -> Result<()> {
 
 fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
     runtime()?.block_on(async move {
-        let stores = open_stores(&cfg)?;
+        let stores = open_stores(&cfg).await?;
         match action {
             KeyAction::Create {
                 name,
@@ -924,7 +987,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
     let format = datagate_query::encode::Format::from_name(format)
         .ok_or_else(|| anyhow::anyhow!("unknown format {format}"))?;
     runtime()?.block_on(async move {
-        let stores = open_stores(&cfg)?;
+        let stores = open_stores(&cfg).await?;
         let engine = datagate_query::QueryEngine::new(
             stores.catalog.clone(),
             stores.warehouse.url().clone(),

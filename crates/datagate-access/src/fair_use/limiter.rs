@@ -114,6 +114,11 @@ impl<C: Clock + Clone> RequestLimiter<C> {
         })
     }
 
+    /// A tier's shape: the time to earn back one request, and the burst.
+    pub fn shape(&self, tier: &str) -> Option<(Duration, u32)> {
+        self.tiers.get(tier).map(|t| (t.period, t.burst))
+    }
+
     /// Drops the state of callers whose burst is full again (they are indistinguishable from
     /// callers never seen) and gives the memory back; returns the entries left.
     pub fn prune(&self) -> usize {
@@ -138,7 +143,7 @@ impl<C: Clock + Clone> RequestLimiter<C> {
 }
 
 /// Whole seconds, rounded up.
-fn ceil_secs(d: Duration) -> u64 {
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
     let secs = d.as_secs();
     if d.subsec_nanos() > 0 { secs + 1 } else { secs }
 }

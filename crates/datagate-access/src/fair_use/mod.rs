@@ -2,7 +2,9 @@
 //! for every front door; each answers a [`Refused`] in its own protocol.
 //!
 //! 1. every request counts against its tier's rate ([`limiter`], governor GCRA), keyed by the
-//!    key, or for anonymous callers and bad keys the client address;
+//!    key, or for anonymous callers and bad keys the client address; with a shared catalog,
+//!    also against the caller's rate over the whole cluster
+//!    ([`datagate_catalog::rates::SharedRates`]), this gateway's own limiter staying in front;
 //! 2. data work (rows, export, SQL; a Flight SQL `DoGet`) is refused for a caller over its
 //!    bytes for the day ([`usage`]) or already running its tier's queries at once
 //!    ([`admission`]), and shed when the gateway runs its maximum of queries or uploads;
@@ -129,6 +131,8 @@ pub struct FairUse {
     limiter: RequestLimiter,
     usage: DailyUsage,
     admission: Admission,
+    /// The catalog whose shared rate state every request also takes from (a cluster).
+    shared: Option<Arc<dyn CatalogStore>>,
 }
 
 impl FairUse {
@@ -145,7 +149,17 @@ impl FairUse {
                 config.admission.max_in_flight_uploads,
             ),
             config,
+            shared: None,
         })
+    }
+
+    /// Request rates that hold over every gateway on `catalog`, when it shares its rate
+    /// state (a PostgreSQL catalog); unchanged otherwise.
+    pub fn with_shared_rates(mut self, catalog: Arc<dyn CatalogStore>) -> Self {
+        if catalog.shared_rates().is_some() {
+            self.shared = Some(catalog);
+        }
+        self
     }
 
     /// The configuration fair use was built from.
@@ -154,31 +168,79 @@ impl FairUse {
     }
 
     /// Counts one request of `who` against `tier`'s rate: the decision (for the `RateLimit`
-    /// headers; `None` when the tier has no limiter), and a refusal when over it.
-    pub fn count_request(
+    /// headers; `None` when the tier has no limiter), and a refusal when over it. In a cluster
+    /// the request passes this gateway's limiter first (a flood is refused without a round
+    /// trip), then takes from the caller's rate over all gateways.
+    pub async fn count_request(
         &self,
         tier: &str,
         who: &CallerId,
     ) -> (Option<RateDecision>, Result<(), Refused>) {
-        let rate = self.limiter.check(tier, who);
-        let verdict = match rate.as_ref().filter(|d| !d.allowed) {
-            None => Ok(()),
-            Some(d) => {
-                let limits = self.config.tier(tier).1;
-                let retry = d.retry_after_secs.unwrap_or(1);
-                Err(refused(
-                    tier,
-                    RefusedKind::RateLimited,
-                    format!(
-                        "the {tier} tier allows {} requests per {} s (bursts of {}); retry in {retry} s",
-                        limits.requests, limits.window_secs, limits.burst
-                    ),
-                    retry,
-                    Some(tier.to_string()),
-                ))
-            }
+        let Some(local) = self.limiter.check(tier, who) else {
+            return (None, Ok(()));
         };
-        (rate, verdict)
+        if !local.allowed {
+            let retry = local.retry_after_secs.unwrap_or(1);
+            return (Some(local), Err(self.rate_refusal(tier, retry)));
+        }
+        let (Some(rates), Some((period, burst))) = (
+            self.shared.as_ref().and_then(|c| c.shared_rates()),
+            self.limiter.shape(tier),
+        ) else {
+            return (Some(local), Ok(()));
+        };
+        match rates.take(&format!("{tier}/{who}"), period, burst).await {
+            Ok(shared) => {
+                let decision = RateDecision {
+                    allowed: shared.allowed,
+                    remaining: shared.remaining,
+                    reset_secs: limiter::ceil_secs(shared.reset),
+                    retry_after_secs: shared.retry_after.map(|d| limiter::ceil_secs(d).max(1)),
+                    ..local
+                };
+                let verdict = match decision.retry_after_secs {
+                    Some(retry) if !decision.allowed => Err(self.rate_refusal(tier, retry)),
+                    _ => Ok(()),
+                };
+                (Some(decision), verdict)
+            }
+            Err(e) => {
+                metrics::counter!("datagate_shared_rate_errors_total").increment(1);
+                match self.config.rate_limits.shared_failure {
+                    datagate_core::config::SharedFailure::Open => {
+                        tracing::warn!(error = %e, "shared rate state unavailable; serving on this gateway's limiter");
+                        (Some(local), Ok(()))
+                    }
+                    datagate_core::config::SharedFailure::Closed => {
+                        tracing::warn!(error = %e, "shared rate state unavailable; refusing");
+                        let retry = self.config.admission.retry_after_secs.max(1);
+                        let refusal = Refused {
+                            kind: RefusedKind::Overloaded,
+                            detail: format!(
+                                "the cluster's request-rate state cannot be read; retry in {retry} s"
+                            ),
+                            retry_after_secs: retry,
+                            policy: None,
+                        };
+                        (Some(local), Err(refusal))
+                    }
+                }
+            }
+        }
+    }
+
+    fn rate_refusal(&self, tier: &str, retry: u64) -> Refused {
+        let limits = self.config.tier(tier).1;
+        refused(
+            tier,
+            RefusedKind::RateLimited,
+            format!(
+                "the {tier} tier allows {} requests per {} s (bursts of {}); retry in {retry} s",
+                limits.requests, limits.window_secs, limits.burst
+            ),
+            retry,
+            Some(tier.to_string()),
+        )
     }
 
     /// Admits `work` of `who` under `tier` (already counted by [`FairUse::count_request`]):
@@ -265,10 +327,11 @@ impl FairUse {
         self.usage.used(caller)
     }
 
-    /// Saves the day's byte counters (periodically and at shutdown).
+    /// Adds the day's bytes served here to the catalog and reads the totals back
+    /// (periodically and at shutdown).
     pub async fn save_usage(&self, catalog: &dyn CatalogStore) {
-        if let Err(e) = self.usage.save(catalog).await {
-            tracing::warn!(error = %e, "could not save the daily byte counters");
+        if let Err(e) = self.usage.sync(catalog).await {
+            tracing::warn!(error = %e, "could not sync the daily byte counters");
         }
     }
 
@@ -292,6 +355,11 @@ impl FairUse {
                 tick.tick().await;
                 let Some(me) = weak.upgrade() else { break };
                 me.prune();
+                if let Some(rates) = me.shared.as_ref().and_then(|c| c.shared_rates())
+                    && let Err(e) = rates.prune().await
+                {
+                    tracing::warn!(error = %e, "could not prune the shared rate state");
+                }
             }
         });
         let save_every =

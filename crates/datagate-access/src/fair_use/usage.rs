@@ -1,6 +1,8 @@
 //! Bytes served per caller per UTC day (the `daily-bytes` policy), kept in memory, counted as
-//! the encoders' bytes leave, and saved to the catalog periodically and at shutdown so a
-//! restart keeps the day's counters.
+//! the encoders' bytes leave, and synchronised with the catalog periodically and at shutdown: a
+//! gateway adds what it served since the last sync and reads back every caller's total, so a
+//! restart keeps the day's counters and gateways sharing a catalog hold each caller to the
+//! cluster's sum (each learning of the others' bytes within one sync interval).
 //!
 //! Only callers that were actually sent data have a counter, so a flood of refused requests
 //! from many addresses adds nothing here.
@@ -12,20 +14,25 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One caller's bytes today, and how many of them the catalog already has.
+/// One caller's bytes today: served here (and how many of those the catalog has), and served
+/// by other gateways (or by this one before a restart) as of the last sync.
 #[derive(Debug, Default)]
 pub struct UsageCounter {
-    bytes: AtomicU64,
-    saved: AtomicU64,
+    local: AtomicU64,
+    synced: AtomicU64,
+    elsewhere: AtomicU64,
 }
 
 impl UsageCounter {
     pub fn add(&self, n: u64) {
-        self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.local.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The caller's bytes today, as far as this gateway knows.
     pub fn get(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        self.local
+            .load(Ordering::Relaxed)
+            .saturating_add(self.elsewhere.load(Ordering::Relaxed))
     }
 }
 
@@ -53,23 +60,9 @@ impl Default for DailyUsage {
 impl DailyUsage {
     /// The day's counters as the catalog has them.
     pub async fn load(catalog: &dyn CatalogStore) -> datagate_catalog::Result<Self> {
-        let day = Utc::now().date_naive();
-        let counters = catalog
-            .load_usage(day)
-            .await?
-            .into_iter()
-            .filter_map(|(caller, bytes)| {
-                let id = CallerId::parse(&caller)?;
-                let c = UsageCounter {
-                    bytes: AtomicU64::new(bytes),
-                    saved: AtomicU64::new(bytes),
-                };
-                Some((id, Arc::new(c)))
-            })
-            .collect();
-        Ok(Self {
-            today: Mutex::new(Day { day, counters }),
-        })
+        let usage = Self::default();
+        usage.sync(catalog).await?;
+        Ok(usage)
     }
 
     /// Runs `f` on today's counters, starting a new day (from zero) when the date changed.
@@ -93,28 +86,46 @@ impl DailyUsage {
         self.with_today(|d| d.counters.entry(caller.clone()).or_default().clone())
     }
 
-    /// Saves the counters that moved since the last save.
-    pub async fn save(&self, catalog: &dyn CatalogStore) -> datagate_catalog::Result<usize> {
+    /// Adds the bytes served here since the last sync to the catalog, then reads every
+    /// caller's total back; returns how many counters this gateway added to.
+    pub async fn sync(&self, catalog: &dyn CatalogStore) -> datagate_catalog::Result<usize> {
         let (day, moved) = self.with_today(|d| {
-            let moved: Vec<(String, u64, Arc<UsageCounter>)> = d
+            let moved: Vec<(String, u64, u64, Arc<UsageCounter>)> = d
                 .counters
                 .iter()
                 .filter_map(|(id, c)| {
-                    let bytes = c.get();
-                    (bytes > c.saved.load(Ordering::Relaxed))
-                        .then(|| (id.to_string(), bytes, c.clone()))
+                    let local = c.local.load(Ordering::Relaxed);
+                    let synced = c.synced.load(Ordering::Relaxed);
+                    (local > synced).then(|| (id.to_string(), local, local - synced, c.clone()))
                 })
                 .collect();
             (d.day, moved)
         });
-        if moved.is_empty() {
-            return Ok(0);
+        if !moved.is_empty() {
+            let rows = moved
+                .iter()
+                .map(|(id, _, delta, _)| (id.clone(), *delta))
+                .collect();
+            catalog.add_usage(day, rows).await?;
+            for (_, local, _, c) in &moved {
+                c.synced.fetch_max(*local, Ordering::Relaxed);
+            }
         }
-        let rows = moved.iter().map(|(id, b, _)| (id.clone(), *b)).collect();
-        catalog.save_usage(day, rows).await?;
-        for (_, bytes, c) in &moved {
-            c.saved.fetch_max(*bytes, Ordering::Relaxed);
-        }
+        let totals = catalog.load_usage(day).await?;
+        self.with_today(|d| {
+            if d.day != day {
+                return;
+            }
+            for (caller, total) in totals {
+                let Some(id) = CallerId::parse(&caller) else {
+                    continue;
+                };
+                let c = d.counters.entry(id).or_default();
+                let mine = c.synced.load(Ordering::Relaxed);
+                c.elsewhere
+                    .store(total.saturating_sub(mine), Ordering::Relaxed);
+            }
+        });
         Ok(moved.len())
     }
 }

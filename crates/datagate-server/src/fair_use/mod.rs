@@ -117,7 +117,7 @@ async fn admit(
     body: Body,
     next: Next,
 ) -> Response {
-    let (rate, verdict) = fair.count_request(tier, &who);
+    let (rate, verdict) = fair.count_request(tier, &who).await;
     if let Err(refusal) = verdict {
         return refused(refusal, tier, rate.as_ref());
     }

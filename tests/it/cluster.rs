@@ -1,0 +1,487 @@
+//! Several gateways on one PostgreSQL catalog and one S3 bucket: real servers (Debian's
+//! PostgreSQL, moto's S3 server) started by the tests, three `datagate serve` processes on them.
+//! A client must not be able to tell which replica answered.
+
+use crate::harness::{ADMIN, Options, Server, admin_env, new_key};
+use crate::{pg, s3};
+use reqwest::Client;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::time::Duration;
+
+/// Three gateways (`a`, `b`, `c`) on a fresh database and bucket; `extra` env for each.
+#[allow(dead_code)]
+pub struct Cluster {
+    pub nodes: Vec<Server>,
+    pub bucket: String,
+    /// The shared catalog database.
+    pub catalog_url: String,
+    env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    pub async fn start(n: usize, extra: &[(&str, &str)]) -> Cluster {
+        let catalog_url = pg::server().fresh_database();
+        let bucket = s3::server().fresh_bucket();
+        let mut env = admin_env(extra);
+        env.push(("DATAGATE_CATALOG_URL".into(), catalog_url.clone()));
+        env.push((
+            "DATAGATE_STORAGE__WAREHOUSE_URL".into(),
+            format!("s3://{bucket}/warehouse/"),
+        ));
+        env.extend(s3::server().env());
+        let mut nodes = Vec::new();
+        // One after the other: each registers the sample catalog (idempotent after the first).
+        for i in 0..n {
+            nodes.push(Self::node(&env, i).await);
+        }
+        Cluster {
+            nodes,
+            bucket,
+            catalog_url,
+            env,
+        }
+    }
+
+    async fn node(env: &[(String, String)], _i: usize) -> Server {
+        Server::start(Options {
+            env: env.to_vec(),
+            ..Options::default()
+        })
+        .await
+    }
+
+    /// Starts node `i` again (after it was killed) with `extra` env.
+    pub async fn restart(&mut self, i: usize, extra: &[(&str, &str)]) {
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.nodes[i] = Self::node(&env, i).await;
+    }
+
+    /// The data files in the bucket.
+    pub fn files(&self) -> Vec<String> {
+        s3::server().keys(&self.bucket, "warehouse/datasets/")
+    }
+}
+
+async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(s: &Server, key: Option<&str>, path: &str) -> (u16, Value) {
+    let mut r = Client::new().get(s.url(path));
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    json_of(r.send().await.unwrap()).await
+}
+
+async fn post(s: &Server, key: &str, path: &str, body: Value) -> (u16, Value) {
+    json_of(
+        Client::new()
+            .post(s.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn upload(s: &Server, path: &str, csv: String) -> (u16, Value) {
+    json_of(
+        Client::new()
+            .post(s.url(path))
+            .bearer_auth(ADMIN)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+fn register_body(name: &str) -> Value {
+    json!({
+        "department": "transport", "name": name, "title": "站点", "access_level": "open",
+        "license": "CC-BY-4.0", "primary_key": ["id"],
+        "columns": [
+            {"name": "id", "type": "int64"},
+            {"name": "name", "type": "utf8"}
+        ]
+    })
+}
+
+fn rows_csv(from: usize, n: usize) -> String {
+    let mut s = String::from("id,name\n");
+    for i in from..from + n {
+        s.push_str(&format!("{i},站点{i}\n"));
+    }
+    s
+}
+
+/// An upload whose body is sent in part: the headers and `sent`, of `total` bytes announced.
+fn partial_upload(addr: &str, path: &str, total: usize, sent: &[u8]) -> std::net::TcpStream {
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        sock,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: text/csv\r\nContent-Length: {total}\r\n\r\n"
+    )
+    .unwrap();
+    sock.write_all(sent).unwrap();
+    sock.flush().unwrap();
+    sock
+}
+
+/// The rest of a partial upload, then its answer's status.
+fn finish_upload(mut sock: std::net::TcpStream, rest: &[u8]) -> u16 {
+    use std::io::Read;
+    sock.write_all(rest).unwrap();
+    sock.flush().unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read the status line (the body may follow; Connection stays open).
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_one_catalog_and_one_bucket() {
+    let c = Cluster::start(3, &[]).await;
+    let (a, b, cc) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+
+    // The sample catalog, registered once, reads the same everywhere.
+    let (_, on_a) = get(a, None, "/api/v1/datasets?limit=100").await;
+    let (_, on_c) = get(cc, None, "/api/v1/datasets?limit=100").await;
+    assert_eq!(on_a["total"], on_c["total"]);
+    assert!(on_a["total"].as_u64().unwrap() >= 8, "{on_a}");
+    let (st, rows_a) = get(a, None, "/api/v1/datasets/transport/bus_lines/rows?limit=5").await;
+    assert_eq!(st, 200, "{rows_a}");
+    let (_, rows_c) = get(
+        cc,
+        None,
+        "/api/v1/datasets/transport/bus_lines/rows?limit=5",
+    )
+    .await;
+    assert_eq!(rows_a["rows"], rows_c["rows"]);
+    assert!(
+        c.files().iter().any(|k| k.ends_with(".parquet")),
+        "the data is in the bucket: {:?}",
+        c.files()
+    );
+
+    // Registered on A, a version uploaded on B, queryable on C at once.
+    let (st, body) = post(a, ADMIN, "/api/v1/datasets", register_body("stops")).await;
+    assert_eq!(st, 201, "{body}");
+    let (st, v) = upload(
+        b,
+        "/api/v1/datasets/transport/stops/versions",
+        rows_csv(0, 100),
+    )
+    .await;
+    assert_eq!((st, v["version"].as_i64()), (201, Some(1)), "{v}");
+    let (st, page) = get(cc, None, "/api/v1/datasets/transport/stops/rows?limit=1000").await;
+    assert_eq!(st, 200, "{page}");
+    assert_eq!(page["rows"].as_array().unwrap().len(), 100);
+    let (st, v) = upload(
+        a,
+        "/api/v1/datasets/transport/stops/versions",
+        rows_csv(100, 5),
+    )
+    .await;
+    assert_eq!((st, v["version"].as_i64()), (201, Some(2)), "{v}");
+    let (_, counted) = post(
+        cc,
+        ADMIN,
+        "/api/v1/query",
+        json!({"sql": "SELECT count(*) AS n FROM transport.stops"}),
+    )
+    .await;
+    assert_eq!(counted["rows"][0]["n"], 105, "{counted}");
+
+    // Two uploads to one dataset at once, on A and B: both start from version 2; one commits,
+    // the other gets 409 and leaves nothing.
+    let path = "/api/v1/datasets/transport/stops/versions";
+    let body_a = rows_csv(1000, 2000);
+    let body_b = rows_csv(5000, 3000);
+    let (half_a, half_b) = (body_a.len() / 2, body_b.len() / 2);
+    let sock_a = partial_upload(&a.addr, path, body_a.len(), &body_a.as_bytes()[..half_a]);
+    let sock_b = partial_upload(&b.addr, path, body_b.len(), &body_b.as_bytes()[..half_b]);
+    // Both have read the dataset's head before either finishes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rest_a = body_a.as_bytes()[half_a..].to_vec();
+    let rest_b = body_b.as_bytes()[half_b..].to_vec();
+    let (sa, sb) = tokio::join!(
+        tokio::task::spawn_blocking(move || finish_upload(sock_a, &rest_a)),
+        tokio::task::spawn_blocking(move || finish_upload(sock_b, &rest_b))
+    );
+    let mut statuses = [sa.unwrap(), sb.unwrap()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "one wins, one is told it lost");
+    let (_, d) = get(cc, None, "/api/v1/datasets/transport/stops").await;
+    assert_eq!(d["current_version"], 3);
+    let (_, versions) = get(a, None, "/api/v1/datasets/transport/stops/versions").await;
+    assert_eq!(versions.as_array().unwrap().len(), 3, "{versions}");
+    let rows = d["row_count"].as_u64().unwrap();
+    assert!(rows == 105 + 2000 || rows == 105 + 3000, "{d}");
+
+    // A key revoked on A is refused on B and C at their next request.
+    let consumer = new_key(a, "consumer", None).await;
+    assert_eq!(get(b, Some(&consumer), "/api/v1/me").await.0, 200);
+    let id = consumer.split('_').nth(1).unwrap();
+    let r = Client::new()
+        .delete(a.url(&format!("/api/v1/keys/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(get(b, Some(&consumer), "/api/v1/me").await.0, 401);
+    assert_eq!(get(cc, Some(&consumer), "/api/v1/me").await.0, 401);
+
+    // A grant approved on C opens the conditional data on A.
+    let reader = new_key(b, "consumer", None).await;
+    let legal = "/api/v1/datasets/justice/legal_aid_cases/rows?limit=1";
+    assert_eq!(get(a, Some(&reader), legal).await.0, 403);
+    let (st, app) = post(
+        b,
+        &reader,
+        "/api/v1/datasets/justice/legal_aid_cases/applications",
+        json!({"purpose": "研究"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{app}");
+    let (st, decided) = post(
+        cc,
+        ADMIN,
+        &format!(
+            "/api/v1/applications/{}/approve",
+            app["id"].as_str().unwrap()
+        ),
+        json!({}),
+    )
+    .await;
+    assert!(st == 200 || st == 201, "{decided}");
+    assert_eq!(get(a, Some(&reader), legal).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_upload_leaves_nothing_visible_and_the_others_keep_serving() {
+    // Small Parquet files, so the interrupted upload completes some before it dies.
+    let mut c = Cluster::start(3, &[("DATAGATE_INGEST__TARGET_FILE_BYTES", "1048576")]).await;
+    let (st, body) = post(&c.nodes[0], ADMIN, "/api/v1/datasets", register_body("big")).await;
+    assert_eq!(st, 201, "{body}");
+    let path = "/api/v1/datasets/transport/big/versions";
+    let (st, v) = upload(&c.nodes[0], path, rows_csv(0, 10)).await;
+    assert_eq!(st, 201, "{v}");
+    let files_before = c.files();
+
+    // B takes a large upload and dies in the middle of it.
+    let body = rows_csv(0, 600_000);
+    let sent = &body.as_bytes()[..body.len() * 9 / 10];
+    let _sock = partial_upload(&c.nodes[1].addr, path, body.len(), sent);
+    let start = std::time::Instant::now();
+    while c.files().len() <= files_before.len() && start.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let orphans: Vec<String> = c
+        .files()
+        .into_iter()
+        .filter(|f| !files_before.contains(f))
+        .collect();
+    assert!(!orphans.is_empty(), "the upload wrote files before it died");
+    c.nodes[1].kill();
+
+    // Nothing of it is visible; A and C serve on.
+    for node in [0, 2] {
+        let (st, d) = get(&c.nodes[node], None, "/api/v1/datasets/transport/big").await;
+        assert_eq!((st, d["current_version"].as_i64()), (200, Some(1)), "{d}");
+        let (st, rows) = get(
+            &c.nodes[node],
+            None,
+            "/api/v1/datasets/transport/big/rows?limit=100",
+        )
+        .await;
+        assert_eq!((st, rows["rows"].as_array().map(Vec::len)), (200, Some(10)));
+    }
+    // Files that no version names are swept once older than the grace period (B, restarted
+    // with a short one; a sweep never touches files younger than it).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.restart(1, &[("DATAGATE_INGEST__ORPHAN_GRACE_SECS", "1")])
+        .await;
+    let left: Vec<String> = c
+        .files()
+        .into_iter()
+        .filter(|f| orphans.contains(f))
+        .collect();
+    assert!(left.is_empty(), "orphans swept: {left:?}");
+    assert_eq!(c.files(), files_before, "the committed files stay");
+    let (st, v) = upload(&c.nodes[1], path, rows_csv(10, 10)).await;
+    assert_eq!((st, v["version"].as_i64()), (201, Some(2)), "{v}");
+}
+
+/// Requests of one key spread round-robin over the gateways as fast as they answer, for
+/// `secs`: (allowed, refused, elapsed).
+async fn hammer(c: &Cluster, key: &str, secs: f64) -> (u64, u64, f64) {
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let urls: Vec<String> = c.nodes.iter().map(|n| n.url("/api/v1/me")).collect();
+        let key = key.to_string();
+        tasks.push(tokio::spawn(async move {
+            let client = Client::new();
+            let (mut ok, mut refused, mut i) = (0u64, 0u64, w);
+            while start.elapsed().as_secs_f64() < secs {
+                let r = client
+                    .get(&urls[i % urls.len()])
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status().as_u16() {
+                    200 => ok += 1,
+                    429 => refused += 1,
+                    other => panic!("unexpected {other}"),
+                }
+                i += 1;
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.unwrap();
+        ok += o;
+        refused += r;
+    }
+    (ok, refused, start.elapsed().as_secs_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_rate_and_daily_bytes_hold_for_the_cluster_not_per_replica() {
+    // The standard tier: 10 requests per second, bursts of 10; 20 kB a day.
+    let c = Cluster::start(
+        3,
+        &[
+            ("DATAGATE_TIERS__STANDARD__REQUESTS", "10"),
+            ("DATAGATE_TIERS__STANDARD__WINDOW_SECS", "1"),
+            ("DATAGATE_TIERS__STANDARD__BURST", "10"),
+            ("DATAGATE_TIERS__STANDARD__DAILY_BYTES", "20000"),
+            ("DATAGATE_RATE_LIMITS__USAGE_FLUSH_SECS", "1"),
+        ],
+    )
+    .await;
+    let key = new_key(&c.nodes[0], "consumer", Some("standard")).await;
+    let (ok, refused, secs) = hammer(&c, &key, 4.0).await;
+    // GCRA over the cluster: the burst plus the rate over the time, whichever replica answered
+    // (each replica alone would let three times as many through).
+    let expected = 10.0 + 10.0 * secs;
+    let ratio = ok as f64 / expected;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "{ok} allowed ({refused} refused) in {secs:.2} s; the tier's rate allows {expected:.0}"
+    );
+    assert!(refused > ok, "the clients asked for far more than the rate");
+
+    // Bytes served by A count on B and C (within one sync interval).
+    tokio::time::sleep(Duration::from_secs(2)).await; // a full burst again
+    let reader = new_key(&c.nodes[0], "consumer", Some("standard")).await;
+    let export = "/api/v1/datasets/market/market_entities/export?format=csv";
+    let mut served = 0;
+    while served < 20_000 {
+        let r = Client::new()
+            .get(c.nodes[0].url(export))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        served += r.bytes().await.unwrap().len();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut answers = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        answers = Vec::new();
+        for node in &c.nodes[1..] {
+            let r = Client::new()
+                .get(node.url(export))
+                .bearer_auth(&reader)
+                .send()
+                .await
+                .unwrap();
+            answers.push(r.status().as_u16());
+        }
+        if answers.iter().all(|s| *s == 429) {
+            break;
+        }
+    }
+    assert_eq!(answers, [429, 429], "the day's bytes are the cluster's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_shared_rate_state_fails_open_serves_and_closed_refuses() {
+    let c = Cluster::start(1, &[]).await;
+    let mut closed_env = vec![("DATAGATE_RATE_LIMITS__SHARED_FAILURE", "closed")];
+    closed_env.push(("DATAGATE_TIERS__STANDARD__REQUESTS", "1000"));
+    let closed = {
+        let mut env = c.env.clone();
+        env.extend(
+            closed_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        Server::start(Options {
+            env,
+            ..Options::default()
+        })
+        .await
+    };
+    let key = new_key(&c.nodes[0], "consumer", Some("standard")).await;
+    assert_eq!(get(&c.nodes[0], Some(&key), "/api/v1/me").await.0, 200);
+    assert_eq!(get(&closed, Some(&key), "/api/v1/me").await.0, 200);
+    // The state becomes unreadable (the catalog itself still answers).
+    pg::server().psql(
+        &c.catalog_url,
+        "ALTER TABLE rate_state RENAME TO rate_state_away",
+    );
+    assert_eq!(
+        get(&c.nodes[0], Some(&key), "/api/v1/me").await.0,
+        200,
+        "open: served"
+    );
+    let r = Client::new()
+        .get(closed.url("/api/v1/me"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "closed: refused");
+    assert!(r.headers().contains_key("retry-after"));
+    pg::server().psql(
+        &c.catalog_url,
+        "ALTER TABLE rate_state_away RENAME TO rate_state",
+    );
+    assert_eq!(
+        get(&closed, Some(&key), "/api/v1/me").await.0,
+        200,
+        "and back"
+    );
+}
