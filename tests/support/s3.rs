@@ -29,14 +29,22 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 request to the server without a body; the status and the body.
 fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_with(port, method, path, b"")
+}
+
+/// One HTTP/1.1 request with `body`; the status and the answer's body.
+fn http_with(port: u16, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let out = String::from_utf8_lossy(&raw).into_owned();
     let status = out
         .split_whitespace()
         .nth(1)
@@ -111,6 +119,52 @@ impl S3Server {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// Runs a boto3 `script` (with `s3`, a signed client of this server, and `sys.argv`).
+    fn boto3(&self, script: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+        let prelude = format!(
+            "import sys, boto3\ns3 = boto3.client('s3', endpoint_url='{}', \
+             aws_access_key_id='datagate-test', aws_secret_access_key='datagate-test', \
+             region_name='us-east-1')\n",
+            self.endpoint()
+        );
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(format!("{prelude}{script}"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    /// The object `key` of `bucket`.
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.boto3(
+            "sys.stdout.buffer.write(s3.get_object(Bucket=sys.argv[1], Key=sys.argv[2])['Body'].read())",
+            &[bucket, key],
+            b"",
+        )
+    }
+
+    /// Replaces the object `key` of `bucket` (what someone with write access to the bucket
+    /// could do).
+    pub fn put(&self, bucket: &str, key: &str, data: &[u8]) {
+        self.boto3(
+            "s3.put_object(Bucket=sys.argv[1], Key=sys.argv[2], Body=sys.stdin.buffer.read())",
+            &[bucket, key],
+            data,
+        );
     }
 
     /// The keys of the objects in `bucket` under `prefix` (completed objects only: an

@@ -40,6 +40,44 @@ impl Archive {
         Ok(Self { store, prefix })
     }
 
+    /// Copies everything under the archive into `dir` (created), keeping the layout; returns
+    /// how many files. An auditor's offline copy: `datagate audit verify --archive URL`.
+    pub async fn fetch(&self, dir: &Path) -> Result<usize> {
+        use futures::TryStreamExt;
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let objects: Vec<_> = self
+            .store
+            .list(prefix)
+            .try_collect()
+            .await
+            .map_err(|e| AuditError::Invalid(format!("archive: {e}")))?;
+        let mut n = 0;
+        for meta in objects {
+            let rel: Vec<_> = match meta.location.prefix_match(&self.prefix) {
+                Some(parts) => parts.map(|p| p.as_ref().to_string()).collect(),
+                None => continue,
+            };
+            if rel.is_empty() || rel.iter().any(|p| p == ".." || p.contains('/')) {
+                continue;
+            }
+            let target = rel.iter().fold(dir.to_path_buf(), |d, p| d.join(p));
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            let data = self
+                .store
+                .get(&meta.location)
+                .await
+                .map_err(|e| AuditError::Invalid(format!("archive: {e}")))?
+                .bytes()
+                .await
+                .map_err(|e| AuditError::Invalid(format!("archive: {e}")))?;
+            tokio::fs::write(&target, &data).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     fn path(&self, name: &str) -> ObjectPath {
         self.prefix.clone().join(name)
     }
@@ -64,8 +102,28 @@ impl Archive {
             self.put_new(&target, data).await?;
             copied += 1;
         }
-        if let Ok(data) = tokio::fs::read(dir.join(CHECKPOINTS_FILE)).await {
-            self.put(&self.path(CHECKPOINTS_FILE), data).await?;
+        // Only the checkpoints the archived segments reach: the archive is a complete log on
+        // its own at every moment (a checkpoint past its end would read as a truncation).
+        let last_archived = match sealed.last() {
+            Some((_, path)) => last_seq(path)?,
+            None => None,
+        };
+        if let (Some(last), Ok(data)) = (
+            last_archived,
+            tokio::fs::read(dir.join(CHECKPOINTS_FILE)).await,
+        ) {
+            let kept: Vec<u8> = data
+                .split_inclusive(|b| *b == b'\n')
+                .filter(|line| {
+                    serde_json::from_slice::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["seq"].as_u64())
+                        .is_some_and(|seq| seq <= last)
+                })
+                .flatten()
+                .copied()
+                .collect();
+            self.put(&self.path(CHECKPOINTS_FILE), kept).await?;
         }
         self.put(&self.path(PUBLIC_KEY_FILE), public_key.as_bytes().to_vec())
             .await?;
@@ -123,6 +181,30 @@ impl Archive {
     }
 }
 
+/// The `seq` of a sealed segment's last record (read from its tail).
+fn last_seq(path: &Path) -> Result<Option<u64>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut start = len.saturating_sub(64 * 1024);
+    loop {
+        f.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        f.read_to_end(&mut tail)?;
+        let last = tail
+            .split(|b| *b == b'\n')
+            .rev()
+            .find(|l| !l.is_empty())
+            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+            .and_then(|v| v["seq"].as_u64());
+        if last.is_some() || start == 0 {
+            return Ok(last);
+        }
+        // A last line longer than the tail read: read further back.
+        start = start.saturating_sub(1024 * 1024);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,15 +242,19 @@ mod tests {
         );
         log.close();
         archive.sync(&dir, log.public_key()).await.unwrap();
-        // The archive holds every sealed segment, the checkpoints and the key: it verifies
-        // up to the last sealed record (the open segment is not there yet, so the shutdown
-        // checkpoint is beyond its end and says so).
+        // The archive holds every sealed segment, the checkpoints they reach and the key: a
+        // complete log on its own, up to the last sealed record (the open segment is not
+        // there yet, nor the shutdown checkpoint past it).
         let key = crate::checkpoint::parse_public_key(
             &std::fs::read_to_string(archive_dir.join(PUBLIC_KEY_FILE)).unwrap(),
         )
         .unwrap();
         let v = verify_dir(&archive_dir, Some(&key), None).unwrap();
-        assert_eq!(v.reason.as_deref(), Some("truncated"), "{v:?}");
+        let sealed_last = last_seq(&list_segments(&dir).unwrap()[sealed - 1].1)
+            .unwrap()
+            .unwrap();
+        assert!(v.ok && v.events == sealed_last, "{v:?}");
+        assert!(v.checkpoints > 0, "{v:?}");
         std::fs::copy(
             list_segments(&dir).unwrap().last().unwrap().1.clone(),
             archive_dir.join(crate::segment::segment_name(sealed as u64 + 1)),

@@ -48,6 +48,14 @@ pub struct LogOptions {
     pub checkpoint_every: Duration,
     /// The most records written with one fsync.
     pub max_batch: usize,
+    /// The gateway writing this log (`audit.node_id`): every record names it. `None` for one
+    /// gateway alone.
+    pub node_id: Option<String>,
+    /// A non-empty open segment is also sealed once it is this old, so an archive (and who
+    /// reads it) lags the log by at most this much; `None`: sealed by size only.
+    pub seal_every: Option<Duration>,
+    /// Seal the open segment when the log closes (so a final archive copy is complete).
+    pub seal_on_close: bool,
 }
 
 impl LogOptions {
@@ -58,6 +66,9 @@ impl LogOptions {
             checkpoint_every_records: 10_000,
             checkpoint_every: Duration::from_secs(60),
             max_batch: 4096,
+            node_id: None,
+            seal_every: None,
+            seal_on_close: false,
         }
     }
 }
@@ -108,6 +119,8 @@ pub struct AuditLog {
     columnar: Arc<ColumnarIndex>,
     events: Arc<EventsTable>,
     usage: Arc<UsageCounters>,
+    /// `node_id` as a JSON string, stamped on every record.
+    node_json: Option<String>,
 }
 
 impl AuditLog {
@@ -149,6 +162,7 @@ impl AuditLog {
         }
         let (tx, rx) = channel();
         let writer = Writer {
+            segment_opened: Instant::now(),
             convert: convert_tx,
             opts: opts.clone(),
             key,
@@ -173,6 +187,10 @@ impl AuditLog {
             events: Arc::new(EventsTable::new(columnar.clone())),
             columnar,
             usage,
+            node_json: opts
+                .node_id
+                .as_deref()
+                .map(|n| serde_json::Value::from(n).to_string()),
         };
         if cut > 0 {
             tracing::warn!(
@@ -228,7 +246,10 @@ impl AuditLog {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // Serialized here, on the caller's thread: the writer only chains and hashes.
         self.tx
-            .send(Msg::Append(EncodedEvent::new(event), tx))
+            .send(Msg::Append(
+                EncodedEvent::with_node(event, self.node_json.as_deref()),
+                tx,
+            ))
             .map_err(|_| AuditError::Failed("the audit writer stopped".into()))?;
         Ok(rx)
     }
@@ -362,6 +383,8 @@ struct Writer {
     file: File,
     segment_index: u64,
     segment_bytes: u64,
+    /// When the open segment was started (or the log opened).
+    segment_opened: Instant,
     checkpoints: File,
     seq: u64,
     prev: String,
@@ -374,18 +397,24 @@ impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
         let mut buf = Vec::with_capacity(1 << 20);
         loop {
-            let wait = self
+            let mut wait = self
                 .opts
                 .checkpoint_every
-                .saturating_sub(self.last_checkpoint.elapsed())
-                .max(Duration::from_millis(1));
-            let first = match rx.recv_timeout(wait) {
+                .saturating_sub(self.last_checkpoint.elapsed());
+            if let Some(every) = self.opts.seal_every {
+                wait = wait.min(every.saturating_sub(self.segment_opened.elapsed()));
+            }
+            let first = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.since_checkpoint > 0 {
-                        self.guard(|w| w.checkpoint());
-                    } else {
-                        self.last_checkpoint = Instant::now();
+                    if self.seal_due() {
+                        self.guard(|w| w.roll());
+                    } else if self.last_checkpoint.elapsed() >= self.opts.checkpoint_every {
+                        if self.since_checkpoint > 0 {
+                            self.guard(|w| w.checkpoint());
+                        } else {
+                            self.last_checkpoint = Instant::now();
+                        }
                     }
                     continue;
                 }
@@ -420,6 +449,15 @@ impl Writer {
 
     fn failed(&self) -> Option<String> {
         self.shared.failed()
+    }
+
+    /// Whether the open segment holds records and is older than `seal_every`.
+    fn seal_due(&self) -> bool {
+        self.segment_bytes > 0
+            && self
+                .opts
+                .seal_every
+                .is_some_and(|every| self.segment_opened.elapsed() >= every)
     }
 
     /// Runs an I/O step; a failure fails the log for good.
@@ -494,7 +532,10 @@ impl Writer {
         for ((_, tx), seq) in batch.into_iter().zip(first_seq..) {
             let _ = tx.send(Ok(seq));
         }
-        if self.since_checkpoint >= self.opts.checkpoint_every_records
+        if self.seal_due() {
+            // Under steady traffic the timer never fires: seal here.
+            self.guard(|w| w.roll());
+        } else if self.since_checkpoint >= self.opts.checkpoint_every_records
             || self.last_checkpoint.elapsed() >= self.opts.checkpoint_every
         {
             self.guard(|w| w.checkpoint());
@@ -514,6 +555,7 @@ impl Writer {
         self.file = file;
         self.segment_index = next;
         self.segment_bytes = 0;
+        self.segment_opened = Instant::now();
         let _ = self.convert.send(());
         Ok(())
     }
@@ -535,6 +577,9 @@ impl Writer {
     }
 
     fn finish(&mut self) {
+        if self.opts.seal_on_close && self.segment_bytes > 0 {
+            self.guard(|w| w.roll());
+        }
         if self.seq > 0 && self.since_checkpoint > 0 {
             self.guard(|w| w.checkpoint());
         }
@@ -831,6 +876,47 @@ mod tests {
         writer.await.unwrap();
         assert!(queries > 10, "{queries} queries");
         log.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_segment_is_sealed_by_age_idle_or_busy_and_records_name_their_gateway() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LogOptions::new(tmp.path());
+        opts.seal_every = Some(Duration::from_millis(300));
+        opts.node_id = Some("gw-1".into());
+        let (log, _) = AuditLog::open(opts).unwrap();
+        log.append(event(0)).await.unwrap();
+        // Idle: the timer seals it.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(
+            list_segments(tmp.path()).unwrap().len(),
+            2,
+            "sealed while idle"
+        );
+        // Busy (a record every 20 ms, so the timer never fires): sealed all the same.
+        for i in 1..50 {
+            log.append(event(i)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            list_segments(tmp.path()).unwrap().len() >= 4,
+            "sealed while busy"
+        );
+        log.close();
+        let v = verify_dir(tmp.path(), None, None).unwrap();
+        assert!(v.ok && v.events == 50, "{v:?}");
+        let text = std::fs::read_to_string(&list_segments(tmp.path()).unwrap()[0].1).unwrap();
+        assert!(
+            text.contains(",\"node_id\":\"gw-1\",\"prev_hash\""),
+            "{text}"
+        );
+        let (records, _) =
+            crate::columnar::read_segment(&list_segments(tmp.path()).unwrap()[0].1).unwrap();
+        assert!(
+            records
+                .iter()
+                .all(|r| r.event.node_id.as_deref() == Some("gw-1"))
+        );
     }
 
     #[tokio::test]

@@ -70,6 +70,8 @@ pub fn events_schema() -> SchemaRef {
         int("count"),
         text("prev_hash"),
         text("hash"),
+        // Last: Parquet copies written before it existed read it as null.
+        text("node_id"),
     ]))
 }
 
@@ -146,6 +148,7 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
         int(&|r| r.event.count),
         text(&|r| s(&r.prev_hash)),
         text(&|r| s(&r.hash)),
+        text(&|r| r.event.node_id.as_deref()),
     ];
     RecordBatch::try_new(events_schema(), cols)
         .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))
@@ -170,6 +173,14 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
         column(name)?
             .as_primitive_opt::<Int64Type>()
             .ok_or_else(|| bad(format!("the column {name} is not Int64")))
+    };
+    // Absent from Parquet copies written before records named their gateway.
+    let node_id = match batch.column_by_name("node_id") {
+        None => None,
+        Some(c) => Some(
+            c.as_string_opt::<i32>()
+                .ok_or_else(|| bad("the column node_id is not text".into()))?,
+        ),
     };
     let seq = column("seq")?
         .as_primitive_opt::<UInt64Type>()
@@ -275,6 +286,7 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
             cpu_ms: u(4, row),
             outcome: t(16, row),
             count: u(5, row).unwrap_or(0),
+            node_id: node_id.and_then(|a| (!a.is_null(row)).then(|| a.value(row).to_string())),
         };
         out.push(Record {
             seq: s,

@@ -86,6 +86,10 @@ pub struct Event {
     pub outcome: Option<String>,
     /// How many requests this record stands for (more than 1 only for `refusals`).
     pub count: u64,
+    /// The gateway that wrote the record (`audit.node_id`), in a cluster where each gateway
+    /// keeps its own chain. Absent when not set, so a single gateway's lines are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// A record as stored: the event, its place in the chain, and its hash.
@@ -138,6 +142,17 @@ pub fn encode(seq: u64, ts: &DateTime<Utc>, event: &Event, prev_hash: &str) -> (
 pub struct EncodedEvent(Vec<u8>);
 
 impl EncodedEvent {
+    /// `event`, written by gateway `node_id` (a JSON string, already encoded) unless it
+    /// names its node itself: the member serde would place last.
+    pub fn with_node(event: &Event, node_id: Option<&str>) -> Self {
+        let mut e = Self::new(event);
+        if let (Some(node), None) = (node_id, &event.node_id) {
+            e.0.extend_from_slice(b",\"node_id\":");
+            e.0.extend_from_slice(node.as_bytes());
+        }
+        e
+    }
+
     pub fn new(event: &Event) -> Self {
         let mut bytes = serde_json::to_vec(event).unwrap_or_default();
         // `{...}` → `...`
@@ -239,6 +254,8 @@ struct FlatRecord {
     outcome: Option<String>,
     #[serde(default)]
     count: u64,
+    #[serde(default)]
+    node_id: Option<String>,
     prev_hash: String,
     hash: String,
 }
@@ -272,6 +289,7 @@ impl From<FlatRecord> for Record {
                 cpu_ms: f.cpu_ms,
                 outcome: f.outcome,
                 count: f.count,
+                node_id: f.node_id,
             },
             prev_hash: f.prev_hash,
             hash: f.hash,

@@ -516,6 +516,14 @@ pub struct AuditConfig {
     /// Parquet copy and marker) and leave the local directory; 0 = keep everything. Needs
     /// `archive_url`.
     pub retain_days: u64,
+    /// This gateway's name in a cluster: every audit record carries it, and the archive keeps
+    /// this gateway's segments and checkpoints under `<archive_url>/<node_id>/`. Each gateway
+    /// keeps its own chain and signing key; empty for one gateway alone.
+    pub node_id: String,
+    /// A segment holding records is also sealed once it is this many seconds old, so the
+    /// archive lags the log by at most this much (a lost gateway loses at most this much of
+    /// its log's copy); 0 = sealed by size only.
+    pub seal_every_secs: u64,
 }
 
 impl Default for AuditConfig {
@@ -528,6 +536,8 @@ impl Default for AuditConfig {
             archive_url: String::new(),
             archive_every_secs: 300,
             retain_days: 0,
+            node_id: String::new(),
+            seal_every_secs: 0,
         }
     }
 }
@@ -691,6 +701,11 @@ impl Config {
 
     /// Checks what types alone cannot: tiers that can admit something, proxies that parse.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.audit.node_id.is_empty() {
+            crate::names::validate_name("audit.node_id", &self.audit.node_id).map_err(|e| {
+                ConfigError(format!("invalid configuration: key `audit.node_id`: {e}"))
+            })?;
+        }
         if !self.tiers.contains_key(ANONYMOUS_TIER) {
             return Err(ConfigError(format!(
                 "invalid configuration: tier `tiers.{ANONYMOUS_TIER}` is missing; callers \

@@ -143,6 +143,12 @@ enum AuditAction {
         /// directory and the archive its old segments moved to).
         #[arg(long)]
         dir: Vec<PathBuf>,
+        /// Verify an archive where it is (e.g. `s3://bucket/audit/`, with the AWS_*
+        /// environment), fetched into a temporary directory first. A cluster's archive holds
+        /// one directory per gateway (`audit.node_id`): each gateway's chain is verified with
+        /// its own key and reported on its own.
+        #[arg(long, conflicts_with = "dir")]
+        archive: Option<String>,
     },
     /// Write a synthetic audit log (realistic mix of principals, datasets, actions and sizes,
     /// timestamps spread from --from to --to) into an empty directory, for benchmarks.
@@ -453,6 +459,10 @@ fn run_serve(cfg: Config) -> Result<()> {
             checkpoint_every_records: cfg.audit.checkpoint_every_records.max(1),
             checkpoint_every: std::time::Duration::from_secs(cfg.audit.checkpoint_every_secs.max(1)),
             max_batch: 4096,
+            node_id: (!cfg.audit.node_id.is_empty()).then(|| cfg.audit.node_id.clone()),
+            seal_every: (cfg.audit.seal_every_secs > 0)
+                .then(|| std::time::Duration::from_secs(cfg.audit.seal_every_secs)),
+            seal_on_close: !cfg.audit.archive_url.is_empty(),
         })
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
         tracing::info!(dir = %audit_dir.display(), head_seq = recovery.head_seq, cut_bytes = recovery.cut_bytes, "audit log open");
@@ -461,12 +471,24 @@ fn run_serve(cfg: Config) -> Result<()> {
                 "invalid configuration: key `audit.retain_days` moves old segments to the archive; set `audit.archive_url` too"
             );
         }
+        let mut final_archive = None;
         if !cfg.audit.archive_url.is_empty() {
             let retain_days = cfg.audit.retain_days;
-            let url = url::Url::parse(&cfg.audit.archive_url)
+            let mut url = url::Url::parse(&cfg.audit.archive_url)
                 .context("invalid configuration: key `audit.archive_url`")?;
+            // In a cluster each gateway archives its own chain under its name.
+            if !cfg.audit.node_id.is_empty() {
+                if !url.path().ends_with('/') {
+                    let p = format!("{}/", url.path());
+                    url.set_path(&p);
+                }
+                url = url
+                    .join(&format!("{}/", cfg.audit.node_id))
+                    .context("invalid configuration: key `audit.node_id`")?;
+            }
             let archive = datagate_audit::archive::Archive::open(&url)
                 .with_context(|| format!("cannot open the audit archive {url}"))?;
+            final_archive = Some(archive.clone());
             let (log, every) = (audit.clone(), cfg.audit.archive_every_secs.max(1));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
@@ -549,6 +571,13 @@ fn run_serve(cfg: Config) -> Result<()> {
         fair_use.save_usage(stores.catalog.as_ref()).await;
         refusals.flush_all(&audit);
         audit.close();
+        // The log sealed its last segment on closing: the archive gets all of it.
+        if let Some(archive) = final_archive {
+            match archive.sync(audit.dir(), audit.public_key()).await {
+                Ok(n) => tracing::info!(segments = n, "audit log archived at shutdown"),
+                Err(e) => tracing::warn!(error = %e, "the final audit archive copy failed"),
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -747,18 +776,88 @@ fn run_load(
     })
 }
 
+/// The gateways' directories of a cluster's audit archive (`<node_id>/segment-*.jsonl`), when
+/// `dir` is one: no segment of its own, one or more subdirectories with segments.
+fn node_dirs(dir: &std::path::Path) -> Result<Option<Vec<(String, PathBuf)>>> {
+    if !datagate_audit::segment::list_segments(dir)?.is_empty() {
+        return Ok(None);
+    }
+    let mut nodes = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        if entry.path().is_dir()
+            && !datagate_audit::segment::list_segments(&entry.path())?.is_empty()
+        {
+            nodes.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            ));
+        }
+    }
+    nodes.sort();
+    Ok((!nodes.is_empty()).then_some(nodes))
+}
+
+/// Verifies each gateway's chain in a cluster's archive with that gateway's own key (a
+/// `--public-key` applies to all) and prints one verdict per gateway; exits 1 unless all hold.
+fn verify_nodes(nodes: &[(String, PathBuf)], public_key: Option<&str>) -> Result<()> {
+    let key = public_key
+        .map(datagate_audit::checkpoint::parse_public_key)
+        .transpose()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut report = serde_json::Map::new();
+    let mut ok = true;
+    for (node, dir) in nodes {
+        let verdict = datagate_audit::verify_dirs(&[dir.as_path()], key.as_ref(), None, cores)?;
+        ok &= verdict.ok;
+        let mut v = serde_json::to_value(&verdict)?;
+        // The key each chain was checked with: compare it with the gateway's published one
+        // (GET /api/v1/audit/public-key), since the archive could hold a forger's key too.
+        if let Ok(k) = std::fs::read_to_string(dir.join(datagate_audit::archive::PUBLIC_KEY_FILE)) {
+            v["public_key"] = serde_json::Value::from(k.trim());
+        }
+        report.insert(node.clone(), v);
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "nodes": report}))?
+    );
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn run_audit(cfg: Config, action: AuditAction) -> Result<()> {
     match action {
         AuditAction::Verify {
             checkpoint,
             public_key,
             dir,
+            archive,
         } => {
-            let dirs = if dir.is_empty() {
-                vec![cfg.storage.audit_dir(&cfg.audit)]
-            } else {
-                dir
+            let fetched = match &archive {
+                None => None,
+                Some(url) => {
+                    let url = url::Url::parse(url).context("--archive is not a URL")?;
+                    let tmp = tempfile::tempdir().context("a temporary directory")?;
+                    let archive = datagate_audit::archive::Archive::open(&url)?;
+                    let n = runtime()?.block_on(archive.fetch(tmp.path()))?;
+                    eprintln!("fetched {n} files from {url}");
+                    Some(tmp)
+                }
             };
+            let dirs = match (&fetched, dir.is_empty()) {
+                (Some(tmp), _) => vec![tmp.path().to_path_buf()],
+                (None, true) => vec![cfg.storage.audit_dir(&cfg.audit)],
+                (None, false) => dir,
+            };
+            // A cluster's archive: one directory per gateway, no segment at the top.
+            if let [one] = dirs.as_slice()
+                && let Some(nodes) = node_dirs(one)?
+            {
+                return verify_nodes(&nodes, public_key.as_deref());
+            }
             for dir in &dirs {
                 if !dir.is_dir() {
                     bail!("no audit log at {}", dir.display());

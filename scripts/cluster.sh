@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# A local cluster on loopback, for a demo or a benchmark, without docker: a PostgreSQL server
+# (Debian's postgresql, as scripts/test.sh installs it), an S3-compatible server (moto, from
+# tests/requirements.txt) and N gateways sharing them, each with its own audit log and node id,
+# all archiving to the same bucket. Ctrl-C stops everything and removes the files.
+#
+#   scripts/cluster.sh [N]            (default 3 gateways on ports 8081, 8082, ...)
+#
+# Environment: BIN (default: the release binary, built if missing), PG_PORT (55432),
+# S3_PORT (55900), BASE_PORT (8081), WORK (a temporary directory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-3}"
+PG_PORT="${PG_PORT:-55432}"
+S3_PORT="${S3_PORT:-55900}"
+BASE_PORT="${BASE_PORT:-8081}"
+WORK="${WORK:-$(mktemp -d /tmp/datagate-cluster.XXXXXX)}"
+BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/datagate}"
+[ -x "$BIN" ] || cargo build --release -q -p datagate
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+AS_PG=()
+if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); fi
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    "${AS_PG[@]}" "$PG_BIN/pg_ctl" stop -D "$WORK/pg" -m fast >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+mkdir -p "$WORK/pg"
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown postgres "$WORK/pg"
+"${AS_PG[@]}" "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" start -D "$WORK/pg" -l "$WORK/pg.log" -w \
+    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200" >/dev/null
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres datagate
+
+moto_server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$S3_PORT/" >/dev/null && break; sleep 0.1; done
+curl -sf -X PUT "http://127.0.0.1:$S3_PORT/datagate" >/dev/null
+
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1
+export AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true
+export DATAGATE_CATALOG_URL="postgres://postgres@127.0.0.1:$PG_PORT/datagate"
+export DATAGATE_STORAGE__WAREHOUSE_URL="s3://datagate/warehouse/"
+export DATAGATE_AUDIT__ARCHIVE_URL="s3://datagate/audit/"
+export DATAGATE_AUDIT__SEAL_EVERY_SECS=60 DATAGATE_AUDIT__ARCHIVE_EVERY_SECS=10
+export DATAGATE_ADMIN_KEY="${DATAGATE_ADMIN_KEY:-dg_admin1_$(python3 -c 'import secrets; print(secrets.token_hex(32))')}"
+"$BIN" migrate --data-dir "$WORK/node-1"
+for i in $(seq "$N"); do
+    port=$((BASE_PORT + i - 1))
+    DATAGATE_LISTEN="127.0.0.1:$port" DATAGATE_DATA_DIR="$WORK/node-$i" \
+        DATAGATE_AUDIT__NODE_ID="node-$i" "$BIN" serve >"$WORK/node-$i.log" 2>&1 &
+    PIDS+=($!)
+    # One after the other: the first registers the sample catalog, the others find it there.
+    for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+    echo "gateway node-$i: http://127.0.0.1:$port/"
+done
+echo "admin key: $DATAGATE_ADMIN_KEY"
+echo "catalog: $DATAGATE_CATALOG_URL; bucket: s3://datagate/ at $AWS_ENDPOINT; logs in $WORK"
+echo "verify every gateway's audit chain: AWS_ENDPOINT=$AWS_ENDPOINT AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1 $BIN audit verify --archive s3://datagate/audit/"
+if [ -n "${CLUSTER_READY_FILE:-}" ]; then echo ready >"$CLUSTER_READY_FILE"; fi
+wait
