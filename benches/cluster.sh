@@ -102,7 +102,7 @@ read -r SQ_P50 SQ_P99 < <(sequential "http://127.0.0.1:18101$ROWS_URL" 2000)
 read -r SQ_RPS _ _ < <(load "http://127.0.0.1:18101$ROWS_URL" "$CLIENTS")
 stop_all
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres local_pg
-start pg 18102 DATAGATE_CATALOG_URL="postgres://postgres@127.0.0.1:$PG_PORT/local_pg"
+start pg 18102 DATAGATE_CATALOG_URL="postgres://postgres@127.0.0.1:$PG_PORT/local_pg" DATAGATE_AUDIT__NODE_ID=pg
 read -r PG_P50 PG_P99 < <(sequential "http://127.0.0.1:18102$ROWS_URL" 2000)
 read -r PG_RPS _ _ < <(load "http://127.0.0.1:18102$ROWS_URL" "$CLIENTS")
 stop_all

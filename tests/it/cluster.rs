@@ -444,7 +444,10 @@ async fn a_callers_rate_and_daily_bytes_hold_for_the_cluster_not_per_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_shared_rate_state_fails_open_serves_and_closed_refuses() {
     let c = Cluster::start(1, &[]).await;
-    let mut closed_env = vec![("DATAGATE_RATE_LIMITS__SHARED_FAILURE", "closed")];
+    let mut closed_env = vec![
+        ("DATAGATE_RATE_LIMITS__SHARED_FAILURE", "closed"),
+        ("DATAGATE_AUDIT__NODE_ID", "closed"),
+    ];
     closed_env.push(("DATAGATE_TIERS__STANDARD__REQUESTS", "1000"));
     let closed = {
         let mut env = c.env.clone();
@@ -587,4 +590,77 @@ async fn each_replica_chains_signs_and_archives_its_own_audit_log_and_all_verify
     assert_eq!(report["nodes"]["b"]["ok"], false, "{report}");
     assert_eq!(report["nodes"]["a"]["ok"], true);
     assert_eq!(report["nodes"]["c"]["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_shows_the_clusters_usage_counters() {
+    let c = Cluster::start(3, &[("DATAGATE_RATE_LIMITS__USAGE_FLUSH_SECS", "1")]).await;
+    let path = "/api/v1/datasets/environment/air_quality";
+    // Reads on A and B, downloads on C.
+    for _ in 0..3 {
+        assert_eq!(
+            get(&c.nodes[0], None, &format!("{path}/rows?limit=1"))
+                .await
+                .0,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            get(&c.nodes[1], None, &format!("{path}/rows?limit=1"))
+                .await
+                .0,
+            200
+        );
+    }
+    let r = Client::new()
+        .get(c.nodes[2].url(&format!("{path}/export?format=csv")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await.unwrap();
+    // Within a sync interval or two, every replica answers the sums.
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        seen = Vec::new();
+        for node in &c.nodes {
+            let (_, d) = get(node, None, path).await;
+            seen.push((
+                d["usage"]["reads_30d"].as_u64(),
+                d["usage"]["downloads_total"].as_u64(),
+            ));
+        }
+        if seen.iter().all(|s| *s == (Some(5), Some(1))) {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![(Some(5), Some(1)); 3],
+        "reads 3 + 2, one download, on every replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_on_a_shared_catalog_needs_a_name() {
+    let url = pg::server().fresh_database();
+    let out = std::process::Command::new(crate::harness::binary())
+        .arg("serve")
+        .env("DATAGATE_CATALOG_URL", &url)
+        .env("DATAGATE_LISTEN", "127.0.0.1:0")
+        .env(
+            "DATAGATE_DATA_DIR",
+            std::env::temp_dir().join(format!("dg-noname-{}", std::process::id())),
+        )
+        .current_dir(crate::harness::repo_root())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("audit.node_id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(4, "0004_daily_usage"),
     migration!(5, "0005_version_source_format"),
     migration!(6, "0006_shared_rate_state"),
+    migration!(7, "0007_shared_dataset_usage"),
 ];
 
 /// The newest schema this binary knows.

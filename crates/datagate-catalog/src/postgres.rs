@@ -398,6 +398,84 @@ impl crate::rates::SharedRates for PostgresCatalog {
 }
 
 #[async_trait]
+impl crate::rates::SharedUsage for PostgresCatalog {
+    async fn publish_usage(&self, node: &str, rows: Vec<crate::rates::UsageRow>) -> Result<()> {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (mut dd, mut dday, mut dr, mut dl) = (vec![], vec![], vec![], vec![]);
+        let (mut td, mut tr, mut tl) = (vec![], vec![], vec![]);
+        for (dataset, day, reads, downloads) in rows {
+            match day {
+                Some(day) => {
+                    dd.push(dataset);
+                    dday.push(day);
+                    dr.push(n(reads));
+                    dl.push(n(downloads));
+                }
+                None => {
+                    td.push(dataset);
+                    tr.push(n(reads));
+                    tl.push(n(downloads));
+                }
+            }
+        }
+        let oldest = dday.iter().min().copied();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO dataset_usage_days (node, dataset, day, reads, downloads) \
+             SELECT $1, * FROM unnest($2::text[], $3::date[], $4::bigint[], $5::bigint[]) \
+             ON CONFLICT (node, dataset, day) DO UPDATE \
+               SET reads = excluded.reads, downloads = excluded.downloads",
+            &[&node, &dd, &dday, &dr, &dl],
+        )
+        .await?;
+        if let Some(oldest) = oldest {
+            tx.execute(
+                "DELETE FROM dataset_usage_days WHERE node = $1 AND day < $2",
+                &[&node, &oldest],
+            )
+            .await?;
+        }
+        tx.execute(
+            "INSERT INTO dataset_usage_totals (node, dataset, reads, downloads) \
+             SELECT $1, * FROM unnest($2::text[], $3::bigint[], $4::bigint[]) \
+             ON CONFLICT (node, dataset) DO UPDATE \
+               SET reads = excluded.reads, downloads = excluded.downloads",
+            &[&node, &td, &tr, &tl],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn usage_elsewhere(&self, node: &str) -> Result<Vec<crate::rates::UsageRow>> {
+        let c = self.client().await?;
+        let u = |v: i64| v.max(0) as u64;
+        let mut out: Vec<crate::rates::UsageRow> = c
+            .query(
+                "SELECT dataset, day, sum(reads)::bigint, sum(downloads)::bigint \
+                 FROM dataset_usage_days WHERE node <> $1 GROUP BY dataset, day",
+                &[&node],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), Some(r.get(1)), u(r.get(2)), u(r.get(3))))
+            .collect();
+        out.extend(
+            c.query(
+                "SELECT dataset, sum(reads)::bigint, sum(downloads)::bigint \
+                 FROM dataset_usage_totals WHERE node <> $1 GROUP BY dataset",
+                &[&node],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), None, u(r.get(1)), u(r.get(2)))),
+        );
+        Ok(out)
+    }
+}
+
+#[async_trait]
 impl CatalogStore for PostgresCatalog {
     async fn ping(&self) -> Result<()> {
         self.client().await?.simple_query("SELECT 1").await?;
@@ -405,6 +483,10 @@ impl CatalogStore for PostgresCatalog {
     }
 
     fn shared_rates(&self) -> Option<&dyn crate::rates::SharedRates> {
+        Some(self)
+    }
+
+    fn shared_usage(&self) -> Option<&dyn crate::rates::SharedUsage> {
         Some(self)
     }
 

@@ -35,6 +35,21 @@ pub trait SharedRates: Send + Sync {
     async fn prune(&self) -> Result<u64>;
 }
 
+/// One gateway's public usage counters of one dataset: per day (`Some(day)`) or in total
+/// (`None`); reads and downloads.
+pub type UsageRow = (String, Option<chrono::NaiveDate>, u64, u64);
+
+/// Where gateways publish their datasets' usage counters (counted from each gateway's own
+/// audit log) so that every gateway shows the cluster's sums.
+#[async_trait]
+pub trait SharedUsage: Send + Sync {
+    /// Replaces gateway `node`'s published counters with `rows` (days older than the oldest
+    /// day given are dropped).
+    async fn publish_usage(&self, node: &str, rows: Vec<UsageRow>) -> Result<()>;
+    /// Every other gateway's counters, summed per dataset and day (and per dataset in total).
+    async fn usage_elsewhere(&self, node: &str) -> Result<Vec<UsageRow>>;
+}
+
 /// The decision for a caller whose state after the request is `tat_us` (or, refused, would
 /// have been), at `now_us`.
 pub(crate) fn decide(

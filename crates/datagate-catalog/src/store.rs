@@ -44,6 +44,12 @@ pub trait CatalogStore: Send + Sync + 'static {
         None
     }
 
+    /// Where this catalog lets gateways publish their datasets' usage counters, if it is
+    /// shared; `None` for one gateway alone.
+    fn shared_usage(&self) -> Option<&dyn crate::rates::SharedUsage> {
+        None
+    }
+
     /// Creates a department; `AlreadyExists` if the id is taken.
     async fn create_department(&self, dept: NewDepartment) -> Result<Department>;
     /// Creates or updates a department; returns it and whether anything changed.

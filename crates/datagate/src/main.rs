@@ -387,6 +387,11 @@ fn run_migrate(cfg: Config) -> Result<()> {
 }
 
 fn run_serve(cfg: Config) -> Result<()> {
+    if !cfg.storage.catalog_url.trim().is_empty() && cfg.audit.node_id.is_empty() {
+        bail!(
+            "invalid configuration: key `audit.node_id` must name this gateway when the catalog is shared (`storage.catalog_url`): each gateway's audit log and counters are kept under its name"
+        );
+    }
     init_logging(&cfg);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
@@ -466,6 +471,27 @@ fn run_serve(cfg: Config) -> Result<()> {
         })
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
         tracing::info!(dir = %audit_dir.display(), head_seq = recovery.head_seq, cut_bytes = recovery.cut_bytes, "audit log open");
+        if stores.catalog.shared_usage().is_some() {
+            // Each gateway counts its datasets' reads from its own log; publishing them and
+            // reading the others' makes every gateway answer the cluster's counters.
+            let (catalog, log, node) = (stores.catalog.clone(), audit.clone(), cfg.audit.node_id.clone());
+            let every = std::time::Duration::from_secs(cfg.rate_limits.usage_flush_secs.max(1));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = catalog.shared_usage() else { break };
+                    let synced = async {
+                        shared.publish_usage(&node, log.usage().own_rows()).await?;
+                        log.usage().set_elsewhere(shared.usage_elsewhere(&node).await?);
+                        Ok::<_, datagate_catalog::CatalogError>(())
+                    };
+                    if let Err(e) = synced.await {
+                        tracing::warn!(error = %e, "could not share the datasets' usage counters; retrying");
+                    }
+                }
+            });
+        }
         if cfg.audit.retain_days > 0 && cfg.audit.archive_url.is_empty() {
             bail!(
                 "invalid configuration: key `audit.retain_days` moves old segments to the archive; set `audit.archive_url` too"
