@@ -550,6 +550,46 @@ async fn each_replica_chains_signs_and_archives_its_own_audit_log_and_all_verify
             "{n}'s segments archived: {archived:?}"
         );
     }
+    // One log for the auditor: SQL over audit.events on A reads B's and C's archived records
+    // too; the events listing pages A's own chain.
+    let node_ids = |rows: &Value| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|row| row["node_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut by_node = Value::Null;
+    for _ in 0..60 {
+        let (st, r) = post(
+            &c.nodes[0],
+            &auditor,
+            "/api/v1/audit/query",
+            json!({"sql": "SELECT node_id, count(*) AS n FROM audit.events GROUP BY node_id ORDER BY node_id"}),
+        )
+        .await;
+        assert_eq!(st, 200, "{r}");
+        by_node = r["rows"].clone();
+        if node_ids(&by_node) == ["a", "b", "c"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(node_ids(&by_node), ["a", "b", "c"], "{by_node}");
+    let (_, page) = get(
+        &c.nodes[0],
+        Some(&auditor),
+        "/api/v1/audit/events?limit=500",
+    )
+    .await;
+    assert!(
+        page["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["node_id"] == "a"),
+        "the listing is A's chain"
+    );
     for node in &mut c.nodes {
         node.terminate();
     }

@@ -127,16 +127,54 @@ impl Archive {
         }
         self.put(&self.path(PUBLIC_KEY_FILE), public_key.as_bytes().to_vec())
             .await?;
+        self.sync_columnar(dir).await?;
         Ok(copied)
     }
 
-    /// Writes `data` at `rel` (a path relative to the audit directory, e.g. a Parquet day file).
-    pub async fn put_relative(&self, rel: &str, data: Vec<u8>) -> Result<()> {
+    /// Copies the Parquet copies of converted segments the archive lacks, each segment's
+    /// files before its marker (a marker in the archive says its files are there): the other
+    /// gateways of a cluster read them as part of `audit.events` ([`crate::peers`]).
+    async fn sync_columnar(&self, dir: &Path) -> Result<()> {
+        for (index, marker) in crate::columnar::read_markers(dir)? {
+            if marker.archived {
+                continue; // retention copied it when it moved it
+            }
+            let marker_rel = format!(
+                "{}/{}",
+                crate::columnar::COLUMNAR_DIR,
+                crate::columnar::marker_name(index)
+            );
+            match self.store.head(&self.relative(&marker_rel)).await {
+                Ok(_) => continue,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(AuditError::Invalid(format!("archive: {e}"))),
+            }
+            for f in &marker.files {
+                let data = match tokio::fs::read(dir.join(&f.path)).await {
+                    Ok(d) => d,
+                    // Moved by retention meanwhile: it copied them itself.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                self.put_relative(&f.path, data).await?;
+            }
+            self.put_relative(&marker_rel, tokio::fs::read(dir.join(&marker_rel)).await?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn relative(&self, rel: &str) -> ObjectPath {
         let mut target = self.prefix.clone();
         for part in rel.split('/').filter(|p| !p.is_empty()) {
             target = target.join(part);
         }
-        self.put(&target, data).await
+        target
+    }
+
+    /// Writes `data` at `rel` (a path relative to the audit directory, e.g. a Parquet day file).
+    pub async fn put_relative(&self, rel: &str, data: Vec<u8>) -> Result<()> {
+        self.put(&self.relative(rel), data).await
     }
 
     /// Writes a sealed segment, which must never be rewritten: a conditional put (S3's

@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod columnar;
 pub mod error;
 pub mod log;
+pub mod peers;
 pub mod reader;
 pub mod record;
 pub mod retention;

@@ -49,9 +49,11 @@ struct Tail {
     batches: Vec<RecordBatch>,
 }
 
-/// What one query reads: Parquet files, sealed segments not converted yet, the open segment.
+/// What one query reads: Parquet files, sealed segments not converted yet, the open segment,
+/// and in a cluster the other gateways' archived Parquet files.
 struct Sources {
     files: Vec<String>,
+    peer_files: Vec<String>,
     backlog: Vec<PathBuf>,
     open: Option<(u64, PathBuf)>,
 }
@@ -61,6 +63,8 @@ struct Sources {
 pub struct EventsTable {
     index: Arc<ColumnarIndex>,
     tail: Mutex<Tail>,
+    /// The other gateways' logs, in a cluster with an archive.
+    peers: Mutex<Option<Arc<crate::peers::PeerLogs>>>,
 }
 
 /// Inclusive bounds on `seq` and on `ts` (nanoseconds) read off a query's filters.
@@ -212,7 +216,13 @@ impl EventsTable {
         Self {
             index,
             tail: Mutex::new(Tail::default()),
+            peers: Mutex::new(None),
         }
+    }
+
+    /// Reads the other gateways' archived records too (a cluster).
+    pub fn set_peers(&self, peers: Arc<crate::peers::PeerLogs>) {
+        *self.peers.lock().unwrap_or_else(|p| p.into_inner()) = Some(peers);
     }
 
     /// What a query reads, taken as one consistent picture of a log that keeps moving: the
@@ -241,8 +251,10 @@ impl EventsTable {
             Some((i, _)) if self.tail_may_follow(*i) => unconverted.pop(),
             _ => None,
         };
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(Sources {
             files,
+            peer_files: peers.map(|p| p.files(bounds)).unwrap_or_default(),
             backlog: unconverted.into_iter().map(|(_, p)| p).collect(),
             open,
         })
@@ -353,6 +365,10 @@ impl TableProvider for EventsTable {
         let sources = self.sources(&bounds).map_err(external)?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if let Some(listing) = self.listing(sources.files)? {
+            inputs.push(listing.scan(state, projection, filters, limit).await?);
+        }
+        // Another store (the archive): a listing of its own.
+        if let Some(listing) = self.listing(sources.peer_files)? {
             inputs.push(listing.scan(state, projection, filters, limit).await?);
         }
         if !sources.backlog.is_empty() {

@@ -312,6 +312,12 @@ impl QueryEngine {
     }
 
     /// [`QueryEngine::request_session`] over any catalog (the audit log's `audit.events`).
+    /// Makes the object store `store` readable by queries at `base` (a URL's scheme and
+    /// authority), beside the warehouse: e.g. the audit archive other gateways' records are in.
+    pub fn register_store(&self, base: &Url, store: Arc<dyn ObjectStore>) {
+        self.runtime.register_object_store(base, store);
+    }
+
     pub fn request_session_over(
         &self,
         catalog: Arc<dyn CatalogProvider>,

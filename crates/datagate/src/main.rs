@@ -515,6 +515,28 @@ fn run_serve(cfg: Config) -> Result<()> {
             let archive = datagate_audit::archive::Archive::open(&url)
                 .with_context(|| format!("cannot open the audit archive {url}"))?;
             final_archive = Some(archive.clone());
+            if !cfg.audit.node_id.is_empty() {
+                // The other gateways' archived records join this one's in audit.events.
+                let root = url::Url::parse(&cfg.audit.archive_url)
+                    .context("invalid configuration: key `audit.archive_url`")?;
+                let peers = std::sync::Arc::new(
+                    datagate_audit::peers::PeerLogs::new(&root, &cfg.audit.node_id)
+                        .with_context(|| format!("cannot open the audit archive {root}"))?,
+                );
+                let (base, store) = peers.store();
+                engine.register_store(&base, store);
+                audit.events_table().set_peers(peers.clone());
+                let every = cfg.audit.archive_every_secs.max(1);
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+                    loop {
+                        tick.tick().await;
+                        if let Err(e) = peers.refresh().await {
+                            tracing::warn!(error = %e, "could not read the other gateways' audit archives; retrying");
+                        }
+                    }
+                });
+            }
             let (log, every) = (audit.clone(), cfg.audit.archive_every_secs.max(1));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));

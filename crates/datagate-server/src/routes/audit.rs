@@ -145,6 +145,16 @@ pub async fn events(
                 .or(padded.like(lit(exact))),
         );
     }
+    // In a cluster `audit.events` holds every gateway's records, each gateway numbering its
+    // own chain: this listing pages this gateway's (SQL over audit.events reads them all).
+    let node = &state.config.audit.node_id;
+    if !node.is_empty() {
+        filters.push(
+            col("node_id")
+                .eq(lit(node.clone()))
+                .or(col("node_id").is_null()),
+        );
+    }
     let offset = p.offset.unwrap_or(0);
     let session = audit_session(&state)?.for_caller(ticket.budget, false);
     let windows = seek_windows(&state, p.before);
