@@ -19,7 +19,7 @@ CLIENTS="${CLIENTS:-32}"
 SECS="${SECS:-8}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 cargo build --release -q -p datagate
-cargo bench -q --bench http_load --no-run 2>/dev/null
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 BIN="$CARGO_TARGET_DIR/release/datagate"
 WORK="$(mktemp -d /tmp/datagate-cluster-bench.XXXXXX)"
 chmod 755 "$WORK"
@@ -40,8 +40,8 @@ trap cleanup EXIT
 mkdir -p "$WORK/pg"
 [ "$(id -u)" = 0 ] && chown postgres "$WORK/pg"
 "${AS_PG[@]}" "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
-"${AS_PG[@]}" "$PG_BIN/pg_ctl" start -D "$WORK/pg" -l "$WORK/pg.log" -w \
-    -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=300" >/dev/null
+"${AS_PG[@]}" "$PG_BIN/pg_ctl" start -D "$WORK/pg" -l "$WORK/pg/server.log" -w \
+    -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=300" >/dev/null
 moto_server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$S3_PORT/" >/dev/null && break; sleep 0.1; done
@@ -67,9 +67,21 @@ start() {
     echo "gateway $name did not start:"; tail -20 "$WORK/$name.log"; exit 1
 }
 stop_all() { for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; done; sleep 1; PIDS=("${PIDS[0]}"); }
-load() { # URL CLIENTS → "rps p50 p99"
-    cargo bench -q --bench http_load -- "$1" "$2" "$SECS" 200 2>/dev/null \
-        | sed -E 's/.*rps=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+).*/\1 \2 \3/'
+load() { # URL CLIENTS → "rps p50 p99" (wrk, 2 threads; non-2xx answers fail the run)
+    local out="$WORK/wrk-$RANDOM.txt"
+    wrk -t2 -c"$2" -d"${SECS}s" --latency "$1" >"$out" 2>&1 || true
+    python3 - "$out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+if "Non-2xx" in t:
+    sys.exit("non-2xx answers under load:\n" + t)
+rps = float(re.search(r"Requests/sec:\s*([\d.]+)", t).group(1))
+def ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", t)
+p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", t)
+print(f"{rps:.0f} {ms(*p50.groups()):.2f} {ms(*p99.groups()):.2f}")
+PY
 }
 sequential() { # URL N → "p50 p99" of one client's back-to-back requests (ms)
     python3 - "$1" "$2" <<'PY'
@@ -143,7 +155,7 @@ start r1 18111 "${SHARED[@]}" DATAGATE_AUDIT__NODE_ID=r1
 read -r ONE_RPS ONE_P50 ONE_P99 < <(load "http://127.0.0.1:18111$ROWS_URL" "$CLIENTS")
 start r2 18112 "${SHARED[@]}" DATAGATE_AUDIT__NODE_ID=r2
 start r3 18113 "${SHARED[@]}" DATAGATE_AUDIT__NODE_ID=r3
-per=$(( (CLIENTS + 2) / 3 ))
+per=$(( (CLIENTS + 2) / 3 )); per=$(( per < 2 ? 2 : per ))
 LOADS=()
 for port in 18111 18112 18113; do
     load "http://127.0.0.1:$port$ROWS_URL" "$per" >"$WORK/three-$port" &
