@@ -53,11 +53,15 @@ export DATAGATE_ADMIN_KEY="${DATAGATE_ADMIN_KEY:-dg_admin1_$(python3 -c 'import 
 for i in $(seq "$N"); do
     port=$((BASE_PORT + i - 1))
     DATAGATE_LISTEN="127.0.0.1:$port" DATAGATE_DATA_DIR="$WORK/node-$i" \
-        DATAGATE_AUDIT__NODE_ID="node-$i" "$BIN" serve >"$WORK/node-$i.log" 2>&1 &
+        DATAGATE_AUDIT__NODE_ID="gw$i" "$BIN" serve >"$WORK/node-$i.log" 2>&1 &
     PIDS+=($!)
     # One after the other: the first registers the sample catalog, the others find it there.
-    for _ in $(seq 300); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
-    echo "gateway node-$i: http://127.0.0.1:$port/"
+    for _ in $(seq 300); do
+        curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
+        kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "gateway gw$i stopped:"; tail -5 "$WORK/node-$i.log"; exit 1; }
+        sleep 0.2
+    done
+    echo "gateway gw$i: http://127.0.0.1:$port/"
 done
 echo "admin key: $DATAGATE_ADMIN_KEY"
 echo "catalog: $DATAGATE_CATALOG_URL; bucket: s3://datagate/ at $AWS_ENDPOINT; logs in $WORK"
