@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_version_source_format"),
     migration!(6, "0006_shared_rate_state"),
     migration!(7, "0007_shared_dataset_usage"),
+    migration!(8, "0008_cluster_secrets"),
 ];
 
 /// The newest schema this binary knows.

@@ -476,6 +476,24 @@ impl crate::rates::SharedUsage for PostgresCatalog {
 }
 
 #[async_trait]
+impl crate::rates::SharedSecrets for PostgresCatalog {
+    async fn agree_secret(&self, name: &str, proposed: &str) -> Result<String> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO cluster_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&name, &proposed],
+        )
+        .await?;
+        Ok(c.query_one(
+            "SELECT value FROM cluster_secrets WHERE name = $1",
+            &[&name],
+        )
+        .await?
+        .get(0))
+    }
+}
+
+#[async_trait]
 impl CatalogStore for PostgresCatalog {
     async fn ping(&self) -> Result<()> {
         self.client().await?.simple_query("SELECT 1").await?;
@@ -487,6 +505,10 @@ impl CatalogStore for PostgresCatalog {
     }
 
     fn shared_usage(&self) -> Option<&dyn crate::rates::SharedUsage> {
+        Some(self)
+    }
+
+    fn shared_secrets(&self) -> Option<&dyn crate::rates::SharedSecrets> {
         Some(self)
     }
 

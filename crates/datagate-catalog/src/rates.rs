@@ -50,6 +50,14 @@ pub trait SharedUsage: Send + Sync {
     async fn usage_elsewhere(&self, node: &str) -> Result<Vec<UsageRow>>;
 }
 
+/// Secrets the gateways of a cluster must agree on.
+#[async_trait]
+pub trait SharedSecrets: Send + Sync {
+    /// The cluster's value of secret `name`: `proposed` if no gateway set it before, else the
+    /// value the first one set.
+    async fn agree_secret(&self, name: &str, proposed: &str) -> Result<String>;
+}
+
 /// The decision for a caller whose state after the request is `tat_us` (or, refused, would
 /// have been), at `now_us`.
 pub(crate) fn decide(

@@ -50,6 +50,11 @@ pub trait CatalogStore: Send + Sync + 'static {
         None
     }
 
+    /// Where gateways sharing this catalog agree on their secrets; `None` for one gateway.
+    fn shared_secrets(&self) -> Option<&dyn crate::rates::SharedSecrets> {
+        None
+    }
+
     /// Creates a department; `AlreadyExists` if the id is taken.
     async fn create_department(&self, dept: NewDepartment) -> Result<Department>;
     /// Creates or updates a department; returns it and whether anything changed.

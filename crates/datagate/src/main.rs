@@ -449,7 +449,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             stores.warehouse.url().clone(),
             stores.warehouse.root_store().clone(),
             (&cfg.limits).into(),
-            mask_key(&cfg)?,
+            mask_key(&cfg, stores.catalog.as_ref()).await?,
             datagate_query::QueryExecutor::new(&cfg.query)?,
         )?
         .with_page_cache(datagate_query::pages::PageCacheLimits {
@@ -721,7 +721,26 @@ async fn bootstrap_admin_key(cfg: &Config, catalog: &dyn CatalogStore) -> Result
 
 /// The key of `hash` masks: `<data_dir>/mask.key` (hex, mode 0600), created on first use. It
 /// must outlive restarts, or hashed values would change under the consumers joining on them.
-fn mask_key(cfg: &Config) -> Result<datagate_query::MaskKey> {
+/// The key of hash masking: this data directory's (`mask.key`, made on first start) — or, on a
+/// shared catalog, the cluster's, so a masked value is the same whichever gateway answers (the
+/// first gateway's key wins; a gateway joining later adopts it).
+async fn mask_key(cfg: &Config, catalog: &dyn CatalogStore) -> Result<datagate_query::MaskKey> {
+    let local = local_mask_key(cfg)?;
+    let Some(shared) = catalog.shared_secrets() else {
+        return Ok(datagate_query::MaskKey::new(local));
+    };
+    let agreed = shared
+        .agree_secret("mask_key", &hex::encode(local))
+        .await
+        .context("agreeing on the cluster's masking key")?;
+    let bytes: [u8; 32] = hex::decode(agreed.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("the cluster's masking key is not 64 hex digits"))?;
+    Ok(datagate_query::MaskKey::new(bytes))
+}
+
+fn local_mask_key(cfg: &Config) -> Result<[u8; 32]> {
     let path = cfg.storage.data_dir.join("mask.key");
     if !path.exists() {
         let mut bytes = [0u8; 32];
@@ -735,7 +754,7 @@ fn mask_key(cfg: &Config) -> Result<datagate_query::MaskKey> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| anyhow::anyhow!("{}: not 64 hex digits", path.display()))?;
-    Ok(datagate_query::MaskKey::new(bytes))
+    Ok(bytes)
 }
 
 /// Writes a file readable only by its owner, replacing it atomically.
@@ -1140,7 +1159,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
             stores.warehouse.url().clone(),
             stores.warehouse.root_store().clone(),
             (&cfg.limits).into(),
-            mask_key(&cfg)?,
+            mask_key(&cfg, stores.catalog.as_ref()).await?,
             datagate_query::QueryExecutor::new(&cfg.query)?,
         )?;
         let admin = datagate_query::Principal {
