@@ -239,3 +239,51 @@ pub(crate) fn validate_columns(columns: &[Column], primary_key: &[String]) -> Re
     }
     Ok(())
 }
+
+/// The annotation changes `columns` asks of a dataset whose columns are `existing`: the columns
+/// whose description, sensitivity or mask differ (each backend writes those). An unknown column
+/// or a masked column without a mask is refused. The same rule in every backend.
+pub(crate) fn annotation_changes<'a>(
+    dataset: &str,
+    existing: &[Column],
+    columns: &'a [Column],
+) -> Result<Vec<&'a Column>> {
+    let mut changed = Vec::new();
+    for col in columns {
+        let Some(old) = existing.iter().find(|e| e.name == col.name) else {
+            return Err(CatalogError::Invalid(format!(
+                "dataset {dataset} has no column {:?}",
+                col.name
+            )));
+        };
+        if col.sensitivity == datagate_core::Sensitivity::Masked && col.mask.is_none() {
+            return Err(CatalogError::Invalid(format!(
+                "column {:?} is masked but names no mask",
+                col.name
+            )));
+        }
+        if old.description != col.description
+            || old.sensitivity != col.sensitivity
+            || old.mask != col.mask
+        {
+            changed.push(col);
+        }
+    }
+    Ok(changed)
+}
+
+/// The dataset's schema after a version with `version_columns`: it follows the newest version,
+/// declared columns keeping their annotations (with the version's type) and new columns (a
+/// replace may add nullable ones) taken as they come. The same rule in every backend.
+pub(crate) fn merged_columns(existing: &[Column], version_columns: &[Column]) -> Vec<Column> {
+    version_columns
+        .iter()
+        .map(|col| match existing.iter().find(|c| c.name == col.name) {
+            Some(old) => Column {
+                data_type: col.data_type,
+                ..old.clone()
+            },
+            None => col.clone(),
+        })
+        .collect()
+}

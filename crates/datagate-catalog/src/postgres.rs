@@ -705,39 +705,26 @@ impl CatalogStore for PostgresCatalog {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let row = require_dataset(&tx, department, name, true).await?;
-        let mut changed = false;
-        for col in &columns {
-            let Some(existing) = row.dataset.columns.iter().find(|e| e.name == col.name) else {
-                return Err(CatalogError::Invalid(format!(
-                    "dataset {department}/{name} has no column {:?}",
-                    col.name
-                )));
-            };
-            if col.sensitivity == datagate_core::Sensitivity::Masked && col.mask.is_none() {
-                return Err(CatalogError::Invalid(format!(
-                    "column {:?} is masked but names no mask",
-                    col.name
-                )));
-            }
-            if existing.description != col.description
-                || existing.sensitivity != col.sensitivity
-                || existing.mask != col.mask
-            {
-                tx.execute(
-                    "UPDATE columns SET description = $3, sensitivity = $4, mask = $5 \
-                     WHERE dataset_id = $1 AND name = $2",
-                    &[
-                        &row.id,
-                        &col.name,
-                        &col.description,
-                        &col.sensitivity.as_str(),
-                        &col.mask.map(|m| m.as_str()),
-                    ],
-                )
-                .await?;
-                changed = true;
-            }
+        let changes = crate::model::annotation_changes(
+            &format!("{department}/{name}"),
+            &row.dataset.columns,
+            &columns,
+        )?;
+        for col in &changes {
+            tx.execute(
+                "UPDATE columns SET description = $3, sensitivity = $4, mask = $5 \
+                 WHERE dataset_id = $1 AND name = $2",
+                &[
+                    &row.id,
+                    &col.name,
+                    &col.description,
+                    &col.sensitivity.as_str(),
+                    &col.mask.map(|m| m.as_str()),
+                ],
+            )
+            .await?;
         }
+        let changed = !changes.is_empty();
         if changed {
             tx.execute(
                 "UPDATE datasets SET updated_at = $2 WHERE id = $1",
@@ -940,21 +927,9 @@ impl CatalogStore for PostgresCatalog {
         if moved != 1 {
             return Err(conflict(None));
         }
-        // The dataset's schema follows its newest version (as in SQLite).
+        // The dataset's schema follows its newest version.
         if row.dataset.columns != nv.columns {
-            let merged: Vec<Column> = nv
-                .columns
-                .iter()
-                .map(
-                    |col| match row.dataset.columns.iter().find(|c| c.name == col.name) {
-                        Some(existing) => Column {
-                            data_type: col.data_type,
-                            ..existing.clone()
-                        },
-                        None => col.clone(),
-                    },
-                )
-                .collect();
+            let merged = crate::model::merged_columns(&row.dataset.columns, &nv.columns);
             tx.execute("DELETE FROM columns WHERE dataset_id = $1", &[&row.id])
                 .await?;
             insert_columns(&tx, row.id, &merged).await?;

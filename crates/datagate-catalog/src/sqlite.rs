@@ -647,38 +647,25 @@ impl CatalogStore for SqliteCatalog {
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = require_dataset(&tx, &department, &name)?;
-            let mut changed = false;
-            for col in &columns {
-                let Some(existing) = row.dataset.columns.iter().find(|e| e.name == col.name) else {
-                    return Err(CatalogError::Invalid(format!(
-                        "dataset {department}/{name} has no column {:?}",
-                        col.name
-                    )));
-                };
-                if col.sensitivity == datagate_core::Sensitivity::Masked && col.mask.is_none() {
-                    return Err(CatalogError::Invalid(format!(
-                        "column {:?} is masked but names no mask",
-                        col.name
-                    )));
-                }
-                if existing.description != col.description
-                    || existing.sensitivity != col.sensitivity
-                    || existing.mask != col.mask
-                {
-                    tx.execute(
-                        "UPDATE columns SET description = ?3, sensitivity = ?4, mask = ?5 \
-                         WHERE dataset_id = ?1 AND name = ?2",
-                        params![
-                            row.id,
-                            col.name,
-                            col.description,
-                            col.sensitivity.as_str(),
-                            col.mask.map(|m| m.as_str())
-                        ],
-                    )?;
-                    changed = true;
-                }
+            let changes = crate::model::annotation_changes(
+                &format!("{department}/{name}"),
+                &row.dataset.columns,
+                &columns,
+            )?;
+            for col in &changes {
+                tx.execute(
+                    "UPDATE columns SET description = ?3, sensitivity = ?4, mask = ?5 \
+                     WHERE dataset_id = ?1 AND name = ?2",
+                    params![
+                        row.id,
+                        col.name,
+                        col.description,
+                        col.sensitivity.as_str(),
+                        col.mask.map(|m| m.as_str())
+                    ],
+                )?;
             }
+            let changed = !changes.is_empty();
             if changed {
                 tx.execute(
                     "UPDATE datasets SET updated_at = ?2 WHERE id = ?1",
@@ -854,16 +841,7 @@ impl CatalogStore for SqliteCatalog {
             // The dataset's schema follows its newest version: declared columns keep their
             // annotations, new columns (a replace may add nullable ones) are appended.
             if row.dataset.columns != nv.columns {
-                let mut merged: Vec<Column> = Vec::new();
-                for col in &nv.columns {
-                    match row.dataset.columns.iter().find(|c| c.name == col.name) {
-                        Some(existing) => merged.push(Column {
-                            data_type: col.data_type,
-                            ..existing.clone()
-                        }),
-                        None => merged.push(col.clone()),
-                    }
-                }
+                let merged = crate::model::merged_columns(&row.dataset.columns, &nv.columns);
                 tx.execute("DELETE FROM columns WHERE dataset_id = ?1", [row.id])?;
                 insert_columns(&tx, row.id, &merged)?;
             }
