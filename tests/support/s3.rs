@@ -62,7 +62,7 @@ impl S3Server {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("datagate-moto-{}.log", std::process::id()));
         let script = format!(
-            "moto_server -H 127.0.0.1 -p {port} >{log} 2>&1 & m=$!\n\
+            "python3 -m moto.server -H 127.0.0.1 -p {port} >{log} 2>&1 & m=$!\n\
              while [ -d /proc/{parent} ]; do sleep 0.5; done\nkill $m; rm -f {log}\n",
             log = log.display(),
             parent = std::process::id()
