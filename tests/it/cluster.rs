@@ -695,21 +695,31 @@ async fn every_replica_shows_the_clusters_usage_counters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_on_a_shared_catalog_needs_a_name() {
     let url = pg::server().fresh_database();
-    let out = std::process::Command::new(crate::harness::binary())
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::harness::binary())
         .arg("serve")
         .env("DATAGATE_CATALOG_URL", &url)
         .env("DATAGATE_LISTEN", "127.0.0.1:0")
-        .env(
-            "DATAGATE_DATA_DIR",
-            std::env::temp_dir().join(format!("dg-noname-{}", std::process::id())),
-        )
+        .env("DATAGATE_DATA_DIR", data.path())
         .current_dir(crate::harness::repo_root())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("audit.node_id"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Refused at once; a gateway that starts serving instead fails the test, not hangs it.
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("a gateway without audit.node_id started on a shared catalog");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("audit.node_id"), "{stderr}");
 }

@@ -20,6 +20,9 @@ pub const PUBLIC_KEY_FILE: &str = "public.key";
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// Objects this process has seen in the archive (sealed segments, markers): a sync asks the
+    /// store only about the rest, not about every segment of the log each time.
+    present: Arc<std::sync::Mutex<std::collections::HashSet<ObjectPath>>>,
 }
 
 impl Archive {
@@ -37,7 +40,11 @@ impl Archive {
             }
             _ => datagate_core::storage::open_url(url).map_err(AuditError::Invalid)?,
         };
-        Ok(Self { store, prefix })
+        Ok(Self {
+            store,
+            prefix,
+            present: Arc::default(),
+        })
     }
 
     /// Copies everything under the archive into `dir` (created), keeping the layout; returns
@@ -93,13 +100,12 @@ impl Archive {
                 continue;
             };
             let target = self.path(name);
-            match self.store.head(&target).await {
-                Ok(_) => continue,
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(AuditError::Invalid(format!("archive: {e}"))),
+            if self.holds(&target).await? {
+                continue;
             }
             let data = tokio::fs::read(path).await?;
             self.put_new(&target, data).await?;
+            self.mark_present(target);
             copied += 1;
         }
         // Only the checkpoints the archived segments reach: the archive is a complete log on
@@ -144,10 +150,9 @@ impl Archive {
                 crate::columnar::COLUMNAR_DIR,
                 crate::columnar::marker_name(index)
             );
-            match self.store.head(&self.relative(&marker_rel)).await {
-                Ok(_) => continue,
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(AuditError::Invalid(format!("archive: {e}"))),
+            let marker_path = self.relative(&marker_rel);
+            if self.holds(&marker_path).await? {
+                continue;
             }
             for f in &marker.files {
                 let data = match tokio::fs::read(dir.join(&f.path)).await {
@@ -160,8 +165,36 @@ impl Archive {
             }
             self.put_relative(&marker_rel, tokio::fs::read(dir.join(&marker_rel)).await?)
                 .await?;
+            self.mark_present(marker_path);
         }
         Ok(())
+    }
+
+    /// Whether the archive holds `target`: known from an earlier sync, or asked once.
+    async fn holds(&self, target: &ObjectPath) -> Result<bool> {
+        if self
+            .present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(target)
+        {
+            return Ok(true);
+        }
+        match self.store.head(target).await {
+            Ok(_) => {
+                self.mark_present(target.clone());
+                Ok(true)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(AuditError::Invalid(format!("archive: {e}"))),
+        }
+    }
+
+    fn mark_present(&self, target: ObjectPath) {
+        self.present
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(target);
     }
 
     fn relative(&self, rel: &str) -> ObjectPath {

@@ -232,7 +232,9 @@ impl EventsTable {
     fn sources(&self, bounds: &Bounds) -> crate::Result<Sources> {
         let listed = list_segments(self.index.dir())?;
         let converted = self.index.snapshot();
-        let is_converted = |i: u64| converted.iter().any(|m| m.segment == i);
+        let converted_ids: std::collections::HashSet<u64> =
+            converted.iter().map(|m| m.segment).collect();
+        let is_converted = |i: u64| converted_ids.contains(&i);
         let dir = self.index.dir();
         let files = converted
             .iter()

@@ -330,7 +330,9 @@ impl FairUse {
     /// Adds the day's bytes served here to the catalog and reads the totals back
     /// (periodically and at shutdown).
     pub async fn save_usage(&self, catalog: &dyn CatalogStore) {
-        if let Err(e) = self.usage.sync(catalog).await {
+        // Alone, this gateway's counters are the totals: nothing to read back.
+        let shared = catalog.shared_usage().is_some();
+        if let Err(e) = self.usage.sync(catalog, shared).await {
             tracing::warn!(error = %e, "could not sync the daily byte counters");
         }
     }

@@ -61,7 +61,7 @@ impl DailyUsage {
     /// The day's counters as the catalog has them.
     pub async fn load(catalog: &dyn CatalogStore) -> datagate_catalog::Result<Self> {
         let usage = Self::default();
-        usage.sync(catalog).await?;
+        usage.sync(catalog, true).await?;
         Ok(usage)
     }
 
@@ -86,9 +86,14 @@ impl DailyUsage {
         self.with_today(|d| d.counters.entry(caller.clone()).or_default().clone())
     }
 
-    /// Adds the bytes served here since the last sync to the catalog, then reads every
-    /// caller's total back; returns how many counters this gateway added to.
-    pub async fn sync(&self, catalog: &dyn CatalogStore) -> datagate_catalog::Result<usize> {
+    /// Adds the bytes served here since the last sync to the catalog, then (with
+    /// `read_totals`: at start, and when other gateways share the catalog) reads every caller's
+    /// total back; returns how many counters this gateway added to.
+    pub async fn sync(
+        &self,
+        catalog: &dyn CatalogStore,
+        read_totals: bool,
+    ) -> datagate_catalog::Result<usize> {
         let (day, moved) = self.with_today(|d| {
             let moved: Vec<(String, u64, u64, Arc<UsageCounter>)> = d
                 .counters
@@ -110,6 +115,9 @@ impl DailyUsage {
             for (_, local, _, c) in &moved {
                 c.synced.fetch_max(*local, Ordering::Relaxed);
             }
+        }
+        if !read_totals {
+            return Ok(moved.len());
         }
         let totals = catalog.load_usage(day).await?;
         self.with_today(|d| {
