@@ -70,8 +70,10 @@ pub fn events_schema() -> SchemaRef {
         int("count"),
         text("prev_hash"),
         text("hash"),
-        // Last: Parquet copies written before it existed read it as null.
+        // Last: Parquet copies written before they existed read them as null.
         text("node_id"),
+        // Comma-separated worker URLs of a distributed query.
+        text("workers"),
     ]))
 }
 
@@ -149,6 +151,12 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
         text(&|r| s(&r.prev_hash)),
         text(&|r| s(&r.hash)),
         text(&|r| r.event.node_id.as_deref()),
+        Arc::new(
+            records
+                .iter()
+                .map(|r| r.event.workers.as_ref().map(|w| w.join(",")))
+                .collect::<StringArray>(),
+        ),
     ];
     RecordBatch::try_new(events_schema(), cols)
         .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))
@@ -180,6 +188,13 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
         Some(c) => Some(
             c.as_string_opt::<i32>()
                 .ok_or_else(|| bad("the column node_id is not text".into()))?,
+        ),
+    };
+    let workers = match batch.column_by_name("workers") {
+        None => None,
+        Some(c) => Some(
+            c.as_string_opt::<i32>()
+                .ok_or_else(|| bad("the column workers is not text".into()))?,
         ),
     };
     let seq = column("seq")?
@@ -286,6 +301,9 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
             cpu_ms: u(4, row),
             outcome: t(16, row),
             count: u(5, row).unwrap_or(0),
+            workers: workers.and_then(|a| {
+                (!a.is_null(row)).then(|| a.value(row).split(',').map(String::from).collect())
+            }),
             node_id: node_id.and_then(|a| (!a.is_null(row)).then(|| a.value(row).to_string())),
         };
         out.push(Record {

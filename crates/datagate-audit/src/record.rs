@@ -86,6 +86,11 @@ pub struct Event {
     pub outcome: Option<String>,
     /// How many requests this record stands for (more than 1 only for `refusals`).
     pub count: u64,
+    /// For a query run distributed: the workers it was planned over (`query.workers` that were
+    /// up). Absent for queries run in the gateway, so their lines are unchanged. Before
+    /// `node_id`, which a log appends last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<String>>,
     /// The gateway that wrote the record (`audit.node_id`), in a cluster where each gateway
     /// keeps its own chain. Absent when not set, so a single gateway's lines are unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,6 +260,8 @@ struct FlatRecord {
     #[serde(default)]
     count: u64,
     #[serde(default)]
+    workers: Option<Vec<String>>,
+    #[serde(default)]
     node_id: Option<String>,
     prev_hash: String,
     hash: String,
@@ -289,6 +296,7 @@ impl From<FlatRecord> for Record {
                 cpu_ms: f.cpu_ms,
                 outcome: f.outcome,
                 count: f.count,
+                workers: f.workers,
                 node_id: f.node_id,
             },
             prev_hash: f.prev_hash,

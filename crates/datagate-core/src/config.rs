@@ -386,6 +386,63 @@ pub struct QueryConfig {
     pub page_cache_bytes: u64,
     /// Versions with more rows than this are not cached: their pages seek in the files.
     pub page_cache_max_rows: u64,
+    /// `datagate worker` URLs (`http://host:port`) that heavy queries fan out to; empty: every
+    /// query runs in the gateway.
+    pub workers: Vec<String>,
+    /// Queries scanning more bytes than this (the Parquet sizes of the versions they read) run
+    /// on the workers; smaller ones stay in the gateway.
+    pub distribute_above_bytes: u64,
+    /// The secret gateways and workers share: sent on every call to a worker, and a worker
+    /// refuses any call without it. Required with `workers` and by `datagate worker`. Env
+    /// `DATAGATE_WORKER_SECRET`.
+    pub worker_secret: String,
+    /// A worker that does not answer its health check: `skip` plans without it (on the others,
+    /// or in the gateway when none is up); `local` runs every query in the gateway until all
+    /// workers are back.
+    pub on_worker_down: WorkerDown,
+    /// How often the gateway checks its workers (and how long a check may take).
+    pub worker_check_ms: u64,
+    /// How batches travel between workers and gateway: `lz4` (default), `zstd` (smaller, more
+    /// CPU) or `none` (fast private networks).
+    pub worker_compression: WorkerCompression,
+    /// Parquet bytes one task of a distributed scan reads: a plan's leaf stage gets about
+    /// (bytes scanned / this) tasks, at most one per worker.
+    pub worker_task_bytes: u64,
+}
+
+/// The Arrow IPC compression of batches sent by workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerCompression {
+    #[default]
+    Lz4,
+    Zstd,
+    None,
+}
+
+impl QueryConfig {
+    /// The worker secret, refused when missing or too short to resist guessing.
+    pub fn require_worker_secret(&self) -> Result<&str, ConfigError> {
+        if self.worker_secret.len() < 16 {
+            return Err(ConfigError(
+                "invalid configuration: key `query.worker_secret` (env DATAGATE_WORKER_SECRET) \
+                 must be set, at least 16 characters, when gateways and workers talk"
+                    .into(),
+            ));
+        }
+        Ok(&self.worker_secret)
+    }
+}
+
+/// What a gateway does with a query while some of its workers are down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerDown {
+    /// Distribute over the workers that are up (in the gateway when none is).
+    #[default]
+    Skip,
+    /// Run in the gateway until every worker is up again.
+    Local,
 }
 
 impl Default for QueryConfig {
@@ -396,6 +453,13 @@ impl Default for QueryConfig {
             public_nice: 10,
             page_cache_bytes: 128 * 1024 * 1024,
             page_cache_max_rows: 200_000,
+            workers: Vec::new(),
+            distribute_above_bytes: 1 << 30,
+            worker_secret: String::new(),
+            on_worker_down: WorkerDown::Skip,
+            worker_check_ms: 1000,
+            worker_compression: WorkerCompression::Lz4,
+            worker_task_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -624,13 +688,14 @@ fn default_tiers() -> BTreeMap<String, TierConfig> {
 pub struct ConfigError(pub String);
 
 /// Short environment variables of API.md §1 and the keys they set.
-const SHORT_ENV: [(&str, &str); 6] = [
+const SHORT_ENV: [(&str, &str); 7] = [
     ("DATAGATE_LISTEN", "server.listen"),
     ("DATAGATE_FLIGHT_LISTEN", "flight.listen"),
     ("DATAGATE_DATA_DIR", "storage.data_dir"),
     ("DATAGATE_CATALOG_URL", "storage.catalog_url"),
     ("DATAGATE_CATALOG_MANIFESTS", "catalog.manifests"),
     ("DATAGATE_ADMIN_KEY", "auth.admin_key"),
+    ("DATAGATE_WORKER_SECRET", "query.worker_secret"),
 ];
 
 impl Config {
@@ -748,6 +813,25 @@ impl Config {
             ));
         }
         self.rate_limits.trusted_networks()?;
+        for w in &self.query.workers {
+            let ok = url::Url::parse(w)
+                .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .unwrap_or(false);
+            if !ok {
+                return Err(ConfigError(format!(
+                    "invalid configuration: key `query.workers`: `{w}` is not an http:// or \
+                     https:// URL of a worker"
+                )));
+            }
+        }
+        if !self.query.workers.is_empty() {
+            self.query.require_worker_secret()?;
+        }
+        if self.query.worker_check_ms < 100 {
+            return Err(ConfigError(
+                "invalid configuration: key `query.worker_check_ms` must be at least 100".into(),
+            ));
+        }
         Ok(())
     }
 

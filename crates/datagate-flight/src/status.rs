@@ -46,6 +46,10 @@ pub fn query(e: QueryError) -> Status {
             tracing::error!(error = %m, "the warehouse is unavailable");
             Status::unavailable("the warehouse cannot be read right now; try again later")
         }
+        E::WorkerLost(m) => {
+            tracing::error!(error = %m, "a query worker failed mid-query");
+            Status::unavailable("a query worker stopped answering while the query ran; retry")
+        }
         e @ (E::Panicked { .. } | E::Internal(_)) => {
             tracing::error!(error = %e, "flight query failed");
             Status::internal(e.to_string())

@@ -148,6 +148,7 @@ impl FlightGateway {
         begin.kind = Some(Kind::Begin);
         begin.query_sha256 = Some(datagate_audit::record::query_sha256(&sql));
         begin.query_text = Some(sql);
+        begin.workers = started.workers().map(<[_]>::to_vec);
         begin.duration_ms = call.started.elapsed().as_millis() as u64;
         let timer = std::time::Instant::now();
         let written = self.audit.append(begin.clone()).await;

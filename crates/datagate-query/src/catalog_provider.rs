@@ -41,6 +41,8 @@ pub struct TableSnapshot {
     pub file_urls: Vec<String>,
     /// Rows of each file of `file_urls`, as the catalog recorded them at ingest.
     pub file_rows: Vec<u64>,
+    /// Bytes of each file of `file_urls` (what a scan of the whole version reads at most).
+    pub file_bytes: Vec<u64>,
     /// The dataset's primary key (its columns carry bloom filters).
     pub primary_key: Vec<String>,
     /// Whether the reader sees every column as published (the owning department, admins);
@@ -241,6 +243,7 @@ impl Resolver {
                 columns: dataset.columns.clone(),
                 file_urls: Vec::new(),
                 file_rows: Vec::new(),
+                file_bytes: Vec::new(),
                 primary_key: dataset.primary_key.clone(),
                 sees_all,
             }));
@@ -264,6 +267,7 @@ impl Resolver {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let file_rows = files.iter().map(|f| f.rows).collect();
+        let file_bytes = files.iter().map(|f| f.bytes).collect();
         // A version fixes names and types; sensitivity and masks are the dataset's current
         // annotations, so a column marked sensitive today is masked in old versions too.
         let columns = found
@@ -284,6 +288,7 @@ impl Resolver {
             columns,
             file_urls,
             file_rows,
+            file_bytes,
             primary_key: dataset.primary_key.clone(),
             sees_all,
         }))

@@ -7,6 +7,7 @@
 
 use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
 use crate::complexity::Complexity;
+use crate::distributed::Distribution;
 use crate::executor::QueryExecutor;
 use crate::masking::MaskKey;
 use crate::pages::{PageCacheLimits, PageServer};
@@ -110,6 +111,8 @@ pub struct QueryEngine {
     /// Pages served without planning (`crate::pages`).
     pages: Arc<PageServer>,
     root_store: Arc<dyn ObjectStore>,
+    /// Workers that heavy plans fan out to (`query.workers`).
+    distribution: Option<Arc<Distribution>>,
 }
 
 /// One request's DataFusion session and the limits it runs under.
@@ -119,6 +122,9 @@ pub struct RequestSession {
     /// Whether the caller may see the engine's internals (file paths in `EXPLAIN`, engine
     /// settings): admins only.
     pub internals: bool,
+    /// Where heavy plans of this session may run besides the gateway; `None` for sessions whose
+    /// rows must come in file order.
+    pub distribution: Option<Arc<Distribution>>,
 }
 
 impl RequestSession {
@@ -177,7 +183,19 @@ impl QueryEngine {
             catalog,
             runtime,
             limits,
+            distribution: None,
         })
+    }
+
+    /// The engine with heavy plans fanned out to `distribution`'s workers.
+    pub fn with_distribution(mut self, distribution: Option<Arc<Distribution>>) -> Self {
+        self.distribution = distribution;
+        self
+    }
+
+    /// The workers heavy plans fan out to, if any.
+    pub fn distribution(&self) -> Option<&Arc<Distribution>> {
+        self.distribution.as_ref()
     }
 
     /// The engine with the page cache sized as configured (`query.page_cache_*`).
@@ -347,6 +365,8 @@ impl QueryEngine {
             ctx: self.context(config, runtime, catalog),
             limits: self.limits.clone(),
             internals: false,
+            // Distributed stages interleave their tasks' rows: file order would be lost.
+            distribution: (!ordered).then(|| self.distribution.clone()).flatten(),
         })
     }
 

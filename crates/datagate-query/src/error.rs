@@ -54,6 +54,11 @@ pub enum QueryError {
     /// nothing is lost; the text is for the logs.
     #[error("{0}")]
     StorageUnavailable(String),
+    /// A distributed query's worker stopped answering mid-query (killed, unreachable): 503,
+    /// worth a retry, which runs on the workers still up (or in the gateway); the text is for
+    /// the logs.
+    #[error("{0}")]
+    WorkerLost(String),
     /// Storage or internal failures; the text is for the logs.
     #[error("{0}")]
     Internal(String),
@@ -112,6 +117,10 @@ impl QueryError {
                 line: s.start.line,
                 column: s.start.column,
             });
+        if worker_lost(&e) {
+            metrics::counter!("datagate_worker_failures_total").increment(1);
+            return Self::WorkerLost(e.to_string());
+        }
         let root = e.find_root();
         if storage_unavailable(root) {
             return Self::StorageUnavailable(e.to_string());
@@ -163,6 +172,7 @@ impl QueryError {
             self,
             Self::Internal(_)
                 | Self::StorageUnavailable(_)
+                | Self::WorkerLost(_)
                 | Self::Catalog(CatalogError::Backend(_) | CatalogError::Unavailable(_))
                 | Self::Panicked {
                     overflow: false,
@@ -197,6 +207,32 @@ impl QueryError {
             Self::Internal(e.to_string())
         }
     }
+}
+
+/// Whether `e` comes from the link to a worker failing (the worker gone, the connection
+/// broken, a call refused), not from the query: errors a worker's plan raised come back as the
+/// DataFusion errors they were, while a failed call surfaces as a gRPC status or a transport
+/// error, or as the connection message of `datafusion-distributed`.
+fn worker_lost(e: &DataFusionError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<tonic::Status>() || c.is::<tonic::transport::Error>() {
+            return true;
+        }
+        if let Some(DataFusionError::Execution(m)) = c.downcast_ref::<DataFusionError>()
+            && m.contains("Distributed DataFusion worker")
+        {
+            return true;
+        }
+        cause = match c.downcast_ref::<DataFusionError>() {
+            // `source()` of these is the inner error itself.
+            Some(DataFusionError::External(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::Shared(inner)) => Some(inner.as_ref()),
+            Some(DataFusionError::Context(_, inner)) => Some(inner.as_ref()),
+            _ => c.source(),
+        };
+    }
+    false
 }
 
 /// Whether `e` is the warehouse failing (a file missing or unreadable), not the query.

@@ -67,6 +67,8 @@ pub struct Started {
     stream: SendableRecordBatchStream,
     memory_limit: u64,
     deadline: Option<Deadline>,
+    /// The workers the query runs on, when distributed (for the audit record).
+    workers: Option<Vec<String>>,
     _in_flight: InFlight,
 }
 
@@ -103,6 +105,10 @@ pub struct Physical {
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
     explain: bool,
+    /// The workers a distributed plan's stages run on; `None` when it runs in the gateway.
+    workers: Option<Vec<String>>,
+    /// For `EXPLAIN` of a plan that would run distributed: its stages, one more output row.
+    stages: Option<RecordBatch>,
 }
 
 impl Physical {
@@ -110,9 +116,16 @@ impl Physical {
     pub fn schema(&self) -> SchemaRef {
         self.plan.schema()
     }
+
+    /// The workers the plan runs on, when distributed.
+    pub fn workers(&self) -> Option<&[String]> {
+        self.workers.as_deref()
+    }
 }
 
-/// Plans `plan` physically and checks its [`cost`](crate::cost) and recursion depth.
+/// Plans `plan` physically and checks its [`cost`](crate::cost) and recursion depth. A plan
+/// that scans more than `query.distribute_above_bytes` is cut into stages for the workers
+/// ([`crate::distributed`]) when the session has them.
 pub async fn plan_physical(
     session: &RequestSession,
     plan: LogicalPlan,
@@ -135,19 +148,60 @@ pub async fn plan_physical(
         max_sort_rows: session.limits.max_sort_rows,
     };
     let df_err = |e| QueryError::from_datafusion(e, memory_limit);
+    let distribution = session
+        .distribution
+        .as_ref()
+        .filter(|_| !crate::plan_info::is_recursive(&plan));
+    let workers = distribution.and_then(|d| d.workers_for(crate::plan_info::bytes_scanned(&plan)));
     let df = session
         .ctx
         .execute_logical_plan(plan)
         .await
         .map_err(df_err)?;
-    let task = Arc::new(df.task_ctx());
-    let physical = df.create_physical_plan().await.map_err(df_err)?;
+    let (mut state, logical) = df.into_parts();
+    if let (Some(d), Some(w)) = (distribution, &workers) {
+        state = d.session_state(state, w.clone()).map_err(df_err)?;
+    }
+    let task = state.task_ctx();
+    let physical = state.create_physical_plan(&logical).await.map_err(df_err)?;
     crate::cost::check(&physical, &budget)?;
-    let plan = crate::recursion::limit_recursion(physical, session.limits.max_recursion_depth)?;
+    // EXPLAIN plans its statement without the distributed planner: show the stages too.
+    let stages = match (&logical, &workers) {
+        (LogicalPlan::Explain(e), Some(_)) => {
+            let staged = state.create_physical_plan(&e.plan).await.map_err(df_err)?;
+            crate::distributed::is_distributed(staged.as_ref()).then_some(staged)
+        }
+        _ => None,
+    };
+    let stages = match stages {
+        Some(staged) => {
+            let text = datafusion_distributed::display_plan_ascii(staged.as_ref(), false);
+            let columns: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(vec!["distributed_plan"])),
+                Arc::new(StringArray::from(vec![text])),
+            ];
+            Some(
+                RecordBatch::try_new(physical.schema(), columns)
+                    .map_err(|e| QueryError::Internal(e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    // Planned over the workers but left whole (one task would do it all): it runs here.
+    let workers = workers.filter(|_| crate::distributed::is_distributed(physical.as_ref()));
+    let plan = if workers.is_some() {
+        metrics::counter!("datagate_queries_distributed_total").increment(1);
+        // Recursive plans never get here (they stay local, where their iterations are counted).
+        physical
+    } else {
+        crate::recursion::limit_recursion(physical, session.limits.max_recursion_depth)?
+    };
     Ok(Physical {
         plan,
         task,
         explain,
+        workers: workers.map(|w| w.iter().map(|u| u.to_string()).collect()),
+        stages,
     })
 }
 
@@ -178,9 +232,15 @@ async fn start_inner(
     in_flight: InFlight,
 ) -> Result<Started, QueryError> {
     let memory_limit = session.limits.memory_bytes;
+    let workers = physical.workers;
     let run = async {
         let mut stream = datafusion::physical_plan::execute_stream(physical.plan, physical.task)
             .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
+        if let Some(stages) = physical.stages {
+            let schema = stream.schema();
+            let more = futures::stream::once(async move { Ok(stages) });
+            stream = Box::pin(RecordBatchStreamAdapter::new(schema, stream.chain(more)));
+        }
         if physical.explain && !session.internals {
             stream = hide_files(stream);
         }
@@ -198,6 +258,7 @@ async fn start_inner(
         stream,
         memory_limit,
         deadline,
+        workers,
         _in_flight: in_flight,
     })
 }
@@ -219,6 +280,7 @@ impl Started {
             first,
             memory_limit,
             deadline,
+            workers: None,
             _in_flight: InFlight::new(),
         }
     }
@@ -226,6 +288,11 @@ impl Started {
     /// The deadline the query runs under.
     pub fn deadline(&self) -> Option<Deadline> {
         self.deadline
+    }
+
+    /// The workers the query runs on, when distributed.
+    pub fn workers(&self) -> Option<&[String]> {
+        self.workers.as_deref()
     }
 }
 

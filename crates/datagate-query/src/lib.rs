@@ -19,6 +19,7 @@
 pub mod catalog_provider;
 pub mod complexity;
 pub mod cost;
+pub mod distributed;
 pub mod encode;
 pub mod engine;
 pub mod error;

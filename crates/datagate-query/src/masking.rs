@@ -31,6 +31,11 @@ impl MaskKey {
         Self(bytes)
     }
 
+    /// The key's bytes (sent to this deployment's workers, which mask inside the fragments).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// A random key (tests, tools without a data directory).
     pub fn random() -> Self {
         let mut b = [0u8; 32];
@@ -100,14 +105,14 @@ pub fn partial_value(value: &str) -> String {
 
 /// A string-to-string mask as a DataFusion function (NULL stays NULL).
 #[derive(Debug, PartialEq, Eq, Hash)]
-struct MaskFunction {
+pub(crate) struct MaskFunction {
     mask: Mask,
     key: MaskKey,
     signature: Signature,
 }
 
 impl MaskFunction {
-    fn udf(mask: Mask, key: &MaskKey) -> Arc<ScalarUDF> {
+    pub(crate) fn udf(mask: Mask, key: &MaskKey) -> Arc<ScalarUDF> {
         Arc::new(ScalarUDF::from(Self {
             mask,
             key: key.clone(),

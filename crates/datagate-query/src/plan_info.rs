@@ -36,6 +36,37 @@ pub fn datasets_read(plan: &LogicalPlan) -> Vec<DatasetRead> {
         .collect()
 }
 
+/// The Parquet bytes of the versions `plan` scans, counted once per scan (a self-join reads its
+/// table twice): what decides whether a query is worth distributing.
+pub fn bytes_scanned(plan: &LogicalPlan) -> u64 {
+    let mut bytes = 0u64;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = provider.downcast_ref::<DatasetTable>()
+        {
+            bytes = bytes.saturating_add(table.snapshot().file_bytes.iter().sum());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    bytes
+}
+
+/// Whether `plan` is recursive (`WITH RECURSIVE`): its iterations are counted by a node of the
+/// gateway's own ([`crate::recursion`]), so it always runs in the gateway.
+pub fn is_recursive(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found |= matches!(node, LogicalPlan::RecursiveQuery(_));
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
 /// Whether `plan` looks a row up by primary key (`pk = literal` or `pk IN (literals)` on a
 /// dataset whose key that is): such a query is worth decoding its filter column first.
 pub fn looks_up_primary_key(plan: &LogicalPlan) -> bool {

@@ -38,6 +38,8 @@ pub struct AuditSubject {
 pub struct DataAccess {
     pub datasets: Vec<DatasetVersion>,
     pub query_text: Option<String>,
+    /// The workers a distributed query runs on.
+    pub workers: Option<Vec<String>>,
     /// The encoder's report when the stream ends.
     pub report: tokio::sync::oneshot::Receiver<Report>,
     /// Bytes encoded so far (what the `end` record says if the report never comes).
@@ -51,6 +53,7 @@ impl Clone for DataAccess {
         Self {
             datasets: self.datasets.clone(),
             query_text: self.query_text.clone(),
+            workers: self.workers.clone(),
             report,
             bytes_sent: self.bytes_sent.clone(),
         }
@@ -199,6 +202,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 .as_deref()
                 .map(datagate_audit::record::query_sha256);
             event.query_text = access.query_text;
+            event.workers = access.workers;
             event.duration_ms = start.elapsed().as_millis() as u64;
             let timer = Instant::now();
             let begun = log.append(event.clone()).await;

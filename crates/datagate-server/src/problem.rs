@@ -311,6 +311,17 @@ impl From<datagate_query::QueryError> for ApiError {
             E::Panicked { message, .. } => Self::internal(format!("query panicked: {message}")),
             E::Catalog(c) => c.into(),
             E::StorageUnavailable(m) => Self::storage_unavailable("the warehouse", m),
+            E::WorkerLost(m) => {
+                tracing::error!(error = %m, "a query worker failed mid-query");
+                let mut err = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "a query worker stopped answering while the query ran; retry: it runs on \
+                     the workers still up",
+                );
+                err.retry_after_secs = Some(1);
+                err
+            }
             E::Internal(m) => Self::internal(m),
         }
     }

@@ -39,6 +39,19 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run a distributed query worker: it executes the plan fragments gateways send (config
+    /// `query.workers` on the gateways), reading the warehouse of the same configuration. It
+    /// answers only callers holding `query.worker_secret` (env DATAGATE_WORKER_SECRET).
+    Worker {
+        /// Address of the worker's gRPC listener, e.g. 127.0.0.1:50061.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory (overrides the configuration; locates the default warehouse).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Publish a local file (CSV, NDJSON, Parquet or Arrow, optionally .gz) as a new version
     /// of a registered dataset, without HTTP.
     Load {
@@ -223,6 +236,11 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config } => load_config(config.as_deref()).and_then(run_serve),
+        Command::Worker {
+            listen,
+            config,
+            data_dir,
+        } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_worker(cfg, listen)),
         Command::Load {
             dataset,
             file,
@@ -444,15 +462,9 @@ fn run_serve(cfg: Config) -> Result<()> {
                 tracing::warn!(manifests = %dir.display(), "catalog.manifests is not a directory; nothing registered");
             }
         }
-        let engine = datagate_query::QueryEngine::new(
-            stores.catalog.clone(),
-            stores.warehouse.url().clone(),
-            stores.warehouse.root_store().clone(),
-            (&cfg.limits).into(),
-            mask_key(&cfg, stores.catalog.as_ref()).await?,
-            datagate_query::QueryExecutor::new(&cfg.query)?,
-        )?
-        .with_page_cache(datagate_query::pages::PageCacheLimits {
+        let engine = query_engine(&cfg, &stores)
+            .await?
+            .with_page_cache(datagate_query::pages::PageCacheLimits {
             bytes: cfg.query.page_cache_bytes,
             max_rows: cfg.query.page_cache_max_rows,
             ..Default::default()
@@ -1147,6 +1159,45 @@ fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
     })
 }
 
+fn run_worker(cfg: Config, listen: std::net::SocketAddr) -> Result<()> {
+    init_logging(&cfg);
+    let secret = cfg.query.require_worker_secret()?.to_string();
+    let url = cfg.warehouse_url()?;
+    let warehouse =
+        Warehouse::open(&url).with_context(|| format!("cannot open warehouse {url}"))?;
+    let setup = datagate_query::distributed::worker::WorkerSetup {
+        secret,
+        warehouse_url: warehouse.url().clone(),
+        store: warehouse.root_store().clone(),
+        limits: (&cfg.limits).into(),
+    };
+    runtime()?.block_on(async move {
+        datagate_query::distributed::worker::serve(listen, setup, shutdown_signal()).await
+    })?;
+    Ok(())
+}
+
+/// The query engine over `stores`, as `cfg` sets it up (workers included).
+async fn query_engine(cfg: &Config, stores: &Stores) -> Result<datagate_query::QueryEngine> {
+    let mask_key = mask_key(cfg, stores.catalog.as_ref()).await?;
+    let distribution =
+        datagate_query::distributed::Distribution::from_config(&cfg.query, &mask_key)?;
+    if let Some(d) = &distribution {
+        // First check before serving, so the first queries know which workers are up; the
+        // checks then go on in the background for the life of the process.
+        drop(d.start_checks().await);
+    }
+    Ok(datagate_query::QueryEngine::new(
+        stores.catalog.clone(),
+        stores.warehouse.url().clone(),
+        stores.warehouse.root_store().clone(),
+        (&cfg.limits).into(),
+        mask_key,
+        datagate_query::QueryExecutor::new(&cfg.query)?,
+    )?
+    .with_distribution(distribution))
+}
+
 fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
     use datagate_query::execute::{self, RowCap};
     use std::io::Write;
@@ -1154,14 +1205,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("unknown format {format}"))?;
     runtime()?.block_on(async move {
         let stores = open_stores(&cfg).await?;
-        let engine = datagate_query::QueryEngine::new(
-            stores.catalog.clone(),
-            stores.warehouse.url().clone(),
-            stores.warehouse.root_store().clone(),
-            (&cfg.limits).into(),
-            mask_key(&cfg, stores.catalog.as_ref()).await?,
-            datagate_query::QueryExecutor::new(&cfg.query)?,
-        )?;
+        let engine = query_engine(&cfg, &stores).await?;
         let admin = datagate_query::Principal {
             key_id: Some("cli".into()),
             role: Some(Role::Admin),

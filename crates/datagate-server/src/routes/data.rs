@@ -618,9 +618,9 @@ fn stream_response(
     let bytes_seen = bytes.clone();
     let started_at = Instant::now();
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
-    let deadline = match &source {
-        Source::Query(started, _) => started.deadline(),
-        Source::Page(..) | Source::Stored(_) => None,
+    let (deadline, workers) = match &source {
+        Source::Query(started, _) => (started.deadline(), started.workers().map(<[_]>::to_vec)),
+        Source::Page(..) | Source::Stored(_) => (None, None),
     };
     let on_end = move |report: execute::Report| {
         tracing::info!(
@@ -716,6 +716,7 @@ fn stream_response(
             })
             .collect(),
         query_text: query_text.map(str::to_string),
+        workers,
         report: report_rx,
         bytes_sent: bytes_seen,
     });

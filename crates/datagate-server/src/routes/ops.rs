@@ -15,7 +15,8 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// 200 only when the catalog and the storage are usable, else 503 with the failing checks.
+/// 200 only when the catalog and the storage are usable, else 503 with the failing checks;
+/// each distributed-query worker is listed (`worker <url>`: `ok` or why not) without deciding.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
@@ -41,6 +42,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "audit".to_string(),
         audit.clone().unwrap_or_else(|| "ok".to_string()),
     );
+    // Workers are reported, not required: without them queries run in the gateway.
+    if let Some(d) = state.engine.distribution() {
+        for w in d.health() {
+            checks.insert(
+                format!("worker {}", w.url),
+                w.problem.unwrap_or_else(|| "ok".to_string()),
+            );
+        }
+    }
     let ready = catalog.is_ok() && storage.is_ok() && audit.is_none();
     let status = if ready {
         StatusCode::OK
