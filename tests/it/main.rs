@@ -19,6 +19,7 @@ mod cluster;
 mod config_errors;
 mod connections;
 mod data_api;
+mod distributed;
 mod fair_use;
 mod faults;
 mod flight;

@@ -48,7 +48,7 @@ async fn sql(c: &Client, s: &Server, key: &str, sql: &str) -> (u16, String) {
 
 /// The sample's party names and phones that appear nowhere in its public columns (a mediator
 /// may share a party's name; that is not a leak).
-struct Secrets {
+pub(crate) struct Secrets {
     values: HashSet<String>,
     lengths: BTreeSet<usize>,
 }
@@ -56,7 +56,7 @@ struct Secrets {
 impl Secrets {
     /// The values of `secret` columns of `catalog/<file>` that occur in no public column
     /// (`other_masked` columns are neither secret nor public).
-    fn load(file: &str, secret: &[&str], other_masked: &[&str]) -> Self {
+    pub(crate) fn load(file: &str, secret: &[&str], other_masked: &[&str]) -> Self {
         let path = repo_root().join("catalog").join(file);
         let mut r = csv::Reader::from_path(path).unwrap();
         let h = r.headers().unwrap().clone();
@@ -81,7 +81,7 @@ impl Secrets {
     }
 
     /// The first original value found in `text`.
-    fn leaked_in(&self, text: &str) -> Option<String> {
+    pub(crate) fn leaked_in(&self, text: &str) -> Option<String> {
         let chars: Vec<char> = text.chars().collect();
         for n in &self.lengths {
             for w in chars.windows(*n) {

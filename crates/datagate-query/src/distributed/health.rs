@@ -69,11 +69,12 @@ impl Health {
         }
     }
 
-    /// Checks now, then every `every` while the returned task runs.
+    /// Checks every `every` (each check at most `timeout`) while the returned task runs.
     pub fn watch(
         self: &Arc<Self>,
         link: WorkerLink,
         every: Duration,
+        timeout: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let health = self.clone();
         tokio::spawn(async move {
@@ -81,7 +82,7 @@ impl Health {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                health.check(&link, every).await;
+                health.check(&link, timeout).await;
             }
         })
     }

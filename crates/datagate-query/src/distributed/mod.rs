@@ -18,6 +18,7 @@
 
 pub mod health;
 pub mod link;
+pub mod statistics;
 pub mod worker;
 
 use crate::QueryError;
@@ -85,8 +86,15 @@ impl Distribution {
     /// Checks the workers once (at start, so the first queries know who is up), then keeps
     /// checking in the background for as long as the returned task runs.
     pub async fn start_checks(&self) -> tokio::task::JoinHandle<()> {
-        self.health.check(&self.link, self.check_every).await;
-        self.health.watch(self.link.clone(), self.check_every)
+        self.health.check(&self.link, self.check_timeout()).await;
+        self.health
+            .watch(self.link.clone(), self.check_every, self.check_timeout())
+    }
+
+    /// How long one check may take: at least a second, so a busy worker (or a loaded
+    /// gateway) is not taken for a dead one.
+    fn check_timeout(&self) -> Duration {
+        self.check_every.max(Duration::from_secs(1))
     }
 
     /// The workers' last known health (for `/readyz`).
@@ -134,6 +142,8 @@ impl Distribution {
             .with_distributed_channel_resolver(self.link.clone())
             .with_distributed_compression(compression)?
             .with_distributed_file_scan_config_bytes_per_partition(self.task_bytes)?
+            // Last of the physical rules, so the others still had the values.
+            .with_physical_optimizer_rule(Arc::new(statistics::ValuelessStatistics))
             .with_distributed_planner()
             .build())
     }
