@@ -4,6 +4,7 @@
 //! killed mid-query gets a clean 503; a worker without the secret is refused.
 
 use crate::harness::{ADMIN, Options, Server, admin_env, binary, free_port, repo_root, run};
+use crate::s3;
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -22,10 +23,14 @@ struct Worker {
 
 impl Worker {
     fn start(data_dir: &Path, secret: &str) -> Worker {
-        Self::start_with(data_dir, secret, &[])
+        Self::start_with::<&str, &str>(data_dir, secret, &[])
     }
 
-    fn start_with(data_dir: &Path, secret: &str, env: &[(&str, &str)]) -> Worker {
+    fn start_with<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        data_dir: &Path,
+        secret: &str,
+        env: &[(K, V)],
+    ) -> Worker {
         let port = free_port();
         let log = data_dir.with_extension(format!("worker-{port}.log"));
         let child = Command::new(binary())
@@ -36,7 +41,7 @@ impl Worker {
             .env("DATAGATE_WORKER_SECRET", secret)
             .env("DATAGATE_LOG__FORMAT", "json")
             .env_remove("RUST_LOG")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -257,7 +262,7 @@ fn rows_of(format: &str, body: &[u8]) -> Vec<String> {
 }
 
 /// Aggregates, joins, window functions, DISTINCT, top-N: each with a total order.
-const QUERIES: [&str; 7] = [
+const QUERIES: [&str; 8] = [
     "SELECT district, count(*) AS n, sum(registered_capital) AS capital, avg(registered_capital) AS mean FROM market.market_entities GROUP BY district ORDER BY district",
     "SELECT industry, count(*) AS n FROM market.market_entities WHERE established_date >= DATE '2015-01-01' GROUP BY industry HAVING count(*) > 10 ORDER BY industry",
     "SELECT e.penalty_type, count(*) AS n, sum(e.fine_amount) AS fines, count(m.uscc) AS matched FROM market.enforcement_decisions e LEFT JOIN market.market_entities m ON e.party_uscc = m.uscc GROUP BY e.penalty_type ORDER BY e.penalty_type",
@@ -265,6 +270,7 @@ const QUERIES: [&str; 7] = [
     "SELECT district, industry, count(*) AS n, sum(count(*)) OVER (PARTITION BY district) AS in_district, rank() OVER (PARTITION BY district ORDER BY count(*) DESC, industry) AS place FROM market.market_entities GROUP BY district, industry ORDER BY district, industry",
     "SELECT count(DISTINCT entity_name) AS names, count(DISTINCT district) AS districts, min(established_date) AS first, max(established_date) AS last FROM market.market_entities",
     "SELECT uscc, registered_capital FROM market.market_entities ORDER BY registered_capital DESC, uscc LIMIT 10",
+    "SELECT a.district, count(*) AS pairs, count(DISTINCT b.industry) AS industries FROM market.market_entities a JOIN market.market_entities b ON a.uscc = b.uscc GROUP BY a.district ORDER BY a.district",
 ];
 
 const FORMATS: [&str; 5] = ["json", "ndjson", "csv", "arrow", "parquet"];
@@ -408,9 +414,10 @@ async fn distributed_answers_equal_local_answers_and_are_audited_as_distributed(
     // The records name the queries as distributed, over both workers, before the first byte.
     let records = audit_records(&s).await;
     let expected: Vec<String> = urls.iter().map(|u| format!("{u}/")).collect();
-    // Aggregates and window functions are cut into stages; the planner may keep a plan whole
-    // (a join whose build side is small) and then it runs in the gateway, audited as local.
-    for sql in [QUERIES[0], QUERIES[1], QUERIES[4]] {
+    // Aggregates, window functions and a join of two large sides are cut into stages; the
+    // planner may keep a plan whole (a join whose build side is small) and then it runs in the
+    // gateway, audited as local.
+    for sql in [QUERIES[0], QUERIES[1], QUERIES[4], QUERIES[7]] {
         // (The log also holds the local gateway's records of the same queries.)
         let begins: Vec<&Value> = records
             .iter()
@@ -647,6 +654,26 @@ async fn dropped_queries_stop_the_workers_and_a_killed_worker_gets_a_clean_503()
         "workers used {used} ticks in the second after the client left"
     );
 
+    // A query past its time limit: 504, and the workers stop too.
+    let started = Instant::now();
+    let r = Client::new()
+        .post(s.url("/api/v1/query"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"sql": heavy, "format": "csv", "timeout_ms": 1500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504, "{}", r.text().await.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = busy(&workers);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let used: u64 = busy(&workers).iter().zip(&before).map(|(a, b)| a - b).sum();
+    assert!(
+        used <= 10,
+        "workers used {used} ticks in the second after the timeout"
+    );
+
     // A worker killed mid-query: a prompt 503 problem, not a hang and not a 500.
     let query = spawn_heavy();
     let victim = working(&workers).await;
@@ -764,4 +791,59 @@ async fn each_worker_holds_the_query_memory_limit() {
     // A small aggregate fits.
     let (st, body) = post_query(&c, &s, Some(ADMIN), QUERIES[0], "csv").await;
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+}
+
+#[tokio::test]
+async fn workers_read_an_s3_warehouse_and_answer_as_the_gateway_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let bucket = s3::server().fresh_bucket();
+    let mut store = s3::server().env();
+    store.push((
+        "DATAGATE_STORAGE__WAREHOUSE_URL".into(),
+        format!("s3://{bucket}/warehouse/"),
+    ));
+    let str_env = |extra: Vec<(String, String)>| {
+        let mut env = store.clone();
+        env.extend(extra);
+        env
+    };
+    // The sample catalog published into the bucket, answered by the gateway alone first.
+    let local = {
+        let s = Server::start_in(
+            &data_dir,
+            Options {
+                env: str_env(admin_env(&[])),
+                ..Options::default()
+            },
+        )
+        .await;
+        let (st, body) = post_query(&Client::new(), &s, None, QUERIES[0], "csv").await;
+        assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+        body
+    };
+    // Workers with their own (empty) data directories: all they read is in the bucket.
+    let workers = [
+        Worker::start_with(&tmp.path().join("w1"), SECRET, &store),
+        Worker::start_with(&tmp.path().join("w2"), SECRET, &store),
+    ];
+    let urls: Vec<String> = workers.iter().map(Worker::url).collect();
+    let s = Server::start_in(
+        &data_dir,
+        Options {
+            env: str_env(distributed_env(&urls, &[])),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (st, body) = post_query(&Client::new(), &s, None, QUERIES[0], "csv").await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, local);
+    let records = audit_records(&s).await;
+    assert!(
+        records.iter().any(|r| r["kind"] == "begin"
+            && r["query_text"] == QUERIES[0]
+            && !r["workers"].is_null()),
+        "ran distributed"
+    );
 }

@@ -400,7 +400,7 @@ pub struct QueryConfig {
     /// or in the gateway when none is up); `local` runs every query in the gateway until all
     /// workers are back.
     pub on_worker_down: WorkerDown,
-    /// How often the gateway checks its workers (and how long a check may take).
+    /// How often the gateway checks its workers; a check may take this long, at least a second.
     pub worker_check_ms: u64,
     /// How batches travel between workers and gateway: `lz4` (default), `zstd` (smaller, more
     /// CPU) or `none` (fast private networks).

@@ -36,6 +36,16 @@ impl Health {
         }
     }
 
+    /// Records a check's outcome by hand (tests).
+    #[cfg(test)]
+    pub(crate) fn set(&self, url: &Url, problem: Option<&str>) {
+        if let Ok(mut w) = self.workers.write() {
+            for h in w.iter_mut().filter(|h| &h.url == url) {
+                h.problem = problem.map(str::to_string);
+            }
+        }
+    }
+
     pub fn snapshot(&self) -> Vec<WorkerHealth> {
         self.workers.read().map(|w| w.clone()).unwrap_or_default()
     }

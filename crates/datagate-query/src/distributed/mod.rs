@@ -165,3 +165,51 @@ impl WorkerResolver for Planned {
         Ok(self.0.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn distribution(on_down: WorkerDown) -> (Arc<Distribution>, Vec<Url>) {
+        let config = QueryConfig {
+            workers: vec!["http://10.0.0.1:1".into(), "http://10.0.0.2:1".into()],
+            worker_secret: "0123456789abcdef-unit".into(),
+            distribute_above_bytes: 1000,
+            on_worker_down: on_down,
+            ..QueryConfig::default()
+        };
+        let d = Distribution::from_config(&config, &MaskKey::random())
+            .unwrap()
+            .unwrap();
+        let urls = config
+            .workers
+            .iter()
+            .map(|w| Url::parse(w).unwrap())
+            .collect();
+        (d, urls)
+    }
+
+    #[test]
+    fn small_plans_stay_and_down_workers_are_skipped_or_keep_queries_local() {
+        for on_down in [WorkerDown::Skip, WorkerDown::Local] {
+            let (d, urls) = distribution(on_down);
+            // Nobody checked yet: nothing is up.
+            assert_eq!(d.workers_for(10_000), None);
+            d.health.set(&urls[0], None);
+            d.health.set(&urls[1], None);
+            assert_eq!(d.workers_for(1000), None, "not above the threshold");
+            assert_eq!(d.workers_for(1001), Some(urls.clone()));
+            d.health.set(&urls[1], Some("connection refused"));
+            let expected = match on_down {
+                WorkerDown::Skip => Some(vec![urls[0].clone()]),
+                WorkerDown::Local => None,
+            };
+            assert_eq!(d.workers_for(10_000), expected, "{on_down:?}");
+            d.health.set(&urls[0], Some("connection refused"));
+            assert_eq!(d.workers_for(10_000), None, "{on_down:?}: none up");
+        }
+        // Without workers there is no distribution at all.
+        let none = Distribution::from_config(&QueryConfig::default(), &MaskKey::random()).unwrap();
+        assert!(none.is_none());
+    }
+}
