@@ -17,30 +17,19 @@ BASE_PORT="${BASE_PORT:-8081}"
 WORK="${WORK:-$(mktemp -d /tmp/datagate-cluster.XXXXXX)}"
 BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/datagate}"
 [ -x "$BIN" ] || cargo build --release -q -p datagate
-PG_BIN="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
-AS_PG=()
-if [ "$(id -u)" = 0 ]; then AS_PG=(runuser -u postgres --); fi
+. scripts/lib/services.sh
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    "${AS_PG[@]}" "$PG_BIN/pg_ctl" stop -D "$WORK/pg" -m fast >/dev/null 2>&1 || true
+    stop_postgres "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
-mkdir -p "$WORK/pg"
-chmod 755 "$WORK"
-[ "$(id -u)" = 0 ] && chown postgres "$WORK/pg"
-"${AS_PG[@]}" "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
-"${AS_PG[@]}" "$PG_BIN/pg_ctl" start -D "$WORK/pg" -l "$WORK/pg/server.log" -w \
-    -o "-p $PG_PORT -k $WORK/pg -c listen_addresses=127.0.0.1 -c max_connections=200" >/dev/null
+start_postgres "$WORK" "$PG_PORT" 200
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres datagate
-
-python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/moto.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$S3_PORT/" >/dev/null && break; sleep 0.1; done
-curl -sf -X PUT "http://127.0.0.1:$S3_PORT/datagate" >/dev/null
+start_moto "$WORK" "$S3_PORT" datagate
 
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_REGION=us-east-1
 export AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true
