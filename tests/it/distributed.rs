@@ -847,3 +847,61 @@ async fn workers_read_an_s3_warehouse_and_answer_as_the_gateway_does() {
         "ran distributed"
     );
 }
+
+#[tokio::test]
+async fn flight_sql_queries_run_distributed_too() {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let workers = [
+        Worker::start(&data_dir, SECRET),
+        Worker::start(&data_dir, SECRET),
+    ];
+    let urls: Vec<String> = workers.iter().map(Worker::url).collect();
+    let flight = format!("127.0.0.1:{}", free_port());
+    let s = Server::start_in(
+        &data_dir,
+        Options {
+            env: distributed_env(&urls, &[("DATAGATE_FLIGHT_LISTEN", flight.as_str())]),
+            ..Options::default()
+        },
+    )
+    .await;
+    let sql = QUERIES[0];
+    let (st, body) = post_query(&Client::new(), &s, None, sql, "arrow").await;
+    assert_eq!(st, 200);
+    let over_http = rows_of("arrow", &body);
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{flight}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut c = FlightSqlServiceClient::new(channel);
+    c.set_token(ADMIN.to_string());
+    let info = c.execute(sql.to_string(), None).await.unwrap();
+    let batches: Vec<arrow::record_batch::RecordBatch> = c
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let mut ipc = Vec::new();
+    {
+        let mut w =
+            arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batches[0].schema()).unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    assert_eq!(rows_of("arrow", &ipc), over_http);
+    let records = audit_records(&s).await;
+    let flight_begin = records
+        .iter()
+        .find(|r| r["kind"] == "begin" && r["method"] == "GRPC" && r["query_text"] == sql)
+        .expect("the Flight query's begin record");
+    assert!(!flight_begin["workers"].is_null(), "{flight_begin}");
+}
