@@ -905,3 +905,64 @@ async fn flight_sql_queries_run_distributed_too() {
         .expect("the Flight query's begin record");
     assert!(!flight_begin["workers"].is_null(), "{flight_begin}");
 }
+
+#[tokio::test]
+async fn the_link_to_the_workers_can_be_tls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = crate::harness::test_certificates(tmp.path());
+    let data_dir = tmp.path().join("data");
+    let tls = [
+        ("DATAGATE_QUERY__WORKER_TLS_CERT", certs.cert.as_str()),
+        ("DATAGATE_QUERY__WORKER_TLS_KEY", certs.key.as_str()),
+        ("DATAGATE_QUERY__WORKER_TLS_CA", certs.ca.as_str()),
+    ];
+    let workers = [
+        Worker::start_with(&data_dir, SECRET, &tls),
+        Worker::start_with(&data_dir, SECRET, &tls),
+    ];
+    // The certificate is for localhost.
+    let urls: Vec<String> = workers
+        .iter()
+        .map(|w| format!("https://localhost:{}", w.port))
+        .collect();
+    let s = Server::start_in(
+        &data_dir,
+        Options {
+            env: distributed_env(
+                &urls,
+                &[("DATAGATE_QUERY__WORKER_TLS_CA", certs.ca.as_str())],
+            ),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, ready) = s.get_json("/readyz").await;
+    for u in &urls {
+        assert_eq!(ready["checks"][format!("worker {u}/")], "ok", "{ready}");
+    }
+    let (st, body) = post_query(&Client::new(), &s, None, QUERIES[0], "csv").await;
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    let records = audit_records(&s).await;
+    assert!(
+        records.iter().any(|r| r["kind"] == "begin"
+            && r["query_text"] == QUERIES[0]
+            && !r["workers"].is_null()),
+        "ran distributed over TLS"
+    );
+    // A gateway that does not trust the workers' certificate does not talk to them.
+    drop(s);
+    let s = Server::start_in(
+        &data_dir,
+        Options {
+            env: distributed_env(&urls, &[]),
+            ..Options::default()
+        },
+    )
+    .await;
+    let (_, ready) = s.get_json("/readyz").await;
+    assert_ne!(
+        ready["checks"][format!("worker {}/", urls[0])],
+        "ok",
+        "{ready}"
+    );
+}

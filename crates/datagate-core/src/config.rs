@@ -408,6 +408,13 @@ pub struct QueryConfig {
     /// Parquet bytes one task of a distributed scan reads: a plan's leaf stage gets about
     /// (bytes scanned / this) tasks, at most one per worker.
     pub worker_task_bytes: u64,
+    /// PEM certificate and key a worker's listener serves TLS with (`https://` worker URLs);
+    /// empty: plain gRPC.
+    pub worker_tls_cert: String,
+    pub worker_tls_key: String,
+    /// PEM certificates (a CA) that gateways and workers trust for `https://` worker URLs;
+    /// required for them (no other roots are trusted).
+    pub worker_tls_ca: String,
 }
 
 /// The Arrow IPC compression of batches sent by workers.
@@ -460,6 +467,9 @@ impl Default for QueryConfig {
             worker_check_ms: 1000,
             worker_compression: WorkerCompression::Lz4,
             worker_task_bytes: 16 * 1024 * 1024,
+            worker_tls_cert: String::new(),
+            worker_tls_key: String::new(),
+            worker_tls_ca: String::new(),
         }
     }
 }
@@ -826,6 +836,13 @@ impl Config {
         }
         if !self.query.workers.is_empty() {
             self.query.require_worker_secret()?;
+        }
+        if self.query.worker_tls_cert.is_empty() != self.query.worker_tls_key.is_empty() {
+            return Err(ConfigError(
+                "invalid configuration: keys `query.worker_tls_cert` and `query.worker_tls_key` \
+                 go together"
+                    .into(),
+            ));
         }
         if self.query.worker_check_ms < 100 {
             return Err(ConfigError(

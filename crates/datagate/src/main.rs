@@ -1165,11 +1165,22 @@ fn run_worker(cfg: Config, listen: std::net::SocketAddr) -> Result<()> {
     let url = cfg.warehouse_url()?;
     let warehouse =
         Warehouse::open(&url).with_context(|| format!("cannot open warehouse {url}"))?;
+    use datagate_query::distributed::read_pem;
+    let q = &cfg.query;
+    let tls = match (
+        read_pem("query.worker_tls_cert", &q.worker_tls_cert)?,
+        read_pem("query.worker_tls_key", &q.worker_tls_key)?,
+    ) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => None,
+    };
     let setup = datagate_query::distributed::worker::WorkerSetup {
         secret,
         warehouse_url: warehouse.url().clone(),
         store: warehouse.root_store().clone(),
         limits: (&cfg.limits).into(),
+        tls,
+        tls_ca: read_pem("query.worker_tls_ca", &q.worker_tls_ca)?,
     };
     runtime()?.block_on(async move {
         datagate_query::distributed::worker::serve(listen, setup, shutdown_signal()).await

@@ -4,15 +4,20 @@
 //! Calls from the gateway also carry the deployment's hash-mask key, so a worker computes
 //! `mask_hash` inside the fragments it runs and raw values of masked columns never leave it.
 //! A worker reads every stored value anyway; the key gives it nothing more. The link carries
-//! data, plan fragments and these headers, so it belongs on a private network.
+//! data, plan fragments and these headers: on a private network, or over TLS (`https://`
+//! worker URLs, verified against `query.worker_tls_ca`).
 
 use crate::masking::MaskKey;
 use async_trait::async_trait;
 use datafusion::error::DataFusionError;
-use datafusion_distributed::grpc::{BoxCloneSyncChannel, DefaultChannelResolver};
+use datafusion_distributed::grpc::BoxCloneSyncChannel;
 use datafusion_distributed::{ChannelResolver, WorkerChannel};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tower::ServiceExt;
 use url::Url;
 
@@ -24,14 +29,22 @@ pub const MASK_KEY_HEADER: &str = "x-datagate-mask-key";
 /// Opens (and reuses) connections to workers, adding the link's headers to every call.
 #[derive(Clone)]
 pub struct WorkerLink {
-    channels: DefaultChannelResolver,
+    /// One HTTP/2 connection per worker, reconnected by tonic when it breaks.
+    channels: Arc<Mutex<HashMap<Url, Channel>>>,
+    /// How `https://` workers are verified.
+    tls: ClientTlsConfig,
     headers: HeaderMap,
 }
 
 impl WorkerLink {
-    /// A gateway's link: the secret and the mask key on every call.
-    pub fn for_gateway(secret: &str, mask_key: &MaskKey) -> Result<Self, DataFusionError> {
-        let mut link = Self::for_worker(secret)?;
+    /// A gateway's link: the secret and the mask key on every call; `https://` workers are
+    /// verified against `tls_ca` (PEM).
+    pub fn for_gateway(
+        secret: &str,
+        mask_key: &MaskKey,
+        tls_ca: Option<&[u8]>,
+    ) -> Result<Self, DataFusionError> {
+        let mut link = Self::for_worker(secret, tls_ca)?;
         link.headers.insert(
             HeaderName::from_static(MASK_KEY_HEADER),
             header_value(&hex::encode(mask_key.bytes()))?,
@@ -40,16 +53,45 @@ impl WorkerLink {
     }
 
     /// A worker's link to the other workers (a stage reading another's output): the secret only.
-    pub fn for_worker(secret: &str) -> Result<Self, DataFusionError> {
+    pub fn for_worker(secret: &str, tls_ca: Option<&[u8]>) -> Result<Self, DataFusionError> {
         let mut headers = HeaderMap::new();
         headers.insert(
             HeaderName::from_static(SECRET_HEADER),
             header_value(secret)?,
         );
+        let mut tls = ClientTlsConfig::new();
+        if let Some(pem) = tls_ca {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
         Ok(Self {
-            channels: DefaultChannelResolver::default(),
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            tls,
             headers,
         })
+    }
+
+    /// The connection to `url`, made on first use.
+    fn channel(&self, url: &Url) -> Result<Channel, DataFusionError> {
+        let bad = |e: tonic::transport::Error| {
+            DataFusionError::Configuration(format!("worker URL {url}: {e}"))
+        };
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| DataFusionError::Internal("worker channels poisoned".into()))?;
+        if let Some(c) = channels.get(url) {
+            return Ok(c.clone());
+        }
+        let mut endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(bad)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        if url.scheme() == "https" {
+            endpoint = endpoint.tls_config(self.tls.clone()).map_err(bad)?;
+        }
+        let channel = endpoint.connect_lazy();
+        channels.insert(url.clone(), channel.clone());
+        Ok(channel)
     }
 }
 
@@ -67,7 +109,7 @@ impl ChannelResolver for WorkerLink {
         &self,
         url: &Url,
     ) -> Result<Box<dyn WorkerChannel>, DataFusionError> {
-        let channel = self.channels.get_channel(url).await?;
+        let channel = self.channel(url)?;
         let headers = self.headers.clone();
         let with_headers = channel.map_request(move |mut req: http::Request<tonic::body::Body>| {
             for (name, value) in &headers {

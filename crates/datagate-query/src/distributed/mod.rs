@@ -71,8 +71,9 @@ impl Distribution {
             .iter()
             .map(|w| Url::parse(w).map_err(|e| QueryError::Internal(format!("worker {w}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let ca = read_pem("query.worker_tls_ca", &config.worker_tls_ca)?;
         Ok(Some(Arc::new(Self {
-            link: WorkerLink::for_gateway(secret, mask_key)
+            link: WorkerLink::for_gateway(secret, mask_key, ca.as_deref())
                 .map_err(|e| QueryError::Internal(e.to_string()))?,
             health: Arc::new(Health::new(&urls)),
             above_bytes: config.distribute_above_bytes,
@@ -147,6 +148,16 @@ impl Distribution {
             .with_distributed_planner()
             .build())
     }
+}
+
+/// The PEM file a `query.worker_tls_*` key names; `None` when the key is empty.
+pub fn read_pem(key: &str, path: &str) -> Result<Option<Vec<u8>>, QueryError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    std::fs::read(path)
+        .map(Some)
+        .map_err(|e| QueryError::Internal(format!("{key} = {path}: {e}")))
 }
 
 /// Whether the distributed planner cut `plan` into stages (it leaves a plan whole when one

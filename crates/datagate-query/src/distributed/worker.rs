@@ -32,6 +32,10 @@ pub struct WorkerSetup {
     pub warehouse_url: Url,
     pub store: Arc<dyn ObjectStore>,
     pub limits: QueryLimits,
+    /// PEM certificate and key to serve TLS with.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// PEM certificates trusted for other workers' `https://` URLs.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// Serves fragments on `listen` until `shutdown` completes.
@@ -52,7 +56,8 @@ pub async fn serve(
     runtime.register_object_store(&base, setup.store.clone());
     let sessions = Sessions {
         runtime: runtime.clone(),
-        link: WorkerLink::for_worker(&setup.secret).map_err(|e| internal(&e))?,
+        link: WorkerLink::for_worker(&setup.secret, setup.tls_ca.as_deref())
+            .map_err(|e| internal(&e))?,
         limits: setup.limits,
     };
     let worker = Worker::from_session_builder(sessions)
@@ -62,8 +67,15 @@ pub async fn serve(
         worker.into_worker_server(),
         SecretCheck::new(&setup.secret),
     );
-    tracing::info!(%listen, "worker listening");
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &setup.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| internal(&format!("worker TLS: {e}")))?;
+    }
+    tracing::info!(%listen, tls = setup.tls.is_some(), "worker listening");
+    server
         .add_service(service)
         .serve_with_shutdown(listen, shutdown)
         .await
