@@ -12,6 +12,10 @@
 //! [`plan_info`] says which dataset versions a plan read. The common `rows` pages skip planning:
 //! [`pages`] serves them from a cache of small decoded versions or by seeking in large ones.
 //!
+//! Distribution: a plan that scans more than `query.distribute_above_bytes` is cut into stages
+//! whose fragments run on `datagate worker` processes ([`distributed`]), after every check above
+//! and with the masks inside the fragments.
+//!
 //! Isolation: every plan is planned and executed on the [`executor`]'s pools, never on the
 //! threads that serve connections; string functions that size their output from their
 //! arguments are capped ([`size_caps`]); a panic fails one request, not the gateway.
