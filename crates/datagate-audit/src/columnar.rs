@@ -423,14 +423,14 @@ pub(crate) mod tests {
 
     pub(crate) fn event(i: usize) -> Event {
         Event {
-            kind: Some(if i % 3 == 0 {
+            kind: Some(if i.is_multiple_of(3) {
                 Kind::Begin
             } else {
                 Kind::Request
             }),
             event_id: format!("e{i}"),
             key_id: format!("k{}", i % 4),
-            action: if i % 3 == 0 {
+            action: if i.is_multiple_of(3) {
                 "data.rows".into()
             } else {
                 "catalog.datasets".into()

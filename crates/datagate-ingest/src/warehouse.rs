@@ -176,18 +176,6 @@ fn is_staging_name(name: &str) -> bool {
     })
 }
 
-#[cfg(test)]
-mod staging_tests {
-    #[test]
-    fn staging_names_are_recognised() {
-        assert!(super::is_staging_name("part-00007.parquet#1"));
-        assert!(super::is_staging_name("part-00000.parquet#12"));
-        assert!(!super::is_staging_name("part-00000.parquet"));
-        assert!(!super::is_staging_name("a#b"));
-        assert!(!super::is_staging_name("#1"));
-    }
-}
-
 fn remove_empty_dirs(dir: &std::path::Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
@@ -206,4 +194,16 @@ fn remove_empty_dirs(dir: &std::path::Path) -> bool {
         }
     }
     empty
+}
+
+#[cfg(test)]
+mod staging_tests {
+    #[test]
+    fn staging_names_are_recognised() {
+        assert!(super::is_staging_name("part-00007.parquet#1"));
+        assert!(super::is_staging_name("part-00000.parquet#12"));
+        assert!(!super::is_staging_name("part-00000.parquet"));
+        assert!(!super::is_staging_name("a#b"));
+        assert!(!super::is_staging_name("#1"));
+    }
 }
