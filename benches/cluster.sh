@@ -26,13 +26,7 @@ PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0));
 S3_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 . scripts/lib/services.sh
 PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    stop_postgres "$WORK"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap 'stop_services "$WORK"' EXIT
 
 start_postgres "$WORK" "$PG_PORT" 300
 start_moto "$WORK" "$S3_PORT" bench

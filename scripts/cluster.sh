@@ -6,7 +6,7 @@
 #
 #   scripts/cluster.sh [N]            (default 3 gateways on ports 8081, 8082, ...)
 #
-# Environment: BIN (default: the release binary, built if missing), PG_PORT (55432),
+# Environment: BIN (default: the release binary, built or brought up to date), PG_PORT (55432),
 # S3_PORT (55900), BASE_PORT (8081), WORK (a temporary directory).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,17 +15,14 @@ PG_PORT="${PG_PORT:-55432}"
 S3_PORT="${S3_PORT:-55900}"
 BASE_PORT="${BASE_PORT:-8081}"
 WORK="${WORK:-$(mktemp -d /tmp/datagate-cluster.XXXXXX)}"
-BIN="${BIN:-${CARGO_TARGET_DIR:-target}/release/datagate}"
-[ -x "$BIN" ] || cargo build --release -q -p datagate
+if [ -z "${BIN:-}" ]; then
+    # Always: a release binary older than the configuration would refuse its new keys.
+    cargo build --release -q -p datagate
+    BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
+fi
 . scripts/lib/services.sh
 PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    stop_postgres "$WORK"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT INT TERM
+trap 'stop_services "$WORK"' EXIT INT TERM
 
 start_postgres "$WORK" "$PG_PORT" 200
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres datagate

@@ -5,6 +5,7 @@
 #   start_postgres WORK PORT MAX_CONNECTIONS     data in WORK/pg, socket there too
 #   stop_postgres WORK
 #   start_moto WORK PORT BUCKET                  appends moto's pid to PIDS; creates BUCKET
+#   stop_services WORK                           kills PIDS, stops PostgreSQL, removes WORK
 
 PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
 AS_PG=()
@@ -31,4 +32,11 @@ start_moto() {
     PIDS+=($!)
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
     curl -sf -X PUT "http://127.0.0.1:$port/$bucket" >/dev/null
+}
+
+stop_services() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    stop_postgres "$1"
+    rm -rf "$1"
 }

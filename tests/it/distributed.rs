@@ -7,7 +7,7 @@ use crate::harness::{ADMIN, Options, Server, admin_env, binary, free_port, repo_
 use crate::s3;
 use reqwest::Client;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +18,6 @@ const SECRET: &str = "test-worker-secret-0123456789";
 struct Worker {
     child: Option<Child>,
     port: u16,
-    log: PathBuf,
 }
 
 impl Worker {
@@ -58,7 +57,6 @@ impl Worker {
         Worker {
             child: Some(child),
             port,
-            log,
         }
     }
 
@@ -81,11 +79,6 @@ impl Worker {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-
-    #[allow(dead_code)]
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -355,6 +348,25 @@ async fn prepare(data_dir: &Path) {
     }
 }
 
+/// Whether a `begin` record of `sql` names workers (the query ran distributed).
+fn ran_distributed(records: &[Value], sql: &str) -> bool {
+    records
+        .iter()
+        .any(|r| r["kind"] == "begin" && r["query_text"] == sql && !r["workers"].is_null())
+}
+
+/// A gateway on `data_dir` distributing over `workers` (see [`distributed_env`]).
+async fn gateway(data_dir: &Path, workers: &[String], extra: &[(&str, &str)]) -> Server {
+    Server::start_in(
+        data_dir,
+        Options {
+            env: distributed_env(workers, extra),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 /// Audit records (newest first) as an admin reads them.
 async fn audit_records(s: &Server) -> Vec<Value> {
     let body = Client::new()
@@ -394,14 +406,7 @@ async fn distributed_answers_equal_local_answers_and_are_audited_as_distributed(
         Worker::start(&data_dir, SECRET),
     ];
     let urls: Vec<String> = workers.iter().map(Worker::url).collect();
-    let s = Server::start_in(
-        &data_dir,
-        Options {
-            env: distributed_env(&urls, &no_cache),
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = gateway(&data_dir, &urls, &no_cache).await;
     let (_, ready) = s.get_json("/readyz").await;
     for u in &urls {
         assert_eq!(ready["checks"][format!("worker {u}/")], "ok", "{ready}");
@@ -461,12 +466,10 @@ async fn masked_values_never_cross_the_link_to_the_workers() {
     ];
     let urls: Vec<String> = relays.iter().map(Relay::url).collect();
     // Uncompressed, so a raw value crossing the link would show in the captured bytes.
-    let s = Server::start_in(
+    let s = gateway(
         &data_dir,
-        Options {
-            env: distributed_env(&urls, &[("DATAGATE_QUERY__WORKER_COMPRESSION", "none")]),
-            ..Options::default()
-        },
+        &urls,
+        &[("DATAGATE_QUERY__WORKER_COMPRESSION", "none")],
     )
     .await;
     let c = Client::new();
@@ -476,26 +479,7 @@ async fn masked_values_never_cross_the_link_to_the_workers() {
         json!({"name": "justice", "role": "publisher", "department": "justice"}),
     )
     .await;
-    let app: Value = c
-        .post(s.url("/api/v1/datasets/justice/legal_aid_cases/applications"))
-        .bearer_auth(&consumer)
-        .json(&json!({"purpose": "research"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = c
-        .post(s.url(&format!(
-            "/api/v1/applications/{}/approve",
-            app["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    crate::masking::grant_legal_aid(&s, &consumer, &owner).await;
     let legal_aid = crate::masking::Secrets::load(
         "justice/legal_aid_cases.csv",
         &[
@@ -552,12 +536,7 @@ async fn masked_values_never_cross_the_link_to_the_workers() {
     }
     let records = audit_records(&s).await;
     for (sql, _) in &probes {
-        assert!(
-            records.iter().any(|r| r["kind"] == "begin"
-                && r["query_text"] == *sql
-                && !r["workers"].is_null()),
-            "{sql} ran distributed"
-        );
+        assert!(ran_distributed(&records, sql), "{sql} ran distributed");
     }
     let captured: Vec<u8> = relays.iter().flat_map(Relay::returned).collect();
     let wire = String::from_utf8_lossy(&captured);
@@ -588,20 +567,11 @@ async fn dropped_queries_stop_the_workers_and_a_killed_worker_gets_a_clean_503()
         Worker::start(&data_dir, SECRET),
     ];
     let urls: Vec<String> = workers.iter().map(Worker::url).collect();
-    let s = Server::start_in(
-        &data_dir,
-        Options {
-            env: distributed_env(
-                &urls,
-                &[
-                    ("DATAGATE_LIMITS__QUERY_TIMEOUT_MS", "600000"),
-                    ("DATAGATE_LIMITS__MAX_JOIN_PAIRS", "1000000000000000"),
-                ],
-            ),
-            ..Options::default()
-        },
-    )
-    .await;
+    let limits = [
+        ("DATAGATE_LIMITS__QUERY_TIMEOUT_MS", "600000"),
+        ("DATAGATE_LIMITS__MAX_JOIN_PAIRS", "1000000000000000"),
+    ];
+    let s = gateway(&data_dir, &urls, &limits).await;
     // Billions of joined rows: minutes of work on the workers.
     let heavy = "SELECT count(*) FROM market.market_entities a JOIN market.market_entities b ON a.district = b.district JOIN market.market_entities c ON b.district = c.district";
     let busy = |workers: &[Worker]| -> Vec<u64> { workers.iter().map(Worker::cpu_ticks).collect() };
@@ -769,14 +739,7 @@ async fn each_worker_holds_the_query_memory_limit() {
         Worker::start_with(&data_dir, SECRET, &small),
     ];
     let urls: Vec<String> = workers.iter().map(Worker::url).collect();
-    let s = Server::start_in(
-        &data_dir,
-        Options {
-            env: distributed_env(&urls, &[]),
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = gateway(&data_dir, &urls, &[]).await;
     let c = Client::new();
     // Every address, a hundred times over, held by the partial aggregates: about 6 MiB per
     // worker task, over its 4 MiB; well within the gateway's own 256 MiB.
@@ -840,12 +803,7 @@ async fn workers_read_an_s3_warehouse_and_answer_as_the_gateway_does() {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, local);
     let records = audit_records(&s).await;
-    assert!(
-        records.iter().any(|r| r["kind"] == "begin"
-            && r["query_text"] == QUERIES[0]
-            && !r["workers"].is_null()),
-        "ran distributed"
-    );
+    assert!(ran_distributed(&records, QUERIES[0]), "ran distributed");
 }
 
 #[tokio::test]
@@ -860,12 +818,10 @@ async fn flight_sql_queries_run_distributed_too() {
     ];
     let urls: Vec<String> = workers.iter().map(Worker::url).collect();
     let flight = format!("127.0.0.1:{}", free_port());
-    let s = Server::start_in(
+    let s = gateway(
         &data_dir,
-        Options {
-            env: distributed_env(&urls, &[("DATAGATE_FLIGHT_LISTEN", flight.as_str())]),
-            ..Options::default()
-        },
+        &urls,
+        &[("DATAGATE_FLIGHT_LISTEN", flight.as_str())],
     )
     .await;
     let sql = QUERIES[0];
@@ -925,15 +881,10 @@ async fn the_link_to_the_workers_can_be_tls() {
         .iter()
         .map(|w| format!("https://localhost:{}", w.port))
         .collect();
-    let s = Server::start_in(
+    let s = gateway(
         &data_dir,
-        Options {
-            env: distributed_env(
-                &urls,
-                &[("DATAGATE_QUERY__WORKER_TLS_CA", certs.ca.as_str())],
-            ),
-            ..Options::default()
-        },
+        &urls,
+        &[("DATAGATE_QUERY__WORKER_TLS_CA", certs.ca.as_str())],
     )
     .await;
     let (_, ready) = s.get_json("/readyz").await;
@@ -944,21 +895,12 @@ async fn the_link_to_the_workers_can_be_tls() {
     assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
     let records = audit_records(&s).await;
     assert!(
-        records.iter().any(|r| r["kind"] == "begin"
-            && r["query_text"] == QUERIES[0]
-            && !r["workers"].is_null()),
+        ran_distributed(&records, QUERIES[0]),
         "ran distributed over TLS"
     );
     // A gateway that does not trust the workers' certificate does not talk to them.
     drop(s);
-    let s = Server::start_in(
-        &data_dir,
-        Options {
-            env: distributed_env(&urls, &[]),
-            ..Options::default()
-        },
-    )
-    .await;
+    let s = gateway(&data_dir, &urls, &[]).await;
     let (_, ready) = s.get_json("/readyz").await;
     assert_ne!(
         ready["checks"][format!("worker {}/", urls[0])],

@@ -95,6 +95,32 @@ impl Secrets {
     }
 }
 
+/// `consumer` applies for `justice.legal_aid_cases` (conditional) and `owner`, a justice
+/// publisher, approves: the consumer may then read it, masked.
+pub(crate) async fn grant_legal_aid(s: &Server, consumer: &str, owner: &str) {
+    let c = Client::new();
+    let app: Value = c
+        .post(s.url("/api/v1/datasets/justice/legal_aid_cases/applications"))
+        .bearer_auth(consumer)
+        .json(&json!({"purpose": "research"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = c
+        .post(s.url(&format!(
+            "/api/v1/applications/{}/approve",
+            app["id"].as_str().unwrap()
+        )))
+        .bearer_auth(owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+}
+
 #[tokio::test]
 async fn masked_and_private_columns_hold_on_every_path() {
     let s = Server::start(Options {
@@ -250,26 +276,7 @@ async fn a_granted_consumer_reads_conditional_data_masked_and_hashed() {
         assert!(out.status.success());
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
-    let app: Value = c
-        .post(s.url("/api/v1/datasets/justice/legal_aid_cases/applications"))
-        .bearer_auth(&consumer)
-        .json(&json!({"purpose": "research"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = c
-        .post(s.url(&format!(
-            "/api/v1/applications/{}/approve",
-            app["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    grant_legal_aid(&s, &consumer, &owner).await;
 
     let secrets = Secrets::load(
         "justice/legal_aid_cases.csv",

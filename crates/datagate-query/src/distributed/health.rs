@@ -52,8 +52,8 @@ impl Health {
 
     /// Checks every worker once, at most `timeout` each (concurrently).
     pub async fn check(&self, link: &WorkerLink, timeout: Duration) {
-        let urls: Vec<Url> = self.snapshot().into_iter().map(|w| w.url).collect();
-        let checks = urls.into_iter().map(|url| async move {
+        let before = self.snapshot();
+        let checks = before.iter().map(|w| w.url.clone()).map(|url| async move {
             let problem = match tokio::time::timeout(timeout, ask(link, &url)).await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e),
@@ -66,7 +66,6 @@ impl Health {
             let up = if w.problem.is_none() { 1.0 } else { 0.0 };
             metrics::gauge!("datagate_worker_up", "worker" => w.url.to_string()).set(up);
         }
-        let before = self.snapshot();
         for (old, new) in before.iter().zip(&fresh) {
             match (&old.problem, &new.problem) {
                 (Some(_), None) => tracing::info!(worker = %new.url, "worker up"),
