@@ -2,7 +2,7 @@
 //! PostgreSQL, moto's S3 server) started by the tests, three `datagate serve` processes on them.
 //! A client must not be able to tell which replica answered.
 
-use crate::harness::{ADMIN, Options, Server, admin_env, new_key};
+use crate::harness::{ADMIN, Options, Server, admin_env, free_port, new_key};
 use crate::{pg, s3};
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -16,8 +16,10 @@ const NODES: [&str; 4] = ["a", "b", "c", "d"];
 #[allow(dead_code)]
 pub struct Cluster {
     pub nodes: Vec<Server>,
+    /// Each gateway's Flight SQL listener (`http://127.0.0.1:port`).
+    pub flight: Vec<String>,
     pub bucket: String,
-    /// The shared catalog database.
+    /// The shared catalog database (plain; the gateways use TLS).
     pub catalog_url: String,
     env: Vec<(String, String)>,
 }
@@ -27,40 +29,53 @@ impl Cluster {
         let catalog_url = pg::server().fresh_database();
         let bucket = s3::server().fresh_bucket();
         let mut env = admin_env(extra);
-        env.push(("DATAGATE_CATALOG_URL".into(), catalog_url.clone()));
+        // The gateways reach the database over verified TLS, as across a network.
+        env.push((
+            "DATAGATE_CATALOG_URL".into(),
+            format!(
+                "{catalog_url}?sslmode=verify-full&sslrootcert={}",
+                pg::server().ca_file()
+            ),
+        ));
         env.push((
             "DATAGATE_STORAGE__WAREHOUSE_URL".into(),
             format!("s3://{bucket}/warehouse/"),
         ));
         env.extend(s3::server().env());
-        let mut nodes = Vec::new();
+        let (mut nodes, mut flight) = (Vec::new(), Vec::new());
         // One after the other: each registers the sample catalog (idempotent after the first).
         for i in 0..n {
-            nodes.push(Self::node(&env, i).await);
+            let (node, uri) = Self::node(&env, i).await;
+            nodes.push(node);
+            flight.push(uri);
         }
         Cluster {
             nodes,
+            flight,
             bucket,
             catalog_url,
             env,
         }
     }
 
-    async fn node(env: &[(String, String)], i: usize) -> Server {
+    async fn node(env: &[(String, String)], i: usize) -> (Server, String) {
         let mut env = env.to_vec();
         env.push(("DATAGATE_AUDIT__NODE_ID".into(), NODES[i].to_string()));
-        Server::start(Options {
+        let flight = format!("127.0.0.1:{}", free_port());
+        env.push(("DATAGATE_FLIGHT_LISTEN".into(), flight.clone()));
+        let server = Server::start(Options {
             env,
             ..Options::default()
         })
-        .await
+        .await;
+        (server, format!("http://{flight}"))
     }
 
     /// Starts node `i` again (after it was killed) with `extra` env.
     pub async fn restart(&mut self, i: usize, extra: &[(&str, &str)]) {
         let mut env = self.env.clone();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        self.nodes[i] = Self::node(&env, i).await;
+        (self.nodes[i], self.flight[i]) = Self::node(&env, i).await;
     }
 
     /// The data files in the bucket.
@@ -111,6 +126,18 @@ async fn upload(s: &Server, path: &str, csv: String) -> (u16, Value) {
             .unwrap(),
     )
     .await
+}
+
+/// Revokes `key` through gateway `s` (as the admin).
+async fn revoke(s: &Server, key: &str) {
+    let id = key.split('_').nth(1).unwrap();
+    let r = Client::new()
+        .delete(s.url(&format!("/api/v1/keys/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
 }
 
 fn register_body(name: &str) -> Value {
@@ -250,14 +277,7 @@ async fn three_gateways_share_one_catalog_and_one_bucket() {
     // A key revoked on A is refused on B and C at their next request.
     let consumer = new_key(a, "consumer", None).await;
     assert_eq!(get(b, Some(&consumer), "/api/v1/me").await.0, 200);
-    let id = consumer.split('_').nth(1).unwrap();
-    let r = Client::new()
-        .delete(a.url(&format!("/api/v1/keys/{id}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    revoke(a, &consumer).await;
     assert_eq!(get(b, Some(&consumer), "/api/v1/me").await.0, 401);
     assert_eq!(get(cc, Some(&consumer), "/api/v1/me").await.0, 401);
 
@@ -722,4 +742,361 @@ async fn a_gateway_on_a_shared_catalog_needs_a_name() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!status.success());
     assert!(stderr.contains("audit.node_id"), "{stderr}");
+}
+
+/// A portal form POST (from the gateway's own pages: its `Origin`), with `cookie` if any.
+async fn portal_post(
+    s: &Server,
+    path: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut r = client
+        .post(s.url(path))
+        .header("origin", s.base.clone())
+        .form(form);
+    if let Some(c) = cookie {
+        r = r.header("cookie", c);
+    }
+    r.send().await.unwrap()
+}
+
+/// A portal page with `cookie`: its status, `Location` and body.
+async fn portal_page(s: &Server, path: &str, cookie: &str) -> (u16, String, String) {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(s.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, location, r.text().await.unwrap())
+}
+
+/// Signs in on `s`; the session cookie (`name=value`).
+async fn portal_sign_in(s: &Server, key: &str) -> String {
+    let r = portal_post(s, "/signin", None, &[("key", key), ("next", "/me")]).await;
+    assert_eq!(
+        r.status(),
+        303,
+        "sign-in answers a redirect: {}",
+        s.log_tail(5)
+    );
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    set.split(';').next().unwrap().to_string()
+}
+
+/// A visitor signed in on one gateway is signed in on every gateway (a load balancer need not
+/// be sticky); signing out or revoking the key on any gateway ends it everywhere; the shared
+/// catalog holds neither the session id nor the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_session_started_on_one_replica_holds_on_every_replica() {
+    let c = Cluster::start(3, &[]).await;
+    let (a, b, cc) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    let consumer = new_key(a, "consumer", None).await;
+    let cookie = portal_sign_in(a, &consumer).await;
+    for s in [a, b, cc] {
+        let (st, _, me) = portal_page(s, "/me", &cookie).await;
+        assert_eq!(st, 200, "signed in on {}", s.base);
+        assert!(me.contains("consumer") && me.contains("standard"), "{me}");
+    }
+    // What the database holds says nothing of the key or the session.
+    let stored = pg::server().psql(
+        &c.catalog_url,
+        "SELECT string_agg(id_hash || ' ' || key_id || ' ' || encode(sealed_key, 'hex'), ';') \
+         FROM portal_sessions",
+    );
+    let id = consumer.split('_').nth(1).unwrap();
+    let secret = consumer.rsplit('_').next().unwrap();
+    let session_id = cookie.split('=').nth(1).unwrap();
+    assert!(
+        stored.contains(id),
+        "the session names its key's id: {stored}"
+    );
+    assert!(
+        !stored.contains(secret) && !stored.contains(&hex_of(secret)),
+        "{stored}"
+    );
+    assert!(!stored.contains(session_id), "{stored}");
+
+    // Signed out on B: signed out on C too.
+    assert_eq!(
+        portal_post(b, "/signout", Some(&cookie), &[])
+            .await
+            .status(),
+        303
+    );
+    let (st, location, _) = portal_page(cc, "/me", &cookie).await;
+    assert_eq!(st, 303);
+    assert!(location.starts_with("/signin"), "{location}");
+
+    // Two sessions of one key; the key revoked on C: B's next page ends the session it views
+    // and the other one too.
+    let first = portal_sign_in(a, &consumer).await;
+    let second = portal_sign_in(cc, &consumer).await;
+    assert_eq!(portal_page(b, "/me", &second).await.0, 200);
+    revoke(cc, &consumer).await;
+    let (st, location, _) = portal_page(b, "/", &first).await;
+    assert_eq!(st, 303);
+    assert!(location.contains("expired=1"), "{location}");
+    let (st, location, _) = portal_page(a, "/me", &second).await;
+    assert_eq!(
+        (st, location.starts_with("/signin")),
+        (303, true),
+        "{location}"
+    );
+    let left = pg::server().psql(&c.catalog_url, "SELECT count(*) FROM portal_sessions");
+    assert_eq!(left, "0");
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+mod flight_across_replicas {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow_flight::encode::FlightDataEncoderBuilder;
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use arrow_flight::sql::{
+        ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+        CommandPreparedStatementQuery, CommandStatementQuery, DoPutPreparedStatementResult,
+        ProstMessageExt,
+    };
+    use arrow_flight::{Action, FlightDescriptor, FlightInfo, Ticket};
+    use futures::{StreamExt, TryStreamExt};
+    use prost::Message;
+    use std::sync::Arc;
+    use tonic::transport::Channel;
+    use tonic::{Code, Request};
+
+    async fn client(uri: &str) -> FlightServiceClient<Channel> {
+        for _ in 0..50 {
+            if let Ok(c) = Channel::from_shared(uri.to_string())
+                .unwrap()
+                .connect()
+                .await
+            {
+                return FlightServiceClient::new(c);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no Flight SQL listener at {uri}");
+    }
+
+    fn bearer<T>(message: T, key: &str) -> Request<T> {
+        let mut r = Request::new(message);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        r
+    }
+
+    async fn info(uri: &str, key: &str, cmd: Vec<u8>) -> Result<FlightInfo, tonic::Status> {
+        let desc = FlightDescriptor::new_cmd(cmd);
+        client(uri)
+            .await
+            .get_flight_info(bearer(desc, key))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The `line_id` of every row of an HTTP query's answer.
+    fn line_ids(answer: &Value) -> Vec<String> {
+        answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["line_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// The first column of every row `ticket` gives on `uri`, as text.
+    async fn rows(uri: &str, key: &str, ticket: Ticket) -> Result<Vec<String>, tonic::Status> {
+        let stream = client(uri)
+            .await
+            .do_get(bearer(ticket, key))
+            .await?
+            .into_inner();
+        let batches: Vec<RecordBatch> =
+            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                stream.map_err(arrow_flight::error::FlightError::from),
+            )
+            .try_collect()
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        Ok(batches
+            .iter()
+            .flat_map(|b| {
+                let col =
+                    arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+                let col = col.as_any().downcast_ref::<StringArray>().unwrap().clone();
+                col.iter()
+                    .map(|v| v.unwrap_or("").to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    /// A statement planned on A runs on B; a prepared statement made on A, its parameters
+    /// bound on B, executed on C and fetched on A answers what the HTTP API answers. Another
+    /// key gets nothing from any of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ticket_or_a_prepared_statement_runs_on_any_replica() {
+        let c = Cluster::start(3, &[]).await;
+        let (fa, fb, fc) = (&c.flight[0], &c.flight[1], &c.flight[2]);
+        let alice = new_key(&c.nodes[0], "consumer", None).await;
+        let bob = new_key(&c.nodes[1], "consumer", None).await;
+
+        let sql = "SELECT line_id FROM transport.bus_lines ORDER BY line_id LIMIT 7";
+        let cmd = CommandStatementQuery {
+            query: sql.into(),
+            transaction_id: None,
+        };
+        let planned = info(fa, &alice, cmd.as_any().encode_to_vec())
+            .await
+            .unwrap();
+        let ticket = planned.endpoint[0].ticket.clone().unwrap();
+        let (_, http) = post(&c.nodes[2], &alice, "/api/v1/query", json!({ "sql": sql })).await;
+        let want = line_ids(&http);
+        assert_eq!(want.len(), 7);
+        assert_eq!(
+            rows(fb, &alice, ticket.clone()).await.unwrap(),
+            want,
+            "on B"
+        );
+        let stolen = rows(fc, &bob, ticket.clone()).await.unwrap_err();
+        assert_eq!(stolen.code(), Code::NotFound, "{stolen}");
+        assert_eq!(
+            rows(fa, &alice, ticket).await.unwrap(),
+            want,
+            "on A, where it was planned"
+        );
+
+        // Prepared on A.
+        let text = "SELECT line_id FROM transport.bus_lines WHERE stop_count = $1 ORDER BY line_id";
+        let create = ActionCreatePreparedStatementRequest {
+            query: text.into(),
+            transaction_id: None,
+        };
+        let action = Action {
+            r#type: "CreatePreparedStatement".into(),
+            body: create.as_any().encode_to_vec().into(),
+        };
+        let answer = client(fa)
+            .await
+            .do_action(bearer(action, &alice))
+            .await
+            .unwrap()
+            .into_inner()
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        let created: ActionCreatePreparedStatementResult = Any::decode(&*answer.body)
+            .unwrap()
+            .unpack()
+            .unwrap()
+            .unwrap();
+        // Parameters bound on B: two executions.
+        let counts = [10i64, 20];
+        let batch = RecordBatch::try_from_iter([(
+            "$1",
+            Arc::new(Int64Array::from(counts.to_vec())) as ArrayRef,
+        )])
+        .unwrap();
+        let cmd = CommandPreparedStatementQuery {
+            prepared_statement_handle: created.prepared_statement_handle.clone(),
+        };
+        let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+        let data: Vec<_> = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter([Ok(batch)]))
+            .try_collect()
+            .await
+            .unwrap();
+        let put = client(fb)
+            .await
+            .do_put(bearer(futures::stream::iter(data.clone()), &alice))
+            .await
+            .unwrap()
+            .into_inner()
+            .next()
+            .await
+            .unwrap()
+            .unwrap();
+        let bound: DoPutPreparedStatementResult =
+            DoPutPreparedStatementResult::decode(&*put.app_metadata).unwrap();
+        let handle = bound
+            .prepared_statement_handle
+            .expect("a handle with the parameters");
+        let refused = client(fc)
+            .await
+            .do_put(bearer(futures::stream::iter(data), &bob))
+            .await;
+        let refused = match refused {
+            Err(e) => e,
+            Ok(r) => r.into_inner().next().await.unwrap().unwrap_err(),
+        };
+        assert_eq!(
+            refused.code(),
+            Code::NotFound,
+            "bob binding alice's statement"
+        );
+        // Executed on C, fetched on A.
+        let cmd = CommandPreparedStatementQuery {
+            prepared_statement_handle: handle,
+        };
+        let executed = info(fc, &alice, cmd.as_any().encode_to_vec())
+            .await
+            .unwrap();
+        assert_eq!(executed.endpoint.len(), 2, "one execution per bound row");
+        for (endpoint, count) in executed.endpoint.iter().zip(counts) {
+            let (_, http) = post(
+                &c.nodes[1],
+                &alice,
+                "/api/v1/query",
+                json!({ "sql": text, "params": [count] }),
+            )
+            .await;
+            let want = line_ids(&http);
+            assert!(!want.is_empty(), "stop_count = {count} matches some lines");
+            let got = rows(fa, &alice, endpoint.ticket.clone().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(got, want, "stop_count = {count}");
+        }
+        // Closed on B (which holds nothing of it): fine, and bob cannot close it.
+        let close = arrow_flight::sql::ActionClosePreparedStatementRequest {
+            prepared_statement_handle: created.prepared_statement_handle,
+        };
+        let action = |key: &str| {
+            bearer(
+                Action {
+                    r#type: "ClosePreparedStatement".into(),
+                    body: close.as_any().encode_to_vec().into(),
+                },
+                key,
+            )
+        };
+        let e = client(fb).await.do_action(action(&bob)).await;
+        let e = match e {
+            Err(e) => e,
+            Ok(r) => r.into_inner().next().await.unwrap().unwrap_err(),
+        };
+        assert_eq!(e.code(), Code::NotFound);
+        client(fb).await.do_action(action(&alice)).await.unwrap();
+    }
 }

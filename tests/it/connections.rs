@@ -3,7 +3,8 @@
 //! HTTP/2. Each is bounded by configuration and answered with a problem where an answer is
 //! possible, while a well-behaved client keeps being served.
 
-use crate::harness::{ADMIN, Options, Server, admin_env, new_key_with, test_certificates};
+use crate::certs::test_certificates;
+use crate::harness::{ADMIN, Options, Server, admin_env, new_key_with};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

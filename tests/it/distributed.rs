@@ -865,7 +865,7 @@ async fn flight_sql_queries_run_distributed_too() {
 #[tokio::test]
 async fn the_link_to_the_workers_can_be_tls() {
     let tmp = tempfile::tempdir().unwrap();
-    let certs = crate::harness::test_certificates(tmp.path());
+    let certs = crate::certs::test_certificates(tmp.path());
     let data_dir = tmp.path().join("data");
     let tls = [
         ("DATAGATE_QUERY__WORKER_TLS_CERT", certs.cert.as_str()),

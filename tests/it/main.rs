@@ -4,6 +4,8 @@
 //! The binary is the one `cargo test --workspace` builds beside this test (the `datagate`
 //! crate's own CLI tests make cargo build it).
 
+#[path = "../support/certs.rs"]
+mod certs;
 mod harness;
 #[path = "../support/postgres.rs"]
 mod pg;
@@ -30,4 +32,5 @@ mod portal;
 mod portal_browser;
 mod publishing;
 mod query_deny;
+mod s3_conformance;
 mod sample_catalog;

@@ -4,7 +4,8 @@
 //! A watchdog shell stops the server and removes its files once the test process is gone,
 //! so nothing outlives the run.
 //!
-//! Shared by the catalog's conformance tests and the gateway's integration tests (`#[path]`).
+//! Shared by the catalog's conformance tests and the gateway's integration tests (`#[path]`);
+//! they include `certs.rs` beside it as the crate's `certs` module.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -88,6 +89,16 @@ impl PgServer {
         let dir = std::env::temp_dir().join(format!("datagate-pg-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("data")).unwrap();
+        // TLS offered (plain connections still accepted): a CA the tests trust, and the
+        // server's certificate for 127.0.0.1 and localhost.
+        std::fs::create_dir_all(dir.join("tls")).unwrap();
+        let tls = crate::certs::test_certificates(&dir.join("tls"));
+        // PostgreSQL refuses a key others may read.
+        std::fs::set_permissions(
+            &tls.key,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         if is_root() {
             run(
                 {
@@ -116,7 +127,10 @@ impl PgServer {
         let server = format!(
             "{owner}{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=300 -c shared_buffers=32MB >{dir}/server.log 2>&1 &",
+             -c max_connections=300 -c shared_buffers=32MB \
+             -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key} >{dir}/server.log 2>&1 &",
+            cert = tls.cert,
+            key = tls.key,
             owner = if is_root() {
                 "runuser -u postgres -- "
             } else {
@@ -171,6 +185,11 @@ impl PgServer {
             "PostgreSQL did not start: {}",
             std::fs::read_to_string(s.dir.join("server.log")).unwrap_or_default()
         );
+    }
+
+    /// The CA that signed the server's certificate (PEM file).
+    pub fn ca_file(&self) -> String {
+        self.dir.join("tls/ca.pem").to_str().unwrap().to_string()
     }
 
     /// The URL of database `db`.

@@ -17,7 +17,9 @@ pub mod keys;
 pub mod migrations;
 pub mod model;
 mod postgres;
+pub mod postgres_tls;
 pub mod rates;
+pub mod sessions;
 mod sqlite;
 mod store;
 

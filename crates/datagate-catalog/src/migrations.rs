@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(6, "0006_shared_rate_state"),
     migration!(7, "0007_shared_dataset_usage"),
     migration!(8, "0008_cluster_secrets"),
+    migration!(9, "0009_portal_sessions"),
 ];
 
 /// The newest schema this binary knows.

@@ -19,6 +19,7 @@ use crate::grants::{
 use crate::keys::{ApiKey, NewApiKey, Role};
 use crate::migrations::pg_detail;
 use crate::model::*;
+use crate::postgres_tls::CatalogTls;
 use crate::store::{CatalogError, CatalogStore, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -54,8 +55,15 @@ impl std::fmt::Debug for PostgresCatalog {
 impl From<tokio_postgres::Error> for CatalogError {
     fn from(e: tokio_postgres::Error) -> Self {
         let Some(code) = e.code() else {
-            // No server answer: the connection is closed, refused or timed out.
-            return CatalogError::Unavailable(e.to_string());
+            // No server answer: the connection is closed, refused or timed out (or its TLS
+            // handshake failed: the cause, e.g. an unknown issuer, is in the sources).
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            return CatalogError::Unavailable(text);
         };
         let class = &code.code()[..2];
         if class == "08"
@@ -104,19 +112,25 @@ where
 }
 
 impl PostgresCatalog {
-    /// Connects to `url` (`postgres://user:pass@host:port/db`), applies pending migrations and
+    /// Connects to `url` (`postgres://user:pass@host:port/db`, TLS by `sslmode` and
+    /// `sslrootcert` as in libpq: see [`crate::postgres_tls`]), applies pending migrations and
     /// keeps a pool of up to `pool_size` connections.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self> {
+        let (url, tls) = crate::postgres_tls::split_url(url)?;
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| CatalogError::Invalid(format!("catalog URL: {e}")))?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            CatalogTls::Plain => Manager::from_config(config, NoTls, manager_config),
+            CatalogTls::Verified { root_cert } => Manager::from_config(
+                config,
+                crate::postgres_tls::connector(root_cert.as_deref())?,
+                manager_config,
+            ),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -493,6 +507,96 @@ impl crate::rates::SharedSecrets for PostgresCatalog {
     }
 }
 
+/// A duration in microseconds, for `$n::bigint * interval '1 microsecond'`.
+fn micros(d: Duration) -> i64 {
+    d.as_micros().min(i64::MAX as u128) as i64
+}
+
+#[async_trait]
+impl crate::sessions::SharedSessions for PostgresCatalog {
+    async fn start_session(
+        &self,
+        session: crate::sessions::StoredSession,
+        limits: crate::sessions::SessionLimits,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "DELETE FROM portal_sessions \
+             WHERE seen < clock_timestamp() - $1::bigint * interval '1 microsecond' \
+                OR started < clock_timestamp() - $2::bigint * interval '1 microsecond'",
+            &[&micros(limits.idle), &micros(limits.max_age)],
+        )
+        .await?;
+        // Room for the new one: the least recently seen beyond the limit end.
+        let keep = i64::try_from(limits.max_sessions.max(1) - 1).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM portal_sessions WHERE id_hash IN ( \
+               SELECT id_hash FROM portal_sessions ORDER BY seen DESC OFFSET $1)",
+            &[&keep],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO portal_sessions (id_hash, key_id, sealed_key) VALUES ($1, $2, $3)",
+            &[&session.id_hash, &session.key_id, &session.sealed_key],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        limits: crate::sessions::SessionLimits,
+    ) -> Result<Option<Vec<u8>>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE portal_sessions SET seen = clock_timestamp() \
+                 WHERE id_hash = $1 \
+                   AND seen >= clock_timestamp() - $2::bigint * interval '1 microsecond' \
+                   AND started >= clock_timestamp() - $3::bigint * interval '1 microsecond' \
+                 RETURNING sealed_key",
+            )
+            .await?;
+        let row = c
+            .query_opt(
+                &stmt,
+                &[&id_hash, &micros(limits.idle), &micros(limits.max_age)],
+            )
+            .await?;
+        match row {
+            Some(r) => Ok(Some(get(&r, "sealed_key")?)),
+            None => {
+                c.execute(
+                    "DELETE FROM portal_sessions WHERE id_hash = $1",
+                    &[&id_hash],
+                )
+                .await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn end_session(&self, id_hash: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM portal_sessions WHERE id_hash = $1",
+            &[&id_hash],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn end_key_sessions(&self, key_id: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM portal_sessions WHERE key_id = $1", &[&key_id])
+            .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl CatalogStore for PostgresCatalog {
     async fn ping(&self) -> Result<()> {
@@ -505,6 +609,10 @@ impl CatalogStore for PostgresCatalog {
     }
 
     fn shared_usage(&self) -> Option<&dyn crate::rates::SharedUsage> {
+        Some(self)
+    }
+
+    fn shared_sessions(&self) -> Option<&dyn crate::sessions::SharedSessions> {
         Some(self)
     }
 

@@ -55,6 +55,12 @@ pub trait CatalogStore: Send + Sync + 'static {
         None
     }
 
+    /// Where gateways sharing this catalog keep the portal's sessions; `None` for one gateway
+    /// (which keeps them in memory).
+    fn shared_sessions(&self) -> Option<&dyn crate::sessions::SharedSessions> {
+        None
+    }
+
     /// Creates a department; `AlreadyExists` if the id is taken.
     async fn create_department(&self, dept: NewDepartment) -> Result<Department>;
     /// Creates or updates a department; returns it and whether anything changed.

@@ -2,6 +2,8 @@
 //! test), plus what only a shared catalog must do: several gateways migrating and committing
 //! against one database at once.
 
+#[path = "../../../tests/support/certs.rs"]
+mod certs;
 #[path = "../../../tests/support/postgres.rs"]
 mod pg;
 
@@ -171,4 +173,92 @@ async fn a_callers_rate_is_shared_by_every_gateway() {
     a.take("standard/key:k3", short, 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(b.prune().await.unwrap(), 1, "k3 is back at a full burst");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_sessions_are_shared_expire_and_end_per_key() {
+    use datagate_catalog::sessions::{SessionLimits, SharedSessions, StoredSession};
+    use std::time::Duration;
+    let url = pg::server().fresh_database();
+    let a = PostgresCatalog::connect(&url, 2).await.unwrap();
+    let b = PostgresCatalog::connect(&url, 2).await.unwrap();
+    let limits = SessionLimits {
+        idle: Duration::from_secs(60),
+        max_age: Duration::from_secs(600),
+        max_sessions: 3,
+    };
+    let session = |id: &str, key: &str| StoredSession {
+        id_hash: id.into(),
+        key_id: key.into(),
+        sealed_key: id.as_bytes().to_vec(),
+    };
+    // Started on one gateway, found on the other.
+    a.start_session(session("s1", "k1"), limits).await.unwrap();
+    a.start_session(session("s2", "k1"), limits).await.unwrap();
+    a.start_session(session("s3", "k2"), limits).await.unwrap();
+    assert_eq!(
+        b.touch_session("s1", limits).await.unwrap(),
+        Some(b"s1".to_vec())
+    );
+    assert_eq!(b.touch_session("nope", limits).await.unwrap(), None);
+    // A fourth: the least recently seen (s2; s1 was just seen, s3 is newer) makes room.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.touch_session("s3", limits).await.unwrap();
+    b.start_session(session("s4", "k3"), limits).await.unwrap();
+    assert_eq!(a.touch_session("s2", limits).await.unwrap(), None);
+    assert!(a.touch_session("s1", limits).await.unwrap().is_some());
+    // A key's sessions end together; others stay.
+    b.end_key_sessions("k1").await.unwrap();
+    assert_eq!(a.touch_session("s1", limits).await.unwrap(), None);
+    assert!(a.touch_session("s3", limits).await.unwrap().is_some());
+    a.end_session("s3").await.unwrap();
+    assert_eq!(b.touch_session("s3", limits).await.unwrap(), None);
+    // Idle past the limit: gone, and forgotten.
+    let short = SessionLimits {
+        idle: Duration::from_millis(50),
+        ..limits
+    };
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(a.touch_session("s4", short).await.unwrap(), None);
+    let left = pg::server().psql(&url, "SELECT count(*) FROM portal_sessions");
+    assert_eq!(left, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_speaks_verified_tls_when_its_url_asks() {
+    let url = pg::server().fresh_database();
+    let tls = format!(
+        "{url}?sslmode=verify-full&sslrootcert={}",
+        pg::server().ca_file()
+    );
+    let store = PostgresCatalog::connect(&tls, 2).await.unwrap();
+    store
+        .create_department(NewDepartment {
+            id: "transport".into(),
+            name: "交通运输局".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let encrypted = pg::server().psql(
+        &url,
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE ssl AND datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    assert!(
+        encrypted.parse::<u32>().unwrap() >= 1,
+        "the gateway's connections are TLS: {encrypted}"
+    );
+    // A CA that did not sign the server's certificate: refused, saying why.
+    let other = tempfile::tempdir().unwrap();
+    let other = certs::test_certificates(other.path());
+    let refused = PostgresCatalog::connect(
+        &format!("{url}?sslmode=require&sslrootcert={}", other.ca),
+        1,
+    )
+    .await;
+    let Err(e) = refused else {
+        panic!("an unknown issuer is refused")
+    };
+    assert!(e.to_string().contains("certificate"), "{e}");
 }

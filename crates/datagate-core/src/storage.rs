@@ -15,11 +15,7 @@ use std::sync::Arc;
 pub fn open_url(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
     match url.scheme() {
         "s3" | "s3a" => {
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url.as_str())
-                .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
-                .build()
-                .map_err(|e| format!("{url}: {e}"))?;
+            let store = s3_builder(url).build().map_err(|e| format!("{url}: {e}"))?;
             let prefix =
                 ObjectPath::from_url_path(url.path()).map_err(|e| format!("{url}: {e}"))?;
             Ok((Arc::new(store), prefix))
@@ -28,6 +24,15 @@ pub fn open_url(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, ObjectPath), St
             .map(|(store, prefix)| (Arc::from(store), prefix))
             .map_err(|e| format!("{url}: {e}")),
     }
+}
+
+/// The S3 client of an `s3://` URL exactly as datagate configures it: the standard AWS
+/// environment, the bucket of `url`, conditional puts by `If-None-Match`/`If-Match`. (The tests
+/// run object_store's own integration checks on it against a real S3-compatible server.)
+pub fn s3_builder(url: &url::Url) -> object_store::aws::AmazonS3Builder {
+    object_store::aws::AmazonS3Builder::from_env()
+        .with_url(url.as_str())
+        .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
 }
 
 /// Whether `url` names a store on this machine's disk.

@@ -10,6 +10,8 @@
 //! - [`service`]: the Flight SQL commands (statements, prepared statements, metadata);
 //! - [`handles`]: server-held statement tickets and prepared statements, bound to the caller
 //!   that asked and kept for `flight.ticket_ttl_secs`;
+//! - [`portable`]: what a ticket or handle carries (sealed under the cluster's ticket key) so
+//!   that any gateway of a cluster can run it, whichever one planned it;
 //! - [`stream`]: `DoGet` of a statement — admission (concurrency, daily bytes), the `begin`
 //!   record durable before the first batch, record batches straight from DataFusion encoded
 //!   on the query executor, the `end` record with rows, bytes and outcome;
@@ -20,6 +22,7 @@
 
 pub mod handles;
 pub mod metadata;
+pub mod portable;
 pub mod service;
 pub mod status;
 pub mod stream;
@@ -51,6 +54,7 @@ pub struct FlightGateway {
     pub refusals: Arc<RefusalCounter>,
     pub pending: Arc<PendingRecords>,
     handles: handles::Handles,
+    sealer: portable::Sealer,
 }
 
 /// One RPC of an identified caller, as the gate admitted it.
@@ -77,10 +81,11 @@ impl FlightGateway {
         refusals: Arc<RefusalCounter>,
         pending: Arc<PendingRecords>,
     ) -> Self {
-        let handles = handles::Handles::new(
-            Duration::from_secs(config.flight.ticket_ttl_secs.max(1)),
-            config.flight.max_handles_per_caller.max(1),
-        );
+        let ttl = Duration::from_secs(config.flight.ticket_ttl_secs.max(1));
+        let handles = handles::Handles::new(ttl, config.flight.max_handles_per_caller.max(1));
+        let mut ticket_key = [0u8; 32];
+        rand::fill(&mut ticket_key);
+        let sealer = portable::Sealer::new(ticket_key, ttl);
         Self {
             config,
             catalog,
@@ -90,12 +95,16 @@ impl FlightGateway {
             refusals,
             pending,
             handles,
+            sealer,
         }
     }
 
-    /// The result schema of a prepared statement of `who`.
-    pub fn prepared_schema(&self, id: &str, who: &CallerId) -> Option<arrow::datatypes::SchemaRef> {
-        self.handles.prepared_schema(id, who)
+    /// Seals tickets under `key`, the cluster's (by default a key made at start: tickets then
+    /// run only on this gateway).
+    pub fn with_ticket_key(mut self, key: [u8; 32]) -> Self {
+        let ttl = Duration::from_secs(self.config.flight.ticket_ttl_secs.max(1));
+        self.sealer = portable::Sealer::new(key, ttl);
+        self
     }
 
     /// Identifies the caller of `req`, counts the RPC against its tier's rate, and refuses bad

@@ -148,10 +148,12 @@ impl FlightGateway {
         values: Vec<ScalarValue>,
         datasets: &mut Vec<DatasetVersion>,
     ) -> Result<(FlightEndpoint, SchemaRef), Status> {
+        let parameters = crate::portable::values_to_ipc(&values);
         let planned = self.plan(call, text, values).await?;
         let schema = planned.physical.schema();
         datasets.extend(versions(&planned.read));
-        let handle = self.handles().hold_planned(&call.who, planned);
+        let local = self.handles().hold_planned(&call.who, planned);
+        let handle = self.sealer.seal(&local, &call.who, text, parameters);
         let ticket = TicketStatementQuery {
             statement_handle: handle.into_bytes().into(),
         };
@@ -208,6 +210,47 @@ impl FlightGateway {
             .map_err(status::query)
     }
 
+    /// A prepared statement another gateway made, rebuilt from its handle: described again
+    /// (its schemas), with the parameters the handle carries.
+    pub(crate) async fn prepared_elsewhere(
+        &self,
+        call: &Call,
+        portable: &crate::portable::Portable,
+    ) -> Result<Prepared, Status> {
+        let (dataset_schema, types) = self.describe(call, &portable.sql).await?;
+        let parameters = match &portable.parameters {
+            Some(p) => crate::portable::ipc_to_batches(p).map_err(|e| {
+                Status::invalid_argument(format!("the handle's parameters are unreadable: {e}"))
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Prepared {
+            sql: portable.sql.clone(),
+            dataset_schema,
+            parameter_schema: parameter_schema(&types),
+            parameters,
+        })
+    }
+
+    /// The result schema of the prepared statement of `handle`, if it is `call`'s.
+    pub(crate) async fn prepared_schema_of(
+        &self,
+        call: &Call,
+        handle: &[u8],
+    ) -> Result<SchemaRef, Status> {
+        let opened = self
+            .sealer
+            .open(handle, &call.who)
+            .ok_or_else(unknown_handle)?;
+        match self.handles().prepared_schema(&opened.local, &call.who) {
+            Some(schema) => Ok(schema),
+            None => Ok(self
+                .prepared_elsewhere(call, &opened.portable)
+                .await?
+                .dataset_schema),
+        }
+    }
+
     /// Rows of bound parameters as `$1..$n` values for each execution, each cast to the type
     /// the statement expects where it says one.
     fn executions(prepared: &Prepared) -> Result<Vec<Vec<ScalarValue>>, Status> {
@@ -242,10 +285,6 @@ impl FlightGateway {
         }
         Ok(out)
     }
-}
-
-fn handle_of(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn unknown_handle() -> Status {
@@ -322,11 +361,20 @@ impl FlightSqlService for FlightGateway {
         let call = self.gate(&request, "GetFlightInfo").await?;
         let mut datasets = Vec::new();
         let result = async {
-            let handle = handle_of(&cmd.prepared_statement_handle);
-            let (text, executions) = self
-                .handles()
-                .with_prepared(&handle, &call.who, |p| (p.sql.clone(), Self::executions(p)))
+            let opened = self
+                .sealer
+                .open(&cmd.prepared_statement_handle, &call.who)
                 .ok_or_else(unknown_handle)?;
+            let held = self.handles().with_prepared(&opened.local, &call.who, |p| {
+                (p.sql.clone(), Self::executions(p))
+            });
+            let (text, executions) = match held {
+                Some(h) => h,
+                None => {
+                    let p = self.prepared_elsewhere(&call, &opened.portable).await?;
+                    (p.sql.clone(), Self::executions(&p))
+                }
+            };
             let mut info: Option<FlightInfo> = None;
             for values in executions? {
                 let (endpoint, schema) = self.ticketed(&call, &text, values, &mut datasets).await?;
@@ -358,13 +406,32 @@ impl FlightSqlService for FlightGateway {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
         let call = self.gate(&request, "DoGet").await?;
-        let handle = handle_of(&ticket.statement_handle);
-        match self.handles().take_planned(&handle, &call.who) {
-            Some(planned) => self.transfer(call, planned).await,
-            None => {
-                self.answered(&call, "data.query", &[], Err(unknown_handle()))
-                    .await
-            }
+        let Some(opened) = self.sealer.open(&ticket.statement_handle, &call.who) else {
+            return self
+                .answered(&call, "data.query", &[], Err(unknown_handle()))
+                .await;
+        };
+        if let Some(planned) = self.handles().take_planned(&opened.local, &call.who) {
+            return self.transfer(call, planned).await;
+        }
+        // Planned by another gateway (or run here before): plan it again from the ticket.
+        let planned = async {
+            let values = match &opened.portable.parameters {
+                Some(p) => crate::portable::ipc_to_batches(p)
+                    .and_then(|b| crate::portable::batches_to_values(&b))
+                    .map_err(|e| {
+                        Status::invalid_argument(format!(
+                            "the ticket's parameters are unreadable: {e}"
+                        ))
+                    })?,
+                None => Vec::new(),
+            };
+            self.plan(&call, &opened.portable.sql, values).await
+        }
+        .await;
+        match planned {
+            Ok(planned) => self.transfer(call, planned).await,
+            Err(e) => self.answered(&call, "data.query", &[], Err(e)).await,
         }
     }
 
@@ -397,7 +464,7 @@ impl FlightSqlService for FlightGateway {
                 dataset_schema: ipc_schema(&dataset_schema)?,
                 parameter_schema: ipc_schema(&parameter_schema)?,
             };
-            let handle = self.handles().hold_prepared(
+            let local = self.handles().hold_prepared(
                 &call.who,
                 Prepared {
                     sql: query.query.clone(),
@@ -406,6 +473,7 @@ impl FlightSqlService for FlightGateway {
                     parameters: Vec::new(),
                 },
             );
+            let handle = self.sealer.seal(&local, &call.who, &query.query, None);
             Ok(ActionCreatePreparedStatementResult {
                 prepared_statement_handle: handle.into_bytes().into(),
                 ..result
@@ -422,7 +490,7 @@ impl FlightSqlService for FlightGateway {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let call = self.gate(&request, "DoPut").await?;
         let max_rows = self.config.flight.max_parameter_rows.max(1);
-        let handle = handle_of(&cmd.prepared_statement_handle);
+        let opened = self.sealer.open(&cmd.prepared_statement_handle, &call.who);
         let stream = request.into_inner().into_peekable();
         let result = async {
             let mut batches = FlightRecordBatchStream::new_from_flight_data(
@@ -442,21 +510,35 @@ impl FlightSqlService for FlightGateway {
                 }
                 parameters.push(batch);
             }
-            self.handles()
-                .with_prepared(&handle, &call.who, |p| {
-                    let expected = p.parameter_schema.fields().len();
-                    if let Some(b) = parameters.iter().find(|b| b.num_columns() != expected) {
-                        return Err(Status::invalid_argument(format!(
-                            "the statement takes {expected} parameters; {} were bound",
-                            b.num_columns()
-                        )));
-                    }
-                    p.parameters = parameters;
-                    Ok(())
-                })
-                .ok_or_else(unknown_handle)??;
+            let opened = opened.ok_or_else(unknown_handle)?;
+            let check = |p: &Prepared| {
+                let expected = p.parameter_schema.fields().len();
+                match parameters.iter().find(|b| b.num_columns() != expected) {
+                    Some(b) => Err(Status::invalid_argument(format!(
+                        "the statement takes {expected} parameters; {} were bound",
+                        b.num_columns()
+                    ))),
+                    None => Ok(()),
+                }
+            };
+            let held = self.handles().with_prepared(&opened.local, &call.who, |p| {
+                check(p)?;
+                p.parameters = parameters.clone();
+                Ok::<_, Status>(())
+            });
+            match held {
+                Some(r) => r?,
+                None => check(&self.prepared_elsewhere(&call, &opened.portable).await?)?,
+            }
+            // The handle answered carries the parameters, for whichever gateway runs it.
+            let handle = self.sealer.seal(
+                &opened.local,
+                &call.who,
+                &opened.portable.sql,
+                crate::portable::batches_to_ipc(&parameters),
+            );
             Ok(DoPutPreparedStatementResult {
-                prepared_statement_handle: Some(handle.clone().into_bytes().into()),
+                prepared_statement_handle: Some(handle.into_bytes().into()),
             })
         }
         .await;
@@ -469,11 +551,16 @@ impl FlightSqlService for FlightGateway {
         request: Request<Action>,
     ) -> Result<(), Status> {
         let call = self.gate(&request, "DoAction").await?;
-        let handle = handle_of(&query.prepared_statement_handle);
-        let result = if self.handles().close_prepared(&handle, &call.who) {
-            Ok(())
-        } else {
-            Err(unknown_handle())
+        // A statement held here is dropped; one made elsewhere holds nothing here to drop.
+        let result = match self
+            .sealer
+            .open(&query.prepared_statement_handle, &call.who)
+        {
+            Some(opened) => {
+                self.handles().close_prepared(&opened.local, &call.who);
+                Ok(())
+            }
+            None => Err(unknown_handle()),
         };
         self.answered(&call, "flight.close", &[], result).await
     }

@@ -46,10 +46,9 @@ impl Service {
                 .physical
                 .schema(),
             Command::CommandPreparedStatementQuery(p) => {
-                let handle = String::from_utf8_lossy(&p.prepared_statement_handle).into_owned();
                 self.0
-                    .prepared_schema(&handle, &call.who)
-                    .ok_or_else(|| Status::not_found("no such prepared statement"))?
+                    .prepared_schema_of(call, &p.prepared_statement_handle)
+                    .await?
             }
             Command::CommandGetCatalogs(c) => c.into_builder().schema(),
             Command::CommandGetDbSchemas(c) => c.into_builder().schema(),

@@ -665,15 +665,18 @@ async fn start_flight(
         )),
         _ => bail!("invalid configuration: flight.tls_cert and flight.tls_key go together"),
     };
-    let gateway = std::sync::Arc::new(datagate_flight::FlightGateway::new(
-        state.config.clone(),
-        state.catalog.clone(),
-        state.engine.clone(),
-        state.fair_use.clone(),
-        state.audit.clone(),
-        state.refusals.clone(),
-        state.audit_pending.clone(),
-    ));
+    let gateway = std::sync::Arc::new(
+        datagate_flight::FlightGateway::new(
+            state.config.clone(),
+            state.catalog.clone(),
+            state.engine.clone(),
+            state.fair_use.clone(),
+            state.audit.clone(),
+            state.refusals.clone(),
+            state.audit_pending.clone(),
+        )
+        .with_ticket_key(flight_ticket_key(state.catalog.as_ref()).await?),
+    );
     tracing::info!(address = %listener.local_addr()?, tls = tls.is_some(), "Flight SQL listening");
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -738,18 +741,34 @@ async fn bootstrap_admin_key(cfg: &Config, catalog: &dyn CatalogStore) -> Result
 /// first gateway's key wins; a gateway joining later adopts it).
 async fn mask_key(cfg: &Config, catalog: &dyn CatalogStore) -> Result<datagate_query::MaskKey> {
     let local = local_mask_key(cfg)?;
+    Ok(datagate_query::MaskKey::new(
+        agreed_key(catalog, "mask_key", local).await?,
+    ))
+}
+
+/// `local` for one gateway; on a shared catalog, the cluster's key `name` (the first
+/// gateway's `local` wins, the others adopt it).
+async fn agreed_key(catalog: &dyn CatalogStore, name: &str, local: [u8; 32]) -> Result<[u8; 32]> {
     let Some(shared) = catalog.shared_secrets() else {
-        return Ok(datagate_query::MaskKey::new(local));
+        return Ok(local);
     };
     let agreed = shared
-        .agree_secret("mask_key", &hex::encode(local))
+        .agree_secret(name, &hex::encode(local))
         .await
-        .context("agreeing on the cluster's masking key")?;
-    let bytes: [u8; 32] = hex::decode(agreed.trim())
+        .with_context(|| format!("agreeing on the cluster's {name}"))?;
+    hex::decode(agreed.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| anyhow::anyhow!("the cluster's masking key is not 64 hex digits"))?;
-    Ok(datagate_query::MaskKey::new(bytes))
+        .ok_or_else(|| anyhow::anyhow!("the cluster's {name} is not 64 hex digits"))
+}
+
+/// The key Flight SQL tickets and prepared-statement handles are sealed with: made at start
+/// for one gateway (its tickets live minutes), agreed through a shared catalog so that any
+/// gateway of a cluster can run a ticket another one issued.
+async fn flight_ticket_key(catalog: &dyn CatalogStore) -> Result<[u8; 32]> {
+    let mut local = [0u8; 32];
+    rand::fill(&mut local);
+    agreed_key(catalog, "flight_ticket_key", local).await
 }
 
 fn local_mask_key(cfg: &Config) -> Result<[u8; 32]> {

@@ -53,7 +53,7 @@ pub fn router(state: &AppState, api: Api) -> Router {
     }
     let portal = Portal {
         api,
-        sessions: Arc::new(Sessions::new(&state.config.portal)),
+        sessions: Arc::new(Sessions::on(&state.config.portal, &state.catalog)),
         state: state.clone(),
     };
     Router::new()
@@ -181,7 +181,10 @@ impl FromRequestParts<Portal> for Visitor {
             &parts.headers,
         );
         let session = cookie_value(&cookies, session::COOKIE);
-        let key = session.as_deref().and_then(|id| portal.sessions.key(id));
+        let key = match session.as_deref() {
+            Some(id) => portal.sessions.key(id).await,
+            None => None,
+        };
         let mut forwarded = HeaderMap::new();
         for (name, value) in &parts.headers {
             let n = name.as_str();

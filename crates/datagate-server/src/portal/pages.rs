@@ -87,7 +87,7 @@ pub(super) async fn base(portal: &Portal, v: &Visitor, title: &str) -> Result<Ba
                 role: text(&me["role"]),
             }),
             Err(a) if a.status == StatusCode::UNAUTHORIZED => {
-                portal.sessions.end_key(key);
+                portal.sessions.end_key(key).await;
                 return Err(signed_out_redirect(v));
             }
             Err(a) => return Err(plain_error(a.status, &a.detail())),
@@ -1064,7 +1064,7 @@ pub(super) async fn pass_through(portal: &Portal, v: &Visitor, uri: &str, file: 
     let a = super::client::answer_of(resp).await;
     if a.status == StatusCode::UNAUTHORIZED {
         if let Some(key) = &v.caller.key {
-            portal.sessions.end_key(key);
+            portal.sessions.end_key(key).await;
         }
         return signed_out_redirect(v);
     }
@@ -1384,9 +1384,18 @@ pub async fn signin(
         return html(&signed_out, StatusCode::UNAUTHORIZED, &page);
     }
     if let Some(old) = &v.session {
-        portal.sessions.end(old);
+        portal.sessions.end(old).await;
     }
-    let id = portal.sessions.start(key);
+    let id = match portal.sessions.start(key).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "storing a portal session");
+            return plain_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the sign-in could not be stored; try again in a moment",
+            );
+        }
+    };
     let max_age = cookie::time::Duration::seconds(
         i64::try_from(portal.sessions.max_age().as_secs()).unwrap_or(i64::MAX),
     );
@@ -1400,7 +1409,7 @@ pub async fn signin(
 /// `POST /signout`.
 pub async fn signout(State(portal): State<Portal>, v: Visitor) -> Response {
     if let Some(id) = &v.session {
-        portal.sessions.end(id);
+        portal.sessions.end(id).await;
     }
     let mut resp = Redirect::to("/").into_response();
     clear_session_cookie(&mut resp, v.secure);

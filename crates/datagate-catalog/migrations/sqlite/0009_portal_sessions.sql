@@ -1,0 +1,2 @@
+-- (Nothing for SQLite: one gateway alone keeps its portal sessions in memory.)
+SELECT 1;
