@@ -4,7 +4,10 @@
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT` for an
 //! S3-compatible server, `AWS_ALLOW_HTTP=true` for a plain-HTTP one). Creating a store does no
 //! I/O. Conditional puts (`PutMode::Create`, S3's `If-None-Match: *`) are on, so a write that
-//! must not overwrite fails instead.
+//! must not overwrite fails instead. A remote store remembers its Parquet files' `HEAD`
+//! ([`head_cache`]).
+
+pub mod head_cache;
 
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
@@ -18,7 +21,10 @@ pub fn open_url(url: &url::Url) -> Result<(Arc<dyn ObjectStore>, ObjectPath), St
             let store = s3_builder(url).build().map_err(|e| format!("{url}: {e}"))?;
             let prefix =
                 ObjectPath::from_url_path(url.path()).map_err(|e| format!("{url}: {e}"))?;
-            Ok((Arc::new(store), prefix))
+            Ok((
+                Arc::new(head_cache::HeadCache::new(Arc::new(store))),
+                prefix,
+            ))
         }
         _ => object_store::parse_url(url)
             .map(|(store, prefix)| (Arc::from(store), prefix))
