@@ -3,9 +3,12 @@
 # machine's cores shared by every server and the load generator):
 #   1. catalog round trips on the rows path: `rows?limit=10` latency (one client, sequential,
 #      p50/p99) and throughput (CLIENTS clients) with the embedded SQLite catalog vs a
-#      PostgreSQL catalog, same local warehouse;
+#      PostgreSQL catalog, same local warehouse; throughput both as one anonymous caller (every
+#      request takes from one shared rate-state row) and as 1,000 callers (X-Forwarded-For from
+#      a trusted proxy, as behind a load balancer);
 #   2. the warehouse: a point lookup and a filtered aggregate over ROWS generated market
-#      entities, median of REPEAT runs, local disk vs S3 (moto on loopback);
+#      entities, median of REPEAT runs, local disk vs S3 (moto on loopback), and the S3
+#      requests one more (warm) run of each makes (moto's request log);
 #   3. replicas: `rows?limit=10` throughput of three gateways vs one on PostgreSQL + S3
 #      (CLIENTS clients spread over the gateways).
 # Prints one table; the figures quoted in the README and docs/scale.md come from it.
@@ -39,7 +42,15 @@ LIMITS=(DATAGATE_TIERS__ANONYMOUS__REQUESTS=100000000 DATAGATE_TIERS__ANONYMOUS_
         DATAGATE_TIERS__ANONYMOUS__MAX_CONCURRENT_QUERIES=0 DATAGATE_TIERS__ANONYMOUS__DAILY_BYTES=0
         DATAGATE_TIERS__INTERNAL__REQUESTS=100000000 DATAGATE_TIERS__INTERNAL__BURST=1000000
         DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000 DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000
-        DATAGATE_LOG__LEVEL=warn DATAGATE_ADMIN_KEY="$KEY")
+        DATAGATE_LOG__LEVEL=warn DATAGATE_ADMIN_KEY="$KEY"
+        DATAGATE_RATE_LIMITS__TRUSTED_PROXIES='["127.0.0.1/32"]')
+# wrk: every request from one of 1,000 addresses, as a trusted proxy forwards them.
+cat >"$WORK/callers.lua" <<'LUA'
+request = function()
+  local ip = "10.7." .. math.random(0, 3) .. "." .. math.random(1, 250)
+  return wrk.format(nil, nil, {["X-Forwarded-For"] = ip})
+end
+LUA
 
 # start NAME PORT ENV... → a gateway in the background, ready.
 start() {
@@ -51,9 +62,10 @@ start() {
     echo "gateway $name did not start:"; tail -20 "$WORK/$name.log"; exit 1
 }
 stop_all() { for p in "${PIDS[@]:1}"; do kill "$p" 2>/dev/null || true; done; sleep 1; PIDS=("${PIDS[0]}"); }
-load() { # URL CLIENTS → "rps p50 p99" (wrk, 2 threads; non-2xx answers fail the run)
-    local out="$WORK/wrk-$RANDOM.txt"
-    wrk -t2 -c"$2" -d"${SECS}s" --latency "$1" >"$out" 2>&1 || true
+load() { # URL CLIENTS [LUA] → "rps p50 p99" (wrk, 2 threads; non-2xx answers fail the run)
+    local out="$WORK/wrk-$RANDOM.txt" script=()
+    [ -n "${3:-}" ] && script=(-s "$3")
+    wrk -t2 -c"$2" -d"${SECS}s" --latency "${script[@]}" "$1" >"$out" 2>&1 || true
     python3 - "$out" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
@@ -90,17 +102,24 @@ run()
 t = sorted(run() for _ in range(n)); print(f"{t[len(t)//2]:.4f}")
 PY
 }
+query_once() { # BASE SQL → one run, its answer dropped
+    curl -sf -X POST "$1/api/v1/query" -H "Authorization: Bearer $KEY" \
+        -H 'Content-Type: application/json' \
+        -d "$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$2")" >/dev/null
+}
 ROWS_URL=/api/v1/datasets/transport/bus_lines/rows?limit=10
 
 # 1. SQLite vs PostgreSQL catalog, local warehouse.
 start sqlite 18101
 read -r SQ_P50 SQ_P99 < <(sequential "http://127.0.0.1:18101$ROWS_URL" 2000)
 read -r SQ_RPS _ _ < <(load "http://127.0.0.1:18101$ROWS_URL" "$CLIENTS")
+read -r SQ_MANY _ _ < <(load "http://127.0.0.1:18101$ROWS_URL" "$CLIENTS" "$WORK/callers.lua")
 stop_all
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres local_pg
 start pg 18102 DATAGATE_CATALOG_URL="postgres://postgres@127.0.0.1:$PG_PORT/local_pg" DATAGATE_AUDIT__NODE_ID=pg
 read -r PG_P50 PG_P99 < <(sequential "http://127.0.0.1:18102$ROWS_URL" 2000)
 read -r PG_RPS _ _ < <(load "http://127.0.0.1:18102$ROWS_URL" "$CLIENTS")
+read -r PG_MANY _ _ < <(load "http://127.0.0.1:18102$ROWS_URL" "$CLIENTS" "$WORK/callers.lua")
 stop_all
 
 # 2. Local disk vs S3: the same generated rows loaded into each.
@@ -127,8 +146,18 @@ DISK_AGG=$(query_median http://127.0.0.1:18103 "$AGG")
 stop_all
 start s3 18104 "${S3_ENV[@]}" DATAGATE_STORAGE__WAREHOUSE_URL=s3://bench/one/
 register http://127.0.0.1:18104
+# S3 requests of each query's first run (cold) and of a later one (warm: Parquet footers and
+# page indexes in DataFusion's file metadata cache, which every request's session shares).
+s3_requests() { grep -cE '"(GET|HEAD|PUT|POST) /bench/' "$WORK/moto.log" || true; }
+requests_of() { # SQL → S3 requests of one run
+    local before; before=$(s3_requests)
+    query_once http://127.0.0.1:18104 "$1"
+    echo $(( $(s3_requests) - before ))
+}
+S3_COLD_POINT=$(requests_of "$POINT"); S3_COLD_AGG=$(requests_of "$AGG")
 S3_POINT=$(query_median http://127.0.0.1:18104 "$POINT")
 S3_AGG=$(query_median http://127.0.0.1:18104 "$AGG")
+S3_WARM_POINT=$(requests_of "$POINT"); S3_WARM_AGG=$(requests_of "$AGG")
 stop_all
 
 # 3. One gateway vs three on PostgreSQL + S3.
@@ -149,17 +178,22 @@ wait "${LOADS[@]}"
 THREE=$(cat "$WORK"/three-* | awk '{s += $1} END {printf "%.0f", s}')
 
 python3 - "$SQ_P50" "$SQ_P99" "$SQ_RPS" "$PG_P50" "$PG_P99" "$PG_RPS" "$DISK_POINT" "$S3_POINT" \
-    "$DISK_AGG" "$S3_AGG" "$ONE_RPS" "$THREE" "$ROWS" "$CLIENTS" "$(nproc)" <<'PY'
+    "$DISK_AGG" "$S3_AGG" "$ONE_RPS" "$THREE" "$ROWS" "$CLIENTS" "$(nproc)" \
+    "$SQ_MANY" "$PG_MANY" "$S3_COLD_POINT" "$S3_WARM_POINT" "$S3_COLD_AGG" "$S3_WARM_AGG" <<'PY'
 import sys
-(sq50, sq99, sqr, pg50, pg99, pgr, dp, sp, da, sa, one, three, rows, clients, cores) = sys.argv[1:]
+(sq50, sq99, sqr, pg50, pg99, pgr, dp, sp, da, sa, one, three, rows, clients, cores,
+ sqm, pgm, cold_p, warm_p, cold_a, warm_a) = sys.argv[1:]
 f = float
 print(f"cluster figures ({cores} cores shared by every server and the clients; {rows} rows; {clients} clients)")
 print(f"| figure | baseline | measured | ratio |")
 print(f"|---|---|---|---|")
 print(f"| rows?limit=10 p50, one client | SQLite catalog {f(sq50):.2f} ms | PostgreSQL catalog {f(pg50):.2f} ms | +{f(pg50)-f(sq50):.2f} ms |")
 print(f"| rows?limit=10 p99, one client | SQLite {f(sq99):.2f} ms | PostgreSQL {f(pg99):.2f} ms | {f(pg99)/f(sq99):.2f}x |")
-print(f"| rows?limit=10 req/s, {clients} clients | SQLite {f(sqr):.0f} | PostgreSQL {f(pgr):.0f} | {f(pgr)/f(sqr):.2f}x |")
+print(f"| rows?limit=10 req/s, {clients} clients, one caller | SQLite {f(sqr):.0f} | PostgreSQL {f(pgr):.0f} | {f(pgr)/f(sqr):.2f}x |")
+print(f"| rows?limit=10 req/s, {clients} clients, 1,000 callers | SQLite {f(sqm):.0f} | PostgreSQL {f(pgm):.0f} | {f(pgm)/f(sqm):.2f}x |")
 print(f"| point lookup (median) | local disk {f(dp)*1000:.1f} ms | S3 (moto) {f(sp)*1000:.1f} ms | {f(sp)/f(dp):.2f}x |")
 print(f"| filtered aggregate (median) | local disk {f(da)*1000:.1f} ms | S3 (moto) {f(sa)*1000:.1f} ms | {f(sa)/f(da):.2f}x |")
+print(f"| S3 requests, point lookup | first run {cold_p} | a later run {warm_p} | {f(warm_p)/max(f(cold_p),1):.2f}x |")
+print(f"| S3 requests, filtered aggregate | first run {cold_a} | a later run {warm_a} | {f(warm_a)/max(f(cold_a),1):.2f}x |")
 print(f"| rows?limit=10 req/s, PostgreSQL + S3 | one gateway {f(one):.0f} | three gateways {f(three):.0f} | {f(three)/f(one):.2f}x |")
 PY
