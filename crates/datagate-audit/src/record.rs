@@ -122,18 +122,38 @@ struct Body<'a> {
 /// The marker between a record's body and its hash on a line.
 const HASH_MEMBER: &[u8] = b",\"hash\":\"";
 
-/// Encodes a record: returns its line (with the trailing newline) and its hash.
-pub fn encode(seq: u64, ts: &DateTime<Utc>, event: &Event, prev_hash: &str) -> (Vec<u8>, String) {
-    let mut line = serde_json::to_vec(&Body {
+/// A record's hash, its body written into `buf` (cleared first; left without its closing
+/// brace): what [`encode`] computes, without allocating, for checking many records.
+pub fn hash_into(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    ts: &DateTime<Utc>,
+    event: &Event,
+    prev_hash: &str,
+) -> [u8; 32] {
+    buf.clear();
+    let body = Body {
         seq,
         ts,
         event,
         prev_hash,
-    })
-    .unwrap_or_default();
-    debug_assert_eq!(line.last(), Some(&b'}'));
-    line.pop();
-    let hash = hex::encode(Sha256::digest([line.as_slice(), b"}"].concat()));
+    };
+    if serde_json::to_writer(&mut *buf, &body).is_err() {
+        buf.clear();
+    }
+    debug_assert_eq!(buf.last(), Some(&b'}'));
+    buf.pop();
+    Sha256::new()
+        .chain_update(buf.as_slice())
+        .chain_update(b"}")
+        .finalize()
+        .into()
+}
+
+/// Encodes a record: returns its line (with the trailing newline) and its hash.
+pub fn encode(seq: u64, ts: &DateTime<Utc>, event: &Event, prev_hash: &str) -> (Vec<u8>, String) {
+    let mut line = Vec::new();
+    let hash = hex::encode(hash_into(&mut line, seq, ts, event, prev_hash));
     line.extend_from_slice(HASH_MEMBER);
     line.extend_from_slice(hash.as_bytes());
     line.extend_from_slice(b"\"}\n");
