@@ -122,15 +122,9 @@ struct Body<'a> {
 /// The marker between a record's body and its hash on a line.
 const HASH_MEMBER: &[u8] = b",\"hash\":\"";
 
-/// A record's hash, its body written into `buf` (cleared first; left without its closing
-/// brace): what [`encode`] computes, without allocating, for checking many records.
-pub fn hash_into(
-    buf: &mut Vec<u8>,
-    seq: u64,
-    ts: &DateTime<Utc>,
-    event: &Event,
-    prev_hash: &str,
-) -> [u8; 32] {
+/// A record's body — its line up to (not including) `,"hash":` — written into `buf` (cleared
+/// first): what a record's hash covers, but for the closing brace.
+pub fn body_into(buf: &mut Vec<u8>, seq: u64, ts: &DateTime<Utc>, event: &Event, prev_hash: &str) {
     buf.clear();
     let body = Body {
         seq,
@@ -143,6 +137,18 @@ pub fn hash_into(
     }
     debug_assert_eq!(buf.last(), Some(&b'}'));
     buf.pop();
+}
+
+/// A record's hash, its body written into `buf` (cleared first; left without its closing
+/// brace): what [`encode`] computes, without allocating, for checking many records.
+pub fn hash_into(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    ts: &DateTime<Utc>,
+    event: &Event,
+    prev_hash: &str,
+) -> [u8; 32] {
+    body_into(buf, seq, ts, event, prev_hash);
     Sha256::new()
         .chain_update(buf.as_slice())
         .chain_update(b"}")
