@@ -2,7 +2,7 @@
 //! PostgreSQL, moto's S3 server) started by the tests, three `datagate serve` processes on them.
 //! A client must not be able to tell which replica answered.
 
-use crate::harness::{ADMIN, Options, Server, admin_env, free_port, new_key};
+use crate::harness::{ADMIN, Options, Server, admin_env, free_port, new_key, revoke_key};
 use crate::{pg, s3};
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -126,18 +126,6 @@ async fn upload(s: &Server, path: &str, csv: String) -> (u16, Value) {
             .unwrap(),
     )
     .await
-}
-
-/// Revokes `key` through gateway `s` (as the admin).
-async fn revoke(s: &Server, key: &str) {
-    let id = key.split('_').nth(1).unwrap();
-    let r = Client::new()
-        .delete(s.url(&format!("/api/v1/keys/{id}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
 }
 
 fn register_body(name: &str) -> Value {
@@ -277,7 +265,7 @@ async fn three_gateways_share_one_catalog_and_one_bucket() {
     // A key revoked on A is refused on B and C at their next request.
     let consumer = new_key(a, "consumer", None).await;
     assert_eq!(get(b, Some(&consumer), "/api/v1/me").await.0, 200);
-    revoke(a, &consumer).await;
+    revoke_key(a, &consumer).await;
     assert_eq!(get(b, Some(&consumer), "/api/v1/me").await.0, 401);
     assert_eq!(get(cc, Some(&consumer), "/api/v1/me").await.0, 401);
 
@@ -848,7 +836,7 @@ async fn a_portal_session_started_on_one_replica_holds_on_every_replica() {
     let first = portal_sign_in(a, &consumer).await;
     let second = portal_sign_in(cc, &consumer).await;
     assert_eq!(portal_page(b, "/me", &second).await.0, 200);
-    revoke(cc, &consumer).await;
+    revoke_key(cc, &consumer).await;
     let (st, location, _) = portal_page(b, "/", &first).await;
     assert_eq!(st, 303);
     assert!(location.contains("expired=1"), "{location}");
@@ -877,7 +865,7 @@ mod flight_across_replicas {
         ProstMessageExt,
     };
     use arrow_flight::{Action, FlightDescriptor, FlightInfo, Ticket};
-    use futures::{StreamExt, TryStreamExt};
+    use futures::TryStreamExt;
     use prost::Message;
     use std::sync::Arc;
     use tonic::transport::Channel;
@@ -911,6 +899,14 @@ mod flight_across_replicas {
             .get_flight_info(bearer(desc, key))
             .await
             .map(|r| r.into_inner())
+    }
+
+    /// The first message of a streaming answer (`None`: the stream ended empty), or its error
+    /// whether it came with the answer's headers or in the stream.
+    async fn first<T>(
+        call: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+    ) -> Result<Option<T>, tonic::Status> {
+        call?.into_inner().message().await
     }
 
     /// The `line_id` of every row of an HTTP query's answer.
@@ -995,13 +991,7 @@ mod flight_across_replicas {
             r#type: "CreatePreparedStatement".into(),
             body: create.as_any().encode_to_vec().into(),
         };
-        let answer = client(fa)
-            .await
-            .do_action(bearer(action, &alice))
-            .await
-            .unwrap()
-            .into_inner()
-            .next()
+        let answer = first(client(fa).await.do_action(bearer(action, &alice)).await)
             .await
             .unwrap()
             .unwrap();
@@ -1027,29 +1017,28 @@ mod flight_across_replicas {
             .try_collect()
             .await
             .unwrap();
-        let put = client(fb)
-            .await
-            .do_put(bearer(futures::stream::iter(data.clone()), &alice))
-            .await
-            .unwrap()
-            .into_inner()
-            .next()
-            .await
-            .unwrap()
-            .unwrap();
+        let put = first(
+            client(fb)
+                .await
+                .do_put(bearer(futures::stream::iter(data.clone()), &alice))
+                .await,
+        )
+        .await
+        .unwrap()
+        .unwrap();
         let bound: DoPutPreparedStatementResult =
             DoPutPreparedStatementResult::decode(&*put.app_metadata).unwrap();
         let handle = bound
             .prepared_statement_handle
             .expect("a handle with the parameters");
-        let refused = client(fc)
-            .await
-            .do_put(bearer(futures::stream::iter(data), &bob))
-            .await;
-        let refused = match refused {
-            Err(e) => e,
-            Ok(r) => r.into_inner().next().await.unwrap().unwrap_err(),
-        };
+        let refused = first(
+            client(fc)
+                .await
+                .do_put(bearer(futures::stream::iter(data), &bob))
+                .await,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             refused.code(),
             Code::NotFound,
@@ -1091,12 +1080,12 @@ mod flight_across_replicas {
                 key,
             )
         };
-        let e = client(fb).await.do_action(action(&bob)).await;
-        let e = match e {
-            Err(e) => e,
-            Ok(r) => r.into_inner().next().await.unwrap().unwrap_err(),
-        };
+        let e = first(client(fb).await.do_action(action(&bob)).await)
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::NotFound);
-        client(fb).await.do_action(action(&alice)).await.unwrap();
+        first(client(fb).await.do_action(action(&alice)).await)
+            .await
+            .expect("alice closes her statement");
     }
 }

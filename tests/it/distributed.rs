@@ -574,7 +574,6 @@ async fn dropped_queries_stop_the_workers_and_a_killed_worker_gets_a_clean_503()
     let s = gateway(&data_dir, &urls, &limits).await;
     // Billions of joined rows: minutes of work on the workers.
     let heavy = "SELECT count(*) FROM market.market_entities a JOIN market.market_entities b ON a.district = b.district JOIN market.market_entities c ON b.district = c.district";
-    let busy = |workers: &[Worker]| -> Vec<u64> { workers.iter().map(Worker::cpu_ticks).collect() };
     let spawn_heavy = || {
         let (url, sql) = (s.url("/api/v1/query"), heavy.to_string());
         tokio::spawn(async move {
@@ -589,6 +588,18 @@ async fn dropped_queries_stop_the_workers_and_a_killed_worker_gets_a_clean_503()
             (status, r.text().await.unwrap_or_default())
         })
     };
+    // After a second's grace, the workers use (almost) no CPU for a second.
+    async fn assert_idle(workers: &[Worker], after: &str) {
+        let busy = || workers.iter().map(Worker::cpu_ticks).collect::<Vec<u64>>();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = busy();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used: u64 = busy().iter().zip(&before).map(|(a, b)| a - b).sum();
+        assert!(
+            used <= 10,
+            "workers used {used} ticks in the second after {after}"
+        );
+    }
     // Waits until the workers burn CPU; returns the index of the busiest.
     async fn working(workers: &[Worker]) -> usize {
         let started = Instant::now();
@@ -615,14 +626,7 @@ async fn dropped_queries_stop_the_workers_and_a_killed_worker_gets_a_clean_503()
     working(&workers).await;
     query.abort();
     let _ = query.await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = busy(&workers);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let used: u64 = busy(&workers).iter().zip(&before).map(|(a, b)| a - b).sum();
-    assert!(
-        used <= 10,
-        "workers used {used} ticks in the second after the client left"
-    );
+    assert_idle(&workers, "the client left").await;
 
     // A query past its time limit: 504, and the workers stop too.
     let started = Instant::now();
@@ -635,14 +639,7 @@ async fn dropped_queries_stop_the_workers_and_a_killed_worker_gets_a_clean_503()
         .unwrap();
     assert_eq!(r.status(), 504, "{}", r.text().await.unwrap());
     assert!(started.elapsed() < Duration::from_secs(10));
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = busy(&workers);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let used: u64 = busy(&workers).iter().zip(&before).map(|(a, b)| a - b).sum();
-    assert!(
-        used <= 10,
-        "workers used {used} ticks in the second after the timeout"
-    );
+    assert_idle(&workers, "the timeout").await;
 
     // A worker killed mid-query: a prompt 503 problem, not a hang and not a 500.
     let query = spawn_heavy();

@@ -322,6 +322,19 @@ pub async fn new_key(s: &Server, role: &str, tier: Option<&str>) -> String {
     new_key_with(s, body).await
 }
 
+/// Revokes `key` (`DELETE /api/v1/keys/{id}`) as [`ADMIN`].
+#[allow(dead_code)]
+pub async fn revoke_key(s: &Server, key: &str) {
+    let id = key.split('_').nth(1).unwrap();
+    let r = reqwest::Client::new()
+        .delete(s.url(&format!("/api/v1/keys/{id}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
 /// A new key as `body` (`POST /api/v1/keys`) asks, created by [`ADMIN`].
 #[allow(dead_code)]
 pub async fn new_key_with(s: &Server, body: serde_json::Value) -> String {

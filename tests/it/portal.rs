@@ -382,14 +382,7 @@ async fn sessions_start_with_a_key_end_on_sign_out_and_when_the_key_is_revoked()
 
     // Revoking the key ends its sessions at the next page.
     let cookie = sign_in(&s, &consumer).await;
-    let id = consumer.split('_').nth(1).unwrap();
-    let r = Client::new()
-        .delete(s.url(&format!("/api/v1/keys/{id}")))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    crate::harness::revoke_key(&s, &consumer).await;
     let (st, h, _) = page(&s, "/", Some(&cookie)).await;
     assert_eq!(st, 303);
     assert!(h[header::LOCATION].to_str().unwrap().contains("expired=1"));

@@ -176,18 +176,6 @@ impl Sessions {
             }
         }
     }
-
-    /// Sessions held in this process (0 when the catalog holds them).
-    pub fn len(&self) -> usize {
-        match &self.store {
-            Store::Local(map) => lock(map).len(),
-            Store::Shared(_) => 0,
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn limits(cfg: &PortalConfig) -> SessionLimits {
