@@ -609,27 +609,46 @@ fn partial_upload(addr: &str, total: usize, sent: &[u8]) -> std::net::TcpStream 
     sock
 }
 
-#[tokio::test]
-async fn a_client_that_disconnects_leaves_nothing() {
-    let (s, _tmp) = server_with_department().await;
-    let api = Api::new(&s);
-    api.register("stops").await;
-    let before = api.dataset("stops").await;
-    let rows: String = (0..30_000)
-        .map(|i| format!("{i},name{i},2020-01-01,{}.00\n", i % 97))
-        .collect();
-    let sent = format!("id,name,opened,fare\n{rows}");
-    let sock = partial_upload(&s.addr, sent.len() + 1000, sent.as_bytes());
-    // Wait until the upload has written files, then go away.
+/// The upload limit of the tests whose uploads are cut off midway: large enough for the decoder
+/// to have decoded segments and written files before the cut.
+const UPLOAD_LIMIT: &str = "DATAGATE_LIMITS__MAX_UPLOAD_BYTES";
+const LARGE: &str = "2000000000";
+
+/// Starts an upload whose body never ends and sends rows until the server has written more than
+/// `before` warehouse files (it decodes in segments of megabytes, so how much that takes depends
+/// on the machine); returns the connection, its body unfinished.
+fn upload_until_files(s: &Server, before: usize) -> std::net::TcpStream {
+    let mut sock = partial_upload(&s.addr, 1 << 30, b"id,name,opened,fare\n");
     let start = std::time::Instant::now();
-    while warehouse_files(&s).is_empty() && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut next = 0u64;
+    while warehouse_files(s).len() <= before && start.elapsed() < Duration::from_secs(30) {
+        let rows: String = (next..next + 20_000)
+            .map(|i| format!("{i},name{i},2020-01-01,{}.00\n", i % 97))
+            .collect();
+        next += 20_000;
+        if let Err(e) = sock.write_all(rows.as_bytes()) {
+            let mut answer = String::new();
+            let _ = sock.read_to_string(&mut answer);
+            panic!("the server stopped reading ({e}): {answer}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        !warehouse_files(&s).is_empty(),
+        warehouse_files(s).len() > before,
         "the upload never wrote a file: {}",
         s.log_text()
     );
+    sock
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_leaves_nothing() {
+    let (s, _tmp) = server_with_department_and(&[(UPLOAD_LIMIT, LARGE)]).await;
+    let api = Api::new(&s);
+    api.register("stops").await;
+    let before = api.dataset("stops").await;
+    // Send until the upload has written files, then go away.
+    let sock = upload_until_files(&s, 0);
     drop(sock);
     // The server notices the broken body and deletes what the upload wrote.
     let start = std::time::Instant::now();
@@ -642,25 +661,15 @@ async fn a_client_that_disconnects_leaves_nothing() {
 
 #[tokio::test]
 async fn sigkill_mid_upload_keeps_the_previous_version_and_sweeps_orphans() {
-    let (mut s, tmp) = server_with_department().await;
+    let (mut s, tmp) = server_with_department_and(&[(UPLOAD_LIMIT, LARGE)]).await;
     let api = Api::new(&s);
     api.register("stops").await;
     let good = "id,name,opened,fare\n1,a,2020-01-01,2.00\n";
     api.append_csv("stops", good).await;
     let before = api.dataset("stops").await;
     let files_before = warehouse_files(&s);
-    // Enough rows to make the server open its Parquet file, but not finish.
-    let rows: String = (0..30_000)
-        .map(|i| format!("{i},name{i},2020-01-01,{}.00\n", i % 97))
-        .collect();
-    let sent = format!("id,name,opened,fare\n{rows}");
-    let mut sock = partial_upload(&s.addr, sent.len() + 1000, sent.as_bytes());
-    let start = std::time::Instant::now();
-    while warehouse_files(&s).len() <= files_before.len()
-        && start.elapsed() < Duration::from_secs(20)
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Rows until the server has written Parquet files, but not the end of the body.
+    let mut sock = upload_until_files(&s, files_before.len());
     s.kill();
     assert!(
         warehouse_files(&s).len() > files_before.len(),

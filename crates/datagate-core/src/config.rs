@@ -246,6 +246,21 @@ impl Default for LogConfig {
     }
 }
 
+/// The codec of the Parquet pages datagate writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ParquetCompression {
+    /// LZ4 (raw blocks): the fastest to write and to read back.
+    #[default]
+    Lz4,
+    /// zstd at level 1: the smallest files.
+    Zstd,
+    /// Snappy, for readers without LZ4 or zstd.
+    Snappy,
+    /// No compression.
+    None,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
@@ -255,6 +270,8 @@ pub struct IngestConfig {
     pub row_group_rows: usize,
     /// A Parquet file is closed and a new one started past this many bytes.
     pub target_file_bytes: u64,
+    /// The codec of the Parquet pages written.
+    pub compression: ParquetCompression,
     /// Versions kept per dataset (older ones are forgotten and their files deleted); 0 keeps all.
     pub retain_versions: u64,
     /// With a shared (PostgreSQL) catalog, files no version names are deleted once they are
@@ -269,6 +286,7 @@ impl Default for IngestConfig {
             batch_rows: 8192,
             row_group_rows: 262_144,
             target_file_bytes: 256 * 1024 * 1024,
+            compression: ParquetCompression::default(),
             retain_versions: 0,
             orphan_grace_secs: 3600,
         }

@@ -276,10 +276,7 @@ impl Publisher {
     {
         let batch_rows = self.cfg.batch_rows;
         let replace = source.mode == VersionMode::Replace;
-        let csv = |delimiter| CsvOptions {
-            delimiter,
-            batch_rows,
-        };
+        let csv = |delimiter| CsvOptions::new(delimiter, batch_rows);
         let mut decoder: Box<dyn PushDecoder> = match (source.format, target) {
             // A replace may add nullable columns: the ones the dataset lacks are inferred.
             (SourceFormat::Csv { delimiter }, Some(t)) if replace => Box::new(
@@ -502,7 +499,9 @@ impl Sink<'_> {
                 self.cfg,
                 &self.dataset.primary_key,
             );
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+            // Deep enough for the decoder to fill the next round while the writer encodes one.
+            let (tx, mut rx) =
+                tokio::sync::mpsc::channel::<RecordBatch>(crate::writer::QUEUE_BATCHES);
             let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let stop = aborted.clone();
             let handle = tokio::spawn(async move {

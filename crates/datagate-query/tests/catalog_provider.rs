@@ -285,9 +285,19 @@ async fn parquet_files_are_laid_out_for_reads() {
     let md = reader.metadata();
     assert_eq!(md.file_metadata().num_rows(), 5000);
     let col = md.row_group(0).column(0);
-    assert_eq!(
-        col.compression(),
-        parquet::basic::Compression::ZSTD(Default::default())
+    assert_eq!(col.compression(), parquet::basic::Compression::LZ4_RAW);
+    assert!(
+        !col.encodings()
+            .any(|e| e == parquet::basic::Encoding::RLE_DICTIONARY),
+        "no dictionary for a one-column key: {:?}",
+        col.encodings().collect::<Vec<_>>()
+    );
+    assert!(
+        md.row_group(0)
+            .column(1)
+            .encodings()
+            .any(|e| e == parquet::basic::Encoding::RLE_DICTIONARY),
+        "other columns start with a dictionary"
     );
     assert!(col.statistics().is_some(), "column statistics");
     assert!(
