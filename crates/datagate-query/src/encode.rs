@@ -250,6 +250,10 @@ struct Csv {
 impl Encoder for Csv {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
         let mut out = Vec::with_capacity(batch.num_rows() * 64);
+        if crate::csv_writer::write_batch(batch, !self.header_sent, &mut out).is_some() {
+            self.header_sent = true;
+            return Ok(out.into());
+        }
         let mut w = arrow::csv::WriterBuilder::new()
             .with_header(!self.header_sent)
             .build(&mut out);

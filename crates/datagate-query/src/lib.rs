@@ -23,6 +23,7 @@
 pub mod catalog_provider;
 pub mod complexity;
 pub mod cost;
+pub mod csv_writer;
 pub mod distributed;
 pub mod encode;
 pub mod engine;
