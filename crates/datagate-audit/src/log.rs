@@ -109,6 +109,9 @@ impl Shared {
     }
 }
 
+/// The audit converter's nice value (see [`datagate_core::threads::lower_priority`]).
+const CONVERTER_NICE: i32 = 10;
+
 /// The audit log; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -158,7 +161,14 @@ impl AuditLog {
             let (columnar, usage) = (columnar.clone(), usage.clone());
             std::thread::Builder::new()
                 .name("audit-columnar".into())
-                .spawn(move || run_converter(&columnar, &usage, backlog, convert_rx))?;
+                .spawn(move || {
+                    // Converting is catch-up work: under load the writer (whose fsync every
+                    // data request waits for) and the requests get the cores first.
+                    if let Err(e) = datagate_core::threads::lower_priority(CONVERTER_NICE) {
+                        tracing::warn!(error = %e, "could not lower the audit converter's priority");
+                    }
+                    run_converter(&columnar, &usage, backlog, convert_rx)
+                })?;
         }
         let (tx, rx) = channel();
         let writer = Writer {

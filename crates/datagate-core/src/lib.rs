@@ -3,7 +3,8 @@
 //! Everything that more than one crate has to agree on lives here: the names of departments and
 //! datasets ([`names`]), the open levels and column sensitivities of public data ([`access`]),
 //! the column types that the catalog and the API speak ([`types`]), and the typed configuration
-//! with its loader ([`config`]), and how a storage URL becomes an object store ([`storage`]).
+//! with its loader ([`config`]), how a storage URL becomes an object store ([`storage`]), and
+//! how background threads yield the cores ([`threads`]).
 //! This crate has no I/O beyond reading the configuration file.
 
 pub mod access;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod fault;
 pub mod names;
 pub mod storage;
+pub mod threads;
 pub mod types;
 
 pub use access::{AccessLevel, Mask, Sensitivity};

@@ -261,20 +261,11 @@ impl<F: Future> Future for CpuTimed<F> {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to `nice` (Linux: nice values are per
-/// thread), so that when both pools are busy the kernel gives the reserved pool's threads, and
-/// the HTTP threads, the larger share of the cores.
+/// Lowers a public pool thread's priority to `nice`: when both pools are busy the kernel gives
+/// the reserved pool's threads, and the HTTP threads, the larger share of the cores.
 fn lower_priority(nice: i32) {
-    if nice <= 0 {
-        return;
-    }
-    // SAFETY: plain system calls on the calling thread's own id.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
-    };
-    if rc != 0 {
-        tracing::warn!(nice, "could not lower the public query threads' priority");
+    if let Err(e) = datagate_core::threads::lower_priority(nice) {
+        tracing::warn!(nice, error = %e, "could not lower the public query threads' priority");
     }
 }
 
