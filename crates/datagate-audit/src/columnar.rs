@@ -114,13 +114,24 @@ pub fn usage_kind(e: &Event) -> Option<bool> {
 
 /// The usage summary of some records, per (day, dataset).
 pub fn summarize_usage<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<DayUsage> {
-    let mut by: BTreeMap<(NaiveDate, String), (u64, u64)> = BTreeMap::new();
+    let mut usage = UsageTally::default();
     for r in records {
+        usage.add(r);
+    }
+    usage.into_days()
+}
+
+/// Reads and downloads per day and dataset, counted record by record.
+#[derive(Default)]
+struct UsageTally(BTreeMap<(NaiveDate, String), (u64, u64)>);
+
+impl UsageTally {
+    fn add(&mut self, r: &Record) {
         let Some((day, download)) = usage_of(r) else {
-            continue;
+            return;
         };
         for d in &r.event.datasets {
-            let e = by.entry((day, d.name.clone())).or_default();
+            let e = self.0.entry((day, d.name.clone())).or_default();
             if download {
                 e.1 += 1;
             } else {
@@ -128,14 +139,18 @@ pub fn summarize_usage<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec
             }
         }
     }
-    by.into_iter()
-        .map(|((day, dataset), (reads, downloads))| DayUsage {
-            day,
-            dataset,
-            reads,
-            downloads,
-        })
-        .collect()
+
+    fn into_days(self) -> Vec<DayUsage> {
+        self.0
+            .into_iter()
+            .map(|((day, dataset), (reads, downloads))| DayUsage {
+                day,
+                dataset,
+                reads,
+                downloads,
+            })
+            .collect()
+    }
 }
 
 /// The good records of a segment file, in order (lines that are not good records are left to
@@ -196,69 +211,155 @@ fn write_durably(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<(
     Ok(())
 }
 
+/// Records a day file of a conversion gathers before they are encoded: memory stays bounded
+/// by this many records per day in the segment (and the row group being encoded), whatever the
+/// segment's size.
+const CONVERT_CHUNK: usize = 8192;
+
+/// One day's file of a segment being converted: a temporary file until it is complete.
+struct DayWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<std::fs::File>,
+    pending: Vec<Record>,
+    rows: u64,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+impl DayWriter {
+    fn create(path: PathBuf) -> Result<Self> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| AuditError::Invalid(format!("{} has no directory", path.display())))?;
+        std::fs::create_dir_all(dir)?;
+        // A name of its own, so two converters (the gateway's and `datagate audit index`) never
+        // write one temporary file; both rename identical content into place.
+        let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&tmp)?;
+        let writer = ArrowWriter::try_new(file, reader::events_schema(), Some(writer_properties()))
+            .map_err(|e| AuditError::Invalid(e.to_string()))?;
+        Ok(Self {
+            path,
+            tmp,
+            writer,
+            pending: Vec::with_capacity(CONVERT_CHUNK),
+            rows: 0,
+            first_seq: 0,
+            last_seq: 0,
+        })
+    }
+
+    fn push(&mut self, r: Record) -> Result<()> {
+        if self.rows == 0 {
+            self.first_seq = r.seq;
+        }
+        self.last_seq = r.seq;
+        self.rows += 1;
+        self.pending.push(r);
+        if self.pending.len() >= CONVERT_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = reader::to_batch(&self.pending)?;
+        self.pending.clear();
+        self.writer
+            .write(&batch)
+            .map_err(|e| AuditError::Invalid(e.to_string()))
+    }
+
+    /// Writes the rest, syncs the file and renames it into place (the directory synced too).
+    fn finish(mut self) -> Result<(PathBuf, u64, u64, u64)> {
+        self.flush()?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| AuditError::Invalid(e.to_string()))?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok((self.path, self.rows, self.first_seq, self.last_seq))
+    }
+}
+
 /// Converts sealed segment `index` of the log in `dir`: its day files, then its marker.
 /// Running it again (after a crash at any point) gives the same files.
+///
+/// Records are decoded one by one and handed to their day's file in chunks, so a conversion
+/// holds the segment's bytes and a few thousand records per day, not every record at once.
 pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
     let source = segment_name(index);
-    // Hashes are not checked here: `verify` proves every row of the copy against the chain.
-    let (records, source_bytes) = read_segment_with(&dir.join(&source), record::decode_unchecked)?;
+    let data = std::fs::read(dir.join(&source))?;
+    let (lines, _) = split_lines(&data);
     // Records come in seq order, so a day's records are one run (unless the clock stepped
-    // back over midnight: then a day's runs are gathered, in seq order).
-    let mut days: BTreeMap<NaiveDate, Vec<std::ops::Range<usize>>> = BTreeMap::new();
-    let mut start = 0;
-    for i in 1..=records.len() {
-        let day = records[start].ts.date_naive();
-        if i == records.len() || records[i].ts.date_naive() != day {
-            days.entry(day).or_default().push(start..i);
-            start = i;
+    // back over midnight: then each day's file still gets its records in seq order).
+    let mut days: BTreeMap<NaiveDate, DayWriter> = BTreeMap::new();
+    let mut usage = UsageTally::default();
+    let (mut count, mut first, mut last) = (0u64, None::<(u64, DateTime<Utc>)>, None);
+    let result = (|| -> Result<()> {
+        for (_, line) in lines {
+            // Hashes are not checked here: `verify` proves every row of the copy against the
+            // chain. Lines that are not good records are left to `verify`, as the reader does.
+            let Ok(r) = record::decode_unchecked(line) else {
+                continue;
+            };
+            usage.add(&r);
+            count += 1;
+            first.get_or_insert((r.seq, r.ts));
+            last = Some((r.seq, r.ts));
+            let day = r.ts.date_naive();
+            let writer = match days.entry(day) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let rel = format!("{}/segment-{index:06}.parquet", day_dir(day));
+                    e.insert(DayWriter::create(dir.join(rel))?)
+                }
+            };
+            writer.push(r)?;
         }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for w in days.into_values() {
+            let _ = std::fs::remove_file(&w.tmp);
+        }
+        return Err(e);
     }
     let mut files = Vec::new();
-    for (day, runs) in days {
-        let gathered: Vec<Record>;
-        let rows: &[Record] = if runs.len() == 1 {
-            &records[runs[0].clone()]
-        } else {
-            gathered = runs
-                .into_iter()
-                .flat_map(|r| records[r].iter().cloned())
-                .collect();
-            &gathered
-        };
-        let rel = format!("{}/segment-{index:06}.parquet", day_dir(day));
-        let path = dir.join(&rel);
-        let batch = reader::to_batch(rows)?;
-        write_durably(&path, |f| {
-            let mut w = ArrowWriter::try_new(
-                f.try_clone()?,
-                reader::events_schema(),
-                Some(writer_properties()),
-            )
-            .map_err(|e| AuditError::Invalid(e.to_string()))?;
-            w.write(&batch)
-                .and_then(|_| w.close().map(|_| ()))
-                .map_err(|e| AuditError::Invalid(e.to_string()))
+    for (day, writer) in days {
+        let tmp = writer.tmp.clone();
+        let (path, rows, first_seq, last_seq) = writer.finish().inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
         })?;
         files.push(DayFile {
             day,
             bytes: std::fs::metadata(&path)?.len(),
-            path: rel,
-            rows: rows.len() as u64,
-            first_seq: rows.first().map_or(0, |r| r.seq),
-            last_seq: rows.last().map_or(0, |r| r.seq),
+            path: format!("{}/segment-{index:06}.parquet", day_dir(day)),
+            rows,
+            first_seq,
+            last_seq,
         });
     }
     let marker = SegmentIndex {
         segment: index,
         source,
-        records: records.len() as u64,
-        first_seq: records.first().map_or(0, |r| r.seq),
-        last_seq: records.last().map_or(0, |r| r.seq),
-        first_ts: records.first().map(|r| r.ts),
-        last_ts: records.last().map(|r| r.ts),
-        source_bytes,
+        records: count,
+        first_seq: first.map_or(0, |f| f.0),
+        last_seq: last.map_or(0, |l| l.0),
+        first_ts: first.map(|f| f.1),
+        last_ts: last.map(|l| l.1),
+        source_bytes: data.len() as u64,
         files,
-        usage: summarize_usage(&records),
+        usage: usage.into_days(),
         archived: false,
     };
     write_marker(dir, &marker)?;
