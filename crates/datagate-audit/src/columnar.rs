@@ -298,18 +298,21 @@ impl DayWriter {
 /// holds the segment's bytes and a few thousand records per day, not every record at once.
 pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
     let source = segment_name(index);
-    let data = std::fs::read(dir.join(&source))?;
-    let (lines, _) = split_lines(&data);
+    // Read line by line, not whole: a segment is tens of megabytes.
+    let file = std::fs::File::open(dir.join(&source))?;
+    let source_bytes = file.metadata()?.len();
+    let lines = std::io::BufRead::split(std::io::BufReader::with_capacity(1 << 20, file), b'\n');
     // Records come in seq order, so a day's records are one run (unless the clock stepped
     // back over midnight: then each day's file still gets its records in seq order).
     let mut days: BTreeMap<NaiveDate, DayWriter> = BTreeMap::new();
     let mut usage = UsageTally::default();
     let (mut count, mut first, mut last) = (0u64, None::<(u64, DateTime<Utc>)>, None);
     let result = (|| -> Result<()> {
-        for (_, line) in lines {
+        for line in lines {
             // Hashes are not checked here: `verify` proves every row of the copy against the
-            // chain. Lines that are not good records are left to `verify`, as the reader does.
-            let Ok(r) = record::decode_unchecked(line) else {
+            // chain. Lines that are not good records (a torn last line too) are left to
+            // `verify`, as the reader does.
+            let Ok(r) = record::decode_unchecked(&line?) else {
                 continue;
             };
             usage.add(&r);
@@ -357,7 +360,7 @@ pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
         last_seq: last.map_or(0, |l| l.0),
         first_ts: first.map(|f| f.1),
         last_ts: last.map(|l| l.1),
-        source_bytes: data.len() as u64,
+        source_bytes,
         files,
         usage: usage.into_days(),
         archived: false,
