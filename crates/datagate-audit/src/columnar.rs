@@ -156,18 +156,11 @@ impl UsageTally {
 /// The good records of a segment file, in order (lines that are not good records are left to
 /// `verify`, as the reader does).
 pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64)> {
-    read_segment_with(path, record::decode)
-}
-
-fn read_segment_with(
-    path: &Path,
-    decode: fn(&[u8]) -> std::result::Result<Record, record::LineError>,
-) -> Result<(Vec<Record>, u64)> {
     let data = std::fs::read(path)?;
     let (lines, _) = split_lines(&data);
     let records = lines
         .into_iter()
-        .filter_map(|(_, l)| decode(l).ok())
+        .filter_map(|(_, l)| record::decode(l).ok())
         .collect();
     Ok((records, data.len() as u64))
 }

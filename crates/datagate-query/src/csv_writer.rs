@@ -66,25 +66,6 @@ impl<'a> Column<'a> {
         })
     }
 
-    fn array(&self) -> &dyn Array {
-        match self {
-            Self::Utf8(a) => *a,
-            Self::LargeUtf8(a) => *a,
-            Self::Utf8View(a) => *a,
-            Self::Boolean(a) => *a,
-            Self::Int8(a) => *a,
-            Self::Int16(a) => *a,
-            Self::Int32(a) => *a,
-            Self::Int64(a) => *a,
-            Self::UInt8(a) => *a,
-            Self::UInt16(a) => *a,
-            Self::UInt32(a) => *a,
-            Self::UInt64(a) => *a,
-            Self::Date32(a) => *a,
-            Self::Decimal128 { array, .. } => *array,
-        }
-    }
-
     /// Writes row `i` (not null); `false` when the value cannot be written here (a date out of
     /// chrono's range: arrow's writer then says what is wrong).
     fn write(&self, i: usize, out: &mut Vec<u8>, digits: &mut itoa::Buffer) -> bool {
@@ -111,15 +92,14 @@ impl<'a> Column<'a> {
         true
     }
 
-    /// Whether row `i` of this column writes nothing (null or an empty string).
+    /// Whether row `i` (not null) of this column writes nothing (an empty string).
     fn is_empty(&self, i: usize) -> bool {
-        self.array().is_null(i)
-            || match self {
-                Self::Utf8(a) => a.value(i).is_empty(),
-                Self::LargeUtf8(a) => a.value(i).is_empty(),
-                Self::Utf8View(a) => a.value(i).is_empty(),
-                _ => false,
-            }
+        match self {
+            Self::Utf8(a) => a.value(i).is_empty(),
+            Self::LargeUtf8(a) => a.value(i).is_empty(),
+            Self::Utf8View(a) => a.value(i).is_empty(),
+            _ => false,
+        }
     }
 }
 
@@ -145,7 +125,7 @@ pub fn write_batch(batch: &RecordBatch, header: bool, out: &mut Vec<u8>) -> Opti
     let one_column = columns.len() == 1;
     for row in 0..batch.num_rows() {
         // A record of one empty field is written `""` (a blank line would be no record).
-        if one_column && columns[0].is_empty(row) {
+        if one_column && (batch.column(0).is_null(row) || columns[0].is_empty(row)) {
             out.extend_from_slice(b"\"\"\n");
             continue;
         }
@@ -153,7 +133,7 @@ pub fn write_batch(batch: &RecordBatch, header: bool, out: &mut Vec<u8>) -> Opti
             if c > 0 {
                 out.push(b',');
             }
-            if !column.array().is_null(row) && !column.write(row, out, &mut digits) {
+            if !batch.column(c).is_null(row) && !column.write(row, out, &mut digits) {
                 out.truncate(start);
                 return None;
             }

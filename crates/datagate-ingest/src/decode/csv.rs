@@ -514,9 +514,7 @@ impl PushDecoder for CsvDecoder {
             Body::Serial { decoder, before } => layout.end(decoder, *before, &mut out)?,
             Body::Parallel { pending, .. } => {
                 let rest = std::mem::take(pending);
-                let records = self.records;
-                let batches = layout.segment(&rest, 0).map_err(|e| shifted(e, records))?;
-                out.extend(batches);
+                out.extend(layout.segment(&rest, self.records)?);
             }
         }
         self.records += rows(&out);
