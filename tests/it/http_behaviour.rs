@@ -194,6 +194,95 @@ async fn exports_prefer_zstd_and_parquet_is_never_compressed_twice() {
     assert_eq!(&body[..4], b"PAR1");
 }
 
+#[tokio::test]
+async fn zstd_bodies_are_charged_as_the_bytes_they_carry() {
+    let s = Server::start(Options {
+        env: crate::harness::admin_env(&[]),
+        ..Default::default()
+    })
+    .await;
+    let key = crate::harness::new_key(&s, "consumer", None).await;
+    let plain = reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .build()
+        .unwrap();
+    let get = |path: &str, encoding: &'static str| {
+        plain
+            .get(s.url(path))
+            .bearer_auth(&key)
+            .header("accept-encoding", encoding)
+    };
+    let mut charged = 0;
+    // An export (coded on the executor) and a SQL answer (the same path), in zstd and as they
+    // are: the same bytes decoded, the same bytes charged.
+    for (path, sql) in [
+        (
+            "/api/v1/datasets/market/market_entities/export?format=ndjson",
+            None,
+        ),
+        (
+            "/api/v1/query",
+            Some("SELECT * FROM market.market_entities ORDER BY uscc LIMIT 3000"),
+        ),
+    ] {
+        let mut bodies = Vec::new();
+        for encoding in ["gzip;q=0.5, zstd", "identity"] {
+            let request = match sql {
+                None => get(path, encoding),
+                Some(sql) => plain
+                    .post(s.url(path))
+                    .bearer_auth(&key)
+                    .header("accept-encoding", encoding)
+                    .header("accept", "text/csv")
+                    .json(&serde_json::json!({ "sql": sql })),
+            };
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let zstd = encoding != "identity";
+            assert_eq!(
+                r.headers()
+                    .get("content-encoding")
+                    .map(|v| v.to_str().unwrap()),
+                zstd.then_some("zstd"),
+                "{path} {encoding}"
+            );
+            if zstd {
+                assert!(
+                    r.headers()["vary"]
+                        .to_str()
+                        .unwrap()
+                        .contains("Accept-Encoding")
+                );
+            }
+            let wire = r.bytes().await.unwrap();
+            let body = if zstd {
+                zstd_decode(&wire)
+            } else {
+                wire.to_vec()
+            };
+            assert!(body.len() > 100_000, "{path}: {} bytes", body.len());
+            charged += body.len() as u64;
+            bodies.push(body);
+        }
+        assert_eq!(bodies[0], bodies[1], "{path}");
+    }
+    let me = s.get_json_as(&key, "/api/v1/me").await;
+    assert_eq!(
+        me["limits"]["tier"]["bytes_used_today"].as_u64(),
+        Some(charged)
+    );
+    // A client that prefers gzip gets it from the compression layer.
+    let r = get(
+        "/api/v1/datasets/market/market_entities/export?format=csv",
+        "gzip, zstd;q=0.5",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+}
+
 fn zstd_decode(data: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();

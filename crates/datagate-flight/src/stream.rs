@@ -67,7 +67,7 @@ impl FlightSink {
 impl BatchSink for FlightSink {
     type Item = FlightData;
 
-    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<FlightData>, String> {
+    fn batch(&mut self, batch: &RecordBatch, _queued: usize) -> Result<Vec<FlightData>, String> {
         let mut out = self.head();
         let rows = batch.num_rows();
         let size = batch.get_array_memory_size();

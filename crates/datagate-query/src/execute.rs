@@ -13,6 +13,7 @@
 //! For callers who may not see the engine's internals, `EXPLAIN` output names no warehouse
 //! files.
 
+use crate::compression::ZstdFrames;
 use crate::encode::{self, Format, Trailer};
 use crate::engine::RequestSession;
 use crate::error::QueryError;
@@ -416,61 +417,113 @@ pub fn encode_now(
 pub trait BatchSink: Send + 'static {
     /// One message on the wire.
     type Item: Send + 'static;
-    /// The messages for `batch`, to send now.
-    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<Self::Item>, String>;
+    /// The messages for `batch`, to send now; `queued` messages sent before are still waiting
+    /// for the client to take them (0: the client is waiting for this one).
+    fn batch(&mut self, batch: &RecordBatch, queued: usize) -> Result<Vec<Self::Item>, String>;
     /// The closing messages.
     fn finish(&mut self, trailer: &Trailer) -> Result<Vec<Self::Item>, String>;
     /// The bytes `item` puts on the wire (counted into the caller's daily bytes).
     fn size(item: &Self::Item) -> u64;
 }
 
-/// An [`encode::Encoder`] as a sink of body chunks.
-struct Chunks(Box<dyn encode::Encoder>);
+/// One piece of an HTTP body: the bytes that go on the wire and how many of the encoder's bytes
+/// they carry (what is counted: a caller's daily bytes and the audit's `bytes_returned` do not
+/// depend on the `Accept-Encoding` it sent).
+#[derive(Debug, Clone)]
+pub struct BodyChunk {
+    pub wire: Bytes,
+    pub plain: u64,
+}
 
-impl BatchSink for Chunks {
-    type Item = Bytes;
+/// How a streamed body is coded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCoding {
+    /// As the encoder writes it (a compression layer outside may still compress it).
+    Identity,
+    /// zstd frames written on the executor as the client takes them ([`crate::compression`]).
+    Zstd,
+}
 
-    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<Bytes>, String> {
-        self.0
-            .batch(batch)
-            .map(|b| vec![b])
-            .map_err(|e| e.to_string())
-    }
+/// An [`encode::Encoder`] as a sink of body chunks, in zstd frames when asked.
+struct Chunks {
+    encoder: Box<dyn encode::Encoder>,
+    zstd: Option<ZstdFrames>,
+}
 
-    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<Bytes>, String> {
-        self.0
-            .finish(trailer)
-            .map(|b| vec![b])
-            .map_err(|e| e.to_string())
-    }
+/// A client with this many chunks of the body's channel (of [`STREAM_CHANNEL`]) not taken yet
+/// is behind: its chunks are compressed. Fewer, and it keeps up (a chunk or so waits now and
+/// then while the cores are busy, not because the link is slow): compressing would only slow it.
+const BEHIND_AT_QUEUED: usize = STREAM_CHANNEL / 2;
 
-    fn size(item: &Bytes) -> u64 {
-        item.len() as u64
+impl Chunks {
+    fn coded(&mut self, plain: Bytes, queued: usize) -> Result<Vec<BodyChunk>, String> {
+        let wire = match &mut self.zstd {
+            None => plain.clone(),
+            Some(z) => z
+                .frames(&plain, queued >= BEHIND_AT_QUEUED)
+                .map_err(|e| e.to_string())?,
+        };
+        Ok(vec![BodyChunk {
+            wire,
+            plain: plain.len() as u64,
+        }])
     }
 }
 
-/// Encodes `started` in `format`, batch by batch, into the returned channel, on `lane`. `on_end`
-/// is called once with what was sent and how it ended; `bytes_sent` counts encoded bytes as
-/// they leave.
+impl BatchSink for Chunks {
+    type Item = BodyChunk;
+
+    fn batch(&mut self, batch: &RecordBatch, queued: usize) -> Result<Vec<BodyChunk>, String> {
+        let plain = self.encoder.batch(batch).map_err(|e| e.to_string())?;
+        self.coded(plain, queued)
+    }
+
+    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<BodyChunk>, String> {
+        let plain = self.encoder.finish(trailer).map_err(|e| e.to_string())?;
+        if let Some(z) = &self.zstd {
+            let (compressed, stored) = z.written();
+            tracing::debug!(compressed, stored, "zstd frames of the body");
+        }
+        // The trailer is small: compressed whoever waits.
+        self.coded(plain, 0)
+    }
+
+    fn size(item: &BodyChunk) -> u64 {
+        item.plain
+    }
+}
+
+/// Encodes `started` in `format`, batch by batch, into the returned channel, on `lane`, coded
+/// as `coding` says. `on_end` is called once with what was sent and how it ended; `bytes_sent`
+/// counts encoded bytes as they leave.
 pub fn stream_encoded(
     lane: &Lane,
     started: Started,
     format: Format,
+    coding: BodyCoding,
     cap: RowCap,
     bytes_sent: Arc<AtomicU64>,
     on_end: impl FnOnce(Report) + Send + 'static,
-) -> Result<mpsc::Receiver<Result<Bytes, StreamError>>, QueryError> {
-    let encoder = encode::encoder(format, started.schema.clone())
-        .map_err(|e| QueryError::Internal(e.to_string()))?;
+) -> Result<mpsc::Receiver<Result<BodyChunk, StreamError>>, QueryError> {
+    let internal = |e: String| QueryError::Internal(e);
+    let encoder =
+        encode::encoder(format, started.schema.clone()).map_err(|e| internal(e.to_string()))?;
+    let zstd = match coding {
+        BodyCoding::Identity => None,
+        BodyCoding::Zstd => Some(ZstdFrames::new().map_err(|e| internal(e.to_string()))?),
+    };
     Ok(stream_into(
         lane,
         started,
-        Chunks(encoder),
+        Chunks { encoder, zstd },
         cap,
         bytes_sent,
         on_end,
     ))
 }
+
+/// Messages a stream runs ahead of its client.
+const STREAM_CHANNEL: usize = 4;
 
 /// Turns `started` into `sink`'s messages, batch by batch, into the returned channel, on
 /// `lane`: the same pump as [`stream_encoded`] (cancel on drop, deadline between batches, a
@@ -483,7 +536,7 @@ pub fn stream_into<S: BatchSink>(
     bytes_sent: Arc<AtomicU64>,
     on_end: impl FnOnce(Report) + Send + 'static,
 ) -> mpsc::Receiver<Result<S::Item, StreamError>> {
-    let (tx, rx) = mpsc::channel(4);
+    let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
     let span = tracing::Span::current();
     let charged = lane.clone();
     lane.spawn(tracing::Instrument::instrument(
@@ -609,7 +662,8 @@ async fn pump<S: BatchSink>(
             over = true;
         }
         report.rows += batch.num_rows() as u64;
-        let bytes = match encoder.batch(&batch) {
+        let queued = tx.max_capacity() - tx.capacity();
+        let bytes = match encoder.batch(&batch, queued) {
             Ok(b) => b,
             Err(e) => {
                 report.outcome = Outcome::Failed(StreamError::internal(e));
@@ -702,6 +756,98 @@ fn without_files(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::QueryExecutor;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datagate_core::config::{QueryConfig, QueryPool};
+
+    /// `n` batches of 20,000 rows whose CSV compresses well (about 280 KB each).
+    fn batches(n: usize) -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("stop", DataType::Utf8, false),
+        ]));
+        let batches = (0..n)
+            .map(|b| {
+                let ids = (0..20_000).map(|i| (b * 20_000 + i) as i64);
+                let stops: StringArray = (0..20_000)
+                    .map(|i| Some(format!("stop {}", i % 97)))
+                    .collect();
+                RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(stops)],
+                )
+                .unwrap()
+            })
+            .collect();
+        (schema, batches)
+    }
+
+    /// The body `stream_encoded` sends for `n` batches in `coding`, taken by a client that waits
+    /// `pause` before each chunk: (wire bytes, the bytes the chunks say they carry, the body
+    /// decoded).
+    async fn body(
+        n: usize,
+        coding: BodyCoding,
+        pause: std::time::Duration,
+    ) -> (usize, u64, Vec<u8>) {
+        let executor = QueryExecutor::new(&QueryConfig::default()).unwrap();
+        let lane = executor.lane(QueryPool::Reserved, "test", None);
+        let (schema, batches) = batches(n);
+        let started = Started::from_batches(schema, batches, u64::MAX, None);
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut rx = stream_encoded(
+            &lane,
+            started,
+            Format::Csv,
+            coding,
+            RowCap::default(),
+            sent.clone(),
+            |_| {},
+        )
+        .unwrap();
+        let (mut wire, mut plain) = (Vec::new(), 0);
+        loop {
+            tokio::time::sleep(pause).await;
+            let Some(chunk) = rx.recv().await else { break };
+            let chunk = chunk.unwrap();
+            wire.extend_from_slice(&chunk.wire);
+            plain += chunk.plain;
+        }
+        assert_eq!(
+            sent.load(Ordering::Relaxed),
+            plain,
+            "bytes_sent counts the encoder's bytes"
+        );
+        let decoded = match coding {
+            BodyCoding::Identity => wire.clone(),
+            BodyCoding::Zstd => zstd::stream::decode_all(&wire[..]).unwrap(),
+        };
+        executor.shutdown();
+        (wire.len(), plain, decoded)
+    }
+
+    #[tokio::test]
+    async fn a_client_slower_than_the_encoder_gets_compressed_frames() {
+        let (plain_len, plain, csv) = body(16, BodyCoding::Identity, Default::default()).await;
+        assert_eq!(plain_len as u64, plain);
+        // The client takes each chunk only after the encoder has filled the channel: every
+        // chunk but the first two is compressed while it waits.
+        let (wire, counted, decoded) =
+            body(16, BodyCoding::Zstd, std::time::Duration::from_millis(40)).await;
+        assert_eq!(decoded, csv);
+        assert_eq!(
+            counted, plain,
+            "the encoder's bytes are counted, not the wire's"
+        );
+        assert!(
+            wire * 4 < plain_len,
+            "{wire} bytes on the wire for {plain_len} of CSV"
+        );
+        // A client that takes chunks at once gets the same body, however it was coded.
+        let (_, counted, decoded) = body(16, BodyCoding::Zstd, Default::default()).await;
+        assert_eq!((decoded, counted), (csv, plain));
+    }
 
     #[test]
     fn explain_listings_lose_their_file_names() {

@@ -8,7 +8,7 @@
 //! [`sql::plan_sql`] (one read-only statement) or [`rows::plan_rows`] (a page or an export, with
 //! the `where` translator of [`filter`]), both measured first by [`complexity`]; [`execute`]
 //! checks a plan's [`cost`], bounds its [`recursion`] and runs it, streaming it through an
-//! [`encode`] format;
+//! [`encode`] format (in zstd frames when the client takes them, [`compression`]);
 //! [`plan_info`] says which dataset versions a plan read. The common `rows` pages skip planning:
 //! [`pages`] serves them from a cache of small decoded versions or by seeking in large ones.
 //!
@@ -22,6 +22,7 @@
 
 pub mod catalog_provider;
 pub mod complexity;
+pub mod compression;
 pub mod cost;
 pub mod csv_writer;
 pub mod distributed;

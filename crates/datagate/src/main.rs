@@ -1262,12 +1262,20 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
                 .await?;
             let cap = RowCap::default();
             let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let mut rx = execute::stream_encoded(&lane, started, format, cap, bytes, |_| {})?;
+            let mut rx = execute::stream_encoded(
+                &lane,
+                started,
+                format,
+                execute::BodyCoding::Identity,
+                cap,
+                bytes,
+                |_| {},
+            )?;
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = rx.recv().await {
                 let chunk = chunk.map_err(|e| anyhow::anyhow!("{e}"))?;
                 if run == 0 {
-                    out.write_all(&chunk)?;
+                    out.write_all(&chunk.wire)?;
                 }
             }
             out.flush()?;

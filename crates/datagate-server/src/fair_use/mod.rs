@@ -34,6 +34,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -144,9 +145,14 @@ async fn admit(
         return resp;
     }
     let (parts, body) = resp.into_parts();
+    let plain = parts
+        .extensions
+        .get::<PlainBytesSent>()
+        .map(|p| (p.0.clone(), 0));
     let body = Body::new(Metered {
         inner: body,
         counter,
+        plain,
         _permit: permit,
     });
     Response::from_parts(parts, body)
@@ -207,11 +213,20 @@ fn with_rate_headers(mut resp: Response, tier: &str, rate: Option<&RateDecision>
     resp
 }
 
+/// A response extension: the encoder's bytes of a body its route codes itself (zstd frames
+/// written on the executor) that have left so far. The caller's daily bytes count these, as
+/// they count the encoder's bytes of a body the compression layer codes (it is outside this
+/// one): what a caller is charged does not depend on the `Accept-Encoding` it sent.
+#[derive(Clone)]
+pub struct PlainBytesSent(pub Arc<AtomicU64>);
+
 /// A response body that counts its bytes into the caller's daily counter as they leave and
 /// holds the admission permit until it is finished or dropped.
 struct Metered {
     inner: Body,
     counter: Option<Arc<UsageCounter>>,
+    /// The body's [`PlainBytesSent`] and how much of it was counted already.
+    plain: Option<(Arc<AtomicU64>, u64)>,
     _permit: Option<Arc<Permit>>,
 }
 
@@ -224,10 +239,18 @@ impl HttpBody for Metered {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, &self.counter)
+        let this = &mut *self;
+        if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, &this.counter)
             && let Some(data) = frame.data_ref()
         {
-            counter.add(data.len() as u64);
+            match &mut this.plain {
+                Some((sent, counted)) => {
+                    let now = sent.load(Ordering::Relaxed);
+                    counter.add(now.saturating_sub(*counted));
+                    *counted = now;
+                }
+                None => counter.add(data.len() as u64),
+            }
         }
         polled
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use datagate_access::QueryTicket;
 use datagate_audit::DatasetVersion;
 use datagate_query::encode::Format;
-use datagate_query::execute::{self, Deadline, RowCap};
+use datagate_query::execute::{self, BodyChunk, BodyCoding, Deadline, RowCap};
 use datagate_query::plan_info::{self, DatasetRead};
 use datagate_query::rows::{self, Paging, RowsRequest};
 use datagate_query::sql;
@@ -27,7 +27,7 @@ use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -126,11 +126,14 @@ pub async fn rows(
     stream_response(
         &read.lane,
         source,
-        read.format,
-        &read.read,
-        Some(&read.tag),
-        None,
-        None,
+        Answer {
+            format: read.format,
+            coding: body_coding(&state, &headers, read.format),
+            read: &read.read,
+            tag: Some(&read.tag),
+            attachment: None,
+            query_text: None,
+        },
     )
 }
 
@@ -189,11 +192,14 @@ pub async fn export(
     stream_response(
         &read.lane,
         read.started,
-        read.format,
-        &read.read,
-        Some(&read.tag),
-        Some(&filename),
-        None,
+        Answer {
+            format: read.format,
+            coding: body_coding(&state, &headers, read.format),
+            read: &read.read,
+            tag: Some(&read.tag),
+            attachment: Some(&filename),
+            query_text: None,
+        },
     )
 }
 
@@ -462,6 +468,7 @@ async fn run_query(
 ) -> Result<Response, ApiError> {
     let limits = state.engine.limits().clone();
     let format = negotiate(format, headers)?;
+    let coding = body_coding(state, headers, format);
     let deadline = deadline(Some(limits.timeout), timeout_ms)?;
     let principal = caller.principal();
     let catalog = state.engine.readable_catalog(&principal).await?;
@@ -508,11 +515,14 @@ async fn run_query(
     stream_response(
         &lane,
         Source::Query(started, cap),
-        format,
-        &read,
-        tag.as_deref(),
-        None,
-        Some(text),
+        Answer {
+            format,
+            coding,
+            read: &read,
+            tag: tag.as_deref(),
+            attachment: None,
+            query_text: Some(text),
+        },
     )
 }
 
@@ -605,15 +615,39 @@ fn set_data_headers(h: &mut HeaderMap, read: &[DatasetRead], tag: Option<&str>) 
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
 }
 
-fn stream_response(
-    lane: &Lane,
-    source: Source,
-    format: Format,
-    read: &[DatasetRead],
-    tag: Option<&str>,
-    attachment: Option<&str>,
-    query_text: Option<&str>,
-) -> Result<Response, ApiError> {
+/// How a data answer goes out: its format and coding, and what its headers and audit record say.
+pub(crate) struct Answer<'a> {
+    pub format: Format,
+    pub coding: BodyCoding,
+    pub read: &'a [DatasetRead],
+    pub tag: Option<&'a str>,
+    pub attachment: Option<&'a str>,
+    pub query_text: Option<&'a str>,
+}
+
+impl<'a> Answer<'a> {
+    /// An audit-trail answer: no dataset read, no tag; coded by the compression layer.
+    fn audit(format: Format, query_text: Option<&'a str>) -> Self {
+        Self {
+            format,
+            coding: BodyCoding::Identity,
+            read: &[],
+            tag: None,
+            attachment: None,
+            query_text,
+        }
+    }
+}
+
+fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Response, ApiError> {
+    let Answer {
+        format,
+        mut coding,
+        read,
+        tag,
+        attachment,
+        query_text,
+    } = answer;
     let bytes = Arc::new(AtomicU64::new(0));
     let bytes_seen = bytes.clone();
     let started_at = Instant::now();
@@ -637,15 +671,20 @@ fn stream_response(
     };
     let rx = match source {
         Source::Query(started, cap) => {
-            execute::stream_encoded(lane, started, format, cap, bytes, on_end)?
+            execute::stream_encoded(lane, started, format, coding, cap, bytes, on_end)?
         }
         Source::Page(page, cap) => {
+            // Small and in memory: the compression layer codes it, if the client asks.
+            coding = BodyCoding::Identity;
             let (chunks, rows) = execute::encode_now(page.schema, &page.batches, format, cap)?;
             let (tx, rx) = tokio::sync::mpsc::channel(chunks.len().max(1));
             let mut sent = 0u64;
             for chunk in chunks {
                 sent += chunk.len() as u64;
-                let _ = tx.try_send(Ok(chunk));
+                let _ = tx.try_send(Ok(BodyChunk {
+                    plain: chunk.len() as u64,
+                    wire: chunk,
+                }));
             }
             bytes.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
             on_end(execute::Report {
@@ -657,9 +696,16 @@ fn stream_response(
             rx
         }
         Source::Stored(files) => {
-            datagate_query::stored_export::stream_copy(lane, files, bytes, on_end)
+            // Parquet, compressed inside: never compressed again.
+            coding = BodyCoding::Identity;
+            plain_chunks(datagate_query::stored_export::stream_copy(
+                lane, files, bytes, on_end,
+            ))
         }
     };
+    // The encoder's bytes that have left, for the caller's daily bytes (`fair_use`).
+    let plain_sent = Arc::new(AtomicU64::new(0));
+    let plain_seen = plain_sent.clone();
     // `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
     // An error is held back a moment so the server writes out the head and the rows already
     // encoded first (the begin record's fsync may have let the encoder run ahead to the error,
@@ -697,7 +743,12 @@ fn stream_response(
                 held = Some((Err(e), delay));
                 Poll::Pending
             }
-            other => other,
+            Poll::Ready(Some(Ok(chunk))) => {
+                plain_sent.fetch_add(chunk.plain, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(chunk.wire)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     });
     let mut resp = Response::new(Body::from_stream(body));
@@ -707,6 +758,16 @@ fn stream_response(
         HeaderValue::from_static(format.content_type()),
     );
     set_data_headers(h, read, tag);
+    if coding == BodyCoding::Zstd {
+        // Coded here: the compression layer leaves a body with a Content-Encoding alone.
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Authorization, Accept, Accept-Encoding"),
+        );
+    }
+    resp.extensions_mut()
+        .insert(crate::fair_use::PlainBytesSent(plain_seen));
     resp.extensions_mut().insert(DataAccess {
         datasets: read
             .iter()
@@ -739,11 +800,7 @@ pub(crate) fn stream_audit(
     let mut resp = stream_response(
         lane,
         Source::Query(started, RowCap::default()),
-        format,
-        &[],
-        None,
-        None,
-        query_text,
+        Answer::audit(format, query_text),
     )?;
     resp.headers_mut().remove("x-dataset-versions");
     resp.headers_mut()
@@ -758,7 +815,7 @@ pub(crate) fn stream_audit_page(
     cap: RowCap,
     format: Format,
 ) -> Result<Response, ApiError> {
-    let mut resp = stream_response(lane, Source::Page(page, cap), format, &[], None, None, None)?;
+    let mut resp = stream_response(lane, Source::Page(page, cap), Answer::audit(format, None))?;
     resp.headers_mut().remove("x-dataset-versions");
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -767,6 +824,70 @@ pub(crate) fn stream_audit_page(
 
 /// One item of a response body stream.
 type StreamItem = Result<Bytes, execute::StreamError>;
+
+/// A channel of chunks sent as they are, as body chunks.
+fn plain_chunks(
+    mut rx: tokio::sync::mpsc::Receiver<StreamItem>,
+) -> tokio::sync::mpsc::Receiver<Result<BodyChunk, execute::StreamError>> {
+    let (tx, out) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            let item = item.map(|wire| BodyChunk {
+                plain: wire.len() as u64,
+                wire,
+            });
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    out
+}
+
+/// Whether a streamed `format` answer is coded in zstd frames on the executor
+/// ([`datagate_query::compression`]): when compression is on, the client accepts zstd at least
+/// as much as gzip (the layer's other coding), and the format is not Parquet (compressed
+/// inside). Everything else is left to the compression layer.
+pub(crate) fn body_coding(state: &AppState, headers: &HeaderMap, format: Format) -> BodyCoding {
+    if !state.config.server.compression || format == Format::Parquet {
+        return BodyCoding::Identity;
+    }
+    let accepted = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (zstd, gzip) = (quality(&accepted, "zstd"), quality(&accepted, "gzip"));
+    if zstd > 0.0 && zstd >= gzip {
+        BodyCoding::Zstd
+    } else {
+        BodyCoding::Identity
+    }
+}
+
+/// The q-value `accept_encoding` gives `coding` (RFC 9110 §12.5.3): its own entry, else `*`'s,
+/// else 0.
+fn quality(accept_encoding: &str, coding: &str) -> f32 {
+    let mut star = None;
+    for entry in accept_encoding.split(',') {
+        let mut parts = entry.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q = parts
+            .find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                (k.trim().eq_ignore_ascii_case("q")).then(|| v.trim().parse::<f32>().ok())?
+            })
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case(coding) {
+            return q;
+        }
+        if name == "*" {
+            star = Some(q);
+        }
+    }
+    star.unwrap_or(0.0)
+}
 
 /// The URL of the page after this one, pinned to the version read.
 fn next_page_url(
