@@ -9,7 +9,7 @@
 //! warehouse that is not on the local file system) exports through the engine.
 
 use crate::catalog_provider::TableSnapshot;
-use crate::execute::{Outcome, Report, StreamError};
+use crate::execute::{BodyChunk, Outcome, Report, StreamError};
 use crate::executor::Lane;
 use bytes::Bytes;
 use parquet::column::writer::ColumnCloseResult;
@@ -73,7 +73,7 @@ pub fn stream_copy(
     files: Vec<PathBuf>,
     bytes_sent: Arc<AtomicU64>,
     on_end: impl FnOnce(Report) + Send + 'static,
-) -> mpsc::Receiver<Result<Bytes, StreamError>> {
+) -> mpsc::Receiver<Result<BodyChunk, StreamError>> {
     let (tx, rx) = mpsc::channel(4);
     let held = lane.clone();
     tokio::task::spawn_blocking(move || {
@@ -206,7 +206,7 @@ fn bloom_filter(
 /// A `Write` that hands the bytes to the response body in chunks; a client gone away is a
 /// broken pipe.
 struct ChannelWriter {
-    tx: mpsc::Sender<Result<Bytes, StreamError>>,
+    tx: mpsc::Sender<Result<BodyChunk, StreamError>>,
     buf: Vec<u8>,
     sent: Arc<AtomicU64>,
 }
@@ -230,7 +230,10 @@ impl Write for ChannelWriter {
         ));
         let n = chunk.len() as u64;
         self.tx
-            .blocking_send(Ok(chunk))
+            .blocking_send(Ok(BodyChunk {
+                wire: chunk,
+                plain: n,
+            }))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
         self.sent.fetch_add(n, Ordering::Relaxed);
         Ok(())

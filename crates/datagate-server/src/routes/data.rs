@@ -698,9 +698,7 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
         Source::Stored(files) => {
             // Parquet, compressed inside: never compressed again.
             coding = BodyCoding::Identity;
-            plain_chunks(datagate_query::stored_export::stream_copy(
-                lane, files, bytes, on_end,
-            ))
+            datagate_query::stored_export::stream_copy(lane, files, bytes, on_end)
         }
     };
     // The encoder's bytes that have left, for the caller's daily bytes (`fair_use`).
@@ -824,25 +822,6 @@ pub(crate) fn stream_audit_page(
 
 /// One item of a response body stream.
 type StreamItem = Result<Bytes, execute::StreamError>;
-
-/// A channel of chunks sent as they are, as body chunks.
-fn plain_chunks(
-    mut rx: tokio::sync::mpsc::Receiver<StreamItem>,
-) -> tokio::sync::mpsc::Receiver<Result<BodyChunk, execute::StreamError>> {
-    let (tx, out) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        while let Some(item) = rx.recv().await {
-            let item = item.map(|wire| BodyChunk {
-                plain: wire.len() as u64,
-                wire,
-            });
-            if tx.send(item).await.is_err() {
-                break;
-            }
-        }
-    });
-    out
-}
 
 /// Whether a streamed `format` answer is coded in zstd frames on the executor
 /// ([`datagate_query::compression`]): when compression is on, the client accepts zstd at least
