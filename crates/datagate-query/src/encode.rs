@@ -151,15 +151,49 @@ pub fn type_name(dt: &arrow::datatypes::DataType) -> String {
         .unwrap_or_else(|_| dt.to_string().to_ascii_lowercase())
 }
 
-fn ndjson_rows(batch: &RecordBatch) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::with_capacity(batch.num_rows() * 64);
-    let mut w = arrow::json::writer::WriterBuilder::new()
-        .with_explicit_nulls(true)
-        .build::<_, arrow::json::writer::LineDelimited>(&mut out);
-    w.write(batch)?;
-    w.finish()?;
-    drop(w);
-    Ok(out)
+/// Appends `batch`'s rows as JSON objects (every column named, nulls written), each after
+/// `before(first)`: arrow's JSON encoders, driven row by row into `out` (arrow's writer would
+/// build a fresh 16 KiB buffer, the batch as a struct array and its schema for every batch, and
+/// the envelope would then split its lines apart again: a small page's largest cost).
+fn json_rows(
+    batch: &RecordBatch,
+    out: &mut Vec<u8>,
+    mut before: impl FnMut(&mut Vec<u8>, usize),
+    after: &[u8],
+) -> Result<(), EncodeError> {
+    use arrow::json::writer::{EncoderOptions, make_encoder};
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, array) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        let mut name = Vec::with_capacity(field.name().len() + 3);
+        json_string(field.name(), &mut name);
+        name.push(b':');
+        columns.push((name, make_encoder(field, array, &options)?));
+    }
+    out.reserve(batch.num_rows() * 64);
+    for row in 0..batch.num_rows() {
+        before(out, row);
+        out.push(b'{');
+        for (c, (name, encoder)) in columns.iter_mut().enumerate() {
+            if c > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(name);
+            if encoder.is_null(row) {
+                out.extend_from_slice(b"null");
+            } else {
+                encoder.encode(row, out);
+            }
+        }
+        out.push(b'}');
+        out.extend_from_slice(after);
+    }
+    Ok(())
+}
+
+/// A JSON string, escaped as serde_json (and so arrow's JSON writer) escapes it.
+fn json_string(s: &str, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, s);
 }
 
 struct JsonEnvelope {
@@ -179,17 +213,20 @@ impl JsonEnvelope {
 
     fn head(&mut self) -> Vec<u8> {
         self.started = true;
-        let columns: Vec<serde_json::Value> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| serde_json::json!({"name": f.name(), "type": type_name(f.data_type())}))
-            .collect();
-        format!(
-            "{{\"columns\":{},\"rows\":[",
-            serde_json::Value::Array(columns)
-        )
-        .into_bytes()
+        let mut out = Vec::with_capacity(64 + 48 * self.schema.fields().len());
+        out.extend_from_slice(b"{\"columns\":[");
+        for (i, f) in self.schema.fields().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            json_string(f.name(), &mut out);
+            out.extend_from_slice(b",\"type\":");
+            json_string(&type_name(f.data_type()), &mut out);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"],\"rows\":[");
+        out
     }
 }
 
@@ -203,15 +240,18 @@ impl Encoder for JsonEnvelope {
         if batch.num_rows() == 0 {
             return Ok(out.into());
         }
-        let lines = ndjson_rows(batch)?;
-        // One object per line (JSON escapes newlines inside strings): join them with commas.
-        for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            if self.rows > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(line);
-            self.rows += 1;
-        }
+        let written = self.rows;
+        json_rows(
+            batch,
+            &mut out,
+            |out, row| {
+                if written + row as u64 > 0 {
+                    out.push(b',');
+                }
+            },
+            b"",
+        )?;
+        self.rows += batch.num_rows() as u64;
         Ok(out.into())
     }
 
@@ -235,7 +275,9 @@ struct Ndjson;
 
 impl Encoder for Ndjson {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
-        Ok(ndjson_rows(batch)?.into())
+        let mut out = Vec::new();
+        json_rows(batch, &mut out, |_, _| {}, b"\n")?;
+        Ok(out.into())
     }
     fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
         Ok(Bytes::new())
@@ -377,6 +419,76 @@ mod tests {
         }
         out.extend_from_slice(&e.finish(trailer).unwrap());
         out
+    }
+
+    fn arrow_ndjson(batches: &[RecordBatch]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = arrow::json::writer::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::LineDelimited>(&mut out);
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.finish().unwrap();
+        drop(w);
+        out
+    }
+
+    proptest::proptest! {
+        /// Rows written by the encoders are arrow's JSON writer's bytes: NDJSON line for line,
+        /// the envelope's `rows` its objects joined by commas (escapes, nulls, NaN, decimals,
+        /// timestamps, odd column names, batches split anywhere).
+        #[test]
+        fn rows_are_arrows_json(
+            rows in proptest::collection::vec(
+                (proptest::option::of("[a-z张,\"\\\u{1}\r\n ]{0,6}"), proptest::prelude::any::<Option<i64>>(),
+                 proptest::prelude::any::<Option<f64>>(), proptest::option::of(-1_000_000i32..3_000_000),
+                 proptest::prelude::any::<Option<bool>>(), proptest::prelude::any::<Option<i64>>()),
+                0..20),
+            name in "[a-z\"\\ :]{1,5}",
+            split in 0usize..20,
+        ) {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new(name, DataType::Utf8, true),
+                Field::new("i", DataType::Int64, true),
+                Field::new("f", DataType::Float64, true),
+                Field::new("d", DataType::Date32, true),
+                Field::new("b", DataType::Boolean, true),
+                Field::new("m", DataType::Decimal128(18, 3), true),
+                Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            ]));
+            let batch = RecordBatch::try_new(schema.clone(), vec![
+                Arc::new(StringArray::from(rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(arrow::array::Float64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                Arc::new(Date32Array::from(rows.iter().map(|r| r.3).collect::<Vec<_>>())),
+                Arc::new(BooleanArray::from(rows.iter().map(|r| r.4).collect::<Vec<_>>())),
+                Arc::new(Decimal128Array::from(rows.iter().map(|r| r.5.map(i128::from)).collect::<Vec<_>>())
+                    .with_precision_and_scale(18, 3).unwrap()),
+                Arc::new(TimestampMicrosecondArray::from(rows.iter().map(|r| r.5.map(|v| v % 200_000_000_000_000)).collect::<Vec<_>>())),
+            ]).unwrap();
+            let cut = split.min(batch.num_rows());
+            let parts = [batch.slice(0, cut), batch.slice(cut, batch.num_rows() - cut)];
+            let expected = arrow_ndjson(&parts);
+            let mut ndjson = encoder(Format::Ndjson, schema.clone()).unwrap();
+            let mut got = Vec::new();
+            for p in &parts {
+                got.extend_from_slice(&ndjson.batch(p).unwrap());
+            }
+            proptest::prop_assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(expected.clone()).unwrap());
+            let mut json = encoder(Format::Json, schema).unwrap();
+            let mut got = Vec::new();
+            for p in &parts {
+                got.extend_from_slice(&json.batch(p).unwrap());
+            }
+            got.extend_from_slice(&json.finish(&Trailer::default()).unwrap());
+            let text = String::from_utf8(got).unwrap();
+            let lines: Vec<&str> = std::str::from_utf8(&expected).unwrap().lines().collect();
+            let rows_text = format!("\"rows\":[{}],", lines.join(","));
+            proptest::prop_assert!(text.contains(&rows_text), "{} lacks {}", text, rows_text);
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            proptest::prop_assert_eq!(v["columns"].as_array().unwrap().len(), 7);
+        }
     }
 
     #[test]

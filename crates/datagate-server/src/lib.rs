@@ -23,4 +23,4 @@ pub mod tls;
 
 pub use problem::ApiError;
 pub use serve::serve;
-pub use state::AppState;
+pub use state::{AppState, State};

@@ -587,7 +587,7 @@ fn run_serve(cfg: Config) -> Result<()> {
                 .with_shared_rates(stores.catalog.clone()),
         );
         fair_use.spawn_maintenance(stores.catalog.clone());
-        let state = datagate_server::AppState {
+        let state = datagate_server::AppState::new(datagate_server::State {
             config,
             catalog: stores.catalog.clone(),
             publisher,
@@ -601,7 +601,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             audit: audit.clone(),
             refusals: refusals.clone(),
             audit_pending: Default::default(),
-        };
+        });
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
