@@ -125,6 +125,9 @@ pub struct RequestSession {
     /// Where heavy plans of this session may run besides the gateway; `None` for sessions whose
     /// rows must come in file order.
     pub distribution: Option<Arc<Distribution>>,
+    /// The engine's page server: its cache of Parquet metadata and page indexes
+    /// ([`crate::top_n`] reads the page statistics there).
+    pub pages: Arc<PageServer>,
 }
 
 impl RequestSession {
@@ -367,6 +370,7 @@ impl QueryEngine {
             internals: false,
             // Distributed stages interleave their tasks' rows: file order would be lost.
             distribution: (!ordered).then(|| self.distribution.clone()).flatten(),
+            pages: self.pages.clone(),
         })
     }
 

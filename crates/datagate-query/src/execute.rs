@@ -132,7 +132,13 @@ pub async fn plan_physical(
     plan: LogicalPlan,
 ) -> Result<Physical, QueryError> {
     let memory_limit = session.limits.memory_bytes;
-    if crate::plan_info::looks_up_primary_key(&plan) || crate::plan_info::keeps_top_rows(&plan) {
+    let top_n = crate::plan_info::keeps_top_rows(&plan);
+    let plan = if top_n {
+        crate::top_n::seed(plan, &session.pages).await
+    } else {
+        plan
+    };
+    if top_n || crate::plan_info::looks_up_primary_key(&plan) {
         // Late materialisation: the key column (or, for a top-N, the sort columns against the
         // running top N) is decoded first and the other columns only for the rows that match,
         // in the row groups the bloom filters leave. (For broad filters it costs more than it

@@ -41,6 +41,7 @@ pub mod rows;
 pub mod size_caps;
 pub mod sql;
 pub mod stored_export;
+pub mod top_n;
 
 pub use catalog_provider::{DatagateCatalog, DatasetTable, TableSnapshot};
 pub use engine::{QueryEngine, QueryLimits, RequestSession};

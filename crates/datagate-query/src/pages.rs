@@ -565,6 +565,11 @@ impl PageServer {
         Ok(Some(stream.try_collect().await.map_err(err)?))
     }
 
+    /// The metadata of the file at `url`, with its page indexes (cached).
+    pub(crate) async fn metadata(&self, url: &str) -> Result<ArrowReaderMetadata, QueryError> {
+        Ok(self.open(url).await?.1)
+    }
+
     /// A reader of the file at `url` and its metadata with page indexes (cached).
     async fn open(&self, url: &str) -> Result<(StoreReader, ArrowReaderMetadata), QueryError> {
         let parsed = url::Url::parse(url).map_err(|e| QueryError::Internal(e.to_string()))?;
