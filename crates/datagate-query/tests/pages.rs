@@ -2,20 +2,17 @@
 //! path gives: the same rows, columns, types and order, for the cached small versions and for
 //! seeks, across files and row groups, with masking, `select`, `where` and `order`.
 
+mod support;
+
 use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use bytes::Bytes;
-use datagate_catalog::{
-    CatalogStore, Column, DatasetMetadata, NewDataset, NewDepartment, Role, SqliteCatalog,
-    VersionMode,
-};
-use datagate_core::config::IngestConfig;
-use datagate_core::{AccessLevel, ColumnType, Mask, Sensitivity};
-use datagate_ingest::{Publisher, Source, SourceFormat, Warehouse};
+use datagate_catalog::Role;
+use datagate_core::{ColumnType, Mask, Sensitivity};
 use datagate_query::pages::PageCacheLimits;
 use datagate_query::rows::{self, Paging, RowsRequest};
 use datagate_query::{MaskKey, Principal, QueryEngine};
 use std::sync::Arc;
+use support::column;
 
 const ROWS_PER_UPLOAD: usize = 700;
 
@@ -25,21 +22,6 @@ struct Fixture {
     cached: QueryEngine,
     /// The cache off: pages are seeks (or planned).
     seeking: QueryEngine,
-}
-
-fn column(
-    name: &str,
-    data_type: ColumnType,
-    sensitivity: Sensitivity,
-    mask: Option<Mask>,
-) -> Column {
-    Column {
-        name: name.into(),
-        data_type,
-        description: String::new(),
-        sensitivity,
-        mask,
-    }
 }
 
 /// Rows in no key order, some values null, so storage order and every sort are visible.
@@ -64,88 +46,29 @@ fn csv(upload: usize) -> String {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog: Arc<dyn CatalogStore> =
-        Arc::new(SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap());
-    let url = url::Url::from_directory_path(dir.path().join("warehouse")).unwrap();
-    let warehouse = Warehouse::open(&url).unwrap();
-    // Small row groups and files: a version spans many of both.
-    let ingest = IngestConfig {
-        batch_rows: 50,
-        row_group_rows: 64,
-        target_file_bytes: 6_000,
-        ..IngestConfig::default()
-    };
-    let publisher = Publisher::new(
-        catalog.clone(),
-        warehouse.clone(),
-        ingest,
-        u64::MAX,
-        dir.path().join("tmp"),
-    );
-    catalog
-        .create_department(NewDepartment {
-            id: "market".into(),
-            name: "市场监管局".into(),
-            description: String::new(),
-        })
-        .await
-        .unwrap();
-    catalog
-        .create_dataset(NewDataset {
-            department: "market".into(),
-            name: "entities".into(),
-            metadata: DatasetMetadata {
-                title: "entities".into(),
-                description: String::new(),
-                tags: vec![],
-                license: String::new(),
-                contact: Default::default(),
-                update_frequency: String::new(),
-                access_level: AccessLevel::Open,
-                temporal_coverage: None,
-                spatial_coverage: None,
-            },
-            primary_key: vec!["id".into()],
-            columns: vec![
-                column("id", ColumnType::Int64, Sensitivity::Public, None),
-                column(
-                    "name",
-                    ColumnType::Utf8,
-                    Sensitivity::Masked,
-                    Some(Mask::Partial),
-                ),
-                column("phone", ColumnType::Utf8, Sensitivity::Private, None),
-                column("district", ColumnType::Utf8, Sensitivity::Public, None),
-                column("amount", ColumnType::Float64, Sensitivity::Public, None),
-                column("day", ColumnType::Date32, Sensitivity::Public, None),
-            ],
-        })
-        .await
-        .unwrap();
-    for upload in 0..3 {
-        let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(csv(upload)))]);
-        let mode = if upload == 0 {
-            VersionMode::Replace
-        } else {
-            VersionMode::Append
-        };
-        publisher
-            .publish(
-                "market",
-                "entities",
-                Source {
-                    format: SourceFormat::Csv { delimiter: b',' },
-                    gzip: false,
-                    mode,
-                    digest: None,
-                    created_by: "test".into(),
-                },
-                body,
-            )
-            .await
-            .unwrap();
-    }
+    let published = support::publish_entities(
+        vec![
+            column("id", ColumnType::Int64, Sensitivity::Public, None),
+            column(
+                "name",
+                ColumnType::Utf8,
+                Sensitivity::Masked,
+                Some(Mask::Partial),
+            ),
+            column("phone", ColumnType::Utf8, Sensitivity::Private, None),
+            column("district", ColumnType::Utf8, Sensitivity::Public, None),
+            column("amount", ColumnType::Float64, Sensitivity::Public, None),
+            column("day", ColumnType::Date32, Sensitivity::Public, None),
+        ],
+        &(0..3).map(csv).collect::<Vec<_>>(),
+    )
+    .await;
+    let support::Published {
+        dir,
+        catalog,
+        url,
+        warehouse,
+    } = published;
     let key = MaskKey::random();
     let engine = |limits: PageCacheLimits| {
         QueryEngine::new(

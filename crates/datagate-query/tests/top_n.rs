@@ -3,14 +3,10 @@
 //! nulls and ties, ascending and descending, nulls first and last, with offsets; and what it
 //! cannot seed (a filter, a float, a masked column, an expression) it leaves as written.
 
+mod support;
+
 use arrow::util::pretty::pretty_format_batches;
-use bytes::Bytes;
-use datagate_catalog::{
-    CatalogStore, Column, DatasetMetadata, NewDataset, NewDepartment, SqliteCatalog, VersionMode,
-};
-use datagate_core::config::IngestConfig;
 use datagate_core::{AccessLevel, ColumnType, Mask, Sensitivity};
-use datagate_ingest::{Publisher, Source, SourceFormat, Warehouse};
 use datagate_query::{MaskKey, QueryEngine, RequestSession, sql, top_n};
 use std::sync::Arc;
 
@@ -19,14 +15,9 @@ struct Fixture {
     engine: QueryEngine,
 }
 
-fn column(name: &str, data_type: ColumnType, sensitivity: Sensitivity) -> Column {
-    Column {
-        name: name.into(),
-        data_type,
-        description: String::new(),
-        sensitivity,
-        mask: (sensitivity == Sensitivity::Masked).then_some(Mask::Hash),
-    }
+fn column(name: &str, data_type: ColumnType, sensitivity: Sensitivity) -> support::Column {
+    let mask = (sensitivity == Sensitivity::Masked).then_some(Mask::Hash);
+    support::column(name, data_type, sensitivity, mask)
 }
 
 /// Scores with many ties and nulls; the largest and smallest values scattered over the files.
@@ -55,97 +46,36 @@ fn csv(upload: usize) -> String {
 }
 
 async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let catalog: Arc<dyn CatalogStore> =
-        Arc::new(SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap());
-    let url = url::Url::from_directory_path(dir.path().join("warehouse")).unwrap();
-    let warehouse = Warehouse::open(&url).unwrap();
     // Small row groups and files: the version has dozens of pages over several files.
-    let ingest = IngestConfig {
-        batch_rows: 50,
-        row_group_rows: 64,
-        target_file_bytes: 6_000,
-        ..IngestConfig::default()
-    };
-    let publisher = Publisher::new(
-        catalog.clone(),
-        warehouse.clone(),
-        ingest,
-        u64::MAX,
-        dir.path().join("tmp"),
-    );
-    catalog
-        .create_department(NewDepartment {
-            id: "market".into(),
-            name: "市场监管局".into(),
-            description: String::new(),
-        })
-        .await
-        .unwrap();
-    catalog
-        .create_dataset(NewDataset {
-            department: "market".into(),
-            name: "entities".into(),
-            metadata: DatasetMetadata {
-                title: "entities".into(),
-                description: String::new(),
-                tags: vec![],
-                license: String::new(),
-                contact: Default::default(),
-                update_frequency: String::new(),
-                access_level: AccessLevel::Open,
-                temporal_coverage: None,
-                spatial_coverage: None,
-            },
-            primary_key: vec!["id".into()],
-            columns: vec![
-                column("id", ColumnType::Int64, Sensitivity::Public),
-                column("score", ColumnType::Int32, Sensitivity::Public),
-                column("day", ColumnType::Date32, Sensitivity::Public),
-                column(
-                    "capital",
-                    ColumnType::Decimal128(18, 2),
-                    Sensitivity::Public,
-                ),
-                column("ratio", ColumnType::Float64, Sensitivity::Public),
-                column("secret", ColumnType::Int64, Sensitivity::Masked),
-            ],
-        })
-        .await
-        .unwrap();
-    for upload in 0..3 {
-        let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(csv(upload)))]);
-        let mode = if upload == 0 {
-            VersionMode::Replace
-        } else {
-            VersionMode::Append
-        };
-        publisher
-            .publish(
-                "market",
-                "entities",
-                Source {
-                    format: SourceFormat::Csv { delimiter: b',' },
-                    gzip: false,
-                    mode,
-                    digest: None,
-                    created_by: "test".into(),
-                },
-                body,
-            )
-            .await
-            .unwrap();
-    }
+    let published = support::publish_entities(
+        vec![
+            column("id", ColumnType::Int64, Sensitivity::Public),
+            column("score", ColumnType::Int32, Sensitivity::Public),
+            column("day", ColumnType::Date32, Sensitivity::Public),
+            column(
+                "capital",
+                ColumnType::Decimal128(18, 2),
+                Sensitivity::Public,
+            ),
+            column("ratio", ColumnType::Float64, Sensitivity::Public),
+            column("secret", ColumnType::Int64, Sensitivity::Masked),
+        ],
+        &(0..3).map(csv).collect::<Vec<_>>(),
+    )
+    .await;
     let engine = QueryEngine::new(
-        catalog.clone(),
-        url.clone(),
-        warehouse.root_store().clone(),
+        published.catalog.clone(),
+        published.url.clone(),
+        published.warehouse.root_store().clone(),
         Default::default(),
         MaskKey::random(),
         datagate_query::QueryExecutor::new(&Default::default()).unwrap(),
     )
     .unwrap();
-    Fixture { _dir: dir, engine }
+    Fixture {
+        _dir: published.dir,
+        engine,
+    }
 }
 
 async fn session(f: &Fixture) -> RequestSession {

@@ -1,0 +1,117 @@
+//! A published dataset for the query tests: `market.entities`, uploaded in several CSV parts
+//! (the first replaces, the others append) through the real publisher into a temporary
+//! warehouse and SQLite catalog, in small row groups and files so a version spans many of both.
+
+use bytes::Bytes;
+use datagate_catalog::{
+    CatalogStore, DatasetMetadata, NewDataset, NewDepartment, SqliteCatalog, VersionMode,
+};
+use datagate_core::config::IngestConfig;
+use datagate_core::{AccessLevel, ColumnType, Mask, Sensitivity};
+use datagate_ingest::{Publisher, Source, SourceFormat, Warehouse};
+use std::sync::Arc;
+
+/// Where the published dataset lives; the directory goes when this is dropped.
+pub struct Published {
+    pub dir: tempfile::TempDir,
+    pub catalog: Arc<dyn CatalogStore>,
+    pub url: url::Url,
+    pub warehouse: Warehouse,
+}
+
+pub use datagate_catalog::Column;
+
+pub fn column(
+    name: &str,
+    data_type: ColumnType,
+    sensitivity: Sensitivity,
+    mask: Option<Mask>,
+) -> Column {
+    Column {
+        name: name.into(),
+        data_type,
+        description: String::new(),
+        sensitivity,
+        mask,
+    }
+}
+
+/// `market.entities` (open, primary key `id`) with `columns`, published from the CSV bodies
+/// `parts` in turn, in row groups of 64 rows and files of about 6 kB.
+pub async fn publish_entities(columns: Vec<Column>, parts: &[String]) -> Published {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn CatalogStore> =
+        Arc::new(SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap());
+    let url = url::Url::from_directory_path(dir.path().join("warehouse")).unwrap();
+    let warehouse = Warehouse::open(&url).unwrap();
+    let ingest = IngestConfig {
+        batch_rows: 50,
+        row_group_rows: 64,
+        target_file_bytes: 6_000,
+        ..IngestConfig::default()
+    };
+    let publisher = Publisher::new(
+        catalog.clone(),
+        warehouse.clone(),
+        ingest,
+        u64::MAX,
+        dir.path().join("tmp"),
+    );
+    catalog
+        .create_department(NewDepartment {
+            id: "market".into(),
+            name: "市场监管局".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    catalog
+        .create_dataset(NewDataset {
+            department: "market".into(),
+            name: "entities".into(),
+            metadata: DatasetMetadata {
+                title: "entities".into(),
+                description: String::new(),
+                tags: vec![],
+                license: String::new(),
+                contact: Default::default(),
+                update_frequency: String::new(),
+                access_level: AccessLevel::Open,
+                temporal_coverage: None,
+                spatial_coverage: None,
+            },
+            primary_key: vec!["id".into()],
+            columns,
+        })
+        .await
+        .unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(part.clone()))]);
+        let mode = if i == 0 {
+            VersionMode::Replace
+        } else {
+            VersionMode::Append
+        };
+        publisher
+            .publish(
+                "market",
+                "entities",
+                Source {
+                    format: SourceFormat::Csv { delimiter: b',' },
+                    gzip: false,
+                    mode,
+                    digest: None,
+                    created_by: "test".into(),
+                },
+                body,
+            )
+            .await
+            .unwrap();
+    }
+    Published {
+        dir,
+        catalog,
+        url,
+        warehouse,
+    }
+}
