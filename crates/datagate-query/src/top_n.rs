@@ -2,7 +2,7 @@
 //! can hold the answer.
 //!
 //! Every data page of a column carries its minimum and maximum in the file's page index, and for
-//! the types handled here (integers, decimals, dates, timestamps) those are values of the page's
+//! the types handled here (signed integers, decimals, dates, timestamps) those are values of the page's
 //! rows, not bounds. So for `ORDER BY c DESC LIMIT n`, the n-th largest page maximum over the
 //! version is a value `t` that at least n rows reach: the answer's rows all have `c >= t`. The
 //! query is planned with that condition added (`c <= t` ascending; `OR c IS NULL` when nulls sort
@@ -135,7 +135,8 @@ fn find(plan: &LogicalPlan) -> Option<Target> {
     }
 }
 
-/// Types whose page statistics are values of the page (never truncated, no NaN).
+/// Types whose page statistics are values of the page (never truncated, no NaN), compared as
+/// the sort compares them (unsigned integers, stored as signed Parquet integers, are left out).
 fn seedable(t: &DataType) -> bool {
     matches!(
         t,
@@ -143,10 +144,6 @@ fn seedable(t: &DataType) -> bool {
             | DataType::Int16
             | DataType::Int32
             | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-            | DataType::UInt64
             | DataType::Date32
             | DataType::Date64
             | DataType::Decimal128(..)
@@ -194,11 +191,7 @@ async fn threshold(target: &Target, pages: &PageServer) -> Option<ScalarValue> {
 }
 
 /// `plan` with `c >= t` (or `c <= t`; `OR c IS NULL` when nulls come first) over its one scan.
-fn add_filter(
-    plan: LogicalPlan,
-    target: &Target,
-    threshold: ScalarValue,
-) -> Option<LogicalPlan> {
+fn add_filter(plan: LogicalPlan, target: &Target, threshold: ScalarValue) -> Option<LogicalPlan> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     let rewritten = plan.transform_up(|node| {
         let LogicalPlan::TableScan(scan) = &node else {
