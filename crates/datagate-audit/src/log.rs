@@ -229,14 +229,15 @@ impl AuditLog {
     }
 
     /// Appends `event` and waits until it is durable; its `seq`.
-    pub async fn append(&self, event: Event) -> Result<u64> {
-        let counts = crate::columnar::usage_kind(&event).is_some();
-        let rx = self.submit(&event)?;
+    pub async fn append(&self, event: impl std::borrow::Borrow<Event>) -> Result<u64> {
+        let event = event.borrow();
+        let counts = crate::columnar::usage_kind(event).is_some();
+        let rx = self.submit(event)?;
         let seq = rx
             .await
             .map_err(|_| AuditError::Failed("the audit writer stopped".into()))??;
         if counts {
-            self.usage.add_event(&event, Utc::now().date_naive());
+            self.usage.add_event(event, Utc::now().date_naive());
         }
         Ok(seq)
     }

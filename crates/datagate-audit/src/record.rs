@@ -185,11 +185,14 @@ impl EncodedEvent {
     }
 
     pub fn new(event: &Event) -> Self {
-        let mut bytes = serde_json::to_vec(event).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(1024);
+        if serde_json::to_writer(&mut bytes, event).is_err() {
+            bytes.clear();
+        }
         // `{...}` → `...`
         bytes.pop();
         if !bytes.is_empty() {
-            bytes.remove(0);
+            bytes.drain(..1);
         }
         Self(bytes)
     }

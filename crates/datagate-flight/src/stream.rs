@@ -151,7 +151,7 @@ impl FlightGateway {
         begin.workers = started.workers().map(<[_]>::to_vec);
         begin.duration_ms = call.started.elapsed().as_millis() as u64;
         let timer = std::time::Instant::now();
-        let written = self.audit.append(begin.clone()).await;
+        let written = self.audit.append(&begin).await;
         metrics::histogram!("datagate_audit_wait_seconds").record(timer.elapsed().as_secs_f64());
         if let Err(e) = written {
             self.count_rpc(&call, tonic::Code::Unavailable);

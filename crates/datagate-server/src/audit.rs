@@ -205,7 +205,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
             event.workers = access.workers;
             event.duration_ms = start.elapsed().as_millis() as u64;
             let timer = Instant::now();
-            let begun = log.append(event.clone()).await;
+            let begun = log.append(&event).await;
             metrics::histogram!("datagate_audit_wait_seconds")
                 .record(timer.elapsed().as_secs_f64());
             if let Err(e) = begun {
