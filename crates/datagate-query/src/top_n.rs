@@ -154,9 +154,14 @@ fn seedable(t: &DataType) -> bool {
 /// The n-th largest page maximum (n-th smallest page minimum, ascending) over the version's
 /// files; `None` when a file has no page index for the column or the pages are fewer than n.
 async fn threshold(target: &Target, pages: &PageServer) -> Option<ScalarValue> {
-    let mut bounds: Vec<ArrayRef> = Vec::new();
-    for url in &target.table.file_urls {
-        let metadata = pages.metadata(url).await.ok()?;
+    // Cached after a version's first query; on an object store, the files' footers are read
+    // at once rather than one round trip after another.
+    let files =
+        futures::future::try_join_all(target.table.file_urls.iter().map(|url| pages.metadata(url)))
+            .await
+            .ok()?;
+    let mut bounds: Vec<ArrayRef> = Vec::with_capacity(files.len());
+    for metadata in &files {
         let schema = metadata.schema();
         let field = schema.field_with_name(&target.column).ok()?;
         if field.data_type() != &target.data_type {

@@ -1,14 +1,15 @@
 //! The `datagate` DataFusion catalog over real Parquet files published through ingest.
 
+mod support;
+
 use arrow::array::{Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
-use bytes::Bytes;
 use datagate_catalog::{
     CatalogStore, Column, DatasetMetadata, NewDataset, NewDepartment, SqliteCatalog, VersionMode,
 };
 use datagate_core::config::IngestConfig;
 use datagate_core::{AccessLevel, ColumnType};
-use datagate_ingest::{Publisher, Source, SourceFormat, Warehouse};
+use datagate_ingest::{Publisher, Warehouse};
 use datagate_query::QueryEngine;
 use std::sync::Arc;
 
@@ -99,22 +100,7 @@ async fn fixture() -> Fixture {
 }
 
 async fn publish(f: &Fixture, name: &str, mode: VersionMode, csv: &str) {
-    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(csv.to_string()))]);
-    f.publisher
-        .publish(
-            "transport",
-            name,
-            Source {
-                format: SourceFormat::Csv { delimiter: b',' },
-                gzip: false,
-                mode,
-                digest: None,
-                created_by: "test".into(),
-            },
-            body,
-        )
-        .await
-        .unwrap();
+    support::publish_csv(&f.publisher, "transport", name, mode, csv).await;
 }
 
 async fn sql(ctx: &datafusion::prelude::SessionContext, q: &str) -> Vec<RecordBatch> {

@@ -103,7 +103,6 @@ async fn run(s: &RequestSession, plan: datafusion::logical_expr::LogicalPlan) ->
 async fn seeded_top_n_answers_what_the_query_answers() {
     let f = fixture().await;
     let s = session(&f).await;
-    let mut seeded = 0;
     for key in ["score", "day", "capital", "id"] {
         for direction in ["ASC", "DESC", "ASC NULLS FIRST", "DESC NULLS LAST"] {
             // The version has 33 pages of 64 rows: up to 33 rows can be seeded.
@@ -118,9 +117,7 @@ async fn seeded_top_n_answers_what_the_query_answers() {
                     plan = datagate_query::execute::limit_plan(plan, 1_000_001).unwrap();
                 }
                 let with = top_n::seed(plan.clone(), &s.pages).await;
-                let changed = with != plan;
-                seeded += usize::from(changed);
-                assert!(changed, "not seeded: {q}");
+                assert!(with != plan, "not seeded: {q}");
                 assert!(
                     with.display_indent().to_string().contains("Filter"),
                     "{q}: {}",
@@ -130,7 +127,6 @@ async fn seeded_top_n_answers_what_the_query_answers() {
             }
         }
     }
-    assert_eq!(seeded, 4 * 4 * 5);
 }
 
 /// Rows the plan's Parquet scans passed on (after pruning by statistics and page index).

@@ -1,6 +1,8 @@
 //! A published dataset for the query tests: `market.entities`, uploaded in several CSV parts
 //! (the first replaces, the others append) through the real publisher into a temporary
 //! warehouse and SQLite catalog, in small row groups and files so a version spans many of both.
+// Each test binary uses part of this module.
+#![allow(dead_code)]
 
 use bytes::Bytes;
 use datagate_catalog::{
@@ -86,27 +88,12 @@ pub async fn publish_entities(columns: Vec<Column>, parts: &[String]) -> Publish
         .await
         .unwrap();
     for (i, part) in parts.iter().enumerate() {
-        let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(part.clone()))]);
         let mode = if i == 0 {
             VersionMode::Replace
         } else {
             VersionMode::Append
         };
-        publisher
-            .publish(
-                "market",
-                "entities",
-                Source {
-                    format: SourceFormat::Csv { delimiter: b',' },
-                    gzip: false,
-                    mode,
-                    digest: None,
-                    created_by: "test".into(),
-                },
-                body,
-            )
-            .await
-            .unwrap();
+        publish_csv(&publisher, "market", "entities", mode, part).await;
     }
     Published {
         dir,
@@ -114,4 +101,30 @@ pub async fn publish_entities(columns: Vec<Column>, parts: &[String]) -> Publish
         url,
         warehouse,
     }
+}
+
+/// Publishes the CSV body `csv` to `department/name` as a new version (`mode`).
+pub async fn publish_csv(
+    publisher: &Publisher,
+    department: &str,
+    name: &str,
+    mode: VersionMode,
+    csv: &str,
+) {
+    let body = futures::stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(csv.to_string()))]);
+    publisher
+        .publish(
+            department,
+            name,
+            Source {
+                format: SourceFormat::Csv { delimiter: b',' },
+                gzip: false,
+                mode,
+                digest: None,
+                created_by: "test".into(),
+            },
+            body,
+        )
+        .await
+        .unwrap();
 }
