@@ -203,6 +203,12 @@ async fn filters_selects_orders_and_formats_match_the_source_data() {
     let bytes = arrow.bytes().await.unwrap();
     let reader =
         arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    // Strings are scanned as views inside a query; they leave as the catalog's utf8.
+    let schema = reader.schema();
+    assert_eq!(
+        schema.field_with_name("line_id").unwrap().data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, n);
 
@@ -214,11 +220,18 @@ async fn filters_selects_orders_and_formats_match_the_source_data() {
         .bytes()
         .await
         .unwrap();
-    let reader =
+    let builder =
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(parquet_bytes)
-            .unwrap()
-            .build()
             .unwrap();
+    assert_eq!(
+        builder
+            .schema()
+            .field_with_name("line_id")
+            .unwrap()
+            .data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    let reader = builder.build().unwrap();
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, n);
 
@@ -262,6 +275,23 @@ async fn sql_joins_params_caps_and_limits() {
         .map(|r| r["n"].as_i64().unwrap())
         .sum();
     assert_eq!(total as usize, truth.len() - 1);
+    // In Arrow, the group keys (computed over view-typed strings) are the catalog's utf8.
+    let arrow = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": "SELECT district, count(*) AS n FROM market.market_entities GROUP BY district", "format": "arrow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(arrow.status(), 200);
+    let bytes = arrow.bytes().await.unwrap();
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap();
+    assert_eq!(
+        reader.schema().field(0).data_type(),
+        &arrow::datatypes::DataType::Utf8
+    );
+    let groups: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(groups, districts.len());
 
     // A join across departments, with positional parameters.
     let (st, body) = query(

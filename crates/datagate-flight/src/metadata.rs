@@ -150,7 +150,7 @@ pub async fn tables(
                         &schema_name,
                         &name,
                         TABLE_TYPE,
-                        &table.schema(),
+                        &datagate_query::view_types::api_schema(&table.schema()),
                     )
                     .map_err(|e| QueryError::Internal(e.to_string()))?;
             }

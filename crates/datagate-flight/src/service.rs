@@ -986,7 +986,7 @@ impl FlightGateway {
                 let schema = if types.is_empty() {
                     execute::plan_physical(&session, plan).await?.schema()
                 } else {
-                    Arc::new(plan.schema().as_arrow().clone())
+                    datagate_query::view_types::api_schema(plan.schema().as_arrow())
                 };
                 Ok((schema, types))
             })

@@ -81,8 +81,22 @@ impl TableSnapshot {
         format!("{}.{}", self.department, self.name)
     }
 
+    /// The schema DataFusion scans the files with: strings as views
+    /// ([`crate::view_types`]).
+    pub fn scan_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| {
+                    let t = crate::view_types::scan_type(c.data_type.to_arrow());
+                    Field::new(&c.name, t, true)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
     fn raw_provider(&self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
-        let schema = self.schema();
+        let schema = self.scan_schema();
         if self.file_urls.is_empty() {
             return Ok(Arc::new(EmptyTable::new(schema)));
         }

@@ -203,6 +203,8 @@ pub async fn plan_physical(
     } else {
         crate::recursion::limit_recursion(physical, session.limits.max_recursion_depth)?
     };
+    // Strings leave as the API's types, whatever the plan computed them as.
+    let plan = crate::view_types::api_plan(plan).map_err(df_err)?;
     Ok(Physical {
         plan,
         task,
@@ -290,6 +292,15 @@ impl Started {
             workers: None,
             _in_flight: InFlight::new(),
         }
+    }
+
+    /// Every batch of the result, in memory (tests and tools; responses stream).
+    pub async fn collect(mut self) -> Result<Vec<RecordBatch>, QueryError> {
+        let mut batches: Vec<RecordBatch> = self.first.take().into_iter().collect();
+        while let Some(batch) = self.stream.next().await {
+            batches.push(batch.map_err(|e| QueryError::from_datafusion(e, self.memory_limit))?);
+        }
+        Ok(batches)
     }
 
     /// The deadline the query runs under.

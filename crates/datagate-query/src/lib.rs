@@ -42,6 +42,7 @@ pub mod size_caps;
 pub mod sql;
 pub mod stored_export;
 pub mod top_n;
+pub mod view_types;
 
 pub use catalog_provider::{DatagateCatalog, DatasetTable, TableSnapshot};
 pub use engine::{QueryEngine, QueryLimits, RequestSession};

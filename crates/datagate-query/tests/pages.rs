@@ -8,10 +8,10 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use datagate_catalog::Role;
 use datagate_core::{ColumnType, Mask, Sensitivity};
+use datagate_query::execute;
 use datagate_query::pages::PageCacheLimits;
 use datagate_query::rows::{self, Paging, RowsRequest};
 use datagate_query::{MaskKey, Principal, QueryEngine};
-use std::sync::Arc;
 use support::column;
 
 const ROWS_PER_UPLOAD: usize = 700;
@@ -123,9 +123,9 @@ async fn planned(
     let plan = rows::plan_rows(&session, &snapshot, &dataset.primary_key, request, paging)
         .await
         .unwrap();
-    let df = session.ctx.execute_logical_plan(plan).await.unwrap();
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    render(&schema, &df.collect().await.unwrap())
+    let started = execute::start(&session, plan, None).await.unwrap();
+    let schema = started.schema.clone();
+    render(&schema, &started.collect().await.unwrap())
 }
 
 /// The page as `pages` gives it, and whether it came from the cache; `None` when it declines.
