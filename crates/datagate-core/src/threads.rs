@@ -18,3 +18,35 @@ pub fn lower_priority(nice: i32) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Lets the calling thread run only on cores nothing else wants (Linux `SCHED_IDLE`): for
+/// catch-up work that may wait while requests keep the cores busy. A nice value still lends a
+/// thread a share under contention (nice 10: about a tenth of a core beside a busy one);
+/// an idle-class thread gets almost none. Elsewhere, or if refused, falls back to the lowest
+/// nice value.
+pub fn idle_only() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain system call on the calling thread (pid 0) with a valid parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return Ok(());
+        }
+    }
+    lower_priority(19)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_idle_thread_is_in_the_idle_class() {
+        std::thread::spawn(|| {
+            super::idle_only().unwrap();
+            #[cfg(target_os = "linux")]
+            // SAFETY: reads the calling thread's own policy.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_IDLE);
+        })
+        .join()
+        .unwrap();
+    }
+}
