@@ -84,15 +84,12 @@ impl TableSnapshot {
     /// The schema DataFusion scans the files with: strings as views
     /// ([`crate::view_types`]).
     pub fn scan_schema(&self) -> SchemaRef {
-        Arc::new(Schema::new(
-            self.columns
-                .iter()
-                .map(|c| {
-                    let t = crate::view_types::scan_type(c.data_type.to_arrow());
-                    Field::new(&c.name, t, true)
-                })
-                .collect::<Vec<_>>(),
-        ))
+        let schema = self.schema();
+        let fields = schema.fields().iter().map(|f| {
+            let t = crate::view_types::scan_type(f.data_type().clone());
+            f.as_ref().clone().with_data_type(t)
+        });
+        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
     }
 
     fn raw_provider(&self) -> Result<Arc<dyn TableProvider>, DataFusionError> {
