@@ -145,6 +145,48 @@ async fn responses_are_compressed_on_request() {
 }
 
 #[tokio::test]
+async fn answers_of_known_length_carry_content_length() {
+    let s = Server::start(Options::default()).await;
+    let plain = reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .build()
+        .unwrap();
+    // A catalog answer and a page of rows served from memory are whole before they leave: they
+    // go out with their length (one write with the head), not chunked.
+    // (The first page of a version is read through a query, which loads the version into the
+    // page cache in the background: the pages after it come from memory.)
+    for path in [
+        "/api/v1/departments",
+        "/api/v1/datasets/transport/bus_lines/rows?limit=10",
+        "/healthz",
+    ] {
+        let mut tries = 0;
+        let r = loop {
+            let r = plain.get(s.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            tries += 1;
+            if r.headers().get("transfer-encoding").is_none() || tries == 50 {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let h = r.headers().clone();
+        assert!(h.get("transfer-encoding").is_none(), "{path}: {h:?}");
+        let declared: usize = h["content-length"].to_str().unwrap().parse().unwrap();
+        assert_eq!(declared, r.bytes().await.unwrap().len(), "{path}");
+    }
+    // A streamed answer (an export) stays chunked: its length is not known when it starts.
+    let r = plain
+        .get(s.url("/api/v1/datasets/transport/bus_lines/export?format=csv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["transfer-encoding"], "chunked");
+}
+
+#[tokio::test]
 async fn exports_prefer_zstd_and_parquet_is_never_compressed_twice() {
     let s = Server::start(Options::default()).await;
     let plain = reqwest::Client::builder()

@@ -212,7 +212,19 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 // Dropping the response cancels the query: no data leaves.
                 return unavailable(&e.to_string());
             }
-            let (report, bytes_sent) = (access.report, access.bytes_sent);
+            let (mut report, bytes_sent) = (access.report, access.bytes_sent);
+            if let Ok(done) = report.try_recv() {
+                // A body already whole in memory (a page): its end is known now.
+                let end = datagate_access::trail::end_record(
+                    &event,
+                    Some(done),
+                    start.elapsed(),
+                    "disconnected",
+                    bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                log.append_detached(end);
+                return resp;
+            }
             let pending = state.audit_pending.begin();
             tokio::spawn(async move {
                 let _pending = pending;

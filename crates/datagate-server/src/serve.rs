@@ -15,7 +15,6 @@
 use crate::state::AppState;
 use axum::extract::ConnectInfo;
 use datagate_core::config::ServerConfig;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -256,6 +255,33 @@ enum Verdict {
 }
 
 /// Counts a connection as open while it lives.
+/// A response body that keeps its request in flight until it is written or dropped. Its size
+/// is the inner body's, so a body of known length still goes out with `Content-Length`.
+struct InFlight {
+    inner: axum::body::Body,
+    _guard: RequestGuard,
+}
+
+impl hyper::body::Body for InFlight {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 struct OpenGuard(Arc<AtomicUsize>);
 
 impl Drop for OpenGuard {
@@ -286,10 +312,10 @@ impl Conn {
                 let resp = app.oneshot(req).await?;
                 // The request stays in flight until its body is written (or dropped).
                 Ok::<_, std::convert::Infallible>(resp.map(|body| {
-                    axum::body::Body::new(body.map_frame(move |frame| {
-                        let _ = &guard;
-                        frame
-                    }))
+                    axum::body::Body::new(InFlight {
+                        inner: body,
+                        _guard: guard,
+                    })
                 }))
             }
         });

@@ -669,48 +669,99 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
         metrics::counter!("datagate_data_rows_total").increment(report.rows);
         let _ = report_tx.send(report);
     };
-    let rx = match source {
-        Source::Query(started, cap) => {
-            execute::stream_encoded(lane, started, format, coding, cap, bytes, on_end)?
-        }
+    // The encoder's bytes that have left, for the caller's daily bytes (`fair_use`), when the
+    // body is coded here; `None` when the body's own bytes are what is counted.
+    let mut plain_sent = None;
+    let body = match source {
         Source::Page(page, cap) => {
-            // Small and in memory: the compression layer codes it, if the client asks.
+            // Small and in memory: one body of known length (`Content-Length`, written with
+            // the head), coded by the compression layer if the client asks.
             coding = BodyCoding::Identity;
             let (chunks, rows) = execute::encode_now(page.schema, &page.batches, format, cap)?;
-            let (tx, rx) = tokio::sync::mpsc::channel(chunks.len().max(1));
-            let mut sent = 0u64;
-            for chunk in chunks {
-                sent += chunk.len() as u64;
-                let _ = tx.try_send(Ok(BodyChunk {
-                    plain: chunk.len() as u64,
-                    wire: chunk,
-                }));
-            }
-            bytes.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
+            let body = match <[Bytes; 1]>::try_from(chunks) {
+                Ok([one]) => one,
+                Err(chunks) => Bytes::from(chunks.concat()),
+            };
+            bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             on_end(execute::Report {
                 outcome: execute::Outcome::Completed,
                 rows,
-                bytes: sent,
+                bytes: body.len() as u64,
                 cpu_micros: 0,
             });
-            rx
+            Body::from(body)
+        }
+        Source::Query(started, cap) => {
+            let sent = Arc::new(AtomicU64::new(0));
+            plain_sent = Some(sent.clone());
+            let rx = execute::stream_encoded(lane, started, format, coding, cap, bytes, on_end)?;
+            stream_body(rx, deadline, sent)
         }
         Source::Stored(files) => {
             // Parquet, compressed inside: never compressed again.
             coding = BodyCoding::Identity;
-            datagate_query::stored_export::stream_copy(lane, files, bytes, on_end)
+            let sent = Arc::new(AtomicU64::new(0));
+            plain_sent = Some(sent.clone());
+            let rx = datagate_query::stored_export::stream_copy(lane, files, bytes, on_end);
+            stream_body(rx, deadline, sent)
         }
     };
-    // The encoder's bytes that have left, for the caller's daily bytes (`fair_use`).
-    let plain_sent = Arc::new(AtomicU64::new(0));
-    let plain_seen = plain_sent.clone();
-    // `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
-    // An error is held back a moment so the server writes out the head and the rows already
-    // encoded first (the begin record's fsync may have let the encoder run ahead to the error,
-    // and compression holds data until it is polled again): the client then sees a 200 whose
-    // body breaks, not a connection closed before any answer.
-    // The deadline is kept on this side too: the executor's own timer cannot fire while a
-    // hostile operator keeps its threads busy, but the client is answered all the same.
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    set_data_headers(h, read, tag);
+    if coding == BodyCoding::Zstd {
+        // Coded here: the compression layer leaves a body with a Content-Encoding alone.
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Authorization, Accept, Accept-Encoding"),
+        );
+    }
+    if let Some(sent) = plain_sent {
+        resp.extensions_mut()
+            .insert(crate::fair_use::PlainBytesSent(sent));
+    }
+    resp.extensions_mut().insert(DataAccess {
+        datasets: read
+            .iter()
+            .map(|d| DatasetVersion {
+                name: d.name.clone(),
+                version: d.version,
+            })
+            .collect(),
+        query_text: query_text.map(str::to_string),
+        workers,
+        report: report_rx,
+        bytes_sent: bytes_seen,
+    });
+    let h = resp.headers_mut();
+    if let Some(name) = attachment
+        && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+/// The body of a streamed answer: the encoder's chunks as they come, counting into
+/// `plain_sent` the encoder's bytes of each chunk that leaves.
+///
+/// `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
+/// An error is held back a moment so the server writes out the head and the rows already
+/// encoded first (the begin record's fsync may have let the encoder run ahead to the error,
+/// and compression holds data until it is polled again): the client then sees a 200 whose
+/// body breaks, not a connection closed before any answer.
+/// The deadline is kept on this side too: the executor's own timer cannot fire while a
+/// hostile operator keeps its threads busy, but the client is answered all the same.
+fn stream_body(
+    rx: tokio::sync::mpsc::Receiver<Result<BodyChunk, execute::StreamError>>,
+    deadline: Option<Deadline>,
+    plain_sent: Arc<AtomicU64>,
+) -> Body {
     let mut rx = Some(rx);
     let mut held: Option<(StreamItem, Pin<Box<tokio::time::Sleep>>)> = None;
     let mut expires = deadline.map(|d| (d.limit_ms, Box::pin(tokio::time::sleep_until(d.at))));
@@ -749,43 +800,7 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
             Poll::Pending => Poll::Pending,
         }
     });
-    let mut resp = Response::new(Body::from_stream(body));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    set_data_headers(h, read, tag);
-    if coding == BodyCoding::Zstd {
-        // Coded here: the compression layer leaves a body with a Content-Encoding alone.
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
-        h.insert(
-            header::VARY,
-            HeaderValue::from_static("Authorization, Accept, Accept-Encoding"),
-        );
-    }
-    resp.extensions_mut()
-        .insert(crate::fair_use::PlainBytesSent(plain_seen));
-    resp.extensions_mut().insert(DataAccess {
-        datasets: read
-            .iter()
-            .map(|d| DatasetVersion {
-                name: d.name.clone(),
-                version: d.version,
-            })
-            .collect(),
-        query_text: query_text.map(str::to_string),
-        workers,
-        report: report_rx,
-        bytes_sent: bytes_seen,
-    });
-    let h = resp.headers_mut();
-    if let Some(name) = attachment
-        && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-    {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    Ok(resp)
+    Body::from_stream(body)
 }
 
 /// An audit-trail answer streamed like data (no dataset versions, no caching).
