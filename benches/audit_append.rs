@@ -3,7 +3,9 @@
 //! only once its record is fdatasync'ed. The baseline in the same run is one fdatasync per
 //! record (a single writer, which is what a log without group commit does for every writer).
 //!
-//!     cargo bench --bench audit_append [-- SECONDS=5]   (the log is written under ./target)
+//!     cargo bench --bench audit_append [-- SECONDS=5 [WRITERS...=1 16 256]]
+//!
+//! (the log is written under ./target)
 
 use datagate_audit::{AuditLog, Event, Kind, LogOptions};
 use std::time::{Duration, Instant};
@@ -31,11 +33,16 @@ fn event(w: usize, i: u64) -> Event {
 }
 
 fn main() {
-    let secs: u64 = std::env::args()
+    let args: Vec<u64> = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(5);
+        .filter(|a| !a.starts_with("--"))
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let secs = args.first().copied().unwrap_or(5);
+    let writer_counts: Vec<usize> = match args.get(1..) {
+        Some(w) if !w.is_empty() => w.iter().map(|&w| w as usize).collect(),
+        _ => vec![1, 16, 256],
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,7 +54,7 @@ fn main() {
     );
     println!("| writers | records/s | median wait ms | p99 wait ms | records per fsync |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
-    for writers in [1usize, 16, 256] {
+    for writers in writer_counts {
         let dir = base.join(format!("w{writers}"));
         let _ = std::fs::remove_dir_all(&dir);
         let (log, _) = AuditLog::open(LogOptions::new(&dir)).expect("open log");

@@ -6,6 +6,13 @@
 //! all. So concurrent requests share an fsync instead of queueing for their own, and nothing is
 //! held in memory beyond the batch being written.
 //!
+//! A batch nobody waits for (records handed over with [`AuditLog::append_detached`], like the
+//! `end` of a response already sent) is written but not fsynced at once: the next fsync — of a
+//! batch someone waits for, or at the latest [`LogOptions::detached_sync_delay`] later — makes it
+//! durable with the rest. Under load that halves the fsyncs of data requests (each has a `begin`
+//! it waits for and an `end` it does not), and what a crash can lose of those records is what
+//! opening recovers anyway: a `begin` without its `end` gets one with outcome `unknown`.
+//!
 //! A failed write or fsync puts the log in a failed state for good (no retry: after a failed
 //! fsync the kernel may already have dropped the dirty pages, so retrying could report
 //! durability that is not there — the "fsyncgate" lesson). Every later append fails at once;
@@ -56,6 +63,8 @@ pub struct LogOptions {
     pub seal_every: Option<Duration>,
     /// Seal the open segment when the log closes (so a final archive copy is complete).
     pub seal_on_close: bool,
+    /// The longest a record nobody waits for stays written but not yet fsynced.
+    pub detached_sync_delay: Duration,
 }
 
 impl LogOptions {
@@ -69,6 +78,7 @@ impl LogOptions {
             node_id: None,
             seal_every: None,
             seal_on_close: false,
+            detached_sync_delay: Duration::from_millis(10),
         }
     }
 }
@@ -87,8 +97,11 @@ pub struct Recovery {
     pub cut_bytes: u64,
 }
 
+type Answer = tokio::sync::oneshot::Sender<Result<u64>>;
+
 enum Msg {
-    Append(EncodedEvent, tokio::sync::oneshot::Sender<Result<u64>>),
+    /// A record, and who waits for it to be durable (`None`: nobody, [`AuditLog::append_detached`]).
+    Append(EncodedEvent, Option<Answer>),
     Close(std::sync::mpsc::Sender<()>),
 }
 
@@ -181,6 +194,7 @@ impl AuditLog {
             checkpoints,
             seq,
             prev,
+            unsynced_since: None,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             shared: shared.clone(),
@@ -231,7 +245,8 @@ impl AuditLog {
     pub async fn append(&self, event: impl std::borrow::Borrow<Event>) -> Result<u64> {
         let event = event.borrow();
         let counts = crate::columnar::usage_kind(event).is_some();
-        let rx = self.submit(event)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(event, Some(tx))?;
         let seq = rx
             .await
             .map_err(|_| AuditError::Failed("the audit writer stopped".into()))??;
@@ -241,27 +256,25 @@ impl AuditLog {
         Ok(seq)
     }
 
-    /// Hands `event` to the writer without waiting (it is durable with the next batch); for
-    /// records that need not hold anything back, like the end of a response already sent.
+    /// Hands `event` to the writer without waiting; for records that need not hold anything
+    /// back, like the end of a response already sent. It is durable with the next fsync: of a
+    /// batch someone waits for, or at the latest [`LogOptions::detached_sync_delay`] later.
     pub fn append_detached(&self, event: Event) {
-        if let Ok(rx) = self.submit(&event) {
-            drop(rx);
-        }
+        let _ = self.submit(&event, None);
     }
 
-    fn submit(&self, event: &Event) -> Result<tokio::sync::oneshot::Receiver<Result<u64>>> {
+    /// Hands `event` to the writer, which answers `answer` once it is durable.
+    fn submit(&self, event: &Event, answer: Option<Answer>) -> Result<()> {
         if let Some(why) = self.failed() {
             return Err(AuditError::Failed(why));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
         // Serialized here, on the caller's thread: the writer only chains and hashes.
         self.tx
             .send(Msg::Append(
                 EncodedEvent::with_node(event, self.node_json.as_deref()),
-                tx,
+                answer,
             ))
-            .map_err(|_| AuditError::Failed("the audit writer stopped".into()))?;
-        Ok(rx)
+            .map_err(|_| AuditError::Failed("the audit writer stopped".into()))
     }
 
     /// Why the log is failed, if it is.
@@ -398,6 +411,9 @@ struct Writer {
     checkpoints: File,
     seq: u64,
     prev: String,
+    /// Since when records written to the open segment wait for an fsync (nobody waited for
+    /// them); `None` when everything written is durable.
+    unsynced_since: Option<Instant>,
     since_checkpoint: u64,
     last_checkpoint: Instant,
     shared: Arc<Shared>,
@@ -414,9 +430,22 @@ impl Writer {
             if let Some(every) = self.opts.seal_every {
                 wait = wait.min(every.saturating_sub(self.segment_opened.elapsed()));
             }
-            let first = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            if let Some(since) = self.unsynced_since {
+                wait = wait.min(
+                    self.opts
+                        .detached_sync_delay
+                        .saturating_sub(since.elapsed()),
+                );
+            }
+            let first = match rx.recv_timeout(wait.max(Duration::from_micros(100))) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
+                    if self
+                        .unsynced_since
+                        .is_some_and(|since| since.elapsed() >= self.opts.detached_sync_delay)
+                    {
+                        self.guard(|w| w.sync());
+                    }
                     if self.seal_due() {
                         self.guard(|w| w.roll());
                     } else if self.last_checkpoint.elapsed() >= self.opts.checkpoint_every {
@@ -486,13 +515,9 @@ impl Writer {
         }
     }
 
-    fn write_batch(
-        &mut self,
-        batch: Vec<(EncodedEvent, tokio::sync::oneshot::Sender<Result<u64>>)>,
-        buf: &mut Vec<u8>,
-    ) {
+    fn write_batch(&mut self, batch: Vec<(EncodedEvent, Option<Answer>)>, buf: &mut Vec<u8>) {
         if let Some(why) = self.failed() {
-            for (_, tx) in batch {
+            for tx in batch.into_iter().filter_map(|(_, tx)| tx) {
                 let _ = tx.send(Err(AuditError::Failed(why.clone())));
             }
             return;
@@ -503,7 +528,7 @@ impl Writer {
         if hex::decode_to_slice(&self.prev, &mut prev).is_err() {
             let why = format!("the chain head is not a hash: {:?}", self.prev);
             *self.shared.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
-            for (_, tx) in batch {
+            for tx in batch.into_iter().filter_map(|(_, tx)| tx) {
                 let _ = tx.send(Err(AuditError::Failed(why.clone())));
             }
             return;
@@ -515,32 +540,43 @@ impl Writer {
             prev = record::append_line(buf, seq, &ts_json, event, &prev);
         }
         let prev = hex::encode(prev);
+        // Someone waits for this batch (or a record written before it has waited long enough).
+        let sync_now = batch
+            .iter()
+            .any(|(_, tx)| tx.as_ref().is_some_and(|tx| !tx.is_closed()))
+            || self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= self.opts.detached_sync_delay);
         let ok = self.guard(|w| {
             if w.segment_bytes > 0 && w.segment_bytes + buf.len() as u64 > w.opts.segment_max_bytes
             {
                 w.roll()?;
             }
             w.file.write_all(buf)?;
-            w.file.sync_data()?;
             w.segment_bytes += buf.len() as u64;
+            w.unsynced_since.get_or_insert_with(Instant::now);
+            if sync_now {
+                w.sync()?;
+            }
             Ok(())
         });
         if !ok {
             let why = self.failed().unwrap_or_default();
-            for (_, tx) in batch {
+            for tx in batch.into_iter().filter_map(|(_, tx)| tx) {
                 let _ = tx.send(Err(AuditError::Failed(why.clone())));
             }
             return;
         }
-        self.shared
-            .batches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.seq = seq;
-        self.prev = prev.clone();
-        *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = (seq, prev);
+        self.prev = prev;
+        if self.unsynced_since.is_none() {
+            self.publish_head();
+        }
         self.since_checkpoint += seq - first_seq + 1;
         for ((_, tx), seq) in batch.into_iter().zip(first_seq..) {
-            let _ = tx.send(Ok(seq));
+            if let Some(tx) = tx {
+                let _ = tx.send(Ok(seq));
+            }
         }
         if self.seal_due() {
             // Under steady traffic the timer never fires: seal here.
@@ -552,8 +588,27 @@ impl Writer {
         }
     }
 
+    /// Makes everything written durable (one fsync) and publishes the head.
+    fn sync(&mut self) -> std::io::Result<()> {
+        if self.unsynced_since.is_some() {
+            self.file.sync_data()?;
+            self.shared
+                .batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.unsynced_since = None;
+            self.publish_head();
+        }
+        Ok(())
+    }
+
+    /// The last record written is durable: it is the log's head.
+    fn publish_head(&self) {
+        *self.shared.head.lock().unwrap_or_else(|p| p.into_inner()) = (self.seq, self.prev.clone());
+    }
+
     /// Seals the open segment (with a checkpoint at its last record) and starts the next.
     fn roll(&mut self) -> std::io::Result<()> {
+        self.sync()?;
         self.file.sync_all()?;
         if self.since_checkpoint > 0 {
             self.checkpoint()?;
@@ -571,6 +626,8 @@ impl Writer {
     }
 
     fn checkpoint(&mut self) -> std::io::Result<()> {
+        // A checkpoint names a durable record.
+        self.sync()?;
         let cp = Checkpoint::sign(&self.key, self.seq, &self.prev, Utc::now());
         let mut line = serde_json::to_vec(&cp).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -593,6 +650,7 @@ impl Writer {
         if self.seq > 0 && self.since_checkpoint > 0 {
             self.guard(|w| w.checkpoint());
         }
+        self.guard(|w| w.sync());
         self.guard(|w| w.file.sync_all());
     }
 }
@@ -751,6 +809,43 @@ mod tests {
         log.close();
         let v = verify_dir(tmp.path(), None, None).unwrap();
         assert!(v.ok && v.events == 3200, "{v:?}");
+    }
+
+    #[tokio::test]
+    async fn records_nobody_waits_for_share_the_next_fsync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LogOptions::new(tmp.path());
+        opts.detached_sync_delay = Duration::from_millis(300);
+        let (log, _) = AuditLog::open(opts).unwrap();
+        for i in 0..20 {
+            log.append_detached(event(i));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Written, not yet durable: no fsync, and the durable head has not moved.
+        assert_eq!(log.batches_written(), 0);
+        assert_eq!(log.head().0, 0);
+        // An append someone waits for makes them durable with it, in one fsync.
+        assert_eq!(log.append(event(99)).await.unwrap(), 21);
+        assert_eq!(log.head().0, 21);
+        assert_eq!(log.batches_written(), 1);
+        // Alone, they are made durable once the oldest has waited the delay, not before.
+        let start = Instant::now();
+        for i in 100..105 {
+            log.append_detached(event(i));
+        }
+        while log.head().0 < 26 {
+            assert!(start.elapsed() < Duration::from_secs(10), "never synced");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            start.elapsed() >= Duration::from_millis(290),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(log.batches_written(), 2);
+        log.close();
+        let v = verify_dir(tmp.path(), None, None).unwrap();
+        assert!(v.ok && v.events == 26, "{v:?}");
     }
 
     #[tokio::test]

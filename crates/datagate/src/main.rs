@@ -480,6 +480,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             seal_every: (cfg.audit.seal_every_secs > 0)
                 .then(|| std::time::Duration::from_secs(cfg.audit.seal_every_secs)),
             seal_on_close: !cfg.audit.archive_url.is_empty(),
+            ..datagate_audit::LogOptions::new(&audit_dir)
         })
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
         tracing::info!(dir = %audit_dir.display(), head_seq = recovery.head_seq, cut_bytes = recovery.cut_bytes, "audit log open");
