@@ -100,11 +100,7 @@ async fn cors_origins_are_configurable() {
 #[tokio::test]
 async fn responses_are_compressed_on_request() {
     let s = Server::start(Options::default()).await;
-    let plain = reqwest::Client::builder()
-        .no_gzip()
-        .no_zstd()
-        .build()
-        .unwrap();
+    let plain = plain_client();
     for enc in ["gzip", "zstd"] {
         let r = plain
             .get(s.url("/api/v1/datasets?limit=100"))
@@ -147,11 +143,7 @@ async fn responses_are_compressed_on_request() {
 #[tokio::test]
 async fn answers_of_known_length_carry_content_length() {
     let s = Server::start(Options::default()).await;
-    let plain = reqwest::Client::builder()
-        .no_gzip()
-        .no_zstd()
-        .build()
-        .unwrap();
+    let plain = plain_client();
     // A catalog answer and a page of rows served from memory are whole before they leave: they
     // go out with their length (one write with the head), not chunked.
     // (The first page of a version is read through a query, which loads the version into the
@@ -189,11 +181,7 @@ async fn answers_of_known_length_carry_content_length() {
 #[tokio::test]
 async fn exports_prefer_zstd_and_parquet_is_never_compressed_twice() {
     let s = Server::start(Options::default()).await;
-    let plain = reqwest::Client::builder()
-        .no_gzip()
-        .no_zstd()
-        .build()
-        .unwrap();
+    let plain = plain_client();
     let export = |format: &str| {
         s.url(&format!(
             "/api/v1/datasets/transport/bus_stops/export?format={format}"
@@ -244,11 +232,7 @@ async fn zstd_bodies_are_charged_as_the_bytes_they_carry() {
     })
     .await;
     let key = crate::harness::new_key(&s, "consumer", None).await;
-    let plain = reqwest::Client::builder()
-        .no_gzip()
-        .no_zstd()
-        .build()
-        .unwrap();
+    let plain = plain_client();
     let get = |path: &str, encoding: &'static str| {
         plain
             .get(s.url(path))
@@ -323,6 +307,15 @@ async fn zstd_bodies_are_charged_as_the_bytes_they_carry() {
     .await
     .unwrap();
     assert_eq!(r.headers()["content-encoding"], "gzip");
+}
+
+/// A client that asks for no compression and decodes none.
+fn plain_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_gzip()
+        .no_zstd()
+        .build()
+        .unwrap()
 }
 
 fn zstd_decode(data: &[u8]) -> Vec<u8> {

@@ -213,30 +213,25 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 return unavailable(&e.to_string());
             }
             let (mut report, bytes_sent) = (access.report, access.bytes_sent);
-            if let Ok(done) = report.try_recv() {
-                // A body already whole in memory (a page): its end is known now.
-                let end = datagate_access::trail::end_record(
-                    &event,
-                    Some(done),
+            let end = move |event: &Event, report| {
+                datagate_access::trail::end_record(
+                    event,
+                    report,
                     start.elapsed(),
                     "disconnected",
                     bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
-                );
-                log.append_detached(end);
+                )
+            };
+            if let Ok(done) = report.try_recv() {
+                // A body already whole in memory (a page): its end is known now.
+                log.append_detached(end(&event, Some(done)));
                 return resp;
             }
             let pending = state.audit_pending.begin();
             tokio::spawn(async move {
                 let _pending = pending;
                 let report = report.await.ok();
-                let end = datagate_access::trail::end_record(
-                    &event,
-                    report,
-                    start.elapsed(),
-                    "disconnected",
-                    bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
-                );
-                log.append_detached(end);
+                log.append_detached(end(&event, report));
             });
             resp
         }

@@ -254,7 +254,6 @@ enum Verdict {
     Drop,
 }
 
-/// Counts a connection as open while it lives.
 /// A response body that keeps its request in flight until it is written or dropped. Its size
 /// is the inner body's, so a body of known length still goes out with `Content-Length`.
 struct InFlight {
@@ -282,6 +281,7 @@ impl hyper::body::Body for InFlight {
     }
 }
 
+/// Counts a connection as open while it lives.
 struct OpenGuard(Arc<AtomicUsize>);
 
 impl Drop for OpenGuard {

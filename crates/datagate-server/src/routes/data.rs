@@ -692,18 +692,18 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
             Body::from(body)
         }
         Source::Query(started, cap) => {
-            let sent = Arc::new(AtomicU64::new(0));
-            plain_sent = Some(sent.clone());
             let rx = execute::stream_encoded(lane, started, format, coding, cap, bytes, on_end)?;
-            stream_body(rx, deadline, sent)
+            let (body, sent) = stream_body(rx, deadline);
+            plain_sent = Some(sent);
+            body
         }
         Source::Stored(files) => {
             // Parquet, compressed inside: never compressed again.
             coding = BodyCoding::Identity;
-            let sent = Arc::new(AtomicU64::new(0));
-            plain_sent = Some(sent.clone());
             let rx = datagate_query::stored_export::stream_copy(lane, files, bytes, on_end);
-            stream_body(rx, deadline, sent)
+            let (body, sent) = stream_body(rx, deadline);
+            plain_sent = Some(sent);
+            body
         }
     };
     let mut resp = Response::new(body);
@@ -747,8 +747,8 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
     Ok(resp)
 }
 
-/// The body of a streamed answer: the encoder's chunks as they come, counting into
-/// `plain_sent` the encoder's bytes of each chunk that leaves.
+/// The body of a streamed answer: the encoder's chunks as they come, and the count of the
+/// encoder's bytes of the chunks that have left.
 ///
 /// `poll_recv` keeps answering `None` once closed, as layers polling past the end expect.
 /// An error is held back a moment so the server writes out the head and the rows already
@@ -760,8 +760,9 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
 fn stream_body(
     rx: tokio::sync::mpsc::Receiver<Result<BodyChunk, execute::StreamError>>,
     deadline: Option<Deadline>,
-    plain_sent: Arc<AtomicU64>,
-) -> Body {
+) -> (Body, Arc<AtomicU64>) {
+    let plain_sent = Arc::new(AtomicU64::new(0));
+    let plain_seen = plain_sent.clone();
     let mut rx = Some(rx);
     let mut held: Option<(StreamItem, Pin<Box<tokio::time::Sleep>>)> = None;
     let mut expires = deadline.map(|d| (d.limit_ms, Box::pin(tokio::time::sleep_until(d.at))));
@@ -800,7 +801,7 @@ fn stream_body(
             Poll::Pending => Poll::Pending,
         }
     });
-    Body::from_stream(body)
+    (Body::from_stream(body), plain_seen)
 }
 
 /// An audit-trail answer streamed like data (no dataset versions, no caching).
