@@ -3,8 +3,9 @@
 //! the open segment is not a record yet and is skipped).
 //!
 //! [`to_batch`] and [`from_batch`] are exact inverses: a record turned into a row of
-//! `audit.events` (the columnar copy's rows) and back re-encodes to the very line it came from,
-//! which is how `verify` proves a Parquet row equals its chained record.
+//! `audit.events` (the columnar copy's rows) and back re-encodes to the very line it came from.
+//! `verify` proves a Parquet row equals its chained record by writing that line straight from
+//! the row's columns ([`Columns::body_into`]) and comparing bytes.
 
 use crate::error::Result;
 use crate::record::{self, DatasetVersion, Event, Kind, Record};
@@ -162,93 +163,130 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
         .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))
 }
 
-/// Records from rows of [`events_schema`] (or a projection holding every column): the inverse
-/// of [`to_batch`]. A row that cannot be a record (a column missing or of another type, a bad
-/// `kind` or `datasets` value) is an error naming its `seq` where known.
-pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
-    let bad = |m: String| crate::error::AuditError::Invalid(m);
-    let column = |name: &str| -> Result<&ArrayRef> {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| bad(format!("the column {name} is missing")))
-    };
-    let text = |name: &str| -> Result<&StringArray> {
-        column(name)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| bad(format!("the column {name} is not text")))
-    };
-    let int = |name: &str| -> Result<&Int64Array> {
-        column(name)?
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| bad(format!("the column {name} is not Int64")))
-    };
-    // Absent from Parquet copies written before records named their gateway.
-    let node_id = match batch.column_by_name("node_id") {
-        None => None,
-        Some(c) => Some(
-            c.as_string_opt::<i32>()
-                .ok_or_else(|| bad("the column node_id is not text".into()))?,
-        ),
-    };
-    let workers = match batch.column_by_name("workers") {
-        None => None,
-        Some(c) => Some(
-            c.as_string_opt::<i32>()
-                .ok_or_else(|| bad("the column workers is not text".into()))?,
-        ),
-    };
-    let seq = column("seq")?
-        .as_primitive_opt::<UInt64Type>()
-        .ok_or_else(|| bad("the column seq is not UInt64".into()))?;
-    let ts = column("ts")?
-        .as_primitive_opt::<TimestampNanosecondType>()
-        .ok_or_else(|| bad("the column ts is not a nanosecond timestamp".into()))?;
-    let names = [
-        "kind",
-        "event_id",
-        "request_id",
-        "key_id",
-        "role",
-        "department",
-        "tier",
-        "client_ip",
-        "user_agent",
-        "method",
-        "path",
-        "action",
-        "datasets",
-        "query_text",
-        "query_sha256",
-        "error",
-        "outcome",
-        "prev_hash",
-        "hash",
-    ];
-    let texts: Vec<&StringArray> = names.iter().map(|n| text(n)).collect::<Result<_>>()?;
-    let t = |col: usize, row: usize| -> Option<String> {
-        let a = texts[col];
-        (!a.is_null(row)).then(|| a.value(row).to_string())
-    };
-    let ints: Vec<&Int64Array> = [
-        "status",
-        "rows_returned",
-        "bytes_returned",
-        "duration_ms",
-        "cpu_ms",
-        "count",
-    ]
-    .iter()
-    .map(|n| int(n))
-    .collect::<Result<_>>()?;
-    let u = |col: usize, row: usize| -> Option<u64> {
-        let a = ints[col];
-        (!a.is_null(row)).then(|| u64::try_from(a.value(row)).unwrap_or(0))
-    };
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let s = seq.value(row);
-        let at = |m: &str| bad(format!("row of seq {s}: {m}"));
-        let kind = match t(0, row).as_deref() {
+/// The text columns of [`events_schema`] a record is read from, in [`Columns::texts`] order.
+const TEXTS: [&str; 19] = [
+    "kind",
+    "event_id",
+    "request_id",
+    "key_id",
+    "role",
+    "department",
+    "tier",
+    "client_ip",
+    "user_agent",
+    "method",
+    "path",
+    "action",
+    "datasets",
+    "query_text",
+    "query_sha256",
+    "error",
+    "outcome",
+    "prev_hash",
+    "hash",
+];
+const KIND: usize = 0;
+const DATASETS: usize = 12;
+const PREV_HASH: usize = 17;
+const HASH: usize = 18;
+
+/// The integer columns, in [`Columns::ints`] order.
+const INTS: [&str; 6] = [
+    "status",
+    "rows_returned",
+    "bytes_returned",
+    "duration_ms",
+    "cpu_ms",
+    "count",
+];
+const CPU_MS: usize = 4;
+
+/// The columns of a batch of [`events_schema`] rows (or a projection holding every column),
+/// typed: what [`from_batch`] and [`Columns::body_into`] read.
+pub struct Columns<'a> {
+    seq: &'a UInt64Array,
+    ts: &'a TimestampNanosecondArray,
+    texts: Vec<&'a StringArray>,
+    ints: Vec<&'a Int64Array>,
+    /// Absent from Parquet copies written before records named their gateway.
+    node_id: Option<&'a StringArray>,
+    workers: Option<&'a StringArray>,
+}
+
+impl<'a> Columns<'a> {
+    /// `batch`'s columns; an error names a column that is missing or of another type.
+    pub fn new(batch: &'a RecordBatch) -> Result<Self> {
+        let bad = |m: String| crate::error::AuditError::Invalid(m);
+        let column = |name: &str| -> Result<&'a ArrayRef> {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| bad(format!("the column {name} is missing")))
+        };
+        let text = |name: &str| -> Result<&'a StringArray> {
+            column(name)?
+                .as_string_opt::<i32>()
+                .ok_or_else(|| bad(format!("the column {name} is not text")))
+        };
+        let optional_text = |name: &str| match batch.column_by_name(name) {
+            None => Ok(None),
+            Some(_) => text(name).map(Some),
+        };
+        Ok(Self {
+            seq: column("seq")?
+                .as_primitive_opt::<UInt64Type>()
+                .ok_or_else(|| bad("the column seq is not UInt64".into()))?,
+            ts: column("ts")?
+                .as_primitive_opt::<TimestampNanosecondType>()
+                .ok_or_else(|| bad("the column ts is not a nanosecond timestamp".into()))?,
+            texts: TEXTS.iter().map(|n| text(n)).collect::<Result<_>>()?,
+            ints: INTS
+                .iter()
+                .map(|name| {
+                    column(name)?
+                        .as_primitive_opt::<Int64Type>()
+                        .ok_or_else(|| bad(format!("the column {name} is not Int64")))
+                })
+                .collect::<Result<_>>()?,
+            node_id: optional_text("node_id")?,
+            workers: optional_text("workers")?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
+    /// Row `row`'s `seq`.
+    pub fn seq(&self, row: usize) -> u64 {
+        self.seq.value(row)
+    }
+
+    /// Row `row`'s `hash`, as stored.
+    pub fn hash(&self, row: usize) -> Option<&'a str> {
+        self.text(HASH, row)
+    }
+
+    fn text(&self, col: usize, row: usize) -> Option<&'a str> {
+        let a = self.texts[col];
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+
+    fn int(&self, col: usize, row: usize) -> Option<i64> {
+        let a = self.ints[col];
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+
+    /// Row `row` as a record; an error names its `seq` when the row cannot be one.
+    pub fn record(&self, row: usize) -> Result<Record> {
+        let s = self.seq(row);
+        let at = |m: &str| crate::error::AuditError::Invalid(format!("row of seq {s}: {m}"));
+        let t = |col: usize| self.text(col, row).map(str::to_string);
+        let u = |col: usize| self.int(col, row).map(|v| u64::try_from(v).unwrap_or(0));
+        let kind = match self.text(KIND, row) {
             None => None,
             Some("request") => Some(Kind::Request),
             Some("begin") => Some(Kind::Begin),
@@ -257,70 +295,366 @@ pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
             Some("log") => Some(Kind::Log),
             Some(other) => return Err(at(&format!("unknown kind {other:?}"))),
         };
-        let datasets = match t(12, row) {
+        let datasets = match self.text(DATASETS, row) {
             None => Vec::new(),
             Some(list) => list
                 .split(',')
-                .map(|d| match d.rsplit_once('@') {
-                    Some((name, v)) => v
-                        .parse::<i64>()
-                        .map(|v| DatasetVersion {
+                .map(|d| {
+                    dataset_version(d)
+                        .map(|(name, version)| DatasetVersion {
                             name: name.to_string(),
-                            version: Some(v),
+                            version,
                         })
-                        .map_err(|_| at(&format!("bad dataset {d:?}"))),
-                    None => Ok(DatasetVersion {
-                        name: d.to_string(),
-                        version: None,
-                    }),
+                        .ok_or_else(|| at(&format!("bad dataset {d:?}")))
                 })
                 .collect::<Result<_>>()?,
         };
-        let status = u(0, row).unwrap_or(0);
+        let status = u(0).unwrap_or(0);
         let event = Event {
             kind,
-            event_id: t(1, row).unwrap_or_default(),
-            request_id: t(2, row).unwrap_or_default(),
-            key_id: t(3, row).unwrap_or_default(),
-            role: t(4, row).unwrap_or_default(),
-            department: t(5, row),
-            tier: t(6, row).unwrap_or_default(),
-            client_ip: t(7, row).unwrap_or_default(),
-            user_agent: t(8, row).unwrap_or_default(),
-            method: t(9, row).unwrap_or_default(),
-            path: t(10, row).unwrap_or_default(),
-            action: t(11, row).unwrap_or_default(),
+            event_id: t(1).unwrap_or_default(),
+            request_id: t(2).unwrap_or_default(),
+            key_id: t(3).unwrap_or_default(),
+            role: t(4).unwrap_or_default(),
+            department: t(5),
+            tier: t(6).unwrap_or_default(),
+            client_ip: t(7).unwrap_or_default(),
+            user_agent: t(8).unwrap_or_default(),
+            method: t(9).unwrap_or_default(),
+            path: t(10).unwrap_or_default(),
+            action: t(11).unwrap_or_default(),
             datasets,
-            query_text: t(13, row),
-            query_sha256: t(14, row),
+            query_text: t(13),
+            query_sha256: t(14),
             status: u16::try_from(status).map_err(|_| at("status out of range"))?,
-            error: t(15, row),
-            rows_returned: u(1, row).unwrap_or(0),
-            bytes_returned: u(2, row).unwrap_or(0),
-            duration_ms: u(3, row).unwrap_or(0),
-            cpu_ms: u(4, row),
-            outcome: t(16, row),
-            count: u(5, row).unwrap_or(0),
-            workers: workers.and_then(|a| {
+            error: t(15),
+            rows_returned: u(1).unwrap_or(0),
+            bytes_returned: u(2).unwrap_or(0),
+            duration_ms: u(3).unwrap_or(0),
+            cpu_ms: u(CPU_MS),
+            outcome: t(16),
+            count: u(5).unwrap_or(0),
+            workers: self.workers.and_then(|a| {
                 (!a.is_null(row)).then(|| a.value(row).split(',').map(String::from).collect())
             }),
-            node_id: node_id.and_then(|a| (!a.is_null(row)).then(|| a.value(row).to_string())),
+            node_id: self
+                .node_id
+                .and_then(|a| (!a.is_null(row)).then(|| a.value(row).to_string())),
         };
-        out.push(Record {
+        Ok(Record {
             seq: s,
-            ts: chrono::DateTime::from_timestamp_nanos(ts.value(row)),
+            ts: chrono::DateTime::from_timestamp_nanos(self.ts.value(row)),
             event,
-            prev_hash: t(17, row).unwrap_or_default(),
-            hash: t(18, row).unwrap_or_default(),
-        });
+            prev_hash: t(PREV_HASH).unwrap_or_default(),
+            hash: t(HASH).unwrap_or_default(),
+        })
     }
-    Ok(out)
+
+    /// Row `row`'s canonical body (what [`record::body_into`] writes for its record) written
+    /// into `buf` (cleared first), straight from the columns: `verify` compares it with the
+    /// chained line, millions of times, without making a [`Record`] of each row. Values are
+    /// written as stored, so a value no record holds (a null where a record always has a value,
+    /// a negative count, an unknown kind) never equals a line; `false` for a row whose
+    /// `datasets` cannot be read back at all.
+    pub fn body_into(&self, row: usize, buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        buf.extend_from_slice(b"{\"seq\":");
+        buf.extend_from_slice(itoa::Buffer::new().format(self.seq(row)).as_bytes());
+        buf.extend_from_slice(b",\"ts\":");
+        json_time(
+            buf,
+            chrono::DateTime::from_timestamp_nanos(self.ts.value(row)),
+        );
+        let text = |buf: &mut Vec<u8>, name: &str, col: usize| {
+            member(buf, name);
+            json_text(buf, self.text(col, row));
+        };
+        let int = |buf: &mut Vec<u8>, name: &str, col: usize| {
+            member(buf, name);
+            match self.int(col, row) {
+                Some(v) => buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                None => buf.extend_from_slice(b"null"),
+            }
+        };
+        for (col, name) in TEXTS.iter().enumerate().take(DATASETS) {
+            text(buf, name, col);
+        }
+        member(buf, "datasets");
+        buf.push(b'[');
+        if let Some(list) = self.text(DATASETS, row) {
+            for (i, d) in list.split(',').enumerate() {
+                let Some((name, version)) = dataset_version(d) else {
+                    return false;
+                };
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"{\"name\":");
+                json_text(buf, Some(name));
+                buf.extend_from_slice(b",\"version\":");
+                match version {
+                    Some(v) => buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+                    None => buf.extend_from_slice(b"null"),
+                }
+                buf.push(b'}');
+            }
+        }
+        buf.push(b']');
+        text(buf, "query_text", 13);
+        text(buf, "query_sha256", 14);
+        int(buf, "status", 0);
+        text(buf, "error", 15);
+        int(buf, "rows_returned", 1);
+        int(buf, "bytes_returned", 2);
+        int(buf, "duration_ms", 3);
+        if self.int(CPU_MS, row).is_some() {
+            int(buf, "cpu_ms", CPU_MS);
+        }
+        text(buf, "outcome", 16);
+        int(buf, "count", 5);
+        if let Some(w) = self.workers.filter(|a| !a.is_null(row)) {
+            member(buf, "workers");
+            buf.push(b'[');
+            for (i, url) in w.value(row).split(',').enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                json_text(buf, Some(url));
+            }
+            buf.push(b']');
+        }
+        if let Some(n) = self.node_id.filter(|a| !a.is_null(row)) {
+            member(buf, "node_id");
+            json_text(buf, Some(n.value(row)));
+        }
+        text(buf, "prev_hash", PREV_HASH);
+        true
+    }
+}
+
+/// `name@version` (or a bare name) of the `datasets` column; `None` when the version is not
+/// a number.
+fn dataset_version(d: &str) -> Option<(&str, Option<i64>)> {
+    match d.rsplit_once('@') {
+        Some((name, v)) => v.parse().ok().map(|v| (name, Some(v))),
+        None => Some((d, None)),
+    }
+}
+
+/// `,"name":` — every member after `seq` is written after a comma.
+fn member(buf: &mut Vec<u8>, name: &str) {
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\":");
+}
+
+/// A JSON string (or `null`) as `serde_json` writes it. Most values need no escaping: checked
+/// 16 bytes at a time without branching (which the compiler vectorises) and copied whole;
+/// the rest go through `serde_json` itself.
+fn json_text(buf: &mut Vec<u8>, s: Option<&str>) {
+    let Some(s) = s else {
+        buf.extend_from_slice(b"null");
+        return;
+    };
+    let escapes = |b: u8| (b < 0x20) | (b == b'"') | (b == b'\\');
+    let bytes = s.as_bytes();
+    let mut chunks = bytes.chunks_exact(16);
+    let plain = chunks.all(|chunk| {
+        let chunk: &[u8; 16] = chunk.try_into().unwrap_or(&[0; 16]);
+        !chunk.iter().fold(false, |any, &b| any | escapes(b))
+    }) && !chunks.remainder().iter().any(|&b| escapes(b));
+    if plain {
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else if serde_json::to_writer(&mut *buf, s).is_err() {
+        buf.extend_from_slice(b"null");
+    }
+}
+
+/// A time as `serde_json` writes a `DateTime<Utc>` (chrono's RFC 3339 with `Z` and as many
+/// sub-second digits as needed: none, 3, 6 or 9), written directly for the years 0–9999 (every
+/// time a nanosecond timestamp holds) instead of through `Display` and `serde_json`'s string
+/// escaping, which took a twentieth of a verification.
+fn json_time(buf: &mut Vec<u8>, t: chrono::DateTime<chrono::Utc>) {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        if serde_json::to_writer(&mut *buf, &t).is_err() {
+            buf.extend_from_slice(b"null");
+        }
+        return;
+    }
+    let digits = |buf: &mut Vec<u8>, v: u32, n: u32| {
+        for i in (0..n).rev() {
+            buf.push(b'0' + (v / 10u32.pow(i) % 10) as u8);
+        }
+    };
+    buf.push(b'"');
+    digits(buf, year as u32, 4);
+    buf.push(b'-');
+    digits(buf, t.month(), 2);
+    buf.push(b'-');
+    digits(buf, t.day(), 2);
+    buf.push(b'T');
+    digits(buf, t.hour(), 2);
+    buf.push(b':');
+    digits(buf, t.minute(), 2);
+    buf.push(b':');
+    digits(buf, t.second(), 2);
+    let nanos = t.nanosecond();
+    if nanos != 0 {
+        buf.push(b'.');
+        if nanos.is_multiple_of(1_000_000) {
+            digits(buf, nanos / 1_000_000, 3);
+        } else if nanos.is_multiple_of(1_000) {
+            digits(buf, nanos / 1_000, 6);
+        } else {
+            digits(buf, nanos, 9);
+        }
+    }
+    buf.extend_from_slice(b"Z\"");
+}
+
+/// Records from rows of [`events_schema`] (or a projection holding every column): the inverse
+/// of [`to_batch`]. A row that cannot be a record (a column missing or of another type, a bad
+/// `kind` or `datasets` value) is an error naming its `seq` where known.
+pub fn from_batch(batch: &RecordBatch) -> Result<Vec<Record>> {
+    let columns = Columns::new(batch)?;
+    (0..columns.len()).map(|row| columns.record(row)).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::{GENESIS_HASH, encode};
+    use proptest::prelude::*;
+
+    fn record_of(seq: u64, ts_nanos: i64, event: Event) -> Record {
+        let ts = chrono::DateTime::from_timestamp_nanos(ts_nanos);
+        let (line, _) = encode(seq, &ts, &event, GENESIS_HASH);
+        crate::record::decode(&line[..line.len() - 1]).unwrap()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any characters (control characters, quotes, backslashes, CJK) some of the time.
+        prop_oneof![
+            any::<String>(),
+            "[ -~路径]{0,40}",
+            "[\\x00-\\x1f\"\\\\/a路\\x7f]{0,12}",
+            "[a-z]{0,3}"
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// `Columns::body_into` writes exactly what the record's own encoding writes.
+        #[test]
+        fn rows_are_encoded_from_their_columns_as_their_records_are(
+            strings in proptest::collection::vec(text(), 12),
+            optional in proptest::collection::vec(proptest::option::of(text()), 5),
+            datasets in proptest::collection::vec(("[a-z_]{1,8}\\.[a-z_]{1,8}", proptest::option::of(any::<i64>())), 0..3),
+            numbers in (any::<u16>(), 0..i64::MAX as u64, 0..i64::MAX as u64, 0..i64::MAX as u64, proptest::option::of(0..i64::MAX as u64)),
+            count in 0..i64::MAX as u64,
+            workers in proptest::option::of(proptest::collection::vec("[a-z0-9:/.]{1,16}", 1..3)),
+            node_id in proptest::option::of(text()),
+            kind in proptest::option::of(prop_oneof![Just(Kind::Request), Just(Kind::Begin), Just(Kind::End), Just(Kind::Refusals), Just(Kind::Log)]),
+            // Whole seconds, milliseconds and microseconds are written with 0, 3 and 6 digits.
+            ts_nanos in prop_oneof![
+                any::<i64>(),
+                any::<i64>().prop_map(|n| n / 1_000_000_000 * 1_000_000_000),
+                any::<i64>().prop_map(|n| n / 1_000_000 * 1_000_000),
+                any::<i64>().prop_map(|n| n / 1_000 * 1_000),
+            ],
+            seq in 1..u32::MAX as u64,
+        ) {
+            let s = |i: usize| strings[i].clone();
+            let event = Event {
+                kind,
+                event_id: s(0),
+                request_id: s(1),
+                key_id: s(2),
+                role: s(3),
+                department: optional[0].clone(),
+                tier: s(4),
+                client_ip: s(5),
+                user_agent: s(6),
+                method: s(7),
+                path: s(8),
+                action: s(9),
+                datasets: datasets
+                    .iter()
+                    .map(|(name, version)| DatasetVersion { name: name.clone(), version: *version })
+                    .collect(),
+                query_text: optional[1].clone(),
+                query_sha256: optional[2].clone(),
+                status: numbers.0,
+                error: optional[3].clone(),
+                rows_returned: numbers.1,
+                bytes_returned: numbers.2,
+                duration_ms: numbers.3,
+                cpu_ms: numbers.4,
+                outcome: optional[4].clone(),
+                count,
+                workers,
+                node_id,
+            };
+            let record = record_of(seq, ts_nanos, event);
+            let batch = to_batch(std::slice::from_ref(&record)).unwrap();
+            let columns = Columns::new(&batch).unwrap();
+            let mut got = Vec::new();
+            prop_assert!(columns.body_into(0, &mut got));
+            let mut want = Vec::new();
+            crate::record::body_into(&mut want, record.seq, &record.ts, &record.event, &record.prev_hash);
+            prop_assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+            prop_assert_eq!(columns.hash(0), Some(record.hash.as_str()));
+        }
+    }
+
+    /// Values a record cannot hold, which reading a row as a record would quietly turn into
+    /// the record's values (a null text into "", a negative number into 0), are written as
+    /// stored, so they never equal a chained line.
+    #[test]
+    fn values_no_record_holds_never_equal_a_line() {
+        let record = record_of(
+            7,
+            1_700_000_000_000_000_000,
+            Event {
+                kind: Some(Kind::End),
+                key_id: "k1".into(),
+                status: 200,
+                count: 1,
+                ..Default::default()
+            },
+        );
+        let batch = to_batch(std::slice::from_ref(&record)).unwrap();
+        let mut want = Vec::new();
+        crate::record::body_into(&mut want, 7, &record.ts, &record.event, &record.prev_hash);
+        let replaced = |name: &str, column: ArrayRef| {
+            let mut columns = batch.columns().to_vec();
+            columns[batch.schema().index_of(name).unwrap()] = column;
+            RecordBatch::try_new(batch.schema(), columns).unwrap()
+        };
+        for doctored in [
+            replaced("key_id", Arc::new(StringArray::from(vec![None::<&str>]))),
+            replaced("rows_returned", Arc::new(Int64Array::from(vec![-1]))),
+            replaced("status", Arc::new(Int64Array::from(vec![65_736]))),
+            replaced("kind", Arc::new(StringArray::from(vec!["ending"]))),
+        ] {
+            let mut got = Vec::new();
+            let columns = Columns::new(&doctored).unwrap();
+            assert!(
+                !columns.body_into(0, &mut got) || got != want,
+                "{doctored:?}"
+            );
+        }
+        let doctored = replaced("datasets", Arc::new(StringArray::from(vec!["a.b@x"])));
+        assert!(
+            !Columns::new(&doctored)
+                .unwrap()
+                .body_into(0, &mut Vec::new())
+        );
+    }
 
     #[test]
     fn rows_turn_back_into_the_exact_lines() {

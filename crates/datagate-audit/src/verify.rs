@@ -636,33 +636,33 @@ fn check_columnar(
                 }
             };
         for batch in reader {
-            let records = match batch
-                .map_err(|e| crate::AuditError::Invalid(e.to_string()))
-                .and_then(|b| crate::reader::from_batch(&b))
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    return Ok((
-                        rows,
-                        Some(problem(
-                            expected,
-                            "modified",
-                            format!(
-                                "the Parquet copy {} has rows that are not records: {e}",
-                                f.path
-                            ),
-                        )),
-                    ));
-                }
+            let not_records = |e: String| {
+                problem(
+                    expected,
+                    "modified",
+                    format!(
+                        "the Parquet copy {} has rows that are not records: {e}",
+                        f.path
+                    ),
+                )
             };
-            for r in records {
-                if r.seq != expected {
-                    let (reason, what) = if r.seq > expected {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => return Ok((rows, Some(not_records(e.to_string())))),
+            };
+            let columns = match crate::reader::Columns::new(&batch) {
+                Ok(c) => c,
+                Err(e) => return Ok((rows, Some(not_records(e.to_string())))),
+            };
+            for row in 0..columns.len() {
+                let seq = columns.seq(row);
+                if seq != expected {
+                    let (reason, what) = if seq > expected {
                         ("missing", format!("has no row for record {expected}"))
                     } else {
                         (
                             "reordered",
-                            format!("has record {} where {expected} belongs", r.seq),
+                            format!("has record {seq} where {expected} belongs"),
                         )
                     };
                     return Ok((
@@ -674,33 +674,37 @@ fn check_columnar(
                         )),
                     ));
                 }
-                let i = (r.seq - first_seq) as usize;
-                let ok = match (hashes.get(i), lines.get(i).copied().flatten()) {
-                    (None, _) => false,
-                    // The line is `<body>,"hash":"<64 hex>"}` and its hash was checked.
-                    (Some(_), Some(l)) if l.len() > 75 => {
-                        record::body_into(&mut line, r.seq, &r.ts, &r.event, &r.prev_hash);
-                        line.as_slice() == &l[..l.len() - 75]
-                            && r.hash.as_bytes() == &l[l.len() - 66..l.len() - 2]
-                    }
-                    (Some(chained), _) => {
-                        let hash =
-                            record::hash_into(&mut line, r.seq, &r.ts, &r.event, &r.prev_hash);
-                        let mut hex_hash = [0u8; 64];
-                        *chained == hash
-                            && hex::encode_to_slice(hash, &mut hex_hash).is_ok()
-                            && r.hash.as_bytes() == hex_hash
-                    }
-                };
+                let i = (seq - first_seq) as usize;
+                let stored_hash = columns.hash(row).unwrap_or_default().as_bytes();
+                let ok = columns.body_into(row, &mut line)
+                    && match (hashes.get(i), lines.get(i).copied().flatten()) {
+                        (None, _) => false,
+                        // The line is `<body>,"hash":"<64 hex>"}` and its hash was checked.
+                        (Some(_), Some(l)) if l.len() > 75 => {
+                            line.as_slice() == &l[..l.len() - 75]
+                                && stored_hash == &l[l.len() - 66..l.len() - 2]
+                        }
+                        (Some(chained), _) => {
+                            let hash: [u8; 32] = Sha256::new()
+                                .chain_update(line.as_slice())
+                                .chain_update(b"}")
+                                .finalize()
+                                .into();
+                            let mut hex_hash = [0u8; 64];
+                            *chained == hash
+                                && hex::encode_to_slice(hash, &mut hex_hash).is_ok()
+                                && stored_hash == hex_hash
+                        }
+                    };
                 if !ok {
                     return Ok((
                         rows,
                         Some(problem(
-                            r.seq,
+                            seq,
                             "modified",
                             format!(
-                                "the Parquet copy {} differs from the chained record {}",
-                                f.path, r.seq
+                                "the Parquet copy {} differs from the chained record {seq}",
+                                f.path
                             ),
                         )),
                     ));
