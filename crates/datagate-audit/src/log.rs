@@ -1054,7 +1054,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(tmp.path().join(crate::columnar::COLUMNAR_DIR));
         let (log, _) = AuditLog::open(opts).unwrap();
         let today = Utc::now().date_naive();
-        for _ in 0..200 {
+        // The converter runs in the idle scheduling class: on a machine busy with other work
+        // (a build, other tests) it may wait seconds for a core.
+        for _ in 0..1500 {
             if log.usage().get("transport.stops", today).reads_total == 40 {
                 break;
             }
