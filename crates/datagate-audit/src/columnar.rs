@@ -179,6 +179,15 @@ fn writer_properties() -> WriterProperties {
             .set_column_dictionary_enabled(c.clone(), false)
             .set_column_statistics_enabled(c, EnabledStatistics::None);
     }
+    // Unique too, but filtered on (seq windows, time ranges): statistics, no dictionary (a
+    // row group's 65,536 distinct values fit under the dictionary's size limit, so it would be
+    // kept, and every read would decode it to look each row up again).
+    for ordered in ["seq", "ts"] {
+        b = b.set_column_dictionary_enabled(
+            parquet::schema::types::ColumnPath::from(ordered),
+            false,
+        );
+    }
     b.set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_data_page_row_count_limit(PAGE_ROWS)
