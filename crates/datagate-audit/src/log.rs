@@ -9,9 +9,10 @@
 //! A batch nobody waits for (records handed over with [`AuditLog::append_detached`], like the
 //! `end` of a response already sent) is written but not fsynced at once: the next fsync — of a
 //! batch someone waits for, or at the latest [`LogOptions::detached_sync_delay`] later — makes it
-//! durable with the rest. Under load that spares many fsyncs of data requests (each has a `begin`
-//! it waits for and an `end` it does not: 40% fewer under a small-page load), and what a crash can lose of those records is what
-//! opening recovers anyway: a `begin` without its `end` gets one with outcome `unknown`.
+//! durable with the rest. Under load that spares many fsyncs of data requests (each has a
+//! `begin` it waits for and an `end` it does not: 40% fewer under a small-page load), and what a
+//! crash can lose of those records is what opening recovers anyway: a `begin` without its `end`
+//! gets one with outcome `unknown`.
 //!
 //! A failed write or fsync puts the log in a failed state for good (no retry: after a failed
 //! fsync the kernel may already have dropped the dirty pages, so retrying could report

@@ -365,19 +365,17 @@ impl<'a> Columns<'a> {
             buf,
             chrono::DateTime::from_timestamp_nanos(self.ts.value(row)),
         );
-        let text = |buf: &mut Vec<u8>, name: &str, col: usize| {
-            member(buf, name);
+        // Members named by their column: `TEXTS[col]`, `INTS[col]`.
+        let text = |buf: &mut Vec<u8>, col: usize| {
+            member(buf, TEXTS[col]);
             json_text(buf, self.text(col, row));
         };
-        let int = |buf: &mut Vec<u8>, name: &str, col: usize| {
-            member(buf, name);
-            match self.int(col, row) {
-                Some(v) => buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
-                None => buf.extend_from_slice(b"null"),
-            }
+        let int = |buf: &mut Vec<u8>, col: usize| {
+            member(buf, INTS[col]);
+            json_int(buf, self.int(col, row));
         };
-        for (col, name) in TEXTS.iter().enumerate().take(DATASETS) {
-            text(buf, name, col);
+        for col in 0..DATASETS {
+            text(buf, col);
         }
         member(buf, "datasets");
         buf.push(b'[');
@@ -392,26 +390,23 @@ impl<'a> Columns<'a> {
                 buf.extend_from_slice(b"{\"name\":");
                 json_text(buf, Some(name));
                 buf.extend_from_slice(b",\"version\":");
-                match version {
-                    Some(v) => buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
-                    None => buf.extend_from_slice(b"null"),
-                }
+                json_int(buf, version);
                 buf.push(b'}');
             }
         }
         buf.push(b']');
-        text(buf, "query_text", 13);
-        text(buf, "query_sha256", 14);
-        int(buf, "status", 0);
-        text(buf, "error", 15);
-        int(buf, "rows_returned", 1);
-        int(buf, "bytes_returned", 2);
-        int(buf, "duration_ms", 3);
+        text(buf, 13); // query_text
+        text(buf, 14); // query_sha256
+        int(buf, 0); // status
+        text(buf, 15); // error
+        int(buf, 1); // rows_returned
+        int(buf, 2); // bytes_returned
+        int(buf, 3); // duration_ms
         if self.int(CPU_MS, row).is_some() {
-            int(buf, "cpu_ms", CPU_MS);
+            int(buf, CPU_MS);
         }
-        text(buf, "outcome", 16);
-        int(buf, "count", 5);
+        text(buf, 16); // outcome
+        int(buf, 5); // count
         if let Some(w) = self.workers.filter(|a| !a.is_null(row)) {
             member(buf, "workers");
             buf.push(b'[');
@@ -427,7 +422,7 @@ impl<'a> Columns<'a> {
             member(buf, "node_id");
             json_text(buf, Some(n.value(row)));
         }
-        text(buf, "prev_hash", PREV_HASH);
+        text(buf, PREV_HASH);
         true
     }
 }
@@ -446,6 +441,14 @@ fn member(buf: &mut Vec<u8>, name: &str) {
     buf.extend_from_slice(b",\"");
     buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(b"\":");
+}
+
+/// A JSON number (or `null`).
+fn json_int(buf: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        Some(v) => buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        None => buf.extend_from_slice(b"null"),
+    }
 }
 
 /// A JSON string (or `null`) as `serde_json` writes it. Most values need no escaping: checked

@@ -149,8 +149,14 @@ pub fn hash_into(
     prev_hash: &str,
 ) -> [u8; 32] {
     body_into(buf, seq, ts, event, prev_hash);
+    body_hash(buf)
+}
+
+/// The hash of a record whose body (its line up to `,"hash":`, see [`body_into`]) is `body`:
+/// SHA-256 of the body and the closing brace.
+pub fn body_hash(body: &[u8]) -> [u8; 32] {
     Sha256::new()
-        .chain_update(buf.as_slice())
+        .chain_update(body)
         .chain_update(b"}")
         .finalize()
         .into()
@@ -221,11 +227,7 @@ pub fn append_line(
     hex::encode_to_slice(prev_hash, &mut hex_buf).unwrap_or_default();
     out.extend_from_slice(&hex_buf);
     out.push(b'"');
-    let hash: [u8; 32] = Sha256::new()
-        .chain_update(&out[start..])
-        .chain_update(b"}")
-        .finalize()
-        .into();
+    let hash = body_hash(&out[start..]);
     hex::encode_to_slice(hash, &mut hex_buf).unwrap_or_default();
     out.extend_from_slice(HASH_MEMBER);
     out.extend_from_slice(&hex_buf);

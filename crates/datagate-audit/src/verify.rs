@@ -22,7 +22,6 @@ use crate::record::{self, GENESIS_HASH, LineError};
 use crate::segment::{list_segments, split_lines};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -413,11 +412,7 @@ fn fast_line(line: &[u8]) -> Option<Link> {
         .ok()?;
     let hash = unhex32(&line[n - 66..n - 2])?;
     let prev = unhex32(&line[at - 65..at - 1])?;
-    let computed: [u8; 32] = Sha256::new()
-        .chain_update(&line[..at])
-        .chain_update(b"}")
-        .finalize()
-        .into();
+    let computed = record::body_hash(&line[..at]);
     (computed == hash).then_some((seq, prev, hash))
 }
 
@@ -685,11 +680,7 @@ fn check_columnar(
                                 && stored_hash == &l[l.len() - 66..l.len() - 2]
                         }
                         (Some(chained), _) => {
-                            let hash: [u8; 32] = Sha256::new()
-                                .chain_update(line.as_slice())
-                                .chain_update(b"}")
-                                .finalize()
-                                .into();
+                            let hash = record::body_hash(&line);
                             let mut hex_hash = [0u8; 64];
                             *chained == hash
                                 && hex::encode_to_slice(hash, &mut hex_hash).is_ok()
