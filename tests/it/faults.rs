@@ -1,6 +1,7 @@
 //! Faults under the gateway, made real by the tests: a full disk (a small tmpfs mounted for the
 //! test) during an upload and under the audit log, the catalog database locked by another
-//! process or on a read-only file system, the warehouse's files gone. Each is answered with a problem (507 or 503 with
+//! process or on a read-only file system, the warehouse's files gone, the server's own log on a
+//! full disk. Each is answered with a problem (507 or 503 with
 //! `Retry-After`), loses nothing committed, and recovers: by itself once the fault is gone, or,
 //! for the audit log, with an operator restart.
 
@@ -444,4 +445,96 @@ async fn a_warehouse_gone_answers_503_and_serves_again_when_it_returns() {
     let again = reqwest::get(s.url(path)).await.unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(again.bytes().await.unwrap(), good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_the_servers_own_log_drops_log_lines_not_requests() {
+    // The log file (stderr, as a service manager redirects it) is on a small disk; the data and
+    // the audit log are elsewhere.
+    let disk = SmallDisk::mount("2m");
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        &disk.path.join("data"),
+        Options {
+            env: admin_env(&[
+                (
+                    "DATAGATE_DATA_DIR",
+                    data.path().join("data").to_str().unwrap(),
+                ),
+                ("DATAGATE_LOG__LEVEL", "debug"),
+            ]),
+            ..Default::default()
+        },
+    )
+    .await;
+    let filler = disk.path.join("filler");
+    std::fs::write(&filler, vec![0u8; disk.free() as usize]).ok();
+    assert!(disk.free() < 4096, "the log's disk is full");
+    let r = call(
+        &s,
+        reqwest::Method::POST,
+        "/api/v1/datasets",
+        Some(scratch_dataset("logfull")),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // Successes, refusals and failures all log; each request is still answered, many times over.
+    for round in 0..20 {
+        let r = upload(&s, "logfull", csv(200 + round, round as u64)).await;
+        assert_eq!(
+            r.status(),
+            201,
+            "upload {round}: {}",
+            r.text().await.unwrap()
+        );
+        let r = reqwest::get(s.url("/api/v1/query?sql=selec%20nothing"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = reqwest::get(s.url("/api/v1/datasets/transport/nope"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let rows: Value = call(
+            &s,
+            reqwest::Method::GET,
+            "/api/v1/datasets/transport/logfull/rows?limit=1",
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(rows["rows"][0]["id"], 0, "{rows}");
+    }
+    // Once there is room again, lines are written again.
+    std::fs::remove_file(&filler).unwrap();
+    let before = s.log_text().len();
+    for _ in 0..5 {
+        let r = reqwest::get(s.url("/api/v1/datasets/transport/nope"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = s.log_text();
+    assert!(log.len() > before, "logging resumed");
+    assert!(
+        log[before..].contains("log lines could not be written and were dropped"),
+        "the log says lines were lost: {}",
+        &log[before..]
+    );
+    let metrics = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("datagate_log_lines_dropped_total "))
+        .expect("the dropped-lines counter")
+        .parse()
+        .unwrap();
+    assert!(dropped >= 20.0, "{dropped}");
 }

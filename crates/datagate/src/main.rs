@@ -2,12 +2,12 @@
 //! synthetic data. Wiring only: the work is done by the library crates.
 
 mod datagen;
+mod logging;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use datagate_catalog::{CatalogStore, KeyToken, NewApiKey, Role, VersionMode};
 use datagate_core::Config;
-use datagate_core::config::LogFormat;
 use datagate_ingest::{Publisher, Source, SourceFormat, Warehouse};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -301,24 +301,6 @@ fn load_config_in(path: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> 
     Ok(cfg)
 }
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match cfg.log.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Pretty => builder.init(),
-    }
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime> {
     runtime_with(0)
 }
@@ -410,7 +392,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             "invalid configuration: key `audit.node_id` must name this gateway when the catalog is shared (`storage.catalog_url`): each gateway's audit log and counters are kept under its name"
         );
     }
-    init_logging(&cfg);
+    logging::init(&cfg);
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -832,7 +814,7 @@ fn run_load(
     mode: &str,
     delimiter: char,
 ) -> Result<()> {
-    init_logging(&cfg);
+    logging::init(&cfg);
     let target = datagate_core::DatasetRef::parse_path(dataset)?;
     let mode: VersionMode = mode.parse().map_err(anyhow::Error::msg)?;
     if !delimiter.is_ascii() {
@@ -1180,7 +1162,7 @@ fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
 }
 
 fn run_worker(cfg: Config, listen: std::net::SocketAddr) -> Result<()> {
-    init_logging(&cfg);
+    logging::init(&cfg);
     let secret = cfg.query.require_worker_secret()?.to_string();
     let url = cfg.warehouse_url()?;
     let warehouse =
