@@ -25,6 +25,38 @@ fn python(dir: &std::path::Path, code: &str, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Checks each object schema's `examples` against the schema (argv[1]: the document).
+const CHECK_EXAMPLES: &str = r#"
+import sys, json
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+d = json.load(open(sys.argv[1]))
+doc = Resource.from_contents(d, default_specification=DRAFT202012)
+registry = Registry().with_resource("urn:openapi", doc)
+errors, checked = [], 0
+for name, schema in sorted(d["components"]["schemas"].items()):
+    if "enum" in schema:
+        continue
+    examples = schema.get("examples")
+    if not examples:
+        errors.append(f"{name}: no example")
+        continue
+    v = Draft202012Validator({"$ref": f"urn:openapi#/components/schemas/{name}"},
+                             registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    props = schema.get("properties")
+    for ex in examples:
+        checked += 1
+        errors += [f"{name}: {e.message} at {'/'.join(map(str, e.absolute_path))}"
+                   for e in v.iter_errors(ex)]
+        # A problem may carry fields that help (line, column, ...); nothing else may.
+        if props is not None and name != "Problem":
+            errors += [f"{name}: the example has {k!r}, which the schema does not declare"
+                       for k in ex if k not in props]
+print("\n".join(errors) if errors else f"{checked} examples valid")
+sys.exit(1 if errors else 0)
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openapi_31_validator_accepts_the_document() {
     let s = Server::start(Options::default()).await;
@@ -41,6 +73,10 @@ async fn an_openapi_31_validator_accepts_the_document() {
         &[file.to_str().unwrap()],
     );
     assert!(ok && out.contains("valid"), "validator refused: {out}");
+    // Every object schema carries an example, and each example is valid by its schema (JSON
+    // Schema 2020-12, formats checked) and names no field the schema does not declare.
+    let (ok, out) = python(&repo_root(), CHECK_EXAMPLES, &[file.to_str().unwrap()]);
+    assert!(ok && out.contains("examples valid"), "examples: {out}");
 
     // What the layers answer is in the document, operation by operation.
     let paths = doc["paths"].as_object().unwrap();
@@ -97,6 +133,27 @@ async fn an_openapi_31_validator_accepts_the_document() {
             "rows 200 lacks {header}"
         );
     }
+    // Parameters are typed: numbers as integers, closed vocabularies as enumerations.
+    let rows_params = paths["/api/v1/datasets/{dept}/{name}/rows"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let param = |name: &str| {
+        rows_params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("rows has {name}"))
+            .clone()
+    };
+    assert_eq!(param("limit")["schema"]["type"], "integer");
+    assert_eq!(param("timeout_ms")["schema"]["type"], "integer");
+    assert_eq!(
+        param("format")["schema"]["$ref"],
+        "#/components/schemas/FormatName"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["FormatName"]["enum"],
+        serde_json::json!(["json", "ndjson", "csv", "arrow", "parquet"])
+    );
     // Anonymous callers may read open data, not publish it.
     assert_eq!(
         paths["/api/v1/datasets/{dept}/{name}/rows"]["get"]["security"],

@@ -1,7 +1,7 @@
 //! The JSON shapes of the API (API.md §5), with their OpenAPI schemas.
 
 use chrono::{DateTime, Utc};
-use datagate_catalog::{Column, Dataset, DepartmentSummary, Version};
+use datagate_catalog::{Application, Column, Dataset, DepartmentSummary, Grant, Version};
 use datagate_core::Sensitivity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 /// A department and how many datasets the caller can see in it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"id": "transport", "name": "交通运输局", "description": "负责公共交通、道路运输管理。Transport: public transit and road transport.", "dataset_count": 2})))]
 pub struct DepartmentOut {
     pub id: String,
     pub name: String,
@@ -29,6 +30,7 @@ impl From<DepartmentSummary> for DepartmentOut {
 
 /// One column as the caller sees it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "applicant_name", "type": "utf8", "description": "申请人姓名", "sensitivity": "masked", "mask": "partial"})))]
 pub struct ColumnOut {
     pub name: String,
     /// Arrow type name in lower case, e.g. `utf8`, `int64`, `timestamp(us)`, `decimal128(18,2)`.
@@ -55,6 +57,7 @@ impl From<&Column> for ColumnOut {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "交通运输局信息中心", "email": "xinxi@jtj.example.gov.cn"})))]
 pub struct ContactOut {
     pub name: String,
     pub email: String,
@@ -62,6 +65,7 @@ pub struct ContactOut {
 
 /// A dataset's metadata, schema and current state.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"department": "transport", "name": "bus_lines", "title": "公交线路", "description": "全市公交线路基本信息，含首末班时间与票价。Bus lines with terminals, service hours and fares.", "tags": ["公共交通", "公交", "transport"], "license": "CC-BY-4.0", "contact": {"name": "交通运输局信息中心", "email": "xinxi@jtj.example.gov.cn"}, "update_frequency": "monthly", "access_level": "open", "spatial_coverage": "全市", "primary_key": ["line_id"], "schema": [{"name": "line_id", "type": "utf8", "description": "线路编码", "sensitivity": "public"}, {"name": "line_name", "type": "utf8", "description": "线路名称", "sensitivity": "public"}, {"name": "fare", "type": "decimal128(5,2)", "description": "票价（元）", "sensitivity": "public"}], "current_version": 3, "row_count": 1200, "size_bytes": 25537, "source_format": "csv", "created_at": "2026-10-08T02:15:40.616Z", "updated_at": "2026-11-30T08:00:12.634Z", "links": {"self": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines", "rows": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines/rows", "export": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines/export", "versions": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines/versions"}, "usage": {"reads_30d": 1843, "downloads_30d": 37, "reads_total": 25210, "downloads_total": 512}})))]
 pub struct DatasetOut {
     pub department: String,
     pub name: String,
@@ -100,6 +104,7 @@ pub struct DatasetOut {
 /// Reads and downloads of a dataset, counted from the audit log: a read is a 2xx rows page or
 /// SQL query that read it, a download a 2xx export.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"reads_30d": 1843, "downloads_30d": 37, "reads_total": 25210, "downloads_total": 512, "daily": [{"day": "2026-11-30", "reads": 71, "downloads": 2}, {"day": "2026-12-01", "reads": 64, "downloads": 1}]})))]
 pub struct UsageOut {
     pub reads_30d: u64,
     pub downloads_30d: u64,
@@ -112,6 +117,7 @@ pub struct UsageOut {
 
 /// A dataset's reads and downloads on one day.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"day": "2026-12-01", "reads": 64, "downloads": 1})))]
 pub struct DayUsageOut {
     pub day: chrono::NaiveDate,
     pub reads: u64,
@@ -204,6 +210,7 @@ impl DatasetOut {
 
 /// One page of the datasets the caller sees.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"datasets": [{"department": "transport", "name": "bus_lines", "title": "公交线路", "description": "全市公交线路基本信息，含首末班时间与票价。Bus lines with terminals, service hours and fares.", "tags": ["公共交通", "公交", "transport"], "license": "CC-BY-4.0", "contact": {"name": "交通运输局信息中心", "email": "xinxi@jtj.example.gov.cn"}, "update_frequency": "monthly", "access_level": "open", "spatial_coverage": "全市", "primary_key": ["line_id"], "schema": [{"name": "line_id", "type": "utf8", "description": "线路编码", "sensitivity": "public"}, {"name": "line_name", "type": "utf8", "description": "线路名称", "sensitivity": "public"}, {"name": "fare", "type": "decimal128(5,2)", "description": "票价（元）", "sensitivity": "public"}], "current_version": 3, "row_count": 1200, "size_bytes": 25537, "source_format": "csv", "created_at": "2026-10-08T02:15:40.616Z", "updated_at": "2026-11-30T08:00:12.634Z", "links": {"self": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines", "rows": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines/rows", "export": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines/export", "versions": "https://data.example.gov.cn/api/v1/datasets/transport/bus_lines/versions"}, "usage": {"reads_30d": 1843, "downloads_30d": 37, "reads_total": 25210, "downloads_total": 512}}], "total": 9})))]
 pub struct DatasetList {
     pub datasets: Vec<DatasetOut>,
     pub total: u64,
@@ -211,6 +218,7 @@ pub struct DatasetList {
 
 /// One entry of a dataset's version history; also the answer to an upload.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"version": 3, "mode": "replace", "rows_added": 1200, "row_count": 1200, "bytes": 25537, "files": 1, "source_format": "csv", "created_at": "2026-11-30T08:00:12.634Z", "created_by": "7c41d0a2b9e35f18"})))]
 pub struct VersionOut {
     pub version: i64,
     /// `append` or `replace`.
@@ -254,6 +262,7 @@ pub struct DatasetQuery {
     /// Only datasets with this tag.
     pub tag: Option<String>,
     /// Only this open level: `open`, `conditional` or `shared`.
+    #[param(value_type = Option<AccessLevelName>)]
     pub access_level: Option<String>,
     /// Page size, 1..=1000 (default 20).
     pub limit: Option<u64>,
@@ -261,13 +270,14 @@ pub struct DatasetQuery {
     pub offset: Option<u64>,
     /// `name` (by department, then name: the default), `updated` (newest first), `title`, or
     /// `reads` (most read in the last 30 days first, then most read ever).
+    #[param(value_type = Option<DatasetSortName>)]
     pub sort: Option<String>,
 }
 
 /// The problem+json body of every error (RFC 9457); fields that help may follow (`line`,
 /// `column`, `position`, `parameter`, `violated_policies`, ...).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
+#[schema(examples(json!({
     "type": "https://datagate.dev/problems/invalid-query",
     "title": "Bad Request",
     "status": 400,
@@ -275,7 +285,7 @@ pub struct DatasetQuery {
     "request_id": "01a22af0-16cf-7520-bf03-2e40f1ca9161",
     "line": 1,
     "column": 8
-}))]
+})))]
 pub struct Problem {
     #[serde(rename = "type")]
     pub problem_type: String,
@@ -287,6 +297,7 @@ pub struct Problem {
 
 /// `GET /readyz`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"ready": true, "checks": {"audit": "ok", "catalog": "ok", "storage": "ok"}})))]
 pub struct Readiness {
     pub ready: bool,
     /// Each component: `ok` or why it is not usable.
@@ -295,6 +306,7 @@ pub struct Readiness {
 
 /// A result's column as the JSON format describes it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "district", "type": "utf8"})))]
 pub struct ResultColumn {
     pub name: String,
     /// Arrow type name in lower case.
@@ -305,13 +317,13 @@ pub struct ResultColumn {
 /// A page or a query result in the JSON format (`format=json`); the other formats carry the
 /// same rows as NDJSON lines, CSV, an Arrow IPC stream or a Parquet file.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({
+#[schema(examples(json!({
     "columns": [{"name": "district", "type": "utf8"}, {"name": "n", "type": "int64"}],
     "rows": [{"district": "东城区", "n": 42}],
     "next": null,
     "row_count": 1,
     "truncated": false
-}))]
+})))]
 pub struct DataPage {
     pub columns: Vec<ResultColumn>,
     pub rows: Vec<serde_json::Map<String, serde_json::Value>>,
@@ -320,4 +332,168 @@ pub struct DataPage {
     pub row_count: u64,
     /// True when a query's result was cut at the row or byte limit.
     pub truncated: bool,
+}
+
+/// An application to read a conditional dataset.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"id": "01a2314a-d935-754e-911a-3e0d6d6f0fc3", "department": "justice", "dataset": "legal_aid_cases", "applicant": "a19e89f52d97f664", "purpose": "研究法律援助案件的区域分布 (research on where legal aid is needed)", "status": "approved", "created_at": "2026-12-01T11:08:38.581Z", "decided_by": "5d0e8c21f4a97b36", "decided_at": "2026-12-01T14:02:10.726Z", "reason": null})))]
+pub struct ApplicationOut {
+    pub id: String,
+    pub department: String,
+    pub dataset: String,
+    /// The applying key's id.
+    pub applicant: String,
+    pub purpose: String,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+}
+
+impl From<Application> for ApplicationOut {
+    fn from(a: Application) -> Self {
+        Self {
+            id: a.id,
+            department: a.department,
+            dataset: a.dataset,
+            applicant: a.applicant,
+            purpose: a.purpose,
+            status: a.status.as_str().to_string(),
+            created_at: a.created_at,
+            decided_by: a.decided_by,
+            decided_at: a.decided_at,
+            reason: a.reason,
+        }
+    }
+}
+
+/// A key's grant to read a conditional dataset: an approved application.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"id": "01a2314a-d9c6-72a1-905a-da06004cdd8e", "application_id": "01a2314a-d935-754e-911a-3e0d6d6f0fc3", "key_id": "a19e89f52d97f664", "department": "justice", "dataset": "legal_aid_cases", "created_at": "2026-12-01T14:02:10.726Z", "created_by": "5d0e8c21f4a97b36", "expires_at": "2027-06-30T00:00:00Z", "revoked_at": null, "revoked_by": null})))]
+pub struct GrantOut {
+    pub id: String,
+    pub application_id: String,
+    /// The key the grant is for.
+    pub key_id: String,
+    pub department: String,
+    pub dataset: String,
+    pub created_at: DateTime<Utc>,
+    /// Who approved it.
+    pub created_by: String,
+    /// When it ends; null: until revoked.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+}
+
+impl From<Grant> for GrantOut {
+    fn from(g: Grant) -> Self {
+        Self {
+            id: g.id,
+            application_id: g.application_id,
+            key_id: g.key_id,
+            department: g.department,
+            dataset: g.dataset,
+            created_at: g.created_at,
+            created_by: g.created_by,
+            expires_at: g.expires_at,
+            revoked_at: g.revoked_at,
+            revoked_by: g.revoked_by,
+        }
+    }
+}
+
+// Names the API takes, as enumerations for the OpenAPI document (client generators and the
+// fuzzer see the allowed values); the handlers read them into the core types.
+
+/// A dataset's open level (API.md §3).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum AccessLevelName {
+    Open,
+    Conditional,
+    Shared,
+}
+
+/// A column's sensitivity (API.md §3).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum SensitivityName {
+    Public,
+    Masked,
+    Private,
+}
+
+/// How a masked column is served: `hash` (keyed, stable per dataset), `redact` (`***`),
+/// `partial` (names `张*`, mobiles `138****1234`, ID numbers 6+4), `year` (dates truncated to
+/// the year), `null`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum MaskName {
+    Hash,
+    Redact,
+    Partial,
+    Year,
+    Null,
+}
+
+/// A result format (else negotiated by `Accept`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum FormatName {
+    Json,
+    Ndjson,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+/// How `GET /api/v1/audit/usage` groups the reads.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum UsageGroupName {
+    Dataset,
+    Principal,
+    Department,
+    Day,
+}
+
+/// An application's state.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum ApplicationStatusName {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+/// How an upload makes the next version: `append` adds rows to the current version,
+/// `replace` starts over.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum VersionModeName {
+    Append,
+    Replace,
+}
+
+/// The order of `GET /api/v1/datasets`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum DatasetSortName {
+    Name,
+    Updated,
+    Title,
+    Reads,
 }

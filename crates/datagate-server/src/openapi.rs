@@ -49,7 +49,16 @@ use utoipa::OpenApi;
         crate::routes::audit::checkpoint,
         crate::routes::audit::public_key,
     ),
-    components(schemas(crate::api::DataPage, crate::api::ResultColumn)),
+    // Schemas only parameters name (the bodies' schemas are collected from the handlers).
+    components(schemas(
+        crate::api::DataPage,
+        crate::api::ResultColumn,
+        crate::api::UsageGroupName,
+        crate::api::DatasetSortName,
+        crate::api::ApplicationStatusName,
+        crate::api::VersionModeName,
+        crate::api::FormatName,
+    )),
     tags(
         (name = "catalog", description = "Departments and datasets"),
         (name = "publishing", description = "Registering datasets and uploading versions"),

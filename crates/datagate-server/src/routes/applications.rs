@@ -6,6 +6,7 @@
 //! their department's, admins all; anything else is 404.
 
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, KeyHolder};
+use crate::api::{ApplicationOut, GrantOut};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -15,14 +16,14 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use datagate_access::Action;
 use datagate_catalog::{
-    Application, ApplicationFilter, ApplicationStatus, Decision, Grant, GrantFilter,
-    NewApplication, Role,
+    Application, ApplicationFilter, ApplicationStatus, Decision, GrantFilter, NewApplication, Role,
 };
 use datagate_core::AccessLevel;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"purpose": "研究法律援助案件的区域分布 (research on where legal aid is needed)"})))]
 #[serde(deny_unknown_fields)]
 pub struct ApplyBody {
     /// What the data is for.
@@ -30,6 +31,7 @@ pub struct ApplyBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema, Default)]
+#[schema(examples(json!({"expires_at": "2027-06-30T00:00:00Z"})))]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     /// When the grant ends (RFC 3339); without it, until revoked.
@@ -37,6 +39,7 @@ pub struct ApproveBody {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"reason": "用途与数据开放范围不符 (the purpose is outside what this dataset is opened for)"})))]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     pub reason: String,
@@ -47,6 +50,7 @@ pub struct RejectBody {
 #[serde(deny_unknown_fields)]
 pub struct ApplicationsQuery {
     /// `pending`, `approved` or `rejected`.
+    #[param(value_type = Option<crate::api::ApplicationStatusName>)]
     pub status: Option<String>,
 }
 
@@ -57,7 +61,7 @@ fn invalid(m: impl Into<String>) -> ApiError {
 /// Applies for a conditional dataset.
 #[utoipa::path(post, path = "/api/v1/datasets/{dept}/{name}/applications", tag = "access",
     params(("dept" = String, Path), ("name" = String, Path)), request_body = ApplyBody,
-    responses((status = 201, body = Object), (status = 401, body = crate::api::Problem),
+    responses((status = 201, body = ApplicationOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
         (status = 422, body = crate::api::Problem)))]
 pub async fn apply(
@@ -88,7 +92,7 @@ pub async fn apply(
             purpose: body.purpose,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(app)).into_response())
+    Ok((StatusCode::CREATED, Json(ApplicationOut::from(app))).into_response())
 }
 
 /// The slice of applications and grants a caller sees: its own (consumer), its department's
@@ -109,13 +113,13 @@ fn in_scope(caller: &Caller, applicant_or_key: &str, department: &str) -> bool {
 
 /// Lists applications: a consumer's own, a publisher's department's, all for admins.
 #[utoipa::path(get, path = "/api/v1/applications", tag = "access", params(ApplicationsQuery),
-    responses((status = 200, body = [Object]), (status = 400, body = crate::api::Problem),
+    responses((status = 200, body = [ApplicationOut]), (status = 400, body = crate::api::Problem),
         (status = 401, body = crate::api::Problem), (status = 403, body = crate::api::Problem)))]
 pub async fn list_applications(
     State(state): State<AppState>,
     KeyHolder(caller): KeyHolder,
     ApiQuery(q): ApiQuery<ApplicationsQuery>,
-) -> Result<Json<Vec<Application>>, ApiError> {
+) -> Result<Json<Vec<ApplicationOut>>, ApiError> {
     caller.authorize(Action::ListApplications)?;
     let status = q
         .status
@@ -132,7 +136,7 @@ pub async fn list_applications(
             status,
         })
         .await?;
-    Ok(Json(apps))
+    Ok(Json(apps.into_iter().map(ApplicationOut::from).collect()))
 }
 
 async fn decidable(state: &AppState, caller: &Caller, id: &str) -> Result<Application, ApiError> {
@@ -151,7 +155,7 @@ async fn decidable(state: &AppState, caller: &Caller, id: &str) -> Result<Applic
 /// Approves an application: the applicant's key may read the dataset from its next request.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/approve", tag = "access",
     params(("id" = String, Path)), request_body = ApproveBody,
-    responses((status = 201, body = Object), (status = 401, body = crate::api::Problem),
+    responses((status = 201, body = GrantOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
         (status = 409, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
 pub async fn approve(
@@ -182,13 +186,13 @@ pub async fn approve(
         )
         .await?;
     let grant = grant.ok_or_else(|| ApiError::internal("an approval made no grant"))?;
-    Ok((StatusCode::CREATED, Json(grant)).into_response())
+    Ok((StatusCode::CREATED, Json(GrantOut::from(grant))).into_response())
 }
 
 /// Rejects an application with a reason.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/reject", tag = "access",
     params(("id" = String, Path)), request_body = RejectBody,
-    responses((status = 200, body = Object), (status = 401, body = crate::api::Problem),
+    responses((status = 200, body = ApplicationOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
         (status = 409, body = crate::api::Problem), (status = 422, body = crate::api::Problem)))]
 pub async fn reject(
@@ -196,7 +200,7 @@ pub async fn reject(
     KeyHolder(caller): KeyHolder,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RejectBody>,
-) -> Result<Json<Application>, ApiError> {
+) -> Result<Json<ApplicationOut>, ApiError> {
     decidable(&state, &caller, &id).await?;
     if body.reason.trim().is_empty() {
         return Err(invalid("reason is empty"));
@@ -211,38 +215,41 @@ pub async fn reject(
             caller.id(),
         )
         .await?;
-    Ok(Json(app))
+    Ok(Json(app.into()))
 }
 
 /// Lists grants (revoked and expired included): a consumer's own, a publisher's department's,
 /// all for admins.
 #[utoipa::path(get, path = "/api/v1/grants", tag = "access",
-    responses((status = 200, body = [Object]), (status = 401, body = crate::api::Problem),
+    responses((status = 200, body = [GrantOut]), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem)))]
 pub async fn list_grants(
     State(state): State<AppState>,
     KeyHolder(caller): KeyHolder,
-) -> Result<Json<Vec<Grant>>, ApiError> {
+) -> Result<Json<Vec<GrantOut>>, ApiError> {
     caller.authorize(Action::ListApplications)?;
     let (key_id, department) = scope(&caller);
     Ok(Json(
         state
             .catalog
             .list_grants(&GrantFilter { key_id, department })
-            .await?,
+            .await?
+            .into_iter()
+            .map(GrantOut::from)
+            .collect(),
     ))
 }
 
 /// Revokes a grant, effective on the holder's next request.
 #[utoipa::path(delete, path = "/api/v1/grants/{id}", tag = "access",
     params(("id" = String, Path)),
-    responses((status = 200, body = Object), (status = 401, body = crate::api::Problem),
+    responses((status = 200, body = GrantOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem)))]
 pub async fn revoke_grant(
     State(state): State<AppState>,
     KeyHolder(caller): KeyHolder,
     Path(id): Path<String>,
-) -> Result<Json<Grant>, ApiError> {
+) -> Result<Json<GrantOut>, ApiError> {
     caller.authorize(Action::ListApplications)?;
     let grant = state
         .catalog
@@ -253,5 +260,7 @@ pub async fn revoke_grant(
     caller.authorize(Action::DecideApplication {
         department: &grant.department,
     })?;
-    Ok(Json(state.catalog.revoke_grant(&id, caller.id()).await?))
+    Ok(Json(
+        state.catalog.revoke_grant(&id, caller.id()).await?.into(),
+    ))
 }

@@ -80,6 +80,7 @@ pub struct EventsParams {
     /// Only records with a smaller `seq` (the seek cursor of the `next` link).
     pub before: Option<u64>,
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet`.
+    #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
 }
 
@@ -358,11 +359,13 @@ async fn events_plan(
 
 /// `POST /api/v1/audit/query`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"sql": "SELECT key_id, sum(bytes_returned) AS bytes FROM audit.events WHERE ts >= TIMESTAMP '2026-11-01 00:00:00' AND dataset = 'justice/legal_aid_cases' GROUP BY key_id ORDER BY bytes DESC", "format": "json"})))]
 #[serde(deny_unknown_fields)]
 pub struct AuditQueryBody {
     /// One read-only statement over `audit.events`.
     pub sql: String,
     /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`.
+    #[schema(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
 }
 
@@ -402,6 +405,7 @@ pub async fn query(
 pub struct UsageParams {
     /// `dataset`, `principal` (the key id), `department` (the department of the datasets
     /// read) or `day` (UTC). Required.
+    #[param(value_type = crate::api::UsageGroupName, required = true)]
     pub group_by: Option<String>,
     /// Records at or after this time (RFC 3339).
     pub from: Option<String>,
@@ -412,6 +416,7 @@ pub struct UsageParams {
     /// Only this principal's reads (a key id).
     pub principal: Option<String>,
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet`.
+    #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
 }
 
@@ -535,6 +540,7 @@ pub async fn usage(
 
 /// `GET /api/v1/audit/verify`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"ok": true, "events": 1048576, "head": {"seq": 1048576, "hash": "c9e5ff5c7ac0ba3ff71f5a961600def33d0cd2c8a35da3184d806f664f048e27"}, "checkpoints": 24, "columnar_rows": 1040000})))]
 pub struct VerifyOut {
     pub ok: bool,
     pub events: u64,
@@ -587,6 +593,7 @@ pub async fn verify(
 
 /// A checkpoint as served: `{seq, hash, time, public_key, signature}`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"seq": 1048576, "hash": "c9e5ff5c7ac0ba3ff71f5a961600def33d0cd2c8a35da3184d806f664f048e27", "time": "2026-12-01T12:00:00.000Z", "public_key": "c89b889c5b4c50eb1950b691f337838658d809c6cd564dd25b1e62e09039996c", "signature": "3f0a9d6be1c24e5a7b8c90d1e2f3a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829304"})))]
 pub struct CheckpointOut {
     pub seq: u64,
     pub hash: String,
@@ -626,6 +633,7 @@ pub async fn checkpoint(
 
 /// The Ed25519 public key checkpoints are signed with.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"algorithm": "ed25519", "public_key": "c89b889c5b4c50eb1950b691f337838658d809c6cd564dd25b1e62e09039996c"})))]
 pub struct PublicKeyOut {
     /// `ed25519`.
     pub algorithm: String,

@@ -51,14 +51,19 @@ pub struct RowsParams {
     /// order they were uploaded in).
     pub order: Option<String>,
     /// Rows per page: default 100, at most `limits.max_page_rows`.
+    #[param(value_type = Option<u64>)]
     pub limit: Option<String>,
     /// Rows to skip.
+    #[param(value_type = Option<u64>)]
     pub offset: Option<String>,
     /// The version to read (the current one when absent); `next` links pin it.
+    #[param(value_type = Option<u64>)]
     pub version: Option<String>,
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet` (else by `Accept`).
+    #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
     /// Lowers the server's time limit for this request.
+    #[param(value_type = Option<u64>)]
     pub timeout_ms: Option<String>,
 }
 
@@ -371,15 +376,16 @@ async fn read_dataset(
 
 /// `POST /api/v1/query`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"sql": "SELECT district, count(*) AS n FROM environment.air_quality WHERE aqi > $1 GROUP BY district ORDER BY n DESC", "params": [100], "format": "json", "timeout_ms": 5000})))]
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// One read-only statement; tables are `department.dataset`.
     pub sql: String,
     /// Values of `$1..$n`.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
     pub params: Vec<serde_json::Value>,
     /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`.
+    #[schema(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
     /// Lowers the server's time limit for this query.
     pub timeout_ms: Option<u64>,
@@ -392,7 +398,10 @@ pub struct QueryBody {
 pub struct QueryParams {
     /// One read-only statement.
     pub sql: String,
+    #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
+    /// Lowers the server's time limit for this query.
+    #[param(value_type = Option<u64>)]
     pub timeout_ms: Option<String>,
 }
 

@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 /// `POST /api/v1/keys`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "城市交通研究所", "role": "consumer", "tier": "standard", "expires_at": "2027-12-31T00:00:00Z"})))]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBody {
     /// Whose key it is (a person, an application).
@@ -34,6 +35,7 @@ pub struct NewKeyBody {
 
 /// A key as listed: never its secret.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"id": "a19e89f52d97f664", "name": "城市交通研究所", "role": "consumer", "department": null, "tier": "standard", "created_at": "2026-12-01T11:08:38.416Z", "created_by": "admin1", "expires_at": null, "revoked_at": null})))]
 pub struct KeyOut {
     pub id: String,
     pub name: String,
@@ -64,6 +66,7 @@ impl From<ApiKey> for KeyOut {
 
 /// A new key: the full key string is in `key`, shown this once.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"id": "a19e89f52d97f664", "name": "城市交通研究所", "role": "consumer", "department": null, "tier": "standard", "created_at": "2026-12-01T11:08:38.416Z", "created_by": "admin1", "expires_at": null, "revoked_at": null, "key": "dg_a19e89f52d97f664_b5a8bf6c7764cde0684c82191aa40179ed83b7a9a521b4c4b05b3f91a52a88a1"})))]
 pub struct CreatedKey {
     pub key: String,
     #[serde(flatten)]
@@ -162,6 +165,7 @@ fn known_tier(state: &AppState, tier: &str) -> Result<(), ApiError> {
 
 /// `PATCH /api/v1/keys/{id}`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"tier": "premium"})))]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatch {
     /// Another fair-use tier (a `tiers.<name>` of the configuration).
@@ -199,6 +203,7 @@ pub async fn update_key(
 
 /// The caller as the gateway sees it.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"principal": "a19e89f52d97f664", "role": "consumer", "department": null, "tier": "standard", "expires_at": null, "limits": {"max_page_rows": 10000, "max_query_rows": 100000, "query_timeout_ms": 30000, "query_memory_bytes": 268435456, "tier": {"requests": 600, "window_secs": 60, "burst": 60, "max_concurrent_queries": 4, "daily_bytes": 10737418240_u64, "bytes_used_today": 52428800}}, "grants": [{"id": "01a2314a-d9c6-72a1-905a-da06004cdd8e", "dataset": "justice/legal_aid_cases", "expires_at": "2027-06-30T00:00:00Z"}]})))]
 pub struct Me {
     /// The key id, or `anonymous`.
     pub principal: String,
@@ -213,6 +218,7 @@ pub struct Me {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"max_page_rows": 10000, "max_query_rows": 100000, "query_timeout_ms": 30000, "query_memory_bytes": 268435456, "tier": {"requests": 600, "window_secs": 60, "burst": 60, "max_concurrent_queries": 4, "daily_bytes": 10737418240_u64, "bytes_used_today": 52428800}})))]
 pub struct MeLimits {
     pub max_page_rows: u64,
     pub max_query_rows: u64,
@@ -224,6 +230,7 @@ pub struct MeLimits {
 
 /// The caller's fair-use tier and where it stands today.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"requests": 600, "window_secs": 60, "burst": 60, "max_concurrent_queries": 4, "daily_bytes": 10737418240_u64, "bytes_used_today": 52428800})))]
 pub struct MeTier {
     pub requests: u32,
     pub window_secs: u64,
@@ -237,6 +244,7 @@ pub struct MeTier {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"id": "01a2314a-d9c6-72a1-905a-da06004cdd8e", "dataset": "justice/legal_aid_cases", "expires_at": "2027-06-30T00:00:00Z"})))]
 pub struct MeGrant {
     pub id: String,
     pub dataset: String,

@@ -3,6 +3,7 @@
 
 use super::catalog::visible_dataset;
 use super::{ApiJson, ApiQuery, DatasetPath, KeyHolder, base_url};
+use crate::api::{AccessLevelName, MaskName, SensitivityName};
 use crate::api::{DatasetOut, VersionOut};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -23,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 
 /// `POST /api/v1/datasets`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"department": "transport", "name": "taxi_ranks", "title": "出租车候客点", "description": "全市出租车候客点位置与泊位数。Taxi ranks with locations and bays.", "access_level": "open", "license": "CC-BY-4.0", "tags": ["出租车", "transport"], "update_frequency": "quarterly", "contact": {"name": "交通运输局信息中心", "email": "xinxi@jtj.example.gov.cn"}, "primary_key": ["rank_id"], "columns": [{"name": "rank_id", "type": "utf8", "description": "候客点编码"}, {"name": "district", "type": "utf8", "description": "所属区县"}, {"name": "bays", "type": "int32", "description": "泊位数"}, {"name": "opened_on", "type": "date32", "description": "启用日期"}]})))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDataset {
     pub department: String,
@@ -30,8 +32,7 @@ pub struct RegisterDataset {
     pub title: String,
     #[serde(default)]
     pub description: String,
-    /// `open`, `conditional` or `shared`.
-    #[schema(value_type = String)]
+    #[schema(value_type = AccessLevelName)]
     pub access_level: AccessLevel,
     #[serde(default)]
     pub license: String,
@@ -40,7 +41,7 @@ pub struct RegisterDataset {
     #[serde(default)]
     pub update_frequency: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = ContactIn)]
     pub contact: Contact,
     pub temporal_coverage: Option<String>,
     pub spatial_coverage: Option<String>,
@@ -48,8 +49,38 @@ pub struct RegisterDataset {
     pub primary_key: Vec<String>,
     /// Declared columns; without them the first upload's schema is inferred and then fixed.
     #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<ColumnIn>)]
     pub columns: Vec<Column>,
+}
+
+/// A declared column as `POST /api/v1/datasets` takes it (read into the catalog's `Column`;
+/// this type only describes it to the OpenAPI document).
+#[derive(ToSchema)]
+#[schema(examples(json!({"name": "applicant_name", "type": "utf8", "description": "申请人姓名", "sensitivity": "masked", "mask": "partial"})))]
+#[allow(dead_code)]
+pub struct ColumnIn {
+    name: String,
+    /// `utf8`, `boolean`, `int8`..`int64`, `uint8`..`uint64`, `float32`, `float64`, `date32`,
+    /// `timestamp(s|ms|us|ns)` or `decimal128(p,s)`.
+    #[schema(rename = "type")]
+    data_type: String,
+    #[schema(default = "")]
+    description: Option<String>,
+    /// `public` (the default), `masked` or `private`.
+    sensitivity: Option<SensitivityName>,
+    /// How a `masked` column is served.
+    mask: Option<MaskName>,
+}
+
+/// A dataset's contact point (read into the catalog's `Contact`).
+#[derive(ToSchema)]
+#[schema(examples(json!({"name": "交通运输局信息中心", "email": "xinxi@jtj.example.gov.cn"})))]
+#[allow(dead_code)]
+pub struct ContactIn {
+    #[schema(default = "")]
+    name: Option<String>,
+    #[schema(default = "")]
+    email: Option<String>,
 }
 
 /// Registers a dataset.
@@ -106,31 +137,35 @@ pub async fn register_dataset(
 
 /// `PATCH /api/v1/datasets/{dept}/{name}`: any subset of the metadata, and column annotations.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"title": "公交线路（含夜班线）", "tags": ["公共交通", "公交", "夜班"], "columns": [{"name": "operator", "description": "运营单位（公司全称）"}]})))]
 #[serde(deny_unknown_fields)]
 pub struct PatchDataset {
     pub title: Option<String>,
     pub description: Option<String>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<AccessLevelName>)]
     pub access_level: Option<AccessLevel>,
     pub license: Option<String>,
     pub tags: Option<Vec<String>>,
     pub update_frequency: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ContactIn>)]
     pub contact: Option<Contact>,
     pub temporal_coverage: Option<String>,
     pub spatial_coverage: Option<String>,
     pub primary_key: Option<Vec<String>>,
     /// Description, sensitivity and mask of existing columns, by name (types are fixed by data).
-    #[schema(value_type = Option<Vec<Object>>)]
     pub columns: Option<Vec<ColumnPatch>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A change to an existing column's annotations.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "applicant_name", "sensitivity": "masked", "mask": "partial"})))]
 #[serde(deny_unknown_fields)]
 pub struct ColumnPatch {
     pub name: String,
     pub description: Option<String>,
+    #[schema(value_type = Option<SensitivityName>)]
     pub sensitivity: Option<datagate_core::Sensitivity>,
+    #[schema(value_type = Option<MaskName>)]
     pub mask: Option<datagate_core::Mask>,
 }
 
@@ -254,6 +289,7 @@ pub async fn unpublish_dataset(
 #[serde(deny_unknown_fields)]
 pub struct UploadQuery {
     /// `append` (default) adds rows to the current version; `replace` starts over.
+    #[param(value_type = Option<crate::api::VersionModeName>)]
     pub mode: Option<String>,
     /// CSV field delimiter (one character; default `,`).
     pub delimiter: Option<String>,
@@ -376,6 +412,7 @@ pub async fn upload_version(
 
 /// `POST /api/v1/departments`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"id": "housing", "name": "住房和城乡建设局", "description": "Housing and urban-rural development."})))]
 #[serde(deny_unknown_fields)]
 pub struct NewDepartmentBody {
     /// Matches `^[a-z][a-z0-9_]{0,62}$`.
