@@ -111,7 +111,7 @@ impl Archive {
         // Only the checkpoints the archived segments reach: the archive is a complete log on
         // its own at every moment (a checkpoint past its end would read as a truncation).
         let last_archived = match sealed.last() {
-            Some((_, path)) => last_seq(path)?,
+            Some((_, path)) => crate::segment::last_seq(path)?,
             None => None,
         };
         if let (Some(last), Ok(data)) = (
@@ -252,30 +252,6 @@ impl Archive {
     }
 }
 
-/// The `seq` of a sealed segment's last record (read from its tail).
-fn last_seq(path: &Path) -> Result<Option<u64>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let mut start = len.saturating_sub(64 * 1024);
-    loop {
-        f.seek(SeekFrom::Start(start))?;
-        let mut tail = Vec::new();
-        f.read_to_end(&mut tail)?;
-        let last = tail
-            .split(|b| *b == b'\n')
-            .rev()
-            .find(|l| !l.is_empty())
-            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
-            .and_then(|v| v["seq"].as_u64());
-        if last.is_some() || start == 0 {
-            return Ok(last);
-        }
-        // A last line longer than the tail read: read further back.
-        start = start.saturating_sub(1024 * 1024);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,7 +297,7 @@ mod tests {
         )
         .unwrap();
         let v = verify_dir(&archive_dir, Some(&key), None).unwrap();
-        let sealed_last = last_seq(&list_segments(&dir).unwrap()[sealed - 1].1)
+        let sealed_last = crate::segment::last_seq(&list_segments(&dir).unwrap()[sealed - 1].1)
             .unwrap()
             .unwrap();
         assert!(v.ok && v.events == sealed_last, "{v:?}");

@@ -435,6 +435,10 @@ fn sweep_temporaries(dir: &Path) -> Result<()> {
 pub struct ColumnarIndex {
     dir: PathBuf,
     segments: Mutex<BTreeMap<u64, Arc<SegmentIndex>>>,
+    /// Segments being converted in this process, so two converters (the gateway's own and
+    /// a `catch_up`) never write one segment's files at once.
+    converting: Mutex<std::collections::HashSet<u64>>,
+    converted: std::sync::Condvar,
 }
 
 impl ColumnarIndex {
@@ -448,6 +452,8 @@ impl ColumnarIndex {
         Ok(Self {
             dir: dir.to_path_buf(),
             segments: Mutex::new(segments),
+            converting: Mutex::default(),
+            converted: std::sync::Condvar::new(),
         })
     }
 
@@ -488,17 +494,46 @@ impl ColumnarIndex {
             .cloned()
     }
 
+    /// The sealed segments (all but the last) that have no marker yet, oldest first.
+    pub fn pending(&self) -> Result<Vec<u64>> {
+        let segments = list_segments(&self.dir)?;
+        let sealed = &segments[..segments.len().saturating_sub(1)];
+        Ok(sealed
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| !self.contains(*i))
+            .collect())
+    }
+
+    /// Converts sealed segment `index` and records its marker; nothing to do when it is
+    /// converted already (or once another thread converting it has finished).
+    pub fn convert(&self, index: u64) -> Result<()> {
+        let mut converting = self.converting.lock().unwrap_or_else(|p| p.into_inner());
+        while converting.contains(&index) {
+            converting = self
+                .converted
+                .wait(converting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        if self.contains(index) {
+            return Ok(());
+        }
+        converting.insert(index);
+        drop(converting);
+        let done = convert_segment(&self.dir, index).map(|marker| self.insert(marker));
+        self.converting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&index);
+        self.converted.notify_all();
+        done
+    }
+
     /// Converts every sealed segment (all but the last) that has no marker yet, on up to
     /// `threads` threads; returns how many were converted. The gateway's converter uses one
     /// (conversion must not take the cores that serve requests); `datagate audit index` all.
     pub fn catch_up(&self, threads: usize) -> Result<usize> {
-        let segments = list_segments(&self.dir)?;
-        let sealed = &segments[..segments.len().saturating_sub(1)];
-        let todo: Vec<u64> = sealed
-            .iter()
-            .map(|(i, _)| *i)
-            .filter(|i| !self.contains(*i))
-            .collect();
+        let todo = self.pending()?;
         let threads = threads.max(1).min(todo.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let failed: Mutex<Option<AuditError>> = Mutex::new(None);
@@ -508,8 +543,8 @@ impl ColumnarIndex {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(index) = todo.get(i) else { break };
-                        match convert_segment(&self.dir, *index) {
-                            Ok(marker) => self.insert(marker),
+                        match self.convert(*index) {
+                            Ok(()) => {}
                             Err(e) => {
                                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                                 break;

@@ -722,21 +722,50 @@ fn run_converter(
     mut backlog: std::collections::HashSet<u64>,
     wake: Receiver<()>,
 ) {
+    let mut sharing = false;
     loop {
-        let converted = columnar.catch_up(1);
-        backlog.retain(|segment| match columnar.get(*segment) {
-            Some(marker) => {
-                usage.add_summary(&marker.usage);
-                false
+        loop {
+            let todo = match columnar.pending() {
+                Ok(todo) => todo,
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit Parquet conversion failed; retrying at the next seal");
+                    break;
+                }
+            };
+            let Some(&next) = todo.first() else { break };
+            // Idle cores only, unless a whole sealed segment more is waiting: under a load
+            // that keeps every core busy an idle-class thread gets almost nothing, and the
+            // backlog would grow without bound (and queries read it as JSON lines). Then it
+            // takes a share (nice 10: about a tenth of a busy core) until caught up.
+            let behind = todo.len() > 1;
+            if behind != sharing {
+                let changed = if behind {
+                    datagate_core::threads::share_cores(10)
+                } else {
+                    datagate_core::threads::idle_only()
+                };
+                match changed {
+                    Ok(()) => sharing = behind,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not change the audit converter's priority")
+                    }
+                }
             }
-            None => true,
-        });
-        match converted {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(segments = n, "audit segments converted to Parquet"),
-            Err(e) => {
-                tracing::warn!(error = %e, "audit Parquet conversion failed; retrying at the next seal")
+            if let Err(e) = columnar.convert(next) {
+                tracing::warn!(error = %e, segment = next, "audit Parquet conversion failed; retrying at the next seal");
+                break;
             }
+            tracing::debug!(segment = next, "audit segment converted to Parquet");
+            backlog.retain(|segment| match columnar.get(*segment) {
+                Some(marker) => {
+                    usage.add_summary(&marker.usage);
+                    false
+                }
+                None => true,
+            });
+        }
+        if sharing && datagate_core::threads::idle_only().is_ok() {
+            sharing = false;
         }
         if wake.recv().is_err() {
             return;

@@ -1,16 +1,18 @@
 //! `audit.events` as a DataFusion table: the Parquet files of converted segments plus the
 //! records of segments not converted yet — the open one, decoded incrementally from where the
-//! last query stopped and kept, and any sealed ones the converter has not reached (a backlog
-//! after an upgrade), streamed one segment at a time.
+//! last query stopped and kept, and the one sealed last, kept decoded until its Parquet copy
+//! lands; any older sealed ones the converter has not reached (a backlog after an upgrade) are
+//! streamed one segment at a time.
 //!
-//! Filters on `seq` and `ts` prune whole segments and day files before any file is opened;
-//! every filter also goes down to the Parquet scan (row groups and pages by statistics), and
-//! DataFusion applies it exactly above. Memory per query is the query's own (bounded by the
-//! session's memory pool) plus the decoded open segment, which `audit.segment_max_bytes` bounds.
+//! Filters on `seq` and `ts` prune whole segments and day files before any file is opened (a
+//! streamed segment's seq range is read off its first and last lines); every filter also goes
+//! down to the Parquet scan (row groups and pages by statistics), and DataFusion applies it
+//! exactly above. Memory per query is the query's own (bounded by the session's memory pool)
+//! plus the kept decoded segments, at most [`KEPT_SEGMENTS`] of `audit.segment_max_bytes` each.
 
 use crate::columnar::{ColumnarIndex, read_segment};
 use crate::reader;
-use crate::segment::{list_segments, split_lines};
+use crate::segment::{first_seq, last_seq, list_segments, split_lines};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -31,8 +33,10 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Small batches the open segment's decoded prefix may end in before they are merged.
@@ -40,29 +44,40 @@ const MAX_SMALL_BATCHES: usize = 16;
 /// A batch of the decoded prefix with this many rows is no longer merged.
 const MERGED_ROWS: usize = 4096;
 
-/// The decoded prefix of the open segment, kept between queries.
+/// Unconverted segments kept decoded between queries: the open one and the one sealed last.
+/// Without the second, every query between a seal and the end of that segment's conversion
+/// (which waits for idle cores, so minutes under a saturating load) decoded the whole sealed
+/// segment again: ~1 s of CPU and a few hundred MiB each (seen in a soak as p99 spikes to 2 s).
+pub const KEPT_SEGMENTS: usize = 2;
+
+/// Decoded records of one unconverted segment, kept between queries.
 #[derive(Debug, Default)]
-struct Tail {
-    segment: u64,
+struct Decoded {
     /// Bytes of the segment decoded so far (whole lines).
     offset: u64,
     batches: Vec<RecordBatch>,
+    /// The first and last `seq` decoded so far.
+    seqs: Option<(u64, u64)>,
 }
 
-/// What one query reads: Parquet files, sealed segments not converted yet, the open segment,
-/// and in a cluster the other gateways' archived Parquet files.
+/// What one query reads: Parquet files, records of unconverted segments kept decoded, sealed
+/// segments not converted yet (streamed), and in a cluster the other gateways' archived
+/// Parquet files.
 struct Sources {
     files: Vec<String>,
     peer_files: Vec<String>,
     backlog: Vec<PathBuf>,
-    open: Option<(u64, PathBuf)>,
+    decoded: Vec<RecordBatch>,
 }
 
 /// The table `audit.events` of the log in one directory.
 #[derive(Debug)]
 pub struct EventsTable {
     index: Arc<ColumnarIndex>,
-    tail: Mutex<Tail>,
+    /// By segment number; at most [`KEPT_SEGMENTS`].
+    kept: Mutex<BTreeMap<u64, Decoded>>,
+    /// Lines of JSON segments decoded by queries so far.
+    lines_decoded: Arc<AtomicU64>,
     /// The other gateways' logs, in a cluster with an archive.
     peers: Mutex<Option<Arc<crate::peers::PeerLogs>>>,
 }
@@ -175,6 +190,7 @@ impl Bounds {
 #[derive(Debug)]
 struct SegmentStream {
     paths: Vec<PathBuf>,
+    lines_decoded: Arc<AtomicU64>,
 }
 
 impl PartitionStream for SegmentStream {
@@ -187,9 +203,13 @@ impl PartitionStream for SegmentStream {
         &self,
         _ctx: Arc<datafusion::execution::TaskContext>,
     ) -> datafusion::execution::SendableRecordBatchStream {
-        let batches = futures::stream::iter(self.paths.clone()).map(|path| {
+        let lines_decoded = self.lines_decoded.clone();
+        let batches = futures::stream::iter(self.paths.clone()).map(move |path| {
             read_segment(&path)
-                .and_then(|(records, _)| reader::to_batch(&records))
+                .and_then(|(records, _)| {
+                    lines_decoded.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    reader::to_batch(&records)
+                })
                 .map_err(|e| DataFusionError::External(Box::new(e)))
         });
         Box::pin(RecordBatchStreamAdapter::new(
@@ -211,13 +231,71 @@ fn narrow(lo: i128, hi: i128, op: Operator, v: i128) -> (i128, i128) {
     }
 }
 
+/// Decodes the lines appended to a kept segment since the last query (whole lines only).
+fn decode_more(d: &mut Decoded, path: &Path, lines_decoded: &AtomicU64) -> crate::Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(d.offset))?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    let (lines, end) = split_lines(&data);
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let records: Vec<_> = lines
+        .into_iter()
+        .filter_map(|(_, l)| crate::record::decode(l).ok())
+        .collect();
+    lines_decoded.fetch_add(records.len() as u64, Ordering::Relaxed);
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        d.seqs = Some((d.seqs.map_or(first.seq, |s| s.0), last.seq));
+    }
+    d.batches.push(reader::to_batch(&records)?);
+    d.offset += end as u64;
+    // Queries a few records apart each add a batch of a few rows, whose buffers cost far more
+    // than the rows: the small batches at the end are merged once there are more than a
+    // handful (a merged batch stops growing at MERGED_ROWS).
+    let small = d
+        .batches
+        .iter()
+        .rev()
+        .take_while(|b| b.num_rows() < MERGED_ROWS)
+        .count();
+    if small > MAX_SMALL_BATCHES {
+        let at = d.batches.len() - small;
+        let one = arrow::compute::concat_batches(&d.batches[at].schema(), &d.batches[at..])
+            .map_err(|e| crate::AuditError::Invalid(format!("merging audit batches: {e}")))?;
+        d.batches.truncate(at);
+        d.batches.push(one);
+    }
+    Ok(())
+}
+
+/// Whether a sealed segment may hold records within `bounds`' seq range (read off its first
+/// and last lines; when either cannot be read, it may).
+fn may_hold(path: &Path, bounds: &Bounds) -> crate::Result<bool> {
+    if bounds.seq == Bounds::default().seq {
+        return Ok(true);
+    }
+    Ok(match (first_seq(path)?, last_seq(path)?) {
+        (Some(first), Some(last)) => bounds.has_seqs(first, last),
+        _ => true,
+    })
+}
+
 impl EventsTable {
     pub fn new(index: Arc<ColumnarIndex>) -> Self {
         Self {
             index,
-            tail: Mutex::new(Tail::default()),
+            kept: Mutex::new(BTreeMap::new()),
+            lines_decoded: Arc::default(),
             peers: Mutex::new(None),
         }
+    }
+
+    /// Lines of JSON segments (unconverted ones) decoded by queries so far: what the Parquet
+    /// copy and the kept decoded segments save.
+    pub fn lines_decoded(&self) -> u64 {
+        self.lines_decoded.load(Ordering::Relaxed)
     }
 
     /// Reads the other gateways' archived records too (a cluster).
@@ -228,8 +306,11 @@ impl EventsTable {
     /// What a query reads, taken as one consistent picture of a log that keeps moving: the
     /// segment files are listed first and the converted ones read after, so a segment the
     /// converter finishes in between is read from Parquet, one sealed in between is still read
-    /// from its JSON lines, and no record is read twice or missed.
+    /// from its JSON lines, and no record is read twice or missed. Kept decoded records are
+    /// taken under one lock with the listing, so a concurrent query's eviction cannot split a
+    /// segment between two sources.
     fn sources(&self, bounds: &Bounds) -> crate::Result<Sources> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         let listed = list_segments(self.index.dir())?;
         let converted = self.index.snapshot();
         let converted_ids: std::collections::HashSet<u64> =
@@ -243,76 +324,43 @@ impl EventsTable {
             .filter(|f| bounds.has_day(f.day) && bounds.has_seqs(f.first_seq, f.last_seq))
             .map(|f| dir.join(&f.path).to_string_lossy().into_owned())
             .collect();
-        let mut unconverted: Vec<(u64, PathBuf)> = listed
+        // Converted segments are read from Parquet from now on.
+        kept.retain(|segment, _| !is_converted(*segment));
+        let unconverted: Vec<(u64, PathBuf)> = listed
             .into_iter()
             .filter(|(i, _)| !is_converted(*i))
             .collect();
-        // The newest unconverted segment is the open one (unless it was sealed since the
-        // listing; then it is decoded like the open one all the same, which is still right).
-        let open = match unconverted.last() {
-            Some((i, _)) if self.tail_may_follow(*i) => unconverted.pop(),
-            _ => None,
-        };
+        let newest = unconverted.last().map(|(i, _)| *i);
+        let (mut backlog, mut decoded) = (Vec::new(), Vec::new());
+        for (segment, path) in unconverted {
+            // The newest unconverted segment (the open one, or one sealed since the listing)
+            // starts being kept unless a newer one already is (this query listed just before a
+            // seal); older ones are read from what is kept, or streamed.
+            let keep = kept.contains_key(&segment)
+                || (Some(segment) == newest
+                    && kept.keys().next_back().is_none_or(|k| *k < segment));
+            if keep {
+                let d = kept.entry(segment).or_default();
+                decode_more(d, &path, &self.lines_decoded)?;
+                if d.seqs
+                    .is_some_and(|(first, last)| bounds.has_seqs(first, last))
+                {
+                    decoded.extend(d.batches.iter().filter(|b| b.num_rows() > 0).cloned());
+                }
+            } else if may_hold(&path, bounds)? {
+                backlog.push(path);
+            }
+        }
+        while kept.len() > KEPT_SEGMENTS {
+            kept.pop_first();
+        }
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(Sources {
             files,
             peer_files: peers.map(|p| p.files(bounds)).unwrap_or_default(),
-            backlog: unconverted.into_iter().map(|(_, p)| p).collect(),
-            open,
+            backlog,
+            decoded,
         })
-    }
-
-    /// Whether the kept decoded prefix may move to `segment`: not when it already follows a
-    /// newer one (a query that listed the segments just before a seal; it streams instead).
-    fn tail_may_follow(&self, segment: u64) -> bool {
-        self.tail.lock().unwrap_or_else(|p| p.into_inner()).segment <= segment
-    }
-
-    /// The records of the open segment, as batches: decoded incrementally (from where the last
-    /// query stopped) and kept.
-    fn decode_open(&self, open: u64, open_path: &Path) -> crate::Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        if tail.segment != open {
-            *tail = Tail {
-                segment: open,
-                ..Tail::default()
-            };
-        }
-        let mut file = std::fs::File::open(open_path)?;
-        file.seek(SeekFrom::Start(tail.offset))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data)?;
-        let (lines, end) = split_lines(&data);
-        if !lines.is_empty() {
-            let records: Vec<_> = lines
-                .into_iter()
-                .filter_map(|(_, l)| crate::record::decode(l).ok())
-                .collect();
-            tail.batches.push(reader::to_batch(&records)?);
-            tail.offset += end as u64;
-            // Queries a few records apart each add a batch of a few rows, whose buffers cost
-            // far more than the rows: the small batches at the end are merged once there are
-            // more than a handful (a merged batch stops growing at MERGED_ROWS).
-            let small = tail
-                .batches
-                .iter()
-                .rev()
-                .take_while(|b| b.num_rows() < MERGED_ROWS)
-                .count();
-            if small > MAX_SMALL_BATCHES {
-                let at = tail.batches.len() - small;
-                let one =
-                    arrow::compute::concat_batches(&tail.batches[at].schema(), &tail.batches[at..])
-                        .map_err(|e| {
-                            crate::AuditError::Invalid(format!("merging audit batches: {e}"))
-                        })?;
-                tail.batches.truncate(at);
-                tail.batches.push(one);
-            }
-        }
-        out.extend(tail.batches.iter().cloned());
-        Ok(out)
     }
 
     fn listing(&self, files: Vec<String>) -> DfResult<Option<ListingTable>> {
@@ -376,6 +424,7 @@ impl TableProvider for EventsTable {
         if !sources.backlog.is_empty() {
             let stream: Arc<dyn PartitionStream> = Arc::new(SegmentStream {
                 paths: sources.backlog,
+                lines_decoded: self.lines_decoded.clone(),
             });
             inputs.push(Arc::new(StreamingTableExec::try_new(
                 reader::events_schema(),
@@ -386,14 +435,9 @@ impl TableProvider for EventsTable {
                 None,
             )?));
         }
-        let tail = match &sources.open {
-            Some((segment, path)) => self.decode_open(*segment, path).map_err(external)?,
-            None => Vec::new(),
-        };
-        let tail: Vec<RecordBatch> = tail.into_iter().filter(|b| b.num_rows() > 0).collect();
-        if !tail.is_empty() {
+        if !sources.decoded.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[tail],
+                &[sources.decoded],
                 reader::events_schema(),
                 projection.cloned(),
             )?);
@@ -477,10 +521,17 @@ mod tests {
     use datafusion::logical_expr::{col, lit};
 
     async fn count(table: Arc<EventsTable>) -> (i64, i64) {
+        count_where(table, "key_id <> 'nobody'").await
+    }
+
+    /// `count(*)` and distinct seqs of the records `filter` keeps.
+    async fn count_where(table: Arc<EventsTable>, filter: &str) -> (i64, i64) {
         let ctx = datafusion::prelude::SessionContext::new();
         ctx.register_table("events", table).unwrap();
         let batches = ctx
-            .sql("SELECT count(*), count(DISTINCT seq) FROM events WHERE key_id <> 'nobody'")
+            .sql(&format!(
+                "SELECT count(*), count(DISTINCT seq) FROM events WHERE {filter}"
+            ))
             .await
             .unwrap()
             .collect()
@@ -531,6 +582,67 @@ mod tests {
         );
         index.catch_up(2).unwrap();
         assert_eq!(count(Arc::new(EventsTable::new(index))).await, (3000, 3000));
+    }
+
+    #[tokio::test]
+    async fn a_segment_sealed_but_not_converted_is_not_decoded_again_by_every_query() {
+        let tmp = tempfile::tempdir().unwrap();
+        crate::synthetic::generate(
+            tmp.path(),
+            &crate::synthetic::Shape {
+                records: 3000,
+                from: "2026-01-01T00:00:00Z".parse().unwrap(),
+                to: "2026-01-20T00:00:00Z".parse().unwrap(),
+                segment_max_bytes: 200_000,
+                principals: 20,
+                datasets: 5,
+                seed: 5,
+            },
+        )
+        .unwrap();
+        let segments = list_segments(tmp.path()).unwrap();
+        assert!(segments.len() > 4, "{}", segments.len());
+        let lines = |p: &Path| {
+            std::fs::read(p)
+                .unwrap()
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count() as u64
+        };
+        let (last, before_last) = (&segments[segments.len() - 1], &segments[segments.len() - 2]);
+        let sealed_lines = lines(&before_last.1);
+        // The log as it was before its newest segment was opened: the one before is open.
+        let away = tmp.path().join("away");
+        std::fs::rename(&last.1, &away).unwrap();
+        let index = Arc::new(ColumnarIndex::load(tmp.path()).unwrap());
+        let table = Arc::new(EventsTable::new(index.clone()));
+        let total = 3000 - lines(&away) as i64;
+        assert_eq!(count(table.clone()).await, (total, total));
+        let streamed_and_open = table.lines_decoded();
+        // A query of the open segment only: nothing older is decoded (the seq range of a
+        // streamed segment is read off its first and last lines), the open one is kept.
+        let first = first_seq(&before_last.1).unwrap().unwrap();
+        let from = format!("seq >= {first}");
+        let n = sealed_lines as i64;
+        assert_eq!(count_where(table.clone(), &from).await, (n, n));
+        assert_eq!(table.lines_decoded(), streamed_and_open);
+        // The segment is sealed (a newer one opens) and not converted yet: its kept records
+        // serve the next queries; only the new segment's lines are decoded.
+        std::fs::rename(&away, &last.1).unwrap();
+        let newest = lines(&last.1);
+        let before = table.lines_decoded();
+        let n = (sealed_lines + newest) as i64;
+        for _ in 0..3 {
+            assert_eq!(count_where(table.clone(), &from).await, (n, n));
+        }
+        assert_eq!(table.lines_decoded(), before + newest);
+        assert_eq!(count(table.clone()).await, (3000, 3000));
+        // Converted: read from Parquet, and no longer kept.
+        index.convert(before_last.0).unwrap();
+        assert_eq!(count_where(table.clone(), &from).await, (n, n));
+        assert_eq!(count(table.clone()).await, (3000, 3000));
+        let kept: Vec<u64> = table.kept.lock().unwrap().keys().copied().collect();
+        assert_eq!(kept, vec![last.0]);
     }
 
     #[test]

@@ -36,6 +36,21 @@ pub fn idle_only() -> std::io::Result<()> {
     lower_priority(19)
 }
 
+/// Takes the calling thread out of the idle class (see [`idle_only`]) into the normal one at
+/// `nice`: for catch-up work that has fallen so far behind that it must progress even while
+/// requests keep the cores busy.
+pub fn share_cores(nice: i32) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: a plain system call on the calling thread (pid 0) with a valid parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    lower_priority(nice)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -45,6 +60,23 @@ mod tests {
             #[cfg(target_os = "linux")]
             // SAFETY: reads the calling thread's own policy.
             assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_IDLE);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn an_idle_thread_can_share_the_cores_again() {
+        std::thread::spawn(|| {
+            super::idle_only().unwrap();
+            super::share_cores(10).unwrap();
+            #[cfg(target_os = "linux")]
+            // SAFETY: reads the calling thread's own policy and nice value.
+            unsafe {
+                assert_eq!(libc::sched_getscheduler(0), libc::SCHED_OTHER);
+                let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+                assert_eq!(libc::getpriority(libc::PRIO_PROCESS, tid), 10);
+            }
         })
         .join()
         .unwrap();
