@@ -149,6 +149,20 @@ def rss_kib(field="VmRSS"):
     return 0
 
 
+def caches_mib():
+    """What the server's bounded caches hold (its /metrics): DataFusion's Parquet metadata,
+    file statistics and listings caches, and the page cache."""
+    try:
+        text = requests.get(f"{BASE}/metrics", timeout=10).text
+    except requests.RequestException:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(("datagate_query_cache_bytes{", "datagate_page_cache_bytes ")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total / 2**20
+
+
 def fds():
     return len(os.listdir(f"/proc/{PID}/fd"))
 
@@ -181,7 +195,7 @@ def main():
         t.start()
     rows = []
     print(f"{'min':>4} {'requests':>9} {'req/s':>7} {'5xx':>4} {'fail':>4} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'RSS MiB':>8} {'anon MiB':>8} {'fds':>5} {'audit MiB':>9}  statuses", flush=True)
+          f"{'RSS MiB':>8} {'anon MiB':>8} {'cache MiB':>9} {'fds':>5} {'audit MiB':>9}  statuses", flush=True)
     start = time.time()
     minute = 0
     while time.time() - start < MINUTES * 60:
@@ -191,12 +205,12 @@ def main():
         row = {
             "minute": minute, "requests": count, "rps": count / 60, "errors_5xx": e5, "failures": fail,
             "p50_ms": pct(lat, 0.50) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
-            "rss_mib": rss_kib() / 1024, "anon_mib": rss_kib("RssAnon") / 1024, "fds": fds(), "audit_mib": dir_bytes(AUDIT_DIR) / 2**20,
+            "rss_mib": rss_kib() / 1024, "anon_mib": rss_kib("RssAnon") / 1024, "cache_mib": caches_mib(), "fds": fds(), "audit_mib": dir_bytes(AUDIT_DIR) / 2**20,
             "statuses": by_status,
         }
         rows.append(row)
         print(f"{minute:>4} {count:>9} {row['rps']:>7.0f} {e5:>4} {fail:>4} {row['p50_ms']:>8.1f} "
-              f"{row['p99_ms']:>8.1f} {row['rss_mib']:>8.1f} {row['anon_mib']:>8.1f} {row['fds']:>5} {row['audit_mib']:>9.1f}  "
+              f"{row['p99_ms']:>8.1f} {row['rss_mib']:>8.1f} {row['anon_mib']:>8.1f} {row['cache_mib']:>9.1f} {row['fds']:>5} {row['audit_mib']:>9.1f}  "
               + " ".join(f"{k}:{v}" for k, v in sorted(by_status.items())), flush=True)
     stop.set()
     for t in threads:
@@ -216,6 +230,9 @@ def main():
         "failures": sum(r["failures"] for r in rows),
         "rss_mib_first_half": mean(first, "rss_mib"), "rss_mib_second_half": mean(second, "rss_mib"),
         "rss_mib_max": max(r["rss_mib"] for r in rows),
+        # What is left when the bounded caches are taken out: a leak shows here.
+        "rss_less_caches_mib_first_half": mean(first, "rss_mib") - mean(first, "cache_mib"),
+        "rss_less_caches_mib_second_half": mean(second, "rss_mib") - mean(second, "cache_mib"),
         "fds_first_half": mean(first, "fds"), "fds_second_half": mean(second, "fds"),
         "p99_ms_first_half": mean(first, "p99_ms"), "p99_ms_second_half": mean(second, "p99_ms"),
     }

@@ -365,4 +365,24 @@ async fn health_readiness_and_metrics() {
         text.contains("datagate_http_request_duration_seconds_bucket"),
         "latency histogram"
     );
+    // DataFusion's caches say what they hold: a query reads (and caches) Parquet metadata.
+    let sql = "/api/v1/query?sql=select%20count(*)%20from%20environment.air_quality%20where%20aqi%20%3E%2050";
+    assert_eq!(reqwest::get(s.url(sql)).await.unwrap().status(), 200);
+    let text = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let held = gauge("datagate_query_cache_bytes{cache=\"parquet_metadata\"}");
+    let limit = gauge("datagate_query_cache_limit_bytes{cache=\"parquet_metadata\"}");
+    assert!(held > 0.0 && held <= limit, "{held} of {limit}");
 }

@@ -17,6 +17,14 @@ use crate::{CATALOG_NAME, QueryError};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::config::ConfigNonZeroUsize;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::cache::Cache;
+use datafusion::execution::cache::TableScopedPath;
+use datafusion::execution::cache::cache_manager::{
+    CacheManagerConfig, CachedFileList, CachedFileMetadata, CachedFileMetadataEntry,
+    DEFAULT_FILE_STATISTICS_MEMORY_LIMIT, DEFAULT_LIST_FILES_CACHE_MEMORY_LIMIT,
+    DEFAULT_LIST_FILES_CACHE_TTL, DEFAULT_METADATA_CACHE_LIMIT,
+};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -104,6 +112,8 @@ pub struct QueryEngine {
     catalog: Arc<dyn CatalogStore>,
     resolver: Resolver,
     runtime: Arc<RuntimeEnv>,
+    /// DataFusion's caches, held to report what they hold.
+    caches: EngineCaches,
     limits: QueryLimits,
     /// Functions, planners and rules registered once; each request starts from a clone.
     base_state: SessionState,
@@ -139,7 +149,74 @@ impl RequestSession {
     }
 }
 
+/// DataFusion's caches of file metadata (Parquet footers and page indexes), file statistics
+/// and listings, made here with DataFusion's default limits so that their sizes can be
+/// reported (`datagate_query_cache_bytes`): they fill as new files are read (every upload
+/// and every converted audit segment adds some) and stop at their limits.
+#[derive(Clone)]
+struct EngineCaches {
+    metadata: Arc<DefaultCache<object_store::path::Path, CachedFileMetadataEntry>>,
+    statistics: Arc<DefaultCache<TableScopedPath, CachedFileMetadata>>,
+    listings: Arc<DefaultCache<TableScopedPath, CachedFileList>>,
+}
+
+impl Default for EngineCaches {
+    fn default() -> Self {
+        Self {
+            metadata: Arc::new(
+                DefaultCache::new(DEFAULT_METADATA_CACHE_LIMIT).with_name("parquet_metadata"),
+            ),
+            statistics: Arc::new(
+                DefaultCache::new(DEFAULT_FILE_STATISTICS_MEMORY_LIMIT)
+                    .with_name("file_statistics"),
+            ),
+            listings: Arc::new(
+                DefaultCache::new_with_ttl(
+                    DEFAULT_LIST_FILES_CACHE_MEMORY_LIMIT,
+                    DEFAULT_LIST_FILES_CACHE_TTL,
+                )
+                .with_name("listings"),
+            ),
+        }
+    }
+}
+
+impl EngineCaches {
+    fn config(&self) -> CacheManagerConfig {
+        CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.metadata.clone()))
+            .with_file_statistics_cache(Some(self.statistics.clone()))
+            .with_list_files_cache(Some(self.listings.clone()))
+    }
+}
+
 impl QueryEngine {
+    /// Sets `datagate_query_cache_bytes{cache}` to what DataFusion's caches hold now (and
+    /// `datagate_query_cache_limit_bytes{cache}` to their limits).
+    pub fn report_caches(&self) {
+        let c = &self.caches;
+        for (name, used, limit) in [
+            (
+                "parquet_metadata",
+                c.metadata.memory_used(),
+                c.metadata.cache_limit(),
+            ),
+            (
+                "file_statistics",
+                c.statistics.memory_used(),
+                c.statistics.cache_limit(),
+            ),
+            (
+                "listings",
+                c.listings.memory_used(),
+                c.listings.cache_limit(),
+            ),
+        ] {
+            metrics::gauge!("datagate_query_cache_bytes", "cache" => name).set(used as f64);
+            metrics::gauge!("datagate_query_cache_limit_bytes", "cache" => name).set(limit as f64);
+        }
+    }
+
     /// `root_store` serves the warehouse URL's scheme and authority.
     pub fn new(
         catalog: Arc<dyn CatalogStore>,
@@ -149,10 +226,12 @@ impl QueryEngine {
         mask_key: MaskKey,
         executor: QueryExecutor,
     ) -> Result<Self, QueryError> {
+        let caches = EngineCaches::default();
         let runtime = RuntimeEnvBuilder::new()
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
+            .with_cache_manager(caches.config())
             .build_arc()
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let mut base = warehouse_url.clone();
@@ -185,6 +264,7 @@ impl QueryEngine {
             },
             catalog,
             runtime,
+            caches,
             limits,
             distribution: None,
         })
