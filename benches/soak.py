@@ -151,14 +151,16 @@ def rss_kib(field="VmRSS"):
 
 def caches_mib():
     """What the server's bounded caches hold (its /metrics): DataFusion's Parquet metadata,
-    file statistics and listings caches, and the page cache."""
+    file statistics and listings caches, the page cache, and the audit log's decoded records
+    of segments not converted yet."""
     try:
         text = requests.get(f"{BASE}/metrics", timeout=10).text
     except requests.RequestException:
         return 0.0
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(("datagate_query_cache_bytes{", "datagate_page_cache_bytes ")):
+        if line.startswith(("datagate_query_cache_bytes{", "datagate_page_cache_bytes ",
+                            "datagate_audit_decoded_bytes ")):
             total += float(line.rsplit(" ", 1)[1])
     return total / 2**20
 

@@ -120,6 +120,11 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         truth = json_records(&audit_dir);
     }
+    // Pages list durable records: a detached record (an `end`) is in the file up to
+    // `detached_sync_delay` (10 ms) before its fsync makes it the log's head. Read the truth
+    // again once that has passed, so its newest record is durable too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    truth = json_records(&audit_dir);
     let head = truth.last().unwrap()["seq"].as_u64().unwrap();
 
     // Newest first, by seek: every record up to the head exactly once, in order.

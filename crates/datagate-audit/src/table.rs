@@ -78,6 +78,8 @@ pub struct EventsTable {
     kept: Mutex<BTreeMap<u64, Decoded>>,
     /// Lines of JSON segments decoded by queries so far.
     lines_decoded: Arc<AtomicU64>,
+    /// Bytes of the kept decoded records, as of the last query.
+    decoded_bytes: AtomicU64,
     /// The other gateways' logs, in a cluster with an archive.
     peers: Mutex<Option<Arc<crate::peers::PeerLogs>>>,
 }
@@ -288,6 +290,7 @@ impl EventsTable {
             index,
             kept: Mutex::new(BTreeMap::new()),
             lines_decoded: Arc::default(),
+            decoded_bytes: AtomicU64::new(0),
             peers: Mutex::new(None),
         }
     }
@@ -296,6 +299,12 @@ impl EventsTable {
     /// copy and the kept decoded segments save.
     pub fn lines_decoded(&self) -> u64 {
         self.lines_decoded.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the kept decoded records of unconverted segments hold (as of the last query):
+    /// at most [`KEPT_SEGMENTS`] segments' worth.
+    pub fn decoded_bytes(&self) -> u64 {
+        self.decoded_bytes.load(Ordering::Relaxed)
     }
 
     /// Reads the other gateways' archived records too (a cluster).
@@ -354,6 +363,12 @@ impl EventsTable {
         while kept.len() > KEPT_SEGMENTS {
             kept.pop_first();
         }
+        let held: usize = kept
+            .values()
+            .flat_map(|d| d.batches.iter())
+            .map(RecordBatch::get_array_memory_size)
+            .sum();
+        self.decoded_bytes.store(held as u64, Ordering::Relaxed);
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(Sources {
             files,
@@ -643,6 +658,7 @@ mod tests {
         assert_eq!(count(table.clone()).await, (3000, 3000));
         let kept: Vec<u64> = table.kept.lock().unwrap().keys().copied().collect();
         assert_eq!(kept, vec![last.0]);
+        assert!(table.decoded_bytes() > 0);
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.engine.report_caches();
+    metrics::gauge!("datagate_audit_decoded_bytes")
+        .set(state.audit.events_table().decoded_bytes() as f64);
     let body = state
         .metrics
         .as_ref()
