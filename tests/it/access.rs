@@ -608,12 +608,7 @@ async fn keys_lifecycle_bad_keys_and_secrets_never_written() {
     );
 
     // Secrets appear nowhere: not in the data directory, the log or the metrics.
-    let metrics = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let log = s.log_text();
     let mut files = Vec::new();
     let mut stack = vec![s.data_dir()];

@@ -344,12 +344,7 @@ async fn health_readiness_and_metrics() {
         reqwest::get(s.url("/api/v1/departments")).await.unwrap();
     }
     reqwest::get(s.url("/api/v1/datasets/x/y")).await.unwrap();
-    let text = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     let line = text
         .lines()
         .find(|l| {
@@ -368,12 +363,7 @@ async fn health_readiness_and_metrics() {
     // DataFusion's caches say what they hold: a query reads (and caches) Parquet metadata.
     let sql = "/api/v1/query?sql=select%20count(*)%20from%20environment.air_quality%20where%20aqi%20%3E%2050";
     assert_eq!(reqwest::get(s.url(sql)).await.unwrap().status(), 200);
-    let text = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     let gauge = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name))

@@ -556,12 +556,7 @@ async fn read_body(r: reqwest::Response) -> Result<Vec<u8>, String> {
 }
 
 async fn queries_in_flight(s: &Server) -> f64 {
-    let text = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     text.lines()
         .find(|l| l.starts_with("datagate_queries_in_flight"))
         .and_then(|l| l.split_whitespace().last())

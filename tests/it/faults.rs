@@ -519,17 +519,12 @@ async fn a_full_disk_under_the_servers_own_log_drops_log_lines_not_requests() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let log = s.log_text();
     assert!(log.len() > before, "logging resumed");
+    let since = String::from_utf8_lossy(&log.as_bytes()[before..]);
     assert!(
-        log[before..].contains("log lines could not be written and were dropped"),
-        "the log says lines were lost: {}",
-        &log[before..]
+        since.contains("log lines could not be written and were dropped"),
+        "the log says lines were lost: {since}"
     );
-    let metrics = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let dropped: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("datagate_log_lines_dropped_total "))

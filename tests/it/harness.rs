@@ -204,6 +204,17 @@ impl Server {
             .expect("a JSON body")
     }
 
+    /// The `/metrics` text.
+    #[allow(dead_code)]
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text")
+    }
+
     /// GET, returning status and JSON body (or `Null` when the body is not JSON).
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let r = reqwest::get(self.url(path)).await.expect("request");

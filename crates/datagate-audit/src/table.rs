@@ -563,8 +563,8 @@ mod tests {
         (c(0), c(1))
     }
 
-    #[tokio::test]
-    async fn every_record_once_before_during_and_after_conversion() {
+    /// A log of 3,000 synthetic records in segments of about 200 kB, nothing converted.
+    fn synthetic_log(seed: u64) -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();
         crate::synthetic::generate(
             tmp.path(),
@@ -575,10 +575,16 @@ mod tests {
                 segment_max_bytes: 200_000,
                 principals: 20,
                 datasets: 5,
-                seed: 3,
+                seed,
             },
         )
         .unwrap();
+        tmp
+    }
+
+    #[tokio::test]
+    async fn every_record_once_before_during_and_after_conversion() {
+        let tmp = synthetic_log(3);
         let index = Arc::new(ColumnarIndex::load(tmp.path()).unwrap());
         // A backlog: nothing converted, every sealed segment streamed.
         assert_eq!(
@@ -601,20 +607,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_segment_sealed_but_not_converted_is_not_decoded_again_by_every_query() {
-        let tmp = tempfile::tempdir().unwrap();
-        crate::synthetic::generate(
-            tmp.path(),
-            &crate::synthetic::Shape {
-                records: 3000,
-                from: "2026-01-01T00:00:00Z".parse().unwrap(),
-                to: "2026-01-20T00:00:00Z".parse().unwrap(),
-                segment_max_bytes: 200_000,
-                principals: 20,
-                datasets: 5,
-                seed: 5,
-            },
-        )
-        .unwrap();
+        let tmp = synthetic_log(5);
         let segments = list_segments(tmp.path()).unwrap();
         assert!(segments.len() > 4, "{}", segments.len());
         let lines = |p: &Path| {
