@@ -494,6 +494,35 @@ impl ColumnarIndex {
             .cloned()
     }
 
+    /// The records of converted segments with the given `seq`s, read from their JSON
+    /// segments by bisection ([`crate::segment::read_by_seq`]), in the order asked. Seqs of no
+    /// converted segment here (archived, not converted, never written) are left out: the
+    /// caller reads those another way.
+    pub fn records_by_seq(&self, seqs: &[u64]) -> Result<Vec<Record>> {
+        let segments: Vec<Arc<SegmentIndex>> = self
+            .snapshot()
+            .into_iter()
+            .filter(|m| !m.archived && m.records > 0)
+            .collect();
+        let mut by_segment: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
+        for &seq in seqs {
+            let at = segments.partition_point(|m| m.last_seq < seq);
+            if segments.get(at).is_some_and(|m| m.first_seq <= seq) {
+                by_segment.entry(at).or_default().push(seq);
+            }
+        }
+        let mut found: std::collections::HashMap<u64, Record> = std::collections::HashMap::new();
+        for (at, wanted) in by_segment {
+            let path = self.dir.join(&segments[at].source);
+            match crate::segment::read_by_seq(&path, &wanted) {
+                Ok(records) => found.extend(records.into_iter().map(|r| (r.seq, r))),
+                Err(AuditError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(seqs.iter().filter_map(|s| found.remove(s)).collect())
+    }
+
     /// The sealed segments (all but the last) that have no marker yet, oldest first.
     pub fn pending(&self) -> Result<Vec<u64>> {
         let segments = list_segments(&self.dir)?;

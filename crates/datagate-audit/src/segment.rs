@@ -94,6 +94,139 @@ pub fn last_seq(path: &Path) -> Result<Option<u64>> {
     }
 }
 
+/// Bytes a lookup by `seq` reads whole once bisection has narrowed it down this far.
+const SCAN_BYTES: u64 = 16 * 1024;
+/// Bytes read per bisection probe (a probe reads on until it finds a line start).
+const PROBE_BYTES: usize = 4 * 1024;
+
+/// The records of a sealed segment with the given `seq`s (any order; those the segment does
+/// not hold are left out), oldest first, found by bisecting the file on its lines' leading
+/// `seq` member — a sealed segment's lines are in `seq` order — so a record costs a dozen
+/// small reads, not a read of the segment. Lines are decoded without checking their hash, as
+/// the Parquet copy's rows are (`verify` proves both against the chain).
+pub fn read_by_seq(path: &Path, seqs: &[u64]) -> Result<Vec<crate::Record>> {
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut wanted = seqs.to_vec();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = Vec::with_capacity(wanted.len());
+    let mut buf = Vec::new();
+    // A line start whose seq is at most the next wanted one (wanted seqs only grow).
+    let mut lo = 0u64;
+    for target in wanted {
+        // A line start (or the end) after the target's line.
+        let mut hi = len;
+        while hi - lo > SCAN_BYTES {
+            let mid = lo + (hi - lo) / 2;
+            let Some(start) = line_start_after(&file, mid, hi, &mut buf)? else {
+                break; // one long line spans (mid, hi): scan from lo
+            };
+            read_upto(&file, start, len, 40, &mut buf)?;
+            match leading_seq(&buf) {
+                Some(seq) if seq <= target => lo = start,
+                Some(_) => hi = start,
+                None => break, // not a record's start: let the scan below skip it
+            }
+        }
+        // Scan lo..hi, reading on to the end of a line cut at hi.
+        read_upto(
+            &file,
+            lo,
+            len,
+            usize::try_from(hi - lo).unwrap_or(usize::MAX),
+            &mut buf,
+        )?;
+        let mut end = buf.len();
+        if lo + (end as u64) < len && buf.last() != Some(&b'\n') {
+            let mut more = Vec::new();
+            let mut at = lo + end as u64;
+            loop {
+                read_upto(&file, at, len, PROBE_BYTES, &mut more)?;
+                if more.is_empty() {
+                    break;
+                }
+                at += more.len() as u64;
+                match memchr::memchr(b'\n', &more) {
+                    Some(i) => {
+                        buf.extend_from_slice(&more[..=i]);
+                        break;
+                    }
+                    None => buf.extend_from_slice(&more),
+                }
+            }
+            end = buf.len();
+        }
+        let (lines, _) = split_lines(&buf[..end]);
+        let base = lo;
+        for (offset, line) in lines {
+            match leading_seq(line) {
+                Some(seq) if seq > target => break,
+                Some(seq) => {
+                    lo = base + offset as u64;
+                    if seq == target {
+                        if let Ok(r) = crate::record::decode_unchecked(line) {
+                            out.push(r);
+                        }
+                        break;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `file[at..min(at + n, end)]` into `buf` (replacing what it held).
+fn read_upto(file: &std::fs::File, at: u64, end: u64, n: usize, buf: &mut Vec<u8>) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let n = usize::try_from(end.saturating_sub(at)).map_or(n, |left| left.min(n));
+    buf.resize(n, 0);
+    let mut got = 0;
+    while got < n {
+        let k = file.read_at(&mut buf[got..], at + got as u64)?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    buf.truncate(got);
+    Ok(())
+}
+
+/// The first line start in `(at, end)`: just after the first newline at or after `at`.
+fn line_start_after(
+    file: &std::fs::File,
+    at: u64,
+    end: u64,
+    buf: &mut Vec<u8>,
+) -> Result<Option<u64>> {
+    let mut from = at;
+    while from < end {
+        read_upto(file, from, end, PROBE_BYTES, buf)?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if let Some(i) = memchr::memchr(b'\n', buf) {
+            let start = from + i as u64 + 1;
+            return Ok((start < end).then_some(start));
+        }
+        from += buf.len() as u64;
+    }
+    Ok(None)
+}
+
+/// The `seq` a canonical line starts with (`{"seq":N,`), read without decoding the line.
+fn leading_seq(line: &[u8]) -> Option<u64> {
+    let digits = line.strip_prefix(b"{\"seq\":")?;
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 20 || digits.get(n) != Some(&b',') {
+        return None;
+    }
+    std::str::from_utf8(&digits[..n]).ok()?.parse().ok()
+}
+
 /// The `seq` member of a record's line.
 fn seq_of(line: &[u8]) -> Option<u64> {
     crate::record::decode_unchecked(line).ok().map(|r| r.seq)
@@ -103,4 +236,73 @@ fn seq_of(line: &[u8]) -> Option<u64> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Event, encode};
+    use proptest::prelude::*;
+
+    /// A segment of `lengths.len()` records from seq `first`, record i's query text
+    /// `lengths[i]` bytes long (lines from a few hundred bytes to tens of kilobytes).
+    fn segment(dir: &Path, first: u64, lengths: &[usize]) -> PathBuf {
+        let path = dir.join(segment_name(1));
+        let mut data = Vec::new();
+        let mut prev = "0".repeat(64);
+        let ts = "2026-01-01T00:00:00Z".parse().unwrap();
+        for (i, n) in lengths.iter().enumerate() {
+            let event = Event {
+                key_id: format!("k{i}"),
+                query_text: Some("x".repeat(*n)),
+                ..Event::default()
+            };
+            let (line, hash) = encode(first + i as u64, &ts, &event, &prev);
+            data.extend_from_slice(&line);
+            prev = hash;
+        }
+        std::fs::write(&path, data).unwrap();
+        path
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever the lines' lengths and the seqs asked, the lookup answers exactly the
+        /// records with those seqs, read from their own lines.
+        #[test]
+        fn read_by_seq_finds_exactly_the_asked_records(
+            lengths in proptest::collection::vec(prop_oneof![8 => 0usize..600, 1 => 10_000usize..40_000], 1..400),
+            asked in proptest::collection::vec(0u64..500, 0..40),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let first = 1000;
+            let path = segment(tmp.path(), first, &lengths);
+            let seqs: Vec<u64> = asked.iter().map(|a| first - 50 + a).collect();
+            let got = read_by_seq(&path, &seqs).unwrap();
+            let mut expected: Vec<u64> = seqs
+                .iter()
+                .copied()
+                .filter(|s| (first..first + lengths.len() as u64).contains(s))
+                .collect();
+            expected.sort_unstable();
+            expected.dedup();
+            prop_assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), expected);
+            for r in &got {
+                let i = usize::try_from(r.seq - first).unwrap();
+                prop_assert_eq!(&r.event.key_id, &format!("k{i}"));
+                prop_assert_eq!(r.event.query_text.as_ref().map(String::len), Some(lengths[i]));
+            }
+        }
+    }
+
+    #[test]
+    fn read_by_seq_over_a_large_segment_finds_spread_records_and_the_last() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = segment(tmp.path(), 1, &vec![300; 200_000]);
+        let all: Vec<u64> = (1..=200_000).step_by(1999).collect();
+        let got = read_by_seq(&path, &all).unwrap();
+        assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), all);
+        // The last record, and one past it.
+        assert_eq!(read_by_seq(&path, &[200_000, 200_001]).unwrap().len(), 1);
+    }
 }

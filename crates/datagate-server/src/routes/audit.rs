@@ -10,6 +10,9 @@
 //! converted segments newest-first in growing groups, each a `seq`-bounded query that prunes
 //! every other segment before opening a file, and stops once the page is full; the `next` link
 //! carries `before=<last seq>`, so a later page never rescans what an earlier one skipped.
+//! Those queries read only the `seq`s of converted records (the filter columns and `seq`); the
+//! page's records are then read from their chained lines by seq (`ColumnarIndex::records_by_seq`),
+//! a few small reads each, instead of a Parquet page of every column per record found.
 
 use super::data::{negotiate, on_lane, stream_audit, stream_audit_page};
 use super::{ApiJson, ApiQuery, KeyHolder};
@@ -167,35 +170,58 @@ pub async fn events(
     let ctx = session.ctx.clone();
     let memory = session.limits.memory_bytes;
     let df_err = move |e| datagate_query::QueryError::from_datafusion(e, memory);
+    let page_rows = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+    let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+    let index = state.audit.columnar().clone();
     let batches = on_lane(&lane, deadline, async move {
-        let mut got: Vec<RecordBatch> = Vec::new();
+        // First the page's rows: the tail's whole, converted segments' by seq only (their
+        // key, filter and seq columns; a page of a rare principal would otherwise decompress
+        // a page of every column for every row it finds).
+        let mut runs: Vec<Run> = Vec::new();
         let mut rows = 0usize;
         let (mut windows, mut scanned) = (windows, 0u64);
-        while let Some((lo, hi)) = windows.next(rows, wanted, scanned) {
-            scanned += hi.saturating_sub(lo) + 1;
+        while let Some(w) = windows.next(rows, wanted, scanned) {
+            scanned += w.hi.saturating_sub(w.lo) + 1;
             let mut window = filters.clone();
-            window.push(col("seq").gt_eq(lit(lo)));
-            window.push(col("seq").lt_eq(lit(hi)));
-            let plan = events_plan(&ctx, window, wanted - rows)
-                .await
-                .map_err(df_err)?;
-            let part = ctx
-                .execute_logical_plan(plan)
-                .await
-                .map_err(df_err)?
-                .collect()
+            window.push(col("seq").gt_eq(lit(w.lo)));
+            window.push(col("seq").lt_eq(lit(w.hi)));
+            let part = collect(&ctx, events_plan(&ctx, window, wanted - rows, !w.tail).await)
                 .await
                 .map_err(df_err)?;
             rows += part.iter().map(|b| b.num_rows()).sum::<usize>();
-            got.extend(part.into_iter().filter(|b| b.num_rows() > 0));
+            runs.push(if w.tail {
+                Run::Rows(part)
+            } else {
+                Run::Seqs(part.iter().flat_map(seqs_of).collect())
+            });
             if rows >= wanted {
                 break;
+            }
+        }
+        // Then the page itself: converted rows read from their chained lines by seq (a few
+        // small reads each); from Parquet only when a line cannot be read here.
+        let mut got: Vec<RecordBatch> = Vec::new();
+        for run in take_page(runs, skip, page_rows) {
+            match run {
+                Run::Rows(part) => got.extend(part),
+                Run::Seqs(seqs) => match index.records_by_seq(&seqs) {
+                    Ok(records) if records.len() == seqs.len() => got.push(
+                        reader::to_batch(&records)
+                            .map_err(|e| datagate_query::QueryError::Internal(e.to_string()))?,
+                    ),
+                    read => {
+                        if let Err(e) = read {
+                            tracing::warn!(error = %e, "audit lines unreadable by seq; reading Parquet");
+                        }
+                        got.extend(rows_by_seq(&ctx, &seqs).await.map_err(df_err)?);
+                    }
+                },
             }
         }
         Ok::<_, datagate_query::QueryError>(got)
     })
     .await?;
-    let batches = skip_rows(batches, usize::try_from(offset).unwrap_or(usize::MAX));
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     let last_seq = page_last_seq(&batches, usize::try_from(limit).unwrap_or(usize::MAX));
     let next = last_seq.map(|seq| events_next_url(&state, &headers, &p, limit, seq));
     let page = datagate_query::pages::Page {
@@ -229,9 +255,9 @@ struct Windows {
 }
 
 impl Windows {
-    fn next(&mut self, found: usize, wanted: usize, scanned: u64) -> Option<(u64, u64)> {
-        if let Some(t) = self.tail.take() {
-            return Some(t);
+    fn next(&mut self, found: usize, wanted: usize, scanned: u64) -> Option<Window> {
+        if let Some((lo, hi)) = self.tail.take() {
+            return Some(Window { lo, hi, tail: true });
         }
         if self.rest.is_empty() {
             return None;
@@ -252,8 +278,99 @@ impl Windows {
         let take: Vec<(u64, u64)> = self.rest.drain(..self.group).collect();
         let hi = take.first().map_or(0, |c| c.1).min(self.top);
         let lo = take.last().map_or(0, |c| c.0);
-        Some((lo, hi))
+        Some(Window {
+            lo,
+            hi,
+            tail: false,
+        })
     }
+}
+
+/// Records `lo..=hi` of the log: the unconverted tail's, or converted segments'.
+struct Window {
+    lo: u64,
+    hi: u64,
+    tail: bool,
+}
+
+/// Rows of a page, newest first: read whole (the decoded tail's), or the seqs of rows whose
+/// lines are read once the page is cut.
+enum Run {
+    Rows(Vec<RecordBatch>),
+    Seqs(Vec<u64>),
+}
+
+/// The runs of rows `skip..skip + take` of `runs`.
+fn take_page(runs: Vec<Run>, mut skip: usize, mut take: usize) -> Vec<Run> {
+    let mut out = Vec::new();
+    for run in runs {
+        if take == 0 {
+            break;
+        }
+        match run {
+            Run::Rows(batches) => {
+                let mut kept = Vec::new();
+                for b in batches {
+                    let n = b.num_rows();
+                    if skip >= n {
+                        skip -= n;
+                        continue;
+                    }
+                    let k = (n - skip).min(take);
+                    if k > 0 {
+                        kept.push(b.slice(skip, k));
+                    }
+                    take -= k;
+                    skip = 0;
+                }
+                out.push(Run::Rows(kept));
+            }
+            Run::Seqs(seqs) => {
+                let n = seqs.len();
+                if skip >= n {
+                    skip -= n;
+                    continue;
+                }
+                let k = (n - skip).min(take);
+                out.push(Run::Seqs(seqs[skip..skip + k].to_vec()));
+                take -= k;
+                skip = 0;
+            }
+        }
+    }
+    out
+}
+
+/// The rows with `seqs` (newest first) read from `audit.events`.
+async fn rows_by_seq(
+    ctx: &SessionContext,
+    seqs: &[u64],
+) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+    let (Some(lo), Some(hi)) = (seqs.iter().min(), seqs.iter().max()) else {
+        return Ok(Vec::new());
+    };
+    let window = vec![
+        col("seq").gt_eq(lit(*lo)),
+        col("seq").lt_eq(lit(*hi)),
+        col("seq").in_list(seqs.iter().map(|s| lit(*s)).collect(), false),
+    ];
+    collect(ctx, events_plan(ctx, window, seqs.len(), false).await).await
+}
+
+/// The `seq` column of a batch.
+fn seqs_of(batch: &RecordBatch) -> Vec<u64> {
+    batch
+        .column_by_name("seq")
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+        .map(|a| a.values().to_vec())
+        .unwrap_or_default()
+}
+
+async fn collect(
+    ctx: &SessionContext,
+    plan: Result<datafusion::logical_expr::LogicalPlan, datafusion::error::DataFusionError>,
+) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+    ctx.execute_logical_plan(plan?).await?.collect().await
 }
 
 /// The windows of a page ending before `before` (all records when `None`).
@@ -276,19 +393,6 @@ fn seek_windows(state: &AppState, before: Option<u64>) -> Windows {
         top,
         group: 0,
     }
-}
-
-fn skip_rows(batches: Vec<RecordBatch>, mut skip: usize) -> Vec<RecordBatch> {
-    let mut out = Vec::new();
-    for b in batches {
-        if skip >= b.num_rows() {
-            skip -= b.num_rows();
-            continue;
-        }
-        out.push(b.slice(skip, b.num_rows() - skip));
-        skip = 0;
-    }
-    out
 }
 
 /// The `seq` of the page's last row when more rows follow it (the page holds `limit` rows
@@ -342,14 +446,19 @@ fn events_next_url(
     )
 }
 
+/// Records matching `filters`, newest first, at most `limit`: whole, or only their `seq`.
 async fn events_plan(
     ctx: &SessionContext,
     filters: Vec<Expr>,
     limit: usize,
+    seq_only: bool,
 ) -> Result<datafusion::logical_expr::LogicalPlan, datafusion::error::DataFusionError> {
     let mut df = ctx.table("datagate.audit.events").await?;
     for f in filters {
         df = df.filter(f)?;
+    }
+    if seq_only {
+        df = df.select(vec![col("seq")])?;
     }
     let df = df
         .sort(vec![col("seq").sort(false, false)])?
