@@ -100,10 +100,13 @@ const SCAN_BYTES: u64 = 16 * 1024;
 const PROBE_BYTES: usize = 4 * 1024;
 
 /// The records of a sealed segment with the given `seq`s (any order; those the segment does
-/// not hold are left out), oldest first, found by bisecting the file on its lines' leading
-/// `seq` member — a sealed segment's lines are in `seq` order — so a record costs a dozen
-/// small reads, not a read of the segment. Lines are decoded without checking their hash, as
-/// the Parquet copy's rows are (`verify` proves both against the chain).
+/// not hold are left out), oldest first, found by searching the file on its lines' leading
+/// `seq` member — a sealed segment's lines are in `seq` order — so a record costs a few small
+/// reads, not a read of the segment: from the last record found, a galloping search forward
+/// (probes 16 KiB, 32 KiB, ... ahead), then bisection, then one read of the 16 KiB or so that
+/// hold the record, which also serves every other wanted record in it (a run of neighbours
+/// costs about one read per 16 KiB). Lines are decoded without checking their hash, as the
+/// Parquet copy's rows are (`verify` proves both against the chain).
 pub fn read_by_seq(path: &Path, seqs: &[u64]) -> Result<Vec<crate::Record>> {
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
@@ -111,25 +114,46 @@ pub fn read_by_seq(path: &Path, seqs: &[u64]) -> Result<Vec<crate::Record>> {
     wanted.sort_unstable();
     wanted.dedup();
     let mut out = Vec::with_capacity(wanted.len());
-    let mut buf = Vec::new();
-    // A line start whose seq is at most the next wanted one (wanted seqs only grow).
+    let (mut buf, mut probe) = (Vec::new(), Vec::new());
+    // A line start whose seq is at most every wanted seq not found yet.
     let mut lo = 0u64;
-    for target in wanted {
-        // A line start (or the end) after the target's line.
-        let mut hi = len;
-        while hi - lo > SCAN_BYTES {
-            let mid = lo + (hi - lo) / 2;
-            let Some(start) = line_start_after(&file, mid, hi, &mut buf)? else {
-                break; // one long line spans (mid, hi): scan from lo
+    let mut i = 0;
+    while i < wanted.len() {
+        let target = wanted[i];
+        // The seq of the first line starting after `at` (and before `end`), with its start.
+        let mut next_line = |at: u64, end: u64| -> Result<Option<(u64, Option<u64>)>> {
+            let Some(start) = line_start_after(&file, at, end, &mut probe)? else {
+                return Ok(None);
             };
-            read_upto(&file, start, len, 40, &mut buf)?;
-            match leading_seq(&buf) {
-                Some(seq) if seq <= target => lo = start,
-                Some(_) => hi = start,
-                None => break, // not a record's start: let the scan below skip it
+            read_upto(&file, start, len, 40, &mut probe)?;
+            Ok(Some((start, leading_seq(&probe))))
+        };
+        // A line start (or the end) after the target's line: gallop, then bisect.
+        let mut hi = len;
+        let mut step = SCAN_BYTES;
+        while lo + step < hi {
+            match next_line(lo + step, hi)? {
+                Some((start, Some(seq))) if seq <= target => {
+                    lo = start;
+                    step = step.saturating_mul(2);
+                }
+                Some((start, Some(_))) => hi = start,
+                _ => break,
+            }
+            if hi < len {
+                break;
             }
         }
-        // Scan lo..hi, reading on to the end of a line cut at hi.
+        while hi - lo > SCAN_BYTES {
+            let mid = lo + (hi - lo) / 2;
+            match next_line(mid, hi)? {
+                Some((start, Some(seq))) if seq <= target => lo = start,
+                Some((start, Some(_))) => hi = start,
+                // One long line spans (mid, hi), or a line that is not a record's: scan.
+                _ => break,
+            }
+        }
+        // Read lo..hi, on to the end of a line cut at hi, and take every wanted record in it.
         read_upto(
             &file,
             lo,
@@ -137,42 +161,43 @@ pub fn read_by_seq(path: &Path, seqs: &[u64]) -> Result<Vec<crate::Record>> {
             usize::try_from(hi - lo).unwrap_or(usize::MAX),
             &mut buf,
         )?;
-        let mut end = buf.len();
-        if lo + (end as u64) < len && buf.last() != Some(&b'\n') {
-            let mut more = Vec::new();
-            let mut at = lo + end as u64;
+        if lo + (buf.len() as u64) < len && buf.last() != Some(&b'\n') {
+            let mut at = lo + buf.len() as u64;
             loop {
-                read_upto(&file, at, len, PROBE_BYTES, &mut more)?;
-                if more.is_empty() {
+                read_upto(&file, at, len, PROBE_BYTES, &mut probe)?;
+                if probe.is_empty() {
                     break;
                 }
-                at += more.len() as u64;
-                match memchr::memchr(b'\n', &more) {
-                    Some(i) => {
-                        buf.extend_from_slice(&more[..=i]);
-                        break;
-                    }
-                    None => buf.extend_from_slice(&more),
+                at += probe.len() as u64;
+                if let Some(k) = memchr::memchr(b'\n', &probe) {
+                    buf.extend_from_slice(&probe[..=k]);
+                    break;
                 }
+                buf.extend_from_slice(&probe);
             }
-            end = buf.len();
         }
-        let (lines, _) = split_lines(&buf[..end]);
+        let (lines, _) = split_lines(&buf);
         let base = lo;
         for (offset, line) in lines {
-            match leading_seq(line) {
-                Some(seq) if seq > target => break,
-                Some(seq) => {
-                    lo = base + offset as u64;
-                    if seq == target {
-                        if let Ok(r) = crate::record::decode_unchecked(line) {
-                            out.push(r);
-                        }
-                        break;
-                    }
-                }
-                None => {}
+            let Some(seq) = leading_seq(line) else {
+                continue;
+            };
+            while wanted.get(i).is_some_and(|w| *w < seq) {
+                i += 1; // not in the segment
             }
+            let Some(&w) = wanted.get(i) else { break };
+            if w > seq {
+                lo = base + offset as u64;
+                continue;
+            }
+            if let Ok(r) = crate::record::decode_unchecked(line) {
+                out.push(r);
+            }
+            i += 1;
+            lo = base + offset as u64;
+        }
+        if wanted.get(i) == Some(&target) {
+            i += 1; // not in the segment
         }
     }
     Ok(out)
@@ -273,11 +298,18 @@ mod tests {
         fn read_by_seq_finds_exactly_the_asked_records(
             lengths in proptest::collection::vec(prop_oneof![8 => 0usize..600, 1 => 10_000usize..40_000], 1..400),
             asked in proptest::collection::vec(0u64..500, 0..40),
+            run in (0u64..500, 0u64..300),
         ) {
             let tmp = tempfile::tempdir().unwrap();
             let first = 1000;
             let path = segment(tmp.path(), first, &lengths);
-            let seqs: Vec<u64> = asked.iter().map(|a| first - 50 + a).collect();
+            // Scattered seqs and a run of neighbours, some before, in and after the segment.
+            let seqs: Vec<u64> = asked
+                .iter()
+                .copied()
+                .chain(run.0..run.0 + run.1)
+                .map(|a| first - 50 + a)
+                .collect();
             let got = read_by_seq(&path, &seqs).unwrap();
             let mut expected: Vec<u64> = seqs
                 .iter()
