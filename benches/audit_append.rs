@@ -47,7 +47,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/audit-bench");
+    let base = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("target/audit-bench");
     println!(
         "durable audit appends, {secs} s per row, log under {}:",
         base.display()

@@ -5,9 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root.
+/// The repository root: as `cargo test` names it when it runs the suite, else where the suite
+/// was compiled. (A test binary reused from another checkout through a shared target directory
+/// keeps that checkout's compile-time path, and would read its files.)
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
 /// The `datagate` binary built beside this test executable.

@@ -128,9 +128,14 @@ mod tests {
     #[test]
     fn every_file_in_either_directory_is_a_listed_step() {
         for dir in ["sqlite", "postgres"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("migrations")
-                .join(dir);
+            // Where `cargo test` runs it (a binary reused from another checkout through a
+            // shared target directory keeps that checkout's compile-time path).
+            let path = std::path::PathBuf::from(
+                std::env::var_os("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("migrations")
+            .join(dir);
             for entry in std::fs::read_dir(&path).unwrap() {
                 let name = entry.unwrap().file_name().to_string_lossy().into_owned();
                 let stem = name.strip_suffix(".sql").unwrap();

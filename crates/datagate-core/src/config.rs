@@ -942,7 +942,13 @@ mod tests {
 
     #[test]
     fn shipped_file_documents_exactly_the_defaults() {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/datagate.toml");
+        // The package directory `cargo test` runs in (not only where this was compiled: a
+        // binary reused from another checkout through a shared target directory keeps its path).
+        let shipped = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../config/datagate.toml");
         let cfg = Config::load_with_env(Some(&shipped), []).unwrap();
         assert_eq!(cfg, Config::default());
     }

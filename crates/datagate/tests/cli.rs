@@ -67,7 +67,11 @@ fn load_appends_versions_offline() {
     let data = dir.path().join("data");
     let manifests = dir.path().join("catalog/transport");
     std::fs::create_dir_all(&manifests).unwrap();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Where `cargo test` runs it, not only where it was compiled (see harness::repo_root).
+    let repo = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..");
     std::fs::write(manifests.join("department.toml"), "name = \"交通运输局\"\n").unwrap();
     let manifest = std::fs::read_to_string(repo.join("catalog/transport/bus_stops.toml"))
         .unwrap()
