@@ -1,6 +1,7 @@
 //! Segment files: the log is a sequence of `segment-NNNNNN.jsonl` files in the audit
 //! directory, one record per line; only the last is appended to, the others are sealed and
-//! never rewritten.
+//! never rewritten. A sealed segment's records are found by `seq` without reading it whole
+//! ([`read_by_seq`]): the events page reads its records from their lines this way.
 
 use crate::error::Result;
 use std::path::{Path, PathBuf};
