@@ -495,7 +495,7 @@ impl ColumnarIndex {
     }
 
     /// The records of converted segments with the given `seq`s, read from their JSON
-    /// segments by bisection ([`crate::segment::read_by_seq`]), in the order asked. Seqs of no
+    /// segments by searching them on seq ([`crate::segment::read_by_seq`]), in the order asked. Seqs of no
     /// converted segment here (archived, not converted, never written) are left out: the
     /// caller reads those another way.
     pub fn records_by_seq(&self, seqs: &[u64]) -> Result<Vec<Record>> {

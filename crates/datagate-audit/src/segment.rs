@@ -138,11 +138,11 @@ pub fn read_by_seq(path: &Path, seqs: &[u64]) -> Result<Vec<crate::Record>> {
                     lo = start;
                     step = step.saturating_mul(2);
                 }
-                Some((start, Some(_))) => hi = start,
+                Some((start, Some(_))) => {
+                    hi = start;
+                    break;
+                }
                 _ => break,
-            }
-            if hi < len {
-                break;
             }
         }
         while hi - lo > SCAN_BYTES {

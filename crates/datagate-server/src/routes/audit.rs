@@ -185,7 +185,7 @@ pub async fn events(
             let mut window = filters.clone();
             window.push(col("seq").gt_eq(lit(w.lo)));
             window.push(col("seq").lt_eq(lit(w.hi)));
-            let part = collect(&ctx, events_plan(&ctx, window, wanted - rows, !w.tail).await)
+            let part = events_query(&ctx, window, wanted - rows, !w.tail)
                 .await
                 .map_err(df_err)?;
             rows += part.iter().map(|b| b.num_rows()).sum::<usize>();
@@ -213,7 +213,11 @@ pub async fn events(
                         if let Err(e) = read {
                             tracing::warn!(error = %e, "audit lines unreadable by seq; reading Parquet");
                         }
-                        got.extend(rows_by_seq(&ctx, &seqs).await.map_err(df_err)?);
+                        got.extend(
+                            rows_by_seq(&ctx, filters.clone(), &seqs)
+                                .await
+                                .map_err(df_err)?,
+                        );
                     }
                 },
             }
@@ -341,20 +345,20 @@ fn take_page(runs: Vec<Run>, mut skip: usize, mut take: usize) -> Vec<Run> {
     out
 }
 
-/// The rows with `seqs` (newest first) read from `audit.events`.
+/// The rows with `seqs` (newest first) read from `audit.events`, under the page's `filters`
+/// (in a cluster another gateway's records carry the same seqs; its filters leave them out).
 async fn rows_by_seq(
     ctx: &SessionContext,
+    mut filters: Vec<Expr>,
     seqs: &[u64],
 ) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
     let (Some(lo), Some(hi)) = (seqs.iter().min(), seqs.iter().max()) else {
         return Ok(Vec::new());
     };
-    let window = vec![
-        col("seq").gt_eq(lit(*lo)),
-        col("seq").lt_eq(lit(*hi)),
-        col("seq").in_list(seqs.iter().map(|s| lit(*s)).collect(), false),
-    ];
-    collect(ctx, events_plan(ctx, window, seqs.len(), false).await).await
+    filters.push(col("seq").gt_eq(lit(*lo)));
+    filters.push(col("seq").lt_eq(lit(*hi)));
+    filters.push(col("seq").in_list(seqs.iter().map(|s| lit(*s)).collect(), false));
+    events_query(ctx, filters, seqs.len(), false).await
 }
 
 /// The `seq` column of a batch.
@@ -364,13 +368,6 @@ fn seqs_of(batch: &RecordBatch) -> Vec<u64> {
         .and_then(|c| c.as_primitive_opt::<UInt64Type>())
         .map(|a| a.values().to_vec())
         .unwrap_or_default()
-}
-
-async fn collect(
-    ctx: &SessionContext,
-    plan: Result<datafusion::logical_expr::LogicalPlan, datafusion::error::DataFusionError>,
-) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
-    ctx.execute_logical_plan(plan?).await?.collect().await
 }
 
 /// The windows of a page ending before `before` (all records when `None`).
@@ -447,12 +444,12 @@ fn events_next_url(
 }
 
 /// Records matching `filters`, newest first, at most `limit`: whole, or only their `seq`.
-async fn events_plan(
+async fn events_query(
     ctx: &SessionContext,
     filters: Vec<Expr>,
     limit: usize,
     seq_only: bool,
-) -> Result<datafusion::logical_expr::LogicalPlan, datafusion::error::DataFusionError> {
+) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
     let mut df = ctx.table("datagate.audit.events").await?;
     for f in filters {
         df = df.filter(f)?;
@@ -460,10 +457,10 @@ async fn events_plan(
     if seq_only {
         df = df.select(vec![col("seq")])?;
     }
-    let df = df
-        .sort(vec![col("seq").sort(false, false)])?
-        .limit(0, Some(limit))?;
-    Ok(df.into_unoptimized_plan())
+    df.sort(vec![col("seq").sort(false, false)])?
+        .limit(0, Some(limit))?
+        .collect()
+        .await
 }
 
 /// `POST /api/v1/audit/query`.
