@@ -491,7 +491,10 @@ impl Writer {
             match rx.recv_timeout(wait.max(Duration::from_micros(100))) {
                 Ok(first) => {
                     self.take(first, &mut batch, &mut close);
-                    if self.last_waiters >= self.opts.commit_delay_after
+                    // Only a batch someone waits for (a `Detached` nudge alone has its own
+                    // delay; a close none).
+                    if !batch.is_empty()
+                        && self.last_waiters >= self.opts.commit_delay_after
                         && !self.opts.commit_delay.is_zero()
                     {
                         // Asleep, not waiting on the channel: the appends that come meanwhile
