@@ -5,7 +5,9 @@
 //!
 //!     cargo bench --bench audit_append [-- SECONDS=5 [WRITERS...=1 16 256]]
 //!
-//! (the log is written under ./target)
+//! (the log is written under ./target). `AUDIT_COMMIT_DELAY_US` and `AUDIT_COMMIT_DELAY_COUNT`
+//! set the writer's commit delay and the batch that ends it early (`LogOptions::commit_delay`,
+//! `commit_delay_count`; default the log's own), to compare settings in one run.
 
 use datagate_audit::{AuditLog, Event, Kind, LogOptions};
 use std::time::{Duration, Instant};
@@ -51,8 +53,16 @@ fn main() {
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
     )
     .join("target/audit-bench");
+    let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let defaults = LogOptions::new(&base);
+    let commit_delay =
+        setting("AUDIT_COMMIT_DELAY_US").map_or(defaults.commit_delay, Duration::from_micros);
+    let commit_delay_count =
+        setting("AUDIT_COMMIT_DELAY_COUNT").map_or(defaults.commit_delay_count, |c| c as usize);
     println!(
-        "durable audit appends, {secs} s per row, log under {}:",
+        "durable audit appends, {secs} s per row, commit delay {} µs or {commit_delay_count} \
+         records, log under {}:",
+        commit_delay.as_micros(),
         base.display()
     );
     println!("| writers | records/s | median wait ms | p99 wait ms | records per fsync |");
@@ -60,7 +70,10 @@ fn main() {
     for writers in writer_counts {
         let dir = base.join(format!("w{writers}"));
         let _ = std::fs::remove_dir_all(&dir);
-        let (log, _) = AuditLog::open(LogOptions::new(&dir)).expect("open log");
+        let mut options = LogOptions::new(&dir);
+        options.commit_delay = commit_delay;
+        options.commit_delay_count = commit_delay_count;
+        let (log, _) = AuditLog::open(options).expect("open log");
         let (records, mut waits, elapsed) = rt.block_on(async {
             let end = Instant::now() + Duration::from_secs(secs);
             let start = Instant::now();
