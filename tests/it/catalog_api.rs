@@ -360,6 +360,30 @@ async fn health_readiness_and_metrics() {
         text.contains("datagate_http_request_duration_seconds_bucket"),
         "latency histogram"
     );
+    // The audit log says how fast it makes records durable, in sub-millisecond buckets, and
+    // how many records each fsync carried.
+    let sum_of = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert!(
+        sum_of("datagate_audit_records_total") >= 4.0,
+        "every request has its record:\n{text}"
+    );
+    assert!(
+        sum_of("datagate_audit_batch_records_count") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sum_of("datagate_audit_fsync_seconds_count") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("datagate_audit_fsync_seconds_bucket{le=\"0.0001\"}"),
+        "{text}"
+    );
     // DataFusion's caches say what they hold: a query reads (and caches) Parquet metadata.
     let sql = "/api/v1/query?sql=select%20count(*)%20from%20environment.air_quality%20where%20aqi%20%3E%2050";
     assert_eq!(reqwest::get(s.url(sql)).await.unwrap().status(), 200);

@@ -754,6 +754,8 @@ impl Writer {
             self.publish_head();
         }
         self.since_checkpoint += seq - first_seq + 1;
+        metrics::histogram!("datagate_audit_batch_records").record((seq - first_seq + 1) as f64);
+        metrics::counter!("datagate_audit_records_total").increment(seq - first_seq + 1);
         for ((_, tx), seq) in batch.into_iter().zip(first_seq..) {
             if let Some(tx) = tx {
                 let _ = tx.send(Ok(seq));
@@ -772,7 +774,10 @@ impl Writer {
     /// Makes everything written durable (one fsync) and publishes the head.
     fn sync(&mut self) -> std::io::Result<()> {
         if self.unsynced_since.is_some() {
+            let start = Instant::now();
             self.file.sync_data()?;
+            metrics::histogram!("datagate_audit_fsync_seconds")
+                .record(start.elapsed().as_secs_f64());
             self.shared
                 .batches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -912,6 +917,9 @@ fn run_converter(
                     break;
                 }
             };
+            // Sealed segments without their Parquet copy: a converter that falls behind shows
+            // here first.
+            metrics::gauge!("datagate_audit_unconverted_segments").set(todo.len() as f64);
             let Some(&next) = todo.first() else { break };
             // Idle cores only, unless a whole sealed segment more is waiting: under a load
             // that keeps every core busy an idle-class thread gets almost nothing, and the
@@ -931,10 +939,13 @@ fn run_converter(
                     }
                 }
             }
+            let start = Instant::now();
             if let Err(e) = columnar.convert(next) {
                 tracing::warn!(error = %e, segment = next, "audit Parquet conversion failed; retrying at the next seal");
                 break;
             }
+            metrics::histogram!("datagate_audit_conversion_seconds")
+                .record(start.elapsed().as_secs_f64());
             tracing::debug!(segment = next, "audit segment converted to Parquet");
             backlog.retain(|segment| match columnar.get(*segment) {
                 Some(marker) => {
