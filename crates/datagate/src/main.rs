@@ -394,35 +394,36 @@ fn run_serve(cfg: Config) -> Result<()> {
     }
     logging::init(&cfg);
     use metrics_exporter_prometheus::Matcher;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&[
+    // The audit log's waits are fractions of a millisecond when all is well.
+    const OWN_BUCKETS: [(&str, &[f64]); 3] = [
+        (
+            "datagate_audit_fsync_seconds",
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
+            ],
+        ),
+        (
+            "datagate_audit_wait_seconds",
+            &[
+                0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+            ],
+        ),
+        (
+            "datagate_audit_batch_records",
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+            ],
+        ),
+    ];
+    let metrics = OWN_BUCKETS.iter().fold(
+        metrics_exporter_prometheus::PrometheusBuilder::new().set_buckets(&[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        ])
-        // The audit log's waits are fractions of a millisecond when all is well.
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("datagate_audit_fsync_seconds".into()),
-                &[
-                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
-                ],
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("datagate_audit_wait_seconds".into()),
-                &[
-                    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
-                ],
-            )
-        })
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("datagate_audit_batch_records".into()),
-                &[
-                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
-                ],
-            )
-        })
+        ]),
+        |builder, (name, buckets)| {
+            builder.and_then(|b| b.set_buckets_for_metric(Matcher::Full((*name).into()), buckets))
+        },
+    );
+    let metrics = metrics
         .and_then(|b| b.install_recorder())
         .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
         .ok();
