@@ -132,8 +132,24 @@ impl Layout {
         Ok(Some(out))
     }
 
-    /// Decodes one segment of whole records on its own decoder.
+    /// Decodes one segment of whole records: without quotes on the fast path of
+    /// [`plain_csv`](super::plain_csv), otherwise (or when that path declines) on its own decoder.
     fn segment(&self, bytes: &[u8], before: u64) -> Result<Vec<RecordBatch>> {
+        let plain = super::plain_csv::decode(
+            bytes,
+            self.delimiter,
+            &self.target,
+            &self.order,
+            self.batch_rows,
+        );
+        match plain {
+            Some(batches) => Ok(batches),
+            None => self.read_segment(bytes, before),
+        }
+    }
+
+    /// Decodes one segment of whole records on its own arrow-csv decoder.
+    fn read_segment(&self, bytes: &[u8], before: u64) -> Result<Vec<RecordBatch>> {
         let mut decoder = self.decoder();
         let mut out = Vec::new();
         self.feed(&mut decoder, bytes, before, &mut out)?;
@@ -826,5 +842,143 @@ mod properties {
                 other => panic!("{other:?}"),
             }
         }
+    }
+}
+
+/// The quote-free fast path against arrow-csv, over every type a dataset column can have.
+#[cfg(test)]
+mod plain_path {
+    use super::*;
+    use arrow::compute::concat_batches;
+    use arrow::datatypes::{DataType, TimeUnit};
+    use proptest::prelude::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8, true),
+            Field::new("i", DataType::Int64, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("d", DataType::Date32, true),
+            Field::new("m", DataType::Decimal128(10, 2), true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("u", DataType::UInt8, true),
+        ]))
+    }
+
+    fn layout(header: &str) -> Layout {
+        let mut d = CsvDecoder::new(schema(), CsvOptions::default());
+        d.header = header.as_bytes().to_vec();
+        d.read_header().unwrap()
+    }
+
+    /// A record's fields: valid values or empty ones (null), and now and then a value that is not
+    /// one of its column's type.
+    fn fields() -> impl Strategy<Value = Vec<String>> {
+        let valid = (
+            "[a-z张 ]{0,6}",
+            "-?[0-9]{1,18}|",
+            "-?[0-9]{1,5}(\\.[0-9]{0,3})?|1e5|NaN|inf|",
+            "true|FALSE|True|",
+            "20[0-9]{2}-0[1-9]-[0-2][0-9]|",
+            "-?[0-9]{1,8}(\\.[0-9]{1,2})?|",
+            "2024-0[1-9]-1[0-9]( |T)1[0-9]:[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,3})?(Z|\\+08:00)?|2024-01-01|",
+            "[0-9]{1,2}|",
+        )
+            .prop_map(|(s, i, f, b, d, m, t, u)| vec![s, i, f, b, d, m, t, u]);
+        let invalid = (
+            valid.clone(),
+            1usize..8,
+            "x|[0-9]{20}|2024-02-30|t|1|-1|1\\.234|1e400",
+        )
+            .prop_map(|(mut v, at, bad)| {
+                v[at] = bad;
+                v
+            });
+        prop_oneof![50 => valid, 1 => invalid]
+    }
+
+    fn rows(batches: &[RecordBatch]) -> RecordBatch {
+        concat_batches(&schema(), batches).unwrap()
+    }
+
+    proptest! {
+        /// Whatever the fast path decodes, arrow-csv decodes to the same rows; what it declines
+        /// without a quote or a lone CR in the input, arrow-csv refuses too.
+        #[test]
+        fn the_fast_path_decodes_what_arrow_csv_decodes(
+            records in proptest::collection::vec(
+                (fields(), 0u8..10, any::<bool>()), 0..60),
+            flaw in proptest::option::of((0usize..60, 0u8..3)),
+            reversed in any::<bool>(),
+            last_line_end in any::<bool>(),
+            batch_rows in 1usize..9,
+        ) {
+            let mut names = ["s", "i", "f", "b", "d", "m", "t", "u"];
+            if reversed {
+                names.reverse();
+            }
+            let layout = layout(&format!("{}\n", names.join(",")));
+            let mut body = String::new();
+            let mut lone_cr = false;
+            for (n, (values, blank, crlf)) in records.iter().enumerate() {
+                let odd = flaw.filter(|(at, _)| *at == n).map(|(_, kind)| kind);
+                let mut values = values.clone();
+                if reversed {
+                    values.reverse();
+                }
+                if *blank == 0 {
+                    body.push_str(if *crlf { "\r\n" } else { "\n" });
+                }
+                match odd {
+                    // A record with a field missing, or one too many.
+                    Some(0) => values.truncate(values.len() - 1),
+                    Some(1) => values.push("x".into()),
+                    Some(_) => {
+                        values[0].push('\r');
+                        lone_cr = true;
+                    }
+                    _ => {}
+                }
+                body.push_str(&values.join(","));
+                body.push_str(if *crlf { "\r\n" } else { "\n" });
+            }
+            if !last_line_end {
+                let trimmed = body.trim_end_matches(['\r', '\n']).len();
+                body.truncate(trimmed);
+            }
+            let layout = Layout { batch_rows, ..layout };
+            let plain = super::super::plain_csv::decode(
+                body.as_bytes(), b',', &layout.target, &layout.order, batch_rows);
+            let general = layout.read_segment(body.as_bytes(), 0);
+            match (plain, general) {
+                (Some(p), Ok(g)) => {
+                    prop_assert!(p.iter().all(|b| b.num_rows() <= batch_rows));
+                    prop_assert_eq!(rows(&p), rows(&g));
+                }
+                (Some(p), Err(e)) => prop_assert!(false, "fast path {:?}, arrow-csv {e}", rows(&p)),
+                (None, Ok(g)) => prop_assert!(lone_cr, "declined what arrow-csv decodes: {:?}", rows(&g)),
+                (None, Err(_)) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_crlf_blank_lines_and_a_last_line_without_end() {
+        let layout = layout("s,i,f,b,d,m,t,u\n");
+        let body = "a,1,1.5,true,2024-01-02,3.25,2024-01-02T03:04:05,7\r\n\r\n\n,,,,,,,\nb,2,x";
+        // A bad float: declined, arrow-csv names it.
+        let plain = |body: &str| {
+            super::super::plain_csv::decode(body.as_bytes(), b',', &layout.target, &layout.order, 8)
+        };
+        assert!(plain(body).is_none());
+        assert!(layout.read_segment(body.as_bytes(), 0).is_err());
+        let body = body.replace(",x", ",2.5,false,2024-01-03,1,2024-01-03 00:00:00+08:00,8");
+        let got = rows(&plain(&body).expect("quote-free input takes the fast path"));
+        assert_eq!(got.num_rows(), 3);
+        assert_eq!(got, rows(&layout.read_segment(body.as_bytes(), 0).unwrap()));
+        assert!(got.column(0).is_null(1));
+        // A quote anywhere sends the segment to arrow-csv.
+        assert!(plain("\"a\",1,,,,,,\n").is_none());
     }
 }

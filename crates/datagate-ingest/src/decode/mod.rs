@@ -11,6 +11,7 @@ mod gzip;
 mod infer;
 mod ipc;
 mod ndjson;
+mod plain_csv;
 
 pub use csv::{CsvDecoder, CsvOptions};
 pub use gzip::GzipDecoder;
