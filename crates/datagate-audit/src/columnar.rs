@@ -306,9 +306,8 @@ impl DayWriter {
 pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
     let source = segment_name(index);
     // Read line by line, not whole: a segment is tens of megabytes.
-    let file = std::fs::File::open(dir.join(&source))?;
-    let source_bytes = file.metadata()?.len();
-    let lines = std::io::BufRead::split(std::io::BufReader::with_capacity(1 << 20, file), b'\n');
+    let source_bytes = std::fs::metadata(dir.join(&source))?.len();
+    let lines = crate::segment::lines(&dir.join(&source))?;
     // Records come in seq order, so a day's records are one run (unless the clock stepped
     // back over midnight: then each day's file still gets its records in seq order).
     let mut days: BTreeMap<NaiveDate, DayWriter> = BTreeMap::new();

@@ -495,36 +495,15 @@ fn recover(dir: &Path) -> Result<(u64, u64, String, u64)> {
     let mut cut = 0u64;
     for (i, (_, path)) in segments.iter().enumerate().rev() {
         let open_segment = i == segments.len() - 1;
-        // The head is among the last lines: read the segment's tail, and all of it only when no
-        // record ends there (a start does not read a whole 64 MiB segment).
-        let (data, base) = match read_tail(path, RECOVERY_TAIL_BYTES)? {
-            (tail, 0) => (tail, 0),
-            (tail, base) => {
-                let whole_line = memchr::memchr(b'\n', &tail).map_or(tail.len(), |i| i + 1);
-                let found = split_lines(&tail[whole_line..])
-                    .0
-                    .iter()
-                    .any(|(_, line)| record::decode(line).is_ok());
-                if found {
-                    (tail[whole_line..].to_vec(), base + whole_line as u64)
-                } else {
-                    (std::fs::read(path)?, 0)
-                }
-            }
-        };
-        let (lines, complete_end) = split_lines(&data);
-        let mut keep_end = complete_end;
-        let mut cutting = open_segment;
-        for (offset, line) in lines.iter().rev() {
-            match record::decode(line) {
-                Ok(r) => {
-                    head = Some((r.seq, r.hash));
-                    break;
-                }
-                Err(record::LineError::Unreadable(_)) if cutting => keep_end = *offset,
-                Err(_) => cutting = false,
-            }
+        // The head is among the last lines: look in the segment's last MiB, and read all of it
+        // only when no record ends there (a start does not read a whole 64 MiB segment).
+        let (mut data, mut base) = read_tail(path, RECOVERY_TAIL_BYTES)?;
+        let (mut last, mut keep_end) = last_record(&data, base, open_segment);
+        if last.is_none() && base > 0 {
+            (data, base) = (std::fs::read(path)?, 0);
+            (last, keep_end) = last_record(&data, base, open_segment);
         }
+        head = last;
         if open_segment && keep_end < data.len() {
             let f = OpenOptions::new().write(true).open(path)?;
             f.set_len(base + keep_end as u64)?;
@@ -537,6 +516,28 @@ fn recover(dir: &Path) -> Result<(u64, u64, String, u64)> {
     }
     let (seq, hash) = head.unwrap_or((0, GENESIS_HASH.to_string()));
     Ok((last_index, seq, hash, cut))
+}
+
+/// The last record among the lines of `data`, read from offset `base` of a segment (so, unless
+/// `base` is 0, its first line may be a piece of one and is passed over), and where the segment
+/// should end: with `cutting`, before the unreadable lines after that record and an unfinished
+/// last line; else at the end of the complete lines. The offset is `data`'s.
+fn last_record(data: &[u8], base: u64, mut cutting: bool) -> (Option<(u64, String)>, usize) {
+    let (lines, complete_end) = split_lines(data);
+    let whole = if base == 0 {
+        &lines[..]
+    } else {
+        &lines[1.min(lines.len())..]
+    };
+    let mut keep_end = complete_end;
+    for (offset, line) in whole.iter().rev() {
+        match record::decode(line) {
+            Ok(r) => return (Some((r.seq, r.hash)), keep_end),
+            Err(record::LineError::Unreadable(_)) if cutting => keep_end = *offset,
+            Err(_) => cutting = false,
+        }
+    }
+    (None, keep_end)
 }
 
 /// Records to write with one `write`, each with who waits for it to be durable (if anyone).
@@ -889,14 +890,16 @@ fn scan_recent(
         .map(|(index, _)| *index)
         .filter(|index| !columnar.contains(*index))
         .collect();
-    // Transfers begun and not (yet) ended, by event id, with their seq. A record at a time, and
-    // one line buffer: memory stays at the transfers in flight, not two segments of records
-    // (decoded whole, two 64 MiB segments took ~150 MiB at every start after a busy hour).
+    // Transfers begun and not (yet) ended, by event id, with their seq. A record at a time:
+    // memory stays at the transfers in flight, not two segments of records (decoded whole, two
+    // 64 MiB segments took ~150 MiB at every start after a busy hour).
     let mut open: std::collections::HashMap<String, (u64, Event)> =
         std::collections::HashMap::new();
     for (i, (_, path)) in segments.iter().enumerate().skip(sealed.saturating_sub(1)) {
-        for_each_line(path, |line| {
-            let Ok(r) = record::decode(line) else { return };
+        for line in crate::segment::lines(path)? {
+            let Ok(r) = record::decode(&line?) else {
+                continue;
+            };
             if i == sealed {
                 usage.add_record(&r);
             }
@@ -909,26 +912,11 @@ fn scan_recent(
                 }
                 _ => {}
             }
-        })?;
+        }
     }
     let mut begins: Vec<(u64, Event)> = open.into_values().collect();
     begins.sort_unstable_by_key(|(seq, _)| *seq);
     Ok((begins.into_iter().map(|(_, e)| e).collect(), backlog))
-}
-
-/// Calls `f` with each complete line of the segment at `path` (without its newline), reading it
-/// through a small buffer; an unfinished last line is not a line yet.
-fn for_each_line(path: &Path, mut f: impl FnMut(&[u8])) -> Result<()> {
-    use std::io::BufRead;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
-            return Ok(());
-        }
-        f(&line[..line.len() - 1]);
-    }
 }
 
 /// The `end` a transfer gets when its own was lost in a crash.

@@ -41,6 +41,17 @@ pub fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// The lines of the segment at `path` (without newlines), read through a 1 MiB buffer: a
+/// segment is tens of megabytes, and a reader of every record holds one at a time. A torn last
+/// line comes out too (it does not decode as a record).
+pub fn lines(path: &Path) -> Result<impl Iterator<Item = std::io::Result<Vec<u8>>> + use<>> {
+    let file = std::fs::File::open(path)?;
+    Ok(std::io::BufRead::split(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        b'\n',
+    ))
+}
+
 /// The complete lines of `data` (without newlines) with their byte offsets, and the offset
 /// where the complete lines end (anything after it is a torn line).
 pub fn split_lines(data: &[u8]) -> (Vec<(usize, &[u8])>, usize) {

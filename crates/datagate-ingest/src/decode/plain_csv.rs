@@ -5,7 +5,8 @@
 //! `memchr`, checked as UTF-8 once with simdutf8, and each column is built straight from the
 //! slices. arrow-csv instead runs every byte through csv-core's state machine, copies each record
 //! into its own buffer and checks that buffer with std's UTF-8 validation, which is slow on
-//! Chinese text: on the market-entity file this path decodes about twice as fast.
+//! Chinese text. On 227 MB of the market-entity file: split 93 ms (csv-core 143–215 ms), UTF-8
+//! check 12 ms (std 105 ms); a 10M-row upload took 16% less server CPU.
 //!
 //! Values parse with the functions arrow-csv uses (`Parser`, `parse_decimal`,
 //! `string_to_datetime`), an empty field is null as there, line ends are `\n` or `\r\n`, and
