@@ -9,6 +9,9 @@
 #
 #   benches/flight_vs_http.sh [ROWS]      (default 10,000,000; RUNS=3)
 #
+# Each reader starts once the server's RSS has settled after the upload (the peak is the
+# reader's own), and a second table says where each reader's CPU went (client and server).
+#
 # Needs python3 with the packages of tests/requirements.txt and duckdb (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +56,7 @@ rm -f "$WORK/entities.csv"
 FILES=$(find "$DATA/warehouse/datasets/market/entities" -name '*.parquet' | sort | paste -sd,)
 
 python3 - "$BASE" "grpc://127.0.0.1:$FLIGHT_PORT" "$KEY" "$FILES" "$ROWS" "$RUNS" "$SERVER_PID" <<'PY'
-import statistics, sys, time, urllib.request
+import os, resource, statistics, sys, time, urllib.request
 import adbc_driver_flightsql.dbapi as flightsql
 import duckdb, pyarrow as pa, pyarrow.ipc
 
@@ -70,6 +73,20 @@ def rss_mib():
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) // 1024
+
+def settle():
+    # The upload's freed memory goes back to the system a few seconds after it (jemalloc's
+    # decay): wait until the server's RSS stops falling, so each reader's peak is its own.
+    last, still, deadline = rss_mib(), 0, time.time() + 60
+    while still < 4 and time.time() < deadline:
+        time.sleep(0.5)
+        now = rss_mib()
+        still = still + 1 if now >= last - 1 else 0
+        last = now
+
+def server_cpu_s():
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 def reset_peak_rss():
     # Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0).
@@ -113,22 +130,32 @@ def duckdb_read():
     rel = duck.sql(f"SELECT * FROM read_parquet({files!r})")
     return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.fetch_arrow_table()
 
-def timed(fn):
-    out = []
+cpu = {}
+def timed(name, fn):
+    # Wall time, and where the CPU went: this client's user and system time (most of the
+    # system time is page faults of the fresh memory the table lands in) and the server's.
+    out, user, system, server = [], [], [], []
     for _ in range(runs):
+        before, server_before = resource.getrusage(resource.RUSAGE_SELF), server_cpu_s()
         t = time.perf_counter()
         table = fn()
         out.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        user.append(after.ru_utime - before.ru_utime)
+        system.append(after.ru_stime - before.ru_stime)
+        server.append(server_cpu_s() - server_before)
         assert table.num_rows == rows, (fn.__name__, table.num_rows)
         del table
+    cpu[name] = tuple(statistics.median(x) for x in (user, system, server))
     return statistics.median(out)
 
 results, rss, rss_before = {}, {}, {}
 for name, fn in [("http", http_export), ("flight", flight), ("flight_cpp", flight_cpp),
                  ("duckdb", duckdb_read)]:
+    settle()
     rss_before[name] = rss_mib()
     reset_peak_rss()
-    results[name] = timed(fn)
+    results[name] = timed(name, fn)
     rss[name] = peak_rss_mib()
 rate = {k: rows / v for k, v in results.items()}
 print(f"\n{rows:,} rows, median of {runs} runs, each read into an Arrow table in the client\n")
@@ -138,6 +165,12 @@ print(f"| Flight SQL (ADBC) | {results['flight']:.2f} | {rate['flight']:,.0f} | 
 print(f"| Flight SQL (pyarrow C++ Flight client) | {results['flight_cpp']:.2f} | {rate['flight_cpp']:,.0f} | — | — | {rss['flight_cpp']} MiB |")
 print(f"| HTTP Arrow export | {results['http']:.2f} | {rate['http']:,.0f} | {rate['flight'] / rate['http']:.2f}x | >= 1.5x | {rss['http']} MiB |")
 print(f"| DuckDB over the Parquet files | {results['duckdb']:.2f} | {rate['duckdb']:,.0f} | {rate['flight'] / rate['duckdb']:.2f}x | >= 0.8x | — |")
+print("\n| reader | client user s | client system s | server CPU s |")
+print("| --- | ---: | ---: | ---: |")
+for name, label in [("flight", "Flight SQL (ADBC)"), ("flight_cpp", "Flight SQL (C++ client)"),
+                    ("http", "HTTP Arrow export"), ("duckdb", "DuckDB (in the client)")]:
+    u, s, srv = cpu[name]
+    print(f"| {label} | {u:.2f} | {s:.2f} | {srv:.2f} |")
 print(f"\nserver RSS before each reader (the peak is measured from there): "
       + ", ".join(f"{k} {v} MiB" for k, v in rss_before.items()))
 PY
