@@ -684,8 +684,10 @@ mod tests {
         let fuzzed = "dis.is.q.A .dis.Is.s.Is.s.is.A.s.sdis.is.q.A .dis.Is.s.Is.s.is.A.s.";
         let t = std::time::Instant::now();
         let e = parse(fuzzed).unwrap_err().to_string();
+        // Microseconds when refused at the tokens; the bound only has to tell that from the
+        // seconds the parser took, not from a loaded CI machine's scheduling.
         assert!(
-            t.elapsed() < std::time::Duration::from_millis(200),
+            t.elapsed() < std::time::Duration::from_secs(2),
             "{:?}",
             t.elapsed()
         );
