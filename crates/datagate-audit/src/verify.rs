@@ -761,6 +761,18 @@ mod tests {
                 log.append(event(i)).await.unwrap();
             }
         });
+        // The log's own converter (an idle-class thread) converts what was sealed. Wait for it
+        // to finish: it does not know about another index's conversions, so under a loaded
+        // machine it could convert a segment again after a test has doctored its Parquet copy,
+        // undoing the doctoring (a flaky `the_parquet_copy_is_proven_row_by_row`).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !log.columnar().pending().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the converter never caught up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         log.close();
         (tmp, dir)
     }
