@@ -388,12 +388,26 @@ pub fn write_marker(dir: &Path, marker: &SegmentIndex) -> Result<()> {
 pub fn read_markers(dir: &Path) -> Result<BTreeMap<u64, SegmentIndex>> {
     let mut out = BTreeMap::new();
     for (_, path) in list_numbered(&dir.join(COLUMNAR_DIR), ".json")? {
-        let data = std::fs::read(&path)?;
-        let marker: SegmentIndex = serde_json::from_slice(&data)
-            .map_err(|e| AuditError::Invalid(format!("{}: {e}", path.display())))?;
+        let marker = read_marker_file(&path)?;
         out.insert(marker.segment, marker);
     }
     Ok(out)
+}
+
+fn read_marker_file(path: &Path) -> Result<SegmentIndex> {
+    let data = std::fs::read(path)?;
+    serde_json::from_slice(&data)
+        .map_err(|e| AuditError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// The marker of segment `index` on disk, if another process (the gateway, or
+/// `datagate audit index` beside it) has converted it since this index was loaded.
+fn read_marker(dir: &Path, index: u64) -> Result<Option<SegmentIndex>> {
+    match read_marker_file(&dir.join(COLUMNAR_DIR).join(marker_name(index))) {
+        Ok(marker) => Ok(Some(marker)),
+        Err(AuditError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes what an interrupted conversion left (temporary files) under the columnar directory.
@@ -534,7 +548,8 @@ impl ColumnarIndex {
     }
 
     /// Converts sealed segment `index` and records its marker; nothing to do when it is
-    /// converted already (or once another thread converting it has finished).
+    /// converted already (or once another thread converting it has finished), here or by
+    /// another process whose marker is on disk.
     pub fn convert(&self, index: u64) -> Result<()> {
         let mut converting = self.converting.lock().unwrap_or_else(|p| p.into_inner());
         while converting.contains(&index) {
@@ -548,7 +563,12 @@ impl ColumnarIndex {
         }
         converting.insert(index);
         drop(converting);
-        let done = convert_segment(&self.dir, index).map(|marker| self.insert(marker));
+        let done = match read_marker(&self.dir, index) {
+            Ok(Some(marker)) => Ok(marker),
+            Ok(None) => convert_segment(&self.dir, index),
+            Err(e) => Err(e),
+        }
+        .map(|marker| self.insert(marker));
         self.converting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -654,6 +674,38 @@ pub(crate) mod tests {
         // Idempotent: a second conversion of a segment writes the same marker.
         let again = convert_segment(tmp.path(), markers[0].segment).unwrap();
         assert_eq!(again.files, markers[0].files);
+    }
+
+    /// Two indexes over one directory (the gateway's and `datagate audit index` beside it):
+    /// what one converted, the other takes from its marker on disk instead of writing the
+    /// segment's files again.
+    #[tokio::test]
+    async fn a_segment_another_index_converted_is_not_converted_again() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut opts = LogOptions::new(tmp.path());
+        opts.segment_max_bytes = 4096;
+        let (log, _) = AuditLog::open(opts).unwrap();
+        for i in 0..30 {
+            log.append(event(i)).await.unwrap();
+        }
+        log.close();
+        let gateway = ColumnarIndex::load(tmp.path()).unwrap();
+        let cli = ColumnarIndex::load(tmp.path()).unwrap();
+        let segment = gateway.pending().unwrap()[0];
+        gateway.convert(segment).unwrap();
+        let marker = gateway.get(segment).unwrap();
+        let inodes = |m: &SegmentIndex| -> Vec<u64> {
+            m.files
+                .iter()
+                .map(|f| std::fs::metadata(tmp.path().join(&f.path)).unwrap().ino())
+                .collect()
+        };
+        let before = inodes(&marker);
+        assert!(!cli.contains(segment));
+        cli.convert(segment).unwrap();
+        assert_eq!(*cli.get(segment).unwrap(), *marker);
+        assert_eq!(inodes(&marker), before, "the files were not written again");
     }
 
     /// A principal's few rows in a day file leave most of each wide column's pages unread:
