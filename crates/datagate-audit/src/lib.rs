@@ -2,6 +2,7 @@
 //! that nothing in the log was changed, removed or reordered.
 //!
 //! - [`record`]: the record and its canonical, hash-chained line encoding;
+//! - [`canonical`]: reading a record straight from a line of that encoding;
 //! - [`log`]: the append-only log of segment files with group commit (one `fdatasync` per
 //!   batch of concurrent appends), fail-closed on a write error, tail recovery on open;
 //! - [`checkpoint`]: Ed25519-signed `(seq, hash, time)` checkpoints;
@@ -15,6 +16,7 @@
 //! - [`synthetic`]: realistic logs of any size for benchmarks.
 
 pub mod archive;
+pub mod canonical;
 pub mod checkpoint;
 pub mod columnar;
 pub mod error;

@@ -336,7 +336,17 @@ impl From<FlatRecord> for Record {
     }
 }
 
+/// A line as a record: read in place when it has the canonical shape ([`crate::canonical`]),
+/// by serde otherwise (the same answer, at several times the cost).
 fn parse(line: &[u8]) -> Result<Record, LineError> {
+    match crate::canonical::read(line) {
+        Some(record) => Ok(record),
+        None => decode_with_serde(line),
+    }
+}
+
+/// A line as serde reads it: any order of members, whitespace, every form of JSON.
+pub(crate) fn decode_with_serde(line: &[u8]) -> Result<Record, LineError> {
     serde_json::from_slice::<FlatRecord>(line)
         .map(Record::from)
         .map_err(|e| LineError::Unreadable(e.to_string()))
@@ -358,13 +368,15 @@ pub fn decode(line: &[u8]) -> Result<Record, LineError> {
         .windows(HASH_MEMBER.len())
         .rposition(|w| w == HASH_MEMBER)
         .ok_or_else(|| LineError::Unreadable("no hash member".into()))?;
-    let body = [&line[..at], b"}"].concat();
     // The line must end exactly with the hash member: `,"hash":"<64 hex>"}`.
     let tail = &line[at + HASH_MEMBER.len()..];
     if tail.len() != 66 || &tail[64..] != b"\"}" || tail[..64] != *record.hash.as_bytes() {
         return Err(LineError::HashMismatch);
     }
-    if hex::encode(Sha256::digest(&body)) != record.hash {
+    let mut computed = [0u8; 64];
+    hex::encode_to_slice(body_hash(&line[..at]), &mut computed)
+        .map_err(|_| LineError::HashMismatch)?;
+    if computed != tail[..64] {
         return Err(LineError::HashMismatch);
     }
     Ok(record)

@@ -1,0 +1,494 @@
+//! Reading a record straight from its canonical line, without a general JSON parser.
+//!
+//! Every line the log writes has the same shape ([`crate::record::encode`]): the members in a
+//! fixed order, no whitespace, `null` for absent optional values but for the three members left
+//! out when absent (`cpu_ms`, `workers`, `node_id`), times as chrono writes them. Decoding such
+//! a line member by member in that order is several times cheaper than serde's field matching,
+//! and conversion to Parquet, the start-up scan and the open segment's reads decode every line.
+//!
+//! [`read`] accepts only lines of exactly that shape and returns `None` for anything else —
+//! members in another order, whitespace, an unknown or repeated member, a number or time
+//! written another way, a raw control character — so the caller decodes those with serde,
+//! which has the last word on what a record is. Whatever [`read`] returns is what serde returns
+//! for the same line (a property test holds it to that over arbitrary records and damaged
+//! lines). Strings with escapes are cut here and unescaped by serde_json.
+
+use crate::record::{DatasetVersion, Event, Kind, Record};
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// The record a canonical line holds, or `None` when the line is not in canonical shape (it
+/// may still be a record: decode it with serde).
+pub fn read(line: &[u8]) -> Option<Record> {
+    // Valid UTF-8 once for the whole line: then every slice cut at an ASCII quote is a `str`.
+    let text = std::str::from_utf8(line).ok()?;
+    let mut c = Cursor { text, at: 0 };
+    c.lit("{\"seq\":")?;
+    let seq = c.u64()?;
+    c.lit(",\"ts\":\"")?;
+    let ts = c.time()?;
+    c.lit(",\"kind\":")?;
+    let kind = if c.null() {
+        None
+    } else {
+        Some(match c.string()?.as_str() {
+            "request" => Kind::Request,
+            "begin" => Kind::Begin,
+            "end" => Kind::End,
+            "refusals" => Kind::Refusals,
+            "log" => Kind::Log,
+            _ => return None,
+        })
+    };
+    c.lit(",\"event_id\":")?;
+    let event_id = c.string()?;
+    c.lit(",\"request_id\":")?;
+    let request_id = c.string()?;
+    c.lit(",\"key_id\":")?;
+    let key_id = c.string()?;
+    c.lit(",\"role\":")?;
+    let role = c.string()?;
+    c.lit(",\"department\":")?;
+    let department = c.optional_string()?;
+    c.lit(",\"tier\":")?;
+    let tier = c.string()?;
+    c.lit(",\"client_ip\":")?;
+    let client_ip = c.string()?;
+    c.lit(",\"user_agent\":")?;
+    let user_agent = c.string()?;
+    c.lit(",\"method\":")?;
+    let method = c.string()?;
+    c.lit(",\"path\":")?;
+    let path = c.string()?;
+    c.lit(",\"action\":")?;
+    let action = c.string()?;
+    c.lit(",\"datasets\":[")?;
+    let mut datasets = Vec::new();
+    if !c.eat(']') {
+        loop {
+            c.lit("{\"name\":")?;
+            let name = c.string()?;
+            c.lit(",\"version\":")?;
+            let version = if c.null() { None } else { Some(c.i64()?) };
+            c.lit("}")?;
+            datasets.push(DatasetVersion { name, version });
+            if c.eat(']') {
+                break;
+            }
+            c.lit(",")?;
+        }
+    }
+    c.lit(",\"query_text\":")?;
+    let query_text = c.optional_string()?;
+    c.lit(",\"query_sha256\":")?;
+    let query_sha256 = c.optional_string()?;
+    c.lit(",\"status\":")?;
+    let status = u16::try_from(c.u64()?).ok()?;
+    c.lit(",\"error\":")?;
+    let error = c.optional_string()?;
+    c.lit(",\"rows_returned\":")?;
+    let rows_returned = c.u64()?;
+    c.lit(",\"bytes_returned\":")?;
+    let bytes_returned = c.u64()?;
+    c.lit(",\"duration_ms\":")?;
+    let duration_ms = c.u64()?;
+    let cpu_ms = if c.lit(",\"cpu_ms\":").is_some() {
+        Some(c.u64()?)
+    } else {
+        None
+    };
+    c.lit(",\"outcome\":")?;
+    let outcome = c.optional_string()?;
+    c.lit(",\"count\":")?;
+    let count = c.u64()?;
+    let workers = if c.lit(",\"workers\":[").is_some() {
+        let mut workers = Vec::new();
+        if !c.eat(']') {
+            loop {
+                workers.push(c.string()?);
+                if c.eat(']') {
+                    break;
+                }
+                c.lit(",")?;
+            }
+        }
+        Some(workers)
+    } else {
+        None
+    };
+    let node_id = if c.lit(",\"node_id\":").is_some() {
+        Some(c.string()?)
+    } else {
+        None
+    };
+    c.lit(",\"prev_hash\":")?;
+    let prev_hash = c.string()?;
+    c.lit(",\"hash\":")?;
+    let hash = c.string()?;
+    c.lit("}")?;
+    if c.at != line.len() {
+        return None;
+    }
+    Some(Record {
+        seq,
+        ts,
+        event: Event {
+            kind,
+            event_id,
+            request_id,
+            key_id,
+            role,
+            department,
+            tier,
+            client_ip,
+            user_agent,
+            method,
+            path,
+            action,
+            datasets,
+            query_text,
+            query_sha256,
+            status,
+            error,
+            rows_returned,
+            bytes_returned,
+            duration_ms,
+            cpu_ms,
+            outcome,
+            count,
+            workers,
+            node_id,
+        },
+        prev_hash,
+        hash,
+    })
+}
+
+/// Bytes that end the plain run of a JSON string: its closing quote, an escape, or a control
+/// character (which JSON does not allow raw).
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+struct Cursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn bytes(&self) -> &[u8] {
+        &self.text.as_bytes()[self.at..]
+    }
+
+    /// Consumes `s` if the line continues with it.
+    fn lit(&mut self, s: &str) -> Option<()> {
+        if self.bytes().starts_with(s.as_bytes()) {
+            self.at += s.len();
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        if self.bytes().first() == Some(&(c as u8)) {
+            self.at += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn null(&mut self) -> bool {
+        self.lit("null").is_some()
+    }
+
+    /// A JSON integer as serde writes a `u64`: digits, no leading zero, no sign, no fraction.
+    fn u64(&mut self) -> Option<u64> {
+        let digits = self
+            .bytes()
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let d = &self.bytes()[..digits];
+        if digits == 0 || (digits > 1 && d[0] == b'0') {
+            return None;
+        }
+        let mut n: u64 = 0;
+        for &b in d {
+            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
+        self.at += digits;
+        // A fraction or exponent makes it a float: not canonical.
+        match self.bytes().first() {
+            Some(b'.' | b'e' | b'E') => None,
+            _ => Some(n),
+        }
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        if self.eat('-') {
+            let n = self.u64()?;
+            // -0 is written by nobody (serde writes 0): leave it to serde.
+            if n == 0 {
+                return None;
+            }
+            0i64.checked_sub_unsigned(n)
+        } else {
+            i64::try_from(self.u64()?).ok()
+        }
+    }
+
+    /// A JSON string; escapes are left to serde_json (over just the string's bytes).
+    fn string(&mut self) -> Option<String> {
+        self.lit("\"")?;
+        let start = self.at;
+        let bytes = self.text.as_bytes();
+        let mut i = start;
+        while i < bytes.len() && !SPECIAL[bytes[i] as usize] {
+            i += 1;
+        }
+        match bytes.get(i) {
+            Some(b'"') => {
+                self.at = i + 1;
+                Some(self.text[start..i].to_owned())
+            }
+            Some(b'\\') => {
+                // Find the closing quote past the escapes, then let serde_json unescape.
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        b if b < 0x20 => return None,
+                        _ => i += 1,
+                    }
+                }
+                if i >= bytes.len() {
+                    return None;
+                }
+                let s: String = serde_json::from_str(&self.text[start - 1..=i]).ok()?;
+                self.at = i + 1;
+                Some(s)
+            }
+            _ => None,
+        }
+    }
+
+    fn optional_string(&mut self) -> Option<Option<String>> {
+        if self.null() {
+            Some(None)
+        } else {
+            self.string().map(Some)
+        }
+    }
+
+    /// A time as chrono writes a `DateTime<Utc>` (the opening quote consumed):
+    /// `YYYY-MM-DDTHH:MM:SS`, then `.` and 3, 6 or 9 digits unless whole, then `Z"`.
+    fn time(&mut self) -> Option<DateTime<Utc>> {
+        let b = self.bytes();
+        if b.len() < 21 {
+            return None;
+        }
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |n, &d| {
+                d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+            })
+        };
+        let shape = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+        if shape.iter().any(|&(i, c)| b[i] != c) {
+            return None;
+        }
+        let year = num(0..4)?;
+        let (month, day) = (num(5..7)?, num(8..10)?);
+        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        let (nanos, end) = match b[19] {
+            b'Z' => (0, 19),
+            b'.' => {
+                let digits = b[20..].iter().take_while(|d| d.is_ascii_digit()).count();
+                if !matches!(digits, 3 | 6 | 9) {
+                    return None;
+                }
+                let frac = num(20..20 + digits)?;
+                (frac * 10u32.pow(9 - digits as u32), 20 + digits)
+            }
+            _ => return None,
+        };
+        if b.get(end..end + 2) != Some(b"Z\"".as_slice()) || second > 59 {
+            return None;
+        }
+        let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+        let time = date.and_hms_nano_opt(hour, minute, second, nanos)?;
+        self.at += end + 2;
+        Some(time.and_utc())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{GENESIS_HASH, encode};
+    use proptest::prelude::*;
+
+    fn serde_read(line: &[u8]) -> Option<Record> {
+        crate::record::decode_with_serde(line).ok()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // Any characters (control characters, quotes, backslashes, CJK) some of the time.
+        prop_oneof![
+            any::<String>(),
+            "[ -~路径]{0,40}",
+            "[\\x00-\\x1f\"\\\\/a路\\x7f]{0,12}",
+            "[a-z]{0,3}"
+        ]
+    }
+
+    prop_compose! {
+        fn events()(
+            strings in proptest::collection::vec(text(), 10),
+            optional in proptest::collection::vec(proptest::option::of(text()), 5),
+            datasets in proptest::collection::vec((text(), proptest::option::of(any::<i64>())), 0..3),
+            numbers in (any::<u16>(), any::<u64>(), any::<u64>(), any::<u64>(), proptest::option::of(any::<u64>())),
+            count in any::<u64>(),
+            workers in proptest::option::of(proptest::collection::vec(text(), 0..3)),
+            node_id in proptest::option::of(text()),
+            kind in proptest::option::of(prop_oneof![Just(Kind::Request), Just(Kind::Begin), Just(Kind::End), Just(Kind::Refusals), Just(Kind::Log)]),
+        ) -> Event {
+            let s = |i: usize| strings[i].clone();
+            Event {
+                kind,
+                event_id: s(0),
+                request_id: s(1),
+                key_id: s(2),
+                role: s(3),
+                department: optional[0].clone(),
+                tier: s(4),
+                client_ip: s(5),
+                user_agent: s(6),
+                method: s(7),
+                path: s(8),
+                action: s(9),
+                datasets: datasets
+                    .into_iter()
+                    .map(|(name, version)| DatasetVersion { name, version })
+                    .collect(),
+                query_text: optional[1].clone(),
+                query_sha256: optional[2].clone(),
+                status: numbers.0,
+                error: optional[3].clone(),
+                rows_returned: numbers.1,
+                bytes_returned: numbers.2,
+                duration_ms: numbers.3,
+                cpu_ms: numbers.4,
+                outcome: optional[4].clone(),
+                count,
+                workers,
+                node_id,
+            }
+        }
+    }
+
+    fn times() -> impl Strategy<Value = DateTime<Utc>> {
+        // Whole seconds, milliseconds and microseconds are written with 0, 3 and 6 digits.
+        prop_oneof![
+            any::<i64>(),
+            any::<i64>().prop_map(|n| n / 1_000_000_000 * 1_000_000_000),
+            any::<i64>().prop_map(|n| n / 1_000_000 * 1_000_000),
+            any::<i64>().prop_map(|n| n / 1_000 * 1_000),
+        ]
+        .prop_map(DateTime::from_timestamp_nanos)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        /// Every line the log writes is read here, and read as serde reads it.
+        #[test]
+        fn canonical_lines_are_read_as_serde_reads_them(
+            event in events(), ts in times(), seq in any::<u64>(),
+        ) {
+            let (line, _) = encode(seq, &ts, &event, GENESIS_HASH);
+            let line = &line[..line.len() - 1];
+            let got = read(line);
+            prop_assert!(got.is_some(), "{}", String::from_utf8_lossy(line));
+            prop_assert_eq!(got, serde_read(line));
+        }
+
+        /// A damaged line (a byte changed, inserted or removed anywhere) is either not read
+        /// here (serde decides) or read exactly as serde reads it.
+        #[test]
+        fn damaged_lines_are_left_to_serde_or_read_as_it_reads_them(
+            event in events(), ts in times(), seq in any::<u64>(),
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>(), 0..3u8), 1..4),
+        ) {
+            let (line, _) = encode(seq, &ts, &event, GENESIS_HASH);
+            let mut line = line[..line.len() - 1].to_vec();
+            for (at, byte, how) in edits {
+                let i = at.index(line.len() + 1);
+                match how {
+                    0 if i < line.len() => line[i] = byte,
+                    1 => line.insert(i, byte),
+                    _ if i < line.len() => { line.remove(i); }
+                    _ => {}
+                }
+            }
+            if let Some(got) = read(&line) {
+                prop_assert_eq!(Some(got), serde_read(&line), "{}", String::from_utf8_lossy(&line));
+            }
+        }
+    }
+
+    /// Damage aimed at what the reader itself parses: numbers, times, nulls and members.
+    #[test]
+    fn lines_of_another_shape_are_left_to_serde() {
+        let event = Event {
+            kind: Some(Kind::Begin),
+            key_id: "k1".into(),
+            datasets: vec![DatasetVersion {
+                name: "a.b".into(),
+                version: Some(-3),
+            }],
+            cpu_ms: Some(5),
+            status: 200,
+            count: 1,
+            ..Default::default()
+        };
+        let ts = DateTime::parse_from_rfc3339("2026-11-30T10:20:30.123Z")
+            .unwrap()
+            .to_utc();
+        let (line, _) = encode(42, &ts, &event, GENESIS_HASH);
+        let line = String::from_utf8(line[..line.len() - 1].to_vec()).unwrap();
+        assert_eq!(read(line.as_bytes()), serde_read(line.as_bytes()));
+        for (from, to) in [
+            ("\"seq\":42", "\"seq\":042"),
+            ("\"seq\":42", "\"seq\":42.0"),
+            ("\"seq\":42", "\"seq\":4e1"),
+            ("\"seq\":42", "\"seq\": 42"),
+            ("\"status\":200", "\"status\":70000"),
+            ("\"version\":-3", "\"version\":-0"),
+            ("\"version\":-3", "\"version\":-9223372036854775809"),
+            ("\"cpu_ms\":5", "\"cpu_ms\":null"),
+            (".123Z", ".1234Z"),
+            ("30.123Z", "60.123Z"),
+            (".123Z", ".123+00:00"),
+            ("2026-11-30", "2026-02-30"),
+            ("\"kind\":\"begin\"", "\"kind\":\"Begin\""),
+            ("\"role\":\"\"", "\"role\":\"\",\"role\":\"\""),
+            ("\"role\":\"\"", "\"role\":\"\",\"extra\":1"),
+            ("\"tier\":\"\",", ""),
+        ] {
+            assert!(line.contains(from), "{from}");
+            let changed = line.replacen(from, to, 1);
+            assert_eq!(read(changed.as_bytes()), None, "{changed}");
+        }
+        // Serde still reads some of them: the caller falls back to it.
+        let spaced = line.replacen("\"seq\":42", "\"seq\": 42", 1);
+        assert_eq!(serde_read(spaced.as_bytes()).map(|r| r.seq), Some(42));
+    }
+}
