@@ -15,22 +15,154 @@
 
 use crate::record::{DatasetVersion, Event, Kind, Record};
 use chrono::{DateTime, NaiveDate, Utc};
+use std::borrow::Cow;
+
+/// A record's members borrowed from its line (a string is copied only when it had escapes),
+/// or from a [`Record`]: what the Parquet conversion turns into columns without building a
+/// [`Record`] for every line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View<'a> {
+    pub seq: u64,
+    pub ts: DateTime<Utc>,
+    pub kind: Option<Kind>,
+    pub event_id: Cow<'a, str>,
+    pub request_id: Cow<'a, str>,
+    pub key_id: Cow<'a, str>,
+    pub role: Cow<'a, str>,
+    pub department: Option<Cow<'a, str>>,
+    pub tier: Cow<'a, str>,
+    pub client_ip: Cow<'a, str>,
+    pub user_agent: Cow<'a, str>,
+    pub method: Cow<'a, str>,
+    pub path: Cow<'a, str>,
+    pub action: Cow<'a, str>,
+    /// `(name, version)` of each dataset.
+    pub datasets: Vec<(Cow<'a, str>, Option<i64>)>,
+    pub query_text: Option<Cow<'a, str>>,
+    pub query_sha256: Option<Cow<'a, str>>,
+    pub status: u16,
+    pub error: Option<Cow<'a, str>>,
+    pub rows_returned: u64,
+    pub bytes_returned: u64,
+    pub duration_ms: u64,
+    pub cpu_ms: Option<u64>,
+    pub outcome: Option<Cow<'a, str>>,
+    pub count: u64,
+    pub workers: Option<Vec<Cow<'a, str>>>,
+    pub node_id: Option<Cow<'a, str>>,
+    pub prev_hash: Cow<'a, str>,
+    pub hash: Cow<'a, str>,
+}
+
+impl<'a> View<'a> {
+    /// A record's members, borrowed.
+    pub fn of(r: &'a Record) -> Self {
+        let b = |s: &'a String| Cow::Borrowed(s.as_str());
+        let o = |s: &'a Option<String>| s.as_deref().map(Cow::Borrowed);
+        let e = &r.event;
+        View {
+            seq: r.seq,
+            ts: r.ts,
+            kind: e.kind,
+            event_id: b(&e.event_id),
+            request_id: b(&e.request_id),
+            key_id: b(&e.key_id),
+            role: b(&e.role),
+            department: o(&e.department),
+            tier: b(&e.tier),
+            client_ip: b(&e.client_ip),
+            user_agent: b(&e.user_agent),
+            method: b(&e.method),
+            path: b(&e.path),
+            action: b(&e.action),
+            datasets: e.datasets.iter().map(|d| (b(&d.name), d.version)).collect(),
+            query_text: o(&e.query_text),
+            query_sha256: o(&e.query_sha256),
+            status: e.status,
+            error: o(&e.error),
+            rows_returned: e.rows_returned,
+            bytes_returned: e.bytes_returned,
+            duration_ms: e.duration_ms,
+            cpu_ms: e.cpu_ms,
+            outcome: o(&e.outcome),
+            count: e.count,
+            workers: e.workers.as_ref().map(|w| w.iter().map(b).collect()),
+            node_id: o(&e.node_id),
+            prev_hash: b(&r.prev_hash),
+            hash: b(&r.hash),
+        }
+    }
+
+    /// The record, its strings owned.
+    pub fn into_record(self) -> Record {
+        let s = Cow::into_owned;
+        let o = |v: Option<Cow<'_, str>>| v.map(Cow::into_owned);
+        Record {
+            seq: self.seq,
+            ts: self.ts,
+            event: Event {
+                kind: self.kind,
+                event_id: s(self.event_id),
+                request_id: s(self.request_id),
+                key_id: s(self.key_id),
+                role: s(self.role),
+                department: o(self.department),
+                tier: s(self.tier),
+                client_ip: s(self.client_ip),
+                user_agent: s(self.user_agent),
+                method: s(self.method),
+                path: s(self.path),
+                action: s(self.action),
+                datasets: self
+                    .datasets
+                    .into_iter()
+                    .map(|(name, version)| DatasetVersion {
+                        name: name.into_owned(),
+                        version,
+                    })
+                    .collect(),
+                query_text: o(self.query_text),
+                query_sha256: o(self.query_sha256),
+                status: self.status,
+                error: o(self.error),
+                rows_returned: self.rows_returned,
+                bytes_returned: self.bytes_returned,
+                duration_ms: self.duration_ms,
+                cpu_ms: self.cpu_ms,
+                outcome: o(self.outcome),
+                count: self.count,
+                workers: self
+                    .workers
+                    .map(|w| w.into_iter().map(Cow::into_owned).collect()),
+                node_id: o(self.node_id),
+            },
+            prev_hash: s(self.prev_hash),
+            hash: s(self.hash),
+        }
+    }
+}
 
 /// The record a canonical line holds, or `None` when the line is not in canonical shape (it
 /// may still be a record: decode it with serde).
 pub fn read(line: &[u8]) -> Option<Record> {
+    view(line).map(View::into_record)
+}
+
+/// The members of a canonical line, borrowed from it; `None` when the line is not in
+/// canonical shape.
+pub fn view(line: &[u8]) -> Option<View<'_>> {
     // Valid UTF-8 once for the whole line: then every slice cut at an ASCII quote is a `str`.
     let text = std::str::from_utf8(line).ok()?;
     let mut c = Cursor { text, at: 0 };
-    c.lit("{\"seq\":")?;
+    c.lit(b"{\"seq\":")?;
     let seq = c.u64()?;
-    c.lit(",\"ts\":\"")?;
+    c.lit(b",\"ts\":\"")?;
     let ts = c.time()?;
-    c.lit(",\"kind\":")?;
+    c.lit(b",\"kind\":")?;
     let kind = if c.null() {
         None
     } else {
-        Some(match c.string()?.as_str() {
+        Some(match c.string()?.as_ref() {
             "request" => Kind::Request,
             "begin" => Kind::Begin,
             "end" => Kind::End,
@@ -39,68 +171,68 @@ pub fn read(line: &[u8]) -> Option<Record> {
             _ => return None,
         })
     };
-    c.lit(",\"event_id\":")?;
+    c.lit(b",\"event_id\":")?;
     let event_id = c.string()?;
-    c.lit(",\"request_id\":")?;
+    c.lit(b",\"request_id\":")?;
     let request_id = c.string()?;
-    c.lit(",\"key_id\":")?;
+    c.lit(b",\"key_id\":")?;
     let key_id = c.string()?;
-    c.lit(",\"role\":")?;
+    c.lit(b",\"role\":")?;
     let role = c.string()?;
-    c.lit(",\"department\":")?;
+    c.lit(b",\"department\":")?;
     let department = c.optional_string()?;
-    c.lit(",\"tier\":")?;
+    c.lit(b",\"tier\":")?;
     let tier = c.string()?;
-    c.lit(",\"client_ip\":")?;
+    c.lit(b",\"client_ip\":")?;
     let client_ip = c.string()?;
-    c.lit(",\"user_agent\":")?;
+    c.lit(b",\"user_agent\":")?;
     let user_agent = c.string()?;
-    c.lit(",\"method\":")?;
+    c.lit(b",\"method\":")?;
     let method = c.string()?;
-    c.lit(",\"path\":")?;
+    c.lit(b",\"path\":")?;
     let path = c.string()?;
-    c.lit(",\"action\":")?;
+    c.lit(b",\"action\":")?;
     let action = c.string()?;
-    c.lit(",\"datasets\":[")?;
+    c.lit(b",\"datasets\":[")?;
     let mut datasets = Vec::new();
     if !c.eat(']') {
         loop {
-            c.lit("{\"name\":")?;
+            c.lit(b"{\"name\":")?;
             let name = c.string()?;
-            c.lit(",\"version\":")?;
+            c.lit(b",\"version\":")?;
             let version = if c.null() { None } else { Some(c.i64()?) };
-            c.lit("}")?;
-            datasets.push(DatasetVersion { name, version });
+            c.lit(b"}")?;
+            datasets.push((name, version));
             if c.eat(']') {
                 break;
             }
-            c.lit(",")?;
+            c.lit(b",")?;
         }
     }
-    c.lit(",\"query_text\":")?;
+    c.lit(b",\"query_text\":")?;
     let query_text = c.optional_string()?;
-    c.lit(",\"query_sha256\":")?;
+    c.lit(b",\"query_sha256\":")?;
     let query_sha256 = c.optional_string()?;
-    c.lit(",\"status\":")?;
+    c.lit(b",\"status\":")?;
     let status = u16::try_from(c.u64()?).ok()?;
-    c.lit(",\"error\":")?;
+    c.lit(b",\"error\":")?;
     let error = c.optional_string()?;
-    c.lit(",\"rows_returned\":")?;
+    c.lit(b",\"rows_returned\":")?;
     let rows_returned = c.u64()?;
-    c.lit(",\"bytes_returned\":")?;
+    c.lit(b",\"bytes_returned\":")?;
     let bytes_returned = c.u64()?;
-    c.lit(",\"duration_ms\":")?;
+    c.lit(b",\"duration_ms\":")?;
     let duration_ms = c.u64()?;
-    let cpu_ms = if c.lit(",\"cpu_ms\":").is_some() {
+    let cpu_ms = if c.lit(b",\"cpu_ms\":").is_some() {
         Some(c.u64()?)
     } else {
         None
     };
-    c.lit(",\"outcome\":")?;
+    c.lit(b",\"outcome\":")?;
     let outcome = c.optional_string()?;
-    c.lit(",\"count\":")?;
+    c.lit(b",\"count\":")?;
     let count = c.u64()?;
-    let workers = if c.lit(",\"workers\":[").is_some() {
+    let workers = if c.lit(b",\"workers\":[").is_some() {
         let mut workers = Vec::new();
         if !c.eat(']') {
             loop {
@@ -108,56 +240,54 @@ pub fn read(line: &[u8]) -> Option<Record> {
                 if c.eat(']') {
                     break;
                 }
-                c.lit(",")?;
+                c.lit(b",")?;
             }
         }
         Some(workers)
     } else {
         None
     };
-    let node_id = if c.lit(",\"node_id\":").is_some() {
+    let node_id = if c.lit(b",\"node_id\":").is_some() {
         Some(c.string()?)
     } else {
         None
     };
-    c.lit(",\"prev_hash\":")?;
+    c.lit(b",\"prev_hash\":")?;
     let prev_hash = c.string()?;
-    c.lit(",\"hash\":")?;
+    c.lit(b",\"hash\":")?;
     let hash = c.string()?;
-    c.lit("}")?;
+    c.lit(b"}")?;
     if c.at != line.len() {
         return None;
     }
-    Some(Record {
+    Some(View {
         seq,
         ts,
-        event: Event {
-            kind,
-            event_id,
-            request_id,
-            key_id,
-            role,
-            department,
-            tier,
-            client_ip,
-            user_agent,
-            method,
-            path,
-            action,
-            datasets,
-            query_text,
-            query_sha256,
-            status,
-            error,
-            rows_returned,
-            bytes_returned,
-            duration_ms,
-            cpu_ms,
-            outcome,
-            count,
-            workers,
-            node_id,
-        },
+        kind,
+        event_id,
+        request_id,
+        key_id,
+        role,
+        department,
+        tier,
+        client_ip,
+        user_agent,
+        method,
+        path,
+        action,
+        datasets,
+        query_text,
+        query_sha256,
+        status,
+        error,
+        rows_returned,
+        bytes_returned,
+        duration_ms,
+        cpu_ms,
+        outcome,
+        count,
+        workers,
+        node_id,
         prev_hash,
         hash,
     })
@@ -182,15 +312,16 @@ struct Cursor<'a> {
     at: usize,
 }
 
-impl Cursor<'_> {
-    fn bytes(&self) -> &[u8] {
+impl<'a> Cursor<'a> {
+    fn bytes(&self) -> &'a [u8] {
         &self.text.as_bytes()[self.at..]
     }
 
-    /// Consumes `s` if the line continues with it.
-    fn lit(&mut self, s: &str) -> Option<()> {
-        if self.bytes().starts_with(s.as_bytes()) {
-            self.at += s.len();
+    /// Consumes `s` if the line continues with it (a fixed-size comparison the compiler
+    /// unrolls, not a call to `memcmp` per member).
+    fn lit<const N: usize>(&mut self, s: &[u8; N]) -> Option<()> {
+        if self.bytes().get(..N) == Some(s.as_slice()) {
+            self.at += N;
             Some(())
         } else {
             None
@@ -207,7 +338,7 @@ impl Cursor<'_> {
     }
 
     fn null(&mut self) -> bool {
-        self.lit("null").is_some()
+        self.lit(b"null").is_some()
     }
 
     /// A JSON integer as serde writes a `u64`: digits, no leading zero, no sign, no fraction.
@@ -247,8 +378,8 @@ impl Cursor<'_> {
     }
 
     /// A JSON string; escapes are left to serde_json (over just the string's bytes).
-    fn string(&mut self) -> Option<String> {
-        self.lit("\"")?;
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        self.lit(b"\"")?;
         let start = self.at;
         let bytes = self.text.as_bytes();
         let mut i = start;
@@ -258,7 +389,7 @@ impl Cursor<'_> {
         match bytes.get(i) {
             Some(b'"') => {
                 self.at = i + 1;
-                Some(self.text[start..i].to_owned())
+                Some(Cow::Borrowed(&self.text[start..i]))
             }
             Some(b'\\') => {
                 // Find the closing quote past the escapes, then let serde_json unescape.
@@ -275,13 +406,13 @@ impl Cursor<'_> {
                 }
                 let s: String = serde_json::from_str(&self.text[start - 1..=i]).ok()?;
                 self.at = i + 1;
-                Some(s)
+                Some(Cow::Owned(s))
             }
             _ => None,
         }
     }
 
-    fn optional_string(&mut self) -> Option<Option<String>> {
+    fn optional_string(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.null() {
             Some(None)
         } else {
@@ -417,7 +548,10 @@ mod tests {
             let line = &line[..line.len() - 1];
             let got = read(line);
             prop_assert!(got.is_some(), "{}", String::from_utf8_lossy(line));
-            prop_assert_eq!(got, serde_read(line));
+            prop_assert_eq!(&got, &serde_read(line));
+            // The view the conversion builds its columns from is the record's own.
+            let record = got.unwrap();
+            prop_assert_eq!(view(line).unwrap(), View::of(&record));
         }
 
         /// A damaged line (a byte changed, inserted or removed anywhere) is either not read

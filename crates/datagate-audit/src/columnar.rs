@@ -13,6 +13,7 @@
 //! read from Parquet; a crash anywhere before the marker leaves the JSON segment authoritative,
 //! and the next start converts it again (overwriting whatever the crash left).
 
+use crate::canonical::{self, View};
 use crate::error::{AuditError, Result};
 use crate::reader;
 use crate::record::{self, Event, Kind, Record};
@@ -106,10 +107,14 @@ pub fn usage_of(r: &Record) -> Option<(NaiveDate, bool)> {
 
 /// Whether an event is a read (`Some(false)`) or a download (`Some(true)`) of its datasets.
 pub fn usage_kind(e: &Event) -> Option<bool> {
-    if e.kind != Some(Kind::Begin) || e.status >= 400 {
+    usage_kind_of(e.kind, e.status, &e.action)
+}
+
+fn usage_kind_of(kind: Option<Kind>, status: u16, action: &str) -> Option<bool> {
+    if kind != Some(Kind::Begin) || status >= 400 {
         return None;
     }
-    match e.action.as_str() {
+    match action {
         "data.export" => Some(true),
         "data.rows" | "data.query" => Some(false),
         _ => None,
@@ -131,11 +136,16 @@ struct UsageTally(BTreeMap<(NaiveDate, String), (u64, u64)>);
 
 impl UsageTally {
     fn add(&mut self, r: &Record) {
-        let Some((day, download)) = usage_of(r) else {
+        self.add_view(&View::of(r));
+    }
+
+    fn add_view(&mut self, v: &View<'_>) {
+        let Some(download) = usage_kind_of(v.kind, v.status, &v.action) else {
             return;
         };
-        for d in &r.event.datasets {
-            let e = self.0.entry((day, d.name.clone())).or_default();
+        let day = v.ts.date_naive();
+        for (name, _) in &v.datasets {
+            let e = self.0.entry((day, name.to_string())).or_default();
             if download {
                 e.1 += 1;
             } else {
@@ -228,7 +238,7 @@ struct DayWriter {
     path: PathBuf,
     tmp: PathBuf,
     writer: ArrowWriter<std::fs::File>,
-    pending: Vec<Record>,
+    pending: reader::BatchBuilder,
     rows: u64,
     first_seq: u64,
     last_seq: u64,
@@ -250,14 +260,14 @@ impl DayWriter {
             path,
             tmp,
             writer,
-            pending: Vec::with_capacity(CONVERT_CHUNK),
+            pending: reader::BatchBuilder::with_capacity(CONVERT_CHUNK),
             rows: 0,
             first_seq: 0,
             last_seq: 0,
         })
     }
 
-    fn push(&mut self, r: Record) -> Result<()> {
+    fn push(&mut self, r: &View<'_>) -> Result<()> {
         if self.rows == 0 {
             self.first_seq = r.seq;
         }
@@ -274,8 +284,7 @@ impl DayWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let batch = reader::to_batch(&self.pending)?;
-        self.pending.clear();
+        let batch = self.pending.finish()?;
         self.writer
             .write(&batch)
             .map_err(|e| AuditError::Invalid(e.to_string()))
@@ -314,14 +323,8 @@ pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
     let mut usage = UsageTally::default();
     let (mut count, mut first, mut last) = (0u64, None::<(u64, DateTime<Utc>)>, None);
     let result = (|| -> Result<()> {
-        for line in lines {
-            // Hashes are not checked here: `verify` proves every row of the copy against the
-            // chain. Lines that are not good records (a torn last line too) are left to
-            // `verify`, as the reader does.
-            let Ok(r) = record::decode_unchecked(&line?) else {
-                continue;
-            };
-            usage.add(&r);
+        let mut add = |r: &View<'_>| -> Result<()> {
+            usage.add_view(r);
             count += 1;
             first.get_or_insert((r.seq, r.ts));
             last = Some((r.seq, r.ts));
@@ -333,7 +336,20 @@ pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
                     e.insert(DayWriter::create(dir.join(rel))?)
                 }
             };
-            writer.push(r)?;
+            writer.push(r)
+        };
+        for line in lines {
+            let line = line?;
+            // Hashes are not checked here: `verify` proves every row of the copy against the
+            // chain. Lines that are not good records (a torn last line too) are left to
+            // `verify`, as the reader does. A line in the log's own shape is read in place.
+            match canonical::view(&line) {
+                Some(view) => add(&view)?,
+                None => match record::decode_unchecked(&line) {
+                    Ok(r) => add(&View::of(&r))?,
+                    Err(_) => continue,
+                },
+            }
         }
         Ok(())
     })();

@@ -7,11 +7,13 @@
 //! `verify` proves a Parquet row equals its chained record by writing that line straight from
 //! the row's columns ([`Columns::body_into`]) and comparing bytes.
 
+use crate::canonical::View;
 use crate::error::Result;
 use crate::record::{self, DatasetVersion, Event, Kind, Record};
 use crate::segment::{list_segments, split_lines};
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, StringArray, TimestampNanosecondArray, UInt64Array,
+    Array, ArrayRef, AsArray, Int64Array, Int64Builder, StringArray, StringBuilder,
+    TimestampNanosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::datatypes::{Int64Type, TimestampNanosecondType, UInt64Type};
@@ -80,87 +82,148 @@ pub fn events_schema() -> SchemaRef {
 
 /// Records as one Arrow batch of [`events_schema`].
 pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
-    // Borrowed, not cloned: a conversion builds millions of cells.
-    let text = |f: &dyn for<'r> Fn(&'r Record) -> Option<&'r str>| -> ArrayRef {
-        Arc::new(records.iter().map(f).collect::<StringArray>())
-    };
-    let int = |f: &dyn Fn(&Record) -> u64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(
-            records
-                .iter()
-                .map(|r| i64::try_from(f(r)).unwrap_or(i64::MAX)),
-        ))
-    };
-    fn s(v: &str) -> Option<&str> {
-        Some(v)
+    let mut builder = BatchBuilder::with_capacity(records.len());
+    for r in records {
+        builder.push(&View::of(r));
     }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(records.iter().map(|r| r.seq))),
-        Arc::new(
-            TimestampNanosecondArray::from_iter_values(
-                records
-                    .iter()
-                    .map(|r| r.ts.timestamp_nanos_opt().unwrap_or(i64::MAX)),
-            )
-            .with_timezone("UTC"),
-        ),
-        text(&|r| r.event.kind.map(|k| k.as_str())),
-        text(&|r| s(&r.event.event_id)),
-        text(&|r| s(&r.event.request_id)),
-        text(&|r| s(&r.event.key_id)),
-        text(&|r| s(&r.event.role)),
-        text(&|r| r.event.department.as_deref()),
-        text(&|r| s(&r.event.tier)),
-        text(&|r| s(&r.event.client_ip)),
-        text(&|r| s(&r.event.user_agent)),
-        text(&|r| s(&r.event.method)),
-        text(&|r| s(&r.event.path)),
-        text(&|r| s(&r.event.action)),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| {
-                    (!r.event.datasets.is_empty()).then(|| {
-                        r.event
-                            .datasets
-                            .iter()
-                            .map(|d| match d.version {
-                                Some(v) => format!("{}@{v}", d.name),
-                                None => d.name.clone(),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                })
-                .collect::<StringArray>(),
-        ),
-        text(&|r| r.event.query_text.as_deref()),
-        text(&|r| r.event.query_sha256.as_deref()),
-        int(&|r| u64::from(r.event.status)),
-        text(&|r| r.event.error.as_deref()),
-        int(&|r| r.event.rows_returned),
-        int(&|r| r.event.bytes_returned),
-        int(&|r| r.event.duration_ms),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| r.event.cpu_ms.map(|c| i64::try_from(c).unwrap_or(i64::MAX)))
-                .collect::<Int64Array>(),
-        ),
-        text(&|r| r.event.outcome.as_deref()),
-        int(&|r| r.event.count),
-        text(&|r| s(&r.prev_hash)),
-        text(&|r| s(&r.hash)),
-        text(&|r| r.event.node_id.as_deref()),
-        Arc::new(
-            records
-                .iter()
-                .map(|r| r.event.workers.as_ref().map(|w| w.join(",")))
-                .collect::<StringArray>(),
-        ),
-    ];
-    RecordBatch::try_new(events_schema(), cols)
-        .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))
+    builder.finish()
+}
+
+/// Rows of [`events_schema`] built record by record, from [`View`]s: what a conversion
+/// appends each line's members to, borrowed from the line, without a [`Record`] in between.
+pub struct BatchBuilder {
+    seq: Vec<u64>,
+    ts: Vec<i64>,
+    /// The text columns, in [`events_schema`] order from `kind` to `query_sha256`, then
+    /// `error`, `outcome`, `prev_hash`, `hash`, `node_id`, `workers`.
+    texts: Vec<StringBuilder>,
+    /// `status`, `rows_returned`, `bytes_returned`, `duration_ms`, `count`.
+    ints: [Vec<i64>; 5],
+    cpu_ms: Int64Builder,
+    /// A reused buffer for the comma-joined `datasets` and `workers` values.
+    joined: String,
+}
+
+/// The text columns a [`BatchBuilder`] builds, in its own order.
+const BUILT_TEXTS: usize = 21;
+
+impl BatchBuilder {
+    /// An empty batch, room made for `rows` rows.
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            seq: Vec::with_capacity(rows),
+            ts: Vec::with_capacity(rows),
+            texts: (0..BUILT_TEXTS)
+                .map(|_| StringBuilder::with_capacity(rows, rows * 8))
+                .collect(),
+            ints: std::array::from_fn(|_| Vec::with_capacity(rows)),
+            cpu_ms: Int64Builder::with_capacity(rows),
+            joined: String::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seq.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
+    /// Appends one record's row.
+    pub fn push(&mut self, v: &View<'_>) {
+        fn int(v: u64) -> i64 {
+            i64::try_from(v).unwrap_or(i64::MAX)
+        }
+        self.seq.push(v.seq);
+        self.ts.push(v.ts.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        let t = &mut self.texts;
+        t[0].append_option(v.kind.map(|k| k.as_str()));
+        t[1].append_value(&v.event_id);
+        t[2].append_value(&v.request_id);
+        t[3].append_value(&v.key_id);
+        t[4].append_value(&v.role);
+        t[5].append_option(v.department.as_deref());
+        t[6].append_value(&v.tier);
+        t[7].append_value(&v.client_ip);
+        t[8].append_value(&v.user_agent);
+        t[9].append_value(&v.method);
+        t[10].append_value(&v.path);
+        t[11].append_value(&v.action);
+        if v.datasets.is_empty() {
+            t[12].append_null();
+        } else {
+            self.joined.clear();
+            for (i, (name, version)) in v.datasets.iter().enumerate() {
+                if i > 0 {
+                    self.joined.push(',');
+                }
+                self.joined.push_str(name);
+                if let Some(version) = version {
+                    self.joined.push('@');
+                    self.joined.push_str(itoa::Buffer::new().format(*version));
+                }
+            }
+            t[12].append_value(&self.joined);
+        }
+        t[13].append_option(v.query_text.as_deref());
+        t[14].append_option(v.query_sha256.as_deref());
+        t[15].append_option(v.error.as_deref());
+        t[16].append_option(v.outcome.as_deref());
+        t[17].append_value(&v.prev_hash);
+        t[18].append_value(&v.hash);
+        t[19].append_option(v.node_id.as_deref());
+        match &v.workers {
+            None => t[20].append_null(),
+            Some(workers) => {
+                self.joined.clear();
+                for (i, w) in workers.iter().enumerate() {
+                    if i > 0 {
+                        self.joined.push(',');
+                    }
+                    self.joined.push_str(w);
+                }
+                t[20].append_value(&self.joined);
+            }
+        }
+        self.ints[0].push(i64::from(v.status));
+        self.ints[1].push(int(v.rows_returned));
+        self.ints[2].push(int(v.bytes_returned));
+        self.ints[3].push(int(v.duration_ms));
+        self.ints[4].push(int(v.count));
+        self.cpu_ms.append_option(v.cpu_ms.map(int));
+    }
+
+    /// The rows appended so far as a batch; the builder is left empty for more.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let mut text = self
+            .texts
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut ints = self
+            .ints
+            .iter_mut()
+            .map(|v| Arc::new(Int64Array::from(std::mem::take(v))) as ArrayRef);
+        let mut next_text = || text.next().expect("a text column");
+        let mut next_int = || ints.next().expect("an integer column");
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(UInt64Array::from(std::mem::take(&mut self.seq))),
+            Arc::new(
+                TimestampNanosecondArray::from(std::mem::take(&mut self.ts)).with_timezone("UTC"),
+            ),
+        ];
+        // kind .. query_sha256
+        cols.extend((0..15).map(|_| next_text()));
+        let (error, outcome) = (next_text(), next_text());
+        let (prev_hash, hash, node_id, workers) =
+            (next_text(), next_text(), next_text(), next_text());
+        let status = next_int();
+        cols.extend([status, error, next_int(), next_int(), next_int()]);
+        cols.push(Arc::new(self.cpu_ms.finish()));
+        cols.extend([outcome, next_int(), prev_hash, hash, node_id, workers]);
+        RecordBatch::try_new(events_schema(), cols)
+            .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))
+    }
 }
 
 /// The text columns of [`events_schema`] a record is read from, in [`Columns::texts`] order.
