@@ -89,6 +89,35 @@ pub fn to_batch(records: &[Record]) -> Result<RecordBatch> {
     builder.finish()
 }
 
+/// The good records among `lines` (each checked against its own hash, as [`record::decode`]
+/// checks it; other lines are skipped, and `verify` reports them) as one batch, read in place
+/// when in the log's own shape ([`crate::canonical`]), with the first and last `seq` read.
+pub fn batch_of_lines<'l>(
+    lines: impl IntoIterator<Item = &'l [u8]>,
+) -> Result<(RecordBatch, Option<(u64, u64)>)> {
+    let mut builder = BatchBuilder::with_capacity(0);
+    let mut seqs: Option<(u64, u64)> = None;
+    let mut add = |v: &View<'_>| {
+        seqs = Some((seqs.map_or(v.seq, |s| s.0), v.seq));
+        builder.push(v);
+    };
+    for line in lines {
+        match crate::canonical::view(line) {
+            Some(v) => {
+                if record::check_hash(line, &v.hash).is_ok() {
+                    add(&v);
+                }
+            }
+            None => {
+                if let Ok(r) = record::decode(line) {
+                    add(&View::of(&r));
+                }
+            }
+        }
+    }
+    Ok((builder.finish()?, seqs))
+}
+
 /// Rows of [`events_schema`] built record by record, from [`View`]s: what a conversion
 /// appends each line's members to, borrowed from the line, without a [`Record`] in between.
 pub struct BatchBuilder {
@@ -720,6 +749,44 @@ mod tests {
                 .unwrap()
                 .body_into(0, &mut Vec::new())
         );
+    }
+
+    /// Lines read in place and lines only serde reads give the rows their records give; a
+    /// line whose bytes do not match its hash, or that is no record, is left out.
+    #[test]
+    fn a_batch_of_lines_holds_the_good_records_read_either_way() {
+        let ts = chrono::Utc::now();
+        let event = Event {
+            kind: Some(Kind::Begin),
+            key_id: "k1".into(),
+            status: 200,
+            count: 1,
+            ..Default::default()
+        };
+        let (first, hash) = encode(1, &ts, &event, GENESIS_HASH);
+        let first = first[..first.len() - 1].to_vec();
+        let (second, _) = encode(2, &ts, &event, &hash);
+        let mut doctored = second[..second.len() - 1].to_vec();
+        let at = doctored.windows(4).position(|w| w == b"\"k1\"").unwrap();
+        doctored[at + 2] = b'2';
+        // Members in another order, with a space: not the canonical shape, yet a record whose
+        // hash covers its bytes.
+        let body =
+            format!(r#"{{"key_id":"k9", "seq":3,"ts":"2026-11-30T00:00:00Z","prev_hash":"{hash}""#);
+        let other = format!(
+            r#"{body},"hash":"{}"}}"#,
+            hex::encode(crate::record::body_hash(body.as_bytes()))
+        );
+        assert!(crate::canonical::view(other.as_bytes()).is_none());
+        let lines: Vec<&[u8]> = vec![&first, &doctored, other.as_bytes(), b"{\"seq\":4"];
+        let (batch, seqs) = batch_of_lines(lines).unwrap();
+        let want = [
+            crate::record::decode(&first).unwrap(),
+            crate::record::decode(other.as_bytes()).unwrap(),
+        ];
+        assert_eq!(want[1].event.key_id, "k9");
+        assert_eq!(batch, to_batch(&want).unwrap());
+        assert_eq!(seqs, Some((1, 3)));
     }
 
     #[test]

@@ -364,13 +364,19 @@ pub enum LineError {
 /// Decodes one line (without its newline) and checks its own hash.
 pub fn decode(line: &[u8]) -> Result<Record, LineError> {
     let record = parse(line)?;
+    check_hash(line, &record.hash)?;
+    Ok(record)
+}
+
+/// Whether `line` (read as a record whose `hash` member is `hash`) hashes to its `hash`.
+pub fn check_hash(line: &[u8], hash: &str) -> Result<(), LineError> {
     let at = line
         .windows(HASH_MEMBER.len())
         .rposition(|w| w == HASH_MEMBER)
         .ok_or_else(|| LineError::Unreadable("no hash member".into()))?;
     // The line must end exactly with the hash member: `,"hash":"<64 hex>"}`.
     let tail = &line[at + HASH_MEMBER.len()..];
-    if tail.len() != 66 || &tail[64..] != b"\"}" || tail[..64] != *record.hash.as_bytes() {
+    if tail.len() != 66 || &tail[64..] != b"\"}" || tail[..64] != *hash.as_bytes() {
         return Err(LineError::HashMismatch);
     }
     let mut computed = [0u8; 64];
@@ -379,7 +385,7 @@ pub fn decode(line: &[u8]) -> Result<Record, LineError> {
     if computed != tail[..64] {
         return Err(LineError::HashMismatch);
     }
-    Ok(record)
+    Ok(())
 }
 
 /// Decodes one line without checking its hash — for copies of lines whose chain is proven

@@ -10,7 +10,7 @@
 //! exactly above. Memory per query is the query's own (bounded by the session's memory pool)
 //! plus the kept decoded segments, at most [`KEPT_SEGMENTS`] of `audit.segment_max_bytes` each.
 
-use crate::columnar::{ColumnarIndex, read_segment};
+use crate::columnar::ColumnarIndex;
 use crate::reader;
 use crate::segment::{first_seq, last_seq, list_segments, split_lines};
 use arrow::datatypes::SchemaRef;
@@ -207,10 +207,13 @@ impl PartitionStream for SegmentStream {
     ) -> datafusion::execution::SendableRecordBatchStream {
         let lines_decoded = self.lines_decoded.clone();
         let batches = futures::stream::iter(self.paths.clone()).map(move |path| {
-            read_segment(&path)
-                .and_then(|(records, _)| {
-                    lines_decoded.fetch_add(records.len() as u64, Ordering::Relaxed);
-                    reader::to_batch(&records)
+            std::fs::read(&path)
+                .map_err(crate::AuditError::from)
+                .and_then(|data| {
+                    let (lines, _) = split_lines(&data);
+                    let (batch, _) = reader::batch_of_lines(lines.into_iter().map(|(_, l)| l))?;
+                    lines_decoded.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    Ok(batch)
                 })
                 .map_err(|e| DataFusionError::External(Box::new(e)))
         });
@@ -243,15 +246,12 @@ fn decode_more(d: &mut Decoded, path: &Path, lines_decoded: &AtomicU64) -> crate
     if lines.is_empty() {
         return Ok(());
     }
-    let records: Vec<_> = lines
-        .into_iter()
-        .filter_map(|(_, l)| crate::record::decode(l).ok())
-        .collect();
-    lines_decoded.fetch_add(records.len() as u64, Ordering::Relaxed);
-    if let (Some(first), Some(last)) = (records.first(), records.last()) {
-        d.seqs = Some((d.seqs.map_or(first.seq, |s| s.0), last.seq));
+    let (batch, seqs) = reader::batch_of_lines(lines.into_iter().map(|(_, l)| l))?;
+    lines_decoded.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+    if let Some((first, last)) = seqs {
+        d.seqs = Some((d.seqs.map_or(first, |s| s.0), last));
     }
-    d.batches.push(reader::to_batch(&records)?);
+    d.batches.push(batch);
     d.offset += end as u64;
     // Queries a few records apart each add a batch of a few rows, whose buffers cost far more
     // than the rows: the small batches at the end are merged once there are more than a
