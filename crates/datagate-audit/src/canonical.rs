@@ -462,7 +462,7 @@ impl<'a> Cursor<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::record::{GENESIS_HASH, encode};
     use proptest::prelude::*;
@@ -471,7 +471,7 @@ mod tests {
         crate::record::decode_with_serde(line).ok()
     }
 
-    fn text() -> impl Strategy<Value = String> {
+    pub(crate) fn text() -> impl Strategy<Value = String> {
         // Any characters (control characters, quotes, backslashes, CJK) some of the time.
         prop_oneof![
             any::<String>(),
@@ -482,13 +482,15 @@ mod tests {
     }
 
     prop_compose! {
-        fn events()(
+        /// Arbitrary events: texts from [`text`], integers up to `max`, dataset names and
+        /// worker URLs from `item`, at least `min_workers` workers when there are any.
+        pub(crate) fn events_with(max: u64, item: BoxedStrategy<String>, min_workers: usize)(
             strings in proptest::collection::vec(text(), 10),
             optional in proptest::collection::vec(proptest::option::of(text()), 5),
-            datasets in proptest::collection::vec((text(), proptest::option::of(any::<i64>())), 0..3),
-            numbers in (any::<u16>(), any::<u64>(), any::<u64>(), any::<u64>(), proptest::option::of(any::<u64>())),
-            count in any::<u64>(),
-            workers in proptest::option::of(proptest::collection::vec(text(), 0..3)),
+            datasets in proptest::collection::vec((item.clone(), proptest::option::of(any::<i64>())), 0..3),
+            numbers in (any::<u16>(), 0..=max, 0..=max, 0..=max, proptest::option::of(0..=max)),
+            count in 0..=max,
+            workers in proptest::option::of(proptest::collection::vec(item.clone(), min_workers..3)),
             node_id in proptest::option::of(text()),
             kind in proptest::option::of(prop_oneof![Just(Kind::Request), Just(Kind::Begin), Just(Kind::End), Just(Kind::Refusals), Just(Kind::Log)]),
         ) -> Event {
@@ -526,7 +528,11 @@ mod tests {
         }
     }
 
-    fn times() -> impl Strategy<Value = DateTime<Utc>> {
+    fn events() -> impl Strategy<Value = Event> {
+        events_with(u64::MAX, text().boxed(), 0)
+    }
+
+    pub(crate) fn times() -> impl Strategy<Value = DateTime<Utc>> {
         // Whole seconds, milliseconds and microseconds are written with 0, 3 and 6 digits.
         prop_oneof![
             any::<i64>(),

@@ -631,70 +631,21 @@ mod tests {
         crate::record::decode(&line[..line.len() - 1]).unwrap()
     }
 
-    fn text() -> impl Strategy<Value = String> {
-        // Any characters (control characters, quotes, backslashes, CJK) some of the time.
-        prop_oneof![
-            any::<String>(),
-            "[ -~路径]{0,40}",
-            "[\\x00-\\x1f\"\\\\/a路\\x7f]{0,12}",
-            "[a-z]{0,3}"
-        ]
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         /// `Columns::body_into` writes exactly what the record's own encoding writes.
         #[test]
         fn rows_are_encoded_from_their_columns_as_their_records_are(
-            strings in proptest::collection::vec(text(), 12),
-            optional in proptest::collection::vec(proptest::option::of(text()), 5),
-            datasets in proptest::collection::vec(("[a-z_]{1,8}\\.[a-z_]{1,8}", proptest::option::of(any::<i64>())), 0..3),
-            numbers in (any::<u16>(), 0..i64::MAX as u64, 0..i64::MAX as u64, 0..i64::MAX as u64, proptest::option::of(0..i64::MAX as u64)),
-            count in 0..i64::MAX as u64,
-            workers in proptest::option::of(proptest::collection::vec("[a-z0-9:/.]{1,16}", 1..3)),
-            node_id in proptest::option::of(text()),
-            kind in proptest::option::of(prop_oneof![Just(Kind::Request), Just(Kind::Begin), Just(Kind::End), Just(Kind::Refusals), Just(Kind::Log)]),
-            // Whole seconds, milliseconds and microseconds are written with 0, 3 and 6 digits.
-            ts_nanos in prop_oneof![
-                any::<i64>(),
-                any::<i64>().prop_map(|n| n / 1_000_000_000 * 1_000_000_000),
-                any::<i64>().prop_map(|n| n / 1_000_000 * 1_000_000),
-                any::<i64>().prop_map(|n| n / 1_000 * 1_000),
-            ],
+            // Integers a row holds (Int64), names and URLs without the lists' commas.
+            event in crate::canonical::tests::events_with(
+                i64::MAX as u64 - 1,
+                "[a-z_]{1,8}\\.[a-z_]{1,8}|[a-z0-9:/.]{1,16}".boxed(),
+                1,
+            ),
+            ts in crate::canonical::tests::times(),
             seq in 1..u32::MAX as u64,
         ) {
-            let s = |i: usize| strings[i].clone();
-            let event = Event {
-                kind,
-                event_id: s(0),
-                request_id: s(1),
-                key_id: s(2),
-                role: s(3),
-                department: optional[0].clone(),
-                tier: s(4),
-                client_ip: s(5),
-                user_agent: s(6),
-                method: s(7),
-                path: s(8),
-                action: s(9),
-                datasets: datasets
-                    .iter()
-                    .map(|(name, version)| DatasetVersion { name: name.clone(), version: *version })
-                    .collect(),
-                query_text: optional[1].clone(),
-                query_sha256: optional[2].clone(),
-                status: numbers.0,
-                error: optional[3].clone(),
-                rows_returned: numbers.1,
-                bytes_returned: numbers.2,
-                duration_ms: numbers.3,
-                cpu_ms: numbers.4,
-                outcome: optional[4].clone(),
-                count,
-                workers,
-                node_id,
-            };
-            let record = record_of(seq, ts_nanos, event);
+            let record = record_of(seq, ts.timestamp_nanos_opt().unwrap(), event);
             let batch = to_batch(std::slice::from_ref(&record)).unwrap();
             let columns = Columns::new(&batch).unwrap();
             let mut got = Vec::new();
