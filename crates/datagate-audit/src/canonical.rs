@@ -6,12 +6,13 @@
 //! a line member by member in that order is several times cheaper than serde's field matching,
 //! and conversion to Parquet, the start-up scan and the open segment's reads decode every line.
 //!
-//! [`read`] accepts only lines of exactly that shape and returns `None` for anything else —
-//! members in another order, whitespace, an unknown or repeated member, a number or time
-//! written another way, a raw control character — so the caller decodes those with serde,
-//! which has the last word on what a record is. Whatever [`read`] returns is what serde returns
-//! for the same line (a property test holds it to that over arbitrary records and damaged
-//! lines). Strings with escapes are cut here and unescaped by serde_json.
+//! [`view`] (members borrowed from the line, what the Parquet conversion appends to its columns)
+//! and [`read`] (an owned [`Record`]) accept only lines of exactly that shape and return `None`
+//! for anything else — members in another order, whitespace, an unknown or repeated member, a
+//! number or time written another way, a raw control character — so the caller decodes those
+//! with serde, which has the last word on what a record is. Whatever they return is what serde
+//! returns for the same line (property tests hold them to that over arbitrary records and
+//! damaged lines). Strings with escapes are cut here and unescaped by serde_json.
 
 use crate::record::{DatasetVersion, Event, Kind, Record};
 use chrono::{DateTime, NaiveDate, Utc};
