@@ -195,21 +195,14 @@ pub fn view(line: &[u8]) -> Option<View<'_>> {
     c.lit(b",\"action\":")?;
     let action = c.string()?;
     c.lit(b",\"datasets\":[")?;
-    let mut datasets = Vec::new();
-    if !c.eat(']') {
-        loop {
-            c.lit(b"{\"name\":")?;
-            let name = c.string()?;
-            c.lit(b",\"version\":")?;
-            let version = if c.null() { None } else { Some(c.i64()?) };
-            c.lit(b"}")?;
-            datasets.push((name, version));
-            if c.eat(']') {
-                break;
-            }
-            c.lit(b",")?;
-        }
-    }
+    let datasets = c.list(|c| {
+        c.lit(b"{\"name\":")?;
+        let name = c.string()?;
+        c.lit(b",\"version\":")?;
+        let version = if c.null() { None } else { Some(c.i64()?) };
+        c.lit(b"}")?;
+        Some((name, version))
+    })?;
     c.lit(b",\"query_text\":")?;
     let query_text = c.optional_string()?;
     c.lit(b",\"query_sha256\":")?;
@@ -224,35 +217,13 @@ pub fn view(line: &[u8]) -> Option<View<'_>> {
     let bytes_returned = c.u64()?;
     c.lit(b",\"duration_ms\":")?;
     let duration_ms = c.u64()?;
-    let cpu_ms = if c.lit(b",\"cpu_ms\":").is_some() {
-        Some(c.u64()?)
-    } else {
-        None
-    };
+    let cpu_ms = c.left_out(b",\"cpu_ms\":", Cursor::u64)?;
     c.lit(b",\"outcome\":")?;
     let outcome = c.optional_string()?;
     c.lit(b",\"count\":")?;
     let count = c.u64()?;
-    let workers = if c.lit(b",\"workers\":[").is_some() {
-        let mut workers = Vec::new();
-        if !c.eat(']') {
-            loop {
-                workers.push(c.string()?);
-                if c.eat(']') {
-                    break;
-                }
-                c.lit(b",")?;
-            }
-        }
-        Some(workers)
-    } else {
-        None
-    };
-    let node_id = if c.lit(b",\"node_id\":").is_some() {
-        Some(c.string()?)
-    } else {
-        None
-    };
+    let workers = c.left_out(b",\"workers\":[", |c| c.list(Cursor::string))?;
+    let node_id = c.left_out(b",\"node_id\":", Cursor::string)?;
     c.lit(b",\"prev_hash\":")?;
     let prev_hash = c.string()?;
     c.lit(b",\"hash\":")?;
@@ -335,6 +306,34 @@ impl<'a> Cursor<'a> {
             true
         } else {
             false
+        }
+    }
+
+    /// A member left out when absent (`name` is its `,"name":` and what starts the value):
+    /// `Some(None)` when the line does not continue with it, `None` when its value is bad.
+    fn left_out<const N: usize, T>(
+        &mut self,
+        name: &[u8; N],
+        value: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match self.lit(name) {
+            Some(()) => value(self).map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// The items of a JSON array whose `[` is consumed, up to and including its `]`.
+    fn list<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut items = Vec::new();
+        if self.eat(']') {
+            return Some(items);
+        }
+        loop {
+            items.push(item(self)?);
+            if self.eat(']') {
+                return Some(items);
+            }
+            self.lit(b",")?;
         }
     }
 

@@ -17,7 +17,7 @@ use crate::canonical::{self, View};
 use crate::error::{AuditError, Result};
 use crate::reader;
 use crate::record::{self, Event, Kind, Record};
-use crate::segment::{list_numbered, list_segments, segment_name, split_lines, sync_dir};
+use crate::segment::{list_numbered, list_segments, segment_name, sync_dir};
 use chrono::{DateTime, NaiveDate, Utc};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -121,24 +121,11 @@ fn usage_kind_of(kind: Option<Kind>, status: u16, action: &str) -> Option<bool> 
     }
 }
 
-/// The usage summary of some records, per (day, dataset).
-pub fn summarize_usage<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<DayUsage> {
-    let mut usage = UsageTally::default();
-    for r in records {
-        usage.add(r);
-    }
-    usage.into_days()
-}
-
 /// Reads and downloads per day and dataset, counted record by record.
 #[derive(Default)]
 struct UsageTally(BTreeMap<(NaiveDate, String), (u64, u64)>);
 
 impl UsageTally {
-    fn add(&mut self, r: &Record) {
-        self.add_view(&View::of(r));
-    }
-
     fn add_view(&mut self, v: &View<'_>) {
         let Some(download) = usage_kind_of(v.kind, v.status, &v.action) else {
             return;
@@ -165,18 +152,6 @@ impl UsageTally {
             })
             .collect()
     }
-}
-
-/// The good records of a segment file, in order (lines that are not good records are left to
-/// `verify`, as the reader does).
-pub fn read_segment(path: &Path) -> Result<(Vec<Record>, u64)> {
-    let data = std::fs::read(path)?;
-    let (lines, _) = split_lines(&data);
-    let records = lines
-        .into_iter()
-        .filter_map(|(_, l)| record::decode(l).ok())
-        .collect();
-    Ok((records, data.len() as u64))
 }
 
 fn writer_properties() -> WriterProperties {
@@ -655,16 +630,22 @@ pub(crate) mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn sealed_segments_are_converted_with_markers_and_usage() {
+    /// A closed log of `n` events in segments of 4 KiB.
+    async fn small_segments(n: usize) -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();
         let mut opts = LogOptions::new(tmp.path());
         opts.segment_max_bytes = 4096;
         let (log, _) = AuditLog::open(opts).unwrap();
-        for i in 0..60 {
+        for i in 0..n {
             log.append(event(i)).await.unwrap();
         }
         log.close();
+        tmp
+    }
+
+    #[tokio::test]
+    async fn sealed_segments_are_converted_with_markers_and_usage() {
+        let tmp = small_segments(60).await;
         let index = ColumnarIndex::load(tmp.path()).unwrap();
         index.catch_up(2).unwrap();
         let markers = index.snapshot();
@@ -698,14 +679,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_segment_another_index_converted_is_not_converted_again() {
         use std::os::unix::fs::MetadataExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let mut opts = LogOptions::new(tmp.path());
-        opts.segment_max_bytes = 4096;
-        let (log, _) = AuditLog::open(opts).unwrap();
-        for i in 0..30 {
-            log.append(event(i)).await.unwrap();
-        }
-        log.close();
+        let tmp = small_segments(30).await;
         let gateway = ColumnarIndex::load(tmp.path()).unwrap();
         let cli = ColumnarIndex::load(tmp.path()).unwrap();
         let segment = gateway.pending().unwrap()[0];

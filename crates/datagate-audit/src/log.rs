@@ -1451,13 +1451,13 @@ mod tests {
             text.contains(",\"node_id\":\"gw-1\",\"prev_hash\""),
             "{text}"
         );
-        let (records, _) =
-            crate::columnar::read_segment(&list_segments(tmp.path()).unwrap()[0].1).unwrap();
-        assert!(
-            records
-                .iter()
-                .all(|r| r.event.node_id.as_deref() == Some("gw-1"))
-        );
+        let mut records = 0;
+        crate::reader::for_each_record(tmp.path(), |r| {
+            assert_eq!(r.event.node_id.as_deref(), Some("gw-1"), "{r:?}");
+            records += 1;
+        })
+        .unwrap();
+        assert_eq!(records, 50);
     }
 
     #[tokio::test]
