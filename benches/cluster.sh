@@ -11,7 +11,7 @@
 #      requests one more (warm) run of each makes (moto's request log);
 #   3. replicas: `rows?limit=10` throughput of three gateways vs one on PostgreSQL + S3
 #      (CLIENTS clients spread over the gateways).
-# Prints one table; the figures quoted in the README and docs/scale.md come from it.
+# Prints one table; the figures quoted in the README, benches/RESULTS.md and docs/scale.md come from it.
 #
 #   benches/cluster.sh                 (ROWS=2000000 REPEAT=9 CLIENTS=32 SECS=8)
 set -euo pipefail

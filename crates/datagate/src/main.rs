@@ -15,7 +15,7 @@ use std::sync::Arc;
 /// jemalloc, not the system allocator: under mixed traffic glibc's per-thread arenas kept
 /// freed memory and the gateway's RSS climbed ~100 MiB a minute while the live heap stayed a
 /// few MiB (heaptrack); with jemalloc (background purging threads) RSS stays flat
-/// (`benches/soak.sh`, README "Soak").
+/// (`benches/soak.sh`, `benches/RESULTS.md` "Soak").
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
