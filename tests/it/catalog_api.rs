@@ -331,6 +331,16 @@ async fn openapi_describes_the_routes() {
     assert!(doc["components"]["schemas"].get("DatasetOut").is_some());
 }
 
+/// A gauge's value in Prometheus text.
+fn gauge_in(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn health_readiness_and_metrics() {
     let s = Server::start(Options::default()).await;
@@ -388,15 +398,27 @@ async fn health_readiness_and_metrics() {
     let sql = "/api/v1/query?sql=select%20count(*)%20from%20environment.air_quality%20where%20aqi%20%3E%2050";
     assert_eq!(reqwest::get(s.url(sql)).await.unwrap().status(), 200);
     let text = s.metrics().await;
-    let gauge = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
+    let gauge = |name: &str| gauge_in(&text, name);
     let held = gauge("datagate_query_cache_bytes{cache=\"parquet_metadata\"}");
     let limit = gauge("datagate_query_cache_limit_bytes{cache=\"parquet_metadata\"}");
     assert!(held > 0.0 && held <= limit, "{held} of {limit}");
+    assert_eq!(
+        gauge("datagate_query_cache_bytes{cache=\"bloom_filters\"}"),
+        0.0,
+        "no lookup by key yet"
+    );
+    // A lookup by primary key reads the key column's bloom filters, and keeps them.
+    let sql = "/api/v1/query?sql=select%20*%20from%20transport.bus_lines%20where%20line_id%20%3D%20%27BL00042%27";
+    let found: serde_json::Value = reqwest::get(s.url(sql))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["row_count"], 1, "{found}");
+    let text = s.metrics().await;
+    let gauge = |name: &str| gauge_in(&text, name);
+    let blooms = gauge("datagate_query_cache_bytes{cache=\"bloom_filters\"}");
+    let limit = gauge("datagate_query_cache_limit_bytes{cache=\"bloom_filters\"}");
+    assert!(blooms > 0.0 && blooms <= limit, "{blooms} of {limit}");
 }

@@ -210,7 +210,8 @@ impl TableProvider for DatasetTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         self.require_files(state).await?;
-        self.inner.scan(state, projection, filters, limit).await
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        crate::bloom_cache::with_bloom_cache(plan, state)
     }
 
     fn supports_filters_pushdown(

@@ -5,6 +5,7 @@
 //! spills to disk; no URL tables and no table functions exist. The shared parts (object stores,
 //! the Parquet metadata and statistics caches) come from one base runtime.
 
+use crate::bloom_cache::{self, BloomCache, BloomCacheExtension};
 use crate::catalog_provider::{DatagateCatalog, Resolver, TableSnapshot};
 use crate::complexity::Complexity;
 use crate::distributed::Distribution;
@@ -158,6 +159,8 @@ struct EngineCaches {
     metadata: Arc<DefaultCache<object_store::path::Path, CachedFileMetadataEntry>>,
     statistics: Arc<DefaultCache<TableScopedPath, CachedFileMetadata>>,
     listings: Arc<DefaultCache<TableScopedPath, CachedFileList>>,
+    /// Bloom filters of dataset files ([`crate::bloom_cache`]).
+    bloom_filters: Arc<BloomCache>,
 }
 
 impl Default for EngineCaches {
@@ -177,6 +180,7 @@ impl Default for EngineCaches {
                 )
                 .with_name("listings"),
             ),
+            bloom_filters: bloom_cache::new_cache(bloom_cache::DEFAULT_BLOOM_CACHE_BYTES),
         }
     }
 }
@@ -210,6 +214,11 @@ impl QueryEngine {
                 "listings",
                 c.listings.memory_used(),
                 c.listings.cache_limit(),
+            ),
+            (
+                "bloom_filters",
+                c.bloom_filters.memory_used(),
+                c.bloom_filters.cache_limit(),
             ),
         ] {
             metrics::gauge!("datagate_query_cache_bytes", "cache" => name).set(used as f64);
@@ -460,7 +469,9 @@ impl QueryEngine {
     }
 
     fn config(&self) -> SessionConfig {
-        Self::session_config(&self.limits)
+        Self::session_config(&self.limits).with_extension(Arc::new(BloomCacheExtension(
+            self.caches.bloom_filters.clone(),
+        )))
     }
 
     fn session_config(limits: &QueryLimits) -> SessionConfig {

@@ -11,6 +11,8 @@
 //! [`encode`] format (in zstd frames when the client takes them, [`compression`]);
 //! [`plan_info`] says which dataset versions a plan read. The common `rows` pages skip planning:
 //! [`pages`] serves them from a cache of small decoded versions or by seeking in large ones.
+//! Dataset scans keep the bloom filters they read between queries ([`bloom_cache`]), so a
+//! lookup by primary key reads each version's filters once.
 //!
 //! Distribution: a plan that scans more than `query.distribute_above_bytes` is cut into stages
 //! whose fragments run on `datagate worker` processes ([`distributed`]), after every check above
@@ -20,6 +22,7 @@
 //! threads that serve connections; string functions that size their output from their
 //! arguments are capped ([`size_caps`]); a panic fails one request, not the gateway.
 
+pub mod bloom_cache;
 pub mod catalog_provider;
 pub mod complexity;
 pub mod compression;
