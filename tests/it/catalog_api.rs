@@ -408,6 +408,16 @@ async fn health_readiness_and_metrics() {
         "no lookup by key yet"
     );
     // A lookup by primary key reads the key column's bloom filters, and keeps them.
+    look_up_bus_line(&s).await;
+    let text = s.metrics().await;
+    let gauge = |name: &str| gauge_in(&text, name);
+    let blooms = gauge("datagate_query_cache_bytes{cache=\"bloom_filters\"}");
+    let limit = gauge("datagate_query_cache_limit_bytes{cache=\"bloom_filters\"}");
+    assert!(blooms > 0.0 && blooms <= limit, "{blooms} of {limit}");
+}
+
+/// A lookup by primary key through the SQL API: one bus line.
+async fn look_up_bus_line(s: &Server) {
     let sql = "/api/v1/query?sql=select%20*%20from%20transport.bus_lines%20where%20line_id%20%3D%20%27BL00042%27";
     let found: serde_json::Value = reqwest::get(s.url(sql))
         .await
@@ -416,9 +426,27 @@ async fn health_readiness_and_metrics() {
         .await
         .unwrap();
     assert_eq!(found["row_count"], 1, "{found}");
+}
+
+#[tokio::test]
+async fn the_bloom_cache_can_be_turned_off() {
+    let s = Server::start(Options {
+        env: vec![("DATAGATE_QUERY__BLOOM_CACHE_BYTES".into(), "0".into())],
+        ..Options::default()
+    })
+    .await;
+    look_up_bus_line(&s).await;
+    look_up_bus_line(&s).await;
     let text = s.metrics().await;
-    let gauge = |name: &str| gauge_in(&text, name);
-    let blooms = gauge("datagate_query_cache_bytes{cache=\"bloom_filters\"}");
-    let limit = gauge("datagate_query_cache_limit_bytes{cache=\"bloom_filters\"}");
-    assert!(blooms > 0.0 && blooms <= limit, "{blooms} of {limit}");
+    assert_eq!(
+        gauge_in(&text, "datagate_query_cache_bytes{cache=\"bloom_filters\"}"),
+        0.0
+    );
+    assert_eq!(
+        gauge_in(
+            &text,
+            "datagate_query_cache_limit_bytes{cache=\"bloom_filters\"}"
+        ),
+        0.0
+    );
 }

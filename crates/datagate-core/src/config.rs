@@ -404,6 +404,9 @@ pub struct QueryConfig {
     pub page_cache_bytes: u64,
     /// Versions with more rows than this are not cached: their pages seek in the files.
     pub page_cache_max_rows: u64,
+    /// Bytes of dataset files' bloom filters kept in memory between queries, so a lookup by
+    /// primary key reads a version's filters once; 0 turns the cache off.
+    pub bloom_cache_bytes: u64,
     /// `datagate worker` URLs (`http://host:port`) that heavy queries fan out to; empty: every
     /// query runs in the gateway.
     pub workers: Vec<String>,
@@ -478,6 +481,7 @@ impl Default for QueryConfig {
             public_nice: 10,
             page_cache_bytes: 128 * 1024 * 1024,
             page_cache_max_rows: 200_000,
+            bloom_cache_bytes: 64 * 1024 * 1024,
             workers: Vec::new(),
             distribute_above_bytes: 1 << 30,
             worker_secret: String::new(),

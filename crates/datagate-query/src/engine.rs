@@ -290,6 +290,13 @@ impl QueryEngine {
         self.distribution.as_ref()
     }
 
+    /// The engine keeping at most `bytes` of bloom filters between queries
+    /// (`query.bloom_cache_bytes`; 0: none kept, every lookup reads them).
+    pub fn with_bloom_cache(mut self, bytes: usize) -> Self {
+        self.caches.bloom_filters = bloom_cache::new_cache(bytes);
+        self
+    }
+
     /// The engine with the page cache sized as configured (`query.page_cache_*`).
     pub fn with_page_cache(mut self, limits: PageCacheLimits) -> Self {
         self.pages = Arc::new(PageServer::new(
@@ -469,7 +476,11 @@ impl QueryEngine {
     }
 
     fn config(&self) -> SessionConfig {
-        Self::session_config(&self.limits).with_extension(Arc::new(BloomCacheExtension(
+        let config = Self::session_config(&self.limits);
+        if self.caches.bloom_filters.cache_limit() == 0 {
+            return config;
+        }
+        config.with_extension(Arc::new(BloomCacheExtension(
             self.caches.bloom_filters.clone(),
         )))
     }

@@ -477,7 +477,8 @@ fn run_serve(cfg: Config) -> Result<()> {
             bytes: cfg.query.page_cache_bytes,
             max_rows: cfg.query.page_cache_max_rows,
             ..Default::default()
-        });
+        })
+        .with_bloom_cache(usize::try_from(cfg.query.bloom_cache_bytes).unwrap_or(usize::MAX));
         let audit_dir = cfg.storage.audit_dir(&cfg.audit);
         let (audit, recovery) = datagate_audit::AuditLog::open(datagate_audit::LogOptions {
             dir: audit_dir.clone(),
