@@ -8,7 +8,7 @@
 //! recently used first out), and later lookups take it from memory.
 //!
 //! [`BloomCachingReaderFactory`] is the Parquet reader factory of dataset scans
-//! ([`with_bloom_cache`] puts it into a scan's plan); its readers answer a byte range that is
+//! ([`scans_through_cache`] puts it into a scan's plan); its readers answer a byte range that is
 //! exactly a bloom filter of the file (by the file's metadata) from the cache, and every other
 //! range from the store as before.
 
@@ -32,7 +32,7 @@ use futures::future::BoxFuture;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaData};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -82,7 +82,7 @@ pub struct BloomCacheExtension(pub Arc<BloomCache>);
 
 /// `plan` with its Parquet scans reading through [`BloomCachingReaderFactory`], when the
 /// session carries a [`BloomCacheExtension`]; otherwise (or for scans of other formats) as it is.
-pub fn with_bloom_cache(
+pub fn scans_through_cache(
     plan: Arc<dyn ExecutionPlan>,
     state: &dyn Session,
 ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
@@ -90,7 +90,6 @@ pub fn with_bloom_cache(
         return Ok(plan);
     };
     let runtime = state.runtime_env().clone();
-    let metadata = runtime.cache_manager.get_file_metadata_cache();
     plan.transform_up(|node| {
         let any: &dyn ExecutionPlan = node.as_ref();
         let Some(exec) = any.downcast_ref::<DataSourceExec>() else {
@@ -105,7 +104,8 @@ pub fn with_bloom_cache(
             Some(inner) => inner.clone(),
             None => {
                 let store = runtime.object_store(&config.object_store_url)?;
-                Arc::new(CachedParquetFileReaderFactory::new(store, metadata.clone())) as _
+                let metadata = runtime.cache_manager.get_file_metadata_cache();
+                Arc::new(CachedParquetFileReaderFactory::new(store, metadata)) as _
             }
         };
         let factory = Arc::new(BloomCachingReaderFactory {
@@ -157,7 +157,7 @@ impl ParquetFileReaderFactory for BloomCachingReaderFactory {
             inner,
             path,
             cache: self.cache.clone(),
-            blooms: Vec::new(),
+            metadata: None,
         }))
     }
 }
@@ -167,33 +167,32 @@ struct BloomCachingReader {
     inner: Box<dyn AsyncFileReader + Send>,
     path: Path,
     cache: Arc<BloomCache>,
-    /// The byte ranges of the file's bloom filters (from its metadata, once read), sorted.
-    blooms: Vec<Range<u64>>,
+    /// The file's metadata, once read through this reader (DataFusion reads the bloom filters
+    /// through the reader that read the metadata).
+    metadata: Option<Arc<ParquetMetaData>>,
 }
 
 impl BloomCachingReader {
+    /// Whether `range` is exactly one of the file's bloom filters whose length the metadata
+    /// records (a reader asks for exactly those; filters written without a length are read in
+    /// two steps and not cached).
     fn is_bloom(&self, range: &Range<u64>) -> bool {
-        self.blooms
-            .binary_search_by(|b| (b.start, b.end).cmp(&(range.start, range.end)))
-            .is_ok()
+        let Some(metadata) = &self.metadata else {
+            return false;
+        };
+        metadata
+            .row_groups()
+            .iter()
+            .flat_map(|rg| rg.columns())
+            .any(|c| bloom_range(c).as_ref() == Some(range))
     }
 }
 
-/// The byte ranges of a file's bloom filters whose length the metadata records (a reader asks
-/// for exactly those; filters written without a length are read in two steps and not cached).
-fn bloom_ranges(metadata: &ParquetMetaData) -> Vec<Range<u64>> {
-    let mut ranges: Vec<Range<u64>> = metadata
-        .row_groups()
-        .iter()
-        .flat_map(|rg| rg.columns())
-        .filter_map(|c| {
-            let start = u64::try_from(c.bloom_filter_offset()?).ok()?;
-            let len = u64::try_from(c.bloom_filter_length()?).ok()?;
-            Some(start..start + len)
-        })
-        .collect();
-    ranges.sort_by_key(|r| (r.start, r.end));
-    ranges
+/// The byte range of a column chunk's bloom filter, when the metadata records its length.
+fn bloom_range(column: &ColumnChunkMetaData) -> Option<Range<u64>> {
+    let start = u64::try_from(column.bloom_filter_offset()?).ok()?;
+    let len = u64::try_from(column.bloom_filter_length()?).ok()?;
+    Some(start..start + len)
 }
 
 impl AsyncFileReader for BloomCachingReader {
@@ -230,7 +229,7 @@ impl AsyncFileReader for BloomCachingReader {
     ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
         async move {
             let metadata = self.inner.get_metadata(options).await?;
-            self.blooms = bloom_ranges(&metadata);
+            self.metadata = Some(metadata.clone());
             Ok(metadata)
         }
         .boxed()
@@ -296,7 +295,7 @@ mod tests {
             .unwrap();
         let mut plan = df.create_physical_plan().await.unwrap();
         if cached {
-            plan = with_bloom_cache(plan, &ctx.state()).unwrap();
+            plan = scans_through_cache(plan, &ctx.state()).unwrap();
         }
         collect(plan, ctx.task_ctx()).await.unwrap()
     }
@@ -367,7 +366,12 @@ mod tests {
         let file = dir.path().join("t.parquet");
         write_file(&file, 8);
         // Room for about three filters of this file.
-        let ranges = bloom_ranges(&file_metadata(&file));
+        let ranges: Vec<_> = file_metadata(&file)
+            .row_groups()
+            .iter()
+            .flat_map(|rg| rg.columns())
+            .filter_map(bloom_range)
+            .collect();
         assert_eq!(ranges.len(), 8);
         let limit = 3 * (ranges[0].end - ranges[0].start) as usize + 1024;
         let cache = new_cache(limit);

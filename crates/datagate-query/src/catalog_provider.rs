@@ -211,7 +211,7 @@ impl TableProvider for DatasetTable {
     ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
         self.require_files(state).await?;
         let plan = self.inner.scan(state, projection, filters, limit).await?;
-        crate::bloom_cache::with_bloom_cache(plan, state)
+        crate::bloom_cache::scans_through_cache(plan, state)
     }
 
     fn supports_filters_pushdown(
