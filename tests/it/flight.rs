@@ -654,3 +654,79 @@ async fn parameter_rows_run_as_executions() {
             .join("\n")
     );
 }
+
+/// A parameter stream arrow's decoder panics on (a buffer past the message's body) is the
+/// client's mistake: `InvalidArgument`, and the connection serves the next call.
+#[tokio::test]
+async fn corrupt_parameters_are_an_invalid_argument() {
+    use arrow::array::Int64Array;
+    use arrow_flight::sql::{
+        ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+        CommandPreparedStatementQuery,
+    };
+    use arrow_flight::{Action, FlightData};
+    let f = start(&[], false).await;
+    let consumer = new_key(&f.server, "consumer", None).await;
+    let mut c = FlightServiceClient::new(channel(&f).await);
+    let create = ActionCreatePreparedStatementRequest {
+        query: "SELECT line_id FROM transport.bus_lines WHERE stop_count = $1".into(),
+        transaction_id: None,
+    };
+    let action = Action::new("CreatePreparedStatement", create.as_any().encode_to_vec());
+    let answer: Vec<arrow_flight::Result> = c
+        .do_action(bearer(Request::new(action), &consumer))
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap();
+    let created: ActionCreatePreparedStatementResult = Any::decode(&*answer[0].body)
+        .unwrap()
+        .unpack()
+        .unwrap()
+        .unwrap();
+    let batch = RecordBatch::try_from_iter([(
+        "$1",
+        std::sync::Arc::new(Int64Array::from(vec![10i64, 20])) as arrow::array::ArrayRef,
+    )])
+    .unwrap();
+    let bind = |corrupt: bool| {
+        let mut data: Vec<FlightData> =
+            arrow_flight::utils::batches_to_flight_data(&batch.schema(), vec![batch.clone()])
+                .unwrap();
+        let cmd = CommandPreparedStatementQuery {
+            prepared_statement_handle: created.prepared_statement_handle.clone(),
+        };
+        data[0].flight_descriptor = Some(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()));
+        if corrupt {
+            let mut header = data[1].data_header.to_vec();
+            crate::harness::point_a_buffer_past_the_body(&mut header);
+            data[1].data_header = header.into();
+        }
+        bearer(Request::new(futures::stream::iter(data)), &consumer)
+    };
+    let refused = match c.do_put(bind(true)).await {
+        Err(status) => status,
+        Ok(answers) => {
+            let answers: Result<Vec<_>, _> = answers.into_inner().try_collect().await;
+            answers.expect_err("corrupt parameters were bound")
+        }
+    };
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("not Arrow data"),
+        "{}",
+        refused.message()
+    );
+    // The same connection binds the intact parameters.
+    let bound: Vec<_> = c
+        .do_put(bind(false))
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(bound.len(), 1);
+}

@@ -365,3 +365,45 @@ pub async fn new_key_with(s: &Server, body: serde_json::Value) -> String {
         .unwrap()
         .to_string()
 }
+
+/// Corrupts the first record-batch message of an Arrow IPC stream the way a damaged upload
+/// can be: see [`point_a_buffer_past_the_body`].
+pub fn corrupt_ipc_stream(stream: &mut [u8]) {
+    let mut pos = 0;
+    while pos + 8 <= stream.len() {
+        assert_eq!(
+            stream[pos..pos + 4],
+            [0xff; 4],
+            "an IPC continuation marker"
+        );
+        let len = i32::from_le_bytes(stream[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        let meta = pos + 8..pos + 8 + len;
+        let (batch, body) = {
+            let m = arrow::ipc::root_as_message(&stream[meta.clone()]).unwrap();
+            (
+                m.header_as_record_batch().is_some(),
+                m.bodyLength() as usize,
+            )
+        };
+        if batch {
+            point_a_buffer_past_the_body(&mut stream[meta]);
+            return;
+        }
+        pos = meta.end + body;
+    }
+    panic!("no record batch in the stream");
+}
+
+/// Points the first non-empty buffer of an Arrow IPC record-batch message (its flatbuffer
+/// metadata, as in a Flight `data_header`) 256 MiB past the message's body: a message arrow's
+/// own decoder panics on instead of refusing.
+pub fn point_a_buffer_past_the_body(meta: &mut [u8]) {
+    let at = {
+        let m = arrow::ipc::root_as_message(meta).unwrap();
+        let buffers = m.header_as_record_batch().unwrap().buffers().unwrap();
+        let first = buffers.iter().position(|b| b.length() > 0).unwrap();
+        buffers.bytes().as_ptr() as usize - meta.as_ptr() as usize + 16 * first
+    };
+    // A buffer is { offset: i64, length: i64 }, little-endian.
+    meta[at..at + 8].copy_from_slice(&(1i64 << 28).to_le_bytes());
+}

@@ -3,14 +3,16 @@
 //! Everything that more than one crate has to agree on lives here: the names of departments and
 //! datasets ([`names`]), the open levels and column sensitivities of public data ([`access`]),
 //! the column types that the catalog and the API speak ([`types`]), and the typed configuration
-//! with its loader ([`config`]), how a storage URL becomes an object store ([`storage`]), and
-//! how background threads yield the cores ([`threads`]).
+//! with its loader ([`config`]), how a storage URL becomes an object store ([`storage`]),
+//! how background threads yield the cores ([`threads`]), and how a third-party decoder's panic
+//! over untrusted bytes becomes an error ([`panics`]).
 //! This crate has no I/O beyond reading the configuration file.
 
 pub mod access;
 pub mod config;
 pub mod fault;
 pub mod names;
+pub mod panics;
 pub mod storage;
 pub mod threads;
 pub mod types;

@@ -498,7 +498,15 @@ impl FlightSqlService for FlightGateway {
             );
             let mut parameters = Vec::new();
             let mut rows = 0usize;
-            while let Some(batch) = batches.next().await {
+            // arrow's IPC decoder panics on some malformed messages: the client's mistake.
+            while let Some(batch) = datagate_core::panics::Contained::new(batches.next())
+                .await
+                .unwrap_or_else(|panic| {
+                    Some(Err(arrow_flight::error::FlightError::DecodeError(format!(
+                        "the decoder stopped: {panic}"
+                    ))))
+                })
+            {
                 let batch = batch.map_err(|e| {
                     Status::invalid_argument(format!("the parameters are not Arrow data: {e}"))
                 })?;

@@ -376,28 +376,42 @@ impl Publisher {
                     )));
                 }
             };
-            let builder =
-                match parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        return send_err(IngestError::invalid_data(format!(
-                            "the body is not a Parquet file: {e}"
-                        )));
-                    }
-                };
-            let reader = match builder.with_batch_size(batch_rows).build() {
-                Ok(r) => r,
-                Err(e) => {
+            // The Parquet reader may panic on a corrupt file: that is the upload's fault too.
+            let opened = datagate_core::panics::contain(|| {
+                let builder =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|e| {
+                            IngestError::invalid_data(format!(
+                                "the body is not a Parquet file: {e}"
+                            ))
+                        })?;
+                builder
+                    .with_batch_size(batch_rows)
+                    .build()
+                    .map_err(|e| IngestError::invalid_data(format!("unreadable Parquet file: {e}")))
+            });
+            let mut reader = match opened {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return send_err(e),
+                Err(panic) => {
                     return send_err(IngestError::invalid_data(format!(
-                        "unreadable Parquet file: {e}"
+                        "the body is not a readable Parquet file (the reader stopped: {panic})"
                     )));
                 }
             };
-            for batch in reader {
-                let msg = batch.map_err(|e| {
-                    IngestError::invalid_data(format!("unreadable Parquet data: {e}"))
-                });
-                if tx.blocking_send(msg).is_err() {
+            loop {
+                let msg = match datagate_core::panics::contain(|| reader.next()) {
+                    Ok(None) => return,
+                    Ok(Some(Ok(batch))) => Ok(batch),
+                    Ok(Some(Err(e))) => Err(IngestError::invalid_data(format!(
+                        "unreadable Parquet data: {e}"
+                    ))),
+                    Err(panic) => Err(IngestError::invalid_data(format!(
+                        "unreadable Parquet data (the reader stopped: {panic})"
+                    ))),
+                };
+                let failed = msg.is_err();
+                if tx.blocking_send(msg).is_err() || failed {
                     return;
                 }
             }
@@ -423,8 +437,11 @@ impl Publisher {
             rows += b.num_rows() as u64;
             sink.write(b).await?;
         }
-        let _ = reader.await;
-        Ok(())
+        // The channel also closes if the reader ended early without a word: never take that
+        // for the end of the file.
+        reader
+            .await
+            .map_err(|e| IngestError::Internal(format!("the Parquet reader failed: {e}")))
     }
 
     /// Publishes a local file, read in chunks; the format comes from `source`.

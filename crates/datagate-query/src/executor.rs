@@ -232,13 +232,7 @@ pub async fn catch_panic<T>(work: impl Future<Output = T>) -> Result<T, QueryErr
 }
 
 /// A panic's message, for logs and for sorting it into a problem.
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".into())
-}
+pub use datagate_core::panics::panic_message;
 
 pin_project_lite::pin_project! {
     /// Charges the thread CPU time of every poll of `inner` to `lane`.

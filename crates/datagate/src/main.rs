@@ -234,6 +234,8 @@ enum KeyAction {
 
 fn main() {
     let cli = Cli::parse();
+    // A decoder's panic over a corrupt upload is answered as a refusal, not printed as a crash.
+    datagate_core::panics::install_quiet_hook();
     let result = match cli.command {
         Command::Serve { config } => load_config(config.as_deref()).and_then(run_serve),
         Command::Worker {

@@ -39,12 +39,17 @@ impl PushDecoder for IpcStreamDecoder {
         let mut buf = Buffer::from(chunk.to_vec());
         let mut out = Vec::new();
         while !buf.is_empty() {
-            let decoded = self.decoder.decode(&mut buf).map_err(|e| {
-                IngestError::invalid_data(format!(
-                    "invalid Arrow IPC stream after row {}: {e}",
-                    self.rows
-                ))
-            })?;
+            // arrow's decoder panics on some malformed messages (a buffer past the body's
+            // end, an unknown type id): that is a corrupt upload too, not a server fault.
+            let decoded = datagate_core::panics::contain(|| self.decoder.decode(&mut buf))
+                .map_err(|panic| format!("the decoder stopped: {panic}"))
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    IngestError::invalid_data(format!(
+                        "invalid Arrow IPC stream after row {}: {e}",
+                        self.rows
+                    ))
+                })?;
             match decoded {
                 Some(batch) => {
                     let target = match &self.target {
