@@ -332,3 +332,104 @@ async fn a_granted_consumer_reads_conditional_data_masked_and_hashed() {
         assert_eq!(secrets.leaked_in(&text), None, "export {format}");
     }
 }
+
+/// Two edges a fuzz of registrations found answering 500: a `year` mask over dates past 2262
+/// (9999-12-31 is a common "no end date") and a dataset of which an outsider sees no column.
+#[tokio::test]
+async fn far_dates_and_datasets_without_a_visible_column() {
+    let s = Server::start(Options {
+        env: vec![("DATAGATE_ADMIN_KEY".into(), ADMIN.into())],
+        ..Default::default()
+    })
+    .await;
+    let c = Client::new();
+    let register = |name: &str, columns: Value| {
+        json!({
+            "department": "transport", "name": name, "title": name, "access_level": "open",
+            "license": "CC-BY-4.0", "tags": [], "update_frequency": "daily", "columns": columns,
+        })
+    };
+    let until = json!([
+        {"name": "id", "type": "int64"},
+        {"name": "until", "type": "date32", "sensitivity": "masked", "mask": "year"},
+        {"name": "at", "type": "timestamp(us)", "sensitivity": "masked", "mask": "year"},
+    ]);
+    let hidden = json!([{"name": "phone", "type": "utf8", "sensitivity": "private"}]);
+    let uploads = [
+        (
+            "permits",
+            until,
+            "id,until,at\n1,9999-12-31,9999-12-31T23:59:59\n2,2024-05-06,1900-02-03T04:05:06\n",
+        ),
+        ("contacts", hidden, "phone\n13812341234\n13912341234\n"),
+    ];
+    for (name, columns, csv) in uploads {
+        let r = c
+            .post(s.url("/api/v1/datasets"))
+            .bearer_auth(ADMIN)
+            .json(&register(name, columns))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let r = c
+            .post(s.url(&format!("/api/v1/datasets/transport/{name}/versions")))
+            .bearer_auth(ADMIN)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let get = |path: &str| {
+        let (c, url) = (c.clone(), s.url(path));
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Anonymous: the years only, on the page and through SQL.
+    let (st, page) = get("/api/v1/datasets/transport/permits/rows?order=id").await;
+    assert_eq!(st, 200, "{page}");
+    let page: Value = serde_json::from_str(&page).unwrap();
+    let years: Vec<(&str, &str)> = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["until"].as_str().unwrap(), r["at"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        years,
+        [
+            ("9999-01-01", "9999-01-01T00:00:00"),
+            ("2024-01-01", "1900-01-01T00:00:00")
+        ]
+    );
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({
+            "sql": "SELECT until FROM transport.permits WHERE until > DATE '5000-01-01'",
+            "format": "ndjson",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "{\"until\":\"9999-01-01\"}\n");
+    // No visible column: the rows, as SQL and the exports give them, not an error.
+    let (st, detail) = get("/api/v1/datasets/transport/contacts").await;
+    assert_eq!(st, 200, "{detail}");
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["schema"], json!([]));
+    let (st, page) = get("/api/v1/datasets/transport/contacts/rows").await;
+    assert_eq!(st, 200, "{page}");
+    let page: Value = serde_json::from_str(&page).unwrap();
+    assert_eq!(page["columns"], json!([]));
+    assert_eq!(page["rows"], json!([{}, {}]));
+    let (st, ndjson) = get("/api/v1/datasets/transport/contacts/export?format=ndjson").await;
+    assert_eq!((st, ndjson.as_str()), (200, "{}\n{}\n"));
+    let (st, problem) = get("/api/v1/datasets/transport/contacts/rows?select=phone").await;
+    assert_eq!(st, 400, "{problem}");
+    assert!(problem.contains("you can see no column"), "{problem}");
+}

@@ -119,11 +119,13 @@ pub fn resolve_column(
         return Ok(lower);
     }
     let known: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let columns = if known.is_empty() {
+        "you can see no column of this dataset".to_string()
+    } else {
+        format!("the columns are {}", known.join(", "))
+    };
     Err(QueryError::invalid_at(
-        format!(
-            "unknown column {name}; the columns are {}",
-            known.join(", ")
-        ),
+        format!("unknown column {name}; {columns}"),
         at,
     ))
 }

@@ -174,19 +174,15 @@ pub fn masked_expr(column: Expr, data_type: &DataType, mask: Mask, key: &MaskKey
             .otherwise(lit("***"))
             .unwrap_or_else(|_| lit("***")),
         Mask::Null => cast(lit(ScalarValue::Null), data_type.clone()),
+        // The first day of the value's year, built from its year: DataFusion's `date_trunc`
+        // works in nanoseconds, which end in 2262, and 9999-12-31 is a common "no end date".
         Mask::Year => match data_type {
-            DataType::Date32 | DataType::Date64 => cast(
-                datafusion::functions::datetime::expr_fn::date_trunc(
-                    lit("year"),
-                    cast(
-                        column,
-                        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
-                    ),
-                ),
-                data_type.clone(),
-            ),
-            DataType::Timestamp(..) => {
-                datafusion::functions::datetime::expr_fn::date_trunc(lit("year"), column)
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => {
+                use datafusion::functions::datetime::expr_fn::{date_part, make_date};
+                cast(
+                    make_date(date_part(lit("year"), column), lit(1i32), lit(1i32)),
+                    data_type.clone(),
+                )
             }
             // Text dates keep their first four characters; anything else is withheld.
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
@@ -265,6 +261,90 @@ mod tests {
             assert_ne!(a.value(0), "张三");
             assert_ne!(a.value(3), "13812341234");
         }
+    }
+
+    #[tokio::test]
+    async fn a_year_mask_keeps_the_year_over_the_whole_calendar() {
+        use arrow::array::{Array, Date32Array, Date64Array, TimestampMicrosecondArray};
+        use arrow::datatypes::{Field, Schema, TimeUnit};
+        use arrow::record_batch::RecordBatch;
+        use chrono::{Datelike, NaiveDate};
+        use datafusion::prelude::col;
+        let dates = [
+            NaiveDate::from_ymd_opt(1, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(1900, 6, 15).unwrap(),
+            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(2024, 12, 31).unwrap(),
+            NaiveDate::from_ymd_opt(2263, 3, 1).unwrap(),
+            NaiveDate::from_ymd_opt(9999, 12, 31).unwrap(),
+        ];
+        let days = |d: &NaiveDate| (*d - NaiveDate::default()).num_days() as i32;
+        let mut day: Vec<Option<i32>> = dates.iter().map(|d| Some(days(d))).collect();
+        day.push(None);
+        let ms: Vec<Option<i64>> = day
+            .iter()
+            .map(|d| d.map(|d| d as i64 * 86_400_000))
+            .collect();
+        let us: Vec<Option<i64>> = ms.iter().map(|m| m.map(|m| m * 1000 + 7)).collect();
+        let timestamp = DataType::Timestamp(TimeUnit::Microsecond, None);
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("d32", DataType::Date32, true),
+                Field::new("d64", DataType::Date64, true),
+                Field::new("ts", timestamp.clone(), true),
+            ])),
+            vec![
+                Arc::new(Date32Array::from(day)) as ArrayRef,
+                Arc::new(Date64Array::from(ms)),
+                Arc::new(TimestampMicrosecondArray::from(us)),
+            ],
+        )
+        .unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        let key = MaskKey::new([1; 32]);
+        let masked = ctx
+            .read_batch(batch)
+            .unwrap()
+            .select(vec![
+                masked_expr(col("d32"), &DataType::Date32, Mask::Year, &key).alias("d32"),
+                masked_expr(col("d64"), &DataType::Date64, Mask::Year, &key).alias("d64"),
+                masked_expr(col("ts"), &timestamp, Mask::Year, &key).alias("ts"),
+            ])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let out = &masked[0];
+        let want: Vec<Option<i32>> = dates
+            .iter()
+            .map(|d| Some(days(&NaiveDate::from_ymd_opt(d.year(), 1, 1).unwrap())))
+            .chain([None])
+            .collect();
+        let d32 = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Date32Array>()
+            .unwrap();
+        assert_eq!(d32.iter().collect::<Vec<_>>(), want);
+        let d64 = out
+            .column(1)
+            .as_any()
+            .downcast_ref::<Date64Array>()
+            .unwrap();
+        let want_ms: Vec<Option<i64>> = want
+            .iter()
+            .map(|d| d.map(|d| d as i64 * 86_400_000))
+            .collect();
+        assert_eq!(d64.iter().collect::<Vec<_>>(), want_ms);
+        let ts = out
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        assert_eq!(out.column(2).data_type(), &timestamp);
+        let want_us: Vec<Option<i64>> = want_ms.iter().map(|m| m.map(|m| m * 1000)).collect();
+        assert_eq!(ts.iter().collect::<Vec<_>>(), want_us);
+        assert!(ts.is_null(6));
     }
 
     proptest! {

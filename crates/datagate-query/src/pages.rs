@@ -784,7 +784,11 @@ impl View {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(internal)?;
-        RecordBatch::try_new(self.projected(columns), out).map_err(|e| internal(e.to_string()))
+        // With the row count: a caller who sees no column of the dataset still gets its rows
+        // (as empty objects), as SQL and exports answer them.
+        let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(self.projected(columns), out, &options)
+            .map_err(|e| internal(e.to_string()))
     }
 }
 
