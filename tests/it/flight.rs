@@ -311,8 +311,55 @@ async fn codes_get_schema_and_refusals() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
 
-    // GetSchema: the schema a statement would have, as this caller sees it.
+    // A known command whose bytes are not that message: the client's mistake, on every RPC
+    // that takes a command.
     let mut raw = FlightServiceClient::new(channel(&f).await);
+    let garbled = arrow_flight::sql::Any {
+        type_url: CommandStatementQuery::type_url().into(),
+        value: vec![0xff, 0xff].into(),
+    }
+    .encode_to_vec();
+    let desc = FlightDescriptor::new_cmd(garbled.clone());
+    let refusals = [
+        raw.get_flight_info(bearer(Request::new(desc.clone()), &consumer))
+            .await
+            .map(|_| ()),
+        raw.do_get(bearer(
+            Request::new(Ticket::new(garbled.clone())),
+            &consumer,
+        ))
+        .await
+        .map(|_| ()),
+        raw.do_put(bearer(
+            Request::new(futures::stream::iter([arrow_flight::FlightData {
+                flight_descriptor: Some(desc),
+                ..Default::default()
+            }])),
+            &consumer,
+        ))
+        .await
+        .map(|_| ()),
+        raw.do_action(bearer(
+            Request::new(arrow_flight::Action::new(
+                "CreatePreparedStatement",
+                arrow_flight::sql::Any {
+                    type_url: arrow_flight::sql::ActionCreatePreparedStatementRequest::type_url()
+                        .into(),
+                    value: vec![0xff, 0xff].into(),
+                }
+                .encode_to_vec(),
+            )),
+            &consumer,
+        ))
+        .await
+        .map(|_| ()),
+    ];
+    for refused in refusals {
+        let e = refused.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    }
+
+    // GetSchema: the schema a statement would have, as this caller sees it.
     let sql = "SELECT line_id, fare, night_line FROM transport.bus_lines";
     let cmd = CommandStatementQuery {
         query: sql.into(),

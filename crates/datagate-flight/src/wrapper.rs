@@ -16,7 +16,7 @@ use futures::Stream;
 use prost::Message;
 use std::pin::Pin;
 use std::sync::Arc;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -70,6 +70,19 @@ impl Service {
     }
 }
 
+/// arrow-flight's dispatch answers a command it cannot unpack (a known type URL over bytes
+/// that are not that message: the client's) with `Internal` and the arrow error's debug text,
+/// `ParseError("Unable to decode Any value: …")`. A client's mistake is `InvalidArgument`.
+fn unpack_is_the_clients<T>(result: Result<T, Status>) -> Result<T, Status> {
+    result.map_err(|s| {
+        if s.code() == Code::Internal && s.message().starts_with("ParseError(") {
+            Status::invalid_argument(format!("not a Flight SQL command: {}", s.message()))
+        } else {
+            s
+        }
+    })
+}
+
 #[tonic::async_trait]
 impl FlightService for Service {
     type HandshakeStream = Boxed<HandshakeResponse>;
@@ -98,14 +111,14 @@ impl FlightService for Service {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        FlightService::get_flight_info(&*self.0, request).await
+        unpack_is_the_clients(FlightService::get_flight_info(&*self.0, request).await)
     }
 
     async fn poll_flight_info(
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        FlightService::poll_flight_info(&*self.0, request).await
+        unpack_is_the_clients(FlightService::poll_flight_info(&*self.0, request).await)
     }
 
     async fn get_schema(
@@ -128,21 +141,21 @@ impl FlightService for Service {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        FlightService::do_get(&*self.0, request).await
+        unpack_is_the_clients(FlightService::do_get(&*self.0, request).await)
     }
 
     async fn do_put(
         &self,
         request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        FlightService::do_put(&*self.0, request).await
+        unpack_is_the_clients(FlightService::do_put(&*self.0, request).await)
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        FlightService::do_action(&*self.0, request).await
+        unpack_is_the_clients(FlightService::do_action(&*self.0, request).await)
     }
 
     async fn list_actions(
