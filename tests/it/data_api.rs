@@ -496,6 +496,8 @@ async fn bad_parameters_are_clear_400s() {
         ("?where=nope%20%3D%201", 400, Some("where")),
         ("?where=line_id%20%3D", 400, Some("where")),
         ("?where=stop_count", 400, Some("where")),
+        // A text column compared with a number: the cast fails on the first row read.
+        ("?where=line_id%20%3D%201", 400, None),
         ("?order=nope", 400, Some("order")),
         ("?order=stop_count%20sideways", 400, Some("order")),
         ("?format=xlsx", 400, Some("format")),
@@ -511,6 +513,22 @@ async fn bad_parameters_are_clear_400s() {
             assert_eq!(body["parameter"], p, "{query}: {body}");
         }
     }
+    // The same in SQL: the filter runs inside the Parquet reader, and its failure is still
+    // the query's.
+    let (st, body) = query(
+        &c,
+        &s,
+        serde_json::json!({"sql": "SELECT * FROM transport.bus_lines WHERE line_id IN (1, 2.5)"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Cannot cast string"),
+        "{body}"
+    );
     // The position of a bad column inside `where`.
     let (_, _, body) = get(
         &c,

@@ -150,6 +150,9 @@ impl QueryError {
                 | arrow::error::ArrowError::ExternalError(_) => Self::Internal(e.to_string()),
                 other => Self::invalid_at(clean(&other.to_string()), position),
             },
+            DataFusionError::ParquetError(p) if let Some(m) = failed_filter(p) => {
+                Self::invalid_at(m, position)
+            }
             // A pattern that does not compile is the query's fault, whichever rule met it.
             DataFusionError::External(inner)
                 if inner.is::<regex::Error>() || inner.is::<regex_syntax::Error>() =>
@@ -248,6 +251,49 @@ fn storage_unavailable(e: &DataFusionError) -> bool {
     }
 }
 
+/// What DataFusion's Parquet row filter says when the filter it evaluates inside the reader
+/// fails: the query's own predicate failing on a row (a text column compared with a number),
+/// which above the scan is the query's fault like any run-time error of its expressions.
+const FILTER_FAILED: &str = "Error evaluating filter predicate: ";
+
+/// The message of a pushed-down filter that failed, from the error the Parquet reader wraps
+/// it in (`ComputeError("Error evaluating filter predicate: {DataFusionError:?}")`): the first
+/// quoted text of that debug form, or all of it.
+fn failed_filter(p: &parquet::errors::ParquetError) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(p);
+    while let Some(c) = cause {
+        if let Some(arrow::error::ArrowError::ComputeError(m)) =
+            c.downcast_ref::<arrow::error::ArrowError>()
+            && let Some(inner) = m.strip_prefix(FILTER_FAILED)
+        {
+            return Some(first_quoted(inner).unwrap_or_else(|| inner.to_string()));
+        }
+        cause = match c.downcast_ref::<parquet::errors::ParquetError>() {
+            Some(parquet::errors::ParquetError::External(inner)) => Some(inner.as_ref()),
+            _ => c.source(),
+        };
+    }
+    None
+}
+
+/// The first double-quoted string of a debug text, unescaped.
+fn first_quoted(debug: &str) -> Option<String> {
+    let mut chars = debug[debug.find('"')? + 1..].chars();
+    let mut out = String::new();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                other => out.push(other),
+            },
+            ch => out.push(ch),
+        }
+    }
+    None
+}
+
 /// The first line of a memory-pool message, without its (internal) consumer listing.
 fn first_line(m: &str) -> String {
     let line = m.lines().next().unwrap_or_default();
@@ -283,6 +329,32 @@ fn parser_position(message: &str) -> Option<Position> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pushed_down_filter_that_fails_is_the_querys_fault() {
+        let inner = DataFusionError::ArrowError(
+            Box::new(arrow::error::ArrowError::CastError(
+                "Cannot cast string 'BL\"1' to value of Int64 type".into(),
+            )),
+            Some(String::new()),
+        );
+        let wrapped = DataFusionError::ParquetError(Box::new(
+            parquet::errors::ParquetError::External(Box::new(
+                arrow::error::ArrowError::ComputeError(format!("{FILTER_FAILED}{inner:?}")),
+            )),
+        ));
+        let e = QueryError::from_datafusion(wrapped, 0);
+        assert!(e.is_client_error(), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "Cannot cast string 'BL\"1' to value of Int64 type"
+        );
+        // Any other Parquet error stays the server's.
+        let other = DataFusionError::ParquetError(Box::new(
+            parquet::errors::ParquetError::General("corrupt page".into()),
+        ));
+        assert!(!QueryError::from_datafusion(other, 0).is_client_error());
+    }
 
     #[test]
     fn parser_positions_are_read_from_messages() {
