@@ -125,6 +125,13 @@ impl QueryError {
         if storage_unavailable(root) {
             return Self::StorageUnavailable(e.to_string());
         }
+        // The analyzer's type coercion reports some types that do not fit (a boolean BETWEEN
+        // numbers) as internal errors: they are the query's types.
+        if let DataFusionError::Internal(m) = root
+            && in_context(&e, "type_coercion")
+        {
+            return Self::invalid_at(clean(m), position);
+        }
         match root {
             DataFusionError::ResourcesExhausted(m) => Self::MemoryLimit {
                 limit: memory_limit,
@@ -251,6 +258,24 @@ fn storage_unavailable(e: &DataFusionError) -> bool {
     }
 }
 
+/// Whether `e` was raised inside the step DataFusion names `step` (an analyzer or optimizer
+/// rule adds its name as the error's context).
+fn in_context(e: &DataFusionError, step: &str) -> bool {
+    let mut e = e;
+    loop {
+        match e {
+            DataFusionError::Context(name, inner) => {
+                if name == step {
+                    return true;
+                }
+                e = inner;
+            }
+            DataFusionError::Shared(inner) => e = inner,
+            _ => return false,
+        }
+    }
+}
+
 /// What DataFusion's Parquet row filter says when the filter it evaluates inside the reader
 /// fails: the query's own predicate failing on a row (a text column compared with a number),
 /// which above the scan is the query's fault like any run-time error of its expressions.
@@ -354,6 +379,22 @@ mod tests {
             parquet::errors::ParquetError::General("corrupt page".into()),
         ));
         assert!(!QueryError::from_datafusion(other, 0).is_client_error());
+    }
+
+    #[test]
+    fn types_the_analyzer_cannot_coerce_are_the_querys() {
+        let coercion = DataFusionError::Internal(
+            "Failed to coerce types Boolean and Float64 in BETWEEN expression".into(),
+        )
+        .context("type_coercion");
+        let e = QueryError::from_datafusion(coercion, 0);
+        assert!(e.is_client_error(), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "Failed to coerce types Boolean and Float64 in BETWEEN expression"
+        );
+        let elsewhere = DataFusionError::Internal("a bug".into()).context("another_rule");
+        assert!(!QueryError::from_datafusion(elsewhere, 0).is_client_error());
     }
 
     #[test]
