@@ -248,10 +248,20 @@ impl Server {
     /// The server's resident memory in KiB (Linux), while it runs.
     #[allow(dead_code)] // used by the flood test binary
     pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The server's peak resident memory so far in KiB (Linux).
+    #[allow(dead_code)] // used by the test binaries that include this harness but not it
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 

@@ -6,6 +6,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 const ADMIN: &str = "dg_admin1_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -905,4 +906,90 @@ async fn only_admins_create_departments() {
             .iter()
             .any(|d| d["id"] == "culture")
     );
+}
+
+/// A record, an IPC message or a value over 64 MiB is refused before the gateway holds it:
+/// a 1 GiB field compresses to 1 MiB of gzip, and held it took gigabytes of memory.
+#[tokio::test]
+async fn oversized_records_are_refused_before_they_are_held() {
+    use arrow::array::{ArrayRef, StringArray};
+    let (s, _tmp) = server_with_department_and(&[(UPLOAD_LIMIT, "10737418240")]).await;
+    let api = Api::new(&s);
+    let gzip = |bytes: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    };
+    let huge = "x".repeat(256 << 20);
+    let value = |n: usize| {
+        let a = Arc::new(StringArray::from(vec![&huge[..n]])) as ArrayRef;
+        arrow::array::RecordBatch::try_from_iter([("name", a)]).unwrap()
+    };
+    let csv = gzip(format!("name\n{huge}\n").as_bytes());
+    let arrow_stream = {
+        let batch = value(huge.len());
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        gzip(&w.into_inner().unwrap())
+    };
+    let parquet = {
+        let batch = value(65 << 20);
+        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.into_inner().unwrap()
+    };
+    drop(huge);
+    let cases = [
+        (
+            "text/csv",
+            true,
+            csv,
+            "line 2: a record is longer than 64 MiB",
+        ),
+        (
+            "application/vnd.apache.arrow.stream",
+            true,
+            arrow_stream,
+            "row 1: an Arrow IPC message is larger than 64 MiB",
+        ),
+        (
+            "application/vnd.apache.parquet",
+            false,
+            parquet,
+            "row 1: column \"name\": a value is larger than 64 MiB",
+        ),
+    ];
+    for (i, (content_type, gzipped, body, message)) in cases.into_iter().enumerate() {
+        let name = format!("oversized{i}");
+        let (st, v) = api
+            .post_json(
+                "/api/v1/datasets",
+                json!({
+                    "department": "transport", "name": name, "title": "t", "access_level": "open",
+                    "license": "CC-BY-4.0", "tags": [], "update_frequency": "daily",
+                }),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        let mut rb = api
+            .c
+            .post(s.url(&format!("/api/v1/datasets/transport/{name}/versions")))
+            .bearer_auth(ADMIN)
+            .header("content-type", content_type)
+            .body(body);
+        if gzipped {
+            rb = rb.header("content-encoding", "gzip");
+        }
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 422, "{content_type}");
+        let problem: Value = r.json().await.unwrap();
+        assert!(
+            problem["detail"].as_str().unwrap().contains(message),
+            "{content_type}: {problem}"
+        );
+        assert_eq!(api.dataset(&name).await["current_version"], Value::Null);
+    }
+    // Held, the 256 MiB values took 1.4 GB; refused, the text ones never reach the writer.
+    let peak_mib = s.peak_rss_kib().unwrap() / 1024;
+    assert!(peak_mib < 600, "peak RSS {peak_mib} MiB");
 }

@@ -19,6 +19,122 @@ const MAX_THREADS: usize = 4;
 /// rest of the upload is decoded on one thread.
 const MAX_PENDING_SEGMENTS: usize = 16;
 
+/// The longest record (a line, or the lines of a quoted field) an upload may hold. A decoder
+/// keeps a record whole, and its column and Parquet page hold it again: without a bound, one
+/// 1 GiB field (a 1 MiB gzip body) took 5.6 GB of memory.
+const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// Where [`RecordGuard`] stands inside the current field.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum FieldState {
+    /// At the start of a field (a quote here opens a quoted field).
+    #[default]
+    Start,
+    /// Inside an unquoted field (a quote here is a character).
+    Plain,
+    Quoted,
+    /// A quote inside a quoted field: `""` continues it, anything else closes it.
+    QuoteInQuoted,
+}
+
+/// Counts the bytes of the record in progress across chunks, reading quotes as the CSV reader
+/// does (a quote opens a field only at its start, `""` inside is one quote), so an upload
+/// whose record outgrows [`MAX_RECORD_BYTES`] is refused before it is held.
+struct RecordGuard {
+    state: FieldState,
+    bytes: u64,
+    /// Records ended so far.
+    records: u64,
+    limit: u64,
+}
+
+impl RecordGuard {
+    fn new(limit: u64) -> Self {
+        Self {
+            state: FieldState::Start,
+            bytes: 0,
+            records: 0,
+            limit,
+        }
+    }
+
+    /// A line end outside quotes (`\n` or `\r`, as the reader's default terminator reads
+    /// them); an empty line is no record (the reader skips it).
+    fn end_record(&mut self) {
+        if self.state != FieldState::Start || self.bytes > 1 {
+            self.records += 1;
+        }
+        self.state = FieldState::Start;
+        self.bytes = 0;
+    }
+
+    /// Reads the next body bytes; an error names the line of the record that is too long.
+    fn scan(&mut self, chunk: &[u8], delimiter: u8) -> Result<()> {
+        let n = chunk.len();
+        let mut i = 0;
+        while i < n {
+            match self.state {
+                FieldState::Quoted => match memchr::memchr(b'"', &chunk[i..]) {
+                    Some(q) => {
+                        self.bytes += (q + 1) as u64;
+                        self.state = FieldState::QuoteInQuoted;
+                        i += q + 1;
+                    }
+                    None => {
+                        self.bytes += (n - i) as u64;
+                        i = n;
+                    }
+                },
+                FieldState::Start | FieldState::QuoteInQuoted => {
+                    let c = chunk[i];
+                    i += 1;
+                    self.bytes += 1;
+                    self.state = match (self.state, c) {
+                        (FieldState::Start, b'"') => FieldState::Quoted,
+                        (FieldState::QuoteInQuoted, b'"') => FieldState::Quoted,
+                        (_, b'\n' | b'\r') => {
+                            self.end_record();
+                            continue;
+                        }
+                        (_, c) if c == delimiter => FieldState::Start,
+                        _ => FieldState::Plain,
+                    };
+                }
+                // Only line ends and quotes at a field's start matter: jump between them.
+                FieldState::Plain => match memchr::memchr3(b'\n', b'\r', b'"', &chunk[i..]) {
+                    Some(k) if chunk[i + k] != b'"' => {
+                        self.end_record();
+                        i += k + 1;
+                    }
+                    Some(k) => {
+                        let quote = i + k;
+                        self.bytes += (k + 1) as u64;
+                        if quote > i && chunk[quote - 1] == delimiter {
+                            self.state = FieldState::Quoted;
+                        }
+                        i = quote + 1;
+                    }
+                    None => {
+                        self.bytes += (n - i) as u64;
+                        if chunk[n - 1] == delimiter {
+                            self.state = FieldState::Start;
+                        }
+                        i = n;
+                    }
+                },
+            }
+        }
+        if self.bytes > self.limit {
+            return Err(line_error(
+                self.records + 2,
+                None,
+                &format!("a record is longer than {} MiB", self.limit >> 20),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Options of a CSV upload.
 #[derive(Debug, Clone, Copy)]
 pub struct CsvOptions {
@@ -260,6 +376,7 @@ pub struct CsvDecoder {
     body: Option<Body>,
     /// Records decoded so far.
     records: u64,
+    guard: RecordGuard,
 }
 
 impl CsvDecoder {
@@ -271,6 +388,7 @@ impl CsvDecoder {
             layout: None,
             body: None,
             records: 0,
+            guard: RecordGuard::new(MAX_RECORD_BYTES),
         }
     }
 
@@ -507,6 +625,7 @@ impl PushDecoder for CsvDecoder {
             }
         }
         if !chunk.is_empty() {
+            self.guard.scan(chunk, self.opts.delimiter)?;
             self.body_bytes(chunk, &mut out)?;
         }
         Ok(out)
@@ -756,6 +875,81 @@ mod properties {
             }
             prop_assert_eq!(got, rows);
         }
+    }
+
+    proptest! {
+        /// The record guard ends records where the CSV reader does, however the bytes are cut:
+        /// quoted fields with line ends, delimiters and doubled quotes, and quotes inside
+        /// unquoted fields (`5" pipe`), which do not open anything.
+        #[test]
+        fn the_record_guard_counts_records_as_the_reader_does(
+            records in proptest::collection::vec(
+                proptest::collection::vec("[a-z,\"\n\r ]{0,8}", 1..4),
+                0..30,
+            ),
+            stray in proptest::collection::vec(0usize..30, 0..3),
+            cuts in proptest::collection::vec(1usize..30, 1..10),
+        ) {
+            let mut w = ::csv::WriterBuilder::new().flexible(true).from_writer(Vec::new());
+            for r in &records {
+                w.write_record(r).unwrap();
+            }
+            let mut bytes = w.into_inner().unwrap();
+            // Quotes where none belongs: `5"` before some line ends (inside an unquoted field,
+            // after a closing quote, or inside a quoted field, where it closes it); blank lines.
+            let mut text = String::from_utf8(bytes.clone()).unwrap();
+            for s in &stray {
+                if let Some(at) = text.match_indices('\n').nth(*s).map(|(i, _)| i) {
+                    text.insert_str(at, "5\"");
+                }
+            }
+            if stray.len() == 2 {
+                text.insert_str(0, "\r\n\n");
+                text.push_str("\n\r\n");
+            }
+            bytes = text.into_bytes();
+            let want = ::csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(bytes.as_slice())
+                .byte_records()
+                .count() as u64;
+            let mut guard = RecordGuard::new(u64::MAX);
+            let mut rest = bytes.as_slice();
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                guard.scan(&rest[..n], b',').unwrap();
+                rest = &rest[n..];
+                i += 1;
+            }
+            // The reader counts a last record without a line end too.
+            let open = u64::from(guard.bytes > 0 || guard.state != FieldState::Start);
+            prop_assert_eq!(guard.records + open, want);
+        }
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_refused_with_its_line() {
+        let mut guard = RecordGuard::new(100);
+        guard
+            .scan(b"1,short\n2,\"quoted\nover lines\"\n", b',')
+            .unwrap();
+        assert_eq!(guard.records, 2);
+        guard.scan(&[b'x'; 60], b',').unwrap();
+        let e = guard.scan(&[b'y'; 60], b',').unwrap_err();
+        assert!(e.to_string().contains("line 4: a record is longer"), "{e}");
+        // The decoder refuses it before holding it: 64 MiB and one chunk more at most.
+        let mut d = CsvDecoder::new(schema(), CsvOptions::default());
+        d.push(b"id,name\n1,a\n2,\"").unwrap();
+        let chunk = vec![b'z'; 1 << 20];
+        let refused = (0..100).find_map(|_| d.push(&chunk).err());
+        let e = refused.expect("a 100 MiB field was taken");
+        assert!(
+            e.to_string()
+                .contains("line 3: a record is longer than 64 MiB"),
+            "{e}"
+        );
     }
 
     fn decode(bytes: &[u8], opts: CsvOptions, cuts: &[usize]) -> Result<Vec<(i64, String)>> {

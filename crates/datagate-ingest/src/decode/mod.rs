@@ -126,8 +126,52 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
             }
         }
     }
+    for (f, column) in target.fields().iter().zip(&columns) {
+        if let Some(r) = oversized_value(column.as_ref()) {
+            return Err(IngestError::InvalidData {
+                message: format!(
+                    "row {}: column {:?}: a value is larger than {} MiB",
+                    first_row + r as u64,
+                    f.name(),
+                    MAX_VALUE_BYTES >> 20
+                ),
+                line: None,
+                row: Some(first_row + r as u64),
+                column: Some(f.name().clone()),
+            });
+        }
+    }
     RecordBatch::try_new(target.clone(), columns)
         .map_err(|e| IngestError::invalid_data(format!("cannot use the batch: {e}")))
+}
+
+/// The largest text or binary value a self-describing upload (Parquet, Arrow) may hold, as
+/// CSV records and NDJSON lines are bounded: the Parquet writer holds a value several times
+/// over (page, dictionary, statistics), and a 1 GiB value (from a 33 KB Parquet file) took
+/// 5.4 GB of memory.
+const MAX_VALUE_BYTES: usize = 64 << 20;
+
+/// The row of the first value of `a` over [`MAX_VALUE_BYTES`], for text and binary columns.
+fn oversized_value(a: &dyn arrow::array::Array) -> Option<usize> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    fn first_over<O: arrow::array::OffsetSizeTrait>(offsets: &[O]) -> Option<usize> {
+        offsets
+            .windows(2)
+            .position(|w| (w[1] - w[0]).as_usize() > MAX_VALUE_BYTES)
+    }
+    match a.data_type() {
+        DataType::Utf8 => first_over(a.as_string::<i32>().value_offsets()),
+        DataType::LargeUtf8 => first_over(a.as_string::<i64>().value_offsets()),
+        DataType::Binary => first_over(a.as_binary::<i32>().value_offsets()),
+        DataType::LargeBinary => first_over(a.as_binary::<i64>().value_offsets()),
+        DataType::Utf8View => a
+            .as_string_view()
+            .views()
+            .iter()
+            .position(|v| *v as u32 as usize > MAX_VALUE_BYTES),
+        _ => None,
+    }
 }
 
 /// The schema datagate stores for a self-describing upload: each column mapped to its
