@@ -28,10 +28,17 @@ fuzz_target!(|data: &[u8]| {
         Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
         Field::new("ok", DataType::Boolean, true),
     ]));
-    let opts = CsvOptions {
-        delimiter: b',',
-        batch_rows: 64,
+    // One decoder, and the parallel path cut into 64-byte segments (as 2 MiB ones are cut).
+    let serial = CsvOptions {
+        threads: 1,
+        ..CsvOptions::new(b',', 64)
     };
-    feed(&mut CsvDecoder::new(schema, opts.clone()), data, split);
-    feed(&mut InferringDecoder::new(TextFormat::Csv(opts)), data, split);
+    let parallel = CsvOptions {
+        threads: 2,
+        segment_bytes: 64,
+        ..serial
+    };
+    feed(&mut CsvDecoder::new(schema.clone(), serial), data, split);
+    feed(&mut CsvDecoder::new(schema, parallel), data, split);
+    feed(&mut InferringDecoder::new(TextFormat::Csv(parallel)), data, split);
 });
