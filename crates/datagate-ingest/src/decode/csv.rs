@@ -376,7 +376,10 @@ pub struct CsvDecoder {
     body: Option<Body>,
     /// Records decoded so far.
     records: u64,
-    guard: RecordGuard,
+    /// Bounds the record in progress of a body decoded on one decoder. The parallel path
+    /// needs none: it holds at most `MAX_PENDING_SEGMENTS` segments per thread without a
+    /// record end before it hands the rest to one decoder, guarded from there on.
+    guard: Option<RecordGuard>,
 }
 
 impl CsvDecoder {
@@ -388,7 +391,7 @@ impl CsvDecoder {
             layout: None,
             body: None,
             records: 0,
-            guard: RecordGuard::new(MAX_RECORD_BYTES),
+            guard: None,
         }
     }
 
@@ -460,6 +463,7 @@ impl CsvDecoder {
                 ends: Vec::new(),
             }
         } else {
+            self.guard = Some(RecordGuard::new(MAX_RECORD_BYTES));
             Body::Serial {
                 decoder: Box::new(layout.decoder()),
                 before: 0,
@@ -563,6 +567,10 @@ impl CsvDecoder {
             if irregular || stuck {
                 // The rest goes through one decoder, from the first undecoded record on.
                 let rest = std::mem::take(pending);
+                let mut guard = RecordGuard::new(MAX_RECORD_BYTES);
+                guard.records = self.records;
+                guard.scan(&rest, delimiter)?;
+                self.guard = Some(guard);
                 let mut decoder = Box::new(layout.decoder());
                 let before = self.records;
                 let start = out.len();
@@ -625,7 +633,9 @@ impl PushDecoder for CsvDecoder {
             }
         }
         if !chunk.is_empty() {
-            self.guard.scan(chunk, self.opts.delimiter)?;
+            if let Some(guard) = self.guard.as_mut() {
+                guard.scan(chunk, self.opts.delimiter)?;
+            }
             self.body_bytes(chunk, &mut out)?;
         }
         Ok(out)
