@@ -5,16 +5,13 @@
 #![no_main]
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datagate_ingest::decode::{IpcStreamDecoder, PushDecoder};
+use datagate_ingest::decode::IpcStreamDecoder;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Once};
 
-fn feed(decoder: &mut dyn PushDecoder, data: &[u8], split: usize) {
-    let (a, b) = data.split_at(split.min(data.len()));
-    if decoder.push(a).is_ok() && decoder.push(b).is_ok() {
-        let _ = decoder.finish();
-    }
-}
+#[path = "feed.rs"]
+mod feed;
+use feed::feed;
 
 fuzz_target!(|data: &[u8]| {
     // libFuzzer's hook aborts on any panic: contained ones must pass it by, as in the gateway.

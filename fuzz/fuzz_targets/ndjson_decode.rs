@@ -3,16 +3,13 @@
 #![no_main]
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use datagate_ingest::decode::{InferringDecoder, NdjsonDecoder, PushDecoder, TextFormat};
+use datagate_ingest::decode::{InferringDecoder, NdjsonDecoder, TextFormat};
 use libfuzzer_sys::fuzz_target;
 use std::sync::Arc;
 
-fn feed(decoder: &mut dyn PushDecoder, data: &[u8], split: usize) {
-    let (a, b) = data.split_at(split.min(data.len()));
-    if decoder.push(a).is_ok() && decoder.push(b).is_ok() {
-        let _ = decoder.finish();
-    }
-}
+#[path = "feed.rs"]
+mod feed;
+use feed::feed;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, data)) = data.split_first() else {
