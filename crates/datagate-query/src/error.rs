@@ -335,8 +335,21 @@ fn clean(m: &str) -> String {
         .split(DataFusionError::BACK_TRACE_SEP)
         .next()
         .unwrap_or_default();
-    m.trim().to_string()
+    // DataFusion prints an internal error with a request to file a bug with DataFusion, also
+    // when one is quoted inside a planning error over the query's own types (`date_trunc` of
+    // a number): for a client of the gateway that is noise, and the mistake is theirs.
+    let m = m
+        .replace(&format!(".\n{DATAFUSION_BUG_REPORT}"), "")
+        .replace(DATAFUSION_BUG_REPORT, "");
+    let m = m.trim();
+    m.strip_prefix("Internal error: ").unwrap_or(m).to_string()
 }
+
+/// What DataFusion appends to an internal error's message (`DataFusionError::Internal`'s
+/// `Display`).
+const DATAFUSION_BUG_REPORT: &str = "This issue was likely caused by a bug in DataFusion's code. \
+    Please help us to resolve this by filing a bug report in our issue tracker: \
+    https://github.com/apache/datafusion/issues";
 
 /// sqlparser writes positions as `... at Line: 1, Column: 8`.
 fn parser_position(message: &str) -> Option<Position> {
@@ -379,6 +392,21 @@ mod tests {
             parquet::errors::ParquetError::General("corrupt page".into()),
         ));
         assert!(!QueryError::from_datafusion(other, 0).is_client_error());
+    }
+
+    #[test]
+    fn client_messages_carry_no_request_to_file_a_datafusion_bug() {
+        // The shape of a planning error quoting an internal one (date_trunc of a number).
+        let quoted = DataFusionError::Internal("Function 'date_trunc' failed to match".into());
+        let plan = DataFusionError::Plan(format!(
+            "{quoted}. No function matches 'date_trunc(Utf8, Int64)'."
+        ));
+        let e = QueryError::from_datafusion(plan, 0);
+        assert!(e.is_client_error());
+        assert_eq!(
+            e.to_string(),
+            "Function 'date_trunc' failed to match. No function matches 'date_trunc(Utf8, Int64)'."
+        );
     }
 
     #[test]
