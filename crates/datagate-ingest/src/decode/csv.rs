@@ -613,31 +613,49 @@ fn shifted(e: IngestError, before: u64) -> IngestError {
     }
 }
 
+/// One past the end of the header line in `buf`: its `\n`, `\r\n`, or a `\r` alone (files
+/// saved with classic Mac line ends, which the CSV reader reads too). A `\r` that ends the bytes
+/// so far decides nothing until the next byte, or the end of the input (`at_end`).
+fn header_end(buf: &[u8], at_end: bool) -> Option<usize> {
+    let i = memchr::memchr2(b'\n', b'\r', buf)?;
+    match (buf[i], buf.get(i + 1)) {
+        (b'\n', _) => Some(i + 1),
+        (_, Some(b'\n')) => Some(i + 2),
+        (_, Some(_)) => Some(i + 1),
+        (_, None) => at_end.then_some(i + 1),
+    }
+}
+
+impl CsvDecoder {
+    /// Feeds body bytes through the record guard (when one decoder takes them) to the decoder.
+    fn body_chunk(&mut self, chunk: &[u8], out: &mut Vec<RecordBatch>) -> Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if let Some(guard) = self.guard.as_mut() {
+            guard.scan(chunk, self.opts.delimiter)?;
+        }
+        self.body_bytes(chunk, out)
+    }
+}
+
 impl PushDecoder for CsvDecoder {
-    fn push(&mut self, mut chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
-        if self.body.is_none() {
-            match chunk.iter().position(|b| *b == b'\n') {
-                None => {
-                    self.header.extend_from_slice(chunk);
-                    if self.header.len() > 1 << 20 {
-                        return Err(line_error(1, None, "the header line is longer than 1 MiB"));
-                    }
-                    return Ok(out);
-                }
-                Some(nl) => {
-                    self.header.extend_from_slice(&chunk[..=nl]);
-                    chunk = &chunk[nl + 1..];
-                    self.start_body()?;
-                }
-            }
+        if self.body.is_some() {
+            self.body_chunk(chunk, &mut out)?;
+            return Ok(out);
         }
-        if !chunk.is_empty() {
-            if let Some(guard) = self.guard.as_mut() {
-                guard.scan(chunk, self.opts.delimiter)?;
+        self.header.extend_from_slice(chunk);
+        let Some(end) = header_end(&self.header, false) else {
+            if self.header.len() > 1 << 20 {
+                return Err(line_error(1, None, "the header line is longer than 1 MiB"));
             }
-            self.body_bytes(chunk, &mut out)?;
-        }
+            return Ok(out);
+        };
+        let rest = self.header.split_off(end);
+        self.start_body()?;
+        self.body_chunk(&rest, &mut out)?;
         Ok(out)
     }
 
@@ -648,8 +666,22 @@ impl PushDecoder for CsvDecoder {
                     "the body is empty: a header row is required",
                 ));
             }
-            self.header.push(b'\n');
-            self.start_body()?;
+            let mut out = Vec::new();
+            match header_end(&self.header, true) {
+                // A header line and more: the rest is body, however its lines end.
+                Some(end) => {
+                    let rest = self.header.split_off(end);
+                    self.start_body()?;
+                    self.body_chunk(&rest, &mut out)?;
+                }
+                None => {
+                    self.header.push(b'\n');
+                    self.start_body()?;
+                }
+            }
+            let mut rest = self.finish()?;
+            out.append(&mut rest);
+            return Ok(out);
         }
         let mut out = Vec::new();
         let (Some(layout), Some(body)) = (self.layout.as_ref(), self.body.as_mut()) else {
@@ -937,6 +969,36 @@ mod properties {
             let open = u64::from(guard.bytes > 0 || guard.state != FieldState::Start);
             prop_assert_eq!(guard.records + open, want);
         }
+    }
+
+    #[test]
+    fn classic_mac_line_ends_are_lines_too() {
+        // A `\r` alone ends a line, also the header's and across chunk boundaries; before, such
+        // a body was one long header line and its rows were silently dropped.
+        for body in [
+            &b"id,name\r1,a\r2,b\r"[..],
+            b"id,name\r1,a\r2,b",
+            b"id,name\r\n1,a\r\n2,b\r\n",
+        ] {
+            for chunk in [1, 2, 3, 7, 100] {
+                let mut d = CsvDecoder::new(schema(), CsvOptions::default());
+                let mut batches = Vec::new();
+                for c in body.chunks(chunk) {
+                    batches.extend(d.push(c).unwrap());
+                }
+                batches.extend(d.finish().unwrap());
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                assert_eq!(
+                    rows,
+                    2,
+                    "{:?} in chunks of {chunk}",
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        assert_eq!(header_end(b"a,b\r", false), None);
+        assert_eq!(header_end(b"a,b\r", true), Some(4));
+        assert_eq!(header_end(b"a,b\r\n1", false), Some(5));
     }
 
     #[test]
