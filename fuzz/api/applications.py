@@ -4,14 +4,12 @@ Usage (through run.sh, which starts the gateway): applications.py SEED COUNT. A 
 (but 503/504), a 4xx that is not problem+json, or what the script checks besides."""
 import json, random, sys, http.client
 random.seed(int(sys.argv[1])); N=int(sys.argv[2])
-from common import H, P, ADMIN, FLIGHT, finish
+from common import ADMIN, finish, request
 def req(method, path, body=None, key=ADMIN):
-    c=http.client.HTTPConnection(H,P,timeout=60); h={"content-type":"application/json"}
-    if key: h["Authorization"]="Bearer "+key
-    c.request(method,path,body=json.dumps(body) if body is not None and not isinstance(body,str) else body,headers=h); r=c.getresponse(); d=r.read()
+    st,ct,d=request(method,path,json.dumps(body) if body is not None and not isinstance(body,str) else body,key)
     try: j=json.loads(d)
     except Exception: j=d
-    return r.status, r.getheader("content-type",""), j
+    return st, ct, j
 bad=[]; stats={}
 def chk(tag,st,ct,j):
     stats[(tag,st)]=stats.get((tag,st),0)+1

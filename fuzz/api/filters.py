@@ -4,9 +4,9 @@ Usage (through run.sh, which starts the gateway): filters.py SEED COUNT. A findi
 (but 503/504), a 4xx that is not problem+json, or what the script checks besides."""
 import json, random, sys, http.client, urllib.parse
 random.seed(int(sys.argv[1])); N=int(sys.argv[2])
-from common import H, P, ADMIN, FLIGHT, finish
+from common import ADMIN, finish, request
 def get(path):
-    c=http.client.HTTPConnection(H,P,timeout=120); c.request("GET",path); r=c.getresponse(); return r.status, r.getheader("content-type",""), r.read()
+    return request("GET",path,key=None)
 st,_,d=get("/api/v1/datasets?limit=100"); ds=json.loads(d)
 ds=ds.get("datasets",ds.get("items",ds)) if isinstance(ds,dict) else ds
 targets=[]

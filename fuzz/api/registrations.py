@@ -4,12 +4,9 @@ Usage (through run.sh, which starts the gateway): registrations.py SEED COUNT. A
 (but 503/504), a 4xx that is not problem+json, or what the script checks besides."""
 import json, random, sys, http.client
 seed=int(sys.argv[1]); N=int(sys.argv[2]); random.seed(seed)
-from common import H, P, ADMIN, FLIGHT, finish
+from common import ADMIN, finish, request
 def req(method, path, body=None, key=ADMIN, ct="application/json"):
-    h={"content-type":ct}
-    if key: h["Authorization"]="Bearer "+key
-    c=http.client.HTTPConnection(H,P,timeout=120); c.request(method,path,body=body,headers=h); r=c.getresponse(); d=r.read()
-    return r.status, r.getheader("content-type",""), d
+    return request(method,path,body,key,ct)
 types=["utf8","int32","int64","float64","boolean","date32","timestamp(us)","decimal128(5,2)","decimal128(38,10)","decimal128(1,0)","decimal128(38,38)","decimal128(0,0)","decimal128(39,2)","decimal128(5,6)","timestamp(ns)","timestamp(ms)","int8","utf8view","largeutf8","float32","list(int64)","", "UTF8","Int64"," int64","decimal128(5, 2)","timestamp(us, UTC)"]
 masks=["hash","redact","partial","year","null","",None,"nope"]
 sens=["public","masked","private","",None,"secret"]

@@ -4,9 +4,9 @@ Usage (through run.sh, which starts the gateway): sql.py SEED COUNT. A finding i
 (but 503/504), a 4xx that is not problem+json, or what the script checks besides."""
 import json, random, sys, http.client
 random.seed(int(sys.argv[1])); N=int(sys.argv[2])
-from common import H, P, ADMIN, FLIGHT, finish
+from common import ADMIN, finish, request
 def post(body):
-    c=http.client.HTTPConnection(H,P,timeout=120); c.request("POST","/api/v1/query",json.dumps(body),{"content-type":"application/json"}); r=c.getresponse(); return r.status, r.getheader("content-type",""), r.read()
+    return request("POST","/api/v1/query",json.dumps(body),key=None)
 T={"transport.bus_lines":["line_id","stop_count","fare","night_line","operator"],"transport.bus_stops":["stop_id","has_shelter","latitude","longitude"],"market.market_entities":["uscc","entity_type","address","registered_capital","registered_on"]}
 funcs=["abs","upper","lower","length","substr","round","coalesce","nullif","concat","date_part","date_trunc","to_date","to_timestamp","cast","sum","avg","min","max","count","array_agg","string_agg","median","approx_percentile_cont","row_number","rank","lag","lead","first_value","regexp_replace","regexp_like","split_part","starts_with","md5","sha256","unnest","make_array","array_length","struct","named_struct","greatest","least","trim","btrim","lpad","repeat","to_char","now","random","arrow_typeof","digest","encode","decode","levenshtein","strpos","translate","chr","ascii","power","ln","log","sqrt","exp","pi","floor","ceil","trunc","isnan","iszero","gcd","lcm","factorial","nanvl","atan2","to_hex","date_bin","from_unixtime","make_date","to_unixtime","bit_and","bool_and","var_samp","stddev","corr","covar_samp","regr_slope","grouping","percentile_cont","nth_value","ntile","cume_dist"]
 lits=["1","0","-1","1.5","'a'","'2024-01-01'","NULL","true","DATE '2024-01-01'","INTERVAL '1 day'","[1,2]","{'a':1}","'%'","9223372036854775807","1e308","x'ff'"]

@@ -7,13 +7,10 @@ import pyarrow as pa, pyarrow.parquet as pq, pyarrow.csv as pacsv, pyarrow.ipc a
 seed=int(sys.argv[1]) if len(sys.argv)>1 else 1
 N=int(sys.argv[2]) if len(sys.argv)>2 else 300
 random.seed(seed)
-from common import H, P, ADMIN, FLIGHT, finish
+from common import ADMIN, finish, request
 def req(method, path, body=None, hdrs=None, key=ADMIN):
-    h=dict(hdrs or {})
-    if key: h["Authorization"]="Bearer "+key
-    c=http.client.HTTPConnection(H,P,timeout=120)
-    c.request(method,path,body=body,headers=h); r=c.getresponse(); d=r.read()
-    return r.status, r.getheader("content-type",""), d
+    hdrs=dict(hdrs or {})
+    return request(method,path,body,key,hdrs.pop("content-type","application/json"),hdrs)
 def j(method,path,obj=None):
     st,ct,d=req(method,path,json.dumps(obj).encode() if obj is not None else None,{"content-type":"application/json"})
     return st, (json.loads(d) if d and "json" in ct else d)
