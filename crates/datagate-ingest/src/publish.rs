@@ -1,8 +1,8 @@
 //! Turning an upload into the next committed version of a dataset.
 
 use crate::decode::{
-    CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder, NdjsonDecoder,
-    PushDecoder, TextFormat, conform, extend_schema, storable_schema,
+    BATCH_BYTES, CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder,
+    NdjsonDecoder, PushDecoder, TextFormat, conform, extend_schema, storable_schema,
 };
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
@@ -14,9 +14,11 @@ use datagate_catalog::{CatalogStore, Column, DataFile, Dataset, NewVersion, Vers
 use datagate_core::ColumnType;
 use datagate_core::config::IngestConfig;
 use futures::{Stream, StreamExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The format of an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,20 +380,13 @@ impl Publisher {
             };
             // The Parquet reader may panic on a corrupt file: that is the upload's fault too.
             let opened = datagate_core::panics::contain(|| {
-                let builder =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                        .map_err(|e| {
-                            IngestError::invalid_data(format!(
-                                "the body is not a Parquet file: {e}"
-                            ))
-                        })?;
-                builder
-                    .with_batch_size(batch_rows)
-                    .build()
-                    .map_err(|e| IngestError::invalid_data(format!("unreadable Parquet file: {e}")))
+                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default())
+                    .map_err(|e| {
+                        IngestError::invalid_data(format!("the body is not a Parquet file: {e}"))
+                    })
             });
-            let mut reader = match opened {
-                Ok(Ok(r)) => r,
+            let metadata = match opened {
+                Ok(Ok(m)) => m,
                 Ok(Err(e)) => return send_err(e),
                 Err(panic) => {
                     return send_err(IngestError::invalid_data(format!(
@@ -399,20 +394,52 @@ impl Publisher {
                     )));
                 }
             };
-            loop {
-                let msg = match datagate_core::panics::contain(|| reader.next()) {
-                    Ok(None) => return,
-                    Ok(Some(Ok(batch))) => Ok(batch),
-                    Ok(Some(Err(e))) => Err(IngestError::invalid_data(format!(
-                        "unreadable Parquet data: {e}"
-                    ))),
-                    Err(panic) => Err(IngestError::invalid_data(format!(
-                        "unreadable Parquet data (the reader stopped: {panic})"
-                    ))),
+            // One reader per row group, its batches sized by the group's bytes per row: rows of
+            // 100 KB would otherwise decode 800 MB a batch.
+            for group in 0..metadata.metadata().num_row_groups() {
+                let rows = metadata.metadata().row_group(group).num_rows().max(1) as u64;
+                let bytes = metadata
+                    .metadata()
+                    .row_group(group)
+                    .total_byte_size()
+                    .max(1) as u64;
+                let per_batch = (BATCH_BYTES as u64 * rows / bytes).clamp(1, batch_rows as u64);
+                let reader = file.try_clone().map_err(|e| {
+                    IngestError::Internal(format!("cannot reopen the spool file: {e}"))
+                });
+                let built = reader.and_then(|file| {
+                    datagate_core::panics::contain(|| {
+                        ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata.clone())
+                            .with_row_groups(vec![group])
+                            .with_batch_size(per_batch as usize)
+                            .build()
+                    })
+                    .map_err(|panic| {
+                        IngestError::invalid_data(format!(
+                            "unreadable Parquet file (the reader stopped: {panic})"
+                        ))
+                    })?
+                    .map_err(|e| IngestError::invalid_data(format!("unreadable Parquet file: {e}")))
+                });
+                let mut reader = match built {
+                    Ok(r) => r,
+                    Err(e) => return send_err(e),
                 };
-                let failed = msg.is_err();
-                if tx.blocking_send(msg).is_err() || failed {
-                    return;
+                loop {
+                    let msg = match datagate_core::panics::contain(|| reader.next()) {
+                        Ok(None) => break,
+                        Ok(Some(Ok(batch))) => Ok(batch),
+                        Ok(Some(Err(e))) => Err(IngestError::invalid_data(format!(
+                            "unreadable Parquet data: {e}"
+                        ))),
+                        Err(panic) => Err(IngestError::invalid_data(format!(
+                            "unreadable Parquet data (the reader stopped: {panic})"
+                        ))),
+                    };
+                    let failed = msg.is_err();
+                    if tx.blocking_send(msg).is_err() || failed {
+                        return;
+                    }
                 }
             }
         });
@@ -498,9 +525,15 @@ struct Sink<'a> {
     writer: Option<WriterTask>,
 }
 
+/// Bytes of decoded batches queued for an upload's writer at most (a batch larger than that
+/// is queued alone), in units of [`QUEUE_UNIT_BYTES`].
+const QUEUE_UNITS: usize = 1024;
+const QUEUE_UNIT_BYTES: usize = 64 << 10;
+
 struct WriterTask {
     schema: SchemaRef,
-    tx: tokio::sync::mpsc::Sender<RecordBatch>,
+    tx: tokio::sync::mpsc::Sender<(RecordBatch, OwnedSemaphorePermit)>,
+    queued: Arc<Semaphore>,
     handle: tokio::task::JoinHandle<Result<Vec<DataFile>>>,
     aborted: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -516,18 +549,22 @@ impl Sink<'_> {
                 self.cfg,
                 &self.dataset.primary_key,
             );
-            // Deep enough for the decoder to fill the next round while the writer encodes one.
-            let (tx, mut rx) =
-                tokio::sync::mpsc::channel::<RecordBatch>(crate::writer::QUEUE_BATCHES);
+            // Deep enough for the decoder to fill the next round while the writer encodes one;
+            // bounded in bytes too, for batches of long rows.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(RecordBatch, OwnedSemaphorePermit)>(
+                crate::writer::QUEUE_BATCHES,
+            );
             let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let stop = aborted.clone();
             let handle = tokio::spawn(async move {
                 let is_aborted = || stop.load(std::sync::atomic::Ordering::SeqCst);
-                while let Some(b) = rx.recv().await {
+                while let Some((b, permit)) = rx.recv().await {
                     if is_aborted() {
                         break;
                     }
-                    if let Err(e) = w.write(&b).await {
+                    let written = w.write(&b).await;
+                    drop(permit);
+                    if let Err(e) = written {
                         w.abort().await;
                         return Err(e);
                     }
@@ -541,6 +578,7 @@ impl Sink<'_> {
             self.writer = Some(WriterTask {
                 schema: batch.schema(),
                 tx,
+                queued: Arc::new(Semaphore::new(QUEUE_UNITS)),
                 handle,
                 aborted,
             });
@@ -548,7 +586,14 @@ impl Sink<'_> {
         let Some(task) = self.writer.as_mut() else {
             return Err(IngestError::Internal("no writer".into()));
         };
-        if task.tx.send(batch).await.is_err() {
+        let units = crate::writer::decoded_bytes(&batch).div_ceil(QUEUE_UNIT_BYTES);
+        let permit = task
+            .queued
+            .clone()
+            .acquire_many_owned(units.clamp(1, QUEUE_UNITS) as u32)
+            .await
+            .map_err(|_| IngestError::Internal("the writer queue closed".into()))?;
+        if task.tx.send((batch, permit)).await.is_err() {
             // The writer stopped: its result says why.
             return match self.writer.take() {
                 Some(t) => match t.handle.await {

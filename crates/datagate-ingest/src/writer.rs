@@ -38,9 +38,32 @@ const BLOOM_FPP: f64 = 0.01;
 /// one unit of work for a thread (about a millisecond or more), so the hand-off costs little.
 const ROUND_ROWS: usize = 65_536;
 
+/// Decoded bytes gathered before a round is encoded, whatever its rows: rows of 100 KB would
+/// otherwise gather 6.5 GB.
+const ROUND_BYTES: usize = 64 << 20;
+
+/// Decoded bytes of a row group after which it is closed, whatever its rows. The row group in
+/// progress is held in memory (encoded) until then, and a reader decodes a batch within one row
+/// group: a dataset of long rows is read 128 MiB at a time at most, not 8,192 rows of any size.
+/// (Rows of a few hundred bytes fill `row_group_rows` first.)
+const ROW_GROUP_BYTES: usize = 128 << 20;
+
 /// Decoded batches an upload may queue for its writer: a round and a half of 8,192-row batches,
 /// so decoding goes on while a round is encoded.
 pub(crate) const QUEUE_BATCHES: usize = 24;
+
+/// The memory a batch's rows take (of a slice: its share of the buffers, not theirs whole).
+pub(crate) fn decoded_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
 
 /// Writer properties of every Parquet file datagate produces.
 pub fn writer_properties(cfg: &IngestConfig, primary_key: &[String]) -> WriterProperties {
@@ -83,6 +106,8 @@ struct OpenFile {
     /// The column writers of the row group in progress.
     group: Option<Vec<ArrowColumnWriter>>,
     group_rows: usize,
+    /// Decoded bytes of the row group in progress.
+    group_bytes: usize,
     groups: usize,
 }
 
@@ -120,6 +145,7 @@ pub struct VersionWriter {
     /// Batches (or slices of them) not yet handed to the column writers.
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    pending_bytes: usize,
     files: Vec<DataFile>,
     files_started: usize,
     rows: u64,
@@ -168,6 +194,7 @@ impl VersionWriter {
             current: None,
             pending: Vec::new(),
             pending_rows: 0,
+            pending_bytes: 0,
             files: Vec::new(),
             files_started: 0,
             rows: 0,
@@ -191,11 +218,16 @@ impl VersionWriter {
             let group_rows = self.current.as_ref().map_or(0, |f| f.group_rows);
             let room = self.row_group_rows - group_rows - self.pending_rows;
             let n = room.min(batch.num_rows() - offset);
-            self.pending.push(batch.slice(offset, n));
+            let slice = batch.slice(offset, n);
+            self.pending_bytes += decoded_bytes(&slice);
+            self.pending.push(slice);
             self.pending_rows += n;
             offset += n;
-            let group_full = group_rows + self.pending_rows >= self.row_group_rows;
-            if group_full || self.pending_rows >= ROUND_ROWS {
+            let group_bytes = self.current.as_ref().map_or(0, |f| f.group_bytes);
+            // Long rows fill a row group's bytes long before its rows.
+            let group_full = group_rows + self.pending_rows >= self.row_group_rows
+                || group_bytes + self.pending_bytes >= ROW_GROUP_BYTES;
+            if group_full || self.pending_rows >= ROUND_ROWS || self.pending_bytes >= ROUND_BYTES {
                 self.round(group_full).await?;
                 let full = self
                     .current
@@ -230,6 +262,7 @@ impl VersionWriter {
                 factory,
                 group: None,
                 group_rows: 0,
+                group_bytes: 0,
                 groups: 0,
             });
         }
@@ -243,6 +276,7 @@ impl VersionWriter {
     async fn round(&mut self, close: bool) -> Result<()> {
         let batches = std::mem::take(&mut self.pending);
         let rows = std::mem::replace(&mut self.pending_rows, 0);
+        let bytes = std::mem::replace(&mut self.pending_bytes, 0);
         let fields = self.schema.fields().clone();
         let threads = self.threads;
         if rows == 0 && self.current.as_ref().is_none_or(|f| f.group.is_none()) {
@@ -259,6 +293,7 @@ impl VersionWriter {
         .await
         .map_err(|e| IngestError::Internal(format!("the Parquet encoder failed: {e}")))??;
         open.group_rows += rows;
+        open.group_bytes += bytes;
         match encoded {
             Encoded::Open(writers) => open.group = Some(writers),
             Encoded::Closed(chunks) => {
@@ -269,6 +304,7 @@ impl VersionWriter {
                 group.close()?;
                 open.groups += 1;
                 open.group_rows = 0;
+                open.group_bytes = 0;
                 open.drain().await?;
             }
         }

@@ -1,7 +1,7 @@
 //! CSV with a header row. Columns are matched by name (the header), not by position, and each
 //! batch comes out in the dataset's column order. Errors carry the 1-based line and the column.
 
-use super::PushDecoder;
+use super::{BATCH_BYTES, PushDecoder};
 use crate::error::{IngestError, Result};
 use arrow::array::ArrayRef;
 use arrow::datatypes::{Field, Schema, SchemaRef};
@@ -22,7 +22,7 @@ const MAX_PENDING_SEGMENTS: usize = 16;
 /// The longest record (a line, or the lines of a quoted field) an upload may hold. A decoder
 /// keeps a record whole, and its column and Parquet page hold it again: without a bound, one
 /// 1 GiB field (a 1 MiB gzip body) took 5.6 GB of memory.
-const MAX_RECORD_BYTES: u64 = 64 << 20;
+pub(super) const MAX_RECORD_BYTES: u64 = 64 << 20;
 
 /// Where [`RecordGuard`] stands inside the current field.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -60,18 +60,43 @@ impl RecordGuard {
 
     /// A line end outside quotes (`\n` or `\r`, as the reader's default terminator reads
     /// them); an empty line is no record (the reader skips it).
-    fn end_record(&mut self) {
-        if self.state != FieldState::Start || self.bytes > 1 {
+    fn end_record(&mut self) -> Result<bool> {
+        // A record too long that ends inside one chunk is refused too.
+        self.check()?;
+        let record = self.state != FieldState::Start || self.bytes > 1;
+        if record {
             self.records += 1;
         }
         self.state = FieldState::Start;
         self.bytes = 0;
+        Ok(record)
     }
 
     /// Reads the next body bytes; an error names the line of the record that is too long.
     fn scan(&mut self, chunk: &[u8], delimiter: u8) -> Result<()> {
+        self.scan_until(chunk, delimiter, false).map(|_| ())
+    }
+
+    /// Reads body bytes up to the end of the first record that ends in `chunk` (its line end
+    /// included, a `\r\n` whole): how many bytes that is, or `None` when no record ends inside
+    /// (all of `chunk` read). A record ending in a `\r` that ends `chunk` does not count: a
+    /// `\n` may follow.
+    fn next_record_end(&mut self, chunk: &[u8], delimiter: u8) -> Result<Option<usize>> {
+        self.scan_until(chunk, delimiter, true)
+    }
+
+    fn scan_until(&mut self, chunk: &[u8], delimiter: u8, stop: bool) -> Result<Option<usize>> {
         let n = chunk.len();
         let mut i = 0;
+        // Where the scan stops: after the record end at `i - 1`, and its `\n` after a `\r`
+        // (an empty line to the reader: reading it would leave the guard as it is).
+        let stop_after = |i: usize| -> Option<usize> {
+            match (chunk[i - 1], chunk.get(i)) {
+                (b'\r', Some(b'\n')) => Some(i + 1),
+                (b'\r', None) => None,
+                _ => Some(i),
+            }
+        };
         while i < n {
             match self.state {
                 FieldState::Quoted => match memchr::memchr(b'"', &chunk[i..]) {
@@ -93,7 +118,10 @@ impl RecordGuard {
                         (FieldState::Start, b'"') => FieldState::Quoted,
                         (FieldState::QuoteInQuoted, b'"') => FieldState::Quoted,
                         (_, b'\n' | b'\r') => {
-                            self.end_record();
+                            let ended = self.end_record()?;
+                            if let (true, true, Some(at)) = (stop, ended, stop_after(i)) {
+                                return Ok(Some(at));
+                            }
                             continue;
                         }
                         (_, c) if c == delimiter => FieldState::Start,
@@ -103,8 +131,12 @@ impl RecordGuard {
                 // Only line ends and quotes at a field's start matter: jump between them.
                 FieldState::Plain => match memchr::memchr3(b'\n', b'\r', b'"', &chunk[i..]) {
                     Some(k) if chunk[i + k] != b'"' => {
-                        self.end_record();
+                        self.bytes += k as u64;
+                        let ended = self.end_record()?;
                         i += k + 1;
+                        if let (true, true, Some(at)) = (stop, ended, stop_after(i)) {
+                            return Ok(Some(at));
+                        }
                     }
                     Some(k) => {
                         let quote = i + k;
@@ -124,6 +156,11 @@ impl RecordGuard {
                 },
             }
         }
+        self.check()?;
+        Ok(None)
+    }
+
+    fn check(&self) -> Result<()> {
         if self.bytes > self.limit {
             return Err(line_error(
                 self.records + 2,
@@ -135,6 +172,18 @@ impl RecordGuard {
     }
 }
 
+/// How many whole records `buf` begins with (the header is one), and where the last of them
+/// ends: line ends inside quoted fields are read as the CSV reader reads them.
+pub(super) fn whole_records(buf: &[u8], delimiter: u8) -> (u64, usize) {
+    let mut guard = RecordGuard::new(u64::MAX);
+    let (mut records, mut end) = (0, 0);
+    while let Ok(Some(k)) = guard.next_record_end(&buf[end..], delimiter) {
+        records += 1;
+        end += k;
+    }
+    (records, end)
+}
+
 /// Options of a CSV upload.
 #[derive(Debug, Clone, Copy)]
 pub struct CsvOptions {
@@ -144,6 +193,9 @@ pub struct CsvOptions {
     pub threads: usize,
     /// Size of those segments, cut at record boundaries.
     pub segment_bytes: usize,
+    /// Text a batch of one decoder holds at most (it is cut at the next record end): with
+    /// long records, a batch ends before `batch_rows`.
+    pub batch_bytes: usize,
 }
 
 impl CsvOptions {
@@ -154,6 +206,7 @@ impl CsvOptions {
             batch_rows,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
             segment_bytes: SEGMENT_BYTES,
+            batch_bytes: BATCH_BYTES,
         }
     }
 }
@@ -246,6 +299,23 @@ impl Layout {
         let out = RecordBatch::try_new(self.target.clone(), columns)
             .map_err(|e| IngestError::Internal(format!("reordering columns: {e}")))?;
         Ok(Some(out))
+    }
+
+    /// Cuts the batch at a record end the guard found. Should the reader see the record as
+    /// still open (it would refuse to flush, keeping its state), the batch is cut later instead.
+    fn flush_whole(
+        &self,
+        decoder: &mut arrow::csv::reader::Decoder,
+        before: u64,
+    ) -> Result<Option<RecordBatch>> {
+        match self.flush(decoder, before) {
+            Err(IngestError::InvalidData { message, .. })
+                if message.contains("part way through record") =>
+            {
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     /// Decodes one segment of whole records: without quotes on the fast path of
@@ -356,10 +426,12 @@ enum Body {
         /// Record ends found in `pending`, in order.
         ends: Vec<usize>,
     },
-    /// One decoder for the rest of the body; `before` records came ahead of it.
+    /// One decoder for the rest of the body; `before` records came ahead of it, `held` bytes
+    /// were fed to it since its last batch was cut by size.
     Serial {
         decoder: Box<arrow::csv::reader::Decoder>,
         before: u64,
+        held: usize,
     },
 }
 
@@ -467,28 +539,11 @@ impl CsvDecoder {
             Body::Serial {
                 decoder: Box::new(layout.decoder()),
                 before: 0,
+                held: 0,
             }
         });
         self.layout = Some(layout);
         Ok(())
-    }
-
-    fn body_bytes(&mut self, chunk: &[u8], out: &mut Vec<RecordBatch>) -> Result<()> {
-        let (Some(layout), Some(body)) = (self.layout.as_ref(), self.body.as_mut()) else {
-            return Err(IngestError::Internal("no CSV body".into()));
-        };
-        match body {
-            Body::Serial { decoder, before } => {
-                let start = out.len();
-                layout.feed(decoder, chunk, *before, out)?;
-                self.records += rows(&out[start..]);
-                Ok(())
-            }
-            Body::Parallel { pending, .. } => {
-                pending.extend_from_slice(chunk);
-                self.decode_segments(out)
-            }
-        }
     }
 
     /// Decodes as many rounds of segments as the pending bytes hold, one segment per thread.
@@ -569,17 +624,66 @@ impl CsvDecoder {
                 let rest = std::mem::take(pending);
                 let mut guard = RecordGuard::new(MAX_RECORD_BYTES);
                 guard.records = self.records;
-                guard.scan(&rest, delimiter)?;
                 self.guard = Some(guard);
-                let mut decoder = Box::new(layout.decoder());
-                let before = self.records;
-                let start = out.len();
-                layout.feed(&mut decoder, &rest, before, out)?;
-                self.records += rows(&out[start..]);
-                self.body = Some(Body::Serial { decoder, before });
-                return Ok(());
+                self.body = Some(Body::Serial {
+                    decoder: Box::new(layout.decoder()),
+                    before: self.records,
+                    held: 0,
+                });
+                return self.serial_chunk(&rest, out);
             }
         }
+    }
+
+    /// Feeds body bytes to the one decoder, through the record guard, and cuts a batch at the
+    /// first record end after every `batch_bytes` of input: however long the records, a
+    /// batch holds about that much text (or one record), not `batch_rows` records of any size.
+    fn serial_chunk(&mut self, chunk: &[u8], out: &mut Vec<RecordBatch>) -> Result<()> {
+        let (delimiter, batch_bytes) = (self.opts.delimiter, self.opts.batch_bytes);
+        let (
+            Some(layout),
+            Some(Body::Serial {
+                decoder,
+                before,
+                held,
+            }),
+            Some(guard),
+        ) = (
+            self.layout.as_ref(),
+            self.body.as_mut(),
+            self.guard.as_mut(),
+        )
+        else {
+            return Err(IngestError::Internal("no CSV decoder".into()));
+        };
+        let start = out.len();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let room = batch_bytes.max(1).saturating_sub(*held);
+            if rest.len() < room {
+                guard.scan(rest, delimiter)?;
+                layout.feed(decoder, rest, *before, out)?;
+                *held += rest.len();
+                break;
+            }
+            guard.scan(&rest[..room], delimiter)?;
+            match guard.next_record_end(&rest[room..], delimiter)? {
+                Some(k) => {
+                    let (piece, tail) = rest.split_at(room + k);
+                    layout.feed(decoder, piece, *before, out)?;
+                    out.extend(layout.flush_whole(decoder, *before)?);
+                    *held = 0;
+                    rest = tail;
+                }
+                None => {
+                    layout.feed(decoder, rest, *before, out)?;
+                    *held += rest.len();
+                    break;
+                }
+            }
+        }
+        self.records += rows(&out[start..]);
+        Ok(())
     }
 }
 
@@ -627,15 +731,19 @@ fn header_end(buf: &[u8], at_end: bool) -> Option<usize> {
 }
 
 impl CsvDecoder {
-    /// Feeds body bytes through the record guard (when one decoder takes them) to the decoder.
+    /// Feeds body bytes to the parallel decoders, or through the record guard to the one.
     fn body_chunk(&mut self, chunk: &[u8], out: &mut Vec<RecordBatch>) -> Result<()> {
         if chunk.is_empty() {
             return Ok(());
         }
-        if let Some(guard) = self.guard.as_mut() {
-            guard.scan(chunk, self.opts.delimiter)?;
+        match self.body.as_mut() {
+            Some(Body::Serial { .. }) => self.serial_chunk(chunk, out),
+            Some(Body::Parallel { pending, .. }) => {
+                pending.extend_from_slice(chunk);
+                self.decode_segments(out)
+            }
+            None => Err(IngestError::Internal("no CSV body".into())),
         }
-        self.body_bytes(chunk, out)
     }
 }
 
@@ -688,7 +796,9 @@ impl PushDecoder for CsvDecoder {
             return Err(IngestError::Internal("no CSV body".into()));
         };
         match body {
-            Body::Serial { decoder, before } => layout.end(decoder, *before, &mut out)?,
+            Body::Serial {
+                decoder, before, ..
+            } => layout.end(decoder, *before, &mut out)?,
             Body::Parallel { pending, .. } => {
                 let rest = std::mem::take(pending);
                 out.extend(layout.segment(&rest, self.records)?);
@@ -1077,6 +1187,90 @@ mod properties {
                 (Err(_), Err(_)) => {}
                 (a, b) => prop_assert!(false, "one decoder: {:?}\nsegments: {:?}", a, b),
             }
+        }
+    }
+
+    proptest! {
+        /// Batches cut by size (at the first record end past `batch_bytes` of input) hold
+        /// exactly the rows one uncut decoder gives, whatever the line ends, quotes and chunks;
+        /// bad bodies are refused by both.
+        #[test]
+        fn size_cut_batches_decode_like_uncut(
+            rows in proptest::collection::vec(
+                ("[0-9]{1,3}|x", "[a-z张,\"\n\r ]{0,8}", any::<bool>()), 0..60),
+            cuts in proptest::collection::vec(1usize..40, 1..10),
+            end in 0usize..3,
+            batch_bytes in 1usize..64,
+        ) {
+            let end = ["\n", "\r\n", "\r"][end];
+            let mut body = format!("id,name{end}").into_bytes();
+            for (id, name, quoted) in &rows {
+                if *quoted || name.contains(['\n', '\r', '"', ',']) {
+                    let mut w = ::csv::WriterBuilder::new()
+                        .has_headers(false)
+                        .terminator(::csv::Terminator::Any(end.as_bytes()[0]))
+                        .from_writer(Vec::new());
+                    w.write_record([id.as_str(), name.as_str()]).unwrap();
+                    body.extend(w.into_inner().unwrap());
+                    if end == "\r\n" {
+                        body.push(b'\n');
+                    }
+                } else {
+                    body.extend(format!("{id},{name}{end}").into_bytes());
+                }
+            }
+            let uncut = CsvOptions { threads: 1, batch_rows: 1000, ..CsvOptions::default() };
+            let cut = CsvOptions { batch_bytes, ..uncut };
+            match (decode(&body, uncut, &cuts), decode(&body, cut, &cuts)) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "uncut: {:?}\ncut: {:?}", a, b),
+            }
+        }
+    }
+
+    /// Long records end a batch long before `batch_rows`: about `batch_bytes` of text each.
+    #[test]
+    fn long_records_make_short_batches() {
+        let mut body = b"id,name\n".to_vec();
+        let long = "y".repeat(1000);
+        for i in 0..100 {
+            if i % 2 == 0 {
+                body.extend(format!("{i},{long}\n").into_bytes());
+            } else {
+                body.extend(format!("{i},\"{long}\n{long}\"\r\n").into_bytes());
+            }
+        }
+        for (threads, chunk) in [(1, 7), (1, 1 << 16), (2, 333)] {
+            let opts = CsvOptions {
+                threads,
+                batch_rows: 8192,
+                batch_bytes: 4000,
+                // Segments smaller than a record: the parallel decoder hands the body to one.
+                segment_bytes: 100,
+                ..CsvOptions::default()
+            };
+            let mut d = CsvDecoder::new(schema(), opts);
+            let mut batches = Vec::new();
+            for c in body.chunks(chunk) {
+                batches.extend(d.push(c).unwrap());
+            }
+            batches.extend(d.finish().unwrap());
+            let rows: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+            assert_eq!(rows.iter().sum::<usize>(), 100, "{rows:?}");
+            // 4,000 bytes and the record that crosses them: at most 5 records of 1-2 KB.
+            assert!(
+                rows.iter().all(|n| *n <= 5),
+                "threads {threads}, chunk {chunk}: {rows:?}"
+            );
+            let ids: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    a.values().to_vec()
+                })
+                .collect();
+            assert_eq!(ids, (0..100).collect::<Vec<i64>>());
         }
     }
 

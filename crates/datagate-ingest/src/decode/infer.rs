@@ -30,6 +30,8 @@ pub struct InferringDecoder {
     /// Columns whose types are already fixed; the inferred schema extends them.
     base: Option<SchemaRef>,
     head: Vec<u8>,
+    /// Line ends (`\n`) in `head`.
+    lines: usize,
     inner: Option<Box<dyn PushDecoder>>,
 }
 
@@ -44,12 +46,15 @@ impl InferringDecoder {
             format,
             base,
             head: Vec::new(),
+            lines: 0,
             inner: None,
         }
     }
 
-    fn start(&mut self) -> Result<Vec<RecordBatch>> {
-        let inferred = infer(&self.format, &self.head)?;
+    /// Infers the schema from the first `whole` bytes of the head (its whole records), then
+    /// decodes the head with it.
+    fn start(&mut self, whole: usize) -> Result<Vec<RecordBatch>> {
+        let inferred = infer(&self.format, &self.head[..whole])?;
         let schema = match &self.base {
             None => inferred,
             Some(base) => {
@@ -126,17 +131,48 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// The head up to the end of its last whole record, once it holds one (past the CSV header);
+/// else how many records it holds whole.
+fn whole_head(format: &TextFormat, head: &[u8]) -> std::result::Result<usize, u64> {
+    let (records, end, needed) = match format {
+        TextFormat::Ndjson { .. } => match memchr::memrchr(b'\n', head) {
+            Some(i) => (1, i + 1, 1),
+            None => (0, 0, 1),
+        },
+        TextFormat::Csv(opts) => {
+            let (records, end) = super::csv::whole_records(head, opts.delimiter);
+            (records, end, 2)
+        }
+    };
+    if records >= needed {
+        Ok(end)
+    } else {
+        Err(records)
+    }
+}
+
 impl PushDecoder for InferringDecoder {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
         if let Some(inner) = self.inner.as_mut() {
             return inner.push(chunk);
         }
         self.head.extend_from_slice(chunk);
-        let lines = self.head.iter().filter(|b| **b == b'\n').count();
-        if lines > INFER_ROWS || self.head.len() >= INFER_BYTES {
-            return self.start();
+        let new_lines = memchr::memchr_iter(b'\n', chunk).count();
+        self.lines += new_lines;
+        if self.lines <= INFER_ROWS && self.head.len() < INFER_BYTES {
+            return Ok(Vec::new());
         }
-        Ok(Vec::new())
+        // Inference reads whole records only: a line cut at the buffer's end would read as
+        // a broken record (or, in CSV, a shorter value of another type).
+        let ended = new_lines > 0 || memchr::memchr(b'\r', chunk).is_some();
+        if !ended && self.head.len() - chunk.len() >= INFER_BYTES {
+            // No record ended since the last look.
+            return self.too_long();
+        }
+        match whole_head(&self.format, &self.head) {
+            Ok(end) => self.start(end),
+            Err(_) => self.too_long(),
+        }
     }
 
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
@@ -145,11 +181,124 @@ impl PushDecoder for InferringDecoder {
             if self.head.iter().all(|b| b.is_ascii_whitespace()) {
                 return Err(IngestError::invalid_data("the body is empty"));
             }
-            out = self.start()?;
+            let whole = self.head.len();
+            out = self.start(whole)?;
         }
         if let Some(inner) = self.inner.as_mut() {
             out.extend(inner.finish()?);
         }
         Ok(out)
+    }
+}
+
+impl InferringDecoder {
+    /// The head holds no whole record past the header yet: wait for one, unless the record
+    /// in progress is longer than any record may be.
+    fn too_long(&mut self) -> Result<Vec<RecordBatch>> {
+        if (self.head.len() as u64) <= super::csv::MAX_RECORD_BYTES + INFER_BYTES as u64 {
+            return Ok(Vec::new());
+        }
+        let records = whole_head(&self.format, &self.head).err().unwrap_or(0);
+        let line = records + 1;
+        Err(IngestError::InvalidData {
+            message: format!("line {line}: a record is longer than 64 MiB"),
+            line: Some(line),
+            row: None,
+            column: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Array;
+
+    fn decode(format: TextFormat, body: &[u8], chunk: usize) -> Result<Vec<RecordBatch>> {
+        let mut d = InferringDecoder::new(format);
+        let mut out = Vec::new();
+        for c in body.chunks(chunk) {
+            out.extend(d.push(c)?);
+        }
+        out.extend(d.finish()?);
+        Ok(out)
+    }
+
+    fn rows(batches: &[RecordBatch]) -> usize {
+        batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// The head is cut at whole records for inference, so lines longer than a few kilobytes
+    /// (which end the head mid-line) infer the types of their whole values.
+    #[test]
+    fn inference_reads_whole_records_only() {
+        let doc = "x".repeat(10_000);
+        // 500 lines of 10 KB: the 4 MiB head ends inside line 420.
+        let ndjson: String = (0..500)
+            .map(|i| format!("{{\"id\":{i},\"n\":12.5,\"doc\":\"{doc}\"}}\n"))
+            .collect();
+        // A CSV whose cut falls inside a quoted field spanning lines, and a number column.
+        let csv: String = std::iter::once("id,doc,n\n".to_string())
+            .chain((0..500).map(|i| format!("{i},\"{doc}\n{doc}\",{i}.5\n")))
+            .collect();
+        let options = CsvOptions::new(b',', 1000);
+        for chunk in [1000, 1 << 16, 1 << 22] {
+            let batches = decode(
+                TextFormat::Ndjson { batch_rows: 1000 },
+                ndjson.as_bytes(),
+                chunk,
+            )
+            .unwrap_or_else(|e| panic!("NDJSON in chunks of {chunk}: {e}"));
+            assert_eq!(rows(&batches), 500);
+            let schema = batches[0].schema();
+            assert_eq!(
+                schema.field_with_name("id").unwrap().data_type(),
+                &DataType::Int64
+            );
+            assert_eq!(
+                schema.field_with_name("n").unwrap().data_type(),
+                &DataType::Float64
+            );
+            let batches = decode(TextFormat::Csv(options), csv.as_bytes(), chunk)
+                .unwrap_or_else(|e| panic!("CSV in chunks of {chunk}: {e}"));
+            assert_eq!(rows(&batches), 500);
+            let schema = batches[0].schema();
+            assert_eq!(
+                schema.field_with_name("n").unwrap().data_type(),
+                &DataType::Float64
+            );
+            let last = batches.last().unwrap();
+            assert_eq!(last.column(1).len(), last.num_rows());
+        }
+    }
+
+    /// A head with no whole record past the header waits for one, and refuses a record
+    /// longer than any may be, naming its line.
+    #[test]
+    fn a_first_record_too_long_is_refused_by_its_line() {
+        for (format, head) in [
+            (
+                TextFormat::Ndjson { batch_rows: 10 },
+                &b"{\"id\":1}\n{\"id\":\""[..],
+            ),
+            (
+                TextFormat::Csv(CsvOptions::new(b',', 10)),
+                &b"id,doc\n1,a\n2,\""[..],
+            ),
+        ] {
+            let mut d = InferringDecoder::new(format);
+            d.push(head).unwrap();
+            let chunk = vec![b'z'; 1 << 20];
+            let e = (0..100)
+                .find_map(|_| d.push(&chunk).err())
+                .expect("a 100 MiB record was taken");
+            match e {
+                IngestError::InvalidData { line, message, .. } => {
+                    assert!(message.contains("longer than 64 MiB"), "{message}");
+                    assert!(matches!(line, Some(2 | 3)), "{message}");
+                }
+                e => panic!("{e:?}"),
+            }
+        }
     }
 }

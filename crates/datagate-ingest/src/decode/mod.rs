@@ -26,6 +26,12 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::FormatOptions;
 
+/// Input a decoder gathers into one batch at most (a batch also ends at `batch_rows` rows, and
+/// holds at least one record): rows of a few hundred bytes fill `batch_rows` long before, but
+/// rows of 100 KB would make a batch of 800 MB, and a few records of tens of megabytes
+/// (gzip-compressed to kilobytes) gigabytes.
+pub const BATCH_BYTES: usize = 16 << 20;
+
 /// A decoder fed with chunks of the upload as they arrive.
 pub trait PushDecoder: Send {
     /// Feeds the next chunk; returns the batches it completed.

@@ -4,7 +4,11 @@
 //! its lines are decoded one by one to name the exact line, so the error path costs a batch
 //! and the happy path nothing.
 
-use super::PushDecoder;
+use super::{BATCH_BYTES, PushDecoder};
+
+/// The longest line an upload may hold: a decoder keeps a line whole, and its column and
+/// Parquet page hold it again.
+const MAX_LINE_BYTES: usize = 64 << 20;
 use crate::error::{IngestError, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::json::ReaderBuilder;
@@ -14,8 +18,11 @@ use arrow::record_batch::RecordBatch;
 pub struct NdjsonDecoder {
     target: SchemaRef,
     batch_rows: usize,
+    batch_bytes: usize,
     pending: Vec<u8>,
     pending_lines: usize,
+    /// Bytes of the line in progress (the end of `pending` after its last newline).
+    partial: usize,
     /// Lines of the source before `pending`.
     lines_done: u64,
     seen_data: bool,
@@ -26,8 +33,10 @@ impl NdjsonDecoder {
         Self {
             target,
             batch_rows: batch_rows.max(1),
+            batch_bytes: BATCH_BYTES,
             pending: Vec::new(),
             pending_lines: 0,
+            partial: 0,
             lines_done: 0,
             seen_data: false,
         }
@@ -100,24 +109,29 @@ impl PushDecoder for NdjsonDecoder {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         let mut start = 0;
-        for (i, b) in chunk.iter().enumerate() {
-            if *b == b'\n' {
-                self.pending_lines += 1;
-                if self.pending_lines == self.batch_rows {
-                    self.pending.extend_from_slice(&chunk[start..=i]);
-                    start = i + 1;
-                    let bytes = std::mem::take(&mut self.pending);
-                    let first = self.lines_done + 1;
-                    if let Some(b) = self.decode_lines(&bytes, first)? {
-                        out.push(b);
-                    }
-                    self.lines_done += self.pending_lines as u64;
-                    self.pending_lines = 0;
+        for i in memchr::memchr_iter(b'\n', chunk) {
+            self.pending_lines += 1;
+            self.partial = 0;
+            // A batch ends at `batch_rows` lines, or after `batch_bytes` of them.
+            let held = self.pending.len() + (i + 1 - start);
+            if self.pending_lines == self.batch_rows || held >= self.batch_bytes {
+                self.pending.extend_from_slice(&chunk[start..=i]);
+                start = i + 1;
+                let bytes = std::mem::take(&mut self.pending);
+                let first = self.lines_done + 1;
+                if let Some(b) = self.decode_lines(&bytes, first)? {
+                    out.push(b);
                 }
+                self.lines_done += self.pending_lines as u64;
+                self.pending_lines = 0;
             }
         }
         self.pending.extend_from_slice(&chunk[start..]);
-        if self.pending.len() > 64 << 20 {
+        self.partial += match memchr::memrchr(b'\n', chunk) {
+            Some(i) => chunk.len() - i - 1,
+            None => chunk.len(),
+        };
+        if self.partial > MAX_LINE_BYTES {
             return Err(line_error(
                 self.lines_done + self.pending_lines as u64 + 1,
                 "a line is longer than 64 MiB",
@@ -191,6 +205,45 @@ mod tests {
         }
         assert!(run("", 10).is_err());
         assert!(run("\n\n", 10).is_err());
+    }
+
+    /// A batch ends after `batch_bytes` of lines, and lines of any length under the bound are
+    /// taken however many of them a batch would gather (before, 8,192 lines of 9 KB were
+    /// refused as "a line longer than 64 MiB").
+    #[test]
+    fn batches_are_bounded_by_bytes_not_only_lines() {
+        let doc = "x".repeat(9 << 10);
+        let lines = 8000;
+        let input: String = (0..lines)
+            .map(|i| format!("{{\"id\":{i},\"name\":\"{doc}\"}}\n"))
+            .collect();
+        let mut d = NdjsonDecoder::new(schema(), 8192);
+        let mut batches = Vec::new();
+        for c in input.as_bytes().chunks(1 << 16) {
+            batches.extend(d.push(c).unwrap());
+        }
+        batches.extend(d.finish().unwrap());
+        let rows: Vec<usize> = batches.iter().map(|b| b.num_rows()).collect();
+        assert_eq!(rows.iter().sum::<usize>(), lines);
+        // 16 MiB of 9 KB lines: 1,821 lines and the one that crosses the bound.
+        let most = BATCH_BYTES / (9 << 10) + 1;
+        assert!(rows.iter().all(|n| *n <= most), "{rows:?}");
+        assert!(rows.len() >= lines / most, "{rows:?}");
+        // A line over the bound is still refused, by the line it starts on.
+        let mut d = NdjsonDecoder::new(schema(), 8192);
+        d.push(b"{\"id\":1}\n{\"id\":2}\n{\"id\":3,\"name\":\"")
+            .unwrap();
+        let chunk = vec![b'z'; 1 << 20];
+        let e = (0..100)
+            .find_map(|_| d.push(&chunk).err())
+            .expect("a 100 MiB line was taken");
+        match e {
+            IngestError::InvalidData { line, message, .. } => {
+                assert_eq!(line, Some(3), "{message}");
+                assert!(message.contains("longer than 64 MiB"), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
     }
 }
 
