@@ -2,7 +2,7 @@
 
 use crate::decode::{
     BATCH_BYTES, CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder,
-    NdjsonDecoder, PushDecoder, TextFormat, conform, extend_schema, storable_schema,
+    NdjsonDecoder, Pieces, PushDecoder, TextFormat, extend_schema, storable_schema,
 };
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
@@ -14,7 +14,7 @@ use datagate_catalog::{CatalogStore, Column, DataFile, Dataset, NewVersion, Vers
 use datagate_core::ColumnType;
 use datagate_core::config::IngestConfig;
 use futures::{Stream, StreamExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -310,14 +310,15 @@ impl Publisher {
         }
         let mut received = 0u64;
         while let Some(chunk) = next_chunk(&mut body, &mut received, self.max_upload_bytes).await? {
-            for batch in decoder.push(&chunk)? {
-                sink.write(batch).await?;
+            // In slices: a slice of gzip inflates to 16 MiB at most, so what one push decodes
+            // is bounded whatever the body's chunks.
+            for slice in chunk.chunks(PUSH_BYTES) {
+                let decoded = decoder.push(slice)?;
+                write_all(sink, decoded, decoder.as_mut()).await?;
             }
         }
-        for batch in decoder.finish()? {
-            sink.write(batch).await?;
-        }
-        Ok(())
+        let decoded = decoder.finish()?;
+        write_all(sink, decoded, decoder.as_mut()).await
     }
 
     async fn decode_parquet<S, E>(
@@ -380,13 +381,12 @@ impl Publisher {
             };
             // The Parquet reader may panic on a corrupt file: that is the upload's fault too.
             let opened = datagate_core::panics::contain(|| {
-                parquet::arrow::arrow_reader::ArrowReaderMetadata::load(&file, Default::default())
-                    .map_err(|e| {
-                        IngestError::invalid_data(format!("the body is not a Parquet file: {e}"))
-                    })
+                ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| {
+                    IngestError::invalid_data(format!("the body is not a Parquet file: {e}"))
+                })
             });
             let metadata = match opened {
-                Ok(Ok(m)) => m,
+                Ok(Ok(m)) => with_dictionaries(m),
                 Ok(Err(e)) => return send_err(e),
                 Err(panic) => {
                     return send_err(IngestError::invalid_data(format!(
@@ -460,9 +460,13 @@ impl Publisher {
                     t
                 }
             };
-            let b = conform(&batch, &t, rows + 1)?;
-            rows += b.num_rows() as u64;
-            sink.write(b).await?;
+            let mut pieces = Pieces::default();
+            pieces.push(batch, t, rows + 1);
+            while let Some(b) = pieces.next_piece() {
+                let b = b?;
+                rows += b.num_rows() as u64;
+                sink.write(b).await?;
+            }
         }
         // The channel also closes if the reader ended early without a word: never take that
         // for the end of the file.
@@ -512,6 +516,81 @@ where
         return Err(IngestError::TooLarge(limit));
     }
     Ok(Some(chunk))
+}
+
+/// `metadata` reading every text or binary column whose pages are all dictionary-encoded as
+/// a dictionary array: such a column decodes to its values only piece by piece
+/// ([`Pieces`]), so a dictionary of one 40 MiB value referenced by every row (a 2 KB
+/// file) is not decoded into gigabytes at once. Columns with plain pages, or without page
+/// encoding statistics, are read as they are.
+fn with_dictionaries(metadata: ArrowReaderMetadata) -> ArrowReaderMetadata {
+    use arrow::datatypes::DataType;
+    use parquet::basic::Encoding;
+    let file = metadata.metadata();
+    let columns = file.file_metadata().schema_descr();
+    let all_dictionary = |name: &str| {
+        let leaf = (0..columns.num_columns()).find(|i| columns.column(*i).path().parts() == [name]);
+        leaf.is_some_and(|i| {
+            file.num_row_groups() > 0
+                && file.row_groups().iter().all(|group| {
+                    let chunk = group.column(i);
+                    chunk.dictionary_page_offset().is_some()
+                        && chunk.page_encoding_stats_mask().is_some_and(|mask| {
+                            mask.is_only(Encoding::PLAIN_DICTIONARY)
+                                || mask.is_only(Encoding::RLE_DICTIONARY)
+                        })
+                })
+        })
+    };
+    let schema = metadata.schema();
+    let mut changed = false;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let bytes = matches!(
+                f.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+            );
+            if bytes && all_dictionary(f.name()) {
+                changed = true;
+                let dictionary = DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(f.data_type().clone()),
+                );
+                f.as_ref().clone().with_data_type(dictionary)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    if !changed {
+        return metadata;
+    }
+    let hinted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(hinted);
+    ArrowReaderMetadata::try_new(file.clone(), options).unwrap_or(metadata)
+}
+
+/// Bytes of the body a decoder is given at a time (see [`Publisher::decode_stream`]).
+const PUSH_BYTES: usize = 16 << 10;
+
+/// Hands `decoded` and then whatever `decoder` held back to the sink.
+async fn write_all(
+    sink: &mut Sink<'_>,
+    decoded: Vec<RecordBatch>,
+    decoder: &mut dyn PushDecoder,
+) -> Result<()> {
+    let mut batches = decoded;
+    loop {
+        for batch in batches {
+            sink.write(batch).await?;
+        }
+        batches = decoder.held()?;
+        if batches.is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 /// Where decoded batches go: a writer task, started at the first batch, that encodes them as

@@ -124,6 +124,20 @@ impl Physical {
     }
 }
 
+/// Decoded bytes a batch of a plan's scans holds about, at most (a batch holds one row at
+/// least, and `batch_size` rows at most).
+const BATCH_TARGET_BYTES: u64 = 32 << 20;
+
+/// How much larger a row is decoded than stored: a reckoning on the safe side of what text
+/// compresses by (zstd or LZ4 on typical columns: 2-4x).
+const DECODED_PER_STORED: u64 = 4;
+
+/// Rows a batch gets when the widest scanned rows take `stored_row_bytes` as stored.
+fn batch_rows_for(stored_row_bytes: u64, batch_size: usize) -> usize {
+    let decoded = stored_row_bytes.saturating_mul(DECODED_PER_STORED).max(1);
+    (BATCH_TARGET_BYTES / decoded).clamp(1, batch_size.max(1) as u64) as usize
+}
+
 /// Plans `plan` physically and checks its [`cost`](crate::cost) and recursion depth. A plan
 /// that scans more than `query.distribute_above_bytes` is cut into stages for the workers
 /// ([`crate::distributed`]) when the session has them.
@@ -148,6 +162,19 @@ pub async fn plan_physical(
         let parquet = &mut state.config_mut().options_mut().execution.parquet;
         parquet.pushdown_filters = true;
         parquet.reorder_filters = true;
+    }
+    // Batches of 8,192 rows of a dataset of 100 KB rows are 800 MB each, in the scan and in
+    // every operator that gathers batches back to that size: such a plan gets fewer rows a
+    // batch, about `BATCH_TARGET_BYTES` of them.
+    let widest = crate::plan_info::widest_stored_row(&plan);
+    if widest > 0 {
+        let state = session.ctx.state_ref();
+        let mut state = state.write();
+        let execution = &mut state.config_mut().options_mut().execution;
+        let rows = batch_rows_for(widest, execution.batch_size.into());
+        if let Ok(rows) = datafusion::common::config::ConfigNonZeroUsize::try_new(rows) {
+            execution.batch_size = rows;
+        }
     }
     let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
     let budget = crate::cost::Budget {
@@ -777,6 +804,19 @@ mod tests {
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
     use datagate_core::config::{QueryConfig, QueryPool};
+
+    /// Narrow rows keep the session's batch size; wide ones get about 32 MiB decoded a batch,
+    /// one row at least.
+    #[test]
+    fn wide_rows_get_short_batches() {
+        // Market entities: about 110 bytes a row as stored.
+        assert_eq!(batch_rows_for(110, 8192), 8192);
+        // Documents of 100 KB stored as 75 KB: 111 rows of ~300 KB reckoned.
+        assert_eq!(batch_rows_for(75_000, 8192), 111);
+        assert_eq!(batch_rows_for(40 << 20, 8192), 1);
+        assert_eq!(batch_rows_for(0, 8192), 8192);
+        assert_eq!(batch_rows_for(1000, 16), 16);
+    }
 
     /// `n` batches of 20,000 rows whose CSV compresses well (about 280 KB each).
     fn batches(n: usize) -> (SchemaRef, Vec<RecordBatch>) {

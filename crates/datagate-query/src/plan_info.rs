@@ -52,6 +52,25 @@ pub fn bytes_scanned(plan: &LogicalPlan) -> u64 {
     bytes
 }
 
+/// The widest rows among the versions `plan` scans: their Parquet bytes per row (compressed,
+/// as stored), or 0 when it scans none.
+pub fn widest_stored_row(plan: &LogicalPlan) -> u64 {
+    let mut widest = 0u64;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = provider.downcast_ref::<DatasetTable>()
+        {
+            let s = table.snapshot();
+            let rows: u64 = s.file_rows.iter().sum();
+            let bytes: u64 = s.file_bytes.iter().sum();
+            widest = widest.max(bytes / rows.max(1));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    widest
+}
+
 /// Whether `plan` is recursive (`WITH RECURSIVE`): its iterations are counted by a node of the
 /// gateway's own ([`crate::recursion`]), so it always runs in the gateway.
 pub fn is_recursive(plan: &LogicalPlan) -> bool {

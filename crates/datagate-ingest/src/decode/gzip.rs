@@ -54,4 +54,8 @@ impl<D: PushDecoder> PushDecoder for GzipDecoder<D> {
         out.extend(self.inner.finish()?);
         Ok(out)
     }
+
+    fn held(&mut self) -> Result<Vec<RecordBatch>> {
+        self.inner.held()
+    }
 }

@@ -1,6 +1,6 @@
 //! Arrow IPC stream uploads, decoded message by message.
 
-use super::{PushDecoder, conform};
+use super::{BATCH_BYTES, Pieces, PushDecoder};
 use crate::error::{IngestError, Result};
 use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
@@ -25,6 +25,8 @@ pub struct IpcStreamDecoder {
     may_add_columns: bool,
     /// Bytes taken by the decoder since it last yielded a batch.
     since_batch: usize,
+    /// Decoded batches not handed on yet.
+    pieces: Pieces,
 }
 
 impl IpcStreamDecoder {
@@ -36,6 +38,7 @@ impl IpcStreamDecoder {
             seen_bytes: false,
             may_add_columns,
             since_batch: 0,
+            pieces: Pieces::default(),
         }
     }
 }
@@ -47,7 +50,6 @@ impl PushDecoder for IpcStreamDecoder {
         }
         self.seen_bytes = true;
         let mut buf = Buffer::from(chunk.to_vec());
-        let mut out = Vec::new();
         while !buf.is_empty() {
             let before = buf.len();
             // arrow's decoder panics on some malformed messages (a buffer past the body's
@@ -91,12 +93,27 @@ impl PushDecoder for IpcStreamDecoder {
                             t
                         }
                     };
-                    let b = conform(&batch, &target, self.rows + 1)?;
-                    self.rows += b.num_rows() as u64;
-                    out.push(b);
+                    let rows = batch.num_rows() as u64;
+                    self.pieces.push(batch, target, self.rows + 1);
+                    self.rows += rows;
                 }
                 None => break,
             }
+        }
+        self.held()
+    }
+
+    /// The next pieces of the decoded batches, [`BATCH_BYTES`] of them or so.
+    fn held(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while bytes < BATCH_BYTES {
+            let Some(piece) = self.pieces.next_piece() else {
+                break;
+            };
+            let piece = piece?;
+            bytes += piece.get_array_memory_size();
+            out.push(piece);
         }
         Ok(out)
     }
@@ -111,7 +128,7 @@ impl PushDecoder for IpcStreamDecoder {
                 self.rows
             ))
         })?;
-        Ok(Vec::new())
+        self.held()
     }
 }
 

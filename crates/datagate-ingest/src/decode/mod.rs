@@ -38,6 +38,12 @@ pub trait PushDecoder: Send {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>>;
     /// Ends the input; returns the last batches. An input with no data at all is an error.
     fn finish(&mut self) -> Result<Vec<RecordBatch>>;
+    /// Batches decoded but held back by the last `push` or `finish`, a few at a time: a small
+    /// message can decode to gigabytes (a dictionary of one long value, referenced by every
+    /// row), so such output comes in pieces. Called until it returns none.
+    fn held(&mut self) -> Result<Vec<RecordBatch>> {
+        Ok(Vec::new())
+    }
 }
 
 impl PushDecoder for Box<dyn PushDecoder> {
@@ -46,6 +52,9 @@ impl PushDecoder for Box<dyn PushDecoder> {
     }
     fn finish(&mut self) -> Result<Vec<RecordBatch>> {
         (**self).finish()
+    }
+    fn held(&mut self) -> Result<Vec<RecordBatch>> {
+        (**self).held()
     }
 }
 
@@ -92,7 +101,13 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
                 column: Some(f.name().clone()),
             });
         };
-        let col = batch.column(i);
+        let mut col = batch.column(i).clone();
+        // A dictionary decodes to its values first (arrow casts a dictionary only to them).
+        if let arrow::datatypes::DataType::Dictionary(_, values) = col.data_type() {
+            col = cast_with_options(&col, values, &options)
+                .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
+        }
+        let col = &col;
         if col.data_type() == f.data_type() {
             columns.push(col.clone());
             continue;
@@ -151,6 +166,116 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
         .map_err(|e| IngestError::invalid_data(format!("cannot use the batch: {e}")))
 }
 
+/// Batches of a self-describing format waiting to be [`conform`]ed, in pieces of about
+/// [`BATCH_BYTES`] once their dictionary-encoded columns are decoded: a dictionary of one
+/// 40 MiB value referenced by 60 rows is 2.4 GB decoded, from a 40 KB gzip Arrow stream. A
+/// batch without dictionaries is one piece.
+#[derive(Default)]
+pub struct Pieces {
+    queue: std::collections::VecDeque<Queued>,
+}
+
+/// A batch waiting in [`Pieces`]: its target schema, the upload row of its first row, and
+/// its pieces (`(offset, rows)`, the next one last).
+struct Queued {
+    batch: RecordBatch,
+    target: SchemaRef,
+    first_row: u64,
+    cuts: Vec<(usize, usize)>,
+}
+
+impl Pieces {
+    /// Queues `batch`, to be conformed to `target`; its first row is row `first_row`.
+    pub fn push(&mut self, batch: RecordBatch, target: SchemaRef, first_row: u64) {
+        self.push_cut(batch, target, first_row, BATCH_BYTES);
+    }
+
+    fn push_cut(&mut self, batch: RecordBatch, target: SchemaRef, first_row: u64, limit: usize) {
+        let mut cuts = pieces(&batch, limit);
+        cuts.reverse();
+        self.queue.push_back(Queued {
+            batch,
+            target,
+            first_row,
+            cuts,
+        });
+    }
+
+    /// The next piece, conformed.
+    pub fn next_piece(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            let q = self.queue.front_mut()?;
+            match q.cuts.pop() {
+                Some((offset, len)) => {
+                    let row = q.first_row + offset as u64;
+                    return Some(conform(&q.batch.slice(offset, len), &q.target, row));
+                }
+                None => {
+                    self.queue.pop_front();
+                }
+            }
+        }
+    }
+}
+
+/// `(offset, rows)` of consecutive pieces of `batch` that take about `limit` bytes each once
+/// decoded (one row at least): dictionary-encoded columns are counted by the value each row
+/// refers to, other columns by their average row.
+fn pieces(batch: &RecordBatch, limit: usize) -> Vec<(usize, usize)> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
+    let rows = batch.num_rows();
+    let dictionaries: Vec<_> = batch
+        .columns()
+        .iter()
+        .filter_map(|c| c.as_any_dictionary_opt())
+        .collect();
+    if dictionaries.is_empty() || rows == 0 {
+        return vec![(0, rows)];
+    }
+    let others: usize = batch
+        .columns()
+        .iter()
+        .filter(|c| !matches!(c.data_type(), DataType::Dictionary(..)))
+        .map(|c| c.get_array_memory_size())
+        .sum();
+    let mut sizes = vec![(others / rows) as u64; rows];
+    for d in dictionaries {
+        let values = d.values();
+        let value_size: Vec<u64> = match values.data_type() {
+            DataType::Utf8 => lengths(values.as_string::<i32>().value_offsets()),
+            DataType::LargeUtf8 => lengths(values.as_string::<i64>().value_offsets()),
+            DataType::Binary => lengths(values.as_binary::<i32>().value_offsets()),
+            DataType::LargeBinary => lengths(values.as_binary::<i64>().value_offsets()),
+            _ => vec![(values.get_array_memory_size() / values.len().max(1)) as u64; values.len()],
+        };
+        let keys = d.keys();
+        for (r, key) in d.normalized_keys().into_iter().enumerate() {
+            if keys.is_valid(r) {
+                sizes[r] += value_size.get(key).copied().unwrap_or(0);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let (mut start, mut held) = (0, 0u64);
+    for (r, size) in sizes.into_iter().enumerate() {
+        if r > start && held + size > limit as u64 {
+            out.push((start, r - start));
+            (start, held) = (r, 0);
+        }
+        held += size;
+    }
+    out.push((start, rows - start));
+    out
+}
+
+fn lengths<O: arrow::array::OffsetSizeTrait>(offsets: &[O]) -> Vec<u64> {
+    offsets
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_usize() as u64)
+        .collect()
+}
+
 /// The largest text or binary value a self-describing upload (Parquet, Arrow) may hold, as
 /// CSV records and NDJSON lines are bounded: the Parquet writer holds a value several times
 /// over (page, dictionary, statistics), and a 1 GiB value (from a 33 KB Parquet file) took
@@ -185,7 +310,12 @@ fn oversized_value(a: &dyn arrow::array::Array) -> Option<usize> {
 pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
     let mut fields = Vec::with_capacity(source.fields().len());
     for f in source.fields() {
-        let t = datagate_core::ColumnType::from_arrow(f.data_type()).map_err(|e| {
+        // A dictionary-encoded column (a pandas categorical) is stored as its values' type.
+        let data_type = match f.data_type() {
+            arrow::datatypes::DataType::Dictionary(_, values) => values.as_ref(),
+            other => other,
+        };
+        let t = datagate_core::ColumnType::from_arrow(data_type).map_err(|e| {
             IngestError::InvalidData {
                 message: format!("column {:?}: {e}", f.name()),
                 line: None,
@@ -199,4 +329,107 @@ pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
         return Err(IngestError::invalid_data("the upload has no columns"));
     }
     Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, DictionaryArray, Int32Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn dictionary_batch(keys: Vec<Option<i32>>, values: Vec<String>) -> RecordBatch {
+        let ids = Int64Array::from_iter_values(0..keys.len() as i64);
+        let dict =
+            DictionaryArray::new(Int32Array::from(keys), Arc::new(StringArray::from(values)));
+        RecordBatch::try_from_iter([
+            ("id", Arc::new(ids) as ArrayRef),
+            ("note", Arc::new(dict) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    /// Rows are counted by the value they refer to: long values make short pieces, short ones
+    /// (and nulls) none, and a batch without dictionaries stays whole.
+    #[test]
+    fn pieces_follow_the_decoded_size() {
+        let long = "x".repeat(1000);
+        let keys = vec![
+            Some(0),
+            Some(1),
+            Some(0),
+            None,
+            Some(0),
+            Some(1),
+            Some(1),
+            Some(0),
+        ];
+        let batch = dictionary_batch(keys, vec![long, "y".into()]);
+        // Rows 0, 2, 4 and 7 refer to 1,000 bytes, the others to one or none (and each takes
+        // its share of the ids, a few bytes): under 2,100 bytes, two long rows a piece.
+        assert_eq!(pieces(&batch, 2100), vec![(0, 4), (4, 4)]);
+        assert_eq!(pieces(&batch, 1500), vec![(0, 2), (2, 2), (4, 3), (7, 1)]);
+        // A row over the limit is a piece of its own.
+        assert_eq!(pieces(&batch, 10).len(), 8);
+        let plain = RecordBatch::try_from_iter([(
+            "note",
+            Arc::new(StringArray::from(vec!["a".repeat(5000); 10])) as ArrayRef,
+        )])
+        .unwrap();
+        assert_eq!(pieces(&plain, 10), vec![(0, 10)]);
+    }
+
+    /// A dictionary-encoded column is stored as its values' type, conformed piece by piece
+    /// with its rows numbered across pieces.
+    #[test]
+    fn dictionary_columns_conform_to_their_values_type() {
+        let batch = dictionary_batch(
+            vec![Some(0), Some(1), None, Some(0)],
+            vec!["bus".into(), "metro".into()],
+        );
+        let target = storable_schema(&batch.schema()).unwrap();
+        assert_eq!(
+            target.field_with_name("note").unwrap().data_type(),
+            &DataType::Utf8
+        );
+        let mut queue = Pieces::default();
+        queue.push(batch, target, 1);
+        let out: Vec<RecordBatch> = std::iter::from_fn(|| queue.next_piece())
+            .collect::<Result<_>>()
+            .unwrap();
+        let notes: Vec<Option<String>> = out
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(1).as_string::<i32>();
+                (0..a.len())
+                    .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            notes,
+            vec![
+                Some("bus".into()),
+                Some("metro".into()),
+                None,
+                Some("bus".into())
+            ]
+        );
+        // A value that does not fit the dataset's type names its row across pieces.
+        let target = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("note", DataType::Int64, true),
+        ]));
+        let batch = dictionary_batch(
+            vec![Some(0), Some(0), Some(0), Some(1)],
+            vec!["12".into(), "not a number".into()],
+        );
+        let mut queue = Pieces::default();
+        queue.push_cut(batch, target, 11, 1);
+        let failed = std::iter::from_fn(|| queue.next_piece()).find_map(|r| r.err());
+        match failed.expect("row 14 does not cast") {
+            IngestError::InvalidData { row, .. } => assert_eq!(row, Some(14)),
+            e => panic!("{e:?}"),
+        }
+    }
 }
