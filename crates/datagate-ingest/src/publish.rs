@@ -310,9 +310,14 @@ impl Publisher {
         }
         let mut received = 0u64;
         while let Some(chunk) = next_chunk(&mut body, &mut received, self.max_upload_bytes).await? {
-            // In slices: a slice of gzip inflates to 16 MiB at most, so what one push decodes
-            // is bounded whatever the body's chunks.
-            for slice in chunk.chunks(PUSH_BYTES) {
+            // Gzip in slices: a slice inflates to 16 MiB at most, so what one push decodes is
+            // bounded whatever the body's chunks (a plain chunk is its own bound).
+            let slice = if source.gzip {
+                PUSH_BYTES
+            } else {
+                chunk.len().max(1)
+            };
+            for slice in chunk.chunks(slice) {
                 let decoded = decoder.push(slice)?;
                 write_all(sink, decoded, decoder.as_mut()).await?;
             }
@@ -572,7 +577,7 @@ fn with_dictionaries(metadata: ArrowReaderMetadata) -> ArrowReaderMetadata {
     ArrowReaderMetadata::try_new(file.clone(), options).unwrap_or(metadata)
 }
 
-/// Bytes of the body a decoder is given at a time (see [`Publisher::decode_stream`]).
+/// Bytes of a gzip body a decoder is given at a time (see [`Publisher::decode_stream`]).
 const PUSH_BYTES: usize = 16 << 10;
 
 /// Hands `decoded` and then whatever `decoder` held back to the sink.
