@@ -25,10 +25,15 @@ fuzz_target!(|data: &[u8]| {
         Field::new("at", DataType::Timestamp(TimeUnit::Microsecond, None), true),
         Field::new("ok", DataType::Boolean, true),
     ]));
-    // One decoder, and the parallel path cut into 64-byte segments (as 2 MiB ones are cut).
+    // One decoder, one whose batches are cut every 16 bytes of input (as every 16 MiB), and
+    // the parallel path cut into 64-byte segments (as 2 MiB ones are cut).
     let serial = CsvOptions {
         threads: 1,
         ..CsvOptions::new(b',', 64)
+    };
+    let cut = CsvOptions {
+        batch_bytes: 16,
+        ..serial
     };
     let parallel = CsvOptions {
         threads: 2,
@@ -36,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         ..serial
     };
     feed(&mut CsvDecoder::new(schema.clone(), serial), data, split);
+    feed(&mut CsvDecoder::new(schema.clone(), cut), data, split);
     feed(&mut CsvDecoder::new(schema, parallel), data, split);
     feed(&mut InferringDecoder::new(TextFormat::Csv(parallel)), data, split);
 });
