@@ -167,14 +167,18 @@ pub async fn plan_physical(
     // every operator that gathers batches back to that size: such a plan gets fewer rows a
     // batch, about `BATCH_TARGET_BYTES` of them.
     let widest = crate::plan_info::widest_stored_row(&plan);
-    if widest > 0 {
+    let batch_size: usize = session.ctx.state_ref().read().config().batch_size();
+    let rows = batch_rows_for(widest, batch_size);
+    if rows < batch_size
+        && let Ok(rows) = datafusion::common::config::ConfigNonZeroUsize::try_new(rows)
+    {
         let state = session.ctx.state_ref();
-        let mut state = state.write();
-        let execution = &mut state.config_mut().options_mut().execution;
-        let rows = batch_rows_for(widest, execution.batch_size.into());
-        if let Ok(rows) = datafusion::common::config::ConfigNonZeroUsize::try_new(rows) {
-            execution.batch_size = rows;
-        }
+        state
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .batch_size = rows;
     }
     let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
     let budget = crate::cost::Budget {

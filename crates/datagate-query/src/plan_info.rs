@@ -1,7 +1,7 @@
 //! What a plan reads, taken from the plan itself (its table scans), not from the request text:
 //! the `X-Dataset-Versions` header, the `ETag`, and later the audit record use it.
 
-use crate::catalog_provider::DatasetTable;
+use crate::catalog_provider::{DatasetTable, TableSnapshot};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::source_as_provider;
@@ -17,18 +17,24 @@ pub struct DatasetRead {
     pub version: Option<i64>,
 }
 
-/// The datasets `plan` scans (subqueries included), sorted, each once.
-pub fn datasets_read(plan: &LogicalPlan) -> Vec<DatasetRead> {
-    let mut found = BTreeMap::new();
+/// Calls `f` with the snapshot of every dataset scan in `plan`, subqueries included.
+fn for_each_scan(plan: &LogicalPlan, mut f: impl FnMut(&TableSnapshot)) {
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
             && let Ok(provider) = source_as_provider(&scan.source)
             && let Some(table) = provider.downcast_ref::<DatasetTable>()
         {
-            let s = table.snapshot();
-            found.insert(s.qualified_name(), s.version);
+            f(table.snapshot());
         }
         Ok(TreeNodeRecursion::Continue)
+    });
+}
+
+/// The datasets `plan` scans (subqueries included), sorted, each once.
+pub fn datasets_read(plan: &LogicalPlan) -> Vec<DatasetRead> {
+    let mut found = BTreeMap::new();
+    for_each_scan(plan, |s| {
+        found.insert(s.qualified_name(), s.version);
     });
     found
         .into_iter()
@@ -40,14 +46,8 @@ pub fn datasets_read(plan: &LogicalPlan) -> Vec<DatasetRead> {
 /// table twice): what decides whether a query is worth distributing.
 pub fn bytes_scanned(plan: &LogicalPlan) -> u64 {
     let mut bytes = 0u64;
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && let Ok(provider) = source_as_provider(&scan.source)
-            && let Some(table) = provider.downcast_ref::<DatasetTable>()
-        {
-            bytes = bytes.saturating_add(table.snapshot().file_bytes.iter().sum());
-        }
-        Ok(TreeNodeRecursion::Continue)
+    for_each_scan(plan, |s| {
+        bytes = bytes.saturating_add(s.file_bytes.iter().sum())
     });
     bytes
 }
@@ -56,17 +56,10 @@ pub fn bytes_scanned(plan: &LogicalPlan) -> u64 {
 /// as stored), or 0 when it scans none.
 pub fn widest_stored_row(plan: &LogicalPlan) -> u64 {
     let mut widest = 0u64;
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && let Ok(provider) = source_as_provider(&scan.source)
-            && let Some(table) = provider.downcast_ref::<DatasetTable>()
-        {
-            let s = table.snapshot();
-            let rows: u64 = s.file_rows.iter().sum();
-            let bytes: u64 = s.file_bytes.iter().sum();
-            widest = widest.max(bytes / rows.max(1));
-        }
-        Ok(TreeNodeRecursion::Continue)
+    for_each_scan(plan, |s| {
+        let rows: u64 = s.file_rows.iter().sum();
+        let bytes: u64 = s.file_bytes.iter().sum();
+        widest = widest.max(bytes / rows.max(1));
     });
     widest
 }
@@ -90,15 +83,7 @@ pub fn is_recursive(plan: &LogicalPlan) -> bool {
 /// dataset whose key that is): such a query is worth decoding its filter column first.
 pub fn looks_up_primary_key(plan: &LogicalPlan) -> bool {
     let mut keys = std::collections::HashSet::new();
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && let Ok(provider) = source_as_provider(&scan.source)
-            && let Some(table) = provider.downcast_ref::<DatasetTable>()
-        {
-            keys.extend(table.snapshot().primary_key.iter().cloned());
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
+    for_each_scan(plan, |s| keys.extend(s.primary_key.iter().cloned()));
     if keys.is_empty() {
         return false;
     }

@@ -427,11 +427,14 @@ enum Body {
         ends: Vec<usize>,
     },
     /// One decoder for the rest of the body; `before` records came ahead of it, `held` bytes
-    /// were fed to it since its last batch was cut by size.
+    /// were fed to it since its last batch was cut by size. The guard bounds the record in
+    /// progress (the parallel path needs none: it holds at most `MAX_PENDING_SEGMENTS`
+    /// segments per thread without a record end before it hands the rest to one decoder).
     Serial {
         decoder: Box<arrow::csv::reader::Decoder>,
         before: u64,
         held: usize,
+        guard: RecordGuard,
     },
 }
 
@@ -448,10 +451,6 @@ pub struct CsvDecoder {
     body: Option<Body>,
     /// Records decoded so far.
     records: u64,
-    /// Bounds the record in progress of a body decoded on one decoder. The parallel path
-    /// needs none: it holds at most `MAX_PENDING_SEGMENTS` segments per thread without a
-    /// record end before it hands the rest to one decoder, guarded from there on.
-    guard: Option<RecordGuard>,
 }
 
 impl CsvDecoder {
@@ -463,7 +462,6 @@ impl CsvDecoder {
             layout: None,
             body: None,
             records: 0,
-            guard: None,
         }
     }
 
@@ -535,11 +533,11 @@ impl CsvDecoder {
                 ends: Vec::new(),
             }
         } else {
-            self.guard = Some(RecordGuard::new(MAX_RECORD_BYTES));
             Body::Serial {
                 decoder: Box::new(layout.decoder()),
                 before: 0,
                 held: 0,
+                guard: RecordGuard::new(MAX_RECORD_BYTES),
             }
         });
         self.layout = Some(layout);
@@ -624,11 +622,11 @@ impl CsvDecoder {
                 let rest = std::mem::take(pending);
                 let mut guard = RecordGuard::new(MAX_RECORD_BYTES);
                 guard.records = self.records;
-                self.guard = Some(guard);
                 self.body = Some(Body::Serial {
                     decoder: Box::new(layout.decoder()),
                     before: self.records,
                     held: 0,
+                    guard,
                 });
                 return self.serial_chunk(&rest, out);
             }
@@ -646,13 +644,9 @@ impl CsvDecoder {
                 decoder,
                 before,
                 held,
+                guard,
             }),
-            Some(guard),
-        ) = (
-            self.layout.as_ref(),
-            self.body.as_mut(),
-            self.guard.as_mut(),
-        )
+        ) = (self.layout.as_ref(), self.body.as_mut())
         else {
             return Err(IngestError::Internal("no CSV decoder".into()));
         };

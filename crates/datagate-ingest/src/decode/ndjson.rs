@@ -5,14 +5,14 @@
 //! and the happy path nothing.
 
 use super::{BATCH_BYTES, PushDecoder};
-
-/// The longest line an upload may hold: a decoder keeps a line whole, and its column and
-/// Parquet page hold it again.
-const MAX_LINE_BYTES: usize = 64 << 20;
 use crate::error::{IngestError, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::json::ReaderBuilder;
 use arrow::record_batch::RecordBatch;
+
+/// The longest line an upload may hold: a decoder keeps a line whole, and its column and
+/// Parquet page hold it again.
+const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// Decodes NDJSON into batches of the dataset's schema.
 pub struct NdjsonDecoder {
