@@ -1313,3 +1313,156 @@ async fn dictionary_columns_are_taken_and_decoded_piece_by_piece() {
     let peak_mib = s.peak_rss_kib().unwrap() / 1024;
     assert!(peak_mib < 900, "peak RSS {peak_mib} MiB");
 }
+
+/// A Parquet upload's page headers are read before any page is decoded: a page that would
+/// decode to 300 MiB (a 90 KB file) is refused by its row group and column, the same rows in
+/// small pages are taken, and a column whose writer fell back from a dictionary of one 40 MiB
+/// value to plain pages is read a row at a time rather than with 64 copies of the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_pages_are_measured_before_they_are_decoded() {
+    use arrow::array::{ArrayRef, DictionaryArray, Int32Array, Int64Array, RecordBatch};
+    use arrow::array::{StringArray, StringDictionaryBuilder};
+    use arrow::datatypes::Int32Type;
+    use parquet::file::properties::WriterProperties;
+    let (s, _tmp) = server_with_department_and(&[(UPLOAD_LIMIT, "10737418240")]).await;
+    let api = Api::new(&s);
+    let parquet = |batches: &[RecordBatch], props: WriterProperties| {
+        let mut w =
+            parquet::arrow::ArrowWriter::try_new(Vec::new(), batches[0].schema(), Some(props))
+                .unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.into_inner().unwrap()
+    };
+    let with_ids = |first: i64, note: ArrayRef| {
+        let ids = Int64Array::from_iter_values(first..first + note.len() as i64);
+        RecordBatch::try_from_iter([("id", Arc::new(ids) as ArrayRef), ("note", note)]).unwrap()
+    };
+    // 300 values of 1 MiB: in one page (what pyarrow's defaults write), then 16 a page.
+    let megabytes = with_ids(
+        0,
+        Arc::new(StringArray::from_iter_values(
+            (0..300).map(|i| format!("{i:07}{}", "m".repeat(1 << 20))),
+        )),
+    );
+    let pages = |values_a_page: usize, page_bytes: usize| {
+        WriterProperties::builder()
+            .set_dictionary_enabled(false)
+            .set_write_batch_size(values_a_page)
+            .set_data_page_size_limit(page_bytes)
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build()
+    };
+    let one_page = parquet(std::slice::from_ref(&megabytes), pages(1024, usize::MAX));
+    let small_pages = parquet(std::slice::from_ref(&megabytes), pages(16, 1));
+    drop(megabytes);
+    assert!(one_page.len() < 128 << 10, "{} bytes", one_page.len());
+    api.register_schemaless("one_page").await;
+    let (st, v) = api
+        .send(api.version_request(
+            "one_page",
+            "application/vnd.apache.parquet",
+            false,
+            one_page,
+        ))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "row group 0, column \"note\": a page decodes to 300 MiB; pages of at most 256 MiB"
+        ),
+        "{detail}"
+    );
+    assert!(
+        api.dataset("one_page").await["versions"]
+            .as_array()
+            .is_none_or(|v| v.is_empty())
+    );
+    api.register_schemaless("small_pages").await;
+    let (st, v) = api
+        .send(api.version_request(
+            "small_pages",
+            "application/vnd.apache.parquet",
+            false,
+            small_pages,
+        ))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let sql = "SELECT count(*) AS n, sum(length(note)) AS len, min(substr(note, 1, 7)) AS first, \
+               max(substr(note, 1, 7)) AS last FROM transport.small_pages";
+    let (st, v) = api.post_json("/api/v1/query", json!({ "sql": sql })).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"][0]["n"], 300);
+    assert_eq!(v["rows"][0]["len"], 300 * ((1 << 20) + 7));
+    assert_eq!(
+        (
+            v["rows"][0]["first"].as_str(),
+            v["rows"][0]["last"].as_str()
+        ),
+        (Some("0000000"), Some("0000299"))
+    );
+
+    // 100 short values, 64 rows referring to one 40 MiB value, then 30,000 more short values
+    // that overflow the dictionary: the writer falls back to plain pages, and the batch that
+    // reaches them would turn the 64 rows into values.
+    const LEN: usize = 40 << 20;
+    let short = |from: usize, to: usize| {
+        let mut b = StringDictionaryBuilder::<Int32Type>::new();
+        for i in from..to {
+            b.append_value(format!("short value number {i:08}"));
+        }
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let huge = DictionaryArray::new(
+        Int32Array::from(vec![0; 64]),
+        Arc::new(StringArray::from(vec!["h".repeat(LEN)])),
+    );
+    let fallback = parquet(
+        &[
+            with_ids(0, short(0, 100)),
+            with_ids(100, Arc::new(huge)),
+            with_ids(164, short(100, 30_100)),
+        ],
+        WriterProperties::builder()
+            .set_dictionary_page_size_limit(LEN + (8 << 10))
+            .set_write_batch_size(64)
+            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+            .build(),
+    );
+    let meta = parquet::arrow::arrow_reader::ArrowReaderMetadata::load(
+        &bytes::Bytes::from(fallback.clone()),
+        Default::default(),
+    )
+    .unwrap();
+    let note = meta.metadata().row_group(0).column(1);
+    let mask = note.page_encoding_stats_mask().unwrap();
+    assert!(
+        mask.is_set(parquet::basic::Encoding::RLE_DICTIONARY)
+            && mask.is_set(parquet::basic::Encoding::PLAIN),
+        "{note:?}"
+    );
+    assert!(fallback.len() < 4 << 20, "{} bytes", fallback.len());
+    api.register_schemaless("fallback").await;
+    let (st, v) = api
+        .send(api.version_request(
+            "fallback",
+            "application/vnd.apache.parquet",
+            false,
+            fallback,
+        ))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let sql = "SELECT count(*) AS n, sum(length(note)) AS len, \
+               count(*) FILTER (WHERE note LIKE 'short value number %') AS short \
+               FROM transport.fallback";
+    let (st, v) = api.post_json("/api/v1/query", json!({ "sql": sql })).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"][0]["n"], 30_164, "{v}");
+    assert_eq!(v["rows"][0]["short"], 30_100, "{v}");
+    assert_eq!(v["rows"][0]["len"], 64 * LEN + 30_100 * 27, "{v}");
+    // 64 copies of the value in one batch were 2.5 GiB.
+    let peak_mib = s.peak_rss_kib().unwrap() / 1024;
+    assert!(peak_mib < 900, "peak RSS {peak_mib} MiB");
+}

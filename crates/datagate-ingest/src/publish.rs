@@ -2,7 +2,7 @@
 
 use crate::decode::{
     BATCH_BYTES, CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder,
-    NdjsonDecoder, Pieces, PushDecoder, TextFormat, extend_schema, storable_schema,
+    NdjsonDecoder, Pieces, PushDecoder, TextFormat, extend_schema, parquet_pages, storable_schema,
 };
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
@@ -391,7 +391,7 @@ impl Publisher {
                 })
             });
             let metadata = match opened {
-                Ok(Ok(m)) => with_dictionaries(m),
+                Ok(Ok(m)) => m,
                 Ok(Err(e)) => return send_err(e),
                 Err(panic) => {
                     return send_err(IngestError::invalid_data(format!(
@@ -399,16 +399,23 @@ impl Publisher {
                     )));
                 }
             };
-            // One reader per row group, its batches sized by the group's bytes per row: rows of
-            // 100 KB would otherwise decode 800 MB a batch.
-            for group in 0..metadata.metadata().num_row_groups() {
+            // Every page header before any page: what each row group decodes to.
+            let planned = datagate_core::panics::contain(|| plan_parquet(&file, metadata));
+            let (metadata, groups) = match planned {
+                Ok(Ok(planned)) => planned,
+                Ok(Err(e)) => return send_err(e),
+                Err(panic) => {
+                    return send_err(IngestError::invalid_data(format!(
+                        "unreadable Parquet file (the reader stopped: {panic})"
+                    )));
+                }
+            };
+            // One reader per row group, its batches sized by the bytes its pages decode to:
+            // rows of 100 KB would otherwise decode 800 MB a batch.
+            for (group, decoded) in groups.into_iter().enumerate() {
                 let rows = metadata.metadata().row_group(group).num_rows().max(1) as u64;
-                let bytes = metadata
-                    .metadata()
-                    .row_group(group)
-                    .total_byte_size()
-                    .max(1) as u64;
-                let per_batch = (BATCH_BYTES as u64 * rows / bytes).clamp(1, batch_rows as u64);
+                let per_batch =
+                    (BATCH_BYTES as u64 * rows / decoded.max(1)).clamp(1, batch_rows as u64);
                 let reader = file.try_clone().map_err(|e| {
                     IngestError::Internal(format!("cannot reopen the spool file: {e}"))
                 });
@@ -523,32 +530,32 @@ where
     Ok(Some(chunk))
 }
 
-/// `metadata` reading every text or binary column whose pages are all dictionary-encoded as
-/// a dictionary array: such a column decodes to its values only piece by piece
-/// ([`Pieces`]), so a dictionary of one 40 MiB value referenced by every row (a 2 KB
-/// file) is not decoded into gigabytes at once. Columns with plain pages, or without page
-/// encoding statistics, are read as they are.
-fn with_dictionaries(metadata: ArrowReaderMetadata) -> ArrowReaderMetadata {
+/// How an uploaded Parquet file is read: its metadata (with the columns kept as dictionaries,
+/// below) and, per row group, the bytes a reader of it decodes at most, from its page headers
+/// ([`parquet_pages::scan`]); the footer's own claim counts too, never less.
+///
+/// A text or binary column whose pages are all dictionary-encoded, in every row group, is read
+/// as a dictionary array: it decodes to its values only piece by piece ([`Pieces`]), so a
+/// dictionary of one 40 MiB value referenced by every row (a 2 KB file) is not decoded into
+/// gigabytes at once. Where a column with a dictionary page is read as values, or a
+/// dictionary array meets plain pages, the reader may give every row of a batch the
+/// dictionary's longest value: that length counts per row.
+fn plan_parquet(file: &std::fs::File, metadata: ArrowReaderMetadata) -> Result<Planned> {
     use arrow::datatypes::DataType;
-    use parquet::basic::Encoding;
-    let file = metadata.metadata();
-    let columns = file.file_metadata().schema_descr();
-    let all_dictionary = |name: &str| {
-        let leaf = (0..columns.num_columns()).find(|i| columns.column(*i).path().parts() == [name]);
-        leaf.is_some_and(|i| {
-            file.num_row_groups() > 0
-                && file.row_groups().iter().all(|group| {
-                    let chunk = group.column(i);
-                    chunk.dictionary_page_offset().is_some()
-                        && chunk.page_encoding_stats_mask().is_some_and(|mask| {
-                            mask.is_only(Encoding::PLAIN_DICTIONARY)
-                                || mask.is_only(Encoding::RLE_DICTIONARY)
-                        })
-                })
-        })
+    let unreadable = |why: String| IngestError::invalid_data(format!("Parquet file: {why}"));
+    let groups = parquet_pages::scan(file, metadata.metadata()).map_err(unreadable)?;
+    let parquet = Arc::clone(metadata.metadata());
+    let leaves = parquet.file_metadata().schema_descr();
+    let leaf_of =
+        |name: &str| (0..leaves.num_columns()).find(|i| leaves.column(*i).path().parts() == [name]);
+    let all_dictionary = |leaf: usize| {
+        !groups.is_empty()
+            && groups
+                .iter()
+                .all(|g| g.columns.get(leaf).is_some_and(|c| c.all_dictionary()))
     };
     let schema = metadata.schema();
-    let mut changed = false;
+    let mut kept = vec![false; leaves.num_columns()];
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -557,25 +564,67 @@ fn with_dictionaries(metadata: ArrowReaderMetadata) -> ArrowReaderMetadata {
                 f.data_type(),
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
             );
-            if bytes && all_dictionary(f.name()) {
-                changed = true;
-                let dictionary = DataType::Dictionary(
-                    Box::new(DataType::Int32),
-                    Box::new(f.data_type().clone()),
-                );
-                f.as_ref().clone().with_data_type(dictionary)
-            } else {
-                f.as_ref().clone()
+            match leaf_of(f.name()) {
+                Some(leaf) if bytes && all_dictionary(leaf) => {
+                    kept[leaf] = true;
+                    let dictionary = DataType::Dictionary(
+                        Box::new(DataType::Int32),
+                        Box::new(f.data_type().clone()),
+                    );
+                    f.as_ref().clone().with_data_type(dictionary)
+                }
+                _ => f.as_ref().clone(),
             }
         })
         .collect();
-    if !changed {
-        return metadata;
+    let metadata = if kept.iter().any(|k| *k) {
+        let hinted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+        let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(hinted);
+        ArrowReaderMetadata::try_new(Arc::clone(&parquet), options).unwrap_or(metadata)
+    } else {
+        metadata
+    };
+    // Leaves read as dictionary arrays: those kept above, and those the file's Arrow schema
+    // declares so (a pandas categorical).
+    let as_dictionary: Vec<bool> = (0..leaves.num_columns())
+        .map(|leaf| {
+            kept[leaf]
+                || metadata.schema().fields().iter().any(|f| {
+                    matches!(f.data_type(), DataType::Dictionary(..))
+                        && leaf_of(f.name()) == Some(leaf)
+                })
+        })
+        .collect();
+    let mut decoded = Vec::with_capacity(groups.len());
+    for (g, pages) in groups.iter().enumerate() {
+        let group = metadata.metadata().row_group(g);
+        let rows = group.num_rows().max(1) as u64;
+        let mut per_row = 0u64;
+        for (leaf, chunk) in pages.columns.iter().enumerate() {
+            // A dictionary array stays keys unless a plain page joins it in a batch.
+            let keys_only = as_dictionary[leaf] && chunk.all_dictionary();
+            if chunk.dictionary_bytes.is_some() && !keys_only {
+                per_row += parquet_pages::longest_dictionary_value(
+                    file,
+                    group.column(leaf),
+                    rows as usize,
+                )
+                .map_err(|why| unreadable(format!("row group {g}: {why}")))?;
+            }
+        }
+        let footer = u64::try_from(group.total_byte_size()).unwrap_or(0);
+        decoded.push(
+            pages
+                .data_bytes()
+                .saturating_add(per_row.saturating_mul(rows))
+                .max(footer),
+        );
     }
-    let hinted = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-    let options = parquet::arrow::arrow_reader::ArrowReaderOptions::new().with_schema(hinted);
-    ArrowReaderMetadata::try_new(file.clone(), options).unwrap_or(metadata)
+    Ok((metadata, decoded))
 }
+
+/// A Parquet upload's reader metadata and the bytes each row group decodes to at most.
+type Planned = (ArrowReaderMetadata, Vec<u64>);
 
 /// Bytes of a gzip body a decoder is given at a time (see [`Publisher::decode_stream`]).
 const PUSH_BYTES: usize = 16 << 10;

@@ -11,6 +11,7 @@ mod gzip;
 mod infer;
 mod ipc;
 mod ndjson;
+pub mod parquet_pages;
 mod plain_csv;
 
 pub use csv::{CsvDecoder, CsvOptions};
