@@ -738,10 +738,35 @@ async fn corrupt_parameters_are_an_invalid_argument() {
         std::sync::Arc::new(Int64Array::from(vec![10i64, 20])) as arrow::array::ArrayRef,
     )])
     .unwrap();
-    let bind = |corrupt: bool| {
-        let mut data: Vec<FlightData> =
+    // LZ4-compressed parameters whose value buffer declares it decompresses to 2^60 bytes:
+    // arrow allocated that before decompressing, and the failed allocation aborted the
+    // gateway.
+    let compressed: Vec<FlightData> = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_options(
+            arrow::ipc::writer::IpcWriteOptions::default()
+                .try_with_compression(Some(arrow::ipc::CompressionType::LZ4_FRAME))
+                .unwrap(),
+        )
+        .build(futures::stream::iter([Ok(batch.clone())]))
+        .try_collect()
+        .await
+        .unwrap();
+    let bind = |corrupt: bool, lie: bool| {
+        let mut data: Vec<FlightData> = if lie {
+            let mut data = compressed.clone();
+            let body = data[1].data_body.to_vec();
+            // The values buffer, stored uncompressed (-1) as 16 bytes are not worth it.
+            let mut needle = (-1i64).to_le_bytes().to_vec();
+            needle.extend(10i64.to_le_bytes());
+            let at = body.windows(16).position(|w| w == needle).unwrap();
+            let mut lied = body.clone();
+            lied[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
+            data[1].data_body = lied.into();
+            data
+        } else {
             arrow_flight::utils::batches_to_flight_data(&batch.schema(), vec![batch.clone()])
-                .unwrap();
+                .unwrap()
+        };
         let cmd = CommandPreparedStatementQuery {
             prepared_statement_handle: created.prepared_statement_handle.clone(),
         };
@@ -753,22 +778,23 @@ async fn corrupt_parameters_are_an_invalid_argument() {
         }
         bearer(Request::new(futures::stream::iter(data)), &consumer)
     };
-    let refused = match c.do_put(bind(true)).await {
-        Err(status) => status,
-        Ok(answers) => {
-            let answers: Result<Vec<_>, _> = answers.into_inner().try_collect().await;
-            answers.expect_err("corrupt parameters were bound")
-        }
-    };
-    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
-    assert!(
-        refused.message().contains("not Arrow data"),
-        "{}",
-        refused.message()
-    );
+    for (corrupt, lie, says) in [
+        (true, false, "not Arrow data"),
+        (false, true, "decompresses to more than 64 MiB"),
+    ] {
+        let refused = match c.do_put(bind(corrupt, lie)).await {
+            Err(status) => status,
+            Ok(answers) => {
+                let answers: Result<Vec<_>, _> = answers.into_inner().try_collect().await;
+                answers.expect_err("corrupt parameters were bound")
+            }
+        };
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains(says), "{}", refused.message());
+    }
     // The same connection binds the intact parameters.
     let bound: Vec<_> = c
-        .do_put(bind(false))
+        .do_put(bind(false, false))
         .await
         .unwrap()
         .into_inner()

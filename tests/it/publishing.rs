@@ -1466,3 +1466,71 @@ async fn parquet_pages_are_measured_before_they_are_decoded() {
     let peak_mib = s.peak_rss_kib().unwrap() / 1024;
     assert!(peak_mib < 900, "peak RSS {peak_mib} MiB");
 }
+
+/// Compressed Arrow IPC uploads (LZ4 and zstd, as pyarrow writes them) are taken; a message
+/// whose buffer declares it decompresses to 2^60 bytes — arrow allocated that before
+/// decompressing, and the failed allocation aborted the gateway — is a 422 naming the row,
+/// and the gateway serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_arrow_uploads_are_measured_before_they_are_decompressed() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow::ipc::CompressionType;
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let stream = |codec: CompressionType, values: Vec<String>| {
+        let ids = Int64Array::from_iter_values(0..values.len() as i64);
+        let batch = RecordBatch::try_from_iter([
+            ("id", Arc::new(ids) as ArrayRef),
+            ("note", Arc::new(StringArray::from(values)) as _),
+        ])
+        .unwrap();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(codec))
+            .unwrap();
+        let mut w = arrow::ipc::writer::StreamWriter::try_new_with_options(
+            Vec::new(),
+            &batch.schema(),
+            options,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        w.into_inner().unwrap()
+    };
+    let value = "v".repeat(100_000);
+    for (codec, magic) in [
+        (CompressionType::LZ4_FRAME, [0x04, 0x22, 0x4d, 0x18]),
+        (CompressionType::ZSTD, [0x28, 0xb5, 0x2f, 0xfd]),
+    ] {
+        let name = format!("{codec:?}").to_lowercase();
+        let honest = stream(codec, vec![value.clone(); 3]);
+        api.register_schemaless(&name).await;
+        let (st, v) = api
+            .send(api.version_request(&name, "application/vnd.apache.arrow.stream", false, honest))
+            .await;
+        assert_eq!(st, 201, "{codec:?}: {v}");
+        assert_eq!(v["rows_added"], 3, "{v}");
+        // The values buffer declares 300,000 bytes; make it declare 2^60.
+        let mut lie = stream(codec, vec![value.clone(); 3]);
+        let mut needle = 300_000i64.to_le_bytes().to_vec();
+        needle.extend(magic);
+        let at = lie.windows(12).position(|w| w == needle).unwrap();
+        lie[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
+        let (st, v) = api
+            .send(api.version_request(&name, "application/vnd.apache.arrow.stream", false, lie))
+            .await;
+        assert_eq!(st, 422, "{codec:?}: {v}");
+        assert_eq!(v["row"], 1, "{v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("row 1: a record batch decompresses to more than 256 MiB"),
+            "{v}"
+        );
+        let health = reqwest::get(s.url("/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200, "{codec:?}");
+        let d = api.dataset(&name).await;
+        assert_eq!(d["row_count"], 3, "{d}");
+    }
+}

@@ -4,13 +4,15 @@
 //! datasets ([`names`]), the open levels and column sensitivities of public data ([`access`]),
 //! the column types that the catalog and the API speak ([`types`]), and the typed configuration
 //! with its loader ([`config`]), how a storage URL becomes an object store ([`storage`]),
-//! how background threads yield the cores ([`threads`]), and how a third-party decoder's panic
-//! over untrusted bytes becomes an error ([`panics`]).
+//! how background threads yield the cores ([`threads`]), how a third-party decoder's panic
+//! over untrusted bytes becomes an error ([`panics`]), and what an Arrow IPC message from
+//! outside may decompress to before arrow decodes it ([`ipc_limits`]).
 //! This crate has no I/O beyond reading the configuration file.
 
 pub mod access;
 pub mod config;
 pub mod fault;
+pub mod ipc_limits;
 pub mod names;
 pub mod panics;
 pub mod storage;

@@ -55,6 +55,10 @@ type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Statu
 const READ_ONLY: &str = "datagate is read-only: publish and change data through the HTTP API \
                          (POST /api/v1/datasets/{dept}/{name}/versions)";
 
+/// The most one message of bound parameters may decompress to (parameters are a few rows:
+/// `flight.max_parameter_rows`).
+const MAX_PARAMETER_BYTES: u64 = 64 << 20;
+
 fn versions(read: &[datagate_query::plan_info::DatasetRead]) -> Vec<DatasetVersion> {
     read.iter()
         .map(|d| DatasetVersion {
@@ -493,9 +497,23 @@ impl FlightSqlService for FlightGateway {
         let opened = self.sealer.open(&cmd.prepared_statement_handle, &call.who);
         let stream = request.into_inner().into_peekable();
         let result = async {
-            let mut batches = FlightRecordBatchStream::new_from_flight_data(
-                stream.map_err(arrow_flight::error::FlightError::from),
-            );
+            // Each message's declared sizes are checked before arrow allocates them (a
+            // compressed buffer declaring 2^60 bytes aborted the process).
+            let checked = stream
+                .map_err(arrow_flight::error::FlightError::from)
+                .and_then(|data| {
+                    let bound = datagate_core::ipc_limits::check_message(
+                        &data.data_header,
+                        &data.data_body,
+                        MAX_PARAMETER_BYTES,
+                    );
+                    futures::future::ready(
+                        bound
+                            .map(|_| data)
+                            .map_err(arrow_flight::error::FlightError::DecodeError),
+                    )
+                });
+            let mut batches = FlightRecordBatchStream::new_from_flight_data(checked);
             let mut parameters = Vec::new();
             let mut rows = 0usize;
             // arrow's IPC decoder panics on some malformed messages: the client's mistake.

@@ -6,6 +6,7 @@ use arrow::buffer::Buffer;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::RecordBatch;
+use datagate_core::ipc_limits;
 
 /// The largest IPC message (a record batch, with the dictionaries before it) an upload may
 /// send. The decoder holds a message whole before it yields its batch, and the batch is held
@@ -13,6 +14,10 @@ use arrow::record_batch::RecordBatch;
 /// body) took 5.4 GB of memory. Writers send a large table as several batches (pyarrow:
 /// `write_table(table, max_chunksize=65536)`).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// The most a message's compressed buffers may declare they decompress to (arrow allocates
+/// what they declare before decompressing: see [`datagate_core::ipc_limits`]).
+const MAX_DECODED_MESSAGE_BYTES: u64 = 256 << 20;
 
 /// Decodes an Arrow IPC stream into batches of the dataset's schema.
 pub struct IpcStreamDecoder {
@@ -27,6 +32,17 @@ pub struct IpcStreamDecoder {
     since_batch: usize,
     /// Decoded batches not handed on yet.
     pieces: Pieces,
+    /// Bytes of a message not yet whole: a message reaches arrow's decoder only once its
+    /// buffers' declared sizes are checked.
+    partial: Vec<u8>,
+}
+
+/// Why a message over [`MAX_MESSAGE_BYTES`] is refused.
+fn too_large() -> String {
+    format!(
+        "an Arrow IPC message is larger than {} MiB; send the table in smaller record batches",
+        MAX_MESSAGE_BYTES >> 20
+    )
 }
 
 impl IpcStreamDecoder {
@@ -39,17 +55,17 @@ impl IpcStreamDecoder {
             may_add_columns,
             since_batch: 0,
             pieces: Pieces::default(),
+            partial: Vec::new(),
         }
     }
-}
 
-impl PushDecoder for IpcStreamDecoder {
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
-        if chunk.is_empty() {
-            return Ok(Vec::new());
+    /// Hands the first `whole` bytes of [`Self::partial`] (whole, checked messages) to arrow's
+    /// decoder, and what it decodes to [`Self::pieces`].
+    fn decode_whole(&mut self, whole: usize) -> Result<()> {
+        if whole == 0 {
+            return Ok(());
         }
-        self.seen_bytes = true;
-        let mut buf = Buffer::from(chunk.to_vec());
+        let mut buf = Buffer::from(self.partial.drain(..whole).as_slice());
         while !buf.is_empty() {
             let before = buf.len();
             // arrow's decoder panics on some malformed messages (a buffer past the body's
@@ -65,17 +81,7 @@ impl PushDecoder for IpcStreamDecoder {
                 })?;
             self.since_batch += before - buf.len();
             if self.since_batch > MAX_MESSAGE_BYTES {
-                return Err(IngestError::InvalidData {
-                    message: format!(
-                        "row {}: an Arrow IPC message is larger than {} MiB; send the table \
-                         in smaller record batches",
-                        self.rows + 1,
-                        MAX_MESSAGE_BYTES >> 20
-                    ),
-                    line: None,
-                    row: Some(self.rows + 1),
-                    column: None,
-                });
+                return Err(self.at_row(too_large()));
             }
             match decoded {
                 Some(batch) => {
@@ -100,7 +106,65 @@ impl PushDecoder for IpcStreamDecoder {
                 None => break,
             }
         }
-        self.held()
+        Ok(())
+    }
+
+    /// An error about the message of the next row.
+    fn at_row(&self, why: String) -> IngestError {
+        IngestError::InvalidData {
+            message: format!("row {}: {why}", self.rows + 1),
+            line: None,
+            row: Some(self.rows + 1),
+            column: None,
+        }
+    }
+}
+
+impl PushDecoder for IpcStreamDecoder {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        if chunk.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.seen_bytes = true;
+        self.partial.extend_from_slice(chunk);
+        // The whole messages at the front of what has come, each checked; the rows before a
+        // refused message are decoded first, so the error names the right row.
+        let mut whole = 0;
+        let mut refused = None;
+        loop {
+            let len = match ipc_limits::frame(&self.partial[whole..]) {
+                ipc_limits::Framed::Partial(needed) => {
+                    if needed.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
+                        refused = Some(too_large());
+                    }
+                    break;
+                }
+                ipc_limits::Framed::Other { len } => len,
+                ipc_limits::Framed::Message {
+                    len,
+                    metadata,
+                    body,
+                } => {
+                    let at = &self.partial[whole..];
+                    let checked = ipc_limits::check_message(
+                        &at[metadata],
+                        &at[body],
+                        MAX_DECODED_MESSAGE_BYTES,
+                    );
+                    if let Err(why) = checked {
+                        refused = Some(why);
+                        break;
+                    }
+                    len
+                }
+            };
+            whole += len;
+        }
+        self.decode_whole(whole)?;
+        match refused {
+            Some(why) => Err(self.at_row(why)),
+            None => self.held(),
+        }
     }
 
     /// The next pieces of the decoded batches, [`BATCH_BYTES`] of them or so.
@@ -122,12 +186,21 @@ impl PushDecoder for IpcStreamDecoder {
         if !self.seen_bytes {
             return Err(IngestError::invalid_data("the body is empty"));
         }
-        self.decoder.finish().map_err(|e| {
+        let truncated = |e: String| {
             IngestError::invalid_data(format!(
                 "the Arrow IPC stream is truncated after row {}: {e}",
                 self.rows
             ))
-        })?;
+        };
+        if !self.partial.is_empty() {
+            return Err(truncated(format!(
+                "{} bytes of an unfinished message",
+                self.partial.len()
+            )));
+        }
+        self.decoder
+            .finish()
+            .map_err(|e| truncated(e.to_string()))?;
         self.held()
     }
 }
@@ -160,6 +233,84 @@ mod tests {
         }
         d.finish()?;
         Ok(rows)
+    }
+
+    /// `bytes` compressed with `codec`, one batch of `values`.
+    fn compressed(values: &[&str], codec: arrow::ipc::CompressionType) -> Vec<u8> {
+        let column = Arc::new(StringArray::from(values.to_vec())) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([("a", column)]).unwrap();
+        let options = arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(codec))
+            .unwrap();
+        let mut w = arrow::ipc::writer::StreamWriter::try_new_with_options(
+            Vec::new(),
+            &batch.schema(),
+            options,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        w.into_inner().unwrap()
+    }
+
+    #[test]
+    fn compressed_messages_are_taken_within_their_declared_bound() {
+        use arrow::ipc::CompressionType;
+        let value = "z".repeat(1 << 20);
+        for codec in [CompressionType::LZ4_FRAME, CompressionType::ZSTD] {
+            // 4 MiB decoded: taken, in any chunking.
+            let small = compressed(&[value.as_str(); 4], codec);
+            for chunk in [1, 7, 4096, small.len()] {
+                let mut d = IpcStreamDecoder::new(None, false);
+                let mut rows = 0;
+                for c in small.chunks(chunk) {
+                    rows += d
+                        .push(c)
+                        .unwrap()
+                        .iter()
+                        .map(|b| b.num_rows())
+                        .sum::<usize>();
+                }
+                rows += d
+                    .finish()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>();
+                assert_eq!(rows, 4, "{codec:?} in chunks of {chunk}");
+            }
+            // 300 MiB declared by a 1.2 MB message: refused before arrow allocates it.
+            let bomb = compressed(&vec![value.as_str(); 300], codec);
+            assert!(bomb.len() < 2 << 20, "{}", bomb.len());
+            let e = decode(&bomb).unwrap_err().to_string();
+            assert!(
+                e.contains("row 1: a record batch decompresses to more than 256 MiB"),
+                "{e}"
+            );
+            // A declared length of 2^60 (the allocation that aborted the gateway).
+            let one = compressed(&[value.as_str()], codec);
+            let magic: &[u8] = match codec {
+                CompressionType::LZ4_FRAME => &[0x04, 0x22, 0x4d, 0x18],
+                _ => &[0x28, 0xb5, 0x2f, 0xfd],
+            };
+            let at = one
+                .windows(12)
+                .position(|w| w[..8] == ((1i64 << 20).to_le_bytes()) && &w[8..] == magic)
+                .unwrap();
+            let mut lie = one.clone();
+            lie[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
+            let e = decode(&lie).unwrap_err().to_string();
+            assert!(e.contains("decompresses to more than 256 MiB"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_message_is_truncated() {
+        let bytes = stream(&[vec!["a", "b"]]);
+        for cut in [bytes.len() - 9, bytes.len() / 2, 3] {
+            let e = decode(&bytes[..cut]).unwrap_err().to_string();
+            assert!(e.contains("truncated"), "{cut}: {e}");
+        }
     }
 
     #[test]
