@@ -322,6 +322,9 @@ pub struct LimitsConfig {
     pub max_statement_tables: usize,
     /// Common table expressions one statement may define.
     pub max_statement_ctes: usize,
+    /// `SELECT` blocks one statement may hold (set operations' branches and subqueries
+    /// included): planning grows with their square.
+    pub max_statement_selects: usize,
     /// Largest value (bytes) a string function (`repeat`, `lpad`, `rpad`, `replace`,
     /// `concat`, ...) may build; a larger one is refused with 422 before it is allocated.
     pub max_value_bytes: u64,
@@ -355,6 +358,7 @@ impl Default for LimitsConfig {
             max_expr_nodes: 4_096,
             max_statement_tables: 32,
             max_statement_ctes: 32,
+            max_statement_selects: 64,
             max_value_bytes: 1024 * 1024,
             max_batch_bytes: 64 * 1024 * 1024,
             max_join_pairs: 100_000_000,

@@ -89,6 +89,7 @@ impl From<&LimitsConfig> for QueryLimits {
                 max_expr_nodes: c.max_expr_nodes.max(1),
                 max_tables: c.max_statement_tables.max(1),
                 max_ctes: c.max_statement_ctes,
+                max_selects: c.max_statement_selects.max(1),
             },
             size_caps: SizeCaps {
                 value_bytes: c.max_value_bytes,
