@@ -366,6 +366,38 @@ async fn statements_of_many_select_blocks_are_refused_before_planning() {
     assert_eq!(p["row_count"], 10, "{p}");
 }
 
+/// `CUBE` expands to 2^n grouping sets at planning (20 columns: 12 s and 1 GB): over 12
+/// expressions it is a 400 before planning; 12 are answered.
+#[tokio::test]
+async fn a_cube_of_many_columns_is_refused_before_planning() {
+    let s = Server::start(env(&[])).await;
+    let cube = |n: usize| {
+        let columns: Vec<String> = (0..n).map(|i| format!("{i} AS c{i}")).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let sql = format!(
+            "SELECT count(*) AS n FROM (SELECT {}) t GROUP BY CUBE({})",
+            columns.join(", "),
+            names.join(", ")
+        );
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/query", s.base))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+    };
+    let r = cube(24).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let p: serde_json::Value = r.json().await.unwrap();
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("CUBE of 24 expressions makes 2^24 grouping sets"),
+        "{detail}"
+    );
+    let r = cube(12).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["row_count"], 4096, "{p}");
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
