@@ -3,7 +3,8 @@
 //! `repeat`, `lpad`, `rpad`, `replace`, `concat` and `concat_ws` size their output from their
 //! arguments, outside the memory pool: `repeat('x', 2000000000)` would allocate 2 GB in one
 //! value, and `lpad(col, 1000000)` over a few thousand rows overflows Arrow's 32-bit offsets.
-//! `to_char` prints up to 16 bytes per byte of its format. `levenshtein` builds little but works `len(a) × len(b)` steps without yielding, so it is
+//! `to_char` prints up to 16 bytes per byte of its format; `regexp_replace` with the `g` flag can
+//! put its replacement in every gap (a 200-byte statement built a 1 GB string, in 4 GB). `levenshtein` builds little but works `len(a) × len(b)` steps without yielding, so it is
 //! bounded by the pairs it compares per batch.
 //! Each is registered wrapped in [`SizeCapped`], which computes the output's size from the
 //! arguments of every batch (exactly for `repeat`, `lpad`, `rpad`; as an upper bound for the
@@ -49,9 +50,14 @@ enum Growth {
     /// `to_char(value, format)` (alias `date_format`): every two-byte specifier can print up to
     /// 32 bytes (`%+`), so at most 16 bytes per byte of the format.
     Format,
+    /// `regexp_replace(s, pattern, to [, flags])`: matches do not overlap, so there are at most
+    /// `len(s) + 1` of them (one in every gap, for a pattern that matches the empty string) with
+    /// the `g` flag, one without; each becomes `to`, whose group references (`$1`, `\\1`) add
+    /// at most `len(s)` between them all.
+    RegexpReplace,
 }
 
-const CAPPED: [(&str, Growth); 8] = [
+const CAPPED: [(&str, Growth); 9] = [
     ("repeat", Growth::Repeat),
     ("lpad", Growth::Pad),
     ("rpad", Growth::Pad),
@@ -60,6 +66,7 @@ const CAPPED: [(&str, Growth); 8] = [
     ("concat_ws", Growth::ConcatWs),
     ("levenshtein", Growth::Pairs),
     ("to_char", Growth::Format),
+    ("regexp_replace", Growth::RegexpReplace),
 ];
 
 /// The byte caps of [`SizeCapped`].
@@ -139,6 +146,24 @@ impl SizeCapped {
                     add(s.saturating_add(matches.saturating_mul(to)));
                 }
             }
+            Growth::RegexpReplace => {
+                let (Some(s), Some(to)) = (a.first(), a.get(2)) else {
+                    return Ok(());
+                };
+                for i in 0..rows {
+                    let len = str_len_at(s, i);
+                    let to = str_at(to, i).unwrap_or_default();
+                    let refs = to.bytes().filter(|b| matches!(b, b'$' | b'\\')).count() as u64;
+                    let global = a
+                        .get(3)
+                        .and_then(|f| str_at(f, i))
+                        .is_some_and(|f| f.contains('g'));
+                    let matches = if global { len.saturating_add(1) } else { 1 };
+                    add(len
+                        .saturating_add(matches.saturating_mul(to.len() as u64))
+                        .saturating_add(refs.saturating_mul(len)));
+                }
+            }
             Growth::Format => {
                 let Some(format) = a.get(1) else {
                     return Ok(());
@@ -208,6 +233,20 @@ fn str_len_at(v: &ColumnarValue, i: usize) -> u64 {
     match v {
         ColumnarValue::Scalar(s) => scalar_str(s).map_or(0, |s| s.len() as u64),
         ColumnarValue::Array(a) => array_str_len(a, i),
+    }
+}
+
+/// A string argument at row `i` (`None` for nulls and non-strings).
+fn str_at(v: &ColumnarValue, i: usize) -> Option<&str> {
+    match v {
+        ColumnarValue::Scalar(s) => scalar_str(s),
+        ColumnarValue::Array(a) if i < a.len() && !a.is_null(i) => match a.data_type() {
+            DataType::Utf8 => Some(a.as_string::<i32>().value(i)),
+            DataType::LargeUtf8 => Some(a.as_string::<i64>().value(i)),
+            DataType::Utf8View => Some(a.as_string_view().value(i)),
+            _ => None,
+        },
+        ColumnarValue::Array(_) => None,
     }
 }
 
@@ -431,6 +470,11 @@ mod tests {
             "SELECT levenshtein(a, b) FROM (VALUES (repeat('x', 300), repeat('y', 300))) t(a, b)",
             "SELECT lpad(v, 900) FROM (VALUES ('a'), ('b'), ('c'), ('d'), ('e'), ('f'), ('g'), \
              ('h'), ('i'), ('j'), ('k'), ('l')) t(v)",
+            // Every gap of 100 bytes becomes 10 bytes: 1,110 (a 1 GB string from 200 bytes of
+            // SQL, before).
+            "SELECT regexp_replace(repeat('a', 100), '', repeat('b', 10), 'g')",
+            "SELECT regexp_replace(s, 'a', 'xyz', 'g') FROM (VALUES (repeat('a', 400))) t(s)",
+            "SELECT regexp_replace(repeat('a', 300), '(a+)', '$1$1$1')",
         ] {
             let err = run(sql).await.expect_err(sql);
             assert!(err.contains("at most"), "{sql}: {err}");
@@ -448,6 +492,10 @@ mod tests {
             "SELECT repeat(NULL, 5), lpad('a', NULL)",
             "SELECT levenshtein(a, b) FROM (VALUES (repeat('x', 200), repeat('y', 200))) t(a, b)",
             "SELECT to_char(TIMESTAMP '2020-01-01 00:00:00', repeat('%Y', 30))",
+            "SELECT regexp_replace(repeat('a', 100), '', 'bcdefghi', 'g')",
+            "SELECT regexp_replace(repeat('ab', 400), 'b', 'c')",
+            "SELECT regexp_replace('hello world', '(o)', '[$1]', 'g')",
+            "SELECT regexp_replace(NULL, 'a', 'b', 'g')",
         ] {
             run(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
