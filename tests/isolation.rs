@@ -105,6 +105,17 @@ fn corpus() -> Vec<(String, &'static [u16])> {
             .join(",")
     );
     let deep_subqueries = format!("SELECT {}1{}", "(SELECT ".repeat(100), ")".repeat(100));
+    let columns: Vec<String> = (0..24).map(|i| format!("{i} AS c{i}")).collect();
+    let names: Vec<String> = (0..24).map(|i| format!("c{i}")).collect();
+    let cube = format!(
+        "SELECT count(*) FROM (SELECT {}) v GROUP BY CUBE({})",
+        columns.join(", "),
+        names.join(", ")
+    );
+    let calls: Vec<String> = (0..1000)
+        .map(|i| format!("row_number() OVER (ORDER BY id + {i})"))
+        .collect();
+    let windows = format!("SELECT {} FROM {t}", calls.join(", "));
     let mut statements: Vec<(String, &'static [u16])> = vec![
         // Cross and nested-loop joins over the budget.
         (format!("SELECT count(*) FROM {t} a, {t} b, {t} c WHERE a.amount + b.amount + c.amount < 0"), OVER),
@@ -140,6 +151,11 @@ fn corpus() -> Vec<(String, &'static [u16])> {
         ("SELECT strpos(repeat('a', 40000000), repeat('a', 50000) || 'b')".into(), OVER),
         ("SELECT repeat('a', 50000000) ~ 'b'".into(), OVER),
         ("SELECT to_char(now(), repeat('%c', 500000))".into(), OVER),
+        ("SELECT regexp_replace(repeat('a', 1000000), '', repeat('b', 1000000), 'g')".into(), OVER),
+        // `||` is sized like concat: over the value cap, and over the batch cap (each operand
+        // under its own).
+        (format!("SELECT {}", vec!["repeat('a', 100000)"; 200].join(" || ")), OVER),
+        (format!("SELECT max(length({})) FROM {t}", vec!["repeat(name, 300)"; 40].join(" || ")), OVER),
         // Quadratic without yielding: 10¹² steps in one call, first tried while planning.
         ("SELECT levenshtein(lpad('a', 1000000, 'x'), lpad('b', 1000000, 'y'))".into(), OVER),
         ("SELECT approx_percentile_cont(line_count, 0.5, 9223372036854775807) FROM transport.bus_lines".into(), OVER),
@@ -156,6 +172,9 @@ fn corpus() -> Vec<(String, &'static [u16])> {
         (ctes, REFUSED),
         (in_list, REFUSED),
         (deep_subqueries, REFUSED),
+        (vec!["SELECT 1"; 3000].join(" UNION ALL "), REFUSED),
+        (cube, REFUSED),
+        (windows, REFUSED),
         // User errors found while planning.
         ("SELECT 'a' ~ '('".into(), REFUSED),
         (format!("SELECT count(*) FROM {t} WHERE name ~ '(['"), REFUSED),
