@@ -243,24 +243,20 @@ fn over_limit(message: String) -> DataFusionError {
 
 /// The byte length of a string argument at row `i` (0 for nulls and non-strings).
 fn str_len_at(v: &ColumnarValue, i: usize) -> u64 {
-    match v {
-        ColumnarValue::Scalar(s) => scalar_str(s).map_or(0, |s| s.len() as u64),
-        ColumnarValue::Array(a) => array_str_len(a, i),
-    }
+    str_at(v, i).map_or(0, |s| s.len() as u64)
 }
 
 /// A string argument at row `i` (`None` for nulls and non-strings).
 fn str_at(v: &ColumnarValue, i: usize) -> Option<&str> {
     match v {
         ColumnarValue::Scalar(s) => scalar_str(s),
-        ColumnarValue::Array(a) if i < a.len() && !a.is_null(i) => match a.data_type() {
-            DataType::Utf8 => Some(a.as_string::<i32>().value(i)),
-            DataType::LargeUtf8 => Some(a.as_string::<i64>().value(i)),
-            DataType::Utf8View => Some(a.as_string_view().value(i)),
-            _ => None,
-        },
-        ColumnarValue::Array(_) => None,
+        ColumnarValue::Array(a) => str_value(a, i),
     }
+}
+
+/// The text of a string array at row `i` (`None` for NULL, past the end, and non-strings).
+fn str_value(a: &ArrayRef, i: usize) -> Option<&str> {
+    Strings::of(a).filter(|_| i < a.len())?.get(i)
 }
 
 /// The bytes of the string literals among `args`.
@@ -277,18 +273,6 @@ fn scalar_str(s: &ScalarValue) -> Option<&str> {
     match s {
         ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => v.as_deref(),
         _ => None,
-    }
-}
-
-fn array_str_len(a: &ArrayRef, i: usize) -> u64 {
-    if i >= a.len() || a.is_null(i) {
-        return 0;
-    }
-    match a.data_type() {
-        DataType::Utf8 => a.as_string::<i32>().value(i).len() as u64,
-        DataType::LargeUtf8 => a.as_string::<i64>().value(i).len() as u64,
-        DataType::Utf8View => a.as_string_view().value(i).len() as u64,
-        _ => 0,
     }
 }
 
@@ -535,10 +519,18 @@ impl ScalarUDFImpl for ConcatOperator {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows.max(1);
+        // Each operand's longest value and its bytes in the batch, summed: a bound on the
+        // longest result and the batch (exact but for where the longest values fall).
         let (mut largest, mut total) = (0u64, 0u64);
-        for i in 0..rows {
-            let bytes: u64 = args.args.iter().map(|a| str_len_at(a, i)).sum();
-            largest = largest.max(bytes);
+        for a in &args.args {
+            let (longest, bytes) = match a {
+                ColumnarValue::Scalar(v) => {
+                    let len = scalar_str(v).map_or(0, |s| s.len() as u64);
+                    (len, len.saturating_mul(rows as u64))
+                }
+                ColumnarValue::Array(a) => Strings::of(a).map_or((0, 0), |s| s.lengths()),
+            };
+            largest = largest.saturating_add(longest);
             total = total.saturating_add(bytes);
         }
         check_sizes("the || operator", largest, total, rows, self.caps)?;
@@ -565,25 +557,25 @@ impl ScalarUDFImpl for ConcatOperator {
 /// strings in one pass; other operand types (binary) through the operator's own kernel.
 fn concat_rows(arrays: &[ArrayRef], rows: usize, out: &DataType) -> Result<ArrayRef> {
     use arrow::array::{LargeStringBuilder, StringBuilder, StringViewBuilder};
-    let strings = arrays.iter().all(|a| {
-        matches!(
-            a.data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        )
-    }) && matches!(
-        out,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    );
-    if !strings {
-        return concat_by_kernel(arrays, rows);
-    }
+    let strings: Option<Vec<Strings>> = arrays.iter().map(Strings::of).collect();
+    let strings = match strings {
+        Some(s)
+            if matches!(
+                out,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) =>
+        {
+            s
+        }
+        _ => return concat_by_kernel(arrays, rows),
+    };
     let mut row = String::new();
     // Row `i` into `row`; false when an operand is NULL.
     let fill = |i: usize, row: &mut String| {
         row.clear();
-        arrays
+        strings
             .iter()
-            .all(|a| str_value(a, i).map(|v| row.push_str(v)).is_some())
+            .all(|a| a.get(i).map(|v| row.push_str(v)).is_some())
     };
     Ok(match out {
         DataType::Utf8View => {
@@ -610,16 +602,42 @@ fn concat_rows(arrays: &[ArrayRef], rows: usize, out: &DataType) -> Result<Array
     })
 }
 
-/// The text of a string array at row `i` (`None` for NULL).
-fn str_value(a: &ArrayRef, i: usize) -> Option<&str> {
-    if a.is_null(i) {
-        return None;
+/// A string array, downcast once.
+enum Strings<'a> {
+    Utf8(&'a arrow::array::StringArray),
+    Large(&'a arrow::array::LargeStringArray),
+    View(&'a arrow::array::StringViewArray),
+}
+
+impl<'a> Strings<'a> {
+    fn of(a: &'a ArrayRef) -> Option<Self> {
+        Some(match a.data_type() {
+            DataType::Utf8 => Self::Utf8(a.as_string::<i32>()),
+            DataType::LargeUtf8 => Self::Large(a.as_string::<i64>()),
+            DataType::Utf8View => Self::View(a.as_string_view()),
+            _ => return None,
+        })
     }
-    match a.data_type() {
-        DataType::Utf8 => Some(a.as_string::<i32>().value(i)),
-        DataType::LargeUtf8 => Some(a.as_string::<i64>().value(i)),
-        DataType::Utf8View => Some(a.as_string_view().value(i)),
-        _ => None,
+
+    /// Row `i` (`None` for NULL).
+    fn get(&self, i: usize) -> Option<&'a str> {
+        match self {
+            Self::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Self::View(a) => a.is_valid(i).then(|| a.value(i)),
+        }
+    }
+
+    /// The longest value's bytes and all values' bytes (NULL slots count as empty).
+    fn lengths(&self) -> (u64, u64) {
+        let fold = |lens: &mut dyn Iterator<Item = usize>| {
+            lens.fold((0u64, 0u64), |(m, t), l| (m.max(l as u64), t + l as u64))
+        };
+        match self {
+            Self::Utf8(a) => fold(&mut a.offsets().lengths()),
+            Self::Large(a) => fold(&mut a.offsets().lengths()),
+            Self::View(a) => fold(&mut a.views().iter().map(|v| *v as u32 as usize)),
+        }
     }
 }
 
