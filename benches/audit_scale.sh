@@ -17,14 +17,15 @@
 #      (target < 512 MiB);
 #   5. the log's size on disk, JSON lines against Parquet.
 #
-#   benches/audit_scale.sh [RECORDS]     (default 85,000,000; RUNS=3; about 520 bytes a record
-#                                         of JSON plus ~12% for Parquet must fit on the disk)
+#   benches/audit_scale.sh [RECORDS]     (default 85,000,000; RUNS=3; about 720 bytes a record
+#                                         of JSON plus ~14% for Parquet must fit on the disk:
+#                                         66 GiB at 85M)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECORDS="${1:-85000000}"
 RUNS="${RUNS:-3}"
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb==2.0.1
-need=$((RECORDS * 600 / 1024))
+need=$((RECORDS * 830 / 1024))
 WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/audit-scale.XXXXXX")"
 free=$(df -k --output=avail "$WORK" | tail -1)
 if [ "$free" -lt "$need" ]; then
@@ -72,7 +73,7 @@ APPEND_RATE=$("$BIN" audit append-rate --dir "$WORK/append" --writers 256 --seco
 rm -rf "$WORK/append"
 echo "verifying..." >&2
 read -r VERIFY_S VERIFY_RSS VERIFY_RC < <(peak_rss_mib "$BIN" audit verify --dir "$AUDIT")
-JSON_BYTES=$(cat "$AUDIT"/segment-*.jsonl | wc -c)
+JSON_BYTES=$(find "$AUDIT" -maxdepth 1 -name 'segment-*.jsonl' -printf '%s\n' | awk '{s+=$1} END {print s}')
 PARQUET_BYTES=$(find "$AUDIT/columnar" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s}')
 
 KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"

@@ -1467,6 +1467,50 @@ async fn parquet_pages_are_measured_before_they_are_decoded() {
     assert!(peak_mib < 900, "peak RSS {peak_mib} MiB");
 }
 
+/// A Parquet footer is measured before the reader decodes it: a 45-byte file whose footer
+/// declares 2^31 - 1 row groups is a 422 naming the byte, nothing is published, and the
+/// gateway serves on. The reader reserved about 200 GB for the row groups before reading the first:
+/// on a host that accounts memory strictly (`vm.overcommit_memory = 2`) that allocation
+/// failed and ended the gateway (seen, exit 134); here the reservation was never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parquet_footer_is_measured_before_it_is_decoded() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    // FileMetaData in Thrift's compact protocol: a schema of one INT64 column, no rows, and a
+    // row-group list whose header claims i32::MAX elements (0xfc: a long list of structs).
+    let mut meta = vec![0x15, 0x02, 0x19, 0x2c, 0x48, 6];
+    meta.extend(b"schema");
+    meta.extend([
+        0x15, 0x02, 0x00, 0x15, 0x04, 0x25, 0x00, 0x18, 1, b'x', 0x00,
+    ]);
+    meta.extend([0x16, 0x00, 0x19, 0xfc, 0xff, 0xff, 0xff, 0xff, 0x07, 0x00]);
+    let mut file = b"PAR1".to_vec();
+    file.extend(&meta);
+    file.extend((meta.len() as u32).to_le_bytes());
+    file.extend(b"PAR1");
+    assert_eq!(file.len(), 45);
+    api.register_schemaless("row_groups").await;
+    let (st, v) = api
+        .send(api.version_request("row_groups", "application/vnd.apache.parquet", false, file))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "its footer is damaged at byte 36: a list declares 2147483647 elements and 1 \
+             byte is left to hold them"
+        ),
+        "{detail}"
+    );
+    assert!(
+        api.dataset("row_groups").await["versions"]
+            .as_array()
+            .is_none_or(|v| v.is_empty())
+    );
+    let (st, _) = api.send(api.c.get(s.url("/healthz"))).await;
+    assert_eq!(st, 200);
+}
+
 /// Compressed Arrow IPC uploads (LZ4 and zstd, as pyarrow writes them) are taken; a message
 /// whose buffer declares it decompresses to 2^60 bytes — arrow allocated that before
 /// decompressing, and the failed allocation aborted the gateway — is a 422 naming the row,

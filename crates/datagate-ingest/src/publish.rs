@@ -384,6 +384,12 @@ impl Publisher {
                     )));
                 }
             };
+            // The footer's lists are measured before the reader reserves memory for them.
+            if let Err(why) = parquet_pages::check_footer(&file) {
+                return send_err(IngestError::invalid_data(format!(
+                    "the body is not a readable Parquet file: {why}"
+                )));
+            }
             // The Parquet reader may panic on a corrupt file: that is the upload's fault too.
             let opened = datagate_core::panics::contain(|| {
                 ArrowReaderMetadata::load(&file, Default::default()).map_err(|e| {

@@ -145,6 +145,36 @@ pub fn scan(file: &File, metadata: &ParquetMetaData) -> Result<Vec<GroupPages>, 
     Ok(groups)
 }
 
+/// Walks the footer of `file` (its Thrift-encoded file metadata) before the Parquet reader
+/// decodes it, refusing a list, set or map that declares more elements than there are bytes
+/// left in the footer: each element takes at least one, and the reader reserves memory for
+/// the declared count of some lists (row groups among them) before reading any element: a
+/// 45-byte file declaring 2^31 row groups asks for 200 GB at once, and where the host
+/// accounts memory strictly (`vm.overcommit_memory = 2`) the failed allocation ends the
+/// process rather than the upload. A file without the Parquet trailer, or whose footer length
+/// does not fit the file, is left to the reader, which says so.
+pub fn check_footer(file: &File) -> Result<(), String> {
+    let file_len = file
+        .metadata()
+        .map_err(|e| format!("cannot read the file's size: {e}"))?
+        .len();
+    let mut trailer = [0u8; 8];
+    if file_len < 12 || file.read_exact_at(&mut trailer, file_len - 8).is_err() {
+        return Ok(());
+    }
+    let footer_len = u64::from(u32::from_le_bytes([
+        trailer[0], trailer[1], trailer[2], trailer[3],
+    ]));
+    if &trailer[4..] != b"PAR1" || footer_len > file_len - 12 {
+        return Ok(());
+    }
+    let start = file_len - 8 - footer_len;
+    let mut cursor = Cursor::new(file, start, file_len - 8);
+    cursor
+        .skip_value(wire::STRUCT, 0)
+        .map_err(|why| format!("its footer is damaged at byte {}: {why}", cursor.pos))
+}
+
 /// The length of the longest value in the dictionary page of `chunk` (a column chunk of
 /// `file` with `rows` rows), for variable-length byte-array columns; the value width for
 /// the others. A reader that does not keep the column a dictionary may turn every row of a
@@ -342,6 +372,7 @@ impl<'a> Cursor<'a> {
                     15 => self.varint()?,
                     n => u64::from(n),
                 };
+                self.room_for(count)?;
                 for _ in 0..count {
                     self.skip_element(element, depth + 1)?;
                 }
@@ -352,6 +383,7 @@ impl<'a> Cursor<'a> {
                 if count == 0 {
                     return Ok(());
                 }
+                self.room_for(count.saturating_mul(2))?;
                 let types = self.byte()?;
                 for _ in 0..count {
                     self.skip_element(types >> 4, depth + 1)?;
@@ -369,6 +401,22 @@ impl<'a> Cursor<'a> {
             }
             other => Err(format!("unknown wire type {other}")),
         }
+    }
+
+    /// Refuses a collection that declares more elements than the bytes left could hold
+    /// (`count` bytes at least).
+    fn room_for(&self, count: u64) -> Result<(), String> {
+        let left = self.end.saturating_sub(self.pos);
+        if count > left {
+            let left = match left {
+                1 => "1 byte is".to_string(),
+                n => format!("{n} bytes are"),
+            };
+            return Err(format!(
+                "a list declares {count} elements and {left} left to hold them"
+            ));
+        }
+        Ok(())
     }
 
     /// Skips one element of a list, set or map: booleans there take a byte each.
@@ -453,6 +501,82 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&out).unwrap();
         f
+    }
+
+    /// A Parquet file of one INT64 column whose footer declares `row_groups` row groups and
+    /// holds none.
+    pub(crate) fn declaring_row_groups(row_groups: u32) -> Vec<u8> {
+        fn varint(mut n: u64, out: &mut Vec<u8>) {
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+        }
+        // FileMetaData: 1 version, 2 schema (a root and one column), 3 num_rows, 4 row_groups.
+        let mut meta = vec![0x15, 0x02, 0x19, 0x2c];
+        meta.extend([0x48, 6]);
+        meta.extend(b"schema");
+        meta.extend([0x15, 0x02, 0x00]);
+        meta.extend([0x15, 0x04, 0x25, 0x00, 0x18, 1, b'x', 0x00]);
+        meta.extend([0x16, 0x00]);
+        meta.extend([0x19, 0xfc]);
+        varint(u64::from(row_groups), &mut meta);
+        meta.push(0x00);
+        let mut file = b"PAR1".to_vec();
+        file.extend(&meta);
+        file.extend((meta.len() as u32).to_le_bytes());
+        file.extend(b"PAR1");
+        file
+    }
+
+    fn temp_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_footer_is_measured_before_the_reader_reserves_its_lists() {
+        // 2^31 - 1 row groups declared in a 45-byte file: refused, saying where.
+        let f = temp_with(&declaring_row_groups(i32::MAX as u32));
+        let err = check_footer(&f.reopen().unwrap()).unwrap_err();
+        assert!(
+            err.contains("a list declares 2147483647 elements and 1 byte is left to hold them"),
+            "{err}"
+        );
+        assert!(err.starts_with("its footer is damaged at byte 36"), "{err}");
+        // Zero row groups declared: the walk passes, and the reader reads it.
+        let f = temp_with(&declaring_row_groups(0));
+        check_footer(&f.reopen().unwrap()).unwrap();
+        let meta = ArrowReaderMetadata::load(&f.reopen().unwrap(), Default::default()).unwrap();
+        assert_eq!(meta.metadata().num_row_groups(), 0);
+        // A real file with statistics, dictionaries and several row groups passes.
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from_iter_values(0..10_000)) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from_iter_values(
+                    (0..10_000).map(|i| format!("v{}", i % 7)),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1_000))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build();
+        let f = write(&[batch], props);
+        check_footer(&f.reopen().unwrap()).unwrap();
+        // Not Parquet at all, or a footer length past the file's start: left to the reader.
+        check_footer(&temp_with(b"id,name\n1,a\n").reopen().unwrap()).unwrap();
+        let mut long = declaring_row_groups(3);
+        let n = long.len();
+        long[n - 8..n - 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        check_footer(&temp_with(&long).reopen().unwrap()).unwrap();
     }
 
     fn scanned(f: &tempfile::NamedTempFile) -> Result<Vec<GroupPages>, String> {
