@@ -19,7 +19,7 @@ use crate::columnar::{SegmentIndex, read_markers};
 use crate::error::Result;
 use crate::log::{CHECKPOINTS_FILE, SIGNING_KEY_FILE};
 use crate::record::{self, GENESIS_HASH, LineError};
-use crate::segment::{list_segments, split_lines};
+use crate::segment::{UncachedReader, list_segments, split_lines};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -353,26 +353,36 @@ pub fn verify_dirs(
     })
 }
 
-/// Checks every segment, on up to `threads` threads.
+/// Checks every segment, on up to `threads` threads at once. Twice as many workers take the
+/// segments: each reads its segment with no thread held (the reads go past the page cache, so
+/// a worker waits for the disk), then checks it holding one of `threads` permits, so one
+/// worker's read overlaps another's check and the cores stay busy on a log larger than memory.
 fn check_segments(
     jobs: &[SegmentJob],
     wanted: &HashSet<u64>,
     threads: usize,
 ) -> Result<Vec<SegmentCheck>> {
     let threads = threads.max(1).min(jobs.len().max(1));
+    let permits = Permits::new(threads);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Result<SegmentCheck>>>> =
         std::sync::Mutex::new((0..jobs.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..threads {
+        for _ in 0..(threads * 2).min(jobs.len().max(1)) {
             scope.spawn(|| {
-                // One read buffer per thread: a segment is read over the last one's pages
+                // One read buffer per worker: a segment is read over the last one's pages
                 // instead of into fresh memory (whose page faults cost as much as the copy).
-                let mut data = Vec::new();
+                let mut reader = UncachedReader::default();
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
-                    let r = check_segment(job, wanted, &mut data);
+                    let r = match reader.read(&job.path) {
+                        Ok(data) => {
+                            let _permit = permits.take();
+                            check_segment(job, wanted, data)
+                        }
+                        Err(e) => Err(e.into()),
+                    };
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                 }
             });
@@ -384,6 +394,40 @@ fn check_segments(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Ok(SegmentCheck::default())))
         .collect()
+}
+
+/// A counting semaphore for threads: at most `n` permits out at once.
+struct Permits {
+    free: std::sync::Mutex<usize>,
+    returned: std::sync::Condvar,
+}
+
+/// A taken permit, given back when dropped.
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    fn new(n: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(n),
+            returned: std::sync::Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.returned.notify_one();
+    }
 }
 
 /// A record's place in the chain: `(seq, prev_hash, hash)`.
@@ -445,13 +489,7 @@ fn unhex32(digits: &[u8]) -> Option<[u8; 32]> {
     (bad == 0).then_some(out)
 }
 
-fn check_segment(
-    job: &SegmentJob,
-    wanted: &HashSet<u64>,
-    data: &mut Vec<u8>,
-) -> Result<SegmentCheck> {
-    data.clear();
-    std::io::Read::read_to_end(&mut std::fs::File::open(&job.path)?, data)?;
+fn check_segment(job: &SegmentJob, wanted: &HashSet<u64>, data: &[u8]) -> Result<SegmentCheck> {
     let (lines, _torn) = split_lines(data);
     let mut out = SegmentCheck::default();
     // Every seq first (cheap), so a gap can be told from a swap.
