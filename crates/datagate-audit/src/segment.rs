@@ -75,12 +75,23 @@ impl UncachedReader {
             .read(true)
             .custom_flags(libc::O_DIRECT)
             .open(path);
-        let mut file = match direct {
+        let file = match direct {
             Ok(file) => file,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return self.read_cached(path),
             Err(e) => return Err(e),
         };
         let size = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+        self.read_direct(file, size, path)
+    }
+
+    /// Reads `file`, opened for direct reads and `size` bytes long when it was measured, to its
+    /// end, however much it has grown since.
+    fn read_direct(
+        &mut self,
+        mut file: std::fs::File,
+        size: usize,
+        path: &Path,
+    ) -> std::io::Result<&[u8]> {
         // Room for the file and a block more, so the read that finds its end is a whole block.
         let (mut start, mut room) = self.window(size.saturating_add(Self::ALIGN));
         let mut filled = 0;
@@ -390,6 +401,37 @@ mod tests {
             }
             let gone = reader.read(&dir.path().join("missing")).unwrap_err();
             assert_eq!(gone.kind(), std::io::ErrorKind::NotFound);
+        }
+    }
+
+    /// A file that grew after its size was read (the open segment, read while the writer
+    /// appends) is read to its new end: the window grows, the bytes read so far moved over,
+    /// whether the file's size was off by a little or by many windows.
+    #[test]
+    fn uncached_reads_follow_a_file_that_grew() {
+        use std::os::unix::fs::OpenOptionsExt;
+        const A: usize = UncachedReader::ALIGN;
+        let dir = tempfile::tempdir().unwrap();
+        let mut reader = UncachedReader::default();
+        for (i, (measured, size)) in [(0, A), (0, 5 * A + 3), (A, 2 * A), (A + 1, 40 * A + 9)]
+            .into_iter()
+            .enumerate()
+        {
+            let path = dir.path().join(format!("g{i}"));
+            let bytes: Vec<u8> = (0..size).map(|j| (j * 7 + i) as u8).collect();
+            std::fs::write(&path, &bytes).unwrap();
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+            {
+                Ok(file) => file,
+                // A file system without direct reads has no growing branch to test.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+                Err(e) => panic!("{e}"),
+            };
+            let read = reader.read_direct(file, measured, &path).unwrap();
+            assert_eq!(read, &bytes[..], "measured {measured}, {size} bytes");
         }
     }
 
