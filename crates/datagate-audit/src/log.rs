@@ -219,6 +219,8 @@ pub struct AuditLog {
     usage: Arc<UsageCounters>,
     /// `node_id` as a JSON string, stamped on every record.
     node_json: Option<String>,
+    /// One verification of this log at a time ([`AuditLog::verify`]).
+    verifying: Arc<crate::verify::VerifyGate>,
 }
 
 impl AuditLog {
@@ -306,6 +308,7 @@ impl AuditLog {
                 .node_id
                 .as_deref()
                 .map(|n| serde_json::Value::from(n).to_string()),
+            verifying: Arc::default(),
         };
         if cut > 0 {
             tracing::warn!(
@@ -425,6 +428,18 @@ impl AuditLog {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Verifies this log (chain, checkpoints, Parquet copy), blocking: one verification at a
+    /// time, a caller arriving while one runs getting that run's verdict.
+    pub fn verify(&self) -> std::result::Result<crate::Verdict, String> {
+        self.verifying
+            .verify(|| crate::verify_dir(&self.dir, None, None))
+    }
+
+    /// Verifications of this log run to their end through [`AuditLog::verify`].
+    pub fn verifications(&self) -> u64 {
+        self.verifying.runs()
     }
 
     /// The converted segments.

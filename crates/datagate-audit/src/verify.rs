@@ -71,6 +71,150 @@ pub fn verify_dir(
     verify_dirs(&[dir], public_key, given, 1)
 }
 
+/// One verification of a log at a time, for a gateway whose auditors may ask at once: a
+/// caller arriving while one runs waits for that run and gets its verdict (the log as it
+/// stood when that run began) instead of starting another. A run reads the whole log from
+/// the disk and holds two segment-sized buffers, so concurrent runs would only multiply the
+/// disk's load and the memory for the same answer.
+#[derive(Debug, Default)]
+pub struct VerifyGate {
+    state: std::sync::Mutex<GateState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    running: bool,
+    /// Runs finished so far.
+    runs: u64,
+    /// Callers waiting for the run in progress.
+    waiting: usize,
+    /// The last run's outcome.
+    last: Option<std::result::Result<Verdict, String>>,
+}
+
+impl VerifyGate {
+    /// The verdict of `run`, or of the run already in progress when this is called.
+    pub fn verify(
+        &self,
+        run: impl FnOnce() -> Result<Verdict>,
+    ) -> std::result::Result<Verdict, String> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.running {
+            let joined = state.runs;
+            state.waiting += 1;
+            while state.runs == joined {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.waiting -= 1;
+            return state
+                .last
+                .clone()
+                .unwrap_or_else(|| Err("the verification ended without a verdict".into()));
+        }
+        state.running = true;
+        drop(state);
+        // Ends the run even if `run` panics, so no later caller waits for it forever.
+        struct Finish<'a>(&'a VerifyGate, Option<std::result::Result<Verdict, String>>);
+        impl Drop for Finish<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.running = false;
+                state.runs += 1;
+                state.last = Some(
+                    self.1
+                        .take()
+                        .unwrap_or_else(|| Err("the verification failed".into())),
+                );
+                self.0.done.notify_all();
+            }
+        }
+        let mut finish = Finish(self, None);
+        let outcome = run().map_err(|e| e.to_string());
+        finish.1 = Some(outcome.clone());
+        outcome
+    }
+
+    /// Verifications run to their end so far (callers who joined one are not counted).
+    pub fn runs(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).runs
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    fn verdict(events: u64) -> Verdict {
+        Verdict {
+            ok: true,
+            events,
+            head: None,
+            checkpoints: 0,
+            columnar_rows: 0,
+            first_bad_seq: None,
+            reason: None,
+            detail: None,
+        }
+    }
+
+    /// Callers arriving while a verification runs get its verdict; no second run starts; the
+    /// next caller after it starts a run of its own.
+    #[test]
+    fn callers_during_a_run_share_its_verdict() {
+        let gate = VerifyGate::default();
+        let runs = std::sync::atomic::AtomicU64::new(0);
+        let answers = std::thread::scope(|scope| {
+            let first = scope.spawn(|| {
+                gate.verify(|| {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    // Holds the run open until the three others are waiting on it.
+                    while gate.state.lock().unwrap().waiting < 3 {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Ok(verdict(7))
+                })
+            });
+            while !gate.state.lock().unwrap().running {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            let others: Vec<_> = (0..3)
+                .map(|_| {
+                    scope.spawn(|| {
+                        gate.verify(|| {
+                            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            Ok(verdict(99))
+                        })
+                    })
+                })
+                .collect();
+            let mut answers = vec![first.join().unwrap()];
+            answers.extend(others.into_iter().map(|h| h.join().unwrap()));
+            answers
+        });
+        assert!(answers.iter().all(|a| a == &Ok(verdict(7))), "{answers:?}");
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(gate.runs(), 1);
+        assert_eq!(gate.verify(|| Ok(verdict(8))), Ok(verdict(8)));
+        assert_eq!(gate.runs(), 2);
+    }
+
+    /// A run that fails or panics ends: its waiters get an error, and the gate runs again.
+    #[test]
+    fn a_failed_or_panicking_run_does_not_hold_the_gate() {
+        let gate = VerifyGate::default();
+        let failed = gate.verify(|| Err(crate::AuditError::Invalid("disk gone".into())));
+        assert!(failed.unwrap_err().contains("disk gone"));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gate.verify(|| panic!("a bug"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(gate.runs(), 2);
+        assert!(!gate.state.lock().unwrap().running);
+        assert_eq!(gate.verify(|| Ok(verdict(1))), Ok(verdict(1)));
+    }
+}
+
 /// A segment to check: its file and, if converted, its marker and the directory it lives in.
 struct SegmentJob {
     name: String,

@@ -689,8 +689,9 @@ pub async fn verify(
     KeyHolder(caller): KeyHolder,
 ) -> Result<Json<VerifyOut>, ApiError> {
     caller.authorize(Action::ReadAudit)?;
-    let dir = state.audit.dir().to_path_buf();
-    let verdict = tokio::task::spawn_blocking(move || datagate_audit::verify_dir(&dir, None, None))
+    // Auditors asking at once share one run (it reads the whole log).
+    let audit = state.audit.clone();
+    let verdict = tokio::task::spawn_blocking(move || audit.verify())
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
