@@ -775,6 +775,12 @@ fn stream_body(
     let mut rx = Some(rx);
     let mut held: Option<(StreamItem, Pin<Box<tokio::time::Sleep>>)> = None;
     let mut expires = deadline.map(|d| (d.limit_ms, Box::pin(tokio::time::sleep_until(d.at))));
+    // Holds `e` back for a moment (see above) and answers `Pending` meanwhile.
+    let hold = |e: execute::StreamError, cx: &mut std::task::Context<'_>| {
+        let mut delay = Box::pin(tokio::time::sleep(Duration::from_millis(100)));
+        let _ = delay.as_mut().poll(cx);
+        (Err(e), delay)
+    };
     let body = futures::stream::poll_fn(move |cx| {
         if let Some((_, delay)) = held.as_mut() {
             if delay.as_mut().poll(cx).is_pending() {
@@ -785,21 +791,9 @@ fn stream_body(
         let Some(receiver) = rx.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some((limit_ms, at)) = expires.as_mut()
-            && at.as_mut().poll(cx).is_ready()
-        {
-            // Dropping the receiver tells the pump to stop.
-            let limit_ms = *limit_ms;
-            rx = None;
-            expires = None;
-            let e = execute::StreamError::from(QueryError::Timeout(limit_ms));
-            return Poll::Ready(Some(Err(e)));
-        }
         match receiver.poll_recv(cx) {
             Poll::Ready(Some(Err(e))) => {
-                let mut delay = Box::pin(tokio::time::sleep(Duration::from_millis(100)));
-                let _ = delay.as_mut().poll(cx);
-                held = Some((Err(e), delay));
+                held = Some(hold(e, cx));
                 Poll::Pending
             }
             Poll::Ready(Some(Ok(chunk))) => {
@@ -807,7 +801,22 @@ fn stream_body(
                 Poll::Ready(Some(Ok(chunk.wire)))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+            // Only while waiting for the pump: what it has sent already (a whole small answer
+            // may be waiting) goes out even when the deadline has passed since.
+            Poll::Pending => {
+                if let Some((limit_ms, at)) = expires.as_mut()
+                    && at.as_mut().poll(cx).is_ready()
+                {
+                    // Dropping the receiver tells the pump to stop. The error is held back
+                    // like the pump's own: a deadline of a millisecond may pass before the
+                    // head has left.
+                    let e = execute::StreamError::from(QueryError::Timeout(*limit_ms));
+                    rx = None;
+                    expires = None;
+                    held = Some(hold(e, cx));
+                }
+                Poll::Pending
+            }
         }
     });
     (Body::from_stream(body), plain_seen)
@@ -927,4 +936,63 @@ fn next_page_url(
         path.name,
         q.finish()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn chunk(s: &'static str) -> Result<BodyChunk, execute::StreamError> {
+        Ok(BodyChunk {
+            wire: Bytes::from_static(s.as_bytes()),
+            plain: s.len() as u64,
+        })
+    }
+
+    fn passed() -> Deadline {
+        Deadline {
+            at: Instant::now() - Duration::from_millis(5),
+            limit_ms: 1,
+        }
+    }
+
+    /// What the pump sent before the body was first polled goes out whole, even when the
+    /// deadline has passed since (a small answer ready within a 1 ms limit was dropped with
+    /// the connection, before any head, the API fuzzer found).
+    #[tokio::test]
+    async fn what_was_sent_before_the_deadline_goes_out_whole() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(chunk("ab")).await.unwrap();
+        tx.send(chunk("cde")).await.unwrap();
+        drop(tx);
+        let (body, sent) = stream_body(rx, Some(passed()));
+        let got: Vec<_> = body.into_data_stream().collect().await;
+        let got: Vec<Bytes> = got.into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(got, [Bytes::from_static(b"ab"), Bytes::from_static(b"cde")]);
+        assert_eq!(sent.load(Ordering::Relaxed), 5);
+    }
+
+    /// A deadline that passes while the body waits for the pump ends it with the time limit's
+    /// error, but not at once: the body answers `Pending` a moment first (the server writes
+    /// out the head and what was encoded), and the pump is told to stop.
+    #[tokio::test]
+    async fn a_deadline_passed_while_waiting_ends_the_body_after_a_moment() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(chunk("ab")).await.unwrap();
+        let (body, _) = stream_body(rx, Some(passed()));
+        let mut data = body.into_data_stream();
+        assert_eq!(data.next().await.unwrap().unwrap(), "ab");
+        let started = std::time::Instant::now();
+        let next = tokio::time::timeout(Duration::from_millis(30), data.next()).await;
+        assert!(
+            next.is_err(),
+            "the error is held back, not answered at once"
+        );
+        assert!(tx.is_closed(), "the pump is told to stop");
+        let e = data.next().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("time limit"), "{e}");
+        assert!(started.elapsed() >= Duration::from_millis(90));
+        assert!(data.next().await.is_none());
+    }
 }
