@@ -600,7 +600,13 @@ pub fn stream_into<S: BatchSink>(
             report.cpu_micros = charged.cpu_time().as_micros() as u64;
             match &report.outcome {
                 Outcome::Failed(e) => {
-                    tracing::error!(error = %e, rows = report.rows, "query failed mid-stream");
+                    // A limit the query met (its time, its caps) is the caller's, not a fault
+                    // of the gateway's.
+                    if e.kind == FailureKind::Internal {
+                        tracing::error!(error = %e, rows = report.rows, "query failed mid-stream");
+                    } else {
+                        tracing::warn!(error = %e, rows = report.rows, "query failed mid-stream");
+                    }
                     let _ = tx.send(Err(e.clone())).await;
                 }
                 Outcome::Disconnected => {
