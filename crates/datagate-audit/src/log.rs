@@ -437,11 +437,6 @@ impl AuditLog {
             .verify(|| crate::verify_dir(&self.dir, None, None))
     }
 
-    /// Verifications of this log run to their end through [`AuditLog::verify`].
-    pub fn verifications(&self) -> u64 {
-        self.verifying.runs()
-    }
-
     /// The converted segments.
     pub fn columnar(&self) -> &Arc<ColumnarIndex> {
         &self.columnar
