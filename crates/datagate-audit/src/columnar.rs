@@ -1,6 +1,7 @@
 //! The columnar copy of the log: every sealed segment is also written as Parquet, one file per
 //! UTC day it spans (`columnar/day=YYYY-MM-DD/segment-NNNNNN.parquet`), sorted by `seq` (so by
-//! time), zstd-compressed, with page-level statistics and page indexes on every column. SQL over
+//! time), zstd-compressed (the hashes stored as their bytes, [`crate::hash_columns`]), with
+//! page-level statistics and page indexes on every column. SQL over
 //! `audit.events` reads these files (pruned by day, by `seq` and by statistics) and decodes only
 //! the segments not converted yet — in practice the open one.
 //!
@@ -15,6 +16,7 @@
 
 use crate::canonical::{self, View};
 use crate::error::{AuditError, Result};
+use crate::hash_columns;
 use crate::reader;
 use crate::record::{self, Event, Kind, Record};
 use crate::segment::{list_numbered, list_segments, segment_name, sync_dir};
@@ -164,6 +166,11 @@ fn writer_properties() -> WriterProperties {
             .set_column_dictionary_enabled(c.clone(), false)
             .set_column_statistics_enabled(c, EnabledStatistics::None);
     }
+    // The hashes' bytes are random: nothing to compress ([`hash_columns`]).
+    for hash in hash_columns::HASH_COLUMNS {
+        let c = parquet::schema::types::ColumnPath::from(hash);
+        b = b.set_column_compression(c, Compression::UNCOMPRESSED);
+    }
     // Unique too, but filtered on (seq windows, time ranges): statistics, no dictionary (a
     // row group's 65,536 distinct values fit under the dictionary's size limit, so it would be
     // kept, and every read would decode it to look each row up again). Both rise nearly
@@ -232,26 +239,27 @@ impl DayWriter {
         // write one temporary file; both rename identical content into place.
         let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&tmp)?;
-        let writer = ArrowWriter::try_new(file, reader::events_schema(), Some(writer_properties()))
-            .map_err(|e| AuditError::Invalid(e.to_string()))?;
+        let writer =
+            ArrowWriter::try_new(file, hash_columns::file_schema(), Some(writer_properties()))
+                .map_err(|e| AuditError::Invalid(e.to_string()))?;
         Ok(Self {
             path,
             tmp,
             writer,
-            pending: reader::BatchBuilder::with_capacity(CONVERT_CHUNK),
+            pending: reader::BatchBuilder::for_file(CONVERT_CHUNK),
             rows: 0,
             first_seq: 0,
             last_seq: 0,
         })
     }
 
-    fn push(&mut self, r: &View<'_>) -> Result<()> {
+    fn push(&mut self, r: &View<'_>, hashes: [&[u8; 32]; 2]) -> Result<()> {
         if self.rows == 0 {
             self.first_seq = r.seq;
         }
         self.last_seq = r.seq;
         self.rows += 1;
-        self.pending.push(r);
+        self.pending.push_stored(r, hashes);
         if self.pending.len() >= CONVERT_CHUNK {
             self.flush()?;
         }
@@ -292,16 +300,23 @@ impl DayWriter {
 /// holds the segment's bytes and a few thousand records per day, not every record at once.
 pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
     let source = segment_name(index);
-    // Read line by line, not whole: a segment is tens of megabytes.
+    // Read a window at a time, not whole: a segment is tens of megabytes.
     let source_bytes = std::fs::metadata(dir.join(&source))?.len();
-    let lines = crate::segment::lines(&dir.join(&source))?;
     // Records come in seq order, so a day's records are one run (unless the clock stepped
     // back over midnight: then each day's file still gets its records in seq order).
     let mut days: BTreeMap<NaiveDate, DayWriter> = BTreeMap::new();
     let mut usage = UsageTally::default();
     let (mut count, mut first, mut last) = (0u64, None::<(u64, DateTime<Utc>)>, None);
-    let result = (|| -> Result<()> {
+    let result = {
         let mut add = |r: &View<'_>| -> Result<()> {
+            // The copy stores hashes as their bytes: a line whose hashes are not hashes is no
+            // record of the chain, left to `verify` like a line that does not decode.
+            let (Some(prev_hash), Some(hash)) = (
+                hash_columns::decode_hash(r.prev_hash.as_bytes()),
+                hash_columns::decode_hash(r.hash.as_bytes()),
+            ) else {
+                return Ok(());
+            };
             usage.add_view(r);
             count += 1;
             first.get_or_insert((r.seq, r.ts));
@@ -314,23 +329,21 @@ pub fn convert_segment(dir: &Path, index: u64) -> Result<SegmentIndex> {
                     e.insert(DayWriter::create(dir.join(rel))?)
                 }
             };
-            writer.push(r)
+            writer.push(r, [&prev_hash, &hash])
         };
-        for line in lines {
-            let line = line?;
+        crate::segment::for_each_line(&dir.join(&source), |line| {
             // Hashes are not checked here: `verify` proves every row of the copy against the
             // chain. Lines that are not good records (a torn last line too) are left to
             // `verify`, as the reader does. A line in the log's own shape is read in place.
-            match canonical::view(&line) {
-                Some(view) => add(&view)?,
-                None => match record::decode_unchecked(&line) {
-                    Ok(r) => add(&View::of(&r))?,
-                    Err(_) => continue,
+            match canonical::view(line) {
+                Some(view) => add(&view),
+                None => match record::decode_unchecked(line) {
+                    Ok(r) => add(&View::of(&r)),
+                    Err(_) => Ok(()),
                 },
             }
-        }
-        Ok(())
-    })();
+        })
+    };
     if let Err(e) = result {
         for w in days.into_values() {
             let _ = std::fs::remove_file(&w.tmp);

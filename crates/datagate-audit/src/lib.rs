@@ -20,6 +20,7 @@ pub mod canonical;
 pub mod checkpoint;
 pub mod columnar;
 pub mod error;
+pub mod hash_columns;
 pub mod log;
 pub mod peers;
 pub mod reader;

@@ -906,9 +906,9 @@ fn scan_recent(
     let mut open: std::collections::HashMap<String, (u64, Event)> =
         std::collections::HashMap::new();
     for (i, (_, path)) in segments.iter().enumerate().skip(sealed.saturating_sub(1)) {
-        for line in crate::segment::lines(path)? {
-            let Ok(r) = record::decode(&line?) else {
-                continue;
+        crate::segment::for_each_line(path, |line| -> Result<()> {
+            let Ok(r) = record::decode(line) else {
+                return Ok(());
             };
             if i == sealed {
                 usage.add_record(&r);
@@ -922,7 +922,8 @@ fn scan_recent(
                 }
                 _ => {}
             }
-        }
+            Ok(())
+        })?;
     }
     let mut begins: Vec<(u64, Event)> = open.into_values().collect();
     begins.sort_unstable_by_key(|(seq, _)| *seq);

@@ -131,6 +131,9 @@ pub struct BatchBuilder {
     cpu_ms: Int64Builder,
     /// A reused buffer for the comma-joined `datasets` and `workers` values.
     joined: String,
+    /// For the Parquet copy ([`BatchBuilder::for_file`]): `prev_hash` and `hash` as their
+    /// bytes, 32 a row, instead of text.
+    hash_bytes: Option<[Vec<u8>; 2]>,
 }
 
 /// The text columns a [`BatchBuilder`] builds, in its own order.
@@ -148,6 +151,16 @@ impl BatchBuilder {
             ints: std::array::from_fn(|_| Vec::with_capacity(rows)),
             cpu_ms: Int64Builder::with_capacity(rows),
             joined: String::new(),
+            hash_bytes: None,
+        }
+    }
+
+    /// An empty batch of the Parquet copy's rows ([`crate::hash_columns::file_schema`]),
+    /// appended with [`BatchBuilder::push_stored`].
+    pub fn for_file(rows: usize) -> Self {
+        Self {
+            hash_bytes: Some(std::array::from_fn(|_| Vec::with_capacity(rows * 32))),
+            ..Self::with_capacity(rows)
         }
     }
 
@@ -161,6 +174,24 @@ impl BatchBuilder {
 
     /// Appends one record's row.
     pub fn push(&mut self, v: &View<'_>) {
+        self.push_body(v);
+        self.texts[17].append_value(&v.prev_hash);
+        self.texts[18].append_value(&v.hash);
+    }
+
+    /// Appends one record's row to a batch [`BatchBuilder::for_file`], with its hashes'
+    /// bytes (`prev_hash`, `hash`) read from the record already.
+    pub fn push_stored(&mut self, v: &View<'_>, hashes: [&[u8; 32]; 2]) {
+        self.push_body(v);
+        if let Some(bytes) = &mut self.hash_bytes {
+            for (column, hash) in bytes.iter_mut().zip(hashes) {
+                column.extend_from_slice(hash);
+            }
+        }
+    }
+
+    /// Every column but the hashes.
+    fn push_body(&mut self, v: &View<'_>) {
         fn int(v: u64) -> i64 {
             i64::try_from(v).unwrap_or(i64::MAX)
         }
@@ -199,8 +230,6 @@ impl BatchBuilder {
         t[14].append_option(v.query_sha256.as_deref());
         t[15].append_option(v.error.as_deref());
         t[16].append_option(v.outcome.as_deref());
-        t[17].append_value(&v.prev_hash);
-        t[18].append_value(&v.hash);
         t[19].append_option(v.node_id.as_deref());
         match &v.workers {
             None => t[20].append_null(),
@@ -244,13 +273,26 @@ impl BatchBuilder {
         // kind .. query_sha256
         cols.extend((0..15).map(|_| next_text()));
         let (error, outcome) = (next_text(), next_text());
-        let (prev_hash, hash, node_id, workers) =
+        let (mut prev_hash, mut hash, node_id, workers) =
             (next_text(), next_text(), next_text(), next_text());
+        let mut schema = events_schema();
+        if let Some([prev, this]) = &mut self.hash_bytes {
+            let bytes = |v: &mut Vec<u8>| -> Result<ArrayRef> {
+                let rows = v.len() / 32;
+                let taken = std::mem::replace(v, Vec::with_capacity(rows * 32));
+                Ok(Arc::new(
+                    arrow::array::FixedSizeBinaryArray::try_new(32, taken.into(), None)
+                        .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))?,
+                ))
+            };
+            (prev_hash, hash) = (bytes(prev)?, bytes(this)?);
+            schema = crate::hash_columns::file_schema();
+        }
         let status = next_int();
         cols.extend([status, error, next_int(), next_int(), next_int()]);
         cols.push(Arc::new(self.cpu_ms.finish()));
         cols.extend([outcome, next_int(), prev_hash, hash, node_id, workers]);
-        RecordBatch::try_new(events_schema(), cols)
+        RecordBatch::try_new(schema, cols)
             .map_err(|e| crate::error::AuditError::Invalid(e.to_string()))
     }
 }

@@ -41,15 +41,46 @@ pub fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// The lines of the segment at `path` (without newlines), read through a 1 MiB buffer: a
-/// segment is tens of megabytes, and a reader of every record holds one at a time. A torn last
-/// line comes out too (it does not decode as a record).
-pub fn lines(path: &Path) -> Result<impl Iterator<Item = std::io::Result<Vec<u8>>> + use<>> {
-    let file = std::fs::File::open(path)?;
-    Ok(std::io::BufRead::split(
-        std::io::BufReader::with_capacity(1 << 20, file),
-        b'\n',
-    ))
+/// Calls `f` with each line of the segment at `path` (without its newline), in order, read
+/// through one reused buffer: a segment is tens of megabytes, and a reader of every record
+/// (the Parquet conversion) holds a window of it, never a copy of each line. A torn last line
+/// comes out too (it does not decode as a record). Stops at the first error of `f`.
+pub fn for_each_line<E: From<std::io::Error>>(
+    path: &Path,
+    mut f: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    use std::io::Read;
+    /// What one read asks for; a line longer than this grows the buffer to hold it.
+    const CHUNK: usize = 1 << 20;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; CHUNK];
+    // `buf[..filled]` holds bytes read and not handed out yet: a partial line at its start.
+    let mut filled = 0;
+    loop {
+        if buf.len() - filled < CHUNK / 2 {
+            buf.resize(filled + CHUNK, 0);
+        }
+        let n = match file.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            if filled > 0 {
+                f(&buf[..filled])?;
+            }
+            return Ok(());
+        }
+        let end = filled + n;
+        let mut start = 0;
+        for i in memchr::memchr_iter(b'\n', &buf[filled..end]) {
+            let i = filled + i;
+            f(&buf[start..i])?;
+            start = i + 1;
+        }
+        buf.copy_within(start..end, 0);
+        filled = end - start;
+    }
 }
 
 /// Reads whole files past the page cache (`O_DIRECT`) into one reused buffer: verification
@@ -367,6 +398,67 @@ mod tests {
     use super::*;
     use crate::record::{Event, encode};
     use proptest::prelude::*;
+
+    /// Lines come out whole and in order across the reader's windows: lines ending exactly at
+    /// a window's end, a line longer than a window, empty lines, a torn last line.
+    #[test]
+    fn every_line_comes_out_whole_across_read_windows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("lines");
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0;
+        let mut i = 0usize;
+        while total < 5 << 20 {
+            let line = match i % 97 {
+                0 => Vec::new(),
+                // Longer than the 1 MiB window.
+                50 if i < 200 => vec![b'x'; (1 << 20) + 7],
+                n => format!("{i}:{}", "y".repeat(n * 13)).into_bytes(),
+            };
+            total += line.len() + 1;
+            lines.push(line);
+            i += 1;
+        }
+        let mut data = lines.join(&b'\n');
+        data.push(b'\n');
+        // One line ends exactly at the first window's end.
+        let first_window = 1 << 20;
+        if let Some(nl) = data[..first_window].iter().rposition(|b| *b == b'\n') {
+            let pad = first_window - 1 - nl;
+            let at = lines.iter().position(|l| !l.is_empty()).unwrap();
+            lines[at].splice(0..0, std::iter::repeat_n(b'p', pad));
+            data = lines.join(&b'\n');
+            data.push(b'\n');
+            assert_eq!(data[first_window - 1], b'\n');
+        }
+        for torn in [false, true] {
+            let mut want = lines.clone();
+            let mut bytes = data.clone();
+            if torn {
+                bytes.extend_from_slice(b"{\"seq\":9");
+                want.push(b"{\"seq\":9".to_vec());
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let mut got = Vec::new();
+            for_each_line(&path, |l| -> std::io::Result<()> {
+                got.push(l.to_vec());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got.len(), want.len());
+            assert!(got == want, "torn: {torn}");
+        }
+        // An error of the callback stops the reading and comes back.
+        let mut seen = 0;
+        let e = for_each_line(&path, |_| {
+            seen += 1;
+            if seen == 3 {
+                return Err(std::io::Error::other("stop"));
+            }
+            Ok(())
+        });
+        assert_eq!((e.unwrap_err().to_string(), seen), ("stop".to_string(), 3));
+    }
 
     /// Whole files of every size around the block boundaries read the same through the
     /// uncached reader as through `std::fs::read`, one reader reused from file to file (its

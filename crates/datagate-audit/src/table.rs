@@ -396,7 +396,8 @@ impl EventsTable {
             .with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
-            .with_schema(reader::events_schema());
+            .with_schema(reader::events_schema())
+            .with_expr_adapter_factory(Arc::new(crate::hash_columns::HexHashesAdapterFactory));
         Ok(Some(ListingTable::try_new(config)?))
     }
 }
@@ -580,6 +581,72 @@ mod tests {
         )
         .unwrap();
         tmp
+    }
+
+    /// `seq -> (prev_hash, hash)` of the rows `sql` returns.
+    async fn hashes_of(
+        ctx: &datafusion::prelude::SessionContext,
+        sql: &str,
+    ) -> BTreeMap<u64, (String, String)> {
+        use arrow::array::AsArray;
+        let mut out = BTreeMap::new();
+        for b in ctx.sql(sql).await.unwrap().collect().await.unwrap() {
+            let seq = b.column(0).as_primitive::<arrow::datatypes::UInt64Type>();
+            let (prev, hash) = (
+                b.column(1).as_string::<i32>(),
+                b.column(2).as_string::<i32>(),
+            );
+            for i in 0..b.num_rows() {
+                out.insert(
+                    seq.value(i),
+                    (prev.value(i).to_string(), hash.value(i).to_string()),
+                );
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn hashes_read_as_the_records_hex_from_stored_bytes_and_from_older_text_files() {
+        let tmp = synthetic_log(7);
+        let mut expected = BTreeMap::new();
+        for (_, path) in list_segments(tmp.path()).unwrap() {
+            for line in std::fs::read(path).unwrap().split(|b| *b == b'\n') {
+                if let Ok(r) = crate::record::decode(line) {
+                    expected.insert(r.seq, (r.prev_hash, r.hash));
+                }
+            }
+        }
+        assert_eq!(expected.len(), 3000);
+        let index = Arc::new(ColumnarIndex::load(tmp.path()).unwrap());
+        index.catch_up(2).unwrap();
+        let markers = index.snapshot();
+        // One file as conversions wrote them before: hashes as hex text.
+        let text_file = &markers[1].files[0];
+        crate::verify::tests::rewrite_parquet_as_text(&tmp.path().join(&text_file.path));
+        let bytes_file = &markers[2].files[0];
+        let ctx = datafusion::prelude::SessionContext::new();
+        ctx.register_table("events", Arc::new(EventsTable::new(index.clone())))
+            .unwrap();
+        assert_eq!(
+            hashes_of(&ctx, "SELECT seq, prev_hash, hash FROM events").await,
+            expected
+        );
+        // In filters too (evaluated inside the scan), in either kind of file.
+        for seq in [text_file.first_seq + 1, bytes_file.first_seq + 1] {
+            let (prev, hash) = &expected[&seq];
+            let one = BTreeMap::from([(seq, (prev.clone(), hash.clone()))]);
+            for filter in [format!("hash = '{hash}'"), format!("prev_hash = '{prev}'")] {
+                let sql = format!("SELECT seq, prev_hash, hash FROM events WHERE {filter}");
+                assert_eq!(hashes_of(&ctx, &sql).await, one, "{filter}");
+            }
+            let sql = format!(
+                "SELECT seq, prev_hash, upper(hash) FROM events WHERE seq = {seq} AND hash LIKE '{}%'",
+                &hash[..6]
+            );
+            let got = hashes_of(&ctx, &sql).await;
+            assert_eq!(got[&seq].1, hash.to_uppercase());
+        }
     }
 
     #[tokio::test]

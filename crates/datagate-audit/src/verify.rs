@@ -598,39 +598,10 @@ fn fast_line(line: &[u8]) -> Option<Link> {
         .ok()?
         .parse()
         .ok()?;
-    let hash = unhex32(&line[n - 66..n - 2])?;
-    let prev = unhex32(&line[at - 65..at - 1])?;
+    let hash = crate::hash_columns::decode_hash(&line[n - 66..n - 2])?;
+    let prev = crate::hash_columns::decode_hash(&line[at - 65..at - 1])?;
     let computed = record::body_hash(&line[..at]);
     (computed == hash).then_some((seq, prev, hash))
-}
-
-/// The 32 bytes of 64 lowercase hex digits (what the log writes), or `None`. A table instead of
-/// `hex::decode_to_slice`, whose per-digit branching was a tenth of a verification (`perf`).
-fn unhex32(digits: &[u8]) -> Option<[u8; 32]> {
-    const BAD: u8 = 0xff;
-    const VALUE: [u8; 256] = {
-        let mut t = [BAD; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    };
-    let digits: &[u8; 64] = digits.try_into().ok()?;
-    let mut out = [0u8; 32];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let (hi, lo) = (VALUE[pair[0] as usize], VALUE[pair[1] as usize]);
-        bad |= (hi | lo) & 0xf0;
-        *o = (hi << 4) | lo;
-    }
-    (bad == 0).then_some(out)
 }
 
 fn check_segment(job: &SegmentJob, wanted: &HashSet<u64>, data: &[u8]) -> Result<SegmentCheck> {
@@ -823,9 +794,12 @@ fn check_columnar(
                     ),
                 )
             };
-            let batch = match batch {
+            let batch = match batch
+                .map_err(|e| e.to_string())
+                .and_then(|b| crate::hash_columns::to_hex(b).map_err(|e| e.to_string()))
+            {
                 Ok(b) => b,
-                Err(e) => return Ok((rows, Some(not_records(e.to_string())))),
+                Err(e) => return Ok((rows, Some(not_records(e)))),
             };
             let columns = match crate::reader::Columns::new(&batch) {
                 Ok(c) => c,
@@ -905,7 +879,7 @@ fn check_columnar(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::columnar::SegmentIndex;
     use crate::log::{AuditLog, LogOptions};
@@ -986,16 +960,22 @@ mod tests {
     fn hex_digits_read_as_the_hex_crate_reads_lowercase() {
         let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
         let text = hex::encode(bytes);
-        assert_eq!(unhex32(text.as_bytes()), Some(bytes));
         assert_eq!(
-            unhex32(text.to_uppercase().as_bytes()),
+            crate::hash_columns::decode_hash(text.as_bytes()),
+            Some(bytes)
+        );
+        assert_eq!(
+            crate::hash_columns::decode_hash(text.to_uppercase().as_bytes()),
             None,
             "the log writes lowercase"
         );
-        assert_eq!(unhex32(&text.as_bytes()[..62]), None);
+        assert_eq!(
+            crate::hash_columns::decode_hash(&text.as_bytes()[..62]),
+            None
+        );
         let mut bad = text.into_bytes();
         bad[7] = b'g';
-        assert_eq!(unhex32(&bad), None);
+        assert_eq!(crate::hash_columns::decode_hash(&bad), None);
     }
 
     #[test]
@@ -1110,12 +1090,35 @@ mod tests {
             .unwrap();
         let mut records = Vec::new();
         for b in reader {
-            records.extend(crate::reader::from_batch(&b.unwrap()).unwrap());
+            let b = crate::hash_columns::to_hex(b.unwrap()).unwrap();
+            records.extend(crate::reader::from_batch(&b).unwrap());
         }
-        let batch = crate::reader::to_batch(&f(records)).unwrap();
+        // Written back as the conversion writes it, hashes as bytes.
+        let batch =
+            crate::hash_columns::to_binary(&crate::reader::to_batch(&f(records)).unwrap()).unwrap();
         let out = std::fs::File::create(path).unwrap();
         let mut w = parquet::arrow::ArrowWriter::try_new(out, batch.schema(), None).unwrap();
         w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    /// Rewrites a file of the Parquet copy with its hashes as hex text, as conversions wrote
+    /// them before they were stored as bytes.
+    pub(crate) fn rewrite_parquet_as_text(path: &Path) {
+        let file = std::fs::File::open(path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        let batches: Vec<_> = reader
+            .map(|b| crate::hash_columns::to_hex(b.unwrap()).unwrap())
+            .collect();
+        assert_eq!(batches[0].schema(), crate::reader::events_schema());
+        let out = std::fs::File::create(path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), None).unwrap();
+        for b in &batches {
+            w.write(b).unwrap();
+        }
         w.close().unwrap();
     }
 
@@ -1160,6 +1163,44 @@ mod tests {
             (v.first_bad_seq, v.reason.as_deref()),
             (Some(target), Some("missing")),
             "{v:?}"
+        );
+
+        // A changed hash (stored as bytes) or chain link.
+        for column in ["hash", "prev_hash"] {
+            let (_t, dir, markers) = converted_log(120, 4096);
+            let m = &markers[1];
+            let target = m.first_seq + 3;
+            rewrite_parquet(&dir.join(&m.files[0].path), |mut rows| {
+                for r in &mut rows {
+                    if r.seq == target {
+                        let h = if column == "hash" {
+                            &mut r.hash
+                        } else {
+                            &mut r.prev_hash
+                        };
+                        let flipped = if h.starts_with('0') { "1" } else { "0" };
+                        h.replace_range(..1, flipped);
+                    }
+                }
+                rows
+            });
+            let v = verify_dir(&dir, None, None).unwrap();
+            assert_eq!(
+                (v.first_bad_seq, v.reason.as_deref()),
+                (Some(target), Some("modified")),
+                "{column}: {v:?}"
+            );
+        }
+
+        // Files written before hashes were stored as bytes (hex text) are proven the same way.
+        let (_t, dir, markers) = converted_log(120, 4096);
+        let m = &markers[1];
+        rewrite_parquet_as_text(&dir.join(&m.files[0].path));
+        let v = verify_dir(&dir, None, None).unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(
+            v.columnar_rows,
+            markers.iter().map(|m| m.records).sum::<u64>()
         );
 
         // A swapped file: segment 2's copy where segment 3's belongs.
