@@ -35,6 +35,12 @@ fn is_hash_column(name: &str) -> bool {
     HASH_COLUMNS.contains(&name)
 }
 
+/// Whether `f` is a hash column holding hashes' bytes. Any other type (hex text from before,
+/// or bytes of another width in a doctored file) is left to the readers' own type checks.
+fn holds_bytes(f: &Field) -> bool {
+    is_hash_column(f.name()) && *f.data_type() == DataType::FixedSizeBinary(HASH_BYTES)
+}
+
 /// The schema of the Parquet copy's files: [`crate::reader::events_schema`] with the hashes as
 /// bytes.
 pub fn file_schema() -> SchemaRef {
@@ -130,19 +136,19 @@ pub(crate) fn to_binary(batch: &RecordBatch) -> Result<RecordBatch> {
     RecordBatch::try_new(schema, columns).map_err(|e| AuditError::Invalid(e.to_string()))
 }
 
-/// Hex text of a column of hashes stored as bytes.
+/// Hex text of a column of hashes stored as bytes (values of any width).
 fn hex_of(bytes: &FixedSizeBinaryArray) -> StringArray {
-    let mut out = arrow::array::StringBuilder::with_capacity(bytes.len(), bytes.len() * 64);
-    let mut text = [0u8; 64];
+    let width = usize::try_from(bytes.value_length()).unwrap_or(0);
+    let mut out = arrow::array::StringBuilder::with_capacity(bytes.len(), bytes.len() * width * 2);
+    let mut text = vec![0u8; width * 2];
     for i in 0..bytes.len() {
         if bytes.is_null(i) {
             out.append_null();
             continue;
         }
-        let value = bytes.value(i);
-        match hex::encode_to_slice(value, &mut text[..value.len() * 2]) {
+        match hex::encode_to_slice(bytes.value(i), &mut text) {
             // Hex digits are ASCII.
-            Ok(()) => out.append_value(std::str::from_utf8(&text[..value.len() * 2]).unwrap_or("")),
+            Ok(()) => out.append_value(std::str::from_utf8(&text).unwrap_or_default()),
             Err(_) => out.append_null(),
         }
     }
@@ -154,18 +160,14 @@ fn hex_of(bytes: &FixedSizeBinaryArray) -> StringArray {
 /// written before they were stored as bytes) comes back as it is.
 pub fn to_hex(batch: RecordBatch) -> Result<RecordBatch> {
     let schema = batch.schema();
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| is_hash_column(f.name()) && matches!(f.data_type(), DataType::FixedSizeBinary(_)))
-    {
+    if !schema.fields().iter().any(|f| holds_bytes(f)) {
         return Ok(batch);
     }
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (f, c) in schema.fields().iter().zip(batch.columns()) {
         match c.as_fixed_size_binary_opt() {
-            Some(bytes) if is_hash_column(f.name()) => {
+            Some(bytes) if holds_bytes(f) => {
                 fields.push(Arc::new(Field::new(
                     f.name(),
                     DataType::Utf8,
@@ -251,9 +253,7 @@ impl PhysicalExprAdapterFactory for HexHashesAdapterFactory {
         let stored_as_bytes: Vec<String> = physical_file_schema
             .fields()
             .iter()
-            .filter(|f| {
-                is_hash_column(f.name()) && matches!(f.data_type(), DataType::FixedSizeBinary(_))
-            })
+            .filter(|f| holds_bytes(f))
             .map(|f| f.name().clone())
             .collect();
         // The default adapter sees the hash columns as the text they are read as (so it

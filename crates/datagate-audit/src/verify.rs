@@ -1082,44 +1082,88 @@ pub(crate) mod tests {
         (t, dir, markers)
     }
 
-    fn rewrite_parquet(path: &Path, f: impl FnOnce(Vec<crate::Record>) -> Vec<crate::Record>) {
+    /// The batches of a file of the Parquet copy, hashes as hex text.
+    fn read_copy(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
         let file = std::fs::File::open(path).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap()
             .build()
-            .unwrap();
+            .unwrap()
+            .map(|b| crate::hash_columns::to_hex(b.unwrap()).unwrap())
+            .collect()
+    }
+
+    fn write_copy(path: &Path, batches: &[arrow::record_batch::RecordBatch]) {
+        let out = std::fs::File::create(path).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), None).unwrap();
+        for b in batches {
+            w.write(b).unwrap();
+        }
+        w.close().unwrap();
+    }
+
+    fn rewrite_parquet(path: &Path, f: impl FnOnce(Vec<crate::Record>) -> Vec<crate::Record>) {
         let mut records = Vec::new();
-        for b in reader {
-            let b = crate::hash_columns::to_hex(b.unwrap()).unwrap();
+        for b in read_copy(path) {
             records.extend(crate::reader::from_batch(&b).unwrap());
         }
         // Written back as the conversion writes it, hashes as bytes.
         let batch =
             crate::hash_columns::to_binary(&crate::reader::to_batch(&f(records)).unwrap()).unwrap();
-        let out = std::fs::File::create(path).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(out, batch.schema(), None).unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        write_copy(path, &[batch]);
     }
 
     /// Rewrites a file of the Parquet copy with its hashes as hex text, as conversions wrote
     /// them before they were stored as bytes.
     pub(crate) fn rewrite_parquet_as_text(path: &Path) {
-        let file = std::fs::File::open(path).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        let batches: Vec<_> = reader
-            .map(|b| crate::hash_columns::to_hex(b.unwrap()).unwrap())
-            .collect();
+        let batches = read_copy(path);
         assert_eq!(batches[0].schema(), crate::reader::events_schema());
-        let out = std::fs::File::create(path).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(out, batches[0].schema(), None).unwrap();
-        for b in &batches {
-            w.write(b).unwrap();
-        }
-        w.close().unwrap();
+        write_copy(path, &batches);
+    }
+
+    /// Hashes of another width than a hash's, in a doctored file: named, not a crash.
+    #[test]
+    fn hashes_of_another_width_are_a_modified_copy() {
+        use arrow::array::{Array, ArrayRef, AsArray, FixedSizeBinaryArray};
+        use std::sync::Arc;
+        let (_t, dir, markers) = converted_log(120, 4096);
+        let m = &markers[1];
+        let path = dir.join(&m.files[0].path);
+        let batches = read_copy(&path)
+            .into_iter()
+            .map(|b| {
+                let schema = b.schema();
+                let (mut fields, mut columns) = (Vec::new(), Vec::new());
+                for (f, c) in schema.fields().iter().zip(b.columns()) {
+                    if f.name() == "hash" {
+                        let wide = c
+                            .as_string::<i32>()
+                            .iter()
+                            .map(|h| h.map(|h| [h.as_bytes(), b"pad"].concat()));
+                        let wide =
+                            FixedSizeBinaryArray::try_from_sparse_iter_with_size(wide, 67).unwrap();
+                        fields.push(arrow::datatypes::Field::new(
+                            "hash",
+                            wide.data_type().clone(),
+                            true,
+                        ));
+                        columns.push(Arc::new(wide) as ArrayRef);
+                    } else {
+                        fields.push(f.as_ref().clone());
+                        columns.push(c.clone());
+                    }
+                }
+                let schema = arrow::datatypes::Schema::new(fields);
+                arrow::record_batch::RecordBatch::try_new(Arc::new(schema), columns).unwrap()
+            })
+            .collect::<Vec<_>>();
+        write_copy(&path, &batches);
+        let v = verify_dir(&dir, None, None).unwrap();
+        assert_eq!(
+            (v.first_bad_seq, v.reason.as_deref()),
+            (Some(m.first_seq), Some("modified")),
+            "{v:?}"
+        );
     }
 
     #[test]
