@@ -100,7 +100,7 @@ async fn sigkill_at_random_moments_loses_no_answered_request() {
     for n in &names {
         for line in std::fs::read_to_string(dir.join(n)).unwrap().lines() {
             if let Ok(r) = serde_json::from_str::<Value>(line)
-                && matches!(r["kind"].as_str(), Some("begin" | "request"))
+                && matches!(r["kind"].as_str(), Some("begin" | "read" | "request"))
             {
                 recorded.insert(r["request_id"].as_str().unwrap_or("").to_string());
             }

@@ -271,12 +271,10 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
             let e = want
                 .entry(d["name"].as_str().unwrap().to_string())
                 .or_default();
-            match (r["kind"].as_str().unwrap(), r["action"].as_str().unwrap()) {
-                ("begin", "data.export") => e.1 += 1,
-                ("begin", _) => e.0 += 1,
-                ("end", _) => e.2 += r["bytes_returned"].as_u64().unwrap(),
-                _ => {}
-            }
+            let (reads, downloads, bytes) = usage_of(r);
+            e.0 += reads;
+            e.1 += downloads;
+            e.2 += bytes;
         }
     }
     let usage: Value = s
@@ -322,12 +320,10 @@ async fn sealed_segments_are_served_from_parquet_paged_by_seek_and_counted() {
         if !data || !bus || r["key_id"] != reader.as_str() || r["status"].as_u64().unwrap() >= 400 {
             continue;
         }
-        match (r["kind"].as_str().unwrap(), r["action"].as_str().unwrap()) {
-            ("begin", "data.export") => mine.1 += 1,
-            ("begin", _) => mine.0 += 1,
-            ("end", _) => mine.2 += r["bytes_returned"].as_u64().unwrap(),
-            _ => {}
-        }
+        let (reads, downloads, bytes) = usage_of(r);
+        mine.0 += reads;
+        mine.1 += downloads;
+        mine.2 += bytes;
     }
     assert!(mine.0 > 0 && mine.1 > 0, "{mine:?}");
     let per_day: Value = s
@@ -614,4 +610,17 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
         .await;
     let got = keyed(&usage, "dataset", "reads");
     assert_eq!(got, want);
+}
+
+/// What a record adds to usage: (reads, downloads, bytes). A transfer counts by its `begin`
+/// and is sized by its `end`, or both by its one `read` when it was answered whole.
+fn usage_of(r: &Value) -> (u64, u64, u64) {
+    let export = r["action"] == "data.export";
+    let bytes = r["bytes_returned"].as_u64().unwrap();
+    match r["kind"].as_str().unwrap() {
+        "begin" => (u64::from(!export), u64::from(export), 0),
+        "end" => (0, 0, bytes),
+        "read" => (u64::from(!export), u64::from(export), bytes),
+        _ => (0, 0, 0),
+    }
 }

@@ -1,6 +1,7 @@
 //! The audit records of one data access, the same through every front door: a `begin` record
 //! (who, what, which dataset versions) made durable before the first byte, and an `end` record
-//! when the transfer stops — rows, bytes, CPU time and how it ended.
+//! when the transfer stops — rows, bytes, CPU time and how it ended; or, for an answer whole
+//! in memory before anything leaves (a page), one `read` record saying both.
 //!
 //! [`PendingRecords`] counts the records still to be handed to the log (requests being
 //! answered, `end` records of transfers still running), so shutdown can wait for them before the
@@ -30,18 +31,7 @@ pub fn end_record(
     end.kind = Some(Kind::End);
     end.duration_ms = elapsed.as_millis() as u64;
     match report {
-        Some(r) => {
-            end.rows_returned = r.rows;
-            end.bytes_returned = r.bytes;
-            end.cpu_ms = Some(r.cpu_micros / 1000);
-            let (outcome, error) = match r.outcome {
-                Outcome::Completed => ("completed", None),
-                Outcome::Disconnected => (client_left, None),
-                Outcome::Failed(e) => ("failed", Some(e.message)),
-            };
-            end.outcome = Some(outcome.to_string());
-            end.error = error;
-        }
+        Some(r) => with_report(&mut end, r, client_left),
         None => {
             end.bytes_returned = bytes_sent;
             end.outcome = Some("cancelled".to_string());
@@ -49,6 +39,29 @@ pub fn end_record(
         }
     }
     end
+}
+
+/// The one `read` record of a transfer answered whole before anything left (a page encoded
+/// in memory): what its `begin` would say, with the rows, bytes and outcome its `end` would
+/// add. Written in place of both, durable before the first byte like a `begin`.
+pub fn read_record(mut event: Event, report: Report, elapsed: Duration) -> Event {
+    event.kind = Some(Kind::Read);
+    event.duration_ms = elapsed.as_millis() as u64;
+    with_report(&mut event, report, "disconnected");
+    event
+}
+
+fn with_report(e: &mut Event, r: Report, client_left: &str) {
+    e.rows_returned = r.rows;
+    e.bytes_returned = r.bytes;
+    e.cpu_ms = Some(r.cpu_micros / 1000);
+    let (outcome, error) = match r.outcome {
+        Outcome::Completed => ("completed", None),
+        Outcome::Disconnected => (client_left, None),
+        Outcome::Failed(e) => ("failed", Some(e.message)),
+    };
+    e.outcome = Some(outcome.to_string());
+    e.error = error;
 }
 
 /// Audit records still to be written; see the module documentation.

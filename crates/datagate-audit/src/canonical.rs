@@ -167,6 +167,7 @@ pub fn view(line: &[u8]) -> Option<View<'_>> {
             "request" => Kind::Request,
             "begin" => Kind::Begin,
             "end" => Kind::End,
+            "read" => Kind::Read,
             "refusals" => Kind::Refusals,
             "log" => Kind::Log,
             _ => return None,
@@ -515,7 +516,7 @@ pub(crate) mod tests {
             count in 0..=max,
             workers in proptest::option::of(proptest::collection::vec(item.clone(), min_workers..3)),
             node_id in proptest::option::of(text()),
-            kind in proptest::option::of(prop_oneof![Just(Kind::Request), Just(Kind::Begin), Just(Kind::End), Just(Kind::Refusals), Just(Kind::Log)]),
+            kind in proptest::option::of(prop_oneof![Just(Kind::Request), Just(Kind::Begin), Just(Kind::End), Just(Kind::Read), Just(Kind::Refusals), Just(Kind::Log)]),
         ) -> Event {
             let s = |i: usize| strings[i].clone();
             Event {

@@ -113,7 +113,8 @@ pub fn usage_kind(e: &Event) -> Option<bool> {
 }
 
 fn usage_kind_of(kind: Option<Kind>, status: u16, action: &str) -> Option<bool> {
-    if kind != Some(Kind::Begin) || status >= 400 {
+    // A transfer counts once: by its `begin`, or by its `read` when it was answered whole.
+    if !matches!(kind, Some(Kind::Begin | Kind::Read)) || status >= 400 {
         return None;
     }
     match action {

@@ -425,6 +425,7 @@ impl<'a> Columns<'a> {
             Some("request") => Some(Kind::Request),
             Some("begin") => Some(Kind::Begin),
             Some("end") => Some(Kind::End),
+            Some("read") => Some(Kind::Read),
             Some("refusals") => Some(Kind::Refusals),
             Some("log") => Some(Kind::Log),
             Some(other) => return Err(at(&format!("unknown kind {other:?}"))),
@@ -787,9 +788,16 @@ mod tests {
         let mut prev = GENESIS_HASH.to_string();
         let mut records = Vec::new();
         let mut lines = Vec::new();
-        for i in 0..4u64 {
+        let kinds = [
+            Some(Kind::Begin),
+            Some(Kind::End),
+            None,
+            Some(Kind::Log),
+            Some(Kind::Read),
+        ];
+        for (i, kind) in (0u64..).zip(kinds) {
             let event = Event {
-                kind: [Some(Kind::Begin), Some(Kind::End), None, Some(Kind::Log)][i as usize],
+                kind,
                 event_id: format!("e{i}"),
                 key_id: "k1".into(),
                 department: (i % 2 == 0).then(|| "transport".into()),
@@ -811,8 +819,9 @@ mod tests {
                     _ => vec![],
                 },
                 query_text: Some("SELECT '路' -- \"x\"".into()),
-                cpu_ms: (i == 1).then_some(7),
-                outcome: (i == 1).then(|| "completed".into()),
+                cpu_ms: (i % 3 == 1).then_some(7),
+                outcome: (i % 3 == 1).then(|| "completed".into()),
+                rows_returned: i * 10,
                 status: 200,
                 count: 1,
                 ..Default::default()

@@ -24,6 +24,10 @@ pub enum Kind {
     Begin,
     /// The end of a data request (same `event_id` as its begin): rows, bytes, outcome.
     End,
+    /// A data request answered whole at once (a page, encoded before anything left): its
+    /// begin and end in one record, with rows, bytes and outcome, durable before the first
+    /// byte. No `end` follows.
+    Read,
     /// Identical refusals of one caller within one second, counted in `count`.
     Refusals,
     /// Something the log itself did: recovery from a torn tail, start, shutdown.
@@ -36,6 +40,7 @@ impl Kind {
             Kind::Request => "request",
             Kind::Begin => "begin",
             Kind::End => "end",
+            Kind::Read => "read",
             Kind::Refusals => "refusals",
             Kind::Log => "log",
         }
@@ -77,12 +82,12 @@ pub struct Event {
     pub rows_returned: u64,
     pub bytes_returned: u64,
     pub duration_ms: u64,
-    /// For `end`: thread CPU time the query used on the query executor, in milliseconds.
+    /// For `end` and `read`: thread CPU time the query used on the query executor, in milliseconds.
     /// Absent from records of other kinds (and from records written before it existed), so
     /// their lines, and hashes, are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<u64>,
-    /// For `end`: `completed`, `disconnected`, `failed` or `cancelled` (stopped at shutdown).
+    /// For `end` and `read`: `completed`, `disconnected`, `failed` or `cancelled` (stopped at shutdown).
     pub outcome: Option<String>,
     /// How many requests this record stands for (more than 1 only for `refusals`).
     pub count: u64,

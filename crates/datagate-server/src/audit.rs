@@ -6,7 +6,8 @@
 //! - A data response (rows, export, SQL) gets a `begin` record — with the dataset versions the
 //!   plan read, put in the response by the handler ([`DataAccess`]) — durable before its first
 //!   byte, and an `end` record when the stream ends: rows, bytes, duration, and whether it
-//!   completed, the client disconnected, or it failed.
+//!   completed, the client disconnected, or it failed. A response whole in memory before it
+//!   leaves (a page) gets one `read` record saying all of that, durable before its first byte.
 //! - Identical refusals (429) of one caller on one route within one second are written once
 //!   in full and then counted: one `refusals` record per second carries the count of the rest,
 //!   so a flood cannot flood the log, and no refusal goes uncounted.
@@ -126,6 +127,17 @@ fn unavailable(why: &str) -> Response {
     resp
 }
 
+/// Appends `event` and waits until it is durable, timing the wait; the error says why not.
+async fn durable(
+    log: &datagate_audit::AuditLog,
+    event: impl std::borrow::Borrow<Event>,
+) -> Result<(), String> {
+    let timer = Instant::now();
+    let written = log.append(event).await;
+    metrics::histogram!("datagate_audit_wait_seconds").record(timer.elapsed().as_secs_f64());
+    written.map(drop).map_err(|e| e.to_string())
+}
+
 /// The middleware; see the module documentation.
 pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
@@ -203,16 +215,22 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 .map(datagate_audit::record::query_sha256);
             event.query_text = access.query_text;
             event.workers = access.workers;
-            event.duration_ms = start.elapsed().as_millis() as u64;
-            let timer = Instant::now();
-            let begun = log.append(&event).await;
-            metrics::histogram!("datagate_audit_wait_seconds")
-                .record(timer.elapsed().as_secs_f64());
-            if let Err(e) = begun {
-                // Dropping the response cancels the query: no data leaves.
-                return unavailable(&e.to_string());
-            }
             let (mut report, bytes_sent) = (access.report, access.bytes_sent);
+            if let Ok(done) = report.try_recv() {
+                // A body already whole in memory (a page): its end is known now, so one
+                // `read` record says both, durable before the body leaves.
+                let read = datagate_access::trail::read_record(event, done, start.elapsed());
+                return match durable(&log, read).await {
+                    Ok(()) => resp,
+                    // Dropping the response: no data leaves.
+                    Err(e) => unavailable(&e),
+                };
+            }
+            event.duration_ms = start.elapsed().as_millis() as u64;
+            if let Err(e) = durable(&log, &event).await {
+                // Dropping the response cancels the query: no data leaves.
+                return unavailable(&e);
+            }
             let end = move |event: &Event, report| {
                 datagate_access::trail::end_record(
                     event,
@@ -222,11 +240,6 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                     bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
                 )
             };
-            if let Ok(done) = report.try_recv() {
-                // A body already whole in memory (a page): its end is known now.
-                log.append_detached(end(&event, Some(done)));
-                return resp;
-            }
             let pending = state.audit_pending.begin();
             tokio::spawn(async move {
                 let _pending = pending;
@@ -240,13 +253,9 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
             if status == 429 && !state.refusals.first_of_second(&event, &log) {
                 return resp;
             }
-            let timer = Instant::now();
-            let written = log.append(event).await;
-            metrics::histogram!("datagate_audit_wait_seconds")
-                .record(timer.elapsed().as_secs_f64());
-            match written {
-                Ok(_) => resp,
-                Err(e) => unavailable(&e.to_string()),
+            match durable(&log, event).await {
+                Ok(()) => resp,
+                Err(e) => unavailable(&e),
             }
         }
     }

@@ -26,7 +26,7 @@ pub const REPORTS: [(&str, &str, &str, &str); 4] = [
         "近7天各数据集（版本）访问量",
         "Reads per dataset version, last 7 days",
         "SELECT datasets AS dataset_versions, count(*) AS reads FROM audit.events \
-         WHERE kind = 'begin' AND status < 400 AND datasets IS NOT NULL \
+         WHERE kind IN ('begin', 'read') AND status < 400 AND datasets IS NOT NULL \
          AND action IN ('data.rows', 'data.query', 'data.export') \
          AND ts >= now() - INTERVAL '7 days' GROUP BY datasets ORDER BY reads DESC",
     ),
@@ -41,14 +41,14 @@ pub const REPORTS: [(&str, &str, &str, &str); 4] = [
         "bytes-by-principal",
         "各调用方下载字节数",
         "Bytes sent per principal",
-        "SELECT key_id, sum(bytes_returned) AS bytes, sum(rows_returned) AS rows FROM audit.events WHERE kind = 'end' \
+        "SELECT key_id, sum(bytes_returned) AS bytes, sum(rows_returned) AS rows FROM audit.events WHERE kind IN ('end', 'read') \
          GROUP BY key_id ORDER BY bytes DESC LIMIT 50",
     ),
     (
         "sql-queries-today",
         "今天的 SQL 查询",
         "SQL queries today",
-        "SELECT ts, key_id, status, query_text FROM audit.events WHERE action = 'data.query' AND kind = 'begin' \
+        "SELECT ts, key_id, status, query_text FROM audit.events WHERE action = 'data.query' AND kind IN ('begin', 'read') \
          AND ts >= date_trunc('day', now()) ORDER BY ts DESC LIMIT 100",
     ),
 ];

@@ -538,7 +538,7 @@ struct UsageFilter {
 /// The SQL of a usage report: per group, reads (2xx rows pages and SQL queries), downloads
 /// (2xx exports) — counted by their `begin` records — and the rows and bytes their `end`
 /// records say were sent (a transfer a crash cut short counts with an `end` of outcome
-/// `unknown` and no rows).
+/// `unknown` and no rows); a page answered whole counts by its one `read` record.
 /// The dataset and principal are `$n` parameters, returned beside the text.
 fn usage_sql(group_by: &str, f: &UsageFilter) -> Option<(String, Vec<serde_json::Value>)> {
     let (key, unnest) = match group_by {
@@ -548,7 +548,7 @@ fn usage_sql(group_by: &str, f: &UsageFilter) -> Option<(String, Vec<serde_json:
         "day" => ("CAST(ts AS DATE)", false),
         _ => return None,
     };
-    let mut filter = "kind IN ('begin', 'end') AND status < 400 \
+    let mut filter = "kind IN ('begin', 'end', 'read') AND status < 400 \
         AND action IN ('data.rows', 'data.query', 'data.export')"
         .to_string();
     let mut params = Vec::new();
@@ -578,10 +578,10 @@ fn usage_sql(group_by: &str, f: &UsageFilter) -> Option<(String, Vec<serde_json:
     };
     let sql = format!(
         "SELECT {key} AS {group_by}, \
-           sum(CASE WHEN kind = 'begin' AND action <> 'data.export' THEN 1 ELSE 0 END) AS reads, \
-           sum(CASE WHEN kind = 'begin' AND action = 'data.export' THEN 1 ELSE 0 END) AS downloads, \
-           sum(CASE WHEN kind = 'end' THEN rows_returned ELSE 0 END) AS rows, \
-           sum(CASE WHEN kind = 'end' THEN bytes_returned ELSE 0 END) AS bytes \
+           sum(CASE WHEN kind <> 'end' AND action <> 'data.export' THEN 1 ELSE 0 END) AS reads, \
+           sum(CASE WHEN kind <> 'end' AND action = 'data.export' THEN 1 ELSE 0 END) AS downloads, \
+           sum(CASE WHEN kind <> 'begin' THEN rows_returned ELSE 0 END) AS rows, \
+           sum(CASE WHEN kind <> 'begin' THEN bytes_returned ELSE 0 END) AS bytes \
          FROM {source} AS e {outer} GROUP BY 1 ORDER BY 1"
     );
     Some((sql, params))
