@@ -480,6 +480,45 @@ async fn etags_answer_304_without_running_and_change_with_versions() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-dataset-versions"], "transport.bus_lines=2");
     assert_ne!(r.headers()["etag"], before);
+    // So does masking a column (same version, other bytes): a cache revalidating its copy
+    // must not be told that the unmasked answer is still current.
+    let paths = [
+        "/api/v1/datasets/transport/bus_lines/rows?limit=5",
+        "/api/v1/datasets/transport/bus_lines/export?format=csv",
+        "/api/v1/query?sql=SELECT%20line_name%20FROM%20transport.bus_lines%20ORDER%20BY%201%20LIMIT%203",
+    ];
+    let mut tags = Vec::new();
+    for path in paths {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        tags.push(r.headers()["etag"].to_str().unwrap().to_string());
+        assert!(r.text().await.unwrap().contains("1路"), "{path}");
+    }
+    let r = c
+        .patch(s.url("/api/v1/datasets/transport/bus_lines"))
+        .bearer_auth(ADMIN)
+        .json(
+            &json!({"columns": [{"name": "line_name", "sensitivity": "masked", "mask": "redact"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    for (path, tag) in paths.iter().zip(&tags) {
+        let r = c
+            .get(s.url(path))
+            .header("if-none-match", tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["x-dataset-versions"], "transport.bus_lines=2");
+        assert_ne!(r.headers()["etag"].to_str().unwrap(), tag, "{path}");
+        assert!(
+            !r.text().await.unwrap().contains("1路"),
+            "{path}: masked now"
+        );
+    }
 }
 
 #[tokio::test]

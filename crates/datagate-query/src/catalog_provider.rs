@@ -24,6 +24,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datagate_catalog::{CatalogStore, Column, Dataset};
 use datagate_core::Sensitivity;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 use url::Url;
@@ -69,6 +70,21 @@ impl TableSnapshot {
                 .columns
                 .iter()
                 .any(|c| c.sensitivity != Sensitivity::Public)
+    }
+
+    /// Names the view its reader gets: `all` (the columns as stored), or every column's
+    /// current sensitivity and mask. Masking a column changes the bytes a version answers with
+    /// but not the version, so whatever is keyed by the version (cached pages, entity tags)
+    /// is keyed by this too.
+    pub fn view_tag(&self) -> String {
+        if !self.restricted() {
+            return "all".into();
+        }
+        let mut tag = String::from("restricted");
+        for c in &self.columns {
+            let _ = write!(tag, "|{}:{:?}:{:?}", c.name, c.sensitivity, c.mask);
+        }
+        tag
     }
 
     /// Rows of the version (0 for a dataset with no data yet).

@@ -676,7 +676,6 @@ impl View {
         let mut raw_df = None;
         let mut fields = Vec::new();
         let mut columns = Vec::new();
-        let mut tag = String::from(if restricted { "restricted" } else { "all" });
         for (i, c) in snapshot.columns.iter().enumerate() {
             let raw_field = raw.field(i);
             if !restricted {
@@ -684,7 +683,6 @@ impl View {
                 columns.push((i, None));
                 continue;
             }
-            tag.push_str(&format!("|{}:{:?}:{:?}", c.name, c.sensitivity, c.mask));
             match masking::outside_view(c.sensitivity, c.mask) {
                 None => {}
                 Some(None) => {
@@ -715,7 +713,7 @@ impl View {
             raw,
             out: Arc::new(Schema::new(fields)),
             columns,
-            tag,
+            tag: snapshot.view_tag(),
         })
     }
 

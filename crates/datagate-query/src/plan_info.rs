@@ -9,12 +9,24 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Operator};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-/// A dataset a plan reads, at its version (`None`: no data yet).
+/// A dataset a plan reads, at its version (`None`: no data yet), in its reader's view.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DatasetRead {
     /// `department.dataset`.
     pub name: String,
     pub version: Option<i64>,
+    /// How the reader saw its columns ([`TableSnapshot::view_tag`]).
+    pub view: String,
+}
+
+impl DatasetRead {
+    pub fn of(snapshot: &TableSnapshot) -> Self {
+        Self {
+            name: snapshot.qualified_name(),
+            version: snapshot.version,
+            view: snapshot.view_tag(),
+        }
+    }
 }
 
 /// Calls `f` with the snapshot of every dataset scan in `plan`, subqueries included.
@@ -34,12 +46,11 @@ fn for_each_scan(plan: &LogicalPlan, mut f: impl FnMut(&TableSnapshot)) {
 pub fn datasets_read(plan: &LogicalPlan) -> Vec<DatasetRead> {
     let mut found = BTreeMap::new();
     for_each_scan(plan, |s| {
-        found.insert(s.qualified_name(), s.version);
+        found
+            .entry(s.qualified_name())
+            .or_insert_with(|| DatasetRead::of(s));
     });
-    found
-        .into_iter()
-        .map(|(name, version)| DatasetRead { name, version })
-        .collect()
+    found.into_values().collect()
 }
 
 /// The Parquet bytes of the versions `plan` scans, counted once per scan (a self-join reads its
@@ -142,11 +153,15 @@ pub fn versions_header(read: &[DatasetRead]) -> String {
 }
 
 /// A weak entity tag over the normalised request (`parts`: what was asked, in what format, by
-/// whom as far as it changes the bytes) and the versions read. Versions are immutable, so the
-/// same tag means the same answer.
+/// whom as far as it changes the bytes) and the versions read, each in the view it was read
+/// in. Versions are immutable and views named in full, so the same tag means the same answer.
 pub fn etag(parts: &[&str], read: &[DatasetRead]) -> String {
     let mut h = Sha256::new();
-    for p in parts {
+    for p in parts
+        .iter()
+        .copied()
+        .chain(read.iter().map(|r| r.view.as_str()))
+    {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p.as_bytes());
     }
@@ -169,16 +184,19 @@ mod tests {
 
     #[test]
     fn etags_change_with_versions_and_parts() {
-        let v1 = [DatasetRead {
-            name: "a.b".into(),
-            version: Some(1),
-        }];
-        let v2 = [DatasetRead {
-            name: "a.b".into(),
-            version: Some(2),
-        }];
+        let read = |version, view: &str| {
+            [DatasetRead {
+                name: "a.b".into(),
+                version: Some(version),
+                view: view.into(),
+            }]
+        };
+        let (v1, v2) = (read(1, "all"), read(2, "all"));
         assert_eq!(etag(&["q", "json"], &v1), etag(&["q", "json"], &v1));
         assert_ne!(etag(&["q", "json"], &v1), etag(&["q", "json"], &v2));
+        // The same version in another view (a column masked since) is another answer.
+        let masked = read(1, "restricted|c:Masked:Some(Redact)");
+        assert_ne!(etag(&["q", "json"], &v1), etag(&["q", "json"], &masked));
         assert_ne!(etag(&["q", "json"], &v1), etag(&["q", "csv"], &v1));
         // Parts are length-framed: moving a boundary changes the tag.
         assert_ne!(etag(&["ab", "c"], &v1), etag(&["a", "bc"], &v1));

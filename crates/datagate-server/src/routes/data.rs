@@ -265,10 +265,7 @@ async fn read_dataset(
         filter: p.filter.clone(),
         order: p.order.clone(),
     };
-    let read = vec![DatasetRead {
-        name: snapshot.qualified_name(),
-        version: snapshot.version,
-    }];
+    let read = vec![DatasetRead::of(&snapshot)];
     let tag = plan_info::etag(
         &[
             &shape,
