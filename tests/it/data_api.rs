@@ -494,16 +494,7 @@ async fn etags_answer_304_without_running_and_change_with_versions() {
         tags.push(r.headers()["etag"].to_str().unwrap().to_string());
         assert!(r.text().await.unwrap().contains("1路"), "{path}");
     }
-    let r = c
-        .patch(s.url("/api/v1/datasets/transport/bus_lines"))
-        .bearer_auth(ADMIN)
-        .json(
-            &json!({"columns": [{"name": "line_name", "sensitivity": "masked", "mask": "redact"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    mask_line_names(&c, &s).await;
     for (path, tag) in paths.iter().zip(&tags) {
         let r = c
             .get(s.url(path))
@@ -788,4 +779,125 @@ async fn a_whole_parquet_export_is_the_stored_row_groups_and_reads_back_whole() 
     assert_eq!(reader.schema().fields().len(), 1);
     let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, expected.len());
+}
+
+/// Masks `line_name` of `transport.bus_lines` (a new view of the same version).
+async fn mask_line_names(c: &Client, s: &Server) {
+    let r = c
+        .patch(s.url("/api/v1/datasets/transport/bus_lines"))
+        .bearer_auth(ADMIN)
+        .json(
+            &json!({"columns": [{"name": "line_name", "sensitivity": "masked", "mask": "redact"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+/// The hits on encoded page bodies so far, from `/metrics`.
+async fn page_body_hits(s: &Server) -> u64 {
+    s.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("datagate_page_body_cache_hits_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn page_bodies_are_reused_only_for_the_same_answer() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    let page = "/api/v1/datasets/transport/bus_lines/rows?limit=3&offset=2";
+    let fetch = |path: &str, host: Option<&str>| {
+        let mut rb = c.get(s.url(path));
+        if let Some(h) = host {
+            rb = rb.header("host", h);
+        }
+        async move {
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let tag = r.headers()["etag"].to_str().unwrap().to_string();
+            (tag, r.text().await.unwrap())
+        }
+    };
+    // The first asks decode (and keep the version); then the page is encoded and kept.
+    let (tag, first) = fetch(page, None).await;
+    let (_, second) = fetch(page, None).await;
+    let before = page_body_hits(&s).await;
+    let (again_tag, third) = fetch(page, None).await;
+    assert_eq!(
+        page_body_hits(&s).await,
+        before + 1,
+        "served from the kept body"
+    );
+    assert_eq!((&again_tag, &third), (&tag, &second));
+    assert_eq!(first, second);
+    let rows: Value = serde_json::from_str(&third).unwrap();
+    assert_eq!(strings(&rows, "line_id"), ["BL00003", "BL00004", "BL00005"]);
+    assert!(
+        rows["next"].as_str().unwrap().contains("offset=5"),
+        "{rows}"
+    );
+    // Another host: another `next` link, so not the kept body.
+    let (_, other_host) = fetch(page, Some("example.org:8080")).await;
+    assert!(
+        serde_json::from_str::<Value>(&other_host).unwrap()["next"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://example.org:8080/"),
+        "{other_host}"
+    );
+    // Another format, another page: their own bodies.
+    let (_, csv) = fetch(&format!("{page}&format=csv"), None).await;
+    assert!(csv.starts_with("line_id,"), "{csv}");
+    let (_, next_page) = fetch(
+        "/api/v1/datasets/transport/bus_lines/rows?limit=3&offset=5",
+        None,
+    )
+    .await;
+    let next_rows: Value = serde_json::from_str(&next_page).unwrap();
+    assert_eq!(
+        strings(&next_rows, "line_id"),
+        ["BL00006", "BL00007", "BL00008"]
+    );
+    // Masking a column: the kept body is not the answer any more.
+    mask_line_names(&c, &s).await;
+    let (masked_tag, masked) = fetch(page, None).await;
+    assert_ne!(masked_tag, tag);
+    let masked: Value = serde_json::from_str(&masked).unwrap();
+    assert_eq!(
+        strings(&masked, "line_id"),
+        ["BL00003", "BL00004", "BL00005"]
+    );
+    assert!(
+        strings(&masked, "line_name")
+            .iter()
+            .all(|v| !v.contains('路')),
+        "{masked}"
+    );
+    // The owning side (admin) still sees the column as published, under its own tag.
+    let r = c.get(s.url(page)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_ne!(r.headers()["etag"].to_str().unwrap(), masked_tag);
+    let admin: Value = r.json().await.unwrap();
+    assert_eq!(strings(&admin, "line_name"), ["3路", "4路", "5路"]);
+    // A new version: its own pages.
+    let body = std::fs::read(repo_root().join("catalog/transport/bus_lines.csv")).unwrap();
+    let head_only: Vec<u8> = body
+        .split(|b| *b == b'\n')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(&b'\n');
+    let r = c
+        .post(s.url("/api/v1/datasets/transport/bus_lines/versions?mode=replace"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv")
+        .body(head_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (_, replaced) = fetch(page, None).await;
+    let replaced: Value = serde_json::from_str(&replaced).unwrap();
+    assert_eq!(replaced["rows"].as_array().unwrap().len(), 0, "{replaced}");
 }

@@ -45,4 +45,6 @@ pub struct State {
     pub refusals: Arc<datagate_access::trail::RefusalCounter>,
     /// Audit records still to be written (requests being answered, `end` records of streams).
     pub audit_pending: Arc<PendingRecords>,
+    /// Bodies of small pages as they left, for the next client asking the same.
+    pub page_bodies: crate::routes::page_bodies::PageBodies,
 }

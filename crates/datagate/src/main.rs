@@ -614,6 +614,10 @@ fn run_serve(cfg: Config) -> Result<()> {
             audit: audit.clone(),
             refusals: refusals.clone(),
             audit_pending: Default::default(),
+            // A quarter of what decoded versions may hold: bodies of their popular pages.
+            page_bodies: datagate_server::routes::page_bodies::PageBodies::new(
+                cfg.query.page_cache_bytes / 4,
+            ),
         });
         let listener = tokio::net::TcpListener::bind(cfg.server.listen)
             .await

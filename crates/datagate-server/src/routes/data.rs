@@ -9,6 +9,7 @@
 use super::{ApiJson, ApiQuery, Caller, DatasetPath, base_url};
 use crate::audit::DataAccess;
 use crate::problem::ApiError;
+use crate::routes::page_bodies::{EncodedPage, PageBodies};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
@@ -109,23 +110,15 @@ pub async fn rows(
         Ok(read) => read,
         Err(not_modified) => return Ok(not_modified),
     };
-    let next = next_page_url(
-        &state,
-        &headers,
-        &path,
-        &p,
-        limit,
-        offset,
-        read.snapshot.version,
-    );
     let cap = RowCap {
         rows: Some(limit),
-        next_if_more: Some(next),
+        next_if_more: read.next,
         truncate: false,
     };
     let source = match read.started {
         Source::Query(started, _) => Source::Query(started, cap),
-        Source::Page(page, _) => Source::Page(page, cap),
+        Source::Page(page, _, key) => Source::Page(page, cap, key),
+        encoded @ Source::Encoded(_) => encoded,
         Source::Stored(_) => return Err(ApiError::internal("a rows page was not a query")),
     };
     stream_response(
@@ -212,8 +205,15 @@ pub async fn export(
 pub(crate) enum Source {
     /// A query, started (its first batch in hand), encoded as it streams, under a row cap.
     Query(execute::Started, RowCap),
-    /// A small page already in memory, encoded at once on this thread, under a row cap.
-    Page(datagate_query::pages::Page, RowCap),
+    /// A small page already in memory, encoded at once on this thread, under a row cap; its
+    /// body kept in the page bodies under the key, if any.
+    Page(
+        datagate_query::pages::Page,
+        RowCap,
+        Option<(PageBodies, String)>,
+    ),
+    /// A page's body as it left before (`page_bodies`).
+    Encoded(EncodedPage),
     /// A whole version's stored Parquet files, copied as one file (`stored_export`).
     Stored(Vec<std::path::PathBuf>),
 }
@@ -230,6 +230,8 @@ struct StartedRead {
     format: Format,
     read: Vec<DatasetRead>,
     tag: String,
+    /// A page's link to the next one.
+    next: Option<String>,
 }
 
 /// The steps `rows` and `export` share: resolve what the caller may read of the dataset, answer
@@ -281,7 +283,34 @@ async fn read_dataset(
     if let Some(not_modified) = not_modified(headers, &tag, &read) {
         return Ok(Err(not_modified));
     }
+    let next = match paging {
+        Paging::Page { limit, offset } => Some(next_page_url(
+            state,
+            headers,
+            path,
+            p,
+            limit,
+            offset,
+            snapshot.version,
+        )),
+        Paging::Export => None,
+    };
     let lane = ticket.lane(state.engine.executor());
+    // A page asked for before (same tag, same link): its bytes as they left then.
+    let body_key = next.as_deref().map(|n| PageBodies::key(&tag, n));
+    if let Some(key) = &body_key
+        && let Some(hit) = state.page_bodies.get(key)
+    {
+        return Ok(Ok(StartedRead {
+            lane,
+            started: Source::Encoded(hit),
+            snapshot,
+            format,
+            read,
+            tag,
+            next,
+        }));
+    }
     if let Some(page) =
         state
             .engine
@@ -290,11 +319,16 @@ async fn read_dataset(
     {
         return Ok(Ok(StartedRead {
             lane,
-            started: Source::Page(page, RowCap::default()),
+            started: Source::Page(
+                page,
+                RowCap::default(),
+                body_key.map(|key| (state.page_bodies.clone(), key)),
+            ),
             snapshot,
             format,
             read,
             tag,
+            next,
         }));
     }
     if let Paging::Page { .. } = paging {
@@ -325,6 +359,7 @@ async fn read_dataset(
                 format,
                 read,
                 tag,
+                next,
             }));
         }
     }
@@ -343,6 +378,7 @@ async fn read_dataset(
             format,
             read,
             tag,
+            next,
         }));
     }
     let session = state
@@ -368,6 +404,7 @@ async fn read_dataset(
         format,
         read,
         tag,
+        next,
     }))
 }
 
@@ -645,6 +682,23 @@ impl<'a> Answer<'a> {
     }
 }
 
+/// A body whole in memory, its end reported at once.
+fn whole_body(
+    body: Bytes,
+    rows: u64,
+    bytes: &AtomicU64,
+    on_end: impl FnOnce(execute::Report),
+) -> Body {
+    bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    on_end(execute::Report {
+        outcome: execute::Outcome::Completed,
+        rows,
+        bytes: body.len() as u64,
+        cpu_micros: 0,
+    });
+    Body::from(body)
+}
+
 fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Response, ApiError> {
     let Answer {
         format,
@@ -660,7 +714,7 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
     let (deadline, workers) = match &source {
         Source::Query(started, _) => (started.deadline(), started.workers().map(<[_]>::to_vec)),
-        Source::Page(..) | Source::Stored(_) => (None, None),
+        Source::Page(..) | Source::Encoded(_) | Source::Stored(_) => (None, None),
     };
     let on_end = move |report: execute::Report| {
         tracing::info!(
@@ -679,7 +733,7 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
     // body is coded here; `None` when the body's own bytes are what is counted.
     let mut plain_sent = None;
     let body = match source {
-        Source::Page(page, cap) => {
+        Source::Page(page, cap, keep) => {
             // Small and in memory: one body of known length (`Content-Length`, written with
             // the head), coded by the compression layer if the client asks.
             coding = BodyCoding::Identity;
@@ -688,14 +742,20 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
                 Ok([one]) => one,
                 Err(chunks) => Bytes::from(chunks.concat()),
             };
-            bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-            on_end(execute::Report {
-                outcome: execute::Outcome::Completed,
-                rows,
-                bytes: body.len() as u64,
-                cpu_micros: 0,
-            });
-            Body::from(body)
+            if let Some((bodies, key)) = keep {
+                bodies.insert(
+                    key,
+                    EncodedPage {
+                        body: body.clone(),
+                        rows,
+                    },
+                );
+            }
+            whole_body(body, rows, &bytes, on_end)
+        }
+        Source::Encoded(page) => {
+            coding = BodyCoding::Identity;
+            whole_body(page.body, page.rows, &bytes, on_end)
         }
         Source::Query(started, cap) => {
             let rx = execute::stream_encoded(lane, started, format, coding, cap, bytes, on_end)?;
@@ -844,7 +904,11 @@ pub(crate) fn stream_audit_page(
     cap: RowCap,
     format: Format,
 ) -> Result<Response, ApiError> {
-    let mut resp = stream_response(lane, Source::Page(page, cap), Answer::audit(format, None))?;
+    let mut resp = stream_response(
+        lane,
+        Source::Page(page, cap, None),
+        Answer::audit(format, None),
+    )?;
     resp.headers_mut().remove("x-dataset-versions");
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -7,6 +7,7 @@ pub mod data;
 pub mod dcat;
 pub mod keys;
 pub mod ops;
+pub mod page_bodies;
 pub mod publish;
 
 pub use crate::auth::{Caller, KeyHolder};
