@@ -75,6 +75,10 @@ start_server() {
   echo "server did not start" >&2; cat "$WORK/server.log" >&2; exit 1
 }
 stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; }
+# The figures that wait on fdatasync (audited pages, durable appends) are measured after the
+# gigabytes the step before wrote (the ingest, DuckDB's COPY outputs) have reached the disk:
+# otherwise the log's syncs queue behind that writeback and the figure is the previous step's.
+settle() { sync; sleep 2; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
 # wrk, 64 connections on 2 threads for SECS: "requests/s p99_ms non2xx_and_errors" (a second
@@ -127,6 +131,7 @@ NEXT=$(curl -sf "$BASE/api/v1/datasets/market/entities/rows?limit=10&offset=9999
   python3 -c 'import json,sys; print(json.load(sys.stdin)["next"])')
 case "$NEXT" in *offset=1000000*) ;; *) echo "unexpected next link: $NEXT" >&2; exit 1;; esac
 curl -sf "$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10" >/dev/null
+settle
 put dg_small "$(load "$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10")"
 put dg_first "$(load "$BASE/api/v1/datasets/market/entities/rows?limit=10")"
 put dg_offset "$(load "$NEXT")"
@@ -243,6 +248,7 @@ PY
 )"
 
 # --- Durable audit appends.
+settle
 AUDIT=$(cargo bench -q --bench audit_append -- 5 2>/dev/null)
 put audit_1 "$(echo "$AUDIT" | awk -F'|' '$2+0 == 1 {gsub(/ /,"",$3); print $3}')"
 put audit_256 "$(echo "$AUDIT" | awk -F'|' '$2+0 == 256 {gsub(/ /,"",$3); print $3}')"
