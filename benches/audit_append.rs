@@ -7,7 +7,9 @@
 //!
 //! (the log is written under ./target). `AUDIT_COMMIT_DELAY_US` and `AUDIT_COMMIT_DELAY_COUNT`
 //! set the writer's commit delay and the batch that ends it early (`LogOptions::commit_delay`,
-//! `commit_delay_count`; default the log's own), to compare settings in one run.
+//! `commit_delay_count`), `AUDIT_PREALLOCATE_BYTES` the zeroes laid ahead of the open
+//! segment's records (`preallocate_bytes`, 0 = appended); default the log's own, to compare
+//! settings in one run.
 
 use datagate_audit::{AuditLog, Event, Kind, LogOptions};
 use std::time::{Duration, Instant};
@@ -59,9 +61,11 @@ fn main() {
         setting("AUDIT_COMMIT_DELAY_US").map_or(defaults.commit_delay, Duration::from_micros);
     let commit_delay_count =
         setting("AUDIT_COMMIT_DELAY_COUNT").map_or(defaults.commit_delay_count, |c| c as usize);
+    let preallocate_bytes =
+        setting("AUDIT_PREALLOCATE_BYTES").unwrap_or(defaults.preallocate_bytes);
     println!(
         "durable audit appends, {secs} s per row, commit delay {} µs or {commit_delay_count} \
-         records, log under {}:",
+         records, {preallocate_bytes} bytes laid ahead, log under {}:",
         commit_delay.as_micros(),
         base.display()
     );
@@ -73,6 +77,7 @@ fn main() {
         let mut options = LogOptions::new(&dir);
         options.commit_delay = commit_delay;
         options.commit_delay_count = commit_delay_count;
+        options.preallocate_bytes = preallocate_bytes;
         let (log, _) = AuditLog::open(options).expect("open log");
         let (records, mut waits, elapsed) = rt.block_on(async {
             let end = Instant::now() + Duration::from_secs(secs);

@@ -23,6 +23,10 @@ fn json_records(audit_dir: &Path) -> Vec<Value> {
         .flat_map(|n| {
             std::fs::read_to_string(audit_dir.join(n))
                 .unwrap()
+                // The open segment's records end where the zeroes laid ahead begin.
+                .split('\0')
+                .next()
+                .unwrap_or_default()
                 .lines()
                 .map(|l| serde_json::from_str::<Value>(l).unwrap())
                 .collect::<Vec<_>>()

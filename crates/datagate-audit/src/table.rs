@@ -34,7 +34,6 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -238,10 +237,8 @@ fn narrow(lo: i128, hi: i128, op: Operator, v: i128) -> (i128, i128) {
 
 /// Decodes the lines appended to a kept segment since the last query (whole lines only).
 fn decode_more(d: &mut Decoded, path: &Path, lines_decoded: &AtomicU64) -> crate::Result<()> {
-    let mut file = std::fs::File::open(path)?;
-    file.seek(SeekFrom::Start(d.offset))?;
-    let mut data = Vec::new();
-    file.read_to_end(&mut data)?;
+    // Up to the zeroes laid ahead of the records, not through them.
+    let data = crate::segment::read_records_from(path, d.offset)?;
     let (lines, end) = split_lines(&data);
     if lines.is_empty() {
         return Ok(());

@@ -624,6 +624,11 @@ pub struct AuditConfig {
     /// archive lags the log by at most this much (a lost gateway loses at most this much of
     /// its log's copy); 0 = sealed by size only.
     pub seal_every_secs: u64,
+    /// Zeroes written this far ahead of the open segment's records, so a group commit's
+    /// `fdatasync` writes only records (about half the time per sync on ext4); the zeroes are
+    /// cut off when the segment is sealed or the gateway stops. 0 = the open segment grows by
+    /// appends (for a log shipper that tails it; sealed segments are the same either way).
+    pub preallocate_bytes: u64,
 }
 
 impl Default for AuditConfig {
@@ -638,6 +643,7 @@ impl Default for AuditConfig {
             retain_days: 0,
             node_id: String::new(),
             seal_every_secs: 0,
+            preallocate_bytes: 1024 * 1024,
         }
     }
 }

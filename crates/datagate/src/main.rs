@@ -492,6 +492,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             seal_every: (cfg.audit.seal_every_secs > 0)
                 .then(|| std::time::Duration::from_secs(cfg.audit.seal_every_secs)),
             seal_on_close: !cfg.audit.archive_url.is_empty(),
+            preallocate_bytes: cfg.audit.preallocate_bytes,
             ..datagate_audit::LogOptions::new(&audit_dir)
         })
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
