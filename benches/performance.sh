@@ -13,7 +13,8 @@
 #   - durable audit appends with 256 writers: >= 300,000/s (the 1-writer fsync-per-record run is
 #     the baseline printed beside it).
 #
-#   ROAPI_BIN=/path/to/roapi benches/performance.sh [ROWS]   (default 10,000,000; RUNS=7, SECS=10)
+#   ROAPI_BIN=/path/to/roapi benches/performance.sh [ROWS]   (default 10,000,000; RUNS=7, SECS=10,
+#   WARM=3: seconds of each load run before the SECS measured)
 #
 # ROAPI is built from its own source (see README "Performance"); without ROAPI_BIN its rows say
 # so and are skipped. Needs python3 with duckdb (installed if missing) and wrk (Debian package).
@@ -22,6 +23,7 @@ cd "$(dirname "$0")/.."
 ROWS="${1:-10000000}"
 RUNS="${RUNS:-7}"
 SECS="${SECS:-10}"
+WARM="${WARM:-3}"
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb==2.0.1
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q -p datagate
@@ -82,8 +84,11 @@ settle() { sync; sleep 2; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
 
 # wrk, 64 connections on 2 threads for SECS: "requests/s p99_ms non2xx_and_errors" (a second
-# argument: a wrk Lua script).
+# argument: a wrk Lua script). Each load (the gateway's and ROAPI's alike) is measured after WARM
+# seconds of the same load, not counted: the steady state, not the first burst of 64 connections
+# opened at once onto a server that has just started (ROAPI) or just been let settle.
 load() {
+  wrk -t2 -c64 -d"${WARM}s" ${2:+-s "$2"} "$1" >/dev/null 2>&1 || true
   wrk -t2 -c64 -d"${SECS}s" --latency ${2:+-s "$2"} "$1" >"$WORK/wrk.txt" 2>&1 || true
   python3 - "$WORK/wrk.txt" <<'PY'
 import re, sys
