@@ -629,6 +629,10 @@ pub struct AuditConfig {
     /// cut off when the segment is sealed or the gateway stops. 0 = the open segment grows by
     /// appends (for a log shipper that tails it; sealed segments are the same either way).
     pub preallocate_bytes: u64,
+    /// Under load (the last batch had a few waiters), how long the writer lets a batch gather
+    /// before its fsync, in microseconds (PostgreSQL's `commit_delay`): fewer, larger fsyncs,
+    /// each waiter a little later. 0 = never.
+    pub commit_delay_us: u64,
 }
 
 impl Default for AuditConfig {
@@ -644,6 +648,7 @@ impl Default for AuditConfig {
             node_id: String::new(),
             seal_every_secs: 0,
             preallocate_bytes: 1024 * 1024,
+            commit_delay_us: 200,
         }
     }
 }

@@ -493,6 +493,7 @@ fn run_serve(cfg: Config) -> Result<()> {
                 .then(|| std::time::Duration::from_secs(cfg.audit.seal_every_secs)),
             seal_on_close: !cfg.audit.archive_url.is_empty(),
             preallocate_bytes: cfg.audit.preallocate_bytes,
+            commit_delay: std::time::Duration::from_micros(cfg.audit.commit_delay_us),
             ..datagate_audit::LogOptions::new(&audit_dir)
         })
         .with_context(|| format!("cannot open the audit log in {}", audit_dir.display()))?;
