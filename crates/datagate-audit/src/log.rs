@@ -475,18 +475,20 @@ impl AuditLog {
     }
 
     /// Writes what is queued, signs a final checkpoint, syncs and stops the writer.
+    pub fn close(&self) {
+        self.stop_writer(Msg::Close);
+    }
+
     /// Tests: stops the writer as a crash would, leaving the files as they are.
     #[cfg(test)]
     pub(crate) fn crash(self) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        if self.tx.send(Msg::Crash(tx)).is_ok() {
-            let _ = rx.recv_timeout(Duration::from_secs(30));
-        }
+        self.stop_writer(Msg::Crash);
     }
 
-    pub fn close(&self) {
+    /// Hands the writer a message that stops it and waits (up to 30 s) until it has.
+    fn stop_writer(&self, msg: impl FnOnce(Sender<()>) -> Msg) {
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.tx.send(Msg::Close(tx)).is_ok() {
+        if self.tx.send(msg(tx)).is_ok() {
             let _ = rx.recv_timeout(Duration::from_secs(30));
         }
     }
