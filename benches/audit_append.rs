@@ -8,11 +8,17 @@
 //! (the log is written under ./target). `AUDIT_COMMIT_DELAY_US` and `AUDIT_COMMIT_DELAY_COUNT`
 //! set the writer's commit delay and the batch that ends it early (`LogOptions::commit_delay`,
 //! `commit_delay_count`), `AUDIT_PREALLOCATE_BYTES` the zeroes laid ahead of the open
-//! segment's records (`preallocate_bytes`, 0 = appended); default the log's own, to compare
-//! settings in one run.
+//! segment's records (`preallocate_bytes`, 0 = appended), `AUDIT_SEGMENT_MAX_BYTES` where a
+//! segment is sealed (and its Parquet copy written meanwhile; a size past what a run writes:
+//! no seal, no conversion); default the log's own, to compare settings in one run.
 
 use datagate_audit::{AuditLog, Event, Kind, LogOptions};
 use std::time::{Duration, Instant};
+
+/// The gateway's allocator (crates/datagate/src/main.rs): the log's records are allocated and
+/// freed on many threads, and glibc malloc's arena locks would be measured instead of the log.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn event(w: usize, i: u64) -> Event {
     Event {
@@ -78,6 +84,9 @@ fn main() {
         options.commit_delay = commit_delay;
         options.commit_delay_count = commit_delay_count;
         options.preallocate_bytes = preallocate_bytes;
+        if let Some(bytes) = setting("AUDIT_SEGMENT_MAX_BYTES") {
+            options.segment_max_bytes = bytes;
+        }
         let (log, _) = AuditLog::open(options).expect("open log");
         let (records, mut waits, elapsed) = rt.block_on(async {
             let end = Instant::now() + Duration::from_secs(secs);
@@ -97,11 +106,14 @@ fn main() {
                     waits
                 }));
             }
-            let mut all = Vec::new();
+            let mut per_writer = Vec::with_capacity(tasks.len());
             for t in tasks {
-                all.extend(t.await.expect("writer"));
+                per_writer.push(t.await.expect("writer"));
             }
-            (all.len(), all, start.elapsed())
+            // Timed up to the last writer's last append, not the merging of their waits.
+            let elapsed = start.elapsed();
+            let all: Vec<Duration> = per_writer.into_iter().flatten().collect();
+            (all.len(), all, elapsed)
         });
         let fsyncs = fsync_count(&log, records);
         log.close();
