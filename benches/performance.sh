@@ -205,32 +205,8 @@ FILES_JSON=$(echo "$ENTITY_FILES" | python3 -c 'import json,sys; print(json.dump
 POINT="SELECT * FROM market.entities WHERE uscc = '$POINT_KEY'"
 AGG="SELECT district, count(*) AS n, sum(registered_capital) AS capital FROM market.entities WHERE established_date BETWEEN DATE '2010-01-01' AND DATE '2015-12-31' GROUP BY district ORDER BY district"
 TOPN="SELECT uscc, entity_name, registered_capital FROM market.entities ORDER BY registered_capital DESC, uscc LIMIT 10"
-# Each statement alternately in DuckDB and through the gateway, RUNS times after one warm-up
-# of each, "duckdb_ms gateway_ms" (the medians): the two sides of a ratio share the same minutes
-# of this noisy host (one side's runs after the other's had put 0.94x-1.25x on an unchanged
-# aggregate).
-pair_query() {
-  python3 - "$FILES_JSON" "$RUNS" "$PORT" "$1" <<'PY'
-import duckdb, http.client, json, statistics, sys, time
-files, runs, port, sql = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-con = duckdb.connect()
-con.execute(f"CREATE VIEW entities AS SELECT * FROM read_parquet({files!r})")
-duck_sql = sql.replace("market.entities", "entities")
-c = http.client.HTTPConnection("127.0.0.1", port)
-body = json.dumps({"sql": sql})
-def duck():
-    con.execute(duck_sql).fetchall()
-def gateway():
-    c.request("POST", "/api/v1/query", body, {"content-type": "application/json"})
-    r = c.getresponse(); data = r.read()
-    assert r.status == 200, data
-def ms(f):
-    t = time.perf_counter(); f(); return (time.perf_counter() - t) * 1000
-duck(); gateway()
-times = [(ms(duck), ms(gateway)) for _ in range(runs)]
-print(f"{statistics.median(d for d, _ in times):.2f} {statistics.median(g for _, g in times):.2f}")
-PY
-}
+# Each statement alternately in DuckDB and through the gateway: "duckdb_ms gateway_ms".
+pair_query() { python3 benches/pair_query.py "$FILES_JSON" "$RUNS" "$PORT" "$1"; }
 start_server
 for q in point agg topn; do
   case $q in point) sql=$POINT;; agg) sql=$AGG;; topn) sql=$TOPN;; esac

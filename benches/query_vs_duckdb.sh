@@ -3,7 +3,8 @@
 # in-process in the same binary (`datagate query`), on the same Parquet files of a generated
 # market-entity dataset published through ingest, in the same run:
 #   - point lookup by primary key, filtered aggregate (GROUP BY district over a date range),
-#     top-N: median latency of RUNS runs each (targets: point < 2x DuckDB, aggregate < 1.5x
+#     top-N: median latency of RUNS runs each, DuckDB and the gateway alternately (targets: point
+#     < 2x DuckDB, aggregate < 1.5x
 #     DuckDB, HTTP over in-process DataFusion < 1.2x for the aggregate);
 #   - full CSV and Parquet export: rows/s beside DuckDB COPY ... TO of the same query (target
 #     >= 0.7x) and the server's peak RSS during each export (target < 256 MiB);
@@ -69,41 +70,13 @@ TOPN="SELECT uscc, entity_name, registered_capital FROM market.entities ORDER BY
 inproc() { "$BIN" query --data-dir "$DATA" --repeat "$RUNS" --format json "$1" 2>&1 >/dev/null | sed -n 's/.*median_ms=\([0-9.]*\).*/\1/p'; }
 IN_POINT=$(inproc "$POINT"); IN_AGG=$(inproc "$AGG"); IN_TOPN=$(inproc "$TOPN")
 
-duck_query() { # sql → median ms
-  python3 - "$FILES" "$RUNS" "$1" <<'PY'
-import duckdb, json, statistics, sys, time
-files, runs, sql = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-con = duckdb.connect()
-con.execute(f"CREATE VIEW entities AS SELECT * FROM read_parquet({files!r})")
-sql = sql.replace("market.entities", "entities")
-con.execute(sql).fetchall()
-times = []
-for _ in range(runs):
-    t = time.perf_counter(); con.execute(sql).fetchall(); times.append((time.perf_counter() - t) * 1000)
-print(f"{statistics.median(times):.2f}")
-PY
-}
-DUCK_POINT=$(duck_query "$POINT"); DUCK_AGG=$(duck_query "$AGG"); DUCK_TOPN=$(duck_query "$TOPN")
-
+# Each statement alternately in DuckDB and through the gateway (benches/pair_query.py), so the
+# two sides of a ratio share the same minutes: "duckdb_ms gateway_ms".
 start_server
-http_query() { # sql → median ms over HTTP (POST /api/v1/query, keep-alive, JSON)
-  python3 - "$PORT" "$RUNS" "$1" <<'PY'
-import http.client, json, statistics, sys, time
-port, runs, sql = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-c = http.client.HTTPConnection("127.0.0.1", port)
-body = json.dumps({"sql": sql})
-def once():
-    c.request("POST", "/api/v1/query", body, {"content-type": "application/json"})
-    r = c.getresponse(); data = r.read()
-    assert r.status == 200, data
-once()
-times = []
-for _ in range(runs):
-    t = time.perf_counter(); once(); times.append((time.perf_counter() - t) * 1000)
-print(f"{statistics.median(times):.2f}")
-PY
-}
-HTTP_POINT=$(http_query "$POINT"); HTTP_AGG=$(http_query "$AGG"); HTTP_TOPN=$(http_query "$TOPN")
+for q in POINT AGG TOPN; do
+  pair=$(python3 benches/pair_query.py "$FILES" "$RUNS" "$PORT" "${!q}")
+  printf -v "DUCK_$q" '%s' "${pair% *}"; printf -v "HTTP_$q" '%s' "${pair#* }"
+done
 stop_server
 
 export_run() { # format → "seconds peak_rss_mib bytes" (a fresh server per export)
