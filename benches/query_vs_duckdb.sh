@@ -3,9 +3,9 @@
 # in-process in the same binary (`datagate query`), on the same Parquet files of a generated
 # market-entity dataset published through ingest, in the same run:
 #   - point lookup by primary key, filtered aggregate (GROUP BY district over a date range),
-#     top-N: median latency of RUNS runs each, DuckDB and the gateway alternately (targets: point
-#     < 2x DuckDB, aggregate < 1.5x
-#     DuckDB, HTTP over in-process DataFusion < 1.2x for the aggregate);
+#     top-N: median latency of RUNS runs each, DuckDB and the gateway alternately (targets:
+#     point < 2x DuckDB, aggregate < 1.5x DuckDB, HTTP over in-process DataFusion < 1.2x for
+#     the aggregate);
 #   - full CSV and Parquet export: rows/s beside DuckDB COPY ... TO of the same query (target
 #     >= 0.7x) and the server's peak RSS during each export (target < 256 MiB);
 #   - 64 concurrent clients asking rows?limit=10 of a small dataset: requests/s, p50, p99.
