@@ -289,14 +289,19 @@ pub fn verify_dirs(
     let last_index = segments.keys().next_back().copied();
     let jobs: Vec<SegmentJob> = segments
         .into_iter()
-        .map(|(index, path)| SegmentJob {
-            open: Some(index) == last_index,
-            name: path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            path,
-            marker: markers.remove(&index),
+        .map(|(index, path)| {
+            let marker = markers.remove(&index);
+            SegmentJob {
+                // Only a sealed segment gets a Parquet copy: a converted last one (an
+                // archive's) is sealed, whatever follows it.
+                open: Some(index) == last_index && marker.is_none(),
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path,
+                marker,
+            }
         })
         .collect();
     let checks = check_segments(&jobs, &wanted, threads)?;
@@ -616,7 +621,7 @@ fn check_segment(job: &SegmentJob, wanted: &HashSet<u64>, data: &[u8]) -> Result
     } else {
         data
     };
-    let (lines, _torn) = split_lines(data);
+    let (lines, whole) = split_lines(data);
     let mut out = SegmentCheck::default();
     // Every seq first (cheap), so a gap can be told from a swap.
     // Whether each line was read in its canonical shape (see `fast_line`).
@@ -715,6 +720,22 @@ fn check_segment(job: &SegmentJob, wanted: &HashSet<u64>, data: &[u8]) -> Result
         out.last = Some((seq, hash));
         expected = Some(seq + 1);
         prev = Some(hash);
+    }
+    // The open segment may end inside a record (a write in progress, or one a crash tore,
+    // which opening the log cuts off and records); a sealed one ends with its last record's
+    // line end, so bytes after it were added to the file.
+    if out.problem.is_none() && !job.open && whole < data.len() {
+        let at = expected.unwrap_or(0);
+        out.problem = Some(Problem {
+            seq: at,
+            reason: "modified",
+            detail: format!(
+                "{} ends with {} bytes after its last record that are not a whole record \
+                 (a sealed segment holds whole records only)",
+                job.name,
+                data.len() - whole
+            ),
+        });
     }
     out.records = out.seqs.len() as u64;
     out.seq_range = out
@@ -915,10 +936,21 @@ pub(crate) mod tests {
 
     /// A closed log of `n` records in segments of about `segment_bytes`.
     fn log_of(n: usize, segment_bytes: u64) -> (tempfile::TempDir, PathBuf) {
+        log_sealed_or_not(n, segment_bytes, false)
+    }
+
+    /// The same, its last records' segment sealed at close if `seal_on_close` (an empty one
+    /// opened after it).
+    fn log_sealed_or_not(
+        n: usize,
+        segment_bytes: u64,
+        seal_on_close: bool,
+    ) -> (tempfile::TempDir, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("audit");
         let mut opts = LogOptions::new(&dir);
         opts.segment_max_bytes = segment_bytes;
+        opts.seal_on_close = seal_on_close;
         let (log, _) = AuditLog::open(opts).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -1055,6 +1087,63 @@ pub(crate) mod tests {
             .unwrap()
             .seq;
         assert_eq!(verdict(&dir), (Some(first_seq), Some("modified".into())));
+    }
+
+    #[test]
+    fn bytes_after_a_sealed_segments_last_record_are_named() {
+        use std::io::Write;
+        let append = |path: &Path, bytes: &[u8]| {
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            f.write_all(bytes).unwrap();
+        };
+        // A sealed segment in the middle: the bytes stand where its next record would.
+        let (_t, dir) = log_of(40, 1024);
+        let segments = list_segments(&dir).unwrap();
+        let (index, path) = &segments[1];
+        let next = crate::segment::last_seq(path).unwrap().unwrap() + 1;
+        append(path, b"{\"seq\":");
+        let v = verify_dir(&dir, None, None).unwrap();
+        assert_eq!(
+            (v.first_bad_seq, v.reason.as_deref()),
+            (Some(next), Some("modified"))
+        );
+        assert!(
+            v.detail
+                .as_deref()
+                .unwrap_or_default()
+                .contains(&segment_name(*index)),
+            "{v:?}"
+        );
+
+        // The open (last) segment may end inside a record: a write in progress, or one torn by
+        // a crash that opening the log cuts off.
+        let (_t, dir) = log_of(40, 1024);
+        let segments = list_segments(&dir).unwrap();
+        append(&segments.last().unwrap().1, b"{\"seq\":");
+        assert!(verify_dir(&dir, None, None).unwrap().ok);
+
+        // A converted segment is sealed even when it is the last one there (an archive's).
+        let (_t, dir) = log_sealed_or_not(40, 1024, true);
+        crate::columnar::ColumnarIndex::load(&dir)
+            .unwrap()
+            .catch_up(2)
+            .unwrap();
+        let segments = list_segments(&dir).unwrap();
+        let (_, empty) = segments.last().unwrap();
+        assert_eq!(std::fs::metadata(empty).unwrap().len(), 0);
+        std::fs::remove_file(empty).unwrap();
+        let (_, path) = &segments[segments.len() - 2];
+        assert!(
+            verify_dir(&dir, None, None).unwrap().ok,
+            "the empty open segment removed"
+        );
+        let next = crate::segment::last_seq(path).unwrap().unwrap() + 1;
+        append(path, b"\0\0");
+        let v = verify_dir(&dir, None, None).unwrap();
+        assert_eq!(
+            (v.first_bad_seq, v.reason.as_deref()),
+            (Some(next), Some("modified"))
+        );
     }
 
     #[test]
