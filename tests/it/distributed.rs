@@ -176,8 +176,14 @@ fn distributed_env(workers: &[String], extra: &[(&str, &str)]) -> Vec<(String, S
         ("DATAGATE_QUERY__DISTRIBUTE_ABOVE_BYTES".into(), "0".into()),
         // One task per few bytes: even the sample's small files are split over both workers.
         ("DATAGATE_QUERY__WORKER_TASK_BYTES".into(), "1".into()),
-        ("DATAGATE_QUERY__WORKER_CHECK_MS".into(), "300".into()),
     ]);
+    // Checked often, so the tests that stop a worker see it down soon (unless `extra` says).
+    if !extra
+        .iter()
+        .any(|(k, _)| *k == "DATAGATE_QUERY__WORKER_CHECK_MS")
+    {
+        env.push(("DATAGATE_QUERY__WORKER_CHECK_MS".into(), "300".into()));
+    }
     env
 }
 
@@ -406,7 +412,11 @@ async fn distributed_answers_equal_local_answers_and_are_audited_as_distributed(
         Worker::start(&data_dir, SECRET),
     ];
     let urls: Vec<String> = workers.iter().map(Worker::url).collect();
-    let s = gateway(&data_dir, &urls, &no_cache).await;
+    // Checks of 5 s at most: a check of a second (the least) can run out under the whole
+    // suite's load, and with both workers counted down a query runs locally (once, in the
+    // whole suite, one of the five formats of a query was audited as local).
+    let slow_checks = [no_cache[0], ("DATAGATE_QUERY__WORKER_CHECK_MS", "5000")];
+    let s = gateway(&data_dir, &urls, &slow_checks).await;
     let (_, ready) = s.get_json("/readyz").await;
     for u in &urls {
         assert_eq!(ready["checks"][format!("worker {u}/")], "ok", "{ready}");
