@@ -159,7 +159,7 @@ async fn pipe(
 
 /// Gateway environment distributing every query that reads anything over `workers`.
 fn distributed_env(workers: &[String], extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = admin_env(extra);
+    let mut env = admin_env(&[]);
     env.extend([
         (
             "DATAGATE_QUERY__WORKERS".to_string(),
@@ -176,14 +176,11 @@ fn distributed_env(workers: &[String], extra: &[(&str, &str)]) -> Vec<(String, S
         ("DATAGATE_QUERY__DISTRIBUTE_ABOVE_BYTES".into(), "0".into()),
         // One task per few bytes: even the sample's small files are split over both workers.
         ("DATAGATE_QUERY__WORKER_TASK_BYTES".into(), "1".into()),
+        // Checked often, so the tests that stop a worker see it down soon.
+        ("DATAGATE_QUERY__WORKER_CHECK_MS".into(), "300".into()),
     ]);
-    // Checked often, so the tests that stop a worker see it down soon (unless `extra` says).
-    if !extra
-        .iter()
-        .any(|(k, _)| *k == "DATAGATE_QUERY__WORKER_CHECK_MS")
-    {
-        env.push(("DATAGATE_QUERY__WORKER_CHECK_MS".into(), "300".into()));
-    }
+    // Last, so `extra` overrides any of the above (the server takes a variable's last value).
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     env
 }
 
