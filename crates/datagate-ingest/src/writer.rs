@@ -179,10 +179,7 @@ impl VersionWriter {
         primary_key: &[String],
     ) -> Self {
         let upload = uuid::Uuid::now_v7();
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .clamp(1, schema.fields().len().max(1));
+        let threads = datagate_core::threads::cores().clamp(1, schema.fields().len().max(1));
         Self {
             warehouse: warehouse.clone(),
             prefix: format!("{DATASETS_PREFIX}/{department}/{name}/{upload}"),

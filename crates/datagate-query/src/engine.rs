@@ -492,6 +492,11 @@ impl QueryEngine {
             .with_default_catalog_and_schema(CATALOG_NAME, "public")
             .with_information_schema(true);
         let options = config.options_mut();
+        // DataFusion sizes these by the calling thread's CPU mask, which on a serving thread
+        // kept on its own core is one.
+        let cores = datagate_core::threads::cores();
+        options.execution.target_partitions = cores;
+        options.execution.planning_concurrency = cores;
         let depth = limits.max_expr_depth;
         if let Ok(limit) = ConfigNonZeroUsize::try_new(depth) {
             options.sql_parser.recursion_limit = limit;

@@ -58,6 +58,8 @@ impl Pool {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .on_thread_start(move || {
+                // Never on a serving thread's one core, whoever starts the thread.
+                let _ = datagate_core::threads::run_anywhere();
                 lower_priority(nice);
                 BUSY_SINCE.set(thread_cpu_nanos());
             })
@@ -105,7 +107,7 @@ impl Drop for Pools {
 impl QueryExecutor {
     pub fn new(config: &QueryConfig) -> Result<Self, QueryError> {
         let threads = match config.threads {
-            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            0 => datagate_core::threads::cores().max(2),
             n => n,
         };
         let share = config.public_share.clamp(0.0, 1.0);

@@ -315,6 +315,13 @@ fn runtime_with(threads: usize) -> Result<tokio::runtime::Runtime> {
     }
     builder
         .enable_all()
+        // The serving threads may be kept one per core (`keep_workers_apart`): the threads the
+        // runtime starts later (its blocking pool) must not inherit a worker's one core.
+        .on_thread_start(|| {
+            if let Err(e) = datagate_core::threads::run_anywhere() {
+                tracing::warn!(error = %e, "a runtime thread could not leave its starter's core");
+            }
+        })
         // Query planning recurses over the plan; room to spare keeps deep (but accepted)
         // queries far from the guard page. Only touched pages are committed.
         .thread_stack_size(16 * 1024 * 1024)
@@ -431,6 +438,11 @@ fn run_serve(cfg: Config) -> Result<()> {
         .ok();
     let rt = runtime_with(cfg.server.threads)?;
     rt.block_on(async move {
+        match datagate_core::threads::keep_workers_apart(&tokio::runtime::Handle::current()).await
+        {
+            Ok(pinned) => tracing::debug!(pinned, "serving threads, one per core"),
+            Err(e) => tracing::warn!(error = %e, "could not keep the serving threads on cores of their own"),
+        }
         let stores = open_stores(&cfg).await?;
         bootstrap_admin_key(&cfg, stores.catalog.as_ref()).await?;
         let shared = !cfg.storage.catalog_url.trim().is_empty();

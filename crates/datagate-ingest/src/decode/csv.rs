@@ -204,7 +204,7 @@ impl CsvOptions {
         Self {
             delimiter,
             batch_rows,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS)),
+            threads: datagate_core::threads::cores().min(MAX_THREADS),
             segment_bytes: SEGMENT_BYTES,
             batch_bytes: BATCH_BYTES,
         }
@@ -591,15 +591,15 @@ impl CsvDecoder {
             let mut results: Vec<Option<Result<Vec<RecordBatch>>>> =
                 bounds.iter().map(|_| None).collect();
             let data = pending.as_slice();
+            // Every segment on a thread of its own, the calling (serving) thread only waiting:
+            // that thread may be kept on one core, the kernel places these on any.
             std::thread::scope(|scope| {
-                let mut slots = results.iter_mut();
-                let first = slots.next();
-                for (slot, range) in slots.zip(bounds.iter().skip(1)) {
+                for (slot, range) in results.iter_mut().zip(bounds.iter()) {
                     let bytes = &data[range.clone()];
-                    scope.spawn(move || *slot = Some(layout.segment(bytes, 0)));
-                }
-                if let (Some(slot), Some(range)) = (first, bounds.first()) {
-                    *slot = Some(layout.segment(&data[range.clone()], 0));
+                    scope.spawn(move || {
+                        let _ = datagate_core::threads::run_anywhere();
+                        *slot = Some(layout.segment(bytes, 0))
+                    });
                 }
             });
             // Errors are numbered from each segment's start: move them to the upload's lines.
