@@ -11,6 +11,9 @@
 //! segment's records (`preallocate_bytes`, 0 = appended), `AUDIT_SEGMENT_MAX_BYTES` where a
 //! segment is sealed (and its Parquet copy written meanwhile; a size past what a run writes:
 //! no seal, no conversion); default the log's own, to compare settings in one run.
+//! The writers run on a runtime like the gateway's, its workers kept one per core
+//! (`datagate_core::threads::keep_workers_apart`); `AUDIT_WORKERS_APART=0` leaves them to the
+//! kernel.
 
 use datagate_audit::{AuditLog, Event, Kind, LogOptions};
 use std::time::{Duration, Instant};
@@ -55,13 +58,20 @@ fn main() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(|| {
+            let _ = datagate_core::threads::run_anywhere();
+        })
         .build()
         .expect("runtime");
+    let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let apart = setting("AUDIT_WORKERS_APART") != Some(0)
+        && rt
+            .block_on(datagate_core::threads::keep_workers_apart(rt.handle()))
+            .expect("workers kept apart");
     let base = std::path::PathBuf::from(
         std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
     )
     .join("target/audit-bench");
-    let setting = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
     let defaults = LogOptions::new(&base);
     let commit_delay =
         setting("AUDIT_COMMIT_DELAY_US").map_or(defaults.commit_delay, Duration::from_micros);
@@ -71,8 +81,13 @@ fn main() {
         setting("AUDIT_PREALLOCATE_BYTES").unwrap_or(defaults.preallocate_bytes);
     println!(
         "durable audit appends, {secs} s per row, commit delay {} µs or {commit_delay_count} \
-         records, {preallocate_bytes} bytes laid ahead, log under {}:",
+         records, {preallocate_bytes} bytes laid ahead, workers {}, log under {}:",
         commit_delay.as_micros(),
+        if apart {
+            "one per core"
+        } else {
+            "where the kernel puts them"
+        },
         base.display()
     );
     println!("| writers | records/s | median wait ms | p99 wait ms | records per fsync |");
