@@ -67,7 +67,8 @@ pub async fn keep_workers_apart(handle: &tokio::runtime::Handle) -> std::io::Res
     if workers < 2 || workers != cpus.len() {
         return Ok(false);
     }
-    let _ = PROCESS_CORES.set(cores());
+    // Counted while this thread still has the process's mask: a pinned thread would count one.
+    cores();
     let _ = PROCESS_CPUS.set(cpus.clone());
     match on_each_worker(handle, move |i| pin_current_thread(cpus[i])).await {
         Some(results) => results.into_iter().collect::<std::io::Result<Vec<()>>>()?,
@@ -76,17 +77,15 @@ pub async fn keep_workers_apart(handle: &tokio::runtime::Handle) -> std::io::Res
     Ok(true)
 }
 
-/// The process's cores (std's `available_parallelism`, CPU quotas included) before
-/// [`keep_workers_apart`] pinned its workers.
-static PROCESS_CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-
-/// How many threads work split across cores should use: what the process may use, not what the
-/// calling thread may (`std::thread::available_parallelism` answers for the calling thread's
-/// CPU mask, which on a serving thread kept on its own core is one).
+/// How many threads work split across cores should use: what the process may use (std's
+/// `available_parallelism`, CPU quotas included), counted once — before [`keep_workers_apart`]
+/// pins anything, since `available_parallelism` answers for the calling thread's CPU mask (one
+/// on a pinned serving thread), and it reads the cgroup's files on every call (this is asked
+/// per request).
 pub fn cores() -> usize {
-    PROCESS_CORES.get().copied().unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-    })
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }
 
 /// The CPUs the process could run on before [`keep_workers_apart`] pinned its workers.
