@@ -50,7 +50,7 @@ use ed25519_dalek::SigningKey;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -232,6 +232,32 @@ pub struct AuditLog {
     node_json: Option<String>,
     /// One verification of this log at a time ([`AuditLog::verify`]).
     verifying: Arc<crate::verify::VerifyGate>,
+    /// The converter thread, stopped and joined by [`AuditLog::close`].
+    converter: Arc<Converter>,
+}
+
+/// The converter thread's handle: a closed log converts nothing more, so that another index
+/// over the directory (`datagate audit index`, a reopened log) never races a conversion this
+/// log started after it was closed.
+struct Converter {
+    stop: Arc<AtomicBool>,
+    wake: Sender<()>,
+    /// Disconnected when the thread has returned (it holds the only sender).
+    finished: Mutex<Receiver<()>>,
+}
+
+impl Converter {
+    /// Asks the thread to stop before its next segment; it converts nothing it has not begun.
+    fn ask_to_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(());
+    }
+
+    /// Waits (up to 30 s) for the thread to finish the segment it is converting, if any.
+    fn wait(&self) {
+        let finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = finished.recv_timeout(Duration::from_secs(30));
+    }
 }
 
 impl AuditLog {
@@ -273,8 +299,10 @@ impl AuditLog {
         }
         let (lost_ends, backlog) = scan_recent(&opts.dir, &columnar, &usage)?;
         let (convert_tx, convert_rx) = channel::<()>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (finished_tx, finished) = channel::<()>();
         {
-            let (columnar, usage) = (columnar.clone(), usage.clone());
+            let (columnar, usage, stop) = (columnar.clone(), usage.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("audit-columnar".into())
                 .spawn(move || {
@@ -285,9 +313,15 @@ impl AuditLog {
                     if let Err(e) = datagate_core::threads::idle_only() {
                         tracing::warn!(error = %e, "could not lower the audit converter's priority");
                     }
-                    run_converter(&columnar, &usage, backlog, convert_rx)
+                    let _finished = finished_tx;
+                    run_converter(&columnar, &usage, backlog, convert_rx, &stop)
                 })?;
         }
+        let converter = Arc::new(Converter {
+            stop,
+            wake: convert_tx.clone(),
+            finished: Mutex::new(finished),
+        });
         let (tx, rx) = channel();
         let detached = DetachedQueue::default();
         let writer = Writer {
@@ -331,6 +365,7 @@ impl AuditLog {
                 .as_deref()
                 .map(|n| serde_json::Value::from(n).to_string()),
             verifying: Arc::default(),
+            converter,
         };
         if cut > 0 {
             tracing::warn!(
@@ -475,14 +510,21 @@ impl AuditLog {
     }
 
     /// Writes what is queued, signs a final checkpoint, syncs and stops the writer.
+    /// Stops the writer (its pending records written and synced) and the converter (after
+    /// the segment it is converting; a segment sealed by the close is converted at the next
+    /// open, its JSON lines authoritative meanwhile).
     pub fn close(&self) {
+        self.converter.ask_to_stop();
         self.stop_writer(Msg::Close);
+        self.converter.wait();
     }
 
     /// Tests: stops the writer as a crash would, leaving the files as they are.
     #[cfg(test)]
     pub(crate) fn crash(self) {
+        self.converter.ask_to_stop();
         self.stop_writer(Msg::Crash);
+        self.converter.wait();
     }
 
     /// Hands the writer a message that stops it and waits (up to 30 s) until it has.
@@ -1108,16 +1150,21 @@ pub fn recovered_end(begin: Event) -> Event {
 /// then waits to be woken by the next seal. A failed conversion is logged and tried again at
 /// the next wake (the JSON segment stays authoritative meanwhile). Segments that were waiting
 /// when the log opened (`backlog`) are counted into `usage` from their summaries as they are
-/// converted; segments sealed since were counted as their records were appended.
+/// converted; segments sealed since were counted as their records were appended. Returns when
+/// `stop` is set (checked before each segment) or every sender of `wake` is gone.
 fn run_converter(
     columnar: &ColumnarIndex,
     usage: &UsageCounters,
     mut backlog: std::collections::HashSet<u64>,
     wake: Receiver<()>,
+    stop: &AtomicBool,
 ) {
     let mut sharing = false;
     loop {
         loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
             let todo = match columnar.pending() {
                 Ok(todo) => todo,
                 Err(e) => {
@@ -1166,7 +1213,7 @@ fn run_converter(
         if sharing && datagate_core::threads::idle_only().is_ok() {
             sharing = false;
         }
-        if wake.recv().is_err() {
+        if wake.recv().is_err() || stop.load(Ordering::SeqCst) {
             return;
         }
         while wake.try_recv().is_ok() {}
