@@ -509,10 +509,9 @@ impl AuditLog {
         &self.usage
     }
 
-    /// Writes what is queued, signs a final checkpoint, syncs and stops the writer.
-    /// Stops the writer (its pending records written and synced) and the converter (after
-    /// the segment it is converting; a segment sealed by the close is converted at the next
-    /// open, its JSON lines authoritative meanwhile).
+    /// Writes what is queued, signs a final checkpoint, syncs and stops the writer; stops the
+    /// converter after the segment it is converting (a segment sealed by the close is
+    /// converted at the next open, its JSON lines authoritative meanwhile).
     pub fn close(&self) {
         self.converter.ask_to_stop();
         self.stop_writer(Msg::Close);
