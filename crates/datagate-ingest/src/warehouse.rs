@@ -82,6 +82,11 @@ impl Warehouse {
             .map_err(|e| IngestError::Internal(format!("bad file path {path}: {e}")))
     }
 
+    /// Whether the warehouse is a local directory (its files need fsync and writeback hints).
+    pub(crate) fn is_local(&self) -> bool {
+        self.local_dir.is_some()
+    }
+
     /// Asks the disk to start writing the dirty pages of every file in the folder `dir` (a
     /// local warehouse; other stores have nothing to do) and returns without waiting for them:
     /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`. An upload calls it after each row group, so

@@ -318,10 +318,10 @@ impl VersionWriter {
     }
 
     /// Has the disk start writing the row groups written so far, on a blocking thread, unless
-    /// the last request is still running; nothing waits for it.
+    /// the last request is still running or the warehouse is not local; nothing waits for it.
     fn start_writeback(&self) {
         use std::sync::atomic::Ordering;
-        if self.writeback.swap(true, Ordering::AcqRel) {
+        if !self.warehouse.is_local() || self.writeback.swap(true, Ordering::AcqRel) {
             return;
         }
         let (warehouse, prefix, running) = (
