@@ -661,7 +661,11 @@ fn run_serve(cfg: Config) -> Result<()> {
         pending.wait_idle(std::time::Duration::from_secs(2)).await;
         fair_use.save_usage(stores.catalog.as_ref()).await;
         refusals.flush_all(&audit);
-        audit.close();
+        // Closing waits for the converter to finish the segment in hand: off the runtime.
+        let closing = audit.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || closing.close()).await {
+            tracing::warn!(error = %e, "closing the audit log panicked");
+        }
         // The log sealed its last segment on closing: the archive gets all of it.
         if let Some(archive) = final_archive {
             match archive.sync(audit.dir(), audit.public_key()).await {
