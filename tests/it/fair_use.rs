@@ -179,7 +179,13 @@ async fn keys_are_limited_independently_and_an_admin_changes_a_tier() {
     assert_eq!(r.status(), 429);
     let wait = retry_after(&r);
     assert!((1..=1800).contains(&wait), "one request per 1800 s: {wait}");
-    assert_eq!(problem(r).await["violated_policies"], json!(["standard"]));
+    let p = problem(r).await;
+    assert_eq!(p["violated_policies"], json!(["standard"]));
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the standard tier allows 2 requests per 3600 s"),
+        "{detail}"
+    );
     // The other key of the same tier has its own budget.
     for _ in 0..2 {
         assert_eq!(get(&b).await.unwrap().status(), 200);
