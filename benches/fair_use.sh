@@ -8,14 +8,15 @@
 #   - for scale, rows?limit=10 of a small dataset under a generous tier (the admitted path).
 # Target: the refusal path at least 0.5x the /healthz rate.
 #
-#   benches/fair_use.sh [CLIENTS=64] [SECONDS=10]
+#   [DATAGATE_BIN=path] benches/fair_use.sh [CLIENTS=64] [SECONDS=10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS="${1:-64}"
 SECS="${2:-10}"
-cargo build --release -q -p datagate
+# DATAGATE_BIN: another build of the server to measure (e.g. a baseline), instead of this tree's.
+if [ -z "${DATAGATE_BIN:-}" ]; then cargo build --release -q -p datagate; fi
 cargo bench -q --bench http_load --no-run 2>/dev/null
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
+BIN="${DATAGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/datagate}"
 WORK="$(mktemp -d)"
 SERVER_PID=""
 cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }

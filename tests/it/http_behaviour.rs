@@ -138,6 +138,22 @@ async fn responses_are_compressed_on_request() {
         .await
         .unwrap();
     assert_eq!(a, b);
+    // A small answer (a problem of a few hundred bytes) goes out as it is: compressing it would
+    // save nothing on the wire and cost an encoder.
+    for enc in ["gzip", "zstd"] {
+        let r = plain
+            .get(s.url("/api/v1/datasets/nowhere/nothing"))
+            .header("accept-encoding", enc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        assert!(r.headers().get("content-encoding").is_none(), "{enc}");
+        let body = r.bytes().await.unwrap();
+        assert!(body.len() < 1024, "{} bytes", body.len());
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["status"], 404);
+    }
 }
 
 #[tokio::test]

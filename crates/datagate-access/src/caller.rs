@@ -6,7 +6,7 @@
 //! does not tell which.
 
 use crate::authz::{Action, allowed};
-use datagate_catalog::{ApiKey, CatalogError, CatalogStore, Grant, GrantFilter, KeyToken, Role};
+use datagate_catalog::{ApiKey, CatalogError, CatalogStore, Grant, KeyToken, Role};
 use datagate_core::AccessLevel;
 use datagate_query::Principal;
 
@@ -138,26 +138,21 @@ pub async fn authenticate(
     };
     let bad = || Denied::Unauthenticated(BAD_KEY.to_string());
     let token = KeyToken::parse(token.trim()).map_err(|_| bad())?;
-    let key = catalog.get_key(&token.id).await?;
-    let hash = key
+    // The key and its grants in one read, whatever the secret, so a wrong secret costs what a
+    // right one does.
+    let found = catalog.get_key_and_grants(&token.id).await?;
+    let hash = found
         .as_ref()
-        .map(|k| k.secret_hash.as_str())
+        .map(|(k, _)| k.secret_hash.as_str())
         .unwrap_or(DUMMY_HASH);
     let secret_ok = token.matches(hash);
     let now = chrono::Utc::now();
-    match key {
-        Some(k) if secret_ok && k.is_active(now) => {
-            // Grants are read on every request, so a revocation holds at once.
+    match found {
+        Some((k, grants)) if secret_ok && k.is_active(now) => {
+            // Grants are read on every request, so a revocation holds at once; only a
+            // consumer's are used.
             let grants = if k.role == Role::Consumer {
-                catalog
-                    .list_grants(&GrantFilter {
-                        key_id: Some(k.id.clone()),
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_iter()
-                    .filter(|g| g.is_active(now))
-                    .collect()
+                grants.into_iter().filter(|g| g.is_active(now)).collect()
             } else {
                 Vec::new()
             };

@@ -544,8 +544,14 @@ mod tests {
     fn uncached_reads_follow_a_file_that_grew() {
         use std::os::unix::fs::OpenOptionsExt;
         const A: usize = UncachedReader::ALIGN;
-        // In the clone, on a disk: `/tmp` may be a tmpfs, which refuses direct reads.
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        // In the clone, on a disk: `/tmp` may be a tmpfs, which refuses direct reads. The
+        // clone as cargo runs the test, not as it was built (a target directory shared by two
+        // clones keeps the first one's compiled-in path).
+        let dir = tempfile::tempdir_in(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .unwrap();
         let mut reader = UncachedReader::default();
         for (i, (measured, size)) in [(0, A), (0, 5 * A + 3), (A, 2 * A), (A + 1, 40 * A + 9)]
             .into_iter()

@@ -760,6 +760,11 @@ pub async fn keys_round_trip(s: &dyn CatalogStore) {
         Err(CatalogError::NotFound(_))
     ));
     assert_eq!(s.get_key("nope").await.unwrap(), None);
+    assert_eq!(s.get_key_and_grants("nope").await.unwrap(), None);
+    assert_eq!(
+        s.get_key_and_grants("p1").await.unwrap(),
+        Some((revoked, Vec::new()))
+    );
 }
 
 pub async fn retention_forgets_old_versions(s: &dyn CatalogStore) {
@@ -942,7 +947,17 @@ pub async fn applications_and_grants(s: &dyn CatalogStore) {
         .await
         .unwrap();
     assert_eq!(grants, vec![grant.clone()]);
+    let c1 = s.get_key("c1").await.unwrap().unwrap();
+    assert_eq!(
+        s.get_key_and_grants("c1").await.unwrap(),
+        Some((c1.clone(), grants))
+    );
     let revoked = s.revoke_grant(&grant.id, "admin").await.unwrap();
+    assert_eq!(
+        s.get_key_and_grants("c1").await.unwrap(),
+        Some((c1, vec![revoked.clone()])),
+        "a revoked grant is still listed (the caller filters active ones)"
+    );
     assert!(revoked.revoked_at.is_some() && !revoked.is_active(chrono::Utc::now()));
     assert_eq!(revoked.revoked_by.as_deref(), Some("admin"));
     let again = s.revoke_grant(&grant.id, "someone else").await.unwrap();

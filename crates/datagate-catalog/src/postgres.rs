@@ -1427,6 +1427,30 @@ impl CatalogStore for PostgresCatalog {
             .collect()
     }
 
+    async fn get_key_and_grants(&self, id: &str) -> Result<Option<(ApiKey, Vec<Grant>)>> {
+        // Not cached: another gateway may revoke at any moment. Both statements go out at
+        // once on one connection (tokio-postgres pipelines them): one round trip.
+        let c = self.client().await?;
+        let key_stmt = c
+            .prepare_cached("SELECT * FROM api_keys WHERE id = $1")
+            .await?;
+        let grants_stmt = c
+            .prepare_cached(
+                "SELECT * FROM grants WHERE key_id = $1 ORDER BY created_at DESC, id DESC",
+            )
+            .await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+        let (key, grants) = tokio::try_join!(
+            c.query_opt(&key_stmt, &params),
+            c.query(&grants_stmt, &params)
+        )?;
+        let Some(key) = key.as_ref().map(key_from_row).transpose()? else {
+            return Ok(None);
+        };
+        let grants = grants.iter().map(grant_from_row).collect::<Result<_>>()?;
+        Ok(Some((key, grants)))
+    }
+
     async fn revoke_grant(&self, id: &str, by: &str) -> Result<Grant> {
         let c = self.client().await?;
         c.execute(

@@ -35,6 +35,62 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     cache: ReadCache,
+    keys: KeyCache,
+}
+
+/// The answers of `get_key_and_grants` — the read every keyed request makes — kept while the
+/// database file has not changed. Whether it has is asked of SQLite itself (`PRAGMA
+/// data_version` on a connection that only watches), so a commit by any connection, this
+/// process's writer or the CLI on the same file, drops every entry before the next request:
+/// a revoked key or grant holds at once, as without the cache.
+struct KeyCache {
+    watch: Mutex<Connection>,
+    entries: Mutex<HashMap<String, (i64, KeyAndGrants)>>,
+}
+
+/// What `get_key_and_grants` answers.
+type KeyAndGrants = Option<(ApiKey, Vec<Grant>)>;
+
+impl KeyCache {
+    fn open(path: &Path) -> rusqlite::Result<Self> {
+        let watch = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Asked on the async side: never wait; a busy file just means no cached answer.
+        watch.busy_timeout(std::time::Duration::ZERO)?;
+        Ok(Self {
+            watch: Mutex::new(watch),
+            entries: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The file's data version now: a shared-memory read of the WAL index, no I/O. `None` when
+    /// the watching connection is in use or the file is busy (then nothing is cached).
+    fn data_version(&self) -> Option<i64> {
+        let conn = self.watch.try_lock().ok()?;
+        conn.prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .ok()
+    }
+
+    fn get(&self, id: &str, version: i64) -> Option<KeyAndGrants> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, found)| found.clone())
+    }
+
+    /// Keeps `found`, read after the file was at `version` (taken before the read, so a commit
+    /// landing meanwhile leaves the entry stale, never wrong).
+    fn put(&self, id: &str, version: i64, found: &KeyAndGrants) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= READ_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(id.to_string(), (version, found.clone()));
+    }
 }
 
 /// A change made by another process (the CLI on the same file) shows within this long.
@@ -163,6 +219,7 @@ impl SqliteCatalog {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 cache: ReadCache::default(),
+                keys: KeyCache::open(path)?,
             }),
         })
     }
@@ -1246,6 +1303,41 @@ impl CatalogStore for SqliteCatalog {
             .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
+    }
+
+    async fn get_key_and_grants(&self, id: &str) -> Result<Option<(ApiKey, Vec<Grant>)>> {
+        let version = self.inner.keys.data_version();
+        if let Some(v) = version
+            && let Some(found) = self.inner.keys.get(id, v)
+        {
+            return Ok(found);
+        }
+        let key_id = id.to_string();
+        // One trip to a reader thread and one snapshot for both reads.
+        let found = self
+            .read(move |c| {
+                let id = key_id;
+                let tx = c.unchecked_transaction()?;
+                let Some(key) = tx
+                    .prepare_cached("SELECT * FROM api_keys WHERE id = ?1")?
+                    .query_row([&id], key_from_row)
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                let grants = tx
+                    .prepare_cached(
+                        "SELECT * FROM grants WHERE key_id = ?1 ORDER BY created_at DESC, id DESC",
+                    )?
+                    .query_map([&id], grant_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Some((key, grants)))
+            })
+            .await?;
+        if let Some(v) = version {
+            self.inner.keys.put(id, v, &found);
+        }
+        Ok(found)
     }
 
     async fn revoke_grant(&self, id: &str, by: &str) -> Result<Grant> {

@@ -158,6 +158,20 @@ pub trait CatalogStore: Send + Sync + 'static {
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>>;
     /// Grants matching `filter` (revoked and expired ones included), newest first.
     async fn list_grants(&self, filter: &GrantFilter) -> Result<Vec<Grant>>;
+    /// A key by id with every grant made to it (as [`CatalogStore::list_grants`] for its id):
+    /// what authenticating a request reads, in one round trip where the backend can.
+    async fn get_key_and_grants(&self, id: &str) -> Result<Option<(ApiKey, Vec<Grant>)>> {
+        let Some(key) = self.get_key(id).await? else {
+            return Ok(None);
+        };
+        let grants = self
+            .list_grants(&GrantFilter {
+                key_id: Some(key.id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        Ok(Some((key, grants)))
+    }
     /// Revokes a grant, recording `by`; `NotFound` if there is none. Revoking twice keeps the
     /// first revocation.
     async fn revoke_grant(&self, id: &str, by: &str) -> Result<Grant>;

@@ -41,3 +41,50 @@ fn rusqlite_check(path: &std::path::Path) -> (String, i64) {
         .unwrap();
     (mode, v)
 }
+
+/// A key read through one catalog, changed through another connection to the same file (the
+/// CLI beside a running server): the first sees the change on its very next read.
+#[tokio::test]
+async fn a_key_changed_by_another_process_is_seen_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let server = SqliteCatalog::open(&path).unwrap();
+    server
+        .create_key(datagate_catalog::NewApiKey {
+            id: "k1".into(),
+            name: "k1".into(),
+            role: datagate_catalog::Role::Consumer,
+            department: None,
+            tier: "standard".into(),
+            secret_hash: "0".repeat(64),
+            created_by: "test".into(),
+            expires_at: None,
+        })
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let (k, grants) = server.get_key_and_grants("k1").await.unwrap().unwrap();
+        assert!(k.revoked_at.is_none() && grants.is_empty());
+    }
+    assert_eq!(server.get_key_and_grants("k2").await.unwrap(), None);
+
+    // Another catalog on the same file, as `datagate keys revoke` opens it.
+    let cli = SqliteCatalog::open(&path).unwrap();
+    cli.revoke_key("k1").await.unwrap();
+    let (k, _) = server.get_key_and_grants("k1").await.unwrap().unwrap();
+    assert!(k.revoked_at.is_some(), "the revocation holds at once");
+
+    // And a plain sqlite3 connection writing behind both.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute("UPDATE api_keys SET tier = 'premium' WHERE id = 'k1'", [])
+        .unwrap();
+    let (k, _) = server.get_key_and_grants("k1").await.unwrap().unwrap();
+    assert_eq!(k.tier, "premium");
+    raw.execute(
+        "INSERT INTO api_keys (id, name, role, tier, secret_hash, created_by, created_at) \
+         SELECT 'k2', name, role, tier, secret_hash, created_by, created_at FROM api_keys WHERE id = 'k1'",
+        [],
+    )
+    .unwrap();
+    assert!(server.get_key_and_grants("k2").await.unwrap().is_some());
+}
