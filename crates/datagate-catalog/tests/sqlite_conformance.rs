@@ -88,3 +88,64 @@ async fn a_key_changed_by_another_process_is_seen_at_once() {
     .unwrap();
     assert!(server.get_key_and_grants("k2").await.unwrap().is_some());
 }
+
+/// A dataset looked up (and found missing, then found) through one catalog, created and
+/// retitled through another on the same file: the first sees each change on its next read.
+#[tokio::test]
+async fn a_dataset_changed_by_another_process_is_seen_at_once() {
+    use datagate_catalog::{Contact, DatasetMetadata, NewDataset, NewDepartment};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.sqlite");
+    let server = SqliteCatalog::open(&path).unwrap();
+    let cli = SqliteCatalog::open(&path).unwrap();
+    let meta = |title: &str| DatasetMetadata {
+        title: title.into(),
+        description: String::new(),
+        tags: vec![],
+        license: "CC-BY-4.0".into(),
+        contact: Contact {
+            name: "数据处".into(),
+            email: "data@example.gov.cn".into(),
+        },
+        update_frequency: "daily".into(),
+        access_level: datagate_core::AccessLevel::Open,
+        temporal_coverage: None,
+        spatial_coverage: None,
+    };
+    for _ in 0..2 {
+        assert_eq!(server.get_dataset("market", "firms").await.unwrap(), None);
+    }
+    cli.create_department(NewDepartment {
+        id: "market".into(),
+        name: "市场监督管理局".into(),
+        description: String::new(),
+    })
+    .await
+    .unwrap();
+    cli.create_dataset(NewDataset {
+        department: "market".into(),
+        name: "firms".into(),
+        metadata: meta("企业"),
+        primary_key: vec![],
+        columns: vec![],
+    })
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let d = server
+            .get_dataset("market", "firms")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.metadata.title, "企业");
+    }
+    cli.update_dataset_metadata("market", "firms", meta("市场主体"), None)
+        .await
+        .unwrap();
+    let d = server
+        .get_dataset("market", "firms")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.metadata.title, "市场主体");
+}
