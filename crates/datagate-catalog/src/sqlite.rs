@@ -17,8 +17,9 @@ use datagate_core::AccessLevel;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 const READERS: usize = 4;
 
@@ -34,117 +35,119 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     cache: ReadCache,
+    keys: KeyCache,
 }
 
-/// Entries kept at most per map (cleared when full).
-const READ_CACHE_ENTRIES: usize = 10_000;
-/// Connections that only ask whether the file changed (each asked without waiting).
-const WATCHERS: usize = 4;
-
-/// The look-ups every request makes — a key with its grants, a dataset, a version — kept while
-/// the database file has not changed. Whether it has is asked of SQLite itself: `PRAGMA
-/// data_version` on a connection that only watches changes with every commit by any other
-/// connection, this process's writer or another process on the same file (the CLI), so each
-/// entry is dropped before the next request after any commit: a revoked key or grant holds at
-/// once, and a dataset changed by the CLI shows at once, as without the cache.
-struct ReadCache {
-    watchers: Vec<Mutex<Connection>>,
-    keys: CacheMap<String, KeyAndGrants>,
-    datasets: CacheMap<(String, String), Option<Dataset>>,
-    versions: CacheMap<(String, String, i64), Option<Version>>,
+/// The answers of `get_key_and_grants` — the read every keyed request makes — kept while the
+/// database file has not changed. Whether it has is asked of SQLite itself (`PRAGMA
+/// data_version` on a connection that only watches), so a commit by any connection, this
+/// process's writer or the CLI on the same file, drops every entry before the next request:
+/// a revoked key or grant holds at once, as without the cache.
+struct KeyCache {
+    watch: Mutex<Connection>,
+    entries: Mutex<HashMap<String, (i64, KeyAndGrants)>>,
 }
 
 /// What `get_key_and_grants` answers.
 type KeyAndGrants = Option<(ApiKey, Vec<Grant>)>;
 
-type CacheMap<K, T> = Mutex<HashMap<K, (DataVersion, T)>>;
-
-/// A watching connection and the data version it gave: SQLite's versions are comparable only
-/// between two answers of the same connection.
-type DataVersion = (usize, i64);
-
-impl ReadCache {
+impl KeyCache {
     fn open(path: &Path) -> rusqlite::Result<Self> {
-        let mut watchers = Vec::with_capacity(WATCHERS);
-        for _ in 0..WATCHERS {
-            let watch = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            // Asked on the async side: never wait; a busy file just means no cached answer.
-            watch.busy_timeout(std::time::Duration::ZERO)?;
-            watchers.push(Mutex::new(watch));
-        }
+        let watch = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        // Asked on the async side: never wait; a busy file just means no cached answer.
+        watch.busy_timeout(std::time::Duration::ZERO)?;
         Ok(Self {
-            watchers,
-            keys: Mutex::default(),
-            datasets: Mutex::default(),
-            versions: Mutex::default(),
+            watch: Mutex::new(watch),
+            entries: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The file's data version now: a shared-memory read of the WAL index, no I/O. The first
-    /// watcher free is asked, so nearly always the first (and entries match). `None` when every
-    /// watcher is in use or the file is busy (then nothing is cached).
-    fn data_version(&self) -> Option<DataVersion> {
-        let (i, conn) = self
-            .watchers
-            .iter()
-            .enumerate()
-            .find_map(|(i, w)| Some((i, w.try_lock().ok()?)))?;
+    /// The file's data version now: a shared-memory read of the WAL index, no I/O. `None` when
+    /// the watching connection is in use or the file is busy (then nothing is cached).
+    fn data_version(&self) -> Option<i64> {
+        let conn = self.watch.try_lock().ok()?;
         conn.prepare_cached("PRAGMA data_version")
             .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .ok()
-            .map(|v| (i, v))
     }
 
-    fn get<K: std::hash::Hash + Eq, T: Clone>(
-        &self,
-        map: &CacheMap<K, T>,
-        key: &K,
-        version: DataVersion,
-    ) -> Option<T> {
+    fn get(&self, id: &str, version: i64) -> Option<KeyAndGrants> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(id)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, found)| found.clone())
+    }
+
+    /// Keeps `found`, read after the file was at `version` (taken before the read, so a commit
+    /// landing meanwhile leaves the entry stale, never wrong).
+    fn put(&self, id: &str, version: i64, found: &KeyAndGrants) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= READ_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(id.to_string(), (version, found.clone()));
+    }
+}
+
+/// A change made by another process (the CLI on the same file) shows within this long. (Asking
+/// `PRAGMA data_version` before each dataset look-up, as [`KeyCache`] does, was measured: it
+/// cost a small page 30% of its rate; `benches/RESULTS.md`, "Fair use: the refusal path".)
+const READ_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Entries kept at most per map (cleared when full).
+const READ_CACHE_ENTRIES: usize = 10_000;
+
+/// The answers of `get_dataset` and `get_version` — the look-ups every data request makes —
+/// kept until this catalog next writes anything (every write bumps `generation`), and at most
+/// [`READ_CACHE_TTL`] for writes by other processes.
+#[derive(Default)]
+struct ReadCache {
+    generation: AtomicU64,
+    datasets: CacheMap<(String, String), Option<Dataset>>,
+    versions: CacheMap<(String, String, i64), Option<Version>>,
+}
+
+type CacheMap<K, T> = Mutex<HashMap<K, Cached<T>>>;
+
+struct Cached<T> {
+    generation: u64,
+    at: Instant,
+    value: T,
+}
+
+impl ReadCache {
+    fn get<K: std::hash::Hash + Eq, T: Clone>(&self, map: &CacheMap<K, T>, key: &K) -> Option<T> {
+        let generation = self.generation.load(Ordering::Acquire);
         let map = map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(key)
-            .filter(|(v, _)| *v == version)
-            .map(|(_, value)| value.clone())
+            .filter(|c| c.generation == generation && c.at.elapsed() < READ_CACHE_TTL)
+            .map(|c| c.value.clone())
     }
 
-    /// Keeps `value`, read after the file was at `version` (taken before the read, so a commit
-    /// landing meanwhile leaves the entry stale, never wrong).
+    /// Keeps `value`, read while the catalog was at `generation` (taken before the read, so a
+    /// write landing meanwhile leaves the entry stale, never wrong).
     fn put<K: std::hash::Hash + Eq, T>(
         &self,
         map: &CacheMap<K, T>,
         key: K,
-        version: DataVersion,
+        generation: u64,
         value: T,
     ) {
         let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= READ_CACHE_ENTRIES {
             map.clear();
         }
-        map.insert(key, (version, value));
-    }
-
-    /// The cached answer for `key` if the file is unchanged since it was read; otherwise the
-    /// answer of `read`, kept when the file's version could be asked before it.
-    async fn get_or_read<K, T, F>(&self, map: &CacheMap<K, T>, key: K, read: F) -> Result<T>
-    where
-        K: std::hash::Hash + Eq,
-        T: Clone,
-        F: Future<Output = Result<T>>,
-    {
-        let version = self.data_version();
-        if let Some(v) = version
-            && let Some(found) = self.get(map, &key, v)
-        {
-            return Ok(found);
-        }
-        let found = read.await?;
-        if let Some(v) = version {
-            self.put(map, key, v, found.clone());
-        }
-        Ok(found)
+        map.insert(
+            key,
+            Cached {
+                generation,
+                at: Instant::now(),
+                value,
+            },
+        );
     }
 }
 
@@ -217,7 +220,8 @@ impl SqliteCatalog {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
-                cache: ReadCache::open(path)?,
+                cache: ReadCache::default(),
+                keys: KeyCache::open(path)?,
             }),
         })
     }
@@ -260,7 +264,10 @@ impl SqliteCatalog {
                 .writer
                 .lock()
                 .map_err(|_| CatalogError::Backend("writer connection poisoned".into()))?;
-            f(&mut conn)
+            let done = f(&mut conn);
+            // Whatever it did (even a failed write may have changed something first).
+            inner.cache.generation.fetch_add(1, Ordering::AcqRel);
+            done
         })
         .await
         .map_err(|e| CatalogError::Backend(format!("catalog task failed: {e}")))?
@@ -732,10 +739,17 @@ impl CatalogStore for SqliteCatalog {
 
     async fn get_dataset(&self, department: &str, name: &str) -> Result<Option<Dataset>> {
         let cache = &self.inner.cache;
-        let (d, n) = (department.to_string(), name.to_string());
-        let read = self.read(move |c| Ok(find_dataset(c, &d, &n)?.map(|r| r.dataset)));
         let key = (department.to_string(), name.to_string());
-        cache.get_or_read(&cache.datasets, key, read).await
+        if let Some(found) = cache.get(&cache.datasets, &key) {
+            return Ok(found);
+        }
+        let generation = cache.generation.load(Ordering::Acquire);
+        let (department, name) = key.clone();
+        let found = self
+            .read(move |c| Ok(find_dataset(c, &department, &name)?.map(|r| r.dataset)))
+            .await?;
+        cache.put(&cache.datasets, key, generation, found.clone());
+        Ok(found)
     }
 
     async fn list_datasets(&self, filter: &DatasetFilter) -> Result<DatasetPage> {
@@ -910,15 +924,22 @@ impl CatalogStore for SqliteCatalog {
         version: i64,
     ) -> Result<Option<Version>> {
         let cache = &self.inner.cache;
-        let (d, n) = (department.to_string(), name.to_string());
-        let read = self.read(move |c| {
-            let Some(row) = find_dataset(c, &d, &n)? else {
-                return Ok(None);
-            };
-            load_version(c, row.id, version)
-        });
         let key = (department.to_string(), name.to_string(), version);
-        cache.get_or_read(&cache.versions, key, read).await
+        if let Some(found) = cache.get(&cache.versions, &key) {
+            return Ok(found);
+        }
+        let generation = cache.generation.load(Ordering::Acquire);
+        let (department, name) = (key.0.clone(), key.1.clone());
+        let found = self
+            .read(move |c| {
+                let Some(row) = find_dataset(c, &department, &name)? else {
+                    return Ok(None);
+                };
+                load_version(c, row.id, version)
+            })
+            .await?;
+        cache.put(&cache.versions, key, generation, found.clone());
+        Ok(found)
     }
 
     async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>> {
@@ -1287,27 +1308,38 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn get_key_and_grants(&self, id: &str) -> Result<Option<(ApiKey, Vec<Grant>)>> {
+        let version = self.inner.keys.data_version();
+        if let Some(v) = version
+            && let Some(found) = self.inner.keys.get(id, v)
+        {
+            return Ok(found);
+        }
         let key_id = id.to_string();
         // One trip to a reader thread and one snapshot for both reads.
-        let read = self.read(move |c| {
-            let tx = c.unchecked_transaction()?;
-            let Some(key) = tx
-                .prepare_cached("SELECT * FROM api_keys WHERE id = ?1")?
-                .query_row([&key_id], key_from_row)
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            let grants = tx
-                .prepare_cached(
-                    "SELECT * FROM grants WHERE key_id = ?1 ORDER BY created_at DESC, id DESC",
-                )?
-                .query_map([&key_id], grant_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some((key, grants)))
-        });
-        let cache = &self.inner.cache;
-        cache.get_or_read(&cache.keys, id.to_string(), read).await
+        let found = self
+            .read(move |c| {
+                let id = key_id;
+                let tx = c.unchecked_transaction()?;
+                let Some(key) = tx
+                    .prepare_cached("SELECT * FROM api_keys WHERE id = ?1")?
+                    .query_row([&id], key_from_row)
+                    .optional()?
+                else {
+                    return Ok(None);
+                };
+                let grants = tx
+                    .prepare_cached(
+                        "SELECT * FROM grants WHERE key_id = ?1 ORDER BY created_at DESC, id DESC",
+                    )?
+                    .query_map([&id], grant_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(Some((key, grants)))
+            })
+            .await?;
+        if let Some(v) = version {
+            self.inner.keys.put(id, v, &found);
+        }
+        Ok(found)
     }
 
     async fn revoke_grant(&self, id: &str, by: &str) -> Result<Grant> {
