@@ -149,8 +149,8 @@ pub async fn authenticate(
     let now = chrono::Utc::now();
     match found {
         Some((k, grants)) if secret_ok && k.is_active(now) => {
-            // Grants are read on every request, so a revocation holds at once; only a
-            // consumer's are used.
+            // Grants come with the key on every request (a catalog keeps them only while it is
+            // unchanged), so a revocation holds at once; only a consumer's are used.
             let grants = if k.role == Role::Consumer {
                 grants.into_iter().filter(|g| g.is_active(now)).collect()
             } else {

@@ -85,12 +85,18 @@ impl KeyCache {
     /// Keeps `found`, read after the file was at `version` (taken before the read, so a commit
     /// landing meanwhile leaves the entry stale, never wrong).
     fn put(&self, id: &str, version: i64, found: &KeyAndGrants) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= READ_CACHE_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(id.to_string(), (version, found.clone()));
+        insert_bounded(&self.entries, id.to_string(), (version, found.clone()));
     }
+}
+
+/// Inserts into one of the read caches' maps, emptying it first when it holds
+/// [`READ_CACHE_ENTRIES`].
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= READ_CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 /// A change made by another process (the CLI on the same file) shows within this long. (Asking
@@ -136,15 +142,13 @@ impl ReadCache {
         generation: u64,
         value: T,
     ) {
-        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= READ_CACHE_ENTRIES {
-            map.clear();
-        }
-        map.insert(
+        let at = Instant::now();
+        insert_bounded(
+            map,
             key,
             Cached {
                 generation,
-                at: Instant::now(),
+                at,
                 value,
             },
         );

@@ -68,7 +68,7 @@ async fn a_key_changed_by_another_process_is_seen_at_once() {
     }
     assert_eq!(server.get_key_and_grants("k2").await.unwrap(), None);
 
-    // Another catalog on the same file, as `datagate keys revoke` opens it.
+    // Another catalog on the same file, as `datagate key revoke` opens it.
     let cli = SqliteCatalog::open(&path).unwrap();
     cli.revoke_key("k1").await.unwrap();
     let (k, _) = server.get_key_and_grants("k1").await.unwrap().unwrap();
