@@ -446,6 +446,54 @@ async fn first_upload_fixes_an_inferred_schema() {
         .map(|c| c["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, ["int64", "utf8", "boolean", "date32"]);
+
+    // A key registered before any column: the first upload must carry it (else the key would
+    // name no column), and nothing is fixed by the refused one.
+    let mut body = register_body("keyed");
+    body.as_object_mut().unwrap().remove("columns");
+    body["primary_key"] = json!(["stop_id"]);
+    assert_eq!(api.post_json("/api/v1/datasets", body).await.0, 201);
+    let (st, e) = api
+        .upload(
+            "/api/v1/datasets/transport/keyed/versions",
+            "text/csv",
+            "id,name\n1,a\n",
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), e["line"].as_u64(), e["column"].as_str()),
+        (422, Some(1), Some("stop_id")),
+        "{e}"
+    );
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/keyed/versions",
+            "text/csv",
+            "stop_id,name\nS1,a\n",
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        schema_of(&api.dataset("keyed").await),
+        ["stop_id:utf8", "name:utf8"]
+    );
+}
+
+/// Two rows of [`register_body`]'s columns with these ids, as an Arrow IPC stream.
+fn stops_arrow(ids: &[Option<i64>; 2]) -> Vec<u8> {
+    use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, StringArray};
+    use std::sync::Arc;
+    let fare = Decimal128Array::from(vec![200, 250]).with_precision_and_scale(5, 2);
+    let batch = arrow::array::RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef),
+        ("name", Arc::new(StringArray::from(vec!["c", "d"]))),
+        ("opened", Arc::new(Date32Array::from(vec![18_300, 18_301]))),
+        ("fare", Arc::new(fare.unwrap())),
+    ])
+    .unwrap();
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.into_inner().unwrap()
 }
 
 #[tokio::test]
@@ -463,27 +511,25 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
         gz.finish().unwrap()
     };
     truncated_gz.truncate(truncated_gz.len() / 2);
-    let corrupt_arrow = {
-        use arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, StringArray};
-        use std::sync::Arc;
-        let fare = Decimal128Array::from(vec![200, 250]).with_precision_and_scale(5, 2);
-        let batch = arrow::array::RecordBatch::try_from_iter([
-            ("id", Arc::new(Int64Array::from(vec![3, 4])) as ArrayRef),
-            ("name", Arc::new(StringArray::from(vec!["c", "d"]))),
-            ("opened", Arc::new(Date32Array::from(vec![18_300, 18_301]))),
-            ("fare", Arc::new(fare.unwrap())),
-        ])
-        .unwrap();
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
-        w.write(&batch).unwrap();
-        let mut stream = w.into_inner().unwrap();
-        crate::harness::corrupt_ipc_stream(&mut stream);
-        stream
-    };
+    let mut corrupt_arrow = stops_arrow(&[Some(3), Some(4)]);
+    crate::harness::corrupt_ipc_stream(&mut corrupt_arrow);
     let big = format!(
         "id,name,opened,fare\n{}",
         "3,cccccccccccccccccccc,2020-01-03,2.00\n".repeat(40_000)
     );
+    // The primary key (`id`) empty in row 4,321 of 5,000: past several of the test's 1,024-row
+    // batches, so the row is counted across them.
+    let keyless_late: String = std::iter::once("id,name,opened,fare\n".to_string())
+        .chain((1..=5000).map(|i| {
+            let id = if i == 4321 {
+                String::new()
+            } else {
+                i.to_string()
+            };
+            format!("{id},n{i},2020-01-01,2.00\n")
+        }))
+        .collect();
+    let keyless_arrow = stops_arrow(&[Some(3), None]);
 
     struct Case {
         what: &'static str,
@@ -512,6 +558,10 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
         case("unknown column", "text/csv", b"id,name,opened,fare,extra\n1,a,2020-01-01,2.00,x\n", 422, Some(1), Some("extra")),
         case("invalid utf-8", "text/csv", b"id,name,opened,fare\n1,\xff\xfe,2020-01-01,2.00\n", 422, None, None),
         case("ndjson wrong type", "application/x-ndjson", b"{\"id\":1}\n{\"id\":\"x\"}\n", 422, Some(2), None),
+        case("empty primary key", "text/csv", b"id,name,opened,fare\n1,a,2020-01-01,2.00\n,b,2020-01-02,2.00\n", 422, Some(3), Some("id")),
+        case("empty primary key, late", "text/csv", keyless_late.as_bytes(), 422, Some(4322), Some("id")),
+        case("ndjson without its key", "application/x-ndjson", b"{\"id\":1}\n\n{\"name\":\"b\"}\n", 422, None, Some("id")),
+        case("arrow with a null key", "application/vnd.apache.arrow.stream", &keyless_arrow, 422, None, Some("id")),
         case("not parquet", "application/vnd.apache.parquet", b"PAR1 this is not parquet at all", 422, None, None),
         case("not arrow", "application/vnd.apache.arrow.stream", b"\x00\x01\x02 nope", 422, None, None),
         // arrow's decoder panics on this one: still the upload's fault.
@@ -558,6 +608,11 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
         }
         if let Some(col) = c.column {
             assert_eq!(body["column"], col, "{}: {body}", c.what);
+        }
+        // Formats without lines name the row: the NDJSON object (a blank line is none) or
+        // the Arrow row.
+        if c.what.starts_with("ndjson without") || c.what.starts_with("arrow with a null") {
+            assert_eq!(body["row"], 2, "{}: {body}", c.what);
         }
         assert!(
             !body["detail"].as_str().unwrap_or("").is_empty(),

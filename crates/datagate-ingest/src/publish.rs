@@ -171,6 +171,7 @@ impl Publisher {
             cfg: &self.cfg,
             dataset: &dataset,
             writer: None,
+            keys: KeyCheck::new(&dataset.primary_key, source.format),
         };
         let decoded = match source.format {
             SourceFormat::Parquet => {
@@ -662,6 +663,70 @@ struct Sink<'a> {
     cfg: &'a IngestConfig,
     dataset: &'a Dataset,
     writer: Option<WriterTask>,
+    keys: KeyCheck<'a>,
+}
+
+/// The primary key's columns are never empty: a row whose key is null is refused with its line
+/// (CSV) or row (NDJSON, Parquet, Arrow) and the key column, like any other invalid value. (The
+/// key is what ties a row between versions and what point lookups find; a null one identifies
+/// nothing.) Batches come in the upload's order, so rows are counted as they pass.
+struct KeyCheck<'a> {
+    columns: &'a [String],
+    format: SourceFormat,
+    rows_before: u64,
+}
+
+impl<'a> KeyCheck<'a> {
+    fn new(columns: &'a [String], format: SourceFormat) -> Self {
+        Self {
+            columns,
+            format,
+            rows_before: 0,
+        }
+    }
+
+    fn check(&mut self, batch: &RecordBatch) -> Result<()> {
+        for name in self.columns {
+            let Some(column) = batch.column_by_name(name) else {
+                // Only a first upload (its schema inferred) can lack a column: the key was
+                // registered before any column was.
+                let line = matches!(self.format, SourceFormat::Csv { .. }).then_some(1);
+                return Err(IngestError::InvalidData {
+                    message: format!(
+                        "the upload has no column {name:?}, which the dataset's primary key names"
+                    ),
+                    line,
+                    row: None,
+                    column: Some(name.clone()),
+                });
+            };
+            if column.logical_null_count() == 0 {
+                continue;
+            }
+            let first = (0..column.len()).find(|&i| column.is_null(i)).unwrap_or(0);
+            let row = self.rows_before + first as u64 + 1;
+            // A CSV's lines as its decoder numbers them (by record, the header line 1); an
+            // NDJSON body may hold blank lines, which are no rows, so its rows are counted.
+            let line = match self.format {
+                SourceFormat::Csv { .. } => Some(row + 1),
+                _ => None,
+            };
+            let place = match line {
+                Some(l) => format!("line {l}"),
+                None => format!("row {row}"),
+            };
+            return Err(IngestError::InvalidData {
+                message: format!(
+                    "{place}: column {name:?} is part of the primary key and may not be empty"
+                ),
+                line,
+                row: line.is_none().then_some(row),
+                column: Some(name.clone()),
+            });
+        }
+        self.rows_before += batch.num_rows() as u64;
+        Ok(())
+    }
 }
 
 /// Bytes of decoded batches queued for an upload's writer at most (a batch larger than that
@@ -679,6 +744,7 @@ struct WriterTask {
 
 impl Sink<'_> {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        self.keys.check(&batch)?;
         if self.writer.is_none() {
             let mut w = VersionWriter::new(
                 self.warehouse,

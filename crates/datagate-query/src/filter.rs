@@ -73,11 +73,12 @@ pub fn parse_where_text(
     let limit = format!("limits.max_expr_depth = {max_depth}");
     check_nesting(text, max_depth * 4, max_not, &limit)?;
     let dialect = GenericDialect {};
+    let unparsed = |e| crate::sql::at_end_if_unplaced(parser_error(e, &limit), text);
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(max_depth)
         .try_with_sql(text)
-        .map_err(|e| parser_error(e, &limit))?;
-    let ast = parser.parse_expr().map_err(|e| parser_error(e, &limit))?;
+        .map_err(unparsed)?;
+    let ast = parser.parse_expr().map_err(unparsed)?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(QueryError::invalid_at(
@@ -339,7 +340,7 @@ pub(crate) fn too_deep(limit: &str) -> QueryError {
     ))
 }
 
-fn position(l: datafusion::sql::sqlparser::tokenizer::Location) -> Option<Position> {
+pub(crate) fn position(l: datafusion::sql::sqlparser::tokenizer::Location) -> Option<Position> {
     (l.line > 0).then_some(Position {
         line: l.line,
         column: l.column,
@@ -772,6 +773,15 @@ mod tests {
                 )
             }
             other => panic!("{other}"),
+        }
+        // A text that ends too early is placed just past its end, where the missing part goes.
+        for (text, column) in [("id = ", 5), ("1==", 4), ("id = 1 AND", 11)] {
+            match parse(text).unwrap_err() {
+                QueryError::Invalid { position, .. } => {
+                    assert_eq!(position, Some(Position { line: 1, column }), "{text}")
+                }
+                other => panic!("{text}: {other}"),
+            }
         }
     }
 

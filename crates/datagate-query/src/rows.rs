@@ -228,19 +228,26 @@ pub fn parse_order(
     }
     filter::check_nesting(text, 64, 0, "an order lists columns")?;
     let dialect = GenericDialect {};
+    let unparsed = |e| {
+        let e = filter::parser_error(e, "an order lists columns");
+        crate::sql::at_end_if_unplaced(e, text)
+    };
     let mut parser = Parser::new(&dialect)
         .with_recursion_limit(16)
         .try_with_sql(text)
-        .map_err(|e| QueryError::invalid(e.to_string()))?;
+        .map_err(unparsed)?;
     let items = parser
         .parse_comma_separated(Parser::parse_order_by_expr)
-        .map_err(|e| QueryError::invalid(e.to_string()))?;
+        .map_err(unparsed)?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
-        return Err(QueryError::invalid(format!(
-            "unexpected `{}`; order is `column [asc|desc] [nulls first|last], ...`",
-            next.token
-        )));
+        return Err(QueryError::invalid_at(
+            format!(
+                "unexpected `{}`; order is `column [asc|desc] [nulls first|last], ...`",
+                next.token
+            ),
+            filter::position(next.span.start),
+        ));
     }
     items
         .into_iter()
@@ -296,6 +303,17 @@ mod tests {
         assert!(s[1].asc && s[1].nulls_first);
         for bad in ["id + 1", "nope", "id desc; DROP", "(SELECT 1)", "id desc, "] {
             assert!(parse_order(bad, &schema(), 1000).is_err(), "{bad}");
+        }
+        // Where the order goes wrong: at the stray token, or just past a text that ends early.
+        for (text, column) in [("id desc; DROP", 8), ("id desc, ", 9), ("id asc asc", 8)] {
+            match parse_order(text, &schema(), 1000).unwrap_err() {
+                QueryError::Invalid { position, .. } => assert_eq!(
+                    position,
+                    Some(crate::error::Position { line: 1, column }),
+                    "{text}"
+                ),
+                other => panic!("{text}: {other}"),
+            }
         }
     }
 }

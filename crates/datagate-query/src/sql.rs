@@ -64,8 +64,9 @@ pub async fn plan_sql_values(
 }
 
 /// sqlparser gives no position when the text ends too early ("found: EOF"): the position is
-/// then just past the last character, where the missing part belongs.
-fn at_end_if_unplaced(e: QueryError, sql: &str) -> QueryError {
+/// then just past the last character, where the missing part belongs. Used for every text the
+/// gateway parses as SQL (statements, `where`, `order`).
+pub(crate) fn at_end_if_unplaced(e: QueryError, sql: &str) -> QueryError {
     match e {
         QueryError::Invalid {
             message,
