@@ -614,6 +614,34 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
         .await;
     let got = keyed(&usage, "dataset", "reads");
     assert_eq!(got, want);
+    // A date is its midnight UTC: the same window written as a date answers the same.
+    let by_date: Value = s
+        .get_json_as(
+            &auditor,
+            "/api/v1/audit/usage?group_by=dataset&to=2026-06-02",
+        )
+        .await;
+    assert_eq!(keyed(&by_date, "dataset", "reads"), want);
+    // A window ending before it starts, or a time of neither form, is refused and named.
+    for (path, parameter) in [
+        (
+            "/api/v1/audit/usage?group_by=dataset&from=2026-06-02&to=2026-06-01",
+            "to",
+        ),
+        (
+            "/api/v1/audit/events?from=2026-06-02T00:00:00Z&to=2026-06-01",
+            "to",
+        ),
+        ("/api/v1/audit/events?from=yesterday", "from"),
+        ("/api/v1/audit/usage?group_by=day&to=2026-13-01", "to"),
+    ] {
+        let e = s.get_json_as(&auditor, path).await;
+        assert_eq!(
+            (e["status"].as_u64(), e["parameter"].as_str()),
+            (Some(400), Some(parameter)),
+            "{path}: {e}"
+        );
+    }
 }
 
 /// What a record adds to usage: (reads, downloads, bytes). A transfer counts by its `begin`

@@ -22,6 +22,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -64,9 +65,9 @@ fn audit_session(state: &AppState) -> Result<RequestSession, ApiError> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsParams {
-    /// Records at or after this time (RFC 3339).
+    /// Records at or after this time (RFC 3339, or a date: its midnight UTC).
     pub from: Option<String>,
-    /// Records before this time (RFC 3339).
+    /// Records before this time (RFC 3339, or a date: its midnight UTC).
     pub to: Option<String>,
     /// A key id, or `anonymous`.
     pub principal: Option<String>,
@@ -87,15 +88,49 @@ pub struct EventsParams {
     pub format: Option<String>,
 }
 
-fn time_param(name: &'static str, v: &str) -> Result<Expr, ApiError> {
-    let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
-        ApiError::bad_request(format!("{name} must be an RFC 3339 time: {e}"))
-            .with("parameter", name)
-    })?;
-    Ok(lit(ScalarValue::TimestampMicrosecond(
+/// A time window's two ends, each optional.
+type TimeWindow = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// The audit endpoints' `from` and `to`: an RFC 3339 time, or a date (`2026-11-01`), which is
+/// its midnight UTC, so `from=2026-11-01&to=2026-12-01` is November (`to` is exclusive). A
+/// window that ends before it starts is refused rather than answered empty.
+fn time_window(from: Option<&str>, to: Option<&str>) -> Result<TimeWindow, ApiError> {
+    let parse = |name: &'static str, v: Option<&str>| -> Result<Option<DateTime<Utc>>, ApiError> {
+        let Some(v) = v else { return Ok(None) };
+        let t = chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|e| {
+                chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                    .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+                    .map_err(|_| e)
+            })
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "{name} must be an RFC 3339 time or a date (YYYY-MM-DD, midnight UTC): {e}"
+                ))
+                .with("parameter", name)
+            })?;
+        Ok(Some(t))
+    };
+    let (from, to) = (parse("from", from)?, parse("to", to)?);
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return Err(ApiError::bad_request(format!(
+            "from ({}) is after to ({}): the window holds nothing",
+            f.to_rfc3339(),
+            t.to_rfc3339()
+        ))
+        .with("parameter", "to"));
+    }
+    Ok((from, to))
+}
+
+fn time_lit(t: DateTime<Utc>) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
         Some(t.timestamp_micros()),
         Some("UTC".into()),
-    )))
+    ))
 }
 
 /// Audit records, newest first.
@@ -120,11 +155,12 @@ pub async fn events(
         );
     }
     let mut filters: Vec<Expr> = Vec::new();
-    if let Some(v) = &p.from {
-        filters.push(col("ts").gt_eq(time_param("from", v)?));
+    let (from, to) = time_window(p.from.as_deref(), p.to.as_deref())?;
+    if let Some(t) = from {
+        filters.push(col("ts").gt_eq(time_lit(t)));
     }
-    if let Some(v) = &p.to {
-        filters.push(col("ts").lt(time_param("to", v)?));
+    if let Some(t) = to {
+        filters.push(col("ts").lt(time_lit(t)));
     }
     if let Some(v) = &p.principal {
         filters.push(col("key_id").eq(lit(v.clone())));
@@ -513,9 +549,9 @@ pub struct UsageParams {
     /// read) or `day` (UTC). Required.
     #[param(value_type = crate::api::UsageGroupName, required = true)]
     pub group_by: Option<String>,
-    /// Records at or after this time (RFC 3339).
+    /// Records at or after this time (RFC 3339, or a date: its midnight UTC).
     pub from: Option<String>,
-    /// Records before this time (RFC 3339).
+    /// Records before this time (RFC 3339, or a date: its midnight UTC).
     pub to: Option<String>,
     /// Only reads of this dataset (`department.name`).
     pub dataset: Option<String>,
@@ -601,22 +637,20 @@ pub async fn usage(
 ) -> Result<Response, ApiError> {
     caller.authorize(Action::ReadAudit)?;
     let format = negotiate(p.format.as_deref(), &headers)?;
-    let nanos = |name: &'static str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
-        v.as_deref()
-            .map(|v| {
-                chrono::DateTime::parse_from_rfc3339(v)
-                    .ok()
-                    .and_then(|t| t.timestamp_nanos_opt())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!("{name} must be an RFC 3339 time"))
-                            .with("parameter", name)
-                    })
+    let (from, to) = time_window(p.from.as_deref(), p.to.as_deref())?;
+    // The usage summaries count in nanoseconds: 1677 to 2262.
+    let nanos = |name: &'static str, t: Option<DateTime<Utc>>| {
+        t.map(|t| {
+            t.timestamp_nanos_opt().ok_or_else(|| {
+                ApiError::bad_request(format!("{name} must lie between the years 1678 and 2261"))
+                    .with("parameter", name)
             })
-            .transpose()
+        })
+        .transpose()
     };
     let filter = UsageFilter {
-        from: nanos("from", &p.from)?,
-        to: nanos("to", &p.to)?,
+        from: nanos("from", from)?,
+        to: nanos("to", to)?,
         dataset: p.dataset.filter(|d| !d.is_empty()),
         principal: p.principal.filter(|k| !k.is_empty()),
     };
