@@ -359,6 +359,15 @@ async fn applications_flow_from_request_to_revocation() {
         .await;
     assert_eq!(st, 201);
     let id = app["id"].as_str().unwrap().to_string();
+    // One open application per dataset and key: a second one while it waits is a 409 naming it.
+    let (st, dup) = api
+        .post(apply, Some(&consumer), json!({"purpose": "再来一次"}))
+        .await;
+    assert_eq!(
+        (st.as_u16(), dup["application_id"].as_str()),
+        (409, Some(id.as_str())),
+        "{dup}"
+    );
 
     // Who sees it.
     let ids = |v: &Value| -> Vec<String> {
@@ -421,6 +430,15 @@ async fn applications_flow_from_request_to_revocation() {
     );
     let (_, me) = api.get("/api/v1/me", Some(&consumer)).await;
     assert_eq!(me["grants"][0]["dataset"], "justice/legal_aid_cases");
+    // Nothing to apply for while the grant is in force.
+    let (st, dup) = api
+        .post(apply, Some(&consumer), json!({"purpose": "延期"}))
+        .await;
+    assert_eq!(
+        (st.as_u16(), dup["grant_id"].as_str()),
+        (409, grant["id"].as_str()),
+        "{dup}"
+    );
 
     // Revocation is effective on the next request.
     let gid = grant["id"].as_str().unwrap();

@@ -63,6 +63,7 @@ fn invalid(m: impl Into<String>) -> ApiError {
     params(("dept" = String, Path), ("name" = String, Path)), request_body = ApplyBody,
     responses((status = 201, body = ApplicationOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
+        (status = 409, description = "a pending application or an active grant for this dataset and key exists", body = crate::api::Problem),
         (status = 422, body = crate::api::Problem)))]
 pub async fn apply(
     State(state): State<AppState>,
@@ -82,6 +83,43 @@ pub async fn apply(
     }
     if body.purpose.trim().is_empty() {
         return Err(invalid("purpose is empty"));
+    }
+    // One open question per dataset and applicant: a second application while one waits, or
+    // while a grant is in force, only adds to the publisher's queue. (Two sent at the same
+    // instant may both be taken; deciding one leaves the other to decide.)
+    let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "conflict", m);
+    let pending = state
+        .catalog
+        .list_applications(&ApplicationFilter {
+            applicant: Some(caller.id().to_string()),
+            department: Some(ds.department.clone()),
+            status: Some(ApplicationStatus::Pending),
+        })
+        .await?;
+    if let Some(a) = pending.iter().find(|a| a.dataset == ds.name) {
+        return Err(conflict(format!(
+            "application {} for {}/{} is still pending",
+            a.id, ds.department, ds.name
+        ))
+        .with("application_id", a.id.clone()));
+    }
+    let grants = state
+        .catalog
+        .list_grants(&GrantFilter {
+            key_id: Some(caller.id().to_string()),
+            department: Some(ds.department.clone()),
+        })
+        .await?;
+    let now = Utc::now();
+    if let Some(g) = grants
+        .iter()
+        .find(|g| g.dataset == ds.name && g.is_active(now))
+    {
+        return Err(conflict(format!(
+            "grant {} already opens {}/{} to this key",
+            g.id, ds.department, ds.name
+        ))
+        .with("grant_id", g.id.clone()));
     }
     let app = state
         .catalog

@@ -118,7 +118,51 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| ApiQuery(v))
-            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+            .map_err(|e| query_rejection(&e.body_text()))
+    }
+}
+
+/// A query string serde refused, said in the API's words and naming the parameter:
+/// `limit: invalid digit found in string` → `limit must be a whole number ≥ 0` with
+/// `parameter: limit`. Anything not recognised keeps serde's text.
+fn query_rejection(text: &str) -> ApiError {
+    let why = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text);
+    let quoted = |s: &str| s.split('`').nth(1).map(str::to_string);
+    let (parameter, detail) = if let Some(rest) = why.strip_prefix("duplicate field ") {
+        let p = quoted(rest);
+        let d = p.as_ref().map(|p| format!("{p} is given more than once"));
+        (p, d)
+    } else if let Some(rest) = why.strip_prefix("unknown field ") {
+        let p = quoted(rest);
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, e)| e.replace('`', ""));
+        let d = p.as_ref().map(|p| match &expected {
+            Some(e) => format!("unknown parameter {p}; this endpoint takes {e}"),
+            None => format!("unknown parameter {p}; this endpoint takes none"),
+        });
+        (p, d)
+    } else if let Some((field, reason)) = why.split_once(": ")
+        && !field.is_empty()
+        && field.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    {
+        let d = match reason {
+            "invalid digit found in string" | "cannot parse integer from empty string" => {
+                format!("{field} must be a whole number ≥ 0")
+            }
+            "number too large to fit in target type" => format!("{field} is too large"),
+            other => format!("{field}: {other}"),
+        };
+        (Some(field.to_string()), Some(d))
+    } else {
+        (None, None)
+    };
+    let e = ApiError::bad_request(detail.unwrap_or_else(|| format!("invalid query string: {why}")));
+    match parameter {
+        Some(p) => e.with("parameter", p),
+        None => e,
     }
 }
 
@@ -195,4 +239,64 @@ pub fn base_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| state.config.server.listen.to_string());
     format!("http://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_rejection;
+
+    fn said(text: &str) -> (String, Option<String>) {
+        let e = query_rejection(text);
+        let parameter = e.extra.get("parameter").and_then(|v| v.as_str());
+        (e.detail.clone(), parameter.map(str::to_string))
+    }
+
+    #[test]
+    fn query_string_errors_name_their_parameter() {
+        let p = "Failed to deserialize query string: ";
+        for (text, detail, parameter) in [
+            (
+                "limit: invalid digit found in string",
+                "limit must be a whole number ≥ 0",
+                Some("limit"),
+            ),
+            (
+                "status: number too large to fit in target type",
+                "status is too large",
+                Some("status"),
+            ),
+            (
+                "offset: cannot parse integer from empty string",
+                "offset must be a whole number ≥ 0",
+                Some("offset"),
+            ),
+            (
+                "duplicate field `limit`",
+                "limit is given more than once",
+                Some("limit"),
+            ),
+            (
+                "unknown field `next`, expected one of `from`, `to`",
+                "unknown parameter next; this endpoint takes one of from, to",
+                Some("next"),
+            ),
+            (
+                "unknown field `x`, there are no fields",
+                "unknown parameter x; this endpoint takes none",
+                Some("x"),
+            ),
+            (
+                "something else entirely",
+                "invalid query string: something else entirely",
+                None,
+            ),
+        ] {
+            let (d, param) = said(&format!("{p}{text}"));
+            assert_eq!(
+                (d.as_str(), param.as_deref()),
+                (detail, parameter),
+                "{text}"
+            );
+        }
+    }
 }
