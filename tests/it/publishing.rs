@@ -235,6 +235,22 @@ async fn register_upload_append_replace_and_unpublish() {
     let mut ghost = register_body("x");
     ghost["department"] = json!("ghost");
     assert_eq!(api.post_json("/api/v1/datasets", ghost).await.0, 404);
+    // A catalog entry needs a title, and tags that say something.
+    for (field, value) in [("title", json!(" ")), ("tags", json!(["公交", ""]))] {
+        let mut b = register_body("untitled");
+        b[field] = value;
+        let (st, e) = api.post_json("/api/v1/datasets", b).await;
+        assert_eq!(st, 422, "{field}: {e}");
+    }
+    let (st, e) = api
+        .send(
+            api.c
+                .patch(s.url("/api/v1/datasets/transport/stops"))
+                .bearer_auth(ADMIN)
+                .json(&json!({"title": ""})),
+        )
+        .await;
+    assert_eq!(st, 422, "{e}");
     let (st, _) = api
         .post_json("/api/v1/datasets", json!({"department": "transport"}))
         .await;

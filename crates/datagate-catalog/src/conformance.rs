@@ -260,6 +260,30 @@ pub async fn dataset_errors(s: &dyn CatalogStore) {
             .await,
         Err(CatalogError::NotFound(_))
     ));
+    // Metadata a catalog cannot show: no title, a blank tag, a contact e-mail that is no
+    // address; refused on registration and on change, leaving the dataset as it was.
+    let mut untitled = new_dataset("market", "untitled", AccessLevel::Open, columns());
+    untitled.metadata.title = "  ".into();
+    assert!(matches!(
+        s.create_dataset(untitled).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert_eq!(s.get_dataset("market", "untitled").await.unwrap(), None);
+    let before = s.get_dataset("market", "x").await.unwrap().unwrap();
+    let bad: [fn(&mut DatasetMetadata); 3] = [
+        |m| m.title = String::new(),
+        |m| m.tags.push(" ".into()),
+        |m| m.contact.email = "data at example.gov.cn".into(),
+    ];
+    for change in bad {
+        let mut m = before.metadata.clone();
+        change(&mut m);
+        assert!(matches!(
+            s.update_dataset_metadata("market", "x", m, None).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
+    assert_eq!(s.get_dataset("market", "x").await.unwrap().unwrap(), before);
 }
 
 pub async fn metadata_updates(s: &dyn CatalogStore) {

@@ -207,6 +207,30 @@ pub struct DatasetPage {
     pub total: u64,
 }
 
+/// Checks a dataset's metadata: a title (the catalog, the portal and DCAT list datasets by it),
+/// no blank tag, and a contact e-mail, when given, that is an address (DCAT writes it as a
+/// `mailto:`). Every backend checks the same way, on registration and on every change.
+pub(crate) fn validate_metadata(m: &DatasetMetadata) -> Result<()> {
+    if m.title.trim().is_empty() {
+        return Err(CatalogError::Invalid("title is empty".into()));
+    }
+    if m.tags.iter().any(|t| t.trim().is_empty()) {
+        return Err(CatalogError::Invalid("a tag is empty".into()));
+    }
+    let email = m.contact.email.trim();
+    if !email.is_empty()
+        && (email.contains(char::is_whitespace)
+            || !email
+                .split_once('@')
+                .is_some_and(|(user, host)| !user.is_empty() && host.contains('.')))
+    {
+        return Err(CatalogError::Invalid(format!(
+            "contact.email {email:?} is not an e-mail address"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks declared columns: names present and unique, masked columns naming a mask, and every
 /// primary-key column declared (when columns are declared). Every backend checks the same way.
 pub(crate) fn validate_columns(columns: &[Column], primary_key: &[String]) -> Result<()> {

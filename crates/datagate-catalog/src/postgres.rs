@@ -710,6 +710,7 @@ impl CatalogStore for PostgresCatalog {
         datagate_core::validate_name("dataset name", &ds.name)
             .map_err(|e| CatalogError::Invalid(e.to_string()))?;
         crate::model::validate_columns(&ds.columns, &ds.primary_key)?;
+        crate::model::validate_metadata(&ds.metadata)?;
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let m = &ds.metadata;
@@ -768,6 +769,7 @@ impl CatalogStore for PostgresCatalog {
         metadata: DatasetMetadata,
         primary_key: Option<Vec<String>>,
     ) -> Result<(Dataset, bool)> {
+        crate::model::validate_metadata(&metadata)?;
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let row = require_dataset(&tx, department, name, true).await?;

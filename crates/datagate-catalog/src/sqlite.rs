@@ -8,8 +8,8 @@ use crate::grants::{
     Application, ApplicationFilter, ApplicationStatus, Decision, Grant, GrantFilter, NewApplication,
 };
 use crate::keys::{ApiKey, NewApiKey, Role};
-use crate::model::validate_columns;
 use crate::model::*;
+use crate::model::{validate_columns, validate_metadata};
 use crate::store::{CatalogError, CatalogStore, Result};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
@@ -599,6 +599,7 @@ impl CatalogStore for SqliteCatalog {
         datagate_core::validate_name("dataset name", &ds.name)
             .map_err(|e| CatalogError::Invalid(e.to_string()))?;
         validate_columns(&ds.columns, &ds.primary_key)?;
+        validate_metadata(&ds.metadata)?;
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let dept_exists: bool = tx.query_row(
@@ -662,6 +663,7 @@ impl CatalogStore for SqliteCatalog {
         metadata: DatasetMetadata,
         primary_key: Option<Vec<String>>,
     ) -> Result<(Dataset, bool)> {
+        validate_metadata(&metadata)?;
         let (department, name) = (department.to_string(), name.to_string());
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -130,12 +130,19 @@ fn query_rejection(text: &str) -> ApiError {
         .strip_prefix("Failed to deserialize query string: ")
         .unwrap_or(text);
     let quoted = |s: &str| s.split('`').nth(1).map(str::to_string);
-    let (parameter, detail) = if let Some(rest) = why.strip_prefix("duplicate field ") {
-        let p = quoted(rest);
+    // serde may put the parameter's name first (`bogus: unknown field ...`).
+    let (field, reason) = match why.split_once(": ") {
+        Some((f, r)) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => {
+            (Some(f.to_string()), r)
+        }
+        _ => (None, why),
+    };
+    let (parameter, detail) = if let Some(rest) = reason.strip_prefix("duplicate field ") {
+        let p = quoted(rest).or(field);
         let d = p.as_ref().map(|p| format!("{p} is given more than once"));
         (p, d)
-    } else if let Some(rest) = why.strip_prefix("unknown field ") {
-        let p = quoted(rest);
+    } else if let Some(rest) = reason.strip_prefix("unknown field ") {
+        let p = quoted(rest).or(field);
         let expected = rest
             .split_once(", expected ")
             .map(|(_, e)| e.replace('`', ""));
@@ -144,10 +151,7 @@ fn query_rejection(text: &str) -> ApiError {
             None => format!("unknown parameter {p}; this endpoint takes none"),
         });
         (p, d)
-    } else if let Some((field, reason)) = why.split_once(": ")
-        && !field.is_empty()
-        && field.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-    {
+    } else if let Some(field) = field {
         let d = match reason {
             "invalid digit found in string" | "cannot parse integer from empty string" => {
                 format!("{field} must be a whole number ≥ 0")
@@ -155,7 +159,7 @@ fn query_rejection(text: &str) -> ApiError {
             "number too large to fit in target type" => format!("{field} is too large"),
             other => format!("{field}: {other}"),
         };
-        (Some(field.to_string()), Some(d))
+        (Some(field), Some(d))
     } else {
         (None, None)
     };
@@ -284,6 +288,11 @@ mod tests {
                 "unknown field `x`, there are no fields",
                 "unknown parameter x; this endpoint takes none",
                 Some("x"),
+            ),
+            (
+                "bogus: unknown field `bogus`, expected one of `q`, `tag`",
+                "unknown parameter bogus; this endpoint takes one of q, tag",
+                Some("bogus"),
             ),
             (
                 "something else entirely",
