@@ -1008,6 +1008,13 @@ async fn only_admins_create_departments() {
         .post_json("/api/v1/departments", json!({"id": "Bad Id", "name": "x"}))
         .await;
     assert_eq!(st, 422);
+    let (st, e) = api
+        .post_json(
+            "/api/v1/departments",
+            json!({"id": "nameless", "name": " "}),
+        )
+        .await;
+    assert_eq!(st, 422, "{e}");
     let (_, list) = api.send(api.c.get(s.url("/api/v1/departments"))).await;
     assert!(
         list.as_array()

@@ -157,6 +157,19 @@ pub async fn departments_round_trip(s: &dyn CatalogStore) {
         s.create_department(dept("Bad-Id")).await,
         Err(CatalogError::Invalid(_))
     ));
+    let nameless = NewDepartment {
+        name: " ".into(),
+        ..dept("nameless")
+    };
+    assert!(matches!(
+        s.create_department(nameless.clone()).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.upsert_department(nameless).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    assert_eq!(s.get_department("nameless").await.unwrap(), None);
     assert_eq!(
         s.get_department("transport").await.unwrap(),
         Some(d.clone())

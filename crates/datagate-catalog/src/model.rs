@@ -207,6 +207,19 @@ pub struct DatasetPage {
     pub total: u64,
 }
 
+/// Checks a department: an id of the API's form and a name to show it by.
+pub(crate) fn validate_department(d: &NewDepartment) -> Result<()> {
+    datagate_core::validate_name("department id", &d.id)
+        .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+    if d.name.trim().is_empty() {
+        return Err(CatalogError::Invalid(format!(
+            "department {} needs a name",
+            d.id
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a dataset's metadata: a title (the catalog, the portal and DCAT list datasets by it),
 /// no blank tag, and a contact e-mail, when given, that is an address (DCAT writes it as a
 /// `mailto:`). Every backend checks the same way, on registration and on every change.

@@ -621,8 +621,7 @@ impl CatalogStore for PostgresCatalog {
     }
 
     async fn create_department(&self, dept: NewDepartment) -> Result<Department> {
-        datagate_core::validate_name("department id", &dept.id)
-            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        crate::model::validate_department(&dept)?;
         let c = self.client().await?;
         let at = now();
         match c
@@ -642,8 +641,7 @@ impl CatalogStore for PostgresCatalog {
     }
 
     async fn upsert_department(&self, dept: NewDepartment) -> Result<(Department, bool)> {
-        datagate_core::validate_name("department id", &dept.id)
-            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        crate::model::validate_department(&dept)?;
         let c = self.client().await?;
         let at = now();
         // Inserted, updated (only when something differs) or left alone, in one statement;

@@ -492,8 +492,7 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn create_department(&self, dept: NewDepartment) -> Result<Department> {
-        datagate_core::validate_name("department id", &dept.id)
-            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        crate::model::validate_department(&dept)?;
         self.write(move |c| {
             let now = ts(Utc::now());
             match c.execute(
@@ -520,8 +519,7 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn upsert_department(&self, dept: NewDepartment) -> Result<(Department, bool)> {
-        datagate_core::validate_name("department id", &dept.id)
-            .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        crate::model::validate_department(&dept)?;
         self.write(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let existing = tx

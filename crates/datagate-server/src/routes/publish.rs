@@ -29,6 +29,7 @@ use utoipa::{IntoParams, ToSchema};
 pub struct RegisterDataset {
     pub department: String,
     pub name: String,
+    /// Not blank: the catalog, the portal and DCAT list the dataset by it.
     pub title: String,
     #[serde(default)]
     pub description: String,
@@ -36,6 +37,7 @@ pub struct RegisterDataset {
     pub access_level: AccessLevel,
     #[serde(default)]
     pub license: String,
+    /// Keywords searched by `q` and filtered by `tag`; none blank.
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
@@ -417,6 +419,7 @@ pub async fn upload_version(
 pub struct NewDepartmentBody {
     /// Matches `^[a-z][a-z0-9_]{0,62}$`.
     pub id: String,
+    /// Shown wherever the department is listed; not blank.
     pub name: String,
     #[serde(default)]
     pub description: String,
