@@ -367,6 +367,7 @@ async fn register_upload_append_replace_and_unpublish() {
 
     // DELETE unpublishes: gone for everyone, files kept.
     let files = warehouse_files(&s);
+    let before_unpublish = api.dataset("stops").await;
     let (st, _) = api
         .send(
             api.c
@@ -385,6 +386,41 @@ async fn register_upload_append_replace_and_unpublish() {
         .upload("/api/v1/datasets/transport/stops/versions", "text/csv", csv)
         .await;
     assert_eq!(st, 404);
+    assert_eq!(warehouse_files(&s), files);
+
+    // The name stays taken, and the 409 says how to get the dataset back.
+    let (st, e) = api
+        .post_json("/api/v1/datasets", register_body("stops"))
+        .await;
+    assert_eq!(st, 409);
+    assert!(e["detail"].as_str().unwrap().contains("/publish"), "{e}");
+    // Only those who manage it can publish it again; for anyone else it does not exist.
+    let (_, consumer) = api
+        .post_json("/api/v1/keys", json!({"name": "c", "role": "consumer"}))
+        .await;
+    let publish = s.url("/api/v1/datasets/transport/stops/publish");
+    let (st, _) = api
+        .send(
+            api.c
+                .post(&publish)
+                .bearer_auth(consumer["key"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(st, 404);
+    let (st, d) = api.send(api.c.post(&publish).bearer_auth(ADMIN)).await;
+    assert_eq!(st, 200, "{d}");
+    assert_eq!(d["current_version"], before_unpublish["current_version"]);
+    let (st, page) = api
+        .send(api.c.get(s.url("/api/v1/datasets/transport/stops/rows")))
+        .await;
+    assert_eq!(
+        (st.as_u16(), &page["row_count"]),
+        (200, &before_unpublish["row_count"]),
+        "{page}"
+    );
+    // Publishing a published dataset changes nothing.
+    let (st, again) = api.send(api.c.post(&publish).bearer_auth(ADMIN)).await;
+    assert_eq!((st.as_u16(), &again["updated_at"]), (200, &d["updated_at"]));
     assert_eq!(warehouse_files(&s), files);
 }
 

@@ -72,6 +72,7 @@ fn action_of(method: &Method, route: &str) -> String {
         ("GET", "/api/v1/datasets/{dept}/{name}") => "catalog.dataset",
         ("PATCH", "/api/v1/datasets/{dept}/{name}") => "catalog.update",
         ("DELETE", "/api/v1/datasets/{dept}/{name}") => "catalog.unpublish",
+        ("POST", "/api/v1/datasets/{dept}/{name}/publish") => "catalog.publish",
         ("GET", "/api/v1/datasets/{dept}/{name}/versions") => "catalog.versions",
         ("POST", "/api/v1/datasets/{dept}/{name}/versions") => "publish.upload",
         ("GET", "/api/v1/datasets/{dept}/{name}/rows") => "data.rows",

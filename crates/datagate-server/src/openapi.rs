@@ -26,6 +26,7 @@ use utoipa::OpenApi;
         crate::routes::publish::register_dataset,
         crate::routes::publish::patch_dataset,
         crate::routes::publish::unpublish_dataset,
+        crate::routes::publish::republish_dataset,
         crate::routes::publish::upload_version,
         crate::routes::data::rows,
         crate::routes::data::export,

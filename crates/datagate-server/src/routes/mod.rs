@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/datasets/{dept}/{name}/versions",
             get(catalog::list_versions).post(publish::upload_version),
         )
+        .route(
+            "/api/v1/datasets/{dept}/{name}/publish",
+            post(publish::republish_dataset),
+        )
         .route("/api/v1/datasets/{dept}/{name}/rows", get(data::rows))
         .route("/api/v1/datasets/{dept}/{name}/export", get(data::export))
         .route("/api/v1/query", get(data::query_get).post(data::query_post))

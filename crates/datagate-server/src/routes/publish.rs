@@ -2,7 +2,7 @@
 //! "Ingest"). Allowed to admins and to publishers of the owning department.
 
 use super::catalog::visible_dataset;
-use super::{ApiJson, ApiQuery, DatasetPath, KeyHolder, base_url};
+use super::{ApiJson, ApiQuery, DatasetPath, KeyHolder, base_url, not_found_dataset};
 use crate::api::{AccessLevelName, MaskName, SensitivityName};
 use crate::api::{DatasetOut, VersionOut};
 use crate::problem::ApiError;
@@ -107,6 +107,7 @@ pub async fn register_dataset(
             "department and name must match ^[a-z][a-z0-9_]{0,62}$",
         ));
     }
+    let (department, name) = (req.department.clone(), req.name.clone());
     let ds = state
         .catalog
         .create_dataset(NewDataset {
@@ -126,7 +127,28 @@ pub async fn register_dataset(
             primary_key: req.primary_key,
             columns: req.columns,
         })
-        .await?;
+        .await;
+    let ds = match ds {
+        Err(datagate_catalog::CatalogError::AlreadyExists(what)) => {
+            // The caller manages this department: saying the name is held by an unpublished
+            // dataset leaks nothing, and tells how to get it back.
+            let hidden = state
+                .catalog
+                .get_dataset(&department, &name)
+                .await?
+                .is_some_and(|d| d.unpublished_at.is_some());
+            let detail = if hidden {
+                format!(
+                    "{what} already exists, unpublished: POST \
+                     /api/v1/datasets/{department}/{name}/publish makes it visible again"
+                )
+            } else {
+                format!("{what} already exists")
+            };
+            return Err(ApiError::new(StatusCode::CONFLICT, "conflict", detail));
+        }
+        other => other?,
+    };
     let out = DatasetOut::new(&ds, &base_url(&state, &headers), true).with_usage(&state.audit);
     let location = out.links.get("self").cloned().unwrap_or_default();
     Ok((
@@ -283,6 +305,50 @@ pub async fn unpublish_dataset(
         .unpublish_dataset(&ds.department, &ds.name)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Publishes an unpublished dataset again: its versions and files were kept, so it is visible
+/// and queryable as before, at the same version. Publishing a published dataset changes
+/// nothing. An unpublished dataset exists only for those who manage it: 404 for anyone else.
+#[utoipa::path(post, path = "/api/v1/datasets/{dept}/{name}/publish", tag = "publishing",
+    params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name")),
+    responses((status = 200, body = DatasetOut, description = "published (again)"),
+        (status = 401, body = crate::api::Problem), (status = 403, body = crate::api::Problem),
+        (status = 404, body = crate::api::Problem)))]
+pub async fn republish_dataset(
+    State(state): State<AppState>,
+    KeyHolder(caller): KeyHolder,
+    headers: HeaderMap,
+    path: DatasetPath,
+) -> Result<Json<DatasetOut>, ApiError> {
+    let found = state
+        .catalog
+        .get_dataset(&path.department, &path.name)
+        .await?;
+    match found {
+        Some(ds) if ds.unpublished_at.is_some() => {
+            let manage = Action::ManageDataset {
+                department: &ds.department,
+            };
+            if caller.authorize(manage).is_err() {
+                return Err(not_found_dataset(&path.department, &path.name));
+            }
+            state
+                .catalog
+                .republish_dataset(&ds.department, &ds.name)
+                .await?;
+        }
+        _ => {
+            let ds = visible_dataset(&state, &caller, &path).await?;
+            caller.authorize(Action::ManageDataset {
+                department: &ds.department,
+            })?;
+        }
+    }
+    let ds = visible_dataset(&state, &caller, &path).await?;
+    Ok(Json(
+        DatasetOut::new(&ds, &base_url(&state, &headers), true).with_usage(&state.audit),
+    ))
 }
 
 /// Query parameters of an upload.
