@@ -165,6 +165,9 @@ def parameters_bind_like_http_params():
             cur.execute(sql, (40, True))
             again = cur.fetch_arrow_table()
         assert again.equals(http_arrow(CONSUMER, sql, [40, True]))
+        # `?` placeholders, as JDBC and BI tools write them, bind by position too.
+        marks = sql.replace("$1", "?").replace("$2", "?")
+        assert query(conn, marks, (20, False)).equals(flight)
 
 
 def masked_values_are_masked():

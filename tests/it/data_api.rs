@@ -306,6 +306,22 @@ async fn sql_joins_params_caps_and_limits() {
     .await;
     assert_eq!(st, 200, "{body}");
     assert!(body["rows"][0]["n"].is_i64());
+    // The same with `?` placeholders, numbered in the order they appear.
+    let (st, marks) = query(
+        &c,
+        &s,
+        json!({
+            "sql": "SELECT count(*) AS n FROM market.enforcement_decisions d \
+                    JOIN market.market_entities e ON d.party_uscc = e.uscc WHERE e.district = ? AND d.fine_amount > ?",
+            "params": [districts.iter().next().unwrap(), 0]
+        }),
+    )
+    .await;
+    assert_eq!(
+        (st.as_u16(), &marks["rows"]),
+        (200, &body["rows"]),
+        "{marks}"
+    );
 
     // Past the row cap: exactly the cap, and `truncated`.
     let (st, body) = query(

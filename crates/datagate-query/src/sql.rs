@@ -16,7 +16,8 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    ObjectName, ObjectNamePart, Statement, TableFactor, Visit, Visitor,
+    Expr, ObjectName, ObjectNamePart, Statement, TableFactor, Value, Visit, Visitor,
+    visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::parser::ParserError;
 use std::ops::ControlFlow;
@@ -126,11 +127,71 @@ pub fn parse_readonly(
             statements.len()
         )));
     }
-    let statement = statements
+    let mut statement = statements
         .pop_front()
         .ok_or_else(|| QueryError::invalid("the query is empty"))?;
     check_statement(&statement, &limits.complexity, internals)?;
+    number_question_marks(&mut statement)?;
     Ok(statement)
+}
+
+/// `?` placeholders (what JDBC, ODBC and most BI tools write) become `$1, $2, ...` in the
+/// order they appear in the text, so parameters bind by position, over HTTP (`params`) as over
+/// Flight SQL. A statement may use either form, not both.
+fn number_question_marks(statement: &mut DFStatement) -> Result<(), QueryError> {
+    match statement {
+        DFStatement::Statement(s) => number_in(s.as_mut()),
+        DFStatement::Explain(e) => number_question_marks(&mut e.statement),
+        _ => Ok(()),
+    }
+}
+
+fn number_in(statement: &mut Statement) -> Result<(), QueryError> {
+    // Where each `?` stands, and whether `$n` is used too.
+    let mut marks: Vec<(u64, u64)> = Vec::new();
+    let mut dollars = false;
+    let _ = visit_expressions(statement, |e| {
+        if let Expr::Value(v) = e
+            && let Value::Placeholder(p) = &v.value
+        {
+            if p == "?" {
+                marks.push((v.span.start.line, v.span.start.column));
+            } else {
+                dollars = true;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if marks.is_empty() {
+        return Ok(());
+    }
+    if dollars {
+        return Err(QueryError::invalid(
+            "parameters are either all `?` or all `$1, $2, ...`, not both",
+        ));
+    }
+    let mut in_text_order = marks.clone();
+    in_text_order.sort_unstable();
+    in_text_order.dedup();
+    // Numbered by position in the text; were a position missing (never seen), by the order of
+    // the walk, which follows the text in every clause but a few.
+    let by_text = in_text_order.len() == marks.len() && !marks.contains(&(0, 0));
+    let mut walked = 0usize;
+    let _ = visit_expressions_mut(statement, |e| {
+        if let Expr::Value(v) = e
+            && matches!(&v.value, Value::Placeholder(p) if p == "?")
+        {
+            let at = (v.span.start.line, v.span.start.column);
+            let n = match in_text_order.binary_search(&at) {
+                Ok(i) if by_text => i,
+                _ => walked,
+            };
+            v.value = Value::Placeholder(format!("${}", n + 1));
+            walked += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(())
 }
 
 fn check_statement(
@@ -335,6 +396,32 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn question_marks_are_numbered_in_text_order() {
+        let text = |sql: &str| {
+            parse_readonly(sql, &QueryLimits::default(), false)
+                .map(|s| s.to_string())
+                .map_err(|e| e.to_string())
+        };
+        // The walk visits the CTE, then the body; the LIMIT after the WHERE: text order wins.
+        let sql = "WITH t AS (SELECT a FROM m.x WHERE a > ?) \
+                   SELECT a FROM t WHERE a BETWEEN ? AND ? ORDER BY a LIMIT ?";
+        let numbered = text(sql).unwrap();
+        let at = |p: &str| {
+            numbered
+                .find(p)
+                .unwrap_or_else(|| panic!("{p} in {numbered}"))
+        };
+        assert!(at("$1") < at("$2") && at("$2") < at("$3") && at("$3") < at("$4"));
+        assert!(!numbered.contains('?'), "{numbered}");
+        assert!(text("EXPLAIN SELECT ? + 1").unwrap().contains("$1"));
+        // `$n` stays as written; the two forms together are refused.
+        assert!(text("SELECT $2, $1").unwrap().contains("$2, $1"));
+        assert!(text("SELECT ?, $1").unwrap_err().contains("not both"));
+        // A `?` inside a string is text, not a parameter.
+        assert!(text("SELECT '?' AS q").unwrap().contains("'?'"));
     }
 
     #[test]
