@@ -542,6 +542,13 @@ async fn bad_parameters_are_clear_400s() {
         ("?where=nope%20%3D%201", 400, Some("where")),
         ("?where=line_id%20%3D", 400, Some("where")),
         ("?where=stop_count", 400, Some("where")),
+        // A quoted literal the column's type cannot read: refused before the query runs.
+        ("?where=stop_count%20%3E%20%27many%27", 400, Some("where")),
+        (
+            "?where=fare%20BETWEEN%20%271%27%20AND%20%27x%27",
+            400,
+            Some("where"),
+        ),
         // A text column compared with a number: the cast fails on the first row read.
         ("?where=line_id%20%3D%201", 400, None),
         // Types DataFusion's analyzer cannot coerce (it calls them internal errors).
@@ -552,7 +559,7 @@ async fn bad_parameters_are_clear_400s() {
         ("?version=99", 404, None),
         ("?version=x", 400, Some("version")),
         ("?timeout_ms=0", 400, Some("timeout_ms")),
-        ("?bogus=1", 400, None),
+        ("?bogus=1", 400, Some("bogus")),
     ] {
         let (st, h, body) = get(&c, &s.url(&format!("{rows}{query}"))).await;
         assert_eq!(st.as_u16(), status, "{query}: {body}");

@@ -407,6 +407,14 @@ impl Translator<'_> {
             E::Nested(inner) => self.expr(inner)?,
             E::BinaryOp { left, op, right } => {
                 let op = binary_operator(op).ok_or_else(|| refused(e, &format!("`{op}`")))?;
+                use datafusion::logical_expr::Operator as Op;
+                if matches!(
+                    op,
+                    Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq
+                ) {
+                    self.check_text_literal(left, right)?;
+                    self.check_text_literal(right, left)?;
+                }
                 Expr::BinaryExpr(BinaryExpr::new(self.boxed(left)?, op, self.boxed(right)?))
             }
             E::UnaryOp { op, expr } => match op {
@@ -420,6 +428,9 @@ impl Translator<'_> {
                 list,
                 negated,
             } => {
+                for x in list {
+                    self.check_text_literal(expr, x)?;
+                }
                 let list = list
                     .iter()
                     .map(|x| self.expr(x))
@@ -432,7 +443,11 @@ impl Translator<'_> {
                 low,
                 high,
             } => Expr::Between(Between::new(
-                self.boxed(expr)?,
+                {
+                    self.check_text_literal(expr, low)?;
+                    self.check_text_literal(expr, high)?;
+                    self.boxed(expr)?
+                },
                 *negated,
                 self.boxed(low)?,
                 self.boxed(high)?,
@@ -528,6 +543,49 @@ impl Translator<'_> {
             }
             _ => return Err(refused(e, "this expression")),
         })
+    }
+
+    /// A quoted literal compared with a column of another type is read as that type when the
+    /// query runs (`fare > '3.5'`, `opened >= '2024-01-01'`); one that cannot be
+    /// (`fare > 'abc'`) is refused here, at its position and naming the column and its type,
+    /// instead of failing later with the engine's internal types in the message.
+    fn check_text_literal(&self, column: &sql::Expr, other: &sql::Expr) -> Result<(), QueryError> {
+        use datafusion::arrow::datatypes::DataType as T;
+        let (sql::Expr::Identifier(ident), sql::Expr::Value(v)) = (column, other) else {
+            return Ok(());
+        };
+        let Value::SingleQuotedString(text) = &v.value else {
+            return Ok(());
+        };
+        let Ok(name) = resolve_column(self.schema, &sql_name(ident), true, None) else {
+            return Ok(());
+        };
+        let Ok(field) = self.schema.field_with_name(&name) else {
+            return Ok(());
+        };
+        // Read as the engine reads it, in a type wide enough that only the text's form (not
+        // its size against the column's precision) decides.
+        let wide = match field.data_type() {
+            T::Int8 | T::Int16 | T::Int32 | T::Int64 => T::Int64,
+            T::UInt8 | T::UInt16 | T::UInt32 | T::UInt64 => T::UInt64,
+            T::Float16 | T::Float32 | T::Float64 | T::Decimal128(..) | T::Decimal256(..) => {
+                T::Float64
+            }
+            T::Boolean => T::Boolean,
+            T::Date32 | T::Date64 => T::Date32,
+            T::Timestamp(unit, tz) => T::Timestamp(*unit, tz.clone()),
+            _ => return Ok(()),
+        };
+        if s_val(text).cast_to(&wide).is_ok() {
+            return Ok(());
+        }
+        let type_name = datagate_core::ColumnType::from_arrow(field.data_type())
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| field.data_type().to_string());
+        Err(QueryError::invalid_at(
+            format!("{text:?} is not a {type_name} value, which column {name} holds"),
+            position(v.span.start),
+        ))
     }
 
     fn function(&mut self, e: &sql::Expr, f: &sql::Function) -> Result<Expr, QueryError> {
@@ -781,6 +839,42 @@ mod tests {
                     assert_eq!(position, Some(Position { line: 1, column }), "{text}")
                 }
                 other => panic!("{text}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn quoted_literals_are_read_as_their_column() {
+        // Taken: what the column's type reads.
+        for ok in [
+            "id > '3'",
+            "\"Registered\" >= '2024-01-01'",
+            "id IN ('1', '2')",
+            "\"Registered\" BETWEEN '2024-01-01' AND '2024-12-31'",
+            "district = 'x'",
+            "'5' < id",
+        ] {
+            parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        // Refused where the literal stands, naming the column and its type.
+        for (bad, column) in [
+            ("id > 'abc'", 6),
+            ("'x' = id", 1),
+            ("id IN (1, 'two')", 11),
+            ("\"Registered\" BETWEEN '2024-01-01' AND 'soon'", 39),
+        ] {
+            match parse(bad).unwrap_err() {
+                QueryError::Invalid {
+                    message, position, ..
+                } => {
+                    assert_eq!(
+                        position,
+                        Some(Position { line: 1, column }),
+                        "{bad}: {message}"
+                    );
+                    assert!(message.contains("which column"), "{bad}: {message}");
+                }
+                other => panic!("{bad}: {other}"),
             }
         }
     }
