@@ -442,16 +442,16 @@ impl Translator<'_> {
                 negated,
                 low,
                 high,
-            } => Expr::Between(Between::new(
-                {
-                    self.check_text_literal(expr, low)?;
-                    self.check_text_literal(expr, high)?;
-                    self.boxed(expr)?
-                },
-                *negated,
-                self.boxed(low)?,
-                self.boxed(high)?,
-            )),
+            } => {
+                self.check_text_literal(expr, low)?;
+                self.check_text_literal(expr, high)?;
+                Expr::Between(Between::new(
+                    self.boxed(expr)?,
+                    *negated,
+                    self.boxed(low)?,
+                    self.boxed(high)?,
+                ))
+            }
             E::Like {
                 negated,
                 any: false,

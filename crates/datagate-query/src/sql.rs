@@ -170,24 +170,16 @@ fn number_in(statement: &mut Statement) -> Result<(), QueryError> {
             "parameters are either all `?` or all `$1, $2, ...`, not both",
         ));
     }
-    let mut in_text_order = marks.clone();
-    in_text_order.sort_unstable();
-    in_text_order.dedup();
-    // Numbered by position in the text; were a position missing (never seen), by the order of
-    // the walk, which follows the text in every clause but a few.
-    let by_text = in_text_order.len() == marks.len() && !marks.contains(&(0, 0));
-    let mut walked = 0usize;
+    // Numbered by where they stand in the text, not by the order of a walk of the tree (which
+    // visits LIMIT before an OFFSET written first).
+    marks.sort_unstable();
     let _ = visit_expressions_mut(statement, |e| {
         if let Expr::Value(v) = e
             && matches!(&v.value, Value::Placeholder(p) if p == "?")
         {
             let at = (v.span.start.line, v.span.start.column);
-            let n = match in_text_order.binary_search(&at) {
-                Ok(i) if by_text => i,
-                _ => walked,
-            };
-            v.value = Value::Placeholder(format!("${}", n + 1));
-            walked += 1;
+            let n = marks.partition_point(|m| *m < at) + 1;
+            v.value = Value::Placeholder(format!("${n}"));
         }
         ControlFlow::<()>::Continue(())
     });
@@ -405,16 +397,18 @@ mod tests {
                 .map(|s| s.to_string())
                 .map_err(|e| e.to_string())
         };
-        // The walk visits the CTE, then the body; the LIMIT after the WHERE: text order wins.
+        // The AST keeps LIMIT before OFFSET whichever comes first in the text, and a walk of
+        // it visits them in that order: text order must win.
         let sql = "WITH t AS (SELECT a FROM m.x WHERE a > ?) \
-                   SELECT a FROM t WHERE a BETWEEN ? AND ? ORDER BY a LIMIT ?";
+                   SELECT a FROM t WHERE a BETWEEN ? AND ? ORDER BY a OFFSET ? LIMIT ?";
         let numbered = text(sql).unwrap();
         let at = |p: &str| {
             numbered
                 .find(p)
                 .unwrap_or_else(|| panic!("{p} in {numbered}"))
         };
-        assert!(at("$1") < at("$2") && at("$2") < at("$3") && at("$3") < at("$4"));
+        assert!(at("$1") < at("$2") && at("$2") < at("$3"));
+        assert!(numbered.contains("LIMIT $5 OFFSET $4"), "{numbered}");
         assert!(!numbered.contains('?'), "{numbered}");
         assert!(text("EXPLAIN SELECT ? + 1").unwrap().contains("$1"));
         // `$n` stays as written; the two forms together are refused.
