@@ -549,6 +549,13 @@ async fn bad_parameters_are_clear_400s() {
             400,
             Some("where"),
         ),
+        // A boolean written as text reads as the boolean (the engine alone cannot compare
+        // them); text that is no boolean is refused at its position.
+        (
+            "?where=night_line%20%3D%20%27perhaps%27",
+            400,
+            Some("where"),
+        ),
         // A text column compared with a number: the cast fails on the first row read.
         ("?where=line_id%20%3D%201", 400, None),
         // Types DataFusion's analyzer cannot coerce (it calls them internal errors).
@@ -568,6 +575,24 @@ async fn bad_parameters_are_clear_400s() {
             assert_eq!(body["parameter"], p, "{query}: {body}");
         }
     }
+    // A boolean written as text reads as the boolean (the engine alone cannot compare them).
+    for (quoted, bare) in [
+        ("night_line%20%3D%20%27true%27", "night_line%20%3D%20true"),
+        (
+            "night_line%20IN%20(%27false%27)%20AND%20stop_count%20%3E%20%2730%27",
+            "night_line%20%3D%20false%20AND%20stop_count%20%3E%2030",
+        ),
+    ] {
+        let rows_of = |w: &str| format!("{rows}?limit=1000&select=line_id&where={w}");
+        let (st, _, quoted_rows) = get(&c, &s.url(&rows_of(quoted))).await;
+        assert_eq!(st, 200, "{quoted}: {quoted_rows}");
+        let (_, _, bare_rows) = get(&c, &s.url(&rows_of(bare))).await;
+        assert_eq!(quoted_rows["rows"], bare_rows["rows"], "{quoted}");
+        assert!(
+            !quoted_rows["rows"].as_array().unwrap().is_empty(),
+            "{quoted}"
+        );
+    }
     // The same in SQL: the filter runs inside the Parquet reader, and its failure is still
     // the query's.
     let (st, body) = query(
@@ -584,6 +609,38 @@ async fn bad_parameters_are_clear_400s() {
             .contains("Cannot cast string"),
         "{body}"
     );
+    // SQL text the column's type cannot read: placed at its literal (the second line here),
+    // whether the engine meets it while planning or while reading.
+    for (sql, column) in [
+        (
+            "SELECT line_id\nFROM transport.bus_lines WHERE stop_count > 'many'",
+            45,
+        ),
+        (
+            "SELECT line_id\nFROM transport.bus_lines b WHERE b.fare < 'cheap'",
+            43,
+        ),
+    ] {
+        let (st, body) = query(&c, &s, serde_json::json!({ "sql": sql })).await;
+        assert_eq!(st, 400, "{sql}: {body}");
+        assert_eq!(
+            (body["line"].as_u64(), body["column"].as_u64()),
+            (Some(2), Some(column)),
+            "{sql}: {body}"
+        );
+    }
+    // A stored value that does not read as the number it is compared with: not in the text,
+    // and the message says where to look.
+    let (st, body) = query(
+        &c,
+        &s,
+        serde_json::json!({"sql": "SELECT * FROM transport.bus_lines WHERE line_id = 1"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.get("line").is_none(), "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("not written in the query"), "{body}");
     // The position of a bad column inside `where`.
     let (_, _, body) = get(
         &c,

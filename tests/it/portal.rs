@@ -867,16 +867,66 @@ async fn department_pages_register_upload_decide_and_unpublish_through_the_api()
     )
     .await;
     assert_eq!(r.status(), 303);
-    assert_eq!(
+    let dataset_status = || async {
         Client::new()
             .get(s.url("/api/v1/datasets/justice/hearings"))
             .bearer_auth(&consumer)
             .send()
             .await
             .unwrap()
-            .status(),
-        404
+            .status()
+    };
+    assert_eq!(dataset_status().await, 404);
+
+    // The department page lists it as unpublished, with a button that publishes it again.
+    let (st, _, html) = page(&s, "/publish/justice", Some(&cookie)).await;
+    assert_eq!(st, 200);
+    let action = "action=\"/publish/justice/hearings/republish\"";
+    assert!(html.contains(action), "{html}");
+    let r = post_form(
+        &s,
+        "/publish/justice/hearings/republish",
+        Some(&cookie),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()[header::LOCATION],
+        "/publish/justice/hearings?notice=republished"
     );
+    assert_eq!(dataset_status().await, 200);
+    let (_, _, html) = page(&s, "/publish/justice", Some(&cookie)).await;
+    assert!(
+        !html.contains(action),
+        "published again: no longer listed as unpublished"
+    );
+    // Another department's publisher cannot, and is told nothing about it.
+    let other = new_key_with(
+        &s,
+        json!({"name": "market", "role": "publisher", "department": "market"}),
+    )
+    .await;
+    let other = sign_in(&s, &other).await;
+    let r = post_form(
+        &s,
+        "/publish/justice/hearings/unpublish",
+        Some(&cookie),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let r = post_form(&s, "/publish/justice/hearings/republish", Some(&other), &[]).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .contains("error="),
+        "{:?}",
+        r.headers()
+    );
+    assert_eq!(dataset_status().await, 404);
 }
 
 #[tokio::test]

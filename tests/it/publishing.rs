@@ -407,6 +407,35 @@ async fn register_upload_append_replace_and_unpublish() {
         )
         .await;
     assert_eq!(st, 404);
+    // The department finds it among its unpublished datasets; nobody else may list them.
+    let hidden = s.url("/api/v1/datasets?department=transport&unpublished=true");
+    let (st, list) = api.send(api.c.get(&hidden).bearer_auth(ADMIN)).await;
+    assert_eq!(st, 200, "{list}");
+    let names: Vec<_> = list["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["stops"], "{list}");
+    assert!(list["datasets"][0]["unpublished_at"].is_string(), "{list}");
+    let (st, _) = api
+        .send(
+            api.c
+                .get(&hidden)
+                .bearer_auth(consumer["key"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(st, 403);
+    assert_eq!(api.send(api.c.get(&hidden)).await.0, 401);
+    let (st, e) = api
+        .send(
+            api.c
+                .get(s.url("/api/v1/datasets?unpublished=true"))
+                .bearer_auth(ADMIN),
+        )
+        .await;
+    assert_eq!((st.as_u16(), &e["parameter"]), (400, &json!("department")));
     let (st, d) = api.send(api.c.post(&publish).bearer_auth(ADMIN)).await;
     assert_eq!(st, 200, "{d}");
     assert_eq!(d["current_version"], before_unpublish["current_version"]);
@@ -418,6 +447,8 @@ async fn register_upload_append_replace_and_unpublish() {
         (200, &before_unpublish["row_count"]),
         "{page}"
     );
+    let (_, list) = api.send(api.c.get(&hidden).bearer_auth(ADMIN)).await;
+    assert_eq!(list["total"], 0, "{list}");
     // Publishing a published dataset changes nothing.
     let (st, again) = api.send(api.c.post(&publish).bearer_auth(ADMIN)).await;
     assert_eq!((st.as_u16(), &again["updated_at"]), (200, &d["updated_at"]));

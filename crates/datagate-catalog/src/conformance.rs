@@ -714,9 +714,18 @@ pub async fn unpublish_hides_but_keeps(s: &dyn CatalogStore) {
     );
     let ds = s.get_dataset("t", "x").await.unwrap().unwrap();
     assert!(ds.unpublished_at.is_some());
+    // Listed among the unpublished, for the department to publish again.
+    let hidden = DatasetFilter {
+        unpublished: true,
+        department: Some("t".into()),
+        ..f.clone()
+    };
+    let page = s.list_datasets(&hidden).await.unwrap();
+    assert_eq!((page.total, page.datasets[0].name.as_str()), (1, "x"));
     assert_eq!(s.referenced_files().await.unwrap(), ["keep.parquet"]);
     s.republish_dataset("t", "x").await.unwrap();
     assert_eq!(s.list_datasets(&f).await.unwrap().total, 1);
+    assert_eq!(s.list_datasets(&hidden).await.unwrap().total, 0);
     assert!(matches!(
         s.unpublish_dataset("t", "ghost").await,
         Err(CatalogError::NotFound(_))

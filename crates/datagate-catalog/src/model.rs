@@ -198,6 +198,9 @@ pub struct DatasetFilter {
     pub access_level: Option<AccessLevel>,
     pub limit: u64,
     pub offset: u64,
+    /// Unpublished datasets only (what their department may publish again), instead of the
+    /// published ones only.
+    pub unpublished: bool,
 }
 
 /// One page of a dataset search.

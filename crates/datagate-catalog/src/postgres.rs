@@ -859,7 +859,12 @@ impl CatalogStore for PostgresCatalog {
             .collect();
         let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(levels)];
         let mut clauses = vec![
-            "d.unpublished_at IS NULL".to_string(),
+            if filter.unpublished {
+                "d.unpublished_at IS NOT NULL"
+            } else {
+                "d.unpublished_at IS NULL"
+            }
+            .to_string(),
             "d.access_level = ANY($1)".to_string(),
         ];
         if let Some(dept) = &filter.department {

@@ -761,7 +761,12 @@ impl CatalogStore for SqliteCatalog {
         self.read(move |c| {
             let levels: Vec<&str> = filter.visible_levels.iter().map(|l| l.as_str()).collect();
             let mut clauses = vec![
-                "d.unpublished_at IS NULL".to_string(),
+                if filter.unpublished {
+                    "d.unpublished_at IS NOT NULL"
+                } else {
+                    "d.unpublished_at IS NULL"
+                }
+                .to_string(),
                 "d.access_level IN (SELECT value FROM json_each(?1))".to_string(),
             ];
             let mut args: Vec<rusqlite::types::Value> = vec![serde_json::to_string(&levels)?.into()];

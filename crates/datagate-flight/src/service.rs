@@ -131,9 +131,15 @@ impl FlightGateway {
     ) -> Result<Planned, Status> {
         let sql_text = text.to_string();
         self.in_session(call, move |session| async move {
-            let plan = sql::plan_sql_values(&session, &sql_text, values).await?;
-            let read = datagate_query::plan_info::datasets_read(&plan);
-            let physical = execute::plan_physical(&session, plan).await?;
+            let planned = async {
+                let plan = sql::plan_sql_values(&session, &sql_text, values).await?;
+                let read = datagate_query::plan_info::datasets_read(&plan);
+                let physical = execute::plan_physical(&session, plan).await?;
+                Ok::<_, datagate_query::QueryError>((read, physical))
+            };
+            let (read, physical) = planned
+                .await
+                .map_err(|e| sql::place_unreadable_literal(e, &sql_text))?;
             Ok(Planned {
                 session,
                 physical,

@@ -130,9 +130,14 @@ impl FlightGateway {
             sql,
             ..
         } = planned;
+        let text = sql.clone();
         let started = Deadline::run(
             deadline,
-            lane.run(async move { execute::start_physical(&session, physical, deadline).await }),
+            lane.run(async move {
+                execute::start_physical(&session, physical, deadline)
+                    .await
+                    .map_err(|e| datagate_query::sql::place_unreadable_literal(e, &text))
+            }),
         )
         .await;
         let started = match started {

@@ -384,6 +384,15 @@ impl Translator<'_> {
         self.expr(e).map(Box::new)
     }
 
+    /// `e`, or the value it was read as when it is a literal read for its column
+    /// ([`Self::text_literal`]).
+    fn operand(&mut self, e: &sql::Expr, read: Option<Expr>) -> Result<Box<Expr>, QueryError> {
+        match read {
+            Some(x) => Ok(Box::new(x)),
+            None => self.boxed(e),
+        }
+    }
+
     fn node(&mut self, e: &sql::Expr) -> Result<Expr, QueryError> {
         use sql::Expr as E;
         Ok(match e {
@@ -412,8 +421,13 @@ impl Translator<'_> {
                     op,
                     Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq
                 ) {
-                    self.check_text_literal(left, right)?;
-                    self.check_text_literal(right, left)?;
+                    let typed_right = self.text_literal(left, right)?;
+                    let typed_left = self.text_literal(right, left)?;
+                    return Ok(Expr::BinaryExpr(BinaryExpr::new(
+                        self.operand(left, typed_left)?,
+                        op,
+                        self.operand(right, typed_right)?,
+                    )));
                 }
                 Expr::BinaryExpr(BinaryExpr::new(self.boxed(left)?, op, self.boxed(right)?))
             }
@@ -428,12 +442,14 @@ impl Translator<'_> {
                 list,
                 negated,
             } => {
-                for x in list {
-                    self.check_text_literal(expr, x)?;
-                }
+                let typed = list
+                    .iter()
+                    .map(|x| self.text_literal(expr, x))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let list = list
                     .iter()
-                    .map(|x| self.expr(x))
+                    .zip(typed)
+                    .map(|(x, typed)| self.operand(x, typed).map(|b| *b))
                     .collect::<Result<Vec<_>, _>>()?;
                 Expr::InList(InList::new(self.boxed(expr)?, list, *negated))
             }
@@ -443,13 +459,13 @@ impl Translator<'_> {
                 low,
                 high,
             } => {
-                self.check_text_literal(expr, low)?;
-                self.check_text_literal(expr, high)?;
+                let typed_low = self.text_literal(expr, low)?;
+                let typed_high = self.text_literal(expr, high)?;
                 Expr::Between(Between::new(
                     self.boxed(expr)?,
                     *negated,
-                    self.boxed(low)?,
-                    self.boxed(high)?,
+                    self.operand(low, typed_low)?,
+                    self.operand(high, typed_high)?,
                 ))
             }
             E::Like {
@@ -549,19 +565,26 @@ impl Translator<'_> {
     /// query runs (`fare > '3.5'`, `opened >= '2024-01-01'`); one that cannot be
     /// (`fare > 'abc'`) is refused here, at its position and naming the column and its type,
     /// instead of failing later with the engine's internal types in the message.
-    fn check_text_literal(&self, column: &sql::Expr, other: &sql::Expr) -> Result<(), QueryError> {
+    ///
+    /// The engine does not read text as a boolean (`night_line = 'true'` fails to plan), so
+    /// for a boolean column the literal comes back read, to be used in place of the text.
+    fn text_literal(
+        &self,
+        column: &sql::Expr,
+        other: &sql::Expr,
+    ) -> Result<Option<Expr>, QueryError> {
         use datafusion::arrow::datatypes::DataType as T;
         let (sql::Expr::Identifier(ident), sql::Expr::Value(v)) = (column, other) else {
-            return Ok(());
+            return Ok(None);
         };
         let Value::SingleQuotedString(text) = &v.value else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(name) = resolve_column(self.schema, &sql_name(ident), true, None) else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(field) = self.schema.field_with_name(&name) else {
-            return Ok(());
+            return Ok(None);
         };
         // Read as the engine reads it, in a type wide enough that only the text's form (not
         // its size against the column's precision) decides.
@@ -574,10 +597,10 @@ impl Translator<'_> {
             T::Boolean => T::Boolean,
             T::Date32 | T::Date64 => T::Date32,
             T::Timestamp(unit, tz) => T::Timestamp(*unit, tz.clone()),
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
-        if s_val(text).cast_to(&wide).is_ok() {
-            return Ok(());
+        if let Ok(read) = s_val(text).cast_to(&wide) {
+            return Ok((wide == T::Boolean).then(|| Expr::Literal(read, None)));
         }
         let type_name = datagate_core::ColumnType::from_arrow(field.data_type())
             .map(|t| t.to_string())

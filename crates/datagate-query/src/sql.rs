@@ -89,6 +89,71 @@ pub(crate) fn at_end_if_unplaced(e: QueryError, sql: &str) -> QueryError {
     }
 }
 
+/// The engine's errors about text it could not read as a type (`Cannot cast string 'many' to
+/// value of Int32 type`) quote the text but not where it stands. When it is a quoted literal
+/// of `sql`, the error gets the literal's position (the first such literal); when it is not,
+/// the text came from the data or a parameter, and the message says so: a text column compared
+/// with a number casts every stored value to the number's type.
+pub fn place_unreadable_literal(e: QueryError, sql: &str) -> QueryError {
+    let QueryError::Invalid {
+        message,
+        position: None,
+        parameter,
+    } = e
+    else {
+        return e;
+    };
+    let Some(text) = unreadable_text(&message) else {
+        return QueryError::Invalid {
+            message,
+            position: None,
+            parameter,
+        };
+    };
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let literal = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .ok()
+        .and_then(|tokens| {
+            tokens.into_iter().find(|t| {
+                matches!(&t.token,
+                    datafusion::sql::sqlparser::tokenizer::Token::SingleQuotedString(s) if s == text)
+            })
+        });
+    match literal {
+        Some(t) => QueryError::Invalid {
+            position: crate::filter::position(t.span.start),
+            message,
+            parameter,
+        },
+        None => QueryError::Invalid {
+            message: format!(
+                "{message} ('{text}' is not written in the query: it is a value of the data or \
+                 of a parameter; is a text column compared with a number or a date?)"
+            ),
+            position: None,
+            parameter,
+        },
+    }
+}
+
+/// The text an engine message says it could not read as a type: the first quoted part of a
+/// cast or parse error (`Cannot cast string 'x' ...`, `Error parsing timestamp from 'x'`).
+fn unreadable_text(message: &str) -> Option<&str> {
+    let start = [
+        "Cannot cast string '",
+        "Cannot cast value '",
+        "Error parsing timestamp from '",
+    ]
+    .iter()
+    .find_map(|p| message.find(p).map(|at| at + p.len()))?;
+    // The text may hold quotes itself: arrow quotes it as it is, so it runs to the quote
+    // before the message's next words.
+    let rest = &message[start..];
+    let len = rest.find("' to value of").or_else(|| rest.find("': "))?;
+    Some(&rest[..len])
+}
+
 /// Parses `sql` into exactly one read-only statement within `limits` (size, nesting and
 /// [`complexity`](crate::complexity)), or says why not. Engine settings
 /// (`information_schema.df_settings`) are readable only when `internals` (admins).
@@ -371,6 +436,46 @@ mod tests {
         // Many NOTs side by side are not nested.
         let side = format!("SELECT {}", vec!["NOT (1 = 2)"; 40].join(" AND "));
         check(&side).unwrap();
+    }
+
+    #[test]
+    fn text_the_engine_cannot_read_is_placed_at_its_literal() {
+        let placed = |message: &str, sql: &str| match place_unreadable_literal(
+            QueryError::invalid(message),
+            sql,
+        ) {
+            QueryError::Invalid {
+                message, position, ..
+            } => (message, position.map(|p| (p.line, p.column))),
+            other => panic!("{other:?}"),
+        };
+        let sql = "SELECT a FROM m.x\nWHERE b = 'many' OR c > 'many'";
+        let (_, at) = placed(
+            "Cast error: Cannot cast string 'many' to value of Int32 type",
+            sql,
+        );
+        assert_eq!(at, Some((2, 11)));
+        // Quotes inside the text, as arrow quotes them (unescaped).
+        let (_, at) = placed(
+            "Cast error: Cannot cast value 'it's' to value of Boolean type",
+            "SELECT 1 WHERE flag = 'it''s'",
+        );
+        assert_eq!(at, Some((1, 23)));
+        let (_, at) = placed(
+            "Parser error: Error parsing timestamp from 'soon': error parsing date",
+            "SELECT 1 WHERE t < 'soon'",
+        );
+        assert_eq!(at, Some((1, 20)));
+        // Not in the text: a stored value, and the message says what to look at.
+        let (message, at) = placed(
+            "Cannot cast string 'BS000001' to value of Int64 type",
+            "SELECT 1 FROM m.x WHERE stop_id = 5",
+        );
+        assert_eq!(at, None);
+        assert!(message.contains("not written in the query"), "{message}");
+        // Other errors, and errors already placed, are left as they are.
+        let (message, at) = placed("No field named b", "SELECT b FROM m.x WHERE 'b' = 'b'");
+        assert_eq!((message.as_str(), at), ("No field named b", None));
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub struct DatasetOut {
     pub source_format: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the department unpublished it (only in its own `?unpublished=true` listing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpublished_at: Option<DateTime<Utc>>,
     /// `self`, `rows`, `export`, `versions`.
     pub links: BTreeMap<String, String>,
     /// Version history, newest first (detail only).
@@ -175,6 +178,7 @@ impl DatasetOut {
             source_format: d.source_format.clone(),
             created_at: d.created_at,
             updated_at: d.updated_at,
+            unpublished_at: d.unpublished_at,
             links,
             versions: None,
             usage: UsageOut::default(),
@@ -272,6 +276,10 @@ pub struct DatasetQuery {
     /// `reads` (most read in the last 30 days first, then most read ever).
     #[param(value_type = Option<DatasetSortName>)]
     pub sort: Option<String>,
+    /// `true`: the department's unpublished datasets instead, which its publishers (and
+    /// admins) may publish again (`POST /api/v1/datasets/{dept}/{name}/publish`); needs
+    /// `department`.
+    pub unpublished: Option<bool>,
 }
 
 /// The problem+json body of every error (RFC 9457); fields that help may follow (`line`,

@@ -78,6 +78,7 @@ pub fn router(state: &AppState, api: Api) -> Router {
         .route("/publish/{dept}/{name}", get(publish::dataset))
         .route("/publish/{dept}/{name}/edit", post(publish::edit))
         .route("/publish/{dept}/{name}/unpublish", post(publish::unpublish))
+        .route("/publish/{dept}/{name}/republish", post(publish::republish))
         .route("/publish/{dept}/{name}/upload", post(publish::upload))
         .route(
             "/publish/applications/{id}/{decision}",

@@ -52,6 +52,8 @@ struct PublishPage {
     department: String,
     departments: Vec<String>,
     datasets: Vec<DatasetOut>,
+    /// The department's unpublished datasets, which may be published again.
+    unpublished: Vec<DatasetOut>,
     applications: Vec<Row>,
     grants: Vec<Row>,
     notice: String,
@@ -155,8 +157,17 @@ pub async fn department(
         "/api/v1/datasets",
         &[("department", &dept), ("limit", "1000")],
     );
-    let (list, apps, grants, depts) = tokio::join!(
+    let hidden_uri = link(
+        "/api/v1/datasets",
+        &[
+            ("department", &dept),
+            ("limit", "1000"),
+            ("unpublished", "true"),
+        ],
+    );
+    let (list, hidden, apps, grants, depts) = tokio::join!(
         portal.api.get::<DatasetList>(&v.caller, &list_uri),
+        portal.api.get::<DatasetList>(&v.caller, &hidden_uri),
         portal
             .api
             .get::<Vec<Value>>(&v.caller, "/api/v1/applications?status=pending"),
@@ -181,6 +192,7 @@ pub async fn department(
             Vec::new()
         },
         datasets: list.datasets,
+        unpublished: hidden.map(|l| l.datasets).unwrap_or_default(),
         applications: apps
             .unwrap_or_default()
             .iter()
@@ -412,6 +424,26 @@ pub async fn unpublish(
     match portal.api.delete(&v.caller, &uri).await {
         Ok(()) => Redirect::to(&format!("{back}?notice=unpublished")).into_response(),
         Err(a) => after_refusal(&v, &format!("{back}/{}", enc(&name)), &a),
+    }
+}
+
+/// `POST /publish/{dept}/{name}/republish` → `POST /api/v1/datasets/{dept}/{name}/publish`.
+pub async fn republish(
+    State(portal): State<Portal>,
+    v: Visitor,
+    Path((dept, name)): Path<(String, String)>,
+) -> Response {
+    let uri = format!("/api/v1/datasets/{}/{}/publish", enc(&dept), enc(&name));
+    let back = format!("/publish/{}", enc(&dept));
+    match portal
+        .api
+        .send_json::<Value>(&v.caller, Method::POST, &uri, &json!({}))
+        .await
+    {
+        Ok(_) => {
+            Redirect::to(&format!("{}/{}?notice=republished", back, enc(&name))).into_response()
+        }
+        Err(a) => after_refusal(&v, &back, &a),
     }
 }
 

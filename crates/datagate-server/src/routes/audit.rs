@@ -532,9 +532,13 @@ pub async fn query(
     let lane = ticket.lane(state.engine.executor());
     let sql = body.sql.clone();
     let started = on_lane(&lane, deadline, async move {
-        let plan = datagate_query::sql::plan_sql(&session, &sql, &[]).await?;
-        let plan = execute::limit_plan(plan, limits.max_query_rows)?;
-        execute::start(&session, plan, deadline).await
+        let run = async {
+            let plan = datagate_query::sql::plan_sql(&session, &sql, &[]).await?;
+            let plan = execute::limit_plan(plan, limits.max_query_rows)?;
+            execute::start(&session, plan, deadline).await
+        };
+        run.await
+            .map_err(|e| datagate_query::sql::place_unreadable_literal(e, &sql))
     })
     .await?;
     stream_audit(&lane, started, format, Some(&body.sql))

@@ -7,6 +7,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use datagate_access::Action;
 use datagate_catalog::{Dataset, DatasetFilter};
 use datagate_core::AccessLevel;
 
@@ -64,14 +65,27 @@ pub async fn list_datasets(
     };
     let offset = q.offset.unwrap_or(0);
     let non_empty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let unpublished = q.unpublished.unwrap_or(false);
+    let department = non_empty(q.department);
+    if unpublished {
+        // Unpublished datasets are invisible but to the department that may publish them again.
+        let Some(department) = &department else {
+            return Err(ApiError::bad_request(
+                "unpublished=true lists one department's unpublished datasets: add department",
+            )
+            .with("parameter", "department"));
+        };
+        caller.authorize(Action::ManageDataset { department })?;
+    }
     let mut filter = DatasetFilter {
         visible_levels: caller.visible_levels(),
         q: non_empty(q.q),
-        department: non_empty(q.department),
+        department,
         tag: non_empty(q.tag),
         access_level,
         limit,
         offset,
+        unpublished,
     };
     if sort.is_some() {
         // Every match, sorted here, then paged (a city catalog is thousands of entries).

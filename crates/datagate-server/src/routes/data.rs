@@ -522,7 +522,9 @@ async fn run_query(
     let lane = ticket.lane(state.engine.executor());
     let (sql_text, params) = (text.to_string(), params.to_vec());
     let (session, plan, read) = on_lane(&lane, deadline, async move {
-        let plan = sql::plan_sql(&session, &sql_text, &params).await?;
+        let plan = sql::plan_sql(&session, &sql_text, &params)
+            .await
+            .map_err(|e| sql::place_unreadable_literal(e, &sql_text))?;
         let read = plan_info::datasets_read(&plan);
         Ok((session, plan, read))
     })
@@ -546,8 +548,11 @@ async fn run_query(
         return Ok(not_modified);
     }
     let plan = execute::limit_plan(plan, limits.max_query_rows.saturating_add(1))?;
+    let sql_text = text.to_string();
     let started = on_lane(&lane, deadline, async move {
-        execute::start(&session, plan, deadline).await
+        execute::start(&session, plan, deadline)
+            .await
+            .map_err(|e| sql::place_unreadable_literal(e, &sql_text))
     })
     .await?;
     let cap = RowCap {
