@@ -140,6 +140,13 @@ settle
 DUCK_AFTER=$(duck_copy)
 put duck_ingest_s "$(python3 -c "print(($DUCK_BEFORE + $DUCK_AFTER) / 2)")"
 rm -f "$WORK/entities.csv"
+# The same dataset at 1,000 rows (same generator, columns and key), for what a page of the 10M
+# rows costs against a page of a small table of the very same shape.
+"$BIN" gen market_entities --rows 1000 --out "$WORK/entities_1k.csv" 2>/dev/null
+curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
+  -d "{\"department\":\"market\",\"name\":\"entities_1k\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
+curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities_1k.csv" \
+  "$BASE/api/v1/datasets/market/entities_1k/versions?mode=replace" >/dev/null
 ENTITY_FILES=$(find "$DATA/warehouse/datasets/market/entities" -name '*.parquet' | sort)
 ENTITY_DIR=$(dirname "$(echo "$ENTITY_FILES" | head -1)")
 SMALL_FILE=$(find "$DATA/warehouse/datasets/transport/bus_lines" -name '*.parquet' | sort | head -1)
@@ -169,8 +176,11 @@ p99 = next(le for le in sorted(b) if b[le] - a.get(le, 0) >= 0.99 * total)
 print(f"{p99 * 1000:g} {(b[0.0025] - a.get(0.0025, 0)) / total:.4f}")
 PY
 )"
+# The 1,000-row table of the same shape just before and just after the 10M-row pages.
+put dg_same_1k_a "$(load "$BASE/api/v1/datasets/market/entities_1k/rows?limit=10")"
 put dg_first "$(load "$BASE/api/v1/datasets/market/entities/rows?limit=10")"
 put dg_offset "$(load "$NEXT")"
+put dg_same_1k_b "$(load "$BASE/api/v1/datasets/market/entities_1k/rows?limit=10")"
 # Every request at a random offset: pages whose blocks are not decoded yet (no target; the cost
 # of a cold page, flat in the dataset's size).
 cat >"$WORK/random.lua" <<LUA
@@ -285,6 +295,9 @@ for key, rkey, what in (("dg_small", "roapi_small", "rows?limit=10, 1,200 rows")
             row("  same, the gateway's own p99 (its request histogram), ms", f"<= {p99_le:g} ({under:.1%} under 2.5)", "-", "-", "(report)", None)
     else:
         row(f"64 clients, {what}: req/s{note}", f"{rps:,.0f}", "(no ROAPI_BIN)", "-", ">= 3x", False)
+same_1k = (f("dg_same_1k_a") + f("dg_same_1k_b")) / 2
+row(f"64 clients, rows?limit=10, first page of {rows:,} rows against the same dataset at 1,000 rows (before / after): req/s",
+    f"{f('dg_first'):,.0f}", f"{same_1k:,.0f} ({f('dg_same_1k_a'):,.0f} / {f('dg_same_1k_b'):,.0f})", f"{f('dg_first') / same_1k:.2f}x", "(report: flat in size)", None)
 rps, p99 = f("dg_random"), f("dg_random", 1)
 row(f"64 clients, rows?limit=10 at random offsets of {rows:,} rows (cold blocks): req/s, p99 ms", f"{rps:,.0f}, {p99:.1f}", "-", "-", "(no target)", None)
 for key, name, target in (("point", "point lookup by key, ms", 1.0), ("agg", "filtered aggregate, ms", 1.1), ("topn", "top-N, ms", 1.1)):

@@ -575,6 +575,11 @@ async fn bad_parameters_are_clear_400s() {
             assert_eq!(body["parameter"], p, "{query}: {body}");
         }
     }
+    // A stored value that does not read as the number it is compared with: the message says
+    // it is the data's.
+    let (_, _, body) = get(&c, &s.url(&format!("{rows}?where=line_id%20%3D%201"))).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("not written in the query"), "{body}");
     // A boolean written as text reads as the boolean (the engine alone cannot compare them).
     for (quoted, bare) in [
         ("night_line%20%3D%20%27true%27", "night_line%20%3D%20true"),

@@ -305,6 +305,20 @@ async fn codes_get_schema_and_refusals() {
     .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("line 1, column"), "{}", e.message());
+    // Text the column's type cannot read, placed at its literal.
+    let e = statement_info(
+        &f,
+        &consumer,
+        "SELECT line_id FROM transport.bus_lines WHERE stop_count > 'many'",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("at line 1, column 60"),
+        "{}",
+        e.message()
+    );
 
     let e = statement_info(&f, &consumer, "DROP TABLE transport.bus_lines")
         .await

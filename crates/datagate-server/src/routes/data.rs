@@ -393,7 +393,11 @@ async fn read_dataset(
         let plan = rows::plan_rows(&session, &table, &primary_key, &request, paging).await?;
         // What the plan's table scans read (the audit record's datasets): the pinned snapshot.
         let read = plan_info::datasets_read(&plan);
-        let started = execute::start(&session, plan, deadline).await?;
+        // A value that fails to read as a literal's type is the data's (the literals of
+        // `where` are checked before), and the message says so.
+        let started = execute::start(&session, plan, deadline)
+            .await
+            .map_err(|e| sql::place_unreadable_literal(e, request.filter().unwrap_or("")))?;
         Ok((read, started))
     })
     .await?;
