@@ -90,6 +90,36 @@ pub fn is_recursive(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// Whether running `plan` again gives the same answer as long as the versions it reads are the
+/// same: it reads datasets only (not `information_schema`, which changes with the catalog)
+/// and calls no function that is not immutable (`now()`, `random()`, `uuid()`,
+/// `current_date`). Only such answers get an entity tag: a 304 for anything else would keep
+/// a client on a stale answer.
+pub fn is_repeatable(plan: &LogicalPlan) -> bool {
+    use datafusion::logical_expr::Volatility;
+    let mut repeatable = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            repeatable &= source_as_provider(&scan.source)
+                .is_ok_and(|p| p.downcast_ref::<DatasetTable>().is_some());
+        }
+        let _ = node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    repeatable &= f.func.signature().volatility == Volatility::Immutable;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        Ok(if repeatable {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    repeatable
+}
+
 /// Whether `plan` looks a row up by primary key (`pk = literal` or `pk IN (literals)` on a
 /// dataset whose key that is): such a query is worth decoding its filter column first.
 pub fn looks_up_primary_key(plan: &LogicalPlan) -> bool {

@@ -533,7 +533,7 @@ async fn run_query(
         Ok((session, plan, read))
     })
     .await?;
-    let tag = cacheable.then(|| {
+    let tag = (cacheable && plan_info::is_repeatable(&plan)).then(|| {
         let normalised = text.split_whitespace().collect::<Vec<_>>().join(" ");
         plan_info::etag(
             &[
