@@ -655,6 +655,19 @@ async fn bad_parameters_are_clear_400s() {
             "{sql}: {body}"
         );
     }
+    // A boolean compared with quoted text, which the engine refuses: how to write it, where.
+    let (st, body) = query(
+        &c,
+        &s,
+        serde_json::json!({"sql": "SELECT count(*) FROM transport.bus_lines WHERE night_line = 'true'"}),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(body["column"], 61, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("without quotes"),
+        "{body}"
+    );
     // A stored value that does not read as the number it is compared with: not in the text,
     // and the message says where to look.
     let (st, body) = query(

@@ -94,6 +94,10 @@ pub(crate) fn at_end_if_unplaced(e: QueryError, sql: &str) -> QueryError {
 /// of `sql`, the error gets the literal's position (the first such literal); when it is not,
 /// the text came from the data or a parameter, and the message says so: a text column compared
 /// with a number casts every stored value to the number's type.
+///
+/// The engine also refuses to compare a boolean with text at all (`night_line = 'true'`, which
+/// PostgreSQL reads as a boolean): the message then says how to write one, at the quoted
+/// boolean when the statement has exactly one.
 pub fn place_unreadable_literal(e: QueryError, sql: &str) -> QueryError {
     let QueryError::Invalid {
         message,
@@ -103,38 +107,66 @@ pub fn place_unreadable_literal(e: QueryError, sql: &str) -> QueryError {
     else {
         return e;
     };
-    let Some(text) = unreadable_text(&message) else {
-        return QueryError::Invalid {
-            message,
-            position: None,
-            parameter,
-        };
-    };
-    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-    let literal = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql)
-        .tokenize_with_location()
-        .ok()
-        .and_then(|tokens| {
-            tokens.into_iter().find(|t| {
-                matches!(&t.token,
-                    datafusion::sql::sqlparser::tokenizer::Token::SingleQuotedString(s) if s == text)
+    let literals = || -> Vec<(String, Option<Position>)> {
+        use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        let tokens = Tokenizer::new(&dialect, sql)
+            .tokenize_with_location()
+            .unwrap_or_default();
+        tokens
+            .into_iter()
+            .filter_map(|t| match t.token {
+                Token::SingleQuotedString(s) => Some((s, crate::filter::position(t.span.start))),
+                _ => None,
             })
-        });
-    match literal {
-        Some(t) => QueryError::Invalid {
-            position: crate::filter::position(t.span.start),
-            message,
-            parameter,
-        },
-        None => QueryError::Invalid {
-            message: format!(
-                "{message} ('{text}' is not written in the query: it is a value of the data or \
-                 of a parameter; is a text column compared with a number or a date?)"
+            .collect()
+    };
+    let (message, position) = if let Some(text) = unreadable_text(&message) {
+        match literals().into_iter().find(|(s, _)| s == text) {
+            Some((_, at)) => (message, at),
+            None => (
+                format!(
+                    "{message} ('{text}' is not written in the query: it is a value of the data \
+                     or of a parameter; is a text column compared with a number or a date?)"
+                ),
+                None,
             ),
-            position: None,
-            parameter,
-        },
+        }
+    } else if compares_boolean_with_text(&message) {
+        let booleans: Vec<_> = literals()
+            .into_iter()
+            .filter(|(s, _)| {
+                ScalarValue::from(s.as_str())
+                    .cast_to(&arrow::datatypes::DataType::Boolean)
+                    .is_ok()
+            })
+            .collect();
+        let at = match booleans.as_slice() {
+            [(_, at)] => *at,
+            _ => None,
+        };
+        (
+            format!("{message}: write a boolean as true or false, without quotes"),
+            at,
+        )
+    } else {
+        (message, None)
+    };
+    QueryError::Invalid {
+        message,
+        position,
+        parameter,
     }
+}
+
+/// Whether an engine message refuses to compare a boolean with text.
+fn compares_boolean_with_text(message: &str) -> bool {
+    let Some(at) = message.find("Cannot infer common argument type for comparison operation ")
+    else {
+        return false;
+    };
+    let operands = &message[at..];
+    operands.contains("Boolean") && operands.contains("Utf8")
 }
 
 /// The text an engine message says it could not read as a type: the first quoted part of a
@@ -473,6 +505,16 @@ mod tests {
         );
         assert_eq!(at, None);
         assert!(message.contains("not written in the query"), "{message}");
+        // A boolean compared with text: how to write it, at the one quoted boolean.
+        let (message, at) = placed(
+            "Cannot infer common argument type for comparison operation Boolean = Utf8",
+            "SELECT 1 FROM m.x WHERE name = 'x' AND flag = 'true'",
+        );
+        assert_eq!(at, Some((1, 47)));
+        assert!(
+            message.contains("true or false, without quotes"),
+            "{message}"
+        );
         // Other errors, and errors already placed, are left as they are.
         let (message, at) = placed("No field named b", "SELECT b FROM m.x WHERE 'b' = 'b'");
         assert_eq!((message.as_str(), at), ("No field named b", None));
