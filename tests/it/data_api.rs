@@ -1020,3 +1020,58 @@ async fn page_bodies_are_reused_only_for_the_same_answer() {
     let replaced: Value = serde_json::from_str(&replaced).unwrap();
     assert_eq!(replaced["rows"].as_array().unwrap().len(), 0, "{replaced}");
 }
+
+/// Pages of a version too large to keep whole (here: over 100 rows) come from its decoded
+/// blocks; once those are in memory the page is served like a small version's, and its body is
+/// kept too: the same answers, a new view of the columns never served an old body.
+#[tokio::test]
+async fn pages_of_large_versions_are_kept_and_served_from_blocks() {
+    let s = Server::start(options(&[("DATAGATE_QUERY__PAGE_CACHE_MAX_ROWS", "100")])).await;
+    let c = Client::new();
+    let fetch = |path: String| {
+        let rb = c.get(s.url(&path));
+        async move {
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let page =
+        |offset: u64| format!("/api/v1/datasets/transport/bus_lines/rows?limit=3&offset={offset}");
+    let first = fetch(page(1000)).await;
+    assert_eq!(
+        strings(&first, "line_id"),
+        ["BL01001", "BL01002", "BL01003"]
+    );
+    let before = page_body_hits(&s).await;
+    assert_eq!(fetch(page(1000)).await, first);
+    assert_eq!(
+        page_body_hits(&s).await,
+        before + 1,
+        "the first answer's body was kept"
+    );
+    // Another page in the same decoded block: sliced from memory, the right rows.
+    let near = fetch(page(1003)).await;
+    assert_eq!(strings(&near, "line_id"), ["BL01004", "BL01005", "BL01006"]);
+    assert!(
+        near["next"].as_str().unwrap().contains("offset=1006"),
+        "{near}"
+    );
+    // Past the end, and the last rows (no next link).
+    let last = fetch(page(1198)).await;
+    assert_eq!(strings(&last, "line_id"), ["BL01199", "BL01200"]);
+    assert!(last["next"].is_null(), "{last}");
+    assert_eq!(fetch(page(5000)).await["rows"], json!([]));
+    // A masked column is masked on pages of blocks decoded before the mask, kept or not.
+    mask_line_names(&c, &s).await;
+    for offset in [1000, 1003] {
+        let masked = fetch(page(offset)).await;
+        assert_eq!(strings(&masked, "line_id").len(), 3);
+        assert!(
+            strings(&masked, "line_name")
+                .iter()
+                .all(|v| !v.contains('路')),
+            "{masked}"
+        );
+    }
+}

@@ -12,7 +12,8 @@
 //! - a page of a **large version** without `where` or `order` is a seek: the catalog's per-file
 //!   row counts and each file's Parquet metadata and page index (cached) locate the rows, and
 //!   only the pages holding them are decoded, so the page at offset 1,000,000 costs what the
-//!   first page costs.
+//!   first page costs. The decoded blocks (`query.page_cache_bytes` too) serve the next pages
+//!   there, and a page whose blocks are all in memory is served like a small version's page.
 //!
 //! Anything else (`where` or `order` on a large version, exports, SQL) is planned as before.
 //! Both ways give the same rows in the same order (the tests compare them); where this path
@@ -189,14 +190,7 @@ impl PageServer {
         if request.filter().is_some() || request.order().is_some() {
             return Ok(None);
         }
-        let columns = match &select {
-            Some(names) => names
-                .iter()
-                .map(|n| view.out.index_of(n))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| QueryError::Internal(e.to_string()))?,
-            None => (0..view.out.fields().len()).collect(),
-        };
+        let columns = view.columns_of(select.as_deref())?;
         let Some(batches) = self
             .seek(snapshot, &view, &columns, offset, want, true)
             .await?
@@ -210,9 +204,10 @@ impl PageServer {
         }))
     }
 
-    /// A plain page (no `where`, no `order`, at most `max_rows` rows) of a version already in
-    /// the cache, without waiting for anything: a slice, cheap enough to take on the thread
-    /// that serves the connection. `None` when it is not that.
+    /// A plain page (no `where`, no `order`, at most `max_rows` rows) whose rows are in the
+    /// cache already (a whole small version, or the decoded blocks of a large one), without
+    /// waiting for anything: slices, cheap enough to take on the thread that serves the
+    /// connection. `None` when it is not that.
     pub fn ready_page(
         &self,
         snapshot: &TableSnapshot,
@@ -227,34 +222,28 @@ impl PageServer {
             || request.filter().is_some()
             || request.order().is_some()
             || snapshot.file_urls.is_empty()
+            || snapshot.file_urls.len() != snapshot.file_rows.len()
             || self.limits.bytes == 0
-            || snapshot.rows() > self.limits.max_rows
         {
             return Ok(None);
         }
         let view = View::new(snapshot, &self.mask_key, &self.state)?;
-        let key = CacheKey::Version {
-            table: snapshot.qualified_name(),
-            version: snapshot.version.unwrap_or_default(),
-            view: view.tag.clone(),
-        };
-        let slot = self
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let Some(Some(table)) = slot.as_ref().and_then(|s| s.table.get()) else {
-            return Ok(None);
-        };
-        if let Some(slot) = &slot {
-            slot.last_used.store(
-                self.clock.fetch_add(1, Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
-        }
         let select = view.select(request)?;
-        let (start, len) = window(table.num_rows(), offset, limit.saturating_add(1));
+        let want = limit.saturating_add(1);
+        let whole = (snapshot.rows() <= self.limits.max_rows)
+            .then(|| {
+                self.peek(&CacheKey::Version {
+                    table: snapshot.qualified_name(),
+                    version: snapshot.version.unwrap_or_default(),
+                    view: view.tag.clone(),
+                })
+            })
+            .flatten();
+        let Some(table) = whole else {
+            // A large version (or one too large to keep whole): its blocks, if all in memory.
+            return self.ready_blocks(snapshot, &view, select.as_deref(), offset, want);
+        };
+        let (start, len) = window(table.num_rows(), offset, want);
         let batch = project(&table.slice(start, len), select.as_deref())?;
         metrics::counter!("datagate_page_cache_hits_total").increment(1);
         Ok(Some(Page {
@@ -262,6 +251,58 @@ impl PageServer {
             batches: vec![batch],
             cached: true,
         }))
+    }
+
+    /// `want` rows from row `offset` of a version in storage order, in the reader's view, when
+    /// every block holding them is decoded in the cache already (`None` otherwise).
+    fn ready_blocks(
+        &self,
+        snapshot: &TableSnapshot,
+        view: &View,
+        select: Option<&[String]>,
+        offset: u64,
+        want: u64,
+    ) -> Result<Option<Page>, QueryError> {
+        let columns = view.columns_of(select)?;
+        let schema = view.projected(&columns);
+        let mut batches = Vec::new();
+        for span in block_spans(snapshot, self.limits.block_rows, offset, want) {
+            let Some(block) = self.peek(&CacheKey::Block {
+                url: span.url.to_string(),
+                index: span.index,
+            }) else {
+                return Ok(None);
+            };
+            let Some(rows) = span.of(&block) else {
+                return Ok(None);
+            };
+            batches.push(view.apply(&rows, &columns)?);
+        }
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema.clone()));
+        }
+        metrics::counter!("datagate_page_cache_hits_total").increment(1);
+        Ok(Some(Page {
+            schema,
+            batches,
+            cached: false,
+        }))
+    }
+
+    /// What the cache holds under `key`, without waiting or loading (marked as just used).
+    fn peek(&self, key: &CacheKey) -> Option<RecordBatch> {
+        let slot = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()?;
+        let value = slot.table.get()?.clone()?;
+        slot.last_used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        Some(value)
     }
 
     /// The decoded version in the reader's view, from the cache or loaded into it; `None` when
@@ -438,47 +479,29 @@ impl PageServer {
         blocks: bool,
     ) -> Result<Option<Vec<RecordBatch>>, QueryError> {
         let mut out = Vec::new();
-        let (mut file_start, mut position, mut remaining) = (0u64, offset, want);
-        for (url, &rows) in snapshot.file_urls.iter().zip(&snapshot.file_rows) {
-            if remaining == 0 {
-                break;
-            }
-            let file_end = file_start + rows;
-            if position >= file_end {
-                file_start = file_end;
-                continue;
-            }
-            let local = position - file_start;
-            let take = remaining.min(rows - local);
-            if blocks {
-                let block_rows = self.limits.block_rows.max(1);
-                let mut at = local;
-                while at < local + take {
-                    let index = at / block_rows;
-                    let Some(block) = self.block(url, rows, index).await? else {
-                        return Ok(None);
-                    };
-                    let from = at - index * block_rows;
-                    let n = (local + take - at).min(block.num_rows() as u64 - from);
-                    if n == 0 {
-                        return Ok(None);
-                    }
-                    out.push(view.apply(&block.slice(from as usize, n as usize), columns)?);
-                    at += n;
-                }
-            } else {
-                let names: Vec<&str> = columns.iter().map(|&c| view.source_name(c)).collect();
-                let Some(batches) = self.read_rows(url, rows, local, take, Some(&names)).await?
-                else {
+        if blocks {
+            for span in block_spans(snapshot, self.limits.block_rows, offset, want) {
+                let Some(block) = self.block(span.url, span.file_rows, span.index).await? else {
                     return Ok(None);
                 };
-                for raw in batches {
-                    out.push(view.apply(&raw, columns)?);
-                }
+                let Some(rows) = span.of(&block) else {
+                    return Ok(None);
+                };
+                out.push(view.apply(&rows, columns)?);
             }
-            remaining -= take;
-            position += take;
-            file_start = file_end;
+            return Ok(Some(out));
+        }
+        let names: Vec<&str> = columns.iter().map(|&c| view.source_name(c)).collect();
+        for span in file_spans(snapshot, offset, want) {
+            let Some(batches) = self
+                .read_rows(span.url, span.file_rows, span.from, span.n, Some(&names))
+                .await?
+            else {
+                return Ok(None);
+            };
+            for raw in batches {
+                out.push(view.apply(&raw, columns)?);
+            }
         }
         Ok(Some(out))
     }
@@ -607,6 +630,76 @@ impl PageServer {
     }
 }
 
+/// Rows `[from, from + n)` of a file's block `index` (or of the whole file, as `file_spans`
+/// gives them), the file at `url` having `file_rows` rows as the catalog says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span<'a> {
+    url: &'a str,
+    file_rows: u64,
+    index: u64,
+    from: u64,
+    n: u64,
+}
+
+impl Span<'_> {
+    /// The span's rows of its decoded block; `None` when the block is shorter than the catalog's
+    /// row counts make it (the file is not what the catalog says).
+    fn of(&self, block: &RecordBatch) -> Option<RecordBatch> {
+        (self.n > 0 && self.from + self.n <= block.num_rows() as u64)
+            .then(|| block.slice(self.from as usize, self.n as usize))
+    }
+}
+
+/// The runs of each file holding `want` rows from row `offset` of the version in storage
+/// order (by the catalog's per-file row counts); `index` is 0.
+fn file_spans(snapshot: &TableSnapshot, offset: u64, want: u64) -> Vec<Span<'_>> {
+    let mut out = Vec::new();
+    let (mut file_start, mut position, mut remaining) = (0u64, offset, want);
+    for (url, &rows) in snapshot.file_urls.iter().zip(&snapshot.file_rows) {
+        if remaining == 0 {
+            break;
+        }
+        let file_end = file_start + rows;
+        if position < file_end {
+            let from = position - file_start;
+            let n = remaining.min(rows - from);
+            out.push(Span {
+                url,
+                file_rows: rows,
+                index: 0,
+                from,
+                n,
+            });
+            remaining -= n;
+            position += n;
+        }
+        file_start = file_end;
+    }
+    out
+}
+
+/// The same rows as [`file_spans`], cut at the files' blocks of `block_rows` rows.
+fn block_spans(snapshot: &TableSnapshot, block_rows: u64, offset: u64, want: u64) -> Vec<Span<'_>> {
+    let block_rows = block_rows.max(1);
+    let mut out = Vec::new();
+    for file in file_spans(snapshot, offset, want) {
+        let (mut at, end) = (file.from, file.from + file.n);
+        while at < end {
+            let index = at / block_rows;
+            let block_end = ((index + 1) * block_rows).min(file.file_rows);
+            let n = end.min(block_end) - at;
+            out.push(Span {
+                index,
+                from: at - index * block_rows,
+                n,
+                ..file
+            });
+            at += n;
+        }
+    }
+    out
+}
+
 /// The rows `[start, start + len)` of `rows` rows that `want` rows from `offset` cover.
 fn window(rows: usize, offset: u64, want: u64) -> (usize, usize) {
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(rows);
@@ -723,6 +816,18 @@ impl View {
             .select()
             .map(|text| rows::parse_select(text, &self.out).map_err(|e| e.in_parameter("select")))
             .transpose()
+    }
+
+    /// The view's column numbers of `select`ed names (all columns when `None`).
+    fn columns_of(&self, select: Option<&[String]>) -> Result<Vec<usize>, QueryError> {
+        match select {
+            Some(names) => names
+                .iter()
+                .map(|n| self.out.index_of(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| QueryError::Internal(e.to_string())),
+            None => Ok((0..self.out.fields().len()).collect()),
+        }
     }
 
     /// The name in the files of the column behind the view's column `i`.

@@ -288,3 +288,48 @@ async fn masked_and_private_columns_stay_hidden_on_the_fast_path() {
     };
     assert!(e.contains("phone"), "{e}");
 }
+
+/// The page as `ready_page` gives it without waiting (`None` when its rows are not in memory).
+async fn ready(engine: &QueryEngine, who: &Principal, paging: Paging) -> Option<String> {
+    let (_, snapshot) = engine
+        .readable_dataset(who, "market", "entities", None)
+        .await
+        .unwrap();
+    let page = engine
+        .pages()
+        .ready_page(&snapshot, &request(None, None, None), paging, 1000)
+        .unwrap()?;
+    Some(render(&page.schema, &page.batches))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_decoded_blocks_are_ready_without_waiting() {
+    let f = fixture().await;
+    let total = (3 * ROWS_PER_UPLOAD) as u64;
+    let plain = request(None, None, None);
+    // Nothing of a large version is ready before a page of it is read.
+    assert!(ready(&f.seeking, &admin(), page(10, 0)).await.is_none());
+    for who in [Principal::ANONYMOUS, admin()] {
+        // Across blocks of 50 rows, row groups and files, and at and past the end.
+        for (limit, offset) in [
+            (10, 0),
+            (1, 49),
+            (2, 49),
+            (120, 40),
+            (100, 699),
+            (70, 1_390),
+            (10, total - 3),
+            (10, total),
+        ] {
+            let paging = page(limit, offset);
+            let want = planned(&f.cached, &who, &plain, paging).await;
+            served(&f.seeking, &who, &plain, paging).await.unwrap();
+            let got = ready(&f.seeking, &who, paging)
+                .await
+                .expect("a page whose blocks are decoded is ready");
+            assert_eq!(got, want, "limit={limit} offset={offset}");
+        }
+    }
+    // A page in blocks not decoded yet (rows 1,000 to 1,010: block 20) is not ready.
+    assert!(ready(&f.seeking, &admin(), page(10, 1_000)).await.is_none());
+}

@@ -311,12 +311,51 @@ async fn read_dataset(
             next,
         }));
     }
-    if let Some(page) =
+    // Most pages need no plan: slices of a cached small version or of a large version's
+    // decoded blocks (ready at once when in memory), or a seek.
+    let mut page =
         state
             .engine
             .pages()
-            .ready_page(&snapshot, &request, paging, INLINE_PAGE_ROWS)?
+            .ready_page(&snapshot, &request, paging, INLINE_PAGE_ROWS)?;
+    if page.is_none()
+        && let Paging::Page { limit, .. } = paging
     {
+        let pages = state.engine.pages();
+        let (table, primary_key, request) = (
+            snapshot.clone(),
+            dataset.primary_key.clone(),
+            request.clone(),
+        );
+        let sought = on_lane(&lane, deadline, async move {
+            pages
+                .page(&table, &primary_key, &request, paging, &limits)
+                .await
+        })
+        .await?;
+        match sought {
+            Some(large) if limit > INLINE_PAGE_ROWS => {
+                let started = execute::Started::from_batches(
+                    large.schema,
+                    large.batches,
+                    state.engine.limits().memory_bytes,
+                    deadline,
+                );
+                return Ok(Ok(StartedRead {
+                    lane,
+                    started: Source::Query(started, RowCap::default()),
+                    snapshot,
+                    format,
+                    read,
+                    tag,
+                    next,
+                }));
+            }
+            small => page = small,
+        }
+    }
+    if let Some(page) = page {
+        // Small: encoded at once, its body kept for the next client asking for it.
         return Ok(Ok(StartedRead {
             lane,
             started: Source::Page(
@@ -330,38 +369,6 @@ async fn read_dataset(
             tag,
             next,
         }));
-    }
-    if let Paging::Page { .. } = paging {
-        // Most pages need no plan: a slice of a cached small version, or a seek.
-        let pages = state.engine.pages();
-        let (table, primary_key, request) = (
-            snapshot.clone(),
-            dataset.primary_key.clone(),
-            request.clone(),
-        );
-        let page = on_lane(&lane, deadline, async move {
-            pages
-                .page(&table, &primary_key, &request, paging, &limits)
-                .await
-        })
-        .await?;
-        if let Some(page) = page {
-            let started = execute::Started::from_batches(
-                page.schema,
-                page.batches,
-                state.engine.limits().memory_bytes,
-                deadline,
-            );
-            return Ok(Ok(StartedRead {
-                lane,
-                started: Source::Query(started, RowCap::default()),
-                snapshot,
-                format,
-                read,
-                tag,
-                next,
-            }));
-        }
     }
     if paging == Paging::Export
         && format == Format::Parquet
