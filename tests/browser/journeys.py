@@ -306,6 +306,19 @@ def publisher():
     j.check("column" in text, f"the error says the column: {text}")
     j.check(api("/api/v1/datasets/justice/hearings", PUBLISHER)["row_count"] == rows, "nothing of the bad file kept")
     j.shots("upload-error")
+    # A CSV saved in GBK (as Excel does in Chinese), its encoding chosen: stored as UTF-8.
+    gbk = os.path.join(OUT, "hearings-gbk.csv")
+    with open(gbk, "w", encoding="gbk") as fh:
+        fh.write(f"id,party,room\n{rows},张三丰,第九法庭\n")
+    Select(j.el("#encoding")).select_by_value("gb18030")
+    j.el("#file").send_keys(gbk)
+    j.el("#upload button.primary").click()
+    WebDriverWait(j.d, 60).until(
+        lambda d: d.find_element(By.ID, "upload-result").get_attribute("class") == "notice ok"
+        and f"{rows + 1} " in d.find_element(By.ID, "upload-result").text)
+    got = api(f"/api/v1/datasets/justice/hearings/rows?where=id%3D{rows}", PUBLISHER)["rows"]
+    j.check(got == [{"id": rows, "party": "张三丰", "room": "第九法庭"}], f"the GBK row reads back as UTF-8: {got}")
+    rows += 1
     # The version is visible on the public page.
     j.open("/datasets/justice/hearings")
     j.check(str(rows) in j.body(), "the new version's row count on the dataset page")

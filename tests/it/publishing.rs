@@ -639,7 +639,13 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
         case("bad date", "text/csv", b"id,name,opened,fare\n1,a,2020-13-45,2.00\n", 422, Some(2), Some("opened")),
         case("missing declared column", "text/csv", b"id,name,fare\n1,a,2.00\n", 422, Some(1), Some("opened")),
         case("unknown column", "text/csv", b"id,name,opened,fare,extra\n1,a,2020-01-01,2.00,x\n", 422, Some(1), Some("extra")),
-        case("invalid utf-8", "text/csv", b"id,name,opened,fare\n1,\xff\xfe,2020-01-01,2.00\n", 422, None, None),
+        case("invalid utf-8", "text/csv", b"id,name,opened,fare\n1,\xff\xfe,2020-01-01,2.00\n", 422, Some(2), Some("name")),
+        // GBK sent without its charset: 公交 is \xb9\xab\xbd\xbb.
+        case("gbk without its charset", "text/csv", b"id,name,opened,fare\n1,a,2020-01-01,2.00\n2,\xb9\xab\xbd\xbb,2020-01-01,2.00\n", 422, Some(3), Some("name")),
+        // \x81\x7f is no GB18030 character.
+        case("not the named charset", "text/csv; charset=gb18030", b"id,name,opened,fare\n1,a,2020-01-01,2.00\n2,\x81\x7f,2020-01-01,2.00\n", 422, Some(3), None),
+        case("ndjson not utf-8", "application/x-ndjson", b"{\"id\":1}\n{\"id\":2,\"name\":\"\xb9\xab\"}\n", 422, Some(2), None),
+        case("unknown charset", "text/csv; charset=klingon", b"id,name,opened,fare\n", 415, None, None),
         case("ndjson wrong type", "application/x-ndjson", b"{\"id\":1}\n{\"id\":\"x\"}\n", 422, Some(2), None),
         case("empty primary key", "text/csv", b"id,name,opened,fare\n1,a,2020-01-01,2.00\n,b,2020-01-02,2.00\n", 422, Some(3), Some("id")),
         case("empty primary key, late", "text/csv", keyless_late.as_bytes(), 422, Some(4322), Some("id")),
@@ -692,6 +698,11 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
         if let Some(col) = c.column {
             assert_eq!(body["column"], col, "{}: {body}", c.what);
         }
+        // Text that is not UTF-8 says how to name its encoding.
+        if c.what.contains("utf-8") || c.what.contains("without its charset") {
+            let detail = body["detail"].as_str().unwrap();
+            assert!(detail.contains("charset=gb18030"), "{}: {body}", c.what);
+        }
         // Formats without lines name the row: the NDJSON object (a blank line is none) or
         // the Arrow row.
         if c.what.starts_with("ndjson without") || c.what.starts_with("arrow with a null") {
@@ -736,6 +747,100 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(warehouse_files(&s), files_before);
     assert_eq!(api.dataset("stops").await, before);
+}
+
+/// Text in another encoding than UTF-8 (GBK from a spreadsheet's "CSV" in Chinese locales,
+/// UTF-16 from its "Unicode text") is read when the Content-Type names it, and stored as UTF-8:
+/// the same rows as the UTF-8 upload of the same text, through inference, declared columns,
+/// gzip and NDJSON alike.
+#[tokio::test]
+async fn uploads_in_other_encodings_are_stored_as_utf8() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let rows = |name: &str| {
+        let url = s.url(&format!(
+            "/api/v1/datasets/transport/{name}/rows?order=id&format=csv"
+        ));
+        let c = api.c.clone();
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let text = "id,站名,区县\n1,文一路公交站,西湖区\n2,武林广场站,拱墅区\n";
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(text);
+    assert!(!unmappable);
+    // Inferred: the header's Chinese names are the columns.
+    api.register_schemaless("gbk_inferred").await;
+    let (status, body) = api
+        .upload(
+            "/api/v1/datasets/transport/gbk_inferred/versions",
+            "text/csv; charset=gbk",
+            gbk.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(rows("gbk_inferred").await, text);
+    // Declared columns, gzip-compressed GB18030, appended.
+    api.register("stops").await;
+    let csv = "id,name,opened,fare\n1,文一路公交站,2020-01-01,2.00\n2,武林广场站,2020-01-02,3.50\n";
+    let (gb18030, _, _) = encoding_rs::GB18030.encode(csv);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&gb18030).unwrap();
+    let r = api
+        .c
+        .post(s.url("/api/v1/datasets/transport/stops/versions?mode=append"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "text/csv; charset=\"GB18030\"")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(
+        rows("stops").await,
+        "id,name,opened,fare\n1,文一路公交站,2020-01-01,2.00\n2,武林广场站,2020-01-02,3.50\n"
+    );
+    // UTF-16 with its byte-order mark, tab-separated, as "Unicode text" is saved; and NDJSON.
+    api.register_schemaless("utf16").await;
+    let tsv = "id\t站名\n7\t古荡站\n";
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(tsv.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    let (status, body) = api
+        .upload(
+            "/api/v1/datasets/transport/utf16/versions?delimiter=tab",
+            "text/csv; charset=utf-16le",
+            utf16,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(rows("utf16").await, "id,站名\n7,古荡站\n");
+    api.register_schemaless("ndjson_gbk").await;
+    let (ndjson, _, _) = encoding_rs::GBK.encode("{\"id\":1,\"站名\":\"黄龙站\"}\n");
+    let (status, body) = api
+        .upload(
+            "/api/v1/datasets/transport/ndjson_gbk/versions",
+            "application/x-ndjson; charset=gbk",
+            ndjson.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(rows("ndjson_gbk").await, "id,站名\n1,黄龙站\n");
+    // Without the charset, GBK is refused at its line, saying how to name the encoding.
+    api.register_schemaless("gbk_unnamed").await;
+    let (status, body) = api
+        .upload(
+            "/api/v1/datasets/transport/gbk_unnamed/versions",
+            "text/csv",
+            gbk.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["line"], 1, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("charset=gb18030"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

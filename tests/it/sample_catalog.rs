@@ -173,3 +173,57 @@ fn count_files(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+/// A manifest's data file in GB18030 (`charset = "gb18030"`) publishes the same rows as the
+/// UTF-8 file; a charset no encoding has stops start-up naming it.
+#[tokio::test]
+async fn a_manifest_names_its_data_files_encoding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = tmp.path().join("catalog");
+    copy_dir(&repo_root().join("catalog"), &catalog);
+    let utf8 = std::fs::read_to_string(catalog.join("transport/bus_stops.csv")).unwrap();
+    let (gb18030, _, unmappable) = encoding_rs::GB18030.encode(&utf8);
+    assert!(!unmappable && gb18030.as_ref() != utf8.as_bytes());
+    std::fs::write(catalog.join("transport/bus_stops.csv"), &gb18030).unwrap();
+    let manifest = catalog.join("transport/bus_stops.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let named = text.replace(
+        "data = \"bus_stops.csv\"",
+        "data = \"bus_stops.csv\"\ncharset = \"gb18030\"",
+    );
+    assert_ne!(named, text);
+    std::fs::write(&manifest, &named).unwrap();
+    let page = "/api/v1/datasets/transport/bus_stops/rows?limit=1000&offset=1000";
+    let reencoded = Server::start_in(
+        &tmp.path().join("data"),
+        Options {
+            manifests: Some(catalog.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, got) = reencoded.get_json(page).await;
+    assert_eq!(status, 200, "{got}");
+    let sample = Server::start(Options::default()).await;
+    let (_, want) = sample.get_json(page).await;
+    assert_eq!(got["rows"], want["rows"]);
+    assert_eq!(got["rows"].as_array().unwrap().len(), 1000);
+    drop(reencoded);
+    // An unknown label: refused at start, naming it.
+    std::fs::write(&manifest, named.replace("gb18030\"", "gb9999\"")).unwrap();
+    let out = crate::harness::run(
+        &["serve"],
+        &[
+            (
+                "DATAGATE_DATA_DIR",
+                tmp.path().join("data2").to_str().unwrap(),
+            ),
+            ("DATAGATE_CATALOG_MANIFESTS", catalog.to_str().unwrap()),
+            ("DATAGATE_LISTEN", "127.0.0.1:0"),
+        ],
+        &repo_root(),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gb9999"), "{stderr}");
+}

@@ -58,6 +58,8 @@ pub struct DatasetManifest {
     pub data: Option<String>,
     /// Field delimiter of a CSV data file.
     pub delimiter: Option<String>,
+    /// Encoding of a CSV or NDJSON data file that is not UTF-8 (e.g. `gb18030`).
+    pub charset: Option<String>,
     pub columns: Vec<Column>,
 }
 
@@ -254,6 +256,13 @@ async fn sync_dataset(
             )));
         }
     };
+    let charset = m
+        .charset
+        .as_deref()
+        .map(crate::decode::encoding)
+        .transpose()
+        .map_err(IngestError::Invalid)?
+        .flatten();
     let format = SourceFormat::from_path(&data_path, delimiter).ok_or_else(|| {
         IngestError::Invalid(format!(
             "{}: unknown data format (use .csv, .ndjson, .parquet or .arrow)",
@@ -267,6 +276,7 @@ async fn sync_dataset(
             Source {
                 format,
                 gzip: data_path.extension().is_some_and(|e| e == "gz"),
+                charset,
                 mode: VersionMode::Replace,
                 digest: Some(digest),
                 created_by: "manifest".to_string(),

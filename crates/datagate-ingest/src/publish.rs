@@ -2,7 +2,8 @@
 
 use crate::decode::{
     BATCH_BYTES, CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder,
-    NdjsonDecoder, Pieces, PushDecoder, TextFormat, extend_schema, parquet_pages, storable_schema,
+    NdjsonDecoder, Pieces, PushDecoder, TextFormat, Transcoder, extend_schema, parquet_pages,
+    storable_schema,
 };
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
@@ -78,6 +79,9 @@ pub struct Source {
     pub format: SourceFormat,
     /// The body is gzip-compressed.
     pub gzip: bool,
+    /// The encoding of a text body (CSV, NDJSON) when it is not UTF-8: decoded to UTF-8 as it
+    /// arrives ([`crate::decode::Transcoder`]).
+    pub charset: Option<&'static encoding_rs::Encoding>,
     pub mode: VersionMode,
     /// Digest of the source bytes, recorded with the version (lets manifests detect changes).
     pub digest: Option<String>,
@@ -306,6 +310,15 @@ impl Publisher {
                 ));
             }
         };
+        // Text formats only: Arrow's strings are UTF-8 by its specification.
+        if let Some(encoding) = source.charset.filter(|_| {
+            matches!(
+                source.format,
+                SourceFormat::Csv { .. } | SourceFormat::Ndjson
+            )
+        }) {
+            decoder = Box::new(Transcoder::new(decoder, encoding));
+        }
         if source.gzip {
             decoder = Box::new(GzipDecoder::new(decoder, self.max_upload_bytes));
         }

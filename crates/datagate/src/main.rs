@@ -65,6 +65,9 @@ enum Command {
         /// CSV field delimiter.
         #[arg(long, default_value = ",")]
         delimiter: char,
+        /// Encoding of a CSV or NDJSON file that is not UTF-8 (e.g. gb18030, gbk, big5).
+        #[arg(long)]
+        charset: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
         /// Data directory (overrides the configuration).
@@ -248,10 +251,11 @@ fn main() {
             file,
             mode,
             delimiter,
+            charset,
             config,
             data_dir,
         } => load_config_in(config.as_deref(), data_dir)
-            .and_then(|cfg| run_load(cfg, &dataset, &file, &mode, delimiter)),
+            .and_then(|cfg| run_load(cfg, &dataset, &file, &mode, delimiter, charset.as_deref())),
         Command::Query {
             sql,
             format,
@@ -865,6 +869,7 @@ fn run_load(
     file: &std::path::Path,
     mode: &str,
     delimiter: char,
+    charset: Option<&str>,
 ) -> Result<()> {
     logging::init(&cfg);
     let target = datagate_core::DatasetRef::parse_path(dataset)?;
@@ -872,6 +877,11 @@ fn run_load(
     if !delimiter.is_ascii() {
         bail!("the delimiter must be one ASCII character");
     }
+    let charset = charset
+        .map(datagate_ingest::decode::encoding)
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .flatten();
     let format = SourceFormat::from_path(file, delimiter as u8).ok_or_else(|| {
         anyhow::anyhow!(
             "{}: unknown format; use .csv, .tsv, .ndjson, .parquet or .arrow (optionally .gz)",
@@ -889,6 +899,7 @@ fn run_load(
                 Source {
                     format,
                     gzip: file.extension().is_some_and(|e| e == "gz"),
+                    charset,
                     mode,
                     digest: None,
                     created_by: "cli".to_string(),

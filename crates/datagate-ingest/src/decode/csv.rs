@@ -827,6 +827,16 @@ fn map_arrow_error(e: arrow::error::ArrowError, columns: &[String], before: u64)
             .parse()
             .ok()
     };
+    if msg.contains("invalid UTF-8 data for line ") {
+        // Its line counts like a field-count error's; its field from 1.
+        let line = after("UTF-8 data for line ").map(|l| l + 1 + before);
+        let column = after(" and field ").and_then(|f| {
+            columns
+                .get(usize::try_from(f).ok()?.checked_sub(1)?)
+                .cloned()
+        });
+        return super::not_utf8(line, column);
+    }
     if let Some(n) = after("for column ") {
         let column = columns.get(n as usize).cloned();
         let line = after(" at line ").map(|l| l + 2 + before);

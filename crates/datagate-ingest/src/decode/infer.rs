@@ -95,8 +95,17 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             .infer_schema(head, Some(INFER_ROWS))
             .map(|(s, _)| s)
             .map_err(|e| {
+                let msg = e.to_string();
+                if msg.contains("invalid UTF-8") {
+                    // "... invalid UTF-8 in field F near byte index B at line L" (L of the
+                    // source, the header line 1).
+                    let line = msg
+                        .rsplit_once(" at line ")
+                        .and_then(|(_, l)| l.trim().parse().ok());
+                    return super::not_utf8(line, None);
+                }
                 IngestError::invalid_data(format!(
-                    "cannot infer a schema from the CSV header and leading rows: {e}"
+                    "cannot infer a schema from the CSV header and leading rows: {msg}"
                 ))
             })?,
         TextFormat::Ndjson { .. } => {

@@ -6,6 +6,7 @@
 //! values validated and cast), and every error names where it happened: the 1-based line for
 //! text formats, the 1-based row for binary ones, and the column.
 
+mod charset;
 mod csv;
 mod gzip;
 mod infer;
@@ -14,6 +15,7 @@ mod ndjson;
 pub mod parquet_pages;
 mod plain_csv;
 
+pub use charset::{Transcoder, charset_of, encoding, not_utf8};
 pub use csv::{CsvDecoder, CsvOptions};
 pub use gzip::GzipDecoder;
 pub use infer::{InferringDecoder, TextFormat};

@@ -91,6 +91,10 @@ impl NdjsonDecoder {
 }
 
 fn line_error(line: u64, msg: &str) -> IngestError {
+    // "Encountered non-UTF-8 data", "Encountered truncated UTF-8 sequence".
+    if msg.contains("UTF-8 data") || msg.contains("UTF-8 sequence") {
+        return super::not_utf8(Some(line), None);
+    }
     let column = msg
         .split("field '")
         .nth(1)

@@ -119,6 +119,7 @@ pub async fn publish_csv(
             Source {
                 format: SourceFormat::Csv { delimiter: b',' },
                 gzip: false,
+                charset: None,
                 mode,
                 digest: None,
                 created_by: "test".into(),

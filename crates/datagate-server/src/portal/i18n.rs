@@ -271,6 +271,16 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("publish.done", "已完成", "Done"),
     ("publish.edit", "编辑元数据", "Edit metadata"),
     (
+        "publish.encoding",
+        "文本编码（CSV、NDJSON）",
+        "Text encoding (CSV, NDJSON)",
+    ),
+    (
+        "publish.encoding_gbk",
+        "GB18030 / GBK（中文版 Excel 保存的 CSV）",
+        "GB18030 / GBK (CSV saved by Excel in Chinese)",
+    ),
+    (
         "publish.expires",
         "授权到期日（可选）",
         "Grant expires (optional)",

@@ -366,7 +366,10 @@ pub struct UploadQuery {
 /// Uploads data as the next version. The body streams in CSV (`text/csv`, header row
 /// required), NDJSON (`application/x-ndjson`), Parquet (`application/vnd.apache.parquet`) or
 /// Arrow IPC stream (`application/vnd.apache.arrow.stream`), optionally with
-/// `Content-Encoding: gzip`. The version becomes visible atomically, or not at all.
+/// `Content-Encoding: gzip`. CSV and NDJSON are UTF-8 unless the Content-Type names another
+/// encoding of the WHATWG Encoding Standard (`text/csv; charset=gb18030`, `gbk`, `big5`,
+/// `utf-16le`, ...): they are then stored as UTF-8; an unknown charset answers 415. The version
+/// becomes visible atomically, or not at all.
 #[utoipa::path(post, path = "/api/v1/datasets/{dept}/{name}/versions", tag = "publishing",
     params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name"), UploadQuery),
     request_body(content = Vec<u8>, description = "the data", content_type = "text/csv"),
@@ -421,6 +424,8 @@ pub async fn upload_version(
             "Content-Type {content_type:?} is not accepted; use text/csv, application/x-ndjson, application/vnd.apache.parquet or application/vnd.apache.arrow.stream"
         ))
     })?;
+    // A text body in another encoding than UTF-8 says so: `text/csv; charset=gb18030`.
+    let charset = datagate_ingest::decode::charset_of(content_type).map_err(unsupported)?;
     let gzip = match headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -461,6 +466,7 @@ pub async fn upload_version(
             Source {
                 format,
                 gzip,
+                charset,
                 mode,
                 digest: None,
                 created_by: caller.id().to_string(),

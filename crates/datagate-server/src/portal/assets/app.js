@@ -13,7 +13,7 @@ document.addEventListener("submit", (e) => {
   if (b && b.dataset.confirm && !window.confirm(b.dataset.confirm)) e.preventDefault();
 });
 // Upload with a progress bar (department pages): the file is the request body, typed by its
-// extension; the API's answer is shown as it came (the new version, or the problem with its
+// extension (and the chosen text encoding); the API's answer is shown as it came (the new version, or the problem with its
 // line and column).
 const TYPES = { csv: "text/csv", ndjson: "application/x-ndjson", jsonl: "application/x-ndjson",
   parquet: "application/vnd.apache.parquet", arrow: "application/vnd.apache.arrow.stream",
@@ -35,7 +35,13 @@ if (upload) {
     out.className = "";
     const xhr = new XMLHttpRequest();
     xhr.open("POST", upload.action + "?mode=" + encodeURIComponent(mode));
-    xhr.setRequestHeader("Content-Type", TYPES[parts[parts.length - 1]] || "text/csv");
+    // Text in another encoding than UTF-8 says so; the gateway stores it as UTF-8.
+    let type = TYPES[parts[parts.length - 1]] || "text/csv";
+    const charset = upload.querySelector("select[name=encoding]")?.value || "utf-8";
+    if ((type === "text/csv" || type === "application/x-ndjson") && charset !== "utf-8") {
+      type += "; charset=" + charset;
+    }
+    xhr.setRequestHeader("Content-Type", type);
     if (gz) xhr.setRequestHeader("Content-Encoding", "gzip");
     xhr.upload.addEventListener("progress", (p) => {
       if (p.lengthComputable) {
