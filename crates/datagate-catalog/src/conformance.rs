@@ -4,7 +4,7 @@
 //! [`catalog_conformance_tests!`](crate::catalog_conformance_tests), which expands into one
 //! `#[tokio::test]` per check:
 //!
-//! ```ignore
+//! ```text
 //! datagate_catalog::catalog_conformance_tests!(async {
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let store = SqliteCatalog::open(&dir.path().join("c.sqlite")).unwrap();
