@@ -826,6 +826,27 @@ async fn uploads_in_other_encodings_are_stored_as_utf8() {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(rows("ndjson_gbk").await, "id,站名\n1,黄龙站\n");
+    // UTF-8 with a byte-order mark (Windows PowerShell's NDJSON, Excel's "CSV UTF-8"): the mark
+    // is no part of the first column's name.
+    for (name, ct, body) in [
+        (
+            "bom_ndjson",
+            "application/x-ndjson",
+            "\u{feff}{\"id\":3,\"站名\":\"龙翔桥\"}\n",
+        ),
+        ("bom_csv", "text/csv", "\u{feff}id,站名\n3,龙翔桥\n"),
+    ] {
+        api.register_schemaless(name).await;
+        let (status, body) = api
+            .upload(
+                &format!("/api/v1/datasets/transport/{name}/versions"),
+                ct,
+                body.to_string(),
+            )
+            .await;
+        assert_eq!(status, 201, "{name}: {body}");
+        assert_eq!(rows(name).await, "id,站名\n3,龙翔桥\n", "{name}");
+    }
     // Without the charset, GBK is refused at its line, saying how to name the encoding.
     api.register_schemaless("gbk_unnamed").await;
     let (status, body) = api

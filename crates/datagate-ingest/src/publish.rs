@@ -2,8 +2,8 @@
 
 use crate::decode::{
     BATCH_BYTES, CsvDecoder, CsvOptions, GzipDecoder, InferringDecoder, IpcStreamDecoder,
-    NdjsonDecoder, Pieces, PushDecoder, TextFormat, Transcoder, extend_schema, parquet_pages,
-    storable_schema,
+    NdjsonDecoder, Pieces, PushDecoder, SkipUtf8Bom, TextFormat, Transcoder, extend_schema,
+    parquet_pages, storable_schema,
 };
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
@@ -311,13 +311,15 @@ impl Publisher {
             }
         };
         // Text formats only: Arrow's strings are UTF-8 by its specification.
-        if let Some(encoding) = source.charset.filter(|_| {
-            matches!(
-                source.format,
-                SourceFormat::Csv { .. } | SourceFormat::Ndjson
-            )
-        }) {
-            decoder = Box::new(Transcoder::new(decoder, encoding));
+        // A UTF-8 body may start with a byte-order mark; a body in another charset is decoded.
+        if matches!(
+            source.format,
+            SourceFormat::Csv { .. } | SourceFormat::Ndjson
+        ) {
+            decoder = match source.charset {
+                Some(encoding) => Box::new(Transcoder::new(decoder, encoding)),
+                None => Box::new(SkipUtf8Bom::new(decoder)),
+            };
         }
         if source.gzip {
             decoder = Box::new(GzipDecoder::new(decoder, self.max_upload_bytes));

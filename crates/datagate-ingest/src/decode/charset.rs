@@ -144,6 +144,63 @@ impl<D: PushDecoder> PushDecoder for Transcoder<D> {
     }
 }
 
+/// The UTF-8 byte-order mark some Windows tools write at the start of UTF-8 text.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Drops a UTF-8 byte-order mark at the start of a UTF-8 body (RFC 8259 lets a JSON reader
+/// ignore it; Windows PowerShell and Excel's "CSV UTF-8" write one), whatever its chunks.
+pub struct SkipUtf8Bom<D> {
+    /// The first bytes while they may still be a mark; `None` once decided.
+    head: Option<Vec<u8>>,
+    inner: D,
+}
+
+impl<D: PushDecoder> SkipUtf8Bom<D> {
+    pub fn new(inner: D) -> Self {
+        Self {
+            head: Some(Vec::with_capacity(UTF8_BOM.len())),
+            inner,
+        }
+    }
+}
+
+impl<D: PushDecoder> PushDecoder for SkipUtf8Bom<D> {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        let Some(head) = self.head.as_mut() else {
+            return self.inner.push(chunk);
+        };
+        let take = (UTF8_BOM.len() - head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..take]);
+        let rest = &chunk[take..];
+        if head.len() < UTF8_BOM.len() && UTF8_BOM.starts_with(head) {
+            return Ok(Vec::new());
+        }
+        let head = self.head.take().unwrap_or_default();
+        let mut out = if head == UTF8_BOM {
+            Vec::new()
+        } else {
+            self.inner.push(&head)?
+        };
+        if !rest.is_empty() {
+            out.extend(self.inner.push(rest)?);
+        }
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        let mut out = match self.head.take() {
+            Some(head) if !head.is_empty() && head != UTF8_BOM => self.inner.push(&head)?,
+            _ => Vec::new(),
+        };
+        out.extend(self.inner.finish()?);
+        Ok(out)
+    }
+
+    fn held(&mut self) -> Result<Vec<RecordBatch>> {
+        self.inner.held()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +231,28 @@ mod tests {
         t.finish()?;
         assert!(t.inner.1, "finished");
         Ok(String::from_utf8(t.inner.0).unwrap())
+    }
+
+    #[test]
+    fn a_utf8_bom_is_skipped_in_any_chunks() {
+        for (body, want) in [
+            (&b"\xEF\xBB\xBF{\"a\":1}\n"[..], &b"{\"a\":1}\n"[..]),
+            (b"{\"a\":1}\n", b"{\"a\":1}\n"),
+            (b"\xEF\xBB", b"\xEF\xBB"),
+            (b"\xEF\xBBx\xEF\xBB\xBF", b"\xEF\xBBx\xEF\xBB\xBF"),
+            (b"\xEF\xBB\xBF", b""),
+            (b"", b""),
+        ] {
+            for piece in [1, 2, 4, 100] {
+                let mut d = SkipUtf8Bom::new(Text::default());
+                for chunk in body.chunks(piece) {
+                    d.push(chunk).unwrap();
+                }
+                d.finish().unwrap();
+                assert!(d.inner.1);
+                assert_eq!(d.inner.0, want, "{body:?} in pieces of {piece}");
+            }
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod ndjson;
 pub mod parquet_pages;
 mod plain_csv;
 
-pub use charset::{Transcoder, charset_of, encoding, not_utf8};
+pub use charset::{SkipUtf8Bom, Transcoder, charset_of, encoding, not_utf8};
 pub use csv::{CsvDecoder, CsvOptions};
 pub use gzip::GzipDecoder;
 pub use infer::{InferringDecoder, TextFormat};
