@@ -847,21 +847,33 @@ async fn uploads_in_other_encodings_are_stored_as_utf8() {
         assert_eq!(status, 201, "{name}: {body}");
         assert_eq!(rows(name).await, "id,站名\n3,龙翔桥\n", "{name}");
     }
-    // Without the charset, GBK is refused at its line, saying how to name the encoding.
-    api.register_schemaless("gbk_unnamed").await;
-    let (status, body) = api
-        .upload(
-            "/api/v1/datasets/transport/gbk_unnamed/versions",
-            "text/csv",
-            gbk.to_vec(),
-        )
-        .await;
-    assert_eq!(status, 422, "{body}");
-    assert_eq!(body["line"], 1, "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("charset=gb18030"),
-        "{body}"
-    );
+    // Without the charset, GBK is refused at its line, saying how to name the encoding (the
+    // header's names, or an NDJSON object's text on line 2, read to infer the columns).
+    let (ndjson_gbk, _, _) = encoding_rs::GBK.encode("{\"id\":1}\n{\"id\":2,\"站名\":\"黄龙\"}\n");
+    for (name, ct, body, line) in [
+        ("gbk_unnamed", "text/csv", gbk.to_vec(), 1),
+        (
+            "ndjson_unnamed",
+            "application/x-ndjson",
+            ndjson_gbk.to_vec(),
+            2,
+        ),
+    ] {
+        api.register_schemaless(name).await;
+        let (status, body) = api
+            .upload(
+                &format!("/api/v1/datasets/transport/{name}/versions"),
+                ct,
+                body,
+            )
+            .await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(body["line"], line, "{name}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("charset=gb18030"),
+            "{name}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -87,6 +87,15 @@ fn normalise(dt: &DataType) -> Option<DataType> {
     }
 }
 
+/// The 1-based line of the first bytes of `head` that are not UTF-8 (a complete sequence cut
+/// off at the end of `head` is no error), if any.
+fn first_line_not_utf8(head: &[u8]) -> Option<u64> {
+    let e = std::str::from_utf8(head).err()?;
+    e.error_len()?;
+    let before = &head[..e.valid_up_to()];
+    Some(memchr::memchr_iter(b'\n', before).count() as u64 + 1)
+}
+
 fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
     let inferred: Schema = match format {
         TextFormat::Csv(opts) => arrow::csv::reader::Format::default()
@@ -95,23 +104,20 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             .infer_schema(head, Some(INFER_ROWS))
             .map(|(s, _)| s)
             .map_err(|e| {
-                let msg = e.to_string();
-                if msg.contains("invalid UTF-8") {
-                    // "... invalid UTF-8 in field F near byte index B at line L" (L of the
-                    // source, the header line 1).
-                    let line = msg
-                        .rsplit_once(" at line ")
-                        .and_then(|(_, l)| l.trim().parse().ok());
-                    return super::not_utf8(line, None);
+                if let Some(line) = first_line_not_utf8(head) {
+                    return super::not_utf8(Some(line), None);
                 }
                 IngestError::invalid_data(format!(
-                    "cannot infer a schema from the CSV header and leading rows: {msg}"
+                    "cannot infer a schema from the CSV header and leading rows: {e}"
                 ))
             })?,
         TextFormat::Ndjson { .. } => {
             arrow::json::reader::infer_json_schema(std::io::BufReader::new(head), Some(INFER_ROWS))
                 .map(|(s, _)| s)
                 .map_err(|e| {
+                    if let Some(line) = first_line_not_utf8(head) {
+                        return super::not_utf8(Some(line), None);
+                    }
                     IngestError::invalid_data(format!(
                         "cannot infer a schema from the leading NDJSON lines: {e}"
                     ))
