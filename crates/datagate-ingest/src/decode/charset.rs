@@ -108,8 +108,8 @@ impl<D: PushDecoder> Transcoder<D> {
                         self.lines + 1 + memchr::memchr_iter(b'\n', &self.out).count() as u64;
                     return Err(IngestError::InvalidData {
                         message: format!(
-                            "line {line}: bytes that are not {} text (the charset the \
-                             Content-Type names)",
+                            "line {line}: bytes that are not {} text (the charset the upload \
+                             names)",
                             self.decoder.encoding().name()
                         ),
                         line: Some(line),
