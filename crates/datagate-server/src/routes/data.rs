@@ -205,7 +205,7 @@ pub async fn export(
 pub(crate) enum Source {
     /// A query, started (its first batch in hand), encoded as it streams, under a row cap.
     Query(execute::Started, RowCap),
-    /// A small page already in memory, encoded at once on this thread, under a row cap; its
+    /// A page of at most `INLINE_PAGE_ROWS` rows in memory, encoded at once on this thread, under a row cap; its
     /// body kept in the page bodies under the key, if any.
     Page(
         datagate_query::pages::Page,
@@ -218,8 +218,11 @@ pub(crate) enum Source {
     Stored(Vec<std::path::PathBuf>),
 }
 
-/// Pages of cached versions up to this many rows are sliced and encoded on the thread that
-/// serves the connection (microseconds); larger ones, and everything else, on the executor.
+/// Pages up to this many rows whose rows are in memory (a cached small version, a large one's
+/// decoded blocks) are sliced and encoded on the thread that serves the connection
+/// (microseconds); a page of that size sought on the executor is encoded there too, once its
+/// rows are in hand, and its body kept. Larger pages, and everything else, stream from the
+/// executor.
 const INLINE_PAGE_ROWS: u64 = 1000;
 
 /// A `rows` page or an export, started: its first batch is in hand (or its files found).
