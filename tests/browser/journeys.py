@@ -11,7 +11,6 @@ Screenshots of every page at 375 px and 1440 px wide are saved in OUT_DIR. Exits
 first failure, with the page's URL and a screenshot of it.
 """
 
-import hashlib
 import json
 import os
 import sys
@@ -120,6 +119,19 @@ class Journey:
     def body(self):
         return self.d.find_element(By.TAG_NAME, "body").text
 
+    def download(self, css, suffix):
+        """Clicks the link `css` and returns the bytes of the file it downloads."""
+        for f in os.listdir(DOWNLOADS):
+            os.remove(os.path.join(DOWNLOADS, f))
+        self.d.find_element(By.CSS_SELECTOR, css).click()
+        for _ in range(100):
+            done = [f for f in os.listdir(DOWNLOADS) if f.endswith(suffix)]
+            if done:
+                with open(os.path.join(DOWNLOADS, done[0]), "rb") as fh:
+                    return fh.read()
+            time.sleep(0.1)
+        self.fail(f"the download of {css} did not arrive")
+
     def check(self, cond, what):
         if not cond:
             self.fail(what)
@@ -185,23 +197,13 @@ def anonymous():
     cells = [td.text for td in j.d.find_elements(By.CSS_SELECTOR, "#main table tbody tr td")]
     for r in night["rows"]:
         j.check(str(r["line_name"]) in cells, f"filtered preview lacks {r['line_name']}")
-    # Download the CSV: the bytes are the export API's.
-    for f in os.listdir(DOWNLOADS):
-        os.remove(os.path.join(DOWNLOADS, f))
-    j.d.find_element(By.CSS_SELECTOR, "p.downloads a[href*='format=csv']").click()
-    path = None
-    for _ in range(100):
-        done = [f for f in os.listdir(DOWNLOADS) if f.endswith(".csv")]
-        if done:
-            path = os.path.join(DOWNLOADS, done[0])
-            break
-        time.sleep(0.1)
-    j.check(path is not None, "the CSV download arrived")
+    # Download the CSV: the bytes are the export API's; the CSV for Excel the same bytes after
+    # a UTF-8 byte-order mark.
     exported = api("/api/v1/datasets/transport/bus_lines/export?format=csv")
-    with open(path, "rb") as fh:
-        got = fh.read()
-    j.check(hashlib.sha256(got).digest() == hashlib.sha256(exported).digest(),
-            f"downloaded CSV ({len(got)} bytes) differs from the export ({len(exported)} bytes)")
+    for choice, expected in [("csv", exported), ("excel", b"\xef\xbb\xbf" + exported)]:
+        got = j.download(f"p.downloads a[href*='format={choice}']", ".csv")
+        j.check(got == expected,
+                f"downloaded {choice} ({len(got)} bytes) is not the export's ({len(expected)} bytes)")
     # The SQL console: an error, marked; then the fix.
     j.open("/sql")
     sql = j.el("#q")

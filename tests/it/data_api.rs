@@ -1075,3 +1075,193 @@ async fn pages_of_large_versions_are_kept_and_served_from_blocks() {
         );
     }
 }
+
+/// CSV for spreadsheets in Chinese locales, which read a CSV file without a byte-order mark as
+/// GBK: `bom=true` puts the UTF-8 mark before the same bytes, `charset=gb18030` (or `Accept:
+/// text/csv; charset=gb18030`) writes the same text in GB18030; on exports, pages, SQL and the
+/// audit log, each answer with its own entity tag and kept body.
+#[tokio::test]
+async fn csv_for_spreadsheets_with_a_bom_or_in_gb18030() {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let s = Server::start(options(&[])).await;
+    // Answers coded in zstd (what reqwest asks for) and as they are.
+    let coded = Client::new();
+    let identity = Client::builder().no_gzip().no_zstd().build().unwrap();
+    let fetch = |c: &Client, path: String, accept: Option<&str>| {
+        let mut rb = c.get(s.url(&path));
+        if let Some(a) = accept {
+            rb = rb.header("accept", a);
+        }
+        async move {
+            let r = rb.send().await.unwrap();
+            let (status, headers) = (r.status(), r.headers().clone());
+            (status, headers, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    let gb18030 = |bytes: &[u8]| {
+        let (text, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(bytes);
+        assert!(!had_errors);
+        text.into_owned().into_bytes()
+    };
+    let export = "/api/v1/datasets/govservice/public_facilities/export?format=csv".to_string();
+    let (st, h, plain) = fetch(&coded, export.clone(), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(h["content-type"], "text/csv; charset=utf-8");
+    assert!(plain.starts_with(b"facility_id,name,"));
+    let tag = h["etag"].to_str().unwrap().to_string();
+    for c in [&coded, &identity] {
+        let (st, h, bom) = fetch(c, format!("{export}&bom=true"), None).await;
+        assert_eq!(st, 200);
+        assert_eq!(h["content-type"], "text/csv; charset=utf-8");
+        assert_eq!(&bom[..3], BOM);
+        assert_eq!(bom[3..], plain[..], "the same bytes after the mark");
+        assert_ne!(h["etag"].to_str().unwrap(), tag);
+        assert!(
+            h["content-disposition"]
+                .to_str()
+                .unwrap()
+                .contains(".csv\"")
+        );
+        let (st, h, gb) = fetch(c, format!("{export}&charset=gb18030"), None).await;
+        assert_eq!(st, 200);
+        assert_eq!(h["content-type"], "text/csv; charset=gb18030");
+        assert!(std::str::from_utf8(&gb).is_err(), "not UTF-8");
+        let name = encoding_rs::GB18030.encode("高新人民公厕").0;
+        assert!(gb.windows(name.len()).any(|w| w == name.as_ref()));
+        assert_eq!(gb18030(&gb), plain);
+        // `gbk` is written as GB18030, and `Accept` says it as well as `charset=`.
+        let (_, h2, by_label) = fetch(c, format!("{export}&charset=GBK"), None).await;
+        assert_eq!((&h2["content-type"], &by_label), (&h["content-type"], &gb));
+        let (st, h3, by_accept) = fetch(
+            c,
+            "/api/v1/datasets/govservice/public_facilities/export".into(),
+            Some("text/csv; charset=gb18030"),
+        )
+        .await;
+        assert_eq!(st, 200);
+        assert_eq!(h3["content-type"], "text/csv; charset=gb18030");
+        assert_eq!(by_accept, gb);
+        assert_eq!(h3["etag"], h["etag"]);
+        // The mark's tag is not the plain answer's: If-None-Match with that is no 304.
+        let r = c
+            .get(s.url(&format!("{export}&bom=true")))
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // Pages: each encoding its own kept body.
+    let page = "/api/v1/datasets/govservice/public_facilities/rows?limit=3&format=csv";
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        for extra in ["", "&bom=true", "&charset=gb18030"] {
+            let (st, h, body) = fetch(&identity, format!("{page}{extra}"), None).await;
+            assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+            bodies.push((extra, h["etag"].to_str().unwrap().to_string(), body));
+        }
+    }
+    let (first, rest) = bodies.split_at(3);
+    for (i, (extra, tag, body)) in rest.iter().enumerate() {
+        assert_eq!((tag, body), (&first[i % 3].1, &first[i % 3].2), "{extra}");
+    }
+    let plain_page = &first[0].2;
+    assert_eq!(plain_page.iter().filter(|b| **b == b'\n').count(), 4);
+    assert_eq!(first[1].2, [BOM, plain_page].concat());
+    assert_eq!(gb18030(&first[2].2), *plain_page);
+    let tags: BTreeSet<&String> = first.iter().map(|b| &b.1).collect();
+    assert_eq!(tags.len(), 3);
+    // A JSON page's `next` carries the CSV options on (a client switching formats keeps them).
+    let (_, _, json) = fetch(
+        &identity,
+        "/api/v1/datasets/govservice/public_facilities/rows?limit=3&charset=utf-8&bom=false".into(),
+        None,
+    )
+    .await;
+    let json: Value = serde_json::from_slice(&json).unwrap();
+    let next = json["next"].as_str().unwrap();
+    assert!(
+        next.contains("charset=utf-8") && next.contains("bom=false"),
+        "{next}"
+    );
+
+    // SQL, by GET and POST.
+    let sql =
+        "SELECT name, district FROM govservice.public_facilities ORDER BY facility_id LIMIT 5";
+    let q = url::form_urlencoded::byte_serialize(sql.as_bytes()).collect::<String>();
+    let (st, _, sql_plain) = fetch(&coded, format!("/api/v1/query?sql={q}&format=csv"), None).await;
+    assert_eq!(st, 200);
+    let (_, h, sql_gb) = fetch(
+        &coded,
+        format!("/api/v1/query?sql={q}&format=csv&charset=gb18030"),
+        None,
+    )
+    .await;
+    assert_eq!(h["content-type"], "text/csv; charset=gb18030");
+    assert_eq!(gb18030(&sql_gb), sql_plain);
+    let r = coded
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": sql, "format": "csv", "bom": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), [BOM, &sql_plain].concat());
+
+    // The audit log, for auditors with a spreadsheet.
+    let r = coded
+        .get(s.url("/api/v1/audit/events?limit=5&format=csv&bom=true"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let events = r.bytes().await.unwrap();
+    assert!(events.starts_with(BOM), "{events:?}");
+    assert!(events[3..].starts_with(b"seq,"), "{events:?}");
+
+    // Refused, each naming its parameter; a harmless one is not.
+    for (query, accept, status, parameter) in [
+        (
+            "format=csv&bom=true&charset=gb18030",
+            None,
+            400,
+            Some("bom"),
+        ),
+        ("format=json&bom=true", None, 400, Some("bom")),
+        ("format=parquet&charset=gb18030", None, 400, Some("charset")),
+        ("format=csv&charset=big5", None, 400, Some("charset")),
+        ("format=csv&charset=", None, 200, None),
+        ("format=json&charset=utf-8&bom=false", None, 200, None),
+        ("bom=yes&format=csv", None, 400, None),
+        ("", Some("text/csv; charset=big5"), 406, None),
+        ("", Some("text/csv; charset=big5, text/csv"), 200, None),
+        (
+            "bom=true",
+            Some("text/csv; charset=gb18030"),
+            400,
+            Some("bom"),
+        ),
+    ] {
+        let (st, h, body) = fetch(
+            &identity,
+            format!("/api/v1/datasets/govservice/public_facilities/rows?limit=2&{query}"),
+            accept,
+        )
+        .await;
+        assert_eq!(
+            st.as_u16(),
+            status,
+            "{query} {accept:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if status >= 400 {
+            assert_eq!(h["content-type"], "application/problem+json");
+            let problem: Value = serde_json::from_slice(&body).unwrap();
+            if let Some(p) = parameter {
+                assert_eq!(problem["parameter"], p, "{problem}");
+            }
+        }
+    }
+}

@@ -114,6 +114,7 @@ async fn an_openapi_31_validator_accepts_the_document() {
         "application/json",
         "application/x-ndjson",
         "text/csv; charset=utf-8",
+        "text/csv; charset=gb18030",
         "application/vnd.apache.arrow.stream",
         "application/vnd.apache.parquet",
     ] {
@@ -146,6 +147,8 @@ async fn an_openapi_31_validator_accepts_the_document() {
     };
     assert_eq!(param("limit")["schema"]["type"], "integer");
     assert_eq!(param("timeout_ms")["schema"]["type"], "integer");
+    assert_eq!(param("bom")["schema"]["type"], "boolean");
+    assert_eq!(param("charset")["schema"]["type"], "string");
     assert_eq!(
         param("format")["schema"]["$ref"],
         "#/components/schemas/FormatName"

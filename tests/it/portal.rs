@@ -281,7 +281,7 @@ async fn a_dataset_page_previews_downloads_and_offers_snippets() {
         html.contains("page=limit"),
         "a next link carries the API's next page"
     );
-    for f in ["csv", "json", "ndjson", "parquet", "arrow"] {
+    for f in ["csv", "excel", "json", "ndjson", "parquet", "arrow"] {
         assert!(
             html.contains(&format!("/download/transport/bus_lines?format={f}\"")),
             "{f}"
@@ -334,6 +334,23 @@ async fn a_dataset_page_previews_downloads_and_offers_snippets() {
         .unwrap();
     assert_eq!(portal_bytes, api_bytes);
     assert!(!portal_bytes.is_empty());
+    // For spreadsheets: the same CSV after a UTF-8 byte-order mark.
+    assert!(html.contains(">csv (Excel)</a>"));
+    let for_excel = client()
+        .get(s.url("/download/transport/bus_lines?format=excel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(for_excel.status(), 200);
+    assert!(
+        for_excel.headers()[header::CONTENT_DISPOSITION]
+            .to_str()
+            .unwrap()
+            .contains("bus_lines.csv")
+    );
+    let excel_bytes = for_excel.bytes().await.unwrap();
+    assert_eq!(excel_bytes[..3], *b"\xEF\xBB\xBF");
+    assert_eq!(excel_bytes[3..], api_bytes[..]);
 
     // Unknown and invisible datasets are the API's 404.
     assert_eq!(

@@ -12,20 +12,55 @@ use bytes::Bytes;
 use datagate_core::ColumnType;
 
 /// A result format (API.md §5 "Formats").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     Json,
     Ndjson,
-    Csv,
+    Csv(CsvEncoding),
     Arrow,
     Parquet,
 }
 
+/// How a CSV answer's text is encoded, for the program that opens it: spreadsheets in Chinese
+/// locales read a CSV file without a byte-order mark as GBK, so `bom=true` starts UTF-8 with
+/// one (what Excel and WPS recognise) and `charset=gb18030` writes the national standard's
+/// encoding itself (every character has a code there; GBK's are GBK's bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CsvEncoding {
+    #[default]
+    Utf8,
+    /// UTF-8 after the byte-order mark `EF BB BF`.
+    Utf8Bom,
+    Gb18030,
+}
+
+/// The UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+impl CsvEncoding {
+    /// The encoding of a `charset` label (WHATWG names: `utf-8`, `gb18030`, `gbk`, `gb2312`,
+    /// ...); GBK and its aliases are written as GB18030, whose bytes are GBK's for every
+    /// character GBK has. `None` for a label of another encoding, or none.
+    pub fn from_charset(label: &str) -> Option<Self> {
+        let encoding = encoding_rs::Encoding::for_label(label.trim().trim_matches('"').as_bytes())?;
+        if encoding == encoding_rs::UTF_8 {
+            Some(Self::Utf8)
+        } else if encoding == encoding_rs::GB18030 || encoding == encoding_rs::GBK {
+            Some(Self::Gb18030)
+        } else {
+            None
+        }
+    }
+}
+
 impl Format {
+    /// CSV in UTF-8 without a byte-order mark (`format=csv`).
+    pub const CSV: Format = Format::Csv(CsvEncoding::Utf8);
+
     pub const ALL: [Format; 5] = [
         Self::Json,
         Self::Ndjson,
-        Self::Csv,
+        Self::CSV,
         Self::Arrow,
         Self::Parquet,
     ];
@@ -35,9 +70,19 @@ impl Format {
         match self {
             Self::Json => "json",
             Self::Ndjson => "ndjson",
-            Self::Csv => "csv",
+            Self::Csv(_) => "csv",
             Self::Arrow => "arrow",
             Self::Parquet => "parquet",
+        }
+    }
+
+    /// What distinguishes this format's bytes from another's, for entity tags and kept bodies:
+    /// the name, and a CSV answer's encoding.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Self::Csv(CsvEncoding::Utf8Bom) => "csv;bom",
+            Self::Csv(CsvEncoding::Gb18030) => "csv;charset=gb18030",
+            other => other.name(),
         }
     }
 
@@ -45,7 +90,8 @@ impl Format {
         match self {
             Self::Json => "application/json",
             Self::Ndjson => "application/x-ndjson",
-            Self::Csv => "text/csv; charset=utf-8",
+            Self::Csv(CsvEncoding::Gb18030) => "text/csv; charset=gb18030",
+            Self::Csv(_) => "text/csv; charset=utf-8",
             Self::Arrow => "application/vnd.apache.arrow.stream",
             Self::Parquet => "application/vnd.apache.parquet",
         }
@@ -56,7 +102,7 @@ impl Format {
         match self {
             Self::Json => "json",
             Self::Ndjson => "ndjson",
-            Self::Csv => "csv",
+            Self::Csv(_) => "csv",
             Self::Arrow => "arrows",
             Self::Parquet => "parquet",
         }
@@ -69,19 +115,27 @@ impl Format {
             .find(|f| f.name().eq_ignore_ascii_case(name))
     }
 
-    /// The first acceptable format of an `Accept` header (`*/*` and absent mean JSON).
+    /// The first acceptable format of an `Accept` header (`*/*` and absent mean JSON). A
+    /// `charset` parameter on `text/csv` picks its encoding; one that cannot be written makes
+    /// that alternative unacceptable.
     pub fn from_accept(accept: &str) -> Option<Self> {
         for part in accept.split(',') {
-            let essence = part
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
+            let mut params = part.split(';');
+            let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let csv = || {
+                let charset = params.clone().find_map(|p| {
+                    let (name, value) = p.split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("charset").then_some(value)
+                });
+                match charset {
+                    Some(label) => CsvEncoding::from_charset(label).map(Self::Csv),
+                    None => Some(Self::CSV),
+                }
+            };
             let found = match essence.as_str() {
                 "application/json" | "*/*" | "application/*" | "" => Some(Self::Json),
                 "application/x-ndjson" | "application/ndjson" => Some(Self::Ndjson),
-                "text/csv" | "text/*" => Some(Self::Csv),
+                "text/csv" | "text/*" => csv(),
                 "application/vnd.apache.arrow.stream" => Some(Self::Arrow),
                 "application/vnd.apache.parquet" => Some(Self::Parquet),
                 _ => None,
@@ -133,9 +187,10 @@ pub fn encoder(format: Format, schema: SchemaRef) -> Result<Box<dyn Encoder>, En
     Ok(match format {
         Format::Json => Box::new(JsonEnvelope::new(schema)),
         Format::Ndjson => Box::new(Ndjson),
-        Format::Csv => Box::new(Csv {
+        Format::Csv(encoding) => Box::new(Csv {
             header_sent: false,
             schema,
+            encoding,
         }),
         Format::Arrow => Box::new(ArrowStream {
             writer: arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema)?,
@@ -299,22 +354,45 @@ impl Encoder for Ndjson {
 struct Csv {
     header_sent: bool,
     schema: SchemaRef,
+    encoding: CsvEncoding,
+}
+
+impl Csv {
+    /// The batch's lines in UTF-8, after the byte-order mark when it is the first.
+    fn utf8(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, EncodeError> {
+        let first = !self.header_sent;
+        let mut out = Vec::with_capacity(batch.num_rows() * 64 + 3);
+        if first && self.encoding == CsvEncoding::Utf8Bom {
+            out.extend_from_slice(UTF8_BOM);
+        }
+        self.header_sent = true;
+        if crate::csv_writer::write_batch(batch, first, &mut out).is_some() {
+            return Ok(out);
+        }
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(first)
+            .build(&mut out);
+        w.write(batch)?;
+        drop(w);
+        Ok(out)
+    }
 }
 
 impl Encoder for Csv {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
-        let mut out = Vec::with_capacity(batch.num_rows() * 64);
-        if crate::csv_writer::write_batch(batch, !self.header_sent, &mut out).is_some() {
-            self.header_sent = true;
-            return Ok(out.into());
+        let utf8 = self.utf8(batch)?;
+        if self.encoding != CsvEncoding::Gb18030 {
+            return Ok(utf8.into());
         }
-        let mut w = arrow::csv::WriterBuilder::new()
-            .with_header(!self.header_sent)
-            .build(&mut out);
-        w.write(batch)?;
-        drop(w);
-        self.header_sent = true;
-        Ok(out.into())
+        // Whole lines, so each batch's text stands alone: GB18030 has a code for every
+        // character and no state between them.
+        let text = std::str::from_utf8(&utf8).map_err(|e| EncodeError(e.to_string()))?;
+        let gb18030 = match encoding_rs::GB18030.encode(text).0 {
+            std::borrow::Cow::Owned(gb18030) => Some(gb18030),
+            // ASCII only: the same bytes.
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        Ok(gb18030.unwrap_or(utf8).into())
     }
     fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
         if self.header_sent {
@@ -582,7 +660,7 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["id"], 9_007_199_254_740_993i64);
-        let csv = encode(Format::Csv, &[batch(), batch()], &Trailer::default());
+        let csv = encode(Format::CSV, &[batch(), batch()], &Trailer::default());
         let mut r = ::csv::ReaderBuilder::new().from_reader(csv.as_slice());
         assert_eq!(
             r.headers().unwrap().iter().collect::<Vec<_>>(),
@@ -592,8 +670,97 @@ mod tests {
         assert_eq!(recs.len(), 4, "one header, four rows");
         assert_eq!(&recs[0][1], "张三,\"引号\"\n换行");
         assert_eq!(&recs[0][4], "1234567890123456.78");
-        let empty = String::from_utf8(encode(Format::Csv, &[], &Trailer::default())).unwrap();
+        let empty = String::from_utf8(encode(Format::CSV, &[], &Trailer::default())).unwrap();
         assert_eq!(empty.trim(), "id,name,opened,at,capital,ok");
+    }
+
+    #[test]
+    fn csv_for_spreadsheets_with_a_bom_or_in_gb18030() {
+        let plain = encode(Format::CSV, &[batch(), batch()], &Trailer::default());
+        // The mark once, before the header, and then the same bytes.
+        let bom = encode(
+            Format::Csv(CsvEncoding::Utf8Bom),
+            &[batch(), batch()],
+            &Trailer::default(),
+        );
+        assert_eq!(&bom[..3], UTF8_BOM);
+        assert_eq!(&bom[3..], plain.as_slice());
+        let empty = encode(Format::Csv(CsvEncoding::Utf8Bom), &[], &Trailer::default());
+        assert_eq!(
+            empty,
+            [UTF8_BOM, b"id,name,opened,at,capital,ok\n"].concat()
+        );
+        // GB18030: the same text, every batch on its own; Chinese in its two-byte codes.
+        let gb = encode(
+            Format::Csv(CsvEncoding::Gb18030),
+            &[batch(), batch()],
+            &Trailer::default(),
+        );
+        let (text, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(&gb);
+        assert!(!had_errors);
+        assert_eq!(text.as_bytes(), plain.as_slice());
+        assert!(std::str::from_utf8(&gb).is_err(), "not UTF-8 any more");
+        let zhang = encoding_rs::GB18030.encode("张三").0;
+        assert_eq!(zhang.as_ref(), [0xD5, 0xC5, 0xC8, 0xFD]);
+        assert!(gb.windows(4).any(|w| w == zhang.as_ref()));
+        // Characters GBK lacks have four-byte codes, not replacements.
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let rare = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["𠮷野家 €"])) as ArrayRef],
+        )
+        .unwrap();
+        let mut e = encoder(Format::Csv(CsvEncoding::Gb18030), schema).unwrap();
+        let bytes = [
+            e.batch(&rare).unwrap(),
+            e.finish(&Trailer::default()).unwrap(),
+        ]
+        .concat();
+        let (back, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(&bytes);
+        assert!(!had_errors);
+        assert_eq!(back, "s\n𠮷野家 €\n");
+    }
+
+    #[test]
+    fn csv_encodings_by_charset() {
+        for (label, expected) in [
+            ("utf-8", Some(CsvEncoding::Utf8)),
+            ("UTF8", Some(CsvEncoding::Utf8)),
+            ("gb18030", Some(CsvEncoding::Gb18030)),
+            ("GBK", Some(CsvEncoding::Gb18030)),
+            ("gb2312", Some(CsvEncoding::Gb18030)),
+            ("\"gb18030\"", Some(CsvEncoding::Gb18030)),
+            ("big5", None),
+            ("utf-16le", None),
+            ("klingon", None),
+        ] {
+            assert_eq!(CsvEncoding::from_charset(label), expected, "{label}");
+        }
+        assert_eq!(
+            Format::from_accept("text/csv; charset=GBK"),
+            Some(Format::Csv(CsvEncoding::Gb18030))
+        );
+        assert_eq!(
+            Format::from_accept("text/csv;header=present;charset=utf-8"),
+            Some(Format::CSV)
+        );
+        // An encoding that cannot be written rules out that alternative only.
+        assert_eq!(Format::from_accept("text/csv; charset=big5"), None);
+        assert_eq!(
+            Format::from_accept("text/csv; charset=big5, application/json"),
+            Some(Format::Json)
+        );
+        let gb = Format::Csv(CsvEncoding::Gb18030);
+        assert_eq!(gb.content_type(), "text/csv; charset=gb18030");
+        assert_eq!(Format::from_accept(gb.content_type()), Some(gb));
+        // Each encoding has its own tag; the name stays `csv`.
+        let tags: std::collections::HashSet<_> =
+            [Format::CSV, Format::Csv(CsvEncoding::Utf8Bom), gb]
+                .map(|f| f.tag())
+                .into();
+        assert_eq!(tags.len(), 3);
+        assert_eq!(gb.name(), "csv");
+        assert_eq!(Format::CSV.tag(), "csv");
     }
 
     #[test]

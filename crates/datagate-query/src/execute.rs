@@ -866,7 +866,7 @@ mod tests {
         let mut rx = stream_encoded(
             &lane,
             started,
-            Format::Csv,
+            Format::CSV,
             coding,
             RowCap::default(),
             sent.clone(),

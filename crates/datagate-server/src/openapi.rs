@@ -82,10 +82,11 @@ pub fn document_json() -> &'static str {
 }
 
 /// Media types of the data routes' results (`format=` or `Accept`).
-const DATA_TYPES: [&str; 5] = [
+const DATA_TYPES: [&str; 6] = [
     "application/json",
     "application/x-ndjson",
     "text/csv; charset=utf-8",
+    "text/csv; charset=gb18030",
     "application/vnd.apache.arrow.stream",
     "application/vnd.apache.parquet",
 ];
@@ -327,7 +328,9 @@ fn add_layer_answers(doc: &mut Value) {
                     for media in DATA_TYPES {
                         let schema = match media {
                             "application/json" => json_schema.clone(),
-                            "application/x-ndjson" | "text/csv; charset=utf-8" => {
+                            "application/x-ndjson"
+                            | "text/csv; charset=utf-8"
+                            | "text/csv; charset=gb18030" => {
                                 json!({"type": "string"})
                             }
                             _ => json!({"type": "string", "contentMediaType": media}),

@@ -24,8 +24,30 @@ const PREVIEW_ROWS: u32 = 20;
 const LISTING_PAGE: u64 = 1000;
 /// ...and at most this many pages (a city catalog is thousands of entries).
 const LISTING_PAGES: u64 = 20;
-/// The download formats, in the order pages list them.
-const FORMATS: [&str; 5] = ["csv", "json", "ndjson", "parquet", "arrow"];
+/// The download choices, in the order pages list them: a format, or `excel`, CSV in UTF-8
+/// after a byte-order mark (a spreadsheet in a Chinese locale reads a CSV file without one as
+/// GBK, and its Chinese as mojibake).
+const FORMATS: [&str; 6] = ["csv", "excel", "json", "ndjson", "parquet", "arrow"];
+
+/// A download choice's link text.
+fn download_label(choice: &'static str) -> &'static str {
+    match choice {
+        "excel" => "csv (Excel)",
+        other => other,
+    }
+}
+
+/// The export API's parameters for a download choice (CSV when it names none).
+fn export_params(choice: &str) -> [(&'static str, &'static str); 2] {
+    match choice {
+        "excel" => [("format", "csv"), ("bom", "true")],
+        "json" => [("format", "json"), ("bom", "")],
+        "ndjson" => [("format", "ndjson"), ("bom", "")],
+        "parquet" => [("format", "parquet"), ("bom", "")],
+        "arrow" => [("format", "arrow"), ("bom", "")],
+        _ => [("format", "csv"), ("bom", "")],
+    }
+}
 
 /// Who is signed in, as the header shows it.
 pub struct Who {
@@ -699,7 +721,7 @@ fn download_links(dept: &str, name: &str, version: Option<i64>) -> Vec<(&'static
         .map(|f| {
             let v = version.map(|v| v.to_string()).unwrap_or_default();
             (
-                *f,
+                download_label(f),
                 link(
                     &format!("/download/{}/{}", enc(dept), enc(name)),
                     &[("format", f), ("version", &v)],
@@ -1010,21 +1032,17 @@ pub async fn download(
     Path((dept, name)): Path<(String, String)>,
     Query(p): Query<DownloadParams>,
 ) -> Response {
-    let format = if FORMATS.contains(&p.format.as_str()) {
-        p.format.as_str()
-    } else {
-        "csv"
-    };
+    let [format, bom] = export_params(&p.format);
     let uri = link(
         &format!("/api/v1/datasets/{}/{}/export", enc(&dept), enc(&name)),
-        &[("format", format), ("version", &p.version)],
+        &[format, bom, ("version", &p.version)],
     );
     let suffix = if p.version.is_empty() {
         String::new()
     } else {
         format!("-v{}", p.version)
     };
-    let file = format!("{dept}.{name}{suffix}.{}", extension(format));
+    let file = format!("{dept}.{name}{suffix}.{}", extension(format.1));
     pass_through(&portal, &v, &uri, &file).await
 }
 
@@ -1211,7 +1229,7 @@ pub async fn sql(State(portal): State<Portal>, v: Visitor, Query(p): Query<SqlPa
                         .iter()
                         .map(|f| {
                             (
-                                *f,
+                                download_label(f),
                                 link("/sql/download", &[("q", &statement), ("format", f)]),
                             )
                         })
@@ -1263,13 +1281,15 @@ pub async fn sql_download(
     v: Visitor,
     Query(p): Query<SqlParams>,
 ) -> Response {
-    let format = if FORMATS.contains(&p.format.as_str()) {
-        p.format.as_str()
-    } else {
-        "csv"
-    };
-    let uri = link("/api/v1/query", &[("sql", &p.q), ("format", format)]);
-    pass_through(&portal, &v, &uri, &format!("result.{}", extension(format))).await
+    let [format, bom] = export_params(&p.format);
+    let uri = link("/api/v1/query", &[("sql", &p.q), format, bom]);
+    pass_through(
+        &portal,
+        &v,
+        &uri,
+        &format!("result.{}", extension(format.1)),
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

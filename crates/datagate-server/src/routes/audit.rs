@@ -14,7 +14,7 @@
 //! page's records are then read from their chained lines by seq (`ColumnarIndex::records_by_seq`),
 //! a few small reads each, instead of a Parquet page of every column per record found.
 
-use super::data::{negotiate, on_lane, stream_audit, stream_audit_page};
+use super::data::{Asked, negotiate, on_lane, stream_audit, stream_audit_page};
 use super::{ApiJson, ApiQuery, KeyHolder};
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -86,6 +86,10 @@ pub struct EventsParams {
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet`.
     #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
+    /// CSV: `true` starts the UTF-8 text with a byte-order mark (for spreadsheets).
+    pub bom: Option<bool>,
+    /// CSV: `utf-8` (the default) or `gb18030`.
+    pub charset: Option<String>,
 }
 
 /// A time window's two ends, each optional.
@@ -146,7 +150,7 @@ pub async fn events(
     ApiQuery(p): ApiQuery<EventsParams>,
 ) -> Result<Response, ApiError> {
     caller.authorize(Action::ReadAudit)?;
-    let format = negotiate(p.format.as_deref(), &headers)?;
+    let format = negotiate(Asked::of(&p.format, p.bom, &p.charset), &headers)?;
     let limit = p.limit.unwrap_or(DEFAULT_EVENTS);
     if limit > MAX_EVENTS {
         return Err(
@@ -462,10 +466,14 @@ fn events_next_url(
         ("dataset", &p.dataset),
         ("action", &p.action),
         ("format", &p.format),
+        ("charset", &p.charset),
     ] {
         if let Some(v) = v {
             q.append_pair(k, v);
         }
+    }
+    if let Some(bom) = p.bom {
+        q.append_pair("bom", if bom { "true" } else { "false" });
     }
     if let Some(s) = p.status {
         q.append_pair("status", &s.to_string());
@@ -509,6 +517,10 @@ pub struct AuditQueryBody {
     /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`.
     #[schema(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
+    /// CSV: `true` starts the UTF-8 text with a byte-order mark (for spreadsheets).
+    pub bom: Option<bool>,
+    /// CSV: `utf-8` (the default) or `gb18030`.
+    pub charset: Option<String>,
 }
 
 /// Read-only SQL over `audit.events`, under the data API's rules.
@@ -524,7 +536,7 @@ pub async fn query(
     ApiJson(body): ApiJson<AuditQueryBody>,
 ) -> Result<Response, ApiError> {
     caller.authorize(Action::ReadAudit)?;
-    let format = negotiate(body.format.as_deref(), &headers)?;
+    let format = negotiate(Asked::of(&body.format, body.bom, &body.charset), &headers)?;
     let limits = state.engine.limits().clone();
     let deadline = Some(Deadline::after(limits.timeout));
     let session =
@@ -564,6 +576,10 @@ pub struct UsageParams {
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet`.
     #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
+    /// CSV: `true` starts the UTF-8 text with a byte-order mark (for spreadsheets).
+    pub bom: Option<bool>,
+    /// CSV: `utf-8` (the default) or `gb18030`.
+    pub charset: Option<String>,
 }
 
 /// What a usage report counts: a time range, one dataset, one principal (each optional).
@@ -640,7 +656,7 @@ pub async fn usage(
     ApiQuery(p): ApiQuery<UsageParams>,
 ) -> Result<Response, ApiError> {
     caller.authorize(Action::ReadAudit)?;
-    let format = negotiate(p.format.as_deref(), &headers)?;
+    let format = negotiate(Asked::of(&p.format, p.bom, &p.charset), &headers)?;
     let (from, to) = time_window(p.from.as_deref(), p.to.as_deref())?;
     // The usage summaries count in nanoseconds: 1677 to 2262.
     let nanos = |name: &'static str, t: Option<DateTime<Utc>>| {

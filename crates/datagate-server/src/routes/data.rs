@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use datagate_access::QueryTicket;
 use datagate_audit::DatasetVersion;
-use datagate_query::encode::Format;
+use datagate_query::encode::{CsvEncoding, Format};
 use datagate_query::execute::{self, BodyChunk, BodyCoding, Deadline, RowCap};
 use datagate_query::plan_info::{self, DatasetRead};
 use datagate_query::rows::{self, Paging, RowsRequest};
@@ -63,6 +63,13 @@ pub struct RowsParams {
     /// `json`, `ndjson`, `csv`, `arrow` or `parquet` (else by `Accept`).
     #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
+    /// CSV: `true` starts the UTF-8 text with a byte-order mark, so that spreadsheets in
+    /// Chinese locales (Excel, WPS) open it as UTF-8 rather than GBK.
+    pub bom: Option<bool>,
+    /// CSV: the text's encoding, `utf-8` (the default) or `gb18030` (`gbk` is written as
+    /// GB18030, whose bytes are GBK's for every character GBK has); also as
+    /// `Accept: text/csv; charset=gb18030`.
+    pub charset: Option<String>,
     /// Lowers the server's time limit for this request.
     #[param(value_type = Option<u64>)]
     pub timeout_ms: Option<String>,
@@ -249,7 +256,7 @@ async fn read_dataset(
     paging: Paging,
 ) -> Result<Result<StartedRead, Response>, ApiError> {
     let limits = state.engine.limits().clone();
-    let format = negotiate(p.format.as_deref(), headers)?;
+    let format = negotiate(Asked::of(&p.format, p.bom, &p.charset), headers)?;
     let version =
         number("version", p.version.as_deref())?.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
     let (timeout, shape) = match paging {
@@ -278,7 +285,7 @@ async fn read_dataset(
             p.select.as_deref().unwrap_or(""),
             p.filter.as_deref().unwrap_or(""),
             p.order.as_deref().unwrap_or(""),
-            format.name(),
+            format.tag(),
             &principal.view_tag(),
         ],
         &read,
@@ -435,6 +442,10 @@ pub struct QueryBody {
     /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`.
     #[schema(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
+    /// CSV: `true` starts the UTF-8 text with a byte-order mark (for spreadsheets).
+    pub bom: Option<bool>,
+    /// CSV: `utf-8` (the default) or `gb18030`.
+    pub charset: Option<String>,
     /// Lowers the server's time limit for this query.
     pub timeout_ms: Option<u64>,
 }
@@ -448,6 +459,10 @@ pub struct QueryParams {
     pub sql: String,
     #[param(value_type = Option<crate::api::FormatName>)]
     pub format: Option<String>,
+    /// CSV: `true` starts the UTF-8 text with a byte-order mark (for spreadsheets).
+    pub bom: Option<bool>,
+    /// CSV: `utf-8` (the default) or `gb18030`.
+    pub charset: Option<String>,
     /// Lowers the server's time limit for this query.
     #[param(value_type = Option<u64>)]
     pub timeout_ms: Option<String>,
@@ -475,7 +490,7 @@ pub async fn query_post(
         &headers,
         &body.sql,
         &body.params,
-        body.format.as_deref(),
+        Asked::of(&body.format, body.bom, &body.charset),
         timeout.as_deref(),
         false,
     )
@@ -504,7 +519,7 @@ pub async fn query_get(
         &headers,
         &p.sql,
         &[],
-        p.format.as_deref(),
+        Asked::of(&p.format, p.bom, &p.charset),
         p.timeout_ms.as_deref(),
         true,
     )
@@ -519,12 +534,12 @@ async fn run_query(
     headers: &HeaderMap,
     text: &str,
     params: &[serde_json::Value],
-    format: Option<&str>,
+    asked: Asked<'_>,
     timeout_ms: Option<&str>,
     cacheable: bool,
 ) -> Result<Response, ApiError> {
     let limits = state.engine.limits().clone();
-    let format = negotiate(format, headers)?;
+    let format = negotiate(asked, headers)?;
     let coding = body_coding(state, headers, format);
     let deadline = deadline(Some(limits.timeout), timeout_ms)?;
     let principal = caller.principal();
@@ -549,7 +564,7 @@ async fn run_query(
             &[
                 "query",
                 &normalised,
-                format.name(),
+                format.tag(),
                 &limits.max_query_rows.to_string(),
                 &principal.view_tag(),
             ],
@@ -598,28 +613,87 @@ pub(crate) async fn on_lane<T: Send + 'static>(
     Ok(Deadline::run(deadline, lane.run(work)).await?)
 }
 
-/// The format from `format=`, else from `Accept` (JSON when neither says).
-pub(crate) fn negotiate(param: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
-    if let Some(name) = param.filter(|n| !n.is_empty()) {
-        return Format::from_name(name).ok_or_else(|| {
+/// What a request asks of its answer's format: `format=`, and for CSV `bom=` and `charset=`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Asked<'a> {
+    pub format: Option<&'a str>,
+    pub bom: Option<bool>,
+    pub charset: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    /// From a request's `format`, `bom` and `charset` parameters.
+    pub fn of(format: &'a Option<String>, bom: Option<bool>, charset: &'a Option<String>) -> Self {
+        Self {
+            format: format.as_deref(),
+            bom,
+            charset: charset.as_deref(),
+        }
+    }
+}
+
+/// The format from `format=`, else from `Accept` (JSON when neither says); a CSV answer's
+/// encoding from `charset=` (else `Accept`'s charset) and `bom=`.
+pub(crate) fn negotiate(asked: Asked<'_>, headers: &HeaderMap) -> Result<Format, ApiError> {
+    let format = match asked.format.filter(|n| !n.is_empty()) {
+        Some(name) => Format::from_name(name).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "unknown format {name:?}; use json, ndjson, csv, arrow or parquet"
             ))
             .with("parameter", "format")
-        });
-    }
-    let Some(accept) = headers.get(header::ACCEPT) else {
-        return Ok(Format::Json);
+        })?,
+        None => match headers.get(header::ACCEPT) {
+            None => Format::Json,
+            Some(accept) => accepted(accept.to_str().unwrap_or(""))?,
+        },
     };
-    let accept = accept.to_str().unwrap_or("");
+    csv_encoding(format, asked)
+}
+
+/// `bom=` and `charset=` applied to the negotiated format: they shape CSV text only, and a
+/// GB18030 answer has no byte-order mark a spreadsheet would read.
+fn csv_encoding(format: Format, asked: Asked<'_>) -> Result<Format, ApiError> {
+    let charset = match asked.charset.filter(|c| !c.is_empty()) {
+        None => None,
+        Some(label) => Some(CsvEncoding::from_charset(label).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "charset {label:?} cannot be written; CSV is written in utf-8 (the default) \
+                 or gb18030 (gbk, gb2312)"
+            ))
+            .with("parameter", "charset")
+        })?),
+    };
+    let bom = asked.bom == Some(true);
+    match format {
+        Format::Csv(accepted) => match (charset.unwrap_or(accepted), bom) {
+            (CsvEncoding::Gb18030, true) => Err(ApiError::bad_request(
+                "bom=true marks UTF-8 text; GB18030 is read without one: ask for either",
+            )
+            .with("parameter", "bom")),
+            (_, true) => Ok(Format::Csv(CsvEncoding::Utf8Bom)),
+            (encoding, false) => Ok(Format::Csv(encoding)),
+        },
+        other if bom || charset.is_some_and(|c| c != CsvEncoding::Utf8) => {
+            Err(ApiError::bad_request(format!(
+                "bom and charset shape CSV text (format=csv), not {}",
+                other.name()
+            ))
+            .with("parameter", if bom { "bom" } else { "charset" }))
+        }
+        other => Ok(other),
+    }
+}
+
+/// The format of an `Accept` header, 406 when it names none that can be made.
+fn accepted(accept: &str) -> Result<Format, ApiError> {
     Format::from_accept(accept).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "not-acceptable",
             format!(
                 "none of {accept:?} can be produced; use application/json, \
-                 application/x-ndjson, text/csv, application/vnd.apache.arrow.stream or \
-                 application/vnd.apache.parquet"
+                 application/x-ndjson, text/csv (charset utf-8 or gb18030), \
+                 application/vnd.apache.arrow.stream or application/vnd.apache.parquet"
             ),
         )
     })
@@ -998,11 +1072,15 @@ fn next_page_url(
         ("where", &p.filter),
         ("order", &p.order),
         ("format", &p.format),
+        ("charset", &p.charset),
         ("timeout_ms", &p.timeout_ms),
     ] {
         if let Some(v) = v {
             q.append_pair(k, v);
         }
+    }
+    if let Some(bom) = p.bom {
+        q.append_pair("bom", if bom { "true" } else { "false" });
     }
     q.append_pair("limit", &limit.to_string());
     q.append_pair("offset", &offset.saturating_add(limit).to_string());
