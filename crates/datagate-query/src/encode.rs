@@ -386,13 +386,11 @@ impl Encoder for Csv {
         }
         // Whole lines, so each batch's text stands alone: GB18030 has a code for every
         // character and no state between them.
-        let text = std::str::from_utf8(&utf8).map_err(|e| EncodeError(e.to_string()))?;
-        let gb18030 = match encoding_rs::GB18030.encode(text).0 {
-            std::borrow::Cow::Owned(gb18030) => Some(gb18030),
-            // ASCII only: the same bytes.
-            std::borrow::Cow::Borrowed(_) => None,
-        };
-        Ok(gb18030.unwrap_or(utf8).into())
+        let mut gb18030 = Vec::new();
+        crate::gb18030::encode(&utf8, &mut gb18030).map_err(|crate::gb18030::NotUtf8(at)| {
+            EncodeError(format!("the CSV text is not UTF-8 at byte {at} of a batch"))
+        })?;
+        Ok(gb18030.into())
     }
     fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
         if self.header_sent {

@@ -35,6 +35,7 @@ pub mod error;
 pub mod execute;
 pub mod executor;
 pub mod filter;
+pub mod gb18030;
 pub mod masking;
 pub mod pages;
 pub mod plan_info;
