@@ -615,6 +615,22 @@ async fn the_sql_console_runs_through_the_query_api_and_marks_errors() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), format!("n\n{n}\n"));
+    // For Excel: the same after a UTF-8 byte-order mark.
+    let (_, _, result_page) = page(&s, &format!("/sql?q={}", urlencode(sql)), None).await;
+    assert!(
+        result_page.contains("format=excel\" download>csv (Excel)</a>"),
+        "the result offers csv (Excel)"
+    );
+    let r = client()
+        .get(s.url(&format!("/sql/download?q={}&format=excel", urlencode(sql))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        format!("\u{FEFF}n\n{n}\n").into_bytes()
+    );
 }
 
 #[tokio::test]

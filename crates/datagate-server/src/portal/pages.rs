@@ -37,15 +37,13 @@ fn download_label(choice: &'static str) -> &'static str {
     }
 }
 
-/// The export API's parameters for a download choice (CSV when it names none).
+/// The export API's parameters for a download choice (CSV when it names none; an empty value
+/// is left out of the link).
 fn export_params(choice: &str) -> [(&'static str, &'static str); 2] {
-    match choice {
-        "excel" => [("format", "csv"), ("bom", "true")],
-        "json" => [("format", "json"), ("bom", "")],
-        "ndjson" => [("format", "ndjson"), ("bom", "")],
-        "parquet" => [("format", "parquet"), ("bom", "")],
-        "arrow" => [("format", "arrow"), ("bom", "")],
-        _ => [("format", "csv"), ("bom", "")],
+    match FORMATS.into_iter().find(|f| *f == choice) {
+        Some("excel") => [("format", "csv"), ("bom", "true")],
+        Some(format) => [("format", format), ("bom", "")],
+        None => [("format", "csv"), ("bom", "")],
     }
 }
 
