@@ -160,14 +160,17 @@ async fn responses_are_compressed_on_request() {
 async fn answers_of_known_length_carry_content_length() {
     let s = Server::start(Options::default()).await;
     let plain = plain_client();
-    // A catalog answer and a page of rows served from memory are whole before they leave: they
-    // go out with their length (one write with the head), not chunked.
+    // A catalog answer, a page of rows served from memory and a small query result seen to
+    // end before its first bytes left are whole before they leave: they go out with their
+    // length (one write with the head), not chunked.
     // (The first page of a version is read through a query, which loads the version into the
     // page cache in the background: the pages after it come from memory.)
     for path in [
         "/api/v1/departments",
         "/api/v1/datasets/transport/bus_lines/rows?limit=10",
         "/healthz",
+        "/api/v1/query?sql=SELECT%20count(*)%20FROM%20transport.bus_stops",
+        "/api/v1/query?sql=SELECT%20district,%20count(*)%20AS%20n%20FROM%20transport.bus_stops%20GROUP%20BY%20district%20ORDER%20BY%20n%20DESC&format=csv",
     ] {
         let mut tries = 0;
         let r = loop {

@@ -26,7 +26,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
@@ -64,7 +64,11 @@ impl Deadline {
 /// A query that has produced its first batch (or finished without one).
 pub struct Started {
     pub schema: SchemaRef,
-    first: Option<RecordBatch>,
+    /// The batches read before the first bytes leave: the first, and the second when it was
+    /// ready at once.
+    head: Vec<RecordBatch>,
+    /// The stream was seen to end while reading `head`: the whole result is in hand.
+    ended: bool,
     stream: SendableRecordBatchStream,
     memory_limit: u64,
     deadline: Option<Deadline>,
@@ -284,17 +288,31 @@ async fn start_inner(
         if physical.explain && !session.internals {
             stream = hide_files(stream);
         }
-        let first = match stream.next().await {
-            Some(Ok(batch)) => Some(batch),
+        let mut head = Vec::new();
+        let mut ended = false;
+        match stream.next().await {
+            Some(Ok(batch)) => head.push(batch),
             Some(Err(e)) => return Err(QueryError::from_datafusion(e, memory_limit)),
-            None => None,
-        };
-        Ok((stream, first))
+            None => ended = true,
+        }
+        // A result of one batch (an aggregate, a short list) has usually ended by now: seen
+        // here, it is answered whole, and a deadline that passes while its answer is on its
+        // way cannot cut it off. Only what is ready at once: a stream still working is left
+        // to run (`next` loses nothing when not polled to the end).
+        if !ended && let Some(item) = stream.next().now_or_never() {
+            match item {
+                Some(Ok(batch)) => head.push(batch),
+                Some(Err(e)) => return Err(QueryError::from_datafusion(e, memory_limit)),
+                None => ended = true,
+            }
+        }
+        Ok((stream, head, ended))
     };
-    let (stream, first) = Deadline::run(deadline, run).await?;
+    let (stream, head, ended) = Deadline::run(deadline, run).await?;
     Ok(Started {
         schema: stream.schema(),
-        first,
+        head,
+        ended,
         stream,
         memory_limit,
         deadline,
@@ -312,12 +330,14 @@ impl Started {
         deadline: Option<Deadline>,
     ) -> Self {
         let mut batches = batches.into_iter();
-        let first = batches.next();
+        let head: Vec<RecordBatch> = batches.next().into_iter().collect();
+        let ended = head.is_empty();
         let rest = futures::stream::iter(batches.map(Ok));
         Self {
             stream: Box::pin(RecordBatchStreamAdapter::new(schema.clone(), rest)),
             schema,
-            first,
+            head,
+            ended,
             memory_limit,
             deadline,
             workers: None,
@@ -327,11 +347,23 @@ impl Started {
 
     /// Every batch of the result, in memory (tests and tools; responses stream).
     pub async fn collect(mut self) -> Result<Vec<RecordBatch>, QueryError> {
-        let mut batches: Vec<RecordBatch> = self.first.take().into_iter().collect();
+        let mut batches = std::mem::take(&mut self.head);
         while let Some(batch) = self.stream.next().await {
             batches.push(batch.map_err(|e| QueryError::from_datafusion(e, self.memory_limit))?);
         }
         Ok(batches)
+    }
+
+    /// The whole result, when the stream was seen to end before any of it was sent and it
+    /// holds at most `max_rows` rows (a distributed query's stays a stream: its stages report
+    /// after its batches).
+    pub fn whole(self, max_rows: u64) -> Result<(SchemaRef, Vec<RecordBatch>), Self> {
+        let rows: usize = self.head.iter().map(RecordBatch::num_rows).sum();
+        if self.ended && self.workers.is_none() && rows as u64 <= max_rows {
+            Ok((self.schema, self.head))
+        } else {
+            Err(self)
+        }
     }
 
     /// The deadline the query runs under.
@@ -629,7 +661,8 @@ async fn pump<S: BatchSink>(
     bytes_sent: &AtomicU64,
 ) -> Report {
     let Started {
-        first,
+        head,
+        ended,
         mut stream,
         memory_limit,
         deadline,
@@ -657,11 +690,11 @@ async fn pump<S: BatchSink>(
             true
         }
     };
-    // `start` already read the stream's first item: `None` there means the stream has ended.
-    let stream_ended = first.is_none();
-    let mut next = first;
+    // `start` already read the stream's first items, and maybe its end.
+    let stream_ended = ended;
+    let mut head = head.into_iter();
     loop {
-        let batch = match next.take() {
+        let batch = match head.next() {
             Some(b) => Some(b),
             None if stream_ended => None,
             None => {

@@ -228,7 +228,8 @@ pub(crate) enum Source {
 /// Pages up to this many rows whose rows are in memory (a cached small version, a large one's
 /// decoded blocks) are sliced and encoded on the thread that serves the connection
 /// (microseconds); a page of that size sought on the executor is encoded there too, once its
-/// rows are in hand, and its body kept. Larger pages, and everything else, stream from the
+/// rows are in hand, and its body kept; so is a query's result of up to that many rows seen
+/// whole before its first bytes left. Larger pages, and everything else, stream from the
 /// executor.
 const INLINE_PAGE_ROWS: u64 = 1000;
 
@@ -589,9 +590,23 @@ async fn run_query(
         next_if_more: None,
         truncate: true,
     };
+    // A small result seen whole before anything was sent (an aggregate's rows) is encoded at
+    // once, like a page: a deadline that passes while its answer is on its way cannot cut it.
+    let source = match started.whole(INLINE_PAGE_ROWS) {
+        Ok((schema, batches)) => Source::Page(
+            datagate_query::pages::Page {
+                schema,
+                batches,
+                cached: false,
+            },
+            cap,
+            None,
+        ),
+        Err(started) => Source::Query(started, cap),
+    };
     stream_response(
         &lane,
-        Source::Query(started, cap),
+        source,
         Answer {
             format,
             coding,
