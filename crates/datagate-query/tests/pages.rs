@@ -333,3 +333,45 @@ async fn pages_of_decoded_blocks_are_ready_without_waiting() {
     // A page in blocks not decoded yet (rows 1,000 to 1,010: block 20) is not ready.
     assert!(ready(&f.seeking, &admin(), page(10, 1_000)).await.is_none());
 }
+
+/// A query whose stream has ended by the time its first batch is read is handed over whole (so
+/// the gateway answers it like a page), the same rows as the stream gives; one larger than
+/// asked stays a stream.
+#[tokio::test]
+async fn a_small_result_that_has_ended_is_whole() {
+    let f = fixture().await;
+    let engine = &f.cached;
+    let session = engine
+        .request_session(engine.readable_catalog(&admin()).await.unwrap(), false)
+        .unwrap();
+    let start = |sql: &'static str| {
+        let session = &session;
+        async move {
+            let plan = datagate_query::sql::plan_sql(session, sql, &[])
+                .await
+                .unwrap();
+            execute::start(session, plan, None).await.unwrap()
+        }
+    };
+    let rows = |batches: &[RecordBatch]| batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+    for sql in [
+        "SELECT count(*) FROM market.entities",
+        "SELECT district, count(*) AS n FROM market.entities GROUP BY district ORDER BY n DESC",
+        "SELECT id FROM market.entities ORDER BY id LIMIT 5",
+    ] {
+        let expected = start(sql).await.collect().await.unwrap();
+        let (_, whole) = start(sql)
+            .await
+            .whole(1000)
+            .unwrap_or_else(|_| panic!("{sql}: not whole"));
+        assert_eq!(
+            render(&whole[0].schema(), &whole),
+            render(&whole[0].schema(), &expected),
+            "{sql}"
+        );
+        // Larger than asked: a stream.
+        if rows(&expected) > 1 {
+            assert!(start(sql).await.whole(1).is_err(), "{sql}");
+        }
+    }
+}
