@@ -278,7 +278,8 @@ async fn read_dataset(
         filter: p.filter.clone(),
         order: p.order.clone(),
     };
-    let read = vec![DatasetRead::of(&snapshot)];
+    // What is read (the audit record's datasets): the plan's scans say it when there is one.
+    let mut read = vec![DatasetRead::of(&snapshot)];
     let tag = plan_info::etag(
         &[
             &shape,
@@ -307,121 +308,93 @@ async fn read_dataset(
         Paging::Export => None,
     };
     let lane = ticket.lane(state.engine.executor());
-    // A page asked for before (same tag, same link): its bytes as they left then.
-    let body_key = next.as_deref().map(|n| PageBodies::key(&tag, n));
-    if let Some(key) = &body_key
-        && let Some(hit) = state.page_bodies.get(key)
-    {
-        return Ok(Ok(StartedRead {
-            lane,
-            started: Source::Encoded(hit),
-            snapshot,
-            format,
-            read,
-            tag,
-            next,
-        }));
-    }
-    // Most pages need no plan: slices of a cached small version or of a large version's
-    // decoded blocks (ready at once when in memory), or a seek.
-    let mut page =
-        state
-            .engine
-            .pages()
-            .ready_page(&snapshot, &request, paging, INLINE_PAGE_ROWS)?;
-    if page.is_none()
-        && let Paging::Page { limit, .. } = paging
-    {
-        let pages = state.engine.pages();
-        let (table, primary_key, request) = (
-            snapshot.clone(),
-            dataset.primary_key.clone(),
-            request.clone(),
-        );
-        let sought = on_lane(&lane, deadline, async move {
-            pages
-                .page(&table, &primary_key, &request, paging, &limits)
-                .await
-        })
-        .await?;
-        match sought {
-            Some(large) if limit > INLINE_PAGE_ROWS => {
-                let started = execute::Started::from_batches(
-                    large.schema,
-                    large.batches,
-                    state.engine.limits().memory_bytes,
-                    deadline,
-                );
-                return Ok(Ok(StartedRead {
-                    lane,
-                    started: Source::Query(started, RowCap::default()),
-                    snapshot,
-                    format,
-                    read,
-                    tag,
-                    next,
-                }));
-            }
-            small => page = small,
+    let started = 'source: {
+        // A page asked for before (same tag, same link): its bytes as they left then.
+        let body_key = next.as_deref().map(|n| PageBodies::key(&tag, n));
+        if let Some(key) = &body_key
+            && let Some(hit) = state.page_bodies.get(key)
+        {
+            break 'source Source::Encoded(hit);
         }
-    }
-    if let Some(page) = page {
-        // Small: encoded at once, its body kept for the next client asking for it.
-        return Ok(Ok(StartedRead {
-            lane,
-            started: Source::Page(
+        // Most pages need no plan: slices of a cached small version or of a large version's
+        // decoded blocks (ready at once when in memory), or a seek.
+        let mut page =
+            state
+                .engine
+                .pages()
+                .ready_page(&snapshot, &request, paging, INLINE_PAGE_ROWS)?;
+        if page.is_none()
+            && let Paging::Page { limit, .. } = paging
+        {
+            let pages = state.engine.pages();
+            let (table, primary_key, request) = (
+                snapshot.clone(),
+                dataset.primary_key.clone(),
+                request.clone(),
+            );
+            let sought = on_lane(&lane, deadline, async move {
+                pages
+                    .page(&table, &primary_key, &request, paging, &limits)
+                    .await
+            })
+            .await?;
+            match sought {
+                Some(large) if limit > INLINE_PAGE_ROWS => {
+                    let started = execute::Started::from_batches(
+                        large.schema,
+                        large.batches,
+                        state.engine.limits().memory_bytes,
+                        deadline,
+                    );
+                    break 'source Source::Query(started, RowCap::default());
+                }
+                small => page = small,
+            }
+        }
+        if let Some(page) = page {
+            // Small: encoded at once, its body kept for the next client asking for it.
+            break 'source Source::Page(
                 page,
                 RowCap::default(),
                 body_key.map(|key| (state.page_bodies.clone(), key)),
-            ),
-            snapshot,
-            format,
-            read,
-            tag,
-            next,
-        }));
-    }
-    if paging == Paging::Export
-        && format == Format::Parquet
-        && request.select().is_none()
-        && request.filter().is_none()
-        && let Some(files) = datagate_query::stored_export::copyable(&snapshot)
-        && datagate_query::stored_export::mergeable(&files).await
-    {
-        // The whole version as stored: its row groups are copied, not re-encoded.
-        return Ok(Ok(StartedRead {
-            lane,
-            started: Source::Stored(files),
-            snapshot,
-            format,
-            read,
-            tag,
-            next,
-        }));
-    }
-    let session = state
-        .engine
-        .request_session(
-            state.engine.dataset_catalog(&snapshot),
-            request.needs_file_order(paging),
-        )?
-        .for_caller(ticket.budget, principal.sees_internals());
-    let (table, primary_key) = (snapshot.clone(), dataset.primary_key.clone());
-    let (read, started) = on_lane(&lane, deadline, async move {
-        let plan = rows::plan_rows(&session, &table, &primary_key, &request, paging).await?;
-        // What the plan's table scans read (the audit record's datasets): the pinned snapshot.
-        let read = plan_info::datasets_read(&plan);
-        // A value that fails to read as a literal's type is the data's (the literals of
-        // `where` are checked before), and the message says so.
-        let started = execute::start(&session, plan, deadline)
-            .await
-            .map_err(|e| sql::place_unreadable_literal(e, request.filter().unwrap_or("")))?;
-        Ok((read, started))
-    })
-    .await?;
+            );
+        }
+        if paging == Paging::Export
+            && format == Format::Parquet
+            && request.select().is_none()
+            && request.filter().is_none()
+            && let Some(files) = datagate_query::stored_export::copyable(&snapshot)
+            && datagate_query::stored_export::mergeable(&files).await
+        {
+            // The whole version as stored: its row groups are copied, not re-encoded.
+            break 'source Source::Stored(files);
+        }
+        let session = state
+            .engine
+            .request_session(
+                state.engine.dataset_catalog(&snapshot),
+                request.needs_file_order(paging),
+            )?
+            .for_caller(ticket.budget, principal.sees_internals());
+        let (table, primary_key) = (snapshot.clone(), dataset.primary_key.clone());
+        let (planned_read, started) = on_lane(&lane, deadline, async move {
+            let plan = rows::plan_rows(&session, &table, &primary_key, &request, paging).await?;
+            // What the plan's table scans read (the audit record's datasets): the pinned snapshot.
+            let read = plan_info::datasets_read(&plan);
+            // A value that fails to read as a literal's type is the data's (the literals of
+            // `where` are checked before), and the message says so.
+            let started = execute::start(&session, plan, deadline)
+                .await
+                .map_err(|e| sql::place_unreadable_literal(e, request.filter().unwrap_or("")))?;
+            Ok((read, started))
+        })
+        .await?;
+        read = planned_read;
+        Source::Query(started, RowCap::default())
+    };
     Ok(Ok(StartedRead {
         lane,
-        started: Source::Query(started, RowCap::default()),
+        started,
         snapshot,
         format,
         read,
