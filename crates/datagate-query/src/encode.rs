@@ -357,40 +357,39 @@ struct Csv {
     encoding: CsvEncoding,
 }
 
-impl Csv {
-    /// The batch's lines in UTF-8, after the byte-order mark when it is the first.
-    fn utf8(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, EncodeError> {
+impl Encoder for Csv {
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        use crate::csv_writer::{Gb18030, Utf8, write_batch};
         let first = !self.header_sent;
+        self.header_sent = true;
         let mut out = Vec::with_capacity(batch.num_rows() * 64 + 3);
         if first && self.encoding == CsvEncoding::Utf8Bom {
             out.extend_from_slice(UTF8_BOM);
         }
-        self.header_sent = true;
-        if crate::csv_writer::write_batch(batch, first, &mut out).is_some() {
-            return Ok(out);
-        }
-        let mut w = arrow::csv::WriterBuilder::new()
-            .with_header(first)
-            .build(&mut out);
-        w.write(batch)?;
-        drop(w);
-        Ok(out)
-    }
-}
-
-impl Encoder for Csv {
-    fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
-        let utf8 = self.utf8(batch)?;
-        if self.encoding != CsvEncoding::Gb18030 {
-            return Ok(utf8.into());
-        }
         // Whole lines, so each batch's text stands alone: GB18030 has a code for every
         // character and no state between them.
-        let mut gb18030 = Vec::new();
-        crate::gb18030::encode(&utf8, &mut gb18030).map_err(|crate::gb18030::NotUtf8(at)| {
-            EncodeError(format!("the CSV text is not UTF-8 at byte {at} of a batch"))
-        })?;
-        Ok(gb18030.into())
+        let gb18030 = self.encoding == CsvEncoding::Gb18030;
+        let written = if gb18030 {
+            write_batch::<Gb18030>(batch, first, &mut out)
+        } else {
+            write_batch::<Utf8>(batch, first, &mut out)
+        };
+        if written.is_some() {
+            return Ok(out.into());
+        }
+        // Other column types: arrow's writer, its UTF-8 transcoded when asked.
+        let mut utf8 = Vec::new();
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(first)
+            .build(if gb18030 { &mut utf8 } else { &mut out });
+        w.write(batch)?;
+        drop(w);
+        if gb18030 {
+            crate::gb18030::encode(&utf8, &mut out).map_err(|crate::gb18030::NotUtf8(at)| {
+                EncodeError(format!("the CSV text is not UTF-8 at byte {at} of a batch"))
+            })?;
+        }
+        Ok(out.into())
     }
     fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
         if self.header_sent {
@@ -717,6 +716,27 @@ mod tests {
         let (back, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(&bytes);
         assert!(!had_errors);
         assert_eq!(back, "s\n𠮷野家 €\n");
+        // A column type arrow's writer writes: its text transcoded the same way.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("名称", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let floats = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["北京, 朝阳", "𠮷"])) as ArrayRef,
+                Arc::new(arrow::array::Float64Array::from(vec![1.5, -0.25])),
+            ],
+        )
+        .unwrap();
+        let gb = encode(
+            Format::Csv(CsvEncoding::Gb18030),
+            std::slice::from_ref(&floats),
+            &Trailer::default(),
+        );
+        let (back, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(&gb);
+        assert!(!had_errors);
+        assert_eq!(back, "名称,x\n\"北京, 朝阳\",1.5\n𠮷,-0.25\n");
     }
 
     #[test]

@@ -3,17 +3,20 @@
 //! The codes are encoding_rs's: a table built from its encoder at first use holds the two-byte
 //! code of every character below U+10000 that has one (all of GBK: Hanzi, punctuation, symbols),
 //! and every other character (four-byte codes: rarer Hanzi, emoji) is encoded by encoding_rs
-//! itself. On the text of a Chinese export that runs at 970 MiB/s here, against encoding_rs's
-//! own 25 MiB/s (its encoders for legacy CJK encodings are built for size; 440 MiB/s with its
-//! optional Hanzi table, `fast-gb-hanzi-encode`), and the UTF-8 is checked on the way instead of
-//! in a pass of its own. The table is built in about 15 ms, at the first such answer.
+//! itself, whose own encoders for legacy CJK encodings are built for size (25 MiB/s here; 440
+//! MiB/s with its optional Hanzi table, `fast-gb-hanzi-encode`). The CSV writer transcodes each
+//! string value straight from its Arrow array ([`encode_str_unless`], which also finds the bytes
+//! that make a field quoted as it copies the ASCII between characters): a whole export in
+//! GB18030 takes 1.06-1.07x the time of the same export in UTF-8 (`benches/csv_encodings.sh`).
+//! The table is built in about 15 ms, at the first such answer.
 
 use std::sync::LazyLock;
 
 /// The two-byte GB18030 code of each character below U+10000, big-endian; 0 for none (ASCII,
-/// surrogates, and characters whose code has four bytes).
-static TWO_BYTE_CODES: LazyLock<Box<[u16]>> = LazyLock::new(|| {
-    let mut table = vec![0u16; 0x10000].into_boxed_slice();
+/// surrogates, and characters whose code has four bytes). Indexed by any `u16` without a bounds
+/// check.
+static TWO_BYTE_CODES: LazyLock<Box<[u16; 0x10000]>> = LazyLock::new(|| {
+    let mut table = vec![0u16; 0x10000];
     let mut utf8 = [0u8; 4];
     for (cp, code) in table.iter_mut().enumerate().skip(0x80) {
         let Some(c) = char::from_u32(cp as u32) else {
@@ -27,59 +30,90 @@ static TWO_BYTE_CODES: LazyLock<Box<[u16]>> = LazyLock::new(|| {
             *code = u16::from_be_bytes([*a, *b]);
         }
     }
-    table
+    table.into_boxed_slice().try_into().expect("0x10000 codes")
 });
 
 /// Bytes that are not UTF-8, at this offset of the text.
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotUtf8(pub usize);
 
-/// Appends `utf8` in GB18030 to `out`. Every character has a code, so nothing is replaced.
+/// Appends `utf8` in GB18030 to `out`, or says where it is not UTF-8 (`out` then holds the
+/// text before that offset).
 pub fn encode(utf8: &[u8], out: &mut Vec<u8>) -> Result<(), NotUtf8> {
-    let table = &*TWO_BYTE_CODES;
-    out.reserve(utf8.len());
-    let mut i = 0;
-    while i < utf8.len() {
-        let ascii = utf8[i..].iter().take_while(|b| b.is_ascii()).count();
-        out.extend_from_slice(&utf8[i..i + ascii]);
-        i += ascii;
-        let Some(&lead) = utf8.get(i) else { break };
-        let len = match lead {
-            0xC2..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            0xF0..=0xF4 => 4,
-            _ => return Err(NotUtf8(i)),
-        };
-        let Some(bytes) = utf8.get(i..i + len) else {
-            return Err(NotUtf8(i));
-        };
-        if bytes[1..].iter().any(|b| b & 0xC0 != 0x80) {
-            return Err(NotUtf8(i));
+    match std::str::from_utf8(utf8) {
+        Ok(text) => {
+            encode_str(text, out);
+            Ok(())
         }
-        let cp = match len {
-            2 => (u32::from(lead & 0x1F) << 6) | u32::from(bytes[1] & 0x3F),
-            3 => {
-                (u32::from(lead & 0x0F) << 12)
-                    | (u32::from(bytes[1] & 0x3F) << 6)
-                    | u32::from(bytes[2] & 0x3F)
-            }
-            _ => 0,
-        };
-        // Three bytes for what fits in two (overlong) is not UTF-8; surrogates have no code.
-        let code = if len == 3 && cp < 0x800 {
-            0
-        } else {
-            table[cp as usize]
-        };
-        if code != 0 {
-            out.extend_from_slice(&code.to_be_bytes());
-        } else {
-            let c = std::str::from_utf8(bytes).map_err(|_| NotUtf8(i))?;
-            out.extend_from_slice(&encoding_rs::GB18030.encode(c).0);
+        Err(e) => {
+            // What comes before the error is UTF-8.
+            let valid = std::str::from_utf8(&utf8[..e.valid_up_to()]).unwrap_or_default();
+            encode_str(valid, out);
+            Err(NotUtf8(e.valid_up_to()))
         }
-        i += len;
     }
-    Ok(())
+}
+
+/// Appends `text` in GB18030 to `out`. Every character has a code, so nothing is replaced.
+pub fn encode_str(text: &str, out: &mut Vec<u8>) {
+    encode_str_unless(text, out, |_| false);
+}
+
+/// Appends `text` in GB18030 to `out`, unless one of its ASCII bytes is one `stop` picks: then
+/// `false`, and `out` is as it was. (A CSV field is written this way and quoted only when it
+/// must be, without a pass of its own over the text to find out.)
+pub fn encode_str_unless(text: &str, out: &mut Vec<u8>, stop: impl Fn(u8) -> bool) -> bool {
+    let bytes = text.as_bytes();
+    let start = out.len();
+    let table: &[u16; 0x10000] = &TWO_BYTE_CODES;
+    let mut i = 0;
+    while i < bytes.len() {
+        let run = ascii_prefix(&bytes[i..]);
+        let ascii = &bytes[i..i + run];
+        if ascii.iter().any(|b| stop(*b)) {
+            out.truncate(start);
+            return false;
+        }
+        out.extend_from_slice(ascii);
+        i += run;
+        // Characters up to the next ASCII byte; `text` is UTF-8, so a lead byte is followed by
+        // its continuation bytes.
+        while let Some(&lead) = bytes.get(i) {
+            let (cp, len) = match lead {
+                0x00..=0x7F => break,
+                0xE0..=0xEF => (
+                    (u32::from(lead & 0x0F) << 12)
+                        | (u32::from(bytes[i + 1] & 0x3F) << 6)
+                        | u32::from(bytes[i + 2] & 0x3F),
+                    3,
+                ),
+                0x80..=0xDF => (
+                    (u32::from(lead & 0x1F) << 6) | u32::from(bytes[i + 1] & 0x3F),
+                    2,
+                ),
+                _ => (0, 4),
+            };
+            match table[(cp & 0xFFFF) as usize] {
+                0 => out.extend_from_slice(&encoding_rs::GB18030.encode(&text[i..i + len]).0),
+                code => out.extend_from_slice(&code.to_be_bytes()),
+            }
+            i += len;
+        }
+    }
+    true
+}
+
+/// How many bytes `bytes` starts with that are ASCII, a word at a time.
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    let mut n = 0;
+    for word in bytes.chunks_exact(8) {
+        let word = u64::from_ne_bytes(word.try_into().unwrap_or([0x80; 8]));
+        if word & 0x8080_8080_8080_8080 != 0 {
+            break;
+        }
+        n += 8;
+    }
+    n + bytes[n..].iter().take_while(|b| b.is_ascii()).count()
 }
 
 #[cfg(test)]
@@ -118,6 +152,32 @@ mod tests {
         ] {
             assert_eq!(ours(bytes), Err(NotUtf8(at)), "{bytes:?}");
         }
+    }
+
+    #[test]
+    fn ascii_runs_of_every_length_between_characters() {
+        for n in 0..20 {
+            let s = format!(
+                "{}张{}三·{}",
+                "a".repeat(n),
+                "0123456789".repeat(n % 4),
+                "x".repeat(n)
+            );
+            let theirs = encoding_rs::GB18030.encode(&s).0;
+            assert_eq!(ours(s.as_bytes()).unwrap(), theirs.as_ref(), "{s}");
+        }
+    }
+
+    #[test]
+    fn a_stop_byte_leaves_the_output_as_it_was() {
+        let mut out = b"kept".to_vec();
+        assert!(!encode_str_unless("张三,北京", &mut out, |b| b == b','));
+        assert_eq!(out, b"kept");
+        assert!(encode_str_unless("张三 北京", &mut out, |b| b == b','));
+        assert_eq!(
+            &out[4..],
+            encoding_rs::GB18030.encode("张三 北京").0.as_ref()
+        );
     }
 
     proptest::proptest! {
