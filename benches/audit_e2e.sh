@@ -6,27 +6,16 @@
 #
 #   benches/audit_e2e.sh [CLIENTS=64] [SECONDS=10]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 CLIENTS="${1:-64}"
 SECS="${2:-10}"
-cargo build --release -q -p datagate
-cargo bench -q --bench http_load --no-run 2>/dev/null
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bench_build
+http_load_build
+bench_work
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
-DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" DATAGATE_LOG__LEVEL=warn \
-  DATAGATE_TIERS__ANONYMOUS__REQUESTS=100000000 DATAGATE_TIERS__ANONYMOUS__BURST=100000000 \
-  DATAGATE_TIERS__ANONYMOUS__MAX_CONCURRENT_QUERIES=0 DATAGATE_TIERS__ANONYMOUS__DAILY_BYTES=0 \
-  DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000 \
-  "$BIN" serve 2>>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
-load() { cargo bench -q --bench http_load -- "$1" "$CLIENTS" "$SECS" 200 2>/dev/null \
-  | sed -n 's/.*requests=\([0-9]*\) errors=\([0-9]*\) rps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*/\3 \4 \5 \2/p'; }
+start_server "$PORT" "${UNLIMITED_ANONYMOUS[@]}"
+load() { http_load "$1" "$CLIENTS" "$SECS" 200; }
 HEALTH=$(load "$BASE/healthz")
 ROWS=$(load "$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10")
 METRICS=$(curl -sf "$BASE/metrics")

@@ -21,25 +21,20 @@
 #                                         of JSON plus ~14% for Parquet must fit on the disk:
 #                                         66 GiB at 85M)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 RECORDS="${1:-85000000}"
 RUNS="${RUNS:-3}"
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb==2.0.1
 need=$((RECORDS * 830 / 1024))
-WORK="$(mktemp -d "${BENCH_DIR:-/var/tmp}/audit-scale.XXXXXX")"
+bench_work "${BENCH_DIR:-/var/tmp}"
 free=$(df -k --output=avail "$WORK" | tail -1)
 if [ "$free" -lt "$need" ]; then
   echo "need about $((need / 1024 / 1024)) GiB free under $WORK for $RECORDS records, have $((free / 1024 / 1024)) GiB; give fewer records" >&2
-  rm -rf "$WORK"
   exit 2
 fi
-cargo build --release -q -p datagate
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
+bench_build
 DATA="$WORK/data"
 AUDIT="$DATA/audit"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
 export DATAGATE_DATA_DIR="$DATA"
 
 peak_rss_mib() { # command... -> prints "seconds peak_rss_mib" of the command on stderr's last line
@@ -76,14 +71,9 @@ read -r VERIFY_S VERIFY_RSS VERIFY_RC < <(peak_rss_mib "$BIN" audit verify --dir
 JSON_BYTES=$(find "$AUDIT" -maxdepth 1 -name 'segment-*.jsonl' -printf '%s\n' | awk '{s+=$1} END {print s}')
 PARQUET_BYTES=$(find "$AUDIT/columnar" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s}')
 
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
-DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LOG__LEVEL=warn \
-  DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 \
-  "$BIN" serve 2>>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 600); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+SERVER_START_SECS=60 start_server "$PORT" DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000
 
 python3 - "$BASE" "$KEY" "$AUDIT" "$RUNS" "$SERVER_PID" <<PY
 import json, statistics, sys, time, urllib.request

@@ -15,18 +15,17 @@
 #
 #   benches/cluster.sh                 (ROWS=2000000 REPEAT=9 CLIENTS=32 SECS=8)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${ROWS:-2000000}"
 REPEAT="${REPEAT:-9}"
 CLIENTS="${CLIENTS:-32}"
 SECS="${SECS:-8}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build --release -q -p datagate
+bench_build
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-BIN="$CARGO_TARGET_DIR/release/datagate"
+# The gateways, PostgreSQL and moto are stopped, and WORK removed, by the services' own exit.
 WORK="$(mktemp -d /tmp/datagate-cluster-bench.XXXXXX)"
-PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-S3_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PG_PORT=$(free_port)
+S3_PORT=$(free_port)
 . scripts/lib/services.sh
 PIDS=()
 trap 'stop_services "$WORK"' EXIT
@@ -34,7 +33,7 @@ trap 'stop_services "$WORK"' EXIT
 start_postgres "$WORK" "$PG_PORT" 300
 start_moto "$WORK" "$S3_PORT" bench
 
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+KEY=$(new_key)
 S3_ENV=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
         AWS_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true)
 # Generous tiers: the figures are the path's, not the limiter's.
@@ -125,17 +124,9 @@ stop_all
 # 2. Local disk vs S3: the same generated rows loaded into each.
 "$BIN" gen market_entities --rows "$ROWS" --out "$WORK/entities.csv" 2>/dev/null
 POINT_KEY=$(awk -F, -v n=$(( ROWS * 7 / 10 + 2 )) 'NR == n {print $1; exit}' "$WORK/entities.csv")
-COLUMNS=$(python3 - <<'PY'
-import json, tomllib
-m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
-print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
-PY
-)
 register() { # BASE
-    curl -sf -X POST "$1/api/v1/datasets" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-        -d "{\"department\":\"market\",\"name\":\"entities_bench\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
-    curl -sf -X POST "$1/api/v1/datasets/market/entities_bench/versions?mode=replace" -H "Authorization: Bearer $KEY" \
-        -H 'Content-Type: text/csv' -T "$WORK/entities.csv" >/dev/null
+    register_entities "$1" entities_bench
+    upload_entities "$1" entities_bench "$WORK/entities.csv"
 }
 POINT="SELECT * FROM market.entities_bench WHERE uscc = '$POINT_KEY'"
 AGG="SELECT district, count(*) AS n, sum(registered_capital) AS capital FROM market.entities_bench WHERE established_date BETWEEN DATE '2010-01-01' AND DATE '2015-12-31' GROUP BY district ORDER BY district"

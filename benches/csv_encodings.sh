@@ -7,34 +7,17 @@
 #   benches/csv_encodings.sh [ROWS]   (default 2,000,000; ROUNDS=5)
 # Targets: the mark costs nothing (<= 1.05x); GB18030 <= 1.25x.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${1:-2000000}"
 ROUNDS="${ROUNDS:-5}"
-cargo build --release -q -p datagate
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bench_build
+bench_work
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
-COLUMNS=$(python3 - <<'PY'
-import json, tomllib
-m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
-print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
-PY
-)
 "$BIN" gen market_entities --rows "$ROWS" --out "$WORK/entities.csv" 2>/dev/null
-DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" DATAGATE_ADMIN_KEY="$KEY" \
-  DATAGATE_LOG__LEVEL=warn DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 \
-  DATAGATE_TIERS__ANONYMOUS__DAILY_BYTES=0 "$BIN" serve 2>>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
-curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
-  -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
-curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities.csv" \
-  "$BASE/api/v1/datasets/market/entities/versions?mode=replace" >/dev/null
+start_server "$PORT" DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 DATAGATE_TIERS__ANONYMOUS__DAILY_BYTES=0
+register_entities "$BASE" entities
+upload_entities "$BASE" entities "$WORK/entities.csv"
 rm -f "$WORK/entities.csv"
 export_once() { # query → "seconds bytes"
   curl -sf -o /dev/null -w '%{time_total} %{size_download}\n' \

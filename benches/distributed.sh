@@ -9,31 +9,23 @@
 #
 #   benches/distributed.sh [ROWS]        (default 10,000,000; RUNS=7 in the environment)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${1:-10000000}"
 RUNS="${RUNS:-7}"
-cargo build --release -q -p datagate
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
+bench_build
+bench_work
 DATA="$WORK/data"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 export DATAGATE_DATA_DIR="$DATA" DATAGATE_LOG__LEVEL=warn DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000
 export DATAGATE_WORKER_SECRET="bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "generating and loading $ROWS rows..." >&2
 "$BIN" gen market_entities --rows "$ROWS" --out "$WORK/entities.csv" 2>/dev/null
 # The sample catalog registers market/market_entities; replace its data with the generated rows.
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
 PORT=$(free_port)
-DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_ADMIN_KEY="$KEY" "$BIN" serve 2>>"$WORK/server.log" &
-SERVER=$!
-for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+start_server "$PORT"
 curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities.csv" \
   "http://127.0.0.1:$PORT/api/v1/datasets/market/market_entities/versions?mode=replace" >/dev/null
-kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+stop_server
 rm -f "$WORK/entities.csv"
 PARQUET_MIB=$(du -sm "$DATA/warehouse" | cut -f1)
 

@@ -10,42 +10,30 @@
 #
 #   [DATAGATE_BIN=path] benches/fair_use.sh [CLIENTS=64] [SECONDS=10]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 CLIENTS="${1:-64}"
 SECS="${2:-10}"
 # DATAGATE_BIN: another build of the server to measure (e.g. a baseline), instead of this tree's.
-if [ -z "${DATAGATE_BIN:-}" ]; then cargo build --release -q -p datagate; fi
-cargo bench -q --bench http_load --no-run 2>/dev/null
-BIN="${DATAGATE_BIN:-${CARGO_TARGET_DIR:-target}/release/datagate}"
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-ADMIN="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bench_build
+http_load_build
+bench_work
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
 
-DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" DATAGATE_ADMIN_KEY="$ADMIN" \
-  DATAGATE_LOG__LEVEL=warn \
+start_server "$PORT" \
   DATAGATE_TIERS__ANONYMOUS__REQUESTS=1 DATAGATE_TIERS__ANONYMOUS__WINDOW_SECS=3600 \
   DATAGATE_TIERS__ANONYMOUS__BURST=1 \
   DATAGATE_TIERS__STANDARD__REQUESTS=1 DATAGATE_TIERS__STANDARD__WINDOW_SECS=3600 \
   DATAGATE_TIERS__STANDARD__BURST=1 \
   DATAGATE_TIERS__PREMIUM__REQUESTS=100000000 DATAGATE_TIERS__PREMIUM__BURST=100000000 \
-  DATAGATE_TIERS__PREMIUM__MAX_CONCURRENT_QUERIES=0 DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000 \
-  "$BIN" serve 2>>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
-key() { curl -sf -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  DATAGATE_TIERS__PREMIUM__MAX_CONCURRENT_QUERIES=0 DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000
+key() { curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
   "$BASE/api/v1/keys" -d "{\"name\":\"bench\",\"role\":\"consumer\",\"tier\":\"$1\"}" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'; }
 LIMITED_KEY=$(key standard)
 FREE_KEY=$(key premium)
 
-load() { # url status [key] → "rps p50 p99"
-  AUTH_KEY="${3:-}" cargo bench -q --bench http_load -- "$1" "$CLIENTS" "$SECS" "$2" 2>/dev/null \
-    | sed -n 's/.*requests=\([0-9]*\) errors=\([0-9]*\) rps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*/\3 \4 \5 \2/p'
-}
+load() { http_load "$1" "$CLIENTS" "$SECS" "$2" "${3:-}"; } # url status [key] → "rps p50 p99 errors"
 HEALTH=$(load "$BASE/healthz" 200)
 ANON=$(load "$BASE/api/v1/datasets" 429)
 KEYED=$(load "$BASE/api/v1/datasets" 429 "$LIMITED_KEY")

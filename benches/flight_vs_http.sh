@@ -14,44 +14,26 @@
 #
 # Needs python3 with the packages of tests/requirements.txt and duckdb (installed if missing).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${1:-10000000}"
 RUNS="${RUNS:-3}"
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb==2.0.1
 python3 -c 'import adbc_driver_flightsql, pyarrow' 2>/dev/null ||
   pip install -q --root-user-action=ignore -r tests/requirements.txt
-cargo build --release -q -p datagate
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
+bench_build
+bench_work
 DATA="$WORK/data"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 FLIGHT_PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
-COLUMNS=$(python3 - <<'PY'
-import json, tomllib
-m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
-print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
-PY
-)
 
-DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_FLIGHT_LISTEN="127.0.0.1:$FLIGHT_PORT" \
-  DATAGATE_DATA_DIR="$DATA" DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LOG__LEVEL=warn \
-  DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 \
-  "$BIN" serve 2>>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
+start_server "$PORT" DATAGATE_FLIGHT_LISTEN="127.0.0.1:$FLIGHT_PORT" \
+  DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000
 
 echo "generating and publishing $ROWS market_entities rows..." >&2
 "$BIN" gen market_entities --rows "$ROWS" --out "$WORK/entities.csv" 2>/dev/null
-curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
-  -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
-curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities.csv" \
-  "$BASE/api/v1/datasets/market/entities/versions?mode=replace" >/dev/null
+register_entities "$BASE" entities
+upload_entities "$BASE" entities "$WORK/entities.csv"
 rm -f "$WORK/entities.csv"
 FILES=$(find "$DATA/warehouse/datasets/market/entities" -name '*.parquet' | sort | paste -sd,)
 

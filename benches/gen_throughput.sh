@@ -5,12 +5,11 @@
 #
 #   benches/gen_throughput.sh [ROWS]        (default 10,000,000 rows of each shape)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${1:-10000000}"
-cargo build --release -q -p datagate
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-OUT="$(mktemp -d)"
-trap 'rm -rf "$OUT"' EXIT
+bench_build
+bench_work
+OUT="$WORK"
 
 now() { date +%s.%N; }
 printf '%-22s %-8s %12s %10s %12s %10s %14s\n' kind format rows seconds rows/s MiB/s "vs dd write"

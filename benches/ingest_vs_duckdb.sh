@@ -8,24 +8,13 @@
 #
 #   benches/ingest_vs_duckdb.sh [ROWS]      (default 5,000,000; a fifth of it is the small size)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${1:-5000000}"
 SMALL=$(( ROWS / 5 ))
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb
-cargo build --release -q -p datagate
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-COLUMNS=$(python3 - <<'PY'
-import json, tomllib
-m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
-print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
-PY
-)
+bench_build
+bench_work
+PORT=$(free_port)
 
 "$BIN" gen market_entities --rows "$ROWS" --out "$WORK/big.csv" 2>/dev/null
 "$BIN" gen market_entities --rows "$SMALL" --out "$WORK/small.csv" 2>/dev/null
@@ -33,20 +22,15 @@ PY
 upload() { # file → "seconds peak_rss_kib parquet_bytes"
   local file=$1 data="$WORK/data-$RANDOM"
   mkdir -p "$WORK/cat/market" && echo 'name = "市场监督管理局"' > "$WORK/cat/market/department.toml"
-  DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$data" DATAGATE_CATALOG_MANIFESTS="$WORK/cat" \
-    DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LOG__LEVEL=warn "$BIN" serve 2>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-  curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
-    "127.0.0.1:$PORT/api/v1/datasets" \
-    -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
+  start_server "$PORT" DATAGATE_DATA_DIR="$data" DATAGATE_CATALOG_MANIFESTS="$WORK/cat"
+  register_entities "http://127.0.0.1:$PORT" entities
   local t0 t1
   t0=$(date +%s.%N)
   curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$file" \
     "127.0.0.1:$PORT/api/v1/datasets/market/entities/versions?mode=replace" >"$WORK/answer.json"
   t1=$(date +%s.%N)
   local hwm; hwm=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
-  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  stop_server
   local bytes; bytes=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["bytes"])' "$WORK/answer.json")
   echo "$(python3 -c "print($t1-$t0)") $hwm $bytes"
 }

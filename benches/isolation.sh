@@ -12,33 +12,25 @@
 #
 #   benches/isolation.sh [CLIENTS=16] [SECONDS=10]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 CLIENTS="${1:-16}"
 SECS="${2:-10}"
-cargo build --release -q -p datagate
-cargo test -q --bench http_load --no-run 2>/dev/null
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
-SERVER_PID=""
+bench_build
+http_load_build
+bench_work
 HOSTILE_PIDS=()
 stop_hostile() { for p in "${HOSTILE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; HOSTILE_PIDS=(); }
-cleanup() { stop_hostile; [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-ADMIN="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+BENCH_ON_EXIT=stop_hostile
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
 
-DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" DATAGATE_ADMIN_KEY="$ADMIN" \
-  DATAGATE_LOG__LEVEL=warn DATAGATE_LIMITS__MAX_RECURSION_DEPTH=1000000000000 \
+start_server "$PORT" DATAGATE_LIMITS__MAX_RECURSION_DEPTH=1000000000000 \
   DATAGATE_TIERS__ANONYMOUS__REQUESTS=100000000 DATAGATE_TIERS__ANONYMOUS__BURST=100000000 \
   DATAGATE_TIERS__ANONYMOUS__MAX_CONCURRENT_QUERIES=0 \
   DATAGATE_TIERS__INTERNAL__REQUESTS=100000000 DATAGATE_TIERS__INTERNAL__BURST=100000000 \
   DATAGATE_TIERS__INTERNAL__DAILY_BYTES=0 \
-  DATAGATE_TIERS__INTERNAL__MAX_CONCURRENT_QUERIES=0 DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000 \
-  "$BIN" serve 2>>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.1; done
-KEY=$(curl -sf -H "Authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  DATAGATE_TIERS__INTERNAL__MAX_CONCURRENT_QUERIES=0 DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000
+USER_KEY=$(curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
   "$BASE/api/v1/keys" -d '{"name":"bench","role":"consumer","tier":"internal"}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
@@ -56,16 +48,13 @@ hostile() { # n: start n hostile anonymous loops
   sleep 1
 }
 
-load() { # url [key] → "rps p50 p99 errors"
-  AUTH_KEY="${2:-}" cargo test -q --bench http_load -- "$1" "$CLIENTS" "$SECS" 200 2>/dev/null \
-    | sed -n 's/.*requests=\([0-9]*\) errors=\([0-9]*\) rps=\([0-9.]*\) p50_ms=\([0-9.]*\) p99_ms=\([0-9.]*\).*/\3 \4 \5 \2/p'
-}
+load() { http_load "$1" "$CLIENTS" "$SECS" 200 "${2:-}"; } # url [key] → "rps p50 p99 errors"
 ROWS_URL="$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10"
-ROWS0=$(load "$ROWS_URL" "$KEY"); HEALTH0=$(load "$BASE/healthz")
+ROWS0=$(load "$ROWS_URL" "$USER_KEY"); HEALTH0=$(load "$BASE/healthz")
 hostile 4
-ROWS4=$(load "$ROWS_URL" "$KEY"); HEALTH4=$(load "$BASE/healthz")
+ROWS4=$(load "$ROWS_URL" "$USER_KEY"); HEALTH4=$(load "$BASE/healthz")
 stop_hostile; hostile 8
-ROWS8=$(load "$ROWS_URL" "$KEY"); HEALTH8=$(load "$BASE/healthz")
+ROWS8=$(load "$ROWS_URL" "$USER_KEY"); HEALTH8=$(load "$BASE/healthz")
 stop_hostile
 
 echo

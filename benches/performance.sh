@@ -20,31 +20,19 @@
 # ROAPI is built from its own source (see README "Performance"); without ROAPI_BIN its rows say
 # so and are skipped. Needs python3 with duckdb (installed if missing) and wrk (Debian package).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${1:-10000000}"
 RUNS="${RUNS:-7}"
 SECS="${SECS:-10}"
 WARM="${WARM:-3}"
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb==2.0.1
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q -p datagate
+bench_build
 cargo bench -q --bench audit_append --no-run 2>/dev/null
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
+bench_work
 DATA="$WORK/data"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
-COLUMNS=$(python3 - <<'PY'
-import json, tomllib
-m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
-print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
-PY
-)
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 put() { echo "$1=$2" >>"$RESULTS"; }
@@ -64,20 +52,11 @@ os.close(fd)
 PY
 }
 
-start_server() {
+gateway() {
   uncache_binary
   # Anonymous callers get a tier that never refuses: the figure is the gateway's, not a limit's.
-  DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$DATA" DATAGATE_ADMIN_KEY="$KEY" \
-    DATAGATE_LOG__LEVEL=warn DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 \
-    DATAGATE_TIERS__ANONYMOUS__REQUESTS=100000000 DATAGATE_TIERS__ANONYMOUS__BURST=100000000 \
-    DATAGATE_TIERS__ANONYMOUS__MAX_CONCURRENT_QUERIES=0 DATAGATE_TIERS__ANONYMOUS__DAILY_BYTES=0 \
-    DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000 \
-    "$BIN" serve 2>>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && return; sleep 0.1; done
-  echo "server did not start" >&2; cat "$WORK/server.log" >&2; exit 1
+  start_server "$PORT" DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 "${UNLIMITED_ANONYMOUS[@]}"
 }
-stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; }
 # The figures that wait on fdatasync (audited pages, durable appends) are measured after the
 # gigabytes the step before wrote (the ingest, DuckDB's COPY outputs) have reached the disk:
 # otherwise the log's syncs queue behind that writeback and the figure is the previous step's.
@@ -127,12 +106,10 @@ PY
 }
 DUCK_BEFORE=$(duck_copy)
 settle
-start_server
-curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
-  -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
+gateway
+register_entities "$BASE" entities
 T0=$(date +%s.%N)
-curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities.csv" \
-  "$BASE/api/v1/datasets/market/entities/versions?mode=replace" >/dev/null
+upload_entities "$BASE" entities "$WORK/entities.csv"
 T1=$(date +%s.%N)
 put ingest_s "$(python3 -c "print($T1-$T0)")"
 put ingest_rss "$(peak_rss_mib "$SERVER_PID")"
@@ -143,10 +120,8 @@ rm -f "$WORK/entities.csv"
 # The same dataset at 1,000 rows (same generator, columns and key), for what a page of the 10M
 # rows costs against a page of a small table of the very same shape.
 "$BIN" gen market_entities --rows 1000 --out "$WORK/entities_1k.csv" 2>/dev/null
-curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
-  -d "{\"department\":\"market\",\"name\":\"entities_1k\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
-curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities_1k.csv" \
-  "$BASE/api/v1/datasets/market/entities_1k/versions?mode=replace" >/dev/null
+register_entities "$BASE" entities_1k
+upload_entities "$BASE" entities_1k "$WORK/entities_1k.csv"
 ENTITY_FILES=$(find "$DATA/warehouse/datasets/market/entities" -name '*.parquet' | sort)
 ENTITY_DIR=$(dirname "$(echo "$ENTITY_FILES" | head -1)")
 SMALL_FILE=$(find "$DATA/warehouse/datasets/transport/bus_lines" -name '*.parquet' | sort | head -1)
@@ -217,7 +192,7 @@ AGG="SELECT district, count(*) AS n, sum(registered_capital) AS capital FROM mar
 TOPN="SELECT uscc, entity_name, registered_capital FROM market.entities ORDER BY registered_capital DESC, uscc LIMIT 10"
 # Each statement alternately in DuckDB and through the gateway: "duckdb_ms gateway_ms".
 pair_query() { python3 benches/pair_query.py "$FILES_JSON" "$RUNS" "$PORT" "$1"; }
-start_server
+gateway
 for q in point agg topn; do
   case $q in point) sql=$POINT;; agg) sql=$AGG;; topn) sql=$TOPN;; esac
   pair=$(pair_query "$sql")
@@ -227,7 +202,7 @@ stop_server
 
 # --- Full exports as browsers ask for them (a fresh server each, for its peak RSS).
 export_run() { # format → "seconds peak_rss_mib encoding"
-  start_server
+  gateway
   local t0 t1
   t0=$(date +%s.%N)
   curl -sf -D "$WORK/headers.txt" -o /dev/null -H 'Accept-Encoding: gzip, deflate, zstd' \
@@ -243,7 +218,7 @@ put dg_parquet "$(export_run parquet)"
 # A client on a slow link (curl limited to 40 MB/s), one district's rows (about an eighth), the
 # same export asked for in zstd and as it is: "seconds_zstd bytes_zstd seconds_plain bytes_plain".
 # Compression pays here (the wire is the bottleneck); on loopback above it would only cost.
-start_server
+gateway
 slow_export() { # accept-encoding → "seconds bytes_on_the_wire"
   local t0 t1 size
   t0=$(date +%s.%N)

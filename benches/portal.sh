@@ -6,28 +6,19 @@
 # p50/p99 per page and the ratio to /healthz; the target is < 50 ms for the catalog and dataset
 # pages (issue "Portal").
 #
-#   benches/portal.sh [REQUESTS]       (default 300 per page; PROFILE=debug measures the debug
-#                                       binary the tests build: slower, so an upper bound)
+#   benches/portal.sh [REQUESTS]       (default 300 per page; BENCH_PROFILE=debug measures the
+#                                       debug binary the tests build: slower, so an upper bound)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 N="${1:-300}"
 python3 -c 'import requests' 2>/dev/null || pip install -q requests==2.34.2
-PROFILE="${PROFILE:-release}"
-if [ "$PROFILE" = release ]; then cargo build --release -q -p datagate; fi
-BIN="${CARGO_TARGET_DIR:-target}/$PROFILE/datagate"
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bench_build
+bench_work
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
-env DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" \
-    DATAGATE_LOG__LEVEL=warn DATAGATE_TIERS__ANONYMOUS__REQUESTS=100000000 \
-    DATAGATE_TIERS__ANONYMOUS__BURST=1000000 DATAGATE_TIERS__INTERNAL__REQUESTS=100000000 \
-    DATAGATE_TIERS__INTERNAL__BURST=1000000 "$BIN" serve >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done
+start_server "$PORT" DATAGATE_TIERS__ANONYMOUS__REQUESTS=100000000 \
+  DATAGATE_TIERS__ANONYMOUS__BURST=1000000 DATAGATE_TIERS__INTERNAL__REQUESTS=100000000 \
+  DATAGATE_TIERS__INTERNAL__BURST=1000000
 python3 - "$BASE" "$KEY" "$N" <<'PY'
 import sys, time, requests
 base, key, n = sys.argv[1], sys.argv[2], int(sys.argv[3])

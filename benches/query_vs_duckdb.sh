@@ -12,52 +12,27 @@
 #
 #   benches/query_vs_duckdb.sh [ROWS]        (default 10,000,000; RUNS=7 in the environment)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 ROWS="${1:-10000000}"
 RUNS="${RUNS:-7}"
 python3 -c 'import duckdb' 2>/dev/null || pip install -q duckdb
-cargo build --release -q -p datagate
-# The load generator in the test profile (dependencies optimised): no release build of the test
-# package's dependencies is needed; /healthz and rows are measured with the same client.
-cargo test -q --bench http_load --no-run 2>/dev/null
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
+bench_build
+# /healthz and rows are measured with the same client.
+http_load_build
+bench_work
 DATA="$WORK/data"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-KEY="dg_bench_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
-COLUMNS=$(python3 - <<'PY'
-import json, tomllib
-m = tomllib.load(open("catalog/market/market_entities.toml", "rb"))
-print(json.dumps([{"name": c["name"], "type": c["type"]} for c in m["columns"]]))
-PY
-)
 
-start_server() {
-  DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$DATA" DATAGATE_ADMIN_KEY="$KEY" \
-    DATAGATE_LOG__LEVEL=warn DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 \
-    DATAGATE_TIERS__ANONYMOUS__REQUESTS=100000000 DATAGATE_TIERS__ANONYMOUS__BURST=100000000 \
-    DATAGATE_TIERS__ANONYMOUS__MAX_CONCURRENT_QUERIES=0 DATAGATE_TIERS__ANONYMOUS__DAILY_BYTES=0 \
-    DATAGATE_ADMISSION__MAX_IN_FLIGHT_QUERIES=1000 \
-    "$BIN" serve 2>>"$WORK/server.log" &
-  SERVER_PID=$!
-  for _ in $(seq 300); do curl -sf "$BASE/healthz" >/dev/null && return; sleep 0.1; done
-  echo "server did not start" >&2; cat "$WORK/server.log" >&2; exit 1
-}
-stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""; }
+gateway() { start_server "$PORT" DATAGATE_LIMITS__QUERY_TIMEOUT_MS=600000 "${UNLIMITED_ANONYMOUS[@]}"; }
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status"; }
 
 echo "generating and publishing $ROWS rows..." >&2
 "$BIN" gen market_entities --rows "$ROWS" --out "$WORK/entities.csv" 2>/dev/null
 POINT_KEY=$(awk -F, -v n=$(( ROWS * 7 / 10 + 2 )) 'NR == n {print $1; exit}' "$WORK/entities.csv")
-start_server
-curl -sf -H "Authorization: Bearer $KEY" -H 'content-type: application/json' "$BASE/api/v1/datasets" \
-  -d "{\"department\":\"market\",\"name\":\"entities\",\"title\":\"bench\",\"access_level\":\"open\",\"primary_key\":[\"uscc\"],\"columns\":$COLUMNS}" >/dev/null
-curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'content-type: text/csv' -T "$WORK/entities.csv" \
-  "$BASE/api/v1/datasets/market/entities/versions?mode=replace" >/dev/null
+gateway
+register_entities "$BASE" entities
+upload_entities "$BASE" entities "$WORK/entities.csv"
 rm -f "$WORK/entities.csv"
 stop_server
 FILES=$(find "$DATA/warehouse/datasets/market/entities" -name '*.parquet' | sort | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().split()))')
@@ -72,7 +47,7 @@ IN_POINT=$(inproc "$POINT"); IN_AGG=$(inproc "$AGG"); IN_TOPN=$(inproc "$TOPN")
 
 # Each statement alternately in DuckDB and through the gateway (benches/pair_query.py), so the
 # two sides of a ratio share the same minutes: "duckdb_ms gateway_ms".
-start_server
+gateway
 for q in POINT AGG TOPN; do
   pair=$(python3 benches/pair_query.py "$FILES" "$RUNS" "$PORT" "${!q}")
   printf -v "DUCK_$q" '%s' "${pair% *}"; printf -v "HTTP_$q" '%s' "${pair#* }"
@@ -80,7 +55,7 @@ done
 stop_server
 
 export_run() { # format → "seconds peak_rss_mib bytes" (a fresh server per export)
-  start_server
+  gateway
   local t0 t1 bytes
   t0=$(date +%s.%N)
   bytes=$(curl -sf "$BASE/api/v1/datasets/market/entities/export?format=$1" | wc -c)
@@ -104,9 +79,9 @@ print(*out)
 PY
 )
 
-start_server
-LOAD=$(cargo test -q --bench http_load -- "$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10" 64 10)
-HEALTH=$(cargo test -q --bench http_load -- "$BASE/healthz" 64 5)
+gateway
+LOAD=$(cargo test -q -p datagate-tests --bench http_load -- "$BASE/api/v1/datasets/transport/bus_lines/rows?limit=10" 64 10)
+HEALTH=$(cargo test -q -p datagate-tests --bench http_load -- "$BASE/healthz" 64 5)
 stop_server
 
 python3 - "$ROWS" "$RUNS" "$IN_POINT" "$IN_AGG" "$IN_TOPN" "$DUCK_POINT" "$DUCK_AGG" "$DUCK_TOPN" \

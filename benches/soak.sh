@@ -9,29 +9,20 @@
 #                                     ONLY=rows,sql or SKIP=upload pick the kinds of traffic;
 #                                     SERVER_WRAP="heaptrack -o /tmp/dg" runs the server under a tool)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." && . benches/lib.sh
 MINUTES="${1:-30}"
 python3 -c 'import requests' 2>/dev/null || pip install -q requests==2.34.2
-cargo build --release -q -p datagate
-BIN="${CARGO_TARGET_DIR:-target}/release/datagate"
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-KEY="dg_soak_$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bench_build
+bench_work
+PORT=$(free_port)
 BASE="http://127.0.0.1:$PORT"
 # Generous tiers for the keys (reads go out with a consumer key, `standard`); the anonymous
 # tier keeps its shipped limits, so refusals (429) are part of the traffic. Versions are kept to 5 per dataset so uploads do not fill the disk.
-env DATAGATE_ADMIN_KEY="$KEY" DATAGATE_LISTEN="127.0.0.1:$PORT" DATAGATE_DATA_DIR="$WORK/data" \
-    DATAGATE_LOG__LEVEL=warn DATAGATE_INGEST__RETAIN_VERSIONS=5 \
-    DATAGATE_TIERS__INTERNAL__REQUESTS=10000000 DATAGATE_TIERS__INTERNAL__BURST=100000 \
-    DATAGATE_TIERS__INTERNAL__DAILY_BYTES=0 \
-    DATAGATE_TIERS__STANDARD__REQUESTS=10000000 DATAGATE_TIERS__STANDARD__BURST=100000 \
-    DATAGATE_TIERS__STANDARD__DAILY_BYTES=0 DATAGATE_TIERS__STANDARD__MAX_CONCURRENT_QUERIES=16 \
-    ${SERVER_WRAP:-} "$BIN" serve >"$WORK/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do curl -sf "$BASE/healthz" >/dev/null && break; sleep 0.2; done
+start_server "$PORT" DATAGATE_INGEST__RETAIN_VERSIONS=5 \
+  DATAGATE_TIERS__INTERNAL__REQUESTS=10000000 DATAGATE_TIERS__INTERNAL__BURST=100000 \
+  DATAGATE_TIERS__INTERNAL__DAILY_BYTES=0 \
+  DATAGATE_TIERS__STANDARD__REQUESTS=10000000 DATAGATE_TIERS__STANDARD__BURST=100000 \
+  DATAGATE_TIERS__STANDARD__DAILY_BYTES=0 DATAGATE_TIERS__STANDARD__MAX_CONCURRENT_QUERIES=16
 echo "soak: $MINUTES min of mixed traffic against $BASE (pid $SERVER_PID), $(nproc) cores"
 python3 benches/soak.py "$BASE" "$KEY" "$SERVER_PID" "$WORK/data/audit" "$MINUTES"
 kill -0 "$SERVER_PID" || { echo "the server died" >&2; tail -50 "$WORK/server.log" >&2; exit 1; }
