@@ -227,3 +227,41 @@ async fn a_manifest_names_its_data_files_encoding() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("gb9999"), "{stderr}");
 }
+
+/// `datagate query` (the operator's own SQL over a data directory): the answer on standard
+/// output; with `--repeat N` the statement runs N times, the answer written once, and the
+/// median and fastest times reported on standard error, also for one run.
+#[tokio::test]
+async fn the_query_command_answers_and_reports_times_when_asked() {
+    let mut s = Server::start(Options::default()).await;
+    let dir = s.data_dir();
+    s.terminate();
+    let data_dir = dir.to_str().unwrap();
+    let sql = "SELECT count(*) AS n FROM transport.bus_lines";
+    for (repeat, runs) in [(None, None), (Some("1"), Some(1)), (Some("3"), Some(3))] {
+        let mut args = vec!["query", "--data-dir", data_dir, "--format", "csv"];
+        if let Some(r) = repeat {
+            args.extend(["--repeat", r]);
+        }
+        args.push(sql);
+        let out = crate::harness::run(&args, &[], &repo_root());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{repeat:?}: {stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "n\n1200\n",
+            "{repeat:?}"
+        );
+        let report = stderr.lines().find(|l| l.starts_with("runs="));
+        match runs {
+            None => assert!(report.is_none(), "{stderr}"),
+            Some(n) => {
+                let report = report.unwrap_or_else(|| panic!("no timing report: {stderr}"));
+                assert!(
+                    report.starts_with(&format!("runs={n} median_ms=")),
+                    "{report}"
+                );
+            }
+        }
+    }
+}

@@ -83,9 +83,9 @@ enum Command {
         #[arg(long, default_value = "csv")]
         format: String,
         /// Run the statement this many times and report the median and fastest time on
-        /// standard error (the result is written once).
-        #[arg(long, default_value_t = 1)]
-        repeat: u32,
+        /// standard error (the result is written once); once, without a report, when not given.
+        #[arg(long)]
+        repeat: Option<u32>,
         #[arg(long)]
         config: Option<PathBuf>,
         /// Data directory (overrides the configuration).
@@ -1274,7 +1274,7 @@ async fn query_engine(cfg: &Config, stores: &Stores) -> Result<datagate_query::Q
     .with_distribution(distribution))
 }
 
-fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
+fn run_query(cfg: Config, sql: &str, format: &str, repeat: Option<u32>) -> Result<()> {
     use datagate_query::execute::{self, RowCap};
     use std::io::Write;
     let format = datagate_query::encode::Format::from_name(format)
@@ -1294,7 +1294,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
             .executor()
             .lane(datagate_core::config::QueryPool::Reserved, "cli", None);
         let mut times = Vec::new();
-        for run in 0..repeat.max(1) {
+        for run in 0..repeat.unwrap_or(1).max(1) {
             let start = std::time::Instant::now();
             let session = engine
                 .request_session(engine.readable_catalog(&admin).await?, false)?
@@ -1327,7 +1327,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: u32) -> Result<()> {
             out.flush()?;
             times.push(start.elapsed().as_secs_f64() * 1000.0);
         }
-        if repeat > 1 {
+        if repeat.is_some() {
             times.sort_by(f64::total_cmp);
             eprintln!(
                 "runs={} median_ms={:.2} min_ms={:.2}",
