@@ -607,28 +607,26 @@ async fn the_sql_console_runs_through_the_query_api_and_marks_errors() {
     let (_, _, html) = page(&s, &format!("/sql?q={}&explain=1", urlencode(sql)), None).await;
     assert!(html.contains("plan"), "EXPLAIN answers a plan");
 
-    // The download is the query API's result.
-    let r = client()
-        .get(s.url(&format!("/sql/download?q={}&format=csv", urlencode(sql))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), format!("n\n{n}\n"));
-    // For Excel: the same after a UTF-8 byte-order mark.
+    // The download is the query API's result; for Excel, the same after a UTF-8 byte-order mark.
+    let download = |format: &'static str| {
+        let url = s.url(&format!(
+            "/sql/download?q={}&format={format}",
+            urlencode(sql)
+        ));
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{format}");
+            r.bytes().await.unwrap().to_vec()
+        }
+    };
+    assert_eq!(download("csv").await, format!("n\n{n}\n").into_bytes());
     let (_, _, result_page) = page(&s, &format!("/sql?q={}", urlencode(sql)), None).await;
     assert!(
         result_page.contains("format=excel\" download>csv (Excel)</a>"),
         "the result offers csv (Excel)"
     );
-    let r = client()
-        .get(s.url(&format!("/sql/download?q={}&format=excel", urlencode(sql))))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
     assert_eq!(
-        r.bytes().await.unwrap(),
+        download("excel").await,
         format!("\u{FEFF}n\n{n}\n").into_bytes()
     );
 }
