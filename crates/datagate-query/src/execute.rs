@@ -322,22 +322,23 @@ async fn start_inner(
 }
 
 impl Started {
-    /// A result already in memory (a page served without planning, [`crate::pages`]).
+    /// A result already in memory (a page served without planning, [`crate::pages`]). All of
+    /// it is `head` and the stream has ended: nothing is left to wait for, so the deadline
+    /// (kept for the record) cannot cut the answer while a slow client takes it.
     pub fn from_batches(
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
         memory_limit: u64,
         deadline: Option<Deadline>,
     ) -> Self {
-        let mut batches = batches.into_iter();
-        let head: Vec<RecordBatch> = batches.next().into_iter().collect();
-        let ended = head.is_empty();
-        let rest = futures::stream::iter(batches.map(Ok));
         Self {
-            stream: Box::pin(RecordBatchStreamAdapter::new(schema.clone(), rest)),
+            stream: Box::pin(RecordBatchStreamAdapter::new(
+                schema.clone(),
+                futures::stream::empty(),
+            )),
             schema,
-            head,
-            ended,
+            head: batches,
+            ended: true,
             memory_limit,
             deadline,
             workers: None,
@@ -891,10 +892,20 @@ mod tests {
         coding: BodyCoding,
         pause: std::time::Duration,
     ) -> (usize, u64, Vec<u8>) {
+        body_by(n, coding, pause, None).await
+    }
+
+    /// [`body`] for a result whose deadline is `deadline`.
+    async fn body_by(
+        n: usize,
+        coding: BodyCoding,
+        pause: std::time::Duration,
+        deadline: Option<Deadline>,
+    ) -> (usize, u64, Vec<u8>) {
         let executor = QueryExecutor::new(&QueryConfig::default()).unwrap();
         let lane = executor.lane(QueryPool::Reserved, "test", None);
         let (schema, batches) = batches(n);
-        let started = Started::from_batches(schema, batches, u64::MAX, None);
+        let started = Started::from_batches(schema, batches, u64::MAX, deadline);
         let sent = Arc::new(AtomicU64::new(0));
         let mut rx = stream_encoded(
             &lane,
@@ -947,6 +958,27 @@ mod tests {
         // A client that takes chunks at once gets the same body, however it was coded.
         let (_, counted, decoded) = body(16, BodyCoding::Zstd, Default::default()).await;
         assert_eq!((decoded, counted), (csv, plain));
+    }
+
+    /// A page already in memory goes out whole to a client slower than its deadline: the
+    /// deadline bounds the query's work, and there is none left.
+    #[tokio::test]
+    async fn a_result_in_memory_is_not_cut_by_its_deadline() {
+        let (_, _, whole) = body(8, BodyCoding::Identity, Default::default()).await;
+        let deadline = Deadline::after(std::time::Duration::from_millis(50));
+        let (_, _, slow) = body_by(
+            8,
+            BodyCoding::Identity,
+            std::time::Duration::from_millis(30),
+            Some(deadline),
+        )
+        .await;
+        assert!(
+            Instant::now() > deadline.at,
+            "the client outlived the deadline"
+        );
+        assert_eq!(slow.len(), whole.len());
+        assert!(slow == whole, "the slow client got the whole body");
     }
 
     #[test]
