@@ -187,6 +187,44 @@ async fn answers_of_known_length_carry_content_length() {
         let declared: usize = h["content-length"].to_str().unwrap().parse().unwrap();
         assert_eq!(declared, r.bytes().await.unwrap().len(), "{path}");
     }
+    // Groups come out of each of the plan's partitions once all rows are read: a small set of
+    // them is answered whole every time, however its partitions' batches arrive.
+    let sql = |q: &str| s.url(&format!("/api/v1/query?sql={}", q.replace(' ', "%20")));
+    let groups = sql(
+        "SELECT district, has_shelter, count(*) AS n FROM transport.bus_stops GROUP BY district, has_shelter",
+    );
+    for _ in 0..10 {
+        let r = plain.get(groups.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers().get("transfer-encoding").is_none(),
+            "{:?}",
+            r.headers()
+        );
+        let declared: usize = r.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            body["rows"].as_array().unwrap().len(),
+            body["row_count"].as_u64().unwrap() as usize
+        );
+        assert!(declared > 0);
+    }
+    // Many groups (one a stop: 3,000) stream, like any large result.
+    let r = plain
+        .get(sql(
+            "SELECT stop_id, count(*) AS n FROM transport.bus_stops GROUP BY stop_id",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["transfer-encoding"], "chunked");
+    let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["row_count"], 3000);
     // A streamed answer (an export) stays chunked: its length is not known when it starts.
     let r = plain
         .get(s.url("/api/v1/datasets/transport/bus_lines/export?format=csv"))

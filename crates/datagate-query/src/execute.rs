@@ -277,6 +277,8 @@ async fn start_inner(
 ) -> Result<Started, QueryError> {
     let memory_limit = session.limits.memory_bytes;
     let workers = physical.workers;
+    // A distributed plan's stages report after its batches: it always streams.
+    let settles = workers.is_none() && settles(physical.plan.as_ref());
     let run = async {
         let mut stream = datafusion::physical_plan::execute_stream(physical.plan, physical.task)
             .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
@@ -298,8 +300,21 @@ async fn start_inner(
         // A result of one batch (an aggregate, a short list) has usually ended by now: seen
         // here, it is answered whole, and a deadline that passes while its answer is on its
         // way cannot cut it off. Only what is ready at once: a stream still working is left
-        // to run (`next` loses nothing when not polled to the end).
-        if !ended && let Some(item) = stream.next().now_or_never() {
+        // to run (`next` loses nothing when not polled to the end). A plan that has read all
+        // its input before its first batch (groups, a sort) is read on while its result is
+        // small: its other partitions' batches follow, and the whole answer goes out at once.
+        while !ended {
+            let rows: usize = head.iter().map(RecordBatch::num_rows).sum();
+            let item = if settles && rows as u64 <= SMALL_RESULT_ROWS {
+                stream.next().await
+            } else if head.len() == 1 {
+                match stream.next().now_or_never() {
+                    Some(item) => item,
+                    None => break,
+                }
+            } else {
+                break;
+            };
             match item {
                 Some(Ok(batch)) => head.push(batch),
                 Some(Err(e)) => return Err(QueryError::from_datafusion(e, memory_limit)),
@@ -319,6 +334,38 @@ async fn start_inner(
         workers,
         _in_flight: in_flight,
     })
+}
+
+/// A result of at most this many rows, seen to end before its first bytes leave, is answered
+/// whole (with its length, and any error as a problem) rather than streamed.
+pub const SMALL_RESULT_ROWS: u64 = 1000;
+
+/// Whether every batch of `plan` comes out of an operator that reads all its input first (an
+/// aggregate's final groups, a sort), through operators that only pass batches on: once its
+/// first batch is out, the rest of its result follows without scanning more data.
+fn settles(plan: &dyn ExecutionPlan) -> bool {
+    use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+    use datafusion::physical_plan::{
+        InputOrderMode, coalesce_partitions::CoalescePartitionsExec, filter::FilterExec,
+        limit::GlobalLimitExec, limit::LocalLimitExec, projection::ProjectionExec,
+        repartition::RepartitionExec, sorts::sort::SortExec,
+        sorts::sort_preserving_merge::SortPreservingMergeExec,
+    };
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        return *aggregate.mode() != AggregateMode::Partial
+            && *aggregate.input_order_mode() == InputOrderMode::Linear;
+    }
+    if plan.is::<SortExec>() {
+        return true;
+    }
+    let passes_on = plan.is::<ProjectionExec>()
+        || plan.is::<FilterExec>()
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<SortPreservingMergeExec>()
+        || plan.is::<RepartitionExec>()
+        || plan.is::<GlobalLimitExec>()
+        || plan.is::<LocalLimitExec>();
+    passes_on && plan.children().iter().all(|c| settles(c.as_ref()))
 }
 
 impl Started {

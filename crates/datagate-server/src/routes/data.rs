@@ -231,7 +231,7 @@ pub(crate) enum Source {
 /// rows are in hand, and its body kept; so is a query's result of up to that many rows seen
 /// whole before its first bytes left. Larger pages, and everything else, stream from the
 /// executor.
-const INLINE_PAGE_ROWS: u64 = 1000;
+const INLINE_PAGE_ROWS: u64 = execute::SMALL_RESULT_ROWS;
 
 /// A `rows` page or an export, started: its first batch is in hand (or its files found).
 struct StartedRead {
