@@ -31,6 +31,28 @@ struct Cli {
     command: Command,
 }
 
+/// Where a command finds its configuration and its data directory.
+#[derive(clap::Args)]
+struct DataDir {
+    /// Configuration file (default: config/datagate.toml when present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the configuration's `storage.data_dir`).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    /// The configuration, with `--data-dir`, when given, overriding `storage.data_dir`.
+    fn load(self) -> Result<Config> {
+        let mut cfg = load_config(self.config.as_deref())?;
+        if let Some(d) = self.data_dir {
+            cfg.storage.data_dir = d;
+        }
+        Ok(cfg)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start the gateway.
@@ -46,11 +68,8 @@ enum Command {
         /// Address of the worker's gRPC listener, e.g. 127.0.0.1:50061.
         #[arg(long)]
         listen: std::net::SocketAddr,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory (overrides the configuration; locates the default warehouse).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: DataDir,
     },
     /// Publish a local file (CSV, NDJSON, Parquet or Arrow, optionally .gz) as a new version
     /// of a registered dataset, without HTTP.
@@ -68,11 +87,8 @@ enum Command {
         /// Encoding of a CSV or NDJSON file that is not UTF-8 (e.g. gb18030, gbk, big5).
         #[arg(long)]
         charset: Option<String>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory (overrides the configuration).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: DataDir,
     },
     /// Run one read-only SQL statement in-process over a data directory, with the gateway's
     /// planner, limits and encoders, as an admin; the result goes to standard output.
@@ -86,41 +102,29 @@ enum Command {
         /// standard error (the result is written once); once, without a report, when not given.
         #[arg(long)]
         repeat: Option<u32>,
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory (overrides the configuration).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: DataDir,
     },
     /// Work with the audit log of a data directory (the server need not run).
     Audit {
         #[command(subcommand)]
         action: AuditAction,
-        #[arg(long, global = true)]
-        config: Option<PathBuf>,
-        /// Data directory (overrides the configuration).
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: DataDir,
     },
     /// Manage API keys in a data directory's catalog (the server need not run).
     Key {
         #[command(subcommand)]
         action: KeyAction,
-        #[arg(long, global = true)]
-        config: Option<PathBuf>,
-        /// Data directory (overrides the configuration).
-        #[arg(long, global = true)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: DataDir,
     },
     /// Apply the catalog's pending schema changes (SQLite or PostgreSQL, by
     /// `storage.catalog_url`) and exit. `serve` applies them too; this lets an operator
     /// upgrade the shared catalog once before rolling out new gateways.
     Migrate {
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory (overrides the configuration).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        at: DataDir,
     },
     /// Write deterministic synthetic rows of one dataset shape.
     Gen {
@@ -241,42 +245,28 @@ fn main() {
     datagate_core::panics::install_quiet_hook();
     let result = match cli.command {
         Command::Serve { config } => load_config(config.as_deref()).and_then(run_serve),
-        Command::Worker {
-            listen,
-            config,
-            data_dir,
-        } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_worker(cfg, listen)),
+        Command::Worker { listen, at } => at.load().and_then(|cfg| run_worker(cfg, listen)),
         Command::Load {
             dataset,
             file,
             mode,
             delimiter,
             charset,
-            config,
-            data_dir,
-        } => load_config_in(config.as_deref(), data_dir)
+            at,
+        } => at
+            .load()
             .and_then(|cfg| run_load(cfg, &dataset, &file, &mode, delimiter, charset.as_deref())),
         Command::Query {
             sql,
             format,
             repeat,
-            config,
-            data_dir,
-        } => load_config_in(config.as_deref(), data_dir)
+            at,
+        } => at
+            .load()
             .and_then(|cfg| run_query(cfg, &sql, &format, repeat)),
-        Command::Key {
-            action,
-            config,
-            data_dir,
-        } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_key(cfg, action)),
-        Command::Audit {
-            action,
-            config,
-            data_dir,
-        } => load_config_in(config.as_deref(), data_dir).and_then(|cfg| run_audit(cfg, action)),
-        Command::Migrate { config, data_dir } => {
-            load_config_in(config.as_deref(), data_dir).and_then(run_migrate)
-        }
+        Command::Key { action, at } => at.load().and_then(|cfg| run_key(cfg, action)),
+        Command::Audit { action, at } => at.load().and_then(|cfg| run_audit(cfg, action)),
+        Command::Migrate { at } => at.load().and_then(run_migrate),
         Command::Gen {
             kind,
             rows,
@@ -296,15 +286,6 @@ fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
         eprintln!("datagate: {e}");
         std::process::exit(2)
     })
-}
-
-/// The configuration with `--data-dir`, when given, overriding `storage.data_dir`.
-fn load_config_in(path: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> Result<Config> {
-    let mut cfg = load_config(path)?;
-    if let Some(d) = data_dir {
-        cfg.storage.data_dir = d;
-    }
-    Ok(cfg)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
