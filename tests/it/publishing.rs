@@ -1141,6 +1141,107 @@ async fn a_replace_may_add_nullable_columns() {
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
 
+/// The README's roll-back: an earlier version's Parquet export, uploaded as a replace, is that
+/// version again as the current one, for its department and for everyone else (masks, private
+/// columns, types, nulls, quoting); unless a replace has since added a column it lacks.
+#[tokio::test]
+async fn an_earlier_version_uploaded_again_is_current_again() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let (st, v) = api
+        .post_json(
+            "/api/v1/datasets",
+            json!({
+                "department": "transport", "name": "stops", "title": "站点",
+                "access_level": "open", "license": "CC-BY-4.0", "tags": [],
+                "update_frequency": "daily", "primary_key": ["id"],
+                "columns": [
+                    {"name": "id", "type": "int64"}, {"name": "name", "type": "utf8"},
+                    {"name": "phone", "type": "utf8", "sensitivity": "masked", "mask": "partial"},
+                    {"name": "note", "type": "utf8", "sensitivity": "private"},
+                    {"name": "fare", "type": "decimal128(5,2)"}, {"name": "opened", "type": "date32"},
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let replace = "/api/v1/datasets/transport/stops/versions?mode=replace";
+    let v1 = "id,name,phone,note,fare,opened\n\
+              1,人民路,13812341234,内部,2.00,2020-01-01\n\
+              2,\"东站, 北口\",,,,2021-02-03\n";
+    let v2 = "id,name,phone,note,fare,opened\n3,西站,13900000000,x,1.50,2022-01-01\n";
+    for csv in [v1, v2] {
+        assert_eq!(api.upload(replace, "text/csv", csv).await.0, 201);
+    }
+    let export = |version: Option<u32>, format: &str, key: Option<&str>| {
+        let mut url = format!("/api/v1/datasets/transport/stops/export?format={format}");
+        if let Some(v) = version {
+            url.push_str(&format!("&version={v}"));
+        }
+        let rb = api.c.get(s.url(&url));
+        let rb = match key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        };
+        async move {
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{url}");
+            r.bytes().await.unwrap().to_vec()
+        }
+    };
+    let old = export(Some(1), "parquet", Some(ADMIN)).await;
+    let (st, v) = api
+        .upload(replace, "application/vnd.apache.parquet", old)
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        (v["version"].as_i64(), v["row_count"].as_i64()),
+        (Some(3), Some(2))
+    );
+    for key in [Some(ADMIN), None] {
+        let current = String::from_utf8(export(None, "csv", key).await).unwrap();
+        let first = String::from_utf8(export(Some(1), "csv", key).await).unwrap();
+        assert_eq!(current, first, "as {key:?}");
+        assert!(current.contains("\"东站, 北口\""), "{current}");
+        if key.is_none() {
+            assert!(
+                current.contains("138****1234") && !current.contains("note"),
+                "{current}"
+            );
+        } else {
+            assert!(
+                current.contains("13812341234,内部,2.00,2020-01-01"),
+                "{current}"
+            );
+        }
+    }
+    assert_eq!(
+        schema_of(&api.dataset("stops").await),
+        [
+            "id:int64",
+            "name:utf8",
+            "phone:utf8",
+            "note:utf8",
+            "fare:decimal128(5,2)",
+            "opened:date32"
+        ]
+    );
+    // After a replace that adds a column, the older version lacks it: refused, naming it, and
+    // nothing changes.
+    let v4 = "id,name,phone,note,fare,opened,shelter\n4,南站,,,1.00,2023-01-01,true\n";
+    assert_eq!(api.upload(replace, "text/csv", v4).await.0, 201);
+    let old = export(Some(1), "parquet", Some(ADMIN)).await;
+    let (st, e) = api
+        .upload(replace, "application/vnd.apache.parquet", old)
+        .await;
+    assert_eq!(
+        (st.as_u16(), e["column"].as_str()),
+        (422, Some("shelter")),
+        "{e}"
+    );
+    assert_eq!(api.dataset("stops").await["current_version"], 4);
+}
+
 #[tokio::test]
 async fn an_oversized_chunked_upload_is_refused_while_streaming() {
     let (s, _tmp) = server_with_department().await;
