@@ -81,3 +81,40 @@ fn unreadable_file() {
     assert!(err.contains("/nonexistent/datagate.toml"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// The offline commands work on an existing data directory: a mistyped `--data-dir` is refused,
+/// and nothing is created there (a key made in a new, empty catalog would open nothing).
+#[test]
+fn offline_commands_refuse_a_data_directory_that_does_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("dta");
+    let dir = missing.to_str().unwrap();
+    let create_key = ["key", "create", "--name", "ops", "--role", "admin"];
+    let in_dir = |args: &[&'static str]| {
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--data-dir", dir]);
+        run(&args, &[], &repo_root())
+    };
+    for args in [
+        &["key", "list"][..],
+        &create_key,
+        &["query", "SELECT 1"],
+        &["load", "transport/bus_stops", "stops.csv"],
+    ] {
+        let out = in_dir(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("data directory {dir} does not exist")),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!missing.exists(), "{args:?} created {dir}");
+    }
+    // A directory made for it (keys before the first start) is used as it is.
+    std::fs::create_dir(&missing).unwrap();
+    let out = in_dir(&create_key);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("dg_"));
+}

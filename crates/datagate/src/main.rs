@@ -320,13 +320,28 @@ struct Stores {
     warehouse: Warehouse,
 }
 
-async fn open_stores(cfg: &Config) -> Result<Stores> {
+/// The stores of the data directory the gateway serves, created on its first start.
+async fn create_stores(cfg: &Config) -> Result<Stores> {
     std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
             cfg.storage.data_dir.display()
         )
     })?;
+    open_stores(cfg).await
+}
+
+/// The stores of a data directory that exists. The offline commands never create one: pointed
+/// at a mistyped `--data-dir`, `key create` would otherwise make a key in a new, empty catalog
+/// that no gateway reads, and say nothing.
+async fn open_stores(cfg: &Config) -> Result<Stores> {
+    let dir = &cfg.storage.data_dir;
+    if !dir.is_dir() {
+        bail!(
+            "data directory {} does not exist: check --data-dir or storage.data_dir (`datagate serve` creates a new one; so does mkdir, for keys made before the first start)",
+            dir.display()
+        );
+    }
     let catalog = open_catalog(cfg).await?;
     let url = cfg.warehouse_url()?;
     let warehouse =
@@ -428,7 +443,7 @@ fn run_serve(cfg: Config) -> Result<()> {
             Ok(pinned) => tracing::debug!(pinned, "serving threads, one per core"),
             Err(e) => tracing::warn!(error = %e, "could not keep the serving threads on cores of their own"),
         }
-        let stores = open_stores(&cfg).await?;
+        let stores = create_stores(&cfg).await?;
         bootstrap_admin_key(&cfg, stores.catalog.as_ref()).await?;
         let shared = !cfg.storage.catalog_url.trim().is_empty();
         let grace = std::time::Duration::from_secs(if shared { cfg.ingest.orphan_grace_secs } else { 0 });
