@@ -322,26 +322,34 @@ struct Stores {
 
 /// The stores of the data directory the gateway serves, created on its first start.
 async fn create_stores(cfg: &Config) -> Result<Stores> {
+    create_data_dir(cfg)?;
+    open_stores(cfg).await
+}
+
+/// The stores of a data directory for an offline command. One that does not exist yet is
+/// created (keys may be made before the first start), and said so on standard error: under a
+/// mistyped `--data-dir`, a key would otherwise go into a new, empty catalog without a word.
+async fn open_stores_offline(cfg: &Config) -> Result<Stores> {
+    if !cfg.storage.data_dir.exists() {
+        create_data_dir(cfg)?;
+        eprintln!(
+            "datagate: created a new data directory {} (no gateway has used it yet; check --data-dir or storage.data_dir if you meant an existing one)",
+            cfg.storage.data_dir.display()
+        );
+    }
+    open_stores(cfg).await
+}
+
+fn create_data_dir(cfg: &Config) -> Result<()> {
     std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
         format!(
             "cannot create data directory {}",
             cfg.storage.data_dir.display()
         )
-    })?;
-    open_stores(cfg).await
+    })
 }
 
-/// The stores of a data directory that exists. The offline commands never create one: pointed
-/// at a mistyped `--data-dir`, `key create` would otherwise make a key in a new, empty catalog
-/// that no gateway reads, and say nothing.
 async fn open_stores(cfg: &Config) -> Result<Stores> {
-    let dir = &cfg.storage.data_dir;
-    if !dir.is_dir() {
-        bail!(
-            "data directory {} does not exist: check --data-dir or storage.data_dir (`datagate serve` creates a new one; so does mkdir, for keys made before the first start)",
-            dir.display()
-        );
-    }
     let catalog = open_catalog(cfg).await?;
     let url = cfg.warehouse_url()?;
     let warehouse =
@@ -885,7 +893,7 @@ fn run_load(
         )
     })?;
     runtime()?.block_on(async move {
-        let stores = open_stores(&cfg).await?;
+        let stores = open_stores_offline(&cfg).await?;
         let publisher = publisher(&cfg, &stores);
         let start = std::time::Instant::now();
         let v = publisher
@@ -1144,7 +1152,7 @@ fn check_tier(cfg: &Config, tier: &str) -> Result<()> {
 
 fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
     runtime()?.block_on(async move {
-        let stores = open_stores(&cfg).await?;
+        let stores = open_stores_offline(&cfg).await?;
         match action {
             KeyAction::Create {
                 name,
@@ -1276,7 +1284,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: Option<u32>) -> Resul
     let format = datagate_query::encode::Format::from_name(format)
         .ok_or_else(|| anyhow::anyhow!("unknown format {format}"))?;
     runtime()?.block_on(async move {
-        let stores = open_stores(&cfg).await?;
+        let stores = open_stores_offline(&cfg).await?;
         let engine = query_engine(&cfg, &stores).await?;
         let admin = datagate_query::Principal {
             key_id: Some("cli".into()),

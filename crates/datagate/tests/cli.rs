@@ -168,14 +168,21 @@ fn keys_are_created_listed_and_revoked_offline() {
             String::from_utf8(out.stderr).unwrap(),
         )
     };
-    let (ok, key, _) = run(&["key", "create", "--name", "app", "--role", "consumer"]);
+    // Before the first start: the data directory is made, and the command says so (a key in a
+    // mistyped directory would otherwise go where no gateway reads it, without a word).
+    let (ok, key, err) = run(&["key", "create", "--name", "app", "--role", "consumer"]);
     assert!(ok);
+    assert!(
+        err.contains(&format!("created a new data directory {}", data.display())),
+        "{err}"
+    );
     let key = key.trim();
     assert!(key.starts_with("dg_"), "{key}");
     let id = key.split('_').nth(1).unwrap();
     let secret = key.rsplit('_').next().unwrap();
-    let (ok, list, _) = run(&["key", "list"]);
+    let (ok, list, err) = run(&["key", "list"]);
     assert!(ok);
+    assert!(!err.contains("created"), "{err}");
     assert!(
         list.contains(id) && list.contains("active") && !list.contains(secret),
         "{list}"
