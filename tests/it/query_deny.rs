@@ -183,6 +183,41 @@ async fn the_deny_corpus_is_refused_before_anything_runs() {
     assert_eq!(st, 200);
 }
 
+/// Functions that would build values of any size outside the memory limit (arrays) are not in
+/// the engine, nor the hashing ones: a call is a 400 naming the function, not a gateway
+/// allocating gigabytes. `array_agg`, an aggregate accounted like any other, answers.
+#[tokio::test]
+async fn functions_left_out_of_the_engine_are_400s_naming_them() {
+    let s = Server::start(Options::default()).await;
+    let c = Client::new();
+    for (sql, named) in [
+        ("SELECT unnest(range(1, 1000000000))", "range"),
+        ("SELECT array_repeat('x', 1000000000)", "array_repeat"),
+        ("SELECT make_array(1, 2)", "make_array"),
+        (
+            "SELECT string_to_array(line_name, ' ') FROM transport.bus_lines",
+            "string_to_array",
+        ),
+        ("SELECT [1, 2]", "array literal"),
+        ("SELECT md5(line_id) FROM transport.bus_lines", "md5"),
+        ("SELECT sha256('x')", "sha256"),
+    ] {
+        let (st, body) = post(&c, &s, json!({ "sql": sql })).await;
+        assert_eq!(st, 400, "{sql}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(named), "{sql}: {body}");
+        assert!(!detail.contains("feature"), "{sql}: {body}");
+    }
+    let (st, body) = post(
+        &c,
+        &s,
+        json!({"sql": "SELECT array_agg(line_id ORDER BY line_id) AS ids FROM transport.bus_lines"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["rows"][0]["ids"].as_array().map(Vec::len), Some(1200));
+}
+
 #[tokio::test]
 async fn injection_through_rows_parameters_is_refused() {
     let s = Server::start(Options::default()).await;

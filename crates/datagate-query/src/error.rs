@@ -341,6 +341,16 @@ fn clean(m: &str) -> String {
     let m = m
         .replace(&format!(".\n{DATAFUSION_BUG_REPORT}"), "")
         .replace(DATAFUSION_BUG_REPORT, "");
+    // A hint to build DataFusion with another feature speaks to whoever builds the engine; to
+    // a client the thing is simply not there (arrays are left out on purpose: README, "Hostile
+    // queries").
+    let m = match m.find(" Hint: Please try with `") {
+        Some(at) if m[at..].contains("DataFusion feature enabled") => format!(
+            "{}: not available in this gateway",
+            m[..at].trim_end().trim_end_matches('.')
+        ),
+        _ => m,
+    };
     let m = m.trim();
     m.strip_prefix("Internal error: ").unwrap_or(m).to_string()
 }
