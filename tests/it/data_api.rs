@@ -124,6 +124,24 @@ async fn paging_is_complete_ordered_and_pinned_while_a_version_lands() {
     assert_eq!(h["x-dataset-versions"], "transport.bus_stops=2");
     assert_eq!(page["row_count"], 1);
     assert!(page["next"].is_null());
+
+    // A page of no rows gives the columns, and no link back to itself (a client following
+    // `next` until there is none would never stop).
+    for url in [
+        "/api/v1/datasets/transport/bus_stops/rows?limit=0",
+        "/api/v1/datasets/transport/bus_stops/rows?limit=0&offset=10&order=stop_id",
+    ] {
+        let (st, h, page) = get(&c, &s.url(url)).await;
+        assert_eq!(st, 200, "{page}");
+        assert_eq!(page["row_count"], 0, "{url}");
+        assert_eq!(page["rows"].as_array().map(Vec::len), Some(0), "{url}");
+        assert!(
+            page["columns"].as_array().is_some_and(|c| !c.is_empty()),
+            "{url}"
+        );
+        assert!(page["next"].is_null(), "{url}: {page}");
+        assert!(h.get("link").is_none(), "{url}: {h:?}");
+    }
 }
 
 #[tokio::test]

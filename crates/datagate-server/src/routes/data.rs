@@ -295,8 +295,10 @@ async fn read_dataset(
     if let Some(not_modified) = not_modified(headers, &tag, &read) {
         return Ok(Err(not_modified));
     }
+    // A page of no rows (the columns alone) has no next page: a link to the same empty page
+    // again would keep a client that follows links until there are none going for ever.
     let next = match paging {
-        Paging::Page { limit, offset } => Some(next_page_url(
+        Paging::Page { limit, offset } if limit > 0 => Some(next_page_url(
             state,
             headers,
             path,
@@ -305,7 +307,7 @@ async fn read_dataset(
             offset,
             snapshot.version,
         )),
-        Paging::Export => None,
+        Paging::Page { .. } | Paging::Export => None,
     };
     let lane = ticket.lane(state.engine.executor());
     let started = 'source: {
