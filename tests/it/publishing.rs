@@ -1644,6 +1644,44 @@ async fn dictionary_columns_are_taken_and_decoded_piece_by_piece() {
             "{content_type}"
         );
     }
+    // A categorical column that is empty in every row: a dictionary of no values (it made the
+    // upload a 500).
+    let empty = {
+        let dict = DictionaryArray::new(
+            Int32Array::from(vec![None::<i32>; 3]),
+            Arc::new(StringArray::from(Vec::<String>::new())),
+        );
+        RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+            ("note", Arc::new(dict) as _),
+        ])
+        .unwrap()
+    };
+    for (name, content_type, body) in [
+        (
+            "nulls_arrow",
+            "application/vnd.apache.arrow.stream",
+            stream(&empty),
+        ),
+        (
+            "nulls_parquet",
+            "application/vnd.apache.parquet",
+            parquet(&empty, WriterProperties::default()),
+        ),
+    ] {
+        api.register_schemaless(name).await;
+        let (st, v) = api
+            .send(api.version_request(name, content_type, false, body))
+            .await;
+        assert_eq!(st, 201, "{content_type}: {v}");
+        let sql = format!("SELECT count(*) AS n, count(note) AS notes FROM transport.{name}");
+        let (st, v) = api.post_json("/api/v1/query", json!({ "sql": sql })).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            (&v["rows"][0]["n"], &v["rows"][0]["notes"]),
+            (&json!(3), &json!(0))
+        );
+    }
     // One 40 MiB value, every row referring to it.
     const ROWS: usize = 24;
     const LEN: usize = 40 << 20;

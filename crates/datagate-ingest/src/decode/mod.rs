@@ -245,6 +245,11 @@ fn pieces(batch: &RecordBatch, limit: usize) -> Vec<(usize, usize)> {
     let mut sizes = vec![(others / rows) as u64; rows];
     for d in dictionaries {
         let values = d.values();
+        // No values: every key is null (a column of nulls), and there is nothing to count
+        // (`normalized_keys` asserts values exist).
+        if values.is_empty() {
+            continue;
+        }
         let value_size: Vec<u64> = match values.data_type() {
             DataType::Utf8 => lengths(values.as_string::<i32>().value_offsets()),
             DataType::LargeUtf8 => lengths(values.as_string::<i64>().value_offsets()),
@@ -380,6 +385,9 @@ mod tests {
         )])
         .unwrap();
         assert_eq!(pieces(&plain, 10), vec![(0, 10)]);
+        // A column of nulls has a dictionary of no values: nothing to count, no panic.
+        let nulls = dictionary_batch(vec![None; 3], Vec::new());
+        assert_eq!(pieces(&nulls, 1000), vec![(0, 3)]);
     }
 
     /// A dictionary-encoded column is stored as its values' type, conformed piece by piece
