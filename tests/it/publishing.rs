@@ -1141,6 +1141,75 @@ async fn a_replace_may_add_nullable_columns() {
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
 
+/// Column names an upload cannot give a dataset (one name twice, an empty name) are refused
+/// with 422 naming them, in every format, before anything is kept (the same name twice in a
+/// Parquet or Arrow file was a 500 from the catalog's unique constraint).
+#[tokio::test]
+async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let twice = RecordBatch::try_from_iter([
+        ("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("a", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
+    ])
+    .unwrap();
+    let parquet = {
+        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), twice.schema(), None).unwrap();
+        w.write(&twice).unwrap();
+        w.into_inner().unwrap()
+    };
+    let stream = {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &twice.schema()).unwrap();
+        w.write(&twice).unwrap();
+        w.into_inner().unwrap()
+    };
+    let cases: [(&str, Vec<u8>, &str, Option<&str>); 5] = [
+        (
+            "application/vnd.apache.parquet",
+            parquet,
+            "column \"a\" appears twice",
+            Some("a"),
+        ),
+        (
+            "application/vnd.apache.arrow.stream",
+            stream,
+            "column \"a\" appears twice",
+            Some("a"),
+        ),
+        (
+            "text/csv",
+            b"a,a\n1,2\n".to_vec(),
+            "line 1: column \"a\" appears twice",
+            Some("a"),
+        ),
+        (
+            "text/csv",
+            b"a,,b\n1,2,3\n".to_vec(),
+            "line 1: column 2 has no name",
+            None,
+        ),
+        (
+            "application/x-ndjson",
+            b"{\"\": 1, \"b\": 2}\n".to_vec(),
+            "column 1 has no name",
+            None,
+        ),
+    ];
+    for (i, (content_type, body, detail, column)) in cases.into_iter().enumerate() {
+        let name = format!("names{i}");
+        api.register_schemaless(&name).await;
+        let (st, e) = api
+            .send(api.version_request(&name, content_type, false, body))
+            .await;
+        assert_eq!(st, 422, "{content_type}: {e}");
+        assert_eq!(e["detail"], detail, "{content_type}: {e}");
+        assert_eq!(e["column"].as_str(), column, "{content_type}: {e}");
+        assert!(api.dataset(&name).await["current_version"].is_null());
+    }
+    assert!(warehouse_files(&s).is_empty(), "{:?}", warehouse_files(&s));
+}
+
 /// The README's roll-back: an earlier version's Parquet export, uploaded as a replace, is that
 /// version again as the current one, for its department and for everyone else (masks, private
 /// columns, types, nulls, quoting); unless a replace has since added a column it lacks.

@@ -129,6 +129,23 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             "the body is empty: no columns to infer",
         ));
     }
+    super::check_column_names(inferred.fields().iter().map(|f| f.name().as_str())).map_err(
+        |e| match (format, e) {
+            // The names are the header's: line 1.
+            (
+                TextFormat::Csv(_),
+                IngestError::InvalidData {
+                    message, column, ..
+                },
+            ) => IngestError::InvalidData {
+                message: format!("line 1: {message}"),
+                line: Some(1),
+                row: None,
+                column,
+            },
+            (_, e) => e,
+        },
+    )?;
     let mut fields = Vec::with_capacity(inferred.fields().len());
     for f in inferred.fields() {
         let dt = normalise(f.data_type()).ok_or_else(|| IngestError::InvalidData {

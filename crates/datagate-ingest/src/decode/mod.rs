@@ -316,6 +316,7 @@ fn oversized_value(a: &dyn arrow::array::Array) -> Option<usize> {
 /// The schema datagate stores for a self-describing upload: each column mapped to its
 /// [`datagate_core::ColumnType`] (e.g. `LargeUtf8` → `utf8`), all nullable.
 pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
+    check_column_names(source.fields().iter().map(|f| f.name().as_str()))?;
     let mut fields = Vec::with_capacity(source.fields().len());
     for f in source.fields() {
         // A dictionary-encoded column (a pandas categorical) is stored as its values' type.
@@ -337,6 +338,31 @@ pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
         return Err(IngestError::invalid_data("the upload has no columns"));
     }
     Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+/// Refuses the column names an upload cannot give a dataset: an empty one, and one name twice
+/// (a dataset has one column per name; Parquet and Arrow files may hold either).
+pub(crate) fn check_column_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for (i, name) in names.into_iter().enumerate() {
+        if name.trim().is_empty() {
+            return Err(IngestError::InvalidData {
+                message: format!("column {} has no name", i + 1),
+                line: None,
+                row: None,
+                column: None,
+            });
+        }
+        if !seen.insert(name) {
+            return Err(IngestError::InvalidData {
+                message: format!("column {name:?} appears twice"),
+                line: None,
+                row: None,
+                column: Some(name.to_string()),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
