@@ -1167,13 +1167,13 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
     let cases: [(&str, Vec<u8>, &str, Option<&str>); 5] = [
         (
             "application/vnd.apache.parquet",
-            parquet,
+            parquet.clone(),
             "column \"a\" appears twice",
             Some("a"),
         ),
         (
             "application/vnd.apache.arrow.stream",
-            stream,
+            stream.clone(),
             "column \"a\" appears twice",
             Some("a"),
         ),
@@ -1208,6 +1208,22 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
         assert!(api.dataset(&name).await["current_version"].is_null());
     }
     assert!(warehouse_files(&s).is_empty(), "{:?}", warehouse_files(&s));
+    // Into a dataset that has an `a` (declared, or fixed by a first upload): the same.
+    api.append_csv("names0", "a\n1\n").await;
+    for (content_type, body) in [
+        ("application/vnd.apache.parquet", parquet.clone()),
+        ("application/vnd.apache.arrow.stream", stream.clone()),
+    ] {
+        let (st, e) = api
+            .send(api.version_request("names0", content_type, false, body))
+            .await;
+        assert_eq!(
+            (st.as_u16(), e["column"].as_str()),
+            (422, Some("a")),
+            "{content_type}: {e}"
+        );
+        assert_eq!(api.dataset("names0").await["current_version"], 1);
+    }
 }
 
 /// The README's roll-back: an earlier version's Parquet export, uploaded as a replace, is that

@@ -80,6 +80,7 @@ pub fn extend_schema(target: &SchemaRef, source: &arrow::datatypes::Schema) -> R
 /// `first_row` is the 1-based number of the batch's first row in the upload.
 pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Result<RecordBatch> {
     let source = batch.schema();
+    check_column_names(source.fields().iter().map(|f| f.name().as_str()))?;
     for f in source.fields() {
         if target.field_with_name(f.name()).is_err() {
             return Err(IngestError::InvalidData {
