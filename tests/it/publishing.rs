@@ -1141,6 +1141,46 @@ async fn a_replace_may_add_nullable_columns() {
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
 
+/// A CSV delimiter is one ASCII character other than a quote or a line break (those leave a
+/// record no single reading): anything else is a 400 naming the parameter, nothing kept.
+#[tokio::test]
+async fn csv_delimiters_that_would_make_records_ambiguous_are_refused() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register_schemaless("delims").await;
+    for (delimiter, detail) in [
+        ("%22", "delimiter cannot be a quote or a line break"),
+        ("%0A", "delimiter cannot be a quote or a line break"),
+        ("%0D", "delimiter cannot be a quote or a line break"),
+        ("ab", "delimiter must be one ASCII character"),
+        ("%EF%BC%8C", "delimiter must be one ASCII character"),
+    ] {
+        let path = format!("/api/v1/datasets/transport/delims/versions?delimiter={delimiter}");
+        let (st, e) = api.upload(&path, "text/csv", "a\"b\n1\"2\n").await;
+        assert_eq!(st, 400, "{delimiter}: {e}");
+        assert_eq!(
+            (e["detail"].as_str(), e["parameter"].as_str()),
+            (Some(detail), Some("delimiter"))
+        );
+    }
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/delims/versions?delimiter=%3B",
+            "text/csv",
+            "a;b\n1;2\n",
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), v["rows_added"].as_i64()),
+        (201, Some(1)),
+        "{v}"
+    );
+    assert_eq!(
+        schema_of(&api.dataset("delims").await),
+        ["a:int64", "b:int64"]
+    );
+}
+
 /// Column names an upload cannot give a dataset (one name twice, an empty name) are refused
 /// with 422 naming them, in every format, before anything is kept (the same name twice in a
 /// Parquet or Arrow file was a 500 from the catalog's unique constraint).

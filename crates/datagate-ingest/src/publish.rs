@@ -31,6 +31,16 @@ pub enum SourceFormat {
 }
 
 impl SourceFormat {
+    /// The CSV field delimiter `d`, if an upload may use it: one ASCII character, and not a
+    /// quote or a line end (records would have no single reading).
+    pub fn csv_delimiter(d: char) -> std::result::Result<u8, &'static str> {
+        match d {
+            '"' | '\n' | '\r' => Err("delimiter cannot be a quote or a line break"),
+            d if d.is_ascii() => Ok(d as u8),
+            _ => Err("delimiter must be one ASCII character"),
+        }
+    }
+
     /// The format of a `Content-Type` (parameters ignored), if datagate accepts it.
     pub fn from_content_type(content_type: &str, delimiter: u8) -> Option<Self> {
         let essence = content_type

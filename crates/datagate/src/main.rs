@@ -878,15 +878,14 @@ fn run_load(
     logging::init(&cfg);
     let target = datagate_core::DatasetRef::parse_path(dataset)?;
     let mode: VersionMode = mode.parse().map_err(anyhow::Error::msg)?;
-    if !delimiter.is_ascii() {
-        bail!("the delimiter must be one ASCII character");
-    }
+    let delimiter =
+        datagate_ingest::SourceFormat::csv_delimiter(delimiter).map_err(anyhow::Error::msg)?;
     let charset = charset
         .map(datagate_ingest::decode::encoding)
         .transpose()
         .map_err(anyhow::Error::msg)?
         .flatten();
-    let format = SourceFormat::from_path(file, delimiter as u8).ok_or_else(|| {
+    let format = SourceFormat::from_path(file, delimiter).ok_or_else(|| {
         anyhow::anyhow!(
             "{}: unknown format; use .csv, .tsv, .ndjson, .parquet or .arrow (optionally .gz)",
             file.display()

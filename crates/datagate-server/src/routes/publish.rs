@@ -400,12 +400,13 @@ pub async fn upload_version(
     let delimiter = match q.delimiter.as_deref() {
         None | Some("") => b',',
         Some("\\t") | Some("\t") | Some("tab") => b'\t',
-        Some(d) if d.len() == 1 && d.is_ascii() => d.as_bytes()[0],
-        Some(_) => {
-            return Err(
-                ApiError::bad_request("delimiter must be one ASCII character")
-                    .with("parameter", "delimiter"),
-            );
+        Some(d) => {
+            let mut chars = d.chars();
+            let one = match (chars.next(), chars.next()) {
+                (Some(c), None) => SourceFormat::csv_delimiter(c),
+                _ => Err("delimiter must be one ASCII character"),
+            };
+            one.map_err(|e| ApiError::bad_request(e).with("parameter", "delimiter"))?
         }
     };
     let unsupported = |detail: String| {
