@@ -248,13 +248,8 @@ async fn sync_dataset(
     }
     let delimiter = match m.delimiter.as_deref() {
         None => b',',
-        Some(d) if d.len() == 1 => d.as_bytes()[0],
-        Some("\\t") | Some("\t") => b'\t',
-        Some(d) => {
-            return Err(IngestError::Invalid(format!(
-                "delimiter {d:?} must be one character"
-            )));
-        }
+        Some(d) => SourceFormat::csv_delimiter(d)
+            .map_err(|e| IngestError::Invalid(format!("delimiter {d:?}: {e}")))?,
     };
     let charset = m
         .charset

@@ -31,12 +31,17 @@ pub enum SourceFormat {
 }
 
 impl SourceFormat {
-    /// The CSV field delimiter `d`, if an upload may use it: one ASCII character, and not a
-    /// quote or a line end (records would have no single reading).
-    pub fn csv_delimiter(d: char) -> std::result::Result<u8, &'static str> {
-        match d {
-            '"' | '\n' | '\r' => Err("delimiter cannot be a quote or a line break"),
-            d if d.is_ascii() => Ok(d as u8),
+    /// The CSV field delimiter named by `text` (a character, or `tab` / `\t` for a tab), if
+    /// an upload may use it: one ASCII character, and not a quote or a line end (records would
+    /// have no single reading).
+    pub fn csv_delimiter(text: &str) -> std::result::Result<u8, &'static str> {
+        if matches!(text, "tab" | "\\t") {
+            return Ok(b'\t');
+        }
+        let mut chars = text.chars();
+        match (chars.next(), chars.next()) {
+            (Some('"' | '\n' | '\r'), None) => Err("delimiter cannot be a quote or a line break"),
+            (Some(d), None) if d.is_ascii() => Ok(d as u8),
             _ => Err("delimiter must be one ASCII character"),
         }
     }

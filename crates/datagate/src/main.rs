@@ -878,8 +878,8 @@ fn run_load(
     logging::init(&cfg);
     let target = datagate_core::DatasetRef::parse_path(dataset)?;
     let mode: VersionMode = mode.parse().map_err(anyhow::Error::msg)?;
-    let delimiter =
-        datagate_ingest::SourceFormat::csv_delimiter(delimiter).map_err(anyhow::Error::msg)?;
+    let delimiter = datagate_ingest::SourceFormat::csv_delimiter(&delimiter.to_string())
+        .map_err(anyhow::Error::msg)?;
     let charset = charset
         .map(datagate_ingest::decode::encoding)
         .transpose()

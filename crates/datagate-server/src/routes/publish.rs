@@ -399,15 +399,8 @@ pub async fn upload_version(
         .map_err(|e: String| ApiError::bad_request(e).with("parameter", "mode"))?;
     let delimiter = match q.delimiter.as_deref() {
         None | Some("") => b',',
-        Some("\\t") | Some("\t") | Some("tab") => b'\t',
-        Some(d) => {
-            let mut chars = d.chars();
-            let one = match (chars.next(), chars.next()) {
-                (Some(c), None) => SourceFormat::csv_delimiter(c),
-                _ => Err("delimiter must be one ASCII character"),
-            };
-            one.map_err(|e| ApiError::bad_request(e).with("parameter", "delimiter"))?
-        }
+        Some(d) => SourceFormat::csv_delimiter(d)
+            .map_err(|e| ApiError::bad_request(e).with("parameter", "delimiter"))?,
     };
     let unsupported = |detail: String| {
         ApiError::new(
