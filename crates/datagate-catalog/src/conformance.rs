@@ -267,6 +267,27 @@ pub async fn dataset_errors(s: &dyn CatalogStore) {
         s.create_dataset(bad_pk).await,
         Err(CatalogError::Invalid(_))
     ));
+    // A key naming one column twice, declared or not.
+    for cols in [columns(), vec![]] {
+        let mut twice = new_dataset("market", "twice", AccessLevel::Open, cols);
+        let first = columns()[0].name.clone();
+        twice.primary_key = vec![first.clone(), first];
+        assert!(matches!(
+            s.create_dataset(twice).await,
+            Err(CatalogError::Invalid(_))
+        ));
+    }
+    let first = columns()[0].name.clone();
+    assert!(matches!(
+        s.update_dataset_metadata(
+            "market",
+            "x",
+            meta("x", AccessLevel::Open),
+            Some(vec![first.clone(), first])
+        )
+        .await,
+        Err(CatalogError::Invalid(_))
+    ));
     assert_eq!(s.get_dataset("market", "nomask").await.unwrap(), None);
     assert!(matches!(
         s.update_dataset_metadata("market", "ghost", meta("g", AccessLevel::Open), None)

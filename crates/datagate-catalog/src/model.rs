@@ -268,6 +268,12 @@ pub(crate) fn validate_columns(columns: &[Column], primary_key: &[String]) -> Re
             )));
         }
     }
+    let mut keys = std::collections::HashSet::new();
+    if let Some(k) = primary_key.iter().find(|k| !keys.insert(k.as_str())) {
+        return Err(CatalogError::Invalid(format!(
+            "primary key column {k:?} is named twice"
+        )));
+    }
     if !columns.is_empty() {
         for k in primary_key {
             if !seen.contains(k.as_str()) {
