@@ -1141,6 +1141,89 @@ async fn a_replace_may_add_nullable_columns() {
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
 
+/// Times with a zone (pandas' tz-aware datetimes, in Parquet or Arrow) are stored as the same
+/// instants in UTC, as a CSV time with an offset is: 10:00 in Shanghai is 02:00 UTC whichever
+/// way it came. They were refused as an unsupported type.
+#[tokio::test]
+async fn times_with_a_zone_are_stored_as_utc() {
+    use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    // 2024-01-01T02:00:00Z, and a null.
+    let instants = TimestampMicrosecondArray::from(vec![Some(1_704_074_400_000_000), None])
+        .with_timezone("Asia/Shanghai");
+    let batch = RecordBatch::try_from_iter([("t", Arc::new(instants) as ArrayRef)]).unwrap();
+    let stream = {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.into_inner().unwrap()
+    };
+    let parquet = {
+        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.into_inner().unwrap()
+    };
+    for (name, content_type, body) in [
+        ("tz_arrow", "application/vnd.apache.arrow.stream", stream),
+        (
+            "tz_parquet",
+            "application/vnd.apache.parquet",
+            parquet.clone(),
+        ),
+    ] {
+        api.register_schemaless(name).await;
+        let (st, v) = api
+            .send(api.version_request(name, content_type, false, body))
+            .await;
+        assert_eq!(st, 201, "{content_type}: {v}");
+        assert_eq!(schema_of(&api.dataset(name).await), ["t:timestamp(us)"]);
+        // The same instant as CSV with its offset, appended: the same stored value.
+        api.append_csv(name, "t\n2024-01-01T10:00:00+08:00\n").await;
+        let sql = format!("SELECT CAST(t AS VARCHAR) AS t FROM transport.{name}");
+        let (st, v) = api.post_json("/api/v1/query", json!({ "sql": sql })).await;
+        assert_eq!(st, 200, "{v}");
+        let mut times: Vec<Value> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["t"].clone())
+            .collect();
+        times.sort_by_key(|t| t.to_string());
+        assert_eq!(
+            times,
+            [
+                json!("2024-01-01T02:00:00"),
+                json!("2024-01-01T02:00:00"),
+                Value::Null
+            ]
+        );
+    }
+    // Into a declared column of another unit: the instant, in that unit.
+    api.post_json(
+        "/api/v1/datasets",
+        json!({"department": "transport", "name": "tz_declared", "title": "t",
+               "access_level": "open", "license": "CC-BY-4.0", "tags": [],
+               "update_frequency": "daily", "columns": [{"name": "t", "type": "timestamp(ms)"}]}),
+    )
+    .await;
+    let (st, v) = api
+        .send(api.version_request(
+            "tz_declared",
+            "application/vnd.apache.parquet",
+            false,
+            parquet,
+        ))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (_, v) = api
+        .post_json(
+            "/api/v1/query",
+            json!({"sql": "SELECT CAST(t AS VARCHAR) AS t FROM transport.tz_declared WHERE t IS NOT NULL"}),
+        )
+        .await;
+    assert_eq!(v["rows"][0]["t"], "2024-01-01T02:00:00");
+}
+
 /// A CSV delimiter is one ASCII character other than a quote or a line break (those leave a
 /// record no single reading): anything else is a 400 naming the parameter, nothing kept.
 #[tokio::test]

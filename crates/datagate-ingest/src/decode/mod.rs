@@ -111,6 +111,7 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
             col = cast_with_options(&col, values, &options)
                 .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
         }
+        col = in_utc(col);
         let col = &col;
         if col.data_type() == f.data_type() {
             columns.push(col.clone());
@@ -317,12 +318,19 @@ fn oversized_value(a: &dyn arrow::array::Array) -> Option<usize> {
 /// The schema datagate stores for a self-describing upload: each column mapped to its
 /// [`datagate_core::ColumnType`] (e.g. `LargeUtf8` → `utf8`), all nullable.
 pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
+    use arrow::datatypes::DataType;
     check_column_names(source.fields().iter().map(|f| f.name().as_str()))?;
     let mut fields = Vec::with_capacity(source.fields().len());
     for f in source.fields() {
-        // A dictionary-encoded column (a pandas categorical) is stored as its values' type.
+        // A dictionary-encoded column (a pandas categorical) is stored as its values' type, a
+        // time with a zone as the UTC time ([`in_utc`]).
+        let utc;
         let data_type = match f.data_type() {
-            arrow::datatypes::DataType::Dictionary(_, values) => values.as_ref(),
+            DataType::Dictionary(_, values) => values.as_ref(),
+            DataType::Timestamp(unit, Some(_)) => {
+                utc = DataType::Timestamp(*unit, None);
+                &utc
+            }
             other => other,
         };
         let t = datagate_core::ColumnType::from_arrow(data_type).map_err(|e| {
@@ -339,6 +347,35 @@ pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
         return Err(IngestError::invalid_data("the upload has no columns"));
     }
     Ok(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)))
+}
+
+/// A timestamp column with a time zone (pandas' tz-aware datetimes) as the same instants in
+/// UTC without a zone: what a dataset's `timestamp` holds, and what a CSV time with an offset
+/// (`2024-01-01T10:00:00+08:00`) is stored as. Arrow keeps such values in UTC already; only
+/// the zone is dropped (a cast to no zone would give wall-clock times in that zone instead).
+fn in_utc(col: ArrayRef) -> ArrayRef {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{
+        ArrowTimestampType, DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+        TimestampNanosecondType, TimestampSecondType,
+    };
+    fn zone_dropped<T: ArrowTimestampType>(col: &ArrayRef) -> ArrayRef {
+        let none: Option<std::sync::Arc<str>> = None;
+        std::sync::Arc::new(col.as_primitive::<T>().clone().with_timezone_opt(none))
+    }
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Second, Some(_)) => zone_dropped::<TimestampSecondType>(&col),
+        DataType::Timestamp(TimeUnit::Millisecond, Some(_)) => {
+            zone_dropped::<TimestampMillisecondType>(&col)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => {
+            zone_dropped::<TimestampMicrosecondType>(&col)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, Some(_)) => {
+            zone_dropped::<TimestampNanosecondType>(&col)
+        }
+        _ => col,
+    }
 }
 
 /// Refuses the column names an upload cannot give a dataset: an empty one, and one name twice
