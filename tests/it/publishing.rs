@@ -1224,6 +1224,58 @@ async fn times_with_a_zone_are_stored_as_utc() {
     assert_eq!(v["rows"][0]["t"], "2024-01-01T02:00:00");
 }
 
+/// A primary key changed after data is published must hold in the published rows, as each
+/// upload is held to it: a key column empty in some row is refused, naming it, and the key stays.
+#[tokio::test]
+async fn a_new_primary_key_must_hold_in_the_published_rows() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register("stops").await;
+    api.append_csv(
+        "stops",
+        "id,name,opened,fare\n1,a,2020-01-01,1.00\n2,,2020-01-02,\n",
+    )
+    .await;
+    let patch = |key: Value| {
+        api.send(
+            api.c
+                .patch(s.url("/api/v1/datasets/transport/stops"))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "primary_key": key })),
+        )
+    };
+    for (key, column) in [(json!(["name"]), "name"), (json!(["id", "fare"]), "fare")] {
+        let (st, e) = patch(key.clone()).await;
+        assert_eq!(
+            (st.as_u16(), e["column"].as_str()),
+            (422, Some(column)),
+            "{key}: {e}"
+        );
+        assert!(
+            e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("empty in 1 rows of version 1"),
+            "{e}"
+        );
+        assert_eq!(api.dataset("stops").await["primary_key"], json!(["id"]));
+    }
+    let (st, v) = patch(json!(["id", "opened"])).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["primary_key"], json!(["id", "opened"]));
+    // Before any data there is nothing to hold it to.
+    api.register("empty").await;
+    let (st, v) = api
+        .send(
+            api.c
+                .patch(s.url("/api/v1/datasets/transport/empty"))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "primary_key": ["name"] })),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+}
+
 /// A CSV delimiter is one ASCII character other than a quote or a line break (those leave a
 /// record no single reading): anything else is a 400 naming the parameter, nothing kept.
 #[tokio::test]

@@ -193,6 +193,79 @@ pub struct ColumnPatch {
     pub mask: Option<datagate_core::Mask>,
 }
 
+/// A new primary key must hold in the rows already published, as every upload is held to it:
+/// none of its columns empty in the current version. (Each column is counted with a query as
+/// the caller, who is of the owning department or an admin and so reads the rows as stored.)
+async fn key_holds_in_published_rows(
+    state: &AppState,
+    caller: &datagate_access::Caller,
+    ds: &datagate_catalog::Dataset,
+    key: &[String],
+) -> Result<(), ApiError> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let Some(version) = ds.current_version else {
+        return Ok(());
+    };
+    // Unchanged, or naming a column the dataset lacks (the catalog refuses that one itself).
+    let declared = |k: &String| ds.columns.iter().any(|c| &c.name == k);
+    if key.is_empty() || key == ds.primary_key.as_slice() || !key.iter().all(declared) {
+        return Ok(());
+    }
+    let principal = caller.principal();
+    let session = state
+        .engine
+        .request_session(state.engine.readable_catalog(&principal).await?, false)?
+        .for_caller(
+            state.config.tier("internal").1.query_budget,
+            principal.sees_internals(),
+        );
+    let lane = state.engine.executor().lane(
+        datagate_core::config::QueryPool::Reserved,
+        "publishing",
+        None,
+    );
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let counts: Vec<String> = key
+        .iter()
+        .map(|k| format!("count(*) FILTER (WHERE {} IS NULL)", quoted(k)))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {}.{}",
+        counts.join(", "),
+        quoted(&ds.department),
+        quoted(&ds.name)
+    );
+    let batches = lane
+        .run(async move {
+            let plan = datagate_query::sql::plan_sql(&session, &sql, &[]).await?;
+            datagate_query::execute::start(&session, plan, None)
+                .await?
+                .collect()
+                .await
+        })
+        .await?;
+    for (i, column) in key.iter().enumerate() {
+        let empty: i64 = batches
+            .iter()
+            .filter_map(|b| b.column(i).as_primitive_opt::<Int64Type>())
+            .map(|a| a.values().iter().sum::<i64>())
+            .sum();
+        if empty > 0 {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "primary key column {column:?} is empty in {empty} rows of version {version}; \
+                     a key's columns may not be empty (replace the data with a version that has them)"
+                ),
+            )
+            .with("column", column.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// Changes a dataset's metadata.
 #[utoipa::path(patch, path = "/api/v1/datasets/{dept}/{name}", tag = "publishing", request_body = PatchDataset,
     params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name")),
@@ -268,6 +341,9 @@ pub async fn patch_dataset(
             .catalog
             .update_column_annotations(&ds.department, &ds.name, cols)
             .await?;
+    }
+    if let Some(key) = &p.primary_key {
+        key_holds_in_published_rows(&state, &caller, &ds, key).await?;
     }
     let (updated, _) = state
         .catalog
