@@ -200,6 +200,23 @@ fn warehouse_files(s: &Server) -> Vec<String> {
     files_under(&s.data_dir().join("warehouse/datasets/transport"))
 }
 
+/// `batch` as an Arrow IPC stream, the body of an Arrow upload.
+fn arrow_stream_bytes(batch: &arrow::array::RecordBatch) -> Vec<u8> {
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
+    w.write(batch).unwrap();
+    w.into_inner().unwrap()
+}
+
+/// `batch` as a Parquet file written with `props` (the writer's defaults when `None`).
+fn parquet_bytes(
+    batch: &arrow::array::RecordBatch,
+    props: Option<parquet::file::properties::WriterProperties>,
+) -> Vec<u8> {
+    let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), props).unwrap();
+    w.write(batch).unwrap();
+    w.into_inner().unwrap()
+}
+
 #[tokio::test]
 async fn register_upload_append_replace_and_unpublish() {
     let (s, _tmp) = server_with_department().await;
@@ -574,9 +591,7 @@ fn stops_arrow(ids: &[Option<i64>; 2]) -> Vec<u8> {
         ("fare", Arc::new(fare.unwrap())),
     ])
     .unwrap();
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
-    w.write(&batch).unwrap();
-    w.into_inner().unwrap()
+    arrow_stream_bytes(&batch)
 }
 
 #[tokio::test]
@@ -1153,16 +1168,8 @@ async fn times_with_a_zone_are_stored_as_utc() {
     let instants = TimestampMicrosecondArray::from(vec![Some(1_704_074_400_000_000), None])
         .with_timezone("Asia/Shanghai");
     let batch = RecordBatch::try_from_iter([("t", Arc::new(instants) as ArrayRef)]).unwrap();
-    let stream = {
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
-        w.write(&batch).unwrap();
-        w.into_inner().unwrap()
-    };
-    let parquet = {
-        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
-        w.write(&batch).unwrap();
-        w.into_inner().unwrap()
-    };
+    let stream = arrow_stream_bytes(&batch);
+    let parquet = parquet_bytes(&batch, None);
     for (name, content_type, body) in [
         ("tz_arrow", "application/vnd.apache.arrow.stream", stream),
         (
@@ -1329,16 +1336,8 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
         ("a", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
     ])
     .unwrap();
-    let parquet = {
-        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), twice.schema(), None).unwrap();
-        w.write(&twice).unwrap();
-        w.into_inner().unwrap()
-    };
-    let stream = {
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &twice.schema()).unwrap();
-        w.write(&twice).unwrap();
-        w.into_inner().unwrap()
-    };
+    let parquet = parquet_bytes(&twice, None);
+    let stream = arrow_stream_bytes(&twice);
     let cases: [(&str, Vec<u8>, &str, Option<&str>); 5] = [
         (
             "application/vnd.apache.parquet",
@@ -1608,18 +1607,8 @@ async fn oversized_records_are_refused_before_they_are_held() {
         arrow::array::RecordBatch::try_from_iter([("name", a)]).unwrap()
     };
     let csv = gzip(format!("name\n{huge}\n").as_bytes());
-    let arrow_stream = {
-        let batch = value(huge.len());
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &batch.schema()).unwrap();
-        w.write(&batch).unwrap();
-        gzip(&w.into_inner().unwrap())
-    };
-    let parquet = {
-        let batch = value(65 << 20);
-        let mut w = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
-        w.write(&batch).unwrap();
-        w.into_inner().unwrap()
-    };
+    let arrow_stream = gzip(&arrow_stream_bytes(&value(huge.len())));
+    let parquet = parquet_bytes(&value(65 << 20), None);
     drop(huge);
     let cases = [
         (
@@ -1849,17 +1838,8 @@ async fn dictionary_columns_are_taken_and_decoded_piece_by_piece() {
         ])
         .unwrap()
     };
-    let stream = |b: &RecordBatch| {
-        let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &b.schema()).unwrap();
-        w.write(b).unwrap();
-        w.into_inner().unwrap()
-    };
-    let parquet = |b: &RecordBatch, props: WriterProperties| {
-        let mut w =
-            parquet::arrow::ArrowWriter::try_new(Vec::new(), b.schema(), Some(props)).unwrap();
-        w.write(b).unwrap();
-        w.into_inner().unwrap()
-    };
+    let stream = arrow_stream_bytes;
+    let parquet = |b: &RecordBatch, props: WriterProperties| parquet_bytes(b, Some(props));
     let gzip = |bytes: &[u8]| {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(bytes).unwrap();
