@@ -1231,6 +1231,120 @@ async fn times_with_a_zone_are_stored_as_utc() {
     assert_eq!(v["rows"][0]["t"], "2024-01-01T02:00:00");
 }
 
+/// A decimal with more fractional digits than its column's scale is rounded half away from zero
+/// whatever the upload's format (CSV quoted or not, NDJSON number or string, a Parquet text
+/// column, a Parquet decimal of a larger scale); one too large is refused with its line and
+/// column, and nothing of that upload is kept.
+#[tokio::test]
+async fn decimals_round_alike_in_every_format() {
+    use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let (st, v) = api
+        .post_json(
+            "/api/v1/datasets",
+            json!({"department": "transport", "name": "fares", "title": "t",
+                   "access_level": "open", "license": "CC-BY-4.0", "tags": [],
+                   "update_frequency": "daily",
+                   "columns": [{"name": "src", "type": "utf8"}, {"name": "m", "type": "decimal128(5,2)"}]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    api.append_csv("fares", "src,m\ncsv,1.235\ncsv,-1.235\n")
+        .await;
+    api.append_csv("fares", "src,m\n\"quoted\",1.235\nquoted,\"-1.235\"\n")
+        .await;
+    let ndjson = "{\"src\":\"ndjson\",\"m\":1.235}\n{\"src\":\"ndjson\",\"m\":\"-1.235\"}\n";
+    let parquet = |m: ArrayRef| {
+        let src: ArrayRef = Arc::new(StringArray::from(vec!["parquet"; 2]));
+        parquet_bytes(
+            &RecordBatch::try_from_iter([("src", src), ("m", m)]).unwrap(),
+            None,
+        )
+    };
+    let text = parquet(Arc::new(StringArray::from(vec!["1.235", "-1.235"])));
+    let wider = parquet(Arc::new(
+        Decimal128Array::from(vec![1235, -1235])
+            .with_precision_and_scale(6, 3)
+            .unwrap(),
+    ));
+    for (content_type, body) in [
+        ("application/x-ndjson", ndjson.as_bytes().to_vec()),
+        ("application/vnd.apache.parquet", text),
+        ("application/vnd.apache.parquet", wider),
+    ] {
+        let (st, v) = api
+            .send(api.version_request("fares", content_type, false, body))
+            .await;
+        assert_eq!(st, 201, "{content_type}: {v}");
+    }
+    let stored = || async {
+        let sql = "SELECT CAST(m AS VARCHAR) AS m, count(*) AS n FROM transport.fares GROUP BY m ORDER BY m";
+        let (st, v) = api.post_json("/api/v1/query", json!({ "sql": sql })).await;
+        assert_eq!(st, 200, "{v}");
+        v["rows"].clone()
+    };
+    assert_eq!(
+        stored().await,
+        json!([{"m": "-1.24", "n": 5}, {"m": "1.24", "n": 5}])
+    );
+    // Too large after rounding, on line 3 (the header is line 1), in CSV and NDJSON.
+    for (content_type, body, line) in [
+        ("text/csv", "src,m\ncsv,999.99\ncsv,999.995\ncsv,1\n", 3),
+        ("text/csv", "src,m\n\"q\",1\n\"q\",1e3\n", 3),
+        (
+            "application/x-ndjson",
+            "{\"src\":\"n\",\"m\":1}\n\n{\"src\":\"n\",\"m\":12345}\n",
+            3,
+        ),
+    ] {
+        let (st, v) = api
+            .send(api.version_request("fares", content_type, false, body.as_bytes().to_vec()))
+            .await;
+        assert_eq!(st, 422, "{body}: {v}");
+        assert_eq!(v["line"], line, "{body}: {v}");
+        assert_eq!(v["column"], "m", "{body}: {v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("does not fit decimal128(5,2)"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        stored().await,
+        json!([{"m": "-1.24", "n": 5}, {"m": "1.24", "n": 5}]),
+        "nothing of a refused upload is kept"
+    );
+}
+
+/// An NDJSON column whose values are sometimes numbers, sometimes strings is inferred as text,
+/// and its upload is taken with the numbers as their JSON text (it was refused by the schema
+/// inferred from it: "expected string got 1").
+#[tokio::test]
+async fn ndjson_text_columns_take_numbers_and_booleans() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register_schemaless("mixed").await;
+    let body = "{\"code\":1}\n{\"code\":\"A-2\"}\n{\"code\":true}\n{\"code\":2.50}\n";
+    let (st, v) = api
+        .send(api.version_request("mixed", "application/x-ndjson", false, body.into()))
+        .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(schema_of(&api.dataset("mixed").await), ["code:utf8"]);
+    let (_, v) = api
+        .post_json(
+            "/api/v1/query",
+            json!({"sql": "SELECT code FROM transport.mixed ORDER BY code"}),
+        )
+        .await;
+    assert_eq!(
+        v["rows"],
+        json!([{"code": "1"}, {"code": "2.50"}, {"code": "A-2"}, {"code": "true"}])
+    );
+}
+
 /// A primary key changed after data is published must hold in the published rows, as each
 /// upload is held to it: a key column empty in some row is refused, naming it, and the key stays.
 #[tokio::test]

@@ -4,7 +4,7 @@
 use super::{BATCH_BYTES, PushDecoder};
 use crate::error::{IngestError, Result};
 use arrow::array::ArrayRef;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
@@ -228,30 +228,39 @@ struct Layout {
     batch_rows: usize,
 }
 
+/// An arrow-csv decoder and the records it has handed out, to name the line of a value that is
+/// not a decimal of its column (decimals are read as text and converted after the decoder).
+struct RecordDecoder {
+    inner: arrow::csv::reader::Decoder,
+    flushed: u64,
+}
+
 impl Layout {
-    fn decoder(&self) -> arrow::csv::reader::Decoder {
-        arrow::csv::ReaderBuilder::new(self.file_schema.clone())
+    fn decoder(&self) -> RecordDecoder {
+        let inner = arrow::csv::ReaderBuilder::new(self.file_schema.clone())
             .with_header(false)
             .with_delimiter(self.delimiter)
             .with_batch_size(self.batch_rows.max(1))
-            .build_decoder()
+            .build_decoder();
+        RecordDecoder { inner, flushed: 0 }
     }
 
     /// Feeds `chunk` to `decoder`, appending the batches it completes (in the dataset's column
     /// order) to `out`. `before` is the number of records ahead of the decoder's first one.
     fn feed(
         &self,
-        decoder: &mut arrow::csv::reader::Decoder,
+        decoder: &mut RecordDecoder,
         mut chunk: &[u8],
         before: u64,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
         while !chunk.is_empty() {
             let used = decoder
+                .inner
                 .decode(chunk)
                 .map_err(|e| map_arrow_error(e, &self.file_columns, before))?;
             chunk = &chunk[used..];
-            if used == 0 || decoder.capacity() == 0 {
+            if used == 0 || decoder.inner.capacity() == 0 {
                 match self.flush(decoder, before)? {
                     Some(b) => out.push(b),
                     // Nothing consumed and nothing to flush would loop forever.
@@ -269,11 +278,12 @@ impl Layout {
     /// remaining batches to `out`.
     fn end(
         &self,
-        decoder: &mut arrow::csv::reader::Decoder,
+        decoder: &mut RecordDecoder,
         before: u64,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
         decoder
+            .inner
             .decode(&[])
             .map_err(|e| map_arrow_error(e, &self.file_columns, before))?;
         while let Some(b) = self.flush(decoder, before)? {
@@ -282,32 +292,30 @@ impl Layout {
         Ok(())
     }
 
-    fn flush(
-        &self,
-        decoder: &mut arrow::csv::reader::Decoder,
-        before: u64,
-    ) -> Result<Option<RecordBatch>> {
+    fn flush(&self, decoder: &mut RecordDecoder, before: u64) -> Result<Option<RecordBatch>> {
         let batch = decoder
+            .inner
             .flush()
             .map_err(|e| map_arrow_error(e, &self.file_columns, before))?;
         let Some(batch) = batch else { return Ok(None) };
+        let first = before + decoder.flushed;
+        decoder.flushed += batch.num_rows() as u64;
         let columns: Vec<ArrayRef> = self
             .order
             .iter()
             .map(|i| batch.column(*i).clone())
             .collect();
-        let out = RecordBatch::try_new(self.target.clone(), columns)
-            .map_err(|e| IngestError::Internal(format!("reordering columns: {e}")))?;
+        let out = super::decimal::from_text(columns, &self.target).map_err(|bad| {
+            // Record `first + row + 1` of the body, after the header line.
+            let line = first + bad.row as u64 + 2;
+            line_error(line, Some(&bad.column), &bad.message)
+        })?;
         Ok(Some(out))
     }
 
     /// Cuts the batch at a record end the guard found. Should the reader see the record as
     /// still open (it would refuse to flush, keeping its state), the batch is cut later instead.
-    fn flush_whole(
-        &self,
-        decoder: &mut arrow::csv::reader::Decoder,
-        before: u64,
-    ) -> Result<Option<RecordBatch>> {
+    fn flush_whole(&self, decoder: &mut RecordDecoder, before: u64) -> Result<Option<RecordBatch>> {
         match self.flush(decoder, before) {
             Err(IngestError::InvalidData { message, .. })
                 if message.contains("part way through record") =>
@@ -431,7 +439,7 @@ enum Body {
     /// progress (the parallel path needs none: it holds at most `MAX_PENDING_SEGMENTS`
     /// segments per thread without a record end before it hands the rest to one decoder).
     Serial {
-        decoder: Box<arrow::csv::reader::Decoder>,
+        decoder: Box<RecordDecoder>,
         before: u64,
         held: usize,
         guard: RecordGuard,
@@ -499,7 +507,12 @@ impl CsvDecoder {
                     &format!("header column {name:?} appears twice"),
                 ));
             }
-            fields.push(Field::new(name, f.data_type().clone(), true));
+            // Decimals are read as text and rounded to their scale after the decoder.
+            let ty = match f.data_type() {
+                DataType::Decimal128(..) => DataType::Utf8,
+                ty => ty.clone(),
+            };
+            fields.push(Field::new(name, ty, true));
         }
         let mut order = Vec::with_capacity(self.target.fields().len());
         for f in self.target.fields() {
@@ -1309,6 +1322,82 @@ mod properties {
     }
 }
 
+/// Decimals with more fractional digits than their scale round half away from zero on both
+/// paths; a value too large is refused with its line and column.
+#[cfg(test)]
+mod decimals {
+    use super::*;
+    use arrow::array::{AsArray, Decimal128Array};
+    use arrow::datatypes::Decimal128Type;
+
+    fn decode(body: &str, threads: usize) -> Result<Vec<Option<i128>>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("m", DataType::Decimal128(5, 2), true),
+        ]));
+        let opts = CsvOptions {
+            threads,
+            segment_bytes: 16,
+            batch_rows: 2,
+            ..CsvOptions::default()
+        };
+        let mut d = CsvDecoder::new(schema, opts);
+        let mut batches = d.push(body.as_bytes())?;
+        batches.extend(d.finish()?);
+        let mut out = Vec::new();
+        for b in &batches {
+            let m: &Decimal128Array = b.column(1).as_primitive::<Decimal128Type>();
+            assert_eq!(m.precision(), 5);
+            assert_eq!(m.scale(), 2);
+            out.extend(m.iter());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn decimals_round_on_both_paths_and_too_large_ones_name_their_line() {
+        let plain = "id,m\n1,1.235\n2,-1.235\n3,\n4,0.004\n5,999.99\n6,1.5e-2\n";
+        let quoted = plain.replace("-1.235", "\"-1.235\"");
+        let want = vec![Some(124), Some(-124), None, Some(0), Some(99999), Some(2)];
+        for threads in [1, 3] {
+            assert_eq!(decode(plain, threads).unwrap(), want, "{threads} threads");
+            assert_eq!(
+                decode(&quoted, threads).unwrap(),
+                want,
+                "{threads} threads, quoted"
+            );
+            for (body, what) in [
+                (
+                    format!("{plain}7,999.995\n8,1\n"),
+                    "does not fit decimal128(5,2)",
+                ),
+                (
+                    format!("{quoted}7,1.2.3\n8,1\n"),
+                    "is not a valid decimal128(5,2)",
+                ),
+            ] {
+                match decode(&body, threads).unwrap_err() {
+                    IngestError::InvalidData {
+                        line,
+                        column,
+                        message,
+                        ..
+                    } => {
+                        assert_eq!(line, Some(8), "{message}");
+                        assert_eq!(column.as_deref(), Some("m"), "{message}");
+                        assert!(
+                            message.starts_with("line 8: column \"m\": value"),
+                            "{message}"
+                        );
+                        assert!(message.contains(what), "{message}");
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+}
+
 /// The quote-free fast path against arrow-csv, over every type a dataset column can have.
 #[cfg(test)]
 mod plain_path {
@@ -1345,7 +1434,7 @@ mod plain_path {
             "-?[0-9]{1,5}(\\.[0-9]{0,3})?|1e5|NaN|inf|",
             "true|FALSE|True|",
             "20[0-9]{2}-0[1-9]-[0-2][0-9]|[0-9]{4}-[01][0-9]-[0-3][0-9]|2024-1-5|",
-            "-?[0-9]{1,8}(\\.[0-9]{1,2})?|",
+            "-?[0-9]{1,8}(\\.[0-9]{1,4})?|1\\.5e2|",
             "2024-0[1-9]-1[0-9]( |T)1[0-9]:[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,3})?(Z|\\+08:00)?|2024-01-01|",
             "[0-9]{1,2}|",
         )

@@ -8,6 +8,7 @@
 
 mod charset;
 mod csv;
+mod decimal;
 mod gzip;
 mod infer;
 mod ipc;
@@ -23,11 +24,12 @@ pub use ipc::IpcStreamDecoder;
 pub use ndjson::NdjsonDecoder;
 
 use crate::error::{IngestError, Result};
-use arrow::array::ArrayRef;
+use arrow::array::{ArrayRef, AsArray};
 use arrow::compute::{CastOptions, cast_with_options};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::FormatOptions;
+use std::sync::Arc;
 
 /// Input a decoder gathers into one batch at most (a batch also ends at `batch_rows` rows, and
 /// holds at least one record): rows of a few hundred bytes fill `batch_rows` long before, but
@@ -115,6 +117,26 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
         let col = &col;
         if col.data_type() == f.data_type() {
             columns.push(col.clone());
+            continue;
+        }
+        if let (
+            DataType::Decimal128(p, s),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
+        ) = (f.data_type(), col.data_type())
+        {
+            // Decimals written as text round as in a CSV upload, not as arrow's cast cuts them.
+            let text = cast_with_options(col, &DataType::Utf8, &options)
+                .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
+            let decimals = decimal::column(text.as_string::<i32>(), *p, *s).map_err(|(r, m)| {
+                let row = first_row + r as u64;
+                IngestError::InvalidData {
+                    message: format!("row {row}: column {:?}: {m}", f.name()),
+                    line: None,
+                    row: Some(row),
+                    column: Some(f.name().clone()),
+                }
+            })?;
+            columns.push(Arc::new(decimals));
             continue;
         }
         match cast_with_options(col, f.data_type(), &options) {

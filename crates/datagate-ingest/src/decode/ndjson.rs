@@ -17,6 +17,9 @@ const MAX_LINE_BYTES: usize = 64 << 20;
 /// Decodes NDJSON into batches of the dataset's schema.
 pub struct NdjsonDecoder {
     target: SchemaRef,
+    /// `target` with its decimals read as text (rounded to their scale after the reader), when
+    /// it has decimals.
+    text: Option<SchemaRef>,
     batch_rows: usize,
     batch_bytes: usize,
     pending: Vec<u8>,
@@ -31,6 +34,7 @@ pub struct NdjsonDecoder {
 impl NdjsonDecoder {
     pub fn new(target: SchemaRef, batch_rows: usize) -> Self {
         Self {
+            text: super::decimal::as_text(&target),
             target,
             batch_rows: batch_rows.max(1),
             batch_bytes: BATCH_BYTES,
@@ -47,8 +51,13 @@ impl NdjsonDecoder {
         bytes: &[u8],
     ) -> std::result::Result<Option<RecordBatch>, arrow::error::ArrowError> {
         let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
-        let mut d = ReaderBuilder::new(self.target.clone())
+        let schema = self.text.as_ref().unwrap_or(&self.target);
+        // Numbers and booleans are taken by text columns as their JSON text (as DuckDB and
+        // PostgreSQL take them): a column whose values are sometimes numbers, sometimes
+        // strings is inferred as text, and a decimal is read as text to be rounded here.
+        let mut d = ReaderBuilder::new(schema.clone())
             .with_strict_mode(true)
+            .with_coerce_primitive(true)
             .with_batch_size(lines)
             .build_decoder()?;
         let mut rest = bytes;
@@ -64,7 +73,15 @@ impl NdjsonDecoder {
                 "a JSON object is not complete".into(),
             ));
         }
-        d.flush()
+        let Some(batch) = d.flush()? else {
+            return Ok(None);
+        };
+        if self.text.is_none() {
+            return Ok(Some(batch));
+        }
+        super::decimal::from_text(batch.columns().to_vec(), &self.target)
+            .map(Some)
+            .map_err(|bad| arrow::error::ArrowError::JsonError(bad.message))
     }
 
     /// Decodes complete lines starting at source line `first_line`.
@@ -100,6 +117,7 @@ fn line_error(line: u64, msg: &str) -> IngestError {
         .nth(1)
         .or_else(|| msg.split("column '").nth(1))
         .and_then(|r| r.split('\'').next())
+        .or_else(|| msg.split("column \"").nth(1)?.split('"').next())
         .map(str::to_string);
     IngestError::InvalidData {
         message: format!("line {line}: {}", msg.trim_start_matches("Json error: ")),
@@ -279,6 +297,77 @@ mod messages {
                 assert_eq!(line, Some(2), "{message}");
                 assert_eq!(column.as_deref(), Some("opened"), "{message}");
                 assert!(message.contains("soon"), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    /// Decimals round half away from zero whether written as numbers or strings; one too large
+    /// is refused by its line and column; numbers and booleans are taken by text columns.
+    #[test]
+    fn decimals_round_and_text_columns_take_numbers() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Decimal128Type;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("m", DataType::Decimal128(5, 2), true),
+            Field::new("note", DataType::Utf8, true),
+        ]));
+        let run = |input: &str| {
+            let mut d = NdjsonDecoder::new(schema.clone(), 2);
+            let mut batches = d.push(input.as_bytes())?;
+            batches.extend(d.finish()?);
+            Ok::<_, IngestError>(batches)
+        };
+        let batches = run(
+            "{\"m\":1.235,\"note\":7}\n\n{\"m\":\"-1.235\",\"note\":true}\n{\"m\":1.5e-2,\"note\":\"x\"}\n{}\n",
+        )
+        .unwrap();
+        let m: Vec<Option<i128>> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<Decimal128Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(m, [Some(124), Some(-124), Some(2), None]);
+        let notes: Vec<Option<String>> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                Some("7".into()),
+                Some("true".into()),
+                Some("x".into()),
+                None
+            ]
+        );
+        assert_eq!(
+            batches[0].schema().field(0).data_type(),
+            &DataType::Decimal128(5, 2)
+        );
+        match run("{\"m\":1}\n{\"m\":2}\n\n{\"m\":999.995}\n").unwrap_err() {
+            IngestError::InvalidData {
+                line,
+                column,
+                message,
+                ..
+            } => {
+                assert_eq!(line, Some(4), "{message}");
+                assert_eq!(column.as_deref(), Some("m"), "{message}");
+                assert!(
+                    message.contains("does not fit decimal128(5,2)"),
+                    "{message}"
+                );
             }
             e => panic!("{e:?}"),
         }

@@ -8,15 +8,15 @@
 //! Chinese text. On 227 MB of the market-entity file: split 93 ms (csv-core 143–215 ms), UTF-8
 //! check 12 ms (std 105 ms); a 10M-row upload took 16% less server CPU.
 //!
-//! Values parse with the functions arrow-csv uses (`Parser`, `parse_decimal`,
-//! `string_to_datetime`), an empty field is null as there, line ends are `\n` or `\r\n`, and
+//! Values parse with the functions arrow-csv uses (`Parser`, `string_to_datetime`; decimals with
+//! [`decimal::parse`](super::decimal::parse), as after arrow-csv), an empty field is null as there, line ends are `\n` or `\r\n`, and
 //! blank lines are skipped as csv-core skips them. Anything else — a quote, invalid UTF-8, a lone
 //! `\r`, a record with the wrong number of fields, a value that does not parse, a type not
 //! handled here — gives `None`, and the caller decodes the segment with arrow-csv, so the rows
 //! and every error message are exactly what arrow-csv gives.
 
 use arrow::array::{ArrayRef, BooleanBuilder, PrimitiveBuilder, StringBuilder};
-use arrow::compute::kernels::cast_utils::{Parser, parse_decimal, string_to_datetime};
+use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
 use arrow::datatypes::{
     ArrowPrimitiveType, ArrowTimestampType, DataType, Date32Type, Decimal128Type, Float32Type,
     Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, TimeUnit,
@@ -167,7 +167,7 @@ fn column(ty: &DataType, values: &[&str]) -> Option<ArrayRef> {
                 if v.is_empty() {
                     b.append_null();
                 } else {
-                    b.append_value(parse_decimal::<Decimal128Type>(v, *precision, *scale).ok()?);
+                    b.append_value(super::decimal::parse(v, *precision, *scale).ok()?);
                 }
             }
             Arc::new(

@@ -1,0 +1,367 @@
+//! Decimals written as text (CSV fields, NDJSON numbers and strings, text columns of Parquet
+//! and Arrow files), read into a column's `decimal128(p,s)` by one rule.
+//!
+//! A value with more fractional digits than the scale is rounded half away from zero, as
+//! PostgreSQL's `numeric` and DuckDB's `DECIMAL` round, and as a binary upload's decimals and
+//! floats are rounded by arrow's cast: `1.235` into `decimal128(5,2)` is `1.24`, `-1.235` is
+//! `-1.24`, whatever the upload's format. (arrow's text parser cuts the extra digits instead,
+//! `1.23`.) A value with more integer digits than the column holds is refused, never cut, and
+//! the decoders name its line and column.
+//!
+//! The decoders read decimal columns as text ([`as_text`]) and convert whole columns here
+//! ([`from_text`]); the fast CSV path parses each field with [`parse`].
+
+use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+
+/// Why a text value is not a decimal of the column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Unfit {
+    /// Not a number: `[+-]digits[.digits][e[+-]digits]`, with at least one digit.
+    Syntax,
+    /// More integer digits than `precision - scale` (after rounding).
+    TooLarge,
+}
+
+/// `s` as the unscaled value of a `decimal128(precision, scale)`, rounded half away from zero
+/// to `scale` fractional digits.
+pub(super) fn parse(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
+    if let Ok(scale) = usize::try_from(scale)
+        && s.len() <= 36
+        && let Some(n) = parse_plain(s, precision, scale)
+    {
+        return n;
+    }
+    parse_general(s, precision, scale)
+}
+
+/// The shape nearly every value has, read in one pass: no exponent, at most 36 characters (so
+/// its digits fit in an `i128` before scaling). `None` for a value with an exponent.
+fn parse_plain(s: &str, precision: u8, scale: usize) -> Option<Result<i128, Unfit>> {
+    let b = s.as_bytes();
+    let (negative, b) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let mut n: i128 = 0;
+    let mut i = 0;
+    while let Some(&c @ b'0'..=b'9') = b.get(i) {
+        n = n * 10 + i128::from(c - b'0');
+        i += 1;
+    }
+    let mut digits = i;
+    let (mut frac, mut up) = (0, false);
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(&c @ b'0'..=b'9') = b.get(i) {
+            if frac < scale {
+                n = n * 10 + i128::from(c - b'0');
+                frac += 1;
+            } else if frac == scale {
+                up = c >= b'5';
+                frac += 1;
+            }
+            digits += 1;
+            i += 1;
+        }
+    }
+    match b.get(i) {
+        Some(b'e' | b'E') => return None,
+        Some(_) => return Some(Err(Unfit::Syntax)),
+        None if digits == 0 => return Some(Err(Unfit::Syntax)),
+        None => {}
+    }
+    let limit = 10i128.pow(u32::from(precision.min(38)));
+    let scaled = 10i128
+        .checked_pow((scale - frac.min(scale)) as u32)
+        .and_then(|m| n.checked_mul(m))
+        .map(|n| n + i128::from(up))
+        .filter(|n| *n < limit);
+    Some(match scaled {
+        Some(n) if negative => Ok(-n),
+        Some(n) => Ok(n),
+        None => Err(Unfit::TooLarge),
+    })
+}
+
+/// Any value, exponents and long runs of digits included.
+fn parse_general(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
+    let b = s.as_bytes();
+    let (negative, b) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let (mantissa, exponent) = match b.iter().position(|c| matches!(c, b'e' | b'E')) {
+        Some(i) => (&b[..i], exponent(&b[i + 1..])?),
+        None => (b, 0),
+    };
+    let (int, frac) = match mantissa.iter().position(|&c| c == b'.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    if int.len() + frac.len() == 0 || !int.iter().chain(frac).all(u8::is_ascii_digit) {
+        return Err(Unfit::Syntax);
+    }
+    // The value is `digits × 10^(exponent - frac.len())`; the column holds it times 10^scale.
+    let shift = exponent - frac.len() as i64 + i64::from(scale);
+    let mut digits = int
+        .iter()
+        .chain(frac)
+        .map(|c| c - b'0')
+        .skip_while(|&d| d == 0);
+    let significant = digits.clone().count() as i64;
+    let limit = 10i128
+        .checked_pow(u32::from(precision))
+        .ok_or(Unfit::TooLarge)?;
+    let push = |n: i128, d: u8| -> Result<i128, Unfit> {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(i128::from(d)))
+            .filter(|n| *n < limit)
+            .ok_or(Unfit::TooLarge)
+    };
+    let mut n: i128 = 0;
+    // Digits kept: all of them when the value is scaled up, else those left of the cut.
+    let kept = if shift >= 0 {
+        significant
+    } else {
+        (significant + shift).max(0)
+    };
+    for d in digits.by_ref().take(kept as usize) {
+        n = push(n, d)?;
+    }
+    if shift >= 0 {
+        // Zero stays zero however large its exponent; anything else overflows within 39 steps.
+        for _ in 0..shift {
+            if n == 0 {
+                break;
+            }
+            n = push(n, 0)?;
+        }
+    } else if significant + shift >= 0 && digits.next().is_some_and(|d| d >= 5) {
+        // The first digit cut is 5 or more: away from zero (a cut that only drops the implied
+        // zeros ahead of the digits rounds to zero).
+        n = n
+            .checked_add(1)
+            .filter(|n| *n < limit)
+            .ok_or(Unfit::TooLarge)?;
+    }
+    Ok(if negative { -n } else { n })
+}
+
+/// An exponent's value, `[+-]digits`; beyond a billion it saturates (the value is then zero or
+/// too large for any column).
+fn exponent(b: &[u8]) -> Result<i64, Unfit> {
+    let (negative, digits) = match b.first() {
+        Some(b'-') => (true, &b[1..]),
+        Some(b'+') => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Unfit::Syntax);
+    }
+    let e = digits.iter().fold(0i64, |e, &c| {
+        (e * 10 + i64::from(c - b'0')).min(1_000_000_000)
+    });
+    Ok(if negative { -e } else { e })
+}
+
+/// The type as the catalog writes it.
+pub(super) fn type_name(precision: u8, scale: i8) -> String {
+    format!("decimal128({precision},{scale})")
+}
+
+/// What is wrong with `value` as a `decimal128(precision, scale)`, for an error message.
+pub(super) fn describe(value: &str, precision: u8, scale: i8, why: Unfit) -> String {
+    let ty = type_name(precision, scale);
+    match why {
+        Unfit::Syntax => format!("value {value:?} is not a valid {ty}"),
+        Unfit::TooLarge => format!(
+            "value {value:?} does not fit {ty}: it holds {} digits before the decimal point",
+            i16::from(precision) - i16::from(scale)
+        ),
+    }
+}
+
+/// `schema` with its decimal columns read as text, for a decoder of a text format; `None` when
+/// it has none.
+pub(super) fn as_text(schema: &SchemaRef) -> Option<SchemaRef> {
+    let decimal = |f: &Field| matches!(f.data_type(), DataType::Decimal128(..));
+    if !schema.fields().iter().any(|f| decimal(f)) {
+        return None;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Decimal128(..) => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
+/// A value that is not a decimal of its column: its row in the batch, column and message.
+#[derive(Debug)]
+pub(super) struct BadValue {
+    pub row: usize,
+    pub column: String,
+    pub message: String,
+}
+
+/// `values` as a `decimal128(precision, scale)` column (nulls stay null).
+pub(super) fn column(
+    values: &StringArray,
+    precision: u8,
+    scale: i8,
+) -> Result<Decimal128Array, (usize, String)> {
+    let mut out = Vec::with_capacity(values.len());
+    for (row, v) in values.iter().enumerate() {
+        out.push(match v {
+            None => None,
+            Some(v) => Some(
+                parse(v, precision, scale)
+                    .map_err(|why| (row, describe(v, precision, scale, why)))?,
+            ),
+        });
+    }
+    Ok(Decimal128Array::from(out)
+        .with_precision_and_scale(precision, scale)
+        .expect("a precision and scale the catalog accepted"))
+}
+
+/// The batch of `target` whose columns are `columns`, decoded with [`as_text`]'s schema: text
+/// columns become the decimals of `target` they stand for.
+pub(super) fn from_text(
+    mut columns: Vec<ArrayRef>,
+    target: &SchemaRef,
+) -> Result<RecordBatch, BadValue> {
+    for (f, col) in target.fields().iter().zip(columns.iter_mut()) {
+        if let (DataType::Decimal128(p, s), Some(text)) =
+            (f.data_type(), col.as_string_opt::<i32>())
+        {
+            let decimals = column(text, *p, *s).map_err(|(row, message)| BadValue {
+                row,
+                column: f.name().clone(),
+                message: format!("column {:?}: {message}", f.name()),
+            })?;
+            *col = Arc::new(decimals);
+        }
+    }
+    RecordBatch::try_new(target.clone(), columns).map_err(|e| BadValue {
+        row: 0,
+        column: String::new(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
+        parse(s, precision, scale)
+    }
+
+    #[test]
+    fn extra_fractional_digits_round_half_away_from_zero() {
+        assert_eq!(p("1.239", 5, 2), Ok(124));
+        assert_eq!(p("1.235", 5, 2), Ok(124));
+        assert_eq!(p("1.2349999", 5, 2), Ok(123));
+        assert_eq!(p("-1.235", 5, 2), Ok(-124));
+        assert_eq!(p("-1.234", 5, 2), Ok(-123));
+        assert_eq!(p("0.005", 5, 2), Ok(1));
+        assert_eq!(p("0.004", 5, 2), Ok(0));
+        assert_eq!(p("0.0005", 5, 2), Ok(0), "the first digit cut is 0");
+        assert_eq!(p("2.5", 3, 0), Ok(3));
+        assert_eq!(p("-2.5", 3, 0), Ok(-3));
+        assert_eq!(p("0.5", 1, 0), Ok(1));
+    }
+
+    #[test]
+    fn the_shapes_arrow_reads_are_read() {
+        assert_eq!(p("12", 5, 2), Ok(1200));
+        assert_eq!(p("+12.5", 5, 2), Ok(1250));
+        assert_eq!(p("-0.07", 5, 2), Ok(-7));
+        assert_eq!(p(".5", 5, 2), Ok(50));
+        assert_eq!(p("5.", 5, 2), Ok(500));
+        assert_eq!(p("000123.40", 5, 2), Ok(12340));
+        assert_eq!(p("1.5e2", 5, 2), Ok(15000));
+        assert_eq!(p("1.5E-2", 5, 2), Ok(2));
+        assert_eq!(p("15e-1", 5, 0), Ok(2));
+        assert_eq!(p("0e999999999999", 5, 2), Ok(0));
+        assert_eq!(p("1e-999999999999", 5, 2), Ok(0));
+        assert_eq!(
+            p("99999999999999999999999999999999999999", 38, 0),
+            Ok(99_999_999_999_999_999_999_999_999_999_999_999_999)
+        );
+    }
+
+    #[test]
+    fn values_too_large_are_refused_not_cut() {
+        assert_eq!(p("1000", 5, 2), Err(Unfit::TooLarge));
+        assert_eq!(p("999.99", 5, 2), Ok(99999));
+        assert_eq!(
+            p("999.995", 5, 2),
+            Err(Unfit::TooLarge),
+            "rounds up past the precision"
+        );
+        assert_eq!(p("-999.995", 5, 2), Err(Unfit::TooLarge));
+        assert_eq!(p("1e3", 5, 2), Err(Unfit::TooLarge));
+        assert_eq!(p("1e999999999999", 38, 0), Err(Unfit::TooLarge));
+        assert_eq!(
+            p("100000000000000000000000000000000000000", 38, 0),
+            Err(Unfit::TooLarge)
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_number_is_refused() {
+        for s in [
+            "", "-", "+", ".", "-.", "e5", "1e", "1e+", "1.2.3", "1,5", " 1", "1 ", "abc", "NaN",
+            "inf", "0x10", "1e5.5", "--1",
+        ] {
+            assert_eq!(p(s, 10, 2), Err(Unfit::Syntax), "{s:?}");
+        }
+    }
+
+    proptest! {
+        /// The one-pass reader of plain values reads what the general one reads.
+        #[test]
+        fn the_plain_reader_agrees_with_the_general_one(
+            s in "[+-]?[0-9]{0,20}(\\.[0-9]{0,20})?|[0-9.+-]{0,6}", precision in 1u8..=38, scale in 0i8..=20
+        ) {
+            prop_assume!(scale as u8 <= precision);
+            let plain = parse_plain(&s, precision, scale as usize).expect("no exponent");
+            prop_assert_eq!(plain, parse_general(&s, precision, scale), "{}", s);
+        }
+
+        /// Wherever arrow's parser reads a value exactly (no digit beyond the scale), this
+        /// parser reads the same; beyond the scale it rounds what arrow would cut.
+        #[test]
+        fn agrees_with_arrow_where_arrow_is_exact(
+            int in "[0-9]{0,6}", frac in "[0-9]{0,6}", neg in any::<bool>(), scale in 0i8..6
+        ) {
+            prop_assume!(!(int.is_empty() && frac.is_empty()));
+            let s = format!("{}{int}{}{frac}", if neg { "-" } else { "" }, if frac.is_empty() { "" } else { "." });
+            let ours = parse(&s, 18, scale);
+            let arrow = arrow::compute::kernels::cast_utils::parse_decimal::<arrow::datatypes::Decimal128Type>(&s, 18, scale);
+            if frac.len() <= scale as usize {
+                prop_assert_eq!(ours.ok(), arrow.ok(), "{}", s);
+            } else {
+                let cut = arrow.expect("arrow cuts");
+                let ours = ours.expect("rounds");
+                let first_cut = frac.as_bytes()[scale as usize] - b'0';
+                let up = if first_cut >= 5 { 1 } else { 0 };
+                prop_assert_eq!(ours, if cut < 0 || (neg && cut == 0) { cut - up } else { cut + up }, "{}", s);
+            }
+        }
+    }
+}
