@@ -1452,7 +1452,13 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
     .unwrap();
     let parquet = parquet_bytes(&twice, None);
     let stream = arrow_stream_bytes(&twice);
-    let cases: [(&str, Vec<u8>, &str, Option<&str>); 5] = [
+    let control = RecordBatch::try_from_iter([(
+        "line\nbreak",
+        Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+    )])
+    .unwrap();
+    let long_header = format!("{}\n1\n", "x".repeat(300));
+    let cases: [(&str, Vec<u8>, &str, Option<&str>); 7] = [
         (
             "application/vnd.apache.parquet",
             parquet.clone(),
@@ -1481,6 +1487,18 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
             "application/x-ndjson",
             b"{\"\": 1, \"b\": 2}\n".to_vec(),
             "column 1 has no name",
+            None,
+        ),
+        (
+            "application/vnd.apache.parquet",
+            parquet_bytes(&control, None),
+            "column name \"line\\nbreak\" holds a control character",
+            None,
+        ),
+        (
+            "text/csv",
+            long_header.into_bytes(),
+            "line 1: column name \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"… is longer than 256 characters",
             None,
         ),
     ];

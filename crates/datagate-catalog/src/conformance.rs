@@ -254,6 +254,27 @@ pub async fn dataset_errors(s: &dyn CatalogStore) {
             .await,
         Err(CatalogError::Invalid(_))
     ));
+    // Names no column may have: blank, a line break or NUL (PostgreSQL text cannot hold one),
+    // longer than the limit; a long Chinese name within it is taken.
+    let long = "名".repeat(datagate_core::names::MAX_COLUMN_NAME_CHARS + 1);
+    for name in ["", " ", "a\nb", "a\0b", long.as_str()] {
+        let mut cols = columns();
+        cols[2].name = name.to_string();
+        assert!(
+            matches!(
+                s.create_dataset(new_dataset("market", "badname", AccessLevel::Open, cols))
+                    .await,
+                Err(CatalogError::Invalid(_))
+            ),
+            "{name:?}"
+        );
+    }
+    assert_eq!(s.get_dataset("market", "badname").await.unwrap(), None);
+    let mut cols = columns();
+    cols[2].name = "名".repeat(datagate_core::names::MAX_COLUMN_NAME_CHARS);
+    s.create_dataset(new_dataset("market", "longname", AccessLevel::Open, cols))
+        .await
+        .unwrap();
     let mut no_mask = columns();
     no_mask[1].mask = None;
     assert!(matches!(

@@ -252,8 +252,8 @@ pub(crate) fn validate_metadata(m: &DatasetMetadata) -> Result<()> {
 pub(crate) fn validate_columns(columns: &[Column], primary_key: &[String]) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for c in columns {
-        if c.name.is_empty() {
-            return Err(CatalogError::Invalid("a column name is empty".into()));
+        if let Some(problem) = datagate_core::column_name_problem(&c.name) {
+            return Err(CatalogError::Invalid(problem));
         }
         if !seen.insert(c.name.as_str()) {
             return Err(CatalogError::Invalid(format!(

@@ -21,5 +21,5 @@ pub mod types;
 
 pub use access::{AccessLevel, Mask, Sensitivity};
 pub use config::{ANONYMOUS_TIER, Config, TierConfig};
-pub use names::{DatasetRef, NameError, validate_name};
+pub use names::{DatasetRef, NameError, column_name_problem, validate_name};
 pub use types::ColumnType;

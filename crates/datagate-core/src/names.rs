@@ -32,6 +32,38 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), NameError> {
     }
 }
 
+/// The longest column name, in characters (Snowflake's limit; the column headers of government
+/// exports run to a few dozen).
+pub const MAX_COLUMN_NAME_CHARS: usize = 256;
+
+/// Why `name` cannot name a column, or `None`: it is blank, longer than
+/// [`MAX_COLUMN_NAME_CHARS`], or holds a control character (a line break or NUL, which CSV
+/// headers, SQL identifiers and PostgreSQL text cannot carry as written). Any other text,
+/// Chinese and spaces inside included, may name a column (quoted in SQL).
+pub fn column_name_problem(name: &str) -> Option<String> {
+    if name.trim().is_empty() {
+        return Some("a column name is empty".into());
+    }
+    let shown = || {
+        let head: String = name.chars().take(40).collect();
+        if head.len() < name.len() {
+            format!("{head:?}…")
+        } else {
+            format!("{head:?}")
+        }
+    };
+    if name.chars().count() > MAX_COLUMN_NAME_CHARS {
+        return Some(format!(
+            "column name {} is longer than {MAX_COLUMN_NAME_CHARS} characters",
+            shown()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Some(format!("column name {} holds a control character", shown()));
+    }
+    None
+}
+
 /// A dataset addressed as `department/dataset` (paths) or `department.dataset` (SQL).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DatasetRef {
@@ -90,6 +122,24 @@ mod tests {
             "a b",
         ] {
             assert!(validate_name("x", bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "id",
+            "统一社会信用代码",
+            "fare (CNY)",
+            &"名".repeat(MAX_COLUMN_NAME_CHARS),
+        ] {
+            assert_eq!(column_name_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "a\nb",
+            "a\0",
+            "tab\there",
+            &"x".repeat(MAX_COLUMN_NAME_CHARS + 1),
+        ] {
+            assert!(column_name_problem(bad).is_some(), "{bad:?}");
         }
     }
 

@@ -400,14 +400,23 @@ fn in_utc(col: ArrayRef) -> ArrayRef {
     }
 }
 
-/// Refuses the column names an upload cannot give a dataset: an empty one, and one name twice
-/// (a dataset has one column per name; Parquet and Arrow files may hold either).
+/// Refuses the column names an upload cannot give a dataset: one no column may have
+/// ([`datagate_core::column_name_problem`]: empty, too long, a control character), and one name
+/// twice (a dataset has one column per name; Parquet and Arrow files may hold either).
 pub(crate) fn check_column_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for (i, name) in names.into_iter().enumerate() {
         if name.trim().is_empty() {
             return Err(IngestError::InvalidData {
                 message: format!("column {} has no name", i + 1),
+                line: None,
+                row: None,
+                column: None,
+            });
+        }
+        if let Some(problem) = datagate_core::column_name_problem(name) {
+            return Err(IngestError::InvalidData {
+                message: problem,
                 line: None,
                 row: None,
                 column: None,
