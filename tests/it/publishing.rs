@@ -1319,6 +1319,85 @@ async fn decimals_round_alike_in_every_format() {
     );
 }
 
+/// An integer column takes a number only when it is whole, in every format: `7.5` in NDJSON,
+/// `3.7` in a Parquet float column, `4.5` in a Parquet decimal are refused naming their line or
+/// row and the column (they were stored cut, as 7, 3 and 4); `7.0` and `2.0` are taken.
+#[tokio::test]
+async fn integer_columns_take_whole_numbers_only() {
+    use arrow::array::{ArrayRef, Decimal128Array, Float64Array, RecordBatch};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let (st, v) = api
+        .post_json(
+            "/api/v1/datasets",
+            json!({"department": "transport", "name": "counts", "title": "t",
+                   "access_level": "open", "license": "CC-BY-4.0", "tags": [],
+                   "update_frequency": "daily", "columns": [{"name": "n", "type": "int64"}]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let parquet =
+        |n: ArrayRef| parquet_bytes(&RecordBatch::try_from_iter([("n", n)]).unwrap(), None);
+    let decimals = |v: Vec<i128>| {
+        parquet(Arc::new(
+            Decimal128Array::from(v)
+                .with_precision_and_scale(5, 1)
+                .unwrap(),
+        ))
+    };
+    for (content_type, body) in [
+        (
+            "application/x-ndjson",
+            b"{\"n\":7.0}\n{\"n\":7e1}\n".to_vec(),
+        ),
+        (
+            "application/vnd.apache.parquet",
+            parquet(Arc::new(Float64Array::from(vec![2.0]))),
+        ),
+        ("application/vnd.apache.parquet", decimals(vec![40])),
+    ] {
+        let (st, v) = api
+            .send(api.version_request("counts", content_type, false, body))
+            .await;
+        assert_eq!(st, 201, "{content_type}: {v}");
+    }
+    for (content_type, body, at) in [
+        (
+            "application/x-ndjson",
+            b"{\"n\":1}\n{\"n\":7.5}\n".to_vec(),
+            ("line", 2),
+        ),
+        (
+            "application/vnd.apache.parquet",
+            parquet(Arc::new(Float64Array::from(vec![1.0, 3.7]))),
+            ("row", 2),
+        ),
+        (
+            "application/vnd.apache.parquet",
+            decimals(vec![10, 45]),
+            ("row", 2),
+        ),
+    ] {
+        let (st, v) = api
+            .send(api.version_request("counts", content_type, false, body))
+            .await;
+        assert_eq!(st, 422, "{content_type}: {v}");
+        assert_eq!(v[at.0], at.1, "{content_type}: {v}");
+        assert_eq!(v["column"], "n", "{content_type}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("it has a fraction"),
+            "{v}"
+        );
+    }
+    let (_, v) = api
+        .post_json(
+            "/api/v1/query",
+            json!({"sql": "SELECT n FROM transport.counts ORDER BY n"}),
+        )
+        .await;
+    assert_eq!(v["rows"], json!([{"n": 2}, {"n": 4}, {"n": 7}, {"n": 70}]));
+}
+
 /// An NDJSON column whose values are sometimes numbers, sometimes strings is inferred as text,
 /// and its upload is taken with the numbers as their JSON text (it was refused by the schema
 /// inferred from it: "expected string got 1").

@@ -305,7 +305,7 @@ impl Layout {
             .iter()
             .map(|i| batch.column(*i).clone())
             .collect();
-        let out = super::decimal::from_text(columns, &self.target).map_err(|bad| {
+        let out = super::numbers::from_text(columns, &self.target).map_err(|bad| {
             // Record `first + row + 1` of the body, after the header line.
             let line = first + bad.row as u64 + 2;
             line_error(line, Some(&bad.column), &bad.message)

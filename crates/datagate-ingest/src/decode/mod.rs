@@ -8,11 +8,11 @@
 
 mod charset;
 mod csv;
-mod decimal;
 mod gzip;
 mod infer;
 mod ipc;
 mod ndjson;
+mod numbers;
 pub mod parquet_pages;
 mod plain_csv;
 
@@ -127,17 +127,24 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
             // Decimals written as text round as in a CSV upload, not as arrow's cast cuts them.
             let text = cast_with_options(col, &DataType::Utf8, &options)
                 .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
-            let decimals = decimal::column(text.as_string::<i32>(), *p, *s).map_err(|(r, m)| {
-                let row = first_row + r as u64;
-                IngestError::InvalidData {
-                    message: format!("row {row}: column {:?}: {m}", f.name()),
-                    line: None,
-                    row: Some(row),
-                    column: Some(f.name().clone()),
-                }
-            })?;
+            let decimals =
+                numbers::decimals(text.as_string::<i32>(), *p, *s).map_err(|(r, m)| {
+                    let row = first_row + r as u64;
+                    IngestError::InvalidData {
+                        message: format!("row {row}: column {:?}: {m}", f.name()),
+                        line: None,
+                        row: Some(row),
+                        column: Some(f.name().clone()),
+                    }
+                })?;
             columns.push(Arc::new(decimals));
             continue;
+        }
+        if f.data_type().is_integer()
+            && let Some(r) = first_fraction(col.as_ref())
+        {
+            // arrow's cast cuts 3.7 to 3: a value that is not whole is no integer of the column.
+            return Err(not_valid(f, col, first_row, Some(r), "it has a fraction"));
         }
         match cast_with_options(col, f.data_type(), &options) {
             Ok(c) => columns.push(c),
@@ -146,31 +153,7 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
                 let bad = (0..col.len()).find(|r| {
                     cast_with_options(&col.slice(*r, 1), f.data_type(), &options).is_err()
                 });
-                let row = bad.map(|r| first_row + r as u64);
-                let value = bad
-                    .and_then(|r| {
-                        arrow::util::display::ArrayFormatter::try_new(
-                            col.as_ref(),
-                            &FormatOptions::default(),
-                        )
-                        .ok()
-                        .map(|fmt| fmt.value(r).to_string())
-                    })
-                    .unwrap_or_default();
-                let where_ = row.map(|r| format!("row {r}: ")).unwrap_or_default();
-                return Err(IngestError::InvalidData {
-                    message: format!(
-                        "{where_}column {:?}: value {value:?} ({}) is not a valid {}: {e}",
-                        f.name(),
-                        col.data_type(),
-                        datagate_core::ColumnType::from_arrow(f.data_type())
-                            .map(|t| t.to_string())
-                            .unwrap_or_else(|_| f.data_type().to_string())
-                    ),
-                    line: None,
-                    row,
-                    column: Some(f.name().clone()),
-                });
+                return Err(not_valid(f, col, first_row, bad, &e.to_string()));
             }
         }
     }
@@ -400,6 +383,70 @@ fn in_utc(col: ArrayRef) -> ArrayRef {
     }
 }
 
+/// The error for a value of `col` (its row `r` in a batch whose first row is `first_row`) that
+/// is not a value of the field `f`, `why`.
+fn not_valid(
+    f: &arrow::datatypes::Field,
+    col: &ArrayRef,
+    first_row: u64,
+    r: Option<usize>,
+    why: &str,
+) -> IngestError {
+    let row = r.map(|r| first_row + r as u64);
+    let value = r
+        .and_then(|r| {
+            arrow::util::display::ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+                .ok()
+                .map(|fmt| fmt.value(r).to_string())
+        })
+        .unwrap_or_default();
+    let where_ = row.map(|r| format!("row {r}: ")).unwrap_or_default();
+    IngestError::InvalidData {
+        message: format!(
+            "{where_}column {:?}: value {value:?} ({}) is not a valid {}: {why}",
+            f.name(),
+            col.data_type(),
+            datagate_core::ColumnType::from_arrow(f.data_type())
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| f.data_type().to_string())
+        ),
+        line: None,
+        row,
+        column: Some(f.name().clone()),
+    }
+}
+
+/// The first row of a float or decimal column whose value is not whole (NaN and infinities
+/// included), or `None` (other types, or every value whole).
+fn first_fraction(col: &dyn arrow::array::Array) -> Option<usize> {
+    use arrow::array::Array;
+    use arrow::datatypes::{Float16Type, Float32Type, Float64Type};
+    fn first<T: arrow::array::ArrowPrimitiveType>(
+        col: &dyn arrow::array::Array,
+        whole: impl Fn(T::Native) -> bool,
+    ) -> Option<usize> {
+        let a = col.as_primitive::<T>();
+        (0..a.len()).find(|&i| a.is_valid(i) && !whole(a.value(i)))
+    }
+    match col.data_type() {
+        DataType::Float16 => first::<Float16Type>(col, |v| f32::from(v).fract() == 0.0),
+        DataType::Float32 => first::<Float32Type>(col, |v| v.fract() == 0.0),
+        DataType::Float64 => first::<Float64Type>(col, |v| v.fract() == 0.0),
+        DataType::Decimal128(_, s) if *s > 0 => {
+            let unit = 10i128.checked_pow(u32::from(s.unsigned_abs()))?;
+            first::<arrow::datatypes::Decimal128Type>(col, |v| v % unit == 0)
+        }
+        DataType::Decimal256(_, s) if *s > 0 => {
+            let unit =
+                arrow::datatypes::i256::from_i128(10).checked_pow(u32::from(s.unsigned_abs()))?;
+            first::<arrow::datatypes::Decimal256Type>(col, |v| {
+                v.checked_rem(unit) == Some(arrow::datatypes::i256::ZERO)
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Refuses the column names an upload cannot give a dataset: one no column may have
 /// ([`datagate_core::column_name_problem`]: empty, too long, a control character), and one name
 /// twice (a dataset has one column per name; Parquet and Arrow files may hold either).
@@ -483,6 +530,54 @@ mod tests {
         // A column of nulls has a dictionary of no values: nothing to count, no panic.
         let nulls = dictionary_batch(vec![None; 3], Vec::new());
         assert_eq!(pieces(&nulls, 1000), vec![(0, 3)]);
+    }
+
+    /// A float or decimal into an integer column is taken when whole and refused, naming its
+    /// row, when not (arrow's cast cuts 3.7 to 3).
+    #[test]
+    fn fractions_are_no_integers() {
+        use arrow::array::{Decimal128Array, Float64Array};
+        let target = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let one = |col: ArrayRef| RecordBatch::try_from_iter([("n", col)]).unwrap();
+        let whole = one(Arc::new(Float64Array::from(vec![
+            Some(2.0),
+            None,
+            Some(-3.0),
+        ])));
+        let got = conform(&whole, &target, 1).unwrap();
+        let got: Vec<Option<i64>> = got
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .iter()
+            .collect();
+        assert_eq!(got, [Some(2), None, Some(-3)]);
+        let decimal = |v: Vec<i128>| {
+            one(Arc::new(
+                Decimal128Array::from(v)
+                    .with_precision_and_scale(5, 1)
+                    .unwrap(),
+            ))
+        };
+        assert!(conform(&decimal(vec![40, -20]), &target, 1).is_ok());
+        for (batch, row) in [
+            (one(Arc::new(Float64Array::from(vec![2.0, 3.7]))), 11),
+            (one(Arc::new(Float64Array::from(vec![f64::NAN]))), 10),
+            (decimal(vec![40, 45]), 11),
+        ] {
+            match conform(&batch, &target, 10).unwrap_err() {
+                IngestError::InvalidData {
+                    row: r,
+                    column,
+                    message,
+                    ..
+                } => {
+                    assert_eq!(r, Some(row), "{message}");
+                    assert_eq!(column.as_deref(), Some("n"));
+                    assert!(message.contains("it has a fraction"), "{message}");
+                }
+                e => panic!("{e:?}"),
+            }
+        }
     }
 
     /// A dictionary-encoded column is stored as its values' type, conformed piece by piece

@@ -17,8 +17,8 @@ const MAX_LINE_BYTES: usize = 64 << 20;
 /// Decodes NDJSON into batches of the dataset's schema.
 pub struct NdjsonDecoder {
     target: SchemaRef,
-    /// `target` with its decimals read as text (rounded to their scale after the reader), when
-    /// it has decimals.
+    /// `target` with its decimals and integers read as text (decimals rounded to their scale,
+    /// integers checked to be whole after the reader), when it has any.
     text: Option<SchemaRef>,
     batch_rows: usize,
     batch_bytes: usize,
@@ -34,7 +34,7 @@ pub struct NdjsonDecoder {
 impl NdjsonDecoder {
     pub fn new(target: SchemaRef, batch_rows: usize) -> Self {
         Self {
-            text: super::decimal::as_text(&target),
+            text: super::numbers::as_text(&target, true),
             target,
             batch_rows: batch_rows.max(1),
             batch_bytes: BATCH_BYTES,
@@ -54,7 +54,8 @@ impl NdjsonDecoder {
         let schema = self.text.as_ref().unwrap_or(&self.target);
         // Numbers and booleans are taken by text columns as their JSON text (as DuckDB and
         // PostgreSQL take them): a column whose values are sometimes numbers, sometimes
-        // strings is inferred as text, and a decimal is read as text to be rounded here.
+        // strings is inferred as text, and decimals and integers are read as text to be
+        // converted exactly here (arrow-json cuts 7.5 to 7 and 1.239 to 1.23).
         let mut d = ReaderBuilder::new(schema.clone())
             .with_strict_mode(true)
             .with_coerce_primitive(true)
@@ -79,7 +80,7 @@ impl NdjsonDecoder {
         if self.text.is_none() {
             return Ok(Some(batch));
         }
-        super::decimal::from_text(batch.columns().to_vec(), &self.target)
+        super::numbers::from_text(batch.columns().to_vec(), &self.target)
             .map(Some)
             .map_err(|bad| arrow::error::ArrowError::JsonError(bad.message))
     }
@@ -370,6 +371,76 @@ mod messages {
                 );
             }
             e => panic!("{e:?}"),
+        }
+    }
+
+    /// Integers are taken when whole (`7.0`, `7e2`); a fraction or a value out of the column's
+    /// range is refused with its line and column (arrow-json cut 7.5 to 7).
+    #[test]
+    fn integers_are_whole_or_refused() {
+        use arrow::array::AsArray;
+        use arrow::datatypes::{Int64Type, UInt8Type};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("u", DataType::UInt8, true),
+        ]));
+        let run = |input: &str| {
+            let mut d = NdjsonDecoder::new(schema.clone(), 2);
+            let mut batches = d.push(input.as_bytes())?;
+            batches.extend(d.finish()?);
+            Ok::<_, IngestError>(batches)
+        };
+        let batches = run("{\"n\":7,\"u\":255}\n{\"n\":7.0,\"u\":\"3\"}\n{\"n\":-9e2}\n").unwrap();
+        let n: Vec<Option<i64>> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<Int64Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(n, [Some(7), Some(7), Some(-900)]);
+        let u: Vec<Option<u8>> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_primitive::<UInt8Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(u, [Some(255), Some(3), None]);
+        for (input, column, what) in [
+            (
+                "{\"n\":1}\n{\"n\":2}\n{\"n\":7.5}\n",
+                "n",
+                "it has a fraction",
+            ),
+            (
+                "{\"n\":1}\n{\"n\":2}\n{\"u\":256}\n",
+                "u",
+                "out of range for uint8",
+            ),
+            (
+                "{\"n\":1}\n{\"n\":2}\n{\"n\":true}\n",
+                "n",
+                "is not a valid int64",
+            ),
+        ] {
+            match run(input).unwrap_err() {
+                IngestError::InvalidData {
+                    line,
+                    column: c,
+                    message,
+                    ..
+                } => {
+                    assert_eq!(line, Some(3), "{message}");
+                    assert_eq!(c.as_deref(), Some(column), "{message}");
+                    assert!(message.contains(what), "{message}");
+                }
+                e => panic!("{e:?}"),
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //! check 12 ms (std 105 ms); a 10M-row upload took 16% less server CPU.
 //!
 //! Values parse with the functions arrow-csv uses (`Parser`, `string_to_datetime`; decimals with
-//! [`decimal::parse`](super::decimal::parse), as after arrow-csv), an empty field is null as there, line ends are `\n` or `\r\n`, and
+//! [`decimal::parse`](super::numbers::parse), as after arrow-csv), an empty field is null as there, line ends are `\n` or `\r\n`, and
 //! blank lines are skipped as csv-core skips them. Anything else — a quote, invalid UTF-8, a lone
 //! `\r`, a record with the wrong number of fields, a value that does not parse, a type not
 //! handled here — gives `None`, and the caller decodes the segment with arrow-csv, so the rows
@@ -167,7 +167,7 @@ fn column(ty: &DataType, values: &[&str]) -> Option<ArrayRef> {
                 if v.is_empty() {
                     b.append_null();
                 } else {
-                    b.append_value(super::decimal::parse(v, *precision, *scale).ok()?);
+                    b.append_value(super::numbers::parse(v, *precision, *scale).ok()?);
                 }
             }
             Arc::new(

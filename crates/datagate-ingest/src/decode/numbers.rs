@@ -1,33 +1,56 @@
-//! Decimals written as text (CSV fields, NDJSON numbers and strings, text columns of Parquet
-//! and Arrow files), read into a column's `decimal128(p,s)` by one rule.
+//! Numbers written as text (CSV fields, NDJSON numbers and strings, text columns of Parquet and
+//! Arrow files), read into a column's type by one rule each.
 //!
-//! A value with more fractional digits than the scale is rounded half away from zero, as
-//! PostgreSQL's `numeric` and DuckDB's `DECIMAL` round, and as a binary upload's decimals and
-//! floats are rounded by arrow's cast: `1.235` into `decimal128(5,2)` is `1.24`, `-1.235` is
-//! `-1.24`, whatever the upload's format. (arrow's text parser cuts the extra digits instead,
-//! `1.23`.) A value with more integer digits than the column holds is refused, never cut, and
-//! the decoders name its line and column.
+//! **Decimals.** A value with more fractional digits than the scale is rounded half away from
+//! zero, as PostgreSQL's `numeric` and DuckDB's `DECIMAL` round, and as a binary upload's
+//! decimals and floats are rounded by arrow's cast: `1.235` into `decimal128(5,2)` is `1.24`,
+//! `-1.235` is `-1.24`, whatever the upload's format. (arrow's text parser cuts the extra digits
+//! instead, `1.23`.) A value with more integer digits than the column holds is refused, never
+//! cut, and the decoders name its line and column.
 //!
-//! The decoders read decimal columns as text ([`as_text`]) and convert whole columns here
-//! ([`from_text`]); the fast CSV path parses each field with [`parse`].
+//! **Integers** from NDJSON. A JSON number is an integer of the column when its value is one
+//! (`7`, `7.0`, `7e2`); `7.5` is refused (arrow-json casts it to `7`), as is a value out of the
+//! column's range. CSV integers are read strictly by arrow's parser already (`7.0` refused).
+//!
+//! The decoders read such columns as text ([`as_text`]) and convert whole columns here
+//! ([`from_text`]); the fast CSV path parses each decimal field with [`parse`].
 
-use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, PrimitiveBuilder, StringArray};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use std::sync::Arc;
 
-/// Why a text value is not a decimal of the column.
+/// Why a text value is not a number of the column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Unfit {
     /// Not a number: `[+-]digits[.digits][e[+-]digits]`, with at least one digit.
     Syntax,
-    /// More integer digits than `precision - scale` (after rounding).
+    /// More integer digits than `precision - scale` (after rounding), or out of an integer
+    /// column's range.
     TooLarge,
+    /// A fraction where the column holds integers.
+    Fraction,
 }
 
 /// `s` as the unscaled value of a `decimal128(precision, scale)`, rounded half away from zero
 /// to `scale` fractional digits.
 pub(super) fn parse(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
+    read(s, precision, scale).map(|(n, _)| n)
+}
+
+/// `s` as an integer, exactly: a fraction is refused, not cut or rounded.
+pub(super) fn integer(s: &str) -> Result<i128, Unfit> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(i128::from(n));
+    }
+    match read(s, 38, 0)? {
+        (n, false) => Ok(n),
+        (_, true) => Err(Unfit::Fraction),
+    }
+}
+
+/// The value and whether a digit other than zero was rounded away.
+fn read(s: &str, precision: u8, scale: i8) -> Result<(i128, bool), Unfit> {
     if let Ok(scale) = usize::try_from(scale)
         && s.len() <= 36
         && let Some(n) = parse_plain(s, precision, scale)
@@ -39,7 +62,7 @@ pub(super) fn parse(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
 
 /// The shape nearly every value has, read in one pass: no exponent, at most 36 characters (so
 /// its digits fit in an `i128` before scaling). `None` for a value with an exponent.
-fn parse_plain(s: &str, precision: u8, scale: usize) -> Option<Result<i128, Unfit>> {
+fn parse_plain(s: &str, precision: u8, scale: usize) -> Option<Result<(i128, bool), Unfit>> {
     let b = s.as_bytes();
     let (negative, b) = match b.first() {
         Some(b'-') => (true, &b[1..]),
@@ -53,16 +76,19 @@ fn parse_plain(s: &str, precision: u8, scale: usize) -> Option<Result<i128, Unfi
         i += 1;
     }
     let mut digits = i;
-    let (mut frac, mut up) = (0, false);
+    let (mut frac, mut up, mut cut) = (0, false, false);
     if b.get(i) == Some(&b'.') {
         i += 1;
         while let Some(&c @ b'0'..=b'9') = b.get(i) {
             if frac < scale {
                 n = n * 10 + i128::from(c - b'0');
                 frac += 1;
-            } else if frac == scale {
-                up = c >= b'5';
-                frac += 1;
+            } else {
+                if frac == scale {
+                    up = c >= b'5';
+                    frac += 1;
+                }
+                cut |= c != b'0';
             }
             digits += 1;
             i += 1;
@@ -81,14 +107,14 @@ fn parse_plain(s: &str, precision: u8, scale: usize) -> Option<Result<i128, Unfi
         .map(|n| n + i128::from(up))
         .filter(|n| *n < limit);
     Some(match scaled {
-        Some(n) if negative => Ok(-n),
-        Some(n) => Ok(n),
+        Some(n) if negative => Ok((-n, cut)),
+        Some(n) => Ok((n, cut)),
         None => Err(Unfit::TooLarge),
     })
 }
 
 /// Any value, exponents and long runs of digits included.
-fn parse_general(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
+fn parse_general(s: &str, precision: u8, scale: i8) -> Result<(i128, bool), Unfit> {
     let b = s.as_bytes();
     let (negative, b) = match b.first() {
         Some(b'-') => (true, &b[1..]),
@@ -133,6 +159,8 @@ fn parse_general(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
     for d in digits.by_ref().take(kept as usize) {
         n = push(n, d)?;
     }
+    // The digits cut (none when the value is scaled up) are those left of the significant ones.
+    let cut = digits.clone().any(|d| d != 0);
     if shift >= 0 {
         // Zero stays zero however large its exponent; anything else overflows within 39 steps.
         for _ in 0..shift {
@@ -149,7 +177,7 @@ fn parse_general(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
             .filter(|n| *n < limit)
             .ok_or(Unfit::TooLarge)?;
     }
-    Ok(if negative { -n } else { n })
+    Ok((if negative { -n } else { n }, cut))
 }
 
 /// An exponent's value, `[+-]digits`; beyond a billion it saturates (the value is then zero or
@@ -183,22 +211,34 @@ pub(super) fn describe(value: &str, precision: u8, scale: i8, why: Unfit) -> Str
             "value {value:?} does not fit {ty}: it holds {} digits before the decimal point",
             i16::from(precision) - i16::from(scale)
         ),
+        Unfit::Fraction => format!("value {value:?} is not a valid {ty}"),
     }
 }
 
-/// `schema` with its decimal columns read as text, for a decoder of a text format; `None` when
-/// it has none.
-pub(super) fn as_text(schema: &SchemaRef) -> Option<SchemaRef> {
-    let decimal = |f: &Field| matches!(f.data_type(), DataType::Decimal128(..));
-    if !schema.fields().iter().any(|f| decimal(f)) {
+/// Whether a column of type `ty` is read as text by a decoder of NDJSON (`integers`) or CSV.
+fn read_as_text(ty: &DataType, integers: bool) -> bool {
+    match ty {
+        DataType::Decimal128(..) => true,
+        ty => integers && ty.is_integer(),
+    }
+}
+
+/// `schema` with its decimal columns (and its integer columns, with `integers`) read as text,
+/// for a decoder of a text format; `None` when it has none.
+pub(super) fn as_text(schema: &SchemaRef, integers: bool) -> Option<SchemaRef> {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| read_as_text(f.data_type(), integers))
+    {
         return None;
     }
     let fields: Vec<Field> = schema
         .fields()
         .iter()
-        .map(|f| match f.data_type() {
-            DataType::Decimal128(..) => f.as_ref().clone().with_data_type(DataType::Utf8),
-            _ => f.as_ref().clone(),
+        .map(|f| match read_as_text(f.data_type(), integers) {
+            true => f.as_ref().clone().with_data_type(DataType::Utf8),
+            false => f.as_ref().clone(),
         })
         .collect();
     Some(Arc::new(Schema::new_with_metadata(
@@ -207,7 +247,7 @@ pub(super) fn as_text(schema: &SchemaRef) -> Option<SchemaRef> {
     )))
 }
 
-/// A value that is not a decimal of its column: its row in the batch, column and message.
+/// A value that is not a number of its column: its row in the batch, column and message.
 #[derive(Debug)]
 pub(super) struct BadValue {
     pub row: usize,
@@ -215,8 +255,9 @@ pub(super) struct BadValue {
     pub message: String,
 }
 
-/// `values` as a `decimal128(precision, scale)` column (nulls stay null).
-pub(super) fn column(
+/// `values` as a `decimal128(precision, scale)` column (nulls stay null); a value that is not
+/// one gives its row and what is wrong.
+pub(super) fn decimals(
     values: &StringArray,
     precision: u8,
     scale: i8,
@@ -236,22 +277,73 @@ pub(super) fn column(
         .expect("a precision and scale the catalog accepted"))
 }
 
+/// `values` as a column of the integer type `T` (nulls stay null); a value that is not one, a
+/// fraction or out of `T`'s range, gives its row and what is wrong.
+fn integers<T: ArrowPrimitiveType>(values: &StringArray) -> Result<ArrayRef, (usize, String)>
+where
+    T::Native: TryFrom<i128>,
+{
+    let ty = datagate_core::ColumnType::from_arrow(&T::DATA_TYPE)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| T::DATA_TYPE.to_string());
+    let mut b = PrimitiveBuilder::<T>::with_capacity(values.len());
+    for (row, v) in values.iter().enumerate() {
+        let Some(v) = v else {
+            b.append_null();
+            continue;
+        };
+        let n = integer(v)
+            .and_then(|n| T::Native::try_from(n).map_err(|_| Unfit::TooLarge))
+            .map_err(|why| {
+                let message = match why {
+                    Unfit::TooLarge => format!("value {v:?} is out of range for {ty}"),
+                    Unfit::Fraction => {
+                        format!("value {v:?} is not a valid {ty}: it has a fraction")
+                    }
+                    Unfit::Syntax => format!("value {v:?} is not a valid {ty}"),
+                };
+                (row, message)
+            })?;
+        b.append_value(n);
+    }
+    Ok(Arc::new(b.finish()))
+}
+
+/// `values` as a column of `ty`, when `ty` is one [`as_text`] reads as text.
+fn from_strings(values: &StringArray, ty: &DataType) -> Option<Result<ArrayRef, (usize, String)>> {
+    use arrow::datatypes::{
+        Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+    };
+    Some(match ty {
+        DataType::Decimal128(p, s) => decimals(values, *p, *s).map(|a| Arc::new(a) as ArrayRef),
+        DataType::Int8 => integers::<Int8Type>(values),
+        DataType::Int16 => integers::<Int16Type>(values),
+        DataType::Int32 => integers::<Int32Type>(values),
+        DataType::Int64 => integers::<Int64Type>(values),
+        DataType::UInt8 => integers::<UInt8Type>(values),
+        DataType::UInt16 => integers::<UInt16Type>(values),
+        DataType::UInt32 => integers::<UInt32Type>(values),
+        DataType::UInt64 => integers::<UInt64Type>(values),
+        _ => return None,
+    })
+}
+
 /// The batch of `target` whose columns are `columns`, decoded with [`as_text`]'s schema: text
-/// columns become the decimals of `target` they stand for.
+/// columns become the decimals and integers of `target` they stand for.
 pub(super) fn from_text(
     mut columns: Vec<ArrayRef>,
     target: &SchemaRef,
 ) -> Result<RecordBatch, BadValue> {
     for (f, col) in target.fields().iter().zip(columns.iter_mut()) {
-        if let (DataType::Decimal128(p, s), Some(text)) =
-            (f.data_type(), col.as_string_opt::<i32>())
-        {
-            let decimals = column(text, *p, *s).map_err(|(row, message)| BadValue {
+        let Some(text) = col.as_string_opt::<i32>() else {
+            continue;
+        };
+        if let Some(converted) = from_strings(text, f.data_type()) {
+            *col = converted.map_err(|(row, message)| BadValue {
                 row,
                 column: f.name().clone(),
                 message: format!("column {:?}: {message}", f.name()),
             })?;
-            *col = Arc::new(decimals);
         }
     }
     RecordBatch::try_new(target.clone(), columns).map_err(|e| BadValue {
@@ -320,6 +412,52 @@ mod tests {
             p("100000000000000000000000000000000000000", 38, 0),
             Err(Unfit::TooLarge)
         );
+    }
+
+    #[test]
+    fn integers_are_read_exactly_or_refused() {
+        for (s, n) in [
+            ("7", 7),
+            ("-7", -7),
+            ("+7", 7),
+            ("7.0", 7),
+            ("7.000", 7),
+            ("7e2", 700),
+            ("1.50e1", 15),
+            ("-0", 0),
+            ("0.0", 0),
+            ("18446744073709551615", 18_446_744_073_709_551_615),
+        ] {
+            assert_eq!(integer(s), Ok(n), "{s}");
+        }
+        for s in [
+            "7.5",
+            "-7.01",
+            "1e-1",
+            "0.000000000000000000000000000000000000000001",
+        ] {
+            assert_eq!(integer(s), Err(Unfit::Fraction), "{s}");
+        }
+        for s in ["", "abc", "true", "1e", "0x1"] {
+            assert!(integer(s).is_err(), "{s}");
+        }
+        assert_eq!(integer("1e40"), Err(Unfit::TooLarge));
+        let text = StringArray::from(vec![Some("1"), None, Some("2.0")]);
+        let got = integers::<arrow::datatypes::Int8Type>(&text).unwrap();
+        assert_eq!(
+            got.as_primitive::<arrow::datatypes::Int8Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(1), None, Some(2)]
+        );
+        let text = StringArray::from(vec![Some("1"), Some("128")]);
+        let (row, message) = integers::<arrow::datatypes::Int8Type>(&text).unwrap_err();
+        assert_eq!(
+            (row, message.as_str()),
+            (1, "value \"128\" is out of range for int8")
+        );
+        let text = StringArray::from(vec![Some("-1")]);
+        assert!(integers::<arrow::datatypes::UInt64Type>(&text).is_err());
     }
 
     #[test]
