@@ -255,6 +255,7 @@ impl QueryEngine {
             .with_table_functions(HashMap::new())
             .build();
         size_caps::register(&mut base_state, limits.size_caps)
+            .and_then(|()| crate::checked_arithmetic::register(&mut base_state))
             .map_err(|e| QueryError::Internal(e.to_string()))?;
         let pages = Arc::new(PageServer::new(
             root_store.clone(),

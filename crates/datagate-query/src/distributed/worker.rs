@@ -108,6 +108,7 @@ impl WorkerSessionBuilder for Sessions {
             .with_distributed_channel_resolver(self.link.clone())
             .build();
         crate::size_caps::register(&mut state, self.limits.size_caps)?;
+        crate::checked_arithmetic::register(&mut state)?;
         if let Some(key) = ctx.headers.get(MASK_KEY_HEADER) {
             let key = parse_key(key.as_bytes())?;
             for mask in [Mask::Hash, Mask::Partial] {

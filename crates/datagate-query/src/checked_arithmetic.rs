@@ -1,0 +1,255 @@
+//! Integer `+`, `-` and `*` that refuse to overflow instead of wrapping around.
+//!
+//! DataFusion 55 evaluates integer arithmetic with wrapping kernels: `SELECT
+//! 9223372036854775807 + 1` answered `-9223372036854775808`, and `population * 1e12` over an
+//! `int64` column a wrong number without a word. PostgreSQL, DuckDB and Trino refuse such a
+//! query ("bigint out of range"). Its `BinaryExpr` can check for overflow, but nothing in the
+//! planner sets that, so [`CheckedArithmeticRule`] puts [`CheckedArithmetic`] in place of every
+//! `+`, `-` and `*` whose operands are both of one integer type once types are coerced. The
+//! function has the operator's name (`a + b`), type and NULL semantics, and evaluates with
+//! arrow's checked kernels: an overflow is a 400 naming the operation. Other operand types
+//! (floats, decimals, dates and intervals) keep the operator.
+
+use arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::config::ConfigOptions;
+use datafusion::execution::{FunctionRegistry, SessionState};
+use datafusion::logical_expr::{
+    BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use std::sync::Arc;
+
+/// Registers the checked operators and the rule that puts them in place of `+`, `-`, `*`.
+pub fn register(state: &mut SessionState) -> Result<()> {
+    let udfs = OPERATORS.map(|op| Arc::new(ScalarUDF::new_from_impl(CheckedArithmetic::new(op))));
+    for udf in &udfs {
+        state.register_udf(udf.clone())?;
+    }
+    state.add_analyzer_rule(Arc::new(CheckedArithmeticRule { udfs }));
+    Ok(())
+}
+
+/// The operators checked, and the names their functions are registered under (never written
+/// by users: the operators are).
+const OPERATORS: [Operator; 3] = [Operator::Plus, Operator::Minus, Operator::Multiply];
+
+fn name_of(op: Operator) -> &'static str {
+    match op {
+        Operator::Plus => "datagate_checked_plus",
+        Operator::Minus => "datagate_checked_minus",
+        _ => "datagate_checked_multiply",
+    }
+}
+
+/// One integer operator evaluated with arrow's checked kernel; see the module documentation.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CheckedArithmetic {
+    op: Operator,
+    signature: Signature,
+}
+
+impl CheckedArithmetic {
+    fn new(op: Operator) -> Self {
+        Self {
+            op,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for CheckedArithmetic {
+    fn name(&self) -> &str {
+        name_of(self.op)
+    }
+
+    fn display_name(&self, args: &[Expr]) -> Result<String> {
+        match args {
+            [l, r] => Ok(format!("{l} {} {r}", self.op)),
+            _ => Ok(self.name().to_string()),
+        }
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        match args {
+            [l, r] => Ok(format!(
+                "{} {} {}",
+                l.schema_name(),
+                self.op,
+                r.schema_name()
+            )),
+            _ => Ok(self.name().to_string()),
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Both operands have the result's type: the rule calls this only for two of one type.
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [l, r] if l == r && l.is_integer() => Ok(l.clone()),
+            _ => datafusion::common::plan_err!(
+                "{} takes two integers of one type, not {arg_types:?}",
+                self.name()
+            ),
+        }
+    }
+
+    /// NULL only where an operand can be, as for the operator.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<arrow::datatypes::FieldRef> {
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        let nullable = args.arg_fields.iter().any(|f| f.is_nullable());
+        Ok(Arc::new(arrow::datatypes::Field::new(
+            self.name(),
+            self.return_type(&types)?,
+            nullable,
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use arrow::compute::kernels::numeric;
+        let [l, r] = args.args.as_slice() else {
+            return datafusion::common::exec_err!("{} takes two operands", self.name());
+        };
+        let scalars = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
+        let rows = if scalars { 1 } else { args.number_rows };
+        let (l, r) = (l.to_array(rows)?, r.to_array(rows)?);
+        let out = match self.op {
+            Operator::Plus => numeric::add(&l, &r),
+            Operator::Minus => numeric::sub(&l, &r),
+            _ => numeric::mul(&l, &r),
+        }?;
+        Ok(if scalars {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
+}
+
+/// Puts [`CheckedArithmetic`] in place of every integer `+`, `-` and `*`, after type coercion.
+#[derive(Debug)]
+pub struct CheckedArithmeticRule {
+    udfs: [Arc<ScalarUDF>; 3],
+}
+
+impl CheckedArithmeticRule {
+    fn udf(&self, op: Operator) -> Option<&Arc<ScalarUDF>> {
+        OPERATORS
+            .iter()
+            .position(|o| *o == op)
+            .map(|i| &self.udfs[i])
+    }
+}
+
+impl datafusion::optimizer::AnalyzerRule for CheckedArithmeticRule {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| {
+            // The expressions of a node refer to its inputs' columns (a scan's, to its own).
+            let mut schema = DFSchema::empty();
+            for input in node.inputs() {
+                schema.merge(input.schema());
+            }
+            if node.inputs().is_empty() {
+                schema.merge(node.schema());
+            }
+            node.map_expressions(|e| {
+                e.transform_up(|e| match e {
+                    Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                        let integers = match (left.get_type(&schema), right.get_type(&schema)) {
+                            (Ok(l), Ok(r)) => l == r && l.is_integer(),
+                            _ => false,
+                        };
+                        match self.udf(op) {
+                            Some(udf) if integers => {
+                                Ok(Transformed::yes(udf.call(vec![*left, *right])))
+                            }
+                            _ => Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr {
+                                left,
+                                op,
+                                right,
+                            }))),
+                        }
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "datagate_checked_arithmetic"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    fn checked() -> SessionContext {
+        let mut state = SessionContext::new().state();
+        register(&mut state).unwrap();
+        SessionContext::new_with_state(state)
+    }
+
+    async fn one(sql: &str) -> std::result::Result<String, String> {
+        let df = checked().sql(sql).await.map_err(|e| e.to_string())?;
+        let batches = df.collect().await.map_err(|e| e.to_string())?;
+        Ok(arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string())
+    }
+
+    #[tokio::test]
+    async fn integer_overflow_is_an_error_not_a_wrapped_value() {
+        for sql in [
+            "SELECT 9223372036854775807 + 1",
+            "SELECT -9223372036854775807 - 2",
+            "SELECT 10000000000 * 10000000000",
+            "SELECT a * a FROM (VALUES (CAST(3037000500 AS BIGINT))) t(a)",
+            "SELECT CAST(2147483647 AS INT) + CAST(1 AS INT)",
+            "SELECT a + b FROM (VALUES (CAST(200 AS TINYINT UNSIGNED), CAST(100 AS TINYINT UNSIGNED))) t(a, b)",
+            "SELECT x FROM (VALUES (1)) t(x) WHERE x * 9223372036854775807 * 2 > 0",
+        ] {
+            let e = one(sql).await.expect_err(sql);
+            assert!(e.contains("Overflow"), "{sql}: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn arithmetic_within_range_keeps_names_types_and_nulls() {
+        let got = one("SELECT a + b, a - b, a * b, a + 1 FROM (VALUES (CAST(6 AS BIGINT), CAST(2 AS BIGINT)), (NULL, 1)) t(a, b)")
+            .await
+            .unwrap();
+        assert!(
+            got.contains("| t.a + t.b | t.a - t.b | t.a * t.b | t.a + Int64(1) |"),
+            "{got}"
+        );
+        assert!(
+            got.contains("| 8         | 4         | 12        | 7              |"),
+            "{got}"
+        );
+        let df = checked()
+            .sql("SELECT a * b AS m FROM (VALUES (CAST(6 AS INT), CAST(2 AS INT))) t(a, b)")
+            .await
+            .unwrap();
+        assert_eq!(df.schema().field(0).data_type(), &DataType::Int32);
+        // Floats, decimals and dates keep their operators.
+        let got = one("SELECT 1.5 * 2, CAST(1.25 AS DECIMAL(5,2)) + 1, DATE '2024-01-31' + INTERVAL '1 day', 1e308 * 10")
+            .await
+            .unwrap();
+        assert!(got.contains("3.0"), "{got}");
+        assert!(got.contains("2.25"), "{got}");
+        assert!(got.contains("2024-02-01"), "{got}");
+        assert!(got.contains("inf"), "{got}");
+    }
+}
