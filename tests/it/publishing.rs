@@ -1398,6 +1398,93 @@ async fn integer_columns_take_whole_numbers_only() {
     assert_eq!(v["rows"], json!([{"n": 2}, {"n": 4}, {"n": 7}, {"n": 70}]));
 }
 
+/// Dates and times in the shapes spreadsheets and government systems export (`2024/1/5`,
+/// `2024年1月5日`, a time without seconds) are taken in CSV, NDJSON and Parquet text columns; a
+/// number is no time (an NDJSON epoch count was read in the column's unit: 1704067200 as
+/// 1970-01-01 00:28); a CSV time that is none names its line and column (it named neither).
+#[tokio::test]
+async fn spreadsheet_dates_are_taken_and_numbers_are_no_times() {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let (st, v) = api
+        .post_json(
+            "/api/v1/datasets",
+            json!({"department": "transport", "name": "visits", "title": "t",
+                   "access_level": "open", "license": "CC-BY-4.0", "tags": [],
+                   "update_frequency": "daily",
+                   "columns": [{"name": "d", "type": "date32"}, {"name": "t", "type": "timestamp(ms)"}]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    api.append_csv(
+        "visits",
+        "d,t\n2024/1/5,2024/1/5 10:00\n\"2024年1月5日\",2024-01-05 18:00+08:00\n",
+    )
+    .await;
+    let text = |v: &str| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+    let parquet = parquet_bytes(
+        &RecordBatch::try_from_iter([("d", text("2024.1.5")), ("t", text("2024/01/05 10:00:00"))])
+            .unwrap(),
+        None,
+    );
+    for (content_type, body) in [
+        (
+            "application/x-ndjson",
+            "{\"d\":\"2024/1/5\",\"t\":\"2024/1/5 10:00\"}\n"
+                .as_bytes()
+                .to_vec(),
+        ),
+        ("application/vnd.apache.parquet", parquet),
+    ] {
+        let (st, v) = api
+            .send(api.version_request("visits", content_type, false, body))
+            .await;
+        assert_eq!(st, 201, "{content_type}: {v}");
+    }
+    let (_, v) = api
+        .post_json(
+            "/api/v1/query",
+            json!({"sql": "SELECT CAST(d AS VARCHAR) AS d, CAST(t AS VARCHAR) AS t, count(*) AS n FROM transport.visits GROUP BY 1, 2"}),
+        )
+        .await;
+    assert_eq!(
+        v["rows"],
+        json!([{"d": "2024-01-05", "t": "2024-01-05T10:00:00", "n": 4}])
+    );
+    for (content_type, body, line, column, what) in [
+        (
+            "application/x-ndjson",
+            "{\"d\":null}\n{\"t\":1704067200}\n",
+            2,
+            "t",
+            "a number's unit cannot be told",
+        ),
+        (
+            "text/csv",
+            "d,t\n2024-01-05,\n2024-01-05,1704067200\n",
+            3,
+            "t",
+            "is not a valid timestamp(ms)",
+        ),
+        (
+            "text/csv",
+            "d,t\n\"2024/2/30\",\n",
+            2,
+            "d",
+            "is not a valid date32",
+        ),
+    ] {
+        let (st, v) = api
+            .send(api.version_request("visits", content_type, false, body.as_bytes().to_vec()))
+            .await;
+        assert_eq!(st, 422, "{body}: {v}");
+        assert_eq!(v["line"], line, "{body}: {v}");
+        assert_eq!(v["column"], column, "{body}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(what), "{v}");
+    }
+}
+
 /// An NDJSON column whose values are sometimes numbers, sometimes strings is inferred as text,
 /// and its upload is taken with the numbers as their JSON text (it was refused by the schema
 /// inferred from it: "expected string got 1").

@@ -228,8 +228,8 @@ struct Layout {
     batch_rows: usize,
 }
 
-/// An arrow-csv decoder and the records it has handed out, to name the line of a value that is
-/// not a decimal of its column (decimals are read as text and converted after the decoder).
+/// An arrow-csv decoder and the records it has handed out, to name the line of a value that
+/// does not fit its column ([`text_columns`](super::text_columns) converts some after it).
 struct RecordDecoder {
     inner: arrow::csv::reader::Decoder,
     flushed: u64,
@@ -305,7 +305,7 @@ impl Layout {
             .iter()
             .map(|i| batch.column(*i).clone())
             .collect();
-        let out = super::numbers::from_text(columns, &self.target).map_err(|bad| {
+        let out = super::text_columns::from_text(columns, &self.target).map_err(|bad| {
             // Record `first + row + 1` of the body, after the header line.
             let line = first + bad.row as u64 + 2;
             line_error(line, Some(&bad.column), &bad.message)
@@ -507,10 +507,13 @@ impl CsvDecoder {
                     &format!("header column {name:?} appears twice"),
                 ));
             }
-            // Decimals are read as text and rounded to their scale after the decoder.
-            let ty = match f.data_type() {
-                DataType::Decimal128(..) => DataType::Utf8,
-                ty => ty.clone(),
+            // Decimals, dates and times are read as text and converted after the decoder.
+            let ty = match super::text_columns::read_as_text(
+                f.data_type(),
+                super::text_columns::Reader::Csv,
+            ) {
+                true => DataType::Utf8,
+                false => f.data_type().clone(),
             };
             fields.push(Field::new(name, ty, true));
         }
@@ -1330,11 +1333,12 @@ mod decimals {
     use arrow::array::{AsArray, Decimal128Array};
     use arrow::datatypes::Decimal128Type;
 
-    fn decode(body: &str, threads: usize) -> Result<Vec<Option<i128>>> {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("m", DataType::Decimal128(5, 2), true),
-        ]));
+    /// `body` decoded with segments of 16 bytes on `threads` threads, in batches of two rows.
+    pub(super) fn small_batches(
+        schema: SchemaRef,
+        body: &str,
+        threads: usize,
+    ) -> Result<Vec<RecordBatch>> {
         let opts = CsvOptions {
             threads,
             segment_bytes: 16,
@@ -1344,8 +1348,16 @@ mod decimals {
         let mut d = CsvDecoder::new(schema, opts);
         let mut batches = d.push(body.as_bytes())?;
         batches.extend(d.finish()?);
+        Ok(batches)
+    }
+
+    fn decode(body: &str, threads: usize) -> Result<Vec<Option<i128>>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("m", DataType::Decimal128(5, 2), true),
+        ]));
         let mut out = Vec::new();
-        for b in &batches {
+        for b in &small_batches(schema, body, threads)? {
             let m: &Decimal128Array = b.column(1).as_primitive::<Decimal128Type>();
             assert_eq!(m.precision(), 5);
             assert_eq!(m.scale(), 2);
@@ -1376,23 +1388,66 @@ mod decimals {
                     "is not a valid decimal128(5,2)",
                 ),
             ] {
-                match decode(&body, threads).unwrap_err() {
-                    IngestError::InvalidData {
-                        line,
-                        column,
-                        message,
-                        ..
-                    } => {
-                        assert_eq!(line, Some(8), "{message}");
-                        assert_eq!(column.as_deref(), Some("m"), "{message}");
-                        assert!(
-                            message.starts_with("line 8: column \"m\": value"),
-                            "{message}"
-                        );
-                        assert!(message.contains(what), "{message}");
-                    }
-                    other => panic!("{other:?}"),
-                }
+                let e = decode(&body, threads).unwrap_err();
+                let message = crate::decode::invalid_at(e, Some(8), Some("m"));
+                assert!(
+                    message.starts_with("line 8: column \"m\": value"),
+                    "{message}"
+                );
+                assert!(message.contains(what), "{message}");
+            }
+        }
+    }
+}
+
+/// Dates and times in the shapes spreadsheets write are read on both paths; one that is no time
+/// names its line and column (arrow-csv's own error named neither: "Error parsing column 0 at
+/// line 0").
+#[cfg(test)]
+mod times {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::compute::kernels::cast_utils::Parser;
+    use arrow::datatypes::{Date32Type, TimeUnit, TimestampSecondType};
+
+    fn decode(body: &str, threads: usize) -> Result<Vec<(Option<i32>, Option<i64>)>> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", DataType::Date32, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Second, None), true),
+        ]));
+        let mut out = Vec::new();
+        for b in &super::decimals::small_batches(schema, body, threads)? {
+            let d = b.column(0).as_primitive::<Date32Type>();
+            let t = b.column(1).as_primitive::<TimestampSecondType>();
+            out.extend(d.iter().zip(t.iter()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn spreadsheet_times_are_read_and_bad_ones_name_their_line() {
+        let day = Date32Type::parse("2024-01-05").unwrap();
+        let ten = 1_704_448_800; // 2024-01-05T10:00:00Z
+        let plain = "d,t\n2024/1/5,2024/1/5 10:00\n2024年1月5日,2024-01-05 18:00+08:00\n,\n";
+        let quoted = plain.replace("2024/1/5,", "\"2024/1/5\",");
+        let want = vec![(Some(day), Some(ten)), (Some(day), Some(ten)), (None, None)];
+        for threads in [1, 3] {
+            assert_eq!(decode(plain, threads).unwrap(), want, "{threads} threads");
+            assert_eq!(
+                decode(&quoted, threads).unwrap(),
+                want,
+                "{threads} threads, quoted"
+            );
+            for (body, column) in [
+                (format!("{quoted}2024-01-05,1704448800\n"), "t"),
+                (format!("{plain}2024/2/30,2024-01-05\n"), "d"),
+            ] {
+                let message = crate::decode::invalid_at(
+                    decode(&body, threads).unwrap_err(),
+                    Some(5),
+                    Some(column),
+                );
+                assert!(message.starts_with("line 5: column"), "{message}");
             }
         }
     }

@@ -8,6 +8,7 @@
 
 mod charset;
 mod csv;
+mod dates;
 mod gzip;
 mod infer;
 mod ipc;
@@ -15,6 +16,7 @@ mod ndjson;
 mod numbers;
 pub mod parquet_pages;
 mod plain_csv;
+mod text_columns;
 
 pub use charset::{SkipUtf8Bom, Transcoder, charset_of, encoding, not_utf8};
 pub use csv::{CsvDecoder, CsvOptions};
@@ -29,7 +31,6 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::FormatOptions;
-use std::sync::Arc;
 
 /// Input a decoder gathers into one batch at most (a batch also ends at `batch_rows` rows, and
 /// holds at least one record): rows of a few hundred bytes fill `batch_rows` long before, but
@@ -119,16 +120,18 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
             columns.push(col.clone());
             continue;
         }
-        if let (
-            DataType::Decimal128(p, s),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View,
-        ) = (f.data_type(), col.data_type())
+        if matches!(
+            col.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) && text_columns::read_as_text(f.data_type(), text_columns::Reader::Ndjson)
         {
-            // Decimals written as text round as in a CSV upload, not as arrow's cast cuts them.
+            // Numbers, dates and times written as text read as in a CSV or NDJSON upload
+            // (decimals rounded, spreadsheet dates taken), not as arrow's cast reads them.
             let text = cast_with_options(col, &DataType::Utf8, &options)
                 .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
-            let decimals =
-                numbers::decimals(text.as_string::<i32>(), *p, *s).map_err(|(r, m)| {
+            let converted = text_columns::convert(text.as_string::<i32>(), f.data_type());
+            if let Some(converted) = converted {
+                columns.push(converted.map_err(|(r, m)| {
                     let row = first_row + r as u64;
                     IngestError::InvalidData {
                         message: format!("row {row}: column {:?}: {m}", f.name()),
@@ -136,9 +139,9 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
                         row: Some(row),
                         column: Some(f.name().clone()),
                     }
-                })?;
-            columns.push(Arc::new(decimals));
-            continue;
+                })?);
+                continue;
+            }
         }
         if f.data_type().is_integer()
             && let Some(r) = first_fraction(col.as_ref())
@@ -444,6 +447,23 @@ fn first_fraction(col: &dyn arrow::array::Array) -> Option<usize> {
             })
         }
         _ => None,
+    }
+}
+
+/// The message of `e`, an invalid-data error naming `line` and `column` (tests).
+#[cfg(test)]
+pub(crate) fn invalid_at(e: IngestError, line: Option<u64>, column: Option<&str>) -> String {
+    match e {
+        IngestError::InvalidData {
+            line: l,
+            column: c,
+            message,
+            ..
+        } => {
+            assert_eq!((l, c.as_deref()), (line, column), "{message}");
+            message
+        }
+        other => panic!("not invalid data: {other:?}"),
     }
 }
 

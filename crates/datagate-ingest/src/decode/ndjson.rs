@@ -17,8 +17,8 @@ const MAX_LINE_BYTES: usize = 64 << 20;
 /// Decodes NDJSON into batches of the dataset's schema.
 pub struct NdjsonDecoder {
     target: SchemaRef,
-    /// `target` with its decimals and integers read as text (decimals rounded to their scale,
-    /// integers checked to be whole after the reader), when it has any.
+    /// `target` with the columns [`text_columns`](super::text_columns) converts read as text
+    /// (decimals, integers, dates and times), when it has any.
     text: Option<SchemaRef>,
     batch_rows: usize,
     batch_bytes: usize,
@@ -34,7 +34,7 @@ pub struct NdjsonDecoder {
 impl NdjsonDecoder {
     pub fn new(target: SchemaRef, batch_rows: usize) -> Self {
         Self {
-            text: super::numbers::as_text(&target, true),
+            text: super::text_columns::as_text(&target, super::text_columns::Reader::Ndjson),
             target,
             batch_rows: batch_rows.max(1),
             batch_bytes: BATCH_BYTES,
@@ -54,8 +54,9 @@ impl NdjsonDecoder {
         let schema = self.text.as_ref().unwrap_or(&self.target);
         // Numbers and booleans are taken by text columns as their JSON text (as DuckDB and
         // PostgreSQL take them): a column whose values are sometimes numbers, sometimes
-        // strings is inferred as text, and decimals and integers are read as text to be
-        // converted exactly here (arrow-json cuts 7.5 to 7 and 1.239 to 1.23).
+        // strings is inferred as text, and decimals, integers, dates and times are read as text
+        // to be converted here (arrow-json cuts 7.5 to 7 and 1.239 to 1.23, and reads a number
+        // as a time in the column's unit).
         let mut d = ReaderBuilder::new(schema.clone())
             .with_strict_mode(true)
             .with_coerce_primitive(true)
@@ -80,7 +81,7 @@ impl NdjsonDecoder {
         if self.text.is_none() {
             return Ok(Some(batch));
         }
-        super::numbers::from_text(batch.columns().to_vec(), &self.target)
+        super::text_columns::from_text(batch.columns().to_vec(), &self.target)
             .map(Some)
             .map_err(|bad| arrow::error::ArrowError::JsonError(bad.message))
     }
@@ -276,6 +277,14 @@ mod messages {
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
+    /// `input` decoded whole into batches of two lines.
+    fn decode_all(schema: &SchemaRef, input: &str) -> Result<Vec<RecordBatch>> {
+        let mut d = NdjsonDecoder::new(schema.clone(), 2);
+        let mut batches = d.push(input.as_bytes())?;
+        batches.extend(d.finish()?);
+        Ok(batches)
+    }
+
     #[test]
     fn wrong_type_names_line_column_and_value() {
         let schema = Arc::new(Schema::new(vec![
@@ -313,12 +322,7 @@ mod messages {
             Field::new("m", DataType::Decimal128(5, 2), true),
             Field::new("note", DataType::Utf8, true),
         ]));
-        let run = |input: &str| {
-            let mut d = NdjsonDecoder::new(schema.clone(), 2);
-            let mut batches = d.push(input.as_bytes())?;
-            batches.extend(d.finish()?);
-            Ok::<_, IngestError>(batches)
-        };
+        let run = |input: &str| decode_all(&schema, input);
         let batches = run(
             "{\"m\":1.235,\"note\":7}\n\n{\"m\":\"-1.235\",\"note\":true}\n{\"m\":1.5e-2,\"note\":\"x\"}\n{}\n",
         )
@@ -356,22 +360,12 @@ mod messages {
             batches[0].schema().field(0).data_type(),
             &DataType::Decimal128(5, 2)
         );
-        match run("{\"m\":1}\n{\"m\":2}\n\n{\"m\":999.995}\n").unwrap_err() {
-            IngestError::InvalidData {
-                line,
-                column,
-                message,
-                ..
-            } => {
-                assert_eq!(line, Some(4), "{message}");
-                assert_eq!(column.as_deref(), Some("m"), "{message}");
-                assert!(
-                    message.contains("does not fit decimal128(5,2)"),
-                    "{message}"
-                );
-            }
-            e => panic!("{e:?}"),
-        }
+        let e = run("{\"m\":1}\n{\"m\":2}\n\n{\"m\":999.995}\n").unwrap_err();
+        let message = crate::decode::invalid_at(e, Some(4), Some("m"));
+        assert!(
+            message.contains("does not fit decimal128(5,2)"),
+            "{message}"
+        );
     }
 
     /// Integers are taken when whole (`7.0`, `7e2`); a fraction or a value out of the column's
@@ -384,12 +378,7 @@ mod messages {
             Field::new("n", DataType::Int64, true),
             Field::new("u", DataType::UInt8, true),
         ]));
-        let run = |input: &str| {
-            let mut d = NdjsonDecoder::new(schema.clone(), 2);
-            let mut batches = d.push(input.as_bytes())?;
-            batches.extend(d.finish()?);
-            Ok::<_, IngestError>(batches)
-        };
+        let run = |input: &str| decode_all(&schema, input);
         let batches = run("{\"n\":7,\"u\":255}\n{\"n\":7.0,\"u\":\"3\"}\n{\"n\":-9e2}\n").unwrap();
         let n: Vec<Option<i64>> = batches
             .iter()
@@ -428,19 +417,41 @@ mod messages {
                 "is not a valid int64",
             ),
         ] {
-            match run(input).unwrap_err() {
-                IngestError::InvalidData {
-                    line,
-                    column: c,
-                    message,
-                    ..
-                } => {
-                    assert_eq!(line, Some(3), "{message}");
-                    assert_eq!(c.as_deref(), Some(column), "{message}");
-                    assert!(message.contains(what), "{message}");
-                }
-                e => panic!("{e:?}"),
-            }
+            let message = crate::decode::invalid_at(run(input).unwrap_err(), Some(3), Some(column));
+            assert!(message.contains(what), "{message}");
+        }
+    }
+
+    /// Times are text: spreadsheet shapes are read, a number is refused (arrow-json read
+    /// 1704067200 into `timestamp(us)` as 1970-01-01 00:28) with its line, column and a hint.
+    #[test]
+    fn times_are_text_and_numbers_are_no_times() {
+        use arrow::array::{Array, AsArray};
+        use arrow::compute::kernels::cast_utils::Parser;
+        use arrow::datatypes::{Date32Type, TimeUnit, TimestampMicrosecondType};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+            Field::new("d", DataType::Date32, true),
+        ]));
+        let run = |input: &str| decode_all(&schema, input);
+        let batches =
+            run("{\"t\":\"2024/1/5 10:00\",\"d\":\"2024年1月5日\"}\n{\"t\":null}\n").unwrap();
+        let t = batches[0]
+            .column(0)
+            .as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(t.value(0), 1_704_448_800_000_000);
+        assert!(t.is_null(1));
+        let d = batches[0].column(1).as_primitive::<Date32Type>();
+        assert_eq!(Some(d.value(0)), Date32Type::parse("2024-01-05"));
+        for (input, column) in [
+            ("{\"t\":null}\n{\"t\":1704067200}\n", "t"),
+            ("{\"t\":null}\n{\"d\":19000}\n", "d"),
+        ] {
+            let message = crate::decode::invalid_at(run(input).unwrap_err(), Some(2), Some(column));
+            assert!(
+                message.contains("a number's unit cannot be told"),
+                "{message}"
+            );
         }
     }
 }

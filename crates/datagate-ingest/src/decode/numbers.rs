@@ -12,12 +12,12 @@
 //! (`7`, `7.0`, `7e2`); `7.5` is refused (arrow-json casts it to `7`), as is a value out of the
 //! column's range. CSV integers are read strictly by arrow's parser already (`7.0` refused).
 //!
-//! The decoders read such columns as text ([`as_text`]) and convert whole columns here
-//! ([`from_text`]); the fast CSV path parses each decimal field with [`parse`].
+//! The decoders read such columns as text ([`text_columns`](super::text_columns)) and convert
+//! whole columns here ([`decimals`], [`integers`]); the fast CSV path parses each decimal field
+//! with [`parse`].
 
-use arrow::array::{Array, ArrayRef, AsArray, Decimal128Array, PrimitiveBuilder, StringArray};
-use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Schema, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::array::{Array, ArrayRef, Decimal128Array, PrimitiveBuilder, StringArray};
+use arrow::datatypes::ArrowPrimitiveType;
 use std::sync::Arc;
 
 /// Why a text value is not a number of the column.
@@ -215,46 +215,6 @@ pub(super) fn describe(value: &str, precision: u8, scale: i8, why: Unfit) -> Str
     }
 }
 
-/// Whether a column of type `ty` is read as text by a decoder of NDJSON (`integers`) or CSV.
-fn read_as_text(ty: &DataType, integers: bool) -> bool {
-    match ty {
-        DataType::Decimal128(..) => true,
-        ty => integers && ty.is_integer(),
-    }
-}
-
-/// `schema` with its decimal columns (and its integer columns, with `integers`) read as text,
-/// for a decoder of a text format; `None` when it has none.
-pub(super) fn as_text(schema: &SchemaRef, integers: bool) -> Option<SchemaRef> {
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| read_as_text(f.data_type(), integers))
-    {
-        return None;
-    }
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|f| match read_as_text(f.data_type(), integers) {
-            true => f.as_ref().clone().with_data_type(DataType::Utf8),
-            false => f.as_ref().clone(),
-        })
-        .collect();
-    Some(Arc::new(Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    )))
-}
-
-/// A value that is not a number of its column: its row in the batch, column and message.
-#[derive(Debug)]
-pub(super) struct BadValue {
-    pub row: usize,
-    pub column: String,
-    pub message: String,
-}
-
 /// `values` as a `decimal128(precision, scale)` column (nulls stay null); a value that is not
 /// one gives its row and what is wrong.
 pub(super) fn decimals(
@@ -279,7 +239,9 @@ pub(super) fn decimals(
 
 /// `values` as a column of the integer type `T` (nulls stay null); a value that is not one, a
 /// fraction or out of `T`'s range, gives its row and what is wrong.
-fn integers<T: ArrowPrimitiveType>(values: &StringArray) -> Result<ArrayRef, (usize, String)>
+pub(super) fn integers<T: ArrowPrimitiveType>(
+    values: &StringArray,
+) -> Result<ArrayRef, (usize, String)>
 where
     T::Native: TryFrom<i128>,
 {
@@ -309,53 +271,10 @@ where
     Ok(Arc::new(b.finish()))
 }
 
-/// `values` as a column of `ty`, when `ty` is one [`as_text`] reads as text.
-fn from_strings(values: &StringArray, ty: &DataType) -> Option<Result<ArrayRef, (usize, String)>> {
-    use arrow::datatypes::{
-        Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
-    };
-    Some(match ty {
-        DataType::Decimal128(p, s) => decimals(values, *p, *s).map(|a| Arc::new(a) as ArrayRef),
-        DataType::Int8 => integers::<Int8Type>(values),
-        DataType::Int16 => integers::<Int16Type>(values),
-        DataType::Int32 => integers::<Int32Type>(values),
-        DataType::Int64 => integers::<Int64Type>(values),
-        DataType::UInt8 => integers::<UInt8Type>(values),
-        DataType::UInt16 => integers::<UInt16Type>(values),
-        DataType::UInt32 => integers::<UInt32Type>(values),
-        DataType::UInt64 => integers::<UInt64Type>(values),
-        _ => return None,
-    })
-}
-
-/// The batch of `target` whose columns are `columns`, decoded with [`as_text`]'s schema: text
-/// columns become the decimals and integers of `target` they stand for.
-pub(super) fn from_text(
-    mut columns: Vec<ArrayRef>,
-    target: &SchemaRef,
-) -> Result<RecordBatch, BadValue> {
-    for (f, col) in target.fields().iter().zip(columns.iter_mut()) {
-        let Some(text) = col.as_string_opt::<i32>() else {
-            continue;
-        };
-        if let Some(converted) = from_strings(text, f.data_type()) {
-            *col = converted.map_err(|(row, message)| BadValue {
-                row,
-                column: f.name().clone(),
-                message: format!("column {:?}: {message}", f.name()),
-            })?;
-        }
-    }
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| BadValue {
-        row: 0,
-        column: String::new(),
-        message: e.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
     use proptest::prelude::*;
 
     fn p(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {

@@ -8,15 +8,16 @@
 //! Chinese text. On 227 MB of the market-entity file: split 93 ms (csv-core 143–215 ms), UTF-8
 //! check 12 ms (std 105 ms); a 10M-row upload took 16% less server CPU.
 //!
-//! Values parse with the functions arrow-csv uses (`Parser`, `string_to_datetime`; decimals with
-//! [`decimal::parse`](super::numbers::parse), as after arrow-csv), an empty field is null as there, line ends are `\n` or `\r\n`, and
-//! blank lines are skipped as csv-core skips them. Anything else — a quote, invalid UTF-8, a lone
-//! `\r`, a record with the wrong number of fields, a value that does not parse, a type not
-//! handled here — gives `None`, and the caller decodes the segment with arrow-csv, so the rows
-//! and every error message are exactly what arrow-csv gives.
+//! Values parse as on the general path: numbers with arrow's `Parser` as arrow-csv does, and
+//! decimals, dates and times with the functions that convert them after arrow-csv
+//! ([`numbers`](super::numbers), [`dates`](super::dates)); an empty field is null as there, line
+//! ends are `\n` or `\r\n`, and blank lines are skipped as csv-core skips them. Anything else — a
+//! quote, invalid UTF-8, a lone `\r`, a record with the wrong number of fields, a value that does
+//! not parse, a type not handled here — gives `None`, and the caller decodes the segment on the
+//! general path, so the rows and every error message are exactly what it gives.
 
 use arrow::array::{ArrayRef, BooleanBuilder, PrimitiveBuilder, StringBuilder};
-use arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
+use arrow::compute::kernels::cast_utils::Parser;
 use arrow::datatypes::{
     ArrowPrimitiveType, ArrowTimestampType, DataType, Date32Type, Decimal128Type, Float32Type,
     Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, TimeUnit,
@@ -24,7 +25,6 @@ use arrow::datatypes::{
     TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
 };
 use arrow::record_batch::RecordBatch;
-use chrono::Datelike;
 use std::sync::Arc;
 
 /// Decodes `bytes`, whole records of a file whose columns are `target`'s in the file order
@@ -202,45 +202,18 @@ fn primitive<T: ArrowPrimitiveType + Parser>(values: &[&str]) -> Option<ArrayRef
     Some(Arc::new(b.finish()))
 }
 
-/// Dates. `YYYY-MM-DD`, the shape nearly every export writes, is read digit by digit (arrow's
-/// parser tries its other shapes first: a third of the server's decoding time on the
-/// market-entity upload, two date columns of thirteen); any other shape goes to that parser.
+/// Dates, in every shape [`dates::date`](super::dates::date) reads.
 fn dates(values: &[&str]) -> Option<ArrayRef> {
     let mut b = PrimitiveBuilder::<Date32Type>::with_capacity(values.len());
     for v in values {
         if v.is_empty() {
             b.append_null();
-            continue;
+        } else {
+            b.append_value(super::dates::date(v)?);
         }
-        let days = match iso_date(v.as_bytes()) {
-            Some(days) => days,
-            None => Date32Type::parse(v)?,
-        };
-        b.append_value(days);
     }
     Some(Arc::new(b.finish()))
 }
-
-/// Days since 1970-01-01 of a valid `YYYY-MM-DD` date; `None` for anything else (another shape,
-/// or a day the month lacks, which the general parser then refuses too).
-fn iso_date(s: &[u8]) -> Option<i32> {
-    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = s else {
-        return None;
-    };
-    let mut n = [0u32; 8];
-    for (slot, c) in n.iter_mut().zip([y0, y1, y2, y3, m0, m1, d0, d1]) {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        *slot = u32::from(c - b'0');
-    }
-    let year = n[0] * 1000 + n[1] * 100 + n[2] * 10 + n[3];
-    let date = chrono::NaiveDate::from_ymd_opt(year as i32, n[4] * 10 + n[5], n[6] * 10 + n[7])?;
-    Some(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
-}
-
-/// 1970-01-01 counted in days from 0001-01-01 (day 1), as chrono's `num_days_from_ce` counts.
-const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Timestamps without a time zone: a value with an offset is converted to UTC, as arrow-csv does.
 fn timestamps<T: ArrowTimestampType>(values: &[&str]) -> Option<ArrayRef> {
@@ -248,79 +221,9 @@ fn timestamps<T: ArrowTimestampType>(values: &[&str]) -> Option<ArrayRef> {
     for v in values {
         if v.is_empty() {
             b.append_null();
-            continue;
+        } else {
+            b.append_value(super::dates::timestamp::<T>(v)?);
         }
-        let t = string_to_datetime(&chrono::Utc, v).ok()?;
-        b.append_value(match T::UNIT {
-            TimeUnit::Second => t.timestamp(),
-            TimeUnit::Millisecond => t.timestamp_millis(),
-            TimeUnit::Microsecond => t.timestamp_micros(),
-            TimeUnit::Nanosecond => t.timestamp_nanos_opt()?,
-        });
     }
     Some(Arc::new(b.finish()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow::array::Array;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// A `YYYY-MM-DD` date is read as arrow's parser reads it, invalid days refused alike.
-        #[test]
-        fn iso_dates_read_as_arrow_reads_them(s in "[0-9]{4}-[0-1][0-9]-[0-3][0-9]|[0-9-]{10}") {
-            let parsed = Date32Type::parse(&s);
-            let b = s.as_bytes();
-            let shaped = b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
-            match iso_date(b) {
-                Some(days) => prop_assert_eq!(Some(days), parsed),
-                // A day the month lacks: arrow refuses it too.
-                None if shaped => prop_assert_eq!(parsed, None, "{}", s),
-                None => {}
-            }
-        }
-    }
-
-    #[test]
-    fn dates_at_the_edges_of_months_years_and_the_epoch() {
-        for s in [
-            "1970-01-01",
-            "1969-12-31",
-            "2000-02-29",
-            "1900-03-01",
-            "0001-01-01",
-            "9999-12-31",
-            "2024-12-31",
-        ] {
-            assert_eq!(iso_date(s.as_bytes()), Date32Type::parse(s), "{s}");
-            assert!(iso_date(s.as_bytes()).is_some(), "{s}");
-        }
-        for s in [
-            "1900-02-29",
-            "2023-02-29",
-            "2024-04-31",
-            "2024-13-01",
-            "2024-00-10",
-            "2024-01-00",
-            "2024-1-05",
-            "2024/01/05",
-        ] {
-            assert_eq!(iso_date(s.as_bytes()), None, "{s}");
-        }
-        assert_eq!(iso_date(b"1970-01-01"), Some(0));
-        let column = dates(&["2024-01-05", "", "2024-1-5"]).unwrap();
-        let column = column
-            .as_any()
-            .downcast_ref::<arrow::array::Date32Array>()
-            .unwrap();
-        assert_eq!(column.value(0), Date32Type::parse("2024-01-05").unwrap());
-        assert!(column.is_null(1));
-        assert_eq!(
-            column.value(2),
-            Date32Type::parse("2024-1-5").unwrap(),
-            "other shapes through arrow's parser"
-        );
-    }
 }

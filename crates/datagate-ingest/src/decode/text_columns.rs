@@ -1,0 +1,124 @@
+//! Columns a text decoder reads as text and converts itself, so every text format reads them by
+//! one rule and names the line and column of a value that does not fit: decimals (rounded to
+//! their scale, [`numbers`](super::numbers)), dates and times (in the shapes spreadsheets write,
+//! [`dates`](super::dates)), and in NDJSON integers too (whole numbers only; CSV integers are
+//! read strictly by arrow-csv already). arrow's readers cut `1.239` to `1.23` and NDJSON's `7.5`
+//! to `7`, refuse `2024/1/5`, read an NDJSON number as a time in the column's unit, and name no
+//! line for a CSV time that does not parse.
+
+use arrow::array::{ArrayRef, AsArray, StringArray};
+use arrow::datatypes::{
+    DataType, Field, Int8Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
+use arrow::record_batch::RecordBatch;
+use std::sync::Arc;
+
+/// The text format whose decoder reads the columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reader {
+    Csv,
+    Ndjson,
+}
+
+/// Whether `reader` reads a column of type `ty` as text, to be converted by [`from_text`].
+pub(super) fn read_as_text(ty: &DataType, reader: Reader) -> bool {
+    match ty {
+        DataType::Decimal128(..) | DataType::Date32 | DataType::Timestamp(_, None) => true,
+        ty => reader == Reader::Ndjson && ty.is_integer(),
+    }
+}
+
+/// `schema` as `reader` decodes it (the columns of [`read_as_text`] as text); `None` when it
+/// reads none as text.
+pub(super) fn as_text(schema: &SchemaRef, reader: Reader) -> Option<SchemaRef> {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| read_as_text(f.data_type(), reader))
+    {
+        return None;
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match read_as_text(f.data_type(), reader) {
+            true => f.as_ref().clone().with_data_type(DataType::Utf8),
+            false => f.as_ref().clone(),
+        })
+        .collect();
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
+/// A value that does not fit its column: its row in the batch, column and message.
+#[derive(Debug)]
+pub(super) struct BadValue {
+    pub row: usize,
+    pub column: String,
+    pub message: String,
+}
+
+/// `values` as a column of `ty`, when `ty` is one [`read_as_text`] reads as text (also for a
+/// text column of a Parquet or Arrow upload).
+pub(super) fn convert(
+    values: &StringArray,
+    ty: &DataType,
+) -> Option<Result<ArrayRef, (usize, String)>> {
+    use super::dates::{dates, timestamps};
+    use super::numbers::{decimals, integers};
+    Some(match ty {
+        DataType::Decimal128(p, s) => decimals(values, *p, *s).map(|a| Arc::new(a) as ArrayRef),
+        DataType::Int8 => integers::<Int8Type>(values),
+        DataType::Int16 => integers::<Int16Type>(values),
+        DataType::Int32 => integers::<Int32Type>(values),
+        DataType::Int64 => integers::<Int64Type>(values),
+        DataType::UInt8 => integers::<UInt8Type>(values),
+        DataType::UInt16 => integers::<UInt16Type>(values),
+        DataType::UInt32 => integers::<UInt32Type>(values),
+        DataType::UInt64 => integers::<UInt64Type>(values),
+        DataType::Date32 => dates(values),
+        DataType::Timestamp(TimeUnit::Second, None) => timestamps::<TimestampSecondType>(values),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => {
+            timestamps::<TimestampMillisecondType>(values)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, None) => {
+            timestamps::<TimestampMicrosecondType>(values)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, None) => {
+            timestamps::<TimestampNanosecondType>(values)
+        }
+        _ => return None,
+    })
+}
+
+/// The batch of `target` whose columns are `columns`, decoded with [`as_text`]'s schema: text
+/// columns become the values of `target`'s types they stand for.
+pub(super) fn from_text(
+    mut columns: Vec<ArrayRef>,
+    target: &SchemaRef,
+) -> Result<RecordBatch, BadValue> {
+    for (f, col) in target.fields().iter().zip(columns.iter_mut()) {
+        if f.data_type() == &DataType::Utf8 {
+            continue;
+        }
+        let Some(text) = col.as_string_opt::<i32>() else {
+            continue;
+        };
+        if let Some(converted) = convert(text, f.data_type()) {
+            *col = converted.map_err(|(row, message)| BadValue {
+                row,
+                column: f.name().clone(),
+                message: format!("column {:?}: {message}", f.name()),
+            })?;
+        }
+    }
+    RecordBatch::try_new(target.clone(), columns).map_err(|e| BadValue {
+        row: 0,
+        column: String::new(),
+        message: e.to_string(),
+    })
+}
