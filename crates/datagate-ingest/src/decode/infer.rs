@@ -160,7 +160,73 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
         })?;
         fields.push(Field::new(f.name(), dt, true));
     }
+    let texts: Vec<usize> = (0..fields.len())
+        .filter(|&i| fields[i].data_type() == &DataType::Utf8)
+        .collect();
+    if !texts.is_empty() {
+        let samples = text_samples(format, head, &fields);
+        for i in texts {
+            if let Some(ty) = time_type(&samples[i]) {
+                fields[i] = Field::new(fields[i].name(), ty, true);
+            }
+        }
+    }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The non-empty text values of each of `fields` in the leading records of `head` (at most
+/// [`INFER_ROWS`]), as the decoders will read them.
+fn text_samples(format: &TextFormat, head: &[u8], fields: &[Field]) -> Vec<Vec<String>> {
+    let mut samples = vec![Vec::new(); fields.len()];
+    match format {
+        TextFormat::Csv(opts) => {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(true)
+                .delimiter(opts.delimiter)
+                .flexible(true)
+                .from_reader(head);
+            for record in reader.records().take(INFER_ROWS).map_while(|r| r.ok()) {
+                for (values, v) in samples.iter_mut().zip(record.iter()) {
+                    if !v.is_empty() {
+                        values.push(v.to_string());
+                    }
+                }
+            }
+        }
+        TextFormat::Ndjson { .. } => {
+            let lines = head.split(|b| *b == b'\n').take(INFER_ROWS);
+            for line in lines {
+                let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(line) else {
+                    continue;
+                };
+                for (values, f) in samples.iter_mut().zip(fields) {
+                    if let Some(serde_json::Value::String(v)) = o.get(f.name())
+                        && !v.is_empty()
+                    {
+                        values.push(v.clone());
+                    }
+                }
+            }
+        }
+    }
+    samples
+}
+
+/// The type of a column arrow infers as text whose every sampled value is a date
+/// (`date32`) or a time (`timestamp(us)`) in a shape only datagate reads (`2024/1/5`,
+/// `2024年1月5日 10:00`): `None` when some value is neither, or there are none.
+fn time_type(values: &[String]) -> Option<DataType> {
+    use arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+    if values.is_empty() {
+        return None;
+    }
+    if values.iter().all(|v| super::dates::date(v).is_some()) {
+        return Some(DataType::Date32);
+    }
+    values
+        .iter()
+        .all(|v| super::dates::timestamp::<TimestampMicrosecondType>(v).is_some())
+        .then_some(DataType::Timestamp(TimeUnit::Microsecond, None))
 }
 
 /// The head up to the end of its last whole record, once it holds one (past the CSV header);
@@ -331,6 +397,35 @@ mod tests {
                 }
                 e => panic!("{e:?}"),
             }
+        }
+    }
+
+    /// A text column whose every value is a date or a time in a spreadsheet shape is inferred
+    /// as `date32` or `timestamp(us)`; one value that is neither keeps it text.
+    #[test]
+    fn spreadsheet_dates_are_inferred_as_dates_and_times() {
+        use arrow::datatypes::TimeUnit;
+        let csv = "d,t,s,n\n2024/1/5,2024/1/5 10:00,x,2024/1/5\n2024/1/6,,y,1\n\"2024年1月7日\",2024/1/5,z,\n";
+        let ndjson = "{\"d\":\"2024/1/5\",\"t\":\"2024/1/5 10:00\",\"s\":\"x\",\"n\":\"2024/1/5\"}\n{\"d\":\"2024.1.6\",\"t\":null,\"s\":\"y\",\"n\":\"soon\"}\n";
+        for (format, body) in [
+            (TextFormat::Csv(CsvOptions::default()), csv.as_bytes()),
+            (TextFormat::Ndjson { batch_rows: 10 }, ndjson.as_bytes()),
+        ] {
+            let batches = decode(format, body, 7).unwrap();
+            let schema = batches[0].schema();
+            let ty = |name: &str| schema.field_with_name(name).unwrap().data_type().clone();
+            let types = ["d", "t", "s", "n"].map(ty);
+            assert_eq!(
+                types,
+                [
+                    DataType::Date32,
+                    DataType::Timestamp(TimeUnit::Microsecond, None),
+                    DataType::Utf8,
+                    DataType::Utf8
+                ],
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
     }
 }
