@@ -82,17 +82,36 @@ impl<'a> Api<'a> {
         assert_eq!(st, 201, "{body}");
     }
 
+    /// Uploads `body` as a new version of `transport/<name>`, expecting it taken.
+    async fn upload_taken(&self, name: &str, content_type: &str, body: Vec<u8>) {
+        let (st, v) = self
+            .send(self.version_request(name, content_type, false, body))
+            .await;
+        assert_eq!(st, 201, "{content_type}: {v}");
+    }
+
+    /// The `rows` of `sql`'s JSON answer, expecting 200.
+    async fn query_rows(&self, sql: &str) -> Value {
+        let (st, v) = self.post_json("/api/v1/query", json!({ "sql": sql })).await;
+        assert_eq!(st, 200, "{sql}: {v}");
+        v["rows"].clone()
+    }
+
     /// Registers `transport/<name>` without columns: the first upload gives the schema.
     async fn register_schemaless(&self, name: &str) {
-        let (st, v) = self
-            .post_json(
-                "/api/v1/datasets",
-                json!({
-                    "department": "transport", "name": name, "title": "t", "access_level": "open",
-                    "license": "CC-BY-4.0", "tags": [], "update_frequency": "daily",
-                }),
-            )
-            .await;
+        self.register_with_columns(name, None).await;
+    }
+
+    /// Registers `transport/<name>` with `columns` (`[{"name", "type"}]`), or without any.
+    async fn register_with_columns(&self, name: &str, columns: Option<Value>) {
+        let mut body = json!({
+            "department": "transport", "name": name, "title": "t", "access_level": "open",
+            "license": "CC-BY-4.0", "tags": [], "update_frequency": "daily",
+        });
+        if let Some(columns) = columns {
+            body["columns"] = columns;
+        }
+        let (st, v) = self.post_json("/api/v1/datasets", body).await;
         assert_eq!(st, 201, "{v}");
     }
 
@@ -1240,16 +1259,11 @@ async fn decimals_round_alike_in_every_format() {
     use arrow::array::{ArrayRef, Decimal128Array, RecordBatch, StringArray};
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    let (st, v) = api
-        .post_json(
-            "/api/v1/datasets",
-            json!({"department": "transport", "name": "fares", "title": "t",
-                   "access_level": "open", "license": "CC-BY-4.0", "tags": [],
-                   "update_frequency": "daily",
-                   "columns": [{"name": "src", "type": "utf8"}, {"name": "m", "type": "decimal128(5,2)"}]}),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
+    api.register_with_columns(
+        "fares",
+        Some(json!([{"name": "src", "type": "utf8"}, {"name": "m", "type": "decimal128(5,2)"}])),
+    )
+    .await;
     api.append_csv("fares", "src,m\ncsv,1.235\ncsv,-1.235\n")
         .await;
     api.append_csv("fares", "src,m\n\"quoted\",1.235\nquoted,\"-1.235\"\n")
@@ -1273,10 +1287,7 @@ async fn decimals_round_alike_in_every_format() {
         ("application/vnd.apache.parquet", text),
         ("application/vnd.apache.parquet", wider),
     ] {
-        let (st, v) = api
-            .send(api.version_request("fares", content_type, false, body))
-            .await;
-        assert_eq!(st, 201, "{content_type}: {v}");
+        api.upload_taken("fares", content_type, body).await;
     }
     let stored = || async {
         let sql = "SELECT CAST(m AS VARCHAR) AS m, count(*) AS n FROM transport.fares GROUP BY m ORDER BY m";
@@ -1327,15 +1338,8 @@ async fn integer_columns_take_whole_numbers_only() {
     use arrow::array::{ArrayRef, Decimal128Array, Float64Array, RecordBatch};
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    let (st, v) = api
-        .post_json(
-            "/api/v1/datasets",
-            json!({"department": "transport", "name": "counts", "title": "t",
-                   "access_level": "open", "license": "CC-BY-4.0", "tags": [],
-                   "update_frequency": "daily", "columns": [{"name": "n", "type": "int64"}]}),
-        )
+    api.register_with_columns("counts", Some(json!([{"name": "n", "type": "int64"}])))
         .await;
-    assert_eq!(st, 201, "{v}");
     let parquet =
         |n: ArrayRef| parquet_bytes(&RecordBatch::try_from_iter([("n", n)]).unwrap(), None);
     let decimals = |v: Vec<i128>| {
@@ -1356,10 +1360,7 @@ async fn integer_columns_take_whole_numbers_only() {
         ),
         ("application/vnd.apache.parquet", decimals(vec![40])),
     ] {
-        let (st, v) = api
-            .send(api.version_request("counts", content_type, false, body))
-            .await;
-        assert_eq!(st, 201, "{content_type}: {v}");
+        api.upload_taken("counts", content_type, body).await;
     }
     for (content_type, body, at) in [
         (
@@ -1389,13 +1390,11 @@ async fn integer_columns_take_whole_numbers_only() {
             "{v}"
         );
     }
-    let (_, v) = api
-        .post_json(
-            "/api/v1/query",
-            json!({"sql": "SELECT n FROM transport.counts ORDER BY n"}),
-        )
-        .await;
-    assert_eq!(v["rows"], json!([{"n": 2}, {"n": 4}, {"n": 7}, {"n": 70}]));
+    assert_eq!(
+        api.query_rows("SELECT n FROM transport.counts ORDER BY n")
+            .await,
+        json!([{"n": 2}, {"n": 4}, {"n": 7}, {"n": 70}])
+    );
 }
 
 /// Dates and times in the shapes spreadsheets and government systems export (`2024/1/5`,
@@ -1407,16 +1406,11 @@ async fn spreadsheet_dates_are_taken_and_numbers_are_no_times() {
     use arrow::array::{ArrayRef, RecordBatch, StringArray};
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    let (st, v) = api
-        .post_json(
-            "/api/v1/datasets",
-            json!({"department": "transport", "name": "visits", "title": "t",
-                   "access_level": "open", "license": "CC-BY-4.0", "tags": [],
-                   "update_frequency": "daily",
-                   "columns": [{"name": "d", "type": "date32"}, {"name": "t", "type": "timestamp(ms)"}]}),
-        )
-        .await;
-    assert_eq!(st, 201, "{v}");
+    api.register_with_columns(
+        "visits",
+        Some(json!([{"name": "d", "type": "date32"}, {"name": "t", "type": "timestamp(ms)"}])),
+    )
+    .await;
     api.append_csv(
         "visits",
         "d,t\n2024/1/5,2024/1/5 10:00\n\"2024年1月5日\",2024-01-05 18:00+08:00\n",
@@ -1437,19 +1431,10 @@ async fn spreadsheet_dates_are_taken_and_numbers_are_no_times() {
         ),
         ("application/vnd.apache.parquet", parquet),
     ] {
-        let (st, v) = api
-            .send(api.version_request("visits", content_type, false, body))
-            .await;
-        assert_eq!(st, 201, "{content_type}: {v}");
+        api.upload_taken("visits", content_type, body).await;
     }
-    let (_, v) = api
-        .post_json(
-            "/api/v1/query",
-            json!({"sql": "SELECT CAST(d AS VARCHAR) AS d, CAST(t AS VARCHAR) AS t, count(*) AS n FROM transport.visits GROUP BY 1, 2"}),
-        )
-        .await;
     assert_eq!(
-        v["rows"],
+        api.query_rows("SELECT CAST(d AS VARCHAR) AS d, CAST(t AS VARCHAR) AS t, count(*) AS n FROM transport.visits GROUP BY 1, 2").await,
         json!([{"d": "2024-01-05", "t": "2024-01-05T10:00:00", "n": 4}])
     );
     for (content_type, body, line, column, what) in [
@@ -1485,6 +1470,50 @@ async fn spreadsheet_dates_are_taken_and_numbers_are_no_times() {
     }
 }
 
+/// A boolean column takes the words forms write (`是`/`否`, `Y`/`N`, `1`/`0`, and the rest
+/// PostgreSQL takes) in CSV, NDJSON and Parquet text columns; anything else names its line.
+#[tokio::test]
+async fn booleans_take_the_words_forms_use() {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register_with_columns("flags", Some(json!([{"name": "b", "type": "boolean"}])))
+        .await;
+    api.append_csv("flags", "b\n是\n否\nY\n\"n\"\n1\nFALSE\n")
+        .await;
+    let parquet = parquet_bytes(
+        &RecordBatch::try_from_iter([(
+            "b",
+            Arc::new(StringArray::from(vec!["yes", "0"])) as ArrayRef,
+        )])
+        .unwrap(),
+        None,
+    );
+    for (content_type, body) in [
+        (
+            "application/x-ndjson",
+            b"{\"b\":true}\n{\"b\":\"\xe5\x90\xa6\"}\n".to_vec(),
+        ),
+        ("application/vnd.apache.parquet", parquet),
+    ] {
+        api.upload_taken("flags", content_type, body).await;
+    }
+    assert_eq!(
+        api.query_rows("SELECT b, count(*) AS n FROM transport.flags GROUP BY b ORDER BY b")
+            .await,
+        json!([{"b": false, "n": 5}, {"b": true, "n": 5}])
+    );
+    let (st, v) = api
+        .send(api.version_request("flags", "text/csv", false, b"b\nyes\nmaybe\n".to_vec()))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(
+        (v["line"].clone(), v["column"].clone()),
+        (json!(3), json!("b")),
+        "{v}"
+    );
+}
+
 /// An NDJSON column whose values are sometimes numbers, sometimes strings is inferred as text,
 /// and its upload is taken with the numbers as their JSON text (it was refused by the schema
 /// inferred from it: "expected string got 1").
@@ -1499,14 +1528,9 @@ async fn ndjson_text_columns_take_numbers_and_booleans() {
         .await;
     assert_eq!(st, 201, "{v}");
     assert_eq!(schema_of(&api.dataset("mixed").await), ["code:utf8"]);
-    let (_, v) = api
-        .post_json(
-            "/api/v1/query",
-            json!({"sql": "SELECT code FROM transport.mixed ORDER BY code"}),
-        )
-        .await;
     assert_eq!(
-        v["rows"],
+        api.query_rows("SELECT code FROM transport.mixed ORDER BY code")
+            .await,
         json!([{"code": "1"}, {"code": "2.50"}, {"code": "A-2"}, {"code": "true"}])
     );
 }

@@ -140,12 +140,8 @@ fn column(ty: &DataType, values: &[&str]) -> Option<ArrayRef> {
             for v in values {
                 if v.is_empty() {
                     b.append_null();
-                } else if v.eq_ignore_ascii_case("true") {
-                    b.append_value(true);
-                } else if v.eq_ignore_ascii_case("false") {
-                    b.append_value(false);
                 } else {
-                    return None;
+                    b.append_value(super::text_columns::boolean(v)?);
                 }
             }
             Arc::new(b.finish())

@@ -1,12 +1,13 @@
 //! Columns a text decoder reads as text and converts itself, so every text format reads them by
 //! one rule and names the line and column of a value that does not fit: decimals (rounded to
 //! their scale, [`numbers`](super::numbers)), dates and times (in the shapes spreadsheets write,
-//! [`dates`](super::dates)), and in NDJSON integers too (whole numbers only; CSV integers are
-//! read strictly by arrow-csv already). arrow's readers cut `1.239` to `1.23` and NDJSON's `7.5`
+//! [`dates`](super::dates)), booleans (the words PostgreSQL takes, and `是`/`否`: [`boolean`]),
+//! and in NDJSON integers too (whole numbers only; CSV integers are read strictly by arrow-csv
+//! already). arrow's readers cut `1.239` to `1.23` and NDJSON's `7.5`
 //! to `7`, refuse `2024/1/5`, read an NDJSON number as a time in the column's unit, and name no
 //! line for a CSV time that does not parse.
 
-use arrow::array::{ArrayRef, AsArray, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::datatypes::{
     DataType, Field, Int8Type, Int16Type, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
@@ -25,7 +26,10 @@ pub(super) enum Reader {
 /// Whether `reader` reads a column of type `ty` as text, to be converted by [`from_text`].
 pub(super) fn read_as_text(ty: &DataType, reader: Reader) -> bool {
     match ty {
-        DataType::Decimal128(..) | DataType::Date32 | DataType::Timestamp(_, None) => true,
+        DataType::Decimal128(..)
+        | DataType::Date32
+        | DataType::Timestamp(_, None)
+        | DataType::Boolean => true,
         ty => reader == Reader::Ndjson && ty.is_integer(),
     }
 }
@@ -81,6 +85,7 @@ pub(super) fn convert(
         DataType::UInt32 => integers::<UInt32Type>(values),
         DataType::UInt64 => integers::<UInt64Type>(values),
         DataType::Date32 => dates(values),
+        DataType::Boolean => booleans(values),
         DataType::Timestamp(TimeUnit::Second, None) => timestamps::<TimestampSecondType>(values),
         DataType::Timestamp(TimeUnit::Millisecond, None) => {
             timestamps::<TimestampMillisecondType>(values)
@@ -93,6 +98,38 @@ pub(super) fn convert(
         }
         _ => return None,
     })
+}
+
+/// A boolean written as one of the words PostgreSQL takes (`true`/`false`, `t`/`f`,
+/// `yes`/`no`, `y`/`n`, `on`/`off`, `1`/`0`, in any case) or as `是`/`否`, the yes and no of
+/// Chinese forms; `None` for anything else.
+pub(super) fn boolean(s: &str) -> Option<bool> {
+    const TRUE: [&str; 6] = ["true", "t", "yes", "y", "on", "1"];
+    const FALSE: [&str; 6] = ["false", "f", "no", "n", "off", "0"];
+    if TRUE.iter().any(|w| s.eq_ignore_ascii_case(w)) || s == "是" {
+        Some(true)
+    } else if FALSE.iter().any(|w| s.eq_ignore_ascii_case(w)) || s == "否" {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `values` as a boolean column (nulls stay null); a value that is none gives its row.
+fn booleans(values: &StringArray) -> Result<ArrayRef, (usize, String)> {
+    let mut out = Vec::with_capacity(values.len());
+    for (row, v) in values.iter().enumerate() {
+        out.push(match v {
+            None => None,
+            Some(v) => Some(boolean(v).ok_or_else(|| {
+                (
+                    row,
+                    format!("value {v:?} is not a valid boolean (true/false, yes/no, 1/0, 是/否)"),
+                )
+            })?),
+        });
+    }
+    Ok(Arc::new(arrow::array::BooleanArray::from(out)))
 }
 
 /// The batch of `target` whose columns are `columns`, decoded with [`as_text`]'s schema: text
@@ -121,4 +158,28 @@ pub(super) fn from_text(
         column: String::new(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_in_the_words_forms_use() {
+        for s in ["true", "TRUE", "t", "Yes", "y", "on", "1", "是"] {
+            assert_eq!(boolean(s), Some(true), "{s}");
+        }
+        for s in ["false", "F", "no", "N", "OFF", "0", "否"] {
+            assert_eq!(boolean(s), Some(false), "{s}");
+        }
+        for s in ["", "2", "maybe", "truee", " true", "对"] {
+            assert_eq!(boolean(s), None, "{s}");
+        }
+        let text = StringArray::from(vec![Some("是"), None, Some("0")]);
+        let got = booleans(&text).unwrap();
+        let got: Vec<Option<bool>> = got.as_boolean().iter().collect();
+        assert_eq!(got, [Some(true), None, Some(false)]);
+        let (row, message) = booleans(&StringArray::from(vec!["1", "maybe"])).unwrap_err();
+        assert_eq!(row, 1, "{message}");
+    }
 }
