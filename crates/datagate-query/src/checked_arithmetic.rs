@@ -1,11 +1,12 @@
-//! Integer `+`, `-` and `*` that refuse to overflow instead of wrapping around.
+//! Integer `+`, `-`, `*` and negation that refuse to overflow instead of wrapping around.
 //!
 //! DataFusion 55 evaluates integer arithmetic with wrapping kernels: `SELECT
 //! 9223372036854775807 + 1` answered `-9223372036854775808`, and `population * 1e12` over an
 //! `int64` column a wrong number without a word. PostgreSQL, DuckDB and Trino refuse such a
 //! query ("bigint out of range"). Its `BinaryExpr` can check for overflow, but nothing in the
 //! planner sets that, so [`CheckedArithmeticRule`] puts [`CheckedArithmetic`] in place of every
-//! `+`, `-` and `*` whose operands are both of one integer type once types are coerced. The
+//! `+`, `-` and `*` whose operands are both of one integer type once types are coerced, and of
+//! every unary minus of a signed integer (`-a` of the smallest `bigint` wrapped to itself). The
 //! function has the operator's name (`a + b`), type and NULL semantics, and evaluates with
 //! arrow's checked kernels: an overflow is a 400 naming the operation. Other operand types
 //! (floats, decimals, dates and intervals) keep the operator.
@@ -21,13 +22,16 @@ use datafusion::logical_expr::{
 };
 use std::sync::Arc;
 
-/// Registers the checked operators and the rule that puts them in place of `+`, `-`, `*`.
+/// Registers the checked operators and the rule that puts them in place of `+`, `-`, `*` and
+/// unary minus.
 pub fn register(state: &mut SessionState) -> Result<()> {
-    let udfs = OPERATORS.map(|op| Arc::new(ScalarUDF::new_from_impl(CheckedArithmetic::new(op))));
-    for udf in &udfs {
+    let udfs =
+        OPERATORS.map(|op| Arc::new(ScalarUDF::new_from_impl(CheckedArithmetic::new(Some(op)))));
+    let negate = Arc::new(ScalarUDF::new_from_impl(CheckedArithmetic::new(None)));
+    for udf in udfs.iter().chain([&negate]) {
         state.register_udf(udf.clone())?;
     }
-    state.add_analyzer_rule(Arc::new(CheckedArithmeticRule { udfs }));
+    state.add_analyzer_rule(Arc::new(CheckedArithmeticRule { udfs, negate }));
     Ok(())
 }
 
@@ -35,26 +39,30 @@ pub fn register(state: &mut SessionState) -> Result<()> {
 /// by users: the operators are).
 const OPERATORS: [Operator; 3] = [Operator::Plus, Operator::Minus, Operator::Multiply];
 
-fn name_of(op: Operator) -> &'static str {
+/// The name of the function of `op` (`None`: unary minus).
+fn name_of(op: Option<Operator>) -> &'static str {
     match op {
-        Operator::Plus => "datagate_checked_plus",
-        Operator::Minus => "datagate_checked_minus",
-        _ => "datagate_checked_multiply",
+        Some(Operator::Plus) => "datagate_checked_plus",
+        Some(Operator::Minus) => "datagate_checked_minus",
+        Some(_) => "datagate_checked_multiply",
+        None => "datagate_checked_negate",
     }
 }
 
-/// One integer operator evaluated with arrow's checked kernel; see the module documentation.
+/// One integer operator (`None`: unary minus) evaluated with arrow's checked kernel; see the
+/// module documentation.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct CheckedArithmetic {
-    op: Operator,
+    op: Option<Operator>,
     signature: Signature,
 }
 
 impl CheckedArithmetic {
-    fn new(op: Operator) -> Self {
+    fn new(op: Option<Operator>) -> Self {
+        let operands = if op.is_some() { 2 } else { 1 };
         Self {
             op,
-            signature: Signature::any(2, Volatility::Immutable),
+            signature: Signature::any(operands, Volatility::Immutable),
         }
     }
 }
@@ -65,20 +73,17 @@ impl ScalarUDFImpl for CheckedArithmetic {
     }
 
     fn display_name(&self, args: &[Expr]) -> Result<String> {
-        match args {
-            [l, r] => Ok(format!("{l} {} {r}", self.op)),
+        match (args, self.op) {
+            ([l, r], Some(op)) => Ok(format!("{l} {op} {r}")),
+            ([e], None) => Ok(format!("(- {e})")),
             _ => Ok(self.name().to_string()),
         }
     }
 
     fn schema_name(&self, args: &[Expr]) -> Result<String> {
-        match args {
-            [l, r] => Ok(format!(
-                "{} {} {}",
-                l.schema_name(),
-                self.op,
-                r.schema_name()
-            )),
+        match (args, self.op) {
+            ([l, r], Some(op)) => Ok(format!("{} {op} {}", l.schema_name(), r.schema_name())),
+            ([e], None) => Ok(format!("(- {})", e.schema_name())),
             _ => Ok(self.name().to_string()),
         }
     }
@@ -87,12 +92,14 @@ impl ScalarUDFImpl for CheckedArithmetic {
         &self.signature
     }
 
-    /// Both operands have the result's type: the rule calls this only for two of one type.
+    /// The operands have the result's type: the rule calls this only for two integers of one
+    /// type, or one signed integer.
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         match arg_types {
             [l, r] if l == r && l.is_integer() => Ok(l.clone()),
+            [e] if e.is_signed_integer() => Ok(e.clone()),
             _ => datafusion::common::plan_err!(
-                "{} takes two integers of one type, not {arg_types:?}",
+                "{} takes integers of one type, not {arg_types:?}",
                 self.name()
             ),
         }
@@ -115,16 +122,22 @@ impl ScalarUDFImpl for CheckedArithmetic {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use arrow::compute::kernels::numeric;
-        let [l, r] = args.args.as_slice() else {
-            return datafusion::common::exec_err!("{} takes two operands", self.name());
-        };
-        let scalars = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
+        let scalars = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
         let rows = if scalars { 1 } else { args.number_rows };
-        let (l, r) = (l.to_array(rows)?, r.to_array(rows)?);
-        let out = match self.op {
-            Operator::Plus => numeric::add(&l, &r),
-            Operator::Minus => numeric::sub(&l, &r),
-            _ => numeric::mul(&l, &r),
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let out = match (arrays.as_slice(), self.op) {
+            ([l, r], Some(Operator::Plus)) => numeric::add(l, r),
+            ([l, r], Some(Operator::Minus)) => numeric::sub(l, r),
+            ([l, r], Some(_)) => numeric::mul(l, r),
+            ([e], None) => numeric::neg(e),
+            _ => return datafusion::common::exec_err!("{}: wrong operands", self.name()),
         }?;
         Ok(if scalars {
             ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
@@ -138,6 +151,7 @@ impl ScalarUDFImpl for CheckedArithmetic {
 #[derive(Debug)]
 pub struct CheckedArithmeticRule {
     udfs: [Arc<ScalarUDF>; 3],
+    negate: Arc<ScalarUDF>,
 }
 
 impl CheckedArithmeticRule {
@@ -177,6 +191,11 @@ impl datafusion::optimizer::AnalyzerRule for CheckedArithmeticRule {
                                 right,
                             }))),
                         }
+                    }
+                    Expr::Negative(e)
+                        if e.get_type(&schema).is_ok_and(|t| t.is_signed_integer()) =>
+                    {
+                        Ok(Transformed::yes(self.negate.call(vec![*e])))
                     }
                     other => Ok(Transformed::no(other)),
                 })
@@ -219,6 +238,8 @@ mod tests {
             "SELECT CAST(2147483647 AS INT) + CAST(1 AS INT)",
             "SELECT a + b FROM (VALUES (CAST(200 AS TINYINT UNSIGNED), CAST(100 AS TINYINT UNSIGNED))) t(a, b)",
             "SELECT x FROM (VALUES (1)) t(x) WHERE x * 9223372036854775807 * 2 > 0",
+            "SELECT -a FROM (VALUES (-9223372036854775807 - 1)) t(a)",
+            "SELECT a - b FROM (VALUES (CAST(1 AS BIGINT UNSIGNED), CAST(2 AS BIGINT UNSIGNED))) t(a, b)",
         ] {
             let e = one(sql).await.expect_err(sql);
             assert!(e.contains("Overflow"), "{sql}: {e}");
@@ -227,15 +248,15 @@ mod tests {
 
     #[tokio::test]
     async fn arithmetic_within_range_keeps_names_types_and_nulls() {
-        let got = one("SELECT a + b, a - b, a * b, a + 1 FROM (VALUES (CAST(6 AS BIGINT), CAST(2 AS BIGINT)), (NULL, 1)) t(a, b)")
+        let got = one("SELECT a + b, a - b, a * b, a + 1, -a FROM (VALUES (CAST(6 AS BIGINT), CAST(2 AS BIGINT)), (NULL, 1)) t(a, b)")
             .await
             .unwrap();
         assert!(
-            got.contains("| t.a + t.b | t.a - t.b | t.a * t.b | t.a + Int64(1) |"),
+            got.contains("| t.a + t.b | t.a - t.b | t.a * t.b | t.a + Int64(1) | (- t.a) |"),
             "{got}"
         );
         assert!(
-            got.contains("| 8         | 4         | 12        | 7              |"),
+            got.contains("| 8         | 4         | 12        | 7              | -6      |"),
             "{got}"
         );
         let df = checked()
@@ -243,6 +264,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(df.schema().field(0).data_type(), &DataType::Int32);
+        // The smallest bigint written as a literal is no overflow.
+        let got = one("SELECT -9223372036854775808 AS m").await.unwrap();
+        assert!(got.contains("-9223372036854775808"), "{got}");
         // Floats, decimals and dates keep their operators.
         let got = one("SELECT 1.5 * 2, CAST(1.25 AS DECIMAL(5,2)) + 1, DATE '2024-01-31' + INTERVAL '1 day', 1e308 * 10")
             .await
