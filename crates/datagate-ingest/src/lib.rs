@@ -2,7 +2,8 @@
 //!
 //! The path of every upload is the same (DESIGN.md "Ingest"): a byte stream is decoded
 //! push-style into Arrow record batches ([`decode`]), each batch is checked against the
-//! dataset's schema, batches are written as zstd Parquet files under a fresh upload prefix of
+//! dataset's schema, batches are written as Parquet files (LZ4 by default, `ingest.compression`) under a fresh
+//! upload prefix of
 //! the [`warehouse`] ([`writer`]), and once every file is durable one catalog transaction commits
 //! the next version ([`publish`]). Anything that fails before the commit deletes what the upload
 //! wrote; what a crash leaves behind is unreferenced and removed by

@@ -6,7 +6,7 @@
 //! prefix no committed version references until the catalog commit, so an abandoned upload is
 //! invisible and sweepable.
 //!
-//! Columns are encoded in parallel: batches are gathered into rounds of [`ROUND_ROWS`] rows, and
+//! Columns are encoded in parallel: batches are gathered into rounds of `ROUND_ROWS` rows, and
 //! each round hands every column's share to a small set of threads (one per core), so encoding
 //! and compressing a row group uses every core while the request task keeps decoding the upload.
 //!

@@ -4,7 +4,11 @@
 //! batches completed so far, so memory stays bounded by a batch or two whatever the input size.
 //! Every batch that leaves a decoder has exactly the dataset's schema (columns matched by name,
 //! values validated and cast), and every error names where it happened: the 1-based line for
-//! text formats, the 1-based row for binary ones, and the column.
+//! text formats, the 1-based row for binary ones, and the column. Text values whose reading is
+//! the product's own rule — decimals rounded to their scale, whole integers, dates and times in
+//! spreadsheet shapes, booleans in the words forms use — are read as text and converted by
+//! `text_columns.rs` (with `numbers.rs` and `dates.rs`), in every text format and for text columns
+//! of Parquet and Arrow uploads alike.
 
 mod charset;
 mod csv;
