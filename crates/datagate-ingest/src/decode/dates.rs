@@ -183,6 +183,15 @@ mod tests {
             }
         }
 
+        /// Any text at all is read or refused, never a panic (multi-byte characters where the
+        /// digits of a date would be included).
+        #[test]
+        fn any_text_is_read_or_refused(s in "\\PC{0,24}|[0-9２０年月日/.: T+-]{0,24}") {
+            let _ = date(&s);
+            let _ = timestamp::<TimestampMicrosecondType>(&s);
+            let _ = hint(&s);
+        }
+
         /// Whatever arrow reads as a date or a time is read the same.
         #[test]
         fn what_arrow_reads_is_read_alike(

@@ -390,6 +390,18 @@ mod tests {
     }
 
     proptest! {
+        /// Any text at all is read or refused, never a panic or an overflow.
+        #[test]
+        fn any_text_is_read_or_refused(
+            s in "\\PC{0,40}|[0-9.eE+-]{0,60}", precision in 1u8..=38, scale in 0u8..=38
+        ) {
+            let scale = (scale % (precision + 1)) as i8;
+            if let Ok(n) = parse(&s, precision, scale) {
+                prop_assert!(n.unsigned_abs() < 10u128.pow(u32::from(precision)), "{}", s);
+            }
+            let _ = integer(&s);
+        }
+
         /// The one-pass reader of plain values reads what the general one reads.
         #[test]
         fn the_plain_reader_agrees_with_the_general_one(
