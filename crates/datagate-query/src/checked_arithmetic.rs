@@ -16,6 +16,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::config::ConfigOptions;
 use datafusion::execution::{FunctionRegistry, SessionState};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ReturnFieldArgs,
     ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -161,6 +162,25 @@ impl CheckedArithmeticRule {
             .position(|o| *o == op)
             .map(|i| &self.udfs[i])
     }
+
+    /// `e` with its checked function in place of an integer `+`, `-`, `*` or unary minus;
+    /// anything else as it is. `schema` holds the columns `e` refers to.
+    fn checked(&self, e: Expr, schema: &DFSchema) -> Transformed<Expr> {
+        let integer = |e: &Expr| e.get_type(schema).ok().filter(DataType::is_integer);
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let same = integer(&left).is_some() && integer(&left) == integer(&right);
+                match self.udf(op) {
+                    Some(udf) if same => Transformed::yes(udf.call(vec![*left, *right])),
+                    _ => Transformed::no(Expr::BinaryExpr(BinaryExpr { left, op, right })),
+                }
+            }
+            Expr::Negative(inner) if integer(&inner).is_some_and(|t| t.is_signed_integer()) => {
+                Transformed::yes(self.negate.call(vec![*inner]))
+            }
+            other => Transformed::no(other),
+        }
+    }
 }
 
 impl datafusion::optimizer::AnalyzerRule for CheckedArithmeticRule {
@@ -174,31 +194,13 @@ impl datafusion::optimizer::AnalyzerRule for CheckedArithmeticRule {
             if node.inputs().is_empty() {
                 schema.merge(node.schema());
             }
+            // A rewritten expression keeps its name (a window's, say, includes its arguments'),
+            // so the nodes above that refer to it by name still find it.
+            let names = NamePreserver::new(&node);
             node.map_expressions(|e| {
-                e.transform_up(|e| match e {
-                    Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                        let integers = match (left.get_type(&schema), right.get_type(&schema)) {
-                            (Ok(l), Ok(r)) => l == r && l.is_integer(),
-                            _ => false,
-                        };
-                        match self.udf(op) {
-                            Some(udf) if integers => {
-                                Ok(Transformed::yes(udf.call(vec![*left, *right])))
-                            }
-                            _ => Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr {
-                                left,
-                                op,
-                                right,
-                            }))),
-                        }
-                    }
-                    Expr::Negative(e)
-                        if e.get_type(&schema).is_ok_and(|t| t.is_signed_integer()) =>
-                    {
-                        Ok(Transformed::yes(self.negate.call(vec![*e])))
-                    }
-                    other => Ok(Transformed::no(other)),
-                })
+                let name = names.save(&e);
+                Ok(e.transform_up(|e| Ok(self.checked(e, &schema)))?
+                    .update_data(|e| name.restore(e)))
             })
         })
         .map(|t| t.data)
@@ -264,6 +266,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(df.schema().field(0).data_type(), &DataType::Int32);
+        // Rewritten inside groups, sorts, HAVING and windows, the names still match.
+        let got = one("SELECT a + 1 AS k, count(*) AS n, sum(a) * 2 AS s, row_number() OVER (ORDER BY a * 3) AS r \
+                       FROM (VALUES (CAST(1 AS BIGINT)), (2), (2)) t(a) \
+                       GROUP BY a + 1, a HAVING sum(a) - 1 >= 0 ORDER BY a + 1")
+            .await
+            .unwrap();
+        assert!(got.contains("| 2 | 1 | 2 | 1 |"), "{got}");
+        assert!(got.contains("| 3 | 2 | 8 | 2 |"), "{got}");
         // The smallest bigint written as a literal is no overflow.
         let got = one("SELECT -9223372036854775808 AS m").await.unwrap();
         assert!(got.contains("-9223372036854775808"), "{got}");

@@ -127,14 +127,13 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
         if matches!(
             col.data_type(),
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        ) && text_columns::read_as_text(f.data_type(), text_columns::Reader::Ndjson)
+        ) && text_columns::converts(f.data_type())
         {
             // Numbers, dates and times written as text read as in a CSV or NDJSON upload
             // (decimals rounded, spreadsheet dates taken), not as arrow's cast reads them.
             let text = cast_with_options(col, &DataType::Utf8, &options)
                 .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
-            let converted = text_columns::convert(text.as_string::<i32>(), f.data_type());
-            if let Some(converted) = converted {
+            if let Some(converted) = text_columns::convert(text.as_string::<i32>(), f.data_type()) {
                 columns.push(converted.map_err(|(r, m)| {
                     let row = first_row + r as u64;
                     IngestError::InvalidData {
@@ -330,7 +329,6 @@ fn oversized_value(a: &dyn arrow::array::Array) -> Option<usize> {
 /// The schema datagate stores for a self-describing upload: each column mapped to its
 /// [`datagate_core::ColumnType`] (e.g. `LargeUtf8` → `utf8`), all nullable.
 pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
-    use arrow::datatypes::DataType;
     check_column_names(source.fields().iter().map(|f| f.name().as_str()))?;
     let mut fields = Vec::with_capacity(source.fields().len());
     for f in source.fields() {
@@ -366,9 +364,8 @@ pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
 /// (`2024-01-01T10:00:00+08:00`) is stored as. Arrow keeps such values in UTC already; only
 /// the zone is dropped (a cast to no zone would give wall-clock times in that zone instead).
 fn in_utc(col: ArrayRef) -> ArrayRef {
-    use arrow::array::AsArray;
     use arrow::datatypes::{
-        ArrowTimestampType, DataType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+        ArrowTimestampType, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
         TimestampNanosecondType, TimestampSecondType,
     };
     fn zone_dropped<T: ArrowTimestampType>(col: &ArrayRef) -> ArrayRef {

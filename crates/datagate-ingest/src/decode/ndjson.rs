@@ -18,7 +18,7 @@ const MAX_LINE_BYTES: usize = 64 << 20;
 pub struct NdjsonDecoder {
     target: SchemaRef,
     /// `target` with the columns [`text_columns`](super::text_columns) converts read as text
-    /// (decimals, integers, dates and times), when it has any.
+    /// (decimals, integers, dates, times and booleans), when it has any.
     text: Option<SchemaRef>,
     batch_rows: usize,
     batch_bytes: usize,

@@ -23,15 +23,21 @@ pub(super) enum Reader {
     Ndjson,
 }
 
-/// Whether `reader` reads a column of type `ty` as text, to be converted by [`from_text`].
-pub(super) fn read_as_text(ty: &DataType, reader: Reader) -> bool {
-    match ty {
+/// Whether text is read into a column of type `ty` here ([`convert`]) rather than by arrow.
+pub(super) fn converts(ty: &DataType) -> bool {
+    matches!(
+        ty,
         DataType::Decimal128(..)
-        | DataType::Date32
-        | DataType::Timestamp(_, None)
-        | DataType::Boolean => true,
-        ty => reader == Reader::Ndjson && ty.is_integer(),
-    }
+            | DataType::Date32
+            | DataType::Timestamp(_, None)
+            | DataType::Boolean
+    ) || ty.is_integer()
+}
+
+/// Whether `reader` reads a column of type `ty` as text, to be converted by [`from_text`]: all
+/// that [`converts`], but integers in CSV (arrow-csv reads those strictly already).
+pub(super) fn read_as_text(ty: &DataType, reader: Reader) -> bool {
+    converts(ty) && !(reader == Reader::Csv && ty.is_integer())
 }
 
 /// `schema` as `reader` decodes it (the columns of [`read_as_text`] as text); `None` when it
