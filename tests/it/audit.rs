@@ -261,6 +261,15 @@ async fn every_request_of_every_outcome_leaves_exactly_one_record() {
         if *status >= 400 {
             assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
         }
+        // A statement the handler refused is named in its record, as one it answered.
+        if r["action"] == "data.query" && *status != 429 && *status != 200 {
+            assert_eq!(r["query_text"], "SELECT 1", "{r}");
+            assert_eq!(
+                r["query_sha256"].as_str(),
+                Some(datagate_audit::record::query_sha256("SELECT 1").as_str()),
+                "{r}"
+            );
+        }
         if r["kind"] == "begin" || r["kind"] == "read" {
             // A page answered whole says its end in the same record; a stream has an `end`.
             let end = if r["kind"] == "read" {

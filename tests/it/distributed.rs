@@ -259,7 +259,7 @@ fn rows_of(format: &str, body: &[u8]) -> Vec<String> {
 
 /// Aggregates, joins, window functions, DISTINCT, top-N: each with a total order.
 const QUERIES: [&str; 8] = [
-    "SELECT district, count(*) AS n, sum(registered_capital) AS capital, avg(registered_capital) AS mean FROM market.market_entities GROUP BY district ORDER BY district",
+    "SELECT district, count(*) AS n, sum(registered_capital) AS capital, avg(registered_capital) AS mean, sum(length(entity_name)) AS letters FROM market.market_entities GROUP BY district ORDER BY district",
     "SELECT industry, count(*) AS n FROM market.market_entities WHERE established_date >= DATE '2015-01-01' GROUP BY industry HAVING count(*) > 10 ORDER BY industry",
     "SELECT e.penalty_type, count(*) AS n, sum(e.fine_amount) AS fines, count(m.uscc) AS matched FROM market.enforcement_decisions e LEFT JOIN market.market_entities m ON e.party_uscc = m.uscc GROUP BY e.penalty_type ORDER BY e.penalty_type",
     "WITH s AS (SELECT district, count(*) AS stops FROM transport.bus_stops GROUP BY district) SELECT m.district, count(*) AS entities, max(s.stops) AS stops FROM market.market_entities m JOIN s ON m.district = s.district GROUP BY m.district ORDER BY m.district",
@@ -462,6 +462,16 @@ async fn distributed_answers_equal_local_answers_and_are_audited_as_distributed(
         "{text}"
     );
     assert!(!text.contains(".parquet"), "{text}");
+    // An integer total that does not fit is the same 400 whichever side adds it up.
+    let sql = "SELECT district, sum(CAST(9000000000000000000 AS BIGINT)) AS s FROM market.market_entities GROUP BY district";
+    let (st, body) = post_query(&c, &s, None, sql, "json").await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("Overflow happened on: sum("), "{text}");
+    // (It fails before a transfer opens, so no record names the workers; its plan does.)
+    let (st, body) = post_query(&c, &s, None, &format!("EXPLAIN {sql}"), "ndjson").await;
+    assert_eq!(st, 200);
+    assert!(String::from_utf8(body).unwrap().contains("Stage 1"));
 }
 
 // The relays run on the test's runtime: threads of their own keep them prompt.

@@ -326,3 +326,45 @@ async fn deep_and_huge_inputs_are_400s_not_crashes() {
     let (st, _) = post(&c, &s, json!({"sql": "SELECT 1"})).await;
     assert_eq!(st, 200, "still serving");
 }
+
+#[tokio::test]
+async fn integer_overflow_is_a_400_not_a_wrapped_number() {
+    let s = Server::start(Options::default()).await;
+    let c = Client::new();
+    for (sql, names) in [
+        (
+            "SELECT 9223372036854775807 + 1 AS n",
+            "9223372036854775807 + 1",
+        ),
+        (
+            "SELECT sum(CAST(9000000000000000000 AS BIGINT)) AS n FROM transport.bus_stops",
+            "sum(",
+        ),
+        (
+            "SELECT operator, sum(CAST(stop_count AS BIGINT) + 4611686018427387904) AS n \
+             FROM transport.bus_lines GROUP BY operator",
+            "sum(",
+        ),
+    ] {
+        let (st, body) = post(&c, &s, json!({"sql": sql})).await;
+        assert_eq!(st, 400, "{sql}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&format!("Overflow happened on: {names}")),
+            "{sql}: {body}"
+        );
+    }
+    // A total that fits keeps its type: a JSON integer, exact.
+    let (st, body) = post(
+        &c,
+        &s,
+        json!({"sql": "SELECT sum(CAST(4000000000000000000 AS BIGINT)) AS n FROM (SELECT 1 FROM transport.bus_lines LIMIT 2)"}),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        body["rows"][0]["n"],
+        json!(8000000000000000000u64),
+        "{body}"
+    );
+}

@@ -24,8 +24,9 @@ use datafusion::logical_expr::{
 use std::sync::Arc;
 
 /// Registers the checked operators and the rule that puts them in place of `+`, `-`, `*` and
-/// unary minus.
+/// unary minus, and the checked `sum` ([`crate::checked_sum`]).
 pub fn register(state: &mut SessionState) -> Result<()> {
+    crate::checked_sum::register(state)?;
     let udfs =
         OPERATORS.map(|op| Arc::new(ScalarUDF::new_from_impl(CheckedArithmetic::new(Some(op)))));
     let negate = Arc::new(ScalarUDF::new_from_impl(CheckedArithmetic::new(None)));
@@ -212,22 +213,31 @@ impl datafusion::optimizer::AnalyzerRule for CheckedArithmeticRule {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use datafusion::prelude::SessionContext;
 
-    fn checked() -> SessionContext {
+    /// A session with the checked operators and `sum`.
+    pub(crate) fn checked() -> SessionContext {
         let mut state = SessionContext::new().state();
         register(&mut state).unwrap();
         SessionContext::new_with_state(state)
     }
 
-    async fn one(sql: &str) -> std::result::Result<String, String> {
-        let df = checked().sql(sql).await.map_err(|e| e.to_string())?;
+    /// The answer of `sql` in `ctx`, as a table, or the error.
+    pub(crate) async fn one_in(
+        ctx: &SessionContext,
+        sql: &str,
+    ) -> std::result::Result<String, String> {
+        let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
         let batches = df.collect().await.map_err(|e| e.to_string())?;
         Ok(arrow::util::pretty::pretty_format_batches(&batches)
             .unwrap()
             .to_string())
+    }
+
+    async fn one(sql: &str) -> std::result::Result<String, String> {
+        one_in(&checked(), sql).await
     }
 
     #[tokio::test]

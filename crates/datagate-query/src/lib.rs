@@ -21,11 +21,12 @@
 //! Isolation: every plan is planned and executed on the [`executor`]'s pools, never on the
 //! threads that serve connections; string functions that size their output from their
 //! arguments are capped ([`size_caps`]); integer `+`, `-` and `*` refuse to overflow rather
-//! than wrap ([`checked_arithmetic`]); a panic fails one request, not the gateway.
+//! than wrap ([`checked_arithmetic`]), and so does an integer `sum()` ([`checked_sum`]); a panic fails one request, not the gateway.
 
 pub mod bloom_cache;
 pub mod catalog_provider;
 pub mod checked_arithmetic;
+pub mod checked_sum;
 pub mod complexity;
 pub mod compression;
 pub mod cost;

@@ -47,6 +47,24 @@ pub struct DataAccess {
     pub bytes_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The statement of a refused query (a 4xx or 5xx from `/api/v1/query`), for its `request`
+/// record: its text when within the SQL size limit (longer text was refused unread), and its
+/// SHA-256 always.
+#[derive(Debug, Clone)]
+pub struct RefusedQuery {
+    pub text: Option<String>,
+    pub sha256: String,
+}
+
+impl RefusedQuery {
+    pub fn of(text: &str, max_bytes: usize) -> Self {
+        Self {
+            text: (text.len() <= max_bytes).then(|| text.to_string()),
+            sha256: datagate_audit::record::query_sha256(text),
+        }
+    }
+}
+
 // `Response` extensions must be `Clone`; the receiver is taken out once.
 impl Clone for DataAccess {
     fn clone(&self) -> Self {
@@ -175,6 +193,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
         .remove::<AuditSubject>()
         .unwrap_or_default();
     let access = resp.extensions_mut().remove::<DataAccess>();
+    let refused = resp.extensions_mut().remove::<RefusedQuery>();
     let status = resp.status().as_u16();
     let mut event = Event {
         kind: Some(Kind::Request),
@@ -204,6 +223,8 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
             .get::<ProblemDetail>()
             .map(|d| d.0.clone()),
         count: 1,
+        query_text: refused.as_ref().and_then(|q| q.text.clone()),
+        query_sha256: refused.map(|q| q.sha256),
         ..Default::default()
     };
     match access {

@@ -471,6 +471,7 @@ pub async fn query_post(
         false,
     )
     .await
+    .or_else(|e| refused_query(&state, &body.sql, e))
 }
 
 /// `GET /api/v1/query?sql=`: the same, cacheable (`ETag`, `If-None-Match`).
@@ -500,6 +501,18 @@ pub async fn query_get(
         true,
     )
     .await
+    .or_else(|e| refused_query(&state, &p.sql, e))
+}
+
+/// A refusal of `text` as a response that carries the statement to its audit record
+/// ([`crate::audit::RefusedQuery`]), so an auditor sees what was tried, not only what was read.
+fn refused_query(state: &AppState, text: &str, e: ApiError) -> Result<Response, ApiError> {
+    let mut refused = e.into_response();
+    let max_bytes = state.engine.limits().max_sql_bytes;
+    refused
+        .extensions_mut()
+        .insert(crate::audit::RefusedQuery::of(text, max_bytes));
+    Ok(refused)
 }
 
 #[allow(clippy::too_many_arguments)]
