@@ -102,6 +102,16 @@ pub struct Event {
     pub node_id: Option<String>,
 }
 
+impl Event {
+    /// Names the statement a refused query carried, so an auditor sees what was tried as well
+    /// as what was read: its SHA-256 always, its text when within `max_bytes` (the SQL size
+    /// limit: longer text was refused unread).
+    pub fn name_refused_statement(&mut self, text: &str, max_bytes: usize) {
+        self.query_sha256 = Some(query_sha256(text));
+        self.query_text = (text.len() <= max_bytes).then(|| text.to_string());
+    }
+}
+
 /// A record as stored: the event, its place in the chain, and its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

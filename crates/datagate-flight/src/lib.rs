@@ -205,7 +205,34 @@ impl FlightGateway {
         datasets: &[DatasetVersion],
         result: Result<R, Status>,
     ) -> Result<R, Status> {
+        self.answered_as(call, self.event(call, action, datasets), result)
+            .await
+    }
+
+    /// [`Self::answered`] for an RPC that carried the statement `sql`: a refusal names it in
+    /// its record, as `POST /api/v1/query` does.
+    pub async fn answered_statement<R>(
+        &self,
+        call: &Call,
+        action: &str,
+        sql: &str,
+        datasets: &[DatasetVersion],
+        result: Result<R, Status>,
+    ) -> Result<R, Status> {
         let mut event = self.event(call, action, datasets);
+        if result.is_err() {
+            event.name_refused_statement(sql, self.engine.limits().max_sql_bytes);
+        }
+        self.answered_as(call, event, result).await
+    }
+
+    /// [`Self::answered`] with the record `event`.
+    async fn answered_as<R>(
+        &self,
+        call: &Call,
+        mut event: Event,
+        result: Result<R, Status>,
+    ) -> Result<R, Status> {
         let code = match &result {
             Ok(_) => Code::Ok,
             Err(s) => s.code(),

@@ -358,7 +358,7 @@ impl FlightSqlService for FlightGateway {
         }
         .await;
         let info = self
-            .answered(&call, "flight.plan", &datasets, result)
+            .answered_statement(&call, "flight.plan", &query.query, &datasets, result)
             .await?;
         Ok(tagged(&call, Response::new(info)))
     }
@@ -441,7 +441,11 @@ impl FlightSqlService for FlightGateway {
         .await;
         match planned {
             Ok(planned) => self.transfer(call, planned).await,
-            Err(e) => self.answered(&call, "data.query", &[], Err(e)).await,
+            Err(e) => {
+                let sql = &opened.portable.sql;
+                self.answered_statement(&call, "data.query", sql, &[], Err(e))
+                    .await
+            }
         }
     }
 
@@ -490,7 +494,8 @@ impl FlightSqlService for FlightGateway {
             })
         }
         .await;
-        self.answered(&call, "flight.prepare", &[], result).await
+        self.answered_statement(&call, "flight.prepare", &query.query, &[], result)
+            .await
     }
 
     async fn do_put_prepared_statement_query(

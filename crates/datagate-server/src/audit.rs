@@ -48,21 +48,11 @@ pub struct DataAccess {
 }
 
 /// The statement of a refused query (a 4xx or 5xx from `/api/v1/query`), for its `request`
-/// record: its text when within the SQL size limit (longer text was refused unread), and its
-/// SHA-256 always.
+/// record ([`Event::name_refused_statement`]), with the SQL size limit.
 #[derive(Debug, Clone)]
 pub struct RefusedQuery {
-    pub text: Option<String>,
-    pub sha256: String,
-}
-
-impl RefusedQuery {
-    pub fn of(text: &str, max_bytes: usize) -> Self {
-        Self {
-            text: (text.len() <= max_bytes).then(|| text.to_string()),
-            sha256: datagate_audit::record::query_sha256(text),
-        }
-    }
+    pub text: String,
+    pub max_bytes: usize,
 }
 
 // `Response` extensions must be `Clone`; the receiver is taken out once.
@@ -223,10 +213,11 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
             .get::<ProblemDetail>()
             .map(|d| d.0.clone()),
         count: 1,
-        query_text: refused.as_ref().and_then(|q| q.text.clone()),
-        query_sha256: refused.map(|q| q.sha256),
         ..Default::default()
     };
+    if let Some(q) = refused {
+        event.name_refused_statement(&q.text, q.max_bytes);
+    }
     match access {
         Some(access) if resp.status() == StatusCode::OK => {
             event.kind = Some(Kind::Begin);

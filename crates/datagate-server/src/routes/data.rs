@@ -508,10 +508,10 @@ pub async fn query_get(
 /// ([`crate::audit::RefusedQuery`]), so an auditor sees what was tried, not only what was read.
 fn refused_query(state: &AppState, text: &str, e: ApiError) -> Result<Response, ApiError> {
     let mut refused = e.into_response();
-    let max_bytes = state.engine.limits().max_sql_bytes;
-    refused
-        .extensions_mut()
-        .insert(crate::audit::RefusedQuery::of(text, max_bytes));
+    refused.extensions_mut().insert(crate::audit::RefusedQuery {
+        text: text.to_string(),
+        max_bytes: state.engine.limits().max_sql_bytes,
+    });
     Ok(refused)
 }
 
