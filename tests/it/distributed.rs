@@ -378,18 +378,7 @@ async fn gateway(data_dir: &Path, workers: &[String], extra: &[(&str, &str)]) ->
 
 /// Audit records (newest first) as an admin reads them.
 async fn audit_records(s: &Server) -> Vec<Value> {
-    let body = Client::new()
-        .get(s.url("/api/v1/audit/events?limit=1000&format=ndjson"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    body.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    s.audit_records("limit=1000").await
 }
 
 #[tokio::test]

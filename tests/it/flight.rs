@@ -325,25 +325,15 @@ async fn codes_get_schema_and_refusals() {
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     // The refused statement is named in its audit record, as over HTTP.
-    let records = reqwest::Client::new()
-        .get(
-            f.server
-                .url("/api/v1/audit/events?limit=100&format=ndjson&action=flight.plan"),
-        )
-        .bearer_auth(ADMIN)
-        .send()
+    let refused: Vec<serde_json::Value> = f
+        .server
+        .audit_records("limit=100&action=flight.plan")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let refused: Vec<serde_json::Value> = records
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .into_iter()
         .filter(|r| r["query_text"] == "DROP TABLE transport.bus_lines")
         .collect();
-    assert_eq!(refused.len(), 1, "{records}");
-    assert_eq!(refused[0]["status"], 400, "{records}");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["status"], 400, "{refused:?}");
     assert_eq!(refused[0]["query_sha256"].as_str().map(str::len), Some(64));
 
     // A known command whose bytes are not that message: the client's mistake, on every RPC

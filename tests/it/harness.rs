@@ -207,6 +207,23 @@ impl Server {
             .expect("a JSON body")
     }
 
+    /// The audit records `/api/v1/audit/events?{query}` answers the admin key, newest first.
+    #[allow(dead_code)]
+    pub async fn audit_records(&self, query: &str) -> Vec<serde_json::Value> {
+        let body = reqwest::Client::new()
+            .get(self.url(&format!("/api/v1/audit/events?{query}&format=ndjson")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("GET /api/v1/audit/events")
+            .text()
+            .await
+            .expect("the records");
+        body.lines()
+            .map(|l| serde_json::from_str(l).expect("a record"))
+            .collect()
+    }
+
     /// The `/metrics` text.
     #[allow(dead_code)]
     pub async fn metrics(&self) -> String {
