@@ -1514,6 +1514,86 @@ async fn booleans_take_the_words_forms_use() {
     );
 }
 
+/// A time finer than its column's unit is rounded to the nearest unit in every format (arrow's
+/// readers and casts cut `.9996` to `.999`).
+#[tokio::test]
+async fn times_finer_than_their_unit_round_in_every_format() {
+    use arrow::array::{ArrayRef, RecordBatch, TimestampNanosecondArray};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register_with_columns(
+        "ticks",
+        Some(json!([{"name": "id", "type": "int64"}, {"name": "at", "type": "timestamp(ms)"}])),
+    )
+    .await;
+    api.append_csv(
+        "ticks",
+        "id,at\n1,2024-01-01 10:00:00.9996\n2,2024-01-01T10:00:00.0004\n",
+    )
+    .await;
+    // 2024-01-01T10:00:00Z in nanoseconds.
+    let ten = 1_704_103_200_000_000_000i64;
+    let batch = |first: i64, at: Vec<i64>| {
+        let ids: Vec<i64> = (first..first + at.len() as i64).collect();
+        RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(arrow::array::Int64Array::from(ids)) as ArrayRef,
+            ),
+            (
+                "at",
+                Arc::new(TimestampNanosecondArray::from(at)) as ArrayRef,
+            ),
+        ])
+        .unwrap()
+    };
+    let parquet = parquet_bytes(&batch(3, vec![ten + 999_600_000, ten + 500_000]), None);
+    let mut arrow_ipc = Vec::new();
+    {
+        let b = batch(5, vec![ten + 999_500_000, ten + 499_999]);
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut arrow_ipc, &b.schema()).unwrap();
+        w.write(&b).unwrap();
+        w.finish().unwrap();
+    }
+    for (content_type, body) in [
+        (
+            "application/x-ndjson",
+            b"{\"id\":7,\"at\":\"2024-01-01T10:00:00.99951\"}\n".to_vec(),
+        ),
+        ("application/vnd.apache.parquet", parquet),
+        ("application/vnd.apache.arrow.stream", arrow_ipc),
+    ] {
+        api.upload_taken("ticks", content_type, body).await;
+    }
+    let at = |r: &Value| r["at"].as_str().unwrap_or_default().to_string();
+    let rows = api
+        .query_rows("SELECT id, at FROM transport.ticks ORDER BY id")
+        .await;
+    let got: Vec<(i64, String)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_i64().unwrap(), at(r)))
+        .collect();
+    let (up, down) = (
+        "2024-01-01T10:00:01".to_string(),
+        "2024-01-01T10:00:00".to_string(),
+    );
+    assert_eq!(
+        got,
+        [
+            (1, up.clone()),
+            (2, down.clone()),
+            (3, up.clone()),
+            (4, format!("{down}.001")),
+            (5, up.clone()),
+            (6, down.clone()),
+            (7, up.clone()),
+        ],
+        "{rows}"
+    );
+}
+
 /// An NDJSON column whose values are sometimes numbers, sometimes strings is inferred as text,
 /// and its upload is taken with the numbers as their JSON text (it was refused by the schema
 /// inferred from it: "expected string got 1").

@@ -30,19 +30,53 @@ pub(super) fn date(s: &str) -> Option<i32> {
     Some(date.num_days_from_ce() - UNIX_EPOCH_DAYS_FROM_CE)
 }
 
-/// A time in any shape above as a count of `T`'s unit since the epoch, UTC; `None` when it is
-/// none.
+/// A time in any shape above as a count of `T`'s unit since the epoch, UTC, rounded to the
+/// nearest unit (a half to the later time: `10:00:00.9999995` into microseconds is
+/// `10:00:01`, as PostgreSQL rounds; arrow cuts); `None` when it is none.
 pub(super) fn timestamp<T: ArrowTimestampType>(s: &str) -> Option<i64> {
     let t = match string_to_datetime(&chrono::Utc, s) {
         Ok(t) => t,
         Err(_) => string_to_datetime(&chrono::Utc, &canonical_time(s)?).ok()?,
     };
-    match T::UNIT {
-        TimeUnit::Second => Some(t.timestamp()),
-        TimeUnit::Millisecond => Some(t.timestamp_millis()),
-        TimeUnit::Microsecond => Some(t.timestamp_micros()),
-        TimeUnit::Nanosecond => t.timestamp_nanos_opt(),
+    if T::UNIT == TimeUnit::Nanosecond {
+        return t.timestamp_nanos_opt();
     }
+    let per_second = units_per_second(T::UNIT);
+    let nanos_per_unit = 1_000_000_000 / per_second;
+    let fraction = i64::from(t.timestamp_subsec_nanos());
+    t.timestamp()
+        .checked_mul(per_second)?
+        .checked_add((fraction + nanos_per_unit / 2) / nanos_per_unit)
+}
+
+fn units_per_second(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    }
+}
+
+/// `col`, a `timestamp` column of a finer unit than `to`, in `to` rounded to the nearest unit as
+/// [`timestamp`] rounds text (arrow's cast cuts `.9999995` to `.999999`); `None` when `col` is no
+/// timestamp of a finer unit.
+pub(super) fn rounded_to_unit(col: &ArrayRef, to: TimeUnit) -> Option<ArrayRef> {
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Int64Type};
+    let DataType::Timestamp(from, None) = col.data_type() else {
+        return None;
+    };
+    let factor = units_per_second(*from) / units_per_second(to);
+    if factor <= 1 {
+        return None;
+    }
+    let counts = arrow::compute::cast(col, &DataType::Int64).ok()?;
+    let rounded: Int64Array = counts.as_primitive::<Int64Type>().unary(|v| {
+        let (whole, rest) = (v.div_euclid(factor), v.rem_euclid(factor));
+        whole + i64::from(2 * rest >= factor)
+    });
+    arrow::compute::cast(&rounded, &DataType::Timestamp(to, None)).ok()
 }
 
 /// `values` as a `date32` column (nulls stay null); a value that is none gives its row and
@@ -165,7 +199,10 @@ fn canonical_time(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::{TimestampMicrosecondType, TimestampSecondType};
+    use arrow::datatypes::{
+        TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+        TimestampSecondType,
+    };
     use proptest::prelude::*;
 
     proptest! {
@@ -202,6 +239,7 @@ mod tests {
             }
             if let Ok(t) = string_to_datetime(&chrono::Utc, &s) {
                 prop_assert_eq!(timestamp::<TimestampMicrosecondType>(&s), Some(t.timestamp_micros()));
+                prop_assert_eq!(timestamp::<TimestampNanosecondType>(&s), t.timestamp_nanos_opt());
             }
         }
     }
@@ -294,5 +332,51 @@ mod tests {
         }
         assert!(!hint("1704067200").is_empty());
         assert!(hint("2024/13/5").is_empty());
+    }
+
+    #[test]
+    fn digits_finer_than_the_unit_round_to_the_nearest_unit() {
+        let ms = |s: &str| timestamp::<TimestampMillisecondType>(s);
+        let us = |s: &str| timestamp::<TimestampMicrosecondType>(s);
+        let midnight = ms("2024-01-01T00:00:00").unwrap();
+        assert_eq!(ms("2024-01-01T00:00:00.0004"), Some(midnight));
+        assert_eq!(ms("2024-01-01T00:00:00.0005"), Some(midnight + 1));
+        assert_eq!(ms("2024-01-01T00:00:00.9999"), Some(midnight + 1000));
+        assert_eq!(
+            us("2024-01-01T00:00:00.9999995"),
+            Some((midnight + 1000) * 1000)
+        );
+        assert_eq!(
+            us("2024-01-01T00:00:00.1234564"),
+            Some(midnight * 1000 + 123_456)
+        );
+        assert_eq!(
+            timestamp::<TimestampSecondType>("2024-01-01T00:00:59.5"),
+            Some(midnight / 1000 + 60)
+        );
+        // Before the epoch too: the nearest unit, a half to the later time.
+        assert_eq!(ms("1969-12-31T23:59:59.9996"), Some(0));
+        assert_eq!(ms("1969-12-31T23:59:59.9994"), Some(-1));
+        assert_eq!(ms("1969-12-31T23:59:59.9995"), Some(0));
+
+        let ns: ArrayRef = Arc::new(arrow::array::TimestampNanosecondArray::from(vec![
+            Some(1_999_999_500),
+            Some(1_999_999_499),
+            None,
+            Some(-1_500),
+            Some(-1_501),
+        ]));
+        let got = rounded_to_unit(&ns, TimeUnit::Microsecond).unwrap();
+        let got = got
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+            .unwrap();
+        assert_eq!(
+            got.iter().collect::<Vec<_>>(),
+            [Some(2_000_000), Some(1_999_999), None, Some(-1), Some(-2)]
+        );
+        let micros: ArrayRef = Arc::new(got.clone());
+        assert!(rounded_to_unit(&micros, TimeUnit::Nanosecond).is_none());
+        assert!(rounded_to_unit(&micros, TimeUnit::Microsecond).is_none());
     }
 }

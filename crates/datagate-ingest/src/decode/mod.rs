@@ -146,6 +146,13 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
                 continue;
             }
         }
+        if let DataType::Timestamp(unit, None) = f.data_type()
+            && let Some(rounded) = dates::rounded_to_unit(col, *unit)
+        {
+            // arrow's cast cuts a finer unit: rounded as text is.
+            columns.push(rounded);
+            continue;
+        }
         if f.data_type().is_integer()
             && let Some(r) = first_fraction(col.as_ref())
         {
