@@ -456,6 +456,19 @@ async fn auditors_review_verify_and_keep_checkpoints() {
         400,
         "only the audit table is there"
     );
+    // A refused statement is named in its record: what an auditor's key tried, too.
+    let refused = s
+        .audit_records("action=audit.query&status=400&limit=10")
+        .await;
+    let texts: Vec<&str> = refused
+        .iter()
+        .filter_map(|r| r["query_text"].as_str())
+        .collect();
+    assert!(
+        texts.contains(&"DELETE FROM audit.events")
+            && texts.contains(&"SELECT * FROM transport.bus_lines"),
+        "{refused:?}"
+    );
     // The public key and a checkpoint; an auditor keeps it and later proves extension.
     let pk: Value = c
         .get(s.url("/api/v1/audit/public-key"))

@@ -535,12 +535,24 @@ pub async fn query(
     headers: HeaderMap,
     ApiJson(body): ApiJson<AuditQueryBody>,
 ) -> Result<Response, ApiError> {
+    run_query(&state, &caller, &ticket, &headers, &body)
+        .await
+        .or_else(|e| super::data::refused_query(&state, &body.sql, e))
+}
+
+async fn run_query(
+    state: &AppState,
+    caller: &datagate_access::Caller,
+    ticket: &QueryTicket,
+    headers: &HeaderMap,
+    body: &AuditQueryBody,
+) -> Result<Response, ApiError> {
     caller.authorize(Action::ReadAudit)?;
-    let format = negotiate(Asked::of(&body.format, body.bom, &body.charset), &headers)?;
+    let format = negotiate(Asked::of(&body.format, body.bom, &body.charset), headers)?;
     let limits = state.engine.limits().clone();
     let deadline = Some(Deadline::after(limits.timeout));
     let session =
-        audit_session(&state)?.for_caller(ticket.budget, caller.principal().sees_internals());
+        audit_session(state)?.for_caller(ticket.budget, caller.principal().sees_internals());
     let lane = ticket.lane(state.engine.executor());
     let sql = body.sql.clone();
     let started = on_lane(&lane, deadline, async move {

@@ -506,7 +506,11 @@ pub async fn query_get(
 
 /// A refusal of `text` as a response that carries the statement to its audit record
 /// ([`crate::audit::RefusedQuery`]), so an auditor sees what was tried, not only what was read.
-fn refused_query(state: &AppState, text: &str, e: ApiError) -> Result<Response, ApiError> {
+pub(crate) fn refused_query(
+    state: &AppState,
+    text: &str,
+    e: ApiError,
+) -> Result<Response, ApiError> {
     let mut refused = e.into_response();
     refused.extensions_mut().insert(crate::audit::RefusedQuery {
         text: text.to_string(),
