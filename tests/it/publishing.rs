@@ -1594,6 +1594,42 @@ async fn times_finer_than_their_unit_round_in_every_format() {
     );
 }
 
+/// A Parquet or Arrow time beyond the calendar (a `timestamp(s)` of 1e14 seconds, year
+/// 3170843) is refused with its row and column: stored, no JSON or CSV answer could show it.
+#[tokio::test]
+async fn times_beyond_the_calendar_are_refused() {
+    use arrow::array::{ArrayRef, RecordBatch, TimestampSecondArray};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let batch = RecordBatch::try_from_iter([(
+        "at",
+        Arc::new(TimestampSecondArray::from(vec![
+            0,
+            1_704_067_200,
+            99_999_999_999_999,
+        ])) as ArrayRef,
+    )])
+    .unwrap();
+    api.register_with_columns("far", Some(json!([{"name": "at", "type": "timestamp(s)"}])))
+        .await;
+    let (st, v) = api
+        .send(api.version_request(
+            "far",
+            "application/vnd.apache.parquet",
+            false,
+            parquet_bytes(&batch, None),
+        ))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(
+        (v["row"].clone(), v["column"].clone()),
+        (json!(3), json!("at")),
+        "{v}"
+    );
+    let (_, versions) = s.get_json("/api/v1/datasets/transport/far/versions").await;
+    assert_eq!(versions, json!([]), "nothing of the upload is visible");
+}
+
 /// An NDJSON column whose values are sometimes numbers, sometimes strings is inferred as text,
 /// and its upload is taken with the numbers as their JSON text (it was refused by the schema
 /// inferred from it: "expected string got 1").

@@ -368,3 +368,37 @@ async fn integer_overflow_is_a_400_not_a_wrapped_number() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn dates_text_cannot_show_are_400s_not_error_strings_or_500s() {
+    let s = Server::start(Options::default()).await;
+    let c = Client::new();
+    let sql = "SELECT 1 AS n, to_timestamp_seconds(99999999999999) AS far";
+    for format in ["json", "ndjson", "csv"] {
+        let (st, body) = post(&c, &s, json!({"sql": sql, "format": format})).await;
+        assert_eq!(st, 400, "{format}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("row 1 of column \"far\"") && detail.contains("format=arrow"),
+            "{format}: {body}"
+        );
+        assert_eq!(body["parameter"], "format", "{body}");
+    }
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": sql, "format": "arrow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    let batches: Vec<_> = arrow::ipc::reader::StreamReader::try_new(&body[..], None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let far = batches[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampSecondArray>();
+    assert_eq!(far.map(|a| a.value(0)), Some(99_999_999_999_999));
+}

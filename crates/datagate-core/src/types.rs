@@ -93,6 +93,55 @@ fn unit_name(unit: TimeUnit) -> &'static str {
     }
 }
 
+/// The values of a date or time type that text can show, as counts of its unit: dates and
+/// times of the years chrono's calendar holds (and so arrow's formatters: -262143 to 262142),
+/// times of day within 24 hours. `None` for other types, and for nanosecond timestamps (1677
+/// to 2262: every value is in range). A timestamp of seconds can count far beyond (1e14 s is
+/// year 3170843): JSON and CSV cannot write it, so uploads refuse it and text answers name it.
+pub fn showable_range(ty: &DataType) -> Option<std::ops::RangeInclusive<i64>> {
+    use chrono::NaiveDateTime;
+    const DAY: i64 = 86_400;
+    let (min, max) = (NaiveDateTime::MIN.and_utc(), NaiveDateTime::MAX.and_utc());
+    Some(match ty {
+        DataType::Date32 => min.timestamp().div_euclid(DAY)..=max.timestamp().div_euclid(DAY),
+        DataType::Date64 | DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            min.timestamp_millis()..=max.timestamp_millis()
+        }
+        DataType::Timestamp(TimeUnit::Second, _) => min.timestamp()..=max.timestamp(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            min.timestamp_micros()..=max.timestamp_micros()
+        }
+        DataType::Time32(TimeUnit::Second) => 0..=DAY - 1,
+        DataType::Time32(_) => 0..=DAY * 1_000 - 1,
+        DataType::Time64(TimeUnit::Microsecond) => 0..=DAY * 1_000_000 - 1,
+        DataType::Time64(_) => 0..=DAY * 1_000_000_000 - 1,
+        _ => return None,
+    })
+}
+
+/// The first row of a date or time `column` that text cannot show ([`showable_range`]), and
+/// its count of the type's unit; `None` when every value can be shown (or the type has no
+/// such limit).
+pub fn first_unshowable(
+    column: &arrow::array::ArrayRef,
+) -> Result<Option<(usize, i64)>, arrow::error::ArrowError> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::Int64Type;
+    let Some(range) = showable_range(column.data_type()) else {
+        return Ok(None);
+    };
+    let counts = arrow::compute::cast(column, &DataType::Int64)?;
+    let counts = counts.as_primitive::<Int64Type>();
+    let (least, most) = (arrow::compute::min(counts), arrow::compute::max(counts));
+    if least.is_none_or(|v| range.contains(&v)) && most.is_none_or(|v| range.contains(&v)) {
+        return Ok(None);
+    }
+    Ok(counts
+        .iter()
+        .enumerate()
+        .find_map(|(row, v)| v.filter(|v| !range.contains(v)).map(|v| (row, v))))
+}
+
 impl fmt::Display for ColumnType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

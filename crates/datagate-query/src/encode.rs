@@ -158,19 +158,46 @@ pub struct Trailer {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("encoding the result failed: {0}")]
-pub struct EncodeError(String);
+pub enum EncodeError {
+    /// The result holds a value the format cannot write (the query's doing, a 400).
+    #[error("{0}")]
+    Unwritable(String),
+    /// The encoder failed (the gateway's doing).
+    #[error("encoding the result failed: {0}")]
+    Failed(String),
+}
 
 impl From<arrow::error::ArrowError> for EncodeError {
     fn from(e: arrow::error::ArrowError) -> Self {
-        Self(e.to_string())
+        Self::Failed(e.to_string())
     }
 }
 
 impl From<parquet::errors::ParquetError> for EncodeError {
     fn from(e: parquet::errors::ParquetError) -> Self {
-        Self(e.to_string())
+        Self::Failed(e.to_string())
     }
+}
+
+/// An error if `batch` holds a date or time that text cannot show
+/// ([`datagate_core::types::showable_range`]): arrow's JSON encoders would write `"ERROR: Cast
+/// error: ..."` as its value and its CSV writer fail the batch; the Arrow and Parquet formats
+/// carry the value as it is.
+fn unwritable_time(batch: &RecordBatch) -> Result<(), EncodeError> {
+    let columns = batch.schema_ref().fields().iter().zip(batch.columns());
+    for (field, column) in columns {
+        if let Some((row, value)) = datagate_core::types::first_unshowable(column)? {
+            return Err(EncodeError::Unwritable(format!(
+                "row {} of column {:?} holds a {} ({value} from the epoch) beyond what text can \
+                 show (dates and times of years -262143 to 262142, times of day within 24 \
+                 hours): ask for format=arrow or parquet, or leave it out of the result",
+                row + 1,
+                field.name(),
+                type_name(field.data_type()),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Encodes a stream of batches of one schema.
@@ -217,6 +244,7 @@ fn json_rows(
     after: &[u8],
 ) -> Result<(), EncodeError> {
     use arrow::json::writer::{EncoderOptions, make_encoder};
+    unwritable_time(batch)?;
     let options = EncoderOptions::default().with_explicit_nulls(true);
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, array) in batch.schema_ref().fields().iter().zip(batch.columns()) {
@@ -360,6 +388,7 @@ struct Csv {
 impl Encoder for Csv {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
         use crate::csv_writer::{Gb18030, Utf8, write_batch};
+        unwritable_time(batch)?;
         let first = !self.header_sent;
         self.header_sent = true;
         let mut out = Vec::with_capacity(batch.num_rows() * 64 + 3);
@@ -386,7 +415,7 @@ impl Encoder for Csv {
         drop(w);
         if gb18030 {
             crate::gb18030::encode(&utf8, &mut out).map_err(|crate::gb18030::NotUtf8(at)| {
-                EncodeError(format!("the CSV text is not UTF-8 at byte {at} of a batch"))
+                EncodeError::Failed(format!("the CSV text is not UTF-8 at byte {at} of a batch"))
             })?;
         }
         Ok(out.into())
@@ -441,7 +470,7 @@ impl ParquetEncoder {
 impl Encoder for ParquetEncoder {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
         let Some(w) = self.writer.as_mut() else {
-            return Err(EncodeError("the Parquet writer is closed".into()));
+            return Err(EncodeError::Failed("the Parquet writer is closed".into()));
         };
         w.write(batch)?;
         if w.memory_size() >= PARQUET_ROW_GROUP_BYTES {
@@ -779,6 +808,82 @@ mod tests {
         assert_eq!(tags.len(), 3);
         assert_eq!(gb.name(), "csv");
         assert_eq!(Format::CSV.tag(), "csv");
+    }
+
+    #[test]
+    fn dates_and_times_text_cannot_show_are_named_not_written_as_errors() {
+        use arrow::array::{ArrayRef, TimestampSecondArray};
+        let limit = chrono::NaiveDateTime::MAX.and_utc().timestamp();
+        let column = |v: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampSecondArray::from(v)) };
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Second, None),
+            true,
+        )]));
+        let batch = |v| RecordBatch::try_new(schema.clone(), vec![column(v)]).unwrap();
+        let text = [Format::Json, Format::Ndjson, Format::Csv(CsvEncoding::Utf8)];
+        // At the calendar's last second and with NULLs: written.
+        let edge = batch(vec![Some(0), None, Some(limit)]);
+        for format in text {
+            let mut e = encoder(format, schema.clone()).unwrap();
+            let out = e.batch(&edge).unwrap();
+            let out = String::from_utf8(out.to_vec()).unwrap();
+            assert!(out.contains("262142-12-31T23:59:59"), "{format:?}: {out}");
+            assert!(!out.contains("ERROR"), "{out}");
+        }
+        // One second beyond: the row and column are named, in every text format.
+        let beyond = batch(vec![
+            Some(0),
+            None,
+            Some(limit + 1),
+            Some(99_999_999_999_999),
+        ]);
+        for format in text {
+            let mut e = encoder(format, schema.clone()).unwrap();
+            match e.batch(&beyond) {
+                Err(EncodeError::Unwritable(m)) => {
+                    assert!(m.contains("row 3 of column \"at\""), "{m}");
+                    assert!(m.contains("timestamp(s)"), "{m}");
+                }
+                other => panic!("{format:?}: {other:?}"),
+            }
+        }
+        // Arrow and Parquet carry the values as they are.
+        for format in [Format::Arrow, Format::Parquet] {
+            let mut e = encoder(format, schema.clone()).unwrap();
+            e.batch(&beyond).unwrap();
+            e.finish(&Trailer::default()).unwrap();
+        }
+        // Dates and times of day too.
+        let days = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
+        let far = RecordBatch::try_new(
+            days.clone(),
+            vec![Arc::new(Date32Array::from(vec![Some(i32::MAX)])) as ArrayRef],
+        )
+        .unwrap();
+        let e = encoder(Format::Json, days)
+            .unwrap()
+            .batch(&far)
+            .unwrap_err();
+        assert!(matches!(e, EncodeError::Unwritable(_)), "{e}");
+        let times = Arc::new(Schema::new(vec![Field::new(
+            "t",
+            DataType::Time32(TimeUnit::Second),
+            true,
+        )]));
+        let late = RecordBatch::try_new(
+            times.clone(),
+            vec![Arc::new(arrow::array::Time32SecondArray::from(vec![
+                Some(86_399),
+                Some(86_400),
+            ])) as ArrayRef],
+        )
+        .unwrap();
+        let e = encoder(Format::Ndjson, times)
+            .unwrap()
+            .batch(&late)
+            .unwrap_err();
+        assert!(e.to_string().contains("row 2 of column \"t\""), "{e}");
     }
 
     #[test]

@@ -510,7 +510,14 @@ pub fn encode_now(
     format: Format,
     cap: RowCap,
 ) -> Result<(Vec<Bytes>, u64), QueryError> {
-    let internal = |e: encode::EncodeError| QueryError::Internal(e.to_string());
+    let internal = |e: encode::EncodeError| match e {
+        encode::EncodeError::Unwritable(m) => QueryError::Invalid {
+            message: m,
+            position: None,
+            parameter: Some("format"),
+        },
+        encode::EncodeError::Failed(m) => QueryError::Internal(m),
+    };
     let mut encoder = encode::encoder(format, schema).map_err(internal)?;
     let (mut chunks, mut seen, mut rows) = (Vec::new(), 0u64, 0u64);
     for batch in batches {

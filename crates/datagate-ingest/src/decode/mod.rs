@@ -171,6 +171,24 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
         }
     }
     for (f, column) in target.fields().iter().zip(&columns) {
+        // A date or time beyond the calendar (a Parquet `timestamp(s)` of 1e14, year 3170843)
+        // would be stored, and then no JSON or CSV answer could show it.
+        if let Ok(Some((r, count))) = datagate_core::types::first_unshowable(column) {
+            let row = first_row + r as u64;
+            let ty = datagate_core::ColumnType::from_arrow(f.data_type())
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| f.data_type().to_string());
+            return Err(IngestError::InvalidData {
+                message: format!(
+                    "row {row}: column {:?}: {count} from the epoch is no {ty} of the years \
+                     -262143 to 262142, which is all JSON and CSV can show",
+                    f.name()
+                ),
+                line: None,
+                row: Some(row),
+                column: Some(f.name().clone()),
+            });
+        }
         if let Some(r) = oversized_value(column.as_ref()) {
             return Err(IngestError::InvalidData {
                 message: format!(
