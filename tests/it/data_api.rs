@@ -1283,3 +1283,38 @@ async fn csv_for_spreadsheets_with_a_bom_or_in_gb18030() {
         }
     }
 }
+
+/// Lists (`array_agg`, `regexp_match`) and structs in a CSV answer are each cell's JSON, as the
+/// JSON formats write them (arrow's CSV writer refused them: a 500).
+#[tokio::test]
+async fn csv_answers_hold_lists_and_structs_as_json_text() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    let sql = "SELECT operator, array_agg(line_id ORDER BY line_id) AS lines, \
+               named_struct('n', count(*), 'night', bool_or(night_line)) AS summary \
+               FROM transport.bus_lines GROUP BY operator ORDER BY operator";
+    let (st, json) = query(&c, &s, json!({"sql": sql})).await;
+    assert_eq!(st, StatusCode::OK, "{json}");
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": sql, "format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let records: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(records.len(), rows.len());
+    assert!(rows.len() > 1);
+    for (record, row) in records.iter().zip(rows) {
+        assert_eq!(record[0], *row["operator"].as_str().unwrap());
+        let lines: Value = serde_json::from_str(&record[1]).unwrap();
+        let summary: Value = serde_json::from_str(&record[2]).unwrap();
+        assert_eq!(lines, row["lines"], "{text}");
+        assert_eq!(summary, row["summary"], "{text}");
+    }
+}

@@ -10,6 +10,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use datagate_core::ColumnType;
+use std::sync::Arc;
 
 /// A result format (API.md §5 "Formats").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -389,6 +390,8 @@ impl Encoder for Csv {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
         use crate::csv_writer::{Gb18030, Utf8, write_batch};
         unwritable_time(batch)?;
+        let as_text = nested_as_json_text(batch)?;
+        let batch = as_text.as_ref().unwrap_or(batch);
         let first = !self.header_sent;
         self.header_sent = true;
         let mut out = Vec::with_capacity(batch.num_rows() * 64 + 3);
@@ -427,6 +430,44 @@ impl Encoder for Csv {
         // An empty result still has its header.
         self.batch(&RecordBatch::new_empty(self.schema.clone()))
     }
+}
+
+/// `batch` with each nested column (a list from `array_agg`, a struct) as text, each value the
+/// JSON the JSON formats write for it (`[1,2]`, `{"a":1}`): a CSV cell holds no nested value
+/// and arrow's CSV writer refuses one. `None` when `batch` has no nested column.
+fn nested_as_json_text(batch: &RecordBatch) -> Result<Option<RecordBatch>, EncodeError> {
+    use arrow::array::{ArrayRef, StringBuilder};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::json::writer::{EncoderOptions, make_encoder};
+    let schema = batch.schema_ref();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(None);
+    }
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let (mut fields, mut columns) = (Vec::new(), Vec::<ArrayRef>::new());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(field.clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let mut encoder = make_encoder(field, column, &options)?;
+        let mut text = StringBuilder::with_capacity(column.len(), column.len() * 16);
+        let mut value = Vec::new();
+        for row in 0..column.len() {
+            if encoder.is_null(row) {
+                text.append_null();
+                continue;
+            }
+            value.clear();
+            encoder.encode(row, &mut value);
+            text.append_value(String::from_utf8_lossy(&value));
+        }
+        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, true)));
+        columns.push(Arc::new(text.finish()));
+    }
+    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    Ok(Some(RecordBatch::try_new(schema, columns)?))
 }
 
 struct ArrowStream {
@@ -884,6 +925,50 @@ mod tests {
             .batch(&late)
             .unwrap_err();
         assert!(e.to_string().contains("row 2 of column \"t\""), "{e}");
+    }
+
+    #[test]
+    fn csv_cells_hold_nested_values_as_their_json() {
+        use arrow::array::{ArrayRef, ListArray, StructArray};
+        use arrow::datatypes::Int32Type;
+        let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(1), Some(2)]),
+            None,
+            Some(vec![]),
+        ]));
+        let names: ArrayRef = Arc::new(StringArray::from(vec![Some("张,三"), Some("\""), None]));
+        let st: ArrayRef = Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("name", DataType::Utf8, true)),
+            names,
+        )]));
+        let batch = RecordBatch::try_from_iter([("l", list), ("s", st)]).unwrap();
+        let csv = |encoding| {
+            let mut e = encoder(Format::Csv(encoding), batch.schema()).unwrap();
+            let mut out = e.batch(&batch).unwrap().to_vec();
+            out.extend_from_slice(&e.finish(&Trailer::default()).unwrap());
+            out
+        };
+        let text = String::from_utf8(csv(CsvEncoding::Utf8)).unwrap();
+        let rows: Vec<Vec<String>> = ::csv::Reader::from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["[1,2]", r#"{"name":"张,三"}"#],
+                vec!["", r#"{"name":"\""}"#],
+                vec!["[]", r#"{"name":null}"#],
+            ],
+            "{text}"
+        );
+        let gb = csv(CsvEncoding::Gb18030);
+        let (decoded, _, bad) = encoding_rs::GB18030.decode(&gb);
+        assert!(!bad);
+        assert_eq!(decoded, text);
+        // An empty result still has its header.
+        let mut e = encoder(Format::Csv(CsvEncoding::Utf8), batch.schema()).unwrap();
+        assert_eq!(&e.finish(&Trailer::default()).unwrap()[..], b"l,s\n");
     }
 
     #[test]
