@@ -1651,6 +1651,42 @@ async fn ndjson_text_columns_take_numbers_and_booleans() {
     );
 }
 
+/// A first upload without declared columns keeps codes with leading zeros and integers beyond
+/// `int64` as their text, every digit as written (an integer column dropped `0571`'s zero, and
+/// NDJSON's `float64` rounded an account number).
+#[tokio::test]
+async fn codes_and_account_numbers_keep_their_digits() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register_schemaless("codes").await;
+    api.upload_taken(
+        "codes",
+        "text/csv",
+        b"area,postcode,stops\n0571,310000,12\n010,100000,3\n".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        schema_of(&api.dataset("codes").await),
+        ["area:utf8", "postcode:int64", "stops:int64"]
+    );
+    api.register_schemaless("accounts").await;
+    api.upload_taken(
+        "accounts",
+        "application/x-ndjson",
+        b"{\"acct\":62220212345678901234,\"n\":1}\n{\"acct\":12,\"n\":2}\n".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        schema_of(&api.dataset("accounts").await),
+        ["acct:utf8", "n:int64"]
+    );
+    assert_eq!(
+        api.query_rows("SELECT c.area, a.acct FROM transport.codes c JOIN transport.accounts a ON c.stops = a.n + 2 ORDER BY 1")
+            .await,
+        json!([{"area": "010", "acct": "62220212345678901234"}])
+    );
+}
+
 /// A primary key changed after data is published must hold in the published rows, as each
 /// upload is held to it: a key column empty in some row is refused, naming it, and the key stays.
 #[tokio::test]

@@ -160,18 +160,72 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
         })?;
         fields.push(Field::new(f.name(), dt, true));
     }
-    let texts: Vec<usize> = (0..fields.len())
-        .filter(|&i| fields[i].data_type() == &DataType::Utf8)
+    // Text that holds only dates or times is a date or time column; integers with a leading
+    // zero (`0571`, `010020`) are codes, and integers beyond `int64` (an account number) are
+    // kept as text, exactly, as a CSV column of them already is.
+    let sampled: Vec<usize> = (0..fields.len())
+        .filter(|&i| {
+            matches!(
+                fields[i].data_type(),
+                DataType::Utf8 | DataType::Int64 | DataType::Float64
+            )
+        })
         .collect();
-    if !texts.is_empty() {
+    if !sampled.is_empty() {
         let samples = text_samples(format, head, &fields);
-        for i in texts {
-            if let Some(ty) = time_type(&samples[i]) {
+        let big = match format {
+            TextFormat::Ndjson { .. } => big_integers(head, &fields),
+            TextFormat::Csv(_) => vec![false; fields.len()],
+        };
+        for i in sampled {
+            let ty = match fields[i].data_type() {
+                DataType::Utf8 => time_type(&samples[i]),
+                DataType::Int64 => samples[i]
+                    .iter()
+                    .any(|v| is_code(v))
+                    .then_some(DataType::Utf8),
+                _ => big[i].then_some(DataType::Utf8),
+            };
+            if let Some(ty) = ty {
                 fields[i] = Field::new(fields[i].name(), ty, true);
             }
         }
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Whether `v` is an integer written with a leading zero (`0571`, `-007`): a code, whose zeros
+/// an integer column would drop.
+fn is_code(v: &str) -> bool {
+    let digits = v.strip_prefix(['-', '+']).unwrap_or(v);
+    digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// For each of `fields`, whether the leading NDJSON lines of `head` give it only whole numbers,
+/// one of them beyond `int64` (arrow infers `float64`, which holds 15 or so digits of
+/// `62220212345678901234`).
+fn big_integers(head: &[u8], fields: &[Field]) -> Vec<bool> {
+    // (every number whole, one beyond int64)
+    let mut seen = vec![(true, false); fields.len()];
+    let lines = head.split(|b| *b == b'\n').take(INFER_ROWS);
+    for line in lines {
+        let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(line) else {
+            continue;
+        };
+        for (seen, f) in seen.iter_mut().zip(fields) {
+            if let Some(serde_json::Value::Number(n)) = o.get(f.name()) {
+                let beyond = n.is_u64() && !n.is_i64()
+                    || n.as_f64()
+                        .is_some_and(|v| v.fract() == 0.0 && v.abs() >= 9.223_372_036_854_776e18);
+                let whole = n.is_i64() || beyond;
+                seen.0 &= whole;
+                seen.1 |= beyond;
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|(whole, beyond)| whole && beyond)
+        .collect()
 }
 
 /// The non-empty text values of each of `fields` in the leading records of `head` (at most
@@ -426,6 +480,72 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn codes_with_leading_zeros_and_integers_beyond_int64_stay_text() {
+        use arrow::array::AsArray;
+        let csv = "code,n,signed,acct\n0571,1,-007,62220212345678901234\n10,2,5,12\n";
+        let ndjson = "{\"acct\":12,\"n\":1,\"f\":1.5,\"e\":1e19}\n{\"acct\":62220212345678901234,\"n\":9223372036854775807,\"f\":1e19,\"e\":2}\n";
+        for (format, body, text, numbers) in [
+            (
+                TextFormat::Csv(CsvOptions::default()),
+                csv,
+                vec!["code", "signed", "acct"],
+                vec![("n", DataType::Int64)],
+            ),
+            (
+                TextFormat::Ndjson { batch_rows: 10 },
+                ndjson,
+                vec!["acct", "e"],
+                vec![("n", DataType::Int64), ("f", DataType::Float64)],
+            ),
+        ] {
+            let batches = decode(format, body.as_bytes(), 5).unwrap();
+            let schema = batches[0].schema();
+            for name in &text {
+                assert_eq!(
+                    schema.field_with_name(name).unwrap().data_type(),
+                    &DataType::Utf8,
+                    "{name}: {body}"
+                );
+            }
+            for (name, ty) in &numbers {
+                assert_eq!(
+                    schema.field_with_name(name).unwrap().data_type(),
+                    ty,
+                    "{name}: {body}"
+                );
+            }
+            // The text is what was written, every digit and zero kept.
+            let acct = batches[0]
+                .column(schema.index_of("acct").unwrap())
+                .as_string::<i32>();
+            assert_eq!(
+                acct.value(0),
+                if text.len() == 3 {
+                    "62220212345678901234"
+                } else {
+                    "12"
+                }
+            );
+            assert_eq!(
+                acct.value(1),
+                if text.len() == 3 {
+                    "12"
+                } else {
+                    "62220212345678901234"
+                }
+            );
+        }
+        let code = decode(TextFormat::Csv(CsvOptions::default()), csv.as_bytes(), 64).unwrap();
+        assert_eq!(code[0].column(0).as_string::<i32>().value(0), "0571");
+        for v in ["0571", "00", "-007", "+01"] {
+            assert!(is_code(v), "{v}");
+        }
+        for v in ["0", "10", "-0", "0.5", "0x1", "", "07a"] {
+            assert!(!is_code(v), "{v}");
         }
     }
 }
