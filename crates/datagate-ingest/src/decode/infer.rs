@@ -118,6 +118,9 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
                     if let Some(line) = first_line_not_utf8(head) {
                         return super::not_utf8(Some(line), None);
                     }
+                    if let Some(bad) = first_line_not_an_object(head) {
+                        return bad;
+                    }
                     IngestError::invalid_data(format!(
                         "cannot infer a schema from the leading NDJSON lines: {e}"
                     ))
@@ -192,6 +195,44 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
         }
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// The first of the leading NDJSON lines of `head` that is no JSON object, as an error naming
+/// its line (arrow's inference counts the lines of each record, so says "line 1" of any).
+fn first_line_not_an_object(head: &[u8]) -> Option<IngestError> {
+    let lines = head.split(|b| *b == b'\n').take(INFER_ROWS);
+    lines.enumerate().find_map(|(i, line)| {
+        let line_no = i as u64 + 1;
+        let why = match serde_json::from_slice::<serde_json::Value>(line) {
+            _ if line.iter().all(u8::is_ascii_whitespace) => return None,
+            Ok(serde_json::Value::Object(_)) => return None,
+            Ok(other) => format!("expected a JSON object, got {}", json_kind(&other)),
+            Err(e) => {
+                let text = e.to_string();
+                let what = text
+                    .rsplit_once(" at line ")
+                    .map_or(text.as_str(), |(m, _)| m);
+                format!("not JSON at column {}: {what}", e.column())
+            }
+        };
+        Some(IngestError::InvalidData {
+            message: format!("line {line_no}: {why}"),
+            line: Some(line_no),
+            row: None,
+            column: None,
+        })
+    })
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Whether `v` is an integer written with a leading zero (`0571`, `-007`): a code, whose zeros
@@ -546,6 +587,36 @@ mod tests {
         }
         for v in ["0", "10", "-0", "0.5", "0x1", "", "07a"] {
             assert!(!is_code(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_line_that_is_no_object_is_named_by_its_line() {
+        for (body, line, says) in [
+            (
+                "{\"a\":1}\n{\"a\":1e400}\n",
+                2,
+                "not JSON at column 10: number out of range",
+            ),
+            (
+                "{\"a\":1}\n\n[1,2]\n",
+                3,
+                "expected a JSON object, got an array",
+            ),
+            ("{\"a\":1}\r\n{\"a\":\n", 2, "not JSON at column 5: EOF while parsing a value"),
+        ] {
+            match decode(TextFormat::Ndjson { batch_rows: 10 }, body.as_bytes(), 4) {
+                Err(IngestError::InvalidData {
+                    message, line: l, ..
+                }) => {
+                    assert_eq!(l, Some(line), "{body:?}: {message}");
+                    assert!(
+                        message.starts_with(&format!("line {line}: {says}")),
+                        "{body:?}: {message}"
+                    );
+                }
+                other => panic!("{body:?}: {other:?}"),
+            }
         }
     }
 }
