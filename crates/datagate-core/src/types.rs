@@ -121,25 +121,47 @@ pub fn showable_range(ty: &DataType) -> Option<std::ops::RangeInclusive<i64>> {
 
 /// The first row of a date or time `column` that text cannot show ([`showable_range`]), and
 /// its count of the type's unit; `None` when every value can be shown (or the type has no
-/// such limit).
-pub fn first_unshowable(
-    column: &arrow::array::ArrayRef,
-) -> Result<Option<(usize, i64)>, arrow::error::ArrowError> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::Int64Type;
-    let Some(range) = showable_range(column.data_type()) else {
-        return Ok(None);
-    };
-    let counts = arrow::compute::cast(column, &DataType::Int64)?;
-    let counts = counts.as_primitive::<Int64Type>();
-    let (least, most) = (arrow::compute::min(counts), arrow::compute::max(counts));
-    if least.is_none_or(|v| range.contains(&v)) && most.is_none_or(|v| range.contains(&v)) {
-        return Ok(None);
+/// such limit). Reads the column's least and greatest values in place (no copy: it runs on
+/// every batch of a JSON or CSV answer) and looks for the row only when one is outside.
+pub fn first_unshowable(column: &arrow::array::ArrayRef) -> Option<(usize, i64)> {
+    use arrow::array::{Array, ArrowPrimitiveType, AsArray, PrimitiveArray};
+    use arrow::datatypes::*;
+    fn scan<T: ArrowPrimitiveType>(
+        a: &dyn Array,
+        range: &std::ops::RangeInclusive<i64>,
+    ) -> Option<(usize, i64)>
+    where
+        T::Native: Into<i64>,
+    {
+        let a: &PrimitiveArray<T> = a.as_primitive();
+        let inside = |v: Option<T::Native>| v.is_none_or(|v| range.contains(&v.into()));
+        if inside(arrow::compute::min(a)) && inside(arrow::compute::max(a)) {
+            return None;
+        }
+        a.iter().enumerate().find_map(|(row, v)| {
+            v.map(Into::into)
+                .filter(|v| !range.contains(v))
+                .map(|v| (row, v))
+        })
     }
-    Ok(counts
-        .iter()
-        .enumerate()
-        .find_map(|(row, v)| v.filter(|v| !range.contains(v)).map(|v| (row, v))))
+    let range = showable_range(column.data_type())?;
+    let c = column.as_ref();
+    match column.data_type() {
+        DataType::Date32 => scan::<Date32Type>(c, &range),
+        DataType::Date64 => scan::<Date64Type>(c, &range),
+        DataType::Timestamp(TimeUnit::Second, _) => scan::<TimestampSecondType>(c, &range),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            scan::<TimestampMillisecondType>(c, &range)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            scan::<TimestampMicrosecondType>(c, &range)
+        }
+        DataType::Time32(TimeUnit::Second) => scan::<Time32SecondType>(c, &range),
+        DataType::Time32(_) => scan::<Time32MillisecondType>(c, &range),
+        DataType::Time64(TimeUnit::Microsecond) => scan::<Time64MicrosecondType>(c, &range),
+        DataType::Time64(_) => scan::<Time64NanosecondType>(c, &range),
+        _ => None,
+    }
 }
 
 impl fmt::Display for ColumnType {

@@ -187,7 +187,7 @@ impl From<parquet::errors::ParquetError> for EncodeError {
 fn unwritable_time(batch: &RecordBatch) -> Result<(), EncodeError> {
     let columns = batch.schema_ref().fields().iter().zip(batch.columns());
     for (field, column) in columns {
-        if let Some((row, value)) = datagate_core::types::first_unshowable(column)? {
+        if let Some((row, value)) = datagate_core::types::first_unshowable(column) {
             return Err(EncodeError::Unwritable(format!(
                 "row {} of column {:?} holds a {} ({value} from the epoch) beyond what text can \
                  show (dates and times of years -262143 to 262142, times of day within 24 \

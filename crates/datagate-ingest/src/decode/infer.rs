@@ -603,7 +603,11 @@ mod tests {
                 3,
                 "expected a JSON object, got an array",
             ),
-            ("{\"a\":1}\r\n{\"a\":\n", 2, "not JSON at column 5: EOF while parsing a value"),
+            (
+                "{\"a\":1}\r\n{\"a\":\n",
+                2,
+                "not JSON at column 5: EOF while parsing a value",
+            ),
         ] {
             match decode(TextFormat::Ndjson { batch_rows: 10 }, body.as_bytes(), 4) {
                 Err(IngestError::InvalidData {

@@ -173,7 +173,7 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
     for (f, column) in target.fields().iter().zip(&columns) {
         // A date or time beyond the calendar (a Parquet `timestamp(s)` of 1e14, year 3170843)
         // would be stored, and then no JSON or CSV answer could show it.
-        if let Ok(Some((r, count))) = datagate_core::types::first_unshowable(column) {
+        if let Some((r, count)) = datagate_core::types::first_unshowable(column) {
             let row = first_row + r as u64;
             let ty = datagate_core::ColumnType::from_arrow(f.data_type())
                 .map(|t| t.to_string())
