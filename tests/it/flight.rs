@@ -725,6 +725,25 @@ async fn parameter_rows_run_as_executions() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // An execution refused when it is planned names its statement in the audit record.
+    let sql = "SELECT line_id FROM transport.bus_lines WHERE stop_count + $1 > 0";
+    let mut prepared = c.prepare(sql.into(), None).await.unwrap();
+    let batch = RecordBatch::try_from_iter([(
+        "$1",
+        std::sync::Arc::new(Int64Array::from(vec![i64::MAX])) as arrow::array::ArrayRef,
+    )])
+    .unwrap();
+    prepared.set_parameters(batch).unwrap();
+    let refused = prepared.execute().await.unwrap_err();
+    assert!(refused.to_string().contains("parameter $1"), "{refused}");
+    let records = f
+        .server
+        .audit_records("action=flight.plan&status=400&limit=10")
+        .await;
+    assert!(
+        records.iter().any(|r| r["query_text"] == sql),
+        "{records:?}"
+    );
 }
 
 /// A parameter stream arrow's decoder panics on (a buffer past the message's body) is the

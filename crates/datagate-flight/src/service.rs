@@ -370,11 +370,14 @@ impl FlightSqlService for FlightGateway {
     ) -> Result<Response<FlightInfo>, Status> {
         let call = self.gate(&request, "GetFlightInfo").await?;
         let mut datasets = Vec::new();
+        // The statement, once the handle is read: a refusal names it in its record.
+        let mut statement = String::new();
         let result = async {
             let opened = self
                 .sealer
                 .open(&cmd.prepared_statement_handle, &call.who)
                 .ok_or_else(unknown_handle)?;
+            statement.clone_from(&opened.portable.sql);
             let held = self.handles().with_prepared(&opened.local, &call.who, |p| {
                 (p.sql.clone(), Self::executions(p))
             });
@@ -404,9 +407,13 @@ impl FlightSqlService for FlightGateway {
         .await;
         datasets.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
         datasets.dedup();
-        let info = self
-            .answered(&call, "flight.plan", &datasets, result)
-            .await?;
+        let info = match statement.as_str() {
+            "" => self.answered(&call, "flight.plan", &datasets, result).await,
+            sql => {
+                self.answered_statement(&call, "flight.plan", sql, &datasets, result)
+                    .await
+            }
+        }?;
         Ok(tagged(&call, Response::new(info)))
     }
 
