@@ -183,8 +183,8 @@ impl From<parquet::errors::ParquetError> for EncodeError {
 /// An error if `batch` holds a date or time that text cannot show
 /// ([`datagate_core::types::showable_range`]): arrow's JSON encoders would write `"ERROR: Cast
 /// error: ..."` as its value and its CSV writer fail the batch; the Arrow and Parquet formats
-/// carry the value as it is.
-fn unwritable_time(batch: &RecordBatch) -> Result<(), EncodeError> {
+/// carry the value as it is. `rows_before`: the rows of the answer before `batch`.
+fn unwritable_time(batch: &RecordBatch, rows_before: u64) -> Result<(), EncodeError> {
     let columns = batch.schema_ref().fields().iter().zip(batch.columns());
     for (field, column) in columns {
         if let Some((row, value)) = datagate_core::types::first_unshowable(column) {
@@ -192,7 +192,7 @@ fn unwritable_time(batch: &RecordBatch) -> Result<(), EncodeError> {
                 "row {} of column {:?} holds a {} ({value} from the epoch) beyond what text can \
                  show (dates and times of years -262143 to 262142, times of day within 24 \
                  hours): ask for format=arrow or parquet, or leave it out of the result",
-                row + 1,
+                rows_before + row as u64 + 1,
                 field.name(),
                 type_name(field.data_type()),
             )));
@@ -214,9 +214,10 @@ pub trait Encoder: Send {
 pub fn encoder(format: Format, schema: SchemaRef) -> Result<Box<dyn Encoder>, EncodeError> {
     Ok(match format {
         Format::Json => Box::new(JsonEnvelope::new(schema)),
-        Format::Ndjson => Box::new(Ndjson),
+        Format::Ndjson => Box::new(Ndjson { rows: 0 }),
         Format::Csv(encoding) => Box::new(Csv {
             header_sent: false,
+            rows: 0,
             schema,
             encoding,
         }),
@@ -245,7 +246,6 @@ fn json_rows(
     after: &[u8],
 ) -> Result<(), EncodeError> {
     use arrow::json::writer::{EncoderOptions, make_encoder};
-    unwritable_time(batch)?;
     let options = EncoderOptions::default().with_explicit_nulls(true);
     let mut columns = Vec::with_capacity(batch.num_columns());
     for (field, array) in batch.schema_ref().fields().iter().zip(batch.columns()) {
@@ -325,6 +325,7 @@ impl Encoder for JsonEnvelope {
             return Ok(out.into());
         }
         let written = self.rows;
+        unwritable_time(batch, written)?;
         json_rows(
             batch,
             &mut out,
@@ -367,10 +368,14 @@ fn envelope_tail(t: &Trailer, out: &mut Vec<u8>) {
     );
 }
 
-struct Ndjson;
+struct Ndjson {
+    rows: u64,
+}
 
 impl Encoder for Ndjson {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
+        unwritable_time(batch, self.rows)?;
+        self.rows += batch.num_rows() as u64;
         let mut out = Vec::new();
         json_rows(batch, &mut out, |_, _| {}, b"\n")?;
         Ok(out.into())
@@ -382,6 +387,8 @@ impl Encoder for Ndjson {
 
 struct Csv {
     header_sent: bool,
+    /// Rows written so far.
+    rows: u64,
     schema: SchemaRef,
     encoding: CsvEncoding,
 }
@@ -389,7 +396,8 @@ struct Csv {
 impl Encoder for Csv {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
         use crate::csv_writer::{Gb18030, Utf8, write_batch};
-        unwritable_time(batch)?;
+        unwritable_time(batch, self.rows)?;
+        self.rows += batch.num_rows() as u64;
         let as_text = nested_as_json_text(batch)?;
         let batch = as_text.as_ref().unwrap_or(batch);
         let first = !self.header_sent;
@@ -888,6 +896,13 @@ mod tests {
                 }
                 other => panic!("{format:?}: {other:?}"),
             }
+        }
+        // A row is counted in the whole answer, not in its batch.
+        for format in text {
+            let mut e = encoder(format, schema.clone()).unwrap();
+            e.batch(&edge).unwrap();
+            let m = e.batch(&beyond).unwrap_err().to_string();
+            assert!(m.contains("row 6 of column \"at\""), "{format:?}: {m}");
         }
         // Arrow and Parquet carry the values as they are.
         for format in [Format::Arrow, Format::Parquet] {
