@@ -48,8 +48,8 @@ pub struct DataAccess {
 }
 
 /// The statement of a refused query (a 4xx or 5xx from `/api/v1/query` or
-/// `/api/v1/audit/query`), for its `request`
-/// record ([`Event::name_refused_statement`]), with the SQL size limit.
+/// `/api/v1/audit/query`), for its `request` record ([`Event::name_refused_statement`]), with
+/// the SQL size limit.
 #[derive(Debug, Clone)]
 pub struct RefusedQuery {
     pub text: String,
