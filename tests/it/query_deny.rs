@@ -2,7 +2,7 @@
 //! runs, writing nothing and opening nothing outside the warehouse; and inputs built to crash
 //! or starve the server, which it answers and survives.
 
-use crate::harness::{Options, Server};
+use crate::harness::{Options, Server, admin_env};
 use reqwest::Client;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -371,7 +371,11 @@ async fn integer_overflow_is_a_400_not_a_wrapped_number() {
 
 #[tokio::test]
 async fn dates_text_cannot_show_are_400s_not_error_strings_or_500s() {
-    let s = Server::start(Options::default()).await;
+    let s = Server::start(Options {
+        env: admin_env(&[]),
+        ..Options::default()
+    })
+    .await;
     let c = Client::new();
     let sql = "SELECT 1 AS n, to_timestamp_seconds(99999999999999) AS far";
     for format in ["json", "ndjson", "csv"] {
@@ -401,4 +405,41 @@ async fn dates_text_cannot_show_are_400s_not_error_strings_or_500s() {
         .as_any()
         .downcast_ref::<arrow::array::TimestampSecondArray>();
     assert_eq!(far.map(|a| a.value(0)), Some(99_999_999_999_999));
+    // A streamed answer (5,000 rows) that meets one ends failed, as the query's fault.
+    let sql = "SELECT uscc, CASE WHEN uscc = (SELECT max(uscc) FROM market.market_entities) \
+               THEN to_timestamp_seconds(99999999999999) ELSE to_timestamp_seconds(0) END AS t \
+               FROM market.market_entities";
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": sql, "format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    let whole = match r.status().as_u16() {
+        200 => r.bytes().await.is_ok(),
+        st => {
+            assert_eq!(st, 400);
+            false
+        }
+    };
+    assert!(!whole, "the answer must not end as if complete");
+    let records = s.audit_records("action=data.query&limit=20").await;
+    let ended = records
+        .iter()
+        .find(|r| {
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("holds a timestamp(s)"))
+        })
+        .unwrap_or_else(|| panic!("{records:?}"));
+    assert!(
+        ended["outcome"] == "failed" || ended["status"] == 400,
+        "{ended}"
+    );
+    let log = s.log_text();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("mid-stream")),
+        "a query's fault is no gateway error: {log}"
+    );
 }

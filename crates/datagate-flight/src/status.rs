@@ -103,6 +103,7 @@ pub fn mid_stream(e: StreamError) -> Status {
     match e.kind {
         FailureKind::Timeout => Status::deadline_exceeded(e.message),
         FailureKind::OverLimit => Status::resource_exhausted(e.message),
+        FailureKind::Invalid => Status::invalid_argument(e.message),
         FailureKind::Internal => Status::internal(e.message),
     }
 }

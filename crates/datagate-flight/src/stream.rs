@@ -19,7 +19,7 @@ use datagate_access::fair_use::admission::Work;
 use datagate_access::trail::end_record;
 use datagate_audit::{DatasetVersion, Kind};
 use datagate_query::encode::Trailer;
-use datagate_query::execute::{self, BatchSink, Deadline, Report, RowCap};
+use datagate_query::execute::{self, BatchSink, Deadline, Report, RowCap, StreamError};
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -67,7 +67,11 @@ impl FlightSink {
 impl BatchSink for FlightSink {
     type Item = FlightData;
 
-    fn batch(&mut self, batch: &RecordBatch, _queued: usize) -> Result<Vec<FlightData>, String> {
+    fn batch(
+        &mut self,
+        batch: &RecordBatch,
+        _queued: usize,
+    ) -> Result<Vec<FlightData>, StreamError> {
         let mut out = self.head();
         let rows = batch.num_rows();
         let size = batch.get_array_memory_size();
@@ -79,14 +83,14 @@ impl BatchSink for FlightSink {
             let (dictionaries, data) = self
                 .generator
                 .encode(&part, &mut self.tracker, &self.options, &mut self.context)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| StreamError::internal(e.to_string()))?;
             out.extend(dictionaries.into_iter().map(FlightData::from));
             out.push(data.into());
         }
         Ok(out)
     }
 
-    fn finish(&mut self, _trailer: &Trailer) -> Result<Vec<FlightData>, String> {
+    fn finish(&mut self, _trailer: &Trailer) -> Result<Vec<FlightData>, StreamError> {
         Ok(self.head())
     }
 

@@ -473,6 +473,9 @@ pub enum FailureKind {
     Timeout,
     /// The query went beyond its memory or size caps (the query's doing, not the gateway's).
     OverLimit,
+    /// The answer holds a value its format cannot write (a date beyond the calendar in JSON or
+    /// CSV): the query's doing too.
+    Invalid,
     /// Anything else: storage, encoding, the engine.
     Internal,
 }
@@ -482,6 +485,19 @@ impl StreamError {
         Self {
             message: message.into(),
             kind: FailureKind::Internal,
+        }
+    }
+}
+
+impl From<encode::EncodeError> for StreamError {
+    fn from(e: encode::EncodeError) -> Self {
+        let kind = match &e {
+            encode::EncodeError::Unwritable(_) => FailureKind::Invalid,
+            encode::EncodeError::Failed(_) => FailureKind::Internal,
+        };
+        Self {
+            message: e.to_string(),
+            kind,
         }
     }
 }
@@ -554,9 +570,10 @@ pub trait BatchSink: Send + 'static {
     type Item: Send + 'static;
     /// The messages for `batch`, to send now; `queued` messages sent before are still waiting
     /// for the client to take them (0: the client is waiting for this one).
-    fn batch(&mut self, batch: &RecordBatch, queued: usize) -> Result<Vec<Self::Item>, String>;
+    fn batch(&mut self, batch: &RecordBatch, queued: usize)
+    -> Result<Vec<Self::Item>, StreamError>;
     /// The closing messages.
-    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<Self::Item>, String>;
+    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<Self::Item>, StreamError>;
     /// The bytes `item` puts on the wire (counted into the caller's daily bytes).
     fn size(item: &Self::Item) -> u64;
 }
@@ -608,19 +625,19 @@ impl Chunks {
 impl BatchSink for Chunks {
     type Item = BodyChunk;
 
-    fn batch(&mut self, batch: &RecordBatch, queued: usize) -> Result<Vec<BodyChunk>, String> {
-        let plain = self.encoder.batch(batch).map_err(|e| e.to_string())?;
-        self.coded(plain, queued)
+    fn batch(&mut self, batch: &RecordBatch, queued: usize) -> Result<Vec<BodyChunk>, StreamError> {
+        let plain = self.encoder.batch(batch)?;
+        self.coded(plain, queued).map_err(StreamError::internal)
     }
 
-    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<BodyChunk>, String> {
-        let plain = self.encoder.finish(trailer).map_err(|e| e.to_string())?;
+    fn finish(&mut self, trailer: &Trailer) -> Result<Vec<BodyChunk>, StreamError> {
+        let plain = self.encoder.finish(trailer)?;
         if let Some(z) = &self.zstd {
             let (compressed, stored) = z.written();
             tracing::debug!(compressed, stored, "zstd frames of the body");
         }
         // The trailer is small: compressed whoever waits.
-        self.coded(plain, 0)
+        self.coded(plain, 0).map_err(StreamError::internal)
     }
 
     fn size(item: &BodyChunk) -> u64 {
@@ -808,7 +825,7 @@ async fn pump<S: BatchSink>(
         let bytes = match encoder.batch(&batch, queued) {
             Ok(b) => b,
             Err(e) => {
-                report.outcome = Outcome::Failed(StreamError::internal(e));
+                report.outcome = Outcome::Failed(e);
                 return report;
             }
         };
@@ -834,7 +851,7 @@ async fn pump<S: BatchSink>(
                 report.outcome = Outcome::Disconnected;
             }
         }
-        Err(e) => report.outcome = Outcome::Failed(StreamError::internal(e)),
+        Err(e) => report.outcome = Outcome::Failed(e),
     }
     report
 }
