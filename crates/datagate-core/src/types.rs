@@ -93,6 +93,14 @@ fn unit_name(unit: TimeUnit) -> &'static str {
     }
 }
 
+/// The API's name of an Arrow type (`timestamp(us)`, `decimal128(12,2)`; API.md §5), or arrow's
+/// own name in lower case for a type no column has (a query's `list(int64)`).
+pub fn type_name(ty: &DataType) -> String {
+    ColumnType::from_arrow(ty)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| ty.to_string().to_ascii_lowercase())
+}
+
 /// The values of a date or time type that text can show, as counts of its unit: dates and
 /// times of the years chrono's calendar holds (and so arrow's formatters: -262143 to 262142),
 /// times of day within 24 hours. `None` for other types, and for nanosecond timestamps (1677

@@ -45,12 +45,6 @@ pub struct CheckedSum {
     inner: Sum,
 }
 
-/// The integer type of a total (`sum`'s signature makes every integer argument `Int64` or
-/// `UInt64`), or `None` for the types DataFusion's `sum` adds without wrapping.
-fn integer(total: &DataType) -> Option<&DataType> {
-    matches!(total, DataType::Int64 | DataType::UInt64).then_some(total)
-}
-
 /// `field` with the wide type in place of its own.
 fn widened(field: &FieldRef) -> FieldRef {
     Arc::new(Field::new(field.name(), WIDE, true))
@@ -78,11 +72,10 @@ impl AggregateUDFImpl for CheckedSum {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match integer(args.return_type()) {
-            Some(total) => Ok(Box::new(Narrowing {
+        match Narrow::of(&args) {
+            Some(narrow) => Ok(Box::new(Narrowing {
                 inner: self.inner.accumulator(wide_args(&args))?,
-                total: total.clone(),
-                name: args.name.to_string(),
+                narrow,
             })),
             None => self.inner.accumulator(args),
         }
@@ -90,7 +83,7 @@ impl AggregateUDFImpl for CheckedSum {
 
     /// An integer total's state is wide, whichever accumulator keeps it.
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        if integer(args.return_type()).is_none() {
+        if !matches!(args.return_type(), DataType::Int64 | DataType::UInt64) {
             return self.inner.state_fields(args);
         }
         self.inner.state_fields(StateFieldsArgs {
@@ -107,23 +100,21 @@ impl AggregateUDFImpl for CheckedSum {
         &self,
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        match integer(args.return_type()) {
-            Some(total) => Ok(Box::new(NarrowingGroups {
+        match Narrow::of(&args) {
+            Some(narrow) => Ok(Box::new(NarrowingGroups {
                 inner: self.inner.create_groups_accumulator(wide_args(&args))?,
-                total: total.clone(),
-                name: args.name.to_string(),
+                narrow,
             })),
             None => self.inner.create_groups_accumulator(args),
         }
     }
 
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        match integer(args.return_type()) {
+        match Narrow::of(&args) {
             // DataFusion's sliding DISTINCT sum takes `Int64` only.
-            Some(total) if !args.is_distinct => Ok(Box::new(Narrowing {
+            Some(narrow) if !args.is_distinct => Ok(Box::new(Narrowing {
                 inner: self.inner.create_sliding_accumulator(wide_args(&args))?,
-                total: total.clone(),
-                name: args.name.to_string(),
+                narrow,
             })),
             _ => self.inner.create_sliding_accumulator(args),
         }
@@ -172,36 +163,51 @@ fn widen(values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
         .collect()
 }
 
-/// The error for a total `name` that does not fit `total`: a 400, as for `+` (the hint says how
-/// to ask for the total anyway).
-fn out_of_range(name: &str, total: &DataType) -> ArrowError {
-    ArrowError::ArithmeticOverflow(format!(
-        "Overflow happened on: {name} (the total does not fit in {total}; \
-         cast the argument to DECIMAL(38,0) for a wider total)"
-    ))
+/// How wide totals become the answer's type: `Int64` or `UInt64`, or an error naming the sum.
+#[derive(Debug)]
+struct Narrow {
+    total: DataType,
+    name: String,
 }
 
-/// Wide `totals` as `total`'s type, or the overflow error of `name`.
-fn narrow(totals: &ArrayRef, total: &DataType, name: &str) -> Result<ArrayRef> {
-    let wide = totals.as_primitive::<Decimal128Type>();
-    let overflow = || out_of_range(name, total);
-    let narrowed: ArrayRef = match total {
-        DataType::Int64 => Arc::new(
-            wide.try_unary::<_, Int64Type, _>(|v| i64::try_from(v).map_err(|_| overflow()))?,
-        ),
-        _ => Arc::new(
-            wide.try_unary::<_, UInt64Type, _>(|v| u64::try_from(v).map_err(|_| overflow()))?,
-        ),
-    };
-    Ok(narrowed)
+impl Narrow {
+    /// For a sum of integers (`sum`'s signature makes every one `Int64` or `UInt64`); `None`
+    /// for the types DataFusion's `sum` adds without wrapping.
+    fn of(args: &AccumulatorArgs) -> Option<Self> {
+        let total = args.return_type();
+        matches!(total, DataType::Int64 | DataType::UInt64).then(|| Self {
+            total: total.clone(),
+            name: args.name.to_string(),
+        })
+    }
+
+    /// Wide `totals` as the answer's type; a total that does not fit is a 400, as for `+` (the
+    /// hint says how to ask for the total anyway).
+    fn apply(&self, totals: &ArrayRef) -> Result<ArrayRef> {
+        let wide = totals.as_primitive::<Decimal128Type>();
+        let overflow = || {
+            ArrowError::ArithmeticOverflow(format!(
+                "Overflow happened on: {} (the total does not fit in {}; cast the argument \
+                 to DECIMAL(38,0) for a wider total)",
+                self.name, self.total
+            ))
+        };
+        Ok(match self.total {
+            DataType::Int64 => Arc::new(
+                wide.try_unary::<_, Int64Type, _>(|v| i64::try_from(v).map_err(|_| overflow()))?,
+            ),
+            _ => Arc::new(
+                wide.try_unary::<_, UInt64Type, _>(|v| u64::try_from(v).map_err(|_| overflow()))?,
+            ),
+        })
+    }
 }
 
 /// One total (of all rows, or of a window frame) kept wide and narrowed when asked for.
 #[derive(Debug)]
 struct Narrowing {
     inner: Box<dyn Accumulator>,
-    total: DataType,
-    name: String,
+    narrow: Narrow,
 }
 
 impl Accumulator for Narrowing {
@@ -211,12 +217,11 @@ impl Accumulator for Narrowing {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let wide = self.inner.evaluate()?.to_array()?;
-        let narrowed = narrow(&wide, &self.total, &self.name)?;
-        ScalarValue::try_from_array(&narrowed, 0)
+        ScalarValue::try_from_array(&self.narrow.apply(&wide)?, 0)
     }
 
     fn size(&self) -> usize {
-        self.inner.size() + self.name.capacity()
+        self.inner.size() + self.narrow.name.capacity()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
@@ -239,8 +244,7 @@ impl Accumulator for Narrowing {
 /// The totals of many groups kept wide and narrowed when emitted.
 struct NarrowingGroups {
     inner: Box<dyn GroupsAccumulator>,
-    total: DataType,
-    name: String,
+    narrow: Narrow,
 }
 
 impl GroupsAccumulator for NarrowingGroups {
@@ -256,7 +260,7 @@ impl GroupsAccumulator for NarrowingGroups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        narrow(&self.inner.evaluate(emit_to)?, &self.total, &self.name)
+        self.narrow.apply(&self.inner.evaluate(emit_to)?)
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -282,7 +286,7 @@ impl GroupsAccumulator for NarrowingGroups {
     }
 
     fn size(&self) -> usize {
-        self.inner.size() + self.name.capacity()
+        self.inner.size() + self.narrow.name.capacity()
     }
 }
 

@@ -9,7 +9,6 @@
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use datagate_core::ColumnType;
 use std::sync::Arc;
 
 /// A result format (API.md §5 "Formats").
@@ -230,9 +229,7 @@ pub fn encoder(format: Format, schema: SchemaRef) -> Result<Box<dyn Encoder>, En
 
 /// The API's type name of an Arrow type.
 pub fn type_name(dt: &arrow::datatypes::DataType) -> String {
-    ColumnType::from_arrow(dt)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| dt.to_string().to_ascii_lowercase())
+    datagate_core::types::type_name(dt)
 }
 
 /// Appends `batch`'s rows as JSON objects (every column named, nulls written), each after

@@ -602,9 +602,7 @@ impl Translator<'_> {
         if let Ok(read) = s_val(text).cast_to(&wide) {
             return Ok((wide == T::Boolean).then(|| Expr::Literal(read, None)));
         }
-        let type_name = datagate_core::ColumnType::from_arrow(field.data_type())
-            .map(|t| t.to_string())
-            .unwrap_or_else(|_| field.data_type().to_string());
+        let type_name = datagate_core::types::type_name(field.data_type());
         Err(QueryError::invalid_at(
             format!("{text:?} is not a {type_name} value, which column {name} holds"),
             position(v.span.start),

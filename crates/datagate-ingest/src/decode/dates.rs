@@ -101,9 +101,7 @@ pub(super) fn dates(values: &StringArray) -> Result<ArrayRef, (usize, String)> {
 pub(super) fn timestamps<T: ArrowTimestampType>(
     values: &StringArray,
 ) -> Result<ArrayRef, (usize, String)> {
-    let ty = datagate_core::ColumnType::from_arrow(&T::DATA_TYPE)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| T::DATA_TYPE.to_string());
+    let ty = datagate_core::types::type_name(&T::DATA_TYPE);
     let mut b = PrimitiveBuilder::<T>::with_capacity(values.len());
     for (row, v) in values.iter().enumerate() {
         match v {

@@ -175,19 +175,15 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
         })
         .collect();
     if !sampled.is_empty() {
-        let samples = text_samples(format, head, &fields);
-        let big = match format {
-            TextFormat::Ndjson { .. } => big_integers(head, &fields),
-            TextFormat::Csv(_) => vec![false; fields.len()],
-        };
+        let samples = samples(format, head, &fields);
         for i in sampled {
             let ty = match fields[i].data_type() {
-                DataType::Utf8 => time_type(&samples[i]),
-                DataType::Int64 => samples[i]
+                DataType::Utf8 => time_type(&samples.text[i]),
+                DataType::Int64 => samples.text[i]
                     .iter()
                     .any(|v| is_code(v))
                     .then_some(DataType::Utf8),
-                _ => big[i].then_some(DataType::Utf8),
+                _ => samples.big_integers[i].then_some(DataType::Utf8),
             };
             if let Some(ty) = ty {
                 fields[i] = Field::new(fields[i].name(), ty, true);
@@ -242,37 +238,20 @@ fn is_code(v: &str) -> bool {
     digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// For each of `fields`, whether the leading NDJSON lines of `head` give it only whole numbers,
-/// one of them beyond `int64` (arrow infers `float64`, which holds 15 or so digits of
-/// `62220212345678901234`).
-fn big_integers(head: &[u8], fields: &[Field]) -> Vec<bool> {
-    // (every number whole, one beyond int64)
-    let mut seen = vec![(true, false); fields.len()];
-    let lines = head.split(|b| *b == b'\n').take(INFER_ROWS);
-    for line in lines {
-        let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(line) else {
-            continue;
-        };
-        for (seen, f) in seen.iter_mut().zip(fields) {
-            if let Some(serde_json::Value::Number(n)) = o.get(f.name()) {
-                let beyond = n.is_u64() && !n.is_i64()
-                    || n.as_f64()
-                        .is_some_and(|v| v.fract() == 0.0 && v.abs() >= 9.223_372_036_854_776e18);
-                let whole = n.is_i64() || beyond;
-                seen.0 &= whole;
-                seen.1 |= beyond;
-            }
-        }
-    }
-    seen.into_iter()
-        .map(|(whole, beyond)| whole && beyond)
-        .collect()
+/// What the leading records of `head` (at most [`INFER_ROWS`]) hold, per column of `fields`.
+struct Samples {
+    /// The non-empty text values, as the decoders will read them.
+    text: Vec<Vec<String>>,
+    /// Whether the column's numbers are all whole, one of them beyond `int64` (NDJSON only:
+    /// arrow infers `float64`, which holds 15 or so digits of `62220212345678901234`).
+    big_integers: Vec<bool>,
 }
 
-/// The non-empty text values of each of `fields` in the leading records of `head` (at most
-/// [`INFER_ROWS`]), as the decoders will read them.
-fn text_samples(format: &TextFormat, head: &[u8], fields: &[Field]) -> Vec<Vec<String>> {
-    let mut samples = vec![Vec::new(); fields.len()];
+/// The [`Samples`] of `fields` in `head`, each record read once.
+fn samples(format: &TextFormat, head: &[u8], fields: &[Field]) -> Samples {
+    let mut text = vec![Vec::new(); fields.len()];
+    // Per column: (every number whole, one beyond int64).
+    let mut numbers = vec![(true, false); fields.len()];
     match format {
         TextFormat::Csv(opts) => {
             let mut reader = csv::ReaderBuilder::new()
@@ -281,7 +260,7 @@ fn text_samples(format: &TextFormat, head: &[u8], fields: &[Field]) -> Vec<Vec<S
                 .flexible(true)
                 .from_reader(head);
             for record in reader.records().take(INFER_ROWS).map_while(|r| r.ok()) {
-                for (values, v) in samples.iter_mut().zip(record.iter()) {
+                for (values, v) in text.iter_mut().zip(record.iter()) {
                     if !v.is_empty() {
                         values.push(v.to_string());
                     }
@@ -294,17 +273,32 @@ fn text_samples(format: &TextFormat, head: &[u8], fields: &[Field]) -> Vec<Vec<S
                 let Ok(serde_json::Value::Object(o)) = serde_json::from_slice(line) else {
                     continue;
                 };
-                for (values, f) in samples.iter_mut().zip(fields) {
-                    if let Some(serde_json::Value::String(v)) = o.get(f.name())
-                        && !v.is_empty()
-                    {
-                        values.push(v.clone());
+                for ((values, seen), f) in text.iter_mut().zip(&mut numbers).zip(fields) {
+                    match o.get(f.name()) {
+                        Some(serde_json::Value::String(v)) if !v.is_empty() => {
+                            values.push(v.clone())
+                        }
+                        Some(serde_json::Value::Number(n)) => {
+                            let beyond = n.is_u64() && !n.is_i64()
+                                || n.as_f64().is_some_and(|v| {
+                                    v.fract() == 0.0 && v.abs() >= 9.223_372_036_854_776e18
+                                });
+                            seen.0 &= n.is_i64() || beyond;
+                            seen.1 |= beyond;
+                        }
+                        _ => {}
                     }
                 }
             }
         }
     }
-    samples
+    Samples {
+        text,
+        big_integers: numbers
+            .into_iter()
+            .map(|(whole, beyond)| whole && beyond)
+            .collect(),
+    }
 }
 
 /// The type of a column arrow infers as text whose every sampled value is a date
@@ -529,18 +523,21 @@ mod tests {
         use arrow::array::AsArray;
         let csv = "code,n,signed,acct\n0571,1,-007,62220212345678901234\n10,2,5,12\n";
         let ndjson = "{\"acct\":12,\"n\":1,\"f\":1.5,\"e\":1e19}\n{\"acct\":62220212345678901234,\"n\":9223372036854775807,\"f\":1e19,\"e\":2}\n";
-        for (format, body, text, numbers) in [
+        let big = "62220212345678901234";
+        for (format, body, text, numbers, accounts) in [
             (
                 TextFormat::Csv(CsvOptions::default()),
                 csv,
                 vec!["code", "signed", "acct"],
                 vec![("n", DataType::Int64)],
+                [big, "12"],
             ),
             (
                 TextFormat::Ndjson { batch_rows: 10 },
                 ndjson,
                 vec!["acct", "e"],
                 vec![("n", DataType::Int64), ("f", DataType::Float64)],
+                ["12", big],
             ),
         ] {
             let batches = decode(format, body.as_bytes(), 5).unwrap();
@@ -563,22 +560,7 @@ mod tests {
             let acct = batches[0]
                 .column(schema.index_of("acct").unwrap())
                 .as_string::<i32>();
-            assert_eq!(
-                acct.value(0),
-                if text.len() == 3 {
-                    "62220212345678901234"
-                } else {
-                    "12"
-                }
-            );
-            assert_eq!(
-                acct.value(1),
-                if text.len() == 3 {
-                    "12"
-                } else {
-                    "62220212345678901234"
-                }
-            );
+            assert_eq!([acct.value(0), acct.value(1)], accounts);
         }
         let code = decode(TextFormat::Csv(CsvOptions::default()), csv.as_bytes(), 64).unwrap();
         assert_eq!(code[0].column(0).as_string::<i32>().value(0), "0571");

@@ -175,9 +175,7 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
         // would be stored, and then no JSON or CSV answer could show it.
         if let Some((r, count)) = datagate_core::types::first_unshowable(column) {
             let row = first_row + r as u64;
-            let ty = datagate_core::ColumnType::from_arrow(f.data_type())
-                .map(|t| t.to_string())
-                .unwrap_or_else(|_| f.data_type().to_string());
+            let ty = datagate_core::types::type_name(f.data_type());
             return Err(IngestError::InvalidData {
                 message: format!(
                     "row {row}: column {:?}: {count} from the epoch is no {ty} of the years \
@@ -435,9 +433,7 @@ fn not_valid(
             "{where_}column {:?}: value {value:?} ({}) is not a valid {}: {why}",
             f.name(),
             col.data_type(),
-            datagate_core::ColumnType::from_arrow(f.data_type())
-                .map(|t| t.to_string())
-                .unwrap_or_else(|_| f.data_type().to_string())
+            datagate_core::types::type_name(f.data_type())
         ),
         line: None,
         row,
