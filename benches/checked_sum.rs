@@ -1,15 +1,17 @@
-//! What a `sum()` of integers that refuses to overflow costs against DataFusion's wrapping one.
+//! What a `sum()` of integers or decimals that refuses to overflow costs against DataFusion's
+//! wrapping one.
 //!
 //!     cargo bench --bench checked_sum [-- ROWS]
 //!
-//! The same in-memory table (`ROWS`, default 20,000,000, of two `bigint` columns in two
-//! partitions of 8,192-row batches) is summed by a plain DataFusion session (the baseline) and
-//! by one with datagate's checked `sum` registered (`datagate-query/src/checked_sum.rs`), in
-//! alternation, five rounds each: the total of all rows, 1,000 groups, and 1,000,000 groups
-//! (where the aggregation keeps a total per group). Printed: the median time of each and the
-//! ratio checked / plain.
+//! The same in-memory table (`ROWS`, default 20,000,000, of two `bigint` columns and a
+//! `DECIMAL(18,2)` one in two partitions of 8,192-row batches) is summed by a plain DataFusion
+//! session (the baseline) and by one with datagate's checked `sum` registered
+//! (`datagate-query/src/checked_sum.rs`), in alternation, five rounds each: the total of all
+//! rows, 1,000 groups, and 1,000,000 groups (where the aggregation keeps a total per group), of
+//! the integers and of the decimals. Printed: the median time of each and the ratio checked /
+//! plain.
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+use arrow::array::{ArrayRef, Decimal128Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -22,6 +24,7 @@ fn table(rows: usize) -> MemTable {
     let schema = Arc::new(Schema::new(vec![
         Field::new("k", DataType::Int64, false),
         Field::new("v", DataType::Int64, true),
+        Field::new("d", DataType::Decimal128(18, 2), true),
     ]));
     let batch = |start: usize| {
         let n = BATCH.min(rows - start);
@@ -34,7 +37,16 @@ fn table(rows: usize) -> MemTable {
                 (i % 97 != 0).then_some((i as i64).wrapping_mul(2_654_435_761) % 1_000_000_007)
             })
             .collect();
-        RecordBatch::try_new(schema.clone(), vec![Arc::new(k) as ArrayRef, Arc::new(v)]).unwrap()
+        // Amounts in cents, up to ten million.
+        let d =
+            Decimal128Array::from_iter(v.iter().map(|v| v.map(|v| i128::from(v) % 1_000_000_000)))
+                .with_precision_and_scale(18, 2)
+                .unwrap();
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(k) as ArrayRef, Arc::new(v), Arc::new(d)],
+        )
+        .unwrap()
     };
     let starts: Vec<usize> = (0..rows).step_by(BATCH).collect();
     let partitions = starts
@@ -85,14 +97,23 @@ async fn main() {
     let checked = session(table, true);
     println!("checked sum vs DataFusion's sum over {rows} rows (median of 5, alternated)");
     for (what, sql) in [
-        ("total", "SELECT sum(v) AS s FROM t"),
+        ("bigint total", "SELECT sum(v) AS s FROM t"),
         (
-            "1,000 groups",
+            "bigint 1,000 groups",
             "SELECT k % 1000 AS g, sum(v) AS s FROM t GROUP BY k % 1000 ORDER BY g",
         ),
         (
-            "1,000,000 groups",
+            "bigint 1,000,000 groups",
             "SELECT k, sum(v) AS s FROM t GROUP BY k ORDER BY k",
+        ),
+        ("decimal total", "SELECT sum(d) AS s FROM t"),
+        (
+            "decimal 1,000 groups",
+            "SELECT k % 1000 AS g, sum(d) AS s FROM t GROUP BY k % 1000 ORDER BY g",
+        ),
+        (
+            "decimal 1,000,000 groups",
+            "SELECT k, sum(d) AS s FROM t GROUP BY k ORDER BY k",
         ),
     ] {
         let (mut p, mut c) = (Vec::new(), Vec::new());
@@ -107,7 +128,7 @@ async fn main() {
         }
         let (p, c) = (median(p), median(c));
         println!(
-            "{what:>17}: plain {:>8.1} ms, checked {:>8.1} ms, ratio {:.2}x",
+            "{what:>24}: plain {:>8.1} ms, checked {:>8.1} ms, ratio {:.2}x",
             p.as_secs_f64() * 1e3,
             c.as_secs_f64() * 1e3,
             c.as_secs_f64() / p.as_secs_f64()

@@ -345,6 +345,12 @@ async fn integer_overflow_is_a_400_not_a_wrapped_number() {
              FROM transport.bus_lines GROUP BY operator",
             "sum(",
         ),
+        // A decimal total past 38 digits (DataFusion's wrapped to a negative number).
+        (
+            "SELECT sum(CAST(99999999999999999999999999999999999999 AS DECIMAL(38,0))) AS n \
+             FROM transport.bus_lines",
+            "sum(",
+        ),
     ] {
         let (st, body) = post(&c, &s, json!({"sql": sql})).await;
         assert_eq!(st, 400, "{sql}: {body}");
@@ -366,6 +372,22 @@ async fn integer_overflow_is_a_400_not_a_wrapped_number() {
         body["rows"][0]["n"],
         json!(8000000000000000000u64),
         "{body}"
+    );
+    // Integer literals beyond 64 bits are exact decimals (DataFusion rounded them to a double:
+    // the account number below came back as 62220212345678900000).
+    let r = c
+        .post(s.url("/api/v1/query"))
+        .json(&json!({"sql": "SELECT 62220212345678901234 AS account, 62220212345678901234 + 1 AS next"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The text as sent: a JSON reader of doubles would round it again.
+    let raw = r.text().await.unwrap();
+    assert!(raw.contains(r#""type":"decimal128(38,0)""#), "{raw}");
+    assert!(
+        raw.contains(r#""account":62220212345678901234,"next":62220212345678901235"#),
+        "{raw}"
     );
 }
 

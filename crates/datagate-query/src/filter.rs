@@ -670,9 +670,14 @@ fn s_val(s: &str) -> ScalarValue {
 
 fn literal(v: &Value) -> Option<Expr> {
     let scalar = match v {
-        Value::Number(n, _) => match n.parse::<i64>() {
-            Ok(i) => ScalarValue::Int64(Some(i)),
-            Err(_) => ScalarValue::Float64(Some(n.parse::<f64>().ok()?)),
+        // Integers exact as in SQL (`crate::sql::beyond_64_bits`).
+        Value::Number(n, _) => match (n.parse::<i64>(), n.parse::<u64>()) {
+            (Ok(i), _) => ScalarValue::Int64(Some(i)),
+            (_, Ok(u)) => ScalarValue::UInt64(Some(u)),
+            _ => match crate::sql::beyond_64_bits(n) {
+                Some(digits) => ScalarValue::Decimal128(Some(digits.parse().ok()?), 38, 0),
+                None => ScalarValue::Float64(Some(n.parse::<f64>().ok()?)),
+            },
         },
         Value::SingleQuotedString(s) => s_val(s),
         Value::Boolean(b) => ScalarValue::Boolean(Some(*b)),
@@ -788,6 +793,27 @@ mod tests {
             false,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn integer_literals_are_exact_as_in_sql() {
+        for (text, want) in [
+            ("id = 7", ScalarValue::Int64(Some(7))),
+            (
+                "id = 18446744073709551615",
+                ScalarValue::UInt64(Some(u64::MAX)),
+            ),
+            (
+                "id = 62220212345678901234",
+                ScalarValue::Decimal128(Some(62220212345678901234), 38, 0),
+            ),
+            ("id = 0.5", ScalarValue::Float64(Some(0.5))),
+        ] {
+            let Expr::BinaryExpr(e) = parse(text).unwrap() else {
+                panic!("{text}")
+            };
+            assert_eq!(*e.right, Expr::Literal(want, None), "{text}");
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, Statement, TableFactor, Value, Visit, Visitor,
-    visit_expressions, visit_expressions_mut,
+    CastKind, DataType as SqlType, ExactNumberInfo, Expr, ObjectName, ObjectNamePart, Statement,
+    TableFactor, Value, Visit, Visitor, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::parser::ParserError;
 use std::ops::ControlFlow;
@@ -229,7 +229,47 @@ pub fn parse_readonly(
         .ok_or_else(|| QueryError::invalid("the query is empty"))?;
     check_statement(&statement, &limits.complexity, internals)?;
     number_question_marks(&mut statement)?;
+    exact_big_integers(&mut statement);
     Ok(statement)
+}
+
+/// Integer literals beyond 64 bits (an account number, a product of large factors) are exact:
+/// `DECIMAL(38,0)` up to 38 digits, as PostgreSQL's `numeric` and DuckDB's `HUGEINT` keep
+/// them, where DataFusion reads them as a `double` rounded to 16 digits
+/// (`99999999999999999999` became `100000000000000000000`). Longer ones stay `double`s.
+fn exact_big_integers(statement: &mut DFStatement) {
+    match statement {
+        DFStatement::Statement(s) => {
+            let _ = visit_expressions_mut(s.as_mut(), |e| {
+                if let Expr::Value(v) = e
+                    && let Value::Number(n, _) = &v.value
+                    && let Some(digits) = beyond_64_bits(n)
+                {
+                    let text = Value::SingleQuotedString(digits).with_span(v.span);
+                    *e = Expr::Cast {
+                        kind: CastKind::Cast,
+                        expr: Box::new(Expr::Value(text)),
+                        data_type: SqlType::Decimal(ExactNumberInfo::PrecisionAndScale(38, 0)),
+                        array: false,
+                        format: None,
+                    };
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        DFStatement::Explain(e) => exact_big_integers(&mut e.statement),
+        _ => {}
+    }
+}
+
+/// The digits of integer literal `n` when it fits neither `i64` nor `u64` but 38 digits.
+pub(crate) fn beyond_64_bits(n: &str) -> Option<String> {
+    let digits: String = n.chars().filter(|c| *c != '_').collect();
+    let significant = digits.trim_start_matches('0').len();
+    (digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().is_err()
+        && (1..=38).contains(&significant))
+    .then_some(digits)
 }
 
 /// `?` placeholders (what JDBC, ODBC and most BI tools write) become `$1, $2, ...` in the
@@ -431,9 +471,10 @@ fn json_param(index: usize, value: &serde_json::Value) -> Result<ScalarValue, Qu
     Ok(match value {
         Value::Null => ScalarValue::Null,
         Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => ScalarValue::Int64(Some(i)),
-            None => ScalarValue::Float64(n.as_f64()),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ScalarValue::Int64(Some(i)),
+            (None, Some(u)) => ScalarValue::UInt64(Some(u)),
+            _ => ScalarValue::Float64(n.as_f64()),
         },
         Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
         Value::Array(_) | Value::Object(_) => {
@@ -535,6 +576,40 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn integer_literals_beyond_64_bits_are_exact_decimals() {
+        assert_eq!(
+            beyond_64_bits("99999999999999999999").as_deref(),
+            Some("99999999999999999999")
+        );
+        assert_eq!(beyond_64_bits(&"9".repeat(38)), Some("9".repeat(38)));
+        assert_eq!(
+            beyond_64_bits(&format!("000{}", "9".repeat(38))),
+            Some(format!("000{}", "9".repeat(38)))
+        );
+        // What 64 bits hold DataFusion reads itself; longer than 38 digits, and fractions, stay
+        // as they were.
+        for n in [
+            "9223372036854775807",
+            "18446744073709551615",
+            "1.5",
+            "1e30",
+            &"9".repeat(39),
+        ] {
+            assert_eq!(beyond_64_bits(n), None, "{n}");
+        }
+        let statement = parse_readonly(
+            "SELECT 62220212345678901234 + 1, 7",
+            &QueryLimits::default(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            statement.to_string(),
+            "SELECT CAST('62220212345678901234' AS DECIMAL(38,0)) + 1, 7"
+        );
     }
 
     #[test]
