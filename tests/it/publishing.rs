@@ -1685,6 +1685,39 @@ async fn codes_and_account_numbers_keep_their_digits() {
             .await,
         json!([{"area": "010", "acct": "62220212345678901234"}])
     );
+    // A code only after the rows the types are inferred from is refused with its line and a
+    // hint, not stored without its zero; nothing of the upload is kept.
+    api.register_schemaless("late_codes").await;
+    let mut late = String::from("area,stops\n");
+    for i in 0..1500 {
+        late.push_str(&format!("{},{i}\n", 100 + i));
+    }
+    late.push_str("0571,9\n");
+    let (st, e) = api
+        .upload(
+            "/api/v1/datasets/transport/late_codes/versions",
+            "text/csv",
+            late,
+        )
+        .await;
+    assert_eq!(st, 422, "{e}");
+    assert_eq!(
+        (e["line"].as_u64(), e["column"].as_str()),
+        (Some(1502), Some("area")),
+        "{e}"
+    );
+    let detail = e["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("\"0571\" is written with a leading zero")
+            && detail.contains("was inferred from the leading rows"),
+        "{e}"
+    );
+    let d = api.dataset("late_codes").await;
+    assert_eq!(
+        (d["current_version"].as_i64(), d["row_count"].as_i64()),
+        (None, Some(0)),
+        "{d}"
+    );
 }
 
 /// A primary key changed after data is published must hold in the published rows, as each

@@ -9,6 +9,7 @@
 
 use super::{CsvDecoder, CsvOptions, NdjsonDecoder, PushDecoder};
 use crate::error::{IngestError, Result};
+use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datagate_core::ColumnType;
@@ -33,6 +34,109 @@ pub struct InferringDecoder {
     /// Line ends (`\n`) in `head`.
     lines: usize,
     inner: Option<Box<dyn PushDecoder>>,
+    /// Once the schema is inferred: what reading the inferred columns needs beyond `inner`.
+    inferred: Option<Inferred>,
+}
+
+/// The columns whose types were inferred from the leading rows, which the rows after them must
+/// fit as strictly: a value that does not is refused with a hint to declare the column, never
+/// read as something else.
+struct Inferred {
+    /// The dataset's schema as inferred (extending the base's).
+    schema: SchemaRef,
+    /// Names and types of the inferred columns (not the base's), for the hint.
+    types: Vec<(String, DataType)>,
+    /// CSV integer columns, which the decoder reads as text: a later code (`0571`) would lose
+    /// its zero in an integer, so it is refused here (one among the leading rows makes the
+    /// column text).
+    integers: Vec<usize>,
+    /// Records handed out so far, for the line of a refused value.
+    records: u64,
+}
+
+impl Inferred {
+    /// `batches` of the decoder with the integer columns converted, in the inferred schema.
+    fn read(&mut self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        batches
+            .into_iter()
+            .map(|batch| {
+                let before = self.records;
+                self.records += batch.num_rows() as u64;
+                if self.integers.is_empty() {
+                    return Ok(batch);
+                }
+                let mut columns = batch.columns().to_vec();
+                for &i in &self.integers {
+                    let text = columns[i].as_string::<i32>();
+                    columns[i] = integers_not_codes(text).map_err(|(row, message)| {
+                        let name = self.schema.field(i).name();
+                        // After the header, line 1.
+                        let line = before + row as u64 + 2;
+                        IngestError::InvalidData {
+                            message: format!("line {line}: column {name:?}: {message}"),
+                            line: Some(line),
+                            row: None,
+                            column: Some(name.clone()),
+                        }
+                    })?;
+                }
+                RecordBatch::try_new(self.schema.clone(), columns)
+                    .map_err(|e| IngestError::Internal(e.to_string()))
+            })
+            .collect::<Result<_>>()
+            .map_err(|e| self.hint(e))
+    }
+
+    /// `e` with a hint when it names an inferred column: its type came from the leading rows.
+    fn hint(&self, e: IngestError) -> IngestError {
+        match e {
+            IngestError::InvalidData {
+                message,
+                line,
+                row,
+                column: Some(column),
+            } => {
+                let message = match self.types.iter().find(|(name, _)| *name == column) {
+                    Some((_, ty)) => format!(
+                        "{message} (the column's type, {}, was inferred from the leading rows, at \
+                         most {INFER_ROWS}: declare the dataset's columns to choose another)",
+                        datagate_core::types::type_name(ty)
+                    ),
+                    None => message,
+                };
+                IngestError::InvalidData {
+                    message,
+                    line,
+                    row,
+                    column: Some(column),
+                }
+            }
+            e => e,
+        }
+    }
+}
+
+/// `text` as `int64`, refusing a code (an integer written with a leading zero) as well as
+/// anything [`integers`](super::numbers::integers) refuses, whichever comes first.
+fn integers_not_codes(
+    text: &arrow::array::StringArray,
+) -> std::result::Result<arrow::array::ArrayRef, (usize, String)> {
+    let code = text.iter().position(|v| v.is_some_and(is_code));
+    match (
+        super::numbers::integers::<arrow::datatypes::Int64Type>(text),
+        code,
+    ) {
+        (Err((row, message)), code) if code.is_none_or(|c| row < c) => Err((row, message)),
+        (_, Some(row)) => Err((
+            row,
+            format!(
+                "value {:?} is written with a leading zero, a code whose zeros an int64 column \
+                 would drop",
+                text.value(row)
+            ),
+        )),
+        (ok, None) => ok,
+    }
 }
 
 impl InferringDecoder {
@@ -48,6 +152,7 @@ impl InferringDecoder {
             head: Vec::new(),
             lines: 0,
             inner: None,
+            inferred: None,
         }
     }
 
@@ -69,13 +174,61 @@ impl InferringDecoder {
                 Arc::new(Schema::new(fields))
             }
         };
-        let mut inner: Box<dyn PushDecoder> = match self.format {
-            TextFormat::Csv(opts) => Box::new(CsvDecoder::new(schema, opts)),
-            TextFormat::Ndjson { batch_rows } => Box::new(NdjsonDecoder::new(schema, batch_rows)),
+        let types: Vec<(String, DataType)> = schema
+            .fields()
+            .iter()
+            .filter(|f| {
+                self.base
+                    .as_ref()
+                    .is_none_or(|b| b.field_with_name(f.name()).is_err())
+            })
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect();
+        let integers: Vec<usize> = match self.format {
+            TextFormat::Csv(_) => (0..schema.fields().len())
+                .filter(|&i| {
+                    let f = schema.field(i);
+                    f.data_type() == &DataType::Int64 && types.iter().any(|(n, _)| n == f.name())
+                })
+                .collect(),
+            TextFormat::Ndjson { .. } => Vec::new(),
         };
-        let out = inner.push(&std::mem::take(&mut self.head))?;
+        // The decoder reads those integer columns as text, converted after it.
+        let read = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| match integers.contains(&i) {
+                    true => f.as_ref().clone().with_data_type(DataType::Utf8),
+                    false => f.as_ref().clone(),
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let mut inner: Box<dyn PushDecoder> = match self.format {
+            TextFormat::Csv(opts) => Box::new(CsvDecoder::new(read, opts)),
+            TextFormat::Ndjson { batch_rows } => Box::new(NdjsonDecoder::new(read, batch_rows)),
+        };
+        let mut inferred = Inferred {
+            schema,
+            types,
+            integers,
+            records: 0,
+        };
+        let out = inner
+            .push(&std::mem::take(&mut self.head))
+            .map_err(|e| inferred.hint(e))
+            .and_then(|out| inferred.read(out));
         self.inner = Some(inner);
-        Ok(out)
+        self.inferred = Some(inferred);
+        out
+    }
+
+    /// `out` of the inner decoder, read as the inferred schema says.
+    fn read(&mut self, out: Result<Vec<RecordBatch>>) -> Result<Vec<RecordBatch>> {
+        let inferred = self.inferred.as_mut().expect("the inner decoder started");
+        out.map_err(|e| inferred.hint(e))
+            .and_then(|out| inferred.read(out))
     }
 }
 
@@ -341,7 +494,8 @@ fn whole_head(format: &TextFormat, head: &[u8]) -> std::result::Result<usize, u6
 impl PushDecoder for InferringDecoder {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
         if let Some(inner) = self.inner.as_mut() {
-            return inner.push(chunk);
+            let out = inner.push(chunk);
+            return self.read(out);
         }
         self.head.extend_from_slice(chunk);
         let new_lines = memchr::memchr_iter(b'\n', chunk).count();
@@ -372,7 +526,8 @@ impl PushDecoder for InferringDecoder {
             out = self.start(whole)?;
         }
         if let Some(inner) = self.inner.as_mut() {
-            out.extend(inner.finish()?);
+            let last = inner.finish();
+            out.extend(self.read(last)?);
         }
         Ok(out)
     }
@@ -570,6 +725,84 @@ mod tests {
         for v in ["0", "10", "-0", "0.5", "0x1", "", "07a"] {
             assert!(!is_code(v), "{v}");
         }
+    }
+
+    /// Rows past the leading ones fit the inferred types as strictly: a code after them is
+    /// refused (an integer would drop its zero), like text or a fraction, each with its line
+    /// and a hint that the type was inferred.
+    #[test]
+    fn values_past_the_leading_rows_that_do_not_fit_are_refused_with_a_hint() {
+        use arrow::array::AsArray;
+        let body = |last: &str| -> String {
+            std::iter::once("code,n\n".to_string())
+                .chain((0..1200).map(|i| format!("{},{i}\n", 100 + i)))
+                .chain([format!("{last},5\n"), "7,6\n".to_string()])
+                .collect()
+        };
+        let options = CsvOptions::new(b',', 256);
+        for (last, says) in [
+            ("0571", "value \"0571\" is written with a leading zero"),
+            ("-007", "value \"-007\" is written with a leading zero"),
+            ("abc", "value \"abc\" is not a valid int64"),
+            ("1.5", "value \"1.5\" is not a valid int64"),
+        ] {
+            for chunk in [100, 1 << 20] {
+                let e = decode(TextFormat::Csv(options), body(last).as_bytes(), chunk).unwrap_err();
+                let IngestError::InvalidData {
+                    message,
+                    line,
+                    column,
+                    ..
+                } = &e
+                else {
+                    panic!("{last}: {e}")
+                };
+                assert_eq!(*line, Some(1202), "{last}: {message}");
+                assert_eq!(column.as_deref(), Some("code"), "{last}: {message}");
+                assert!(
+                    message.starts_with("line 1202: column \"code\": "),
+                    "{message}"
+                );
+                assert!(message.contains(says), "{last}: {message}");
+                assert!(
+                    message.contains("type, int64, was inferred from the leading rows"),
+                    "{last}: {message}"
+                );
+            }
+        }
+        // Integers as they are (and a zero, an empty value) are read as before.
+        let batches = decode(TextFormat::Csv(options), body("0").as_bytes(), 4096).unwrap();
+        assert_eq!(rows(&batches), 1202);
+        let schema = batches[0].schema();
+        assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+        let codes: Vec<Option<i64>> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(&codes[..2], [Some(100), Some(101)]);
+        assert_eq!(&codes[1200..], [Some(0), Some(7)]);
+        let batches = decode(TextFormat::Csv(options), body("").as_bytes(), 4096).unwrap();
+        assert!(
+            batches
+                .last()
+                .unwrap()
+                .column(0)
+                .is_null(batches.last().unwrap().num_rows() - 2)
+        );
+        // A declared (base) integer column reads a leading zero as the number it writes.
+        let base = Arc::new(Schema::new(vec![
+            Field::new("code", DataType::Int64, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let mut d = InferringDecoder::extending(TextFormat::Csv(options), Some(base));
+        let mut out = d.push(body("0571").as_bytes()).unwrap();
+        out.extend(d.finish().unwrap());
+        assert_eq!(rows(&out), 1202);
     }
 
     #[test]
