@@ -356,13 +356,11 @@ fn first_line_not_an_object(head: &[u8]) -> Option<IngestError> {
             _ if line.iter().all(u8::is_ascii_whitespace) => return None,
             Ok(serde_json::Value::Object(_)) => return None,
             Ok(other) => format!("expected a JSON object, got {}", json_kind(&other)),
-            Err(e) => {
-                let text = e.to_string();
-                let what = text
-                    .rsplit_once(" at line ")
-                    .map_or(text.as_str(), |(m, _)| m);
-                format!("not JSON at column {}: {what}", e.column())
-            }
+            Err(e) => format!(
+                "not JSON at column {}: {}",
+                e.column(),
+                super::ndjson::what_is_wrong(&e)
+            ),
         };
         Some(IngestError::InvalidData {
             message: format!("line {line_no}: {why}"),

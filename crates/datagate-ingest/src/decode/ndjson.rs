@@ -50,6 +50,9 @@ impl NdjsonDecoder {
         &self,
         bytes: &[u8],
     ) -> std::result::Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        if let Some(why) = trailing_comma(bytes) {
+            return Err(arrow::error::ArrowError::JsonError(why));
+        }
         let lines = bytes.iter().filter(|b| **b == b'\n').count() + 1;
         let schema = self.text.as_ref().unwrap_or(&self.target);
         // Numbers and booleans are taken by text columns as their JSON text (as DuckDB and
@@ -127,6 +130,34 @@ fn line_error(line: u64, msg: &str) -> IngestError {
         row: None,
         column,
     }
+}
+
+/// Why a line of `bytes` with a trailing comma (`{"a":3,}`, `[1,]`) is no JSON: arrow-json's
+/// reader takes one, where JSON (and PostgreSQL, DuckDB, any JSON parser) does not. A closing
+/// bracket after a comma is rare, so only its line is parsed again, to tell a comma in a string
+/// from one in the structure; the rest costs one scan for brackets.
+fn trailing_comma(bytes: &[u8]) -> Option<String> {
+    memchr::memchr2_iter(b'}', b']', bytes).find_map(|i| {
+        let before = bytes[..i].iter().rposition(|b| !b.is_ascii_whitespace())?;
+        if bytes[before] != b',' {
+            return None;
+        }
+        let start = memchr::memrchr(b'\n', &bytes[..i]).map_or(0, |n| n + 1);
+        let end = memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n);
+        let e = serde_json::from_slice::<serde_json::Value>(&bytes[start..end]).err()?;
+        Some(format!(
+            "not JSON at column {}: {}",
+            e.column(),
+            what_is_wrong(&e)
+        ))
+    })
+}
+
+/// serde_json's message without its " at line L column C" (the line is named by the caller).
+pub(super) fn what_is_wrong(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    text.rsplit_once(" at line ")
+        .map_or(text.clone(), |(m, _)| m.to_string())
 }
 
 impl PushDecoder for NdjsonDecoder {
@@ -229,6 +260,35 @@ mod tests {
         }
         assert!(run("", 10).is_err());
         assert!(run("\n\n", 10).is_err());
+    }
+
+    /// A trailing comma is no JSON, wherever it stands in a batch (arrow-json's reader took
+    /// `{"id":3,}`); a comma and a bracket inside a string are text.
+    #[test]
+    fn trailing_commas_are_refused_by_their_line() {
+        for (bad, column) in [
+            // serde_json's column: the bracket's.
+            ("{\"id\":3,}", 9),
+            ("{\"id\":3, \t}", 11),
+            ("{\"id\":3,\"name\":\"x\",}", 20),
+        ] {
+            let input = format!("{{\"id\":1}}\n{{\"id\":2}}\n{bad}\n{{\"id\":4}}\n");
+            for chunk in [5, 1000] {
+                match run(&input, chunk).unwrap_err() {
+                    IngestError::InvalidData { line, message, .. } => {
+                        assert_eq!(line, Some(3), "{bad}: {message}");
+                        assert!(
+                            message.contains(&format!("column {column}: trailing comma")),
+                            "{bad}: {message}"
+                        );
+                    }
+                    e => panic!("{e:?}"),
+                }
+            }
+        }
+        let text =
+            "{\"id\":1,\"name\":\",}\"}\n{\"name\":\"a, ]\",\"id\":2}\n{\"name\":\"\\\",}\"}\n";
+        assert_eq!(run(text, 1000).unwrap(), 3);
     }
 
     /// A batch ends after `batch_bytes` of lines, and lines of any length under the bound are
