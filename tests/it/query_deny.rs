@@ -465,3 +465,31 @@ async fn dates_text_cannot_show_are_400s_not_error_strings_or_500s() {
         "a query's fault is no gateway error: {log}"
     );
 }
+
+/// SQL's intervals (months, days, nanoseconds) have no Parquet type: a Parquet answer holding
+/// one is a 400 naming the column, small or streamed (arrow's writer failed it as a 500).
+#[tokio::test]
+async fn types_parquet_cannot_hold_are_400s_naming_the_column() {
+    let s = Server::start(Options {
+        env: admin_env(&[]),
+        ..Options::default()
+    })
+    .await;
+    let c = Client::new();
+    for sql in [
+        "SELECT 1 AS n, interval '1 day' AS i",
+        "SELECT uscc, interval '1 day' AS i FROM market.market_entities",
+    ] {
+        let (st, body) = post(&c, &s, json!({"sql": sql, "format": "parquet"})).await;
+        assert_eq!(st, 400, "{sql}: {body}");
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("column \"i\" holds interval") && detail.contains("format=arrow"),
+            "{sql}: {body}"
+        );
+        assert_eq!(body["parameter"], "format", "{body}");
+        let (st, body) = post(&c, &s, json!({"sql": sql, "format": "arrow"})).await;
+        assert_eq!(st, 200, "{sql}: {body}");
+    }
+    assert!(!s.log_text().contains("ERROR"), "{}", s.log_text());
+}

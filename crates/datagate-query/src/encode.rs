@@ -6,7 +6,7 @@
 //! streamed whatever the result size. Types are preserved: integers stay numbers, timestamps are
 //! ISO 8601, decimals keep their exact digits.
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -498,8 +498,40 @@ struct ParquetEncoder {
     writer: Option<parquet::arrow::ArrowWriter<Vec<u8>>>,
 }
 
+/// A type of `dt` (itself or one nested in it) that Parquet files cannot hold: intervals of
+/// months, days and nanoseconds (what SQL's `INTERVAL` literals are), unions, and structs
+/// without fields; arrow's Parquet writer refuses them as "not yet implemented".
+fn not_in_parquet(dt: &DataType) -> Option<&DataType> {
+    match dt {
+        DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano) | DataType::Union(..) => {
+            Some(dt)
+        }
+        DataType::Struct(fields) if fields.is_empty() => Some(dt),
+        DataType::Struct(fields) => fields.iter().find_map(|f| not_in_parquet(f.data_type())),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => not_in_parquet(f.data_type()),
+        DataType::Dictionary(_, value) => not_in_parquet(value),
+        DataType::RunEndEncoded(_, value) => not_in_parquet(value.data_type()),
+        _ => None,
+    }
+}
+
 impl ParquetEncoder {
     fn new(schema: SchemaRef) -> Result<Self, EncodeError> {
+        for field in schema.fields() {
+            if let Some(dt) = not_in_parquet(field.data_type()) {
+                return Err(EncodeError::Unwritable(format!(
+                    "column {:?} holds {} values, which Parquet files cannot hold: ask for \
+                     format=arrow, or cast the column to text in the query",
+                    field.name(),
+                    type_name(dt),
+                )));
+            }
+        }
         let props = parquet::file::properties::WriterProperties::builder()
             .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
             .build();
@@ -1011,5 +1043,44 @@ mod tests {
         );
         assert_eq!(Format::from_accept("text/html"), None);
         assert_eq!(Format::from_name("xml"), None);
+    }
+
+    /// Types Parquet files cannot hold, at the top or nested, are the query's to change (a
+    /// 400 naming the column), not a writer failure; what Parquet holds is written.
+    #[test]
+    fn types_parquet_cannot_hold_are_refused_by_column() {
+        use arrow::datatypes::{Fields, IntervalUnit};
+        let month_day_nano = DataType::Interval(IntervalUnit::MonthDayNano);
+        for (name, dt) in [
+            ("i", month_day_nano.clone()),
+            (
+                "l",
+                DataType::List(Arc::new(Field::new("item", month_day_nano.clone(), true))),
+            ),
+            (
+                "s",
+                DataType::Struct(Fields::from(vec![Field::new("x", month_day_nano, true)])),
+            ),
+            ("e", DataType::Struct(Fields::empty())),
+        ] {
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("ok", DataType::Int64, true),
+                Field::new(name, dt, true),
+            ]));
+            match encoder(Format::Parquet, schema.clone()) {
+                Err(EncodeError::Unwritable(m)) => {
+                    assert!(m.contains(&format!("column {name:?} holds")), "{m}");
+                    assert!(m.contains("format=arrow"), "{m}");
+                }
+                other => panic!("{name}: {:?}", other.err()),
+            }
+            encoder(Format::Arrow, schema).unwrap();
+        }
+        let day_time = Arc::new(Schema::new(vec![Field::new(
+            "d",
+            DataType::Interval(IntervalUnit::DayTime),
+            true,
+        )]));
+        encoder(Format::Parquet, day_time).unwrap();
     }
 }

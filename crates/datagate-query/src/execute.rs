@@ -489,6 +489,21 @@ impl StreamError {
     }
 }
 
+/// A value the format cannot write is the query's to change (a 400 on `format`); an encoder
+/// failure the gateway's.
+impl From<encode::EncodeError> for QueryError {
+    fn from(e: encode::EncodeError) -> Self {
+        match e {
+            encode::EncodeError::Unwritable(m) => QueryError::Invalid {
+                message: m,
+                position: None,
+                parameter: Some("format"),
+            },
+            encode::EncodeError::Failed(m) => QueryError::Internal(m),
+        }
+    }
+}
+
 impl From<encode::EncodeError> for StreamError {
     fn from(e: encode::EncodeError) -> Self {
         let kind = match &e {
@@ -526,15 +541,7 @@ pub fn encode_now(
     format: Format,
     cap: RowCap,
 ) -> Result<(Vec<Bytes>, u64), QueryError> {
-    let internal = |e: encode::EncodeError| match e {
-        encode::EncodeError::Unwritable(m) => QueryError::Invalid {
-            message: m,
-            position: None,
-            parameter: Some("format"),
-        },
-        encode::EncodeError::Failed(m) => QueryError::Internal(m),
-    };
-    let mut encoder = encode::encoder(format, schema).map_err(internal)?;
+    let mut encoder = encode::encoder(format, schema).map_err(QueryError::from)?;
     let (mut chunks, mut seen, mut rows) = (Vec::new(), 0u64, 0u64);
     for batch in batches {
         let before = seen;
@@ -546,7 +553,7 @@ pub fn encode_now(
         chunks.push(
             encoder
                 .batch(&batch.slice(0, keep as usize))
-                .map_err(internal)?,
+                .map_err(QueryError::from)?,
         );
         if keep < batch.num_rows() as u64 {
             break;
@@ -558,7 +565,7 @@ pub fn encode_now(
         truncated: more && cap.truncate,
         next: if more { cap.next_if_more } else { None },
     };
-    chunks.push(encoder.finish(&trailer).map_err(internal)?);
+    chunks.push(encoder.finish(&trailer).map_err(QueryError::from)?);
     chunks.retain(|c| !c.is_empty());
     Ok((chunks, rows))
 }
@@ -658,8 +665,7 @@ pub fn stream_encoded(
     on_end: impl FnOnce(Report) + Send + 'static,
 ) -> Result<mpsc::Receiver<Result<BodyChunk, StreamError>>, QueryError> {
     let internal = |e: String| QueryError::Internal(e);
-    let encoder =
-        encode::encoder(format, started.schema.clone()).map_err(|e| internal(e.to_string()))?;
+    let encoder = encode::encoder(format, started.schema.clone()).map_err(QueryError::from)?;
     let zstd = match coding {
         BodyCoding::Identity => None,
         BodyCoding::Zstd => Some(ZstdFrames::new().map_err(|e| internal(e.to_string()))?),
