@@ -9,7 +9,7 @@
 
 use super::{CsvDecoder, CsvOptions, NdjsonDecoder, PushDecoder};
 use crate::error::{IngestError, Result};
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datagate_core::ColumnType;
@@ -121,7 +121,19 @@ impl Inferred {
 fn integers_not_codes(
     text: &arrow::array::StringArray,
 ) -> std::result::Result<arrow::array::ArrayRef, (usize, String)> {
-    let code = text.iter().position(|v| v.is_some_and(is_code));
+    // A look at each value's first bytes; only one starting with a zero is read whole.
+    let (offsets, bytes) = (text.value_offsets(), text.value_data());
+    let code = (0..text.len()).find(|&row| {
+        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+        let zero_at = match bytes.get(start) {
+            Some(b'-' | b'+') => start + 1,
+            _ => start,
+        };
+        end - zero_at > 1
+            && bytes[zero_at] == b'0'
+            && text.is_valid(row)
+            && is_code(text.value(row))
+    });
     // arrow's parser (what arrow-csv reads a declared `int64` with) first, it is the faster;
     // the text that it refuses, ours, which names the row and reads `1.0` as NDJSON does.
     let options = arrow::compute::CastOptions {

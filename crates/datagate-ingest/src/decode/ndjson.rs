@@ -133,11 +133,23 @@ fn line_error(line: u64, msg: &str) -> IngestError {
 }
 
 /// Why a line of `bytes` with a trailing comma (`{"a":3,}`, `[1,]`) is no JSON: arrow-json's
-/// reader takes one, where JSON (and PostgreSQL, DuckDB, any JSON parser) does not. A closing
-/// bracket after a comma is rare, so only its line is parsed again, to tell a comma in a string
-/// from one in the structure; the rest costs one scan for brackets.
+/// reader takes one, where JSON (and PostgreSQL, DuckDB, any JSON parser) does not. Only a
+/// bracket closing right after a comma or a blank (JSON's blanks within a line: space, tab,
+/// carriage return) can end one, and a SIMD search finds those at a few GB/s; at each, the
+/// blanks are skipped back to a comma, and only a line with one is parsed again, to tell a
+/// comma in a string from one in the structure.
 fn trailing_comma(bytes: &[u8]) -> Option<String> {
-    memchr::memchr2_iter(b'}', b']', bytes).find_map(|i| {
+    static CLOSE_AFTER: std::sync::LazyLock<Option<aho_corasick::packed::Searcher>> =
+        std::sync::LazyLock::new(|| {
+            let mut b = aho_corasick::packed::Config::new().builder();
+            for before in [",", " ", "\t", "\r"] {
+                for close in ["}", "]"] {
+                    b.add(format!("{before}{close}"));
+                }
+            }
+            b.build()
+        });
+    let at = |i: usize| -> Option<String> {
         let before = bytes[..i].iter().rposition(|b| !b.is_ascii_whitespace())?;
         if bytes[before] != b',' {
             return None;
@@ -150,7 +162,12 @@ fn trailing_comma(bytes: &[u8]) -> Option<String> {
             e.column(),
             what_is_wrong(&e)
         ))
-    })
+    };
+    match CLOSE_AFTER.as_ref() {
+        Some(searcher) => searcher.find_iter(bytes).find_map(|m| at(m.end() - 1)),
+        // A processor without the searcher's instructions: every closing bracket.
+        None => memchr::memchr2_iter(b'}', b']', bytes).find_map(at),
+    }
 }
 
 /// serde_json's message without its " at line L column C" (the line is named by the caller).
@@ -271,6 +288,8 @@ mod tests {
             ("{\"id\":3,}", 9),
             ("{\"id\":3, \t}", 11),
             ("{\"id\":3,\"name\":\"x\",}", 20),
+            ("{\"id\":3,\r}", 10),
+            ("{\"id\":[1,]}", 10),
         ] {
             let input = format!("{{\"id\":1}}\n{{\"id\":2}}\n{bad}\n{{\"id\":4}}\n");
             for chunk in [5, 1000] {
