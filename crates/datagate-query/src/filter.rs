@@ -405,7 +405,16 @@ impl Translator<'_> {
                 )?;
                 Expr::Column(Column::new_unqualified(name))
             }
-            E::Value(v) => literal(&v.value).ok_or_else(|| refused(e, "this literal"))?,
+            E::Value(v) => match &v.value {
+                // A number no double holds (`1e400`) would fail later, as a cast, unplaced.
+                Value::Number(n, _) if n.parse::<f64>().is_ok_and(|f| !f.is_finite()) => {
+                    return Err(QueryError::invalid_at(
+                        format!("{n} is beyond the range of numbers (about ±1.8e308)"),
+                        position(v.span.start),
+                    ));
+                }
+                value => literal(value).ok_or_else(|| refused(e, "this literal"))?,
+            },
             E::TypedString(t) => {
                 let Value::SingleQuotedString(s) = &t.value.value else {
                     return Err(refused(e, "this literal"));
@@ -814,6 +823,20 @@ mod tests {
             };
             assert_eq!(*e.right, Expr::Literal(want, None), "{text}");
         }
+    }
+
+    #[test]
+    fn numbers_beyond_a_double_are_refused_where_they_stand() {
+        match parse("id > 1e400").unwrap_err() {
+            QueryError::Invalid {
+                message, position, ..
+            } => {
+                assert!(message.contains("1e400 is beyond the range"), "{message}");
+                assert_eq!(position, Some(Position { line: 1, column: 6 }), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
+        parse("id > 1e300").unwrap();
     }
 
     #[test]
