@@ -124,15 +124,12 @@ fn integers_not_codes(
     // A look at each value's first bytes; only one starting with a zero is read whole.
     let (offsets, bytes) = (text.value_offsets(), text.value_data());
     let code = (0..text.len()).find(|&row| {
-        let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-        let zero_at = match bytes.get(start) {
-            Some(b'-' | b'+') => start + 1,
-            _ => start,
+        let value = &bytes[offsets[row] as usize..offsets[row + 1] as usize];
+        let digits = match value.first() {
+            Some(b'-' | b'+') => &value[1..],
+            _ => value,
         };
-        end - zero_at > 1
-            && bytes[zero_at] == b'0'
-            && text.is_valid(row)
-            && is_code(text.value(row))
+        digits.len() > 1 && digits[0] == b'0' && text.is_valid(row) && is_code(text.value(row))
     });
     // arrow's parser (what arrow-csv reads a declared `int64` with) first, it is the faster;
     // the text that it refuses, ours, which names the row and reads `1.0` as NDJSON does.
@@ -809,6 +806,21 @@ mod tests {
                 .column(0)
                 .is_null(batches.last().unwrap().num_rows() - 2)
         );
+        // An empty value right before a signed one: each value is looked at in its own bytes
+        // (an empty value's offset is where the next one starts).
+        let signed = body(",5\n-07");
+        let e = decode(TextFormat::Csv(options), signed.as_bytes(), 4096).unwrap_err();
+        assert!(e.to_string().starts_with("line 1203: "), "{e}");
+        let signed = body(",5\n-7");
+        let batches = decode(TextFormat::Csv(options), signed.as_bytes(), 4096).unwrap();
+        let codes: Vec<Option<i64>> = batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_primitive::<arrow::datatypes::Int64Type>();
+                c.iter().collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(&codes[1200..], [None, Some(-7), Some(7)]);
         // A declared (base) integer column reads a leading zero as the number it writes.
         let base = Arc::new(Schema::new(vec![
             Field::new("code", DataType::Int64, true),
