@@ -351,6 +351,12 @@ fn clean(m: &str) -> String {
         ),
         _ => m,
     };
+    // The way out DataFusion offers for a name's case is a setting, which clients cannot
+    // change (`SET` is refused): the quotes it also names are the way.
+    let m = m.replace(
+        " or disable the datafusion.sql_parser.enable_ident_normalization configuration",
+        "",
+    );
     let m = m.trim();
     m.strip_prefix("Internal error: ").unwrap_or(m).to_string()
 }
@@ -417,6 +423,18 @@ mod tests {
             e.to_string(),
             "Function 'date_trunc' failed to match. No function matches 'date_trunc(Utf8, Int64)'."
         );
+    }
+
+    #[tokio::test]
+    async fn a_names_case_is_mended_with_quotes_not_a_setting() {
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (\"Name\" TEXT)").await.unwrap();
+        let e = ctx.sql("SELECT Name FROM t").await.unwrap_err();
+        assert!(e.to_string().contains("enable_ident_normalization"), "{e}");
+        let e = QueryError::from_datafusion(e, 0).to_string();
+        assert!(!e.contains("configuration"), "{e}");
+        assert!(e.contains("You can use double quotes"), "{e}");
     }
 
     #[test]

@@ -125,8 +125,19 @@ pub fn resolve_column(
     } else {
         format!("the columns are {}", known.join(", "))
     };
+    // `Name` read as `name` where the column is `Name`: say how to write it.
+    let spelled = known
+        .iter()
+        .find(|k| k.to_lowercase() == lower)
+        .map(|k| {
+            format!(
+                " (unquoted names are read in lower case: write {} for the column {k})",
+                quote_ident(k)
+            )
+        })
+        .unwrap_or_default();
     Err(QueryError::invalid_at(
-        format!("unknown column {name}; {columns}"),
+        format!("unknown column {name}; {columns}{spelled}"),
         at,
     ))
 }
@@ -135,6 +146,26 @@ pub fn resolve_column(
 /// are refused before parsing: sqlparser's time grows exponentially with some of them (a
 /// 67-byte `where` of dotted names and `IS` took 6 s; found by fuzzing).
 const MAX_NAME_PARTS: usize = 4;
+
+/// A column name as SQL and the `select`, `where` and `order` parameters need it: as it is when
+/// plain lower case and not a keyword, else in double quotes (inner quotes doubled).
+pub fn quote_ident(c: &str) -> String {
+    let keyword = || {
+        datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
+            .binary_search(&c.to_uppercase().as_str())
+            .is_ok()
+    };
+    if !c.is_empty()
+        && c.chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+        && !c.starts_with(|ch: char| ch.is_ascii_digit())
+        && !keyword()
+    {
+        c.to_string()
+    } else {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    }
+}
 
 /// An identifier as SQL reads it: quoted exactly, unquoted folded to lower case.
 pub fn sql_name(ident: &sql::Ident) -> String {
@@ -885,7 +916,12 @@ mod tests {
             ("CAST(id AS BLOB) = 1", "casting"),
             ("*", "Expected"),
             // Unquoted names fold to lower case, as in SQL.
-            ("Registered IS NULL", "unknown column registered"),
+            // ... and the message says how to name such a column.
+            (
+                "Registered IS NULL",
+                "unknown column registered; the columns are id, district, Registered (unquoted names are read in lower case: write \"Registered\" \
+                 for the column Registered)",
+            ),
         ] {
             let err = parse(text).expect_err(text);
             assert!(err.to_string().contains(says), "{text}: {err}");

@@ -261,7 +261,12 @@ pub fn parse_order(
             if item.with_fill.is_some() {
                 return Err(QueryError::invalid("WITH FILL is not supported"));
             }
-            let name = resolve_column(schema, &filter::sql_name(ident), true, None)?;
+            let name = resolve_column(
+                schema,
+                &filter::sql_name(ident),
+                true,
+                filter::position(ident.span.start),
+            )?;
             let asc = item.options.asc.unwrap_or(true);
             // Nulls sort last ascending and first descending unless asked otherwise.
             let nulls_first = item.options.nulls_first.unwrap_or(!asc);
@@ -305,7 +310,13 @@ mod tests {
             assert!(parse_order(bad, &schema(), 1000).is_err(), "{bad}");
         }
         // Where the order goes wrong: at the stray token, or just past a text that ends early.
-        for (text, column) in [("id desc; DROP", 8), ("id desc, ", 9), ("id asc asc", 8)] {
+        // An unknown column is placed too, and one that differs only in case is named.
+        for (text, column) in [
+            ("id desc; DROP", 8),
+            ("id desc, ", 9),
+            ("id asc asc", 8),
+            ("id, nope desc", 5),
+        ] {
             match parse_order(text, &schema(), 1000).unwrap_err() {
                 QueryError::Invalid { position, .. } => assert_eq!(
                     position,
@@ -315,5 +326,24 @@ mod tests {
                 other => panic!("{text}: {other}"),
             }
         }
+        let e = parse_order("id, Name", &schema_with("Name"), 1000).unwrap_err();
+        assert!(
+            e.to_string().contains("write \"Name\" for the column Name"),
+            "{e}"
+        );
+        assert!(parse_order("id, \"Name\"", &schema_with("Name"), 1000).is_ok());
+        // A keyword is quoted in the hint too, as the parser needs it.
+        let e = parse_order("Order", &schema_with("Order"), 1000).unwrap_err();
+        assert!(e.to_string().contains("write \"Order\""), "{e}");
+        assert_eq!(crate::filter::quote_ident("order"), "\"order\"");
+        assert_eq!(crate::filter::quote_ident("stop_count"), "stop_count");
+        assert_eq!(crate::filter::quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    fn schema_with(name: &str) -> Schema {
+        Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new(name, DataType::Utf8, true),
+        ])
     }
 }

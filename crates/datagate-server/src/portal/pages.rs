@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use datagate_query::filter::quote_ident;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -955,19 +956,6 @@ fn parse_order(order: &str) -> (String, &'static str) {
         _ => (o, "asc"),
     };
     (col.trim().trim_matches('"').replace("\"\"", "\""), dir)
-}
-
-/// A column name as the `order` parameter needs it (quoted unless plain lower case).
-fn quote_ident(c: &str) -> String {
-    if !c.is_empty()
-        && c.chars()
-            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
-        && !c.starts_with(|ch: char| ch.is_ascii_digit())
-    {
-        c.to_string()
-    } else {
-        format!("\"{}\"", c.replace('"', "\"\""))
-    }
 }
 
 fn offset_of(query: &str) -> u64 {
