@@ -386,6 +386,62 @@ fn zstd_decode(data: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test]
+async fn malformed_json_bodies_say_where() {
+    use crate::harness::{ADMIN, admin_env};
+    let s = Server::start(Options {
+        env: admin_env(&[]),
+        ..Default::default()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    for (path, body, line, column) in [
+        // A syntax error on the second line, and a value of the wrong type.
+        (
+            "/api/v1/query",
+            "{\"sql\": \"SELECT 1\",\n  \"format\": }",
+            2,
+            13,
+        ),
+        ("/api/v1/query", "{\"sql\": 5}", 1, 9),
+        (
+            "/api/v1/keys",
+            "{\"name\": \"k\", \"role\": \"consumer\", \"tier\": [",
+            1,
+            42,
+        ),
+        // The approval's optional body is read apart from the others.
+        (
+            "/api/v1/applications/nope/approve",
+            "{\"expires_at\": 7",
+            1,
+            16,
+        ),
+    ] {
+        let r = c
+            .post(s.url(path))
+            .bearer_auth(ADMIN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path} {body}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            (&p["line"], &p["column"]),
+            (&line.into(), &column.into()),
+            "{body}: {p}"
+        );
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("line {line} column {column}")),
+            "{p}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn wrong_method_is_a_405_problem() {
     let s = Server::start(Options::default()).await;
     let r = reqwest::Client::new()

@@ -203,8 +203,34 @@ fn json_rejection(e: &axum::extract::rejection::JsonRejection, timeout_secs: u64
         err = ApiError::json_too_large();
     } else if problem::caused_by_body_timeout(e) {
         err = ApiError::body_stalled(timeout_secs);
+    } else if let Some(at) = json_error_at(e) {
+        err = placed_in_json(err, at);
     }
     err
+}
+
+/// `err` with where in the JSON body it went wrong as fields too (the detail says it in words).
+pub(crate) fn placed_in_json(err: ApiError, at: &serde_json::Error) -> ApiError {
+    if at.line() == 0 {
+        return err;
+    }
+    err.with("line", at.line()).with("column", at.column())
+}
+
+/// The JSON parser's own error behind a rejection, when it has a place in the body.
+fn json_error_at<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a serde_json::Error> {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let json = c
+            .downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()
+            .map(|p| p.inner())
+            .or_else(|| c.downcast_ref::<serde_json::Error>());
+        if json.is_some() {
+            return json;
+        }
+        cause = c.source();
+    }
+    None
 }
 
 /// A `{dept}/{name}` path; names that cannot exist answer 404 like unknown ones.
