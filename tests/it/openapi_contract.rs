@@ -123,6 +123,20 @@ async fn an_openapi_31_validator_accepts_the_document() {
             "rows 200 lacks {media}"
         );
     }
+    // An upload's body in each format it is taken in.
+    let upload = &paths["/api/v1/datasets/{dept}/{name}/versions"]["post"]["requestBody"];
+    for media in [
+        "text/csv",
+        "text/tab-separated-values",
+        "application/x-ndjson",
+        "application/vnd.apache.parquet",
+        "application/vnd.apache.arrow.stream",
+    ] {
+        assert!(
+            upload["content"].get(media).is_some(),
+            "upload lacks {media}: {upload}"
+        );
+    }
     for header in [
         "ETag",
         "X-Dataset-Versions",

@@ -1810,6 +1810,112 @@ async fn csv_delimiters_that_would_make_records_ambiguous_are_refused() {
         schema_of(&api.dataset("delims").await),
         ["a:int64", "b:int64"]
     );
+    // IANA's type for tab-separated values reads tabs without a delimiter parameter; JSON
+    // Lines' other names are NDJSON.
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/delims/versions?mode=append",
+            "text/tab-separated-values",
+            "a\tb\n3\t4\n",
+        )
+        .await;
+    assert_eq!(
+        (st.as_u16(), v["row_count"].as_i64()),
+        (201, Some(2)),
+        "{v}"
+    );
+    for ct in ["application/jsonl", "application/x-jsonlines"] {
+        let (st, v) = api
+            .upload(
+                "/api/v1/datasets/transport/delims/versions?mode=append",
+                ct,
+                "{\"a\": 5, \"b\": 6}\n",
+            )
+            .await;
+        assert_eq!(st, 201, "{ct}: {v}");
+    }
+    let rows = s
+        .get_json_as(ADMIN, "/api/v1/datasets/transport/delims/rows?order=a")
+        .await;
+    assert_eq!(
+        rows["rows"],
+        json!([{"a": 1, "b": 2}, {"a": 3, "b": 4}, {"a": 5, "b": 6}, {"a": 5, "b": 6}])
+    );
+}
+
+/// What pandas writes through pyarrow for a column of `None`s (a column of no type) or of
+/// `datetime.time` values, a half float and a `date64` have no column type of their own: the
+/// first upload stores them as text, text, `float32` and `date32` (they were a 422 naming the
+/// type), and later uploads of either format are read into those columns.
+#[tokio::test]
+async fn pandas_null_and_time_columns_are_taken() {
+    use arrow::array::{
+        ArrayRef, Date64Array, Float32Array, Int64Array, NullArray, RecordBatch,
+        Time64MicrosecondArray,
+    };
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let batch = |first: i64| {
+        RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(Int64Array::from(vec![first, first + 1])) as ArrayRef,
+            ),
+            ("remark", Arc::new(NullArray::new(2))),
+            (
+                "opens",
+                Arc::new(Time64MicrosecondArray::from(vec![
+                    Some((8 * 60 + 30) * 60_000_000),
+                    None,
+                ])),
+            ),
+            (
+                "load",
+                arrow::compute::cast(
+                    &Float32Array::from(vec![Some(0.25), None]),
+                    &arrow::datatypes::DataType::Float16,
+                )
+                .unwrap(),
+            ),
+            (
+                "since",
+                Arc::new(Date64Array::from(vec![Some(19_723 * 86_400_000), None])),
+            ),
+        ])
+        .unwrap()
+    };
+    api.register_schemaless("pandas").await;
+    api.upload_taken(
+        "pandas",
+        "application/vnd.apache.parquet",
+        parquet_bytes(&batch(1), None),
+    )
+    .await;
+    api.upload_taken(
+        "pandas",
+        "application/vnd.apache.arrow.stream",
+        arrow_stream_bytes(&batch(3)),
+    )
+    .await;
+    assert_eq!(
+        schema_of(&api.dataset("pandas").await),
+        [
+            "id:int64",
+            "remark:utf8",
+            "opens:utf8",
+            "load:float32",
+            "since:date32"
+        ]
+    );
+    let rows = api
+        .query_rows("SELECT * FROM transport.pandas ORDER BY id")
+        .await;
+    let first =
+        json!({"id": 1, "remark": null, "opens": "08:30:00", "load": 0.25, "since": "2024-01-01"});
+    let second = json!({"id": 2, "remark": null, "opens": null, "load": null, "since": null});
+    assert_eq!(rows[0], first, "{rows}");
+    assert_eq!(rows[1], second, "{rows}");
+    assert_eq!(rows.as_array().unwrap().len(), 4);
 }
 
 /// Column names an upload cannot give a dataset (one name twice, an empty name) are refused

@@ -56,7 +56,15 @@ impl SourceFormat {
             .to_ascii_lowercase();
         Some(match essence.as_str() {
             "text/csv" => Self::Csv { delimiter },
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Self::Ndjson,
+            // IANA's type for tab-separated values: tabs unless `delimiter` names another.
+            "text/tab-separated-values" => Self::Csv {
+                delimiter: if delimiter == b',' { b'\t' } else { delimiter },
+            },
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/jsonlines"
+            | "application/x-jsonlines" => Self::Ndjson,
             "application/vnd.apache.parquet" => Self::Parquet,
             "application/vnd.apache.arrow.stream" => Self::ArrowStream,
             _ => return None,

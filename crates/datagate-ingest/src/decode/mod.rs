@@ -153,6 +153,19 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
             columns.push(rounded);
             continue;
         }
+        if *f.data_type() == DataType::Date32
+            && let Some(r) = first_time_of_day(col.as_ref())
+        {
+            // arrow's cast cuts a `date64` that is not a whole day (which Arrow's format
+            // forbids, but a writer may hold) to its day.
+            return Err(not_valid(
+                f,
+                col,
+                first_row,
+                Some(r),
+                "it has a time of day",
+            ));
+        }
         if f.data_type().is_integer()
             && let Some(r) = first_fraction(col.as_ref())
         {
@@ -356,14 +369,21 @@ pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
     let mut fields = Vec::with_capacity(source.fields().len());
     for f in source.fields() {
         // A dictionary-encoded column (a pandas categorical) is stored as its values' type, a
-        // time with a zone as the UTC time ([`in_utc`]).
-        let utc;
+        // time with a zone as the UTC time ([`in_utc`]). Types datagate has no column of but
+        // holds without loss: a column of no type (pyarrow's for a pandas column of `None`s)
+        // is text, as an empty CSV column is inferred; a half-precision float a `float32`; a
+        // `date64` (days as milliseconds) a `date32`; a time of day text (`08:30:00`), as in a
+        // CSV upload.
+        let stored;
         let data_type = match f.data_type() {
             DataType::Dictionary(_, values) => values.as_ref(),
             DataType::Timestamp(unit, Some(_)) => {
-                utc = DataType::Timestamp(*unit, None);
-                &utc
+                stored = DataType::Timestamp(*unit, None);
+                &stored
             }
+            DataType::Null | DataType::Time32(_) | DataType::Time64(_) => &DataType::Utf8,
+            DataType::Float16 => &DataType::Float32,
+            DataType::Date64 => &DataType::Date32,
             other => other,
         };
         let t = datagate_core::ColumnType::from_arrow(data_type).map_err(|e| {
@@ -439,6 +459,17 @@ fn not_valid(
         row,
         column: Some(f.name().clone()),
     }
+}
+
+/// The first row of a `date64` column whose value is not a whole day, or `None` (other types,
+/// or every value a whole day).
+fn first_time_of_day(col: &dyn arrow::array::Array) -> Option<usize> {
+    use arrow::array::Array;
+    if *col.data_type() != DataType::Date64 {
+        return None;
+    }
+    let a = col.as_primitive::<arrow::datatypes::Date64Type>();
+    (0..a.len()).find(|&i| a.is_valid(i) && a.value(i).rem_euclid(86_400_000) != 0)
 }
 
 /// The first row of a float or decimal column whose value is not whole (NaN and infinities
@@ -572,6 +603,83 @@ mod tests {
         // A column of nulls has a dictionary of no values: nothing to count, no panic.
         let nulls = dictionary_batch(vec![None; 3], Vec::new());
         assert_eq!(pieces(&nulls, 1000), vec![(0, 3)]);
+    }
+
+    /// Types with no column of their own that a column holds without loss: what pyarrow writes
+    /// for a pandas column of `None`s (no type), `datetime.time` values, a half float, a
+    /// `date64`; each stored as its column type says, a `date64` that is no whole day refused.
+    #[test]
+    fn types_without_a_column_of_their_own_are_held_without_loss() {
+        use arrow::array::{Date64Array, Float32Array, NullArray, Time64MicrosecondArray};
+        use arrow::datatypes::TimeUnit;
+        let half = |v: Vec<Option<f32>>| -> ArrayRef {
+            arrow::compute::cast(&Float32Array::from(v), &DataType::Float16).unwrap()
+        };
+        let batch = RecordBatch::try_from_iter([
+            ("none", Arc::new(NullArray::new(2)) as ArrayRef),
+            (
+                "opens",
+                Arc::new(Time64MicrosecondArray::from(vec![
+                    Some(8 * 3_600_000_000 + 30 * 60_000_000),
+                    None,
+                ])) as ArrayRef,
+            ),
+            ("half", half(vec![Some(1.5), None])),
+            (
+                "day",
+                Arc::new(Date64Array::from(vec![Some(86_400_000 * 19_723), None])),
+            ),
+        ])
+        .unwrap();
+        let target = storable_schema(&batch.schema()).unwrap();
+        let types: Vec<String> = target
+            .fields()
+            .iter()
+            .map(|f| datagate_core::types::type_name(f.data_type()))
+            .collect();
+        assert_eq!(types, ["utf8", "utf8", "float32", "date32"]);
+        let got = conform(&batch, &target, 1).unwrap();
+        assert_eq!(got.column(0).null_count(), 2);
+        assert_eq!(got.column(1).as_string::<i32>().value(0), "08:30:00");
+        assert!(got.column(1).is_null(1));
+        let float = got
+            .column(2)
+            .as_primitive::<arrow::datatypes::Float32Type>();
+        assert_eq!((float.value(0), float.is_null(1)), (1.5, true));
+        let day = got.column(3).as_primitive::<arrow::datatypes::Date32Type>();
+        assert_eq!((day.value(0), day.is_null(1)), (19_723, true));
+        // A `date64` with a time of day is no date: refused, not cut to its day.
+        let hour = RecordBatch::try_from_iter([
+            ("none", Arc::new(NullArray::new(1)) as ArrayRef),
+            ("opens", Arc::new(Time64MicrosecondArray::from(vec![0]))),
+            ("half", half(vec![Some(1.0)])),
+            (
+                "day",
+                Arc::new(Date64Array::from(vec![86_400_000 + 3_600_000])),
+            ),
+        ])
+        .unwrap();
+        match conform(&hour, &target, 7).unwrap_err() {
+            IngestError::InvalidData {
+                row,
+                column,
+                message,
+                ..
+            } => {
+                assert_eq!((row, column.as_deref()), (Some(7), Some("day")));
+                assert!(message.contains("it has a time of day"), "{message}");
+            }
+            other => panic!("{other}"),
+        }
+        // Types that are not held without loss stay refused.
+        for dt in [
+            DataType::Binary,
+            DataType::Duration(TimeUnit::Second),
+            DataType::Decimal256(40, 2),
+        ] {
+            let s = Schema::new(vec![Field::new("x", dt.clone(), true)]);
+            assert!(storable_schema(&s).is_err(), "{dt}");
+        }
     }
 
     /// A float or decimal into an integer column is taken when whole and refused, naming its

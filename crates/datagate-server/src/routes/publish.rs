@@ -440,7 +440,8 @@ pub struct UploadQuery {
 }
 
 /// Uploads data as the next version. The body streams in CSV (`text/csv`, header row
-/// required), NDJSON (`application/x-ndjson`), Parquet (`application/vnd.apache.parquet`) or
+/// required; `text/tab-separated-values` for tabs), NDJSON (`application/x-ndjson`; also
+/// `application/jsonl`), Parquet (`application/vnd.apache.parquet`) or
 /// Arrow IPC stream (`application/vnd.apache.arrow.stream`), optionally with
 /// `Content-Encoding: gzip`. CSV and NDJSON are UTF-8 unless the Content-Type names another
 /// encoding of the WHATWG Encoding Standard (`text/csv; charset=gb18030`, `gbk`, `big5`,
@@ -448,7 +449,10 @@ pub struct UploadQuery {
 /// becomes visible atomically, or not at all.
 #[utoipa::path(post, path = "/api/v1/datasets/{dept}/{name}/versions", tag = "publishing",
     params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name"), UploadQuery),
-    request_body(content = Vec<u8>, description = "the data", content_type = "text/csv"),
+    request_body(description = "the data", content(
+        (Vec<u8> = "text/csv"), (Vec<u8> = "text/tab-separated-values"),
+        (Vec<u8> = "application/x-ndjson"), (Vec<u8> = "application/vnd.apache.parquet"),
+        (Vec<u8> = "application/vnd.apache.arrow.stream"))),
     responses((status = 201, body = VersionOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
         (status = 409, body = crate::api::Problem), (status = 413, body = crate::api::Problem),
