@@ -1939,7 +1939,7 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
     )])
     .unwrap();
     let long_header = format!("{}\n1\n", "x".repeat(300));
-    let cases: [(&str, Vec<u8>, &str, Option<&str>); 7] = [
+    let cases: [(&str, Vec<u8>, &str, Option<&str>); 8] = [
         (
             "application/vnd.apache.parquet",
             parquet.clone(),
@@ -1962,6 +1962,14 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
             "text/csv",
             b"a,,b\n1,2,3\n".to_vec(),
             "line 1: column 2 has no name",
+            None,
+        ),
+        // What a spreadsheet writes for a formatted empty last column.
+        (
+            "text/csv",
+            b"a,b,\n1,2,\n".to_vec(),
+            "line 1: column 3 has no name (the header ends with a delimiter: remove it from the \
+             end of every line, or name the column)",
             None,
         ),
         (
@@ -1997,6 +2005,21 @@ async fn uploads_whose_column_names_cannot_be_a_schema_are_refused() {
     assert!(warehouse_files(&s).is_empty(), "{:?}", warehouse_files(&s));
     // Into a dataset that has an `a` (declared, or fixed by a first upload): the same.
     api.append_csv("names0", "a\n1\n").await;
+    let (st, e) = api
+        .upload(
+            "/api/v1/datasets/transport/names0/versions",
+            "text/csv",
+            "a,\n2,\n",
+        )
+        .await;
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 1: column 2 has no name (the header ends with a delimiter"),
+        "{e}"
+    );
     for (content_type, body) in [
         ("application/vnd.apache.parquet", parquet.clone()),
         ("application/vnd.apache.arrow.stream", stream.clone()),

@@ -492,7 +492,10 @@ impl CsvDecoder {
             *first = first.trim_start_matches('\u{feff}').to_string();
         }
         let mut fields = Vec::with_capacity(names.len());
-        for name in &names {
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() {
+                return Err(line_error(1, None, &super::unnamed(i, names.len())));
+            }
             let Ok(f) = self.target.field_with_name(name) else {
                 return Err(line_error(
                     1,

@@ -520,15 +520,29 @@ pub(crate) fn invalid_at(e: IngestError, line: Option<u64>, column: Option<&str>
     }
 }
 
+/// Why column `i` (0-based) of `count` has no name; the last one, most likely a delimiter
+/// closing every line (what a spreadsheet writes for a formatted empty column), says so.
+pub(crate) fn unnamed(i: usize, count: usize) -> String {
+    let mut message = format!("column {} has no name", i + 1);
+    if i > 0 && i + 1 == count {
+        message.push_str(
+            " (the header ends with a delimiter: remove it from the end of every line, or name \
+             the column)",
+        );
+    }
+    message
+}
+
 /// Refuses the column names an upload cannot give a dataset: one no column may have
 /// ([`datagate_core::column_name_problem`]: empty, too long, a control character), and one name
 /// twice (a dataset has one column per name; Parquet and Arrow files may hold either).
 pub(crate) fn check_column_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let names: Vec<&str> = names.into_iter().collect();
     let mut seen = std::collections::HashSet::new();
-    for (i, name) in names.into_iter().enumerate() {
+    for (i, name) in names.iter().copied().enumerate() {
         if name.trim().is_empty() {
             return Err(IngestError::InvalidData {
-                message: format!("column {} has no name", i + 1),
+                message: unnamed(i, names.len()),
                 line: None,
                 row: None,
                 column: None,
