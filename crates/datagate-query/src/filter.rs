@@ -147,8 +147,10 @@ pub fn resolve_column(
 /// 67-byte `where` of dotted names and `IS` took 6 s; found by fuzzing).
 const MAX_NAME_PARTS: usize = 4;
 
-/// A column name as SQL and the `select`, `where` and `order` parameters need it: as it is when
-/// plain lower case and not a keyword, else in double quotes (inner quotes doubled).
+/// A column name as SQL and the `select`, `where` and `order` parameters take it: as it is when
+/// plain lower case and not a keyword, else in double quotes (inner quotes doubled). The
+/// parameters read a keyword such as `order` as a name either way; DataFusion's SQL needs it
+/// quoted (`SELECT order FROM ...` is refused).
 pub fn quote_ident(c: &str) -> String {
     let keyword = || {
         datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
