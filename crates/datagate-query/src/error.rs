@@ -351,6 +351,15 @@ fn clean(m: &str) -> String {
         ),
         _ => m,
     };
+    // A decimal average that does not fit its answer's type (the argument's precision plus
+    // four, at most 38, and four more fractional digits): say so, and how to have it anyway.
+    let m = match m.trim() {
+        "Arithmetic Overflow in AvgAccumulator" => "Arithmetic overflow: the average does not fit \
+            its decimal type, which keeps four more fractional digits than the argument's within \
+            38 digits; cast the argument to DOUBLE for an approximate average"
+            .to_string(),
+        _ => m,
+    };
     // The way out DataFusion offers for a name's case is a setting, which clients cannot
     // change (`SET` is refused): the quotes it also names are the way.
     let m = m.replace(
@@ -435,6 +444,25 @@ mod tests {
         let e = QueryError::from_datafusion(e, 0).to_string();
         assert!(!e.contains("configuration"), "{e}");
         assert!(e.contains("You can use double quotes"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_decimal_average_beyond_its_type_says_how_to_have_it() {
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        let e = ctx
+            .sql(
+                "SELECT avg(a) FROM (VALUES (CAST('85070591730234615865843651857942052865' \
+                 AS DECIMAL(38,0)))) t(a)",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err();
+        let e = QueryError::from_datafusion(e, 0);
+        assert!(e.is_client_error());
+        assert!(e.to_string().contains("cast the argument to DOUBLE"), "{e}");
     }
 
     #[test]
