@@ -1843,6 +1843,48 @@ async fn csv_delimiters_that_would_make_records_ambiguous_are_refused() {
     );
 }
 
+/// Blanks around a number, date, time or boolean are no part of it (as PostgreSQL reads
+/// them): integers and floats took them already, decimals, dates, times and booleans were
+/// refused; text keeps them, in CSV and NDJSON alike.
+#[tokio::test]
+async fn blanks_around_typed_values_are_no_part_of_them() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register_with_columns(
+        "blanks",
+        Some(json!([
+            {"name": "i", "type": "int64"}, {"name": "d", "type": "decimal128(10,2)"},
+            {"name": "day", "type": "date32"}, {"name": "at", "type": "timestamp(us)"},
+            {"name": "b", "type": "boolean"}, {"name": "f", "type": "float64"},
+            {"name": "s", "type": "utf8"},
+        ])),
+    )
+    .await;
+    let path = "/api/v1/datasets/transport/blanks/versions?mode=append";
+    let csv = "i,d,day,at,b,f,s\n 1 , 2.5 , 2024-01-05 ,\t2024-01-05 10:00 , yes , 1.5 , x \n";
+    let (st, v) = api.upload(path, "text/csv", csv).await;
+    assert_eq!(st, 201, "{v}");
+    let ndjson = "{\"i\": 2, \"d\": \" 3.25\", \"day\": \"2024-01-06 \", \"at\": \" 2024-01-06T11:00:00\", \"b\": \" 否 \", \"f\": 2.5, \"s\": \" y\"}\n";
+    let (st, v) = api.upload(path, "application/x-ndjson", ndjson).await;
+    assert_eq!(st, 201, "{v}");
+    let rows = api
+        .query_rows("SELECT * FROM transport.blanks ORDER BY i")
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            {"i": 1, "d": 2.5, "day": "2024-01-05", "at": "2024-01-05T10:00:00", "b": true, "f": 1.5, "s": " x "},
+            {"i": 2, "d": 3.25, "day": "2024-01-06", "at": "2024-01-06T11:00:00", "b": false, "f": 2.5, "s": " y"},
+        ])
+    );
+    // Blanks alone are no value: refused where a value must be read, naming line and column.
+    let (st, v) = api
+        .upload(path, "text/csv", "i,d,day,at,b,f,s\n3,  ,,,,,\n")
+        .await;
+    assert_eq!((st.as_u16(), v["line"].as_u64()), (422, Some(2)), "{v}");
+    assert_eq!(v["column"], "d", "{v}");
+}
+
 /// What pandas writes through pyarrow for a column of `None`s (a column of no type) or of
 /// `datetime.time` values, a half float and a `date64` have no column type of their own: the
 /// first upload stores them as text, text, `float32` and `date32` (they were a 422 naming the

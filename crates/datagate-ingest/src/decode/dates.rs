@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 /// Days since 1970-01-01 of a date in any shape above; `None` when it is none.
 pub(super) fn date(s: &str) -> Option<i32> {
+    // Blanks around the value are no part of it, as PostgreSQL reads one.
+    let s = s.trim_ascii();
     if let Some(days) = iso_date(s.as_bytes()) {
         return Some(days);
     }
@@ -34,6 +36,7 @@ pub(super) fn date(s: &str) -> Option<i32> {
 /// nearest unit (a half to the later time: `10:00:00.9999995` into microseconds is
 /// `10:00:01`, as PostgreSQL rounds; arrow cuts); `None` when it is none.
 pub(super) fn timestamp<T: ArrowTimestampType>(s: &str) -> Option<i64> {
+    let s = s.trim_ascii();
     let t = match string_to_datetime(&chrono::Utc, s) {
         Ok(t) => t,
         Err(_) => string_to_datetime(&chrono::Utc, &canonical_time(s)?).ok()?,

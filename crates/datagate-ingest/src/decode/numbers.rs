@@ -35,11 +35,14 @@ pub(super) enum Unfit {
 /// `s` as the unscaled value of a `decimal128(precision, scale)`, rounded half away from zero
 /// to `scale` fractional digits.
 pub(super) fn parse(s: &str, precision: u8, scale: i8) -> Result<i128, Unfit> {
-    read(s, precision, scale).map(|(n, _)| n)
+    // Blanks around the value are no part of it, as PostgreSQL reads one (and as CSV integer
+    // and float columns were read already).
+    read(s.trim_ascii(), precision, scale).map(|(n, _)| n)
 }
 
 /// `s` as an integer, exactly: a fraction is refused, not cut or rounded.
 pub(super) fn integer(s: &str) -> Result<i128, Unfit> {
+    let s = s.trim_ascii();
     if let Ok(n) = s.parse::<i64>() {
         return Ok(i128::from(n));
     }
@@ -380,11 +383,16 @@ mod tests {
     #[test]
     fn what_is_not_a_number_is_refused() {
         for s in [
-            "", "-", "+", ".", "-.", "e5", "1e", "1e+", "1.2.3", "1,5", " 1", "1 ", "abc", "NaN",
-            "inf", "0x10", "1e5.5", "--1",
+            "", "-", "+", ".", "-.", "e5", "1e", "1e+", "1.2.3", "1,5", "1 2", "- 1", " ", "abc",
+            "NaN", "inf", "0x10", "1e5.5", "--1",
         ] {
             assert_eq!(p(s, 10, 2), Err(Unfit::Syntax), "{s:?}");
         }
+        // Blanks around a number are no part of it, as PostgreSQL reads one.
+        for s in [" 1", "1 ", "\t1\r", " 1.00 "] {
+            assert_eq!(p(s, 10, 2), Ok(100), "{s:?}");
+        }
+        assert_eq!(integer(" -7 "), Ok(-7));
     }
 
     proptest! {

@@ -110,6 +110,8 @@ pub(super) fn convert(
 /// `yes`/`no`, `y`/`n`, `on`/`off`, `1`/`0`, in any case) or as `是`/`否`, the yes and no of
 /// Chinese forms; `None` for anything else.
 pub(super) fn boolean(s: &str) -> Option<bool> {
+    // Blanks around the word are no part of it, as PostgreSQL reads one.
+    let s = s.trim_ascii();
     const TRUE: [&str; 6] = ["true", "t", "yes", "y", "on", "1"];
     const FALSE: [&str; 6] = ["false", "f", "no", "n", "off", "0"];
     if TRUE.iter().any(|w| s.eq_ignore_ascii_case(w)) || s == "是" {
@@ -172,13 +174,13 @@ mod tests {
 
     #[test]
     fn booleans_in_the_words_forms_use() {
-        for s in ["true", "TRUE", "t", "Yes", "y", "on", "1", "是"] {
+        for s in ["true", "TRUE", "t", "Yes", "y", "on", "1", "是", " true\t"] {
             assert_eq!(boolean(s), Some(true), "{s}");
         }
         for s in ["false", "F", "no", "N", "OFF", "0", "否"] {
             assert_eq!(boolean(s), Some(false), "{s}");
         }
-        for s in ["", "2", "maybe", "truee", " true", "对"] {
+        for s in ["", " ", "2", "maybe", "truee", "t rue", "对"] {
             assert_eq!(boolean(s), None, "{s}");
         }
         let text = StringArray::from(vec![Some("是"), None, Some("0")]);
