@@ -1877,6 +1877,27 @@ async fn blanks_around_typed_values_are_no_part_of_them() {
             {"i": 2, "d": 3.25, "day": "2024-01-06", "at": "2024-01-06T11:00:00", "b": false, "f": 2.5, "s": " y"},
         ])
     );
+    // A record with too few fields names its line, among the leading rows of a first upload
+    // (whose types are inferred from them) as in a later one.
+    api.register_schemaless("ragged").await;
+    for (name, body, expected) in [
+        ("ragged", "a,b\n1,2\n3\n", 2),
+        ("blanks", "i,d,day,at,b,f,s\n4,1,,,,,\n5\n", 7),
+    ] {
+        let (st, v) = api
+            .upload(
+                &format!("/api/v1/datasets/transport/{name}/versions"),
+                "text/csv",
+                body,
+            )
+            .await;
+        assert_eq!((st.as_u16(), v["line"].as_u64()), (422, Some(3)), "{v}");
+        assert_eq!(
+            v["detail"],
+            format!("line 3: wrong number of fields (expected {expected}, found 1)"),
+            "{v}"
+        );
+    }
     // Blanks alone are no value: refused where a value must be read, naming line and column.
     let (st, v) = api
         .upload(path, "text/csv", "i,d,day,at,b,f,s\n3,  ,,,,,\n")

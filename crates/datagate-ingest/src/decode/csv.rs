@@ -883,9 +883,14 @@ fn map_arrow_error(e: arrow::error::ArrowError, columns: &[String], before: u64)
     }
     if let Some(l) = after("fields for line ") {
         let line = l + 1 + before;
+        let found = match (after(" got more than "), after(" got ")) {
+            (Some(n), _) => format!(", found more than {n}"),
+            (None, Some(n)) => format!(", found {n}"),
+            (None, None) => String::new(),
+        };
         return IngestError::InvalidData {
             message: format!(
-                "line {line}: wrong number of fields (expected {})",
+                "line {line}: wrong number of fields (expected {}{found})",
                 columns.len()
             ),
             line: Some(line),

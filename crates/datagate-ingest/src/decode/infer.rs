@@ -254,6 +254,33 @@ fn normalise(dt: &DataType) -> Option<DataType> {
     }
 }
 
+/// The error for a record of the leading rows with another number of fields than the header,
+/// from arrow's inference message ("... Expected 2 records, found 1 records at line 4", a
+/// 1-based line of the body): the same words and fields as the decoder's for a later record.
+fn unequal_fields(message: &str) -> Option<IngestError> {
+    let number = |after: &str| -> Option<u64> {
+        let rest = message.split(after).nth(1)?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    if !message.contains("unequal lengths between records") {
+        return None;
+    }
+    let (expected, found, line) = (
+        number("Expected ")?,
+        number("found ")?,
+        number(" at line ")?,
+    );
+    Some(IngestError::InvalidData {
+        message: format!(
+            "line {line}: wrong number of fields (expected {expected}, found {found})"
+        ),
+        line: Some(line),
+        row: None,
+        column: None,
+    })
+}
+
 /// The 1-based line of the first bytes of `head` that are not UTF-8 (a complete sequence cut
 /// off at the end of `head` is no error), if any.
 fn first_line_not_utf8(head: &[u8]) -> Option<u64> {
@@ -273,6 +300,9 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             .map_err(|e| {
                 if let Some(line) = first_line_not_utf8(head) {
                     return super::not_utf8(Some(line), None);
+                }
+                if let Some(ragged) = unequal_fields(&e.to_string()) {
+                    return ragged;
                 }
                 IngestError::invalid_data(format!(
                     "cannot infer a schema from the CSV header and leading rows: {e}"
@@ -653,6 +683,24 @@ mod tests {
                 }
                 e => panic!("{e:?}"),
             }
+        }
+    }
+
+    /// A record of the leading rows with too few or too many fields names its line and the
+    /// counts, as a later one does; quoted line breaks before it are counted as lines.
+    #[test]
+    fn a_ragged_leading_record_names_its_line() {
+        for (body, line, found) in [
+            ("a,b\n1,2\n3,4\n5\n", 4, 1),
+            ("a,b\n1,\"x\ny\"\n3,4,5\n", 4, 3),
+        ] {
+            let e = decode(TextFormat::Csv(CsvOptions::default()), body.as_bytes(), 5).unwrap_err();
+            let message = crate::decode::invalid_at(e, Some(line), None);
+            assert_eq!(
+                message,
+                format!("line {line}: wrong number of fields (expected 2, found {found})"),
+                "{body:?}"
+            );
         }
     }
 
