@@ -707,14 +707,26 @@ async fn bad_parameters_are_clear_400s() {
     )
     .await;
     assert_eq!(body["column"], 20, "{body}");
-    // An Accept nothing can satisfy.
-    let r = c
-        .get(s.url(rows))
-        .header("accept", "application/xml")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 406);
+    // An Accept nothing can satisfy, or that refuses what could be made (`q=0`); and one
+    // whose qualities, not its order, name the format.
+    for (accept, status, content_type) in [
+        ("application/xml", 406, "application/problem+json"),
+        ("application/json;q=0", 406, "application/problem+json"),
+        (
+            "application/json;q=0.1, text/csv",
+            200,
+            "text/csv; charset=utf-8",
+        ),
+    ] {
+        let r = c
+            .get(s.url(rows))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{accept}");
+        assert_eq!(r.headers()["content-type"], content_type, "{accept}");
+    }
     // Unknown and invisible datasets.
     for path in [
         "/api/v1/datasets/transport/nope/rows",

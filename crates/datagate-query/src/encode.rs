@@ -115,36 +115,52 @@ impl Format {
             .find(|f| f.name().eq_ignore_ascii_case(name))
     }
 
-    /// The first acceptable format of an `Accept` header (`*/*` and absent mean JSON). A
-    /// `charset` parameter on `text/csv` picks its encoding; one that cannot be written makes
-    /// that alternative unacceptable.
+    /// The format an `Accept` header prefers (`*/*` and absent mean JSON): the alternative of
+    /// the highest quality (`q`, 1 when not given) that can be made, a named type before a
+    /// wildcard of the same quality, else the first listed; `q=0` means "not this" (RFC 9110,
+    /// 12.4.2). A `charset` parameter on `text/csv` picks its encoding; one that cannot be
+    /// written makes that alternative unacceptable.
     pub fn from_accept(accept: &str) -> Option<Self> {
+        // (quality, named rather than a wildcard, format) of the best alternative so far.
+        let mut best: Option<(f32, bool, Self)> = None;
         for part in accept.split(',') {
             let mut params = part.split(';');
             let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
-            let csv = || {
-                let charset = params.clone().find_map(|p| {
-                    let (name, value) = p.split_once('=')?;
-                    name.trim().eq_ignore_ascii_case("charset").then_some(value)
-                });
-                match charset {
-                    Some(label) => CsvEncoding::from_charset(label).map(Self::Csv),
-                    None => Some(Self::CSV),
+            let (mut quality, mut charset) = (1.0_f32, None);
+            for p in params {
+                let Some((name, value)) = p.split_once('=') else {
+                    continue;
+                };
+                let name = name.trim();
+                if name.eq_ignore_ascii_case("q") {
+                    quality = value
+                        .trim()
+                        .parse::<f32>()
+                        .map_or(1.0, |q| q.clamp(0.0, 1.0));
+                } else if name.eq_ignore_ascii_case("charset") {
+                    charset = Some(value);
                 }
-            };
+            }
             let found = match essence.as_str() {
                 "application/json" | "*/*" | "application/*" | "" => Some(Self::Json),
                 "application/x-ndjson" | "application/ndjson" => Some(Self::Ndjson),
-                "text/csv" | "text/*" => csv(),
+                "text/csv" | "text/*" => match charset {
+                    Some(label) => CsvEncoding::from_charset(label).map(Self::Csv),
+                    None => Some(Self::CSV),
+                },
                 "application/vnd.apache.arrow.stream" => Some(Self::Arrow),
                 "application/vnd.apache.parquet" => Some(Self::Parquet),
                 _ => None,
             };
-            if found.is_some() {
-                return found;
+            let Some(format) = found.filter(|_| quality > 0.0) else {
+                continue;
+            };
+            let named = !essence.is_empty() && !essence.ends_with("/*");
+            if best.is_none_or(|(q, n, _)| quality > q || (quality == q && named && !n)) {
+                best = Some((quality, named, format));
             }
         }
-        None
+        best.map(|(_, _, format)| format)
     }
 }
 
@@ -1043,6 +1059,28 @@ mod tests {
         );
         assert_eq!(Format::from_accept("text/html"), None);
         assert_eq!(Format::from_name("xml"), None);
+        // Qualities decide, not the order; `q=0` excludes; a named type beats a wildcard of
+        // the same quality; among equals the first listed.
+        for (accept, want) in [
+            ("application/json;q=0.1, text/csv", Some(Format::CSV)),
+            ("text/csv;q=0.9, application/json;q=0.1", Some(Format::CSV)),
+            ("application/x-ndjson;q=0", None),
+            ("application/x-ndjson;q=0, */*", Some(Format::Json)),
+            ("*/*, application/vnd.apache.parquet", Some(Format::Parquet)),
+            (
+                "*/*;q=0.8, application/vnd.apache.arrow.stream;q=0.5",
+                Some(Format::Json),
+            ),
+            ("text/csv, application/json", Some(Format::CSV)),
+            ("application/json, text/csv", Some(Format::Json)),
+            ("text/csv;q=abc, application/json;q=0.5", Some(Format::CSV)),
+            (
+                "text/csv;charset=big5;q=1, application/json;q=0.2",
+                Some(Format::Json),
+            ),
+        ] {
+            assert_eq!(Format::from_accept(accept), want, "{accept}");
+        }
     }
 
     /// Types Parquet files cannot hold, at the top or nested, are the query's to change (a
