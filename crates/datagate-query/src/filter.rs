@@ -147,21 +147,14 @@ pub fn resolve_column(
 /// 67-byte `where` of dotted names and `IS` took 6 s; found by fuzzing).
 const MAX_NAME_PARTS: usize = 4;
 
-/// A column name as SQL and the `select`, `where` and `order` parameters take it: as it is when
-/// plain lower case and not a keyword, else in double quotes (inner quotes doubled). The
-/// parameters read a keyword such as `order` as a name either way; DataFusion's SQL needs it
-/// quoted (`SELECT order FROM ...` is refused).
+/// A column name as the `select`, `where` and `order` parameters take it: as it is when plain
+/// lower case, else in double quotes (inner quotes doubled). (They read a keyword such as
+/// `order` as a name unquoted.)
 pub fn quote_ident(c: &str) -> String {
-    let keyword = || {
-        datafusion::sql::sqlparser::keywords::ALL_KEYWORDS
-            .binary_search(&c.to_uppercase().as_str())
-            .is_ok()
-    };
     if !c.is_empty()
         && c.chars()
             .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
         && !c.starts_with(|ch: char| ch.is_ascii_digit())
-        && !keyword()
     {
         c.to_string()
     } else {

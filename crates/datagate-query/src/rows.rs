@@ -332,10 +332,11 @@ mod tests {
             "{e}"
         );
         assert!(parse_order("id, \"Name\"", &schema_with("Name"), 1000).is_ok());
-        // A keyword is quoted in the hint too, as the parser needs it.
+        // The hint's spelling is one the parameter takes back, a keyword's unquoted included.
         let e = parse_order("Order", &schema_with("Order"), 1000).unwrap_err();
         assert!(e.to_string().contains("write \"Order\""), "{e}");
-        assert_eq!(crate::filter::quote_ident("order"), "\"order\"");
+        assert!(parse_order("order desc", &schema_with("order"), 1000).is_ok());
+        assert_eq!(crate::filter::quote_ident("order"), "order");
         assert_eq!(crate::filter::quote_ident("stop_count"), "stop_count");
         assert_eq!(crate::filter::quote_ident("a\"b"), "\"a\"\"b\"");
     }

@@ -219,18 +219,11 @@ pub(crate) fn placed_in_json(err: ApiError, at: &serde_json::Error) -> ApiError 
 
 /// The JSON parser's own error behind a rejection, when it has a place in the body.
 fn json_error_at<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a serde_json::Error> {
-    let mut cause = Some(e);
-    while let Some(c) = cause {
-        let json = c
-            .downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()
+    std::iter::successors(Some(e), |c| c.source()).find_map(|c| {
+        c.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>()
             .map(|p| p.inner())
-            .or_else(|| c.downcast_ref::<serde_json::Error>());
-        if json.is_some() {
-            return json;
-        }
-        cause = c.source();
-    }
-    None
+            .or_else(|| c.downcast_ref::<serde_json::Error>())
+    })
 }
 
 /// A `{dept}/{name}` path; names that cannot exist answer 404 like unknown ones.
