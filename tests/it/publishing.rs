@@ -1685,12 +1685,15 @@ async fn codes_and_account_numbers_keep_their_digits() {
             .await,
         json!([{"area": "010", "acct": "62220212345678901234"}])
     );
-    // A code only after the rows the types are inferred from is refused with its line and a
-    // hint, not stored without its zero; nothing of the upload is kept.
+    // A code only after the rows the types are inferred from is refused with its line (blank
+    // lines count) and a hint, not stored without its zero; nothing of the upload is kept.
     api.register_schemaless("late_codes").await;
     let mut late = String::from("area,stops\n");
     for i in 0..1500 {
         late.push_str(&format!("{},{i}\n", 100 + i));
+        if i % 100 == 0 {
+            late.push('\n');
+        }
     }
     late.push_str("0571,9\n");
     let (st, e) = api
@@ -1703,7 +1706,8 @@ async fn codes_and_account_numbers_keep_their_digits() {
     assert_eq!(st, 422, "{e}");
     assert_eq!(
         (e["line"].as_u64(), e["column"].as_str()),
-        (Some(1502), Some("area")),
+        // After the header, 1,500 rows and 15 blank lines.
+        (Some(1517), Some("area")),
         "{e}"
     );
     let detail = e["detail"].as_str().unwrap();
@@ -1718,6 +1722,52 @@ async fn codes_and_account_numbers_keep_their_digits() {
         (None, Some(0)),
         "{d}"
     );
+}
+
+/// A CSV error names the line an editor shows the bad record on: blank lines and line breaks
+/// inside quoted fields before it count (they counted as no line, so `line 3` pointed two lines
+/// above a bad value on line 5). Inferred columns: `codes_and_account_numbers_keep_their_digits`.
+#[tokio::test]
+async fn csv_errors_name_the_line_an_editor_shows() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register("stops").await;
+    let path = "/api/v1/datasets/transport/stops/versions";
+    for (body, line, column) in [
+        (
+            "id,name,opened,fare\n1,a,,\n\n\n2,b,someday,\n",
+            5,
+            "opened",
+        ),
+        (
+            "id,name,opened,fare\r\n1,\"Main St\r\nNorth gate\",,\r\n\r\n2,b,,1e9\r\n",
+            5,
+            "fare",
+        ),
+    ] {
+        let (st, v) = api.upload(path, "text/csv", body).await;
+        assert_eq!(
+            (st.as_u16(), v["line"].as_u64()),
+            (422, Some(line)),
+            "{body:?}: {v}"
+        );
+        assert_eq!(v["column"], column, "{v}");
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("line {line}: ")),
+            "{v}"
+        );
+    }
+    // Too few fields, after a quoted line break.
+    let (st, v) = api
+        .upload(path, "text/csv", "id,name,opened,fare\n1,\"a\nb\",,\n2\n")
+        .await;
+    assert_eq!((st.as_u16(), v["line"].as_u64()), (422, Some(4)), "{v}");
+    // Nothing was kept.
+    let d = api.dataset("stops").await;
+    assert_eq!(d["current_version"].as_i64(), None, "{d}");
 }
 
 /// A primary key changed after data is published must hold in the published rows, as each

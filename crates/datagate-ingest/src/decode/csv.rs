@@ -6,6 +6,7 @@ use crate::error::{IngestError, Result};
 use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Bytes of CSV each thread decodes at a time when an upload is decoded in parallel.
@@ -37,36 +38,136 @@ enum FieldState {
     QuoteInQuoted,
 }
 
+/// Where the records of a body begin among its lines: a record is one line only until a blank
+/// line (which is no record) or a line end inside a quoted field comes before it. Holds the
+/// points where the number of line ends ahead of a record, less the records ahead of it, grows.
+#[derive(Debug, Default)]
+struct LineMap {
+    /// `(record, extra)`: from body record `record` (0-based) on, its first line is `extra`
+    /// lines further down than its number says.
+    changes: VecDeque<(u64, u64)>,
+}
+
+impl LineMap {
+    /// Body record `record` begins after `line_ends` line ends of the body.
+    fn note(&mut self, record: u64, line_ends: u64) {
+        let extra = line_ends.saturating_sub(record);
+        if self.changes.back().map_or(0, |c| c.1) != extra {
+            self.changes.push_back((record, extra));
+        }
+    }
+
+    /// The line of the upload (the header is line 1) on which body record `record` begins.
+    fn line(&self, record: u64) -> u64 {
+        let i = self.changes.partition_point(|c| c.0 <= record);
+        let extra = i.checked_sub(1).map_or(0, |i| self.changes[i].1);
+        record + 2 + extra
+    }
+
+    /// Forgets what only records before `record` need.
+    fn forget_before(&mut self, record: u64) {
+        while self.changes.get(1).is_some_and(|c| c.0 <= record) {
+            self.changes.pop_front();
+        }
+    }
+
+    /// `other`'s points, for the records after those noted here.
+    fn append(&mut self, other: LineMap) {
+        for (record, extra) in other.changes {
+            self.note(record, record + extra);
+        }
+    }
+}
+
+/// Line ends in `bytes`: `\n`, `\r\n` or a `\r` alone, as an editor counts lines (and the CSV
+/// reader ends records). `last_cr`: the bytes before ended in a `\r`; updated for those after.
+fn line_ends(bytes: &[u8], last_cr: &mut bool) -> u64 {
+    let Some(&last) = bytes.last() else { return 0 };
+    let n = if !*last_cr && memchr::memchr(b'\r', bytes).is_none() {
+        memchr::memchr_iter(b'\n', bytes).count() as u64
+    } else {
+        let after_cr = |i: usize| {
+            if i == 0 {
+                *last_cr
+            } else {
+                bytes[i - 1] == b'\r'
+            }
+        };
+        memchr::memchr2_iter(b'\n', b'\r', bytes)
+            .filter(|&i| bytes[i] == b'\r' || !after_cr(i))
+            .count() as u64
+    };
+    *last_cr = last == b'\r';
+    n
+}
+
 /// Counts the bytes of the record in progress across chunks, reading quotes as the CSV reader
 /// does (a quote opens a field only at its start, `""` inside is one quote), so an upload
-/// whose record outgrows [`MAX_RECORD_BYTES`] is refused before it is held.
+/// whose record outgrows [`MAX_RECORD_BYTES`] is refused before it is held. Counts lines too,
+/// to name a record by the line it begins on.
 struct RecordGuard {
     state: FieldState,
     bytes: u64,
     /// Records ended so far.
     records: u64,
     limit: u64,
+    /// Line ends read so far, and whether the last byte read was a `\r`.
+    lines: u64,
+    last_cr: bool,
+    /// Line ends ahead of the record in progress.
+    start: u64,
+    /// Where the records read begin, since [`LineMap::forget_before`] last dropped some.
+    map: LineMap,
 }
 
 impl RecordGuard {
     fn new(limit: u64) -> Self {
+        Self::at(0, 0, limit)
+    }
+
+    /// A guard that starts at a record boundary after `records` records in `lines` lines.
+    fn at(records: u64, lines: u64, limit: u64) -> Self {
         Self {
             state: FieldState::Start,
             bytes: 0,
-            records: 0,
+            records,
             limit,
+            lines,
+            last_cr: false,
+            start: lines,
+            map: LineMap::default(),
         }
+    }
+
+    /// The line of the upload on which body record `record` begins: one read, or the one in
+    /// progress.
+    fn line_of(&self, record: u64) -> u64 {
+        match record >= self.records {
+            true => self.start + 2,
+            false => self.map.line(record),
+        }
+    }
+
+    /// A line end (`\n`, or `\r` of `\r\n` or alone).
+    fn line_end(&mut self, c: u8) {
+        if c == b'\r' || !self.last_cr {
+            self.lines += 1;
+        }
+        self.last_cr = c == b'\r';
     }
 
     /// A line end outside quotes (`\n` or `\r`, as the reader's default terminator reads
     /// them); an empty line is no record (the reader skips it).
-    fn end_record(&mut self) -> Result<bool> {
+    fn end_record(&mut self, c: u8) -> Result<bool> {
         // A record too long that ends inside one chunk is refused too.
         self.check()?;
+        self.line_end(c);
         let record = self.state != FieldState::Start || self.bytes > 1;
         if record {
+            self.map.note(self.records, self.start);
             self.records += 1;
         }
+        self.start = self.lines;
         self.state = FieldState::Start;
         self.bytes = 0;
         Ok(record)
@@ -101,11 +202,14 @@ impl RecordGuard {
             match self.state {
                 FieldState::Quoted => match memchr::memchr(b'"', &chunk[i..]) {
                     Some(q) => {
+                        self.lines += line_ends(&chunk[i..i + q], &mut self.last_cr);
+                        self.last_cr = false;
                         self.bytes += (q + 1) as u64;
                         self.state = FieldState::QuoteInQuoted;
                         i += q + 1;
                     }
                     None => {
+                        self.lines += line_ends(&chunk[i..], &mut self.last_cr);
                         self.bytes += (n - i) as u64;
                         i = n;
                     }
@@ -114,11 +218,14 @@ impl RecordGuard {
                     let c = chunk[i];
                     i += 1;
                     self.bytes += 1;
+                    if c != b'\n' && c != b'\r' {
+                        self.last_cr = false;
+                    }
                     self.state = match (self.state, c) {
                         (FieldState::Start, b'"') => FieldState::Quoted,
                         (FieldState::QuoteInQuoted, b'"') => FieldState::Quoted,
                         (_, b'\n' | b'\r') => {
-                            let ended = self.end_record()?;
+                            let ended = self.end_record(c)?;
                             if let (true, true, Some(at)) = (stop, ended, stop_after(i)) {
                                 return Ok(Some(at));
                             }
@@ -132,7 +239,10 @@ impl RecordGuard {
                 FieldState::Plain => match memchr::memchr3(b'\n', b'\r', b'"', &chunk[i..]) {
                     Some(k) if chunk[i + k] != b'"' => {
                         self.bytes += k as u64;
-                        let ended = self.end_record()?;
+                        if k > 0 {
+                            self.last_cr = false;
+                        }
+                        let ended = self.end_record(chunk[i + k])?;
                         i += k + 1;
                         if let (true, true, Some(at)) = (stop, ended, stop_after(i)) {
                             return Ok(Some(at));
@@ -140,6 +250,7 @@ impl RecordGuard {
                     }
                     Some(k) => {
                         let quote = i + k;
+                        self.last_cr = false;
                         self.bytes += (k + 1) as u64;
                         if quote > i && chunk[quote - 1] == delimiter {
                             self.state = FieldState::Quoted;
@@ -147,6 +258,7 @@ impl RecordGuard {
                         i = quote + 1;
                     }
                     None => {
+                        self.last_cr = false;
                         self.bytes += (n - i) as u64;
                         if chunk[n - 1] == delimiter {
                             self.state = FieldState::Start;
@@ -162,8 +274,9 @@ impl RecordGuard {
 
     fn check(&self) -> Result<()> {
         if self.bytes > self.limit {
+            // The record in progress begins after `start` line ends of the body.
             return Err(line_error(
-                self.records + 2,
+                self.start + 2,
                 None,
                 &format!("a record is longer than {} MiB", self.limit >> 20),
             ));
@@ -227,6 +340,9 @@ struct Layout {
     delimiter: u8,
     batch_rows: usize,
 }
+
+/// The batches of a segment decoded, and the line ends it holds.
+type Segment = (Vec<RecordBatch>, u64);
 
 /// An arrow-csv decoder and the records it has handed out, to name the line of a value that
 /// does not fit its column ([`text_columns`](super::text_columns) converts some after it).
@@ -327,8 +443,9 @@ impl Layout {
     }
 
     /// Decodes one segment of whole records: without quotes on the fast path of
-    /// [`plain_csv`](super::plain_csv), otherwise (or when that path declines) on its own decoder.
-    fn segment(&self, bytes: &[u8], before: u64) -> Result<Vec<RecordBatch>> {
+    /// [`plain_csv`](super::plain_csv), otherwise (or when that path declines) on its own
+    /// decoder. Also says how many line ends the segment holds.
+    fn segment(&self, bytes: &[u8]) -> Result<Segment> {
         let plain = super::plain_csv::decode(
             bytes,
             self.delimiter,
@@ -337,8 +454,8 @@ impl Layout {
             self.batch_rows,
         );
         match plain {
-            Some(batches) => Ok(batches),
-            None => self.read_segment(bytes, before),
+            Some(decoded) => Ok(decoded),
+            None => Ok((self.read_segment(bytes, 0)?, line_ends(bytes, &mut false))),
         }
     }
 
@@ -433,6 +550,8 @@ enum Body {
         scan: BoundaryScan,
         /// Record ends found in `pending`, in order.
         ends: Vec<usize>,
+        /// Where the records decoded begin among the lines.
+        map: LineMap,
     },
     /// One decoder for the rest of the body; `before` records came ahead of it, `held` bytes
     /// were fed to it since its last batch was cut by size. The guard bounds the record in
@@ -459,6 +578,9 @@ pub struct CsvDecoder {
     body: Option<Body>,
     /// Records decoded so far.
     records: u64,
+    /// Line ends of the body decoded so far (in segments: the records only say how many lines
+    /// they take when none has a blank line before it or a line end inside it).
+    lines: u64,
 }
 
 impl CsvDecoder {
@@ -470,6 +592,7 @@ impl CsvDecoder {
             layout: None,
             body: None,
             records: 0,
+            lines: 0,
         }
     }
 
@@ -550,6 +673,7 @@ impl CsvDecoder {
                 pending: Vec::new(),
                 scan: BoundaryScan::default(),
                 ends: Vec::new(),
+                map: LineMap::default(),
             }
         } else {
             Body::Serial {
@@ -575,6 +699,7 @@ impl CsvDecoder {
                     pending,
                     scan,
                     ends,
+                    map,
                 }),
             ) = (self.layout.as_ref(), self.body.as_mut())
             else {
@@ -607,8 +732,7 @@ impl CsvDecoder {
                 start = *end;
             }
             let consumed = start;
-            let mut results: Vec<Option<Result<Vec<RecordBatch>>>> =
-                bounds.iter().map(|_| None).collect();
+            let mut results: Vec<Option<Result<Segment>>> = bounds.iter().map(|_| None).collect();
             let data = pending.as_slice();
             // Every segment on a thread of its own, the calling (serving) thread only waiting:
             // that thread may be kept on one core, the kernel places these on any.
@@ -617,30 +741,28 @@ impl CsvDecoder {
                     let bytes = &data[range.clone()];
                     scope.spawn(move || {
                         let _ = datagate_core::threads::run_anywhere();
-                        *slot = Some(layout.segment(bytes, 0))
+                        *slot = Some(layout.segment(bytes))
                     });
                 }
             });
-            // Errors are numbered from each segment's start: move them to the upload's lines.
-            let mut before = self.records;
-            for result in results {
-                let batches = match result {
-                    Some(Ok(b)) => b,
-                    Some(Err(e)) => return Err(shifted(e, before)),
-                    None => return Err(IngestError::Internal("a CSV segment was lost".into())),
+            for (result, range) in results.into_iter().zip(bounds) {
+                let Some(decoded) = result else {
+                    return Err(IngestError::Internal("a CSV segment was lost".into()));
                 };
-                before += rows(&batches);
+                let at = (self.records, self.lines);
+                let (batches, lines) = placed(decoded, &data[range], delimiter, at, map)?;
+                self.records += rows(&batches);
+                self.lines += lines;
                 out.extend(batches);
             }
-            self.records = before;
             pending.drain(..consumed);
             ends.clear();
             scan.pos -= consumed.min(scan.pos);
             if irregular || stuck {
                 // The rest goes through one decoder, from the first undecoded record on.
                 let rest = std::mem::take(pending);
-                let mut guard = RecordGuard::new(MAX_RECORD_BYTES);
-                guard.records = self.records;
+                let mut guard = RecordGuard::at(self.records, self.lines, MAX_RECORD_BYTES);
+                guard.map = std::mem::take(map);
                 self.body = Some(Body::Serial {
                     decoder: Box::new(layout.decoder()),
                     before: self.records,
@@ -671,11 +793,15 @@ impl CsvDecoder {
         };
         let start = out.len();
         let mut rest = chunk;
+        // The decoder numbers body record `k` as line `k + 2`.
+        let relined = |e, guard: &RecordGuard| moved(e, |l| guard.line_of(l.saturating_sub(2)));
         while !rest.is_empty() {
             let room = batch_bytes.max(1).saturating_sub(*held);
             if rest.len() < room {
                 guard.scan(rest, delimiter)?;
-                layout.feed(decoder, rest, *before, out)?;
+                layout
+                    .feed(decoder, rest, *before, out)
+                    .map_err(|e| relined(e, guard))?;
                 *held += rest.len();
                 break;
             }
@@ -683,13 +809,21 @@ impl CsvDecoder {
             match guard.next_record_end(&rest[room..], delimiter)? {
                 Some(k) => {
                     let (piece, tail) = rest.split_at(room + k);
-                    layout.feed(decoder, piece, *before, out)?;
-                    out.extend(layout.flush_whole(decoder, *before)?);
+                    layout
+                        .feed(decoder, piece, *before, out)
+                        .map_err(|e| relined(e, guard))?;
+                    out.extend(
+                        layout
+                            .flush_whole(decoder, *before)
+                            .map_err(|e| relined(e, guard))?,
+                    );
                     *held = 0;
                     rest = tail;
                 }
                 None => {
-                    layout.feed(decoder, rest, *before, out)?;
+                    layout
+                        .feed(decoder, rest, *before, out)
+                        .map_err(|e| relined(e, guard))?;
                     *held += rest.len();
                     break;
                 }
@@ -704,9 +838,44 @@ fn rows(batches: &[RecordBatch]) -> u64 {
     batches.iter().map(|b| b.num_rows() as u64).sum()
 }
 
-/// An error of a segment decoded on its own, moved to the upload's line numbers: `before`
-/// records came ahead of the segment.
-fn shifted(e: IngestError, before: u64) -> IngestError {
+/// A segment decoded on its own (`bytes`: its batches and line ends), placed in the upload: its
+/// records noted in `map` where they do not take a line each, or its error moved to the line
+/// it names in the upload. The segment begins after `at`: so many records in so many lines.
+fn placed(
+    decoded: Result<Segment>,
+    bytes: &[u8],
+    delimiter: u8,
+    at: (u64, u64),
+    map: &mut LineMap,
+) -> Result<Segment> {
+    let (records, lines_before) = at;
+    // Only reread when a record does not take exactly one line (or on an error).
+    let reread = || {
+        let mut guard = RecordGuard::at(records, lines_before, u64::MAX);
+        let _ = guard.scan(bytes, delimiter);
+        guard
+    };
+    let (batches, lines) = match decoded {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let guard = reread();
+            // The segment's decoder numbers record `k` as line `k + 2`.
+            return Err(moved(e, |line| {
+                guard.line_of(records + line.saturating_sub(2))
+            }));
+        }
+    };
+    let ended = bytes.last().is_some_and(|c| matches!(c, b'\n' | b'\r'));
+    if lines + u64::from(!ended) == rows(&batches) {
+        map.note(records, lines_before);
+    } else {
+        map.append(reread().map);
+    }
+    Ok((batches, lines))
+}
+
+/// `e` naming line `to(line)` where it named `line`.
+fn moved(e: IngestError, to: impl Fn(u64) -> u64) -> IngestError {
     match e {
         IngestError::InvalidData {
             message,
@@ -714,9 +883,13 @@ fn shifted(e: IngestError, before: u64) -> IngestError {
             row,
             column,
         } => {
-            let moved = line + before;
-            let message = match message.strip_prefix(&format!("line {line}: ")) {
-                Some(rest) => format!("line {moved}: {rest}"),
+            let moved = to(line);
+            // "line 5: ..." or "line 5, column ...".
+            let rest = message
+                .strip_prefix(&format!("line {line}"))
+                .filter(|rest| rest.starts_with([':', ',']));
+            let message = match rest {
+                Some(rest) => format!("line {moved}{rest}"),
                 None => message,
             };
             IngestError::InvalidData {
@@ -760,8 +933,23 @@ impl CsvDecoder {
     }
 }
 
+impl CsvDecoder {
+    /// Where the records decoded begin among the lines, when there is a body.
+    fn map(&mut self) -> Option<&mut LineMap> {
+        match self.body.as_mut()? {
+            Body::Serial { guard, .. } => Some(&mut guard.map),
+            Body::Parallel { map, .. } => Some(map),
+        }
+    }
+}
+
 impl PushDecoder for CsvDecoder {
     fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        // The lines of the records handed out before are asked no more.
+        let records = self.records;
+        if let Some(map) = self.map() {
+            map.forget_before(records);
+        }
         let mut out = Vec::new();
         if self.body.is_some() {
             self.body_chunk(chunk, &mut out)?;
@@ -804,21 +992,41 @@ impl PushDecoder for CsvDecoder {
             out.append(&mut rest);
             return Ok(out);
         }
+        let records = self.records;
+        if let Some(map) = self.map() {
+            map.forget_before(records);
+        }
         let mut out = Vec::new();
         let (Some(layout), Some(body)) = (self.layout.as_ref(), self.body.as_mut()) else {
             return Err(IngestError::Internal("no CSV body".into()));
         };
         match body {
             Body::Serial {
-                decoder, before, ..
-            } => layout.end(decoder, *before, &mut out)?,
-            Body::Parallel { pending, .. } => {
+                decoder,
+                before,
+                guard,
+                ..
+            } => layout
+                .end(decoder, *before, &mut out)
+                .map_err(|e| moved(e, |l| guard.line_of(l.saturating_sub(2))))?,
+            Body::Parallel { pending, map, .. } => {
                 let rest = std::mem::take(pending);
-                out.extend(layout.segment(&rest, self.records)?);
+                let decoded = layout.segment(&rest);
+                let at = (self.records, self.lines);
+                let (batches, lines) = placed(decoded, &rest, self.opts.delimiter, at, map)?;
+                out.extend(batches);
+                self.lines += lines;
             }
         }
         self.records += rows(&out);
         Ok(out)
+    }
+
+    fn line_of_record(&self, record: u64) -> Option<u64> {
+        match self.body.as_ref()? {
+            Body::Serial { guard, .. } => Some(guard.line_of(record)),
+            Body::Parallel { map, .. } => Some(map.line(record)),
+        }
     }
 }
 
@@ -1106,6 +1314,47 @@ mod properties {
             // The reader counts a last record without a line end too.
             let open = u64::from(guard.bytes > 0 || guard.state != FieldState::Start);
             prop_assert_eq!(guard.records + open, want);
+            // And each record begins on the line an editor shows it on (after a header line):
+            // past the line ends before the reader's record start, and any blank lines there.
+            let starts = ::csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(bytes.as_slice())
+                .into_byte_records()
+                .map(|r| r.unwrap().position().unwrap().byte() as usize);
+            for (k, mut at) in starts.enumerate() {
+                while matches!(bytes.get(at), Some(b'\n' | b'\r')) {
+                    at += 1;
+                }
+                let line = 2 + line_ends(&bytes[..at], &mut false);
+                prop_assert_eq!(guard.line_of(k as u64), line, "record {}", k);
+            }
+        }
+    }
+
+    #[test]
+    fn line_ends_are_counted_as_an_editor_counts_them() {
+        for (text, want) in [
+            (&b""[..], 0),
+            (b"a", 0),
+            (b"a\nb\n", 2),
+            (b"a\r\nb\r\n", 2),
+            (b"a\rb\r", 2),
+            (b"\r\r\n\n\r", 4),
+        ] {
+            assert_eq!(
+                line_ends(text, &mut false),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            // Cut anywhere, with the `\r` carried over.
+            for cut in 0..=text.len() {
+                let mut last_cr = false;
+                let n =
+                    line_ends(&text[..cut], &mut last_cr) + line_ends(&text[cut..], &mut last_cr);
+                assert_eq!(n, want, "{:?} cut at {cut}", String::from_utf8_lossy(text));
+            }
         }
     }
 
@@ -1148,7 +1397,8 @@ mod properties {
         assert_eq!(guard.records, 2);
         guard.scan(&[b'x'; 60], b',').unwrap();
         let e = guard.scan(&[b'y'; 60], b',').unwrap_err();
-        assert!(e.to_string().contains("line 4: a record is longer"), "{e}");
+        // It begins on line 5: its record before takes two lines.
+        assert!(e.to_string().contains("line 5: a record is longer"), "{e}");
         // The decoder refuses it before holding it: 64 MiB and one chunk more at most.
         let mut d = CsvDecoder::new(schema(), CsvOptions::default());
         d.push(b"id,name\n1,a\n2,\"").unwrap();
@@ -1322,12 +1572,70 @@ mod properties {
             };
             match decode(body.as_bytes(), opts, &[333]).unwrap_err() {
                 IngestError::InvalidData { line, message, .. } => {
-                    // Records are numbered (a quoted line break does not count): the header is
-                    // line 1, record 778 is line 779.
-                    assert_eq!(line, Some(779), "{threads} threads: {message}");
-                    assert!(message.starts_with("line 779: "), "{message}");
+                    // The header is line 1 and each record before takes two lines (a quoted
+                    // line break): record 778 begins on line 1 + 777 * 2 + 1.
+                    assert_eq!(line, Some(1556), "{threads} threads: {message}");
+                    assert!(message.starts_with("line 1556: "), "{message}");
                 }
                 other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// An error names the line an editor shows the bad record on, whatever comes before it:
+    /// blank lines, line ends inside quoted fields, `\n`, `\r\n` or `\r` line ends; on one
+    /// decoder and in segments, in any chunking; a bad value, a record with too few or too many
+    /// fields, bytes that are not UTF-8.
+    #[test]
+    fn errors_name_the_line_the_record_begins_on() {
+        let bad_records: [&[u8]; 4] = [b"x,bad", b"5", b"5,a,b", b"5,\xff\xfe"];
+        for eol in ["\n", "\r\n", "\r"] {
+            for bad in bad_records {
+                let mut body = format!("id,name{eol}").into_bytes();
+                let mut line = 2;
+                let mut want = 0;
+                for i in 0..400 {
+                    if i % 5 == 0 {
+                        body.extend(eol.as_bytes());
+                        line += 1;
+                    }
+                    if i == 300 {
+                        want = line;
+                        body.extend(bad);
+                    } else if i % 3 == 0 {
+                        body.extend(format!("{i},\"two{eol}line ends{eol}\"").as_bytes());
+                        line += 2;
+                    } else {
+                        body.extend(format!("{i},plain").as_bytes());
+                    }
+                    body.extend(eol.as_bytes());
+                    line += 1;
+                }
+                for (threads, segment_bytes) in [(1, 1), (2, 64), (3, 1000)] {
+                    let opts = CsvOptions {
+                        threads,
+                        segment_bytes,
+                        batch_rows: 16,
+                        batch_bytes: 256,
+                        ..CsvOptions::default()
+                    };
+                    for cuts in [&[1][..], &[7, 100], &[1 << 20]] {
+                        let context = format!(
+                            "{:?} after {eol:?} lines, {threads} threads, cut {cuts:?}",
+                            String::from_utf8_lossy(bad)
+                        );
+                        match decode(&body, opts, cuts) {
+                            Err(IngestError::InvalidData { line, message, .. }) => {
+                                assert_eq!(line, Some(want), "{context}: {message}");
+                                assert!(
+                                    message.starts_with(&format!("line {want}")),
+                                    "{context}: {message}"
+                                );
+                            }
+                            other => panic!("{context}: {other:?}"),
+                        }
+                    }
+                }
             }
         }
     }
@@ -1568,11 +1876,12 @@ mod plain_path {
                 body.as_bytes(), b',', &layout.target, &layout.order, batch_rows);
             let general = layout.read_segment(body.as_bytes(), 0);
             match (plain, general) {
-                (Some(p), Ok(g)) => {
+                (Some((p, lines)), Ok(g)) => {
                     prop_assert!(p.iter().all(|b| b.num_rows() <= batch_rows));
                     prop_assert_eq!(rows(&p), rows(&g));
+                    prop_assert_eq!(lines, line_ends(body.as_bytes(), &mut false));
                 }
-                (Some(p), Err(e)) => prop_assert!(false, "fast path {:?}, arrow-csv {e}", rows(&p)),
+                (Some((p, _)), Err(e)) => prop_assert!(false, "fast path {:?}, arrow-csv {e}", rows(&p)),
                 (None, Ok(g)) => prop_assert!(lone_cr, "declined what arrow-csv decodes: {:?}", rows(&g)),
                 (None, Err(_)) => {}
             }
@@ -1586,6 +1895,7 @@ mod plain_path {
         // A bad float: declined, arrow-csv names it.
         let plain = |body: &str| {
             super::super::plain_csv::decode(body.as_bytes(), b',', &layout.target, &layout.order, 8)
+                .map(|(batches, _)| batches)
         };
         assert!(plain(body).is_none());
         assert!(layout.read_segment(body.as_bytes(), 0).is_err());

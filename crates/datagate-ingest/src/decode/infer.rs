@@ -56,7 +56,11 @@ struct Inferred {
 
 impl Inferred {
     /// `batches` of the decoder with the integer columns converted, in the inferred schema.
-    fn read(&mut self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    fn read(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        decoder: &dyn PushDecoder,
+    ) -> Result<Vec<RecordBatch>> {
         batches
             .into_iter()
             .map(|batch| {
@@ -70,8 +74,9 @@ impl Inferred {
                     let text = columns[i].as_string::<i32>();
                     columns[i] = integers_not_codes(text).map_err(|(row, message)| {
                         let name = self.schema.field(i).name();
+                        let record = before + row as u64;
                         // After the header, line 1.
-                        let line = before + row as u64 + 2;
+                        let line = decoder.line_of_record(record).unwrap_or(record + 2);
                         IngestError::InvalidData {
                             message: format!("line {line}: column {name:?}: {message}"),
                             line: Some(line),
@@ -232,7 +237,7 @@ impl InferringDecoder {
         let out = inner
             .push(&std::mem::take(&mut self.head))
             .map_err(|e| inferred.hint(e))
-            .and_then(|out| inferred.read(out));
+            .and_then(|out| inferred.read(out, inner.as_ref()));
         self.inner = Some(inner);
         self.inferred = Some(inferred);
         out
@@ -241,8 +246,9 @@ impl InferringDecoder {
     /// `out` of the inner decoder, read as the inferred schema says.
     fn read(&mut self, out: Result<Vec<RecordBatch>>) -> Result<Vec<RecordBatch>> {
         let inferred = self.inferred.as_mut().expect("the inner decoder started");
+        let decoder = self.inner.as_deref().expect("the inner decoder started");
         out.map_err(|e| inferred.hint(e))
-            .and_then(|out| inferred.read(out))
+            .and_then(|out| inferred.read(out, decoder))
     }
 }
 

@@ -54,6 +54,12 @@ pub trait PushDecoder: Send {
     fn held(&mut self) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
     }
+    /// The line of the input on which record `record` (0-based, of the data, after any header)
+    /// begins, for a record among those the last `push` or `finish` handed out; `None` when the
+    /// decoder does not know it.
+    fn line_of_record(&self, _record: u64) -> Option<u64> {
+        None
+    }
 }
 
 impl PushDecoder for Box<dyn PushDecoder> {
@@ -65,6 +71,9 @@ impl PushDecoder for Box<dyn PushDecoder> {
     }
     fn held(&mut self) -> Result<Vec<RecordBatch>> {
         (**self).held()
+    }
+    fn line_of_record(&self, record: u64) -> Option<u64> {
+        (**self).line_of_record(record)
     }
 }
 

@@ -29,14 +29,15 @@ use std::sync::Arc;
 
 /// Decodes `bytes`, whole records of a file whose columns are `target`'s in the file order
 /// `order` (for each target column, its position in the file), into batches of at most
-/// `batch_rows` rows; `None` when the segment needs the general reader.
+/// `batch_rows` rows, and the line ends it holds (blank lines' too); `None` when the segment
+/// needs the general reader.
 pub(super) fn decode(
     bytes: &[u8],
     delimiter: u8,
     target: &SchemaRef,
     order: &[usize],
     batch_rows: usize,
-) -> Option<Vec<RecordBatch>> {
+) -> Option<(Vec<RecordBatch>, u64)> {
     let special = matches!(delimiter, b'"' | b'\n' | b'\r') || !delimiter.is_ascii();
     if special || u32::try_from(bytes.len()).is_err() || memchr::memchr(b'"', bytes).is_some() {
         return None;
@@ -48,6 +49,7 @@ pub(super) fn decode(
     // Each field's byte range in `text`, record after record.
     let mut spans: Vec<[u32; 2]> = Vec::with_capacity(batch_rows.min(1 << 16) * columns);
     let mut rows = 0;
+    let mut lines = 0;
     let mut start = 0;
     // The `\n` of a `\r\n` whose `\r` already ended the record.
     let mut crlf = usize::MAX;
@@ -68,6 +70,7 @@ pub(super) fn decode(
             }
             crlf = i + 1;
         }
+        lines += 1;
         if spans.len() == rows * columns && start == i {
             // A blank line.
             start = i + 1;
@@ -96,7 +99,7 @@ pub(super) fn decode(
     if rows > 0 {
         out.push(batch(text, &spans, rows, target, order)?);
     }
-    Some(out)
+    Some((out, lines))
 }
 
 /// The batch of `rows` records whose fields are `spans`.
