@@ -1765,9 +1765,22 @@ async fn csv_errors_name_the_line_an_editor_shows() {
         .upload(path, "text/csv", "id,name,opened,fare\n1,\"a\nb\",,\n2\n")
         .await;
     assert_eq!((st.as_u16(), v["line"].as_u64()), (422, Some(4)), "{v}");
+    // A ragged record among the leading rows of a first upload, whose types are inferred from
+    // them (arrow's inference said line 2 here: a `\r\n` was two line ends, a blank line none).
+    api.register_schemaless("ragged").await;
+    let (st, v) = api
+        .upload(
+            "/api/v1/datasets/transport/ragged/versions",
+            "text/csv",
+            "a,b\r\n1,2\r\n\r\n3\r\n",
+        )
+        .await;
+    assert_eq!((st.as_u16(), v["line"].as_u64()), (422, Some(4)), "{v}");
     // Nothing was kept.
-    let d = api.dataset("stops").await;
-    assert_eq!(d["current_version"].as_i64(), None, "{d}");
+    for name in ["stops", "ragged"] {
+        let d = api.dataset(name).await;
+        assert_eq!(d["current_version"].as_i64(), None, "{d}");
+    }
 }
 
 /// A primary key changed after data is published must hold in the published rows, as each

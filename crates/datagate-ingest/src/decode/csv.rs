@@ -81,7 +81,7 @@ impl LineMap {
 
 /// Line ends in `bytes`: `\n`, `\r\n` or a `\r` alone, as an editor counts lines (and the CSV
 /// reader ends records). `last_cr`: the bytes before ended in a `\r`; updated for those after.
-fn line_ends(bytes: &[u8], last_cr: &mut bool) -> u64 {
+pub(super) fn line_ends(bytes: &[u8], last_cr: &mut bool) -> u64 {
     let Some(&last) = bytes.last() else { return 0 };
     let n = if !*last_cr && memchr::memchr(b'\r', bytes).is_none() {
         memchr::memchr_iter(b'\n', bytes).count() as u64

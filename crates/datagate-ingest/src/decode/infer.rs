@@ -260,23 +260,25 @@ fn normalise(dt: &DataType) -> Option<DataType> {
     }
 }
 
-/// The error for a record of the leading rows with another number of fields than the header,
-/// from arrow's inference message ("... Expected 2 records, found 1 records at line 4", a
-/// 1-based line of the body): the same words and fields as the decoder's for a later record.
-fn unequal_fields(message: &str) -> Option<IngestError> {
-    let number = |after: &str| -> Option<u64> {
-        let rest = message.split(after).nth(1)?;
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    if !message.contains("unequal lengths between records") {
-        return None;
+/// The error for the first record of the leading rows (`head`, the header first) with another
+/// number of fields than the header, in the same words and fields as the decoder's for a later
+/// record, named by the line it begins on (arrow's inference message numbers the records it
+/// read, without blank lines, and takes a `\r\n` for two line ends).
+fn unequal_fields(head: &[u8], delimiter: u8) -> Option<IngestError> {
+    let mut records = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(head)
+        .into_byte_records();
+    let expected = records.next()?.ok()?.len();
+    let ragged = records.find_map(|r| r.ok().filter(|r| r.len() != expected))?;
+    let mut at = usize::try_from(ragged.position()?.byte()).ok()?;
+    while matches!(head.get(at), Some(b'\n' | b'\r')) {
+        at += 1;
     }
-    let (expected, found, line) = (
-        number("Expected ")?,
-        number("found ")?,
-        number(" at line ")?,
-    );
+    let line = 1 + super::csv::line_ends(head.get(..at)?, &mut false);
+    let found = ragged.len();
     Some(IngestError::InvalidData {
         message: format!(
             "line {line}: wrong number of fields (expected {expected}, found {found})"
@@ -307,8 +309,12 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
                 if let Some(line) = first_line_not_utf8(head) {
                     return super::not_utf8(Some(line), None);
                 }
-                if let Some(ragged) = unequal_fields(&e.to_string()) {
-                    return ragged;
+                let ragged = e.to_string().contains("unequal lengths between records");
+                if let Some(e) = ragged
+                    .then(|| unequal_fields(head, opts.delimiter))
+                    .flatten()
+                {
+                    return e;
                 }
                 IngestError::invalid_data(format!(
                     "cannot infer a schema from the CSV header and leading rows: {e}"
@@ -693,12 +699,16 @@ mod tests {
     }
 
     /// A record of the leading rows with too few or too many fields names its line and the
-    /// counts, as a later one does; quoted line breaks before it are counted as lines.
+    /// counts, as a later one does; quoted line breaks and blank lines before it count.
     #[test]
     fn a_ragged_leading_record_names_its_line() {
         for (body, line, found) in [
             ("a,b\n1,2\n3,4\n5\n", 4, 1),
             ("a,b\n1,\"x\ny\"\n3,4,5\n", 4, 3),
+            // Blank lines count; a `\r\n` is one line end, a lone `\r` one too.
+            ("a,b\n1,2\n\n\n3\n", 5, 1),
+            ("a,b\r\n1,2\r\n\r\n3\r\n", 4, 1),
+            ("a,b\r1,2\r\r3,4,5\r", 4, 3),
         ] {
             let e = decode(TextFormat::Csv(CsvOptions::default()), body.as_bytes(), 5).unwrap_err();
             let message = crate::decode::invalid_at(e, Some(line), None);
