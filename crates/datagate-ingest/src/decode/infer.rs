@@ -594,8 +594,18 @@ impl InferringDecoder {
         if (self.head.len() as u64) <= super::csv::MAX_RECORD_BYTES + INFER_BYTES as u64 {
             return Ok(Vec::new());
         }
-        let records = whole_head(&self.format, &self.head).err().unwrap_or(0);
-        let line = records + 1;
+        // In CSV, the record in progress begins after the whole ones and any blank lines after
+        // them; in NDJSON, no line has ended.
+        let line = match self.format {
+            TextFormat::Csv(opts) => {
+                let mut at = super::csv::whole_records(&self.head, opts.delimiter).1;
+                while matches!(self.head.get(at), Some(b'\n' | b'\r')) {
+                    at += 1;
+                }
+                1 + super::csv::line_ends(&self.head[..at], &mut false)
+            }
+            TextFormat::Ndjson { .. } => 1,
+        };
         Err(IngestError::InvalidData {
             message: format!("line {line}: a record is longer than 64 MiB"),
             line: Some(line),
@@ -669,18 +679,21 @@ mod tests {
     }
 
     /// A head with no whole record past the header waits for one, and refuses a record
-    /// longer than any may be, naming its line.
+    /// longer than any may be, naming the line it begins on.
     #[test]
     fn a_first_record_too_long_is_refused_by_its_line() {
-        for (format, head) in [
+        let csv = || TextFormat::Csv(CsvOptions::new(b',', 10));
+        for (format, head, want) in [
             (
                 TextFormat::Ndjson { batch_rows: 10 },
                 &b"{\"id\":1}\n{\"id\":\""[..],
+                2,
             ),
-            (
-                TextFormat::Csv(CsvOptions::new(b',', 10)),
-                &b"id,doc\n1,a\n2,\""[..],
-            ),
+            (TextFormat::Ndjson { batch_rows: 10 }, b"{\"id\":\"", 1),
+            (csv(), b"id,doc\n1,a\n2,\"", 3),
+            // No whole record after the header: blank lines before the long one count.
+            (csv(), b"id,doc\r\n\r\n\r\n2,\"", 4),
+            (csv(), b"id,doc\n2,\"", 2),
         ] {
             let mut d = InferringDecoder::new(format);
             d.push(head).unwrap();
@@ -691,7 +704,8 @@ mod tests {
             match e {
                 IngestError::InvalidData { line, message, .. } => {
                     assert!(message.contains("longer than 64 MiB"), "{message}");
-                    assert!(matches!(line, Some(2 | 3)), "{message}");
+                    assert_eq!(line, Some(want), "{message}");
+                    assert!(message.starts_with(&format!("line {want}: ")), "{message}");
                 }
                 e => panic!("{e:?}"),
             }
