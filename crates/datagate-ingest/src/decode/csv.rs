@@ -71,10 +71,11 @@ impl LineMap {
         }
     }
 
-    /// `other`'s points, for the records after those noted here.
-    fn append(&mut self, other: LineMap) {
-        for (record, extra) in other.changes {
-            self.note(record, record + extra);
+    /// The points of `segment`, a map counted from a segment's start, for that segment: it
+    /// begins after `records` records in `lines` line ends.
+    fn append(&mut self, segment: LineMap, records: u64, lines: u64) {
+        for (record, extra) in segment.changes {
+            self.note(records + record, lines + record + extra);
         }
     }
 }
@@ -341,8 +342,15 @@ struct Layout {
     batch_rows: usize,
 }
 
-/// The batches of a segment decoded, and the line ends it holds.
-type Segment = (Vec<RecordBatch>, u64);
+/// A segment decoded on its own.
+struct Segment {
+    batches: Vec<RecordBatch>,
+    /// Its line ends.
+    lines: u64,
+    /// Where its records begin (counted from its start), when asked for and they do not take
+    /// a line each.
+    starts: Option<LineMap>,
+}
 
 /// An arrow-csv decoder and the records it has handed out, to name the line of a value that
 /// does not fit its column ([`text_columns`](super::text_columns) converts some after it).
@@ -444,8 +452,9 @@ impl Layout {
 
     /// Decodes one segment of whole records: without quotes on the fast path of
     /// [`plain_csv`](super::plain_csv), otherwise (or when that path declines) on its own
-    /// decoder. Also says how many line ends the segment holds.
-    fn segment(&self, bytes: &[u8]) -> Result<Segment> {
+    /// decoder. Also says how many line ends the segment holds and, with `starts`, where its
+    /// records begin when they do not take a line each (reading it again).
+    fn segment(&self, bytes: &[u8], starts: bool) -> Result<Segment> {
         let plain = super::plain_csv::decode(
             bytes,
             self.delimiter,
@@ -453,10 +462,22 @@ impl Layout {
             &self.order,
             self.batch_rows,
         );
-        match plain {
-            Some(decoded) => Ok(decoded),
-            None => Ok((self.read_segment(bytes, 0)?, line_ends(bytes, &mut false))),
-        }
+        let (batches, lines) = match plain {
+            Some(decoded) => decoded,
+            None => (self.read_segment(bytes, 0)?, line_ends(bytes, &mut false)),
+        };
+        let ended = bytes.last().is_some_and(|c| matches!(c, b'\n' | b'\r'));
+        let one_line_each = lines + u64::from(!ended) == rows(&batches);
+        let starts = (starts && !one_line_each).then(|| {
+            let mut guard = RecordGuard::new(u64::MAX);
+            let _ = guard.scan(bytes, self.delimiter);
+            guard.map
+        });
+        Ok(Segment {
+            batches,
+            lines,
+            starts,
+        })
     }
 
     /// Decodes one segment of whole records on its own arrow-csv decoder.
@@ -581,6 +602,8 @@ pub struct CsvDecoder {
     /// Line ends of the body decoded so far (in segments: the records only say how many lines
     /// they take when none has a blank line before it or a line end inside it).
     lines: u64,
+    /// Whether to keep where each record handed out begins ([`Self::with_record_lines`]).
+    record_lines: bool,
 }
 
 impl CsvDecoder {
@@ -593,7 +616,16 @@ impl CsvDecoder {
             body: None,
             records: 0,
             lines: 0,
+            record_lines: false,
         }
+    }
+
+    /// Keeps where the records handed out begin, for [`PushDecoder::line_of_record`]: segments
+    /// whose records do not take a line each are read again for it. (An error's line is found
+    /// without it.)
+    pub fn with_record_lines(mut self) -> Self {
+        self.record_lines = true;
+        self
     }
 
     fn read_header(&mut self) -> Result<Layout> {
@@ -692,6 +724,7 @@ impl CsvDecoder {
         let threads = self.opts.threads.max(1);
         let segment = self.opts.segment_bytes.max(1);
         let delimiter = self.opts.delimiter;
+        let record_lines = self.record_lines;
         loop {
             let (
                 Some(layout),
@@ -741,7 +774,7 @@ impl CsvDecoder {
                     let bytes = &data[range.clone()];
                     scope.spawn(move || {
                         let _ = datagate_core::threads::run_anywhere();
-                        *slot = Some(layout.segment(bytes))
+                        *slot = Some(layout.segment(bytes, record_lines))
                     });
                 }
             });
@@ -750,10 +783,10 @@ impl CsvDecoder {
                     return Err(IngestError::Internal("a CSV segment was lost".into()));
                 };
                 let at = (self.records, self.lines);
-                let (batches, lines) = placed(decoded, &data[range], delimiter, at, map)?;
-                self.records += rows(&batches);
-                self.lines += lines;
-                out.extend(batches);
+                let segment = placed(decoded, &data[range], delimiter, at, map)?;
+                self.records += rows(&segment.batches);
+                self.lines += segment.lines;
+                out.extend(segment.batches);
             }
             pending.drain(..consumed);
             ends.clear();
@@ -838,9 +871,9 @@ fn rows(batches: &[RecordBatch]) -> u64 {
     batches.iter().map(|b| b.num_rows() as u64).sum()
 }
 
-/// A segment decoded on its own (`bytes`: its batches and line ends), placed in the upload: its
-/// records noted in `map` where they do not take a line each, or its error moved to the line
-/// it names in the upload. The segment begins after `at`: so many records in so many lines.
+/// A segment decoded on its own (`bytes`), placed in the upload: where its records begin noted
+/// in `map` (when the segment says), or its error moved to the line it names in the upload.
+/// The segment begins after `at`: so many records in so many lines.
 fn placed(
     decoded: Result<Segment>,
     bytes: &[u8],
@@ -849,29 +882,23 @@ fn placed(
     map: &mut LineMap,
 ) -> Result<Segment> {
     let (records, lines_before) = at;
-    // Only reread when a record does not take exactly one line (or on an error).
-    let reread = || {
-        let mut guard = RecordGuard::at(records, lines_before, u64::MAX);
-        let _ = guard.scan(bytes, delimiter);
-        guard
-    };
-    let (batches, lines) = match decoded {
-        Ok(decoded) => decoded,
+    let mut segment = match decoded {
+        Ok(segment) => segment,
         Err(e) => {
-            let guard = reread();
+            // Read again to find the line.
+            let mut guard = RecordGuard::at(records, lines_before, u64::MAX);
+            let _ = guard.scan(bytes, delimiter);
             // The segment's decoder numbers record `k` as line `k + 2`.
             return Err(moved(e, |line| {
                 guard.line_of(records + line.saturating_sub(2))
             }));
         }
     };
-    let ended = bytes.last().is_some_and(|c| matches!(c, b'\n' | b'\r'));
-    if lines + u64::from(!ended) == rows(&batches) {
-        map.note(records, lines_before);
-    } else {
-        map.append(reread().map);
+    map.note(records, lines_before);
+    if let Some(starts) = segment.starts.take() {
+        map.append(starts, records, lines_before);
     }
-    Ok((batches, lines))
+    Ok(segment)
 }
 
 /// `e` naming line `to(line)` where it named `line`.
@@ -1011,11 +1038,11 @@ impl PushDecoder for CsvDecoder {
                 .map_err(|e| moved(e, |l| guard.line_of(l.saturating_sub(2))))?,
             Body::Parallel { pending, map, .. } => {
                 let rest = std::mem::take(pending);
-                let decoded = layout.segment(&rest);
+                let decoded = layout.segment(&rest, self.record_lines);
                 let at = (self.records, self.lines);
-                let (batches, lines) = placed(decoded, &rest, self.opts.delimiter, at, map)?;
-                out.extend(batches);
-                self.lines += lines;
+                let segment = placed(decoded, &rest, self.opts.delimiter, at, map)?;
+                out.extend(segment.batches);
+                self.lines += segment.lines;
             }
         }
         self.records += rows(&out);
@@ -1023,6 +1050,9 @@ impl PushDecoder for CsvDecoder {
     }
 
     fn line_of_record(&self, record: u64) -> Option<u64> {
+        if !self.record_lines {
+            return None;
+        }
         match self.body.as_ref()? {
             Body::Serial { guard, .. } => Some(guard.line_of(record)),
             Body::Parallel { map, .. } => Some(map.line(record)),
@@ -1582,6 +1612,69 @@ mod properties {
         }
     }
 
+    /// Options that cut a body into many segments and batches.
+    fn many_pieces(threads: usize, segment_bytes: usize) -> CsvOptions {
+        CsvOptions {
+            threads,
+            segment_bytes,
+            batch_rows: 16,
+            batch_bytes: 256,
+            ..CsvOptions::default()
+        }
+    }
+
+    /// Asked for, the decoder tells the line each record it handed out begins on (the inferring
+    /// decoder's code check names lines by it), on one decoder and in segments.
+    #[test]
+    fn record_lines_are_kept_when_asked_for() {
+        for eol in ["\n", "\r\n"] {
+            let mut body = format!("id,name{eol}").into_bytes();
+            let mut starts = Vec::new();
+            let mut line = 2;
+            for i in 0..400 {
+                if i % 7 == 0 {
+                    body.extend(eol.as_bytes());
+                    line += 1;
+                }
+                starts.push(line);
+                if i % 3 == 0 {
+                    body.extend(format!("{i},\"two{eol}lines\"{eol}").as_bytes());
+                    line += 2;
+                } else {
+                    body.extend(format!("{i},plain{eol}").as_bytes());
+                    line += 1;
+                }
+            }
+            for (threads, segment_bytes) in [(1, 1), (2, 64), (3, 1000)] {
+                let opts = many_pieces(threads, segment_bytes);
+                let mut d = CsvDecoder::new(schema(), opts).with_record_lines();
+                let mut seen = 0;
+                let mut check = |d: &CsvDecoder, batches: Vec<RecordBatch>| {
+                    let n = rows(&batches) as usize;
+                    for (k, want) in starts.iter().enumerate().skip(seen).take(n) {
+                        assert_eq!(
+                            d.line_of_record(k as u64),
+                            Some(*want),
+                            "record {k}, {eol:?}, {threads} threads"
+                        );
+                    }
+                    seen += n;
+                };
+                for c in body.chunks(97) {
+                    let batches = d.push(c).unwrap();
+                    check(&d, batches);
+                }
+                let batches = d.finish().unwrap();
+                check(&d, batches);
+                assert_eq!(seen, 400);
+                // Not asked for: not told.
+                let mut d = CsvDecoder::new(schema(), opts);
+                d.push(&body).unwrap();
+                assert_eq!(d.line_of_record(0), None);
+            }
+        }
+    }
+
     /// An error names the line an editor shows the bad record on, whatever comes before it:
     /// blank lines, line ends inside quoted fields, `\n`, `\r\n` or `\r` line ends; on one
     /// decoder and in segments, in any chunking; a bad value, a record with too few or too many
@@ -1612,13 +1705,7 @@ mod properties {
                     line += 1;
                 }
                 for (threads, segment_bytes) in [(1, 1), (2, 64), (3, 1000)] {
-                    let opts = CsvOptions {
-                        threads,
-                        segment_bytes,
-                        batch_rows: 16,
-                        batch_bytes: 256,
-                        ..CsvOptions::default()
-                    };
+                    let opts = many_pieces(threads, segment_bytes);
                     for cuts in [&[1][..], &[7, 100], &[1 << 20]] {
                         let context = format!(
                             "{:?} after {eol:?} lines, {threads} threads, cut {cuts:?}",

@@ -225,7 +225,7 @@ impl InferringDecoder {
                 .collect::<Vec<_>>(),
         ));
         let mut inner: Box<dyn PushDecoder> = match self.format {
-            TextFormat::Csv(opts) => Box::new(CsvDecoder::new(read, opts)),
+            TextFormat::Csv(opts) => Box::new(CsvDecoder::new(read, opts).with_record_lines()),
             TextFormat::Ndjson { batch_rows } => Box::new(NdjsonDecoder::new(read, batch_rows)),
         };
         let mut inferred = Inferred {
