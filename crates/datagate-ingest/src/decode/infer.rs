@@ -290,12 +290,16 @@ fn unequal_fields(head: &[u8], delimiter: u8) -> Option<IngestError> {
 }
 
 /// The 1-based line of the first bytes of `head` that are not UTF-8 (a complete sequence cut
-/// off at the end of `head` is no error), if any.
-fn first_line_not_utf8(head: &[u8]) -> Option<u64> {
+/// off at the end of `head` is no error), if any. NDJSON lines end in `\n`; CSV lines in a lone
+/// `\r` too, as its decoder counts them.
+fn first_line_not_utf8(format: &TextFormat, head: &[u8]) -> Option<u64> {
     let e = std::str::from_utf8(head).err()?;
     e.error_len()?;
     let before = &head[..e.valid_up_to()];
-    Some(memchr::memchr_iter(b'\n', before).count() as u64 + 1)
+    Some(match format {
+        TextFormat::Csv(_) => super::csv::line_ends(before, &mut false) + 1,
+        TextFormat::Ndjson { .. } => memchr::memchr_iter(b'\n', before).count() as u64 + 1,
+    })
 }
 
 fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
@@ -306,7 +310,7 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             .infer_schema(head, Some(INFER_ROWS))
             .map(|(s, _)| s)
             .map_err(|e| {
-                if let Some(line) = first_line_not_utf8(head) {
+                if let Some(line) = first_line_not_utf8(format, head) {
                     return super::not_utf8(Some(line), None);
                 }
                 let ragged = e.to_string().contains("unequal lengths between records");
@@ -324,7 +328,7 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             arrow::json::reader::infer_json_schema(std::io::BufReader::new(head), Some(INFER_ROWS))
                 .map(|(s, _)| s)
                 .map_err(|e| {
-                    if let Some(line) = first_line_not_utf8(head) {
+                    if let Some(line) = first_line_not_utf8(format, head) {
                         return super::not_utf8(Some(line), None);
                     }
                     if let Some(bad) = first_line_not_an_object(head) {
@@ -706,6 +710,38 @@ mod tests {
                     assert!(message.contains("longer than 64 MiB"), "{message}");
                     assert_eq!(line, Some(want), "{message}");
                     assert!(message.starts_with(&format!("line {want}: ")), "{message}");
+                }
+                e => panic!("{e:?}"),
+            }
+        }
+    }
+
+    /// Bytes that are not UTF-8 among the leading rows name their line, counted as each format
+    /// ends lines (a lone `\r` ends a CSV line, not an NDJSON one).
+    #[test]
+    fn leading_bytes_not_utf8_name_their_line() {
+        for (format, body, want) in [
+            (
+                TextFormat::Csv(CsvOptions::default()),
+                &b"a,b\r1,2\r\r3,\xff\r"[..],
+                4,
+            ),
+            (
+                TextFormat::Csv(CsvOptions::default()),
+                b"a,b\r\n1,2\r\n3,\xff\r\n",
+                3,
+            ),
+            (
+                TextFormat::Ndjson { batch_rows: 5 },
+                b"{\"a\":1}\n\n{\"a\":\"\xff\"}\n",
+                3,
+            ),
+        ] {
+            let e = decode(format, body, 5).unwrap_err();
+            match e {
+                IngestError::InvalidData { line, message, .. } => {
+                    assert_eq!(line, Some(want), "{message}");
+                    assert!(message.contains("not UTF-8"), "{message}");
                 }
                 e => panic!("{e:?}"),
             }
