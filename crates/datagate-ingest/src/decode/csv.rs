@@ -1126,17 +1126,28 @@ fn map_arrow_error(e: arrow::error::ArrowError, columns: &[String], before: u64)
             (None, Some(n)) => format!(", found {n}"),
             (None, None) => String::new(),
         };
-        return IngestError::InvalidData {
-            message: format!(
-                "line {line}: wrong number of fields (expected {}{found})",
-                columns.len()
-            ),
-            line: Some(line),
-            row: None,
-            column: None,
-        };
+        return wrong_field_count(line, columns.len(), &found);
     }
     IngestError::invalid_data(format!("invalid CSV: {msg}"))
+}
+
+/// The error for a record on `line` with another number of fields than `expected`; `found`
+/// says how many (`", found 3"`), or is empty when not known.
+pub(super) fn wrong_field_count(line: u64, expected: usize, found: &str) -> IngestError {
+    line_error(
+        line,
+        None,
+        &format!("wrong number of fields (expected {expected}{found})"),
+    )
+}
+
+/// The 1-based line of `bytes` on which a record found at byte `at` begins: blank lines there
+/// are skipped, as the reader skips them.
+pub(super) fn line_at(bytes: &[u8], mut at: usize) -> u64 {
+    while matches!(bytes.get(at), Some(b'\n' | b'\r')) {
+        at += 1;
+    }
+    1 + line_ends(&bytes[..at.min(bytes.len())], &mut false)
 }
 
 #[cfg(test)]

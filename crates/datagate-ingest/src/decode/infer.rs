@@ -225,7 +225,11 @@ impl InferringDecoder {
                 .collect::<Vec<_>>(),
         ));
         let mut inner: Box<dyn PushDecoder> = match self.format {
-            TextFormat::Csv(opts) => Box::new(CsvDecoder::new(read, opts).with_record_lines()),
+            // The code check of integer columns names a record's line.
+            TextFormat::Csv(opts) if !integers.is_empty() => {
+                Box::new(CsvDecoder::new(read, opts).with_record_lines())
+            }
+            TextFormat::Csv(opts) => Box::new(CsvDecoder::new(read, opts)),
             TextFormat::Ndjson { batch_rows } => Box::new(NdjsonDecoder::new(read, batch_rows)),
         };
         let mut inferred = Inferred {
@@ -273,20 +277,10 @@ fn unequal_fields(head: &[u8], delimiter: u8) -> Option<IngestError> {
         .into_byte_records();
     let expected = records.next()?.ok()?.len();
     let ragged = records.find_map(|r| r.ok().filter(|r| r.len() != expected))?;
-    let mut at = usize::try_from(ragged.position()?.byte()).ok()?;
-    while matches!(head.get(at), Some(b'\n' | b'\r')) {
-        at += 1;
-    }
-    let line = 1 + super::csv::line_ends(head.get(..at)?, &mut false);
-    let found = ragged.len();
-    Some(IngestError::InvalidData {
-        message: format!(
-            "line {line}: wrong number of fields (expected {expected}, found {found})"
-        ),
-        line: Some(line),
-        row: None,
-        column: None,
-    })
+    let at = usize::try_from(ragged.position()?.byte()).ok()?;
+    let line = super::csv::line_at(head, at);
+    let found = format!(", found {}", ragged.len());
+    Some(super::csv::wrong_field_count(line, expected, &found))
 }
 
 /// The 1-based line of the first bytes of `head` that are not UTF-8 (a complete sequence cut
@@ -602,11 +596,8 @@ impl InferringDecoder {
         // them; in NDJSON, no line has ended.
         let line = match self.format {
             TextFormat::Csv(opts) => {
-                let mut at = super::csv::whole_records(&self.head, opts.delimiter).1;
-                while matches!(self.head.get(at), Some(b'\n' | b'\r')) {
-                    at += 1;
-                }
-                1 + super::csv::line_ends(&self.head[..at], &mut false)
+                let whole = super::csv::whole_records(&self.head, opts.delimiter).1;
+                super::csv::line_at(&self.head, whole)
             }
             TextFormat::Ndjson { .. } => 1,
         };
