@@ -39,13 +39,17 @@ async fn get(c: &Client, url: &str) -> (StatusCode, reqwest::header::HeaderMap, 
     (status, headers, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn query(c: &Client, s: &Server, body: Value) -> (StatusCode, Value) {
-    let r = c
-        .post(s.url("/api/v1/query"))
+/// `POST /api/v1/query` with `body`.
+async fn send_query(c: &Client, s: &Server, body: Value) -> reqwest::Response {
+    c.post(s.url("/api/v1/query"))
         .json(&body)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn query(c: &Client, s: &Server, body: Value) -> (StatusCode, Value) {
+    let r = send_query(c, s, body).await;
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -294,12 +298,7 @@ async fn sql_joins_params_caps_and_limits() {
         .sum();
     assert_eq!(total as usize, truth.len() - 1);
     // In Arrow, the group keys (computed over view-typed strings) are the catalog's utf8.
-    let arrow = c
-        .post(s.url("/api/v1/query"))
-        .json(&json!({"sql": "SELECT district, count(*) AS n FROM market.market_entities GROUP BY district", "format": "arrow"}))
-        .send()
-        .await
-        .unwrap();
+    let arrow = send_query(&c, &s, json!({"sql": "SELECT district, count(*) AS n FROM market.market_entities GROUP BY district", "format": "arrow"})).await;
     assert_eq!(arrow.status(), 200);
     let bytes = arrow.bytes().await.unwrap();
     let reader =
@@ -777,12 +776,7 @@ async fn streams_cancel_on_disconnect_and_fail_visibly_mid_stream() {
     // The first bytes leave long before the 25M-row result exists; dropping the response
     // cancels the query.
     let started = Instant::now();
-    let mut r = c
-        .post(s.url("/api/v1/query"))
-        .json(&json!({"sql": cross, "format": "csv"}))
-        .send()
-        .await
-        .unwrap();
+    let mut r = send_query(&c, &s, json!({"sql": cross, "format": "csv"})).await;
     assert_eq!(r.status(), 200);
     let first = r.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
@@ -803,13 +797,9 @@ async fn streams_cancel_on_disconnect_and_fail_visibly_mid_stream() {
     let failing = "SELECT CAST(CASE WHEN n < 20000 THEN '1' ELSE 'boom' END AS INT) AS v FROM \
                    (SELECT row_number() OVER () AS n FROM market.market_entities a \
                     CROSS JOIN market.market_entities b) t";
-    let r = c
-        .post(s.url("/api/v1/query"))
-        .json(&json!({"sql": failing, "format": "csv"}))
-        .send()
-        .await
-        .unwrap();
+    let r = send_query(&c, &s, json!({"sql": failing, "format": "csv"})).await;
     assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let outcome = read_body(r).await;
     assert!(
         outcome.is_err(),
@@ -817,14 +807,33 @@ async fn streams_cancel_on_disconnect_and_fail_visibly_mid_stream() {
         outcome.map(|b| String::from_utf8_lossy(&b[b.len().saturating_sub(200)..]).into_owned()),
         s.log_text()
     );
+    // The query's own cast failed: its fault, a warning, not a gateway error (it was logged
+    // as an ERROR, and Flight answered `Internal`).
+    let log = s.log_text();
+    let failed = log
+        .lines()
+        .find(|l| l.contains(&id) && l.contains("query failed mid-stream"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let failed: Value = serde_json::from_str(failed).unwrap();
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("Cannot cast"),
+        "{failed}"
+    );
+    let end = s.audit_end(&id).await;
+    assert_eq!(end["outcome"], "failed", "{end}");
+    assert!(
+        end["error"].as_str().unwrap().contains("Cannot cast"),
+        "{end}"
+    );
 
     // A time limit reached mid-stream also aborts.
-    let r = c
-        .post(s.url("/api/v1/query"))
-        .json(&json!({"sql": cross, "format": "ndjson", "timeout_ms": 700}))
-        .send()
-        .await
-        .unwrap();
+    let r = send_query(
+        &c,
+        &s,
+        json!({"sql": cross, "format": "ndjson", "timeout_ms": 700}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert!(read_body(r).await.is_err());
     let log = s.log_text();
@@ -1307,12 +1316,7 @@ async fn csv_answers_hold_lists_and_structs_as_json_text() {
                FROM transport.bus_lines GROUP BY operator ORDER BY operator";
     let (st, json) = query(&c, &s, json!({"sql": sql})).await;
     assert_eq!(st, StatusCode::OK, "{json}");
-    let r = c
-        .post(s.url("/api/v1/query"))
-        .json(&json!({"sql": sql, "format": "csv"}))
-        .send()
-        .await
-        .unwrap();
+    let r = send_query(&c, &s, json!({"sql": sql, "format": "csv"})).await;
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();
     let records: Vec<csv::StringRecord> = csv::Reader::from_reader(text.as_bytes())
@@ -1329,4 +1333,87 @@ async fn csv_answers_hold_lists_and_structs_as_json_text() {
         assert_eq!(lines, row["lines"], "{text}");
         assert_eq!(summary, row["summary"], "{text}");
     }
+}
+
+/// A date or time beyond the calendar arrow's formatters know (`to_timestamp_seconds(1e14)` is
+/// in the year 3170843) is written in every text format, its year signed as PostgreSQL and
+/// DuckDB write years beyond 9999; it was a 400, and a transfer aborted after its 200 when the
+/// first such value came after the first batch of a streamed answer. Arrow carries the value.
+#[tokio::test]
+async fn dates_beyond_the_calendar_are_written_in_every_format() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    let sql = "SELECT 1 AS n, to_timestamp_seconds(99999999999999) AS far, \
+               arrow_cast(CAST(2147483647 AS INT), 'Date32') AS last_day, \
+               arrow_cast(-99999999999999, 'Timestamp(Second, Some(\"+08:00\"))') AS early, \
+               arrow_cast(CAST(100000 AS INT), 'Time32(Second)') AS late";
+    // Each value as the civil-from-days algorithm gives it (worked out apart, in Python).
+    let want = [
+        ("far", "+3170843-11-07T09:46:39"),
+        ("last_day", "+5881580-07-11"),
+        ("early", "-3166904-02-24T22:13:21+08:00"),
+        ("late", "27:46:40"),
+    ];
+    let (st, body) = query(&c, &s, json!({"sql": sql})).await;
+    assert_eq!(st, 200, "{body}");
+    for (column, text) in want {
+        assert_eq!(body["rows"][0][column], text, "{body}");
+    }
+    assert_eq!(body["columns"][1]["type"], "timestamp(s)", "{body}");
+    let text = |format: &'static str| {
+        let (c, s) = (&c, &s);
+        async move {
+            let r = send_query(c, s, json!({"sql": sql, "format": format})).await;
+            assert_eq!(r.status(), 200, "{format}");
+            r.text().await.unwrap()
+        }
+    };
+    let line: Value = serde_json::from_str(text("ndjson").await.trim()).unwrap();
+    assert_eq!(line, body["rows"][0]);
+    let csv = text("csv").await;
+    let values: Vec<_> = want.iter().map(|(_, v)| *v).collect();
+    assert_eq!(
+        csv,
+        format!("n,far,last_day,early,late\n1,{}\n", values.join(","))
+    );
+    let r = send_query(&c, &s, json!({"sql": sql, "format": "arrow"})).await;
+    let bytes = r.bytes().await.unwrap();
+    let batches: Vec<_> = arrow::ipc::reader::StreamReader::try_new(&bytes[..], None)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let far = batches[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow::array::TimestampSecondArray>();
+    assert_eq!(far.map(|a| a.value(0)), Some(99_999_999_999_999));
+
+    // A streamed answer (5,000 rows) whose last-sorted company meets one: complete, every row
+    // written, the far value on its row.
+    let sql = "SELECT uscc, CASE WHEN uscc = (SELECT max(uscc) FROM market.market_entities) \
+               THEN to_timestamp_seconds(99999999999999) ELSE to_timestamp_seconds(0) END AS t \
+               FROM market.market_entities";
+    let r = send_query(&c, &s, json!({"sql": sql, "format": "csv"})).await;
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = read_body(r).await.expect("the whole answer");
+    let body = String::from_utf8(body).unwrap();
+    let uscc = column_values(&sample_csv("market", "market_entities"), "uscc");
+    let last = uscc.iter().max().unwrap();
+    let mut rows = 0;
+    for line in body.lines().skip(1) {
+        rows += 1;
+        let (code, t) = line.split_once(',').unwrap();
+        let want = if code == last {
+            "+3170843-11-07T09:46:39"
+        } else {
+            "1970-01-01T00:00:00"
+        };
+        assert_eq!(t, want, "{line}");
+    }
+    assert_eq!(rows, uscc.len());
+    assert!(body.contains(&format!("{last},+3170843-11-07T09:46:39\n")));
+    let end = s.audit_end(&id).await;
+    assert_eq!(end["outcome"], "completed", "{end}");
+    assert_eq!(end["rows_returned"], uscc.len(), "{end}");
 }

@@ -235,7 +235,7 @@ async fn do_get_rows(f: &Flight, key: &str, ticket: Ticket) -> Result<usize, ton
     )
     .try_collect()
     .await
-    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    .map_err(tonic::Status::from)?;
     Ok(batches.iter().map(|b| b.num_rows()).sum())
 }
 
@@ -319,6 +319,17 @@ async fn codes_get_schema_and_refusals() {
         "{}",
         e.message()
     );
+
+    // The query's own expression failing on a row after the first batches (100,000 rows, the
+    // bad one last): the client's mistake, as over HTTP, not `Internal`.
+    let failing = "SELECT CAST(CASE WHEN n < 100000 THEN '1' ELSE 'boom' END AS INT) AS v FROM \
+                   (SELECT row_number() OVER () AS n FROM transport.bus_lines a \
+                    CROSS JOIN transport.bus_lines b LIMIT 100000) t";
+    let info = statement_info(&f, &consumer, failing).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let e = do_get_rows(&f, &consumer, ticket).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("Cannot cast"), "{e}");
 
     let e = statement_info(&f, &consumer, "DROP TABLE transport.bus_lines")
         .await

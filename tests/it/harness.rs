@@ -226,6 +226,27 @@ impl Server {
 
     /// The `/metrics` text.
     #[allow(dead_code)]
+    /// The record that closes request `request_id`'s answer (its `end`, or the one `read`
+    /// record of an answer sent whole), waited for: a stream's `end` is written once its last
+    /// bytes have gone, which may be after the client has read them.
+    #[allow(dead_code)]
+    pub async fn audit_end(&self, request_id: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let records = self.audit_records("limit=100").await;
+            let end = records.into_iter().find(|r| {
+                r["request_id"] == request_id && (r["kind"] == "end" || r["kind"] == "read")
+            });
+            match end {
+                Some(end) => return end,
+                None if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                None => panic!("no end record for request {request_id}"),
+            }
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await

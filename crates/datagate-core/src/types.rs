@@ -105,7 +105,8 @@ pub fn type_name(ty: &DataType) -> String {
 /// times of the years chrono's calendar holds (and so arrow's formatters: -262143 to 262142),
 /// times of day within 24 hours. `None` for other types, and for nanosecond timestamps (1677
 /// to 2262: every value is in range). A timestamp of seconds can count far beyond (1e14 s is
-/// year 3170843): JSON and CSV cannot write it, so uploads refuse it and text answers name it.
+/// year 3170843): arrow cannot write it as text, so uploads refuse it (most likely a count of a
+/// smaller unit) and text answers write it themselves (`datagate_query::beyond_calendar`).
 pub fn showable_range(ty: &DataType) -> Option<std::ops::RangeInclusive<i64>> {
     use chrono::NaiveDateTime;
     const DAY: i64 = 86_400;
@@ -129,9 +130,19 @@ pub fn showable_range(ty: &DataType) -> Option<std::ops::RangeInclusive<i64>> {
 
 /// The first row of a date or time `column` that text cannot show ([`showable_range`]), and
 /// its count of the type's unit; `None` when every value can be shown (or the type has no
-/// such limit). Reads the column's least and greatest values in place (no copy: it runs on
-/// every batch of a JSON or CSV answer) and looks for the row only when one is outside.
+/// such limit).
 pub fn first_unshowable(column: &arrow::array::ArrayRef) -> Option<(usize, i64)> {
+    first_outside(column, &showable_range(column.data_type())?)
+}
+
+/// The first row of a date or time `column` whose count of its unit is outside `range`, and
+/// that count; `None` when every value is inside (or the column is of no such type). Reads
+/// the column's least and greatest values in place (no copy: it runs on every batch of a JSON
+/// or CSV answer) and looks for the row only when one is outside.
+pub fn first_outside(
+    column: &arrow::array::ArrayRef,
+    range: &std::ops::RangeInclusive<i64>,
+) -> Option<(usize, i64)> {
     use arrow::array::{Array, ArrowPrimitiveType, AsArray, PrimitiveArray};
     use arrow::datatypes::*;
     fn scan<T: ArrowPrimitiveType>(
@@ -152,8 +163,8 @@ pub fn first_unshowable(column: &arrow::array::ArrayRef) -> Option<(usize, i64)>
                 .map(|v| (row, v))
         })
     }
-    let range = showable_range(column.data_type())?;
     let c = column.as_ref();
+    let range = range.clone();
     match column.data_type() {
         DataType::Date32 => scan::<Date32Type>(c, &range),
         DataType::Date64 => scan::<Date64Type>(c, &range),

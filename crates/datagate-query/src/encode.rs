@@ -195,27 +195,6 @@ impl From<parquet::errors::ParquetError> for EncodeError {
     }
 }
 
-/// An error if `batch` holds a date or time that text cannot show
-/// ([`datagate_core::types::showable_range`]): arrow's JSON encoders would write `"ERROR: Cast
-/// error: ..."` as its value and its CSV writer fail the batch; the Arrow and Parquet formats
-/// carry the value as it is. `rows_before`: the rows of the answer before `batch`.
-fn unwritable_time(batch: &RecordBatch, rows_before: u64) -> Result<(), EncodeError> {
-    let columns = batch.schema_ref().fields().iter().zip(batch.columns());
-    for (field, column) in columns {
-        if let Some((row, value)) = datagate_core::types::first_unshowable(column) {
-            return Err(EncodeError::Unwritable(format!(
-                "row {} of column {:?} holds a {} ({value} from the epoch) beyond what text can \
-                 show (dates and times of years -262143 to 262142, times of day within 24 \
-                 hours): ask for format=arrow or parquet, or leave it out of the result",
-                rows_before + row as u64 + 1,
-                field.name(),
-                type_name(field.data_type()),
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Encodes a stream of batches of one schema.
 pub trait Encoder: Send {
     /// The bytes for `batch`, to send now (may be empty).
@@ -229,10 +208,9 @@ pub trait Encoder: Send {
 pub fn encoder(format: Format, schema: SchemaRef) -> Result<Box<dyn Encoder>, EncodeError> {
     Ok(match format {
         Format::Json => Box::new(JsonEnvelope::new(schema)),
-        Format::Ndjson => Box::new(Ndjson { rows: 0 }),
+        Format::Ndjson => Box::new(Ndjson),
         Format::Csv(encoding) => Box::new(Csv {
             header_sent: false,
-            rows: 0,
             schema,
             encoding,
         }),
@@ -338,9 +316,9 @@ impl Encoder for JsonEnvelope {
             return Ok(out.into());
         }
         let written = self.rows;
-        unwritable_time(batch, written)?;
+        let text = crate::beyond_calendar::as_text(batch)?;
         json_rows(
-            batch,
+            text.as_ref().unwrap_or(batch),
             &mut out,
             |out, row| {
                 if written + row as u64 > 0 {
@@ -381,16 +359,13 @@ fn envelope_tail(t: &Trailer, out: &mut Vec<u8>) {
     );
 }
 
-struct Ndjson {
-    rows: u64,
-}
+struct Ndjson;
 
 impl Encoder for Ndjson {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
-        unwritable_time(batch, self.rows)?;
-        self.rows += batch.num_rows() as u64;
+        let text = crate::beyond_calendar::as_text(batch)?;
         let mut out = Vec::new();
-        json_rows(batch, &mut out, |_, _| {}, b"\n")?;
+        json_rows(text.as_ref().unwrap_or(batch), &mut out, |_, _| {}, b"\n")?;
         Ok(out.into())
     }
     fn finish(&mut self, _: &Trailer) -> Result<Bytes, EncodeError> {
@@ -400,8 +375,6 @@ impl Encoder for Ndjson {
 
 struct Csv {
     header_sent: bool,
-    /// Rows written so far.
-    rows: u64,
     schema: SchemaRef,
     encoding: CsvEncoding,
 }
@@ -409,8 +382,8 @@ struct Csv {
 impl Encoder for Csv {
     fn batch(&mut self, batch: &RecordBatch) -> Result<Bytes, EncodeError> {
         use crate::csv_writer::{Gb18030, Utf8, write_batch};
-        unwritable_time(batch, self.rows)?;
-        self.rows += batch.num_rows() as u64;
+        let dates = crate::beyond_calendar::as_text(batch)?;
+        let batch = dates.as_ref().unwrap_or(batch);
         let as_text = nested_as_json_text(batch)?;
         let batch = as_text.as_ref().unwrap_or(batch);
         let first = !self.header_sent;
@@ -622,7 +595,10 @@ mod tests {
     }
 
     fn encode(format: Format, batches: &[RecordBatch], trailer: &Trailer) -> Vec<u8> {
-        let mut e = encoder(format, batch().schema()).unwrap();
+        let schema = batches
+            .first()
+            .map_or_else(|| batch().schema(), RecordBatch::schema);
+        let mut e = encoder(format, schema).unwrap();
         let mut out = Vec::new();
         for b in batches {
             out.extend_from_slice(&e.batch(b).unwrap());
@@ -905,49 +881,66 @@ mod tests {
     }
 
     #[test]
-    fn dates_and_times_text_cannot_show_are_named_not_written_as_errors() {
-        use arrow::array::{ArrayRef, TimestampSecondArray};
+    fn dates_and_times_beyond_the_calendar_are_written_in_every_text_format() {
+        use arrow::array::TimestampSecondArray;
+        use serde_json::json;
         let limit = chrono::NaiveDateTime::MAX.and_utc().timestamp();
-        let column = |v: Vec<Option<i64>>| -> ArrayRef { Arc::new(TimestampSecondArray::from(v)) };
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "at",
-            DataType::Timestamp(TimeUnit::Second, None),
-            true,
-        )]));
-        let batch = |v| RecordBatch::try_new(schema.clone(), vec![column(v)]).unwrap();
-        let text = [Format::Json, Format::Ndjson, Format::Csv(CsvEncoding::Utf8)];
-        // At the calendar's last second and with NULLs: written.
-        let edge = batch(vec![Some(0), None, Some(limit)]);
-        for format in text {
-            let mut e = encoder(format, schema.clone()).unwrap();
-            let out = e.batch(&edge).unwrap();
-            let out = String::from_utf8(out.to_vec()).unwrap();
-            assert!(out.contains("262142-12-31T23:59:59"), "{format:?}: {out}");
-            assert!(!out.contains("ERROR"), "{out}");
-        }
-        // One second beyond: the row and column are named, in every text format.
-        let beyond = batch(vec![
-            Some(0),
-            None,
-            Some(limit + 1),
-            Some(99_999_999_999_999),
-        ]);
-        for format in text {
-            let mut e = encoder(format, schema.clone()).unwrap();
-            match e.batch(&beyond) {
-                Err(EncodeError::Unwritable(m)) => {
-                    assert!(m.contains("row 3 of column \"at\""), "{m}");
-                    assert!(m.contains("timestamp(s)"), "{m}");
-                }
-                other => panic!("{format:?}: {other:?}"),
-            }
-        }
-        // A row is counted in the whole answer, not in its batch.
-        for format in text {
-            let mut e = encoder(format, schema.clone()).unwrap();
-            e.batch(&edge).unwrap();
-            let m = e.batch(&beyond).unwrap_err().to_string();
-            assert!(m.contains("row 6 of column \"at\""), "{format:?}: {m}");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("at", DataType::Timestamp(TimeUnit::Second, None), true),
+        ]));
+        let batch = |v: Vec<Option<i64>>| {
+            let n: ArrayRef = Arc::new(Int64Array::from_iter_values(0..v.len() as i64));
+            let at: ArrayRef = Arc::new(TimestampSecondArray::from(v));
+            RecordBatch::try_new(schema.clone(), vec![n, at]).unwrap()
+        };
+        // The calendar's last second, one beyond, a NULL and the year 3170843 (a first batch
+        // inside the calendar, so a later batch meets the far values, as in a streamed answer).
+        let inside = batch(vec![Some(0), Some(limit)]);
+        let beyond = batch(vec![Some(limit + 1), None, Some(99_999_999_999_999)]);
+        let text = |format| {
+            String::from_utf8(encode(
+                format,
+                &[inside.clone(), beyond.clone()],
+                &Trailer::default(),
+            ))
+            .unwrap()
+        };
+        let json: serde_json::Value = serde_json::from_str(&text(Format::Json)).unwrap();
+        let at: Vec<_> = json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["at"].clone())
+            .collect();
+        assert_eq!(
+            at,
+            [
+                json!("1970-01-01T00:00:00"),
+                json!("+262142-12-31T23:59:59"),
+                json!("+262143-01-01T00:00:00"),
+                json!(null),
+                json!("+3170843-11-07T09:46:39"),
+            ]
+        );
+        assert_eq!(
+            json["columns"][1]["type"], "timestamp(s)",
+            "the column keeps its type"
+        );
+        let ndjson = text(Format::Ndjson);
+        assert_eq!(ndjson.lines().count(), 5);
+        assert!(
+            ndjson
+                .ends_with("{\"n\":1,\"at\":null}\n{\"n\":2,\"at\":\"+3170843-11-07T09:46:39\"}\n"),
+            "{ndjson}"
+        );
+        assert_eq!(
+            text(Format::Csv(CsvEncoding::Utf8)),
+            "n,at\n0,1970-01-01T00:00:00\n1,+262142-12-31T23:59:59\n\
+             0,+262143-01-01T00:00:00\n1,\n2,+3170843-11-07T09:46:39\n"
+        );
+        for format in [Format::Json, Format::Ndjson, Format::CSV] {
+            assert!(!text(format).contains("ERROR"));
         }
         // Arrow and Parquet carry the values as they are.
         for format in [Format::Arrow, Format::Parquet] {
@@ -955,36 +948,6 @@ mod tests {
             e.batch(&beyond).unwrap();
             e.finish(&Trailer::default()).unwrap();
         }
-        // Dates and times of day too.
-        let days = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
-        let far = RecordBatch::try_new(
-            days.clone(),
-            vec![Arc::new(Date32Array::from(vec![Some(i32::MAX)])) as ArrayRef],
-        )
-        .unwrap();
-        let e = encoder(Format::Json, days)
-            .unwrap()
-            .batch(&far)
-            .unwrap_err();
-        assert!(matches!(e, EncodeError::Unwritable(_)), "{e}");
-        let times = Arc::new(Schema::new(vec![Field::new(
-            "t",
-            DataType::Time32(TimeUnit::Second),
-            true,
-        )]));
-        let late = RecordBatch::try_new(
-            times.clone(),
-            vec![Arc::new(arrow::array::Time32SecondArray::from(vec![
-                Some(86_399),
-                Some(86_400),
-            ])) as ArrayRef],
-        )
-        .unwrap();
-        let e = encoder(Format::Ndjson, times)
-            .unwrap()
-            .batch(&late)
-            .unwrap_err();
-        assert!(e.to_string().contains("row 2 of column \"t\""), "{e}");
     }
 
     #[test]

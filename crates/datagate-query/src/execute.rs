@@ -473,8 +473,8 @@ pub enum FailureKind {
     Timeout,
     /// The query went beyond its memory or size caps (the query's doing, not the gateway's).
     OverLimit,
-    /// The answer holds a value its format cannot write (a date beyond the calendar in JSON or
-    /// CSV): the query's doing too.
+    /// The query's own expressions failed on a row met after the first bytes (a text that does
+    /// not cast to a number, a division by zero): the query's doing too.
     Invalid,
     /// Anything else: storage, encoding, the engine.
     Internal,
@@ -521,6 +521,7 @@ impl From<QueryError> for StreamError {
     fn from(e: QueryError) -> Self {
         let kind = match &e {
             QueryError::Timeout(_) => FailureKind::Timeout,
+            QueryError::Invalid { .. } => FailureKind::Invalid,
             QueryError::MemoryLimit { .. }
             | QueryError::OverLimit(_)
             | QueryError::Panicked { overflow: true, .. } => FailureKind::OverLimit,

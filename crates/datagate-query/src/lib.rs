@@ -8,7 +8,8 @@
 //! [`sql::plan_sql`] (one read-only statement) or [`rows::plan_rows`] (a page or an export, with
 //! the `where` translator of [`filter`]), both measured first by [`complexity`]; [`execute`]
 //! checks a plan's [`cost`], bounds its [`recursion`] and runs it, streaming it through an
-//! [`encode`] format (in zstd frames when the client takes them, [`compression`]);
+//! [`encode`] format (in zstd frames when the client takes them, [`compression`]; dates beyond
+//! the calendar arrow writes as text [`beyond_calendar`]);
 //! [`plan_info`] says which dataset versions a plan read. The common `rows` pages skip planning:
 //! [`pages`] serves them from a cache of small decoded versions or by seeking in large ones.
 //! Dataset scans keep the bloom filters they read between queries ([`bloom_cache`]), so a
@@ -23,6 +24,7 @@
 //! arguments are capped ([`size_caps`]); integer `+`, `-` and `*` refuse to overflow rather
 //! than wrap ([`checked_arithmetic`]), and so does an integer `sum()` ([`checked_sum`]); a panic fails one request, not the gateway.
 
+pub mod beyond_calendar;
 pub mod bloom_cache;
 pub mod catalog_provider;
 pub mod checked_arithmetic;

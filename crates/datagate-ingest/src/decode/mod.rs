@@ -194,14 +194,15 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
     }
     for (f, column) in target.fields().iter().zip(&columns) {
         // A date or time beyond the calendar (a Parquet `timestamp(s)` of 1e14, year 3170843)
-        // would be stored, and then no JSON or CSV answer could show it.
+        // is most likely a count of a smaller unit (milliseconds read as seconds): refused as
+        // a data error rather than stored as a date no one meant.
         if let Some((r, count)) = datagate_core::types::first_unshowable(column) {
             let row = first_row + r as u64;
             let ty = datagate_core::types::type_name(f.data_type());
             return Err(IngestError::InvalidData {
                 message: format!(
-                    "row {row}: column {:?}: {count} from the epoch is no {ty} of the years \
-                     -262143 to 262142, which is all JSON and CSV can show",
+                    "row {row}: column {:?}: {count} from the epoch is no {ty} of the \
+                     calendar's years -262143 to 262142 (a count of a smaller unit?)",
                     f.name()
                 ),
                 line: None,
