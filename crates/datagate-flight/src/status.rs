@@ -104,6 +104,7 @@ pub fn mid_stream(e: StreamError) -> Status {
         FailureKind::Timeout => Status::deadline_exceeded(e.message),
         FailureKind::OverLimit => Status::resource_exhausted(e.message),
         FailureKind::Invalid => Status::invalid_argument(e.message),
+        FailureKind::Unavailable => Status::unavailable(e.message),
         FailureKind::Internal => Status::internal(e.message),
     }
 }
@@ -129,6 +130,19 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (QueryError::Internal("disk".into()), Code::Internal),
+            (
+                QueryError::invalid_at("Cannot cast string 'x' to value of Int32 type", None),
+                Code::InvalidArgument,
+            ),
+            (
+                QueryError::WorkerLost("w1 closed".into()),
+                Code::Unavailable,
+            ),
+            (
+                QueryError::StorageUnavailable("no such file".into()),
+                Code::Unavailable,
+            ),
+            (QueryError::ShuttingDown, Code::Unavailable),
         ];
         for (error, code) in cases {
             let message = error.to_string();

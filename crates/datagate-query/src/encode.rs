@@ -123,28 +123,12 @@ impl Format {
     pub fn from_accept(accept: &str) -> Option<Self> {
         // (quality, named rather than a wildcard, format) of the best alternative so far.
         let mut best: Option<(f32, bool, Self)> = None;
-        for part in accept.split(',') {
-            let mut params = part.split(';');
-            let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
-            let (mut quality, mut charset) = (1.0_f32, None);
-            for p in params {
-                let Some((name, value)) = p.split_once('=') else {
-                    continue;
-                };
-                let name = name.trim();
-                if name.eq_ignore_ascii_case("q") {
-                    quality = value
-                        .trim()
-                        .parse::<f32>()
-                        .map_or(1.0, |q| q.clamp(0.0, 1.0));
-                } else if name.eq_ignore_ascii_case("charset") {
-                    charset = Some(value);
-                }
-            }
+        for alternative in weighted(accept) {
+            let essence = alternative.name.to_ascii_lowercase();
             let found = match essence.as_str() {
                 "application/json" | "*/*" | "application/*" | "" => Some(Self::Json),
                 "application/x-ndjson" | "application/ndjson" => Some(Self::Ndjson),
-                "text/csv" | "text/*" => match charset {
+                "text/csv" | "text/*" => match alternative.param("charset") {
                     Some(label) => CsvEncoding::from_charset(label).map(Self::Csv),
                     None => Some(Self::CSV),
                 },
@@ -152,6 +136,7 @@ impl Format {
                 "application/vnd.apache.parquet" => Some(Self::Parquet),
                 _ => None,
             };
+            let quality = alternative.quality;
             let Some(format) = found.filter(|_| quality > 0.0) else {
                 continue;
             };
@@ -162,6 +147,46 @@ impl Format {
         }
         best.map(|(_, _, format)| format)
     }
+}
+
+/// One alternative of a weighted HTTP list (`Accept`, `Accept-Encoding`; RFC 9110 §12.4.2).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Weighted<'a> {
+    /// The media range or coding, trimmed, as written.
+    pub name: &'a str,
+    /// Its `q`: 1 when absent or unreadable, otherwise within 0 (not acceptable) to 1.
+    pub quality: f32,
+    /// Its parameters after the name, `;`-separated.
+    params: &'a str,
+}
+
+impl<'a> Weighted<'a> {
+    /// The value of parameter `name` (any case), trimmed.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.params.split(';').find_map(|p| {
+            let (key, value) = p.split_once('=')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then_some(value.trim())
+        })
+    }
+}
+
+/// The alternatives of a weighted HTTP list, in the order listed.
+pub fn weighted(list: &str) -> impl Iterator<Item = Weighted<'_>> {
+    list.split(',').map(|entry| {
+        let (name, params) = entry.split_once(';').unwrap_or((entry, ""));
+        let mut alternative = Weighted {
+            name: name.trim(),
+            quality: 1.0,
+            params,
+        };
+        alternative.quality = alternative
+            .param("q")
+            .and_then(|q| q.parse::<f32>().ok())
+            .map_or(1.0, |q| q.clamp(0.0, 1.0));
+        alternative
+    })
 }
 
 /// What the JSON envelope says after the rows.
@@ -1008,6 +1033,24 @@ mod tests {
                 .unwrap();
         let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
         assert_eq!(rows, 4);
+    }
+
+    #[test]
+    fn weighted_lists_read_names_qualities_and_parameters() {
+        let list: Vec<_> =
+            weighted("text/csv ; charset = GB18030 ;q=0.5, gzip;q=2, zstd;q=x, */*;Q=0").collect();
+        let names: Vec<_> = list.iter().map(|w| (w.name, w.quality)).collect();
+        assert_eq!(
+            names,
+            [
+                ("text/csv", 0.5),
+                ("gzip", 1.0),
+                ("zstd", 1.0),
+                ("*/*", 0.0)
+            ]
+        );
+        assert_eq!(list[0].param("CHARSET"), Some("GB18030"));
+        assert_eq!(list[1].param("charset"), None);
     }
 
     #[test]

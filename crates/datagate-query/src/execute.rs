@@ -476,7 +476,10 @@ pub enum FailureKind {
     /// The query's own expressions failed on a row met after the first bytes (a text that does
     /// not cast to a number, a division by zero): the query's doing too.
     Invalid,
-    /// Anything else: storage, encoding, the engine.
+    /// The warehouse or a worker stopped answering, or the gateway is shutting down: worth a
+    /// retry, not the query's fault.
+    Unavailable,
+    /// Anything else: encoding, the engine.
     Internal,
 }
 
@@ -522,6 +525,9 @@ impl From<QueryError> for StreamError {
         let kind = match &e {
             QueryError::Timeout(_) => FailureKind::Timeout,
             QueryError::Invalid { .. } => FailureKind::Invalid,
+            QueryError::ShuttingDown
+            | QueryError::StorageUnavailable(_)
+            | QueryError::WorkerLost(_) => FailureKind::Unavailable,
             QueryError::MemoryLimit { .. }
             | QueryError::OverLimit(_)
             | QueryError::Panicked { overflow: true, .. } => FailureKind::OverLimit,
@@ -713,7 +719,7 @@ pub fn stream_into<S: BatchSink>(
                 Outcome::Failed(e) => {
                     // A limit the query met (its time, its caps) is the caller's, not a fault
                     // of the gateway's.
-                    if e.kind == FailureKind::Internal {
+                    if matches!(e.kind, FailureKind::Internal | FailureKind::Unavailable) {
                         tracing::error!(error = %e, rows = report.rows, "query failed mid-stream");
                     } else {
                         tracing::warn!(error = %e, rows = report.rows, "query failed mid-stream");

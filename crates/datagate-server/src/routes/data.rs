@@ -1044,20 +1044,12 @@ pub(crate) fn body_coding(state: &AppState, headers: &HeaderMap, format: Format)
 /// else 0.
 fn quality(accept_encoding: &str, coding: &str) -> f32 {
     let mut star = None;
-    for entry in accept_encoding.split(',') {
-        let mut parts = entry.split(';');
-        let name = parts.next().unwrap_or("").trim();
-        let q = parts
-            .find_map(|p| {
-                let (k, v) = p.split_once('=')?;
-                (k.trim().eq_ignore_ascii_case("q")).then(|| v.trim().parse::<f32>().ok())?
-            })
-            .unwrap_or(1.0);
-        if name.eq_ignore_ascii_case(coding) {
-            return q;
+    for entry in datagate_query::encode::weighted(accept_encoding) {
+        if entry.name.eq_ignore_ascii_case(coding) {
+            return entry.quality;
         }
-        if name == "*" {
-            star = Some(q);
+        if entry.name == "*" {
+            star = Some(entry.quality);
         }
     }
     star.unwrap_or(0.0)
