@@ -164,21 +164,16 @@ pub fn first_outside(
         })
     }
     let c = column.as_ref();
-    let range = range.clone();
     match column.data_type() {
-        DataType::Date32 => scan::<Date32Type>(c, &range),
-        DataType::Date64 => scan::<Date64Type>(c, &range),
-        DataType::Timestamp(TimeUnit::Second, _) => scan::<TimestampSecondType>(c, &range),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            scan::<TimestampMillisecondType>(c, &range)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            scan::<TimestampMicrosecondType>(c, &range)
-        }
-        DataType::Time32(TimeUnit::Second) => scan::<Time32SecondType>(c, &range),
-        DataType::Time32(_) => scan::<Time32MillisecondType>(c, &range),
-        DataType::Time64(TimeUnit::Microsecond) => scan::<Time64MicrosecondType>(c, &range),
-        DataType::Time64(_) => scan::<Time64NanosecondType>(c, &range),
+        DataType::Date32 => scan::<Date32Type>(c, range),
+        DataType::Date64 => scan::<Date64Type>(c, range),
+        DataType::Timestamp(TimeUnit::Second, _) => scan::<TimestampSecondType>(c, range),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => scan::<TimestampMillisecondType>(c, range),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => scan::<TimestampMicrosecondType>(c, range),
+        DataType::Time32(TimeUnit::Second) => scan::<Time32SecondType>(c, range),
+        DataType::Time32(_) => scan::<Time32MillisecondType>(c, range),
+        DataType::Time64(TimeUnit::Microsecond) => scan::<Time64MicrosecondType>(c, range),
+        DataType::Time64(_) => scan::<Time64NanosecondType>(c, range),
         _ => None,
     }
 }
