@@ -1306,16 +1306,21 @@ async fn csv_for_spreadsheets_with_a_bom_or_in_gb18030() {
 }
 
 /// Lists (`array_agg`, `regexp_match`) and structs in a CSV answer are each cell's JSON, as the
-/// JSON formats write them (arrow's CSV writer refused them: a 500).
+/// JSON formats write them (arrow's CSV writer refused them: a 500). A struct's type keeps its
+/// field names' case (it lower-cased them with the rest of the type's name).
 #[tokio::test]
 async fn csv_answers_hold_lists_and_structs_as_json_text() {
     let s = Server::start(options(&[])).await;
     let c = Client::new();
     let sql = "SELECT operator, array_agg(line_id ORDER BY line_id) AS lines, \
-               named_struct('n', count(*), 'night', bool_or(night_line)) AS summary \
+               named_struct('n', count(*), 'Night', bool_or(night_line)) AS summary \
                FROM transport.bus_lines GROUP BY operator ORDER BY operator";
     let (st, json) = query(&c, &s, json!({"sql": sql})).await;
     assert_eq!(st, StatusCode::OK, "{json}");
+    // The type's name is lower case, the names of its fields as the query spelt them.
+    let summary = json["columns"][2]["type"].as_str().unwrap();
+    assert!(summary.starts_with("struct(\"n\": "), "{summary}");
+    assert!(summary.contains("\"Night\": boolean"), "{summary}");
     let r = send_query(&c, &s, json!({"sql": sql, "format": "csv"})).await;
     assert_eq!(r.status(), StatusCode::OK);
     let text = r.text().await.unwrap();

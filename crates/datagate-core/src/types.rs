@@ -94,11 +94,34 @@ fn unit_name(unit: TimeUnit) -> &'static str {
 }
 
 /// The API's name of an Arrow type (`timestamp(us)`, `decimal128(12,2)`; API.md §5), or arrow's
-/// own name in lower case for a type no column has (a query's `list(int64)`).
+/// own name in lower case for a type no column has (a query's `list(int64)`). What arrow quotes
+/// keeps its case: a time zone (`timestamp(s, "Asia/Shanghai")`: zone names are case-sensitive)
+/// and a struct's field names are names, not parts of the type's spelling.
 pub fn type_name(ty: &DataType) -> String {
     ColumnType::from_arrow(ty)
         .map(|t| t.to_string())
-        .unwrap_or_else(|_| ty.to_string().to_ascii_lowercase())
+        .unwrap_or_else(|_| lower_case_outside_quotes(&ty.to_string()))
+}
+
+/// `text` in lower case except inside double quotes (arrow quotes names as Rust's `{:?}` does,
+/// a quote inside escaped by a backslash).
+fn lower_case_outside_quotes(text: &str) -> String {
+    let (mut quoted, mut escaped) = (false, false);
+    text.chars()
+        .map(|c| {
+            if quoted {
+                match (escaped, c) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => quoted = false,
+                    _ => escaped = false,
+                }
+                c
+            } else {
+                quoted = c == '"';
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
 }
 
 /// The values of a date or time type that text can show, as counts of its unit: dates and
@@ -304,5 +327,23 @@ mod tests {
         assert!("decimal128(2,5)".parse::<ColumnType>().is_err());
         assert!("list<int>".parse::<ColumnType>().is_err());
         assert!("timestamp(h)".parse::<ColumnType>().is_err());
+    }
+
+    #[test]
+    fn names_keep_the_case_of_what_arrow_quotes() {
+        use arrow::datatypes::{Field, Fields};
+        let zoned = DataType::Timestamp(TimeUnit::Second, Some("Asia/Shanghai".into()));
+        let name = type_name(&zoned);
+        assert!(name.starts_with("timestamp("), "{name}");
+        assert!(name.contains("\"Asia/Shanghai\""), "{name}");
+        let fields = Fields::from(vec![
+            Field::new("CaseNo", DataType::Int64, true),
+            Field::new("say \"Hi\"", DataType::Utf8, false),
+        ]);
+        let name = type_name(&DataType::Struct(fields));
+        assert!(name.starts_with("struct("), "{name}");
+        assert!(name.contains("\"CaseNo\": int64"), "{name}");
+        assert!(name.contains(r#""say \"Hi\"": non-null utf8"#), "{name}");
+        assert_eq!(type_name(&DataType::Int64), "int64");
     }
 }

@@ -31,32 +31,15 @@ const CYCLE_DAYS: i64 = 146_097;
 /// calendar as this module writes them); `None` when no column holds one. Costs a least and
 /// greatest value per date or time column when none does.
 pub fn as_text(batch: &RecordBatch) -> Result<Option<RecordBatch>, ArrowError> {
-    let mut columns: Option<Vec<ArrayRef>> = None;
-    for (i, column) in batch.columns().iter().enumerate() {
+    crate::encode::replace_columns(batch, |_, column| {
         let Some(range) = formattable(column.data_type()) else {
-            continue;
+            return Ok(None);
         };
         if datagate_core::types::first_outside(column, &range).is_none() {
-            continue;
+            return Ok(None);
         }
-        let text = column_text(column, &range)?;
-        columns.get_or_insert_with(|| batch.columns().to_vec())[i] = text;
-    }
-    let Some(columns) = columns else {
-        return Ok(None);
-    };
-    let fields = batch
-        .schema_ref()
-        .fields()
-        .iter()
-        .zip(&columns)
-        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
-        .collect::<Vec<_>>();
-    let schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
-        fields,
-        batch.schema_ref().metadata().clone(),
-    ));
-    RecordBatch::try_new(schema, columns).map(Some)
+        column_text(column, &range).map(Some)
+    })
 }
 
 /// The values of a date or time type that arrow formats, as counts of its unit. A timestamp

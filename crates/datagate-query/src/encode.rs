@@ -6,6 +6,7 @@
 //! streamed whatever the result size. Types are preserved: integers stay numbers, timestamps are
 //! ISO 8601, decimals keep their exact digits.
 
+use arrow::array::ArrayRef;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -455,20 +456,12 @@ impl Encoder for Csv {
 /// JSON the JSON formats write for it (`[1,2]`, `{"a":1}`): a CSV cell holds no nested value
 /// and arrow's CSV writer refuses one. `None` when `batch` has no nested column.
 fn nested_as_json_text(batch: &RecordBatch) -> Result<Option<RecordBatch>, EncodeError> {
-    use arrow::array::{ArrayRef, StringBuilder};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::array::StringBuilder;
     use arrow::json::writer::{EncoderOptions, make_encoder};
-    let schema = batch.schema_ref();
-    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
-        return Ok(None);
-    }
     let options = EncoderOptions::default().with_explicit_nulls(true);
-    let (mut fields, mut columns) = (Vec::new(), Vec::<ArrayRef>::new());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+    replace_columns(batch, |field, column| {
         if !field.data_type().is_nested() {
-            fields.push(field.clone());
-            columns.push(column.clone());
-            continue;
+            return Ok(None);
         }
         let mut encoder = make_encoder(field, column, &options)?;
         let mut text = StringBuilder::with_capacity(column.len(), column.len() * 16);
@@ -482,10 +475,37 @@ fn nested_as_json_text(batch: &RecordBatch) -> Result<Option<RecordBatch>, Encod
             encoder.encode(row, &mut value);
             text.append_value(String::from_utf8_lossy(&value));
         }
-        fields.push(Arc::new(Field::new(field.name(), DataType::Utf8, true)));
-        columns.push(Arc::new(text.finish()));
+        Ok(Some(Arc::new(text.finish())))
+    })
+}
+
+/// `batch` with each column `replace` gives a new value for in its place, the column's field
+/// keeping its name, nullability and metadata under the new column's type; `None` (and no copy)
+/// when `replace` gives none. The text answers swap columns arrow cannot write as text this way.
+pub(crate) fn replace_columns<E: From<arrow::error::ArrowError>>(
+    batch: &RecordBatch,
+    mut replace: impl FnMut(&arrow::datatypes::FieldRef, &ArrayRef) -> Result<Option<ArrayRef>, E>,
+) -> Result<Option<RecordBatch>, E> {
+    let schema = batch.schema_ref();
+    let mut columns: Option<Vec<ArrayRef>> = None;
+    for (i, (field, column)) in schema.fields().iter().zip(batch.columns()).enumerate() {
+        if let Some(new) = replace(field, column)? {
+            columns.get_or_insert_with(|| batch.columns().to_vec())[i] = new;
+        }
     }
-    let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
+    let Some(columns) = columns else {
+        return Ok(None);
+    };
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .zip(&columns)
+        .map(|(f, c)| f.as_ref().clone().with_data_type(c.data_type().clone()))
+        .collect();
+    let schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ));
     Ok(Some(RecordBatch::try_new(schema, columns)?))
 }
 
