@@ -711,9 +711,12 @@ fn number(name: &'static str, value: Option<&str>) -> Result<Option<u64>, ApiErr
     let Some(v) = value.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
-    v.trim().parse::<u64>().map(Some).map_err(|_| {
-        ApiError::bad_request(format!("{name} must be a whole number ≥ 0, not {v:?}"))
-            .with("parameter", name)
+    v.trim().parse::<u64>().map(Some).map_err(|e| {
+        let detail = match e.kind() {
+            std::num::IntErrorKind::PosOverflow => format!("{name} is too large: {v}"),
+            _ => format!("{name} must be a whole number ≥ 0, not {v:?}"),
+        };
+        ApiError::bad_request(detail).with("parameter", name)
     })
 }
 
@@ -1105,6 +1108,23 @@ mod tests {
             wire: Bytes::from_static(s.as_bytes()),
             plain: s.len() as u64,
         })
+    }
+
+    /// A whole number too large for the parameter says so, not that it is no whole number.
+    #[test]
+    fn number_parameters_name_what_is_wrong() {
+        assert_eq!(number("limit", Some(" 25")).unwrap(), Some(25));
+        assert_eq!(number("limit", Some("")).unwrap(), None);
+        let detail = |v| number("offset", Some(v)).unwrap_err().detail;
+        assert_eq!(
+            detail("99999999999999999999"),
+            "offset is too large: 99999999999999999999"
+        );
+        assert_eq!(
+            detail("-1"),
+            "offset must be a whole number ≥ 0, not \"-1\""
+        );
+        assert!(detail("1e9").contains("whole number"));
     }
 
     fn passed() -> Deadline {
