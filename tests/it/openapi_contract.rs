@@ -131,6 +131,7 @@ async fn an_openapi_31_validator_accepts_the_document() {
         "application/x-ndjson",
         "application/vnd.apache.parquet",
         "application/vnd.apache.arrow.stream",
+        "application/vnd.apache.arrow.file",
     ] {
         assert!(
             upload["content"].get(media).is_some(),

@@ -22,8 +22,10 @@ pub enum Framed {
         metadata: Range<usize>,
         body: Range<usize>,
     },
-    /// The end-of-stream marker (`len` bytes), or bytes whose framing arrow's decoder should
-    /// judge (a negative length, metadata that does not parse): hand on `len` bytes.
+    /// The end-of-stream marker, `len` bytes (8, or 4 in the format before arrow 0.15).
+    End { len: usize },
+    /// Bytes whose framing arrow's decoder should judge (a negative length, metadata that does
+    /// not parse): hand on `len` bytes.
     Other { len: usize },
 }
 
@@ -51,7 +53,7 @@ pub fn frame(bytes: &[u8]) -> Framed {
         return Framed::Other { len: bytes.len() };
     };
     if meta_len == 0 {
-        return Framed::Other { len: prefix };
+        return Framed::End { len: prefix };
     }
     let metadata = prefix..prefix + meta_len;
     let Some(meta) = bytes.get(metadata.clone()) else {
@@ -162,7 +164,7 @@ mod tests {
         while at < bytes.len() {
             let f = frame(&bytes[at..]);
             let len = match &f {
-                Framed::Message { len, .. } | Framed::Other { len } => *len,
+                Framed::Message { len, .. } | Framed::End { len } | Framed::Other { len } => *len,
                 Framed::Partial(_) => panic!("a partial message at {at}"),
             };
             out.push((at, f));
@@ -187,7 +189,7 @@ mod tests {
         let framed = messages(&bytes);
         // Schema, record batch, end of stream.
         assert_eq!(framed.len(), 3, "{framed:?}");
-        assert!(matches!(framed[2].1, Framed::Other { len: 8 }));
+        assert!(matches!(framed[2].1, Framed::End { len: 8 }));
         let (0, Framed::Message { len, .. }) = framed[0] else {
             panic!()
         };

@@ -24,9 +24,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The format of an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceFormat {
-    Csv { delimiter: u8 },
+    Csv {
+        delimiter: u8,
+    },
     Ndjson,
     Parquet,
+    /// Arrow IPC, in its stream form or its file form (`.arrow`, Feather v2).
     ArrowStream,
 }
 
@@ -66,7 +69,10 @@ impl SourceFormat {
             | "application/jsonlines"
             | "application/x-jsonlines" => Self::Ndjson,
             "application/vnd.apache.parquet" => Self::Parquet,
-            "application/vnd.apache.arrow.stream" => Self::ArrowStream,
+            // One decoder reads both forms of Arrow IPC, whichever the type says.
+            "application/vnd.apache.arrow.stream" | "application/vnd.apache.arrow.file" => {
+                Self::ArrowStream
+            }
             _ => return None,
         })
     }

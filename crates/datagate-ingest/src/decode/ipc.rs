@@ -1,4 +1,8 @@
-//! Arrow IPC stream uploads, decoded message by message.
+//! Arrow IPC uploads, decoded message by message: the stream form, and the file form (what
+//! pandas' `to_feather`, pyarrow's `ipc.new_file` and most `.arrow` files hold), which is the
+//! stream between a leading `ARROW1` and a footer of where its batches are. Its messages are
+//! read in order as they come, so a file streams through in bounded memory like a stream; the
+//! footer only repeats where they were.
 
 use super::{BATCH_BYTES, Pieces, PushDecoder};
 use crate::error::{IngestError, Result};
@@ -35,7 +39,28 @@ pub struct IpcStreamDecoder {
     /// Bytes of a message not yet whole: a message reaches arrow's decoder only once its
     /// buffers' declared sizes are checked.
     partial: Vec<u8>,
+    /// The IPC form, once the first bytes tell it.
+    form: Option<Form>,
+    /// Messages framed so far.
+    messages: u64,
+    /// The end-of-stream marker has passed: what follows is a file's footer.
+    ended: bool,
+    /// The last bytes after the end-of-stream marker (a file ends with `ARROW1`).
+    tail: Vec<u8>,
 }
+
+/// The two forms of Arrow IPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Stream,
+    /// `ARROW1`, two bytes of padding, the stream, the footer, its length and `ARROW1`.
+    File,
+}
+
+/// What an Arrow IPC file begins and ends with.
+const FILE_MAGIC: &[u8; 6] = b"ARROW1";
+/// The magic and its padding to 8 bytes, before a file's stream (or more padding).
+const FILE_HEAD: usize = 8;
 
 /// Why a message over [`MAX_MESSAGE_BYTES`] is refused.
 fn too_large() -> String {
@@ -56,7 +81,53 @@ impl IpcStreamDecoder {
             since_batch: 0,
             pieces: Pieces::default(),
             partial: Vec::new(),
+            form: None,
+            messages: 0,
+            ended: false,
+            tail: Vec::new(),
         }
+    }
+
+    /// Tells the form from the first bytes of [`Self::partial`] and drops a file's magic;
+    /// `None` while too few have come to tell (or at the end: then `Stream`, and the bytes
+    /// are judged as one).
+    fn sniff(&mut self, at_end: bool) -> Option<Form> {
+        if let Some(form) = self.form {
+            return Some(form);
+        }
+        let head = &self.partial[..self.partial.len().min(FILE_MAGIC.len())];
+        let form = if !FILE_MAGIC.starts_with(head) {
+            Form::Stream
+        } else if self.partial.len() >= FILE_HEAD {
+            self.partial.drain(..FILE_HEAD);
+            Form::File
+        } else if at_end && self.partial.len() >= FILE_MAGIC.len() {
+            self.partial.clear();
+            Form::File
+        } else if at_end {
+            Form::Stream
+        } else {
+            return None;
+        };
+        self.form = Some(form);
+        Some(form)
+    }
+
+    /// Keeps the last bytes of a file's footer, the end of which is its magic.
+    fn keep_tail(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        let extra = self.tail.len().saturating_sub(FILE_MAGIC.len());
+        self.tail.drain(..extra);
+    }
+
+    /// Why a first message that cannot be one is refused: the body is not Arrow IPC at all
+    /// (a message over the bound before any other means its first bytes are no length).
+    fn not_ipc(&self) -> Option<String> {
+        (self.messages == 0).then(|| {
+            "the body is not Arrow IPC: it begins with neither a stream's first message nor \
+             an Arrow file's ARROW1"
+                .to_string()
+        })
     }
 
     /// Hands the first `whole` bytes of [`Self::partial`] (whole, checked messages) to arrow's
@@ -118,28 +189,40 @@ impl IpcStreamDecoder {
             column: None,
         }
     }
-}
 
-impl PushDecoder for IpcStreamDecoder {
-    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
-        if chunk.is_empty() {
-            return Ok(Vec::new());
+    /// Hands the whole messages at the front of [`Self::partial`] to arrow's decoder, each
+    /// checked first; the rows before a refused message are decoded first, so the error names
+    /// the right row. In a file, what follows the end-of-stream marker is its footer: only
+    /// its end is kept, to check.
+    fn frame_and_decode(&mut self, form: Form) -> Result<Vec<RecordBatch>> {
+        if form == Form::File && self.messages == 0 {
+            // Writers pad the magic to their alignment (to 8 bytes as the format describes
+            // it, to 64 in arrow-rs): zero words before the first message are that padding
+            // (a message begins with 0xFFFFFFFF, or with its non-zero length before 0.15).
+            let zeros = self
+                .partial
+                .chunks_exact(4)
+                .take_while(|w| *w == [0; 4])
+                .count();
+            self.partial.drain(..zeros * 4);
         }
-        self.seen_bytes = true;
-        self.partial.extend_from_slice(chunk);
-        // The whole messages at the front of what has come, each checked; the rows before a
-        // refused message are decoded first, so the error names the right row.
         let mut whole = 0;
         let mut refused = None;
         loop {
             let len = match ipc_limits::frame(&self.partial[whole..]) {
                 ipc_limits::Framed::Partial(needed) => {
                     if needed.is_some_and(|n| n > MAX_MESSAGE_BYTES) {
-                        refused = Some(too_large());
+                        refused = Some(self.not_ipc().unwrap_or_else(too_large));
                     }
                     break;
                 }
                 ipc_limits::Framed::Other { len } => len,
+                ipc_limits::Framed::End { len } if form == Form::File => {
+                    whole += len;
+                    self.ended = true;
+                    break;
+                }
+                ipc_limits::Framed::End { len } => len,
                 ipc_limits::Framed::Message {
                     len,
                     metadata,
@@ -159,14 +242,36 @@ impl PushDecoder for IpcStreamDecoder {
                 }
             };
             whole += len;
+            self.messages += 1;
         }
         self.decode_whole(whole)?;
+        if self.ended {
+            let footer = self.partial.split_off(0);
+            self.keep_tail(&footer);
+        }
         match refused {
             Some(why) => Err(self.at_row(why)),
             None => self.held(),
         }
     }
+}
 
+impl PushDecoder for IpcStreamDecoder {
+    fn push(&mut self, chunk: &[u8]) -> Result<Vec<RecordBatch>> {
+        if chunk.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.seen_bytes = true;
+        if self.ended {
+            self.keep_tail(chunk);
+            return Ok(Vec::new());
+        }
+        self.partial.extend_from_slice(chunk);
+        let Some(form) = self.sniff(false) else {
+            return Ok(Vec::new());
+        };
+        self.frame_and_decode(form)
+    }
     /// The next pieces of the decoded batches, [`BATCH_BYTES`] of them or so.
     fn held(&mut self) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
@@ -186,12 +291,26 @@ impl PushDecoder for IpcStreamDecoder {
         if !self.seen_bytes {
             return Err(IngestError::invalid_data("the body is empty"));
         }
+        let form = self.sniff(true);
+        let what = match form {
+            Some(Form::File) => "Arrow file",
+            _ => "Arrow IPC stream",
+        };
         let truncated = |e: String| {
             IngestError::invalid_data(format!(
-                "the Arrow IPC stream is truncated after row {}: {e}",
+                "the {what} is truncated after row {}: {e}",
                 self.rows
             ))
         };
+        if form == Some(Form::File) && !self.ended {
+            let unread = self.partial.len();
+            return Err(truncated(format!(
+                "it ends before its footer ({unread} bytes of an unfinished message)"
+            )));
+        }
+        if self.ended && self.tail != FILE_MAGIC {
+            return Err(truncated("its footer does not end with ARROW1".into()));
+        }
         if !self.partial.is_empty() {
             return Err(truncated(format!(
                 "{} bytes of an unfinished message",
@@ -211,16 +330,34 @@ mod tests {
     use arrow::array::{ArrayRef, StringArray};
     use std::sync::Arc;
 
-    fn stream(batches: &[Vec<&str>]) -> Vec<u8> {
+    /// One text column `a` holding `batches`' values, batch by batch.
+    fn text_batches(batches: &[Vec<&str>]) -> (SchemaRef, Vec<RecordBatch>) {
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![
             arrow::datatypes::Field::new("a", arrow::datatypes::DataType::Utf8, true),
         ]));
+        let batches = batches
+            .iter()
+            .map(|values| {
+                let column = Arc::new(StringArray::from(values.clone())) as ArrayRef;
+                RecordBatch::try_new(schema.clone(), vec![column]).unwrap()
+            })
+            .collect();
+        (schema, batches)
+    }
+
+    /// `batches` as an Arrow IPC stream.
+    fn stream(batches: &[Vec<&str>]) -> Vec<u8> {
+        let (schema, batches) = text_batches(batches);
         let mut w = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), &schema).unwrap();
-        for values in batches {
-            let column = Arc::new(StringArray::from(values.clone())) as ArrayRef;
-            w.write(&RecordBatch::try_new(schema.clone(), vec![column]).unwrap())
-                .unwrap();
-        }
+        batches.iter().for_each(|b| w.write(b).unwrap());
+        w.into_inner().unwrap()
+    }
+
+    /// `batches` as an Arrow IPC file (the form `.arrow` files and pandas' `to_feather` hold).
+    fn file(batches: &[Vec<&str>]) -> Vec<u8> {
+        let (schema, batches) = text_batches(batches);
+        let mut w = arrow::ipc::writer::FileWriter::try_new(Vec::new(), &schema).unwrap();
+        batches.iter().for_each(|b| w.write(b).unwrap());
         w.into_inner().unwrap()
     }
 
@@ -301,6 +438,70 @@ mod tests {
             lie[at..at + 8].copy_from_slice(&(1i64 << 60).to_le_bytes());
             let e = decode(&lie).unwrap_err().to_string();
             assert!(e.contains("decompresses to more than 256 MiB"), "{e}");
+        }
+    }
+
+    /// Every row of `bytes` fed in chunks of `chunk`, as text, or the error.
+    fn values(bytes: &[u8], chunk: usize) -> Result<Vec<String>> {
+        let mut d = IpcStreamDecoder::new(None, false);
+        let mut batches = Vec::new();
+        for c in bytes.chunks(chunk) {
+            batches.extend(d.push(c)?);
+        }
+        batches.extend(d.finish()?);
+        Ok(batches
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+                a.iter()
+                    .map(|v| v.unwrap_or("∅").to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    #[test]
+    fn an_arrow_file_is_read_like_its_stream_in_any_chunking() {
+        let rows = [vec!["a", "b"], vec![], vec!["c"]];
+        let bytes = file(&rows);
+        for chunk in [bytes.len(), 4096, 9, 8, 7, 5, 1] {
+            assert_eq!(
+                values(&bytes, chunk).unwrap(),
+                ["a", "b", "c"],
+                "chunks of {chunk}"
+            );
+        }
+        assert_eq!(values(&stream(&rows), 3).unwrap(), ["a", "b", "c"]);
+        // Cut anywhere, it is refused as a truncated file, never read in part.
+        let footer = bytes.len() - 10;
+        for cut in [
+            6,
+            8,
+            40,
+            bytes.len() / 2,
+            footer - 20,
+            footer,
+            bytes.len() - 1,
+        ] {
+            let e = values(&bytes[..cut], 1 << 20).unwrap_err().to_string();
+            assert!(
+                e.contains("the Arrow file is truncated after row"),
+                "{cut}: {e}"
+            );
+        }
+    }
+
+    /// A body that is no Arrow IPC at all (CSV sent as Arrow) says so, not that its first
+    /// message is too large (its first four bytes read as a length of 174 MB).
+    #[test]
+    fn a_body_that_is_not_arrow_says_so() {
+        for body in [&b"a,b\n1,2\n"[..], b"junkjunk", b"ARROW2\0\0xxxxxxxx"] {
+            let e = values(body, 3).unwrap_err().to_string();
+            assert!(e.contains("the body is not Arrow IPC"), "{body:?}: {e}");
+        }
+        for short in [&b"ARR"[..], b"ab"] {
+            let e = values(short, 1).unwrap_err().to_string();
+            assert!(e.contains("truncated after row 0"), "{short:?}: {e}");
         }
     }
 

@@ -442,7 +442,8 @@ pub struct UploadQuery {
 /// Uploads data as the next version. The body streams in CSV (`text/csv`, header row
 /// required; `text/tab-separated-values` for tabs), NDJSON (`application/x-ndjson`; also
 /// `application/jsonl`), Parquet (`application/vnd.apache.parquet`) or
-/// Arrow IPC stream (`application/vnd.apache.arrow.stream`), optionally with
+/// Arrow IPC (`application/vnd.apache.arrow.stream`; an Arrow file, `.arrow` or Feather v2,
+/// is taken under that type or `application/vnd.apache.arrow.file`), optionally with
 /// `Content-Encoding: gzip`. CSV and NDJSON are UTF-8 unless the Content-Type names another
 /// encoding of the WHATWG Encoding Standard (`text/csv; charset=gb18030`, `gbk`, `big5`,
 /// `utf-16le`, ...): they are then stored as UTF-8; an unknown charset answers 415. The version
@@ -452,7 +453,8 @@ pub struct UploadQuery {
     request_body(description = "the data", content(
         (Vec<u8> = "text/csv"), (Vec<u8> = "text/tab-separated-values"),
         (Vec<u8> = "application/x-ndjson"), (Vec<u8> = "application/vnd.apache.parquet"),
-        (Vec<u8> = "application/vnd.apache.arrow.stream"))),
+        (Vec<u8> = "application/vnd.apache.arrow.stream"),
+        (Vec<u8> = "application/vnd.apache.arrow.file"))),
     responses((status = 201, body = VersionOut), (status = 401, body = crate::api::Problem),
         (status = 403, body = crate::api::Problem), (status = 404, body = crate::api::Problem),
         (status = 409, body = crate::api::Problem), (status = 413, body = crate::api::Problem),
@@ -495,7 +497,7 @@ pub async fn upload_version(
         .unwrap_or("");
     let format = SourceFormat::from_content_type(content_type, delimiter).ok_or_else(|| {
         unsupported(format!(
-            "Content-Type {content_type:?} is not accepted; use text/csv, application/x-ndjson, application/vnd.apache.parquet or application/vnd.apache.arrow.stream"
+            "Content-Type {content_type:?} is not accepted; use text/csv, application/x-ndjson, application/vnd.apache.parquet or application/vnd.apache.arrow.stream (.file for an Arrow file)"
         ))
     })?;
     // A text body in another encoding than UTF-8 says so: `text/csv; charset=gb18030`.
