@@ -315,8 +315,9 @@ pub async fn dataset_errors(s: &dyn CatalogStore) {
             .await,
         Err(CatalogError::NotFound(_))
     ));
-    // Metadata a catalog cannot show: no title, a blank tag, a contact e-mail that is no
-    // address; refused on registration and on change, leaving the dataset as it was.
+    // Metadata a catalog cannot show: no title, a blank tag or one given twice, a contact
+    // e-mail that is no address; refused on registration and on change, leaving the dataset
+    // as it was.
     let mut untitled = new_dataset("market", "untitled", AccessLevel::Open, columns());
     untitled.metadata.title = "  ".into();
     assert!(matches!(
@@ -325,9 +326,10 @@ pub async fn dataset_errors(s: &dyn CatalogStore) {
     ));
     assert_eq!(s.get_dataset("market", "untitled").await.unwrap(), None);
     let before = s.get_dataset("market", "x").await.unwrap().unwrap();
-    let bad: [fn(&mut DatasetMetadata); 3] = [
+    let bad: [fn(&mut DatasetMetadata); 4] = [
         |m| m.title = String::new(),
         |m| m.tags.push(" ".into()),
+        |m| m.tags.push(m.tags[0].clone()),
         |m| m.contact.email = "data at example.gov.cn".into(),
     ];
     for change in bad {

@@ -224,7 +224,7 @@ pub(crate) fn validate_department(d: &NewDepartment) -> Result<()> {
 }
 
 /// Checks a dataset's metadata: a title (the catalog, the portal and DCAT list datasets by it),
-/// no blank tag, and a contact e-mail, when given, that is an address (DCAT writes it as a
+/// no blank tag nor one given twice (the portal and DCAT list tags as a set), and a contact e-mail, when given, that is an address (DCAT writes it as a
 /// `mailto:`). Every backend checks the same way, on registration and on every change.
 pub(crate) fn validate_metadata(m: &DatasetMetadata) -> Result<()> {
     if m.title.trim().is_empty() {
@@ -232,6 +232,16 @@ pub(crate) fn validate_metadata(m: &DatasetMetadata) -> Result<()> {
     }
     if m.tags.iter().any(|t| t.trim().is_empty()) {
         return Err(CatalogError::Invalid("a tag is empty".into()));
+    }
+    if let Some((i, tag)) = m
+        .tags
+        .iter()
+        .enumerate()
+        .find(|(i, t)| m.tags[..*i].contains(t))
+    {
+        return Err(CatalogError::Invalid(format!(
+            "tag {tag:?} is given twice (tags[{i}])"
+        )));
     }
     let email = m.contact.email.trim();
     if !email.is_empty()

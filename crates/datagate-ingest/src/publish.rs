@@ -96,7 +96,7 @@ impl SourceFormat {
             "tsv" => Self::Csv { delimiter: b'\t' },
             "ndjson" | "jsonl" | "json" => Self::Ndjson,
             "parquet" => Self::Parquet,
-            "arrow" | "arrows" | "ipc" => Self::ArrowStream,
+            "arrow" | "arrows" | "ipc" | "feather" => Self::ArrowStream,
             _ => return None,
         })
     }
