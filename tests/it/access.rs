@@ -527,6 +527,22 @@ async fn keys_lifecycle_bad_keys_and_secrets_never_written() {
             "{bad}"
         );
     }
+    // A time that does not parse says what form it takes, and where.
+    let (st, out) = api
+        .post(
+            "/api/v1/keys",
+            Some(ADMIN),
+            json!({"name": "x", "role": "consumer", "expires_at": "next tuesday"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{out}");
+    let detail = out["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("expires_at must be a date and time as RFC 3339 writes it"),
+        "{out}"
+    );
+    assert_eq!(out["line"], 1, "{out}");
+    assert!(out["column"].as_u64().is_some_and(|c| c > 1), "{out}");
     let (st, out) = api
         .post(
             "/api/v1/keys",

@@ -204,9 +204,36 @@ fn json_rejection(e: &axum::extract::rejection::JsonRejection, timeout_secs: u64
     } else if problem::caused_by_body_timeout(e) {
         err = ApiError::body_stalled(timeout_secs);
     } else if let Some(at) = json_error_at(e) {
+        if let Some(detail) = time_field_detail(e) {
+            err.detail = detail;
+        }
         err = placed_in_json(err, at);
     }
     err
+}
+
+/// chrono's words for a date and time that does not parse, as serde passes them on.
+const TIME_ERRORS: [&str; 6] = [
+    "input is out of range",
+    "no possible date and time matching input",
+    "input is not enough for unique date and time",
+    "input contains invalid characters",
+    "premature end of input",
+    "trailing input",
+];
+
+/// A field holding no date and time (`expires_at: "tomorrow"`) said with the form it takes;
+/// serde says only `input contains invalid characters`.
+fn time_field_detail(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let at = std::iter::successors(Some(e), |c| c.source())
+        .find_map(|c| c.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>())?;
+    let why = at.inner().to_string();
+    TIME_ERRORS.iter().find(|t| why.starts_with(**t))?;
+    Some(format!(
+        "invalid JSON body: {} must be a date and time as RFC 3339 writes it, such as \
+         2027-01-31T00:00:00Z or 2027-01-31T08:00:00+08:00 ({why})",
+        at.path()
+    ))
 }
 
 /// `err` with where in the JSON body it went wrong as fields too (the detail says it in words).
