@@ -394,27 +394,46 @@ async fn malformed_json_bodies_say_where() {
     })
     .await;
     let c = reqwest::Client::new();
-    for (path, body, line, column) in [
+    let time = "expires_at must be a date and time as RFC 3339 writes it";
+    for (path, body, line, column, says) in [
         // A syntax error on the second line, and a value of the wrong type.
         (
             "/api/v1/query",
             "{\"sql\": \"SELECT 1\",\n  \"format\": }",
             2,
             13,
+            "expected value",
         ),
-        ("/api/v1/query", "{\"sql\": 5}", 1, 9),
+        ("/api/v1/query", "{\"sql\": 5}", 1, 9, "sql: invalid type"),
         (
             "/api/v1/keys",
             "{\"name\": \"k\", \"role\": \"consumer\", \"tier\": [",
             1,
             42,
+            "tier: ",
         ),
-        // The approval's optional body is read apart from the others.
+        // A time that does not parse, with the form it takes.
+        (
+            "/api/v1/keys",
+            "{\"name\": \"k\", \"role\": \"consumer\",\n \"expires_at\": \"soon\"}",
+            2,
+            21,
+            time,
+        ),
+        // The approval's optional body is read apart from the others, in the same words.
         (
             "/api/v1/applications/nope/approve",
             "{\"expires_at\": 7",
             1,
             16,
+            "expires_at: invalid type",
+        ),
+        (
+            "/api/v1/applications/nope/approve",
+            "{\"expires_at\": \"2027-02-30\"}",
+            1,
+            27,
+            time,
         ),
     ] {
         let r = c
@@ -438,6 +457,7 @@ async fn malformed_json_bodies_say_where() {
             detail.contains(&format!("line {line} column {column}")),
             "{p}"
         );
+        assert!(detail.contains(says), "{p}");
     }
 }
 

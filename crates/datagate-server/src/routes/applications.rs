@@ -206,9 +206,7 @@ pub async fn approve(
     let body: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ApproveBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            super::placed_in_json(ApiError::bad_request(format!("invalid JSON body: {e}")), &e)
-        })?
+        super::json_body(&body)?
     };
     decidable(&state, &caller, &id).await?;
     if body.expires_at.is_some_and(|e| e <= Utc::now()) {

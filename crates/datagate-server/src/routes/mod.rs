@@ -212,6 +212,22 @@ fn json_rejection(e: &axum::extract::rejection::JsonRejection, timeout_secs: u64
     err
 }
 
+/// A JSON body read as `T` outside the [`ApiJson`] extractor (an optional body), refused in
+/// the same words: the field's path, where in the body, and a time's form.
+pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let placed =
+        |detail: String, at: &serde_json::Error| placed_in_json(ApiError::bad_request(detail), at);
+    let value = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let detail = time_field_detail(&e).unwrap_or_else(|| format!("invalid JSON body: {e}"));
+        placed(detail, e.inner())
+    })?;
+    reader
+        .end()
+        .map_err(|e| placed(format!("invalid JSON body: {e}"), &e))?;
+    Ok(value)
+}
+
 /// chrono's words for a date and time that does not parse, as serde passes them on.
 const TIME_ERRORS: [&str; 6] = [
     "input is out of range",
