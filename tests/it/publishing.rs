@@ -1232,6 +1232,47 @@ async fn a_replace_may_add_nullable_columns() {
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
 
+/// A Parquet column of a type no column has (a list, bytes) is refused naming the column, its
+/// type as the API spells types, and the usual way to store what it holds; nothing is kept.
+#[tokio::test]
+async fn unstorable_types_say_how_to_store_them() {
+    use arrow::array::{ArrayRef, BinaryArray, Int32Array, ListArray, RecordBatch};
+    use arrow::datatypes::Int32Type;
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let lists = ListArray::from_iter_primitive::<Int32Type, _, _>([Some(vec![Some(1)]), None]);
+    let bytes = BinaryArray::from(vec![&b"\x00\xff"[..], b"ok"]);
+    for (column, values, says) in [
+        (
+            "Stops",
+            Arc::new(lists) as ArrayRef,
+            "\"list(int32)\"; expected one of",
+        ),
+        (
+            "photo",
+            Arc::new(bytes),
+            "store them as text (hex or base64)",
+        ),
+    ] {
+        let name = column.to_lowercase();
+        api.register_schemaless(&name).await;
+        let ids = Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef;
+        let batch = RecordBatch::try_from_iter([("id", ids), (column, values)]).unwrap();
+        let (st, v) = api
+            .send(api.version_request(
+                &name,
+                "application/vnd.apache.parquet",
+                false,
+                parquet_bytes(&batch, None),
+            ))
+            .await;
+        assert_eq!(st, 422, "{v}");
+        assert_eq!(v["column"], column, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(says), "{v}");
+        assert_eq!(api.dataset(&name).await["row_count"], 0);
+    }
+}
+
 /// Times with a zone (pandas' tz-aware datetimes, in Parquet or Arrow) are stored as the same
 /// instants in UTC, as a CSV time with an offset is: 10:00 in Shanghai is 02:00 UTC whichever
 /// way it came. They were refused as an unsupported type.

@@ -31,12 +31,61 @@ pub enum ColumnType {
     Decimal128(u8, i8),
 }
 
-/// A type name outside the vocabulary, or an Arrow type datagate does not store.
+/// A type name outside the vocabulary, or an Arrow type datagate does not store (named as
+/// [`type_name`] names it), with what to do instead when there is a usual way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unsupported column type {0:?}; expected one of utf8, boolean, int8..int64, uint8..uint64, float32, float64, date32, timestamp(s|ms|us|ns), decimal128(p,s)"
+    "unsupported column type {name:?}; expected one of utf8, boolean, int8..int64, uint8..uint64, float32, float64, date32, timestamp(s|ms|us|ns), decimal128(p,s){}",
+    hint.map(|h| format!("; {h}")).unwrap_or_default()
 )]
-pub struct UnsupportedType(pub String);
+pub struct UnsupportedType {
+    pub name: String,
+    pub hint: Option<&'static str>,
+}
+
+impl UnsupportedType {
+    /// A name outside the vocabulary.
+    fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            hint: None,
+        }
+    }
+
+    /// An Arrow type no column has, with the usual way to store what it holds.
+    fn of_arrow(ty: &DataType) -> Self {
+        let hint = match ty {
+            DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+            | DataType::Union(..) => Some(
+                "a nested value has no column: store it as text (its JSON, say) or as columns \
+                 of its own",
+            ),
+            DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_) => {
+                Some("bytes have no column: store them as text (hex or base64)")
+            }
+            DataType::Duration(_) | DataType::Interval(_) => {
+                Some("store a duration as a whole number of its unit (int64 seconds, say)")
+            }
+            DataType::Decimal256(..) => {
+                Some("a decimal holds at most 38 digits (decimal128); store more as text")
+            }
+            _ => None,
+        };
+        Self {
+            name: lower_case_outside_quotes(&ty.to_string()),
+            hint,
+        }
+    }
+}
 
 impl ColumnType {
     /// The Arrow type of this column.
@@ -79,7 +128,7 @@ impl ColumnType {
             DataType::Date32 => Self::Date32,
             DataType::Timestamp(unit, None) => Self::Timestamp(*unit),
             DataType::Decimal128(p, s) => Self::Decimal128(*p, *s),
-            other => return Err(UnsupportedType(format!("{other}"))),
+            other => return Err(UnsupportedType::of_arrow(other)),
         })
     }
 }
@@ -232,7 +281,7 @@ impl FromStr for ColumnType {
             .filter(|c| !c.is_whitespace())
             .collect::<String>()
             .to_ascii_lowercase();
-        let err = || UnsupportedType(s.to_string());
+        let err = || UnsupportedType::named(s);
         Ok(match norm.as_str() {
             "utf8" | "string" | "text" | "varchar" => Self::Utf8,
             "boolean" | "bool" => Self::Boolean,
@@ -345,5 +394,41 @@ mod tests {
         assert!(name.contains("\"CaseNo\": int64"), "{name}");
         assert!(name.contains(r#""say \"Hi\"": non-null utf8"#), "{name}");
         assert_eq!(type_name(&DataType::Int64), "int64");
+    }
+
+    /// A type no column has is named as the API names types, with the usual way around it.
+    #[test]
+    fn unsupported_arrow_types_say_what_to_do() {
+        use arrow::datatypes::Field;
+        let list = DataType::List(std::sync::Arc::new(Field::new(
+            "element",
+            DataType::Utf8,
+            true,
+        )));
+        let e = ColumnType::from_arrow(&list).unwrap_err().to_string();
+        assert!(e.starts_with("unsupported column type \"list("), "{e}");
+        assert!(
+            e.ends_with("store it as text (its JSON, say) or as columns of its own"),
+            "{e}"
+        );
+        let e = ColumnType::from_arrow(&DataType::Binary)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"binary\"") && e.contains("hex or base64"),
+            "{e}"
+        );
+        let e = ColumnType::from_arrow(&DataType::Duration(TimeUnit::Second));
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("whole number of its unit")
+        );
+        let e = "list<int>".parse::<ColumnType>().unwrap_err().to_string();
+        assert!(
+            e.starts_with("unsupported column type \"list<int>\"; expected"),
+            "{e}"
+        );
+        assert!(e.ends_with("decimal128(p,s)"), "{e}");
     }
 }
