@@ -642,10 +642,11 @@ impl CsvDecoder {
                 "the body is empty: a header row is required",
             ));
         }
-        let mut names: Vec<String> = record.iter().map(|s| s.trim().to_string()).collect();
-        if let Some(first) = names.first_mut() {
-            *first = first.trim_start_matches('\u{feff}').to_string();
-        }
+        let mut names: Vec<String> = record
+            .iter()
+            .enumerate()
+            .map(|(i, s)| header_name(i, s).to_string())
+            .collect();
         let mut fields = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             if name.is_empty() {
@@ -1057,6 +1058,18 @@ impl PushDecoder for CsvDecoder {
             Body::Serial { guard, .. } => Some(guard.line_of(record)),
             Body::Parallel { map, .. } => Some(map.line(record)),
         }
+    }
+}
+
+/// The column name of the `i`th field of a CSV header: without the spaces around it (`id ,
+/// name` names `id` and `name`), the first without a byte-order mark. Inference names the
+/// columns of a first upload the same way.
+pub(crate) fn header_name(i: usize, raw: &str) -> &str {
+    let name = raw.trim();
+    if i == 0 {
+        name.trim_start_matches('\u{feff}').trim_start()
+    } else {
+        name
     }
 }
 

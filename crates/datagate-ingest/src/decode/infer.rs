@@ -339,6 +339,22 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             "the body is empty: no columns to infer",
         ));
     }
+    // The header's names as the decoder reads them (arrow's inference keeps their spaces).
+    let inferred = match format {
+        TextFormat::Csv(_) => Schema::new(
+            inferred
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    f.as_ref()
+                        .clone()
+                        .with_name(super::csv::header_name(i, f.name()))
+                })
+                .collect::<Vec<_>>(),
+        ),
+        TextFormat::Ndjson { .. } => inferred,
+    };
     super::check_column_names(inferred.fields().iter().map(|f| f.name().as_str())).map_err(
         |e| match (format, e) {
             // The names are the header's: line 1.
@@ -671,6 +687,21 @@ mod tests {
             let last = batches.last().unwrap();
             assert_eq!(last.column(1).len(), last.num_rows());
         }
+    }
+
+    /// A first upload's columns are named as the CSV decoder reads its header: without the
+    /// spaces around each name and the first without a byte-order mark (the spaces were kept,
+    /// and the decoder then found no column `a` in a dataset of ` a `).
+    #[test]
+    fn inferred_csv_names_are_the_headers_trimmed() {
+        let csv = TextFormat::Csv(CsvOptions::new(b',', 10));
+        let batches = decode(csv, "\u{feff} id , 名称\t\n1,公交\n".as_bytes(), 3).unwrap();
+        let schema = batches[0].schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["id", "名称"]);
+        assert_eq!(rows(&batches), 1);
+        let e = decode(csv, b"a, a\n1,2\n", 64).unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("\"a\""), "{e}");
     }
 
     /// A head with no whole record past the header waits for one, and refuses a record
