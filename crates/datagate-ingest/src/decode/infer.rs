@@ -256,11 +256,14 @@ impl InferringDecoder {
     }
 }
 
-fn normalise(dt: &DataType) -> Option<DataType> {
+/// The column type an inferred type is stored as, or why none is.
+fn normalise(
+    dt: &DataType,
+) -> std::result::Result<DataType, datagate_core::types::UnsupportedType> {
     match dt {
-        DataType::Null => Some(DataType::Utf8),
-        DataType::Timestamp(unit, _) => Some(DataType::Timestamp(*unit, None)),
-        other => ColumnType::from_arrow(other).ok().map(|t| t.to_arrow()),
+        DataType::Null => Ok(DataType::Utf8),
+        DataType::Timestamp(unit, _) => Ok(DataType::Timestamp(*unit, None)),
+        other => ColumnType::from_arrow(other).map(|t| t.to_arrow()),
     }
 }
 
@@ -374,12 +377,8 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
     )?;
     let mut fields = Vec::with_capacity(inferred.fields().len());
     for f in inferred.fields() {
-        let dt = normalise(f.data_type()).ok_or_else(|| IngestError::InvalidData {
-            message: format!(
-                "column {:?} has type {} which datagate cannot store; declare the columns",
-                f.name(),
-                f.data_type()
-            ),
+        let dt = normalise(f.data_type()).map_err(|e| IngestError::InvalidData {
+            message: format!("column {:?}: {e}", f.name()),
             line: None,
             row: None,
             column: Some(f.name().clone()),
@@ -702,6 +701,25 @@ mod tests {
         assert_eq!(rows(&batches), 1);
         let e = decode(csv, b"a, a\n1,2\n", 64).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("\"a\""), "{e}");
+    }
+
+    /// An NDJSON array or object has no column type: refused naming the column, its type as
+    /// the API names types and what to store instead (it said "declare the columns", which
+    /// does not help: a text column takes no array either).
+    #[test]
+    fn inferred_nested_values_say_how_to_store_them() {
+        let ndjson = TextFormat::Ndjson { batch_rows: 10 };
+        for (body, ty) in [
+            (&b"{\"id\":1,\"stops\":[1,2]}\n"[..], "\"list(int64)\""),
+            (
+                b"{\"id\":1,\"at\":{\"x\":1.5}}\n",
+                "\"struct(\\\"x\\\": float64)\"",
+            ),
+        ] {
+            let e = decode(ndjson, body, 64).unwrap_err().to_string();
+            assert!(e.contains(ty), "{e}");
+            assert!(e.contains("store it as text (its JSON, say)"), "{e}");
+        }
     }
 
     /// A head with no whole record past the header waits for one, and refuses a record
