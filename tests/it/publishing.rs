@@ -1273,6 +1273,37 @@ async fn unstorable_types_say_how_to_store_them() {
     }
 }
 
+/// NDJSON arrays and objects (an address, a list of stops) are stored in text columns as their
+/// JSON text as written, declared or inferred, and answered as that text; they were refused
+/// (a declared text column: "expected string"; inferred: a type no column has).
+#[tokio::test]
+async fn ndjson_arrays_and_objects_are_stored_as_their_json_text() {
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    api.register("stops").await;
+    let declared = "{\"id\":1,\"name\":{\"zh\":\"西湖\",\"en\":\"West Lake\"},\"opened\":\"2020-01-01\"}\n\
+                    {\"id\":2,\"name\":[\"a\", \"b\"]}\n";
+    api.upload_taken("stops", "application/x-ndjson", declared.into())
+        .await;
+    api.register_schemaless("trips").await;
+    let inferred = "{\"trip\":1,\"stops\":[3, 5],\"bus\":{\"plate\":\"浙A\"}}\n\
+                    {\"trip\":2,\"stops\":[{\"id\":7}],\"bus\":null}\n";
+    api.upload_taken("trips", "application/x-ndjson", inferred.into())
+        .await;
+    let rows = api
+        .query_rows("SELECT s.id, s.name, t.stops, t.bus FROM transport.stops s JOIN transport.trips t ON s.id = t.trip ORDER BY s.id")
+        .await;
+    assert_eq!(
+        rows,
+        json!([
+            {"id": 1, "name": "{\"zh\":\"西湖\",\"en\":\"West Lake\"}", "stops": "[3, 5]", "bus": "{\"plate\":\"浙A\"}"},
+            {"id": 2, "name": "[\"a\", \"b\"]", "stops": "[{\"id\":7}]", "bus": null},
+        ])
+    );
+    let trips = api.dataset("trips").await;
+    assert_eq!(schema_of(&trips), ["trip:int64", "stops:utf8", "bus:utf8"]);
+}
+
 /// Times with a zone (pandas' tz-aware datetimes, in Parquet or Arrow) are stored as the same
 /// instants in UTC, as a CSV time with an offset is: 10:00 in Shanghai is 02:00 UTC whichever
 /// way it came. They were refused as an unsupported type.

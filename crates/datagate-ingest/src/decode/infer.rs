@@ -322,6 +322,10 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
                 ))
             })?,
         TextFormat::Ndjson { .. } => {
+            // An array or object is text, whatever it holds (arrow's inference refuses lists
+            // of different elements): each is a string to infer from.
+            let flat = super::ndjson::replace_nested(head, |_| true, |_| "\"\"".to_string());
+            let head = flat.as_deref().unwrap_or(head);
             arrow::json::reader::infer_json_schema(std::io::BufReader::new(head), Some(INFER_ROWS))
                 .map(|(s, _)| s)
                 .map_err(|e| {
@@ -342,7 +346,8 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
             "the body is empty: no columns to infer",
         ));
     }
-    // The header's names as the decoder reads them (arrow's inference keeps their spaces).
+    // The header's names as the decoder reads them (arrow's inference keeps their spaces);
+    // NDJSON's keys in the order the lines give them.
     let inferred = match format {
         TextFormat::Csv(_) => Schema::new(
             inferred
@@ -356,7 +361,13 @@ fn infer(format: &TextFormat, head: &[u8]) -> Result<SchemaRef> {
                 })
                 .collect::<Vec<_>>(),
         ),
-        TextFormat::Ndjson { .. } => inferred,
+        TextFormat::Ndjson { .. } => {
+            let order = super::ndjson::key_order(head);
+            let at = |name: &str| order.iter().position(|k| k == name).unwrap_or(usize::MAX);
+            let mut fields: Vec<_> = inferred.fields().iter().cloned().collect();
+            fields.sort_by_key(|f| at(f.name()));
+            Schema::new(fields)
+        }
     };
     super::check_column_names(inferred.fields().iter().map(|f| f.name().as_str())).map_err(
         |e| match (format, e) {
@@ -703,23 +714,44 @@ mod tests {
         assert!(e.contains("line 1") && e.contains("\"a\""), "{e}");
     }
 
-    /// An NDJSON array or object has no column type: refused naming the column, its type as
-    /// the API names types and what to store instead (it said "declare the columns", which
-    /// does not help: a text column takes no array either).
+    /// An NDJSON array or object is inferred as text and stored as its JSON text as written,
+    /// in every line, mixed with strings too (it was refused as a type no column has).
     #[test]
-    fn inferred_nested_values_say_how_to_store_them() {
-        let ndjson = TextFormat::Ndjson { batch_rows: 10 };
-        for (body, ty) in [
-            (&b"{\"id\":1,\"stops\":[1,2]}\n"[..], "\"list(int64)\""),
-            (
-                b"{\"id\":1,\"at\":{\"x\":1.5}}\n",
-                "\"struct(\\\"x\\\": float64)\"",
-            ),
-        ] {
-            let e = decode(ndjson, body, 64).unwrap_err().to_string();
-            assert!(e.contains(ty), "{e}");
-            assert!(e.contains("store it as text (its JSON, say)"), "{e}");
+    fn inferred_nested_values_are_their_json_text() {
+        let ndjson = TextFormat::Ndjson { batch_rows: 2 };
+        let body = "{\"id\":1,\"stops\":[1, 2],\"at\":{\"x\": 1.5}}\n\
+                    {\"id\":2,\"stops\":[],\"at\":null}\n\n\
+                    {\"id\":3,\"stops\":[{\"名\":\"站\"}],\"at\":{}}\n";
+        let batches = decode(ndjson, body.as_bytes(), 7).unwrap();
+        let schema = batches[0].schema();
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        assert_eq!(
+            names,
+            ["id", "stops", "at"],
+            "in the order of the lines' keys"
+        );
+        for name in ["stops", "at"] {
+            assert_eq!(
+                schema.field_with_name(name).unwrap().data_type(),
+                &DataType::Utf8
+            );
         }
+        let text = |column: &str| -> Vec<Option<String>> {
+            batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b.column_by_name(column).unwrap().as_string::<i32>();
+                    a.iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let owned =
+            |v: &[Option<&str>]| v.iter().map(|s| s.map(str::to_string)).collect::<Vec<_>>();
+        assert_eq!(
+            text("stops"),
+            owned(&[Some("[1, 2]"), Some("[]"), Some("[{\"名\":\"站\"}]")])
+        );
+        assert_eq!(text("at"), owned(&[Some("{\"x\": 1.5}"), None, Some("{}")]));
     }
 
     /// A head with no whole record past the header waits for one, and refuses a record

@@ -29,11 +29,20 @@ pub struct NdjsonDecoder {
     /// Lines of the source before `pending`.
     lines_done: u64,
     seen_data: bool,
+    /// The dataset's text columns: an array or object there is stored as its JSON text.
+    text_targets: std::collections::HashSet<String>,
 }
 
 impl NdjsonDecoder {
     pub fn new(target: SchemaRef, batch_rows: usize) -> Self {
+        let text_targets = target
+            .fields()
+            .iter()
+            .filter(|f| f.data_type() == &arrow::datatypes::DataType::Utf8)
+            .map(|f| f.name().clone())
+            .collect();
         Self {
+            text_targets,
             text: super::text_columns::as_text(&target, super::text_columns::Reader::Ndjson),
             target,
             batch_rows: batch_rows.max(1),
@@ -98,8 +107,13 @@ impl NdjsonDecoder {
         match self.decode(bytes) {
             Ok(b) => Ok(b),
             Err(batch_err) => {
+                // Arrays and objects in text columns: the lines again with each as its text.
+                if let Some(Ok(b)) = self.nested_as_text(bytes).map(|b| self.decode(&b)) {
+                    return Ok(b);
+                }
                 for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
-                    if let Err(e) = self.decode(line) {
+                    let text = self.nested_as_text(line);
+                    if let Err(e) = self.decode(text.as_deref().unwrap_or(line)) {
                         return Err(line_error(first_line + i as u64, &e.to_string()));
                     }
                 }
@@ -109,6 +123,112 @@ impl NdjsonDecoder {
                 )))
             }
         }
+    }
+}
+
+impl NdjsonDecoder {
+    /// `bytes` (whole lines) with every array or object given for a text column replaced by a
+    /// string of its JSON text as written (`{"addr": {"no": 5}}` stores `{"no": 5}`), as
+    /// DuckDB and PostgreSQL cast JSON to text; `None` when no line holds one. arrow's reader
+    /// takes no nested value into a text column, so a batch holding one fails first and only
+    /// such a batch is read twice.
+    fn nested_as_text(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        if self.text_targets.is_empty() {
+            return None;
+        }
+        replace_nested(
+            bytes,
+            |key| self.text_targets.contains(key),
+            |text| serde_json::to_string(text).unwrap_or_default(),
+        )
+    }
+}
+
+/// `bytes` (whole lines) with each array or object of a key `take` accepts replaced by the
+/// JSON `replace` gives for its text; `None` when no line holds one. A line that is no JSON
+/// object stays as it was, for the decoder to name; the lines stay one for one, so errors keep
+/// their line numbers.
+pub(super) fn replace_nested(
+    bytes: &[u8],
+    take: impl Fn(&str) -> bool,
+    replace: impl Fn(&str) -> String,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 8);
+    let mut changed = false;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        let nested = |(key, value): &(String, Box<serde_json::value::RawValue>)| {
+            take(key) && value.get().starts_with(['{', '['])
+        };
+        let entries = match serde_json::from_slice::<ObjectEntries>(line) {
+            Ok(ObjectEntries(entries)) if entries.iter().any(nested) => entries,
+            _ => {
+                out.extend_from_slice(line);
+                continue;
+            }
+        };
+        changed = true;
+        out.push(b'{');
+        for (n, entry) in entries.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &entry.0).ok()?;
+            out.push(b':');
+            match nested(entry) {
+                true => out.extend_from_slice(replace(entry.1.get()).as_bytes()),
+                false => out.extend_from_slice(entry.1.get().as_bytes()),
+            }
+        }
+        out.push(b'}');
+    }
+    changed.then_some(out)
+}
+
+/// The keys of the objects among `bytes`' lines in the order they first appear (arrow's
+/// inference orders its columns by name; a dataset's columns follow the data, as DuckDB's and
+/// pandas' readers order them).
+pub(super) fn key_order(bytes: &[u8]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        if let Ok(ObjectEntries(entries)) = serde_json::from_slice(line) {
+            for (key, _) in entries {
+                if seen.insert(key.clone()) {
+                    keys.push(key);
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// A JSON object's entries in their order, duplicates kept (the decoder takes the last, as
+/// it does in any line).
+struct ObjectEntries(Vec<(String, Box<serde_json::value::RawValue>)>);
+
+impl<'de> serde::Deserialize<'de> for ObjectEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = ObjectEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<ObjectEntries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(ObjectEntries(entries))
+            }
+        }
+        d.deserialize_map(Entries)
     }
 }
 
@@ -251,6 +371,57 @@ mod tests {
         let input = "{\"id\":1,\"name\":\"张三\"}\n{\"name\":\"李四\",\"id\":2}\n\n{\"id\":3}";
         for chunk in [1, 3, 100] {
             assert_eq!(run(input, chunk).unwrap(), 3);
+        }
+    }
+
+    /// An array or object given for a text column is stored as its JSON text as written, key
+    /// order, spaces and escapes kept; one for another column is refused, and a bad line in
+    /// a batch that holds such values is still named by its own line.
+    #[test]
+    fn nested_values_in_text_columns_are_their_json_text() {
+        let names = |input: &str| -> Result<Vec<Option<String>>> {
+            let mut d = NdjsonDecoder::new(schema(), 10);
+            let mut batches = d.push(input.as_bytes())?;
+            batches.extend(d.finish()?);
+            Ok(batches
+                .iter()
+                .flat_map(|b| {
+                    let a = b
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<arrow::array::StringArray>();
+                    let a = a.unwrap().iter().map(|v| v.map(str::to_string));
+                    a.collect::<Vec<_>>()
+                })
+                .collect())
+        };
+        let input = "{\"id\":1,\"name\":{\"zh\": \"张三\", \"en\":\"Zhang \\\"San\\\"\"}}\n\
+                     {\"name\":[1, [2]],\"id\":2}\n\
+                     {\"id\":3,\"name\":\"李四\"}\n\
+                     {\"id\":4}\n";
+        assert_eq!(
+            names(input).unwrap(),
+            [
+                Some(r#"{"zh": "张三", "en":"Zhang \"San\""}"#.to_string()),
+                Some("[1, [2]]".to_string()),
+                Some("李四".to_string()),
+                None,
+            ]
+        );
+        for (input, bad) in [
+            ("{\"id\":1,\"name\":[1]}\n{\"id\":{\"n\":2}}\n", 2),
+            (
+                "{\"id\":1,\"name\":{}}\n{\"id\":2,\"name\":[]}\n{\"id\":\"x\"}\n",
+                3,
+            ),
+            ("{\"id\":1,\"name\":{}}\n{\"id\":2,\"name\":[],}\n", 2),
+        ] {
+            match names(input).unwrap_err() {
+                IngestError::InvalidData { line, message, .. } => {
+                    assert_eq!(line, Some(bad), "{input}: {message}")
+                }
+                e => panic!("{e:?}"),
+            }
         }
     }
 
