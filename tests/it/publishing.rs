@@ -1232,21 +1232,20 @@ async fn a_replace_may_add_nullable_columns() {
     assert_eq!(api.dataset("stops").await["row_count"], 2);
 }
 
-/// A Parquet column of a type no column has (a list, bytes) is refused naming the column, its
-/// type as the API spells types, and the usual way to store what it holds; nothing is kept.
+/// A Parquet column of a type no column has (a duration, bytes) is refused naming the column,
+/// its type as the API spells types, and the usual way to store what it holds; nothing is kept.
 #[tokio::test]
 async fn unstorable_types_say_how_to_store_them() {
-    use arrow::array::{ArrayRef, BinaryArray, Int32Array, ListArray, RecordBatch};
-    use arrow::datatypes::Int32Type;
+    use arrow::array::{ArrayRef, BinaryArray, DurationSecondArray, Int32Array, RecordBatch};
     let (s, _tmp) = server_with_department().await;
     let api = Api::new(&s);
-    let lists = ListArray::from_iter_primitive::<Int32Type, _, _>([Some(vec![Some(1)]), None]);
+    let waits = DurationSecondArray::from(vec![Some(90), None]);
     let bytes = BinaryArray::from(vec![&b"\x00\xff"[..], b"ok"]);
     for (column, values, says) in [
         (
-            "Stops",
-            Arc::new(lists) as ArrayRef,
-            "\"list(int32)\"; expected one of",
+            "Wait",
+            Arc::new(waits) as ArrayRef,
+            "\"duration(s)\"; expected one of",
         ),
         (
             "photo",
@@ -1270,6 +1269,76 @@ async fn unstorable_types_say_how_to_store_them() {
         assert_eq!(v["column"], column, "{v}");
         assert!(v["detail"].as_str().unwrap().contains(says), "{v}");
         assert_eq!(api.dataset(&name).await["row_count"], 0);
+    }
+}
+
+/// Parquet and Arrow lists, structs and maps are stored as text columns of their JSON, as
+/// NDJSON arrays and objects are, and as a CSV answer writes them (they were refused).
+#[tokio::test]
+async fn parquet_and_arrow_lists_and_structs_are_stored_as_their_json_text() {
+    use arrow::array::{ArrayRef, Int32Array, ListArray, RecordBatch, StringArray, StructArray};
+    use arrow::datatypes::{DataType, Field, Int32Type};
+    let (s, _tmp) = server_with_department().await;
+    let api = Api::new(&s);
+    let batch = || {
+        let stops = ListArray::from_iter_primitive::<Int32Type, _, _>([
+            Some(vec![Some(3), None, Some(5)]),
+            None,
+        ]);
+        let plate = Arc::new(StringArray::from(vec![Some("浙A"), None])) as ArrayRef;
+        let bus = StructArray::from(vec![(
+            Arc::new(Field::new("plate", DataType::Utf8, true)),
+            plate,
+        )]);
+        RecordBatch::try_from_iter([
+            ("trip", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef),
+            ("stops", Arc::new(stops)),
+            ("bus", Arc::new(bus)),
+        ])
+        .unwrap()
+    };
+    for (name, content_type) in [
+        ("pq", "application/vnd.apache.parquet"),
+        ("ipc", "application/vnd.apache.arrow.stream"),
+    ] {
+        api.register_schemaless(name).await;
+        api.upload_taken(name, content_type, parquet_or_ipc(content_type, &batch()))
+            .await;
+        assert_eq!(
+            schema_of(&api.dataset(name).await),
+            ["trip:int32", "stops:utf8", "bus:utf8"],
+            "{name}"
+        );
+        // An append of the same columns takes them as text again.
+        api.upload_taken(name, content_type, parquet_or_ipc(content_type, &batch()))
+            .await;
+        let rows = api
+            .query_rows(&format!(
+                "SELECT stops, bus FROM transport.{name} ORDER BY trip LIMIT 2"
+            ))
+            .await;
+        assert_eq!(
+            rows,
+            json!([
+                {"stops": "[3,null,5]", "bus": "{\"plate\":\"浙A\"}"},
+                {"stops": "[3,null,5]", "bus": "{\"plate\":\"浙A\"}"},
+            ]),
+            "{name}"
+        );
+        let nulls = api
+            .query_rows(&format!(
+                "SELECT count(*) AS n FROM transport.{name} WHERE stops IS NULL AND bus = '{{\"plate\":null}}'"
+            ))
+            .await;
+        assert_eq!(nulls, json!([{"n": 2}]), "{name}");
+    }
+}
+
+/// `batch` as the body of an upload of `content_type` (Parquet or an Arrow stream).
+fn parquet_or_ipc(content_type: &str, batch: &arrow::array::RecordBatch) -> Vec<u8> {
+    match content_type {
+        "application/vnd.apache.parquet" => parquet_bytes(batch, None),
+        _ => arrow_stream_bytes(batch),
     }
 }
 

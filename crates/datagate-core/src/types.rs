@@ -55,14 +55,7 @@ impl UnsupportedType {
     /// An Arrow type no column has, with the usual way to store what it holds.
     fn of_arrow(ty: &DataType) -> Self {
         let hint = match ty {
-            DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::ListView(_)
-            | DataType::LargeListView(_)
-            | DataType::FixedSizeList(..)
-            | DataType::Struct(_)
-            | DataType::Map(..)
-            | DataType::Union(..) => Some(
+            nested if is_nested_value(nested) || matches!(nested, DataType::Union(..)) => Some(
                 "a nested value has no column: store it as text (its JSON, say) or as columns \
                  of its own",
             ),
@@ -171,6 +164,44 @@ fn lower_case_outside_quotes(text: &str) -> String {
             }
         })
         .collect()
+}
+
+/// A type whose values are lists, structs or maps: what [`nested_as_json_text`] writes.
+pub fn is_nested_value(ty: &DataType) -> bool {
+    matches!(
+        ty,
+        DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::ListView(_)
+            | DataType::LargeListView(_)
+            | DataType::FixedSizeList(..)
+            | DataType::Struct(_)
+            | DataType::Map(..)
+    )
+}
+
+/// A nested column (a list, a struct, a map) as text, each value the JSON arrow's JSON writer
+/// writes for it (`[1,2]`, `{"a":1}`; nulls inside written out), a null a null: what a CSV
+/// answer holds in a cell, and what an upload stores of a Parquet or Arrow nested column.
+pub fn nested_as_json_text(
+    field: &arrow_schema::FieldRef,
+    column: &arrow::array::ArrayRef,
+) -> Result<arrow::array::ArrayRef, arrow_schema::ArrowError> {
+    use arrow::json::writer::{EncoderOptions, make_encoder};
+    let options = EncoderOptions::default().with_explicit_nulls(true);
+    let mut encoder = make_encoder(field, column, &options)?;
+    let mut text = arrow::array::StringBuilder::with_capacity(column.len(), column.len() * 16);
+    let mut value = Vec::new();
+    for row in 0..column.len() {
+        if encoder.is_null(row) {
+            text.append_null();
+            continue;
+        }
+        value.clear();
+        encoder.encode(row, &mut value);
+        text.append_value(String::from_utf8_lossy(&value));
+    }
+    Ok(std::sync::Arc::new(text.finish()))
 }
 
 /// The values of a date or time type that text can show, as counts of its unit: dates and

@@ -456,26 +456,13 @@ impl Encoder for Csv {
 /// JSON the JSON formats write for it (`[1,2]`, `{"a":1}`): a CSV cell holds no nested value
 /// and arrow's CSV writer refuses one. `None` when `batch` has no nested column.
 fn nested_as_json_text(batch: &RecordBatch) -> Result<Option<RecordBatch>, EncodeError> {
-    use arrow::array::StringBuilder;
-    use arrow::json::writer::{EncoderOptions, make_encoder};
-    let options = EncoderOptions::default().with_explicit_nulls(true);
     replace_columns(batch, |field, column| {
         if !field.data_type().is_nested() {
             return Ok(None);
         }
-        let mut encoder = make_encoder(field, column, &options)?;
-        let mut text = StringBuilder::with_capacity(column.len(), column.len() * 16);
-        let mut value = Vec::new();
-        for row in 0..column.len() {
-            if encoder.is_null(row) {
-                text.append_null();
-                continue;
-            }
-            value.clear();
-            encoder.encode(row, &mut value);
-            text.append_value(String::from_utf8_lossy(&value));
-        }
-        Ok(Some(Arc::new(text.finish())))
+        Ok(Some(datagate_core::types::nested_as_json_text(
+            field, column,
+        )?))
     })
 }
 

@@ -128,6 +128,12 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, first_row: u64) -> Resul
                 .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
         }
         col = in_utc(col);
+        if datagate_core::types::is_nested_value(col.data_type())
+            && *f.data_type() == DataType::Utf8
+        {
+            col = datagate_core::types::nested_as_json_text(&source.fields()[i], &col)
+                .map_err(|e| IngestError::invalid_data(format!("column {:?}: {e}", f.name())))?;
+        }
         let col = &col;
         if col.data_type() == f.data_type() {
             columns.push(col.clone());
@@ -383,7 +389,7 @@ pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
         // holds without loss: a column of no type (pyarrow's for a pandas column of `None`s)
         // is text, as an empty CSV column is inferred; a half-precision float a `float32`; a
         // `date64` (days as milliseconds) a `date32`; a time of day text (`08:30:00`), as in a
-        // CSV upload.
+        // CSV upload; a list, struct or map its JSON text, as an NDJSON upload's.
         let stored;
         let data_type = match f.data_type() {
             DataType::Dictionary(_, values) => values.as_ref(),
@@ -392,6 +398,8 @@ pub fn storable_schema(source: &arrow::datatypes::Schema) -> Result<SchemaRef> {
                 &stored
             }
             DataType::Null | DataType::Time32(_) | DataType::Time64(_) => &DataType::Utf8,
+            // A list, struct or map: its JSON text, as an NDJSON array or object is stored.
+            nested if datagate_core::types::is_nested_value(nested) => &DataType::Utf8,
             DataType::Float16 => &DataType::Float32,
             DataType::Date64 => &DataType::Date32,
             other => other,
