@@ -31,6 +31,9 @@ pub struct NdjsonDecoder {
     seen_data: bool,
     /// The dataset's text columns: an array or object there is stored as its JSON text.
     text_targets: std::collections::HashSet<String>,
+    /// A batch held an array or object for a text column: later batches are rewritten before
+    /// their first decode, not after it fails.
+    nested_seen: bool,
 }
 
 impl NdjsonDecoder {
@@ -43,6 +46,7 @@ impl NdjsonDecoder {
             .collect();
         Self {
             text_targets,
+            nested_seen: false,
             text: super::text_columns::as_text(&target, super::text_columns::Reader::Ndjson),
             target,
             batch_rows: batch_rows.max(1),
@@ -104,11 +108,18 @@ impl NdjsonDecoder {
             return Ok(None);
         }
         self.seen_data = true;
-        match self.decode(bytes) {
+        let rewritten = match self.nested_seen {
+            true => self.nested_as_text(bytes),
+            false => None,
+        };
+        match self.decode(rewritten.as_deref().unwrap_or(bytes)) {
             Ok(b) => Ok(b),
             Err(batch_err) => {
                 // Arrays and objects in text columns: the lines again with each as its text.
-                if let Some(Ok(b)) = self.nested_as_text(bytes).map(|b| self.decode(&b)) {
+                if rewritten.is_none()
+                    && let Some(Ok(b)) = self.nested_as_text(bytes).map(|b| self.decode(&b))
+                {
+                    self.nested_seen = true;
                     return Ok(b);
                 }
                 for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
@@ -380,7 +391,8 @@ mod tests {
     #[test]
     fn nested_values_in_text_columns_are_their_json_text() {
         let names = |input: &str| -> Result<Vec<Option<String>>> {
-            let mut d = NdjsonDecoder::new(schema(), 10);
+            // Two lines a batch: the second batch is rewritten before its first decode.
+            let mut d = NdjsonDecoder::new(schema(), 2);
             let mut batches = d.push(input.as_bytes())?;
             batches.extend(d.finish()?);
             Ok(batches
