@@ -135,14 +135,13 @@ impl NdjsonDecoder {
             }
         }
     }
-}
 
-impl NdjsonDecoder {
     /// `bytes` (whole lines) with every array or object given for a text column replaced by a
     /// string of its JSON text as written (`{"addr": {"no": 5}}` stores `{"no": 5}`), as
     /// DuckDB and PostgreSQL cast JSON to text; `None` when no line holds one. arrow's reader
-    /// takes no nested value into a text column, so a batch holding one fails first and only
-    /// such a batch is read twice.
+    /// takes no nested value into a text column: until a batch has held one, a batch is
+    /// rewritten only when its decode fails; after, before (an upload of such values costs
+    /// about twice one of strings, README "Publishing").
     fn nested_as_text(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         if self.text_targets.is_empty() {
             return None;
