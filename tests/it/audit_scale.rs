@@ -642,6 +642,15 @@ async fn conversion_survives_kills_and_sql_equals_the_json_lines() {
             "{path}: {e}"
         );
     }
+    // A date that is none says why as a date.
+    let e = s
+        .get_json_as(&auditor, "/api/v1/audit/usage?group_by=day&to=2026-13-01")
+        .await;
+    let detail = e["detail"].as_str().unwrap();
+    assert!(
+        detail.ends_with("not \"2026-13-01\": input is out of range"),
+        "{e}"
+    );
 }
 
 /// What a record adds to usage: (reads, downloads, bytes). A transfer counts by its `begin`

@@ -106,11 +106,14 @@ fn time_window(from: Option<&str>, to: Option<&str>) -> Result<TimeWindow, ApiEr
             .or_else(|e| {
                 chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
                     .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
-                    .map_err(|_| e)
+                    // Without a time, it was meant as a date: the date's reason
+                    // (`2026-13-01`: out of range), not the time's (premature end).
+                    .map_err(|date| if v.contains(['T', 't', ' ']) { e } else { date })
             })
             .map_err(|e| {
                 ApiError::bad_request(format!(
-                    "{name} must be an RFC 3339 time or a date (YYYY-MM-DD, midnight UTC): {e}"
+                    "{name} must be an RFC 3339 time or a date (YYYY-MM-DD, midnight UTC), \
+                     not {v:?}: {e}"
                 ))
                 .with("parameter", name)
             })?;
