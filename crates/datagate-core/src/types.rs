@@ -55,10 +55,10 @@ impl UnsupportedType {
     /// An Arrow type no column has, with the usual way to store what it holds.
     fn of_arrow(ty: &DataType) -> Self {
         let hint = match ty {
-            nested if is_nested_value(nested) || matches!(nested, DataType::Union(..)) => Some(
-                "a nested value has no column: store it as text (its JSON, say) or as columns \
-                 of its own",
-            ),
+            // Lists, structs and maps an upload stores as their JSON text before it gets here.
+            DataType::Union(..) => {
+                Some("a union has no column: store each kind of value in a column of its own")
+            }
             DataType::Binary
             | DataType::LargeBinary
             | DataType::BinaryView
@@ -439,8 +439,8 @@ mod tests {
         let e = ColumnType::from_arrow(&list).unwrap_err().to_string();
         assert!(e.starts_with("unsupported column type \"list("), "{e}");
         assert!(
-            e.ends_with("store it as text (its JSON, say) or as columns of its own"),
-            "{e}"
+            e.ends_with("decimal128(p,s)"),
+            "no hint: uploads store lists as text: {e}"
         );
         let e = ColumnType::from_arrow(&DataType::Binary)
             .unwrap_err()
