@@ -340,6 +340,51 @@ async fn sql_joins_params_caps_and_limits() {
         "{marks}"
     );
 
+    // As many values as the statement takes, no fewer and no more (PostgreSQL's rule): a value
+    // too many is refused, not silently ignored.
+    for (sql, params, detail) in [
+        (
+            "SELECT $1 AS a, $2 AS b",
+            json!([1]),
+            "takes 2 parameters ($1 to $2); 1 was given",
+        ),
+        (
+            "SELECT ? AS a",
+            json!([1, 2]),
+            "takes 1 parameter ($1); 2 were given",
+        ),
+        (
+            "SELECT 1 AS a",
+            json!([1]),
+            "takes no parameters; 1 was given",
+        ),
+        (
+            "SELECT $1 AS a",
+            json!([]),
+            "takes 1 parameter ($1); none was given",
+        ),
+    ] {
+        let (st, body) = query(&c, &s, json!({"sql": sql, "params": params})).await;
+        assert_eq!(st, 400, "{sql}: {body}");
+        assert_eq!(body["parameter"], "params", "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(detail),
+            "{sql}: {body}"
+        );
+    }
+    // A number the statement skips still takes its place.
+    let (st, body) = query(
+        &c,
+        &s,
+        json!({"sql": "SELECT $2 AS b", "params": [1, "two"]}),
+    )
+    .await;
+    assert_eq!(
+        (st.as_u16(), &body["rows"][0]["b"]),
+        (200, &json!("two")),
+        "{body}"
+    );
+
     // Past the row cap: exactly the cap, and `truncated`.
     let (st, body) = query(
         &c,

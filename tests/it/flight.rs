@@ -719,6 +719,45 @@ async fn parameter_rows_run_as_executions() {
         assert_eq!(got, want, "stop_count = {count}");
     }
     prepared.close().await.unwrap();
+    // A statement skipping `$1` still takes it: the parameter schema lists `$1..$n`, and a row
+    // of fewer values is refused in words before anything runs.
+    let mut prepared = c.prepare("SELECT $2 AS b".into(), None).await.unwrap();
+    let names: Vec<_> = prepared
+        .parameter_schema()
+        .unwrap()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["$1", "$2"]);
+    let one = |name: &str, v: i64| {
+        (
+            name.to_string(),
+            std::sync::Arc::new(Int64Array::from(vec![v])) as arrow::array::ArrayRef,
+        )
+    };
+    prepared
+        .set_parameters(RecordBatch::try_from_iter([one("$1", 1), one("$2", 2)]).unwrap())
+        .unwrap();
+    let info = prepared.execute().await.unwrap();
+    let batches = fetch(&mut c, &info).await;
+    let b = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(b.value(0), 2);
+    prepared
+        .set_parameters(RecordBatch::try_from_iter([one("$1", 1)]).unwrap())
+        .unwrap();
+    let refused = prepared.execute().await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("the statement takes 2 parameters ($1 to $2); 1 was bound"),
+        "{refused}"
+    );
+    prepared.close().await.unwrap();
     let metrics = http
         .get(f.server.url("/metrics"))
         .send()

@@ -558,9 +558,10 @@ impl FlightSqlService for FlightGateway {
             let check = |p: &Prepared| {
                 let expected = p.parameter_schema.fields().len();
                 match parameters.iter().find(|b| b.num_columns() != expected) {
-                    Some(b) => Err(Status::invalid_argument(format!(
-                        "the statement takes {expected} parameters; {} were bound",
-                        b.num_columns()
+                    Some(b) => Err(Status::invalid_argument(sql::parameter_count_message(
+                        expected,
+                        b.num_columns(),
+                        "bound",
                     ))),
                     None => Ok(()),
                 }
@@ -1019,14 +1020,12 @@ impl FlightGateway {
         &self,
         call: &Call,
         text: &str,
-    ) -> Result<(SchemaRef, Vec<(usize, Option<DataType>)>), Status> {
+    ) -> Result<(SchemaRef, Vec<Option<DataType>>), Status> {
         let sql_text = text.to_string();
         let (schema, types) = self
             .in_session(call, move |session| async move {
                 let plan = sql::plan_sql_values(&session, &sql_text, Vec::new()).await?;
-                let types = plan
-                    .get_parameter_types()
-                    .map_err(|e| QueryError::from_datafusion(e, 0))?;
+                let types = sql::parameters_taken(&plan)?;
                 let schema = if types.is_empty() {
                     execute::plan_physical(&session, plan).await?.schema()
                 } else {
@@ -1035,15 +1034,7 @@ impl FlightGateway {
                 Ok((schema, types))
             })
             .await?;
-        let mut numbered = Vec::new();
-        for (name, ty) in types {
-            let n = name.trim_start_matches('$').parse::<usize>().map_err(|_| {
-                Status::invalid_argument(format!("parameter {name}: use $1, $2, ..."))
-            })?;
-            numbered.push((n, ty));
-        }
-        numbered.sort_by_key(|(n, _)| *n);
-        Ok((schema, numbered))
+        Ok((schema, types))
     }
 }
 
@@ -1069,11 +1060,18 @@ impl RpcOf for Action {
 }
 
 /// The parameter schema of a prepared statement: `$1..$n`, typed where the plan says.
-fn parameter_schema(types: &[(usize, Option<DataType>)]) -> SchemaRef {
+fn parameter_schema(types: &[Option<DataType>]) -> SchemaRef {
     Arc::new(Schema::new(
         types
             .iter()
-            .map(|(n, ty)| Field::new(format!("${n}"), ty.clone().unwrap_or(DataType::Null), true))
+            .enumerate()
+            .map(|(i, ty)| {
+                Field::new(
+                    format!("${}", i + 1),
+                    ty.clone().unwrap_or(DataType::Null),
+                    true,
+                )
+            })
             .collect::<Vec<_>>(),
     ))
 }

@@ -22,7 +22,8 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::parser::ParserError;
 use std::ops::ControlFlow;
 
-/// Parses, checks and plans `sql` in `session`; `params` fill `$1..$n`.
+/// Parses, checks and plans `sql` in `session`; `params` fill `$1..$n`, exactly as many as
+/// the statement takes (none when it names no `$n`).
 pub async fn plan_sql(
     session: &RequestSession,
     sql: &str,
@@ -33,35 +34,110 @@ pub async fn plan_sql(
         .enumerate()
         .map(|(i, v)| json_param(i, v))
         .collect::<Result<Vec<_>, _>>()?;
-    plan_sql_values(session, sql, values).await
+    let plan = plan_template(session, sql).await?;
+    check_parameter_count(&plan, values.len(), "given").map_err(|e| e.in_parameter("params"))?;
+    bind(plan, values, session.limits.memory_bytes)
 }
 
 /// [`plan_sql`] with the parameters as Arrow scalars (Flight SQL binds them as record batches).
-/// Without values, `$n` placeholders stay in the plan (a prepared statement's template).
+/// Without values, `$n` placeholders stay in the plan (a prepared statement's template);
+/// with them, exactly as many as the statement takes.
 pub async fn plan_sql_values(
     session: &RequestSession,
     sql: &str,
     values: Vec<ScalarValue>,
 ) -> Result<LogicalPlan, QueryError> {
+    let plan = plan_template(session, sql).await?;
+    if values.is_empty() {
+        return Ok(plan);
+    }
+    check_parameter_count(&plan, values.len(), "bound")?;
+    bind(plan, values, session.limits.memory_bytes)
+}
+
+/// The checked logical plan of `sql`, its `$n` placeholders unfilled.
+async fn plan_template(session: &RequestSession, sql: &str) -> Result<LogicalPlan, QueryError> {
     let statement = parse_readonly(sql, &session.limits, session.internals)?;
-    let memory = session.limits.memory_bytes;
     let plan = session
         .ctx
         .state()
         .statement_to_plan(statement)
         .await
-        .map_err(|e| QueryError::from_datafusion(e, memory))?;
+        .map_err(|e| QueryError::from_datafusion(e, session.limits.memory_bytes))?;
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false)
         .verify_plan(&plan)
         .map_err(|e| QueryError::invalid(format!("only read-only queries are allowed: {e}")))?;
+    Ok(plan)
+}
+
+fn bind(
+    plan: LogicalPlan,
+    values: Vec<ScalarValue>,
+    memory: u64,
+) -> Result<LogicalPlan, QueryError> {
     if values.is_empty() {
         return Ok(plan);
     }
     plan.with_param_values(values)
         .map_err(|e| QueryError::from_datafusion(e, memory).in_parameter("params"))
+}
+
+/// The parameters a statement takes: `$1` up to the highest `$n` it names, each with the type
+/// the plan infers for it where it infers one (a number the statement skips takes any value).
+pub fn parameters_taken(
+    plan: &LogicalPlan,
+) -> Result<Vec<Option<datafusion::arrow::datatypes::DataType>>, QueryError> {
+    let named = plan
+        .get_parameter_types()
+        .map_err(|e| QueryError::from_datafusion(e, 0))?;
+    let mut taken = Vec::new();
+    for (name, ty) in named {
+        let n = name
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| QueryError::invalid(format!("parameter {name}: use $1, $2, ...")))?;
+        if taken.len() < n {
+            taken.resize(n, None);
+        }
+        taken[n - 1] = ty;
+    }
+    Ok(taken)
+}
+
+/// Refuses `given` values for a statement taking another number of parameters, as PostgreSQL
+/// and DuckDB do: a value too many is a client's mistake as much as one too few. `verb` is how
+/// the values came (`given` in JSON, `bound` by Flight SQL).
+pub fn check_parameter_count(
+    plan: &LogicalPlan,
+    given: usize,
+    verb: &str,
+) -> Result<(), QueryError> {
+    let taken = parameters_taken(plan)?.len();
+    if taken == given {
+        return Ok(());
+    }
+    Err(QueryError::invalid(parameter_count_message(
+        taken, given, verb,
+    )))
+}
+
+/// "the statement takes 2 parameters ($1 to $2); 1 was given".
+pub fn parameter_count_message(taken: usize, given: usize, verb: &str) -> String {
+    let takes = match taken {
+        0 => "no parameters".to_string(),
+        1 => "1 parameter ($1)".to_string(),
+        n => format!("{n} parameters ($1 to ${n})"),
+    };
+    let was = match given {
+        0 => format!("none was {verb}"),
+        1 => format!("1 was {verb}"),
+        n => format!("{n} were {verb}"),
+    };
+    format!("the statement takes {takes}; {was}")
 }
 
 /// sqlparser gives no position when the text ends too early ("found: EOF"): the position is
@@ -609,6 +685,22 @@ mod tests {
         assert_eq!(
             statement.to_string(),
             "SELECT CAST('62220212345678901234' AS DECIMAL(38,0)) + 1, 7"
+        );
+    }
+
+    #[test]
+    fn parameter_counts_are_said_in_words() {
+        assert_eq!(
+            parameter_count_message(2, 1, "given"),
+            "the statement takes 2 parameters ($1 to $2); 1 was given"
+        );
+        assert_eq!(
+            parameter_count_message(1, 3, "bound"),
+            "the statement takes 1 parameter ($1); 3 were bound"
+        );
+        assert_eq!(
+            parameter_count_message(0, 0, "given"),
+            "the statement takes no parameters; none was given"
         );
     }
 

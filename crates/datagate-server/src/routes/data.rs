@@ -412,7 +412,7 @@ async fn read_dataset(
 pub struct QueryBody {
     /// One read-only statement; tables are `department.dataset`.
     pub sql: String,
-    /// Values of `$1..$n`.
+    /// Values of `$1..$n` (or of `?` placeholders in order): exactly as many as the statement takes.
     #[serde(default)]
     pub params: Vec<serde_json::Value>,
     /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`.
