@@ -658,6 +658,14 @@ async fn bad_parameters_are_clear_400s() {
             assert_eq!(body["parameter"], p, "{query}: {body}");
         }
     }
+    // A value where a condition belongs is named with its type, in the API's words.
+    let (_, _, body) = get(&c, &s.url(&format!("{rows}?where=stop_count"))).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("must be a condition")
+            && detail.contains("`stop_count` is a value of type int"),
+        "{body}"
+    );
     // A stored value that does not read as the number it is compared with: the message says
     // it is the data's.
     let (_, _, body) = get(&c, &s.url(&format!("{rows}?where=line_id%20%3D%201"))).await;

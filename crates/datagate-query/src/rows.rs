@@ -80,9 +80,37 @@ pub fn where_expr(
     )
     .and_then(|ast| {
         crate::complexity::check_expr(&ast, &limits.complexity)?;
-        translate_where(&ast, schema, functions, limits.max_expr_depth)
+        let expr = translate_where(&ast, schema, functions, limits.max_expr_depth)?;
+        check_condition(&expr, schema, text.trim())?;
+        Ok(expr)
     })
     .map_err(|e| e.in_parameter("where"))
+}
+
+/// A `where` is a condition, true or false for each row: a value of another type (`where=id`,
+/// `where=(name)`) is refused saying so and naming its type, not in the planner's words.
+fn check_condition(
+    expr: &Expr,
+    schema: &arrow::datatypes::Schema,
+    text: &str,
+) -> Result<(), QueryError> {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::DFSchema;
+    use datafusion::logical_expr::ExprSchemable as _;
+    let Ok(df_schema) = DFSchema::try_from(schema.clone()) else {
+        return Ok(());
+    };
+    match expr.get_type(&df_schema) {
+        Ok(ty) if !matches!(ty, DataType::Boolean | DataType::Null) => {
+            Err(QueryError::invalid(format!(
+                "the filter must be a condition, true or false for each row (a comparison, `IN`, \
+                 `LIKE`, `IS NULL`, ...); `{text}` is a value of type {}",
+                datagate_core::types::type_name(&ty),
+            )))
+        }
+        // A type the planner cannot work out is left to its own error.
+        _ => Ok(()),
+    }
 }
 
 /// A page's sort: the requested `order`, then the primary key (or every column) to break ties;
