@@ -6,7 +6,8 @@
 //! with its loader ([`config`]), how a storage URL becomes an object store ([`storage`]),
 //! how background threads yield the cores ([`threads`]), how a third-party decoder's panic
 //! over untrusted bytes becomes an error ([`panics`]), and what an Arrow IPC message from
-//! outside may decompress to before arrow decodes it ([`ipc_limits`]).
+//! outside may decompress to before arrow decodes it ([`ipc_limits`]), and how messages count
+//! things ([`words`]).
 //! This crate has no I/O beyond reading the configuration file.
 
 pub mod access;
@@ -18,6 +19,7 @@ pub mod panics;
 pub mod storage;
 pub mod threads;
 pub mod types;
+pub mod words;
 
 pub use access::{AccessLevel, Mask, Sensitivity};
 pub use config::{ANONYMOUS_TIER, Config, TierConfig};

@@ -910,13 +910,14 @@ fn run_load(
                 file,
             )
             .await?;
+        use datagate_core::words::plural;
         println!(
-            "{target}: version {} ({}), {} rows added, {} rows in all, {} files, {:.1}s",
+            "{target}: version {} ({}), {} added, {} in all, {}, {:.1}s",
             v.version,
             v.mode.as_str(),
-            v.rows_added,
-            v.row_count,
-            v.files.len(),
+            plural(v.rows_added, "row"),
+            plural(v.row_count, "row"),
+            plural(v.files.len() as u64, "file"),
             start.elapsed().as_secs_f64()
         );
         Ok(())

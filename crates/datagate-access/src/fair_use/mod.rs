@@ -236,7 +236,7 @@ impl FairUse {
             RefusedKind::RateLimited,
             format!(
                 "the {tier} tier allows {} per {} s (bursts of {}); retry in {retry} s",
-                plural(limits.requests, "request"),
+                datagate_core::words::plural(limits.requests, "request"),
                 limits.window_secs,
                 limits.burst
             ),
@@ -408,24 +408,5 @@ fn refused(
         detail,
         retry_after_secs: retry_after_secs.max(1),
         policy,
-    }
-}
-
-/// `n` and `noun`, with an `s` unless `n` is 1: "1 request", "60 requests".
-fn plural(n: u32, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn one_request_is_singular() {
-        assert_eq!(super::plural(1, "request"), "1 request");
-        assert_eq!(super::plural(0, "request"), "0 requests");
-        assert_eq!(super::plural(60, "request"), "60 requests");
     }
 }
