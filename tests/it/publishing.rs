@@ -2012,7 +2012,7 @@ async fn a_new_primary_key_must_hold_in_the_published_rows() {
             e["detail"]
                 .as_str()
                 .unwrap()
-                .contains("empty in 1 rows of version 1"),
+                .contains("empty in 1 row of version 1"),
             "{e}"
         );
         assert_eq!(api.dataset("stops").await["primary_key"], json!(["id"]));

@@ -296,8 +296,12 @@ impl FairUse {
                     tier,
                     RefusedKind::TooManyConcurrent { limit },
                     format!(
-                        "the {tier} tier runs {limit} queries at once per caller; retry when \
-                         one of yours has finished"
+                        "the {tier} tier runs {} at once per caller; retry when one of \
+                         yours has finished",
+                        match limit {
+                            1 => "1 query".to_string(),
+                            n => format!("{n} queries"),
+                        }
                     ),
                     1,
                     Some(CONCURRENCY_POLICY.to_string()),

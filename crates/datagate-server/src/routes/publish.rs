@@ -256,8 +256,9 @@ async fn key_holds_in_published_rows(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid",
                 format!(
-                    "primary key column {column:?} is empty in {empty} rows of version {version}; \
-                     a key's columns may not be empty (replace the data with a version that has them)"
+                    "primary key column {column:?} is empty in {} of version {version}; \
+                     a key's columns may not be empty (replace the data with a version that has them)",
+                    datagate_core::words::plural(empty.unsigned_abs(), "row")
                 ),
             )
             .with("column", column.clone()));
