@@ -1099,15 +1099,8 @@ async fn page_bodies_are_reused_only_for_the_same_answer() {
         .take(3)
         .collect::<Vec<_>>()
         .join(&b'\n');
-    let r = c
-        .post(s.url("/api/v1/datasets/transport/bus_lines/versions?mode=replace"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "text/csv")
-        .body(head_only)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    s.publish_csv("transport/bus_lines", "replace", head_only)
+        .await;
     let (_, replaced) = fetch(page, None).await;
     let replaced: Value = serde_json::from_str(&replaced).unwrap();
     assert_eq!(replaced["rows"].as_array().unwrap().len(), 0, "{replaced}");

@@ -224,8 +224,6 @@ impl Server {
             .collect()
     }
 
-    /// The `/metrics` text.
-    #[allow(dead_code)]
     /// The record that closes request `request_id`'s answer (its `end`, or the one `read`
     /// record of an answer sent whole), waited for: a stream's `end` is written once its last
     /// bytes have gone, which may be after the client has read them.
@@ -247,6 +245,31 @@ impl Server {
         }
     }
 
+    /// Publishes `csv` as a new version of `dataset` (`dept/name`) in `mode` with the admin
+    /// key, expecting 201; the version's answer.
+    #[allow(dead_code)]
+    pub async fn publish_csv(
+        &self,
+        dataset: &str,
+        mode: &str,
+        csv: impl Into<reqwest::Body>,
+    ) -> serde_json::Value {
+        let r = reqwest::Client::new()
+            .post(self.url(&format!("/api/v1/datasets/{dataset}/versions?mode={mode}")))
+            .bearer_auth(ADMIN)
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("POST versions");
+        let status = r.status();
+        let body = r.text().await.expect("the answer");
+        assert_eq!(status, 201, "publishing to {dataset}: {body}");
+        serde_json::from_str(&body).expect("a JSON answer")
+    }
+
+    /// The `/metrics` text.
+    #[allow(dead_code)]
     pub async fn metrics(&self) -> String {
         reqwest::get(self.url("/metrics"))
             .await

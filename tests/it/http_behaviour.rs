@@ -518,3 +518,93 @@ async fn sigterm_drains_and_exits_zero() {
     let log = s.log_text();
     assert!(log.contains("shutting down"), "{log}");
 }
+
+/// A transfer the shutdown cuts off (a client that stopped reading an export) is recorded
+/// with the rows and bytes that had left, not as an empty transfer.
+#[tokio::test]
+async fn a_transfer_cut_by_shutdown_is_recorded_with_what_had_left() {
+    use crate::harness::{ADMIN, admin_env};
+    use serde_json::json;
+    let mut s = Server::start(Options {
+        env: admin_env(&[("DATAGATE_SERVER__SHUTDOWN_GRACE_SECS", "1")]),
+        ..Default::default()
+    })
+    .await;
+    let c = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        c.post(s.url(path)).bearer_auth(ADMIN).json(&body).send()
+    };
+    let st = post(
+        "/api/v1/departments",
+        json!({"id": "bulk", "name": "Bulk", "description": "a large dataset"}),
+    )
+    .await
+    .unwrap()
+    .status();
+    assert_eq!(st, 201);
+    let st = post(
+        "/api/v1/datasets",
+        json!({"department": "bulk", "name": "lines", "title": "Lines", "description": "d",
+               "access_level": "open", "license": "CC0-1.0", "tags": [], "update_frequency": "daily"}),
+    )
+    .await
+    .unwrap()
+    .status();
+    assert_eq!(st, 201);
+    // About 24 MB of CSV: far more than the socket buffers and the stream's queue hold.
+    const ROWS: u64 = 400_000;
+    let mut csv = String::from("id,label\n");
+    for i in 0..ROWS {
+        csv.push_str(&format!(
+            "{i},label {} of a line padded out to some length\n",
+            i % 1000
+        ));
+    }
+    s.publish_csv("bulk/lines", "replace", csv).await;
+
+    // A client that reads the head and a little of the body, then stops reading.
+    let mut conn = std::net::TcpStream::connect(&s.addr).unwrap();
+    conn.write_all(
+        b"GET /api/v1/datasets/bulk/lines/export?format=csv HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = vec![0u8; 64 * 1024];
+    conn.read_exact(&mut got).unwrap();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got[..200])
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = s.terminate();
+    assert!(status.success(), "{status}");
+    drop(conn);
+
+    let mut text = String::new();
+    for e in std::fs::read_dir(s.data_dir().join("audit")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with("segment-") {
+            text.push_str(&std::fs::read_to_string(e.path()).unwrap());
+        }
+    }
+    let end = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["action"] == "data.export" && r["kind"] == "end")
+        .expect("the export's end record");
+    // Cancelled by the shutdown (or, when the closed connection was seen first, the client's
+    // going): either way, what had left is counted.
+    assert!(
+        matches!(end["outcome"].as_str(), Some("cancelled" | "disconnected")),
+        "{end}"
+    );
+    let rows = end["rows_returned"].as_u64().unwrap();
+    let bytes = end["bytes_returned"].as_u64().unwrap();
+    assert!(rows > 0 && rows < ROWS, "{end}");
+    // Lines of this CSV are 46 to 57 bytes: the rows counted are the rows in those bytes
+    // (give or take the batches in flight).
+    assert!(
+        (30..=80).contains(&(bytes / rows)),
+        "{bytes} bytes for {rows} rows: {end}"
+    );
+}

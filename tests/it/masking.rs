@@ -372,15 +372,8 @@ async fn far_dates_and_datasets_without_a_visible_column() {
             .await
             .unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-        let r = c
-            .post(s.url(&format!("/api/v1/datasets/transport/{name}/versions")))
-            .bearer_auth(ADMIN)
-            .header("content-type", "text/csv")
-            .body(csv)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        s.publish_csv(&format!("transport/{name}"), "append", csv)
+            .await;
     }
     let get = |path: &str| {
         let (c, url) = (c.clone(), s.url(path));

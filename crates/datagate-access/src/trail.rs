@@ -8,7 +8,7 @@
 //! log closes.
 
 use datagate_audit::{AuditLog, Event, Kind};
-use datagate_query::execute::{Outcome, Report};
+use datagate_query::execute::{Outcome, Report, Sent};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// The `end` record of a transfer announced by `begin`, `elapsed` after it started. `None`:
 /// the transfer's work was dropped without reporting (the executor stopped at shutdown); the
-/// record then carries `bytes_sent`, the bytes counted as they left (rows are not known).
+/// record then carries `sent`, the rows and bytes counted as they left.
 /// `client_left` names the outcome of a transfer its client stopped: `disconnected` for an
 /// HTTP body, `cancelled` for a Flight stream (a client cancels by dropping it).
 pub fn end_record(
@@ -25,7 +25,7 @@ pub fn end_record(
     report: Option<Report>,
     elapsed: Duration,
     client_left: &str,
-    bytes_sent: u64,
+    sent: &Sent,
 ) -> Event {
     let mut end = begin.clone();
     end.kind = Some(Kind::End);
@@ -33,7 +33,8 @@ pub fn end_record(
     match report {
         Some(r) => with_report(&mut end, r, client_left),
         None => {
-            end.bytes_returned = bytes_sent;
+            end.rows_returned = sent.rows();
+            end.bytes_returned = sent.bytes();
             end.outcome = Some("cancelled".to_string());
             end.error = Some("the gateway shut down while the query ran".into());
         }
@@ -234,7 +235,7 @@ mod tests {
             Some(report),
             Duration::from_millis(5),
             "cancelled",
-            1,
+            &Sent::default(),
         );
         assert_eq!(end.kind, Some(Kind::End));
         assert_eq!((end.rows_returned, end.bytes_returned), (7, 700));
@@ -247,16 +248,31 @@ mod tests {
             bytes: 2,
             cpu_micros: 0,
         };
-        let end = end_record(&begin(), Some(failed), Duration::ZERO, "disconnected", 0);
+        let end = end_record(
+            &begin(),
+            Some(failed),
+            Duration::ZERO,
+            "disconnected",
+            &Sent::default(),
+        );
         assert_eq!(end.outcome.as_deref(), Some("failed"));
         assert_eq!(end.error.as_deref(), Some("boom"));
     }
 
     #[test]
-    fn a_transfer_stopped_at_shutdown_keeps_the_bytes_counted_so_far() {
-        let end = end_record(&begin(), None, Duration::from_secs(1), "disconnected", 4096);
+    fn a_transfer_stopped_at_shutdown_keeps_the_rows_and_bytes_counted_so_far() {
+        let sent = Sent::default();
+        sent.add_rows(30);
+        sent.add_bytes(4096);
+        let end = end_record(
+            &begin(),
+            None,
+            Duration::from_secs(1),
+            "disconnected",
+            &sent,
+        );
         assert_eq!(end.outcome.as_deref(), Some("cancelled"));
-        assert_eq!(end.bytes_returned, 4096);
+        assert_eq!((end.rows_returned, end.bytes_returned), (30, 4096));
         assert!(end.error.unwrap().contains("shut down"));
     }
 }

@@ -19,11 +19,10 @@ use datagate_access::fair_use::admission::Work;
 use datagate_access::trail::end_record;
 use datagate_audit::{DatasetVersion, Kind};
 use datagate_query::encode::Trailer;
-use datagate_query::execute::{self, BatchSink, Deadline, Report, RowCap, StreamError};
+use datagate_query::execute::{self, BatchSink, Deadline, Report, RowCap, Sent, StreamError};
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use tonic::{Response, Status};
 
 /// The stream `DoGet` answers with.
@@ -168,13 +167,13 @@ impl FlightGateway {
         }
         let (report_tx, report_rx) = tokio::sync::oneshot::channel::<Report>();
         let schema = started.schema.clone();
-        let bytes_sent = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Sent::default());
         let mut rx = execute::stream_into(
             &lane,
             started,
             FlightSink::new(schema),
             RowCap::default(),
-            bytes_sent.clone(),
+            sent.clone(),
             move |report| {
                 metrics::counter!("datagate_data_bytes_total").increment(report.bytes);
                 metrics::counter!("datagate_data_rows_total").increment(report.rows);
@@ -187,13 +186,12 @@ impl FlightGateway {
         tokio::spawn(async move {
             let _pending = pending;
             let report = report_rx.await.ok();
-            let sent = bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
             log.append_detached(end_record(
                 &begin,
                 report,
                 since.elapsed(),
                 "cancelled",
-                sent,
+                &sent,
             ));
         });
         self.count_rpc(&call, tonic::Code::Ok);

@@ -446,6 +446,33 @@ pub enum Outcome {
     Failed(StreamError),
 }
 
+/// Rows and bytes of a response counted as they leave, readable while it streams: what its
+/// `end` record says when the stream's work is dropped before it reports (at shutdown, or a
+/// panic), and what fair use counts.
+#[derive(Debug, Default)]
+pub struct Sent {
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Sent {
+    pub fn add_rows(&self, rows: u64) {
+        self.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
 /// What a streamed response did, reported when it ends.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -660,15 +687,15 @@ impl BatchSink for Chunks {
 }
 
 /// Encodes `started` in `format`, batch by batch, into the returned channel, on `lane`, coded
-/// as `coding` says. `on_end` is called once with what was sent and how it ended; `bytes_sent`
-/// counts encoded bytes as they leave.
+/// as `coding` says. `on_end` is called once with what was sent and how it ended; `sent`
+/// counts rows and encoded bytes as they leave.
 pub fn stream_encoded(
     lane: &Lane,
     started: Started,
     format: Format,
     coding: BodyCoding,
     cap: RowCap,
-    bytes_sent: Arc<AtomicU64>,
+    sent: Arc<Sent>,
     on_end: impl FnOnce(Report) + Send + 'static,
 ) -> Result<mpsc::Receiver<Result<BodyChunk, StreamError>>, QueryError> {
     let internal = |e: String| QueryError::Internal(e);
@@ -682,7 +709,7 @@ pub fn stream_encoded(
         started,
         Chunks { encoder, zstd },
         cap,
-        bytes_sent,
+        sent,
         on_end,
     ))
 }
@@ -698,7 +725,7 @@ pub fn stream_into<S: BatchSink>(
     started: Started,
     sink: S,
     cap: RowCap,
-    bytes_sent: Arc<AtomicU64>,
+    sent: Arc<Sent>,
     on_end: impl FnOnce(Report) + Send + 'static,
 ) -> mpsc::Receiver<Result<S::Item, StreamError>> {
     let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
@@ -706,12 +733,12 @@ pub fn stream_into<S: BatchSink>(
     let charged = lane.clone();
     lane.spawn(tracing::Instrument::instrument(
         async move {
-            let mut report = catch_panic(pump(started, sink, cap, &tx, &bytes_sent))
+            let mut report = catch_panic(pump(started, sink, cap, &tx, &sent))
                 .await
                 .unwrap_or_else(|e| Report {
                     outcome: Outcome::Failed(e.into()),
-                    rows: 0,
-                    bytes: bytes_sent.load(Ordering::Relaxed),
+                    rows: sent.rows(),
+                    bytes: sent.bytes(),
                     cpu_micros: 0,
                 });
             report.cpu_micros = charged.cpu_time().as_micros() as u64;
@@ -743,7 +770,7 @@ async fn pump<S: BatchSink>(
     mut encoder: S,
     cap: RowCap,
     tx: &mpsc::Sender<Result<S::Item, StreamError>>,
-    bytes_sent: &AtomicU64,
+    sent: &Sent,
 ) -> Report {
     let Started {
         head,
@@ -765,7 +792,7 @@ async fn pump<S: BatchSink>(
         let n: u64 = items.iter().map(S::size).sum();
         let tx = tx.clone();
         report.bytes += n;
-        bytes_sent.fetch_add(n, Ordering::Relaxed);
+        sent.add_bytes(n);
         async move {
             for item in items {
                 if S::size(&item) > 0 && tx.send(Ok(item)).await.is_err() {
@@ -834,6 +861,7 @@ async fn pump<S: BatchSink>(
             over = true;
         }
         report.rows += batch.num_rows() as u64;
+        sent.add_rows(batch.num_rows() as u64);
         let queued = tx.max_capacity() - tx.capacity();
         let bytes = match encoder.batch(&batch, queued) {
             Ok(b) => b,
@@ -990,7 +1018,7 @@ mod tests {
         let lane = executor.lane(QueryPool::Reserved, "test", None);
         let (schema, batches) = batches(n);
         let started = Started::from_batches(schema, batches, u64::MAX, deadline);
-        let sent = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Sent::default());
         let mut rx = stream_encoded(
             &lane,
             started,
@@ -1009,15 +1037,17 @@ mod tests {
             wire.extend_from_slice(&chunk.wire);
             plain += chunk.plain;
         }
-        assert_eq!(
-            sent.load(Ordering::Relaxed),
-            plain,
-            "bytes_sent counts the encoder's bytes"
-        );
+        assert_eq!(sent.bytes(), plain, "`sent` counts the encoder's bytes");
         let decoded = match coding {
             BodyCoding::Identity => wire.clone(),
             BodyCoding::Zstd => zstd::stream::decode_all(&wire[..]).unwrap(),
         };
+        let lines = decoded.iter().filter(|b| **b == b'\n').count() as u64;
+        assert_eq!(
+            sent.rows(),
+            lines - 1,
+            "`sent` counts the rows (lines under the header)"
+        );
         executor.shutdown();
         (wire.len(), plain, decoded)
     }

@@ -9,7 +9,7 @@
 //! warehouse that is not on the local file system) exports through the engine.
 
 use crate::catalog_provider::TableSnapshot;
-use crate::execute::{BodyChunk, Outcome, Report, StreamError};
+use crate::execute::{BodyChunk, Outcome, Report, Sent, StreamError};
 use crate::executor::Lane;
 use bytes::Bytes;
 use parquet::column::writer::ColumnCloseResult;
@@ -21,7 +21,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::mpsc;
 
 /// Bytes handed to the socket at a time.
@@ -71,7 +70,7 @@ pub async fn mergeable(files: &[PathBuf]) -> bool {
 pub fn stream_copy(
     lane: &Lane,
     files: Vec<PathBuf>,
-    bytes_sent: Arc<AtomicU64>,
+    sent: Arc<Sent>,
     on_end: impl FnOnce(Report) + Send + 'static,
 ) -> mpsc::Receiver<Result<BodyChunk, StreamError>> {
     let (tx, rx) = mpsc::channel(4);
@@ -81,25 +80,25 @@ pub fn stream_copy(
         let mut sink = ChannelWriter {
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK_BYTES),
-            sent: bytes_sent.clone(),
+            sent: sent.clone(),
         };
         let outcome = match copy(&files, &mut sink) {
-            Ok(rows) => match sink.flush() {
-                Ok(()) => (Outcome::Completed, rows),
-                Err(_) => (Outcome::Disconnected, rows),
+            Ok(()) => match sink.flush() {
+                Ok(()) => Outcome::Completed,
+                Err(_) => Outcome::Disconnected,
             },
-            Err(Failure::Disconnected) => (Outcome::Disconnected, 0),
+            Err(Failure::Disconnected) => Outcome::Disconnected,
             Err(Failure::Other(e)) => {
                 tracing::error!(error = %e, "a stored-Parquet export failed");
                 let failure = StreamError::internal(e);
                 let _ = tx.blocking_send(Err(failure.clone()));
-                (Outcome::Failed(failure), 0)
+                Outcome::Failed(failure)
             }
         };
         on_end(Report {
-            outcome: outcome.0,
-            rows: outcome.1,
-            bytes: bytes_sent.load(Ordering::Relaxed),
+            outcome,
+            rows: sent.rows(),
+            bytes: sent.bytes(),
             cpu_micros: 0,
         });
     });
@@ -111,8 +110,10 @@ enum Failure {
     Other(String),
 }
 
-/// Writes `files` as one Parquet file into `sink`; the rows written.
-fn copy(files: &[PathBuf], sink: &mut ChannelWriter) -> Result<u64, Failure> {
+/// Writes `files` as one Parquet file into `sink`, counting the rows of each row group written
+/// into the sink's [`Sent`].
+fn copy(files: &[PathBuf], sink: &mut ChannelWriter) -> Result<(), Failure> {
+    let sent = sink.sent.clone();
     let other = |e: parquet::errors::ParquetError| match e {
         parquet::errors::ParquetError::External(ref inner)
             if inner
@@ -154,7 +155,6 @@ fn copy(files: &[PathBuf], sink: &mut ChannelWriter) -> Result<u64, Failure> {
     }
     let mut writer =
         SerializedFileWriter::new(&mut *sink, schema, Arc::new(props.build())).map_err(other)?;
-    let mut rows = 0u64;
     for (input, metadata) in &inputs {
         for (g, group) in metadata.row_groups().iter().enumerate() {
             let mut out = writer.next_row_group().map_err(other)?;
@@ -178,11 +178,11 @@ fn copy(files: &[PathBuf], sink: &mut ChannelWriter) -> Result<u64, Failure> {
                 append(&mut out, input, result).map_err(other)?;
             }
             out.close().map_err(other)?;
-            rows += group.num_rows() as u64;
+            sent.add_rows(group.num_rows().unsigned_abs());
         }
     }
     writer.close().map_err(other)?;
-    Ok(rows)
+    Ok(())
 }
 
 fn append<W: Write + Send, R: ChunkReader>(
@@ -208,7 +208,7 @@ fn bloom_filter(
 struct ChannelWriter {
     tx: mpsc::Sender<Result<BodyChunk, StreamError>>,
     buf: Vec<u8>,
-    sent: Arc<AtomicU64>,
+    sent: Arc<Sent>,
 }
 
 impl Write for ChannelWriter {
@@ -235,7 +235,7 @@ impl Write for ChannelWriter {
                 plain: n,
             }))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        self.sent.fetch_add(n, Ordering::Relaxed);
+        self.sent.add_bytes(n);
         Ok(())
     }
 }

@@ -43,8 +43,8 @@ pub struct DataAccess {
     pub workers: Option<Vec<String>>,
     /// The encoder's report when the stream ends.
     pub report: tokio::sync::oneshot::Receiver<Report>,
-    /// Bytes encoded so far (what the `end` record says if the report never comes).
-    pub bytes_sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Rows and bytes encoded so far (what the `end` record says if the report never comes).
+    pub sent: std::sync::Arc<datagate_query::execute::Sent>,
 }
 
 /// The statement of a refused query (a 4xx or 5xx from `/api/v1/query` or
@@ -65,7 +65,7 @@ impl Clone for DataAccess {
             query_text: self.query_text.clone(),
             workers: self.workers.clone(),
             report,
-            bytes_sent: self.bytes_sent.clone(),
+            sent: self.sent.clone(),
         }
     }
 }
@@ -229,7 +229,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                 .map(datagate_audit::record::query_sha256);
             event.query_text = access.query_text;
             event.workers = access.workers;
-            let (mut report, bytes_sent) = (access.report, access.bytes_sent);
+            let (mut report, sent) = (access.report, access.sent);
             if let Ok(done) = report.try_recv() {
                 // A body already whole in memory (a page): its end is known now, so one
                 // `read` record says both, durable before the body leaves.
@@ -251,7 +251,7 @@ pub async fn audit(State(state): State<AppState>, req: Request, next: Next) -> R
                     report,
                     start.elapsed(),
                     "disconnected",
-                    bytes_sent.load(std::sync::atomic::Ordering::Relaxed),
+                    &sent,
                 )
             };
             let pending = state.audit_pending.begin();

@@ -1311,14 +1311,13 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: Option<u32>) -> Resul
                 })
                 .await?;
             let cap = RowCap::default();
-            let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut rx = execute::stream_encoded(
                 &lane,
                 started,
                 format,
                 execute::BodyCoding::Identity,
                 cap,
-                bytes,
+                Arc::default(),
                 |_| {},
             )?;
             let mut out = std::io::stdout().lock();

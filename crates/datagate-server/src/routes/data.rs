@@ -789,10 +789,11 @@ impl<'a> Answer<'a> {
 fn whole_body(
     body: Bytes,
     rows: u64,
-    bytes: &AtomicU64,
+    sent: &execute::Sent,
     on_end: impl FnOnce(execute::Report),
 ) -> Body {
-    bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    sent.add_rows(rows);
+    sent.add_bytes(body.len() as u64);
     on_end(execute::Report {
         outcome: execute::Outcome::Completed,
         rows,
@@ -811,8 +812,8 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
         attachment,
         query_text,
     } = answer;
-    let bytes = Arc::new(AtomicU64::new(0));
-    let bytes_seen = bytes.clone();
+    let sent = Arc::new(execute::Sent::default());
+    let sent_seen = sent.clone();
     let started_at = Instant::now();
     let (report_tx, report_rx) = tokio::sync::oneshot::channel();
     let (deadline, workers) = match &source {
@@ -854,14 +855,14 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
                     },
                 );
             }
-            whole_body(body, rows, &bytes, on_end)
+            whole_body(body, rows, &sent, on_end)
         }
         Source::Encoded(page) => {
             coding = BodyCoding::Identity;
-            whole_body(page.body, page.rows, &bytes, on_end)
+            whole_body(page.body, page.rows, &sent, on_end)
         }
         Source::Query(started, cap) => {
-            let rx = execute::stream_encoded(lane, started, format, coding, cap, bytes, on_end)?;
+            let rx = execute::stream_encoded(lane, started, format, coding, cap, sent, on_end)?;
             let (body, sent) = stream_body(rx, deadline);
             plain_sent = Some(sent);
             body
@@ -869,7 +870,7 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
         Source::Stored(files) => {
             // Parquet, compressed inside: never compressed again.
             coding = BodyCoding::Identity;
-            let rx = datagate_query::stored_export::stream_copy(lane, files, bytes, on_end);
+            let rx = datagate_query::stored_export::stream_copy(lane, files, sent, on_end);
             let (body, sent) = stream_body(rx, deadline);
             plain_sent = Some(sent);
             body
@@ -905,7 +906,7 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
         query_text: query_text.map(str::to_string),
         workers,
         report: report_rx,
-        bytes_sent: bytes_seen,
+        sent: sent_seen,
     });
     let h = resp.headers_mut();
     if let Some(name) = attachment
