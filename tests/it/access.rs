@@ -520,6 +520,7 @@ async fn keys_lifecycle_bad_keys_and_secrets_never_written() {
         json!({"name": "x", "role": "publisher"}),
         json!({"name": "x", "role": "consumer", "department": "market"}),
         json!({"name": "x", "role": "consumer", "expires_at": "2001-01-01T00:00:00Z"}),
+        json!({"name": " ", "role": "consumer"}),
     ] {
         assert_eq!(
             api.post("/api/v1/keys", Some(ADMIN), bad.clone()).await.0,

@@ -829,6 +829,24 @@ pub async fn keys_round_trip(s: &dyn CatalogStore) {
         s.create_key(new("p1", Role::Publisher, None)).await,
         Err(CatalogError::Invalid(_))
     ));
+    // A key without a name, or born expired, is refused the same way by every backend.
+    let nameless = NewApiKey {
+        name: "  ".into(),
+        ..new("c0", Role::Consumer, None)
+    };
+    assert!(matches!(
+        s.create_key(nameless).await,
+        Err(CatalogError::Invalid(m)) if m.contains("name")
+    ));
+    let expired = NewApiKey {
+        expires_at: Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        ..new("c0", Role::Consumer, None)
+    };
+    assert!(matches!(
+        s.create_key(expired).await,
+        Err(CatalogError::Invalid(m)) if m.contains("expires_at")
+    ));
+    assert_eq!(s.get_key("c0").await.unwrap(), None);
     assert!(matches!(
         s.create_key(new("p1", Role::Publisher, Some("ghost")))
             .await,

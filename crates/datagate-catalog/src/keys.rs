@@ -93,6 +93,26 @@ pub struct NewApiKey {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+impl NewApiKey {
+    /// Checks a key before it is stored, the same for every backend and front door (the API,
+    /// `datagate key create`): a publisher key names its department and no other role names
+    /// one, the name says whose key it is, and an expiry is still to come (a key born expired
+    /// would only answer 401).
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), crate::CatalogError> {
+        let invalid = |m: &str| Err(crate::CatalogError::Invalid(m.to_string()));
+        if (self.role == Role::Publisher) != self.department.is_some() {
+            return invalid("a publisher key names exactly one department; other roles name none");
+        }
+        if self.name.trim().is_empty() {
+            return invalid("name is empty");
+        }
+        if self.expires_at.is_some_and(|e| e <= now) {
+            return invalid("expires_at is in the past");
+        }
+        Ok(())
+    }
+}
+
 /// A full key string, parsed. Its `Debug` and `Display` never show the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyToken {

@@ -1164,11 +1164,7 @@ impl CatalogStore for PostgresCatalog {
     }
 
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKey> {
-        if (key.role == Role::Publisher) != key.department.is_some() {
-            return Err(CatalogError::Invalid(
-                "a publisher key names exactly one department; other roles name none".into(),
-            ));
-        }
+        key.validate(Utc::now())?;
         let c = self.client().await?;
         match c
             .query_one(

@@ -7,7 +7,7 @@
 use crate::grants::{
     Application, ApplicationFilter, ApplicationStatus, Decision, Grant, GrantFilter, NewApplication,
 };
-use crate::keys::{ApiKey, NewApiKey, Role};
+use crate::keys::{ApiKey, NewApiKey};
 use crate::model::*;
 use crate::model::{validate_columns, validate_metadata};
 use crate::store::{CatalogError, CatalogStore, Result};
@@ -1023,11 +1023,7 @@ impl CatalogStore for SqliteCatalog {
     }
 
     async fn create_key(&self, key: NewApiKey) -> Result<ApiKey> {
-        if (key.role == Role::Publisher) != key.department.is_some() {
-            return Err(CatalogError::Invalid(
-                "a publisher key names exactly one department; other roles name none".into(),
-            ));
-        }
+        key.validate(Utc::now())?;
         self.write(move |c| {
             let now = ts(Utc::now());
             let res = c.execute(
