@@ -1468,3 +1468,92 @@ async fn dates_beyond_the_calendar_are_written_in_every_format() {
     assert_eq!(end["outcome"], "completed", "{end}");
     assert_eq!(end["rows_returned"], uscc.len(), "{end}");
 }
+
+/// `HEAD` on a data endpoint answers the headers `GET` answers (type, versions, tag, the
+/// export's file name) after the same checks, without running the query: no body, no transfer
+/// in the audit log (one plain record of the data action), no download counted.
+#[tokio::test]
+async fn head_answers_the_headers_without_running_the_query() {
+    let s = Server::start(options(&[])).await;
+    let c = Client::new();
+    let export = "/api/v1/datasets/transport/bus_stops/export?format=csv";
+    for path in [
+        export,
+        "/api/v1/datasets/transport/bus_stops/rows?limit=5&select=stop_id",
+        "/api/v1/query?sql=SELECT%20count(*)%20AS%20n%20FROM%20transport.bus_stops",
+    ] {
+        let got = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(got.status(), 200, "{path}");
+        let head = c.head(s.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "{path}");
+        for h in [
+            "content-type",
+            "etag",
+            "x-dataset-versions",
+            "content-disposition",
+        ] {
+            assert_eq!(head.headers().get(h), got.headers().get(h), "{path}: {h}");
+        }
+        // No `Content-Length: 0` saying the answer would be empty.
+        assert_ne!(
+            head.headers()
+                .get("content-length")
+                .map(|v| v.to_str().unwrap().to_string()),
+            Some("0".to_string()),
+            "{path}"
+        );
+        assert!(head.bytes().await.unwrap().is_empty(), "{path}");
+    }
+    let head = c.head(s.url(export)).send().await.unwrap();
+    assert_eq!(
+        head.headers()["content-disposition"],
+        "attachment; filename=\"transport-bus_stops-v1.csv\""
+    );
+    let request_id = head.headers()["x-request-id"].to_str().unwrap().to_string();
+    // Refused as `GET` is refused, with no body.
+    for (path, status) in [
+        (
+            "/api/v1/datasets/transport/bus_stops/rows?where=nope%3D1",
+            400,
+        ),
+        ("/api/v1/datasets/transport/nope/export", 404),
+        ("/api/v1/query?sql=SELEC", 400),
+    ] {
+        let head = c.head(s.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), status, "{path}");
+    }
+    // The audit log: the export's `HEAD` is one record of the export action, nothing read.
+    let records: Vec<Value> = c
+        .get(s.url("/api/v1/audit/events?limit=1000&format=ndjson"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of_head: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["request_id"] == request_id.as_str())
+        .collect();
+    assert_eq!(of_head.len(), 1, "{of_head:?}");
+    let r = of_head[0];
+    assert_eq!(
+        (&r["method"], &r["action"], &r["kind"], &r["bytes_returned"]),
+        (
+            &json!("HEAD"),
+            &json!("data.export"),
+            &json!("request"),
+            &json!(0)
+        ),
+        "{r}"
+    );
+    // Only the `GET` export counts as a download.
+    let detail = s
+        .get_json_as(ADMIN, "/api/v1/datasets/transport/bus_stops")
+        .await;
+    assert_eq!(detail["usage"]["downloads_30d"], 1, "{detail}");
+}

@@ -73,7 +73,9 @@ impl Clone for DataAccess {
 /// The action a route stands for.
 fn action_of(method: &Method, route: &str) -> String {
     let m = method.as_str();
-    let a = match (m, route) {
+    // `HEAD` asks what `GET` answers, without the body: the same action.
+    let asks = if method == Method::HEAD { "GET" } else { m };
+    let a = match (asks, route) {
         ("GET", "/api/v1/departments") => "catalog.departments",
         ("POST", "/api/v1/departments") => "catalog.create_department",
         ("GET", "/api/v1/datasets") => "catalog.datasets",

@@ -13,7 +13,7 @@ use crate::routes::page_bodies::{EncodedPage, PageBodies};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use datagate_access::QueryTicket;
@@ -90,6 +90,7 @@ pub async fn rows(
     caller: Caller,
     ticket: QueryTicket,
     path: DatasetPath,
+    method: Method,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<RowsParams>,
 ) -> Result<Response, ApiError> {
@@ -111,6 +112,7 @@ pub async fn rows(
         &headers,
         &p,
         Paging::Page { limit, offset },
+        method == Method::HEAD,
     )
     .await?
     {
@@ -157,6 +159,7 @@ pub async fn export(
     caller: Caller,
     ticket: QueryTicket,
     path: DatasetPath,
+    method: Method,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<RowsParams>,
 ) -> Result<Response, ApiError> {
@@ -180,20 +183,14 @@ pub async fn export(
         &headers,
         &p,
         Paging::Export,
+        method == Method::HEAD,
     )
     .await?
     {
         Ok(read) => read,
         Err(not_modified) => return Ok(not_modified),
     };
-    let snapshot = &read.snapshot;
-    let filename = format!(
-        "{}-{}-v{}.{}",
-        snapshot.department,
-        snapshot.name,
-        snapshot.version.unwrap_or(0),
-        read.format.extension()
-    );
+    let filename = export_filename(&read.snapshot, read.format);
     stream_response(
         &read.lane,
         read.started,
@@ -205,6 +202,17 @@ pub async fn export(
             attachment: Some(&filename),
             query_text: None,
         },
+    )
+}
+
+/// An export's file name: `department-name-vN.ext`.
+fn export_filename(snapshot: &datagate_query::TableSnapshot, format: Format) -> String {
+    format!(
+        "{}-{}-v{}.{}",
+        snapshot.department,
+        snapshot.name,
+        snapshot.version.unwrap_or(0),
+        format.extension()
     )
 }
 
@@ -246,7 +254,9 @@ struct StartedRead {
 }
 
 /// The steps `rows` and `export` share: resolve what the caller may read of the dataset, answer
-/// 304 when `If-None-Match` names the tag (the `Err` side), else plan and start.
+/// 304 when `If-None-Match` names the tag, or the headers alone to a `head` request (the `Err`
+/// side), else plan and start.
+#[allow(clippy::too_many_arguments)]
 async fn read_dataset(
     state: &AppState,
     caller: &Caller,
@@ -255,6 +265,7 @@ async fn read_dataset(
     headers: &HeaderMap,
     p: &RowsParams,
     paging: Paging,
+    head: bool,
 ) -> Result<Result<StartedRead, Response>, ApiError> {
     let limits = state.engine.limits().clone();
     let format = negotiate(Asked::of(&p.format, p.bom, &p.charset), headers)?;
@@ -310,6 +321,47 @@ async fn read_dataset(
         Paging::Page { .. } | Paging::Export => None,
     };
     let lane = ticket.lane(state.engine.executor());
+    // Plans the request for the caller on the lane: what the plan reads (the audit record's
+    // datasets: the pinned snapshot), and the query started unless only planned.
+    let plan_read = |start: bool| -> Result<_, ApiError> {
+        let session = state
+            .engine
+            .request_session(
+                state.engine.dataset_catalog(&snapshot),
+                request.needs_file_order(paging),
+            )?
+            .for_caller(ticket.budget, principal.sees_internals());
+        let (table, primary_key, request) = (
+            snapshot.clone(),
+            dataset.primary_key.clone(),
+            request.clone(),
+        );
+        Ok(on_lane(&lane, deadline, async move {
+            let plan = rows::plan_rows(&session, &table, &primary_key, &request, paging).await?;
+            let read = plan_info::datasets_read(&plan);
+            if !start {
+                return Ok((read, None));
+            }
+            // A value that fails to read as a literal's type is the data's (the literals of
+            // `where` are checked before), and the message says so.
+            let started = execute::start(&session, plan, deadline)
+                .await
+                .map_err(|e| sql::place_unreadable_literal(e, request.filter().unwrap_or("")))?;
+            Ok((read, Some(started)))
+        }))
+    };
+    if head {
+        let (planned_read, _) = plan_read(false)?.await?;
+        let filename = (paging == Paging::Export).then(|| export_filename(&snapshot, format));
+        return Ok(Err(head_answer(Answer {
+            format,
+            coding: body_coding(state, headers, format),
+            read: &planned_read,
+            tag: Some(&tag),
+            attachment: filename.as_deref(),
+            query_text: None,
+        })));
+    }
     let started = 'source: {
         // A page asked for before (same tag, same link): its bytes as they left then.
         let body_key = next.as_deref().map(|n| PageBodies::key(&tag, n));
@@ -371,26 +423,8 @@ async fn read_dataset(
             // The whole version as stored: its row groups are copied, not re-encoded.
             break 'source Source::Stored(files);
         }
-        let session = state
-            .engine
-            .request_session(
-                state.engine.dataset_catalog(&snapshot),
-                request.needs_file_order(paging),
-            )?
-            .for_caller(ticket.budget, principal.sees_internals());
-        let (table, primary_key) = (snapshot.clone(), dataset.primary_key.clone());
-        let (planned_read, started) = on_lane(&lane, deadline, async move {
-            let plan = rows::plan_rows(&session, &table, &primary_key, &request, paging).await?;
-            // What the plan's table scans read (the audit record's datasets): the pinned snapshot.
-            let read = plan_info::datasets_read(&plan);
-            // A value that fails to read as a literal's type is the data's (the literals of
-            // `where` are checked before), and the message says so.
-            let started = execute::start(&session, plan, deadline)
-                .await
-                .map_err(|e| sql::place_unreadable_literal(e, request.filter().unwrap_or("")))?;
-            Ok((read, started))
-        })
-        .await?;
+        let (planned_read, started) = plan_read(true)?.await?;
+        let started = started.ok_or_else(|| ApiError::internal("the query was not started"))?;
         read = planned_read;
         Source::Query(started, RowCap::default())
     };
@@ -468,7 +502,7 @@ pub async fn query_post(
         &body.params,
         Asked::of(&body.format, body.bom, &body.charset),
         timeout.as_deref(),
-        false,
+        Asking::Post,
     )
     .await
     .or_else(|e| refused_query(&state, &body.sql, e))
@@ -486,6 +520,7 @@ pub async fn query_get(
     State(state): State<AppState>,
     caller: Caller,
     ticket: QueryTicket,
+    method: Method,
     headers: HeaderMap,
     ApiQuery(p): ApiQuery<QueryParams>,
 ) -> Result<Response, ApiError> {
@@ -498,7 +533,9 @@ pub async fn query_get(
         &[],
         Asked::of(&p.format, p.bom, &p.charset),
         p.timeout_ms.as_deref(),
-        true,
+        Asking::Get {
+            head: method == Method::HEAD,
+        },
     )
     .await
     .or_else(|e| refused_query(&state, &p.sql, e))
@@ -519,6 +556,14 @@ pub(crate) fn refused_query(
     Ok(refused)
 }
 
+/// How a statement was asked: by `POST` (never cached), or by `GET` (tagged when repeatable),
+/// for the headers alone when `head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asking {
+    Post,
+    Get { head: bool },
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_query(
     state: &AppState,
@@ -529,8 +574,9 @@ async fn run_query(
     params: &[serde_json::Value],
     asked: Asked<'_>,
     timeout_ms: Option<&str>,
-    cacheable: bool,
+    asking: Asking,
 ) -> Result<Response, ApiError> {
+    let cacheable = matches!(asking, Asking::Get { .. });
     let limits = state.engine.limits().clone();
     let format = negotiate(asked, headers)?;
     let coding = body_coding(state, headers, format);
@@ -569,6 +615,17 @@ async fn run_query(
     {
         return Ok(not_modified);
     }
+    let answer = Answer {
+        format,
+        coding,
+        read: &read,
+        tag: tag.as_deref(),
+        attachment: None,
+        query_text: Some(text),
+    };
+    if asking == (Asking::Get { head: true }) {
+        return Ok(head_answer(answer));
+    }
     let plan = execute::limit_plan(plan, limits.max_query_rows.saturating_add(1))?;
     let sql_text = text.to_string();
     let started = on_lane(&lane, deadline, async move {
@@ -596,18 +653,7 @@ async fn run_query(
         ),
         Err(started) => Source::Query(started, cap),
     };
-    stream_response(
-        &lane,
-        source,
-        Answer {
-            format,
-            coding,
-            read: &read,
-            tag: tag.as_deref(),
-            attachment: None,
-            query_text: Some(text),
-        },
-    )
+    stream_response(&lane, source, answer)
 }
 
 /// Runs `work` on `lane` (the query executor), answering 504 at `deadline` from this side
@@ -877,20 +923,7 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
         }
     };
     let mut resp = Response::new(body);
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    set_data_headers(h, read, tag);
-    if coding == BodyCoding::Zstd {
-        // Coded here: the compression layer leaves a body with a Content-Encoding alone.
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
-        h.insert(
-            header::VARY,
-            HeaderValue::from_static("Authorization, Accept, Accept-Encoding"),
-        );
-    }
+    set_answer_headers(resp.headers_mut(), format, coding, read, tag, attachment);
     if let Some(sent) = plain_sent {
         resp.extensions_mut()
             .insert(crate::fair_use::PlainBytesSent(sent));
@@ -908,13 +941,57 @@ fn stream_response(lane: &Lane, source: Source, answer: Answer<'_>) -> Result<Re
         report: report_rx,
         sent: sent_seen,
     });
-    let h = resp.headers_mut();
+    Ok(resp)
+}
+
+/// The headers of a data answer: its type, the dataset versions and tag, how it is coded here,
+/// and the attachment's file name.
+fn set_answer_headers(
+    h: &mut HeaderMap,
+    format: Format,
+    coding: BodyCoding,
+    read: &[DatasetRead],
+    tag: Option<&str>,
+    attachment: Option<&str>,
+) {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    set_data_headers(h, read, tag);
+    if coding == BodyCoding::Zstd {
+        // Coded here: the compression layer leaves a body with a Content-Encoding alone.
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        h.insert(
+            header::VARY,
+            HeaderValue::from_static("Authorization, Accept, Accept-Encoding"),
+        );
+    }
     if let Some(name) = attachment
         && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
     {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    Ok(resp)
+}
+
+/// The answer to `HEAD` on a data endpoint: the headers `GET` would answer, once the request
+/// is checked and planned as `GET` checks and plans it, without running the query (a client
+/// asking for an export's type, name or tag does not start the export). Its audit record is a
+/// plain request record: nothing was read.
+fn head_answer(answer: Answer<'_>) -> Response {
+    // A body of unknown length, as `GET`'s streamed one: no `Content-Length: 0` saying the
+    // answer would be empty.
+    let empty = futures::stream::empty::<Result<Bytes, std::convert::Infallible>>();
+    let mut resp = Response::new(Body::from_stream(empty));
+    set_answer_headers(
+        resp.headers_mut(),
+        answer.format,
+        answer.coding,
+        answer.read,
+        answer.tag,
+        answer.attachment,
+    );
+    resp
 }
 
 /// The body of a streamed answer: the encoder's chunks as they come, and the count of the
