@@ -459,6 +459,23 @@ async fn malformed_json_bodies_say_where() {
         );
         assert!(detail.contains(says), "{p}");
     }
+    // JSON sent as something else (or as nothing) is 415, saying what to send.
+    for content_type in [Some("text/plain"), None] {
+        let mut r = c
+            .post(s.url("/api/v1/query"))
+            .body("{\"sql\": \"SELECT 1\"}");
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 415, "{content_type:?}");
+        let p: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            p["detail"],
+            "this endpoint takes a JSON body: send it with Content-Type: application/json",
+            "{p}"
+        );
+    }
 }
 
 #[tokio::test]

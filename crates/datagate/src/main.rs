@@ -1162,6 +1162,11 @@ fn run_key(cfg: Config, action: KeyAction) -> Result<()> {
                 expires_at,
             } => {
                 let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+                // Said in the flags' words; the catalog checks the rest of the key
+                // (`NewApiKey::validate`).
+                if (role == Role::Publisher) != department.is_some() {
+                    bail!("a publisher key needs --department, and only a publisher key takes one");
+                }
                 if let Some(d) = &department
                     && stores.catalog.get_department(d).await?.is_none()
                 {

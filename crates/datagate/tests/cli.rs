@@ -189,6 +189,20 @@ fn keys_are_created_listed_and_revoked_offline() {
     );
     let (ok, _, err) = run(&["key", "create", "--name", "p", "--role", "publisher"]);
     assert!(!ok && err.contains("--department"), "{err}");
+    // The catalog's rules hold here as over the API: no key born expired, none without a name.
+    let (ok, _, err) = run(&[
+        "key",
+        "create",
+        "--name",
+        "old",
+        "--role",
+        "consumer",
+        "--expires-at",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(!ok && err.contains("expires_at is in the past"), "{err}");
+    let (ok, _, err) = run(&["key", "create", "--name", " ", "--role", "consumer"]);
+    assert!(!ok && err.contains("name is empty"), "{err}");
     let (ok, _, _) = run(&["key", "revoke", id]);
     assert!(ok);
     let (_, list, _) = run(&["key", "list"]);

@@ -199,6 +199,8 @@ fn json_rejection(e: &axum::extract::rejection::JsonRejection, timeout_secs: u64
     if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         err.status = status;
         err.kind = "unsupported-media-type";
+        err.detail =
+            "this endpoint takes a JSON body: send it with Content-Type: application/json".into();
     } else if status == StatusCode::PAYLOAD_TOO_LARGE {
         err = ApiError::json_too_large();
     } else if problem::caused_by_body_timeout(e) {
