@@ -762,6 +762,18 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
         line: None,
         column: None,
     });
+    // Sent uncompressed under `Content-Encoding: gzip`: said so, as text and as Parquet.
+    for ct in ["text/csv", "application/vnd.apache.parquet"] {
+        cases.push(Case {
+            what: "not gzip at all",
+            ct,
+            gzip: true,
+            body: good.as_bytes().to_vec(),
+            status: 422,
+            line: None,
+            column: None,
+        });
+    }
     for c in cases {
         let mut rb = api
             .c
@@ -793,6 +805,14 @@ async fn bad_uploads_leave_the_dataset_exactly_as_before() {
         if c.what.contains("utf-8") || c.what.contains("without its charset") {
             let detail = body["detail"].as_str().unwrap();
             assert!(detail.contains("charset=gb18030"), "{}: {body}", c.what);
+        }
+        if c.what == "not gzip at all" {
+            let detail = body["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("the body is not gzip"),
+                "{}: {body}",
+                c.what
+            );
         }
         // Formats without lines name the row: the NDJSON object (a blank line is none) or
         // the Arrow row.

@@ -397,7 +397,11 @@ impl Publisher {
             Box::new(file)
         };
         let mut received = 0u64;
+        let mut gzip_start = crate::decode::gzip::GzipStart::default();
         while let Some(chunk) = next_chunk(&mut body, &mut received, self.max_upload_bytes).await? {
+            if source.gzip {
+                gzip_start.check(&chunk)?;
+            }
             out.write_all(&chunk).map_err(|e| {
                 if source.gzip && crate::error::StorageFault::of_io(&e).is_none() {
                     IngestError::invalid_data(format!("invalid gzip data: {e}"))

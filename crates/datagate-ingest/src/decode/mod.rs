@@ -13,7 +13,7 @@
 mod charset;
 mod csv;
 mod dates;
-mod gzip;
+pub(crate) mod gzip;
 mod infer;
 mod ipc;
 mod ndjson;
