@@ -194,7 +194,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 /// over the body limit, 408 when the body stalled past `server.body_read_timeout_secs`, 400
 /// for anything malformed.
 fn json_rejection(e: &axum::extract::rejection::JsonRejection, timeout_secs: u64) -> ApiError {
-    let mut err = ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()));
+    // axum's words before serde's ("Failed to deserialize the JSON body into the target
+    // type: ") say nothing the problem does not: serde's say what and where.
+    let text = e.body_text();
+    let serde_says = [
+        "Failed to deserialize the JSON body into the target type: ",
+        "Failed to parse the request body as JSON: ",
+    ]
+    .iter()
+    .find_map(|p| text.strip_prefix(p))
+    .unwrap_or(&text);
+    let mut err = ApiError::bad_request(format!("invalid JSON body: {serde_says}"));
     let status = e.status();
     if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         err.status = status;
