@@ -482,7 +482,11 @@ async fn malformed_json_bodies_say_where() {
 
 #[tokio::test]
 async fn wrong_method_is_a_405_problem() {
-    let s = Server::start(Options::default()).await;
+    let s = Server::start(Options {
+        env: crate::harness::admin_env(&[]),
+        ..Default::default()
+    })
+    .await;
     let r = reqwest::Client::new()
         .delete(s.url("/api/v1/departments"))
         .send()
@@ -490,6 +494,42 @@ async fn wrong_method_is_a_405_problem() {
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    // Invented methods are 405 too, and are counted as one kind, whatever their names: a
+    // client inventing one per request grows neither the metrics nor the audit log's actions.
+    let c = reqwest::Client::new();
+    for name in ["FROB", "QUUX7"] {
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let r = c
+            .request(method, s.url("/api/v1/datasets"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{name}");
+    }
+    let metrics = s.metrics().await;
+    assert!(
+        !metrics.contains("FROB") && !metrics.contains("QUUX7"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "datagate_http_requests_total{route=\"/api/v1/datasets\",method=\"OTHER\",status=\"405\"} 2"
+        ),
+        "{metrics}"
+    );
+    let actions: Vec<serde_json::Value> = s
+        .audit_records("status=405&limit=10")
+        .await
+        .into_iter()
+        .map(|r| r["action"].clone())
+        .collect();
+    assert_eq!(
+        actions[..2],
+        [
+            serde_json::json!("other OTHER /api/v1/datasets"),
+            serde_json::json!("other OTHER /api/v1/datasets")
+        ]
+    );
 }
 
 #[tokio::test]

@@ -107,7 +107,7 @@ fn action_of(method: &Method, route: &str) -> String {
         ("GET", "/api/v1/audit/checkpoint") => "audit.checkpoint",
         ("GET", "/api/v1/audit/public-key") => "audit.public_key",
         ("GET", "/catalog/data.json") => "catalog.dcat",
-        _ => return format!("other {m} {route}"),
+        _ => return format!("other {} {route}", crate::layers::method_label(method)),
     };
     a.to_string()
 }
