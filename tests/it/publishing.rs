@@ -3220,3 +3220,83 @@ async fn compressed_arrow_uploads_are_measured_before_they_are_decompressed() {
         assert_eq!(d["row_count"], 3, "{d}");
     }
 }
+
+/// Appends of a few rows each do not leave a version of one file per append: past
+/// `ingest.compact_after_files` small trailing files, the append rewrites them with its rows
+/// into one. Rows keep their order, earlier versions keep their files and answers, and the
+/// upload's own files (replaced before they were ever committed) are not left behind.
+#[tokio::test]
+async fn small_appends_are_compacted_in_order() {
+    let (s, _tmp) =
+        server_with_department_and(&[("DATAGATE_INGEST__COMPACT_AFTER_FILES", "3")]).await;
+    let api = Api::new(&s);
+    api.register("hourly").await;
+    let path = "/api/v1/datasets/transport/hourly/versions?mode=append";
+    let mut files = Vec::new();
+    for i in 0..9i64 {
+        let rows = format!(
+            "{},stop {i},2024-01-0{},1.{i}0\n{},stop {i}b,2024-01-0{},2.{i}0\n",
+            2 * i,
+            i + 1,
+            2 * i + 1,
+            i + 1
+        );
+        let (st, v) = api
+            .upload(path, "text/csv", format!("id,name,opened,fare\n{rows}"))
+            .await;
+        assert_eq!(st, 201, "{v}");
+        assert_eq!(
+            (v["rows_added"].as_u64(), v["row_count"].as_u64()),
+            (Some(2), Some(2 * (i as u64 + 1))),
+            "{v}"
+        );
+        files.push(v["files"].as_u64().unwrap());
+    }
+    // Files per version: 1, 2, 3, then the fourth append makes 4 > 3 small files one, ...
+    assert_eq!(files, [1, 2, 3, 1, 2, 3, 1, 2, 3]);
+    // The rows of the compacted versions, in the order they were appended.
+    let s = &s;
+    let page = |query: &str| {
+        let url = format!("/api/v1/datasets/transport/hourly/{query}");
+        async move { s.get_json_as(ADMIN, &url).await }
+    };
+    let ids = |body: Value| -> Vec<i64> {
+        body["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids(page("rows?select=id&limit=100&version=9").await),
+        (0..18).collect::<Vec<_>>()
+    );
+    // A version before the compaction keeps its own files and rows.
+    assert_eq!(
+        ids(page("rows?select=id&limit=100&version=3").await),
+        (0..6).collect::<Vec<_>>()
+    );
+    let v3 = page("versions").await;
+    let rows_added: Vec<u64> = v3
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["rows_added"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rows_added, [2; 9]);
+    // On disk: the 7 uploads committed as they were and the 2 compacted files; the 2 uploads
+    // compacted before their commit left nothing.
+    let on_disk = warehouse_files(s)
+        .into_iter()
+        .filter(|p| p.contains("/hourly/") && p.ends_with(".parquet"))
+        .count();
+    assert_eq!(on_disk, 7 + 2, "{:?}", warehouse_files(s));
+    // A point lookup by key still finds its row in the compacted file (its bloom filters).
+    let body = page("rows?select=id,name&where=id%20%3D%2013").await;
+    assert_eq!(
+        body["rows"],
+        json!([{"id": 13, "name": "stop 6b"}]),
+        "{body}"
+    );
+}

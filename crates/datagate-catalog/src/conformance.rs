@@ -32,6 +32,7 @@ macro_rules! catalog_conformance_tests {
             column_annotations,
             listing_filters_and_visibility,
             versions_append_and_replace,
+            appends_compact_trailing_files,
             version_conflict,
             concurrent_commits_never_lose_an_update,
             unpublish_hides_but_keeps,
@@ -135,6 +136,7 @@ fn version(base: Option<i64>, mode: VersionMode, files: Vec<DataFile>) -> NewVer
         source_digest: None,
         source_format: Some("csv".into()),
         created_by: "tester".into(),
+        compacted: Vec::new(),
     }
 }
 
@@ -648,6 +650,80 @@ pub async fn versions_append_and_replace(s: &dyn CatalogStore) {
     assert_eq!(s.get_version("t", "stops", 2).await.unwrap().unwrap(), v2);
     assert_eq!(s.get_version("t", "stops", 9).await.unwrap(), None);
     assert_eq!(v2.created_by, "tester");
+}
+
+/// An append may replace the base version's last files (small ones, rewritten with its rows):
+/// the version keeps the files before them, in order, and counts only the rows it adds; a
+/// compaction naming anything but the base's last files, in order, is refused and changes
+/// nothing.
+pub async fn appends_compact_trailing_files(s: &dyn CatalogStore) {
+    s.create_department(dept("t")).await.unwrap();
+    s.create_dataset(new_dataset("t", "stops", AccessLevel::Open, columns()))
+        .await
+        .unwrap();
+    let files = vec![
+        file("t/stops/a/0.parquet", 100),
+        file("t/stops/b/0.parquet", 2),
+        file("t/stops/c/0.parquet", 3),
+    ];
+    s.commit_version("t", "stops", version(None, VersionMode::Replace, files))
+        .await
+        .unwrap();
+    for wrong in [
+        vec!["t/stops/b/0.parquet"],
+        vec!["t/stops/c/0.parquet", "t/stops/b/0.parquet"],
+        vec![
+            "t/stops/x/0.parquet",
+            "t/stops/a/0.parquet",
+            "t/stops/b/0.parquet",
+            "t/stops/c/0.parquet",
+        ],
+    ] {
+        let mut nv = version(
+            Some(1),
+            VersionMode::Append,
+            vec![file("t/stops/m/0.parquet", 9)],
+        );
+        nv.compacted = wrong.iter().map(|p| p.to_string()).collect();
+        assert!(
+            matches!(
+                s.commit_version("t", "stops", nv).await,
+                Err(CatalogError::Invalid(_))
+            ),
+            "{wrong:?}"
+        );
+    }
+    let mut replace = version(
+        Some(1),
+        VersionMode::Replace,
+        vec![file("t/stops/m/0.parquet", 9)],
+    );
+    replace.compacted = vec!["t/stops/c/0.parquet".into()];
+    assert!(matches!(
+        s.commit_version("t", "stops", replace).await,
+        Err(CatalogError::Invalid(_))
+    ));
+    // The two small files and 4 new rows in one file.
+    let mut nv = version(
+        Some(1),
+        VersionMode::Append,
+        vec![file("t/stops/m/0.parquet", 9)],
+    );
+    nv.compacted = vec!["t/stops/b/0.parquet".into(), "t/stops/c/0.parquet".into()];
+    let v2 = s.commit_version("t", "stops", nv).await.unwrap();
+    assert_eq!((v2.version, v2.rows_added, v2.row_count), (2, 4, 109));
+    let paths: Vec<&str> = v2.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["t/stops/a/0.parquet", "t/stops/m/0.parquet"]);
+    // The version before keeps its files.
+    assert_eq!(
+        s.get_version("t", "stops", 1)
+            .await
+            .unwrap()
+            .unwrap()
+            .files
+            .len(),
+        3
+    );
 }
 
 pub async fn version_conflict(s: &dyn CatalogStore) {

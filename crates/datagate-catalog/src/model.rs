@@ -177,6 +177,11 @@ pub struct NewVersion {
     pub mode: VersionMode,
     /// The files this upload wrote; with `Append` they are added to the base version's files.
     pub new_files: Vec<DataFile>,
+    /// With `Append`: the base version's last files that `new_files` take the place of (its
+    /// small trailing files rewritten with the upload's rows into fewer, in the same order);
+    /// empty otherwise.
+    #[serde(default)]
+    pub compacted: Vec<String>,
     /// The schema of the version; fixes the dataset's columns on the first commit.
     pub columns: Vec<Column>,
     pub source_digest: Option<String>,
@@ -208,6 +213,34 @@ pub struct DatasetFilter {
 pub struct DatasetPage {
     pub datasets: Vec<Dataset>,
     pub total: u64,
+}
+
+/// The files of a new version and the rows it adds: the base version's files (an append),
+/// less the trailing ones `compacted` says the new files replace, then the new files. The
+/// same for every backend.
+pub(crate) fn version_files(base: Vec<DataFile>, nv: &NewVersion) -> Result<(Vec<DataFile>, u64)> {
+    let mut files = base;
+    let mut replaced_rows = 0u64;
+    if !nv.compacted.is_empty() {
+        let keep = files.len().checked_sub(nv.compacted.len());
+        let tail_matches = keep.is_some_and(|k| {
+            files[k..]
+                .iter()
+                .map(|f| f.path.as_str())
+                .eq(nv.compacted.iter().map(String::as_str))
+        });
+        if nv.mode != VersionMode::Append || !tail_matches {
+            return Err(CatalogError::Invalid(
+                "a compaction replaces the base version's last files, in order".into(),
+            ));
+        }
+        let keep = keep.unwrap_or(0);
+        replaced_rows = files[keep..].iter().map(|f| f.rows).sum();
+        files.truncate(keep);
+    }
+    files.extend(nv.new_files.iter().cloned());
+    let new_rows: u64 = nv.new_files.iter().map(|f| f.rows).sum();
+    Ok((files, new_rows.saturating_sub(replaced_rows)))
 }
 
 /// Checks a department: an id of the API's form and a name to show it by.

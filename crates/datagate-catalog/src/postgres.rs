@@ -961,17 +961,16 @@ impl CatalogStore for PostgresCatalog {
         if row.dataset.current_version != nv.base_version {
             return Err(conflict(row.dataset.current_version));
         }
-        let mut files = Vec::new();
+        let mut base_files = Vec::new();
         if nv.mode == VersionMode::Append
             && let Some(base) = nv.base_version
         {
             let prev = load_version(&tx, row.id, base)
                 .await?
                 .ok_or_else(|| CatalogError::Backend(format!("version {base} is missing")))?;
-            files = prev.files;
+            base_files = prev.files;
         }
-        files.extend(nv.new_files.iter().cloned());
-        let rows_added: u64 = nv.new_files.iter().map(|f| f.rows).sum();
+        let (files, rows_added) = crate::model::version_files(base_files, &nv)?;
         let row_count: u64 = files.iter().map(|f| f.rows).sum();
         let bytes: u64 = files.iter().map(|f| f.bytes).sum();
         let max: i64 = tx

@@ -852,16 +852,15 @@ impl CatalogStore for SqliteCatalog {
             if nv.columns.is_empty() {
                 return Err(CatalogError::Invalid("a version needs a schema".into()));
             }
-            let mut files = Vec::new();
+            let mut base_files = Vec::new();
             if nv.mode == VersionMode::Append
                 && let Some(base) = nv.base_version
             {
                 let prev = load_version(&tx, row.id, base)?
                     .ok_or_else(|| CatalogError::Backend(format!("version {base} is missing")))?;
-                files = prev.files;
+                base_files = prev.files;
             }
-            files.extend(nv.new_files.iter().cloned());
-            let rows_added: u64 = nv.new_files.iter().map(|f| f.rows).sum();
+            let (files, rows_added) = crate::model::version_files(base_files, &nv)?;
             let row_count: u64 = files.iter().map(|f| f.rows).sum();
             let bytes: u64 = files.iter().map(|f| f.bytes).sum();
             let number = row.dataset.current_version.unwrap_or(0) + 1;

@@ -104,6 +104,7 @@ async fn commits_from_two_gateways_on_one_base_one_wins_one_conflicts() {
         source_digest: None,
         source_format: Some("csv".into()),
         created_by: who.into(),
+        compacted: Vec::new(),
     };
     for round in 0..20 {
         let base = a

@@ -274,6 +274,12 @@ pub struct IngestConfig {
     pub compression: ParquetCompression,
     /// Versions kept per dataset (older ones are forgotten and their files deleted); 0 keeps all.
     pub retain_versions: u64,
+    /// An append after which a version would end in more than this many small files (each
+    /// under `small_file_bytes`, the upload's own included) rewrites them, in order, into one:
+    /// a dataset appended to every hour stays a few files, not thousands. 0 never compacts.
+    pub compact_after_files: usize,
+    /// Files under this many bytes are small, for `compact_after_files`.
+    pub small_file_bytes: u64,
     /// With a shared (PostgreSQL) catalog, files no version names are deleted once they are
     /// older than this, at start and then this often: longer than the longest upload, whose
     /// files another gateway may be writing. One gateway alone deletes them at start.
@@ -288,6 +294,8 @@ impl Default for IngestConfig {
             target_file_bytes: 256 * 1024 * 1024,
             compression: ParquetCompression::default(),
             retain_versions: 0,
+            compact_after_files: 16,
+            small_file_bytes: 4 * 1024 * 1024,
             orphan_grace_secs: 3600,
         }
     }

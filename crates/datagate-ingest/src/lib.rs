@@ -9,8 +9,12 @@
 //! wrote; what a crash leaves behind is unreferenced and removed by
 //! [`Warehouse::sweep_unreferenced`](warehouse::Warehouse::sweep_unreferenced).
 //!
+//! Appends that would leave a version ending in many small files rewrite them into one
+//! ([`compaction`]).
+//!
 //! [`manifests`] registers the declarative sample catalog through this same path.
 
+pub mod compaction;
 pub mod decode;
 pub mod error;
 pub mod manifests;

@@ -249,7 +249,26 @@ impl Publisher {
                 })
                 .collect::<Result<Vec<_>>>()?
         };
-        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let uploaded: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        // An append that would leave the version ending in many small files rewrites them with
+        // its rows into one ([`crate::compaction`]); its own files are then no version's.
+        let (files, compacted) = match self
+            .compact(&dataset, source.mode, schema.clone(), &files)
+            .await
+        {
+            Ok(Some(c)) => (c.files, c.replaced),
+            Ok(None) => (files, Vec::new()),
+            Err(e) => {
+                delete_files(&self.warehouse, &uploaded).await;
+                return Err(e);
+            }
+        };
+        let written: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let superseded = if compacted.is_empty() {
+            Vec::new()
+        } else {
+            uploaded.clone()
+        };
         let committed = self
             .catalog
             .commit_version(
@@ -259,6 +278,7 @@ impl Publisher {
                     base_version: dataset.current_version,
                     mode: source.mode,
                     new_files: files,
+                    compacted,
                     columns,
                     source_digest: source.digest,
                     source_format: Some(source.format.name().to_string()),
@@ -268,14 +288,48 @@ impl Publisher {
             .await;
         match committed {
             Ok(v) => {
+                delete_files(&self.warehouse, &superseded).await;
                 self.apply_retention(department, name).await;
                 Ok(v)
             }
             Err(e) => {
-                delete_files(&self.warehouse, &paths).await;
+                delete_files(&self.warehouse, &written).await;
+                delete_files(&self.warehouse, &superseded).await;
                 Err(e.into())
             }
         }
+    }
+
+    /// [`crate::compaction::compact`] for an append onto an existing version.
+    async fn compact(
+        &self,
+        dataset: &Dataset,
+        mode: VersionMode,
+        schema: SchemaRef,
+        files: &[DataFile],
+    ) -> Result<Option<crate::compaction::Compacted>> {
+        let Some(base) = dataset
+            .current_version
+            .filter(|_| mode == VersionMode::Append)
+        else {
+            return Ok(None);
+        };
+        let Some(base) = self
+            .catalog
+            .get_version(&dataset.department, &dataset.name, base)
+            .await?
+        else {
+            return Ok(None);
+        };
+        crate::compaction::compact(
+            &self.warehouse,
+            &self.cfg,
+            dataset,
+            schema,
+            &base.files,
+            files,
+        )
+        .await
     }
 
     /// Forgets versions beyond `ingest.retain_versions` and deletes the files only they used.
