@@ -184,7 +184,9 @@ fn finish_upload(mut sock: std::net::TcpStream, rest: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_gateways_share_one_catalog_and_one_bucket() {
-    let c = Cluster::start(3, &[]).await;
+    // Compaction past two small files: the racing appends below each compact version 2's files,
+    // read back from the bucket.
+    let c = Cluster::start(3, &[("DATAGATE_INGEST__COMPACT_AFTER_FILES", "2")]).await;
     let (a, b, cc) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
 
     // The sample catalog, registered once, reads the same everywhere.
@@ -261,6 +263,16 @@ async fn three_gateways_share_one_catalog_and_one_bucket() {
     assert_eq!(versions.as_array().unwrap().len(), 3, "{versions}");
     let rows = d["row_count"].as_u64().unwrap();
     assert!(rows == 105 + 2000 || rows == 105 + 3000, "{d}");
+    // Each started from version 2's two small files and rewrote them with its rows into one:
+    // the winner's version is that one file, and the bucket keeps versions 1 and 2's files and
+    // it, nothing of the loser's nor the winner's upload as it came.
+    assert_eq!(versions[0]["files"], 1, "{versions}");
+    let stops: Vec<String> = c
+        .files()
+        .into_iter()
+        .filter(|k| k.contains("/transport/stops/") && k.ends_with(".parquet"))
+        .collect();
+    assert_eq!(stops.len(), 3, "{stops:?}");
 
     // A key revoked on A is refused on B and C at their next request.
     let consumer = new_key(a, "consumer", None).await;
