@@ -9,8 +9,10 @@
 //! (statistics, page index, the key's bloom filters) as any upload; the catalog commits it in
 //! place of them ([`datagate_catalog::NewVersion::compacted`]). Row order is kept (they are
 //! the version's last files, rewritten in order), versions before keep their own files, and a
-//! file grown past the small size is left alone from then on, so each compaction rewrites at
-//! most about `small_file_bytes` and the number of files stays near the data's size over that.
+//! file grown past the small size is left alone from then on. A compaction rewrites at most
+//! `compact_after_files` small files and the upload (64 MiB by default, read one file at a
+//! time); an hourly feed's rewrites about its last compacted file and the appends since, and
+//! its version stays at its size over `small_file_bytes` files plus at most that many small ones.
 
 use crate::error::{IngestError, Result};
 use crate::warehouse::Warehouse;
