@@ -251,7 +251,8 @@ impl Publisher {
         };
         let uploaded: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         // An append that would leave the version ending in many small files rewrites them with
-        // its rows into one ([`crate::compaction`]); its own files are then no version's.
+        // its rows into one ([`crate::compaction`]); its own files are then no version's. A
+        // compaction that fails leaves the upload to commit as it came: it is good data.
         let (files, compacted) = match self
             .compact(&dataset, source.mode, schema.clone(), &files)
             .await
@@ -259,8 +260,9 @@ impl Publisher {
             Ok(Some(c)) => (c.files, c.replaced),
             Ok(None) => (files, Vec::new()),
             Err(e) => {
-                delete_files(&self.warehouse, &uploaded).await;
-                return Err(e);
+                tracing::warn!(error = %e, dataset = %format!("{department}/{name}"),
+                    "compacting the version's small files failed; the append commits as it came");
+                (files, Vec::new())
             }
         };
         let written: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
