@@ -153,6 +153,60 @@ async fn dataset_detail_and_versions() {
             .unwrap()["type"],
         "timestamp(us)"
     );
+    assert_eq!(d["versions_total"], 1);
+}
+
+/// A dataset with a long history (an hourly feed): the detail carries its latest versions and
+/// how many there are; the history pages by `limit` and `offset`, and comes whole without them.
+#[tokio::test]
+async fn a_long_version_history_is_paged() {
+    use crate::harness::{ADMIN, admin_env};
+    let s = Server::start(Options {
+        env: admin_env(&[]),
+        ..Default::default()
+    })
+    .await;
+    // Rows of the sample's shape, each with a stop id of its own.
+    let sample = std::fs::read_to_string(
+        crate::harness::repo_root().join("catalog/transport/bus_stops.csv"),
+    )
+    .unwrap();
+    let mut lines = sample.lines();
+    let (header, first) = (lines.next().unwrap(), lines.next().unwrap());
+    let rest = first.split_once(',').unwrap().1;
+    for i in 0..24 {
+        s.publish_csv(
+            "transport/bus_stops",
+            "append",
+            format!("{header}\nX{i:03},{rest}\n"),
+        )
+        .await;
+    }
+    let versions = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["version"].as_i64().unwrap())
+            .collect()
+    };
+    let d = s
+        .get_json_as(ADMIN, "/api/v1/datasets/transport/bus_stops")
+        .await;
+    assert_eq!(d["versions_total"], 25, "{d}");
+    assert_eq!(versions(&d["versions"]), (6..=25).rev().collect::<Vec<_>>());
+    let path = "/api/v1/datasets/transport/bus_stops/versions";
+    let all = s.get_json_as(ADMIN, path).await;
+    assert_eq!(versions(&all), (1..=25).rev().collect::<Vec<_>>());
+    let page = s
+        .get_json_as(ADMIN, &format!("{path}?limit=5&offset=20"))
+        .await;
+    assert_eq!(versions(&page), [5, 4, 3, 2, 1]);
+    let tail = s.get_json_as(ADMIN, &format!("{path}?offset=23")).await;
+    assert_eq!(versions(&tail), [2, 1]);
+    for bad in ["limit=0", "limit=1001", "limit=x", "bogus=1"] {
+        let (st, body) = s.get_json(&format!("{path}?{bad}")).await;
+        assert_eq!(st, 400, "{bad}: {body}");
+    }
 }
 
 #[tokio::test]

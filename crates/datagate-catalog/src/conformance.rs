@@ -647,6 +647,21 @@ pub async fn versions_append_and_replace(s: &dyn CatalogStore) {
         .map(|v| v.version)
         .collect();
     assert_eq!(history, [3, 2, 1]);
+    // Pages of the history, newest first, with the count of all.
+    let page = |limit, offset| async move {
+        let (versions, total) = s
+            .list_versions_page("t", "stops", limit, offset)
+            .await
+            .unwrap();
+        (
+            versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            total,
+        )
+    };
+    assert_eq!(page(2, 0).await, (vec![3, 2], 3));
+    assert_eq!(page(2, 2).await, (vec![1], 3));
+    assert_eq!(page(10, 5).await, (vec![], 3));
+    assert_eq!(page(u64::MAX, u64::MAX).await, (vec![], 3));
     assert_eq!(s.get_version("t", "stops", 2).await.unwrap().unwrap(), v2);
     assert_eq!(s.get_version("t", "stops", 9).await.unwrap(), None);
     assert_eq!(v2.created_by, "tester");

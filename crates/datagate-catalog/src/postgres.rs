@@ -1086,13 +1086,31 @@ impl CatalogStore for PostgresCatalog {
         Ok(found)
     }
 
-    async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>> {
+    async fn list_versions_page(
+        &self,
+        department: &str,
+        name: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Version>, u64)> {
         let c = self.client().await?;
         let row = require_dataset(&c, department, name, false).await?;
+        let (limit, offset) = (
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            i64::try_from(offset).unwrap_or(i64::MAX),
+        );
+        let total: i64 = c
+            .query_one(
+                "SELECT count(*) FROM versions WHERE dataset_id = $1",
+                &[&row.id],
+            )
+            .await?
+            .get(0);
         let numbers: Vec<i64> = c
             .query(
-                "SELECT version FROM versions WHERE dataset_id = $1 ORDER BY version DESC",
-                &[&row.id],
+                "SELECT version FROM versions WHERE dataset_id = $1 \
+                 ORDER BY version DESC LIMIT $2 OFFSET $3",
+                &[&row.id, &limit, &offset],
             )
             .await?
             .iter()
@@ -1104,7 +1122,7 @@ impl CatalogStore for PostgresCatalog {
                 out.push(v);
             }
         }
-        Ok(out)
+        Ok((out, total.unsigned_abs()))
     }
 
     async fn expire_versions(

@@ -950,15 +950,31 @@ impl CatalogStore for SqliteCatalog {
         Ok(found)
     }
 
-    async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>> {
+    async fn list_versions_page(
+        &self,
+        department: &str,
+        name: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Version>, u64)> {
         let (department, name) = (department.to_string(), name.to_string());
+        let (limit, offset) = (
+            i64::try_from(limit).unwrap_or(i64::MAX),
+            i64::try_from(offset).unwrap_or(i64::MAX),
+        );
         self.read(move |c| {
             let row = require_dataset(c, &department, &name)?;
+            let total: i64 = c.query_row(
+                "SELECT count(*) FROM versions WHERE dataset_id = ?1",
+                [row.id],
+                |r| r.get(0),
+            )?;
             let numbers: Vec<i64> = c
                 .prepare_cached(
-                    "SELECT version FROM versions WHERE dataset_id = ?1 ORDER BY version DESC",
+                    "SELECT version FROM versions WHERE dataset_id = ?1 \
+                     ORDER BY version DESC LIMIT ?2 OFFSET ?3",
                 )?
-                .query_map([row.id], |r| r.get(0))?
+                .query_map(params![row.id, limit, offset], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut out = Vec::with_capacity(numbers.len());
             for n in numbers {
@@ -966,7 +982,7 @@ impl CatalogStore for SqliteCatalog {
                     out.push(v);
                 }
             }
-            Ok(out)
+            Ok((out, total.unsigned_abs()))
         })
         .await
     }

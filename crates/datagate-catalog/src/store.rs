@@ -115,7 +115,22 @@ pub trait CatalogStore: Send + Sync + 'static {
         version: i64,
     ) -> Result<Option<Version>>;
     /// All versions, newest first.
-    async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>>;
+    async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>> {
+        Ok(self
+            .list_versions_page(department, name, u64::MAX, 0)
+            .await?
+            .0)
+    }
+    /// At most `limit` versions, newest first, after skipping `offset`; and how many there are
+    /// in all. Only the page's versions are loaded (a dataset appended to every hour has
+    /// thousands).
+    async fn list_versions_page(
+        &self,
+        department: &str,
+        name: &str,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Version>, u64)>;
     /// Forgets all but the newest `keep` versions of a dataset; returns the file paths that no
     /// remaining version of any dataset references (the caller deletes them).
     async fn expire_versions(&self, department: &str, name: &str, keep: u64)

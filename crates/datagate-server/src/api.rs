@@ -97,9 +97,13 @@ pub struct DatasetOut {
     pub unpublished_at: Option<DateTime<Utc>>,
     /// `self`, `rows`, `export`, `versions`.
     pub links: BTreeMap<String, String>,
-    /// Version history, newest first (detail only).
+    /// The latest versions, newest first, at most 20 (detail only); the whole history is at
+    /// `links.versions`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub versions: Option<Vec<VersionOut>>,
+    /// How many versions there are (detail only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions_total: Option<u64>,
     /// How much the dataset is read, from the audit log.
     pub usage: UsageOut,
 }
@@ -181,6 +185,7 @@ impl DatasetOut {
             unpublished_at: d.unpublished_at,
             links,
             versions: None,
+            versions_total: None,
             usage: UsageOut::default(),
         }
     }
@@ -252,6 +257,17 @@ impl From<&Version> for VersionOut {
             created_by: v.created_by.clone(),
         }
     }
+}
+
+/// Query parameters of `GET /api/v1/datasets/{dept}/{name}/versions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsQuery {
+    /// At most this many versions, 1..=1000 (default: all of them).
+    pub limit: Option<u64>,
+    /// Versions to skip, newest first (default 0).
+    pub offset: Option<u64>,
 }
 
 /// Query parameters of `GET /api/v1/datasets`.

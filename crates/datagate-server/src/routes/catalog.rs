@@ -1,7 +1,7 @@
 //! Browsing the catalog: departments, datasets, versions.
 
 use super::{ApiQuery, Caller, DatasetPath, base_url, not_found_dataset};
-use crate::api::{DatasetList, DatasetOut, DatasetQuery, DepartmentOut, VersionOut};
+use crate::api::{DatasetList, DatasetOut, DatasetQuery, DepartmentOut, VersionOut, VersionsQuery};
 use crate::problem::ApiError;
 use crate::state::AppState;
 use axum::Json;
@@ -154,28 +154,55 @@ pub async fn get_dataset(
     path: DatasetPath,
 ) -> Result<Json<DatasetOut>, ApiError> {
     let d = visible_dataset(&state, &caller, &path).await?;
-    let versions = state.catalog.list_versions(&d.department, &d.name).await?;
+    let (versions, total) = state
+        .catalog
+        .list_versions_page(&d.department, &d.name, DETAIL_VERSIONS, 0)
+        .await?;
     let mut out = DatasetOut::new(
         &d,
         &base_url(&state, &headers),
         caller.sees_private(&d.department),
     );
     out.versions = Some(versions.iter().map(VersionOut::from).collect());
+    out.versions_total = Some(total);
     Ok(Json(
         out.with_usage(&state.audit).with_daily_usage(&state.audit),
     ))
 }
 
-/// A dataset's version history, newest first.
+/// Versions a dataset's detail shows (the latest); the whole history is its `versions` link.
+/// A dataset appended to every hour has 8,760 versions a year, which the detail (and the
+/// portal's page built from it) would otherwise load and carry each time.
+const DETAIL_VERSIONS: u64 = 20;
+
+/// A dataset's version history, newest first: all of it, or a page (`limit`, `offset`).
 #[utoipa::path(get, path = "/api/v1/datasets/{dept}/{name}/versions", tag = "catalog",
-    params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name")),
-    responses((status = 200, body = [VersionOut]), (status = 404, body = crate::api::Problem)))]
+    params(("dept" = String, Path, description = "department id"), ("name" = String, Path, description = "dataset name"), VersionsQuery),
+    responses((status = 200, body = [VersionOut]), (status = 400, body = crate::api::Problem),
+        (status = 404, body = crate::api::Problem)))]
 pub async fn list_versions(
     State(state): State<AppState>,
     caller: Caller,
     path: DatasetPath,
+    ApiQuery(q): ApiQuery<VersionsQuery>,
 ) -> Result<Json<Vec<VersionOut>>, ApiError> {
     let d = visible_dataset(&state, &caller, &path).await?;
-    let versions = state.catalog.list_versions(&d.department, &d.name).await?;
+    let versions = match (q.limit, q.offset) {
+        (None, None) => state.catalog.list_versions(&d.department, &d.name).await?,
+        (limit, offset) => {
+            let limit = limit.unwrap_or(MAX_PAGE);
+            if limit == 0 || limit > MAX_PAGE {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be between 1 and {MAX_PAGE}"
+                ))
+                .with("parameter", "limit"));
+            }
+            let (page, _) = state
+                .catalog
+                .list_versions_page(&d.department, &d.name, limit, offset.unwrap_or(0))
+                .await?;
+            page
+        }
+    };
     Ok(Json(versions.iter().map(VersionOut::from).collect()))
 }
