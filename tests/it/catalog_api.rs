@@ -203,6 +203,18 @@ async fn a_long_version_history_is_paged() {
     assert_eq!(versions(&page), [5, 4, 3, 2, 1]);
     let tail = s.get_json_as(ADMIN, &format!("{path}?offset=23")).await;
     assert_eq!(versions(&tail), [2, 1]);
+    // The portal's page of it says it shows the latest and links the whole history.
+    let html = reqwest::get(s.url("/datasets/transport/bus_stops?lang=en"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("The latest versions: 20 / 25"), "{html}");
+    assert!(
+        html.contains("/api/v1/datasets/transport/bus_stops/versions\">every version (API)</a>"),
+        "{html}"
+    );
     for bad in ["limit=0", "limit=1001", "limit=x", "bogus=1"] {
         let (st, body) = s.get_json(&format!("{path}?{bad}")).await;
         assert_eq!(st, 400, "{bad}: {body}");

@@ -199,6 +199,12 @@ static TEXTS: &[(&str, &str, &str)] = &[
     ("ds.tags", "标签", "Tags"),
     ("ds.updated", "更新时间", "Updated"),
     ("ds.versions", "版本历史", "Versions"),
+    ("ds.versions_all", "全部版本（API）", "every version (API)"),
+    (
+        "ds.versions_latest",
+        "显示最近的版本",
+        "The latest versions",
+    ),
     ("error.back", "返回数据目录", "Back to the catalog"),
     ("error.title", "出错了", "Something went wrong"),
     ("facet.access_level", "开放类型", "Open level"),

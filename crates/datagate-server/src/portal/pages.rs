@@ -710,6 +710,9 @@ struct DatasetPage {
     apply: Option<ApplyBox>,
     downloads: Vec<(&'static str, String)>,
     versions: Vec<VersionRow>,
+    /// When the detail shows only the latest versions: how many, of how many, and the link to
+    /// the whole history.
+    more_versions: Option<(usize, u64, String)>,
     chart: Chart,
     snippets: Vec<(&'static str, String)>,
 }
@@ -889,7 +892,14 @@ pub async fn dataset(
             created: ver.created_at.format("%Y-%m-%d %H:%M").to_string(),
             downloads: download_links(&d.department, &d.name, Some(ver.version)),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let more_versions: Option<(usize, u64, String)> = d
+        .versions_total
+        .filter(|total| *total > versions.len() as u64)
+        .map(|total| {
+            let all = d.links.get("versions").cloned().unwrap_or_default();
+            (versions.len(), total, all)
+        });
     let export = d.links.get("export").cloned().unwrap_or_default();
     let table = format!("{}.{}", d.department, d.name);
     let auth = if d.access_level == "open" {
@@ -939,6 +949,7 @@ pub async fn dataset(
         facts,
         preview,
         apply,
+        more_versions,
         versions,
         snippets,
         d,
