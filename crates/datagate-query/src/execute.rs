@@ -717,6 +717,9 @@ pub fn stream_encoded(
 /// Messages a stream runs ahead of its client.
 const STREAM_CHANNEL: usize = 4;
 
+/// Batches the plan runs ahead of the encoding ([`Lane::run_ahead`]).
+const RUN_AHEAD: usize = 2;
+
 /// Turns `started` into `sink`'s messages, batch by batch, into the returned channel, on
 /// `lane`: the same pump as [`stream_encoded`] (cancel on drop, deadline between batches, a
 /// mid-stream error as the last item) for any wire format.
@@ -731,6 +734,10 @@ pub fn stream_into<S: BatchSink>(
     let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
     let span = tracing::Span::current();
     let charged = lane.clone();
+    let mut started = started;
+    if !started.ended {
+        started.stream = lane.run_ahead(started.stream, RUN_AHEAD);
+    }
     lane.spawn(tracing::Instrument::instrument(
         async move {
             let mut report = catch_panic(pump(started, sink, cap, &tx, &sent))

@@ -17,8 +17,11 @@
 //! counts everything each pool's workers did, the tasks DataFusion spawns for a plan included.
 
 use crate::error::QueryError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datagate_core::config::{QueryConfig, QueryPool};
 use futures::FutureExt;
+use futures::StreamExt;
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -185,6 +188,33 @@ impl Lane {
             lane: self.clone(),
         };
         self.handle.spawn(timed)
+    }
+
+    /// `stream` read in a task of its own on the lane's pool (charged to the lane), at most
+    /// `ahead` batches ahead of whoever reads the returned stream: a one-partition plan's scan
+    /// and decoding then run beside the encoding of the batches it gave before, as a wider
+    /// plan's partitions run in tasks of their own. Dropping the returned stream stops the task;
+    /// a panic in it comes out of the stream.
+    pub fn run_ahead(
+        &self,
+        mut stream: SendableRecordBatchStream,
+        ahead: usize,
+    ) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStreamBuilder::new(stream.schema(), ahead.max(1));
+        let tx = builder.tx();
+        let work = CpuTimed {
+            inner: async move {
+                while let Some(item) = stream.next().await {
+                    if tx.send(item).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            },
+            lane: self.clone(),
+        };
+        builder.spawn_on(work, &self.handle);
+        builder.build()
     }
 
     /// Thread CPU time the lane's work has used so far.

@@ -43,9 +43,14 @@ pub enum Paging {
 }
 
 impl RowsRequest {
-    /// Whether the page comes in storage order, from a single-partition session.
+    /// Whether the rows come in storage order, from a single-partition session: a page
+    /// without `order`, and an export (which has none), so a download holds the rows in the
+    /// order they were published, as the pages and the stored Parquet export give them.
     pub fn needs_file_order(&self, paging: Paging) -> bool {
-        matches!(paging, Paging::Page { .. }) && self.order().is_none()
+        match paging {
+            Paging::Page { .. } => self.order().is_none(),
+            Paging::Export => true,
+        }
     }
 
     /// `where`, unless blank.
