@@ -90,10 +90,10 @@ fn one_batch(
 }
 
 impl FlightGateway {
-    /// Runs `work` on a session of `call`'s readable catalog, on the query executor within the
-    /// time limit. Planning is data work, admitted like an HTTP query (the caller's queries at
+    /// Runs `work` on a session of what `call` may read of the datasets the statement `text`
+    /// names, on the query executor within the time limit. Planning is data work, admitted like an HTTP query (the caller's queries at
     /// once, its bytes for the day).
-    async fn in_session<T, F, Fut>(&self, call: &Call, work: F) -> Result<T, Status>
+    async fn in_session<T, F, Fut>(&self, call: &Call, text: &str, work: F) -> Result<T, Status>
     where
         T: Send + 'static,
         F: FnOnce(RequestSession) -> Fut,
@@ -107,7 +107,7 @@ impl FlightGateway {
         let principal = call.caller.principal();
         let catalog = self
             .engine
-            .readable_catalog(&principal)
+            .readable_catalog_for(&principal, text)
             .await
             .map_err(status::query)?;
         let session = self
@@ -130,7 +130,7 @@ impl FlightGateway {
         values: Vec<ScalarValue>,
     ) -> Result<Planned, Status> {
         let sql_text = text.to_string();
-        self.in_session(call, move |session| async move {
+        self.in_session(call, text, move |session| async move {
             let planned = async {
                 let plan = sql::plan_sql_values(&session, &sql_text, values).await?;
                 let read = datagate_query::plan_info::datasets_read(&plan);
@@ -1023,7 +1023,7 @@ impl FlightGateway {
     ) -> Result<(SchemaRef, Vec<Option<DataType>>), Status> {
         let sql_text = text.to_string();
         let (schema, types) = self
-            .in_session(call, move |session| async move {
+            .in_session(call, text, move |session| async move {
                 let plan = sql::plan_sql_values(&session, &sql_text, Vec::new()).await?;
                 let types = sql::parameters_taken(&plan)?;
                 let schema = if types.is_empty() {

@@ -346,6 +346,36 @@ impl QueryEngine {
         .await
     }
 
+    /// The catalog `principal` plans the statement `sql` in: the datasets it names alone
+    /// ([`crate::sql::tables_named`]), so planning costs the same however many datasets the
+    /// catalog holds (listing 5,000 took about 50 ms a statement); everything the principal may
+    /// read when the statement reads the information schema or names a table otherwise.
+    pub async fn readable_catalog_for(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<DatagateCatalog, QueryError> {
+        let Some(named) = crate::sql::tables_named(sql, &self.limits) else {
+            return self.readable_catalog(principal).await;
+        };
+        let mut datasets = Vec::new();
+        for (department, name) in named {
+            // What the listing of `readable_catalog` would hold of it.
+            if let Some(d) = self.catalog.get_dataset(&department, &name).await?
+                && d.unpublished_at.is_none()
+                && principal.sees_entry(d.metadata.access_level)
+            {
+                datasets.push(d);
+            }
+        }
+        self.catalog_of(&principal.visible_levels(), datasets, |d| {
+            principal
+                .reads(d)
+                .then(|| principal.sees_private(&d.department))
+        })
+        .await
+    }
+
     async fn catalog_where(
         &self,
         visible: &[AccessLevel],
@@ -359,6 +389,16 @@ impl QueryEngine {
                 ..Default::default()
             })
             .await?;
+        self.catalog_of(visible, page.datasets, keep).await
+    }
+
+    /// The catalog of `datasets` that `keep` keeps, in the departments seen at `visible`.
+    async fn catalog_of(
+        &self,
+        visible: &[AccessLevel],
+        datasets: Vec<Dataset>,
+        keep: impl Fn(&Dataset) -> Option<bool>,
+    ) -> Result<DatagateCatalog, QueryError> {
         let departments = self
             .catalog
             .list_departments(visible)
@@ -366,8 +406,7 @@ impl QueryEngine {
             .into_iter()
             .map(|d| d.department.id);
         // `keep` says whether a dataset is in, and whether its reader sees every column.
-        let datasets = page
-            .datasets
+        let datasets = datasets
             .into_iter()
             .filter_map(|d| keep(&d).map(|all| (d, all)))
             .collect();

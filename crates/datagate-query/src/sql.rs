@@ -270,6 +270,49 @@ pub fn parse_readonly(
     limits: &QueryLimits,
     internals: bool,
 ) -> Result<DFStatement, QueryError> {
+    let mut statement = parse_statement(sql, limits)?;
+    check_statement(&statement, &limits.complexity, internals)?;
+    number_question_marks(&mut statement)?;
+    exact_big_integers(&mut statement);
+    Ok(statement)
+}
+
+/// The datasets `sql` names, as `(department, dataset)`, when it names every table as
+/// `department.dataset` (or `datagate.department.dataset`): the tables DataFusion's planner
+/// will ask its catalog for, and the only ones. `None` when it reads the information schema
+/// or names a table otherwise: planning it needs the whole catalog. In order, each once. A
+/// statement that does not parse names none (planning refuses it the same way, before any table is asked for).
+pub fn tables_named(sql: &str, limits: &QueryLimits) -> Option<Vec<(String, String)>> {
+    use datafusion::common::TableReference;
+    const INFORMATION_SCHEMA: &str = "information_schema";
+    let Ok(statement) = parse_statement(sql, limits) else {
+        return Some(Vec::new());
+    };
+    let (relations, _ctes) =
+        datafusion::sql::resolve::resolve_table_references(&statement, true).ok()?;
+    let mut named = relations
+        .into_iter()
+        .map(|r| match r {
+            TableReference::Partial { schema, table } if &*schema != INFORMATION_SCHEMA => {
+                Some((schema.to_string(), table.to_string()))
+            }
+            TableReference::Full {
+                catalog,
+                schema,
+                table,
+            } if &*catalog == crate::CATALOG_NAME && &*schema != INFORMATION_SCHEMA => {
+                Some((schema.to_string(), table.to_string()))
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    named.sort();
+    named.dedup();
+    Some(named)
+}
+
+/// `sql` parsed as one statement, within the size and nesting limits; nothing checked yet.
+fn parse_statement(sql: &str, limits: &QueryLimits) -> Result<DFStatement, QueryError> {
     let (max_bytes, max_depth) = (limits.max_sql_bytes, limits.max_expr_depth);
     if sql.len() > max_bytes {
         return Err(QueryError::invalid(format!(
@@ -300,13 +343,9 @@ pub fn parse_readonly(
             statements.len()
         )));
     }
-    let mut statement = statements
+    statements
         .pop_front()
-        .ok_or_else(|| QueryError::invalid("the query is empty"))?;
-    check_statement(&statement, &limits.complexity, internals)?;
-    number_question_marks(&mut statement)?;
-    exact_big_integers(&mut statement);
-    Ok(statement)
+        .ok_or_else(|| QueryError::invalid("the query is empty"))
 }
 
 /// Integer literals beyond 64 bits (an account number, a product of large factors) are exact:
@@ -784,5 +823,59 @@ mod tests {
         assert!(check(&deep).is_err());
         let long = format!("SELECT '{}'", "x".repeat(70_000));
         assert!(check(&long).unwrap_err().contains("bytes"));
+    }
+
+    #[test]
+    fn the_tables_a_statement_names_are_the_ones_it_plans_with() {
+        let named = |sql: &str| tables_named(sql, &QueryLimits::default());
+        let pairs = |v: &[(&str, &str)]| {
+            Some(
+                v.iter()
+                    .map(|(d, n)| (d.to_string(), n.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(named("SELECT 1"), pairs(&[]));
+        assert_eq!(
+            named("SELECT * FROM transport.bus_stops"),
+            pairs(&[("transport", "bus_stops")])
+        );
+        // Joins, subqueries in expressions, UNION, EXPLAIN; a CTE is no table; unquoted names
+        // are folded to lower case as the planner folds them, quoted ones kept.
+        assert_eq!(
+            named(
+                "WITH s AS (SELECT * FROM Transport.Bus_Stops) SELECT * FROM s \
+                 JOIN datagate.market.market_entities m ON true \
+                 WHERE m.uscc IN (SELECT party_uscc FROM market.enforcement_decisions) \
+                 UNION ALL SELECT * FROM \"transport\".\"Lines\""
+            ),
+            pairs(&[
+                ("market", "enforcement_decisions"),
+                ("market", "market_entities"),
+                ("transport", "Lines"),
+                ("transport", "bus_stops"),
+            ])
+        );
+        assert_eq!(
+            named("EXPLAIN SELECT count(*) FROM environment.air_quality"),
+            pairs(&[("environment", "air_quality")])
+        );
+        // The information schema, SHOW TABLES, a bare name or another catalog: everything.
+        for sql in [
+            "SELECT * FROM information_schema.tables",
+            "SELECT * FROM datagate.information_schema.columns",
+            "SHOW TABLES",
+            "SELECT * FROM bus_stops",
+            "SELECT * FROM elsewhere.transport.bus_stops",
+            "SELECT * FROM transport.bus_stops, information_schema.tables",
+        ] {
+            assert_eq!(named(sql), None, "{sql}");
+        }
+        // A statement that does not parse names none: planning refuses it before any table.
+        assert_eq!(named("SELEC * FROM transport.bus_stops"), pairs(&[]));
+        assert_eq!(
+            named(&format!("SELECT '{}'", "x".repeat(70_000))),
+            pairs(&[])
+        );
     }
 }

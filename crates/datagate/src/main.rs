@@ -1303,7 +1303,7 @@ fn run_query(cfg: Config, sql: &str, format: &str, repeat: Option<u32>) -> Resul
         for run in 0..repeat.unwrap_or(1).max(1) {
             let start = std::time::Instant::now();
             let session = engine
-                .request_session(engine.readable_catalog(&admin).await?, false)?
+                .request_session(engine.readable_catalog_for(&admin, sql).await?, false)?
                 .for_caller(budget, true);
             let sql = sql.to_string();
             let started = lane

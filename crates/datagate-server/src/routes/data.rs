@@ -582,7 +582,7 @@ async fn run_query(
     let coding = body_coding(state, headers, format);
     let deadline = deadline(Some(limits.timeout), timeout_ms)?;
     let principal = caller.principal();
-    let catalog = state.engine.readable_catalog(&principal).await?;
+    let catalog = state.engine.readable_catalog_for(&principal, text).await?;
     let session = state
         .engine
         .request_session(catalog, false)?

@@ -213,18 +213,6 @@ async fn key_holds_in_published_rows(
         return Ok(());
     }
     let principal = caller.principal();
-    let session = state
-        .engine
-        .request_session(state.engine.readable_catalog(&principal).await?, false)?
-        .for_caller(
-            state.config.tier("internal").1.query_budget,
-            principal.sees_internals(),
-        );
-    let lane = state.engine.executor().lane(
-        datagate_core::config::QueryPool::Reserved,
-        "publishing",
-        None,
-    );
     let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
     let counts: Vec<String> = key
         .iter()
@@ -235,6 +223,21 @@ async fn key_holds_in_published_rows(
         counts.join(", "),
         quoted(&ds.department),
         quoted(&ds.name)
+    );
+    let session = state
+        .engine
+        .request_session(
+            state.engine.readable_catalog_for(&principal, &sql).await?,
+            false,
+        )?
+        .for_caller(
+            state.config.tier("internal").1.query_budget,
+            principal.sees_internals(),
+        );
+    let lane = state.engine.executor().lane(
+        datagate_core::config::QueryPool::Reserved,
+        "publishing",
+        None,
     );
     let batches = lane
         .run(async move {

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# A city-sized catalog, in one run: what each everyday request costs with the sample catalog
+# alone, then again after DATASETS more datasets are registered (across 40 departments, a third
+# each open, conditional and shared, each with one small version), on the same server. Prints
+# the median of 9 requests (3 for the DCAT catalog) as the anonymous caller and as an admin, at
+# both sizes, and the ratio of the large catalog's figure to the small one's: a request whose
+# cost does not depend on the catalog's size stays near 1x.
+#
+#   benches/catalog_scale.sh [DATASETS=5000]
+set -euo pipefail
+cd "$(dirname "$0")/.." && . benches/lib.sh
+DATASETS="${1:-5000}"
+bench_build
+bench_work
+
+port=$(free_port)
+start_server "$port" "${UNLIMITED_ANONYMOUS[@]}" \
+  DATAGATE_TIERS__ADMIN__REQUESTS=100000000 DATAGATE_TIERS__ADMIN__BURST=100000000
+BASE="http://127.0.0.1:$port" KEY="$KEY" DATASETS="$DATASETS" python3 - <<'EOF'
+import concurrent.futures as cf, json, os, statistics, time, urllib.error, urllib.request
+base, key, n = os.environ["BASE"], os.environ["KEY"], int(os.environ["DATASETS"])
+
+def call(method, path, body=None, ctype="application/json", auth=True):
+    headers = {"content-type": ctype}
+    if auth:
+        headers["Authorization"] = "Bearer " + key
+    req = urllib.request.Request(base + path, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+QUERY = lambda sql: json.dumps({"sql": sql}).encode()
+REQUESTS = [
+    ("GET", "/api/v1/datasets?limit=20", None),
+    ("GET", "/api/v1/datasets?limit=20&q=roads", None),
+    ("GET", "/api/v1/datasets?limit=20&sort=reads", None),
+    ("GET", "/api/v1/departments", None),
+    ("GET", "/api/v1/datasets/transport/bus_stops", None),
+    ("GET", "/api/v1/datasets/transport/bus_stops/rows?limit=10", None),
+    ("POST", "/api/v1/query", QUERY("SELECT 1")),
+    ("POST", "/api/v1/query", QUERY("SELECT district, count(*) FROM transport.bus_stops GROUP BY 1")),
+    ("POST", "/api/v1/query", QUERY("SELECT count(*) FROM information_schema.tables")),
+    ("GET", "/", None),
+    ("GET", "/catalog/data.json", None),
+]
+
+def measure():
+    out = {}
+    for auth in (False, True):
+        for method, path, body in REQUESTS:
+            times, size = [], 0
+            for _ in range(3 if path.startswith("/catalog/") else 9):
+                t = time.perf_counter()
+                status, answer = call(method, path, body, auth=auth)
+                times.append(time.perf_counter() - t)
+                assert status == 200, (path, status, answer[:300])
+                size = len(answer)
+            what = ("admin " if auth else "anonymous ") + method + " " + path
+            if body:
+                what += " " + json.loads(body)["sql"]
+            out[what] = (statistics.median(times) * 1000, size)
+    return out
+
+small = measure()
+departments = [f"dept{i:02d}" for i in range(40)]
+for d in departments:
+    call("POST", "/api/v1/departments", json.dumps({"id": d, "name": d, "description": "d"}).encode())
+
+def register(i):
+    d, name = departments[i % len(departments)], f"ds{i:05d}"
+    st, b = call("POST", "/api/v1/datasets", json.dumps({
+        "department": d, "name": name,
+        "title": f"Dataset {i} about roads" if i % 10 == 0 else f"Dataset {i}",
+        "description": "A synthetic dataset of the catalog-scale benchmark",
+        "access_level": ["open", "conditional", "shared"][i % 3], "license": "CC-BY-4.0",
+        "tags": ["scale", f"t{i % 50}"], "update_frequency": "daily",
+        "columns": [{"name": "id", "type": "int64"}, {"name": "v", "type": "utf8"}]}).encode())
+    assert st == 201, b
+    st, b = call("POST", f"/api/v1/datasets/{d}/{name}/versions?mode=replace",
+                 b"id,v\n1,a\n2,b\n", "text/csv")
+    assert st == 201, b
+
+t = time.perf_counter()
+with cf.ThreadPoolExecutor(8) as ex:
+    list(ex.map(register, range(n)))
+print(f"registered {n} datasets with a version each in {time.perf_counter() - t:.1f} s")
+large = measure()
+print(f"| request | sample catalog: ms (bytes) | +{n:,} datasets: ms (bytes) | ratio |")
+print("| --- | ---: | ---: | ---: |")
+for what, (ms, size) in small.items():
+    ms2, size2 = large[what]
+    print(f"| {what} | {ms:.1f} ({size:,}) | {ms2:.1f} ({size2:,}) | {ms2 / ms:.1f}x |")
+EOF
