@@ -15,7 +15,7 @@ bench_work
 
 port=$(free_port)
 start_server "$port" "${UNLIMITED_ANONYMOUS[@]}" \
-  DATAGATE_TIERS__ADMIN__REQUESTS=100000000 DATAGATE_TIERS__ADMIN__BURST=100000000
+  DATAGATE_TIERS__INTERNAL__REQUESTS=100000000 DATAGATE_TIERS__INTERNAL__BURST=100000000
 BASE="http://127.0.0.1:$port" KEY="$KEY" DATASETS="$DATASETS" python3 - <<'EOF'
 import concurrent.futures as cf, json, os, statistics, time, urllib.error, urllib.request
 base, key, n = os.environ["BASE"], os.environ["KEY"], int(os.environ["DATASETS"])

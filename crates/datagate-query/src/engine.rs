@@ -368,12 +368,14 @@ impl QueryEngine {
                 datasets.push(d);
             }
         }
-        self.catalog_of(&principal.visible_levels(), datasets, |d| {
+        // Schemas of the named departments alone: the planner asks for no other, and a table
+        // of a department it lacks is "not found" as one the department lacks.
+        let departments: Vec<String> = datasets.iter().map(|d| d.department.clone()).collect();
+        Ok(self.catalog_of(departments, datasets, |d| {
             principal
                 .reads(d)
                 .then(|| principal.sees_private(&d.department))
-        })
-        .await
+        }))
     }
 
     async fn catalog_where(
@@ -389,28 +391,28 @@ impl QueryEngine {
                 ..Default::default()
             })
             .await?;
-        self.catalog_of(visible, page.datasets, keep).await
-    }
-
-    /// The catalog of `datasets` that `keep` keeps, in the departments seen at `visible`.
-    async fn catalog_of(
-        &self,
-        visible: &[AccessLevel],
-        datasets: Vec<Dataset>,
-        keep: impl Fn(&Dataset) -> Option<bool>,
-    ) -> Result<DatagateCatalog, QueryError> {
         let departments = self
             .catalog
             .list_departments(visible)
             .await?
             .into_iter()
             .map(|d| d.department.id);
+        Ok(self.catalog_of(departments, page.datasets, keep))
+    }
+
+    /// The catalog of `datasets` that `keep` keeps, in `departments` (schemas even when empty).
+    fn catalog_of(
+        &self,
+        departments: impl IntoIterator<Item = String>,
+        datasets: Vec<Dataset>,
+        keep: impl Fn(&Dataset) -> Option<bool>,
+    ) -> DatagateCatalog {
         // `keep` says whether a dataset is in, and whether its reader sees every column.
         let datasets = datasets
             .into_iter()
             .filter_map(|d| keep(&d).map(|all| (d, all)))
             .collect();
-        Ok(DatagateCatalog::lazy(departments, datasets, &self.resolver))
+        DatagateCatalog::lazy(departments, datasets, &self.resolver)
     }
 
     /// The one dataset a `rows` or `export` request reads, at `version` (current when `None`):
