@@ -417,7 +417,13 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         ("b", "five"),
         ("b", "six"),
     ] {
-        let mut ds = new_dataset(d, n, *levels.next().unwrap(), vec![]);
+        // Some with columns, in different orders: a listing carries each dataset's own.
+        let cols = match n {
+            "two" => columns(),
+            "four" => columns().into_iter().take(2).rev().collect(),
+            _ => vec![],
+        };
+        let mut ds = new_dataset(d, n, *levels.next().unwrap(), cols);
         if n == "five" {
             ds.metadata.description = "bus stops 公交站点 of the city".into();
             ds.metadata.tags = vec!["交通".into()];
@@ -445,6 +451,13 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         names,
         ["a/one", "a/three", "a/two", "b/five", "b/four", "b/six"]
     );
+    // Each listed dataset is what a lookup of it answers, its columns in order.
+    for d in &page.datasets {
+        let one = s.get_dataset(&d.department, &d.name).await.unwrap();
+        assert_eq!(Some(d), one.as_ref());
+    }
+    assert_eq!(page.datasets[2].columns, columns());
+    assert_eq!(page.datasets[4].columns.len(), 2);
 
     // Visibility: open + conditional only.
     let visible = vec![AccessLevel::Open, AccessLevel::Conditional];

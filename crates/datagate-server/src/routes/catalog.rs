@@ -92,30 +92,37 @@ pub async fn list_datasets(
         filter.limit = SORTED_MAX;
         filter.offset = 0;
     }
-    let page = state.catalog.list_datasets(&filter).await?;
+    let mut page = state.catalog.list_datasets(&filter).await?;
+    if let Some(sort) = sort {
+        // Sorted on their keys, and only the page's answers made (with 5,000 datasets, making
+        // every answer cost more than the listing).
+        let found = &mut page.datasets;
+        match sort {
+            "updated" => found.sort_by_key(|d| std::cmp::Reverse(d.updated_at)),
+            "title" => found.sort_by(|a, b| a.metadata.title.cmp(&b.metadata.title)),
+            _ => {
+                let today = chrono::Utc::now().date_naive();
+                let usage = state.audit.usage();
+                found.sort_by_cached_key(|d| {
+                    let u = usage.get(&format!("{}.{}", d.department, d.name), today);
+                    std::cmp::Reverse((u.reads_30d, u.reads_total))
+                });
+            }
+        }
+        *found = std::mem::take(found)
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
+    }
     let base = base_url(&state, &headers);
-    let mut datasets: Vec<DatasetOut> = page
+    let datasets: Vec<DatasetOut> = page
         .datasets
         .iter()
         .map(|d| {
             DatasetOut::new(d, &base, caller.sees_private(&d.department)).with_usage(&state.audit)
         })
         .collect();
-    if let Some(sort) = sort {
-        match sort {
-            "updated" => datasets.sort_by_key(|d| std::cmp::Reverse(d.updated_at)),
-            "title" => datasets.sort_by(|a, b| a.title.cmp(&b.title)),
-            _ => datasets.sort_by(|a, b| {
-                (b.usage.reads_30d, b.usage.reads_total)
-                    .cmp(&(a.usage.reads_30d, a.usage.reads_total))
-            }),
-        }
-        datasets = datasets
-            .into_iter()
-            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect();
-    }
     Ok(Json(DatasetList {
         datasets,
         total: page.total,
