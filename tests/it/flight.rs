@@ -178,6 +178,67 @@ async fn the_jdbc_call_sequence() {
         &DataType::Utf8
     );
 
+    // Without schemas, by name patterns; another catalog or table type lists nothing.
+    let listed =
+        |catalog: Option<&str>, schemas: Option<&str>, tables: Option<&str>, types: &[&str]| {
+            let query = CommandGetTables {
+                catalog: catalog.map(str::to_string),
+                db_schema_filter_pattern: schemas.map(str::to_string),
+                table_name_filter_pattern: tables.map(str::to_string),
+                table_types: types.iter().map(|t| t.to_string()).collect(),
+                include_schema: false,
+            };
+            let mut c = c.clone();
+            async move {
+                let info = c.get_tables(query).await.unwrap();
+                let batches = fetch(&mut c, &info).await;
+                let mut out = Vec::new();
+                for b in &batches {
+                    assert!(b.column_by_name("table_schema").is_none());
+                    let column = |name: &str| {
+                        b.column_by_name(name)
+                            .unwrap()
+                            .as_any()
+                            .downcast_ref::<arrow::array::StringArray>()
+                            .unwrap()
+                            .clone()
+                    };
+                    let (schemas, names) = (column("db_schema_name"), column("table_name"));
+                    for i in 0..b.num_rows() {
+                        out.push(format!("{}.{}", schemas.value(i), names.value(i)));
+                    }
+                }
+                out
+            }
+        };
+    let everything = listed(None, None, None, &[]).await;
+    assert!(
+        everything.contains(&"justice.mediation_cases".to_string()),
+        "{everything:?}"
+    );
+    assert!(
+        !everything.contains(&"justice.legal_aid_cases".to_string()),
+        "{everything:?}"
+    );
+    assert!(everything.len() > 5, "{everything:?}");
+    assert!(everything.is_sorted(), "{everything:?}");
+    assert_eq!(
+        listed(
+            Some("datagate"),
+            Some("trans%"),
+            Some("bus\\_%"),
+            &["TABLE"]
+        )
+        .await,
+        ["transport.bus_lines", "transport.bus_stops"]
+    );
+    assert_eq!(
+        listed(None, None, Some("%_cases"), &[]).await,
+        ["justice.mediation_cases"]
+    );
+    assert!(listed(Some("other"), None, None, &[]).await.is_empty());
+    assert!(listed(None, None, None, &["VIEW"]).await.is_empty());
+
     // Every statement prepared: the dataset schema, a handle, then GetFlightInfo and DoGet.
     let mut prepared = c
         .prepare(

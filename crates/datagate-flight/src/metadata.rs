@@ -12,8 +12,8 @@ use arrow_flight::sql::metadata::{
     XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
 };
 use arrow_flight::sql::{
-    Nullable, Searchable, SqlInfo, SqlSupportedCaseSensitivity, SqlSupportedTransaction,
-    SupportedSqlGrammar, XdbcDataType,
+    CommandGetTables, Nullable, Searchable, SqlInfo, SqlSupportedCaseSensitivity,
+    SqlSupportedTransaction, SupportedSqlGrammar, XdbcDataType,
 };
 use datafusion::catalog::CatalogProvider;
 use datagate_query::CATALOG_NAME;
@@ -115,48 +115,102 @@ pub fn xdbc_info() -> &'static XdbcTypeInfoData {
 }
 
 /// `GetDbSchemas`: the departments in the caller's catalog.
-pub fn db_schemas(
-    catalog: &DatagateCatalog,
-    mut builder: GetDbSchemasBuilder,
-) -> GetDbSchemasBuilder {
-    for schema in catalog.schema_names() {
+pub fn db_schemas(departments: &[String], mut builder: GetDbSchemasBuilder) -> GetDbSchemasBuilder {
+    for schema in departments {
         builder.append(CATALOG_NAME, schema);
     }
     builder
 }
 
-/// `GetTables`: the datasets the caller may read, with their schemas as it sees them.
+/// `GetTables`: the datasets the caller may read, with their schemas as it sees them when
+/// `query` asks for them. Only the tables the query's catalog, table types and name patterns
+/// keep are resolved (a schema as the caller sees it needs its dataset's current version:
+/// resolving every one of 5,000 datasets took most of a second), and none without schemas;
+/// the builder applies the same filters again as it builds.
 pub async fn tables(
     catalog: &DatagateCatalog,
-    mut builder: GetTablesBuilder,
+    query: &CommandGetTables,
 ) -> Result<GetTablesBuilder, QueryError> {
-    let mut schemas = catalog.schema_names();
-    schemas.sort();
-    for schema_name in schemas {
-        let Some(schema) = catalog.schema(&schema_name) else {
-            continue;
-        };
-        let mut names = schema.table_names();
-        names.sort();
-        for name in names {
-            let table = schema
-                .table(&name)
-                .await
-                .map_err(|e| QueryError::from_datafusion(e, 0))?;
-            if let Some(table) = table {
-                builder
-                    .append(
-                        CATALOG_NAME,
-                        &schema_name,
-                        &name,
-                        TABLE_TYPE,
-                        &datagate_query::view_types::api_schema(&table.schema()),
-                    )
-                    .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let mut builder = query.clone().into_builder();
+    let catalog_kept = query.catalog.as_deref().is_none_or(|c| c == CATALOG_NAME);
+    let type_kept =
+        query.table_types.is_empty() || query.table_types.iter().any(|t| t == TABLE_TYPE);
+    if !catalog_kept || !type_kept {
+        return Ok(builder);
+    }
+    let mut candidates: Vec<(String, String)> = Vec::new();
+    for schema_name in catalog.schema_names() {
+        if let Some(schema) = catalog.schema(&schema_name) {
+            for name in schema.table_names() {
+                candidates.push((schema_name.clone(), name));
             }
         }
     }
+    candidates.sort();
+    let kept = matching(
+        &candidates,
+        query.db_schema_filter_pattern.as_deref(),
+        query.table_name_filter_pattern.as_deref(),
+    )?;
+    let internal = |e: arrow_flight::error::FlightError| QueryError::Internal(e.to_string());
+    for ((schema_name, name), keep) in candidates.iter().zip(kept) {
+        if !keep {
+            continue;
+        }
+        if !query.include_schema {
+            builder
+                .append(
+                    CATALOG_NAME,
+                    schema_name,
+                    name,
+                    TABLE_TYPE,
+                    &Schema::empty(),
+                )
+                .map_err(internal)?;
+            continue;
+        }
+        let table = match catalog.schema(schema_name) {
+            Some(schema) => schema
+                .table(name)
+                .await
+                .map_err(|e| QueryError::from_datafusion(e, 0))?,
+            None => None,
+        };
+        if let Some(table) = table {
+            let seen = datagate_query::view_types::api_schema(&table.schema());
+            builder
+                .append(CATALOG_NAME, schema_name, name, TABLE_TYPE, &seen)
+                .map_err(internal)?;
+        }
+    }
     Ok(builder)
+}
+
+/// Which of `candidates` (department, dataset) match the `LIKE` patterns, by arrow's `like`
+/// kernel, the one `GetTablesBuilder::build` filters with.
+fn matching(
+    candidates: &[(String, String)],
+    schema_pattern: Option<&str>,
+    table_pattern: Option<&str>,
+) -> Result<Vec<bool>, QueryError> {
+    use arrow::array::StringArray;
+    use arrow::compute::kernels::comparison::like;
+    let mut kept = vec![true; candidates.len()];
+    let schemas = || candidates.iter().map(|c| c.0.as_str());
+    let tables = || candidates.iter().map(|c| c.1.as_str());
+    let columns = [
+        (schema_pattern, StringArray::from_iter_values(schemas())),
+        (table_pattern, StringArray::from_iter_values(tables())),
+    ];
+    for (pattern, values) in columns {
+        let Some(pattern) = pattern else { continue };
+        let matched = like(&values, &StringArray::new_scalar(pattern))
+            .map_err(|e| QueryError::Internal(e.to_string()))?;
+        for (k, m) in kept.iter_mut().zip(matched.iter()) {
+            *k &= m.unwrap_or(false);
+        }
+    }
+    Ok(kept)
 }
 
 /// The shape of `GetPrimaryKeys`.

@@ -649,8 +649,13 @@ impl FlightSqlService for FlightGateway {
         let call = self.gate(&request, "DoGet").await?;
         let builder = query.into_builder();
         let schema = builder.schema();
-        let batch = match self.readable_catalog(&call).await {
-            Ok(catalog) => metadata::db_schemas(&catalog, builder)
+        let departments = self
+            .engine
+            .readable_departments(&call.caller.principal())
+            .await
+            .map_err(status::query);
+        let batch = match departments {
+            Ok(departments) => metadata::db_schemas(&departments, builder)
                 .build()
                 .map_err(|e| Status::internal(e.to_string())),
             Err(e) => Err(e),
@@ -673,10 +678,9 @@ impl FlightSqlService for FlightGateway {
         request: Request<Ticket>,
     ) -> Result<Response<FlightStream>, Status> {
         let call = self.gate(&request, "DoGet").await?;
-        let builder = query.into_builder();
-        let schema = builder.schema();
+        let schema = query.clone().into_builder().schema();
         let batch = match self.readable_catalog(&call).await {
-            Ok(catalog) => match metadata::tables(&catalog, builder).await {
+            Ok(catalog) => match metadata::tables(&catalog, &query).await {
                 Ok(b) => b.build().map_err(|e| Status::internal(e.to_string())),
                 Err(e) => Err(status::query(e)),
             },

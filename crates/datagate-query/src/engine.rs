@@ -378,6 +378,25 @@ impl QueryEngine {
         }))
     }
 
+    /// The departments of `principal`'s catalog ([`QueryEngine::readable_catalog`]'s schemas),
+    /// without listing their datasets.
+    pub async fn readable_departments(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<String>, QueryError> {
+        self.departments_at(&principal.visible_levels()).await
+    }
+
+    async fn departments_at(&self, visible: &[AccessLevel]) -> Result<Vec<String>, QueryError> {
+        Ok(self
+            .catalog
+            .list_departments(visible)
+            .await?
+            .into_iter()
+            .map(|d| d.department.id)
+            .collect())
+    }
+
     async fn catalog_where(
         &self,
         visible: &[AccessLevel],
@@ -391,12 +410,7 @@ impl QueryEngine {
                 ..Default::default()
             })
             .await?;
-        let departments = self
-            .catalog
-            .list_departments(visible)
-            .await?
-            .into_iter()
-            .map(|d| d.department.id);
+        let departments = self.departments_at(visible).await?;
         Ok(self.catalog_of(departments, page.datasets, keep))
     }
 
