@@ -1052,8 +1052,19 @@ fn export_ids(format: &str, body: &[u8]) -> Vec<i64> {
 #[tokio::test]
 async fn an_export_comes_in_storage_order_in_every_format() {
     // Without the page cache, every export is planned by the engine (none is sliced from
-    // memory); the whole Parquet export copies the stored row groups.
-    let s = Server::start(options(&[("DATAGATE_QUERY__PAGE_CACHE_BYTES", "0")])).await;
+    // memory); with it, as configured by default. The whole Parquet export copies the stored
+    // row groups either way.
+    for cache in ["0", "default"] {
+        exports_in_storage_order(cache).await;
+    }
+}
+
+async fn exports_in_storage_order(page_cache_bytes: &str) {
+    let env: &[(&str, &str)] = match page_cache_bytes {
+        "default" => &[],
+        bytes => &[("DATAGATE_QUERY__PAGE_CACHE_BYTES", bytes)],
+    };
+    let s = Server::start(options(env)).await;
     let c = Client::new();
     let r = c
         .post(s.url("/api/v1/datasets"))
@@ -1097,13 +1108,13 @@ async fn an_export_comes_in_storage_order_in_every_format() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 200, "{format}{query}");
+            assert_eq!(r.status(), 200, "{format}{query}, cache {page_cache_bytes}");
             let ids = export_ids(format, &r.bytes().await.unwrap());
             assert_eq!(ids.len(), expected.len(), "{format}{query}: rows");
             let first_out_of_place = ids.iter().zip(expected.iter()).position(|(a, b)| a != b);
             assert_eq!(
                 first_out_of_place, None,
-                "{format}{query}: the export is not in storage order"
+                "{format}{query}, cache {page_cache_bytes}: the export is not in storage order"
             );
         }
     }
