@@ -70,6 +70,28 @@ async fn dataset_search_filters_and_pages() {
     let (_, p) = s.get_json("/api/v1/datasets?limit=3&offset=2").await;
     assert_eq!(names(&p), all_names[2..5]);
     assert_eq!(p["total"], all["total"]);
+    // Without schemas: the same entries, each without its `schema` (which, asked, is there).
+    let (status, bare) = s.get_json("/api/v1/datasets?limit=100&schema=false").await;
+    assert_eq!(status, 200, "{bare}");
+    assert_eq!(names(&bare), all_names);
+    for (b, full) in bare["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(all["datasets"].as_array().unwrap())
+    {
+        assert!(b.get("schema").is_none(), "{b}");
+        assert!(!full["schema"].as_array().unwrap().is_empty(), "{full}");
+        let mut without = full.clone();
+        without.as_object_mut().unwrap().remove("schema");
+        assert_eq!(*b, without);
+    }
+    let (_, sorted_bare) = s
+        .get_json("/api/v1/datasets?limit=3&sort=title&schema=false")
+        .await;
+    assert!(sorted_bare["datasets"][0].get("schema").is_none());
+    let (_, with) = s.get_json("/api/v1/datasets?limit=1&schema=true").await;
+    assert!(with["datasets"][0]["schema"].is_array(), "{with}");
 
     for bad in [
         "limit=0",
@@ -77,6 +99,7 @@ async fn dataset_search_filters_and_pages() {
         "limit=abc",
         "offset=-1",
         "access_level=secret",
+        "schema=maybe",
         "bogus=1",
     ] {
         let (status, body) = s.get_json(&format!("/api/v1/datasets?{bad}")).await;

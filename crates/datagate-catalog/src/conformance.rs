@@ -458,6 +458,26 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
     }
     assert_eq!(page.datasets[2].columns, columns());
     assert_eq!(page.datasets[4].columns.len(), 2);
+    // Without columns: the same datasets, their columns left empty.
+    let bare = s
+        .list_datasets(&all(DatasetFilter {
+            visible_levels: AccessLevel::ALL.to_vec(),
+            skip_columns: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(bare.total, 6);
+    for (b, d) in bare.datasets.iter().zip(&page.datasets) {
+        assert!(b.columns.is_empty(), "{}: {:?}", b.name, b.columns);
+        assert_eq!(
+            Dataset {
+                columns: d.columns.clone(),
+                ..b.clone()
+            },
+            *d
+        );
+    }
 
     // Visibility: open + conditional only.
     let visible = vec![AccessLevel::Open, AccessLevel::Conditional];

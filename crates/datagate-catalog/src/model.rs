@@ -206,6 +206,9 @@ pub struct DatasetFilter {
     /// Unpublished datasets only (what their department may publish again), instead of the
     /// published ones only.
     pub unpublished: bool,
+    /// The datasets without their columns (`columns` left empty): for a listing that shows
+    /// no schema, spared loading every dataset's columns.
+    pub skip_columns: bool,
 }
 
 /// One page of a dataset search.

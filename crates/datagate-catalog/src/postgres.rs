@@ -157,16 +157,29 @@ impl PostgresCatalog {
     }
 }
 
-const DATASET_SELECT: &str = "SELECT d.id, d.department_id, d.name, d.title, d.description, \
+/// The columns of a dataset row as JSON (a macro, so that `DATASET_SELECT` can hold it and a
+/// listing without columns can put an empty list in its place).
+macro_rules! columns_json {
+    () => {
+        "COALESCE((SELECT jsonb_agg(jsonb_build_object('name', c.name, 'type', c.data_type, \
+         'description', c.description, 'sensitivity', c.sensitivity, 'mask', c.mask) \
+         ORDER BY c.position) FROM columns c WHERE c.dataset_id = d.id), '[]'::jsonb)"
+    };
+}
+
+const COLUMNS_JSON: &str = columns_json!();
+
+const DATASET_SELECT: &str = concat!(
+    "SELECT d.id, d.department_id, d.name, d.title, d.description, \
     d.tags, d.license, d.contact_name, d.contact_email, d.update_frequency, d.access_level, \
     d.temporal_coverage, d.spatial_coverage, d.primary_key, d.current_version, \
     d.unpublished_at, d.created_at, d.updated_at, \
     COALESCE(v.row_count, 0) AS row_count, COALESCE(v.bytes, 0) AS size_bytes, \
-    v.source_format AS source_format, \
-    COALESCE((SELECT jsonb_agg(jsonb_build_object('name', c.name, 'type', c.data_type, \
-        'description', c.description, 'sensitivity', c.sensitivity, 'mask', c.mask) \
-        ORDER BY c.position) FROM columns c WHERE c.dataset_id = d.id), '[]'::jsonb) AS columns \
-    FROM datasets d LEFT JOIN versions v ON v.dataset_id = d.id AND v.version = d.current_version";
+    v.source_format AS source_format, ",
+    columns_json!(),
+    " AS columns \
+    FROM datasets d LEFT JOIN versions v ON v.dataset_id = d.id AND v.version = d.current_version"
+);
 
 struct DatasetRow {
     id: i64,
@@ -915,8 +928,13 @@ impl CatalogStore for PostgresCatalog {
         params.push(&limit);
         params.push(&offset);
         let sql = format!(
-            "{DATASET_SELECT} WHERE {where_sql} ORDER BY d.department_id, d.name \
+            "{} WHERE {where_sql} ORDER BY d.department_id, d.name \
              LIMIT ${} OFFSET ${}",
+            if filter.skip_columns {
+                DATASET_SELECT.replacen(COLUMNS_JSON, "'[]'::jsonb", 1)
+            } else {
+                DATASET_SELECT.to_string()
+            },
             n + 1,
             n + 2
         );

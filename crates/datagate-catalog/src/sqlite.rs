@@ -845,7 +845,9 @@ impl CatalogStore for SqliteCatalog {
             let mut rows = stmt
                 .query_map(rusqlite::params_from_iter(args.iter()), dataset_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            load_columns_of(c, &mut rows)?;
+            if !filter.skip_columns {
+                load_columns_of(c, &mut rows)?;
+            }
             let datasets = rows.into_iter().map(|r| r.dataset).collect();
             Ok(DatasetPage { datasets, total: total as u64 })
         })

@@ -82,7 +82,9 @@ pub struct DatasetOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spatial_coverage: Option<String>,
     pub primary_key: Vec<String>,
-    pub schema: Vec<ColumnOut>,
+    /// The columns as the caller sees them; absent from a listing asked with `schema=false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<ColumnOut>>,
     pub current_version: Option<i64>,
     pub row_count: u64,
     pub size_bytes: u64,
@@ -170,12 +172,13 @@ impl DatasetOut {
             temporal_coverage: m.temporal_coverage.clone(),
             spatial_coverage: m.spatial_coverage.clone(),
             primary_key: d.primary_key.clone(),
-            schema: d
-                .columns
-                .iter()
-                .filter(|c| sees_private || c.sensitivity != Sensitivity::Private)
-                .map(ColumnOut::from)
-                .collect(),
+            schema: Some(
+                d.columns
+                    .iter()
+                    .filter(|c| sees_private || c.sensitivity != Sensitivity::Private)
+                    .map(ColumnOut::from)
+                    .collect(),
+            ),
             current_version: d.current_version,
             row_count: d.row_count,
             size_bytes: d.size_bytes,
@@ -188,6 +191,11 @@ impl DatasetOut {
             versions_total: None,
             usage: UsageOut::default(),
         }
+    }
+
+    /// The columns as the caller sees them (none when the answer was asked without them).
+    pub fn columns(&self) -> &[ColumnOut] {
+        self.schema.as_deref().unwrap_or_default()
     }
 
     /// With the dataset's usage counters from `log`.
@@ -296,6 +304,9 @@ pub struct DatasetQuery {
     /// admins) may publish again (`POST /api/v1/datasets/{dept}/{name}/publish`); needs
     /// `department`.
     pub unpublished: Option<bool>,
+    /// `false`: each entry without its `schema` (a catalog page that shows none; with
+    /// thousands of datasets, much less to read and send). Default `true`.
+    pub schema: Option<bool>,
 }
 
 /// The problem+json body of every error (RFC 9457); fields that help may follow (`line`,

@@ -190,6 +190,7 @@ async fn all_datasets(
     portal: &Portal,
     caller: &Caller,
     q: &str,
+    with_schema: bool,
 ) -> Result<Vec<DatasetOut>, Answer> {
     let mut out = Vec::new();
     for page in 0..LISTING_PAGES {
@@ -200,6 +201,7 @@ async fn all_datasets(
                 ("limit", &LISTING_PAGE.to_string()),
                 ("offset", &offset),
                 ("q", q),
+                ("schema", if with_schema { "" } else { "false" }),
             ],
         );
         let list: DatasetList = portal.api.get(caller, &uri).await?;
@@ -364,7 +366,7 @@ pub async fn catalog(
         Err(r) => return r,
     };
     let (all, names) = tokio::join!(
-        all_datasets(&portal, &v.caller, p.q.trim()),
+        all_datasets(&portal, &v.caller, p.q.trim(), false),
         department_names(&portal, &v.caller)
     );
     let all = match all {
@@ -1179,7 +1181,7 @@ pub async fn sql(State(portal): State<Portal>, v: Visitor, Query(p): Query<SqlPa
         Ok(b) => b,
         Err(r) => return r,
     };
-    let tables = all_datasets(&portal, &v.caller, "")
+    let tables = all_datasets(&portal, &v.caller, "", true)
         .await
         .unwrap_or_default()
         .into_iter()
@@ -1187,7 +1189,7 @@ pub async fn sql(State(portal): State<Portal>, v: Visitor, Query(p): Query<SqlPa
             name: format!("{}.{}", d.department, d.name),
             conditional: d.access_level == "conditional",
             columns: d
-                .schema
+                .columns()
                 .iter()
                 .map(|c| (c.name.clone(), c.data_type.clone()))
                 .collect(),

@@ -86,6 +86,7 @@ pub async fn list_datasets(
         limit,
         offset,
         unpublished,
+        skip_columns: q.schema == Some(false),
     };
     if sort.is_some() {
         // Every match, sorted here, then paged (a city catalog is thousands of entries).
@@ -120,7 +121,12 @@ pub async fn list_datasets(
         .datasets
         .iter()
         .map(|d| {
-            DatasetOut::new(d, &base, caller.sees_private(&d.department)).with_usage(&state.audit)
+            let mut out = DatasetOut::new(d, &base, caller.sees_private(&d.department))
+                .with_usage(&state.audit);
+            if filter.skip_columns {
+                out.schema = None;
+            }
+            out
         })
         .collect();
     Ok(Json(DatasetList {
