@@ -37,6 +37,7 @@ REQUESTS = [
     ("GET", "/api/v1/datasets?limit=20", None),
     ("GET", "/api/v1/datasets?limit=20&q=roads", None),
     ("GET", "/api/v1/datasets?limit=20&sort=reads", None),
+    ("GET", "/api/v1/datasets?limit=1000&schema=false", None),
     ("GET", "/api/v1/departments", None),
     ("GET", "/api/v1/datasets/transport/bus_stops", None),
     ("GET", "/api/v1/datasets/transport/bus_stops/rows?limit=10", None),
@@ -56,12 +57,15 @@ def measure():
                 t = time.perf_counter()
                 status, answer = call(method, path, body, auth=auth)
                 times.append(time.perf_counter() - t)
+                if status == 400 and b"unknown parameter" in answer:
+                    break  # a build before the parameter (DATAGATE_BIN=...): no figure
                 assert status == 200, (path, status, answer[:300])
                 size = len(answer)
             what = ("admin " if auth else "anonymous ") + method + " " + path
             if body:
                 what += " " + json.loads(body)["sql"]
-            out[what] = (statistics.median(times) * 1000, size)
+            if size:
+                out[what] = (statistics.median(times) * 1000, size)
     return out
 
 small = measure()
@@ -101,6 +105,8 @@ large = measure()
 print(f"| request | sample catalog: ms (bytes) | +{n:,} datasets: ms (bytes) | ratio |")
 print("| --- | ---: | ---: | ---: |")
 for what, (ms, size) in small.items():
+    if what not in large:
+        continue
     ms2, size2 = large[what]
     print(f"| {what} | {ms:.1f} ({size:,}) | {ms2:.1f} ({size2:,}) | {ms2 / ms:.1f}x |")
 EOF

@@ -86,6 +86,18 @@ async fn dataset_search_filters_and_pages() {
         without.as_object_mut().unwrap().remove("schema");
         assert_eq!(*b, without);
     }
+    // Sorted: every entry with its schema, as the unsorted listing gives it.
+    let (_, by_title) = s.get_json("/api/v1/datasets?limit=100&sort=title").await;
+    assert_eq!(by_title["total"], all["total"]);
+    for d in by_title["datasets"].as_array().unwrap() {
+        let same = all["datasets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["department"] == d["department"] && a["name"] == d["name"])
+            .unwrap();
+        assert_eq!(d["schema"], same["schema"], "{d}");
+    }
     let (_, sorted_bare) = s
         .get_json("/api/v1/datasets?limit=3&sort=title&schema=false")
         .await;

@@ -88,10 +88,13 @@ pub async fn list_datasets(
         unpublished,
         skip_columns: q.schema == Some(false),
     };
+    let skip_columns = filter.skip_columns;
     if sort.is_some() {
-        // Every match, sorted here, then paged (a city catalog is thousands of entries).
+        // Every match, sorted here, then paged (a city catalog is thousands of entries): the
+        // matches without their columns, which the page's datasets then get.
         filter.limit = SORTED_MAX;
         filter.offset = 0;
+        filter.skip_columns = true;
     }
     let mut page = state.catalog.list_datasets(&filter).await?;
     if let Some(sort) = sort {
@@ -115,6 +118,13 @@ pub async fn list_datasets(
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .collect();
+        if !skip_columns {
+            for d in found.iter_mut() {
+                if let Some(whole) = state.catalog.get_dataset(&d.department, &d.name).await? {
+                    d.columns = whole.columns;
+                }
+            }
+        }
     }
     let base = base_url(&state, &headers);
     let datasets: Vec<DatasetOut> = page
@@ -123,7 +133,7 @@ pub async fn list_datasets(
         .map(|d| {
             let mut out = DatasetOut::new(d, &base, caller.sees_private(&d.department))
                 .with_usage(&state.audit);
-            if filter.skip_columns {
+            if skip_columns {
                 out.schema = None;
             }
             out
