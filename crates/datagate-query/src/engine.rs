@@ -195,6 +195,16 @@ impl EngineCaches {
     }
 }
 
+/// Whether `principal` reads a dataset (in its catalog), and if so whether it sees every
+/// column (its own department's private ones too).
+fn reads_and_sees_all(principal: &Principal) -> impl Fn(&Dataset) -> Option<bool> + '_ {
+    move |d| {
+        principal
+            .reads(d)
+            .then(|| principal.sees_private(&d.department))
+    }
+}
+
 impl QueryEngine {
     /// Sets `datagate_query_cache_bytes{cache}` to what DataFusion's caches hold now (and
     /// `datagate_query_cache_limit_bytes{cache}` to their limits).
@@ -338,12 +348,8 @@ impl QueryEngine {
         &self,
         principal: &Principal,
     ) -> Result<DatagateCatalog, QueryError> {
-        self.catalog_where(&principal.visible_levels(), |d| {
-            principal
-                .reads(d)
-                .then(|| principal.sees_private(&d.department))
-        })
-        .await
+        self.catalog_where(&principal.visible_levels(), reads_and_sees_all(principal))
+            .await
     }
 
     /// The catalog `principal` plans the statement `sql` in: the datasets it names alone
@@ -371,11 +377,7 @@ impl QueryEngine {
         // Schemas of the named departments alone: the planner asks for no other, and a table
         // of a department it lacks is "not found" as one the department lacks.
         let departments: Vec<String> = datasets.iter().map(|d| d.department.clone()).collect();
-        Ok(self.catalog_of(departments, datasets, |d| {
-            principal
-                .reads(d)
-                .then(|| principal.sees_private(&d.department))
-        }))
+        Ok(self.catalog_of(departments, datasets, reads_and_sees_all(principal)))
     }
 
     /// The departments of `principal`'s catalog ([`QueryEngine::readable_catalog`]'s schemas),
