@@ -119,8 +119,23 @@ pub async fn list_datasets(
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .collect();
         if !skip_columns {
-            for d in found.iter_mut() {
-                if let Some(whole) = state.catalog.get_dataset(&d.department, &d.name).await? {
+            // A few lookups at once: with PostgreSQL each is a round trip, and a page may
+            // hold up to 1,000 datasets.
+            use futures::{StreamExt, TryStreamExt};
+            let keys: Vec<(String, String)> = found
+                .iter()
+                .map(|d| (d.department.clone(), d.name.clone()))
+                .collect();
+            let wholes: Vec<_> = futures::stream::iter(keys)
+                .map(|(department, name)| {
+                    let catalog = state.catalog.clone();
+                    async move { catalog.get_dataset(&department, &name).await }
+                })
+                .buffered(16)
+                .try_collect()
+                .await?;
+            for (d, whole) in found.iter_mut().zip(wholes) {
+                if let Some(whole) = whole {
                     d.columns = whole.columns;
                 }
             }
