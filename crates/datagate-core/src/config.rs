@@ -419,6 +419,10 @@ pub struct QueryConfig {
     /// Bytes of dataset files' bloom filters kept in memory between queries, so a lookup by
     /// primary key reads a version's filters once; 0 turns the cache off.
     pub bloom_cache_bytes: u64,
+    /// Rows of the units an export is decoded in, side by side on the query threads and still
+    /// in storage order; 0 decodes an export in one piece, on one thread. Memory held per
+    /// export: about (threads + 1) units of decoded rows.
+    pub export_unit_rows: u64,
     /// `datagate worker` URLs (`http://host:port`) that heavy queries fan out to; empty: every
     /// query runs in the gateway.
     pub workers: Vec<String>,
@@ -494,6 +498,7 @@ impl Default for QueryConfig {
             page_cache_bytes: 128 * 1024 * 1024,
             page_cache_max_rows: 200_000,
             bloom_cache_bytes: 64 * 1024 * 1024,
+            export_unit_rows: 65_536,
             workers: Vec::new(),
             distribute_above_bytes: 1 << 30,
             worker_secret: String::new(),

@@ -140,9 +140,19 @@ pub struct RequestSession {
     /// The engine's page server: its cache of Parquet metadata and page indexes
     /// ([`crate::top_n`] reads the page statistics there).
     pub pages: Arc<PageServer>,
+    /// For an export in storage order: how its scan is cut into units decoded side by side
+    /// ([`crate::in_order`]).
+    pub in_order: Option<crate::in_order::InOrder>,
 }
 
 impl RequestSession {
+    /// The session of an export in storage order whose scan is decoded in units on their
+    /// lane ([`crate::in_order`]); only for a session made `ordered`.
+    pub fn decoding_in_units(mut self, in_order: crate::in_order::InOrder) -> Self {
+        self.in_order = Some(in_order);
+        self
+    }
+
     /// The session with the cost budgets of a tier's `query_budget`, and internals shown or not.
     pub fn for_caller(mut self, query_budget: u64, internals: bool) -> Self {
         self.limits = self.limits.with_budget(query_budget);
@@ -526,6 +536,7 @@ impl QueryEngine {
             // Distributed stages interleave their tasks' rows: file order would be lost.
             distribution: (!ordered).then(|| self.distribution.clone()).flatten(),
             pages: self.pages.clone(),
+            in_order: None,
         })
     }
 

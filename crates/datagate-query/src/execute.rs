@@ -74,6 +74,8 @@ pub struct Started {
     deadline: Option<Deadline>,
     /// The workers the query runs on, when distributed (for the audit record).
     workers: Option<Vec<String>>,
+    /// Partitions of an export decoded in units ([`crate::in_order`]); 1 otherwise.
+    units: usize,
     _in_flight: InFlight,
 }
 
@@ -279,9 +281,23 @@ async fn start_inner(
     let workers = physical.workers;
     // A distributed plan's stages report after its batches: it always streams.
     let settles = workers.is_none() && settles(physical.plan.as_ref());
+    // An export in storage order decodes its units on every worker of its lane.
+    let units = session
+        .in_order
+        .as_ref()
+        .and_then(|o| Some((o.split(&physical.plan)?, o)));
+    let partitions = units.as_ref().map_or(1, |(plan, _)| {
+        plan.properties().partitioning.partition_count()
+    });
     let run = async {
-        let mut stream = datafusion::physical_plan::execute_stream(physical.plan, physical.task)
-            .map_err(|e| QueryError::from_datafusion(e, memory_limit))?;
+        let mut stream = match units {
+            Some((plan, in_order)) => {
+                tracing::debug!(units = partitions, "export decoded in units");
+                in_order.stream(plan, physical.task)
+            }
+            None => datafusion::physical_plan::execute_stream(physical.plan, physical.task)
+                .map_err(|e| QueryError::from_datafusion(e, memory_limit))?,
+        };
         if let Some(stages) = physical.stages {
             let schema = stream.schema();
             let more = futures::stream::once(async move { Ok(stages) });
@@ -332,6 +348,7 @@ async fn start_inner(
         memory_limit,
         deadline,
         workers,
+        units: partitions,
         _in_flight: in_flight,
     })
 }
@@ -389,8 +406,15 @@ impl Started {
             memory_limit,
             deadline,
             workers: None,
+            units: 1,
             _in_flight: InFlight::new(),
         }
+    }
+
+    /// Partitions an export was decoded in, side by side ([`crate::in_order`]); 1 for a plan
+    /// run as planned.
+    pub fn units(&self) -> usize {
+        self.units
     }
 
     /// Every batch of the result, in memory (tests and tools; responses stream).

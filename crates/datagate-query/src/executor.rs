@@ -143,6 +143,7 @@ impl QueryExecutor {
         };
         Lane {
             handle: pool.handle.clone(),
+            threads: pool.threads,
             tier: tier.into(),
             cpu_nanos: Arc::default(),
             _hold: hold,
@@ -161,6 +162,8 @@ impl QueryExecutor {
 #[derive(Clone)]
 pub struct Lane {
     handle: Handle,
+    /// Workers of the lane's pool.
+    threads: usize,
     tier: Arc<str>,
     cpu_nanos: Arc<AtomicU64>,
     _hold: Option<Arc<dyn Any + Send + Sync>>,
@@ -215,6 +218,17 @@ impl Lane {
         };
         builder.spawn_on(work, &self.handle);
         builder.build()
+    }
+
+    /// Workers of the pool the lane's work runs on.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The lane, taken to have `threads` workers (tests of work sized by them).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// Thread CPU time the lane's work has used so far.

@@ -41,6 +41,7 @@ pub mod execute;
 pub mod executor;
 pub mod filter;
 pub mod gb18030;
+pub mod in_order;
 pub mod masking;
 pub mod pages;
 pub mod plan_info;

@@ -6,13 +6,12 @@ mod support;
 
 use arrow::record_batch::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
-use datagate_catalog::Role;
 use datagate_core::{ColumnType, Mask, Sensitivity};
 use datagate_query::execute;
 use datagate_query::pages::PageCacheLimits;
 use datagate_query::rows::{self, Paging, RowsRequest};
 use datagate_query::{MaskKey, Principal, QueryEngine};
-use support::column;
+use support::{admin, column};
 
 const ROWS_PER_UPLOAD: usize = 700;
 
@@ -91,15 +90,6 @@ async fn fixture() -> Fixture {
             block_rows: 50,
         }),
         _dir: dir,
-    }
-}
-
-fn admin() -> Principal {
-    Principal {
-        key_id: Some("admin".into()),
-        role: Some(Role::Admin),
-        department: None,
-        grants: vec![],
     }
 }
 

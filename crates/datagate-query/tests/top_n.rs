@@ -7,7 +7,7 @@ mod support;
 
 use arrow::util::pretty::pretty_format_batches;
 use datagate_core::{AccessLevel, ColumnType, Mask, Sensitivity};
-use datagate_query::{MaskKey, QueryEngine, RequestSession, sql, top_n};
+use datagate_query::{QueryEngine, RequestSession, sql, top_n};
 use std::sync::Arc;
 
 struct Fixture {
@@ -63,15 +63,7 @@ async fn fixture() -> Fixture {
         &(0..3).map(csv).collect::<Vec<_>>(),
     )
     .await;
-    let engine = QueryEngine::new(
-        published.catalog.clone(),
-        published.url.clone(),
-        published.warehouse.root_store().clone(),
-        Default::default(),
-        MaskKey::random(),
-        datagate_query::QueryExecutor::new(&Default::default()).unwrap(),
-    )
-    .unwrap();
+    let engine = published.engine();
     Fixture {
         _dir: published.dir,
         engine,

@@ -23,6 +23,31 @@ pub struct Published {
 
 pub use datagate_catalog::Column;
 
+/// An admin: sees every column as uploaded.
+pub fn admin() -> datagate_query::Principal {
+    datagate_query::Principal {
+        key_id: Some("admin".into()),
+        role: Some(datagate_catalog::Role::Admin),
+        department: None,
+        grants: vec![],
+    }
+}
+
+impl Published {
+    /// A query engine over the published dataset, with default limits and a new mask key.
+    pub fn engine(&self) -> datagate_query::QueryEngine {
+        datagate_query::QueryEngine::new(
+            self.catalog.clone(),
+            self.url.clone(),
+            self.warehouse.root_store().clone(),
+            Default::default(),
+            datagate_query::MaskKey::random(),
+            datagate_query::QueryExecutor::new(&Default::default()).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
 pub fn column(
     name: &str,
     data_type: ColumnType,

@@ -20,6 +20,7 @@ use datagate_access::QueryTicket;
 use datagate_audit::DatasetVersion;
 use datagate_query::encode::{CsvEncoding, Format};
 use datagate_query::execute::{self, BodyChunk, BodyCoding, Deadline, RowCap};
+use datagate_query::in_order::InOrder;
 use datagate_query::plan_info::{self, DatasetRead};
 use datagate_query::rows::{self, Paging, RowsRequest};
 use datagate_query::sql;
@@ -324,13 +325,19 @@ async fn read_dataset(
     // Plans the request for the caller on the lane: what the plan reads (the audit record's
     // datasets: the pinned snapshot), and the query started unless only planned.
     let plan_read = |start: bool| -> Result<_, ApiError> {
-        let session = state
+        let mut session = state
             .engine
             .request_session(
                 state.engine.dataset_catalog(&snapshot),
                 request.needs_file_order(paging),
             )?
             .for_caller(ticket.budget, principal.sees_internals());
+        let unit_rows = state.config.query.export_unit_rows;
+        if paging == Paging::Export && unit_rows > 0 {
+            // Decoded on every worker of the lane, in storage order all the same.
+            let units = InOrder::new(lane.clone(), &snapshot).with_unit_rows(unit_rows);
+            session = session.decoding_in_units(units);
+        }
         let (table, primary_key, request) = (
             snapshot.clone(),
             dataset.primary_key.clone(),
