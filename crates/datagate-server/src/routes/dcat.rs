@@ -10,20 +10,63 @@ use datagate_catalog::{Dataset, DatasetFilter};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-/// DCAT-US `accrualPeriodicity` (ISO 8601 repeating duration) of an update frequency.
-fn periodicity(freq: &str) -> Option<&'static str> {
-    Some(match freq.to_ascii_lowercase().as_str() {
-        "realtime" | "continuous" => "R/PT1S",
-        "hourly" => "R/PT1H",
-        "daily" => "R/P1D",
-        "weekly" => "R/P1W",
-        "monthly" => "R/P1M",
-        "quarterly" => "R/P3M",
-        "semiannual" | "semiannually" => "R/P6M",
-        "annual" | "annually" | "yearly" => "R/P1Y",
-        "irregular" => "irregular",
-        _ => return None,
-    })
+/// DCAT-US `accrualPeriodicity` (an ISO 8601 repeating duration, or `irregular`) of an update
+/// frequency as departments write it: a word in English or Chinese (`monthly`, `每月`), or the
+/// duration itself (`R/P1M`). Anything else has none.
+fn periodicity(freq: &str) -> Option<String> {
+    let freq = freq.trim();
+    let word = match freq.to_ascii_lowercase().as_str() {
+        "realtime" | "real-time" | "continuous" | "实时" => "R/PT1S",
+        "hourly" | "每小时" => "R/PT1H",
+        "daily" | "每日" | "每天" => "R/P1D",
+        "weekly" | "每周" => "R/P1W",
+        "biweekly" | "每两周" => "R/P2W",
+        "monthly" | "每月" => "R/P1M",
+        "bimonthly" | "每两月" | "每两个月" => "R/P2M",
+        "quarterly" | "每季度" | "每季" => "R/P3M",
+        "semiannual" | "semiannually" | "每半年" => "R/P6M",
+        "annual" | "annually" | "yearly" | "每年" => "R/P1Y",
+        "irregular" | "不定期" => "irregular",
+        _ => return iso_repeating_duration(freq).then(|| freq.to_string()),
+    };
+    Some(word.to_string())
+}
+
+/// `R/P…`: a repeating ISO 8601 duration of at least one designated amount (`R/P1Y`,
+/// `R/P0.5M`, `R/PT15M`, `R/P1DT12H`).
+fn iso_repeating_duration(s: &str) -> bool {
+    let Some(duration) = s.strip_prefix("R/P") else {
+        return false;
+    };
+    let (date, time) = match duration.split_once('T') {
+        Some((d, t)) if !t.is_empty() => (d, Some(t)),
+        Some(_) => return false,
+        None => (duration, None),
+    };
+    // Amounts followed by their designators, each designator at most once and in order.
+    let amounts = |part: &str, designators: &str| -> Option<usize> {
+        let mut rest = part;
+        let mut allowed = designators;
+        let mut count = 0;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+            let number = &rest[..digits];
+            let designator = rest[digits..].chars().next()?;
+            let at = allowed.find(designator)?;
+            if number.is_empty() || number.parse::<f64>().is_err() {
+                return None;
+            }
+            allowed = &allowed[at + 1..];
+            rest = &rest[digits + 1..];
+            count += 1;
+        }
+        Some(count)
+    };
+    match (amounts(date, "YMWD"), time.map(|t| amounts(t, "HMS"))) {
+        (Some(d), None) => d > 0,
+        (Some(_), Some(Some(t))) => t > 0,
+        _ => false,
+    }
 }
 
 /// The distributions of a dataset: its export in each format.
@@ -146,4 +189,37 @@ pub async fn data_json(
         "describedBy": "https://project-open-data.cio.gov/v1.1/schema/catalog.json",
         "dataset": datasets,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::periodicity;
+
+    #[test]
+    fn update_frequencies_as_accrual_periodicity() {
+        for (freq, want) in [
+            ("monthly", Some("R/P1M")),
+            (" Daily ", Some("R/P1D")),
+            ("每月", Some("R/P1M")),
+            ("每季度", Some("R/P3M")),
+            ("实时", Some("R/PT1S")),
+            ("不定期", Some("irregular")),
+            ("biweekly", Some("R/P2W")),
+            ("R/P1Y", Some("R/P1Y")),
+            ("R/PT15M", Some("R/PT15M")),
+            ("R/P1DT12H", Some("R/P1DT12H")),
+            ("R/P0.5M", Some("R/P0.5M")),
+            ("R/P", None),
+            ("R/PT", None),
+            ("R/P1DT", None),
+            ("R/P1H", None),
+            ("R/PM", None),
+            ("R/P1M1Y", None),
+            ("P1M", None),
+            ("as needed", None),
+            ("", None),
+        ] {
+            assert_eq!(periodicity(freq).as_deref(), want, "{freq:?}");
+        }
+    }
 }
