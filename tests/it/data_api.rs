@@ -1052,18 +1052,22 @@ fn export_ids(format: &str, body: &[u8]) -> Vec<i64> {
 #[tokio::test]
 async fn an_export_comes_in_storage_order_in_every_format() {
     // Without the page cache, every export is planned by the engine (none is sliced from
-    // memory); with it, as configured by default. The whole Parquet export copies the stored
-    // row groups either way.
-    for cache in ["0", "default"] {
-        exports_in_storage_order(cache).await;
+    // memory); with it, as configured by default (an Arrow export decoded in units of 65,536
+    // rows: a file each); and with Arrow exports decoded in units of 7,000 rows, which cut
+    // every file and its row groups, or in one piece. The whole Parquet export copies the
+    // stored row groups either way.
+    for env in [
+        &[("DATAGATE_QUERY__PAGE_CACHE_BYTES", "0")][..],
+        &[],
+        &[("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "7000")],
+        &[("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "0")],
+    ] {
+        exports_in_storage_order(env).await;
     }
 }
 
-async fn exports_in_storage_order(page_cache_bytes: &str) {
-    let env: &[(&str, &str)] = match page_cache_bytes {
-        "default" => &[],
-        bytes => &[("DATAGATE_QUERY__PAGE_CACHE_BYTES", bytes)],
-    };
+async fn exports_in_storage_order(env: &[(&str, &str)]) {
+    let settings = format!("{env:?}");
     let s = Server::start(options(env)).await;
     let c = Client::new();
     let r = c
@@ -1108,13 +1112,13 @@ async fn exports_in_storage_order(page_cache_bytes: &str) {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(r.status(), 200, "{format}{query}, cache {page_cache_bytes}");
+            assert_eq!(r.status(), 200, "{format}{query}, {settings}");
             let ids = export_ids(format, &r.bytes().await.unwrap());
             assert_eq!(ids.len(), expected.len(), "{format}{query}: rows");
             let first_out_of_place = ids.iter().zip(expected.iter()).position(|(a, b)| a != b);
             assert_eq!(
                 first_out_of_place, None,
-                "{format}{query}, cache {page_cache_bytes}: the export is not in storage order"
+                "{format}{query}, {settings}: the export is not in storage order"
             );
         }
     }

@@ -419,9 +419,9 @@ pub struct QueryConfig {
     /// Bytes of dataset files' bloom filters kept in memory between queries, so a lookup by
     /// primary key reads a version's filters once; 0 turns the cache off.
     pub bloom_cache_bytes: u64,
-    /// Rows of the units an export is decoded in, side by side on the query threads and still
-    /// in storage order; 0 decodes an export in one piece, on one thread. Memory held per
-    /// export: about (threads + 1) units of decoded rows.
+    /// Rows of the units an Arrow export is decoded in, side by side on the query threads and
+    /// still in storage order; 0 decodes it in one piece, on one thread, as every other
+    /// format's export (their encoding, not the decoding, bounds their speed).
     pub export_unit_rows: u64,
     /// `datagate worker` URLs (`http://host:port`) that heavy queries fan out to; empty: every
     /// query runs in the gateway.

@@ -5,10 +5,12 @@
 //! decoded on one core. Here that plan's scan is cut into units of consecutive rows (at most
 //! `query.export_unit_rows`, [`UNIT_ROWS`] by default, of one file each: a Parquet row
 //! selection, whose pages outside it the reader skips by the file's offset index) and each unit
-//! becomes a partition of its own. [`stream`] runs the
-//! partitions a few at a time, each in a task of the lane, and hands their batches on unit after
-//! unit: the rows and their order are the one-partition plan's, while the next units are
-//! already being decoded on the other cores.
+//! becomes a partition of its own. [`InOrder::stream`] runs the partitions a few at a time, each
+//! in a task of the lane, and hands their batches on unit after unit: the rows and their order
+//! are the one-partition plan's, while the next units are already being decoded on the other
+//! cores. The gateway does this for Arrow exports, whose encoding is cheap beside decoding; a
+//! CSV, JSON or Parquet encoder takes a core at a lower rate than one core decodes, and units
+//! would only add their cost (dictionary pages decoded again per unit, more readers).
 //!
 //! Only a plan that is a chain of per-row operators (projections, as masking and `select` make
 //! them, and filters, as `where` makes them) over one single-partition Parquet scan is cut:
@@ -20,7 +22,9 @@
 use crate::catalog_provider::TableSnapshot;
 use crate::executor::Lane;
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 use datafusion::datasource::listing::{ListingTableUrl, PartitionedFile};
+use datafusion::datasource::physical_plan::ParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::{ParquetAccessPlan, ParquetRowSelection};
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
@@ -31,12 +35,19 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use futures::FutureExt;
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
@@ -143,7 +154,7 @@ impl InOrder {
     }
 
     fn split_scan(&self, scan: &DataSourceExec) -> Option<Arc<dyn ExecutionPlan>> {
-        let (config, _) = scan.downcast_to_file_source::<ParquetSource>()?;
+        let (config, parquet) = scan.downcast_to_file_source::<ParquetSource>()?;
         let [group] = &config.file_groups[..] else {
             return None;
         };
@@ -165,7 +176,13 @@ impl InOrder {
         if units.len() < 2 {
             return None;
         }
-        let config: FileScanConfig = FileScanConfigBuilder::from(config.clone())
+        let mut builder = FileScanConfigBuilder::from(config.clone());
+        if let Some(factory) = parquet.parquet_file_reader_factory() {
+            let factory = Arc::new(WithPageIndex(Arc::clone(factory)));
+            let source = parquet.clone().with_parquet_file_reader_factory(factory);
+            builder = builder.with_source(Arc::new(source));
+        }
+        let config: FileScanConfig = builder
             // Each partition reads its own unit: none may take another's (work stealing).
             .with_preserve_order(true)
             .with_file_groups(units.into_iter().map(|f| FileGroup::new(vec![f])).collect())
@@ -199,6 +216,57 @@ impl InOrder {
             start += take;
         }
         units
+    }
+}
+
+/// Readers whose file metadata carries the page index, its offset index above all: a unit's row
+/// selection then fetches and decompresses only its own pages, where without it every unit of
+/// a row group would fetch the group's whole column chunks (and skip the others' pages). The
+/// metadata is kept with its page index in DataFusion's cache, as its own readers keep it.
+#[derive(Debug)]
+struct WithPageIndex(Arc<dyn ParquetFileReaderFactory>);
+
+impl ParquetFileReaderFactory for WithPageIndex {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        partitioned_file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Result<Box<dyn AsyncFileReader + Send>, DataFusionError> {
+        let inner = self.0.create_reader(
+            partition_index,
+            partitioned_file,
+            metadata_size_hint,
+            metrics,
+        )?;
+        Ok(Box::new(PageIndexed(inner)))
+    }
+}
+
+struct PageIndexed(Box<dyn AsyncFileReader + Send>);
+
+impl AsyncFileReader for PageIndexed {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        self.0.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        self.0.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        let options = options
+            .cloned()
+            .unwrap_or_default()
+            .with_page_index_policy(PageIndexPolicy::Optional);
+        async move { self.0.get_metadata(Some(&options)).await }.boxed()
     }
 }
 

@@ -332,9 +332,11 @@ async fn read_dataset(
                 request.needs_file_order(paging),
             )?
             .for_caller(ticket.budget, principal.sees_internals());
+        // An Arrow export, whose encoding costs little beside its decoding, is decoded on every
+        // worker of the lane, in storage order all the same. The other formats' encoding takes
+        // a core at a lower rate than one core decodes: units would only add their overhead.
         let unit_rows = state.config.query.export_unit_rows;
-        if paging == Paging::Export && unit_rows > 0 {
-            // Decoded on every worker of the lane, in storage order all the same.
+        if paging == Paging::Export && format == Format::Arrow && unit_rows > 0 {
             let units = InOrder::new(lane.clone(), &snapshot).with_unit_rows(unit_rows);
             session = session.decoding_in_units(units);
         }
