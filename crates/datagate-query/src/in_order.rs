@@ -126,8 +126,7 @@ impl InOrder {
     pub fn split(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
         let split = self.split_node(plan)?;
         // Every node kept its input's partitions: the root has one per unit.
-        let units = split.output_partitioning().partition_count();
-        (units > 1 && split.children().len() <= 1).then_some(split)
+        (split.output_partitioning().partition_count() > 1).then_some(split)
     }
 
     fn split_node(&self, node: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
