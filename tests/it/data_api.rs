@@ -1053,13 +1053,16 @@ fn export_ids(format: &str, body: &[u8]) -> Vec<i64> {
 async fn an_export_comes_in_storage_order_in_every_format() {
     // Without the page cache, every export is planned by the engine (none is sliced from
     // memory); with it, as configured by default (an Arrow export decoded in units of 65,536
-    // rows: a file each); and with Arrow exports decoded in units of 7,000 rows, which cut
-    // every file and its row groups, or in one piece. The whole Parquet export copies the
+    // rows: a file each); and without it, Arrow exports decoded in units of 7,000 rows, which
+    // cut every file and its row groups; and in one piece. The whole Parquet export copies the
     // stored row groups either way.
     for env in [
         &[("DATAGATE_QUERY__PAGE_CACHE_BYTES", "0")][..],
         &[],
-        &[("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "7000")],
+        &[
+            ("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "7000"),
+            ("DATAGATE_QUERY__PAGE_CACHE_BYTES", "0"),
+        ],
         &[("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "0")],
     ] {
         exports_in_storage_order(env).await;
@@ -1099,12 +1102,14 @@ async fn exports_in_storage_order(env: &[(&str, &str)]) {
     }
     let all: Vec<i64> = (0..files * per_file).collect();
     let thirds: Vec<i64> = all.iter().copied().filter(|i| i % 3 == 0).collect();
+    let units_on = !env.contains(&("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "0"));
     for format in ["csv", "ndjson", "json", "arrow", "parquet"] {
         for (query, expected) in [
             ("", &all),
             ("&select=id,value", &all),
             ("&where=id%20%25%203%20%3D%200", &thirds),
         ] {
+            let in_units = counter(&s, "datagate_exports_in_units_total").await;
             let r = c
                 .get(s.url(&format!(
                     "/api/v1/datasets/transport/readings/export?format={format}{query}"
@@ -1120,6 +1125,15 @@ async fn exports_in_storage_order(env: &[(&str, &str)]) {
                 first_out_of_place, None,
                 "{format}{query}, {settings}: the export is not in storage order"
             );
+            // Only an Arrow export is decoded in units (the page cache may answer a small
+            // export whole: with it off, every Arrow export is planned and cut).
+            let cut = counter(&s, "datagate_exports_in_units_total").await - in_units;
+            let planned = settings.contains("PAGE_CACHE_BYTES");
+            if format != "arrow" || !units_on {
+                assert_eq!(cut, 0, "{format}{query}, {settings}");
+            } else if planned {
+                assert_eq!(cut, 1, "{format}{query}, {settings}");
+            }
         }
     }
 }
@@ -1138,13 +1152,18 @@ async fn mask_line_names(c: &Client, s: &Server) {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
 }
 
-/// The hits on encoded page bodies so far, from `/metrics`.
-async fn page_body_hits(s: &Server) -> u64 {
+/// The value of the counter `name` so far, from `/metrics` (0 before its first increment).
+async fn counter(s: &Server, name: &str) -> u64 {
     s.metrics()
         .await
         .lines()
-        .find_map(|l| l.strip_prefix("datagate_page_body_cache_hits_total "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// The hits on encoded page bodies so far.
+async fn page_body_hits(s: &Server) -> u64 {
+    counter(s, "datagate_page_body_cache_hits_total").await
 }
 
 #[tokio::test]

@@ -293,6 +293,7 @@ async fn start_inner(
         let mut stream = match units {
             Some((plan, in_order)) => {
                 tracing::debug!(units = partitions, "export decoded in units");
+                metrics::counter!("datagate_exports_in_units_total").increment(1);
                 in_order.stream(plan, physical.task)
             }
             None => datafusion::physical_plan::execute_stream(physical.plan, physical.task)
