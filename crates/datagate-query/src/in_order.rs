@@ -139,7 +139,8 @@ impl InOrder {
         let [child] = node.children()[..] else {
             return None;
         };
-        if !per_row {
+        // A limit folded into a node would apply per unit.
+        if !per_row || node.fetch().is_some() {
             return None;
         }
         let child = self.split_node(child)?;

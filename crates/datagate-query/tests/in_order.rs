@@ -189,3 +189,49 @@ async fn an_error_in_a_unit_ends_the_export_with_it() {
     assert!(units.contains("zero"), "{units}");
     assert!(whole.contains("zero"), "{whole}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_per_row_operators_over_one_scan_are_cut() {
+    let (_dir, engine) = engine().await;
+    let (_, snapshot) = engine
+        .readable_dataset(&admin(), "market", "entities", None)
+        .await
+        .unwrap();
+    let session = engine
+        .request_session(engine.dataset_catalog(&snapshot), true)
+        .unwrap();
+    let lane = engine.executor().lane(QueryPool::Reserved, "test", None);
+    let in_order = InOrder::new(lane, &snapshot).with_unit_rows(100);
+    for (sql, cut) in [
+        ("SELECT id, amount * 2 FROM market.entities", true),
+        ("SELECT id FROM market.entities WHERE amount > 5", true),
+        ("SELECT * FROM market.entities LIMIT 5", false),
+        (
+            "SELECT id FROM market.entities WHERE amount > 5 LIMIT 5",
+            false,
+        ),
+        ("SELECT * FROM market.entities ORDER BY amount", false),
+        (
+            "SELECT district, count(*) FROM market.entities GROUP BY 1",
+            false,
+        ),
+        (
+            "SELECT a.id FROM market.entities a JOIN market.entities b ON a.id = b.id",
+            false,
+        ),
+        (
+            "SELECT id FROM market.entities UNION ALL SELECT id FROM market.entities",
+            false,
+        ),
+    ] {
+        let plan = session
+            .ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        assert_eq!(in_order.split(&plan).is_some(), cut, "{sql}");
+    }
+}
