@@ -271,7 +271,7 @@ impl AsyncFileReader for PageIndexed {
 }
 
 /// Decoded bytes the units after the one being handed on may hold, waiting their turn (beside
-/// it, whose batches wait only [`FIRST_AHEAD`] at a time): a unit of long rows then waits rather
+/// it, whose batches wait only two at a time): a unit of long rows then waits rather
 /// than decode all of itself ahead.
 pub const AHEAD_BYTES: usize = 32 << 20;
 
@@ -327,7 +327,7 @@ struct Ahead {
 
 impl Ahead {
     /// Waits until unit `me` may hold `batch` until its reader takes it: the unit being handed
-    /// on, when it holds fewer than [`FIRST_AHEAD`] batches (`own`); any other unit, while
+    /// on, when it holds fewer than `FIRST_AHEAD` batches (`own`); any other unit, while
     /// the batches waiting stay within the bytes allowed — or once it is the first. The permit
     /// goes with the batch; `None` when the stream is gone.
     async fn hold(
