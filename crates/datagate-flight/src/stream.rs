@@ -33,7 +33,7 @@ pub type FlightStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + 
 const MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Record batches as Flight messages: the schema first (also for an empty result), then each
-/// batch, split so no message exceeds [`MESSAGE_BYTES`] by much.
+/// batch, split so no message exceeds `MESSAGE_BYTES` by much.
 pub struct FlightSink {
     schema: SchemaRef,
     schema_sent: bool,

@@ -50,7 +50,7 @@ fn to_compact<'a>(
 }
 
 /// Rewrites the base version's trailing small files and the upload's `new_files` into one
-/// file when [`to_compact`] says so; `None` when there is nothing to compact, or when a file
+/// file when `to_compact` says so; `None` when there is nothing to compact, or when a file
 /// does not read back in the upload's schema (the append then commits as it is).
 pub async fn compact(
     warehouse: &Warehouse,

@@ -14,7 +14,7 @@
 //! argument type (floats, `Decimal256`, durations, intervals) is DataFusion's `sum` unchanged.
 //!
 //! `sum(DISTINCT ...)` over a sliding window frame, which DataFusion implements for `Int64`
-//! only and with wrapping adds, is [`SlidingDistinct`] here for every type the module checks.
+//! only and with wrapping adds, is `SlidingDistinct` here for every type the module checks.
 
 use arrow::array::{Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray};
 use arrow::datatypes::{

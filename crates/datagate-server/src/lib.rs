@@ -5,7 +5,7 @@
 //! layers around the routes ([`layers`]) give each request an `X-Request-Id` and a `tracing`
 //! span, write the audit record of every request ([`audit`]), apply fair use ([`fair_use`]: rate limits by tier, byte quotas, admission control, decided by `datagate_access`),
 //! record Prometheus metrics, negotiate compression, answer CORS, and time out stalled
-//! bodies; [`serve`] runs hyper (HTTP/1.1; HTTP/2 over [`tls`]) with a watchdog per connection
+//! bodies; [`serve`](fn@serve) runs hyper (HTTP/1.1; HTTP/2 over [`tls`]) with a watchdog per connection
 //! (head timeout, keep-alive idle limit, connection pressure) and drains on shutdown.
 
 pub mod api;

@@ -1,5 +1,5 @@
 //! The OpenAPI 3.1 document: the handlers' annotations, plus what the layers around every
-//! route answer (see [`add_layer_answers`]), so the document matches the server.
+//! route answer (see `add_layer_answers`), so the document matches the server.
 
 use serde_json::{Value, json};
 use std::sync::LazyLock;

@@ -11,7 +11,7 @@
 //!
 //! Every answer carries a strict `Content-Security-Policy` (no inline script, no `eval`, no
 //! framing), `X-Content-Type-Options`, `Referrer-Policy`; every state-changing form is a POST
-//! refused unless its `Origin` (or `Referer`) is this site ([`same_origin`]), on top of the
+//! refused unless its `Origin` (or `Referer`) is this site (`same_origin`), on top of the
 //! `SameSite=Strict` session cookie.
 
 mod admin;
