@@ -1065,13 +1065,32 @@ async fn an_export_comes_in_storage_order_in_every_format() {
         ],
         &[("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "0")],
     ] {
-        exports_in_storage_order(env).await;
+        exports_in_storage_order(env, &[]).await;
     }
 }
 
-async fn exports_in_storage_order(env: &[(&str, &str)]) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_from_an_s3_warehouse_comes_in_storage_order() {
+    // The warehouse on a real S3-compatible server (the files' paths there are the bucket's
+    // keys, not local paths): Arrow exports are still cut into units.
+    let mut warehouse = crate::s3::server().env();
+    let bucket = crate::s3::server().fresh_bucket();
+    warehouse.push((
+        "DATAGATE_STORAGE__WAREHOUSE_URL".into(),
+        format!("s3://{bucket}/warehouse/"),
+    ));
+    let env = [
+        ("DATAGATE_QUERY__EXPORT_UNIT_ROWS", "7000"),
+        ("DATAGATE_QUERY__PAGE_CACHE_BYTES", "0"),
+    ];
+    exports_in_storage_order(&env, &warehouse).await;
+}
+
+async fn exports_in_storage_order(env: &[(&str, &str)], more: &[(String, String)]) {
     let settings = format!("{env:?}");
-    let s = Server::start(options(env)).await;
+    let mut options = options(env);
+    options.env.extend(more.iter().cloned());
+    let s = Server::start(options).await;
     let c = Client::new();
     let r = c
         .post(s.url("/api/v1/datasets"))
