@@ -399,13 +399,18 @@ impl Units {
             if let Some((item, _held)) = unit.rx.recv().await {
                 return Some(item);
             }
-            // The unit's task has ended: whole, or by a panic, which must not pass for an end
-            // and goes on to whoever reads the stream (as a wider plan's partitions do).
+            // The unit's task has ended: whole, or by a panic or cancelled (the pool shutting
+            // down), neither of which may pass for an end. A panic goes on to whoever reads the
+            // stream (as a wider plan's partitions do).
             if let Some(task) = unit.task.take()
                 && let Err(e) = task.await
-                && e.is_panic()
             {
-                std::panic::resume_unwind(e.into_panic());
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                return Some(Err(DataFusionError::Execution(
+                    "the export stopped before its end: the gateway is shutting down".into(),
+                )));
             }
             self.running.pop_front();
             self.ahead.first.fetch_add(1, Ordering::AcqRel);
