@@ -247,6 +247,80 @@ async fn the_catalog_page_shows_what_the_api_lists_for_anonymous_visitors() {
     );
 }
 
+/// A city's catalog is thousands of datasets, more than the API lists at once (1,000): the
+/// catalog page reads them all (its pages at once) for its counts, facets and sorting.
+#[tokio::test]
+async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
+    use futures::StreamExt;
+    let s = start().await;
+    let c = Client::new();
+    let r = c
+        .post(s.url("/api/v1/departments"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"id": "bulk", "name": "批量数据局", "description": "many datasets"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    const OPEN: usize = 2_150;
+    const SHARED: usize = 40;
+    let registered = futures::stream::iter(0..OPEN + SHARED)
+        .map(|i| {
+            let (c, url) = (c.clone(), s.url("/api/v1/datasets"));
+            async move {
+                let level = if i < OPEN { "open" } else { "shared" };
+                c.post(url)
+                    .bearer_auth(ADMIN)
+                    .json(&json!({
+                        "department": "bulk", "name": format!("ds{i:04}"),
+                        "title": format!("Bulk {i:04}"), "description": "one of many",
+                        "access_level": level, "tags": [format!("t{}", i % 3)],
+                        "columns": [{"name": "id", "type": "int64"}]}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(registered.iter().all(|s| *s == 201), "{registered:?}");
+
+    let count = |html: &str| {
+        html.split("<strong>")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .map(str::to_string)
+    };
+    let facet_entry = |html: &str, label: &str| {
+        html.split(&format!(">{label}</a> <span class=\"count\">"))
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .map(str::to_string)
+    };
+    let listed = api_json(&s, None, "/api/v1/datasets?limit=1").await;
+    let (status, _, all) = page(&s, "/", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(count(&all), Some(listed["total"].to_string()));
+    assert_eq!(
+        facet_entry(&all, "批量数据局"),
+        Some(OPEN.to_string()),
+        "shared ones unseen"
+    );
+    let (_, _, bulk) = page(&s, "/?department=bulk&tag=t1", None).await;
+    let t1 = (0..OPEN).filter(|i| i % 3 == 1).count();
+    assert_eq!(count(&bulk), Some(t1.to_string()));
+    // Sorted by title, the last page holds the last titles: every listing page was read.
+    let (_, _, last) = page(&s, "/?department=bulk&sort=title&page=108", None).await;
+    assert!(last.contains("Bulk 2149") && last.contains("Bulk 2140"));
+    assert!(!last.contains("Bulk 2139") && !last.contains("Bulk 2150"));
+    // The admin sees the shared ones too.
+    let cookie = sign_in(&s, ADMIN).await;
+    let (_, _, admin) = page(&s, "/?department=bulk", Some(&cookie)).await;
+    assert_eq!(count(&admin), Some((OPEN + SHARED).to_string()));
+}
+
 #[tokio::test]
 async fn a_dataset_page_previews_downloads_and_offers_snippets() {
     let s = start().await;

@@ -927,9 +927,11 @@ impl CatalogStore for PostgresCatalog {
         let mut params = params;
         params.push(&limit);
         params.push(&offset);
+        // The page's ids first, sorted on their keys alone, then their rows (as in SQLite).
         let sql = format!(
-            "{} WHERE {where_sql} ORDER BY d.department_id, d.name \
-             LIMIT ${} OFFSET ${}",
+            "{} JOIN (SELECT d.id FROM datasets d WHERE {where_sql} \
+             ORDER BY d.department_id, d.name LIMIT ${} OFFSET ${}) p ON p.id = d.id \
+             ORDER BY d.department_id, d.name",
             if filter.skip_columns {
                 DATASET_SELECT.replacen(COLUMNS_JSON, "'[]'::jsonb", 1)
             } else {

@@ -837,9 +837,13 @@ impl CatalogStore for SqliteCatalog {
             let limit_n = args.len();
             args.push((filter.offset.min(i64::MAX as u64) as i64).into());
             let offset_n = args.len();
+            // The page's ids first, sorted on their keys alone, then their rows: sorting the
+            // whole rows (descriptions and all, each joined to its version) sorted every match
+            // for each page, which cost half of listing a 5,000-dataset catalog 1,000 at a time.
             let sql = format!(
-                "SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} WHERE {where_sql} \
-                 ORDER BY d.department_id, d.name LIMIT ?{limit_n} OFFSET ?{offset_n}"
+                "SELECT {DATASET_COLUMNS} FROM (SELECT d.id FROM datasets d WHERE {where_sql} \
+                 ORDER BY d.department_id, d.name LIMIT ?{limit_n} OFFSET ?{offset_n}) p \
+                 CROSS JOIN {DATASET_FROM} WHERE d.id = p.id ORDER BY d.department_id, d.name"
             );
             let mut stmt = c.prepare(&sql)?;
             let mut rows = stmt

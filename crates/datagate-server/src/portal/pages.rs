@@ -192,24 +192,34 @@ async fn all_datasets(
     q: &str,
     with_schema: bool,
 ) -> Result<Vec<DatasetOut>, Answer> {
-    let mut out = Vec::new();
-    for page in 0..LISTING_PAGES {
-        let offset = (page * LISTING_PAGE).to_string();
+    let page = |n: u64| {
         let uri = link(
             "/api/v1/datasets",
             &[
                 ("limit", &LISTING_PAGE.to_string()),
-                ("offset", &offset),
+                ("offset", &(n * LISTING_PAGE).to_string()),
                 ("q", q),
                 ("schema", if with_schema { "" } else { "false" }),
             ],
         );
-        let list: DatasetList = portal.api.get(caller, &uri).await?;
-        let n = list.datasets.len();
-        out.extend(list.datasets);
-        if n == 0 || out.len() as u64 >= list.total {
-            break;
-        }
+        let (api, caller) = (portal.api.clone(), caller.clone());
+        // A task each: the pages after the first are read at once, on as many threads.
+        tokio::spawn(async move { api.get::<DatasetList>(&caller, &uri).await })
+    };
+    let joined = |r: Result<Result<DatasetList, Answer>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| {
+            Err(Answer {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                problem: serde_json::json!({"detail": format!("reading the catalog stopped: {e}")}),
+            })
+        })
+    };
+    let first = joined(page(0).await)?;
+    let pages = first.total.div_ceil(LISTING_PAGE).clamp(1, LISTING_PAGES);
+    let rest: Vec<_> = (1..pages).map(page).collect();
+    let mut out = first.datasets;
+    for next in rest {
+        out.extend(joined(next.await)?.datasets);
     }
     Ok(out)
 }
