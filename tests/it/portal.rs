@@ -247,12 +247,10 @@ async fn the_catalog_page_shows_what_the_api_lists_for_anonymous_visitors() {
     );
 }
 
-/// A city's catalog is thousands of datasets, more than the API lists at once (1,000): the
-/// catalog page reads them all (its pages at once) for its counts, facets and sorting.
-#[tokio::test]
-async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
+/// Registers department `bulk` (批量数据局) with `open` open datasets `ds0000`... titled
+/// `Bulk 0000`... (tags `t0`..`t2` in turn), then `shared` shared ones.
+async fn register_bulk(s: &Server, open: usize, shared: usize) {
     use futures::StreamExt;
-    let s = start().await;
     let c = Client::new();
     let r = c
         .post(s.url("/api/v1/departments"))
@@ -262,13 +260,11 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    const OPEN: usize = 2_150;
-    const SHARED: usize = 40;
-    let registered = futures::stream::iter(0..OPEN + SHARED)
+    let registered = futures::stream::iter(0..open + shared)
         .map(|i| {
             let (c, url) = (c.clone(), s.url("/api/v1/datasets"));
             async move {
-                let level = if i < OPEN { "open" } else { "shared" };
+                let level = if i < open { "open" } else { "shared" };
                 c.post(url)
                     .bearer_auth(ADMIN)
                     .json(&json!({
@@ -286,13 +282,24 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
         .collect::<Vec<_>>()
         .await;
     assert!(registered.iter().all(|s| *s == 201), "{registered:?}");
+}
 
-    let count = |html: &str| {
-        html.split("<strong>")
-            .nth(1)
-            .and_then(|rest| rest.split('<').next())
-            .map(str::to_string)
-    };
+/// The number a catalog page says it found.
+fn found_count(html: &str) -> Option<String> {
+    html.split("<strong>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .map(str::to_string)
+}
+
+/// A city's catalog is thousands of datasets, more than the API lists at once (1,000): the
+/// catalog page reads them all (its pages at once) for its counts, facets and sorting.
+#[tokio::test]
+async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
+    let s = start().await;
+    const OPEN: usize = 2_150;
+    const SHARED: usize = 40;
+    register_bulk(&s, OPEN, SHARED).await;
     let facet_entry = |html: &str, label: &str| {
         html.split(&format!(">{label}</a> <span class=\"count\">"))
             .nth(1)
@@ -302,7 +309,7 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
     let listed = api_json(&s, None, "/api/v1/datasets?limit=1").await;
     let (status, _, all) = page(&s, "/", None).await;
     assert_eq!(status, 200);
-    assert_eq!(count(&all), Some(listed["total"].to_string()));
+    assert_eq!(found_count(&all), Some(listed["total"].to_string()));
     assert_eq!(
         facet_entry(&all, "批量数据局"),
         Some(OPEN.to_string()),
@@ -310,7 +317,7 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
     );
     let (_, _, bulk) = page(&s, "/?department=bulk&tag=t1", None).await;
     let t1 = (0..OPEN).filter(|i| i % 3 == 1).count();
-    assert_eq!(count(&bulk), Some(t1.to_string()));
+    assert_eq!(found_count(&bulk), Some(t1.to_string()));
     // Sorted by title, the last page holds the last titles: every listing page was read.
     let (_, _, last) = page(&s, "/?department=bulk&sort=title&page=108", None).await;
     assert!(last.contains("Bulk 2149") && last.contains("Bulk 2140"));
@@ -318,7 +325,51 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
     // The admin sees the shared ones too.
     let cookie = sign_in(&s, ADMIN).await;
     let (_, _, admin) = page(&s, "/?department=bulk", Some(&cookie)).await;
-    assert_eq!(count(&admin), Some((OPEN + SHARED).to_string()));
+    assert_eq!(found_count(&admin), Some((OPEN + SHARED).to_string()));
+}
+
+/// A catalog page view costs a visitor's rate the same whatever the catalog's size: the
+/// listing's pages after the first (read because the API lists 1,000 at a time) are not
+/// counted again; they are audited like any API read.
+#[tokio::test]
+async fn a_catalog_page_view_costs_the_same_rate_whatever_the_catalog_size() {
+    let s = Server::start(Options {
+        env: admin_env(&[
+            ("DATAGATE_TIERS__ANONYMOUS__REQUESTS", "1"),
+            ("DATAGATE_TIERS__ANONYMOUS__WINDOW_SECS", "3600"),
+            ("DATAGATE_TIERS__ANONYMOUS__BURST", "5"),
+        ]),
+        ..Options::default()
+    })
+    .await;
+    register_bulk(&s, 2_150, 0).await;
+    // Each view reads the departments and the listing (three pages): two of the five.
+    for _ in 0..2 {
+        let (status, _, html) = page(&s, "/", None).await;
+        assert_eq!(status, 200, "{html}");
+        assert!(html.contains("批量数据局"));
+    }
+    let api = |path: &'static str| Client::new().get(s.url(path)).send();
+    let r = api("/api/v1/departments").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let remaining = r.headers()["ratelimit"].to_str().unwrap().to_string();
+    assert!(remaining.contains(";r=0;"), "{remaining}");
+    assert_eq!(api("/api/v1/departments").await.unwrap().status(), 429);
+    // The later pages were read, and audited, as the anonymous visitor.
+    let events = api_json(
+        &s,
+        Some(ADMIN),
+        "/api/v1/audit/events?principal=anonymous&action=catalog.datasets&limit=100",
+    )
+    .await;
+    let offsets: Vec<&str> = events["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .filter(|p| p.contains("offset=2000"))
+        .collect();
+    assert_eq!(offsets.len(), 2, "{events}");
 }
 
 #[tokio::test]

@@ -56,6 +56,14 @@ impl FromRequestParts<AppState> for QueryTicket {
     }
 }
 
+/// A request extension (set in-process only: no client can send it) marking a request that
+/// goes on reading what an earlier request of the same visitor's page view began: the
+/// portal's catalog page reads the listing 1,000 datasets at a time, and its pages after the
+/// first are not counted against the caller's rate again, so a page view costs a visitor the
+/// same whatever the catalog's size. Everything else (admission, byte quota, audit) applies.
+#[derive(Clone, Copy, Debug)]
+pub struct Continuation;
+
 /// Which requests are data work (admission, byte quota) by route.
 fn work_of(method: &Method, route: &str) -> Option<Work> {
     match route {
@@ -118,10 +126,15 @@ async fn admit(
     body: Body,
     next: Next,
 ) -> Response {
-    let (rate, verdict) = fair.count_request(tier, &who).await;
-    if let Err(refusal) = verdict {
-        return refused(refusal, tier, rate.as_ref());
-    }
+    let rate = if parts.extensions.get::<Continuation>().is_some() {
+        None
+    } else {
+        let (rate, verdict) = fair.count_request(tier, &who).await;
+        if let Err(refusal) = verdict {
+            return refused(refusal, tier, rate.as_ref());
+        }
+        rate
+    };
     let caller = match caller {
         Ok(c) => c,
         Err(e) => return with_rate_headers(e.into_response(), tier, rate.as_ref()),

@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 
+use crate::fair_use::Continuation;
+
 /// JSON answers the portal reads whole (a rows page, a SQL result under the row cap).
 const JSON_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -88,6 +90,9 @@ impl Api {
         if let Some(peer) = from.peer {
             req.extensions_mut().insert(ConnectInfo(peer));
         }
+        if from.continuation {
+            req.extensions_mut().insert(Continuation);
+        }
         match app.clone().oneshot(req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -140,6 +145,19 @@ pub struct Caller {
     pub key: Option<String>,
     pub peer: Option<SocketAddr>,
     pub forwarded: HeaderMap,
+    /// Its requests go on reading what an earlier one of the same page view began
+    /// ([`Continuation`]): not counted against the visitor's rate again.
+    pub continuation: bool,
+}
+
+impl Caller {
+    /// The same visitor, for requests that go on reading what this page view began.
+    pub fn continuing(&self) -> Self {
+        Self {
+            continuation: true,
+            ..self.clone()
+        }
+    }
 }
 
 /// An API answer that was not the success a page expected: its status and problem document.

@@ -211,6 +211,7 @@ impl FromRequestParts<Portal> for Visitor {
                 key,
                 peer,
                 forwarded,
+                continuation: false,
             },
             here: parts
                 .uri

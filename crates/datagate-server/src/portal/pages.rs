@@ -192,6 +192,7 @@ async fn all_datasets(
     q: &str,
     with_schema: bool,
 ) -> Result<Vec<DatasetOut>, Answer> {
+    let continuing = caller.continuing();
     let page = |n: u64| {
         let uri = link(
             "/api/v1/datasets",
@@ -202,7 +203,14 @@ async fn all_datasets(
                 ("schema", if with_schema { "" } else { "false" }),
             ],
         );
-        let (api, caller) = (portal.api.clone(), caller.clone());
+        // The pages after the first go on reading the same listing: the visitor's rate
+        // counts the listing once, whatever the catalog's size.
+        let caller = if n == 0 {
+            caller.clone()
+        } else {
+            continuing.clone()
+        };
+        let api = portal.api.clone();
         // A task each: the pages after the first are read at once, on as many threads.
         tokio::spawn(async move { api.get::<DatasetList>(&caller, &uri).await })
     };
