@@ -24,19 +24,20 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// overrides them): one arena per physical core (`percpu_arena:phycpu`, threads using the
 /// arena of the core they run on) instead of four per CPU. A stream's batches are made on one
 /// thread and freed on another, and with eight arenas on two cores each kept its own freed
-/// pages: a 10M-row Flight SQL read peaked at 233–266 MiB, with one arena 188–191 MiB, and
-/// paging throughput was no lower (`benches/RESULTS.md`, "The allocator's arenas").
-#[cfg(not(target_env = "msvc"))]
+/// pages: a 10M-row Flight SQL read peaked at 232–266 MiB, with one arena 188–204 MiB; paging
+/// throughput was no lower, 10M-row streams ~8–14% slower on two cores (`benches/RESULTS.md`,
+/// "The allocator's arenas"). Linux only: jemalloc finds the current core with `sched_getcpu`.
+#[cfg(target_os = "linux")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: MallocConf = MallocConf(c"percpu_arena:phycpu".as_ptr());
 
 /// A C string pointer, as jemalloc reads `malloc_conf`.
-#[cfg(not(target_env = "msvc"))]
+#[cfg(target_os = "linux")]
 #[repr(transparent)]
 struct MallocConf(*const std::ffi::c_char);
 
 // SAFETY: it points at a string literal, never written.
-#[cfg(not(target_env = "msvc"))]
+#[cfg(target_os = "linux")]
 unsafe impl Sync for MallocConf {}
 
 #[derive(Parser)]
