@@ -17,7 +17,8 @@
 //! anything else (a limit, a sort, another table) keeps its plan. What waits to be handed on is
 //! bounded in bytes whatever the rows' width: two batches of the unit being handed on, and
 //! [`AHEAD_BYTES`] of decoded batches of the units after it (a unit finding that full waits,
-//! until its turn comes).
+//! until its turn comes), or half the query's memory limit when that is less. What waits is
+//! reserved in the query's memory pool, as the batches a repartition holds are.
 
 use crate::catalog_provider::TableSnapshot;
 use crate::executor::Lane;
@@ -31,6 +32,7 @@ use datafusion::datasource::physical_plan::{
 };
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryLimit, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
@@ -287,6 +289,13 @@ fn stream(
     ahead_bytes: usize,
 ) -> SendableRecordBatchStream {
     let schema = plan.schema();
+    // What waits is the query's memory too: at most half its limit, the rest left to the
+    // batches being read and encoded.
+    let pool = Arc::clone(task.memory_pool());
+    let ahead_bytes = match pool.memory_limit() {
+        MemoryLimit::Finite(limit) => ahead_bytes.min(limit / 2),
+        MemoryLimit::Infinite | MemoryLimit::Unknown => ahead_bytes,
+    };
     let kib = u32::try_from(ahead_bytes / 1024).unwrap_or(u32::MAX).max(1);
     let units = Units {
         count: plan.output_partitioning().partition_count(),
@@ -301,6 +310,7 @@ fn stream(
             kib_total: kib,
             first: AtomicUsize::new(0),
             moved: Notify::new(),
+            memory: MemoryConsumer::new("export units").register(&pool),
         }),
         done: false,
     };
@@ -323,34 +333,47 @@ struct Ahead {
     first: AtomicUsize,
     /// Told when `first` moves on.
     moved: Notify,
+    /// The batches waiting, in the query's memory pool.
+    memory: MemoryReservation,
+}
+
+/// What a batch waiting to be handed on holds until its reader takes it: its share of the
+/// bytes allowed ahead (or of its unit's two batches) and its bytes in the memory pool.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    _memory: MemoryReservation,
 }
 
 impl Ahead {
     /// Waits until unit `me` may hold `batch` until its reader takes it: the unit being handed
     /// on, when it holds fewer than `FIRST_AHEAD` batches (`own`); any other unit, while
-    /// the batches waiting stay within the bytes allowed — or once it is the first. The permit
-    /// goes with the batch; `None` when the stream is gone.
-    async fn hold(
-        &self,
-        me: usize,
-        own: &Arc<Semaphore>,
-        batch: &RecordBatch,
-    ) -> Option<OwnedSemaphorePermit> {
-        let kib = u32::try_from(batch.get_array_memory_size().div_ceil(1024))
+    /// the batches waiting stay within the bytes allowed — or once it is the first. What it
+    /// holds goes with the batch; `None` when the stream is gone.
+    async fn hold(&self, me: usize, own: &Arc<Semaphore>, batch: &RecordBatch) -> Option<Held> {
+        let bytes = batch.get_array_memory_size();
+        let kib = u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.kib_total);
-        loop {
+        let permit = loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
             if self.first.load(Ordering::Acquire) == me {
-                return Arc::clone(own).acquire_owned().await.ok();
+                break Arc::clone(own).acquire_owned().await.ok()?;
             }
             tokio::select! {
-                permit = Arc::clone(&self.kib).acquire_many_owned(kib) => return permit.ok(),
+                permit = Arc::clone(&self.kib).acquire_many_owned(kib) => break permit.ok()?,
                 _ = &mut moved => {}
             }
-        }
+        };
+        // Bounded by the permits above: counted, not refused (a batch already decoded is held
+        // either way; the pool's other consumers see it).
+        let memory = self.memory.new_empty();
+        memory.grow(bytes);
+        Some(Held {
+            _permit: permit,
+            _memory: memory,
+        })
     }
 }
 
@@ -372,7 +395,7 @@ struct Units {
 /// A partition read to its end in a task of its own, its batches waiting in `rx` with what
 /// they hold of [`Ahead`].
 struct Unit {
-    rx: mpsc::UnboundedReceiver<(Item, Option<OwnedSemaphorePermit>)>,
+    rx: mpsc::UnboundedReceiver<(Item, Option<Held>)>,
     task: Option<JoinHandle<()>>,
 }
 

@@ -12,7 +12,7 @@ use datagate_core::{ColumnType, Mask, Sensitivity};
 use datagate_query::execute;
 use datagate_query::in_order::{AHEAD_BYTES, InOrder};
 use datagate_query::rows::{self, Paging, RowsRequest};
-use datagate_query::{Principal, QueryEngine};
+use datagate_query::{Principal, QueryEngine, RequestSession, TableSnapshot};
 use support::{admin, column};
 
 const ROWS_PER_UPLOAD: usize = 900;
@@ -57,6 +57,18 @@ async fn engine() -> (tempfile::TempDir, QueryEngine) {
     (published.dir, engine)
 }
 
+/// The entities as `who` reads them, and a session over them whose rows come in storage order.
+async fn ordered_session(engine: &QueryEngine, who: &Principal) -> (TableSnapshot, RequestSession) {
+    let (_, snapshot) = engine
+        .readable_dataset(who, "market", "entities", None)
+        .await
+        .unwrap();
+    let session = engine
+        .request_session(engine.dataset_catalog(&snapshot), true)
+        .unwrap();
+    (snapshot, session)
+}
+
 /// The export as text, and the partitions it was decoded in (1: the plan as planned).
 async fn export(
     engine: &QueryEngine,
@@ -64,13 +76,7 @@ async fn export(
     request: &RowsRequest,
     units: Option<(u64, usize, usize)>,
 ) -> Result<(String, usize), String> {
-    let (_, snapshot) = engine
-        .readable_dataset(who, "market", "entities", None)
-        .await
-        .unwrap();
-    let mut session = engine
-        .request_session(engine.dataset_catalog(&snapshot), true)
-        .unwrap();
+    let (snapshot, mut session) = ordered_session(engine, who).await;
     if let Some((rows, threads, ahead_bytes)) = units {
         let lane = engine
             .executor()
@@ -193,13 +199,7 @@ async fn an_error_in_a_unit_ends_the_export_with_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_per_row_operators_over_one_scan_are_cut() {
     let (_dir, engine) = engine().await;
-    let (_, snapshot) = engine
-        .readable_dataset(&admin(), "market", "entities", None)
-        .await
-        .unwrap();
-    let session = engine
-        .request_session(engine.dataset_catalog(&snapshot), true)
-        .unwrap();
+    let (snapshot, session) = ordered_session(&engine, &admin()).await;
     let lane = engine.executor().lane(QueryPool::Reserved, "test", None);
     let in_order = InOrder::new(lane, &snapshot).with_unit_rows(100);
     for (sql, cut) in [
@@ -234,4 +234,65 @@ async fn only_per_row_operators_over_one_scan_are_cut() {
             .unwrap();
         assert_eq!(in_order.split(&plan).is_some(), cut, "{sql}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_units_hold_ahead_is_in_the_query_memory_pool_within_half_its_limit() {
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool};
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use futures::StreamExt;
+    use std::sync::Arc;
+
+    let (_dir, engine) = engine().await;
+    let (snapshot, session) = ordered_session(&engine, &admin()).await;
+    let plan = session
+        .ctx
+        .sql("SELECT * FROM market.entities")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let lane = engine
+        .executor()
+        .lane(QueryPool::Reserved, "test", None)
+        .with_threads(3);
+    // Units of 300 rows: several batches each (row groups of 64), four units at once.
+    let in_order = InOrder::new(lane, &snapshot).with_unit_rows(300);
+    let plan = in_order.split(&plan).expect("a scan cut into units");
+
+    // The query's limit, its half far below the default 32 MiB allowed ahead.
+    let limit = 24 * 1024;
+    let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(limit));
+    let runtime = RuntimeEnvBuilder::from_runtime_env(&session.ctx.runtime_env())
+        .with_memory_pool(Arc::clone(&pool))
+        .build_arc()
+        .unwrap();
+    let task = Arc::try_unwrap(session.ctx.task_ctx())
+        .unwrap()
+        .with_runtime(runtime);
+    let mut stream = in_order.stream(plan, Arc::new(task));
+
+    let first = stream.next().await.unwrap().unwrap();
+    let mut largest = first.get_array_memory_size();
+    let mut rows = first.num_rows();
+    // The units after the first decode ahead until what waits fills half the limit.
+    let mut held = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        held = held.max(pool.reserved());
+    }
+    assert!(held > 0, "the batches waiting are in the pool");
+    // The first unit's two batches beside half the limit (a batch is taken whole).
+    let bound = limit / 2 + 3 * largest;
+    assert!(held <= bound, "{held} B held ahead, at most {bound}");
+
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        largest = largest.max(batch.get_array_memory_size());
+        rows += batch.num_rows();
+        assert!(pool.reserved() <= limit / 2 + 3 * largest);
+    }
+    assert_eq!(rows, 3 * ROWS_PER_UPLOAD);
+    assert_eq!(pool.reserved(), 0, "nothing held once read");
 }
