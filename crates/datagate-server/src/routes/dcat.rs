@@ -6,8 +6,10 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use datagate_audit::usage::DatasetUsage;
 use datagate_catalog::{Dataset, DatasetFilter};
-use serde_json::{Value, json};
+use serde::Serialize;
 use std::collections::HashMap;
 
 /// DCAT-US `accrualPeriodicity` (an ISO 8601 repeating duration, or `irregular`) of an update
@@ -69,8 +71,84 @@ fn iso_repeating_duration(s: &str) -> bool {
     }
 }
 
+/// The catalog document: DCAT-US 1.1's catalog object.
+#[derive(Serialize)]
+struct Catalog<'a> {
+    #[serde(rename = "@context")]
+    context: &'static str,
+    #[serde(rename = "@id")]
+    id: String,
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    #[serde(rename = "conformsTo")]
+    conforms_to: &'static str,
+    #[serde(rename = "describedBy")]
+    described_by: &'static str,
+    dataset: Vec<Entry<'a>>,
+}
+
+/// One dataset of the catalog (DCAT-US 1.1's dataset fields).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    title: &'a str,
+    description: &'a str,
+    keyword: &'a [String],
+    modified: String,
+    issued: String,
+    publisher: Organization<'a>,
+    contact_point: Contact<'a>,
+    identifier: String,
+    access_level: &'static str,
+    landing_page: String,
+    distribution: Vec<Distribution>,
+    language: [&'static str; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    license: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accrual_periodicity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temporal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spatial: Option<&'a str>,
+    /// Not a DCAT-US field (extensions are allowed): reads and downloads from the audit log,
+    /// as Socrata and Opendatasoft publish them.
+    usage: DatasetUsage,
+}
+
+#[derive(Serialize)]
+struct Organization<'a> {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    name: &'a str,
+}
+
+#[derive(Serialize)]
+struct Contact<'a> {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    #[serde(rename = "fn")]
+    name: &'a str,
+    #[serde(rename = "hasEmail")]
+    email: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Distribution {
+    #[serde(rename = "@type")]
+    kind: &'static str,
+    title: String,
+    #[serde(rename = "downloadURL")]
+    download_url: String,
+    media_type: &'static str,
+    format: &'static str,
+}
+
 /// The distributions of a dataset: its export in each format.
-fn distributions(d: &Dataset, base: &str) -> Vec<Value> {
+fn distributions(d: &Dataset, base: &str) -> Vec<Distribution> {
     let export = format!("{base}/api/v1/datasets/{}/{}/export", d.department, d.name);
     [
         ("csv", "text/csv", "CSV"),
@@ -79,62 +157,66 @@ fn distributions(d: &Dataset, base: &str) -> Vec<Value> {
         ("parquet", "application/vnd.apache.parquet", "Parquet"),
         ("arrow", "application/vnd.apache.arrow.stream", "Arrow IPC"),
     ]
-    .iter()
-    .map(|(fmt, media, name)| {
-        json!({
-            "@type": "dcat:Distribution",
-            "title": format!("{} ({name})", d.metadata.title),
-            "downloadURL": format!("{export}?format={fmt}"),
-            "mediaType": media,
-            "format": name,
-        })
+    .into_iter()
+    .map(|(fmt, media_type, format)| Distribution {
+        kind: "dcat:Distribution",
+        title: format!("{} ({format})", d.metadata.title),
+        download_url: format!("{export}?format={fmt}"),
+        media_type,
+        format,
     })
     .collect()
 }
 
-fn dataset_entry(
-    d: &Dataset,
-    publisher: &str,
+fn dataset_entry<'a>(
+    d: &'a Dataset,
+    publisher: &'a str,
     base: &str,
-    usage: datagate_audit::usage::DatasetUsage,
-) -> Value {
+    usage: DatasetUsage,
+) -> Entry<'a> {
     let m = &d.metadata;
-    let mut e = json!({
-        "@type": "dcat:Dataset",
-        "title": m.title,
-        "description": if m.description.is_empty() { &m.title } else { &m.description },
-        "keyword": m.tags,
-        "modified": d.updated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "issued": d.created_at.format("%Y-%m-%d").to_string(),
-        "publisher": {"@type": "org:Organization", "name": publisher},
-        "contactPoint": {
-            "@type": "vcard:Contact",
-            "fn": if m.contact.name.is_empty() { publisher } else { &m.contact.name },
-            "hasEmail": if m.contact.email.is_empty() { String::new() } else { format!("mailto:{}", m.contact.email) },
+    let page = format!("{base}/api/v1/datasets/{}/{}", d.department, d.name);
+    Entry {
+        kind: "dcat:Dataset",
+        title: &m.title,
+        description: if m.description.is_empty() {
+            &m.title
+        } else {
+            &m.description
         },
-        "identifier": format!("{base}/api/v1/datasets/{}/{}", d.department, d.name),
-        "accessLevel": m.access_level.dcat_access_level(),
-        "landingPage": format!("{base}/api/v1/datasets/{}/{}", d.department, d.name),
-        "distribution": distributions(d, base),
-        "language": ["zh-CN"],
-    });
-    let obj = e.as_object_mut().expect("json! object");
-    if !m.license.is_empty() {
-        obj.insert("license".into(), json!(m.license));
+        keyword: &m.tags,
+        modified: d
+            .updated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        issued: d.created_at.format("%Y-%m-%d").to_string(),
+        publisher: Organization {
+            kind: "org:Organization",
+            name: publisher,
+        },
+        contact_point: Contact {
+            kind: "vcard:Contact",
+            name: if m.contact.name.is_empty() {
+                publisher
+            } else {
+                &m.contact.name
+            },
+            email: if m.contact.email.is_empty() {
+                String::new()
+            } else {
+                format!("mailto:{}", m.contact.email)
+            },
+        },
+        identifier: page.clone(),
+        access_level: m.access_level.dcat_access_level(),
+        landing_page: page,
+        distribution: distributions(d, base),
+        language: ["zh-CN"],
+        license: (!m.license.is_empty()).then_some(m.license.as_str()),
+        accrual_periodicity: periodicity(&m.update_frequency),
+        temporal: m.temporal_coverage.as_deref(),
+        spatial: m.spatial_coverage.as_deref(),
+        usage,
     }
-    if let Some(p) = periodicity(&m.update_frequency) {
-        obj.insert("accrualPeriodicity".into(), json!(p));
-    }
-    if let Some(t) = &m.temporal_coverage {
-        obj.insert("temporal".into(), json!(t));
-    }
-    if let Some(s) = &m.spatial_coverage {
-        obj.insert("spatial".into(), json!(s));
-    }
-    // Not a DCAT-US field (extensions are allowed): reads and downloads from the audit log,
-    // as Socrata and Opendatasoft publish them.
-    obj.insert("usage".into(), json!(usage));
-    e
 }
 
 /// The DCAT-US 1.1 catalog of the datasets the caller sees.
@@ -144,7 +226,7 @@ pub async fn data_json(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let levels = caller.visible_levels();
     let departments: HashMap<String, String> = state
         .catalog
@@ -158,11 +240,15 @@ pub async fn data_json(
         .list_datasets(&DatasetFilter {
             visible_levels: levels,
             limit: u64::MAX,
+            // DCAT describes datasets, not their columns.
+            skip_columns: true,
             ..Default::default()
         })
         .await?;
     let base = base_url(&state, &headers);
-    let datasets: Vec<Value> = page
+    let today = chrono::Utc::now().date_naive();
+    let usage = state.audit.usage();
+    let dataset = page
         .datasets
         .iter()
         .map(|d| {
@@ -170,25 +256,19 @@ pub async fn data_json(
                 .get(&d.department)
                 .map(String::as_str)
                 .unwrap_or(&d.department);
-            dataset_entry(
-                d,
-                publisher,
-                &base,
-                state.audit.usage().get(
-                    &format!("{}.{}", d.department, d.name),
-                    chrono::Utc::now().date_naive(),
-                ),
-            )
+            let counters = usage.get(&format!("{}.{}", d.department, d.name), today);
+            dataset_entry(d, publisher, &base, counters)
         })
         .collect();
-    Ok(Json(json!({
-        "@context": "https://project-open-data.cio.gov/v1.1/schema/catalog.jsonld",
-        "@id": format!("{base}/catalog/data.json"),
-        "@type": "dcat:Catalog",
-        "conformsTo": "https://project-open-data.cio.gov/v1.1/schema",
-        "describedBy": "https://project-open-data.cio.gov/v1.1/schema/catalog.json",
-        "dataset": datasets,
-    })))
+    let catalog = Catalog {
+        context: "https://project-open-data.cio.gov/v1.1/schema/catalog.jsonld",
+        id: format!("{base}/catalog/data.json"),
+        kind: "dcat:Catalog",
+        conforms_to: "https://project-open-data.cio.gov/v1.1/schema",
+        described_by: "https://project-open-data.cio.gov/v1.1/schema/catalog.json",
+        dataset,
+    };
+    Ok(Json(catalog).into_response())
 }
 
 #[cfg(test)]
