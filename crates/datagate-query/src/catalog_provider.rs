@@ -498,4 +498,10 @@ impl SchemaProvider for DepartmentSchema {
     fn table_exist(&self, name: &str) -> bool {
         self.tables.contains_key(name)
     }
+
+    /// Every dataset is a base table ([`DatasetTable`]), known without resolving its version:
+    /// `information_schema.tables` lists thousands of them by this alone.
+    async fn table_type(&self, name: &str) -> Result<Option<TableType>, DataFusionError> {
+        Ok(self.tables.contains_key(name).then_some(TableType::Base))
+    }
 }

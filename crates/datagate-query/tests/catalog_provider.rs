@@ -383,3 +383,47 @@ async fn primary_key_lookups_are_recognised() {
         );
     }
 }
+
+#[tokio::test]
+async fn information_schema_tables_lists_datasets_without_resolving_their_versions() {
+    let f = fixture().await;
+    publish(&f, "stops", VersionMode::Replace, "id,name\n1,a\n").await;
+    let ctx = f.engine.session(
+        f.engine
+            .catalog_snapshot(&[AccessLevel::Open])
+            .await
+            .unwrap(),
+    );
+    // The version this catalog knows as current is replaced and forgotten.
+    publish(&f, "stops", VersionMode::Replace, "id,name\n2,b\n").await;
+    f.catalog
+        .expire_versions("transport", "stops", 1)
+        .await
+        .unwrap();
+    let read = ctx.sql("SELECT * FROM transport.stops").await;
+    let err = match read {
+        Ok(df) => df.collect().await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("gone"), "resolving the table fails: {err}");
+    // Listing the tables resolves none of them (thousands of datasets would each be looked up).
+    let tables = sql(
+        &ctx,
+        "SELECT table_name, table_type FROM information_schema.tables \
+         WHERE table_schema = 'transport' ORDER BY 1",
+    )
+    .await;
+    let batch = arrow::compute::concat_batches(&tables[0].schema(), &tables).unwrap();
+    let column = |i: usize| {
+        let a = batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        (0..a.len())
+            .map(|r| a.value(r).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(column(0), ["empty", "stops"]);
+    assert_eq!(column(1), ["BASE TABLE", "BASE TABLE"]);
+}
