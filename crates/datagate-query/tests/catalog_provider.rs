@@ -103,6 +103,16 @@ async fn publish(f: &Fixture, name: &str, mode: VersionMode, csv: &str) {
     support::publish_csv(&f.publisher, "transport", name, mode, csv).await;
 }
 
+/// A session over the open datasets as they are now.
+async fn open_session(f: &Fixture) -> datafusion::prelude::SessionContext {
+    f.engine.session(
+        f.engine
+            .catalog_snapshot(&[AccessLevel::Open])
+            .await
+            .unwrap(),
+    )
+}
+
 async fn sql(ctx: &datafusion::prelude::SessionContext, q: &str) -> Vec<RecordBatch> {
     ctx.sql(q).await.unwrap().collect().await.unwrap()
 }
@@ -357,12 +367,7 @@ async fn request_sessions_never_share_catalogs() {
 async fn primary_key_lookups_are_recognised() {
     let f = fixture().await;
     publish(&f, "stops", VersionMode::Replace, "id,name\n1,a\n").await;
-    let ctx = f.engine.session(
-        f.engine
-            .catalog_snapshot(&[AccessLevel::Open])
-            .await
-            .unwrap(),
-    );
+    let ctx = open_session(&f).await;
     for (q, lookup) in [
         ("SELECT * FROM transport.stops WHERE id = 1", true),
         (
@@ -388,12 +393,7 @@ async fn primary_key_lookups_are_recognised() {
 async fn information_schema_tables_lists_datasets_without_resolving_their_versions() {
     let f = fixture().await;
     publish(&f, "stops", VersionMode::Replace, "id,name\n1,a\n").await;
-    let ctx = f.engine.session(
-        f.engine
-            .catalog_snapshot(&[AccessLevel::Open])
-            .await
-            .unwrap(),
-    );
+    let ctx = open_session(&f).await;
     // The version this catalog knows as current is replaced and forgotten.
     publish(&f, "stops", VersionMode::Replace, "id,name\n2,b\n").await;
     f.catalog
