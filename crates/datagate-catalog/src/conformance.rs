@@ -695,6 +695,34 @@ pub async fn versions_append_and_replace(s: &dyn CatalogStore) {
     assert_eq!(page(2, 2).await, (vec![1], 3));
     assert_eq!(page(10, 5).await, (vec![], 3));
     assert_eq!(page(u64::MAX, u64::MAX).await, (vec![], 3));
+    // Several versions at once, before any was looked up alone (nothing cached): each as
+    // `get_version` gives it, in order, a missing version or dataset as `None`.
+    let keys: Vec<(String, String, i64)> = [
+        ("stops", 2),
+        ("stops", 9),
+        ("nope", 1),
+        ("stops", 1),
+        ("stops", 3),
+        ("stops", 2),
+    ]
+    .iter()
+    .map(|(name, v)| ("t".to_string(), name.to_string(), *v))
+    .collect();
+    let together = s.get_versions(&keys).await.unwrap();
+    let numbers: Vec<Option<i64>> = together
+        .iter()
+        .map(|v| v.as_ref().map(|v| v.version))
+        .collect();
+    assert_eq!(numbers, [Some(2), None, None, Some(1), Some(3), Some(2)]);
+    assert_eq!(together[0].as_ref(), Some(&v2));
+    assert_eq!(together[4].as_ref(), Some(&v3));
+    for ((department, name, version), found) in keys.iter().zip(&together) {
+        let alone = s.get_version(department, name, *version).await.unwrap();
+        assert_eq!(&alone, found, "{name} v{version}");
+    }
+    // And again, once they are cached.
+    assert_eq!(s.get_versions(&keys).await.unwrap(), together);
+    assert!(s.get_versions(&[]).await.unwrap().is_empty());
     assert_eq!(s.get_version("t", "stops", 2).await.unwrap().unwrap(), v2);
     assert_eq!(s.get_version("t", "stops", 9).await.unwrap(), None);
     assert_eq!(v2.created_by, "tester");

@@ -988,6 +988,49 @@ impl CatalogStore for SqliteCatalog {
         Ok(found)
     }
 
+    async fn get_versions(&self, keys: &[(String, String, i64)]) -> Result<Vec<Option<Version>>> {
+        let cache = &self.inner.cache;
+        let mut found: Vec<Option<Option<Version>>> = keys
+            .iter()
+            .map(|key| cache.get(&cache.versions, key))
+            .collect();
+        let missing: Vec<(String, String, i64)> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !missing.is_empty() {
+            let generation = cache.generation.load(Ordering::Acquire);
+            let read = missing.clone();
+            // One trip for them all: a read connection taken once, statements prepared once.
+            let loaded = self
+                .read(move |c| {
+                    let mut id = c.prepare_cached(
+                        "SELECT id FROM datasets WHERE department_id = ?1 AND name = ?2",
+                    )?;
+                    read.iter()
+                        .map(|(department, name, version)| {
+                            let dataset: Option<i64> = id
+                                .query_row(params![department, name], |r| r.get(0))
+                                .optional()?;
+                            match dataset {
+                                Some(dataset) => load_version(c, dataset, *version),
+                                None => Ok(None),
+                            }
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .await?;
+            let misses = found.iter_mut().filter(|hit| hit.is_none());
+            for (slot, (key, version)) in misses.zip(missing.into_iter().zip(loaded)) {
+                cache.put(&cache.versions, key, generation, version.clone());
+                *slot = Some(version);
+            }
+        }
+        Ok(found.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     async fn list_versions_page(
         &self,
         department: &str,

@@ -114,6 +114,16 @@ pub trait CatalogStore: Send + Sync + 'static {
         name: &str,
         version: i64,
     ) -> Result<Option<Version>>;
+    /// [`CatalogStore::get_version`] of each `(department, dataset, version)`, in order: what
+    /// a catalog of thousands of datasets needs to show their schemas, which a backend answers
+    /// in one trip where it can.
+    async fn get_versions(&self, keys: &[(String, String, i64)]) -> Result<Vec<Option<Version>>> {
+        let mut found = Vec::with_capacity(keys.len());
+        for (department, name, version) in keys {
+            found.push(self.get_version(department, name, *version).await?);
+        }
+        Ok(found)
+    }
     /// All versions, newest first.
     async fn list_versions(&self, department: &str, name: &str) -> Result<Vec<Version>> {
         Ok(self

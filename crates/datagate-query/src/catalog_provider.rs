@@ -276,13 +276,22 @@ impl Resolver {
                 sees_all,
             }));
         };
-        let Some(found) = self
+        let found = self
             .catalog
             .get_version(&dataset.department, &dataset.name, v)
-            .await?
-        else {
-            return Ok(None);
-        };
+            .await?;
+        found
+            .map(|found| self.snapshot_at(dataset, found, sees_all))
+            .transpose()
+    }
+
+    /// The snapshot of `dataset` at the version `found`.
+    fn snapshot_at(
+        &self,
+        dataset: &Dataset,
+        found: datagate_catalog::Version,
+        sees_all: bool,
+    ) -> Result<TableSnapshot, crate::QueryError> {
         let mut files = found.files.iter().collect::<Vec<_>>();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         let file_urls = files
@@ -309,7 +318,7 @@ impl Resolver {
                 c
             })
             .collect();
-        Ok(Some(TableSnapshot {
+        Ok(TableSnapshot {
             department: dataset.department.clone(),
             name: dataset.name.clone(),
             version: Some(found.version),
@@ -319,7 +328,7 @@ impl Resolver {
             file_bytes,
             primary_key: dataset.primary_key.clone(),
             sees_all,
-        }))
+        })
     }
 }
 
@@ -378,6 +387,44 @@ impl Entry {
                 .cloned(),
         }
     }
+}
+
+/// Resolves the lazy entries of `entries` not yet resolved whose datasets have a version, their
+/// versions read together.
+async fn resolve_entries(entries: Vec<&Entry>) -> Result<(), crate::QueryError> {
+    let pending: Vec<(&Dataset, bool, &Resolver, &OnceCell<Resolved>, i64)> = entries
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::Lazy {
+                dataset,
+                sees_all,
+                resolver,
+                table,
+            } if !table.initialized() => {
+                let version = dataset.current_version?;
+                Some((dataset.as_ref(), *sees_all, resolver, table, version))
+            }
+            _ => None,
+        })
+        .collect();
+    let Some((_, _, resolver, _, _)) = pending.first() else {
+        return Ok(());
+    };
+    let keys: Vec<(String, String, i64)> = pending
+        .iter()
+        .map(|(d, _, _, _, v)| (d.department.clone(), d.name.clone(), *v))
+        .collect();
+    let found = resolver.catalog.get_versions(&keys).await?;
+    for ((dataset, sees_all, resolver, table, _), found) in pending.iter().zip(found) {
+        let resolved = found
+            .and_then(|found| resolver.snapshot_at(dataset, found, *sees_all).ok())
+            .and_then(|snapshot| Resolved::new(snapshot, &resolver.mask_key).ok());
+        // Resolved meanwhile by a use of the table: the same version, kept as it is.
+        if let Some(resolved) = resolved {
+            let _ = table.set(resolved);
+        }
+    }
+    Ok(())
 }
 
 /// The `datagate` catalog of one request.
@@ -445,6 +492,25 @@ impl DatagateCatalog {
                 .map(|(d, tables)| (d, Arc::new(DepartmentSchema { tables })))
                 .collect(),
         }
+    }
+
+    /// Resolves every table of this catalog not yet resolved, as [`DatagateCatalog::resolve`].
+    pub async fn resolve_all(&self) -> Result<(), crate::QueryError> {
+        let entries = self.schemas.values().flat_map(|s| s.tables.values());
+        resolve_entries(entries.collect()).await
+    }
+
+    /// Resolves the tables `wanted` (department, dataset) of this catalog not yet resolved,
+    /// their versions read from the catalog together (one trip where the backend can: resolving
+    /// 5,000 datasets one by one took most of a second). A table whose version is gone (or
+    /// that fails to resolve) is left as it was, to say so when it is used.
+    pub async fn resolve(&self, wanted: &[(String, String)]) -> Result<(), crate::QueryError> {
+        let entries = wanted.iter().filter_map(|(department, name)| {
+            self.schemas
+                .get(department)
+                .and_then(|s| s.tables.get(name))
+        });
+        resolve_entries(entries.collect()).await
     }
 
     /// The table `department.name`, if this catalog holds it.

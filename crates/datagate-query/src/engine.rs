@@ -372,7 +372,12 @@ impl QueryEngine {
         sql: &str,
     ) -> Result<DatagateCatalog, QueryError> {
         let Some(named) = crate::sql::tables_named(sql, &self.limits) else {
-            return self.readable_catalog(principal).await;
+            let catalog = self.readable_catalog(principal).await?;
+            if crate::sql::reads_every_table(sql, &self.limits) {
+                // DataFusion resolves them one by one: their versions read together first.
+                catalog.resolve_all().await?;
+            }
+            return Ok(catalog);
         };
         let mut datasets = Vec::new();
         for (department, name) in named {

@@ -311,6 +311,39 @@ pub fn tables_named(sql: &str, limits: &QueryLimits) -> Option<Vec<(String, Stri
     Some(named)
 }
 
+/// Whether `sql` reads a table of the information schema that DataFusion fills by resolving
+/// every table of the catalog (`columns`, for their schemas; `views`, for their definitions).
+pub fn reads_every_table(sql: &str, limits: &QueryLimits) -> bool {
+    use datafusion::common::TableReference;
+    let Ok(statement) = parse_statement(sql, limits) else {
+        return false;
+    };
+    // A query, or the explanation of one: DataFusion takes a `SHOW` to read every table of the
+    // information schema, but a `SHOW` is refused before it is planned.
+    let mut query = &statement;
+    while let DFStatement::Explain(e) = query {
+        query = &e.statement;
+    }
+    if !matches!(query, DFStatement::Statement(s) if matches!(**s, Statement::Query(_))) {
+        return false;
+    }
+    let Ok((relations, _ctes)) =
+        datafusion::sql::resolve::resolve_table_references(&statement, true)
+    else {
+        return false;
+    };
+    relations.iter().any(|r| {
+        let schema = match r {
+            TableReference::Partial { schema, .. } => schema,
+            TableReference::Full {
+                catalog, schema, ..
+            } if &**catalog == crate::CATALOG_NAME => schema,
+            _ => return false,
+        };
+        &**schema == "information_schema" && matches!(r.table(), "columns" | "views")
+    })
+}
+
 /// `sql` parsed as one statement, within the size and nesting limits; nothing checked yet.
 fn parse_statement(sql: &str, limits: &QueryLimits) -> Result<DFStatement, QueryError> {
     let (max_bytes, max_depth) = (limits.max_sql_bytes, limits.max_expr_depth);
@@ -870,6 +903,29 @@ mod tests {
             "SELECT * FROM transport.bus_stops, information_schema.tables",
         ] {
             assert_eq!(named(sql), None, "{sql}");
+        }
+        // Which of them read every table's schema (the columns, the views' definitions).
+        let every = |sql: &str| reads_every_table(sql, &QueryLimits::default());
+        for (sql, reads) in [
+            ("SELECT * FROM information_schema.tables", false),
+            ("SELECT * FROM datagate.information_schema.columns", true),
+            (
+                "SELECT * FROM Information_Schema.Columns WHERE table_name = 'x'",
+                true,
+            ),
+            ("EXPLAIN SELECT * FROM information_schema.views", true),
+            (
+                "SELECT t.table_name FROM information_schema.tables t \
+                 JOIN information_schema.columns c USING (table_name)",
+                true,
+            ),
+            ("SELECT * FROM elsewhere.information_schema.columns", false),
+            ("SELECT * FROM transport.columns", false),
+            ("SHOW TABLES", false),
+            ("SHOW COLUMNS FROM transport.bus_stops", false),
+            ("SELEC * FROM information_schema.columns", false),
+        ] {
+            assert_eq!(every(sql), reads, "{sql}");
         }
         // A statement that does not parse names none: planning refuses it before any table.
         assert_eq!(named("SELEC * FROM transport.bus_stops"), pairs(&[]));

@@ -427,3 +427,48 @@ async fn information_schema_tables_lists_datasets_without_resolving_their_versio
     assert_eq!(column(0), ["empty", "stops"]);
     assert_eq!(column(1), ["BASE TABLE", "BASE TABLE"]);
 }
+
+#[tokio::test]
+async fn tables_resolved_together_are_the_tables_resolved_alone() {
+    let f = fixture().await;
+    publish(&f, "stops", VersionMode::Replace, "id,name\n1,a\n").await;
+    publish(&f, "depots", VersionMode::Replace, "id,name\n1,d\n").await;
+    publish(&f, "depots", VersionMode::Append, "id,name\n2,e\n").await;
+    let admin = support::admin();
+    let alone = f.engine.readable_catalog(&admin).await.unwrap();
+    let together = f.engine.readable_catalog(&admin).await.unwrap();
+    let some = f.engine.readable_catalog(&admin).await.unwrap();
+    together.resolve_all().await.unwrap();
+    some.resolve(&[("transport".into(), "stops".into())])
+        .await
+        .unwrap();
+    for name in ["stops", "depots", "empty"] {
+        assert_eq!(
+            snapshot(&together, name).await,
+            snapshot(&alone, name).await,
+            "{name}"
+        );
+    }
+    // Both datasets replaced and their versions known to these catalogs forgotten: what was
+    // resolved before stays on its version, what was not finds it gone.
+    for name in ["stops", "depots"] {
+        publish(&f, name, VersionMode::Replace, "id,name\n9,z\n").await;
+        f.catalog
+            .expire_versions("transport", name, 1)
+            .await
+            .unwrap();
+    }
+    assert!(snapshot(&together, "depots").await.is_ok());
+    assert!(snapshot(&some, "stops").await.is_ok());
+    let err = snapshot(&some, "depots").await.unwrap_err();
+    assert!(err.contains("gone"), "{err}");
+}
+
+/// The snapshot `catalog` reads `transport.name` at, or why it cannot.
+async fn snapshot(catalog: &datagate_query::DatagateCatalog, name: &str) -> Result<String, String> {
+    let table = catalog
+        .table("transport", name)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{:?}", table.unwrap().snapshot))
+}
