@@ -218,6 +218,15 @@ pub struct DatasetPage {
     pub total: u64,
 }
 
+/// The keys of `keys` that `found` (their answers from a cache, in order) has none for.
+pub(crate) fn missed<K: Clone, T>(keys: &[K], found: &[Option<T>]) -> Vec<K> {
+    keys.iter()
+        .zip(found)
+        .filter(|(_, hit)| hit.is_none())
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
 /// The files of a new version and the rows it adds: the base version's files (an append),
 /// less the trailing ones `compacted` says the new files replace, then the new files. The
 /// same for every backend.

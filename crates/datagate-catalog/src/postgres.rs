@@ -294,22 +294,61 @@ async fn load_version(
     let Some(r) = c.query_opt(&stmt, &[&dataset_id, &version]).await? else {
         return Ok(None);
     };
-    let mode: String = get(&r, "mode")?;
-    let Json(columns): Json<Vec<Column>> = get(&r, "columns")?;
-    let Json(files): Json<Vec<DataFile>> = get(&r, "files")?;
-    Ok(Some(Version {
-        version: get(&r, "version")?,
+    version_from_row(&r).map(Some)
+}
+
+/// The versions of `keys` (department, dataset, version), in one query: each key's row
+/// numbered by its place (`ord`, from 1), none for a key without one.
+async fn load_versions(
+    c: &impl GenericClient,
+    keys: &[(String, String, i64)],
+) -> Result<Vec<Option<Version>>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT k.ord, v.version, v.mode, v.rows_added, v.row_count, v.bytes, v.columns, \
+             v.source_digest, v.created_at, v.created_by, v.source_format, \
+             COALESCE((SELECT jsonb_agg(jsonb_build_object('path', f.path, 'rows', f.rows, \
+                 'bytes', f.bytes) ORDER BY f.position) FROM version_files f \
+                 WHERE f.dataset_id = v.dataset_id AND f.version = v.version), '[]'::jsonb) AS files \
+             FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY \
+                 AS k(department, name, version, ord) \
+             JOIN datasets d ON d.department_id = k.department AND d.name = k.name \
+             JOIN versions v ON v.dataset_id = d.id AND v.version = k.version",
+        )
+        .await?;
+    let departments: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let versions: Vec<i64> = keys.iter().map(|k| k.2).collect();
+    let mut found: Vec<Option<Version>> = vec![None; keys.len()];
+    for r in c.query(&stmt, &[&departments, &names, &versions]).await? {
+        let ord: i64 = get(&r, "ord")?;
+        let slot = usize::try_from(ord - 1)
+            .ok()
+            .and_then(|i| found.get_mut(i))
+            .ok_or_else(|| CatalogError::Backend(format!("a version for key {ord}")))?;
+        *slot = Some(version_from_row(&r)?);
+    }
+    Ok(found)
+}
+
+/// A version from a row of `versions` with its files aggregated as `files`.
+fn version_from_row(r: &Row) -> Result<Version> {
+    let mode: String = get(r, "mode")?;
+    let Json(columns): Json<Vec<Column>> = get(r, "columns")?;
+    let Json(files): Json<Vec<DataFile>> = get(r, "files")?;
+    Ok(Version {
+        version: get(r, "version")?,
         mode: parse::<VersionMode>(&mode)?,
-        rows_added: get::<i64>(&r, "rows_added")?.max(0) as u64,
-        row_count: get::<i64>(&r, "row_count")?.max(0) as u64,
-        bytes: get::<i64>(&r, "bytes")?.max(0) as u64,
+        rows_added: get::<i64>(r, "rows_added")?.max(0) as u64,
+        row_count: get::<i64>(r, "row_count")?.max(0) as u64,
+        bytes: get::<i64>(r, "bytes")?.max(0) as u64,
         files,
         columns,
-        source_digest: get(&r, "source_digest")?,
-        created_at: get(&r, "created_at")?,
-        created_by: get(&r, "created_by")?,
-        source_format: get(&r, "source_format")?,
-    }))
+        source_digest: get(r, "source_digest")?,
+        created_at: get(r, "created_at")?,
+        created_by: get(r, "created_by")?,
+        source_format: get(r, "source_format")?,
+    })
 }
 
 fn department_from_row(r: &Row) -> Result<Department> {
@@ -1102,6 +1141,39 @@ impl CatalogStore for PostgresCatalog {
                 cache.clear();
             }
             cache.insert(key, (Instant::now(), v.clone()));
+        }
+        Ok(found)
+    }
+
+    async fn get_versions(&self, keys: &[(String, String, i64)]) -> Result<Vec<Option<Version>>> {
+        let mut found: Vec<Option<Version>> = {
+            let cache = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+            keys.iter()
+                .map(|key| {
+                    cache
+                        .get(key)
+                        .filter(|(at, _)| at.elapsed() < VERSION_CACHE_TTL)
+                        .map(|(_, v)| v.clone())
+                })
+                .collect()
+        };
+        let missing = crate::model::missed(keys, &found);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        // One query for them all, rather than a round trip each.
+        let c = self.client().await?;
+        let loaded = load_versions(&c, &missing).await?;
+        let mut cache = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let misses = found.iter_mut().filter(|hit| hit.is_none());
+        for (slot, (key, version)) in misses.zip(missing.into_iter().zip(loaded)) {
+            if let Some(v) = &version {
+                if cache.len() >= VERSION_CACHE_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert(key, (Instant::now(), v.clone()));
+            }
+            *slot = version;
         }
         Ok(found)
     }

@@ -994,12 +994,7 @@ impl CatalogStore for SqliteCatalog {
             .iter()
             .map(|key| cache.get(&cache.versions, key))
             .collect();
-        let missing: Vec<(String, String, i64)> = keys
-            .iter()
-            .zip(&found)
-            .filter(|(_, hit)| hit.is_none())
-            .map(|(key, _)| key.clone())
-            .collect();
+        let missing = crate::model::missed(keys, &found);
         if !missing.is_empty() {
             let generation = cache.generation.load(Ordering::Acquire);
             let read = missing.clone();
