@@ -181,6 +181,38 @@ const DATASET_SELECT: &str = concat!(
     FROM datasets d LEFT JOIN versions v ON v.dataset_id = d.id AND v.version = d.current_version"
 );
 
+/// The columns of each of `rows`' datasets, in one query.
+async fn load_columns_of(c: &impl GenericClient, rows: &mut [DatasetRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let stmt = c
+        .prepare_cached(
+            "SELECT dataset_id, name, data_type, description, sensitivity, mask FROM columns \
+             WHERE dataset_id = ANY($1) ORDER BY dataset_id, position",
+        )
+        .await?;
+    let mut by_dataset: HashMap<i64, Vec<Column>> = HashMap::with_capacity(ids.len());
+    for r in c.query(&stmt, &[&ids]).await? {
+        let mask: Option<String> = get(&r, "mask")?;
+        by_dataset
+            .entry(get(&r, "dataset_id")?)
+            .or_default()
+            .push(Column {
+                name: get(&r, "name")?,
+                data_type: parse(&get::<String>(&r, "data_type")?)?,
+                description: get(&r, "description")?,
+                sensitivity: parse(&get::<String>(&r, "sensitivity")?)?,
+                mask: mask.as_deref().map(parse).transpose()?,
+            });
+    }
+    for row in rows {
+        row.dataset.columns = by_dataset.remove(&row.id).unwrap_or_default();
+    }
+    Ok(())
+}
+
 struct DatasetRow {
     id: i64,
     dataset: Dataset,
@@ -971,19 +1003,21 @@ impl CatalogStore for PostgresCatalog {
             "{} JOIN (SELECT d.id FROM datasets d WHERE {where_sql} \
              ORDER BY d.department_id, d.name LIMIT ${} OFFSET ${}) p ON p.id = d.id \
              ORDER BY d.department_id, d.name",
-            if filter.skip_columns {
-                DATASET_SELECT.replacen(COLUMNS_JSON, "'[]'::jsonb", 1)
-            } else {
-                DATASET_SELECT.to_string()
-            },
+            // The columns in a query of their own (below): built as JSON per dataset, they
+            // took most of a listing of 5,000 datasets (0.07 ms each).
+            DATASET_SELECT.replacen(COLUMNS_JSON, "'[]'::jsonb", 1),
             n + 1,
             n + 2
         );
         let rows = c.query(&sql, &params).await?;
-        let datasets = rows
+        let mut rows = rows
             .iter()
-            .map(|r| dataset_from_row(r).map(|d| d.dataset))
+            .map(dataset_from_row)
             .collect::<Result<Vec<_>>>()?;
+        if !filter.skip_columns {
+            load_columns_of(&c, &mut rows).await?;
+        }
+        let datasets = rows.into_iter().map(|r| r.dataset).collect();
         Ok(DatasetPage {
             datasets,
             total: total.max(0) as u64,
