@@ -104,6 +104,7 @@ async fn dataset_search_filters_and_pages() {
     assert!(sorted_bare["datasets"][0].get("schema").is_none());
     let (_, with) = s.get_json("/api/v1/datasets?limit=1&schema=true").await;
     assert!(with["datasets"][0]["schema"].is_array(), "{with}");
+    assert!(all.get("facets").is_none(), "facets only when asked");
 
     for bad in [
         "limit=0",
@@ -112,6 +113,7 @@ async fn dataset_search_filters_and_pages() {
         "offset=-1",
         "access_level=secret",
         "schema=maybe",
+        "facets=maybe",
         "bogus=1",
     ] {
         let (status, body) = s.get_json(&format!("/api/v1/datasets?{bad}")).await;
@@ -550,4 +552,140 @@ async fn the_bloom_cache_can_be_turned_off() {
         ),
         0.0
     );
+}
+
+/// The fields a catalog is browsed by: filters, their counts (`facets=true`) and the orders,
+/// each checked against the whole listing, counted and sorted here.
+#[tokio::test]
+async fn dataset_listing_facets_filters_and_orders() {
+    let s = Server::start(Options::default()).await;
+    let (_, all) = s.get_json("/api/v1/datasets?limit=100").await;
+    let entries = all["datasets"].as_array().unwrap().clone();
+    let field = |d: &Value, f: &str| d[f].as_str().unwrap_or_default().to_string();
+    let counted = |matches: &[&Value], f: &str| -> Vec<(String, u64)> {
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        for d in matches {
+            let values: Vec<String> = if f == "tag" {
+                let mut tags: Vec<String> = d["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_string())
+                    .collect();
+                tags.sort();
+                tags.dedup();
+                tags
+            } else {
+                vec![field(d, f)]
+            };
+            for v in values.into_iter().filter(|v| !v.is_empty()) {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let mut list: Vec<(String, u64)> = counts.into_iter().collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list
+    };
+    let facet = |answer: &Value, f: &str| -> Vec<(String, u64)> {
+        answer["facets"][f]
+            .as_array()
+            .unwrap_or_else(|| panic!("{f}: {answer}"))
+            .iter()
+            .map(|e| {
+                (
+                    e["value"].as_str().unwrap().to_string(),
+                    e["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let frequency = field(&entries[0], "update_frequency");
+    assert!(!frequency.is_empty());
+    for (query, keep) in [
+        (
+            "",
+            Box::new(|_: &Value| true) as Box<dyn Fn(&Value) -> bool>,
+        ),
+        (
+            "department=transport",
+            Box::new(|d: &Value| d["department"] == "transport"),
+        ),
+        (
+            "access_level=open",
+            Box::new(|d: &Value| d["access_level"] == "open"),
+        ),
+        (
+            "source_format=csv",
+            Box::new(|d: &Value| d["source_format"] == "csv"),
+        ),
+        (
+            &*format!("update_frequency={frequency}"),
+            Box::new(move |d: &Value| d["update_frequency"] == frequency.as_str()),
+        ),
+        (
+            "source_format=parquet",
+            Box::new(|d: &Value| d["source_format"] == "parquet"),
+        ),
+    ] {
+        let matches: Vec<&Value> = entries.iter().filter(|d| keep(d)).collect();
+        let (status, answer) = s
+            .get_json(&format!("/api/v1/datasets?limit=100&facets=true&{query}"))
+            .await;
+        assert_eq!(status, 200, "{query}: {answer}");
+        assert_eq!(
+            answer["total"].as_u64().unwrap() as usize,
+            matches.len(),
+            "{query}"
+        );
+        let listed: Vec<&Value> = answer["datasets"].as_array().unwrap().iter().collect();
+        assert_eq!(listed, matches, "{query}");
+        for (f, key) in [
+            ("department", "department"),
+            ("access_level", "access_level"),
+            ("tag", "tag"),
+            ("update_frequency", "update_frequency"),
+            ("source_format", "source_format"),
+        ] {
+            assert_eq!(facet(&answer, f), counted(&matches, key), "{query}: {f}");
+        }
+    }
+    let (_, facets) = s.get_json("/api/v1/datasets?limit=1&facets=true").await;
+    assert!(
+        facet(&facets, "department").len() >= 4 && facet(&facets, "tag").len() >= 4,
+        "{facets}"
+    );
+    // The orders, paged: what sorting the whole listing here gives.
+    let key = |d: &Value| (field(d, "department"), field(d, "name"));
+    for (sort, cmp) in [
+        (
+            "title",
+            Box::new(|a: &&Value, b: &&Value| {
+                field(a, "title")
+                    .cmp(&field(b, "title"))
+                    .then_with(|| key(a).cmp(&key(b)))
+            }) as Box<dyn Fn(&&Value, &&Value) -> std::cmp::Ordering>,
+        ),
+        (
+            "updated",
+            Box::new(|a: &&Value, b: &&Value| {
+                field(b, "updated_at")
+                    .cmp(&field(a, "updated_at"))
+                    .then_with(|| key(a).cmp(&key(b)))
+            }),
+        ),
+    ] {
+        let mut sorted: Vec<&Value> = entries.iter().collect();
+        sorted.sort_by(|a, b| cmp(a, b));
+        let mut paged = Vec::new();
+        for offset in (0..sorted.len()).step_by(3) {
+            let (_, page) = s
+                .get_json(&format!(
+                    "/api/v1/datasets?limit=3&offset={offset}&sort={sort}"
+                ))
+                .await;
+            paged.extend(page["datasets"].as_array().unwrap().iter().map(key));
+        }
+        let expected: Vec<_> = sorted.iter().map(|d| key(d)).collect();
+        assert_eq!(paged, expected, "sort={sort}");
+    }
 }

@@ -191,6 +191,20 @@ async fn the_catalog_page_shows_what_the_api_lists_for_anonymous_visitors() {
     let bus_lines = api_json(&s, None, "/api/v1/datasets/transport/bus_lines").await;
     assert_eq!(bus_lines["source_format"], "parquet");
     assert!(parquet_only.contains(&escaped(bus_lines["title"].as_str().unwrap())));
+    // The update frequency facet: the page's count is the API's.
+    let first = api_json(&s, None, "/api/v1/datasets?limit=1").await;
+    let frequency = first["datasets"][0]["update_frequency"].as_str().unwrap();
+    let same = api_json(
+        &s,
+        None,
+        &format!("/api/v1/datasets?limit=1&update_frequency={frequency}"),
+    )
+    .await;
+    let (_, _, by_frequency) = page(&s, &format!("/?frequency={frequency}"), None).await;
+    assert!(
+        by_frequency.contains(&format!("<strong>{}</strong>", same["total"])),
+        "{by_frequency}"
+    );
     let (_, _, history) = page(&s, "/datasets/transport/bus_lines", None).await;
     assert!(
         history.contains("<td>Parquet</td>") && history.contains("<td>CSV</td>"),
@@ -293,7 +307,7 @@ fn found_count(html: &str) -> Option<String> {
 }
 
 /// A city's catalog is thousands of datasets, more than the API lists at once (1,000): the
-/// catalog page reads them all (its pages at once) for its counts, facets and sorting.
+/// catalog page's counts, facets, sorting and pages cover them all.
 #[tokio::test]
 async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
     let s = start().await;
@@ -328,9 +342,8 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
     assert_eq!(found_count(&admin), Some((OPEN + SHARED).to_string()));
 }
 
-/// A catalog page view costs a visitor's rate the same whatever the catalog's size: the
-/// listing's pages after the first (read because the API lists 1,000 at a time) are not
-/// counted again; they are audited like any API read.
+/// A catalog page view costs a visitor's rate the same whatever the catalog's size: it reads
+/// the departments and one page of the listing with its facets, audited like any API read.
 #[tokio::test]
 async fn a_catalog_page_view_costs_the_same_rate_whatever_the_catalog_size() {
     let s = Server::start(Options {
@@ -343,7 +356,7 @@ async fn a_catalog_page_view_costs_the_same_rate_whatever_the_catalog_size() {
     })
     .await;
     register_bulk(&s, 2_150, 0).await;
-    // Each view reads the departments and the listing (three pages): two of the five.
+    // Each view reads the departments and a page of the listing: two of the five.
     for _ in 0..2 {
         let (status, _, html) = page(&s, "/", None).await;
         assert_eq!(status, 200, "{html}");
@@ -355,21 +368,26 @@ async fn a_catalog_page_view_costs_the_same_rate_whatever_the_catalog_size() {
     let remaining = r.headers()["ratelimit"].to_str().unwrap().to_string();
     assert!(remaining.contains(";r=0;"), "{remaining}");
     assert_eq!(api("/api/v1/departments").await.unwrap().status(), 429);
-    // The later pages were read, and audited, as the anonymous visitor.
+    // Each view's listing was read, and audited, as the anonymous visitor: one page of it.
     let events = api_json(
         &s,
         Some(ADMIN),
         "/api/v1/audit/events?principal=anonymous&action=catalog.datasets&limit=100",
     )
     .await;
-    let offsets: Vec<&str> = events["rows"]
+    let listings: Vec<&str> = events["rows"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|e| e["path"].as_str())
-        .filter(|p| p.contains("offset=2000"))
         .collect();
-    assert_eq!(offsets.len(), 2, "{events}");
+    assert_eq!(listings.len(), 2, "{events}");
+    assert!(
+        listings
+            .iter()
+            .all(|p| p.contains("facets=true") && p.contains("limit=20")),
+        "{listings:?}"
+    );
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ macro_rules! catalog_conformance_tests {
             metadata_updates,
             column_annotations,
             listing_filters_and_visibility,
+            listing_orders_and_facets,
             versions_append_and_replace,
             appends_compact_trailing_files,
             version_conflict,
@@ -608,6 +609,256 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
     assert_eq!(p.total, 6);
     let names: Vec<_> = p.datasets.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["five", "four"]);
+}
+
+/// Listings in each order, paged through, and the facets of each filter: both what the
+/// unordered matches say, counted and sorted here.
+pub async fn listing_orders_and_facets(s: &dyn CatalogStore) {
+    s.create_department(dept("a")).await.unwrap();
+    s.create_department(dept("b")).await.unwrap();
+    // (department, name, title, level, tags, frequency, format of the current version)
+    type Entry<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        AccessLevel,
+        &'a [&'a str],
+        &'a str,
+        Option<&'a str>,
+    );
+    let entries: [Entry; 7] = [
+        (
+            "a",
+            "one",
+            "Zebra crossings",
+            AccessLevel::Open,
+            &["交通", "城市"],
+            "daily",
+            Some("csv"),
+        ),
+        (
+            "a",
+            "two",
+            "air quality",
+            AccessLevel::Open,
+            &["环境"],
+            "monthly",
+            Some("parquet"),
+        ),
+        (
+            "a",
+            "three",
+            "公交站点",
+            AccessLevel::Conditional,
+            &["交通"],
+            "daily",
+            None,
+        ),
+        (
+            "b",
+            "four",
+            "Air quality",
+            AccessLevel::Shared,
+            &[],
+            "",
+            Some("csv"),
+        ),
+        (
+            "b",
+            "five",
+            "Zebra crossings",
+            AccessLevel::Open,
+            &["交通"],
+            "",
+            Some("arrow"),
+        ),
+        (
+            "b",
+            "six",
+            "_under",
+            AccessLevel::Conditional,
+            &["城市"],
+            "yearly",
+            Some("csv"),
+        ),
+        (
+            "b",
+            "seven",
+            "公交线路",
+            AccessLevel::Open,
+            &["环境"],
+            "daily",
+            None,
+        ),
+    ];
+    for (d, n, title, level, tags, frequency, format) in entries {
+        let mut ds = new_dataset(d, n, level, columns());
+        ds.metadata.title = title.into();
+        ds.metadata.tags = tags.iter().map(|t| t.to_string()).collect();
+        ds.metadata.update_frequency = frequency.into();
+        s.create_dataset(ds).await.unwrap();
+        if let Some(format) = format {
+            let mut v = version(
+                None,
+                VersionMode::Replace,
+                vec![file(&format!("{n}.parquet"), 5)],
+            );
+            v.source_format = Some(format.into());
+            s.commit_version(d, n, v).await.unwrap();
+        }
+        // Updated at distinct times (kept to the millisecond).
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    // Updated again, out of registration order: "one" is now the newest.
+    let one = s.get_dataset("a", "one").await.unwrap().unwrap();
+    let mut m = one.metadata.clone();
+    m.description = "now with cycle lanes".into();
+    s.update_dataset_metadata("a", "one", m, None)
+        .await
+        .unwrap();
+
+    let filters = [
+        DatasetFilter::default(),
+        DatasetFilter {
+            department: Some("b".into()),
+            ..Default::default()
+        },
+        DatasetFilter {
+            tag: Some("交通".into()),
+            ..Default::default()
+        },
+        DatasetFilter {
+            update_frequency: Some("daily".into()),
+            ..Default::default()
+        },
+        DatasetFilter {
+            source_format: Some("csv".into()),
+            ..Default::default()
+        },
+        DatasetFilter {
+            q: Some("quality".into()),
+            access_level: Some(AccessLevel::Open),
+            ..Default::default()
+        },
+        DatasetFilter {
+            source_format: Some("json".into()),
+            ..Default::default()
+        },
+    ];
+    for visible in [AccessLevel::ALL.to_vec(), vec![AccessLevel::Open]] {
+        for filter in &filters {
+            let filter = DatasetFilter {
+                visible_levels: visible.clone(),
+                limit: 100,
+                ..filter.clone()
+            };
+            let matches = s.list_datasets(&filter).await.unwrap().datasets;
+            for d in &matches {
+                if let Some(f) = &filter.update_frequency {
+                    assert_eq!(&d.metadata.update_frequency, f);
+                }
+                if let Some(f) = &filter.source_format {
+                    assert_eq!(d.source_format.as_ref(), Some(f));
+                }
+            }
+            // The facets: each field of the matches counted here.
+            let mut expected = DatasetFacets::default();
+            let add = |list: &mut Vec<(String, u64)>, value: &str| {
+                if value.is_empty() {
+                    return;
+                }
+                match list.iter_mut().find(|(v, _)| v == value) {
+                    Some((_, n)) => *n += 1,
+                    None => list.push((value.to_string(), 1)),
+                }
+            };
+            for d in &matches {
+                add(&mut expected.department, &d.department);
+                add(&mut expected.access_level, d.metadata.access_level.as_str());
+                for t in &d.metadata.tags {
+                    add(&mut expected.tag, t);
+                }
+                add(&mut expected.update_frequency, &d.metadata.update_frequency);
+                add(
+                    &mut expected.source_format,
+                    d.source_format.as_deref().unwrap_or_default(),
+                );
+            }
+            let facets = s.dataset_facets(&filter).await.unwrap();
+            assert_eq!(facets, expected.sorted(), "{filter:?}");
+            // Each order, whole and paged through two at a time.
+            for order in [
+                DatasetOrder::Name,
+                DatasetOrder::Updated,
+                DatasetOrder::Title,
+            ] {
+                let mut sorted = matches.clone();
+                sorted.sort_by(|a, b| order.compare(a, b));
+                let whole = s
+                    .list_datasets(&DatasetFilter {
+                        order,
+                        ..filter.clone()
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(whole.datasets, sorted, "{order:?} {filter:?}");
+                let mut paged = Vec::new();
+                for offset in (0..sorted.len() as u64).step_by(2) {
+                    let page = s
+                        .list_datasets(&DatasetFilter {
+                            order,
+                            limit: 2,
+                            offset,
+                            skip_columns: true,
+                            ..filter.clone()
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!(page.total, sorted.len() as u64);
+                    paged.extend(page.datasets.into_iter().map(|d| d.name));
+                }
+                let names: Vec<String> = sorted.iter().map(|d| d.name.clone()).collect();
+                assert_eq!(paged, names, "{order:?} {filter:?}");
+            }
+        }
+    }
+    // The orders themselves, over everything.
+    let names = |order| async move {
+        s.list_datasets(&DatasetFilter {
+            visible_levels: AccessLevel::ALL.to_vec(),
+            limit: 100,
+            order,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .datasets
+        .into_iter()
+        .map(|d| d.name)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(DatasetOrder::Updated).await,
+        ["one", "seven", "six", "five", "four", "three", "two"]
+    );
+    // By bytes: capitals before lower case, then `_`, then CJK; equal titles by key.
+    assert_eq!(
+        names(DatasetOrder::Title).await,
+        ["four", "one", "five", "six", "two", "three", "seven"]
+    );
+    let all = DatasetFilter {
+        visible_levels: AccessLevel::ALL.to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.dataset_facets(&all).await.unwrap().tag,
+        [
+            ("交通".to_string(), 3),
+            ("城市".to_string(), 2),
+            ("环境".to_string(), 2)
+        ],
+        "each dataset under each of its tags"
+    );
 }
 
 pub async fn versions_append_and_replace(s: &dyn CatalogStore) {

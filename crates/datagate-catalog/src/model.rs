@@ -209,6 +209,66 @@ pub struct DatasetFilter {
     /// The datasets without their columns (`columns` left empty): for a listing that shows
     /// no schema, spared loading every dataset's columns.
     pub skip_columns: bool,
+    /// Only datasets updated this often (`daily`, `monthly`, ... as registered).
+    pub update_frequency: Option<String>,
+    /// Only datasets whose current version was uploaded in this format (`csv`, `parquet`, ...).
+    pub source_format: Option<String>,
+    /// The order of the matches, which `limit` and `offset` page through.
+    pub order: DatasetOrder,
+}
+
+/// How a dataset search is ordered. Ties (and the default) go by department, then name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DatasetOrder {
+    /// By department, then name.
+    #[default]
+    Name,
+    /// Most recently updated first.
+    Updated,
+    /// By title (by its bytes, as in UTF-8: the same on every backend).
+    Title,
+}
+
+impl DatasetOrder {
+    /// Where `a` goes beside `b` in this order.
+    pub fn compare(self, a: &Dataset, b: &Dataset) -> std::cmp::Ordering {
+        let by_key = || (&a.department, &a.name).cmp(&(&b.department, &b.name));
+        match self {
+            DatasetOrder::Name => by_key(),
+            DatasetOrder::Updated => b.updated_at.cmp(&a.updated_at).then_with(by_key),
+            DatasetOrder::Title => a.metadata.title.cmp(&b.metadata.title).then_with(by_key),
+        }
+    }
+}
+
+/// How many of a search's matches have each value of the fields a catalog is browsed by
+/// (facets); each list by count, most first, then by value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DatasetFacets {
+    pub department: Vec<(String, u64)>,
+    pub access_level: Vec<(String, u64)>,
+    /// A dataset counts once under each of its tags.
+    pub tag: Vec<(String, u64)>,
+    /// Datasets without one are not counted.
+    pub update_frequency: Vec<(String, u64)>,
+    /// Of the current version; datasets without a version are not counted.
+    pub source_format: Vec<(String, u64)>,
+}
+
+impl DatasetFacets {
+    /// Puts each list in the facets' order: most first, then by value.
+    pub fn sorted(mut self) -> Self {
+        for list in [
+            &mut self.department,
+            &mut self.access_level,
+            &mut self.tag,
+            &mut self.update_frequency,
+            &mut self.source_format,
+        ] {
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        }
+        self
+    }
 }
 
 /// One page of a dataset search.
@@ -216,6 +276,16 @@ pub struct DatasetFilter {
 pub struct DatasetPage {
     pub datasets: Vec<Dataset>,
     pub total: u64,
+}
+
+/// The `LIKE` pattern of a search word: the word anywhere, its `%`, `_` and `\` literal
+/// (escaped with `\`).
+pub(crate) fn like_pattern(word: &str) -> String {
+    let escaped = word
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
 }
 
 /// The keys of `keys` that `found` (their answers from a cache, in order) has none for.

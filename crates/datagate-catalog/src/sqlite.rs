@@ -278,6 +278,60 @@ impl SqliteCatalog {
     }
 }
 
+/// The `WHERE` text (over `datasets d`) and its arguments of what `filter` matches, its
+/// `limit`, `offset` and order aside.
+fn dataset_matches(filter: &DatasetFilter) -> Result<(String, Vec<rusqlite::types::Value>)> {
+    let levels: Vec<&str> = filter.visible_levels.iter().map(|l| l.as_str()).collect();
+    let mut clauses = vec![
+        if filter.unpublished {
+            "d.unpublished_at IS NOT NULL"
+        } else {
+            "d.unpublished_at IS NULL"
+        }
+        .to_string(),
+        "d.access_level IN (SELECT value FROM json_each(?1))".to_string(),
+    ];
+    let mut args: Vec<rusqlite::types::Value> = vec![serde_json::to_string(&levels)?.into()];
+    if let Some(dept) = &filter.department {
+        args.push(dept.clone().into());
+        clauses.push(format!("d.department_id = ?{}", args.len()));
+    }
+    if let Some(level) = filter.access_level {
+        args.push(level.as_str().to_string().into());
+        clauses.push(format!("d.access_level = ?{}", args.len()));
+    }
+    if let Some(tag) = &filter.tag {
+        args.push(tag.clone().into());
+        clauses.push(format!(
+            "EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value = ?{})",
+            args.len()
+        ));
+    }
+    if let Some(frequency) = &filter.update_frequency {
+        args.push(frequency.clone().into());
+        clauses.push(format!("d.update_frequency = ?{}", args.len()));
+    }
+    if let Some(format) = &filter.source_format {
+        args.push(format.clone().into());
+        clauses.push(format!(
+            "EXISTS (SELECT 1 FROM versions fv WHERE fv.dataset_id = d.id \
+             AND fv.version = d.current_version AND fv.source_format = ?{})",
+            args.len()
+        ));
+    }
+    if let Some(q) = &filter.q {
+        for word in q.split_whitespace() {
+            args.push(like_pattern(word).into());
+            let n = args.len();
+            clauses.push(format!(
+                "(d.title LIKE ?{n} ESCAPE '\\' OR d.description LIKE ?{n} ESCAPE '\\' \
+                 OR EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value LIKE ?{n} ESCAPE '\\'))"
+            ));
+        }
+    }
+    Ok((clauses.join(" AND "), args))
+}
+
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -790,44 +844,7 @@ impl CatalogStore for SqliteCatalog {
     async fn list_datasets(&self, filter: &DatasetFilter) -> Result<DatasetPage> {
         let filter = filter.clone();
         self.read(move |c| {
-            let levels: Vec<&str> = filter.visible_levels.iter().map(|l| l.as_str()).collect();
-            let mut clauses = vec![
-                if filter.unpublished {
-                    "d.unpublished_at IS NOT NULL"
-                } else {
-                    "d.unpublished_at IS NULL"
-                }
-                .to_string(),
-                "d.access_level IN (SELECT value FROM json_each(?1))".to_string(),
-            ];
-            let mut args: Vec<rusqlite::types::Value> = vec![serde_json::to_string(&levels)?.into()];
-            if let Some(dept) = &filter.department {
-                args.push(dept.clone().into());
-                clauses.push(format!("d.department_id = ?{}", args.len()));
-            }
-            if let Some(level) = filter.access_level {
-                args.push(level.as_str().to_string().into());
-                clauses.push(format!("d.access_level = ?{}", args.len()));
-            }
-            if let Some(tag) = &filter.tag {
-                args.push(tag.clone().into());
-                clauses.push(format!(
-                    "EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value = ?{})",
-                    args.len()
-                ));
-            }
-            if let Some(q) = &filter.q {
-                for word in q.split_whitespace() {
-                    let escaped = word.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-                    args.push(format!("%{escaped}%").into());
-                    let n = args.len();
-                    clauses.push(format!(
-                        "(d.title LIKE ?{n} ESCAPE '\\' OR d.description LIKE ?{n} ESCAPE '\\' \
-                         OR EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value LIKE ?{n} ESCAPE '\\'))"
-                    ));
-                }
-            }
-            let where_sql = clauses.join(" AND ");
+            let (where_sql, mut args) = dataset_matches(&filter)?;
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) FROM datasets d WHERE {where_sql}"),
                 rusqlite::params_from_iter(args.iter()),
@@ -837,27 +854,65 @@ impl CatalogStore for SqliteCatalog {
             let limit_n = args.len();
             args.push((filter.offset.min(i64::MAX as u64) as i64).into());
             let offset_n = args.len();
+            let order = match filter.order {
+                DatasetOrder::Name => "d.department_id, d.name",
+                DatasetOrder::Updated => "d.updated_at DESC, d.department_id, d.name",
+                DatasetOrder::Title => "d.title, d.department_id, d.name",
+            };
             // The page's ids first, sorted on their keys alone, then their rows (put back in
-            // that order here: the same bytewise order as SQLite's): sorting the whole rows
-            // (descriptions and all, each joined to its version) for each page cost half of
-            // listing a 5,000-dataset catalog 1,000 at a time.
+            // that order here: SQLite compares text by its bytes, as Rust does): sorting the
+            // whole rows (descriptions and all, each joined to its version) for each page cost
+            // half of listing a 5,000-dataset catalog 1,000 at a time.
             let sql = format!(
                 "SELECT {DATASET_COLUMNS} FROM (SELECT d.id FROM datasets d WHERE {where_sql} \
-                 ORDER BY d.department_id, d.name LIMIT ?{limit_n} OFFSET ?{offset_n}) p \
+                 ORDER BY {order} LIMIT ?{limit_n} OFFSET ?{offset_n}) p \
                  CROSS JOIN {DATASET_FROM} WHERE d.id = p.id"
             );
             let mut stmt = c.prepare(&sql)?;
             let mut rows = stmt
                 .query_map(rusqlite::params_from_iter(args.iter()), dataset_from_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.sort_unstable_by(|a, b| {
-                (&a.dataset.department, &a.dataset.name).cmp(&(&b.dataset.department, &b.dataset.name))
-            });
+            rows.sort_unstable_by(|a, b| filter.order.compare(&a.dataset, &b.dataset));
             if !filter.skip_columns {
                 load_columns_of(c, &mut rows)?;
             }
             let datasets = rows.into_iter().map(|r| r.dataset).collect();
-            Ok(DatasetPage { datasets, total: total as u64 })
+            Ok(DatasetPage {
+                datasets,
+                total: total as u64,
+            })
+        })
+        .await
+    }
+
+    async fn dataset_facets(&self, filter: &DatasetFilter) -> Result<DatasetFacets> {
+        let filter = filter.clone();
+        self.read(move |c| {
+            let (where_sql, args) = dataset_matches(&filter)?;
+            let count = |value: &str, from: &str| -> Result<Vec<(String, u64)>> {
+                let sql = format!(
+                    "SELECT {value}, COUNT(DISTINCT d.id) FROM datasets d {from} \
+                     WHERE {where_sql} AND {value} IS NOT NULL AND {value} <> '' GROUP BY 1"
+                );
+                let mut stmt = c.prepare(&sql)?;
+                let counted = stmt
+                    .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(counted)
+            };
+            Ok(DatasetFacets {
+                department: count("d.department_id", "")?,
+                access_level: count("d.access_level", "")?,
+                tag: count("ft.value", "CROSS JOIN json_each(d.tags) ft")?,
+                update_frequency: count("d.update_frequency", "")?,
+                source_format: count(
+                    "v.source_format",
+                    "JOIN versions v ON v.dataset_id = d.id AND v.version = d.current_version",
+                )?,
+            }
+            .sorted())
         })
         .await
     }

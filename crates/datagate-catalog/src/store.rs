@@ -93,8 +93,13 @@ pub trait CatalogStore: Send + Sync + 'static {
     ) -> Result<bool>;
     /// A dataset, published or not.
     async fn get_dataset(&self, department: &str, name: &str) -> Result<Option<Dataset>>;
-    /// Published datasets matching the filter, ordered by department then name.
+    /// Published datasets matching the filter, in its order (by department then name unless
+    /// it says otherwise), `limit` and `offset` taken from that order.
     async fn list_datasets(&self, filter: &DatasetFilter) -> Result<DatasetPage>;
+    /// What [`CatalogStore::list_datasets`] would match of `filter` (its `limit`, `offset`
+    /// and order aside), counted by the fields a catalog is browsed by, sorted
+    /// ([`DatasetFacets::sorted`]).
+    async fn dataset_facets(&self, filter: &DatasetFilter) -> Result<DatasetFacets>;
     /// Hides a dataset; its versions and files are kept.
     async fn unpublish_dataset(&self, department: &str, name: &str) -> Result<()>;
     /// Makes an unpublished dataset visible again.

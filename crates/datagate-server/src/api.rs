@@ -231,6 +231,48 @@ impl DatasetOut {
 pub struct DatasetList {
     pub datasets: Vec<DatasetOut>,
     pub total: u64,
+    /// With `facets=true`: how many of the `total` matches have each value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facets: Option<DatasetFacetsOut>,
+}
+
+/// How many of a listing's matches have each value of a field, most first (then by value).
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"department": [{"value": "transport", "count": 3}, {"value": "justice", "count": 2}], "access_level": [{"value": "open", "count": 4}, {"value": "conditional", "count": 1}], "tag": [{"value": "transport", "count": 3}], "update_frequency": [{"value": "monthly", "count": 2}], "source_format": [{"value": "csv", "count": 5}]})))]
+pub struct DatasetFacetsOut {
+    pub department: Vec<FacetCount>,
+    pub access_level: Vec<FacetCount>,
+    /// A dataset counts under each of its tags.
+    pub tag: Vec<FacetCount>,
+    /// Datasets without one are not counted.
+    pub update_frequency: Vec<FacetCount>,
+    /// Of the current version; datasets without a version are not counted.
+    pub source_format: Vec<FacetCount>,
+}
+
+/// One value of a facet and how many matches have it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"value": "transport", "count": 3})))]
+pub struct FacetCount {
+    pub value: String,
+    pub count: u64,
+}
+
+impl From<datagate_catalog::DatasetFacets> for DatasetFacetsOut {
+    fn from(f: datagate_catalog::DatasetFacets) -> Self {
+        let out = |list: Vec<(String, u64)>| {
+            list.into_iter()
+                .map(|(value, count)| FacetCount { value, count })
+                .collect()
+        };
+        DatasetFacetsOut {
+            department: out(f.department),
+            access_level: out(f.access_level),
+            tag: out(f.tag),
+            update_frequency: out(f.update_frequency),
+            source_format: out(f.source_format),
+        }
+    }
 }
 
 /// One entry of a dataset's version history; also the answer to an upload.
@@ -307,6 +349,14 @@ pub struct DatasetQuery {
     /// `false`: each entry without its `schema` (a catalog page that shows none; with
     /// thousands of datasets, much less to read and send). Default `true`.
     pub schema: Option<bool>,
+    /// Only datasets updated this often (their `update_frequency`, e.g. `monthly`).
+    pub update_frequency: Option<String>,
+    /// Only datasets whose current version was uploaded as this (`csv`, `ndjson`, `parquet`,
+    /// `arrow`: their `source_format`).
+    pub source_format: Option<String>,
+    /// `true`: the answer also counts every match by department, open level, tag, update
+    /// frequency and source format (`facets`), for browsing a catalog by them.
+    pub facets: Option<bool>,
 }
 
 /// The problem+json body of every error (RFC 9457); fields that help may follow (`line`,

@@ -4,7 +4,7 @@
 use super::client::{Answer, Caller};
 use super::i18n::Lang;
 use super::{Portal, Visitor, assets, session};
-use crate::api::{DatasetList, DatasetOut, DepartmentOut};
+use crate::api::{DatasetList, DatasetOut, DepartmentOut, FacetCount};
 use askama::Template;
 use axum::Form;
 use axum::body::Body;
@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use datagate_query::filter::quote_ident;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 /// Datasets per catalog page.
@@ -383,42 +383,63 @@ pub async fn catalog(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (all, names) = tokio::join!(
-        all_datasets(&portal, &v.caller, p.q.trim(), false),
-        department_names(&portal, &v.caller)
-    );
-    let all = match all {
-        Ok(all) => all,
+    let sort = match p.sort.as_str() {
+        "title" | "reads" => p.sort.as_str(),
+        _ => "updated",
+    };
+    // One page of the matches, with their counts by each facet: the catalog filters, counts,
+    // sorts and pages them, whatever its size.
+    let listing = |page: usize| {
+        let offset = ((page - 1) * CARDS_PER_PAGE).to_string();
+        let uri = link(
+            "/api/v1/datasets",
+            &[
+                ("q", p.q.trim()),
+                ("department", &p.department),
+                ("access_level", &p.access_level),
+                ("tag", &p.tag),
+                ("update_frequency", &p.frequency),
+                ("source_format", &p.format),
+                ("sort", sort),
+                ("limit", &CARDS_PER_PAGE.to_string()),
+                ("offset", &offset),
+                ("schema", "false"),
+                ("facets", "true"),
+            ],
+        );
+        let (api, caller) = (&portal.api, &v.caller);
+        async move { api.get::<DatasetList>(caller, &uri).await }
+    };
+    let asked = p.page.parse::<usize>().unwrap_or(1).max(1);
+    let (found, names) = tokio::join!(listing(asked), department_names(&portal, &v.caller));
+    let mut found = match found {
+        Ok(found) => found,
         Err(a) => return error_page(&v, base, &a),
     };
+    let total = usize::try_from(found.total).unwrap_or(usize::MAX);
+    let pages = total.div_ceil(CARDS_PER_PAGE).max(1);
+    let page = asked.min(pages);
+    if page != asked {
+        // Past the last page: the last one instead.
+        found = match listing(page).await {
+            Ok(found) => found,
+            Err(a) => return error_page(&v, base, &a),
+        };
+    }
     let dept_name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
-    let matches: Vec<&DatasetOut> = all
-        .iter()
-        .filter(|d| p.department.is_empty() || d.department == p.department)
-        .filter(|d| p.access_level.is_empty() || d.access_level == p.access_level)
-        .filter(|d| p.tag.is_empty() || d.tags.contains(&p.tag))
-        .filter(|d| p.frequency.is_empty() || d.update_frequency == p.frequency)
-        .filter(|d| p.format.is_empty() || d.source_format.as_deref() == Some(p.format.as_str()))
-        .collect();
 
-    // Facet counts over the matching datasets; choosing an entry filters, choosing it again
-    // clears the filter.
+    // Choosing a facet's entry filters by it, choosing it again clears the filter.
+    let counts = found.facets.take().unwrap_or_default();
     let facet = |title: &'static str,
                  key: &str,
                  current: &str,
-                 values: &dyn Fn(&DatasetOut) -> Vec<String>,
+                 counts: Vec<FacetCount>,
                  label: &dyn Fn(&str) -> String| {
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for d in &matches {
-            for value in values(d) {
-                *counts.entry(value).or_default() += 1;
-            }
-        }
         let mut entries: Vec<FacetEntry> = counts
             .into_iter()
-            .map(|(value, count)| FacetEntry {
+            .map(|FacetCount { value, count }| FacetEntry {
                 label: label(&value),
-                count,
+                count: usize::try_from(count).unwrap_or(usize::MAX),
                 on: value == current,
                 url: p.with(key, if value == current { "" } else { &value }),
             })
@@ -431,63 +452,38 @@ pub async fn catalog(
             lang.s("facet.department"),
             "department",
             &p.department,
-            &|d| vec![d.department.clone()],
+            counts.department,
             &|id| dept_name(id),
         ),
         facet(
             lang.s("facet.access_level"),
             "access_level",
             &p.access_level,
-            &|d| vec![d.access_level.clone()],
+            counts.access_level,
             &|l| lang.level(l).to_string(),
         ),
-        facet(
-            lang.s("facet.tag"),
-            "tag",
-            &p.tag,
-            &|d| d.tags.clone(),
-            &|t| t.to_string(),
-        ),
+        facet(lang.s("facet.tag"), "tag", &p.tag, counts.tag, &|t| {
+            t.to_string()
+        }),
         facet(
             lang.s("facet.frequency"),
             "frequency",
             &p.frequency,
-            &|d| {
-                vec![d.update_frequency.clone()]
-                    .into_iter()
-                    .filter(|f| !f.is_empty())
-                    .collect()
-            },
+            counts.update_frequency,
             &|f| f.to_string(),
         ),
         facet(
             lang.s("facet.format"),
             "format",
             &p.format,
-            &|d| d.source_format.iter().cloned().collect(),
+            counts.source_format,
             &|f| format_label(f).to_string(),
         ),
     ];
 
-    let mut sorted = matches;
-    let sort = match p.sort.as_str() {
-        "title" | "reads" => p.sort.as_str(),
-        _ => "updated",
-    };
-    match sort {
-        "title" => sorted.sort_by(|a, b| a.title.cmp(&b.title)),
-        "reads" => sorted.sort_by(|a, b| {
-            (b.usage.reads_30d, b.usage.reads_total).cmp(&(a.usage.reads_30d, a.usage.reads_total))
-        }),
-        _ => sorted.sort_by_key(|d| std::cmp::Reverse(d.updated_at)),
-    }
-    let total = sorted.len();
-    let pages = total.div_ceil(CARDS_PER_PAGE).max(1);
-    let page = p.page.parse::<usize>().unwrap_or(1).clamp(1, pages);
-    let cards = sorted
+    let cards = found
+        .datasets
         .iter()
-        .skip((page - 1) * CARDS_PER_PAGE)
-        .take(CARDS_PER_PAGE)
         .map(|d| Card {
             url: format!("/datasets/{}/{}", enc(&d.department), enc(&d.name)),
             title: d.title.clone(),

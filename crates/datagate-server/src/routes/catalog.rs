@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use datagate_access::Action;
-use datagate_catalog::{Dataset, DatasetFilter};
+use datagate_catalog::{Dataset, DatasetFilter, DatasetOrder};
 use datagate_core::AccessLevel;
 
 const DEFAULT_PAGE: u64 = 20;
@@ -53,9 +53,13 @@ pub async fn list_datasets(
         .map(|s| s.parse::<AccessLevel>())
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()).with("parameter", "access_level"))?;
-    let sort = match q.sort.as_deref().filter(|s| !s.is_empty()) {
-        None | Some("name") => None,
-        Some(s @ ("updated" | "title" | "reads")) => Some(s),
+    // Every order but `reads` is the catalog's own; `reads` (the audit log's counters) is
+    // sorted here.
+    let (order, by_reads) = match q.sort.as_deref().filter(|s| !s.is_empty()) {
+        None | Some("name") => (DatasetOrder::Name, false),
+        Some("updated") => (DatasetOrder::Updated, false),
+        Some("title") => (DatasetOrder::Title, false),
+        Some("reads") => (DatasetOrder::Name, true),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "unknown sort {other:?}; use name, updated, title or reads"
@@ -87,9 +91,17 @@ pub async fn list_datasets(
         offset,
         unpublished,
         skip_columns: q.schema == Some(false),
+        update_frequency: non_empty(q.update_frequency),
+        source_format: non_empty(q.source_format),
+        order,
+    };
+    let facets = if q.facets == Some(true) {
+        Some(state.catalog.dataset_facets(&filter).await?.into())
+    } else {
+        None
     };
     let skip_columns = filter.skip_columns;
-    if sort.is_some() {
+    if by_reads {
         // Every match, sorted here, then paged (a city catalog is thousands of entries): the
         // matches without their columns, which the page's datasets then get.
         filter.limit = SORTED_MAX;
@@ -97,22 +109,16 @@ pub async fn list_datasets(
         filter.skip_columns = true;
     }
     let mut page = state.catalog.list_datasets(&filter).await?;
-    if let Some(sort) = sort {
+    if by_reads {
         // Sorted on their keys, and only the page's answers made (with 5,000 datasets, making
         // every answer cost more than the listing).
         let found = &mut page.datasets;
-        match sort {
-            "updated" => found.sort_by_key(|d| std::cmp::Reverse(d.updated_at)),
-            "title" => found.sort_by(|a, b| a.metadata.title.cmp(&b.metadata.title)),
-            _ => {
-                let today = chrono::Utc::now().date_naive();
-                let usage = state.audit.usage();
-                found.sort_by_cached_key(|d| {
-                    let u = usage.get(&format!("{}.{}", d.department, d.name), today);
-                    std::cmp::Reverse((u.reads_30d, u.reads_total))
-                });
-            }
-        }
+        let today = chrono::Utc::now().date_naive();
+        let usage = state.audit.usage();
+        found.sort_by_cached_key(|d| {
+            let u = usage.get(&format!("{}.{}", d.department, d.name), today);
+            std::cmp::Reverse((u.reads_30d, u.reads_total))
+        });
         *found = std::mem::take(found)
             .into_iter()
             .skip(usize::try_from(offset).unwrap_or(usize::MAX))
@@ -157,6 +163,7 @@ pub async fn list_datasets(
     Ok(Json(DatasetList {
         datasets,
         total: page.total,
+        facets,
     }))
 }
 
