@@ -256,6 +256,17 @@ pub struct DatasetFacets {
 }
 
 impl DatasetFacets {
+    /// The list of the field named `name` (as the struct names it; the last for another).
+    pub(crate) fn field(&mut self, name: &str) -> &mut Vec<(String, u64)> {
+        match name {
+            "department" => &mut self.department,
+            "access_level" => &mut self.access_level,
+            "tag" => &mut self.tag,
+            "update_frequency" => &mut self.update_frequency,
+            _ => &mut self.source_format,
+        }
+    }
+
     /// Puts each list in the facets' order: most first, then by value.
     pub fn sorted(mut self) -> Self {
         for list in [

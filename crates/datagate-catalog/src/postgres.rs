@@ -1071,13 +1071,7 @@ impl CatalogStore for PostgresCatalog {
         for r in c.query(&sql, &params).await? {
             let field: String = r.get(0);
             let entry = (r.get::<_, String>(1), r.get::<_, i64>(2).max(0) as u64);
-            match field.as_str() {
-                "department" => facets.department.push(entry),
-                "access_level" => facets.access_level.push(entry),
-                "update_frequency" => facets.update_frequency.push(entry),
-                "tag" => facets.tag.push(entry),
-                _ => facets.source_format.push(entry),
-            }
+            facets.field(&field).push(entry);
         }
         Ok(facets.sorted())
     }

@@ -889,30 +889,31 @@ impl CatalogStore for SqliteCatalog {
         let filter = filter.clone();
         self.read(move |c| {
             let (where_sql, args) = dataset_matches(&filter)?;
-            let count = |value: &str, from: &str| -> Result<Vec<(String, u64)>> {
-                let sql = format!(
-                    "SELECT {value}, COUNT(DISTINCT d.id) FROM datasets d {from} \
-                     WHERE {where_sql} AND {value} IS NOT NULL AND {value} <> '' GROUP BY 1"
-                );
-                let mut stmt = c.prepare(&sql)?;
-                let counted = stmt
-                    .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                Ok(counted)
-            };
-            Ok(DatasetFacets {
-                department: count("d.department_id", "")?,
-                access_level: count("d.access_level", "")?,
-                tag: count("ft.value", "CROSS JOIN json_each(d.tags) ft")?,
-                update_frequency: count("d.update_frequency", "")?,
-                source_format: count(
-                    "v.source_format",
-                    "JOIN versions v ON v.dataset_id = d.id AND v.version = d.current_version",
-                )?,
+            // The matches found once (a search's LIKEs scan every description), then every
+            // field's counts, each row naming its field.
+            let sql = format!(
+                "WITH m AS MATERIALIZED (SELECT d.id, d.department_id, d.access_level, \
+                        d.update_frequency, d.tags, d.current_version FROM datasets d \
+                        WHERE {where_sql}) \
+                 SELECT 'department', department_id, COUNT(*) FROM m GROUP BY 2 \
+                 UNION ALL SELECT 'access_level', access_level, COUNT(*) FROM m GROUP BY 2 \
+                 UNION ALL SELECT 'update_frequency', update_frequency, COUNT(*) FROM m \
+                    WHERE update_frequency <> '' GROUP BY 2 \
+                 UNION ALL SELECT 'tag', t.value, COUNT(DISTINCT m.id) \
+                    FROM m, json_each(m.tags) t WHERE t.value <> '' GROUP BY 2 \
+                 UNION ALL SELECT 'source_format', v.source_format, COUNT(*) FROM m \
+                    JOIN versions v ON v.dataset_id = m.id AND v.version = m.current_version \
+                    WHERE v.source_format IS NOT NULL AND v.source_format <> '' GROUP BY 2"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+            let mut facets = DatasetFacets::default();
+            while let Some(r) = rows.next()? {
+                let field: String = r.get(0)?;
+                let entry = (r.get::<_, String>(1)?, r.get::<_, i64>(2)?.max(0) as u64);
+                facets.field(&field).push(entry);
             }
-            .sorted())
+            Ok(facets.sorted())
         })
         .await
     }
