@@ -336,6 +336,15 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
     let (_, _, last) = page(&s, "/?department=bulk&sort=title&page=108", None).await;
     assert!(last.contains("Bulk 2149") && last.contains("Bulk 2140"));
     assert!(!last.contains("Bulk 2139") && !last.contains("Bulk 2150"));
+    // A page past the last, however far, is the last.
+    let (status, _, past) = page(
+        &s,
+        &format!("/?department=bulk&sort=title&page={}", usize::MAX),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(past.contains("Bulk 2149") && past.contains("Bulk 2140"));
     // The admin sees the shared ones too.
     let cookie = sign_in(&s, ADMIN).await;
     let (_, _, admin) = page(&s, "/?department=bulk", Some(&cookie)).await;

@@ -230,6 +230,16 @@ pub enum DatasetOrder {
 }
 
 impl DatasetOrder {
+    /// The `ORDER BY` text (over `datasets d`) of this order; `by_bytes` makes the backend
+    /// compare titles by their bytes (empty where it does already).
+    pub(crate) fn sql(self, by_bytes: &str) -> String {
+        match self {
+            DatasetOrder::Name => "d.department_id, d.name".into(),
+            DatasetOrder::Updated => "d.updated_at DESC, d.department_id, d.name".into(),
+            DatasetOrder::Title => format!("d.title{by_bytes}, d.department_id, d.name"),
+        }
+    }
+
     /// Where `a` goes beside `b` in this order.
     pub fn compare(self, a: &Dataset, b: &Dataset) -> std::cmp::Ordering {
         let by_key = || (&a.department, &a.name).cmp(&(&b.department, &b.name));
@@ -256,15 +266,43 @@ pub struct DatasetFacets {
 }
 
 impl DatasetFacets {
-    /// The list of the field named `name` (as the struct names it; the last for another).
-    pub(crate) fn field(&mut self, name: &str) -> &mut Vec<(String, u64)> {
-        match name {
+    /// The one statement both backends count facets with, over the matches of `where_sql`
+    /// (over `datasets d`) found once: rows of (field, value, count), each field named as
+    /// this struct names it. `tag_values` is the backend's set of a dataset's tags, as a
+    /// table `t` with a column `value`.
+    pub(crate) fn statement(where_sql: &str, tag_values: &str) -> String {
+        format!(
+            "WITH m AS MATERIALIZED (SELECT d.id, d.department_id, d.access_level, \
+                    d.update_frequency, d.tags, d.current_version FROM datasets d \
+                    WHERE {where_sql}) \
+             SELECT 'department', department_id, COUNT(*) FROM m GROUP BY 2 \
+             UNION ALL SELECT 'access_level', access_level, COUNT(*) FROM m GROUP BY 2 \
+             UNION ALL SELECT 'update_frequency', update_frequency, COUNT(*) FROM m \
+                WHERE update_frequency <> '' GROUP BY 2 \
+             UNION ALL SELECT 'tag', t.value, COUNT(DISTINCT m.id) \
+                FROM m, {tag_values} WHERE t.value <> '' GROUP BY 2 \
+             UNION ALL SELECT 'source_format', v.source_format, COUNT(*) FROM m \
+                JOIN versions v ON v.dataset_id = m.id AND v.version = m.current_version \
+                WHERE v.source_format IS NOT NULL AND v.source_format <> '' GROUP BY 2"
+        )
+    }
+
+    /// Files a row of [`DatasetFacets::statement`] under its field.
+    pub(crate) fn add(&mut self, field: &str, value: String, count: i64) -> crate::Result<()> {
+        let list = match field {
             "department" => &mut self.department,
             "access_level" => &mut self.access_level,
             "tag" => &mut self.tag,
             "update_frequency" => &mut self.update_frequency,
-            _ => &mut self.source_format,
-        }
+            "source_format" => &mut self.source_format,
+            other => {
+                return Err(crate::CatalogError::Backend(format!(
+                    "a facet of an unknown field {other:?}"
+                )));
+            }
+        };
+        list.push((value, count.max(0) as u64));
+        Ok(())
     }
 
     /// Puts each list in the facets' order: most first, then by value.

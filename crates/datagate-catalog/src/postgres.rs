@@ -1018,11 +1018,7 @@ impl CatalogStore for PostgresCatalog {
         params.push(&offset);
         // Titles by their bytes (as SQLite and Rust compare them), not by the database's
         // collation.
-        let order = match filter.order {
-            DatasetOrder::Name => "d.department_id, d.name",
-            DatasetOrder::Updated => "d.updated_at DESC, d.department_id, d.name",
-            DatasetOrder::Title => "d.title COLLATE \"C\", d.department_id, d.name",
-        };
+        let order = filter.order.sql(" COLLATE \"C\"");
         // The page's ids first, sorted on their keys alone, then their rows (as in SQLite).
         let sql = format!(
             "{} JOIN (SELECT d.id FROM datasets d WHERE {where_sql} \
@@ -1053,25 +1049,11 @@ impl CatalogStore for PostgresCatalog {
         let (where_sql, args) = dataset_matches(filter);
         let c = self.client().await?;
         let params = as_params(&args);
-        // Every field's counts in one statement, each row naming its field.
-        let sql = format!(
-            "WITH m AS (SELECT d.id, d.department_id, d.access_level, d.update_frequency, \
-                    d.tags, d.current_version FROM datasets d WHERE {where_sql}) \
-             SELECT 'department', department_id, COUNT(*) FROM m GROUP BY 2 \
-             UNION ALL SELECT 'access_level', access_level, COUNT(*) FROM m GROUP BY 2 \
-             UNION ALL SELECT 'update_frequency', update_frequency, COUNT(*) FROM m \
-                WHERE update_frequency <> '' GROUP BY 2 \
-             UNION ALL SELECT 'tag', t, COUNT(DISTINCT m.id) \
-                FROM m, jsonb_array_elements_text(m.tags) t WHERE t <> '' GROUP BY 2 \
-             UNION ALL SELECT 'source_format', v.source_format, COUNT(*) FROM m \
-                JOIN versions v ON v.dataset_id = m.id AND v.version = m.current_version \
-                WHERE v.source_format IS NOT NULL AND v.source_format <> '' GROUP BY 2"
-        );
+        let sql =
+            DatasetFacets::statement(&where_sql, "jsonb_array_elements_text(m.tags) AS t(value)");
         let mut facets = DatasetFacets::default();
         for r in c.query(&sql, &params).await? {
-            let field: String = r.get(0);
-            let entry = (r.get::<_, String>(1), r.get::<_, i64>(2).max(0) as u64);
-            facets.field(&field).push(entry);
+            facets.add(&r.try_get::<_, String>(0)?, r.try_get(1)?, r.try_get(2)?)?;
         }
         Ok(facets.sorted())
     }

@@ -854,11 +854,7 @@ impl CatalogStore for SqliteCatalog {
             let limit_n = args.len();
             args.push((filter.offset.min(i64::MAX as u64) as i64).into());
             let offset_n = args.len();
-            let order = match filter.order {
-                DatasetOrder::Name => "d.department_id, d.name",
-                DatasetOrder::Updated => "d.updated_at DESC, d.department_id, d.name",
-                DatasetOrder::Title => "d.title, d.department_id, d.name",
-            };
+            let order = filter.order.sql("");
             // The page's ids first, sorted on their keys alone, then their rows (put back in
             // that order here: SQLite compares text by its bytes, as Rust does): sorting the
             // whole rows (descriptions and all, each joined to its version) for each page cost
@@ -889,29 +885,13 @@ impl CatalogStore for SqliteCatalog {
         let filter = filter.clone();
         self.read(move |c| {
             let (where_sql, args) = dataset_matches(&filter)?;
-            // The matches found once (a search's LIKEs scan every description), then every
-            // field's counts, each row naming its field.
-            let sql = format!(
-                "WITH m AS MATERIALIZED (SELECT d.id, d.department_id, d.access_level, \
-                        d.update_frequency, d.tags, d.current_version FROM datasets d \
-                        WHERE {where_sql}) \
-                 SELECT 'department', department_id, COUNT(*) FROM m GROUP BY 2 \
-                 UNION ALL SELECT 'access_level', access_level, COUNT(*) FROM m GROUP BY 2 \
-                 UNION ALL SELECT 'update_frequency', update_frequency, COUNT(*) FROM m \
-                    WHERE update_frequency <> '' GROUP BY 2 \
-                 UNION ALL SELECT 'tag', t.value, COUNT(DISTINCT m.id) \
-                    FROM m, json_each(m.tags) t WHERE t.value <> '' GROUP BY 2 \
-                 UNION ALL SELECT 'source_format', v.source_format, COUNT(*) FROM m \
-                    JOIN versions v ON v.dataset_id = m.id AND v.version = m.current_version \
-                    WHERE v.source_format IS NOT NULL AND v.source_format <> '' GROUP BY 2"
-            );
+            // The matches found once (a search's LIKEs scan every description).
+            let sql = DatasetFacets::statement(&where_sql, "json_each(m.tags) t");
             let mut stmt = c.prepare(&sql)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
             let mut facets = DatasetFacets::default();
             while let Some(r) = rows.next()? {
-                let field: String = r.get(0)?;
-                let entry = (r.get::<_, String>(1)?, r.get::<_, i64>(2)?.max(0) as u64);
-                facets.field(&field).push(entry);
+                facets.add(&r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)?;
             }
             Ok(facets.sorted())
         })

@@ -390,7 +390,7 @@ pub async fn catalog(
     // One page of the matches, with their counts by each facet: the catalog filters, counts,
     // sorts and pages them, whatever its size.
     let listing = |page: usize| {
-        let offset = ((page - 1) * CARDS_PER_PAGE).to_string();
+        let offset = (page - 1).saturating_mul(CARDS_PER_PAGE).to_string();
         let uri = link(
             "/api/v1/datasets",
             &[
