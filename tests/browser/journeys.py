@@ -221,6 +221,17 @@ def anonymous():
     n = api("/api/v1/query", method="POST", body={"sql": "SELECT count(*) AS n FROM transport.bus_lines"})["rows"][0]["n"]
     j.check(j.el("#main table td.num").text == str(n), "the fixed query's result")
     j.shots("sql")
+    # The table list's search, by name: the statement stays as edited, and is not run.
+    edited = "SELECT line_name FROM transport."
+    sql = j.el("#q")
+    sql.clear()
+    sql.send_keys(edited)
+    j.el("#table-words").send_keys("bus_l")
+    j.click("#table-search button")
+    j.check(j.el("#q").get_attribute("value") == edited, "the edited statement is kept")
+    found = [c.text for c in j.d.find_elements(By.CSS_SELECTOR, "aside.tables summary code")]
+    j.check(found == ["transport.bus_lines"], f"the table search found {found}")
+    j.check(not j.d.find_elements(By.CSS_SELECTOR, "#main .table-wrap"), "the statement did not run")
     # English by the switch.
     j.click_text("English")
     j.check(j.d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en", "switched to English")

@@ -554,6 +554,49 @@ async fn the_bloom_cache_can_be_turned_off() {
     );
 }
 
+/// `names=true` searches the tables' SQL names as well: what a SQL console's table list asks.
+#[tokio::test]
+async fn dataset_listing_searches_sql_names_when_asked() {
+    let s = Server::start(Options::default()).await;
+    let names = |path: &str| {
+        let path = path.to_string();
+        let s = &s;
+        async move {
+            let (status, body) = s.get_json(&path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let listed: Vec<String> = body["datasets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| format!("{}.{}", d["department"], d["name"]).replace('"', ""))
+                .collect();
+            assert_eq!(body["total"], listed.len(), "{path}");
+            listed
+        }
+    };
+    assert_eq!(
+        names("/api/v1/datasets?q=transport.bus&names=true").await,
+        ["transport.bus_lines", "transport.bus_stops"]
+    );
+    assert!(names("/api/v1/datasets?q=transport.bus").await.is_empty());
+    assert!(
+        names("/api/v1/datasets?q=transport.bus&names=false")
+            .await
+            .is_empty()
+    );
+    // Each word anywhere: one in a name, one in a title.
+    assert_eq!(
+        names("/api/v1/datasets?q=BUS_S+%E5%85%AC%E4%BA%A4&names=true").await,
+        ["transport.bus_stops"]
+    );
+    // Unseen datasets stay unseen.
+    assert!(
+        names("/api/v1/datasets?q=justice.mediation&names=true")
+            .await
+            .is_empty()
+    );
+}
+
 /// The fields a catalog is browsed by: filters, their counts (`facets=true`) and the orders,
 /// each checked against the whole listing, counted and sorted here.
 #[tokio::test]

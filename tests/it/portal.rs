@@ -783,6 +783,90 @@ async fn the_sql_console_runs_through_the_query_api_and_marks_errors() {
     );
 }
 
+/// The tables a page of the SQL console lists, in order.
+fn listed_tables(html: &str) -> Vec<String> {
+    html.split("<summary><code>")
+        .skip(1)
+        .filter_map(|rest| rest.split('<').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// With thousands of tables, the console lists a page of them and finds the rest by name,
+/// title or tag, as the visitor may see them; searching keeps the statement without running it.
+#[tokio::test]
+async fn the_sql_console_finds_and_pages_the_tables_of_a_large_catalog() {
+    let s = start().await;
+    register_bulk(&s, 120, 5).await;
+    let everyone = api_json(&s, None, "/api/v1/datasets?limit=1").await["total"]
+        .as_u64()
+        .unwrap();
+    let (st, _, first) = page(&s, "/sql", None).await;
+    assert_eq!(st, 200);
+    let tables = listed_tables(&first);
+    assert_eq!(tables.len(), 50, "{tables:?}");
+    assert_eq!(tables[0], "bulk.ds0000", "ordered by name");
+    assert!(first.contains(&format!("1–50 / {everyone}")));
+    assert!(first.contains("tables_page=2"), "a next page");
+
+    // By name: a department's tables, paged; the shared ones are not the visitor's.
+    async fn search(s: &Server, words: &str, page_no: &str) -> String {
+        let path = format!("/sql?tables={}&tables_page={page_no}", urlencode(words));
+        let (st, _, html) = page(s, &path, None).await;
+        assert_eq!(st, 200, "{path}");
+        html
+    }
+    let third = search(&s, "BULK.", "3").await;
+    let names: Vec<String> = (100..120).map(|i| format!("bulk.ds{i:04}")).collect();
+    assert_eq!(listed_tables(&third), names);
+    assert!(third.contains("101–120 / 120"));
+    assert!(third.contains("tables_page=2") && !third.contains("tables_page=4"));
+    assert_eq!(
+        listed_tables(&search(&s, "bulk.", &usize::MAX.to_string()).await),
+        names,
+        "a page past the last is the last"
+    );
+    let ten = search(&s, "bulk.ds011", "").await;
+    assert_eq!(listed_tables(&ten).len(), 10);
+    assert!(ten.contains("1–10 / 10") && !ten.contains("rel=\"next\""));
+    // By title, by tag, by several words.
+    assert_eq!(
+        listed_tables(&search(&s, "Bulk 0042", "").await),
+        ["bulk.ds0042"]
+    );
+    assert_eq!(
+        listed_tables(&search(&s, "bus_lines", "").await),
+        ["transport.bus_lines"]
+    );
+    let t2 = listed_tables(&search(&s, "t2 bulk.ds00", "").await);
+    assert_eq!(t2.len(), 33, "{t2:?}");
+    assert!(listed_tables(&search(&s, "bulk.ds012", "").await).is_empty());
+    let none = search(&s, "no-such-table", "").await;
+    assert!(listed_tables(&none).is_empty());
+    assert!(none.contains("没有匹配的表") || none.contains("No table matches"));
+    // The admin's list has the shared ones.
+    let cookie = sign_in(&s, ADMIN).await;
+    let (_, _, admin) = page(&s, "/sql?tables=bulk.ds012", Some(&cookie)).await;
+    assert_eq!(listed_tables(&admin).len(), 5);
+
+    // Searching keeps the statement in the editor and in the next page's link, unrun; the
+    // statement's own form keeps the search.
+    let sql = "SELECT 41 + 1 AS n";
+    let (_, _, kept) = page(
+        &s,
+        &format!("/sql?q={}&run=0&tables=bulk.", urlencode(sql)),
+        None,
+    )
+    .await;
+    assert!(kept.contains(&format!(">{}</textarea>", escaped(sql))));
+    assert!(!kept.contains("table-wrap"), "not run");
+    assert!(kept.contains(&format!("q={}&#38;run=0", urlencode(sql))));
+    assert!(kept.contains("<input type=\"hidden\" name=\"tables\" value=\"bulk.\">"));
+    let (_, _, ran) = page(&s, &format!("/sql?q={}&tables=bulk.", urlencode(sql)), None).await;
+    assert!(ran.contains("<td class=\"num\">42</td>"), "run");
+    assert_eq!(listed_tables(&ran).len(), 50);
+}
+
 #[tokio::test]
 async fn what_the_portal_reads_is_audited_like_an_api_call() {
     let s = start().await;

@@ -2,9 +2,9 @@
 //! (`tests/browser/journeys.py`; chromium, chromium-driver and selenium are installed by
 //! `scripts/test.sh`). The journeys: keyboard only (skip link, search, a dataset, the preview's
 //! filter, each focus visibly outlined), then every page's text against WCAG AA contrast and
-//! every control's label, public and signed in; anonymous search → facet → dataset → filtered preview →
-//! CSV download equal to the export API's bytes → SQL console error, marked, then fixed →
-//! English; a consumer signs in and applies for a conditional dataset; the department's
+//! every control's label, public and signed in; anonymous search → facet → dataset → filtered
+//! preview → CSV download equal to the export API's bytes → SQL console error, marked, then
+//! fixed → a table found by name, the edited statement kept, unrun → English; a consumer signs in and applies for a conditional dataset; the department's
 //! publisher approves it on the department page, registers a dataset with a masked column,
 //! uploads a 50 MB CSV (the progress bar reaches 100%, the version is visible) and a bad CSV
 //! (its line and column shown, nothing kept); the consumer then previews exactly the API's

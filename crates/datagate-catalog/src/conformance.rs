@@ -599,6 +599,37 @@ pub async fn listing_filters_and_visibility(s: &dyn CatalogStore) {
         0,
         "LIKE wildcards are literal"
     );
+    // A table search: each word in the SQL name `department.name` too, or in the text.
+    let tables = |q: &str, q_names: bool| {
+        let f = DatasetFilter {
+            q: Some(q.into()),
+            q_names,
+            ..Default::default()
+        };
+        async move {
+            by(f)
+                .await
+                .datasets
+                .iter()
+                .map(|d| format!("{}.{}", d.department, d.name))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(tables("b.f", true).await, ["b.five", "b.four"]);
+    assert!(
+        tables("b.f", false).await.is_empty(),
+        "names only when asked"
+    );
+    assert_eq!(tables("A.T", true).await, ["a.three", "a.two"], "any case");
+    assert_eq!(
+        tables("公交 b.", true).await,
+        ["b.five"],
+        "a word in the text, a word in the name"
+    );
+    assert_eq!(tables("ix", true).await, ["b.six"], "the titles match too");
+    assert!(tables("a_t", true).await.is_empty(), "wildcards literal");
+    assert!(tables(".", false).await.is_empty());
+    assert_eq!(tables(".", true).await.len(), 6);
     // Paging.
     let p = by(DatasetFilter {
         limit: 2,

@@ -198,6 +198,9 @@ pub struct DatasetFilter {
     pub visible_levels: Vec<AccessLevel>,
     /// Words searched in title, description and tags (all must match).
     pub q: Option<String>,
+    /// Each word of `q` may also be found in the dataset's SQL name, `department.name`
+    /// (a table search: a SQL console's list of tables).
+    pub q_names: bool,
     pub department: Option<String>,
     pub tag: Option<String>,
     pub access_level: Option<AccessLevel>,

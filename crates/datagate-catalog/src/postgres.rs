@@ -227,11 +227,16 @@ fn dataset_matches(filter: &DatasetFilter) -> (String, Vec<Box<dyn ToSql + Sync 
         for word in q.split_whitespace() {
             args.push(Box::new(like_pattern(word)));
             let n = args.len();
+            let name = if filter.q_names {
+                format!(" OR (d.department_id || '.' || d.name) ILIKE ${n}")
+            } else {
+                String::new()
+            };
             // ILIKE: case-insensitive like SQLite's LIKE.
             clauses.push(format!(
                 "(d.title ILIKE ${n} OR d.description ILIKE ${n} \
                  OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(d.tags) t \
-                    WHERE t ILIKE ${n}))"
+                    WHERE t ILIKE ${n}){name})"
             ));
         }
     }

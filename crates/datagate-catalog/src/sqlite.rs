@@ -323,9 +323,14 @@ fn dataset_matches(filter: &DatasetFilter) -> Result<(String, Vec<rusqlite::type
         for word in q.split_whitespace() {
             args.push(like_pattern(word).into());
             let n = args.len();
+            let name = if filter.q_names {
+                format!(" OR (d.department_id || '.' || d.name) LIKE ?{n} ESCAPE '\\'")
+            } else {
+                String::new()
+            };
             clauses.push(format!(
                 "(d.title LIKE ?{n} ESCAPE '\\' OR d.description LIKE ?{n} ESCAPE '\\' \
-                 OR EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value LIKE ?{n} ESCAPE '\\'))"
+                 OR EXISTS (SELECT 1 FROM json_each(d.tags) t WHERE t.value LIKE ?{n} ESCAPE '\\'){name})"
             ));
         }
     }

@@ -327,6 +327,9 @@ pub struct VersionsQuery {
 pub struct DatasetQuery {
     /// Words searched in title, description and tags; all must match.
     pub q: Option<String>,
+    /// `true`: each word of `q` may also be found in a dataset's SQL name,
+    /// `department.dataset` (`transport.bus`, `bus_l`): a search for tables.
+    pub names: Option<bool>,
     /// Only this department's datasets.
     pub department: Option<String>,
     /// Only datasets with this tag.

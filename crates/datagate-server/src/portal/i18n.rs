@@ -375,9 +375,15 @@ static TEXTS: &[(&str, &str, &str)] = &[
         "Read-only SQL (DataFusion dialect): tables are department.dataset.",
     ),
     ("sql.label", "SQL 语句", "SQL statement"),
+    ("sql.no_tables", "没有匹配的表", "No table matches"),
     ("sql.rows", "行", "rows"),
     ("sql.run", "运行", "Run"),
     ("sql.tables", "可查询的表", "Tables you can query"),
+    (
+        "sql.tables_search",
+        "按表名、标题或标签查找",
+        "Find by table name, title or tag",
+    ),
     ("sql.title", "SQL 查询", "SQL console"),
     (
         "sql.truncated",

@@ -21,10 +21,8 @@ use std::time::Instant;
 const CARDS_PER_PAGE: usize = 20;
 /// Rows per preview page.
 const PREVIEW_ROWS: u32 = 20;
-/// The catalog is read from the API in pages of this many datasets (its maximum)...
-const LISTING_PAGE: u64 = 1000;
-/// ...and at most this many pages (a city catalog is thousands of entries).
-const LISTING_PAGES: u64 = 20;
+/// Tables per page of the SQL console's list.
+const TABLES_PER_PAGE: usize = 50;
 /// The download choices, in the order pages list them: a format, or `excel`, CSV in UTF-8
 /// after a byte-order mark (a spreadsheet in a Chinese locale reads a CSV file without one as
 /// GBK, and its Chinese as mojibake).
@@ -183,53 +181,6 @@ pub(super) fn error_page(v: &Visitor, base: Base, a: &Answer) -> Response {
         detail: a.detail(),
     };
     html(v, a.status, &page)
-}
-
-/// Every dataset the visitor sees whose text matches `q` (catalog pages of the API).
-async fn all_datasets(
-    portal: &Portal,
-    caller: &Caller,
-    q: &str,
-    with_schema: bool,
-) -> Result<Vec<DatasetOut>, Answer> {
-    let continuing = caller.continuing();
-    let page = |n: u64| {
-        let uri = link(
-            "/api/v1/datasets",
-            &[
-                ("limit", &LISTING_PAGE.to_string()),
-                ("offset", &(n * LISTING_PAGE).to_string()),
-                ("q", q),
-                ("schema", if with_schema { "" } else { "false" }),
-            ],
-        );
-        // The pages after the first go on reading the same listing: the visitor's rate
-        // counts the listing once, whatever the catalog's size.
-        let caller = if n == 0 {
-            caller.clone()
-        } else {
-            continuing.clone()
-        };
-        let api = portal.api.clone();
-        // A task each: the pages after the first are read at once, on as many threads.
-        tokio::spawn(async move { api.get::<DatasetList>(&caller, &uri).await })
-    };
-    let joined = |r: Result<Result<DatasetList, Answer>, tokio::task::JoinError>| {
-        r.unwrap_or_else(|e| {
-            Err(Answer {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                problem: serde_json::json!({"detail": format!("reading the catalog stopped: {e}")}),
-            })
-        })
-    };
-    let first = joined(page(0).await)?;
-    let pages = first.total.div_ceil(LISTING_PAGE).clamp(1, LISTING_PAGES);
-    let rest: Vec<_> = (1..pages).map(page).collect();
-    let mut out = first.datasets;
-    for next in rest {
-        out.extend(joined(next.await)?.datasets);
-    }
-    Ok(out)
 }
 
 async fn department_names(portal: &Portal, caller: &Caller) -> HashMap<String, String> {
@@ -1116,6 +1067,15 @@ pub struct SqlParams {
     explain: String,
     #[serde(default)]
     format: String,
+    /// `0`: the statement is kept in the editor, not run (the table list's search and pages).
+    #[serde(default)]
+    run: String,
+    /// Words looked for in the tables' names, titles, descriptions and tags.
+    #[serde(default)]
+    tables: String,
+    /// The page of the table list, from 1.
+    #[serde(default)]
+    tables_page: String,
 }
 
 pub struct SqlLine {
@@ -1146,6 +1106,96 @@ pub struct TableInfo {
     columns: Vec<(String, String)>,
 }
 
+/// One page of the tables the visitor can query, found by a search.
+#[derive(Default)]
+pub struct TableList {
+    /// The search, as typed.
+    search: String,
+    tables: Vec<TableInfo>,
+    /// `first–last / total` of the matches.
+    shown: String,
+    prev: Option<String>,
+    next: Option<String>,
+    /// Why the list could not be read.
+    error: Option<String>,
+}
+
+/// The page `p` asks for of the tables the visitor can query: the catalog searches and pages
+/// them (names too), whatever its size.
+async fn table_list(portal: &Portal, caller: &Caller, p: &SqlParams) -> TableList {
+    let search = p.tables.trim();
+    let listing = |page: usize| {
+        let offset = (page - 1).saturating_mul(TABLES_PER_PAGE).to_string();
+        let uri = link(
+            "/api/v1/datasets",
+            &[
+                ("q", search),
+                ("names", "true"),
+                ("limit", &TABLES_PER_PAGE.to_string()),
+                ("offset", &offset),
+            ],
+        );
+        async move { portal.api.get::<DatasetList>(caller, &uri).await }
+    };
+    let asked = p.tables_page.parse::<usize>().unwrap_or(1).max(1);
+    let mut found = listing(asked).await;
+    let total = found.as_ref().map_or(0, |f| f.total);
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let pages = total.div_ceil(TABLES_PER_PAGE).max(1);
+    let page = asked.min(pages);
+    if page != asked {
+        // Past the last page: the last one instead.
+        found = listing(page).await;
+    }
+    let found = match found {
+        Ok(found) => found,
+        Err(a) => {
+            return TableList {
+                search: search.to_string(),
+                error: Some(a.detail()),
+                ..Default::default()
+            };
+        }
+    };
+    let page_url = |n: usize| {
+        let n = n.to_string();
+        link(
+            "/sql",
+            &[
+                ("q", &p.q),
+                ("run", "0"),
+                ("tables", search),
+                ("tables_page", if n == "1" { "" } else { &n }),
+            ],
+        ) + "#tables"
+    };
+    let first = (page - 1) * TABLES_PER_PAGE;
+    TableList {
+        search: search.to_string(),
+        shown: if found.datasets.is_empty() {
+            String::new()
+        } else {
+            format!("{}–{} / {total}", first + 1, first + found.datasets.len())
+        },
+        tables: found
+            .datasets
+            .into_iter()
+            .map(|d| TableInfo {
+                name: format!("{}.{}", d.department, d.name),
+                conditional: d.access_level == "conditional",
+                columns: d
+                    .columns()
+                    .iter()
+                    .map(|c| (c.name.clone(), c.data_type.clone()))
+                    .collect(),
+            })
+            .collect(),
+        prev: (page > 1).then(|| page_url(page - 1)),
+        next: (page < pages).then(|| page_url(page + 1)),
+        error: None,
+    }
+}
+
 #[derive(Template)]
 #[template(path = "sql.html")]
 struct SqlPage {
@@ -1153,7 +1203,7 @@ struct SqlPage {
     sql: String,
     error: Option<SqlError>,
     result: Option<SqlResult>,
-    tables: Vec<TableInfo>,
+    tables: TableList,
 }
 
 /// The statement's lines, the one at `line`/`column` (1-based) marked at that character.
@@ -1195,23 +1245,10 @@ pub async fn sql(State(portal): State<Portal>, v: Visitor, Query(p): Query<SqlPa
         Ok(b) => b,
         Err(r) => return r,
     };
-    let tables = all_datasets(&portal, &v.caller, "", true)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| TableInfo {
-            name: format!("{}.{}", d.department, d.name),
-            conditional: d.access_level == "conditional",
-            columns: d
-                .columns()
-                .iter()
-                .map(|c| (c.name.clone(), c.data_type.clone()))
-                .collect(),
-        })
-        .collect();
+    let tables = table_list(&portal, &v.caller, &p).await;
     let sql = p.q.trim().to_string();
     let (mut error, mut result) = (None, None);
-    if !sql.is_empty() {
+    if !sql.is_empty() && p.run != "0" {
         let statement = if p.explain.is_empty() {
             sql.clone()
         } else {

@@ -87,6 +87,7 @@ pub async fn list_datasets(
     let mut filter = DatasetFilter {
         visible_levels: caller.visible_levels(),
         q: non_empty(q.q),
+        q_names: q.names == Some(true),
         department,
         tag: non_empty(q.tag),
         access_level,

@@ -1,6 +1,7 @@
 // datagate portal: small enhancements only; every page works without this file.
 // - the SQL console runs on Ctrl/Cmd+Enter;
-// - buttons with data-confirm ask before submitting their form.
+// - buttons with data-confirm ask before submitting their form;
+// - the SQL console's table search keeps the statement as edited (not as the page came).
 document.addEventListener("keydown", (e) => {
   const t = e.target;
   if (t instanceof HTMLTextAreaElement && t.classList.contains("sql") && e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
@@ -11,6 +12,10 @@ document.addEventListener("keydown", (e) => {
 document.addEventListener("submit", (e) => {
   const b = e.submitter;
   if (b && b.dataset.confirm && !window.confirm(b.dataset.confirm)) e.preventDefault();
+  const statement = document.getElementById("q");
+  if (e.target.id === "table-search" && statement instanceof HTMLTextAreaElement) {
+    e.target.querySelector("input[name=q]").value = statement.value;
+  }
 });
 // Upload with a progress bar (department pages): the file is the request body, typed by its
 // extension (and the chosen text encoding); the API's answer is shown as it came (the new version, or the problem with its
