@@ -349,6 +349,33 @@ async fn the_catalog_page_counts_a_catalog_larger_than_an_api_page() {
     let cookie = sign_in(&s, ADMIN).await;
     let (_, _, admin) = page(&s, "/?department=bulk", Some(&cookie)).await;
     assert_eq!(found_count(&admin), Some((OPEN + SHARED).to_string()));
+    // The department's page lists its 2,190 datasets 100 a page: the first, the last, and a
+    // page past the last is the last.
+    let listed = |html: &str| {
+        html.split("<tr><td><code>")
+            .skip(1)
+            .filter_map(|rest| rest.split('<').next())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (status, _, first) = page(&s, "/publish/bulk", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    let names =
+        |range: std::ops::Range<usize>| range.map(|i| format!("ds{i:04}")).collect::<Vec<_>>();
+    assert_eq!(listed(&first), names(0..100));
+    assert!(first.contains("1 / 22") && first.contains("href=\"/publish/bulk?page=2\""));
+    for path in [
+        "/publish/bulk?page=22".to_string(),
+        format!("/publish/bulk?page={}", usize::MAX),
+    ] {
+        let (status, _, last) = page(&s, &path, Some(&cookie)).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(listed(&last), names(2100..OPEN + SHARED), "{path}");
+        assert!(
+            last.contains("22 / 22") && !last.contains("rel=\"next\""),
+            "{path}"
+        );
+    }
 }
 
 /// A catalog page view costs a visitor's rate the same whatever the catalog's size: it reads

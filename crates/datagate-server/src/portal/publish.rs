@@ -52,6 +52,10 @@ struct PublishPage {
     department: String,
     departments: Vec<String>,
     datasets: Vec<DatasetOut>,
+    /// Links to the list's previous and next pages, and `page / pages` when it has several.
+    prev: Option<String>,
+    next: Option<String>,
+    page_label: String,
     /// The department's unpublished datasets, which may be published again.
     unpublished: Vec<DatasetOut>,
     applications: Vec<Row>,
@@ -100,7 +104,13 @@ pub struct Notice {
     notice: String,
     #[serde(default)]
     error: String,
+    /// The page of the department's datasets, from 1.
+    #[serde(default)]
+    page: String,
 }
+
+/// Datasets per page of a department's list.
+const DATASETS_PER_PAGE: usize = 100;
 
 /// `GET /publish`: a publisher's department page; admins choose a department.
 pub async fn home(State(portal): State<Portal>, v: Visitor) -> Response {
@@ -153,20 +163,32 @@ pub async fn department(
         Ok(b) => b,
         Err(r) => return r,
     };
-    let list_uri = link(
-        "/api/v1/datasets",
-        &[("department", &dept), ("limit", "1000")],
-    );
+    // A page of the published datasets (a department may have thousands), and the unpublished.
+    let list_uri = |page: usize| {
+        let offset = (page - 1).saturating_mul(DATASETS_PER_PAGE).to_string();
+        link(
+            "/api/v1/datasets",
+            &[
+                ("department", &dept),
+                ("limit", &DATASETS_PER_PAGE.to_string()),
+                ("offset", &offset),
+                ("schema", "false"),
+            ],
+        )
+    };
     let hidden_uri = link(
         "/api/v1/datasets",
         &[
             ("department", &dept),
             ("limit", "1000"),
             ("unpublished", "true"),
+            ("schema", "false"),
         ],
     );
+    let asked = n.page.parse::<usize>().unwrap_or(1).max(1);
+    let first_uri = list_uri(asked);
     let (list, hidden, apps, grants, depts) = tokio::join!(
-        portal.api.get::<DatasetList>(&v.caller, &list_uri),
+        portal.api.get::<DatasetList>(&v.caller, &first_uri),
         portal.api.get::<DatasetList>(&v.caller, &hidden_uri),
         portal
             .api
@@ -176,9 +198,29 @@ pub async fn department(
             .api
             .get::<Vec<Value>>(&v.caller, "/api/v1/departments"),
     );
-    let list = match list {
+    let mut list = match list {
         Ok(l) => l,
         Err(a) => return error_page(&v, base, &a),
+    };
+    let total = usize::try_from(list.total).unwrap_or(usize::MAX);
+    let pages = total.div_ceil(DATASETS_PER_PAGE).max(1);
+    let page = asked.min(pages);
+    if page != asked {
+        // Past the last page: the last one instead.
+        list = match portal
+            .api
+            .get::<DatasetList>(&v.caller, &list_uri(page))
+            .await
+        {
+            Ok(l) => l,
+            Err(a) => return error_page(&v, base, &a),
+        };
+    }
+    let page_url = |n: usize| {
+        link(
+            &format!("/publish/{}", enc(&dept)),
+            &[("page", &n.to_string())],
+        )
     };
     let in_dept = |x: &Value| x["department"].as_str() == Some(dept.as_str());
     let page = PublishPage {
@@ -192,6 +234,13 @@ pub async fn department(
             Vec::new()
         },
         datasets: list.datasets,
+        prev: (page > 1).then(|| page_url(page - 1)),
+        next: (page < pages).then(|| page_url(page + 1)),
+        page_label: if pages > 1 {
+            format!("{page} / {pages}")
+        } else {
+            String::new()
+        },
         unpublished: hidden.map(|l| l.datasets).unwrap_or_default(),
         applications: apps
             .unwrap_or_default()
