@@ -183,6 +183,46 @@ pub(super) fn error_page(v: &Visitor, base: Base, a: &Answer) -> Response {
     html(v, a.status, &page)
 }
 
+/// A page of a listing, numbered from 1, as a portal page shows it.
+pub(super) struct ListingPage {
+    pub found: DatasetList,
+    /// The page shown: the one asked for, or the last when that was past it.
+    pub page: usize,
+    pub pages: usize,
+}
+
+/// The listing's page `asked` (from 1, [`asked_page`]) of `per_page` entries, `first` being
+/// what `read` answered for it: a page past the last reads the last instead.
+pub(super) async fn listing_page<F, R>(
+    asked: usize,
+    per_page: usize,
+    first: Result<DatasetList, Answer>,
+    read: R,
+) -> Result<ListingPage, Answer>
+where
+    R: Fn(usize) -> F,
+    F: std::future::Future<Output = Result<DatasetList, Answer>>,
+{
+    let mut found = first?;
+    let total = usize::try_from(found.total).unwrap_or(usize::MAX);
+    let pages = total.div_ceil(per_page).max(1);
+    let page = asked.min(pages);
+    if page != asked {
+        found = read(page).await?;
+    }
+    Ok(ListingPage { found, page, pages })
+}
+
+/// The page a `page` parameter asks for, from 1.
+pub(super) fn asked_page(param: &str) -> usize {
+    param.parse::<usize>().unwrap_or(1).max(1)
+}
+
+/// The offset of page `page` (from 1) of `per_page` entries.
+pub(super) fn page_offset(page: usize, per_page: usize) -> String {
+    page.saturating_sub(1).saturating_mul(per_page).to_string()
+}
+
 async fn department_names(portal: &Portal, caller: &Caller) -> HashMap<String, String> {
     portal
         .api
@@ -341,7 +381,7 @@ pub async fn catalog(
     // One page of the matches, with their counts by each facet: the catalog filters, counts,
     // sorts and pages them, whatever its size.
     let listing = |page: usize| {
-        let offset = (page - 1).saturating_mul(CARDS_PER_PAGE).to_string();
+        let offset = page_offset(page, CARDS_PER_PAGE);
         let uri = link(
             "/api/v1/datasets",
             &[
@@ -361,22 +401,17 @@ pub async fn catalog(
         let (api, caller) = (&portal.api, &v.caller);
         async move { api.get::<DatasetList>(caller, &uri).await }
     };
-    let asked = p.page.parse::<usize>().unwrap_or(1).max(1);
-    let (found, names) = tokio::join!(listing(asked), department_names(&portal, &v.caller));
-    let mut found = match found {
-        Ok(found) => found,
+    let asked = asked_page(&p.page);
+    let (first, names) = tokio::join!(listing(asked), department_names(&portal, &v.caller));
+    let ListingPage {
+        mut found,
+        page,
+        pages,
+    } = match listing_page(asked, CARDS_PER_PAGE, first, listing).await {
+        Ok(l) => l,
         Err(a) => return error_page(&v, base, &a),
     };
     let total = usize::try_from(found.total).unwrap_or(usize::MAX);
-    let pages = total.div_ceil(CARDS_PER_PAGE).max(1);
-    let page = asked.min(pages);
-    if page != asked {
-        // Past the last page: the last one instead.
-        found = match listing(page).await {
-            Ok(found) => found,
-            Err(a) => return error_page(&v, base, &a),
-        };
-    }
     let dept_name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
 
     // Choosing a facet's entry filters by it, choosing it again clears the filter.
@@ -1125,7 +1160,7 @@ pub struct TableList {
 async fn table_list(portal: &Portal, caller: &Caller, p: &SqlParams) -> TableList {
     let search = p.tables.trim();
     let listing = |page: usize| {
-        let offset = (page - 1).saturating_mul(TABLES_PER_PAGE).to_string();
+        let offset = page_offset(page, TABLES_PER_PAGE);
         let uri = link(
             "/api/v1/datasets",
             &[
@@ -1137,18 +1172,10 @@ async fn table_list(portal: &Portal, caller: &Caller, p: &SqlParams) -> TableLis
         );
         async move { portal.api.get::<DatasetList>(caller, &uri).await }
     };
-    let asked = p.tables_page.parse::<usize>().unwrap_or(1).max(1);
-    let mut found = listing(asked).await;
-    let total = found.as_ref().map_or(0, |f| f.total);
-    let total = usize::try_from(total).unwrap_or(usize::MAX);
-    let pages = total.div_ceil(TABLES_PER_PAGE).max(1);
-    let page = asked.min(pages);
-    if page != asked {
-        // Past the last page: the last one instead.
-        found = listing(page).await;
-    }
-    let found = match found {
-        Ok(found) => found,
+    let asked = asked_page(&p.tables_page);
+    let first = listing(asked).await;
+    let (found, page, pages) = match listing_page(asked, TABLES_PER_PAGE, first, listing).await {
+        Ok(l) => (l.found, l.page, l.pages),
         Err(a) => {
             return TableList {
                 search: search.to_string(),
@@ -1169,6 +1196,7 @@ async fn table_list(portal: &Portal, caller: &Caller, p: &SqlParams) -> TableLis
             ],
         ) + "#tables"
     };
+    let total = found.total;
     let first = (page - 1) * TABLES_PER_PAGE;
     TableList {
         search: search.to_string(),

@@ -5,7 +5,10 @@
 //! reason) and the grants (revoke). Every change is the API's own request, as the visitor.
 
 use super::client::Answer;
-use super::pages::{Base, base, enc, error_page, html, link, signed_out_redirect};
+use super::pages::{
+    Base, ListingPage, asked_page, base, enc, error_page, html, link, listing_page, page_offset,
+    signed_out_redirect,
+};
 use super::{Portal, Visitor};
 use crate::api::{DatasetList, DatasetOut};
 use askama::Template;
@@ -165,7 +168,7 @@ pub async fn department(
     };
     // A page of the published datasets (a department may have thousands), and the unpublished.
     let list_uri = |page: usize| {
-        let offset = (page - 1).saturating_mul(DATASETS_PER_PAGE).to_string();
+        let offset = page_offset(page, DATASETS_PER_PAGE);
         link(
             "/api/v1/datasets",
             &[
@@ -185,7 +188,7 @@ pub async fn department(
             ("schema", "false"),
         ],
     );
-    let asked = n.page.parse::<usize>().unwrap_or(1).max(1);
+    let asked = asked_page(&n.page);
     let first_uri = list_uri(asked);
     let (list, hidden, apps, grants, depts) = tokio::join!(
         portal.api.get::<DatasetList>(&v.caller, &first_uri),
@@ -198,24 +201,19 @@ pub async fn department(
             .api
             .get::<Vec<Value>>(&v.caller, "/api/v1/departments"),
     );
-    let mut list = match list {
+    let read = |page: usize| {
+        let uri = list_uri(page);
+        let (api, caller) = (&portal.api, &v.caller);
+        async move { api.get::<DatasetList>(caller, &uri).await }
+    };
+    let ListingPage {
+        found: list,
+        page,
+        pages,
+    } = match listing_page(asked, DATASETS_PER_PAGE, list, read).await {
         Ok(l) => l,
         Err(a) => return error_page(&v, base, &a),
     };
-    let total = usize::try_from(list.total).unwrap_or(usize::MAX);
-    let pages = total.div_ceil(DATASETS_PER_PAGE).max(1);
-    let page = asked.min(pages);
-    if page != asked {
-        // Past the last page: the last one instead.
-        list = match portal
-            .api
-            .get::<DatasetList>(&v.caller, &list_uri(page))
-            .await
-        {
-            Ok(l) => l,
-            Err(a) => return error_page(&v, base, &a),
-        };
-    }
     let page_url = |n: usize| {
         link(
             &format!("/publish/{}", enc(&dept)),
