@@ -101,6 +101,18 @@ impl Lang {
 
 /// (key, Chinese, English), sorted by key (a test checks).
 static TEXTS: &[(&str, &str, &str)] = &[
+    ("admin.departments", "部门", "Departments"),
+    (
+        "admin.key_once",
+        "请立即复制此密钥：它只显示这一次，系统只保存其哈希。",
+        "Copy this key now: it is shown only this once, and only its hash is kept.",
+    ),
+    ("admin.keys", "API 密钥", "API keys"),
+    ("admin.name", "名称", "Name"),
+    ("admin.new_department", "新建部门", "New department"),
+    ("admin.new_key", "签发密钥", "Issue a key"),
+    ("admin.revoked", "已撤销", "Revoked"),
+    ("admin.title", "系统管理", "Administration"),
     (
         "apply.done",
         "申请已提交，等待数据提供部门审批。",
@@ -411,6 +423,41 @@ mod tests {
         }
         assert_eq!(Lang::En.s("nav.catalog"), "Catalog");
         assert_eq!(Lang::Zh.level("conditional"), "有条件开放");
+    }
+
+    /// Every text a template or the portal's code asks for by name is in the table (a
+    /// missing one shows as `?`).
+    #[test]
+    fn every_text_asked_for_is_in_the_table() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/portal");
+        let mut sources = Vec::new();
+        for sub in [dir.clone(), dir.join("templates")] {
+            for entry in std::fs::read_dir(&sub).unwrap() {
+                let path = entry.unwrap().path();
+                // This file names texts in its tests and comments, not for pages.
+                if path.is_file() && !path.ends_with("i18n.rs") {
+                    sources.push(path);
+                }
+            }
+        }
+        let mut asked = 0;
+        for path in &sources {
+            let text = std::fs::read_to_string(path).unwrap();
+            // `.s("key")`, as templates and code call it.
+            for piece in text.split(".s(\"").skip(1) {
+                let key = piece.split('"').next().unwrap();
+                asked += 1;
+                assert!(
+                    TEXTS.binary_search_by(|(k, _, _)| (*k).cmp(key)).is_ok(),
+                    "{}: the text {key:?} is missing",
+                    path.display()
+                );
+            }
+        }
+        assert!(
+            asked > 100,
+            "{asked} texts found: the scan reads the sources"
+        );
     }
 
     #[test]
