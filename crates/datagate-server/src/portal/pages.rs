@@ -213,6 +213,18 @@ where
     Ok(ListingPage { found, page, pages })
 }
 
+/// The links to the pages before and after `page` of `pages`, where there are such pages.
+pub(super) fn neighbours(
+    page: usize,
+    pages: usize,
+    url: impl Fn(usize) -> String,
+) -> (Option<String>, Option<String>) {
+    (
+        (page > 1).then(|| url(page - 1)),
+        (page < pages).then(|| url(page + 1)),
+    )
+}
+
 /// The page a `page` parameter asks for, from 1.
 pub(super) fn asked_page(param: &str) -> usize {
     param.parse::<usize>().unwrap_or(1).max(1)
@@ -491,6 +503,7 @@ pub async fn catalog(
         link("/", &borrowed)
     };
     let pairs = p.pairs();
+    let (prev, next) = neighbours(page, pages, page_url);
     let page = CatalogPage {
         q: p.q.clone(),
         total,
@@ -518,8 +531,8 @@ pub async fn catalog(
             .filter(|(k, v)| *k != "sort" && !v.is_empty())
             .cloned()
             .collect(),
-        prev: (page > 1).then(|| page_url(page - 1)),
-        next: (page < pages).then(|| page_url(page + 1)),
+        prev,
+        next,
         page_label: format!("{page} / {pages}"),
         base,
     };
@@ -1197,6 +1210,7 @@ async fn table_list(portal: &Portal, caller: &Caller, p: &SqlParams) -> TableLis
         ) + "#tables"
     };
     let total = found.total;
+    let (prev, next) = neighbours(page, pages, page_url);
     let first = (page - 1) * TABLES_PER_PAGE;
     TableList {
         search: search.to_string(),
@@ -1218,8 +1232,8 @@ async fn table_list(portal: &Portal, caller: &Caller, p: &SqlParams) -> TableLis
                     .collect(),
             })
             .collect(),
-        prev: (page > 1).then(|| page_url(page - 1)),
-        next: (page < pages).then(|| page_url(page + 1)),
+        prev,
+        next,
         error: None,
     }
 }

@@ -6,8 +6,8 @@
 
 use super::client::Answer;
 use super::pages::{
-    Base, ListingPage, asked_page, base, enc, error_page, html, link, listing_page, page_offset,
-    signed_out_redirect,
+    Base, ListingPage, asked_page, base, enc, error_page, html, link, listing_page, neighbours,
+    page_offset, signed_out_redirect,
 };
 use super::{Portal, Visitor};
 use crate::api::{DatasetList, DatasetOut};
@@ -221,6 +221,7 @@ pub async fn department(
         )
     };
     let in_dept = |x: &Value| x["department"].as_str() == Some(dept.as_str());
+    let (prev, next) = neighbours(page, pages, page_url);
     let page = PublishPage {
         departments: if role == "admin" {
             depts
@@ -232,8 +233,8 @@ pub async fn department(
             Vec::new()
         },
         datasets: list.datasets,
-        prev: (page > 1).then(|| page_url(page - 1)),
-        next: (page < pages).then(|| page_url(page + 1)),
+        prev,
+        next,
         page_label: if pages > 1 {
             format!("{page} / {pages}")
         } else {
